@@ -1,0 +1,127 @@
+"""`App`: the registry of queues and consumers, and the way to the database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .backends import open_backend, redact_url, resolve_database_url
+from .backends.base import Backend, QueueSettings
+from .errors import InvalidQueueConfig, UnknownQueue
+from .portal import Portal
+from .queue import Queue, QueueConfig
+
+T = TypeVar("T")
+
+
+class App:
+    """A taskflare application: declare queues and consumers on it, then send and run workers.
+
+    `database_url` defaults to `$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`.
+    Nothing connects until first use. An App is safe to use from any thread and from
+    successive event loops; the `*_sync` methods run on a private loop of their own.
+    """
+
+    def __init__(self, database_url: str | None = None) -> None:
+        self.database_url = resolve_database_url(database_url)
+        self._queues: dict[str, Queue] = {}
+        self._backend: Backend | None = None
+        self._declared: set[str] = set()
+        self._lock = threading.Lock()
+        self._declare_lock: asyncio.Lock | None = None
+        self._portal = Portal()
+
+    def __repr__(self) -> str:
+        return f"App({redact_url(self.database_url)!r})"
+
+    # -- declaration ------------------------------------------------------------------
+
+    def queue(
+        self,
+        name: str,
+        *,
+        max_batch_size: int = 10,
+        max_batch_timeout: float = 5.0,
+        max_retries: int = 3,
+        retry_delay: float = 0,
+        dead_letter_queue: str | None = None,
+        max_concurrency: int | None = None,
+        visibility_timeout: float = 30.0,
+        max_message_bytes: int = 131_072,
+        max_batch_bytes: int = 262_144,
+        allow_pickle: bool = False,
+    ) -> Queue:
+        """Declare a queue and its consumer settings; a bad value raises `InvalidQueueConfig`."""
+        config = QueueConfig.create(
+            name,
+            max_batch_size=max_batch_size,
+            max_batch_timeout=max_batch_timeout,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            dead_letter_queue=dead_letter_queue,
+            max_concurrency=max_concurrency,
+            visibility_timeout=visibility_timeout,
+            max_message_bytes=max_message_bytes,
+            max_batch_bytes=max_batch_bytes,
+            allow_pickle=allow_pickle,
+        )
+        existing = self._queues.get(name)
+        if existing is not None and not existing.implicit:
+            raise InvalidQueueConfig(f"queue {name!r} is already declared in this app")
+        queue = Queue(self, config)
+        if existing is not None:
+            queue.consumer_spec = existing.consumer_spec
+        self._queues[name] = queue
+        if dead_letter_queue is not None and dead_letter_queue not in self._queues:
+            self._queues[dead_letter_queue] = Queue(
+                self, QueueConfig.create(dead_letter_queue), implicit=True
+            )
+        return queue
+
+    def get_queue(self, name: str) -> Queue:
+        """The declared queue called `name`, or `UnknownQueue`."""
+        try:
+            return self._queues[name]
+        except KeyError:
+            known = ", ".join(sorted(self._queues)) or "none"
+            raise UnknownQueue(f"no queue named {name!r} in this app (declared: {known})") from None
+
+    @property
+    def queues(self) -> dict[str, Queue]:
+        """Every queue declared in this app (dead-letter queues included), by name."""
+        return dict(self._queues)
+
+    # -- storage ----------------------------------------------------------------------
+
+    async def backend(self) -> Backend:
+        """The backend for this app's database, opened on first use."""
+        with self._lock:
+            if self._backend is None:
+                self._backend = open_backend(self.database_url)
+            backend = self._backend
+        pending = [q for name, q in self._queues.items() if name not in self._declared]
+        if pending:
+            await backend.queue_declare_many(
+                [QueueSettings(q.name, q.config.to_json()) for q in pending]
+            )
+            self._declared.update(q.name for q in pending)
+        return backend
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine to completion from synchronous code (the sync twins use this)."""
+        return self._portal.run(coro)
+
+    async def close(self) -> None:
+        """Close database connections; the app can be used again afterwards."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+            self._declared.clear()
+        if backend is not None:
+            await backend.close()
+
+    def close_sync(self) -> None:
+        """Blocking twin of `close`; also stops the private loop thread."""
+        self.run_sync(self.close())
+        self._portal.stop()

@@ -1,0 +1,235 @@
+"""The storage boundary: one protocol that every backend implements, and the plain data it exchanges.
+
+Nothing outside `taskflare.backends` writes SQL. Methods are named entity + verb and
+listed alphabetically; each takes small frozen dataclasses. Times are seconds since the
+epoch as floats; each backend reads its own clock (SQLite: this machine's; PostgreSQL:
+the server's), so callers pass delays, not absolute times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Message states as stored.
+READY = "ready"
+LEASED = "leased"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATES = (READY, LEASED, COMPLETED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: its body already encoded."""
+
+    id: str
+    queue: str
+    body: bytes
+    content_type: str
+    delay_seconds: float = 0.0
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimParams:
+    """Claim up to `limit` ready messages of `queue` under one lease.
+
+    The claim only happens when at least `min_count` messages are ready or the oldest
+    ready one became available `max_wait` seconds ago or more: that is how a batch
+    waits to fill up (`max_batch_size` / `max_batch_timeout`).
+    """
+
+    queue: str
+    limit: int
+    lease_id: str
+    owner: str
+    visibility_timeout: float
+    min_count: int = 1
+    max_wait: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """A message handed to a consumer; `attempts` already counts this delivery."""
+
+    id: str
+    queue: str
+    body: bytes
+    content_type: str
+    attempts: int
+    created_at: float
+    priority: int
+    lease_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """A message as held under one lease; outcomes only apply while the lease is held."""
+
+    id: str
+    lease_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOutcome:
+    """Put a message back, available again after `delay_seconds`."""
+
+    id: str
+    lease_id: str
+    delay_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailOutcome:
+    """Keep a message as failed; copy it to `dead_letter_queue` (as `dlq_message_id`) if set."""
+
+    id: str
+    lease_id: str
+    error: str | None
+    dead_letter_queue: str | None = None
+    dlq_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Every outcome of one or more batches, applied in one transaction."""
+
+    acks: Sequence[LeaseRef] = ()
+    retries: Sequence[RetryOutcome] = ()
+    fails: Sequence[FailOutcome] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """How many outcomes were applied; the rest had lost their lease to another consumer."""
+
+    acked: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RescueParams:
+    """Return messages of `queue` whose lease expired; those out of attempts fail instead."""
+
+    queue: str
+    max_attempts: int
+    dead_letter_queue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RescueResult:
+    """What a rescue pass did."""
+
+    requeued: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfo:
+    """What is waiting in a queue: ready-now count (capped), oldest ready time, next delayed time."""
+
+    ready_count: int
+    oldest_available_at: float | None
+    next_available_at: float | None
+    paused: bool
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A stored message as the admin side sees it."""
+
+    id: str
+    queue: str
+    state: str
+    body: bytes
+    content_type: str
+    attempts: int
+    priority: int
+    created_at: float
+    available_at: float
+    lease_expires_at: float | None
+    last_error: str | None
+    origin_queue: str | None
+    origin_id: str | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's declared consumer settings, stored so admin tools can show them."""
+
+    name: str
+    settings_json: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """How many messages a queue holds in each state."""
+
+    name: str
+    paused: bool
+    by_state: dict[str, int] = field(default_factory=dict)
+    oldest_ready_at: float | None = None
+
+
+class Backend(Protocol):
+    """What the worker, producers and admin tools need from storage."""
+
+    url_for_logs: str
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    async def lease_extend_many(self, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        """Push the expiry of live leases `visibility_timeout` seconds past now."""
+
+    async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
+        """Requeue (or fail, when out of attempts) messages whose lease has expired."""
+
+    async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
+        """Lease a batch of ready messages, counting one attempt on each, in one statement."""
+
+    async def message_enqueue_many(self, messages: Sequence[NewMessage]) -> None:
+        """Store messages all or nothing, in one transaction."""
+
+    async def message_get(self, message_id: str) -> MessageRecord | None:
+        """Read one message by id."""
+
+    async def message_list(
+        self, queue: str, state: str | None = None, limit: int = 100
+    ) -> list[MessageRecord]:
+        """List the messages of a queue, oldest first."""
+
+    async def message_release_many(self, refs: Sequence[LeaseRef]) -> int:
+        """Return claimed-but-unstarted messages to ready without counting the attempt."""
+
+    async def message_settle_many(self, settlement: Settlement) -> SettleResult:
+        """Apply acks, retries and failures together."""
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+
+    async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
+        """Count messages by state, per queue."""
+
+    async def queue_declare_many(self, queues: Sequence[QueueSettings]) -> None:
+        """Record queues and their settings (creating them when new)."""
+
+    async def queue_pause(self, queue: str, paused: bool) -> None:
+        """Pause (nothing is delivered) or resume a queue."""
+
+    async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
+        """Describe what a queue has ready now and when delayed work becomes ready."""
+
+    @property
+    def change_seq(self) -> int:
+        """A counter that moves when new work may be ready; read it before looking for work."""
+
+    async def wait_for_change(self, since: int, timeout: float) -> None:
+        """Return once `change_seq` has moved past `since`, or after `timeout` seconds."""

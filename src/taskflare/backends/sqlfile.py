@@ -1,0 +1,49 @@
+"""Named SQL statements and numbered migrations, read once from a backend's package files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+_MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """Split a file of `-- name: x` sections into {name: statement}."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        statement = body.strip()
+        if name in queries:
+            raise ValueError(f"{package}/{filename}: statement {name!r} is defined twice")
+        queries[name] = statement
+    return queries
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema change."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(package: str) -> list[Migration]:
+    """Every `NNNN_name.sql` file of a backend's migrations folder, in order."""
+    folder = resources.files(package).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _MIGRATION.match(entry.name)
+        if match:
+            found.append(
+                Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8"))
+            )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"{package}: migrations must be numbered 1..n without gaps: {versions}")
+    return found

@@ -1,0 +1,182 @@
+"""The `taskflare` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from .app import App
+from .backends import open_backend, redact_url, resolve_database_url
+from .errors import TaskflareError
+from .loader import load_object
+from .worker import Worker, WorkerConfig
+
+cli = typer.Typer(
+    name="taskflare",
+    help=(
+        "Background jobs with Cloudflare Queues semantics.\n\n"
+        "Example: taskflare worker myapp:app --concurrency 20"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AppArg = Annotated[str, typer.Argument(help="The app, as 'module:attr' or 'path/file.py:attr'.")]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr, one line an event."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line to stderr and exit with `code`."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def load_app(spec: str) -> App:
+    """Import the app or exit with one clear line."""
+    try:
+        obj = load_object(spec)
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+    if not isinstance(obj, App):
+        raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
+    return obj
+
+
+def run_worker(worker: Worker, *extra: Any) -> None:
+    """Run `worker` (plus any extra coroutines) until SIGTERM/SIGINT, then stop gracefully."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        tasks = [asyncio.ensure_future(coro) for coro in extra]
+        try:
+            await worker.run()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await worker.app.close()
+
+    asyncio.run(main())
+
+
+@cli.command()
+def worker(
+    app: AppArg,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Consume only this queue (repeatable).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Batches running at once.")
+    ] = 10,
+    shutdown_grace: Annotated[
+        float, typer.Option(help="Seconds running batches get to finish on SIGTERM.")
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a worker that consumes the app's queues.
+
+    Example: taskflare worker myapp:app --queue emails --concurrency 20
+    """
+    setup_logging(log_level)
+    application = load_app(app)
+    try:
+        config = WorkerConfig(
+            queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
+        )
+        the_worker = Worker(application, config)
+        run_worker(the_worker)
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+
+
+@cli.command()
+def migrate(
+    database_url: Annotated[
+        str | None,
+        typer.Argument(help="Database URL (default: $TASKFLARE_DATABASE_URL, then SQLite)."),
+    ] = None,
+) -> None:
+    """Apply pending schema migrations (safe to run twice, and from two processes at once).
+
+    Example: taskflare migrate postgresql://postgres@127.0.0.1/app
+    """
+    url = resolve_database_url(database_url)
+
+    async def run() -> list[int]:
+        backend = open_backend(url)
+        try:
+            return await backend.migrate()
+        finally:
+            await backend.close()
+
+    try:
+        applied = asyncio.run(run())
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+    if applied:
+        typer.echo(f"{redact_url(url)}: applied migrations {', '.join(map(str, applied))}")
+    else:
+        typer.echo(f"{redact_url(url)}: schema is up to date")
+
+
+@cli.command()
+def dev(
+    app: AppArg,
+    producer: Annotated[
+        str | None,
+        typer.Option(help="An 'async def f(app)' to run beside the worker (default: the app "
+        "module's 'producer', if any)."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 10,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run a worker, the example producer and a live summary in one process, for development.
+
+    Example: taskflare dev examples/quickstart.py:app
+    """
+    from .dev import run_dev
+
+    setup_logging("WARNING")
+    application = load_app(app)
+    produce = None
+    spec = producer or f"{app.partition(':')[0]}:producer"
+    try:
+        produce = load_object(spec)
+    except TaskflareError:
+        if producer:
+            raise fail(f"cannot load producer {producer!r}") from None
+    try:
+        run_dev(application, produce, concurrency=concurrency, duration=duration)
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    """Entry point of the `taskflare` executable."""
+    if os.environ.get("TASKFLARE_DEBUG"):
+        cli()
+        return
+    try:
+        cli()
+    except TaskflareError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

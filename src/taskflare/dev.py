@@ -1,0 +1,83 @@
+"""`taskflare dev`: a worker, an example producer and a live console summary in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .app import App
+from .worker import Worker, WorkerConfig
+
+Producer = Callable[[App], Awaitable[Any]]
+
+
+def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: float) -> Table:
+    """One row per queue: what is waiting, and what this worker did with it."""
+    table = Table(title=f"taskflare dev: {worker.app.database_url}  ({elapsed:.0f}s)")
+    for column in ("queue", "ready", "leased", "failed", "delivered", "acked", "retried",
+                   "dead-lettered/failed", "rate/s"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    stats = worker.stats
+    for name in sorted(set(counts) | set(worker.queues)):
+        by_state = counts.get(name, {})
+        table.add_row(
+            name,
+            str(by_state.get("ready", 0)),
+            str(by_state.get("leased", 0)),
+            str(by_state.get("failed", 0)),
+            str(stats.delivered[name]),
+            str(stats.acked[name]),
+            str(stats.retried[name]),
+            str(stats.failed[name]),
+            f"{stats.acked[name] / elapsed:.1f}" if elapsed > 0 else "0",
+        )
+    return table
+
+
+async def _summary(worker: Worker, console: Console, stop: asyncio.Event) -> None:
+    started = time.monotonic()
+    backend = await worker.app.backend()
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while not stop.is_set():
+            counts = {c.name: c.by_state for c in await backend.queue_counts()}
+            live.update(summary_table(worker, counts, time.monotonic() - started))
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+
+def run_dev(
+    app: App, producer: Producer | None, *, concurrency: int = 10, duration: float | None = None
+) -> None:
+    """Run until Ctrl-C (or `duration` seconds), showing the live summary."""
+    worker = Worker(app, WorkerConfig(concurrency=concurrency))
+    console = Console()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        if duration is not None:
+            loop.call_later(duration, worker.stop)
+        extras = [asyncio.ensure_future(_summary(worker, console, stop))]
+        if producer is not None:
+            extras.append(asyncio.ensure_future(producer(app)))
+        try:
+            await worker.run()
+        finally:
+            stop.set()
+            for task in extras[1:]:
+                task.cancel()
+            await asyncio.gather(*extras, return_exceptions=True)
+            await app.close()
+
+    asyncio.run(main())

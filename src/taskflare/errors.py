@@ -1,0 +1,70 @@
+"""The exceptions taskflare raises: one root, small and named for what went wrong."""
+
+from __future__ import annotations
+
+
+class TaskflareError(Exception):
+    """Something went wrong in taskflare."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class InvalidQueueConfig(TaskflareError, ValueError):
+    """A queue setting is out of range or of the wrong type."""
+
+
+class DuplicateConsumer(TaskflareError, ValueError):
+    """A queue already has a consumer; each queue has exactly one."""
+
+
+class UnknownQueue(TaskflareError, LookupError):
+    """No queue of that name is declared in this app."""
+
+
+class InvalidMessage(TaskflareError, ValueError):
+    """A message cannot be sent as given; nothing was enqueued."""
+
+
+class InvalidDelay(InvalidMessage):
+    """A delay is negative, not a number, or too long."""
+
+
+class UnsupportedContentType(InvalidMessage):
+    """The content type is not one taskflare knows, or is not allowed on this queue."""
+
+
+class BodyEncodingError(InvalidMessage, TypeError):
+    """The body cannot be encoded as its content type."""
+
+
+class MessageTooLarge(InvalidMessage):
+    """A message body is larger than the queue's limit."""
+
+
+class BatchTooLarge(InvalidMessage):
+    """A batch holds too many messages or too many bytes."""
+
+
+class EmptyBatch(InvalidMessage):
+    """send_batch() needs at least one message."""
+
+
+class InvalidDatabaseUrl(TaskflareError, ValueError):
+    """The database URL is not one taskflare can open."""
+
+
+class SchemaOutdated(TaskflareError):
+    """The database schema is older than this version of taskflare."""
+
+
+class SchemaTooNew(TaskflareError):
+    """The database schema is newer than this version of taskflare."""
+
+
+class BackendUnavailable(TaskflareError):
+    """The database cannot be reached or refused the operation."""
+
+
+class AppLoadError(TaskflareError):
+    """An app path of the form 'module:attribute' could not be imported."""
