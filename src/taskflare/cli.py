@@ -80,7 +80,8 @@ def run_worker(worker: Worker, *extra: Any) -> None:
 def worker(
     app: AppArg,
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="Consume only this queue (repeatable).")
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Consume only this queue (repeatable)."),
     ] = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Batches running at once.")
@@ -141,8 +142,10 @@ def dev(
     app: AppArg,
     producer: Annotated[
         str | None,
-        typer.Option(help="An 'async def f(app)' to run beside the worker (default: the app "
-        "module's 'producer', if any)."),
+        typer.Option(
+            help="An 'async def f(app)' to run beside the worker (default: the app "
+            "module's 'producer', if any)."
+        ),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 10,
     duration: Annotated[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -21,8 +22,17 @@ Producer = Callable[[App], Awaitable[Any]]
 def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: float) -> Table:
     """One row per queue: what is waiting, and what this worker did with it."""
     table = Table(title=f"taskflare dev: {worker.app.database_url}  ({elapsed:.0f}s)")
-    for column in ("queue", "ready", "leased", "failed", "delivered", "acked", "retried",
-                   "dead-lettered/failed", "rate/s"):
+    for column in (
+        "queue",
+        "ready",
+        "leased",
+        "failed",
+        "delivered",
+        "acked",
+        "retried",
+        "dead-lettered/failed",
+        "rate/s",
+    ):
         table.add_column(column, justify="left" if column == "queue" else "right")
     stats = worker.stats
     for name in sorted(set(counts) | set(worker.queues)):
@@ -48,10 +58,8 @@ async def _summary(worker: Worker, console: Console, stop: asyncio.Event) -> Non
         while not stop.is_set():
             counts = {c.name: c.by_state for c in await backend.queue_counts()}
             live.update(summary_table(worker, counts, time.monotonic() - started))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
 
 
 def run_dev(

@@ -37,7 +37,9 @@ def load_object(spec: str) -> Any:
         try:
             module = importlib.import_module(module_part)
         except Exception as exc:
-            raise AppLoadError(f"cannot import {module_part!r}: {type(exc).__name__}: {exc}") from exc
+            raise AppLoadError(
+                f"cannot import {module_part!r}: {type(exc).__name__}: {exc}"
+            ) from exc
     obj: Any = module
     for part in attr.split("."):
         try:

@@ -1,4 +1,4 @@
-"""A queue: its consumer settings (validated like Cloudflare's), its producer API and its consumer."""
+"""A queue: its settings (validated like Cloudflare's), its producer API and its consumer."""
 
 from __future__ import annotations
 
@@ -87,11 +87,11 @@ class QueueConfig:
         if config.dead_letter_queue is not None:
             check_queue_name(config.dead_letter_queue)
             if config.dead_letter_queue == name:
-                raise InvalidQueueConfig(
-                    f"queue {name!r} cannot be its own dead_letter_queue"
-                )
+                raise InvalidQueueConfig(f"queue {name!r} cannot be its own dead_letter_queue")
         if not isinstance(config.allow_pickle, bool):
-            raise InvalidQueueConfig(f"allow_pickle must be True or False, got {config.allow_pickle!r}")
+            raise InvalidQueueConfig(
+                f"allow_pickle must be True or False, got {config.allow_pickle!r}"
+            )
         return config
 
     @property
@@ -134,15 +134,13 @@ class Queue:
     # -- consumer -------------------------------------------------------------------
 
     @overload
-    def consumer(self, handler: BatchHandler, /) -> BatchHandler: ...
+    def consumer(self, handler: BatchHandler) -> BatchHandler: ...
 
     @overload
-    def consumer(
-        self, *, timeout: float = DEFAULT_CONSUMER_TIMEOUT
-    ) -> Callable[[BatchHandler], BatchHandler]: ...
+    def consumer(self, *, timeout: float = ...) -> Callable[[BatchHandler], BatchHandler]: ...
 
     def consumer(
-        self, handler: BatchHandler | None = None, /, *, timeout: float = DEFAULT_CONSUMER_TIMEOUT
+        self, handler: BatchHandler | None = None, *, timeout: float = DEFAULT_CONSUMER_TIMEOUT
     ) -> BatchHandler | Callable[[BatchHandler], BatchHandler]:
         """Register the batch handler (`async def` or plain `def`) of this queue.
 

@@ -19,7 +19,9 @@ class DrainResult:
     failed: int
 
 
-async def drain(app: App, queues: Sequence[str] | None = None, *, max_batches: int = 100_000) -> DrainResult:
+async def drain(
+    app: App, queues: Sequence[str] | None = None, *, max_batches: int = 100_000
+) -> DrainResult:
     """Run the consumers of `queues` (default: every queue with one) until nothing is ready.
 
     Batches are delivered at once, without waiting for `max_batch_timeout`; messages

@@ -1,4 +1,4 @@
-"""The storage boundary: one protocol that every backend implements, and the plain data it exchanges.
+"""The storage boundary: the protocol every backend implements, and the plain data it exchanges.
 
 Nothing outside `taskflare.backends` writes SQL. Methods are named entity + verb and
 listed alphabetically; each takes small frozen dataclasses. Times are seconds since the
@@ -131,7 +131,7 @@ class RescueResult:
 
 @dataclass(frozen=True, slots=True)
 class ReadyInfo:
-    """What is waiting in a queue: ready-now count (capped), oldest ready time, next delayed time."""
+    """What a queue holds: ready-now count (capped), oldest ready time, next delayed time."""
 
     ready_count: int
     oldest_available_at: float | None

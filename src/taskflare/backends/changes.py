@@ -9,6 +9,7 @@ between the look and the wait is never missed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 
@@ -31,10 +32,8 @@ class ChangeSignal:
             self._seq += 1
             waiters = list(self._waiters)
         for loop, event in waiters:
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop has closed
-                pass
 
     async def wait(self, since: int, timeout: float) -> bool:
         """Wait until the sequence passes `since` or `timeout` elapses; True if it changed."""
@@ -48,10 +47,8 @@ class ChangeSignal:
         try:
             if self._seq != since:
                 return True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(entry[1].wait(), timeout)
-            except TimeoutError:
-                pass
             return self._seq != since
         finally:
             with self._lock:

@@ -63,9 +63,7 @@ def decode_batch(
     return MessageBatch(queue.name, messages), undecodable
 
 
-async def run_handler(
-    queue: Queue, batch: MessageBatch[Any], thread_pool: Executor
-) -> str | None:
+async def run_handler(queue: Queue, batch: MessageBatch[Any], thread_pool: Executor) -> str | None:
     """Run the consumer on `batch`; return None on success or the error text on failure."""
     spec = queue.consumer_spec
     assert spec is not None
@@ -108,9 +106,7 @@ def classify(
     def fail(message_id: str, reason: str | None) -> None:
         dlq = config.dead_letter_queue
         fails.append(
-            FailOutcome(
-                message_id, leases[message_id], reason, dlq, uuid7() if dlq else None
-            )
+            FailOutcome(message_id, leases[message_id], reason, dlq, uuid7() if dlq else None)
         )
 
     for message in batch.messages:

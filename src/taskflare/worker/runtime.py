@@ -175,7 +175,8 @@ class Worker:
         await asyncio.gather(*fetchers, return_exceptions=True)
         if self._running:
             log.info(
-                "waiting up to %ss for %d running batches", self.config.shutdown_grace,
+                "waiting up to %ss for %d running batches",
+                self.config.shutdown_grace,
                 len(self._running),
             )
             _, pending = await asyncio.wait(set(self._running), timeout=self.config.shutdown_grace)
@@ -327,4 +328,3 @@ class Worker:
         """Release the handler threads used by `drain_once`."""
         if self._thread_pool is not None:
             self._thread_pool.shutdown(wait=False)
-

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,10 +67,8 @@ class PeriodicService:
                 failures += 1
                 log.warning("%s failed (%s); will try again", self.name, exc)
             wait = self.config.interval * (min(2**failures, 16) if failures else 1)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
-            except TimeoutError:
-                pass
 
 
 class LeaseHeartbeat(PeriodicService):

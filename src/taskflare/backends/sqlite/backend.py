@@ -10,7 +10,6 @@ write is retried with backoff for up to `lock_wait` seconds.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sqlite3
 import threading
@@ -85,11 +84,16 @@ class SQLiteBackend:
 
     # -- plumbing -----------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[[], T]) -> T:
         if self._closed:
             raise BackendUnavailable("the SQLite backend is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(lambda: self._write(fn))
+
+    async def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        return await self._call(lambda: self._read(sql, params))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -200,9 +204,7 @@ class SQLiteBackend:
         def run() -> list[int]:
             if self._conn is None:
                 self._conn = self._open()
-            return self._write_on(
-                self._conn, lambda c: self._apply(c, self._applied_versions(c))
-            )
+            return self._write_on(self._conn, lambda c: self._apply(c, self._applied_versions(c)))
 
         return await self._call(run)
 
@@ -272,7 +274,7 @@ class SQLiteBackend:
                 ],
             )
 
-        await self._call(self._write, run)
+        await self._transaction(run)
         self._changes.bump()
 
     async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
@@ -291,7 +293,7 @@ class SQLiteBackend:
             args["now"] = time.time()
             return conn.execute(SQL["message_claim_many"], args).fetchall()
 
-        rows = await self._call(self._write, run)
+        rows = await self._transaction(run)
         claimed = [ClaimedMessage(*row) for row in rows]
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return claimed
@@ -319,18 +321,15 @@ class SQLiteBackend:
                 failed = self._fail_many(conn, fails, now)
             return SettleResult(acked, retried, failed)
 
-        result = await self._call(self._write, run)
+        result = await self._transaction(run)
         if result.retried:
             self._changes.bump()
         return result
 
-    def _fail_many(
-        self, conn: sqlite3.Connection, fails: Sequence[FailOutcome], now: float
-    ) -> int:
+    def _fail_many(self, conn: sqlite3.Connection, fails: Sequence[FailOutcome], now: float) -> int:
         items = orjson.dumps([[f.id, f.lease_id, f.error] for f in fails])
         failed_ids = {
-            row[0]
-            for row in conn.execute(SQL["message_fail_many"], {"items": items, "now": now})
+            row[0] for row in conn.execute(SQL["message_fail_many"], {"items": items, "now": now})
         }
         to_dlq = [
             [f.id, f.dlq_message_id, f.dead_letter_queue]
@@ -353,22 +352,21 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(SQL["message_release_many"], {"refs": payload}).rowcount
 
-        count = await self._call(self._write, run)
+        count = await self._transaction(run)
         if count:
             self._changes.bump()
         return count
 
     async def message_get(self, message_id: str) -> MessageRecord | None:
         """One message by id, or None."""
-        rows = await self._call(self._read, SQL["message_get"], {"id": message_id})
+        rows = await self._query(SQL["message_get"], {"id": message_id})
         return MessageRecord(*rows[0]) if rows else None
 
     async def message_list(
         self, queue: str, state: str | None = None, limit: int = 100
     ) -> list[MessageRecord]:
         """Messages of one queue, optionally of one state, oldest first."""
-        rows = await self._call(
-            self._read, SQL["message_list"], {"queue": queue, "state": state, "limit": limit}
+        rows = await self._query(SQL["message_list"], {"queue": queue, "state": state, "limit": limit}
         )
         return [MessageRecord(*row) for row in rows]
 
@@ -383,10 +381,14 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 SQL["lease_extend_many"],
-                {"lease_ids": payload, "now": time.time(), "visibility_timeout": visibility_timeout},
+                {
+                    "lease_ids": payload,
+                    "now": time.time(),
+                    "visibility_timeout": visibility_timeout,
+                },
             ).rowcount
 
-        return await self._call(self._write, run)
+        return await self._transaction(run)
 
     async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
         """Requeue expired leases; fail (and dead-letter) those already out of attempts."""
@@ -416,7 +418,7 @@ class SQLiteBackend:
                 failed = self._fail_many(conn, fails, now)
             return RescueResult(requeued, failed)
 
-        result = await self._call(self._write, run)
+        result = await self._transaction(run)
         if result.requeued:
             self._changes.bump()
         return result
@@ -433,7 +435,7 @@ class SQLiteBackend:
                 [{"name": q.name, "settings": q.settings_json, "now": now} for q in queues],
             )
 
-        await self._call(self._write, run)
+        await self._transaction(run)
 
     async def queue_pause(self, queue: str, paused: bool) -> None:
         """Set or clear a queue's paused flag."""
@@ -443,22 +445,21 @@ class SQLiteBackend:
                 SQL["queue_pause"], {"name": queue, "paused": int(paused), "now": time.time()}
             )
 
-        await self._call(self._write, run)
+        await self._transaction(run)
         if not paused:
             self._changes.bump()
 
     async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
         """Ready count (up to `limit`), oldest ready time, next delayed time, paused flag."""
         now = time.time()
-        rows = await self._call(
-            self._read, SQL["queue_ready_info"], {"queue": queue, "limit": limit, "now": now}
+        rows = await self._query(SQL["queue_ready_info"], {"queue": queue, "limit": limit, "now": now}
         )
         count, oldest, next_at, paused = rows[0]
         return ReadyInfo(int(count), oldest, next_at, bool(paused), now)
 
     async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
         """Per-queue message counts by state."""
-        rows = await self._call(self._read, SQL["queue_counts"], {"queue": queue})
+        rows = await self._query(SQL["queue_counts"], {"queue": queue})
         result: dict[str, QueueCounts] = {}
         for name, paused, state, count, oldest in rows:
             entry = result.setdefault(name, QueueCounts(name=name, paused=bool(paused)))
