@@ -1,0 +1,125 @@
+"""Real worker processes for integration tests: an app module on disk and `taskflare worker`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
+
+APP_SOURCE = '''
+"""Integration-test app: behaviour is chosen by the message body."""
+import asyncio, json, os
+from taskflare import App
+
+app = App(os.environ["TF_URL"])
+LOG_DIR = os.environ["TF_LOG_DIR"]
+work = app.queue(
+    "work",
+    max_batch_size=int(os.environ.get("TF_BATCH", "10")),
+    max_batch_timeout=0,
+    max_retries=int(os.environ.get("TF_RETRIES", "3")),
+    visibility_timeout=float(os.environ.get("TF_VT", "30")),
+    dead_letter_queue=os.environ.get("TF_DLQ") or None,
+)
+
+
+@work.consumer
+async def handle(batch):
+    with open(os.path.join(LOG_DIR, f"{os.getpid()}.log"), "a") as log:
+        for m in batch.messages:
+            log.write(json.dumps([m.id, m.body, m.attempts]) + "\\n")
+        log.flush()
+    for m in batch.messages:
+        body = m.body if isinstance(m.body, dict) else {}
+        if body.get("crash"):
+            os._exit(1)
+        if body.get("sleep"):
+            await asyncio.sleep(body["sleep"])
+'''
+
+
+def write_app(folder: Path) -> str:
+    """Write the test app module into `folder`; return its 'path:attr' spec."""
+    path = folder / "itapp.py"
+    path.write_text(APP_SOURCE)
+    (folder / "logs").mkdir(exist_ok=True)
+    return f"{path}:app"
+
+
+class WorkerProcess:
+    """A `taskflare worker` subprocess with its stderr captured to a file."""
+
+    def __init__(self, spec: str, folder: Path, env: dict[str, str], *args: str) -> None:
+        self.stderr_path = folder / f"worker-{time.monotonic_ns()}.err"
+        self._stderr = self.stderr_path.open("wb")
+        full_env = {**os.environ, **env, "TF_LOG_DIR": str(folder / "logs")}
+        self.proc = subprocess.Popen(
+            [TASKFLARE, "worker", spec, *args],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            cwd=folder,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to the worker."""
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for exit; return the exit code."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.flush()
+
+    def stop(self) -> None:
+        """Make sure the process is gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._stderr.close()
+
+    @property
+    def stderr(self) -> str:
+        """What the worker has written to stderr so far."""
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+
+def deliveries(folder: Path) -> list[tuple[str, Any, int]]:
+    """Every delivery logged by any worker: (message id, body, attempts)."""
+    out = []
+    for path in sorted((folder / "logs").glob("*.log")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                message_id, body, attempts = json.loads(line)
+                out.append((message_id, body, attempts))
+    return out
+
+
+def delivery_counts(folder: Path) -> Counter[str]:
+    """How many times each message id was delivered."""
+    return Counter(d[0] for d in deliveries(folder))
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,48 @@
+"""A worker that dies (kill -9, os._exit) loses nothing: its messages come back after the lease."""
+
+from __future__ import annotations
+
+import signal
+
+from .conftest import Harness
+from .procs import deliveries, delivery_counts, wait_for
+
+
+def test_message_of_sigkilled_worker_is_redelivered_after_its_lease_expires(
+    harness: Harness,
+) -> None:
+    message_id = harness.work.send_sync({"sleep": 60})
+    first = harness.start_worker(TF_VT="1")
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 20, "first delivery")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    record = harness.get(message_id)
+    assert record is not None and record.state == "leased"
+
+    harness.start_worker(TF_VT="1")
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 2, 20, "redelivery")
+    assert [d[2] for d in deliveries(harness.folder) if d[0] == message_id] == [1, 2]
+
+
+def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(harness: Harness) -> None:
+    """Attempts are counted at claim time, so a poison message cannot loop forever."""
+    message_id = harness.work.send_sync({"crash": True})
+    env = {"TF_VT": "1", "TF_RETRIES": "2", "TF_DLQ": "work-dlq"}
+    for expected in (1, 2, 3):
+        worker = harness.start_worker(**env)
+        assert worker.wait(30) == 1, worker.stderr
+        assert delivery_counts(harness.folder)[message_id] == expected
+
+    survivor = harness.start_worker(**env)
+
+    def failed() -> bool:
+        record = harness.get(message_id)
+        return record is not None and record.state == "failed"
+
+    wait_for(failed, 20, "the message to fail after its last delivery")
+    assert survivor.proc.poll() is None, "the worker must not crash again"
+    assert delivery_counts(harness.folder)[message_id] == 3
+    record = harness.get(message_id)
+    assert record is not None and "lease expired" in (record.last_error or "")
+    dead = harness.listed("work-dlq")
+    assert [(d.origin_id, d.body) for d in dead] == [(message_id, b'{"crash":true}')]
