@@ -48,7 +48,10 @@ def encode_body(body: Any, content_type: str) -> bytes:
             raise BodyEncodingError(
                 f"content type 'text' requires a str body, got {type(body).__name__}"
             )
-        return body.encode("utf-8")
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BodyEncodingError(f"body cannot be encoded as UTF-8 text: {exc}") from exc
     if content_type == BYTES:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise BodyEncodingError(

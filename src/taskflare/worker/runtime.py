@@ -93,6 +93,7 @@ class Worker:
         self._held: dict[str, set[str]] = {name: set() for name in self.queues}
         self._running: set[asyncio.Task[None]] = set()
         self._stop_event: asyncio.Event | None = None
+        self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backend: Backend | None = None
         self._settle: SettleBuffer | None = None
@@ -104,6 +105,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the worker to stop gracefully; safe from any thread, twice, or before start."""
+        # Remembered for a run() that has not set up its loop yet, so the stop is not lost.
+        self._stop_requested = True
         loop, event = self._loop, self._stop_event
         if loop is not None and event is not None:
             loop.call_soon_threadsafe(event.set)
@@ -111,6 +114,8 @@ class Worker:
     async def _setup(self) -> Backend:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        if self._stop_requested:
+            self._stop_event.set()
         backend = await self.app.backend()
         self._backend = backend
         self._settle = SettleBuffer(backend)
