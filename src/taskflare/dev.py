@@ -27,11 +27,11 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
         "ready",
         "leased",
         "failed",
-        "delivered",
+        "sent",
         "acked",
         "retried",
-        "dead-lettered/failed",
-        "rate/s",
+        "gave up",
+        "acks/s",
     ):
         table.add_column(column, justify="left" if column == "queue" else "right")
     stats = worker.stats
