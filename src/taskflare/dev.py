@@ -21,32 +21,21 @@ Producer = Callable[[App], Awaitable[Any]]
 
 def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: float) -> Table:
     """One row per queue: what is waiting, and what this worker did with it."""
-    table = Table(title=f"taskflare dev: {worker.app.database_url}  ({elapsed:.0f}s)")
-    for column in (
-        "queue",
-        "ready",
-        "leased",
-        "failed",
-        "sent",
-        "acked",
-        "retried",
-        "gave up",
-        "acks/s",
-    ):
+    acked = sum(worker.stats.acked.values())
+    rate = acked / elapsed if elapsed > 0 else 0.0
+    table = Table(
+        title=f"taskflare dev: {worker.app.database_url} | {elapsed:.0f}s | {rate:.1f} acks/s",
+        caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
+    )
+    for column in ("queue", "ready", "leased", "failed", "delivered", "acked", "retried", "gave up"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     stats = worker.stats
     for name in sorted(set(counts) | set(worker.queues)):
         by_state = counts.get(name, {})
         table.add_row(
             name,
-            str(by_state.get("ready", 0)),
-            str(by_state.get("leased", 0)),
-            str(by_state.get("failed", 0)),
-            str(stats.delivered[name]),
-            str(stats.acked[name]),
-            str(stats.retried[name]),
-            str(stats.failed[name]),
-            f"{stats.acked[name] / elapsed:.1f}" if elapsed > 0 else "0",
+            *(str(by_state.get(state, 0)) for state in ("ready", "leased", "failed")),
+            *(str(c[name]) for c in (stats.delivered, stats.acked, stats.retried, stats.failed)),
         )
     return table
 
