@@ -27,7 +27,16 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
         title=f"taskflare dev: {worker.app.database_url} | {elapsed:.0f}s | {rate:.1f} acks/s",
         caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
     )
-    for column in ("queue", "ready", "leased", "failed", "delivered", "acked", "retried", "gave up"):
+    for column in (
+        "queue",
+        "ready",
+        "leased",
+        "failed",
+        "delivered",
+        "acked",
+        "retried",
+        "gave up",
+    ):
         table.add_column(column, justify="left" if column == "queue" else "right")
     stats = worker.stats
     for name in sorted(set(counts) | set(worker.queues)):
