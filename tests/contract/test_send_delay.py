@@ -1,0 +1,126 @@
+"""Semantic 6: `delay_seconds` on send/send_batch delays the first delivery; bad values refused."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from helpers import get, running_worker, total_messages
+from taskflare import App, InvalidDelay, MessageBatch
+from taskflare.testing import drain
+
+SLACK = 3.0
+
+
+async def delay_of(app: App, message_id: str) -> float:
+    record = await get(app, message_id)
+    assert record is not None
+    return record.available_at - record.created_at
+
+
+async def test_send_delay_holds_the_first_delivery(app: App) -> None:
+    q = app.queue("q", max_batch_timeout=0)
+    delivered = asyncio.Event()
+
+    @q.consumer
+    async def consume(batch: MessageBatch[int]) -> None:
+        delivered.set()
+
+    async with running_worker(app):
+        await app.backend()
+        started = time.monotonic()
+        await q.send(1, delay_seconds=1)
+        await asyncio.wait_for(delivered.wait(), 10)
+        elapsed = time.monotonic() - started
+    assert 0.95 <= elapsed < 3.0, f"delivered {elapsed:.2f}s after a send with delay 1 s"
+
+
+async def test_delayed_message_is_not_ready_until_its_delay(app: App) -> None:
+    q = app.queue("q", max_batch_timeout=0)
+    seen: list[int] = []
+
+    @q.consumer
+    async def consume(batch: MessageBatch[int]) -> None:
+        seen.extend(m.body for m in batch.messages)
+
+    delayed = await q.send(1, delay_seconds=30)
+    await q.send(2)
+    await drain(app)
+    assert seen == [2]
+    delay = await delay_of(app, delayed)
+    assert 30 <= delay < 30 + SLACK
+
+
+async def test_send_batch_delay_applies_to_every_message(app: App) -> None:
+    q = app.queue("q")
+    ids = await q.send_batch([{"body": 1}, {"body": 2}], delay_seconds=20)
+    for message_id in ids:
+        assert 20 <= await delay_of(app, message_id) < 20 + SLACK
+
+
+async def test_per_message_delay_beats_the_batch_delay(app: App) -> None:
+    q = app.queue("q", max_batch_timeout=0)
+    seen: list[str] = []
+
+    @q.consumer
+    async def consume(batch: MessageBatch[str]) -> None:
+        seen.extend(m.body for m in batch.messages)
+
+    ids = await q.send_batch(
+        [
+            {"body": "call delay"},
+            {"body": "no delay", "delay_seconds": 0},
+            {"body": "own delay", "delay_seconds": 45},
+        ],
+        delay_seconds=20,
+    )
+    await drain(app)
+    assert seen == ["no delay"]
+    assert 20 <= await delay_of(app, ids[0]) < 20 + SLACK
+    assert 45 <= await delay_of(app, ids[2]) < 45 + SLACK
+
+
+BAD_DELAYS = [-1, -0.001, "5", None, [], math.nan, math.inf, True, False]
+
+
+@pytest.mark.parametrize("bad", BAD_DELAYS, ids=repr)
+async def test_send_refuses_a_bad_delay_and_enqueues_nothing(app: App, bad: object) -> None:
+    q = app.queue("q")
+    with pytest.raises(InvalidDelay):
+        await q.send(1, delay_seconds=bad)  # type: ignore[arg-type]
+    assert await total_messages(app) == 0
+
+
+@pytest.mark.parametrize("bad", BAD_DELAYS, ids=repr)
+async def test_send_batch_refuses_a_bad_call_delay(app: App, bad: object) -> None:
+    q = app.queue("q")
+    with pytest.raises(InvalidDelay):
+        await q.send_batch([{"body": 1}], delay_seconds=bad)  # type: ignore[arg-type]
+    assert await total_messages(app) == 0
+
+
+@pytest.mark.parametrize("bad", [b for b in BAD_DELAYS if b is not None], ids=repr)
+async def test_send_batch_refuses_a_bad_item_delay_and_enqueues_nothing(
+    app: App, bad: object
+) -> None:
+    q = app.queue("q")
+    with pytest.raises(InvalidDelay):
+        await q.send_batch([{"body": 1}, {"body": 2, "delay_seconds": bad}, {"body": 3}])
+    assert await total_messages(app) == 0
+
+
+async def test_retry_with_a_negative_delay_fails_the_handler_and_retries(app: App) -> None:
+    q = app.queue("q", max_batch_timeout=0, retry_delay=600)
+
+    @q.consumer
+    async def consume(batch: MessageBatch[int]) -> None:
+        batch.messages[0].retry(delay_seconds=-5)
+
+    message_id = await q.send(1)
+    await drain(app)
+    record = await get(app, message_id)
+    assert record is not None and record.state == "ready" and record.attempts == 1
+    assert record.last_error is not None and "InvalidDelay" in record.last_error
