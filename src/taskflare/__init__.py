@@ -25,6 +25,7 @@ from .errors import (
 )
 from .messages import Message, MessageBatch
 from .queue import Queue, QueueConfig
+from .stored import StoredMessage
 from .worker import Worker, WorkerConfig
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "QueueConfig",
     "SchemaOutdated",
     "SchemaTooNew",
+    "StoredMessage",
     "TaskflareError",
     "UnknownQueue",
     "UnsupportedContentType",

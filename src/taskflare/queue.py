@@ -22,6 +22,7 @@ from .errors import (
 )
 from .ids import uuid7
 from .messages import MessageBatch, check_delay
+from .stored import StoredMessage
 
 if TYPE_CHECKING:
     from .app import App
@@ -268,3 +269,22 @@ class Queue:
     async def resume(self) -> None:
         """Deliver from this queue again."""
         await (await self.app.backend()).queue_pause(self.name, False)
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        """A message of this queue as stored (acked messages are gone), or None."""
+        record = await (await self.app.backend()).message_get(message_id)
+        if record is None or record.queue != self.name:
+            return None
+        return StoredMessage.from_record(record)
+
+    async def list_messages(
+        self, state: str | None = None, limit: int = 100
+    ) -> list[StoredMessage]:
+        """This queue's stored messages, oldest first; `state` e.g. "failed" or "ready"."""
+        records = await (await self.app.backend()).message_list(self.name, state, limit)
+        return [StoredMessage.from_record(r) for r in records]
+
+    async def counts(self) -> dict[str, int]:
+        """How many messages this queue holds in each state."""
+        rows = await (await self.app.backend()).queue_counts(self.name)
+        return dict(rows[0].by_state) if rows else {}

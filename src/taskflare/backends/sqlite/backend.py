@@ -366,7 +366,8 @@ class SQLiteBackend:
         self, queue: str, state: str | None = None, limit: int = 100
     ) -> list[MessageRecord]:
         """Messages of one queue, optionally of one state, oldest first."""
-        rows = await self._query(SQL["message_list"], {"queue": queue, "state": state, "limit": limit}
+        rows = await self._query(
+            SQL["message_list"], {"queue": queue, "state": state, "limit": limit}
         )
         return [MessageRecord(*row) for row in rows]
 
@@ -452,7 +453,8 @@ class SQLiteBackend:
     async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
         """Ready count (up to `limit`), oldest ready time, next delayed time, paused flag."""
         now = time.time()
-        rows = await self._query(SQL["queue_ready_info"], {"queue": queue, "limit": limit, "now": now}
+        rows = await self._query(
+            SQL["queue_ready_info"], {"queue": queue, "limit": limit, "now": now}
         )
         count, oldest, next_at, paused = rows[0]
         return ReadyInfo(int(count), oldest, next_at, bool(paused), now)
