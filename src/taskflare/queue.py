@@ -228,18 +228,36 @@ class Queue:
             where=f"batch item {index}",
         )
 
-    async def send(self, body: Any, *, delay_seconds: float = 0, content_type: str = "json") -> str:
-        """Store one message durably and return its id; it is delivered after `delay_seconds`."""
+    async def send(
+        self,
+        body: Any,
+        *,
+        delay_seconds: float = 0,
+        content_type: str = "json",
+        connection: Any | None = None,
+    ) -> str:
+        """Store one message durably and return its id; it is delivered after `delay_seconds`.
+
+        `connection`: your own psycopg `AsyncConnection` (PostgreSQL only); the message
+        is written inside its current transaction and exists only if that commits.
+        """
         message = self._prepare(body, delay_seconds, content_type)
-        await self._store([message])
+        await self._store([message], connection)
         return message.id
 
     async def send_batch(
-        self, messages: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        delay_seconds: float = 0,
+        connection: Any | None = None,
     ) -> list[str]:
-        """Store up to 100 messages (256 KB) all or nothing; per-item delay beats the call's."""
+        """Store up to 100 messages (256 KB) all or nothing; per-item delay beats the call's.
+
+        `connection`: as for `send`, the batch joins your own transaction (PostgreSQL).
+        """
         prepared = self.prepare_batch(messages, delay_seconds)
-        await self._store(prepared)
+        await self._store(prepared, connection)
         return [m.id for m in prepared]
 
     def send_sync(self, body: Any, *, delay_seconds: float = 0, content_type: str = "json") -> str:
@@ -256,9 +274,12 @@ class Queue:
         self.app.run_sync(self._store(prepared))
         return [m.id for m in prepared]
 
-    async def _store(self, messages: list[NewMessage]) -> None:
+    async def _store(self, messages: list[NewMessage], connection: Any | None = None) -> None:
         backend = await self.app.backend()
-        await backend.message_enqueue_many(messages)
+        if connection is None:
+            await backend.message_enqueue_many(messages)
+        else:
+            await backend.message_enqueue_many(messages, connection=connection)
 
     # -- administration -------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # Message states as stored.
 READY = "ready"
@@ -31,6 +31,12 @@ class NewMessage:
     content_type: str
     delay_seconds: float = 0.0
     priority: int = 0
+    # Jobs only: a job is a message with a type and a tracked status.
+    type: str | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    batch_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +101,46 @@ class FailOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteOutcome:
+    """Jobs: keep the row as `completed` with the handler's JSON result."""
+
+    id: str
+    lease_id: str
+    result: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """Jobs: a running job stopped because it was cancelled."""
+
+    id: str
+    lease_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """Jobs: one delivery of a job, for its history."""
+
+    job_id: str
+    attempt: int
+    worker_id: str | None
+    started_at: float | None
+    finished_at: float | None
+    outcome: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     """Every outcome of one or more batches, applied in one transaction."""
 
     acks: Sequence[LeaseRef] = ()
     retries: Sequence[RetryOutcome] = ()
     fails: Sequence[FailOutcome] = ()
+    completes: Sequence[CompleteOutcome] = ()
+    cancels: Sequence[CancelOutcome] = ()
+    attempts: Sequence[AttemptRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +150,8 @@ class SettleResult:
     acked: int = 0
     retried: int = 0
     failed: int = 0
+    completed: int = 0
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +200,16 @@ class MessageRecord:
     origin_queue: str | None
     origin_id: str | None
     finished_at: float | None
+    type: str | None = None
+    max_attempts: int | None = None
+    result: bytes | None = None
+    progress: float | None = None
+    progress_note: str | None = None
+    started_at: float | None = None
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    batch_id: str | None = None
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +230,52 @@ class QueueCounts:
     oldest_ready_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """Jobs: the id stored, and whether an earlier job with the same idempotency key won."""
+
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Jobs: which to list, newest first, after the `(created_at, id)` cursor if given."""
+
+    state: str | None = None
+    type: str | None = None
+    queue: str | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobCount:
+    """Jobs: how many of one type on one queue are in one state."""
+
+    queue: str
+    type: str
+    state: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OnceClaim:
+    """`ctx.once`: `claimed` (run it now), `done` (here is the stored result) or `busy`."""
+
+    state: str
+    result: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """Retention: delete finished rows older than these cut-offs, at most `limit` at a time."""
+
+    completed_before: float
+    failed_before: float
+    limit: int = 1000
+
+
 class Backend(Protocol):
     """What the worker, producers and admin tools need from storage."""
 
@@ -195,8 +293,15 @@ class Backend(Protocol):
     async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
         """Lease a batch of ready messages, counting one attempt on each, in one statement."""
 
-    async def message_enqueue_many(self, messages: Sequence[NewMessage]) -> None:
-        """Store messages all or nothing, in one transaction."""
+    async def message_enqueue_many(
+        self, messages: Sequence[NewMessage], connection: Any | None = None
+    ) -> None:
+        """Store messages all or nothing, in one transaction.
+
+        `connection`: a driver connection of the caller's (PostgreSQL: a psycopg
+        `AsyncConnection`); the messages are then written inside the caller's own
+        transaction. A backend that cannot do that raises `InvalidMessage`.
+        """
 
     async def message_get(self, message_id: str) -> MessageRecord | None:
         """Read one message by id."""
@@ -233,3 +338,55 @@ class Backend(Protocol):
 
     async def wait_for_change(self, since: int, timeout: float) -> None:
         """Return once `change_seq` has moved past `since`, or after `timeout` seconds."""
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def job_attempts(self, job_id: str) -> list[AttemptRecord]:
+        """The delivery history of a job, first attempt first."""
+
+    async def job_batch_counts(self, batch_id: str) -> tuple[str, int, dict[str, int]] | None:
+        """A job batch's type, declared total and its jobs counted by state."""
+
+    async def job_batch_create(self, batch_id: str, type: str, total: int) -> None:
+        """Record a batch of jobs before its chunks are enqueued."""
+
+    async def job_cancel(self, job_id: str) -> str:
+        """Cancel a job: `cancelled` (was pending), `requested` (running), else its state.
+
+        Returns `missing` when there is no such job.
+        """
+
+    async def job_cancel_requested(self, lease_ids: Sequence[str]) -> list[str]:
+        """Ids of running jobs under these leases whose cancellation was requested."""
+
+    async def job_counts(self, queue: str | None = None, type: str | None = None) -> list[JobCount]:
+        """Jobs counted by queue, type and state."""
+
+    async def job_enqueue(self, message: NewMessage, idempotency_ttl: float) -> EnqueueResult:
+        """Store one job; with an idempotency key, an unexpired earlier job wins."""
+
+    async def job_list(self, job_filter: JobFilter) -> list[MessageRecord]:
+        """Jobs, newest first."""
+
+    async def job_progress(
+        self, job_id: str, lease_id: str, progress: float, note: str | None
+    ) -> bool:
+        """Record a running job's progress; False if the lease was lost."""
+
+    async def job_prune(self, params: PruneParams) -> int:
+        """Delete finished jobs and failed messages past retention, and expired keys."""
+
+    async def job_retry(self, job_id: str) -> str:
+        """Put a failed or cancelled job back to pending with a fresh attempt budget.
+
+        Returns `retried`, the job's state when it cannot be retried, or `missing`.
+        """
+
+    async def once_abandon(self, key: str, owner: str) -> None:
+        """`ctx.once`: the function failed; let another caller run it."""
+
+    async def once_claim(self, key: str, owner: str, lease_seconds: float) -> OnceClaim:
+        """`ctx.once`: claim the right to run the function for `key`, or read its result."""
+
+    async def once_finish(self, key: str, owner: str, result: bytes, ttl: float) -> None:
+        """`ctx.once`: store the function's result for `ttl` seconds."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ...errors import BackendUnavailable, SchemaOutdated, SchemaTooNew
+from ...errors import BackendUnavailable, InvalidMessage, SchemaOutdated, SchemaTooNew
 from ..base import (
     ClaimedMessage,
     ClaimParams,
@@ -253,8 +253,15 @@ class SQLiteBackend:
 
     # -- messages -----------------------------------------------------------------
 
-    async def message_enqueue_many(self, messages: Sequence[NewMessage]) -> None:
-        """Insert a batch of messages in one transaction."""
+    async def message_enqueue_many(
+        self, messages: Sequence[NewMessage], connection: Any | None = None
+    ) -> None:
+        """Insert a batch of messages in one transaction (SQLite has no `connection=`)."""
+        if connection is not None:
+            raise InvalidMessage(
+                "connection= (enqueue inside your own transaction) needs the PostgreSQL "
+                f"backend; {self.url_for_logs} is SQLite, so nothing was enqueued"
+            )
 
         def run(conn: sqlite3.Connection) -> None:
             now = time.time()

@@ -1,0 +1,1 @@
+"""Numbered schema migrations of the PostgreSQL backend (mirrors the SQLite ones)."""
