@@ -1,0 +1,161 @@
+"""Semantic 8 (in-process part): expired leases are rescued, live leases are kept by heartbeat.
+
+A "dead worker" is simulated by claiming through the backend protocol and never
+settling; killing real worker processes is the integration suite's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from helpers import get, running_worker, state_counts, wait_until
+from taskflare import App, MessageBatch
+from taskflare.backends.base import ClaimParams, RescueParams
+from taskflare.ids import uuid7
+
+
+def claim_params(queue: str, visibility_timeout: float) -> ClaimParams:
+    return ClaimParams(
+        queue=queue,
+        limit=10,
+        lease_id=uuid7(),
+        owner="a-worker-that-dies",
+        visibility_timeout=visibility_timeout,
+    )
+
+
+async def test_claim_counts_the_attempt_and_leases_the_message(app: App) -> None:
+    q = app.queue("q", visibility_timeout=5)
+    message_id = await q.send("x")
+    backend = await app.backend()
+    (claimed,) = await backend.message_claim_many(claim_params("q", 5))
+    assert claimed.id == message_id and claimed.attempts == 1
+    record = await get(app, message_id)
+    assert record is not None and record.state == "leased" and record.attempts == 1
+    assert record.lease_expires_at is not None
+    assert 4 <= record.lease_expires_at - record.created_at < 8
+    # a leased message is not handed to anyone else
+    assert await backend.message_claim_many(claim_params("q", 5)) == []
+
+
+async def test_message_whose_lease_expires_is_redelivered_with_attempts_plus_one(
+    app: App,
+) -> None:
+    q = app.queue("q", max_batch_timeout=0, visibility_timeout=1)
+    delivered: list[tuple[str, int, float]] = []
+    redelivered = asyncio.Event()
+
+    @q.consumer
+    async def consume(batch: MessageBatch[str]) -> None:
+        delivered.extend((m.id, m.attempts, time.monotonic()) for m in batch.messages)
+        redelivered.set()
+
+    message_id = await q.send("x")
+    backend = await app.backend()
+    claimed_at = time.monotonic()
+    (claimed,) = await backend.message_claim_many(claim_params("q", 1))
+    assert claimed.attempts == 1
+    # ...and the claimer dies without settling or heartbeating.
+    async with running_worker(app):
+        await asyncio.wait_for(redelivered.wait(), 10)
+    assert [(i, a) for i, a, _ in delivered] == [(message_id, 2)]
+    waited = delivered[0][2] - claimed_at
+    assert waited >= 0.95, f"redelivered {waited:.2f}s after the claim, before its lease expired"
+    assert await state_counts(app, "q") == {}
+
+
+async def test_expired_lease_on_the_last_attempt_fails_and_dead_letters(app: App) -> None:
+    q = app.queue("q", max_retries=0, visibility_timeout=0.2, dead_letter_queue="q-dlq")
+    message_id = await q.send({"k": "v"})
+    backend = await app.backend()
+    await backend.message_claim_many(claim_params("q", 0.2))
+    params = RescueParams("q", q.config.max_attempts, "q-dlq")
+
+    async def rescued() -> bool:
+        result = await backend.lease_rescue_expired(params)
+        return result.failed == 1
+
+    await wait_until(rescued, what="the rescuer to fail the expired message")
+    record = await get(app, message_id)
+    assert record is not None and record.state == "failed" and record.attempts == 1
+    assert record.last_error is not None and "lease expired" in record.last_error
+    (copy,) = await backend.message_list("q-dlq")
+    assert copy.body == record.body and copy.content_type == "json"
+
+
+async def test_rescue_leaves_unexpired_leases_alone(app: App) -> None:
+    q = app.queue("q", visibility_timeout=30)
+    message_id = await q.send("x")
+    backend = await app.backend()
+    await backend.message_claim_many(claim_params("q", 30))
+    result = await backend.lease_rescue_expired(RescueParams("q", q.config.max_attempts))
+    assert (result.requeued, result.failed) == (0, 0)
+    record = await get(app, message_id)
+    assert record is not None and record.state == "leased"
+
+
+async def test_expired_lease_requeue_does_not_count_an_extra_attempt(app: App) -> None:
+    q = app.queue("q", visibility_timeout=0.2)
+    message_id = await q.send("x")
+    backend = await app.backend()
+    await backend.message_claim_many(claim_params("q", 0.2))
+    params = RescueParams("q", q.config.max_attempts)
+
+    async def requeued() -> bool:
+        return (await backend.lease_rescue_expired(params)).requeued == 1
+
+    await wait_until(requeued, what="the rescuer to requeue the expired message")
+    record = await get(app, message_id)
+    assert record is not None and record.state == "ready" and record.attempts == 1
+
+
+async def test_settling_with_a_lost_lease_is_ignored(app: App) -> None:
+    """A worker that lost its lease (rescued, re-claimed elsewhere) cannot ack the new claim."""
+    from taskflare.backends.base import LeaseRef, Settlement
+
+    q = app.queue("q", visibility_timeout=0.2)
+    message_id = await q.send("x")
+    backend = await app.backend()
+    (stale,) = await backend.message_claim_many(claim_params("q", 0.2))
+    params = RescueParams("q", q.config.max_attempts)
+
+    async def requeued() -> bool:
+        return (await backend.lease_rescue_expired(params)).requeued == 1
+
+    await wait_until(requeued, what="the rescuer to requeue the expired message")
+    (fresh,) = await backend.message_claim_many(claim_params("q", 30))
+    result = await backend.message_settle_many(
+        Settlement(acks=[LeaseRef(stale.id, stale.lease_id)])
+    )
+    assert result.acked == 0
+    record = await get(app, message_id)
+    assert record is not None and record.state == "leased" and record.attempts == 2
+    result = await backend.message_settle_many(
+        Settlement(acks=[LeaseRef(fresh.id, fresh.lease_id)])
+    )
+    assert result.acked == 1
+    assert await get(app, message_id) is None
+
+
+async def test_heartbeat_keeps_a_long_running_batch_from_being_redelivered(app: App) -> None:
+    visibility_timeout = 0.5
+    q = app.queue("q", max_batch_timeout=0, visibility_timeout=visibility_timeout)
+    deliveries: list[int] = []
+    finished = asyncio.Event()
+
+    @q.consumer
+    async def consume(batch: MessageBatch[str]) -> None:
+        deliveries.extend(m.attempts for m in batch.messages)
+        await asyncio.sleep(4 * visibility_timeout)  # slow work, well past the lease
+        finished.set()
+
+    message_id = await q.send("slow")
+    async with running_worker(app):
+        await asyncio.wait_for(finished.wait(), 10)
+
+        async def acked() -> bool:
+            return await get(app, message_id) is None
+
+        await wait_until(acked, what="the slow message to be acked")
+    assert deliveries == [1], f"the message was redelivered while its handler ran: {deliveries}"
