@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,16 +39,12 @@ from ..base import (
     SettleResult,
 )
 from ..changes import ChangeSignal
-from ..sqlfile import load_migrations, load_queries
+from .jobs import SQLiteJobStore
+from .sql import LATEST_VERSION, MIGRATIONS, SQL
 
 log = logging.getLogger("taskflare.sqlite")
 
 T = TypeVar("T")
-
-_PACKAGE = "taskflare.backends.sqlite"
-SQL = load_queries(_PACKAGE)
-MIGRATIONS = load_migrations(_PACKAGE)
-LATEST_VERSION = MIGRATIONS[-1].version
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -55,7 +52,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLiteJobStore):
     """Backend over one SQLite database file."""
 
     poll_interval = 0.02
@@ -265,21 +262,7 @@ class SQLiteBackend:
 
         def run(conn: sqlite3.Connection) -> None:
             now = time.time()
-            conn.executemany(
-                SQL["message_insert"],
-                [
-                    {
-                        "id": m.id,
-                        "queue": m.queue,
-                        "body": m.body,
-                        "content_type": m.content_type,
-                        "priority": m.priority,
-                        "now": now,
-                        "available_at": now + m.delay_seconds,
-                    }
-                    for m in messages
-                ],
-            )
+            conn.executemany(SQL["message_insert"], [insert_params(m, now) for m in messages])
 
         await self._transaction(run)
         self._changes.bump()
@@ -314,6 +297,10 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> SettleResult:
             now = time.time()
             acked = retried = failed = 0
+            if settlement.attempts:
+                conn.executemany(
+                    SQL["job_attempt_record"], [asdict(a) for a in settlement.attempts]
+                )
             if acks:
                 refs = orjson.dumps([[a.id, a.lease_id] for a in acks])
                 acked = conn.execute(SQL["message_ack_many"], {"refs": refs}).rowcount
@@ -326,12 +313,29 @@ class SQLiteBackend:
                 ).rowcount
             if fails:
                 failed = self._fail_many(conn, fails, now)
-            return SettleResult(acked, retried, failed)
+            completed, cancelled = self._finish_jobs(conn, settlement, now)
+            return SettleResult(acked, retried, failed, completed, cancelled)
 
         result = await self._transaction(run)
         if result.retried:
             self._changes.bump()
         return result
+
+    def _finish_jobs(
+        self, conn: sqlite3.Connection, settlement: Settlement, now: float
+    ) -> tuple[int, int]:
+        completed = cancelled = 0
+        if settlement.completes:
+            items = orjson.dumps(
+                [[c.id, c.lease_id, (c.result or b"null").decode()] for c in settlement.completes]
+            )
+            completed = conn.execute(
+                SQL["job_complete_many"], {"items": items, "now": now}
+            ).rowcount
+        if settlement.cancels:
+            items = orjson.dumps([[c.id, c.lease_id, c.reason] for c in settlement.cancels])
+            cancelled = conn.execute(SQL["job_cancel_many"], {"items": items, "now": now}).rowcount
+        return completed, cancelled
 
     def _fail_many(self, conn: sqlite3.Connection, fails: Sequence[FailOutcome], now: float) -> int:
         items = orjson.dumps([[f.id, f.lease_id, f.error] for f in fails])
@@ -404,6 +408,7 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> RescueResult:
             now = time.time()
             args = {"queue": params.queue, "now": now, "max_attempts": params.max_attempts}
+            conn.execute(SQL["lease_rescue_record_lost"], args)
             requeued = conn.execute(SQL["lease_rescue_requeue"], args).rowcount
             exhausted = conn.execute(SQL["lease_rescue_exhausted"], args).fetchall()
             failed = 0
@@ -483,3 +488,21 @@ def _split_statements(script: str) -> list[str]:
     """Split a migration script into statements (our migrations hold no triggers)."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def insert_params(message: NewMessage, now: float) -> dict[str, Any]:
+    """The named parameters of `message_insert` for one message."""
+    return {
+        "id": message.id,
+        "queue": message.queue,
+        "body": message.body,
+        "content_type": message.content_type,
+        "priority": message.priority,
+        "now": now,
+        "available_at": now + message.delay_seconds,
+        "type": message.type,
+        "max_attempts": message.max_attempts,
+        "idempotency_key": message.idempotency_key,
+        "correlation_id": message.correlation_id,
+        "batch_id": message.batch_id,
+    }

@@ -2,8 +2,10 @@
 
 -- name: message_insert
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
-                      created_at, available_at)
-VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :available_at);
+                      created_at, available_at, type, max_attempts, idempotency_key,
+                      correlation_id, batch_id)
+VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :available_at,
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id);
 
 -- name: message_claim_many
 -- One statement claims a whole batch. The candidate set is materialized once; the
@@ -20,7 +22,8 @@ SET state = 'leased',
     attempts = attempts + 1,
     lease_id = :lease_id,
     lease_owner = :owner,
-    lease_expires_at = :now + :visibility_timeout
+    lease_expires_at = :now + :visibility_timeout,
+    started_at = :now
 WHERE id IN (SELECT id FROM candidates)
   AND ((SELECT count(*) FROM candidates) >= :min_count
        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
@@ -83,6 +86,15 @@ UPDATE messages
 SET lease_expires_at = :now + :visibility_timeout
 WHERE state = 'leased' AND lease_id IN (SELECT value FROM json_each(:lease_ids));
 
+-- name: lease_rescue_record_lost
+-- A job's history shows the attempt its worker never finished.
+INSERT OR REPLACE INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+                                     outcome, error)
+SELECT id, attempts, lease_owner, started_at, :now, 'lost',
+       'lease expired: the worker holding this job stopped or lost contact'
+FROM messages
+WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now AND type IS NOT NULL;
+
 -- name: lease_rescue_requeue
 UPDATE messages
 SET state = 'ready',
@@ -92,22 +104,26 @@ SET state = 'ready',
     lease_expires_at = NULL,
     last_error = 'lease expired: the worker holding this message stopped or lost contact'
 WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now
-  AND attempts < :max_attempts;
+  AND attempts < coalesce(max_attempts, :max_attempts);
 
 -- name: lease_rescue_exhausted
 SELECT id, lease_id
 FROM messages
 WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now
-  AND attempts >= :max_attempts;
+  AND attempts >= coalesce(max_attempts, :max_attempts);
 
 -- name: message_get
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
 FROM messages WHERE id = :id;
 
 -- name: message_list
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
 FROM messages
 WHERE queue = :queue AND (:state IS NULL OR state = :state)
 ORDER BY created_at, id
@@ -155,3 +171,156 @@ SELECT version FROM schema_migrations ORDER BY version;
 
 -- name: migration_record
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now);
+
+-- Jobs ---------------------------------------------------------------------------------
+
+-- name: job_complete_many
+UPDATE messages
+SET state = 'completed',
+    result = c.result,
+    progress = 1.0,
+    lease_id = NULL,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    finished_at = :now
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, CAST(value ->> 2 AS BLOB) AS result
+      FROM json_each(:items)) AS c
+WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased';
+
+-- name: job_cancel_many
+UPDATE messages
+SET state = 'cancelled',
+    lease_id = NULL,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    last_error = c.reason,
+    finished_at = :now
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS reason
+      FROM json_each(:items)) AS c
+WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased';
+
+-- name: job_attempt_record
+INSERT OR REPLACE INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+                                     outcome, error)
+VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error);
+
+-- name: job_attempts
+SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error
+FROM job_attempts WHERE job_id = :job_id ORDER BY attempt;
+
+-- name: idempotency_claim
+-- Take the key for this job unless an unexpired key whose job still exists holds it.
+INSERT INTO idempotency_keys (type, key, job_id, expires_at)
+VALUES (:type, :key, :job_id, :expires_at)
+ON CONFLICT (type, key) DO UPDATE
+SET job_id = excluded.job_id, expires_at = excluded.expires_at
+WHERE idempotency_keys.expires_at < :now
+   OR NOT EXISTS (SELECT 1 FROM messages WHERE id = idempotency_keys.job_id);
+
+-- name: idempotency_holder
+SELECT job_id FROM idempotency_keys WHERE type = :type AND key = :key;
+
+-- name: job_list
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE type IS NOT NULL
+  AND (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:before_created IS NULL OR created_at < :before_created
+       OR (created_at = :before_created AND id < :before_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_cancel_pending
+UPDATE messages
+SET state = 'cancelled', finished_at = :now, last_error = 'cancelled before it ran'
+WHERE id = :id AND type IS NOT NULL AND state = 'ready';
+
+-- name: job_cancel_request
+UPDATE messages SET cancel_requested = 1
+WHERE id = :id AND type IS NOT NULL AND state = 'leased';
+
+-- name: job_state
+SELECT state FROM messages WHERE id = :id AND type IS NOT NULL;
+
+-- name: job_retry
+UPDATE messages
+SET state = 'ready',
+    attempts = 0,
+    available_at = :now,
+    finished_at = NULL,
+    cancel_requested = 0,
+    progress = NULL,
+    progress_note = NULL,
+    result = NULL
+WHERE id = :id AND type IS NOT NULL AND state IN ('failed', 'cancelled');
+
+-- name: job_progress
+UPDATE messages SET progress = :progress, progress_note = :note
+WHERE id = :id AND lease_id = :lease_id AND state = 'leased';
+
+-- name: job_cancel_requested
+SELECT id FROM messages
+WHERE state = 'leased' AND cancel_requested = 1
+  AND lease_id IN (SELECT value FROM json_each(:lease_ids));
+
+-- name: job_counts
+SELECT queue, type, state, count(*)
+FROM messages
+WHERE type IS NOT NULL
+  AND (:queue IS NULL OR queue = :queue)
+  AND (:type IS NULL OR type = :type)
+GROUP BY queue, type, state;
+
+-- name: job_batch_create
+INSERT INTO job_batches (id, type, total, created_at) VALUES (:id, :type, :total, :now);
+
+-- name: job_batch_get
+SELECT type, total FROM job_batches WHERE id = :id;
+
+-- name: job_batch_counts
+SELECT state, count(*) FROM messages WHERE batch_id = :id GROUP BY state;
+
+-- name: job_prune
+DELETE FROM messages
+WHERE id IN (
+    SELECT id FROM messages
+    WHERE (state = 'completed' AND finished_at < :completed_before)
+       OR (state IN ('failed', 'cancelled') AND finished_at < :failed_before)
+    LIMIT :limit
+)
+RETURNING id;
+
+-- name: job_prune_attempts
+DELETE FROM job_attempts WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: idempotency_prune
+DELETE FROM idempotency_keys WHERE expires_at < :now;
+
+-- name: once_prune
+DELETE FROM once_results WHERE expires_at < :now;
+
+-- name: once_claim
+-- Claim the key when absent, expired, or abandoned by a caller whose lease ran out.
+INSERT INTO once_results (key, state, result, owner, lease_until, expires_at)
+VALUES (:key, 'running', NULL, :owner, :lease_until, :lease_until)
+ON CONFLICT (key) DO UPDATE
+SET state = 'running', result = NULL, owner = excluded.owner,
+    lease_until = excluded.lease_until, expires_at = excluded.expires_at
+WHERE once_results.expires_at < :now
+   OR (once_results.state = 'running' AND once_results.lease_until < :now);
+
+-- name: once_get
+SELECT state, result, owner FROM once_results WHERE key = :key;
+
+-- name: once_finish
+UPDATE once_results SET state = 'done', result = :result, expires_at = :expires_at,
+                        lease_until = NULL
+WHERE key = :key AND owner = :owner;
+
+-- name: once_abandon
+DELETE FROM once_results WHERE key = :key AND owner = :owner AND state = 'running';
