@@ -1,0 +1,86 @@
+"""Database URLs: resolution, SQLite paths, redaction, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskflare import App, InvalidDatabaseUrl
+from taskflare.backends import (
+    DATABASE_URL_ENV,
+    DEFAULT_DATABASE_URL,
+    open_backend,
+    redact_url,
+    resolve_database_url,
+    sqlite_path,
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///taskflare.db", "taskflare.db"),
+        ("sqlite:///data/jobs.db", "data/jobs.db"),
+        ("sqlite:////var/lib/tf.db", "/var/lib/tf.db"),
+        ("sqlite:///jobs.db?synchronous=normal", "jobs.db"),
+    ],
+)
+def test_sqlite_path(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://host/file.db", "sqlite:///", "sqlite://", "sqlite:///?x=1"]
+)
+def test_bad_sqlite_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl):
+        sqlite_path(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u@h/db",
+        "taskflare.db",
+        "",
+        "http://example.com/x",
+        "sqlite:///x.db?synchronous=fast",
+    ],
+)
+def test_open_backend_refuses_unsupported_urls(url: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl):
+        open_backend(url)
+
+
+def test_unsupported_url_error_does_not_leak_the_password() -> None:
+    with pytest.raises(InvalidDatabaseUrl) as info:
+        open_backend("mysql://user:hunter2@host/db")
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://user:secret@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("sqlite:///taskflare.db", "sqlite:///taskflare.db"),
+        ("postgresql://u:p%40ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+def test_app_repr_redacts_the_password() -> None:
+    app = App("postgresql://user:secret@host/db")
+    assert "secret" not in repr(app)
+
+
+def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    assert resolve_database_url(None) == DEFAULT_DATABASE_URL == "sqlite:///taskflare.db"
+    monkeypatch.setenv(DATABASE_URL_ENV, "sqlite:///from-env.db")
+    assert resolve_database_url(None) == "sqlite:///from-env.db"
+    assert resolve_database_url("sqlite:///given.db") == "sqlite:///given.db"
+    assert App().database_url == "sqlite:///from-env.db"
+    assert App("sqlite:///given.db").database_url == "sqlite:///given.db"

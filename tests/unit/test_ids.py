@@ -1,0 +1,50 @@
+"""`uuid7`: time-ordered, unique, valid version-7 UUIDs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from taskflare.ids import uuid7
+
+
+def test_is_a_version_7_rfc_4122_uuid() -> None:
+    value = uuid.UUID(uuid7())
+    assert value.version == 7
+    assert value.variant == uuid.RFC_4122
+
+
+def test_embeds_the_current_unix_milliseconds() -> None:
+    before = time.time_ns() // 1_000_000
+    value = uuid.UUID(uuid7())
+    after = time.time_ns() // 1_000_000
+    assert before <= value.int >> 80 <= after + 1
+
+
+def test_successive_ids_are_strictly_increasing() -> None:
+    ids = [uuid7() for _ in range(20_000)]  # many share a millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_ids_from_many_threads_are_unique() -> None:
+    out: list[list[str]] = [[] for _ in range(8)]
+
+    def make(bucket: list[str]) -> None:
+        bucket.extend(uuid7() for _ in range(2_000))
+
+    threads = [threading.Thread(target=make, args=(bucket,)) for bucket in out]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for bucket in out for i in bucket]
+    assert len(set(every)) == len(every)
+    for bucket in out:
+        assert bucket == sorted(bucket)
+
+
+def test_string_form_sorts_like_the_integer() -> None:
+    ids = [uuid7() for _ in range(1_000)]
+    assert sorted(ids) == sorted(ids, key=lambda s: uuid.UUID(s).int)

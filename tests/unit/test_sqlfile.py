@@ -1,0 +1,75 @@
+"""`backends.sqlfile`: named statements and numbered migrations read from package files."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskflare.backends.sqlfile import load_migrations, load_queries
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An importable, empty package folder with a unique name."""
+    name = f"tf_sqlpkg_{tmp_path.name.replace('-', '_')}"
+    folder = tmp_path / name
+    (folder / "migrations").mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield folder
+    sys.modules.pop(name, None)
+
+
+def test_load_queries_splits_named_sections(package: Path) -> None:
+    (package / "queries.sql").write_text(
+        "-- file header, ignored\n\n"
+        "-- name: first\nSELECT 1;\n\n"
+        "-- name: second\n-- a comment inside\nSELECT *\nFROM t\nWHERE x = :x;\n"
+    )
+    queries = load_queries(package.name)
+    assert queries == {
+        "first": "SELECT 1;",
+        "second": "-- a comment inside\nSELECT *\nFROM t\nWHERE x = :x;",
+    }
+
+
+def test_load_queries_refuses_a_name_defined_twice(package: Path) -> None:
+    (package / "queries.sql").write_text("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    with pytest.raises(ValueError, match="'a' is defined twice"):
+        load_queries(package.name)
+
+
+def test_load_queries_reads_another_file_name(package: Path) -> None:
+    (package / "jobs.sql").write_text("-- name: only\nSELECT 3;\n")
+    assert load_queries(package.name, "jobs.sql") == {"only": "SELECT 3;"}
+
+
+def test_load_migrations_in_numeric_order(package: Path) -> None:
+    migrations = package / "migrations"
+    (migrations / "0002_second.sql").write_text("ALTER TABLE t ADD y;")
+    (migrations / "0001_initial.sql").write_text("CREATE TABLE t (x);")
+    (migrations / "README.md").write_text("not a migration")
+    (migrations / "__init__.py").write_text("")
+    found = load_migrations(package.name)
+    assert [(m.version, m.name, m.sql) for m in found] == [
+        (1, "initial", "CREATE TABLE t (x);"),
+        (2, "second", "ALTER TABLE t ADD y;"),
+    ]
+
+
+@pytest.mark.parametrize("files", [["0001_a.sql", "0003_c.sql"], ["0002_b.sql"]])
+def test_load_migrations_refuses_gaps(package: Path, files: list[str]) -> None:
+    for name in files:
+        (package / "migrations" / name).write_text("SELECT 1;")
+    with pytest.raises(ValueError, match="without gaps"):
+        load_migrations(package.name)
+
+
+def test_the_sqlite_backend_files_load() -> None:
+    queries = load_queries("taskflare.backends.sqlite")
+    assert "message_claim_many" in queries and "message_insert" in queries
+    migrations = load_migrations("taskflare.backends.sqlite")
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
