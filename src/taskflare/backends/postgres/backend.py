@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -73,6 +74,8 @@ _NOW = "extract(epoch FROM now())::float8"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CONNECT_TIMEOUT = "10"
 _LISTEN_MAX_BACKOFF = 5.0
+# How long the queue description returned by an empty claim may stand in for a query.
+_READY_INFO_REUSE = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,7 @@ class PostgresBackend:
         self._closed = False
         self._schema_ready = False
         self._changes = ChangeSignal()
+        self._ready_cache: dict[tuple[str, int], tuple[float, ReadyInfo]] = {}
 
     # -- connections ----------------------------------------------------------------
 
@@ -468,7 +472,12 @@ class PostgresBackend:
             return await self._fetch(conn, "message_claim_many", args)
 
         rows = await self._run(run, f"claim from queue {params.queue!r}")
-        claimed = [ClaimedMessage(*row) for row in rows]
+        if rows and rows[0][0] is None:  # nothing claimed: the row describes the queue
+            count, oldest, next_at, paused, now = rows[0][8:]
+            info = ReadyInfo(int(count), oldest, next_at, bool(paused), float(now))
+            self._ready_cache[(params.queue, params.limit)] = (time.monotonic(), info)
+            return []
+        claimed = [ClaimedMessage(*row[:8]) for row in rows]
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return claimed
 
@@ -610,7 +619,16 @@ class PostgresBackend:
             self._changes.bump()
 
     async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
-        """Ready count (up to `limit`), oldest ready time, next delayed time, paused, DB now."""
+        """Ready count (up to `limit`), oldest ready time, next delayed time, paused, DB now.
+
+        Right after an empty claim of the same queue, the description that claim
+        returned is used instead of a second query: the worker asks exactly then, and
+        any change since has bumped `change_seq` (locally or by NOTIFY), so the worker
+        looks again at once instead of trusting it.
+        """
+        cached = self._ready_cache.pop((queue, limit), None)
+        if cached is not None and time.monotonic() - cached[0] < _READY_INFO_REUSE:
+            return cached[1]
         row = await self._one(
             "queue_ready_info", {"queue": queue, "limit": limit}, f"inspect queue {queue!r}"
         )

@@ -30,6 +30,8 @@ FROM (SELECT DISTINCT queue FROM inserted) AS q;
 -- disjoint batches without waiting on each other; the candidate set is materialized
 -- once, and the batch is taken only when it is full or its oldest message has waited
 -- max_wait (otherwise the row locks are dropped at the end of the statement).
+-- When nothing is claimed, the statement instead returns one row describing the queue
+-- (the columns of queue_ready_info), so an idle worker needs one query per wake-up.
 WITH candidates AS MATERIALIZED (
     SELECT id, available_at
     FROM {schema}.messages
@@ -38,18 +40,34 @@ WITH candidates AS MATERIALIZED (
     ORDER BY priority DESC, available_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {schema}.messages AS m
+    SET state = 'leased',
+        attempts = m.attempts + 1,
+        lease_id = %(lease_id)s,
+        lease_owner = %(owner)s,
+        lease_expires_at = {now} + %(visibility_timeout)s
+    WHERE m.id IN (SELECT id FROM candidates)
+      AND ((SELECT count(*) FROM candidates) >= %(min_count)s
+           OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
+    RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
+              m.lease_id
 )
-UPDATE {schema}.messages AS m
-SET state = 'leased',
-    attempts = m.attempts + 1,
-    lease_id = %(lease_id)s,
-    lease_owner = %(owner)s,
-    lease_expires_at = {now} + %(visibility_timeout)s
-WHERE m.id IN (SELECT id FROM candidates)
-  AND ((SELECT count(*) FROM candidates) >= %(min_count)s
-       OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
-RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
-          m.lease_id;
+SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
+       NULL::bigint, NULL::float8, NULL::float8, NULL::boolean, NULL::float8
+FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
+                           WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+                           LIMIT %(limit)s) AS r),
+    (SELECT min(available_at) FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}),
+    (SELECT min(available_at) FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at > {now}),
+    coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false),
+    {now}
+WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: message_settle_many
 -- Acks, retries and failures of many batches in one statement (one transaction).

@@ -1,0 +1,321 @@
+"""What only the PostgreSQL backend does: transactional enqueue, schema option, migrations
+under concurrency, NOTIFY wake-ups across processes, typed outage errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+import pytest
+
+from helpers import running_worker, state_counts, wait_until
+from taskflare import App, MessageBatch, WorkerConfig
+from taskflare.backends import open_backend
+from taskflare.backends.postgres import backend as pg_backend
+from taskflare.backends.sqlfile import Migration
+from taskflare.errors import (
+    BackendUnavailable,
+    InvalidDatabaseUrl,
+    InvalidMessage,
+    SchemaOutdated,
+    SchemaTooNew,
+)
+
+TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
+
+# Every test here gets a fresh PostgreSQL schema (and is skipped, or fails under
+# TASKFLARE_REQUIRE_POSTGRES=1, without a server).
+on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+
+
+def schema_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["schema"][0]
+
+
+def server_url(url: str) -> str:
+    """The URL without taskflare's own options, for a plain psycopg connection."""
+    return url.split("?", 1)[0]
+
+
+def with_password(url: str, password: str) -> str:
+    """The same URL with a password (the test server trusts local users, so it is ignored)."""
+    return url.replace("postgres@", f"postgres:{password}@", 1)
+
+
+@on_postgres
+async def test_send_with_connection_is_delivered_only_when_the_transaction_commits(
+    app: App, database_url: str
+) -> None:
+    q = app.queue("orders", max_batch_timeout=0)
+    async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
+        await conn.execute("CREATE TEMP TABLE business (n int)")
+        await conn.commit()
+        async with conn.transaction():
+            await conn.execute("INSERT INTO business VALUES (1)")
+            committed = await q.send({"n": 1}, connection=conn)
+            batch_ids = await q.send_batch([{"body": 2}, {"body": 3}], connection=conn)
+        with pytest.raises(ZeroDivisionError):
+            async with conn.transaction():
+                await conn.execute("INSERT INTO business VALUES (2)")
+                rolled_back = await q.send({"n": 2}, connection=conn)
+                1 / 0  # noqa: B018 - the business code fails after enqueueing
+    backend = await app.backend()
+    assert await backend.message_get(rolled_back) is None
+    seen: list[object] = []
+
+    @q.consumer
+    async def handle(batch: MessageBatch[object]) -> None:
+        seen.extend(m.body for m in batch.messages)
+
+    async with running_worker(app):
+        await wait_until(lambda: len(seen) >= 3, what="the committed messages")
+    assert sorted(map(str, seen)) == sorted(map(str, [{"n": 1}, 2, 3]))
+    assert await backend.message_get(committed) is None  # acked, so deleted
+    for message_id in batch_ids:
+        assert await backend.message_get(message_id) is None
+
+
+@on_postgres
+async def test_transactional_send_sees_nothing_before_commit(app: App, database_url: str) -> None:
+    q = app.queue("orders")
+    backend = await app.backend()
+    async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
+        message_id = await q.send("pending", connection=conn)  # opens a transaction
+        assert await backend.message_get(message_id) is None, "invisible until commit"
+        await conn.commit()
+    record = await backend.message_get(message_id)
+    assert record is not None and record.state == "ready"
+
+
+@on_postgres
+async def test_send_with_a_sync_connection_is_refused(app: App, database_url: str) -> None:
+    q = app.queue("orders")
+    with (
+        psycopg.connect(server_url(database_url)) as conn,
+        pytest.raises(InvalidMessage, match="AsyncConnection"),
+    ):
+        await q.send("x", connection=conn)
+    assert await state_counts(app, "orders") == {}
+
+
+async def test_sqlite_refuses_connection_with_a_typed_error(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    try:
+        with pytest.raises(InvalidMessage, match="PostgreSQL"):
+            await app.queue("q").send("x", connection=object())
+        assert await state_counts(app, "q") == {}
+    finally:
+        await app.close()
+
+
+@on_postgres
+async def test_schema_option_isolates_apps_sharing_a_database(database_url: str) -> None:
+    other_url = database_url.replace(schema_of(database_url), schema_of(database_url) + "_b")
+    first, second = App(database_url), App(other_url)
+    try:
+        await first.queue("shared").send("for the first app")
+        assert await state_counts(first, "shared") == {"ready": 1}
+        assert await state_counts(second, "shared") == {}
+        async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
+            cur = await conn.execute(
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'messages' AND table_schema = ANY(%s) ORDER BY 1",
+                [[schema_of(database_url), schema_of(other_url)]],
+            )
+            assert [r[0] for r in await cur.fetchall()] == sorted(
+                [schema_of(database_url), schema_of(other_url)]
+            )
+    finally:
+        await first.close()
+        await second.close()
+        with psycopg.connect(server_url(database_url), autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema_of(other_url)}" CASCADE')
+
+
+@on_postgres
+@pytest.mark.parametrize("name", ["Upper", "has-dash", "a b", "x" * 64, "1starts_with_digit"])
+def test_invalid_schema_name_is_refused(database_url: str, name: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl, match="schema="):
+        open_backend(f"{server_url(database_url)}?schema={name}")
+
+
+@on_postgres
+def test_url_for_logs_hides_the_password(database_url: str) -> None:
+    backend = open_backend(with_password(database_url, "s3cret-pw"))
+    assert "s3cret-pw" not in backend.url_for_logs
+    assert "schema=" in backend.url_for_logs
+
+
+@on_postgres
+def test_two_migrate_processes_at_once_are_safe(database_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [TASKFLARE, "migrate", database_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outputs
+    applied = [out for out, _ in outputs if "applied migrations 1" in out]
+    assert len(applied) == 1, outputs
+    assert sum("up to date" in out for out, _ in outputs) == 3, outputs
+    with psycopg.connect(server_url(database_url)) as conn:
+        rows = conn.execute(
+            f'SELECT version FROM "{schema_of(database_url)}".schema_migrations'
+        ).fetchall()
+    assert rows == [(1,)]
+
+
+@on_postgres
+async def test_outdated_schema_refuses_and_names_the_migrate_command(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = with_password(database_url, "s3cret-pw")
+    old = App(url)
+    await old.queue("q").send("made by the old version")
+    await old.close()
+
+    extra = Migration(2, "test_extra", "CREATE TABLE test_extra (x int);")
+    monkeypatch.setattr(pg_backend, "MIGRATIONS", [*pg_backend.MIGRATIONS, extra])
+    monkeypatch.setattr(pg_backend, "LATEST_VERSION", 2)
+    new = App(url)
+    q = new.queue("q")
+    try:
+        with pytest.raises(SchemaOutdated) as caught:
+            await q.send("refused")
+        message = str(caught.value)
+        assert "taskflare migrate postgresql://postgres:***@" in message
+        assert f"schema={schema_of(database_url)}" in message
+        assert "s3cret-pw" not in message
+        backend = open_backend(url)
+        assert await backend.migrate() == [2]
+        assert await backend.migrate() == []
+        await backend.close()
+        await new.close()
+        await q.send("accepted after migrate")
+        assert await state_counts(new, "q") == {"ready": 2}
+    finally:
+        await new.close()
+
+
+@on_postgres
+async def test_schema_newer_than_the_code_is_refused(database_url: str) -> None:
+    app = App(database_url)
+    q = app.queue("q")
+    await q.send("x")
+    await app.close()
+    with psycopg.connect(server_url(database_url)) as conn:
+        conn.execute(
+            f'INSERT INTO "{schema_of(database_url)}".schema_migrations VALUES (99, %s, 0)',
+            ["from the future"],
+        )
+    try:
+        with pytest.raises(SchemaTooNew, match="upgrade taskflare"):
+            await q.send("y")
+    finally:
+        await app.close()
+
+
+@on_postgres
+async def test_notify_from_another_process_wakes_an_idle_waiter_quickly(
+    app: App, database_url: str
+) -> None:
+    backend = await app.backend()
+    since = backend.change_seq
+    await backend.wait_for_change(since, 0.5)  # starts the LISTEN connection
+    await wait_until(lambda: backend.change_seq != since, what="the listener to connect")
+    since = backend.change_seq
+    producer = (
+        "import sys, time\n"
+        "from taskflare import App\n"
+        "app = App(sys.argv[1])\n"
+        "app.queue('q').send_sync('hello')\n"
+        "print(time.time(), flush=True)\n"
+        "app.close_sync()\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", producer, database_url, stdout=subprocess.PIPE
+    )
+    await backend.wait_for_change(since, 30)
+    woke = time.time()
+    out, _ = await proc.communicate()
+    assert backend.change_seq != since, "woken by the NOTIFY, not by the timeout"
+    sent = float(out.decode().split()[0])
+    assert woke - sent < 0.5, f"woke {woke - sent:.3f}s after the send committed"
+
+
+@on_postgres
+async def test_idle_worker_sends_about_one_query_a_second(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = app.queue("q")
+
+    @q.consumer
+    async def handle(batch: MessageBatch[object]) -> None:
+        pass
+
+    backend = await app.backend()
+    calls: list[float] = []
+    original = backend._run  # type: ignore[attr-defined]
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        calls.append(time.monotonic())
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "_run", counting)
+    async with running_worker(app, WorkerConfig(idle_wait=1.0)):
+        started = time.monotonic()  # let start-up queries (declare, first rescue) pass
+        await wait_until(lambda: time.monotonic() - started >= 0.5, interval=0.05)
+        start = len(calls)
+        t0 = time.monotonic()
+        await wait_until(lambda: time.monotonic() - t0 >= 3.0, timeout=5, interval=0.1)
+        per_second = (len(calls) - start) / (time.monotonic() - t0)
+    assert per_second <= 1.5, f"an idle worker ran {per_second:.1f} statements a second"
+
+
+async def test_unreachable_server_raises_backend_unavailable_with_the_driver_error() -> None:
+    backend = pg_backend.PostgresBackend(
+        "postgresql://postgres:pw-not-shown@127.0.0.1:1/test?schema=x&connect_timeout=1",
+        pool_timeout=1.0,
+    )
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            await backend.queue_counts()
+        assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+        assert "pw-not-shown" not in str(caught.value)
+        assert "127.0.0.1:1" in str(caught.value)
+    finally:
+        await backend.close()
+        await backend.close()  # safe twice
+
+
+@on_postgres
+def test_sync_and_async_use_from_two_loops_then_close(database_url: str) -> None:
+    app = App(database_url)
+    q = app.queue("q")
+    q.send_sync("from the portal loop")
+
+    async def from_another_loop() -> dict[str, int]:
+        await q.send("from asyncio.run's loop")
+        return await state_counts(app, "q")
+
+    assert asyncio.run(from_another_loop()) == {"ready": 2}
+    assert q.send_batch_sync([{"body": 1}]) and app.run_sync(state_counts(app, "q")) == {"ready": 3}
+    app.close_sync()
+    app.close_sync()
+
+
+@on_postgres
+def test_env_override_for_pool_size_is_validated(database_url: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl, match="pool_max_size"):
+        open_backend(f"{database_url}&pool_max_size=zero")
+    backend = open_backend(f"{database_url}&pool_max_size=3")
+    assert "pool_max_size=3" in backend.url_for_logs
