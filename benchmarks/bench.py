@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import taskflare
 from taskflare import App
 
 QUEUE = "bench"
@@ -128,7 +129,7 @@ def sqlite_floor(url: str, n: int, batch: int) -> FloorResult:
     from taskflare.backends.sqlite.backend import MIGRATIONS, _split_statements
 
     schema = [s for m in MIGRATIONS for s in _split_statements(m.sql)]
-    return _sqlite_loop(url, n, batch, schema)
+    return _sqlite_loop(url, n, batch, schema, uuid_keys=True)
 
 
 def sqlite_bare_floor(url: str, n: int, batch: int) -> FloorResult:
@@ -136,17 +137,22 @@ def sqlite_bare_floor(url: str, n: int, batch: int) -> FloorResult:
     return _sqlite_loop(url, n, batch, BARE_SCHEMA)
 
 
-def _sqlite_loop(url: str, n: int, batch: int, schema: Sequence[str]) -> FloorResult:
+def _sqlite_loop(
+    url: str, n: int, batch: int, schema: Sequence[str], *, uuid_keys: bool = False
+) -> FloorResult:
+    from taskflare.ids import uuid7
+
     conn = _sqlite_connect(url)
     for statement in schema:
         conn.execute(statement)
     body = repr(BODY).encode()
+    # taskflare's keys are 36-character UUIDv7 strings; the bare table uses integers.
+    keys = [uuid7() if uuid_keys else i for i in range(n)]
     start = time.perf_counter()
     for first in range(0, n, batch):
         now = time.time()
         rows = [
-            (f"{i:012d}", QUEUE, body, "json", now, now)
-            for i in range(first, min(first + batch, n))
+            (keys[i], QUEUE, body, "json", now, now) for i in range(first, min(first + batch, n))
         ]
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
@@ -215,6 +221,7 @@ def taskflare_command() -> list[str]:
 
 WORKER_APP = """
 import os, socket, time
+import taskflare
 from taskflare import App
 
 app = App(os.environ["BENCH_DATABASE_URL"])
@@ -254,7 +261,7 @@ class WorkerProcess:
         )
         self.env = {
             **os.environ,
-            "PYTHONPATH": str(tmp),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp), os.environ.get("PYTHONPATH")])),
             "BENCH_DATABASE_URL": url,
             **env,
         }
@@ -281,6 +288,15 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the worker used so far; 0 where unknown."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid if self.proc else 0}/stat").read_text()
+        except OSError:
+            return 0.0
+        utime, stime = fields.rsplit(")", 1)[1].split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -344,10 +360,13 @@ async def measure_drain(tmp: Path, url: str, n: int) -> dict[str, float]:
             # Cheap wait (a stat every 10 ms) until the consumer has seen every message,
             # then poll the database closely until the last ack is committed.
             left = n
+            cpu_at_first: float | None = None
             while left:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"drain: {left} of {n} messages left at the deadline")
                 worker.check_alive()
+                if cpu_at_first is None and (tmp / "drain.first").exists():
+                    cpu_at_first = worker.cpu_seconds()
                 if not handled.exists():
                     await asyncio.sleep(0.01)
                     continue
@@ -356,10 +375,14 @@ async def measure_drain(tmp: Path, url: str, n: int) -> dict[str, float]:
                 if left:
                     await asyncio.sleep(0.002)
             done = time.time()
+            cpu = worker.cpu_seconds() - (cpu_at_first or 0.0)
         first = float((tmp / "drain.first").read_text())
     finally:
         await app.close()
-    return {"drain": n / (done - first), "drain_startup": n / (done - spawn)}
+    figures = {"drain": n / (done - first), "drain_startup": n / (done - spawn)}
+    if cpu > 0:
+        figures["drain_cpu_us"] = cpu / n * 1e6
+    return figures
 
 
 async def measure_pickup(tmp: Path, url: str, n: int) -> dict[str, float]:
@@ -430,6 +453,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("send_batch", "`send_batch` (100 a call), msgs/s", ",.0f"),
     ("drain", "drain, 1 worker process, msgs/s (first delivery → last ack)", ",.0f"),
     ("drain_startup", "drain incl. worker startup, msgs/s", ",.0f"),
+    ("drain_cpu_us", "drain: worker CPU (all threads) per message, µs", ".1f"),
     ("pickup_p50", "pickup latency to an idle worker p50, ms", ".1f"),
     ("pickup_p95", "pickup latency to an idle worker p95, ms", ".1f"),
     ("floor100_insert", "floor: insert, batches of 100, msgs/s", ",.0f"),
@@ -497,11 +521,16 @@ def machine_info(backend: BenchBackend) -> str:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "src"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    source = Path(taskflare.__file__).resolve().parent
+    if not source.is_relative_to(Path("src").resolve()):
+        dirty = f"; package imported from {source}"
+    elif dirty:
+        dirty = " (with uncommitted changes in src/)"
     return (
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores "
         f"(nproc), {platform.platform()}; Python {platform.python_version()}; "
         f"{backend.engine_version()}. taskflare at {commit or '?'}"
-        f"{' (with uncommitted changes in src/)' if dirty else ''}."
+        f"{dirty}."
     )
 
 
@@ -519,7 +548,8 @@ def render(
         f"run took {secs:.0f} s. Sizes: {sizes.sends:,} sends, {sizes.batch_messages:,} "
         f"messages by `send_batch`, drain of {sizes.drain_messages:,} no-op messages "
         f"(batch size 100, worker `--concurrency 10`), {sizes.pickups} pickups, floor "
-        f"{sizes.floor_batch100:,} (batch 100) and {sizes.floor_batch1:,} (batch 1) messages. "
+        f"{sizes.floor_batch100:,} (batch 100) and {sizes.floor_batch1:,} (batch 1) messages "
+        "on taskflare's schema. "
         "See `benchmarks/README.md` for what each number means.",
         "",
         f"| measurement | {head} |",
