@@ -5,6 +5,7 @@ survive crashes, on one SQLite file by default or PostgreSQL for many workers.
 """
 
 from .app import App
+from .context import JobContext
 from .errors import (
     AppLoadError,
     BackendUnavailable,
@@ -14,17 +15,27 @@ from .errors import (
     EmptyBatch,
     InvalidDatabaseUrl,
     InvalidDelay,
+    InvalidJobState,
     InvalidMessage,
+    InvalidPayload,
     InvalidQueueConfig,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
     MessageTooLarge,
     SchemaOutdated,
     SchemaTooNew,
     TaskflareError,
+    UnknownJobType,
     UnknownQueue,
     UnsupportedContentType,
 )
+from .job_api import JobBatch, JobPage
+from .jobs import Job, JobAttempt, JobStatus, JobType
 from .messages import Message, MessageBatch
 from .queue import Queue, QueueConfig
+from .retention import Retention
+from .retry import Backoff, PermanentError, Retry
 from .stored import StoredMessage
 from .worker import Worker, WorkerConfig
 
@@ -34,23 +45,40 @@ __all__ = [
     "App",
     "AppLoadError",
     "BackendUnavailable",
+    "Backoff",
     "BatchTooLarge",
     "BodyEncodingError",
     "DuplicateConsumer",
     "EmptyBatch",
     "InvalidDatabaseUrl",
     "InvalidDelay",
+    "InvalidJobState",
     "InvalidMessage",
+    "InvalidPayload",
     "InvalidQueueConfig",
+    "Job",
+    "JobAttempt",
+    "JobBatch",
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "JobNotFound",
+    "JobPage",
+    "JobStatus",
+    "JobType",
     "Message",
     "MessageBatch",
     "MessageTooLarge",
+    "PermanentError",
     "Queue",
     "QueueConfig",
+    "Retention",
+    "Retry",
     "SchemaOutdated",
     "SchemaTooNew",
     "StoredMessage",
     "TaskflareError",
+    "UnknownJobType",
     "UnknownQueue",
     "UnsupportedContentType",
     "Worker",

@@ -10,13 +10,16 @@ from typing import Any, TypeVar
 from .backends import open_backend, redact_url, resolve_database_url
 from .backends.base import Backend, QueueSettings
 from .errors import InvalidQueueConfig, UnknownQueue
+from .job_api import JobsAPI
+from .jobs import JobType
 from .portal import Portal
 from .queue import Queue, QueueConfig
+from .retention import Retention
 
 T = TypeVar("T")
 
 
-class App:
+class App(JobsAPI):
     """A taskflare application: declare queues and consumers on it, then send and run workers.
 
     `database_url` defaults to `$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`.
@@ -24,9 +27,13 @@ class App:
     successive event loops; the `*_sync` methods run on a private loop of their own.
     """
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(
+        self, database_url: str | None = None, *, retention: Retention | None = None
+    ) -> None:
         self.database_url = resolve_database_url(database_url)
+        self.retention = retention or Retention()
         self._queues: dict[str, Queue] = {}
+        self._job_types: dict[str, JobType] = {}
         self._backend: Backend | None = None
         self._declared: set[str] = set()
         self._lock = threading.Lock()
@@ -73,6 +80,7 @@ class App:
         queue = Queue(self, config)
         if existing is not None:
             queue.consumer_spec = existing.consumer_spec
+            queue.job_types = existing.job_types
         self._queues[name] = queue
         if dead_letter_queue is not None and dead_letter_queue not in self._queues:
             self._queues[dead_letter_queue] = Queue(

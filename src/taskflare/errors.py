@@ -68,3 +68,35 @@ class BackendUnavailable(TaskflareError):
 
 class AppLoadError(TaskflareError):
     """An app path of the form 'module:attribute' could not be imported."""
+
+
+class UnknownJobType(TaskflareError, LookupError):
+    """No job type of that name is registered in this app."""
+
+
+class InvalidPayload(TaskflareError, ValueError):
+    """A job payload does not match its type's declared model; nothing was enqueued."""
+
+
+class JobNotFound(TaskflareError, LookupError):
+    """No job has that id."""
+
+
+class InvalidJobState(TaskflareError):
+    """The job is not in a state that allows this (e.g. cancelling a completed job)."""
+
+
+class JobFailed(TaskflareError):
+    """The job failed after its last attempt."""
+
+    def __init__(self, message: str | None = None, *, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class JobCancelled(TaskflareError):
+    """The job was cancelled."""
+
+    def __init__(self, message: str | None = None, *, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job

@@ -26,6 +26,7 @@ from .stored import StoredMessage
 
 if TYPE_CHECKING:
     from .app import App
+    from .jobs import JobType
 
 BatchHandler = Callable[[MessageBatch[Any]], Awaitable[None] | None]
 
@@ -121,8 +122,10 @@ class Queue:
         self.app = app
         self.config = config
         self.consumer_spec: Consumer | None = None
-        # True for a dead-letter queue created by naming it; declaring it later replaces it.
+        # True for a queue created by naming it (a dead-letter queue, a job type's queue);
+        # declaring it explicitly later replaces its settings.
         self.implicit = implicit
+        self.job_types: dict[str, JobType] = {}
 
     @property
     def name(self) -> str:
@@ -153,6 +156,11 @@ class Queue:
         def register(fn: BatchHandler) -> BatchHandler:
             if not callable(fn):
                 raise InvalidQueueConfig(f"consumer of {self.name!r} must be callable")
+            if self.job_types:
+                raise DuplicateConsumer(
+                    f"queue {self.name!r} runs job types ({', '.join(self.job_types)}); "
+                    "a message consumer needs a queue of its own"
+                )
             if self.consumer_spec is not None:
                 raise DuplicateConsumer(
                     f"queue {self.name!r} already has a consumer "

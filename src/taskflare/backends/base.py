@@ -69,6 +69,9 @@ class ClaimedMessage:
     created_at: float
     priority: int
     lease_id: str
+    type: str | None = None
+    max_attempts: int | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ class AttemptRecord:
     finished_at: float | None
     outcome: str
     error: str | None = None
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,15 @@ from ..errors import InvalidQueueConfig
 from ..ids import uuid7
 from ..queue import Queue
 from .executor import BatchReport, _CancelledWithReport, execute_batch
-from .services import LeaseHeartbeat, LeaseRescuer, ServiceConfig
+from .job_executor import JobRunner
+from .services import (
+    CancelWatcher,
+    LeaseHeartbeat,
+    LeaseRescuer,
+    PeriodicService,
+    Pruner,
+    ServiceConfig,
+)
 from .settle import SettleBuffer
 
 if TYPE_CHECKING:
@@ -60,25 +68,27 @@ class WorkerStats:
     acked: Counter[str] = field(default_factory=Counter)
     retried: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    cancelled: Counter[str] = field(default_factory=Counter)
 
     def record(self, queue: str, report: BatchReport, delivered: int) -> None:
         """Add one batch's outcomes."""
         self.batches[queue] += 1
         self.delivered[queue] += delivered
-        self.acked[queue] += len(report.settlement.acks)
+        self.acked[queue] += len(report.settlement.acks) + len(report.settlement.completes)
         self.retried[queue] += len(report.settlement.retries)
         self.failed[queue] += len(report.settlement.fails)
+        self.cancelled[queue] += len(report.settlement.cancels)
 
 
 def select_queues(app: App, names: Sequence[str]) -> dict[str, Queue]:
     """The queues a worker consumes: those named (each must have a consumer), else all with one."""
     if names:
         chosen = {name: app.get_queue(name) for name in names}
-        missing = [n for n, q in chosen.items() if q.consumer_spec is None]
+        missing = [n for n, q in chosen.items() if q.consumer_spec is None and not q.job_types]
         if missing:
             raise InvalidQueueConfig(f"queue(s) {', '.join(missing)} have no consumer")
         return chosen
-    return {n: q for n, q in app.queues.items() if q.consumer_spec is not None}
+    return {n: q for n, q in app.queues.items() if q.consumer_spec is not None or q.job_types}
 
 
 class Worker:
@@ -100,6 +110,7 @@ class Worker:
         self._thread_pool: ThreadPoolExecutor | None = None
         self._global_slots: asyncio.Semaphore | None = None
         self._queue_slots: dict[str, asyncio.Semaphore | None] = {}
+        self._jobs: JobRunner | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -122,6 +133,7 @@ class Worker:
         self._thread_pool = ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix="taskflare-handler"
         )
+        self._jobs = JobRunner(self.app, backend, self._thread_pool, self.id)
         self._global_slots = asyncio.Semaphore(self.config.concurrency)
         self._queue_slots = {
             name: asyncio.Semaphore(q.config.max_concurrency) if q.config.max_concurrency else None
@@ -145,8 +157,17 @@ class Worker:
         rescuer = LeaseRescuer(
             backend, self.queues, ServiceConfig(min(max(min(timeouts) / 2, 0.1), 15.0))
         )
-        heartbeat.start()
-        rescuer.start()
+        job_queues = {name for name, q in self.queues.items() if q.job_types}
+        services: list[PeriodicService] = [heartbeat, rescuer, Pruner(backend, self.app.retention)]
+        if job_queues:
+            assert self._jobs is not None
+            services.append(
+                CancelWatcher(
+                    backend, job_queues, lambda: self._held, self._jobs.cancel, ServiceConfig(0.25)
+                )
+            )
+        for service in services:
+            service.start()
         fetchers = [
             asyncio.create_task(self._fetch_loop(q), name=f"taskflare-fetch-{name}")
             for name, q in self.queues.items()
@@ -160,7 +181,7 @@ class Worker:
         )
         stop_waiter = asyncio.create_task(self._stop_event.wait())
         watched: list[asyncio.Task[Any]] = [stop_waiter, *fetchers]
-        watched += [t for t in (heartbeat.task, rescuer.task) if t is not None]
+        watched += [s.task for s in services if s.task is not None]
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stop_waiter and t.exception() is not None]
         for task in crashed:
@@ -168,8 +189,8 @@ class Worker:
         self._stop_event.set()
         stop_waiter.cancel()
         await self._shutdown(fetchers)
-        await heartbeat.stop()
-        await rescuer.stop()
+        for service in services:
+            await service.stop()
         log.info("worker %s stopped", self.id)
         if crashed:
             exc = crashed[0].exception()
@@ -296,7 +317,7 @@ class Worker:
         assert self._thread_pool is not None and self._global_slots is not None
         queue_slots = self._queue_slots[queue.name]
         try:
-            report = await execute_batch(queue, claimed, self._thread_pool)
+            report = await self._execute(queue, claimed)
         except _CancelledWithReport as cancelled:
             report = cancelled.report
         finally:
@@ -325,9 +346,16 @@ class Worker:
         if not claimed:
             return 0
         self._held[queue.name].add(claimed[0].lease_id)
-        report = await execute_batch(queue, claimed, self._thread_pool)
+        report = await self._execute(queue, claimed)
         await self.record(queue, claimed, report)
         return len(claimed)
+
+    async def _execute(self, queue: Queue, claimed: list[ClaimedMessage]) -> BatchReport:
+        """Jobs go to the job runner; plain messages to the queue's batch consumer."""
+        assert self._thread_pool is not None and self._jobs is not None
+        if queue.job_types:
+            return await self._jobs.execute(queue, claimed)
+        return await execute_batch(queue, claimed, self._thread_pool)
 
     def close_pool(self) -> None:
         """Release the handler threads used by `drain_once`."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..backends.base import Backend, RescueParams
+from ..backends.base import Backend, PruneParams, RescueParams
 from ..queue import Queue
+from ..retention import Retention
 
 log = logging.getLogger("taskflare.worker")
 
@@ -121,3 +123,62 @@ class LeaseRescuer(PeriodicService):
                     result.requeued,
                     result.failed,
                 )
+
+
+class CancelWatcher(PeriodicService):
+    """Notices cancellation requests for the jobs this worker is running."""
+
+    name = "cancel-watcher"
+
+    def __init__(
+        self,
+        backend: Backend,
+        job_queues: set[str],
+        held: Callable[[], Mapping[str, set[str]]],
+        on_cancel: Callable[[list[str]], None],
+        config: ServiceConfig,
+    ) -> None:
+        super().__init__(config)
+        self._backend = backend
+        self._job_queues = job_queues
+        self._held = held
+        self._on_cancel = on_cancel
+
+    async def run_once(self) -> None:
+        """Ask which running jobs were cancelled, and cancel them here."""
+        held = self._held()
+        leases = [lease for name in self._job_queues for lease in held.get(name, ())]
+        if leases:
+            cancelled = await self._backend.job_cancel_requested(leases)
+            if cancelled:
+                self._on_cancel(cancelled)
+
+
+class Pruner(PeriodicService):
+    """Deletes finished rows past retention in bounded chunks."""
+
+    name = "pruner"
+
+    def __init__(self, backend: Backend, retention: Retention) -> None:
+        super().__init__(ServiceConfig(retention.interval))
+        self._backend = backend
+        self._retention = retention
+
+    async def run_once(self) -> int:  # type: ignore[override]
+        """Prune up to `max_chunks_per_run` chunks; return how many rows were deleted."""
+        r = self._retention
+        now = time.time()
+        params = PruneParams(
+            completed_before=now - r.completed if r.completed is not None else float("-inf"),
+            failed_before=now - r.failed if r.failed is not None else float("-inf"),
+            limit=r.chunk_size,
+        )
+        total = 0
+        for _ in range(r.max_chunks_per_run):
+            deleted = await self._backend.job_prune(params)
+            total += deleted
+            if deleted < r.chunk_size:
+                break
+        if total:
+            log.info("pruned %d finished jobs and messages past retention", total)
+        return total

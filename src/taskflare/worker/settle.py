@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 
 from ..backends.base import Backend, Settlement, SettleResult
 
@@ -44,11 +45,7 @@ class SettleBuffer:
     async def _flush(self) -> None:
         while self._pending:
             taken, self._pending = self._pending, []
-            merged = Settlement(
-                acks=[a for p in taken for a in p.settlement.acks],
-                retries=[r for p in taken for r in p.settlement.retries],
-                fails=[f for p in taken for f in p.settlement.fails],
-            )
+            merged = merge([p.settlement for p in taken])
             result = await self._write(merged)
             for p in taken:
                 if not p.done.done():
@@ -62,7 +59,7 @@ class SettleBuffer:
             except Exception as exc:
                 log.warning(
                     "could not record %d outcomes (%s); retrying in %.2fs",
-                    len(merged.acks) + len(merged.retries) + len(merged.fails),
+                    sum(len(getattr(merged, f.name)) for f in fields(Settlement)),
                     exc,
                     delay,
                 )
@@ -73,3 +70,12 @@ class SettleBuffer:
         """Wait until every queued settlement has been written."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
+
+
+def merge(settlements: Sequence[Settlement]) -> Settlement:
+    """One settlement holding every outcome of `settlements`."""
+    if len(settlements) == 1:
+        return settlements[0]
+    return Settlement(
+        **{f.name: [o for s in settlements for o in getattr(s, f.name)] for f in fields(Settlement)}
+    )

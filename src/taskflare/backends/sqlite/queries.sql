@@ -28,7 +28,8 @@ WHERE id IN (SELECT id FROM candidates)
   AND ((SELECT count(*) FROM candidates) >= :min_count
        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
-RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id;
+RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
+          type, max_attempts, correlation_id;
 
 -- name: message_ack_many
 DELETE FROM messages
@@ -201,11 +202,11 @@ WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state =
 
 -- name: job_attempt_record
 INSERT OR REPLACE INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
-                                     outcome, error)
-VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error);
+                                     outcome, error, traceback)
+VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error, :traceback);
 
 -- name: job_attempts
-SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error
+SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback
 FROM job_attempts WHERE job_id = :job_id ORDER BY attempt;
 
 -- name: idempotency_claim

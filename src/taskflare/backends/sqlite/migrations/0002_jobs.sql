@@ -30,6 +30,7 @@ CREATE TABLE job_attempts (
     finished_at REAL,
     outcome     TEXT NOT NULL,
     error       TEXT,
+    traceback   TEXT,
     PRIMARY KEY (job_id, attempt)
 );
 

@@ -1,0 +1,99 @@
+"""`JobContext`: what a running job can ask of taskflare (progress, cancellation, `once`)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from .backends.base import Backend
+from .jobs import poll_until
+
+ONCE_LEASE_SECONDS = 900.0
+
+
+class JobContext:
+    """Handed to a job handler as its second argument."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        job_id: str,
+        type: str,
+        queue: str,
+        attempt: int,
+        max_attempts: int,
+        correlation_id: str | None,
+        lease_id: str,
+        worker_id: str,
+    ) -> None:
+        self.job_id = job_id
+        self.type = type
+        self.queue = queue
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.correlation_id = correlation_id
+        self.worker_id = worker_id
+        self._backend = backend
+        self._lease_id = lease_id
+        self._cancelled = False
+
+    def __repr__(self) -> str:
+        return f"JobContext(job_id={self.job_id!r}, attempt={self.attempt})"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job (async handlers are also cancelled)."""
+        return self._cancelled
+
+    def mark_cancelled(self) -> None:
+        """Called by the worker when a cancellation request arrives."""
+        self._cancelled = True
+
+    async def progress(self, value: float, note: str | None = None) -> None:
+        """Record progress from 0 to 1 (with an optional note) for status readers."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"progress must be a number from 0 to 1, got {value!r}")
+        if note is not None and not isinstance(note, str):
+            raise TypeError(f"progress note must be a string, got {type(note).__name__}")
+        await self._backend.job_progress(self.job_id, self._lease_id, float(value), note)
+
+    async def once(self, key: str, fn: Callable[[], Any], ttl: float = 86_400) -> tuple[Any, bool]:
+        """Run `fn` once per `key` within `ttl` seconds across all workers.
+
+        Returns `(result, cached)`: the JSON result of `fn` and whether it came from an
+        earlier run. If `fn` raises, nothing is stored and the error propagates, so a
+        later call (a retry of this job) runs it again. Concurrent callers wait for the
+        one running it.
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError("once() needs a non-empty string key")
+        owner = f"{self.job_id}:{self.attempt}"
+        backend = self._backend
+
+        async def try_claim() -> tuple[str, Any] | None:
+            claim = await backend.once_claim(key, owner, ONCE_LEASE_SECONDS)
+            if claim.state == "done":
+                assert claim.result is not None
+                return ("done", orjson.loads(claim.result))
+            if claim.state == "claimed":
+                return ("claimed", None)
+            return None
+
+        state, value = await poll_until(try_claim, None, f"once({key!r})")
+        if state == "done":
+            return value, True
+        try:
+            result = fn()
+            if inspect.isawaitable(result):
+                result = await result
+            data = orjson.dumps(result)
+        except BaseException:
+            await asyncio.shield(backend.once_abandon(key, owner))
+            raise
+        await backend.once_finish(key, owner, data, ttl)
+        return result, False
