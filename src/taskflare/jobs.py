@@ -78,9 +78,16 @@ def _payload_adapter(handler: JobHandler) -> TypeAdapter[Any] | None:
     annotation = hints.get(params[0].name, inspect.Parameter.empty)
     if annotation in _UNVALIDATED or typing.get_origin(annotation) in (dict, typing.Mapping):
         return None
-    from pydantic import TypeAdapter
+    from pydantic import PydanticUserError, TypeAdapter
 
-    return TypeAdapter(annotation)
+    try:
+        return TypeAdapter(annotation)
+    except PydanticUserError as exc:
+        # e.g. `typing.TypedDict` before Python 3.12: say so at registration, not at enqueue.
+        raise InvalidQueueConfig(
+            f"cannot validate payloads annotated {annotation!r} "
+            f"(handler {getattr(handler, '__qualname__', handler)!r}): {exc}"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
