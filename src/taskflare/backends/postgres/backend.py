@@ -173,7 +173,7 @@ class _LoopResources:
 class PostgresBackend:
     """Backend over one schema of a PostgreSQL database."""
 
-    def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 5.0) -> None:
         from .. import redact_url
 
         settings = parse_postgres_url(url)
@@ -255,8 +255,11 @@ class PostgresBackend:
                 stale = used is not None and used.closed
                 if attempt == 1 and (stale or isinstance(exc, pg_errors.TransactionRollback)):
                     if stale:
-                        log.info("PostgreSQL %s: a pooled connection was lost (%s); retrying",
-                                 self.url_for_logs, exc)
+                        log.info(
+                            "PostgreSQL %s: a pooled connection was lost (%s); retrying",
+                            self.url_for_logs,
+                            exc,
+                        )
                         with contextlib.suppress(Exception):
                             await pool.check()
                     continue
@@ -321,12 +324,14 @@ class PostgresBackend:
 
     async def _ensure_schema(self) -> None:
         """Check the schema version once; migrate a fresh (empty) schema automatically."""
-        applied = await self._run(self._applied_versions, "read the schema version",
-                                  check_schema=False)
+        applied = await self._run(
+            self._applied_versions, "read the schema version", check_schema=False
+        )
         if not applied and self._auto_migrate:
             await self._run(self._migrate_on, "create the schema", check_schema=False)
-            applied = await self._run(self._applied_versions, "read the schema version",
-                                      check_schema=False)
+            applied = await self._run(
+                self._applied_versions, "read the schema version", check_schema=False
+            )
         self._verify(applied)
         self._schema_ready = True
 
@@ -395,8 +400,9 @@ class PostgresBackend:
                 async with conn:
                     await conn.execute(f'LISTEN "{self.channel}"')
                     if lost:
-                        log.warning("PostgreSQL %s: listening for new work again",
-                                    self.url_for_logs)
+                        log.warning(
+                            "PostgreSQL %s: listening for new work again", self.url_for_logs
+                        )
                     lost = False
                     delay = 0.1
                     # Work may have become ready while nobody was listening.
@@ -565,8 +571,7 @@ class PostgresBackend:
 
     async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
         """Requeue expired leases; fail (and dead-letter) those already out of attempts."""
-        args = {"queue": params.queue, "max_attempts": params.max_attempts,
-                "channel": self.channel}
+        args = {"queue": params.queue, "max_attempts": params.max_attempts, "channel": self.channel}
 
         async def run(conn: Conn) -> RescueResult:
             async with conn.transaction():
