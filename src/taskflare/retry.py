@@ -26,11 +26,11 @@ class Retry(Exception):
     """Raise from a job handler to retry the job after `delay_seconds` (counts an attempt)."""
 
     def __init__(self, delay_seconds: float = 0, reason: str | None = None) -> None:
-        super().__init__(reason or f"retry requested in {delay_seconds:g}s")
         if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)):
             raise TypeError(f"Retry delay_seconds must be a number, got {delay_seconds!r}")
         if delay_seconds < 0:
             raise ValueError(f"Retry delay_seconds must not be negative, got {delay_seconds}")
+        super().__init__(reason or f"retry requested in {delay_seconds:g}s")
         self.delay_seconds = float(delay_seconds)
 
 
