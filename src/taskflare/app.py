@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .backends import open_backend, redact_url, resolve_database_url
 from .backends.base import Backend, QueueSettings
-from .errors import InvalidQueueConfig, UnknownQueue
+from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
+from .errors import InvalidQueueConfig, UnknownJobType, UnknownQueue
 from .job_api import JobsAPI
 from .jobs import JobType
 from .portal import Portal
 from .queue import Queue, QueueConfig
 from .retention import Retention
+from .scheduler import CronTrigger, ScheduledEvent, register_cron
 
 T = TypeVar("T")
+CronHandler = Callable[[ScheduledEvent], Any]
 
 
 class App(JobsAPI):
@@ -28,10 +31,16 @@ class App(JobsAPI):
     """
 
     def __init__(
-        self, database_url: str | None = None, *, retention: Retention | None = None
+        self,
+        database_url: str | None = None,
+        *,
+        retention: Retention | None = None,
+        wait_until_limit: float = DEFAULT_DRAIN_LIMIT,
     ) -> None:
         self.database_url = resolve_database_url(database_url)
         self.retention = retention or Retention()
+        self.background = BackgroundTasks(wait_until_limit)
+        self.cron_triggers: dict[str, CronTrigger] = {}
         self._queues: dict[str, Queue] = {}
         self._job_types: dict[str, JobType] = {}
         self._backend: Backend | None = None
@@ -88,6 +97,73 @@ class App(JobsAPI):
             )
         return queue
 
+    def cron(
+        self,
+        expression: str,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        queue: str | None = None,
+        misfire_grace: float = 60.0,
+        max_attempts: int = 3,
+    ) -> Callable[[CronHandler], CronHandler]:
+        """Run the decorated function on a cron schedule: `@app.cron("0 0 * * *")`.
+
+        The handler receives a `ScheduledEvent` (`cron`, `name`, `scheduled_time`). Each
+        tick runs once across all workers, as a job on `queue` (so it is retried and has
+        a history). A bad expression raises `InvalidCronExpression` naming the field.
+        """
+
+        def register(handler: CronHandler) -> CronHandler:
+            trigger = register_cron(
+                self,
+                expression,
+                handler,
+                name=name,
+                tz=tz,
+                queue=queue,
+                misfire_grace=misfire_grace,
+                max_attempts=max_attempts,
+            )
+            self.cron_triggers[trigger.name] = trigger
+            return handler
+
+        return register
+
+    def wait_until(self, work: Any, *args: Any, durable: bool = False, **kwargs: Any) -> Any:
+        """Run `work` (an awaitable, or a function and its arguments) in the background.
+
+        Best effort: errors are logged, never raised here; a worker or server waits for
+        pending work on shutdown (up to `wait_until_limit` seconds). With `durable=True`,
+        `work` must be a registered job handler and the call enqueues it as a job instead
+        (returns the enqueue task inside a running loop, else the `Job`).
+        """
+        if durable:
+            return self._wait_until_durable(work, args, kwargs)
+        awaitable = to_awaitable(work, args, kwargs)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = self._portal.loop()
+        self.background.start(awaitable, loop)
+        return None
+
+    def _wait_until_durable(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        job_type = next((t for t in self._job_types.values() if t.handler is fn), None)
+        if job_type is None:
+            raise UnknownJobType(
+                f"wait_until(..., durable=True) needs a function registered with @app.job; "
+                f"{getattr(fn, '__qualname__', fn)!r} is not"
+            )
+        if len(args) > 1 or (args and kwargs):
+            raise TypeError("a durable wait_until passes one payload argument to the job")
+        payload = args[0] if args else (kwargs or None)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.enqueue_sync(job_type.name, payload)
+        return asyncio.ensure_future(self.enqueue(job_type.name, payload))
+
     def get_queue(self, name: str) -> Queue:
         """The declared queue called `name`, or `UnknownQueue`."""
         try:
@@ -130,6 +206,7 @@ class App(JobsAPI):
             await backend.close()
 
     def close_sync(self) -> None:
-        """Blocking twin of `close`; also stops the private loop thread."""
+        """Blocking twin of `close`; waits for `wait_until` work; stops the private loop."""
+        self.run_sync(self.background.drain())
         self.run_sync(self.close())
         self._portal.stop()

@@ -208,20 +208,21 @@ class JobsAPI:
 
     # -- enqueue --------------------------------------------------------------------------
 
-    def _prepare_job(
+    def prepare_job(
         self,
         type: str,
         payload: Any,
         *,
-        priority: int | None,
-        max_attempts: int | None,
-        delay_seconds: float,
-        run_at: datetime | float | None,
-        idempotency_key: str | None,
-        correlation_id: str | None,
-        queue: str | None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        delay_seconds: float = 0,
+        run_at: datetime | float | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        queue: str | None = None,
         batch_id: str | None = None,
     ) -> NewMessage:
+        """Validate a job and build the message that stores it (nothing is stored yet)."""
         job_type = self.job_type(type)
         target = job_type.queue if queue is None else queue
         if queue is not None:
@@ -266,7 +267,7 @@ class JobsAPI:
         idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
     ) -> Job:
         """Validate and store a job; return it (`job.duplicate` if the key was taken)."""
-        message = self._prepare_job(
+        message = self.prepare_job(
             type,
             payload,
             priority=priority,
@@ -316,7 +317,7 @@ class JobsAPI:
             raise InvalidQueueConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
         batch_id = uuid7()
         messages = [
-            self._prepare_job(
+            self.prepare_job(
                 type,
                 payload,
                 priority=priority,

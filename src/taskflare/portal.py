@@ -41,6 +41,10 @@ class Portal:
                 self._loop = loop
             return self._loop
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The portal's loop, started if needed (for work that outlives the caller)."""
+        return self._ensure_started()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the portal loop and return its result (re-raising its error)."""
         if self._thread is not None and threading.current_thread() is self._thread:

@@ -272,6 +272,17 @@ class OnceClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class CronTick:
+    """One tick of a cron trigger: `enqueued` (with its job), `skipped` or `manual`."""
+
+    name: str
+    tick: float
+    status: str
+    job_id: str | None = None
+    created_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PruneParams:
     """Retention: delete finished rows older than these cut-offs, at most `limit` at a time."""
 
@@ -342,6 +353,20 @@ class Backend(Protocol):
 
     async def wait_for_change(self, since: int, timeout: float) -> None:
         """Return once `change_seq` has moved past `since`, or after `timeout` seconds."""
+
+    # -- cron ---------------------------------------------------------------------------
+
+    async def cron_last_tick(self, name: str) -> float | None:
+        """The latest tick recorded for a trigger (any status), or None."""
+
+    async def cron_recent(self, name: str, limit: int) -> list[CronTick]:
+        """A trigger's latest ticks, newest first."""
+
+    async def cron_tick_record(self, tick: CronTick, job: NewMessage | None) -> bool:
+        """Record a tick and enqueue its job in one transaction, unless the tick exists.
+
+        True when this call recorded it: exactly one caller wins each tick.
+        """
 
     # -- jobs ---------------------------------------------------------------------------
 

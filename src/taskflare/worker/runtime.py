@@ -23,6 +23,7 @@ from ..backends.base import Backend, ClaimedMessage, ClaimParams, LeaseRef
 from ..errors import InvalidQueueConfig
 from ..ids import uuid7
 from ..queue import Queue
+from ..scheduler import CronScheduler
 from .executor import BatchReport, _CancelledWithReport, execute_batch
 from .job_executor import JobRunner
 from .services import (
@@ -168,6 +169,8 @@ class Worker:
             )
         for service in services:
             service.start()
+        scheduler = CronScheduler(self.app, backend)
+        scheduler.start()
         fetchers = [
             asyncio.create_task(self._fetch_loop(q), name=f"taskflare-fetch-{name}")
             for name, q in self.queues.items()
@@ -182,13 +185,17 @@ class Worker:
         stop_waiter = asyncio.create_task(self._stop_event.wait())
         watched: list[asyncio.Task[Any]] = [stop_waiter, *fetchers]
         watched += [s.task for s in services if s.task is not None]
+        if scheduler.task is not None:
+            watched.append(scheduler.task)
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         crashed = [t for t in done if t is not stop_waiter and t.exception() is not None]
         for task in crashed:
             log.error("worker duty %s died: %r; stopping", task.get_name(), task.exception())
         self._stop_event.set()
         stop_waiter.cancel()
+        await scheduler.stop()
         await self._shutdown(fetchers)
+        await self.app.background.drain()
         for service in services:
             await service.stop()
         log.info("worker %s stopped", self.id)

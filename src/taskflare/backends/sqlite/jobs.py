@@ -11,6 +11,7 @@ import orjson
 
 from ..base import (
     AttemptRecord,
+    CronTick,
     EnqueueResult,
     JobCount,
     JobFilter,
@@ -215,3 +216,39 @@ class SQLiteJobStore:
             conn.execute(SQL["once_abandon"], {"key": key, "owner": owner})
 
         await self._transaction(run)
+
+    async def cron_tick_record(self, tick: CronTick, job: NewMessage | None) -> bool:
+        """Insert the tick row; when it is new, insert its job in the same transaction."""
+        from .backend import insert_params
+
+        def run(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            inserted = conn.execute(
+                SQL["cron_tick_insert"],
+                {
+                    "name": tick.name,
+                    "tick": tick.tick,
+                    "status": tick.status,
+                    "job_id": job.id if job else None,
+                    "now": now,
+                },
+            ).rowcount
+            if inserted and job is not None:
+                conn.execute(SQL["message_insert"], insert_params(job, now))
+            return inserted > 0
+
+        recorded = await self._transaction(run)
+        if recorded and job is not None:
+            self._changes.bump()
+        return recorded
+
+    async def cron_last_tick(self, name: str) -> float | None:
+        """The latest recorded tick of a trigger."""
+        rows = await self._query(SQL["cron_last_tick"], {"name": name})
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    async def cron_recent(self, name: str, limit: int) -> list[CronTick]:
+        """Newest ticks first."""
+        rows = await self._query(SQL["cron_recent"], {"name": name, "limit": limit})
+        return [CronTick(*row) for row in rows]

@@ -325,3 +325,17 @@ WHERE key = :key AND owner = :owner;
 
 -- name: once_abandon
 DELETE FROM once_results WHERE key = :key AND owner = :owner AND state = 'running';
+
+-- Cron ---------------------------------------------------------------------------------
+
+-- name: cron_tick_insert
+INSERT INTO cron_ticks (name, tick, status, job_id, created_at)
+VALUES (:name, :tick, :status, :job_id, :now)
+ON CONFLICT (name, tick) DO NOTHING;
+
+-- name: cron_last_tick
+SELECT max(tick) FROM cron_ticks WHERE name = :name;
+
+-- name: cron_recent
+SELECT name, tick, status, job_id, created_at FROM cron_ticks
+WHERE name = :name ORDER BY tick DESC LIMIT :limit;

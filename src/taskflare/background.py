@@ -1,0 +1,110 @@
+"""`wait_until`: best-effort work that runs after the caller moves on, and its ASGI integration.
+
+Like Cloudflare's `ctx.waitUntil()`: the work runs concurrently in this process; its
+errors are logged with a traceback and never raised to the caller; on shutdown the
+worker (or server) waits for what is still pending up to a limit, then logs and cancels
+what it abandons. Nothing is stored, so a crash loses it: when the work must happen, pass
+`durable=True` (the function must be a registered job) and it becomes a job instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
+log = logging.getLogger("taskflare.background")
+
+DEFAULT_DRAIN_LIMIT = 30.0
+
+
+async def _guarded(awaitable: Awaitable[Any], label: str) -> None:
+    try:
+        await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("wait_until task %s failed", label)
+
+
+def _label(awaitable: object) -> str:
+    code = getattr(awaitable, "cr_code", None)
+    return getattr(code, "co_qualname", None) or type(awaitable).__name__
+
+
+class BackgroundTasks:
+    """The pending `wait_until` tasks of one app, on whichever loop they were started."""
+
+    def __init__(self, drain_limit: float = DEFAULT_DRAIN_LIMIT) -> None:
+        self.drain_limit = drain_limit
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
+
+    def start(self, awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """Start `awaitable` on `loop` (thread-safe) and keep track of it."""
+
+        def create() -> None:
+            coro: Coroutine[Any, Any, None] = _guarded(awaitable, _label(awaitable))
+            task = loop.create_task(coro)
+            with self._lock:
+                self._tasks.add(task)
+            task.add_done_callback(self._discard)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            create()
+        else:
+            loop.call_soon_threadsafe(create)
+
+    def _discard(self, task: asyncio.Task[None]) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    @property
+    def pending(self) -> int:
+        """How many tasks have not finished."""
+        with self._lock:
+            return len(self._tasks)
+
+    async def drain(self, limit: float | None = None) -> int:
+        """Wait up to `limit` seconds for this loop's tasks; cancel the rest; return how many."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mine = {t for t in self._tasks if t.get_loop() is loop}
+        if not mine:
+            return 0
+        timeout = self.drain_limit if limit is None else limit
+        log.info("waiting up to %ss for %d wait_until tasks", timeout, len(mine))
+        _, pending = await asyncio.wait(mine, timeout=timeout)
+        for task in pending:
+            log.warning("abandoning wait_until task %s after %ss", task.get_coro(), timeout)
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+
+def to_awaitable(
+    fn_or_awaitable: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Awaitable[Any]:
+    """`wait_until(coro)` or `wait_until(fn, *args)`: the awaitable to run."""
+    if inspect.isawaitable(fn_or_awaitable):
+        if args or kwargs:
+            raise TypeError("wait_until(awaitable) takes no extra arguments")
+        return fn_or_awaitable
+    if not callable(fn_or_awaitable):
+        raise TypeError(f"wait_until needs an awaitable or a function, got {fn_or_awaitable!r}")
+    if inspect.iscoroutinefunction(fn_or_awaitable):
+        result: Awaitable[Any] = fn_or_awaitable(*args, **kwargs)
+        return result
+
+    async def call_in_thread() -> Any:
+        return await asyncio.to_thread(fn_or_awaitable, *args, **kwargs)
+
+    return call_in_thread()
