@@ -195,6 +195,20 @@ SQLITE = BenchBackend(
 
 BACKENDS: dict[str, BenchBackend] = {"sqlite": SQLITE}
 
+with contextlib.suppress(ImportError):  # psycopg is a dependency, but keep SQLite runnable
+    import bench_postgres
+
+    BACKENDS["postgres"] = BenchBackend(
+        name="postgres",
+        variants={"default": "PostgreSQL (synchronous_commit=on)"},
+        make_url=bench_postgres.postgres_url,
+        floor=lambda url, n, batch: FloorResult(*bench_postgres.postgres_floor(url, n, batch)),
+        bare_floor=lambda url, n, batch: FloorResult(
+            *bench_postgres.postgres_bare_floor(url, n, batch)
+        ),
+        engine_version=bench_postgres.postgres_version,
+    )
+
 
 # -- helpers -------------------------------------------------------------------------------
 
