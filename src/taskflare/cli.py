@@ -7,8 +7,10 @@ import logging
 import os
 import signal
 import sys
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 
 from .app import App
@@ -27,6 +29,8 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+T = TypeVar("T")
 
 AppArg = Annotated[str, typer.Argument(help="The app, as 'module:attr' or 'path/file.py:attr'.")]
 
@@ -171,6 +175,57 @@ def dev(
         run_dev(application, produce, concurrency=concurrency, duration=duration)
     except TaskflareError as exc:
         raise fail(str(exc)) from None
+
+
+cron_cli = typer.Typer(
+    help="Cron triggers. Example: taskflare cron list myapp:app", no_args_is_help=True
+)
+cli.add_typer(cron_cli, name="cron")
+
+
+@cron_cli.command("list")
+def cron_list(
+    app: AppArg,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Show each trigger, its next three run times and its last run's outcome.
+
+    Example: taskflare cron list myapp:app
+    """
+    from .cron_report import cron_rows, print_cron_table
+
+    application = load_app(app)
+    try:
+        rows = asyncio.run(_closing(application, cron_rows(application)))
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_cron_table(rows)
+
+
+@cron_cli.command("trigger")
+def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger name.")]) -> None:
+    """Fire a trigger once now (like Cloudflare's /__scheduled?cron=); a worker runs it.
+
+    Example: taskflare cron trigger myapp:app daily-cleanup
+    """
+    from .scheduler import fire_now
+
+    application = load_app(app)
+    try:
+        job_id = asyncio.run(_closing(application, fire_now(application, name)))
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"cron {name!r} fired: job {job_id}")
+
+
+async def _closing(app: App, coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coro
+    finally:
+        await app.close()
 
 
 def main() -> None:
