@@ -36,9 +36,7 @@ async def status_of(app: App, job_id: str) -> JobStatus:
     return (await job_of(app, job_id)).status
 
 
-async def wait_for_status(
-    app: App, job_id: str, status: JobStatus, timeout: float = 10.0
-) -> Job:
+async def wait_for_status(app: App, job_id: str, status: JobStatus, timeout: float = 10.0) -> Job:
     """Poll until the job reaches `status` (a worker runs it elsewhere); return it."""
 
     async def reached() -> Job | None:

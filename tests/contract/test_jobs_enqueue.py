@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 import pytest

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -71,7 +72,7 @@ async def test_backoff_grows_between_attempts_until_the_cap(app: App) -> None:
     history = (await job_of(app, job.id)).history
     assert [a.outcome for a in history] == ["retried", "retried", "retried", "failed"]
     gaps = []
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert before.finished_at is not None and after.started_at is not None
         gaps.append((after.started_at - before.finished_at).total_seconds())
     # Delays after attempts 1, 2, 3: 0.1, 0.15 (capped), 0.15 (capped).
