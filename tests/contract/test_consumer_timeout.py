@@ -40,6 +40,24 @@ async def test_handler_past_its_timeout_is_cancelled_and_unmarked_messages_retri
     assert record.last_error is not None and "timed out" in record.last_error
 
 
+async def test_handler_that_swallows_its_timeout_cancellation_still_retries(app: App) -> None:
+    q = app.queue("q", max_batch_timeout=0, retry_delay=600)
+
+    @q.consumer(timeout=0.3)
+    async def consume(batch: MessageBatch[int]) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            return  # ill-behaved, but it still ran past its timeout
+
+    message_id = await q.send(1)
+    result = await drain(app)
+    assert (result.acked, result.retried) == (0, 1)
+    record = await get(app, message_id)
+    assert record is not None and record.state == "ready"
+    assert record.last_error is not None and "timed out" in record.last_error
+
+
 async def test_timed_out_handler_is_cancelled_in_a_running_worker(app: App) -> None:
     q = app.queue("q", max_batch_timeout=0, max_retries=1)
     attempts: list[int] = []

@@ -75,18 +75,21 @@ async def run_handler(queue: Queue, batch: MessageBatch[Any], thread_pool: Execu
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(thread_pool, spec.handler, batch)
     except TimeoutError:
-        if scope.expired():
-            log.warning(
-                "consumer of %r timed out after %ss; undecided messages will be retried",
-                queue.name,
-                spec.timeout,
-            )
-            return f"consumer timed out after {spec.timeout:g} seconds"
-        return traceback.format_exc()
+        if not scope.expired():
+            return traceback.format_exc()
     except Exception:
         log.exception("consumer of %r raised", queue.name)
         return traceback.format_exc()
-    return None
+    else:
+        # A handler that swallowed its cancellation still ran past its timeout.
+        if not scope.expired():
+            return None
+    log.warning(
+        "consumer of %r timed out after %ss; undecided messages will be retried",
+        queue.name,
+        spec.timeout,
+    )
+    return f"consumer timed out after {spec.timeout:g} seconds"
 
 
 def classify(
