@@ -232,6 +232,7 @@ class QueueCounts:
     paused: bool
     by_state: dict[str, int] = field(default_factory=dict)
     oldest_ready_at: float | None = None
+    settings_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +281,18 @@ class CronTick:
     status: str
     job_id: str | None = None
     created_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """A worker's periodic report: who it is and its counters (JSON)."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: float
+    last_seen: float
+    stats_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +366,24 @@ class Backend(Protocol):
 
     async def wait_for_change(self, since: int, timeout: float) -> None:
         """Return once `change_seq` has moved past `since`, or after `timeout` seconds."""
+
+    # -- administration -----------------------------------------------------------------
+
+    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
+        """Send dead-lettered messages (all, or these ids) back to their origin queue.
+
+        Jobs go back as the original job with a fresh attempt budget; the count returned
+        is how many were sent back.
+        """
+
+    async def queue_purge(self, queue: str) -> int:
+        """Delete every unfinished message of a queue (delayed ones too); return how many."""
+
+    async def worker_list(self, since: float) -> list[WorkerReport]:
+        """Workers that reported at or after `since`."""
+
+    async def worker_report(self, report: WorkerReport) -> None:
+        """Upsert a worker's report (its `last_seen` is the backend's clock)."""
 
     # -- cron ---------------------------------------------------------------------------
 

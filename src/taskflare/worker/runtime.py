@@ -10,16 +10,21 @@ batches finish within the grace period, then cancel the rest and record their ou
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import Backend, ClaimedMessage, ClaimParams, LeaseRef
+import orjson
+
+from ..backends.base import Backend, ClaimedMessage, ClaimParams, LeaseRef, WorkerReport
 from ..errors import InvalidQueueConfig
 from ..ids import uuid7
 from ..queue import Queue
@@ -33,6 +38,7 @@ from .services import (
     PeriodicService,
     Pruner,
     ServiceConfig,
+    WorkerReporter,
 )
 from .settle import SettleBuffer
 
@@ -60,9 +66,12 @@ class WorkerConfig:
             raise InvalidQueueConfig(f"shutdown_grace must be >= 0, got {self.shutdown_grace}")
 
 
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 @dataclass(slots=True)
 class WorkerStats:
-    """Counters of what a worker did, per queue (read by `taskflare dev` and `drain`)."""
+    """Counters of what a worker did, per queue (read by `dev`, `drain` and /metrics)."""
 
     batches: Counter[str] = field(default_factory=Counter)
     delivered: Counter[str] = field(default_factory=Counter)
@@ -70,6 +79,9 @@ class WorkerStats:
     retried: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     cancelled: Counter[str] = field(default_factory=Counter)
+    # Handler durations per queue: cumulative-free bucket counts (last = +Inf) and sum.
+    durations: dict[str, list[int]] = field(default_factory=dict)
+    duration_sum: dict[str, float] = field(default_factory=dict)
 
     def record(self, queue: str, report: BatchReport, delivered: int) -> None:
         """Add one batch's outcomes."""
@@ -79,6 +91,23 @@ class WorkerStats:
         self.retried[queue] += len(report.settlement.retries)
         self.failed[queue] += len(report.settlement.fails)
         self.cancelled[queue] += len(report.settlement.cancels)
+        buckets = self.durations.setdefault(queue, [0] * (len(DURATION_BUCKETS) + 1))
+        buckets[bisect.bisect_left(DURATION_BUCKETS, report.duration)] += 1
+        self.duration_sum[queue] = self.duration_sum.get(queue, 0.0) + report.duration
+
+    def to_json(self) -> str:
+        """The counters as JSON, for the worker's periodic report."""
+        names = ("batches", "delivered", "acked", "retried", "failed", "cancelled")
+        return orjson.dumps(
+            {
+                "counters": {name: dict(getattr(self, name)) for name in names},
+                "durations": {
+                    "buckets": list(DURATION_BUCKETS),
+                    "counts": self.durations,
+                    "sum": dict(self.duration_sum),
+                },
+            }
+        ).decode()
 
 
 def select_queues(app: App, names: Sequence[str]) -> dict[str, Queue]:
@@ -112,6 +141,7 @@ class Worker:
         self._global_slots: asyncio.Semaphore | None = None
         self._queue_slots: dict[str, asyncio.Semaphore | None] = {}
         self._jobs: JobRunner | None = None
+        self._started_at = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -125,6 +155,7 @@ class Worker:
 
     async def _setup(self) -> Backend:
         self._loop = asyncio.get_running_loop()
+        self._started_at = time.time()
         self._stop_event = asyncio.Event()
         if self._stop_requested:
             self._stop_event.set()
@@ -159,7 +190,13 @@ class Worker:
             backend, self.queues, ServiceConfig(min(max(min(timeouts) / 2, 0.1), 15.0))
         )
         job_queues = {name for name, q in self.queues.items() if q.job_types}
-        services: list[PeriodicService] = [heartbeat, rescuer, Pruner(backend, self.app.retention)]
+        reporter = WorkerReporter(backend, self._report, ServiceConfig(5.0))
+        services: list[PeriodicService] = [
+            heartbeat,
+            rescuer,
+            Pruner(backend, self.app.retention),
+            reporter,
+        ]
         if job_queues:
             assert self._jobs is not None
             services.append(
@@ -198,6 +235,8 @@ class Worker:
         await self.app.background.drain()
         for service in services:
             await service.stop()
+        with contextlib.suppress(Exception):
+            await reporter.run_once()
         log.info("worker %s stopped", self.id)
         if crashed:
             exc = crashed[0].exception()
@@ -222,6 +261,16 @@ class Worker:
         await self._settle.drain()
         if self._thread_pool is not None:
             self._thread_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _report(self) -> WorkerReport:
+        return WorkerReport(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            last_seen=time.time(),
+            stats_json=self.stats.to_json(),
+        )
 
     # -- fetching -----------------------------------------------------------------------
 

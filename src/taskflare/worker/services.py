@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..backends.base import Backend, PruneParams, RescueParams
+from ..backends.base import Backend, PruneParams, RescueParams, WorkerReport
 from ..queue import Queue
 from ..retention import Retention
 
@@ -182,3 +182,20 @@ class Pruner(PeriodicService):
         if total:
             log.info("pruned %d finished jobs and messages past retention", total)
         return total
+
+
+class WorkerReporter(PeriodicService):
+    """Writes this worker's heartbeat row and counters, for /metrics and admin tools."""
+
+    name = "worker-reporter"
+
+    def __init__(
+        self, backend: Backend, report: Callable[[], WorkerReport], config: ServiceConfig
+    ) -> None:
+        super().__init__(config)
+        self._backend = backend
+        self._report = report
+
+    async def run_once(self) -> None:
+        """Upsert the report."""
+        await self._backend.worker_report(self._report())

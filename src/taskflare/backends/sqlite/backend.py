@@ -37,6 +37,7 @@ from ..base import (
     RescueResult,
     Settlement,
     SettleResult,
+    WorkerReport,
 )
 from ..changes import ChangeSignal
 from .jobs import SQLiteJobStore
@@ -472,16 +473,65 @@ class SQLiteBackend(SQLiteJobStore):
         return ReadyInfo(int(count), oldest, next_at, bool(paused), now)
 
     async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
-        """Per-queue message counts by state."""
+        """Per-queue message counts by state, with settings and the oldest ready time."""
         rows = await self._query(SQL["queue_counts"], {"queue": queue})
         result: dict[str, QueueCounts] = {}
-        for name, paused, state, count, oldest in rows:
-            entry = result.setdefault(name, QueueCounts(name=name, paused=bool(paused)))
+        for name, paused, state, count, oldest, settings in rows:
+            entry = result.setdefault(
+                name, QueueCounts(name=name, paused=bool(paused), settings_json=settings)
+            )
             if state is not None:
                 entry.by_state[state] = int(count)
             if oldest is not None:
-                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest)
+                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest, settings)
         return list(result.values())
+
+    async def queue_purge(self, queue: str) -> int:
+        """Delete unfinished messages of a queue."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(SQL["queue_purge"], {"queue": queue}).rowcount
+
+        return await self._transaction(run)
+
+    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
+        """Jobs back as themselves, plain messages moved back, in one transaction."""
+        id_list = None if ids is None else orjson.dumps(list(ids))
+
+        def run(conn: sqlite3.Connection) -> int:
+            args = {"dlq": dlq, "ids": id_list, "now": time.time()}
+            jobs = conn.execute(SQL["dead_letter_reprocess_jobs"], args).rowcount
+            conn.execute(SQL["dead_letter_drop_job_copies"], args)
+            messages = conn.execute(SQL["dead_letter_reprocess_messages"], args).rowcount
+            return jobs + messages
+
+        count = await self._transaction(run)
+        if count:
+            self._changes.bump()
+        return count
+
+    async def worker_report(self, report: WorkerReport) -> None:
+        """Upsert this worker's row."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                SQL["worker_report"],
+                {
+                    "id": report.id,
+                    "hostname": report.hostname,
+                    "pid": report.pid,
+                    "started_at": report.started_at,
+                    "now": time.time(),
+                    "stats": report.stats_json,
+                },
+            )
+
+        await self._transaction(run)
+
+    async def worker_list(self, since: float) -> list[WorkerReport]:
+        """Workers seen since `since`."""
+        rows = await self._query(SQL["worker_list"], {"since": since})
+        return [WorkerReport(*row) for row in rows]
 
 
 def _split_statements(script: str) -> list[str]:

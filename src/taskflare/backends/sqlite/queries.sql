@@ -152,9 +152,11 @@ VALUES (:name, :paused, '{}', :now, :now)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: queue_counts
-SELECT q.name, coalesce(q.paused, 0), m.state, count(m.id), min(CASE WHEN m.state = 'ready' THEN m.available_at END)
-FROM (SELECT name, paused FROM queues
-      UNION SELECT DISTINCT queue, NULL FROM messages WHERE queue NOT IN (SELECT name FROM queues)) AS q
+SELECT q.name, coalesce(q.paused, 0), m.state, count(m.id),
+       min(CASE WHEN m.state = 'ready' THEN m.available_at END), q.settings
+FROM (SELECT name, paused, settings FROM queues
+      UNION SELECT DISTINCT queue, NULL, NULL FROM messages
+            WHERE queue NOT IN (SELECT name FROM queues)) AS q
 LEFT JOIN messages AS m ON m.queue = q.name
 WHERE (:queue IS NULL OR q.name = :queue)
 GROUP BY q.name, m.state
@@ -339,3 +341,43 @@ SELECT max(tick) FROM cron_ticks WHERE name = :name;
 -- name: cron_recent
 SELECT name, tick, status, job_id, created_at FROM cron_ticks
 WHERE name = :name ORDER BY tick DESC LIMIT :limit;
+
+-- Administration -----------------------------------------------------------------------
+
+-- name: queue_purge
+-- Every message not yet finished, delayed ones included, so none is ever delivered.
+DELETE FROM messages WHERE queue = :queue AND state IN ('ready', 'leased');
+
+-- name: dead_letter_reprocess_jobs
+-- A dead-lettered job goes back as the original job, with a fresh attempt budget.
+UPDATE messages
+SET state = 'ready', attempts = 0, available_at = :now, finished_at = NULL,
+    cancel_requested = 0
+WHERE type IS NOT NULL AND state = 'failed'
+  AND id IN (SELECT origin_id FROM messages
+             WHERE queue = :dlq AND state = 'ready' AND origin_id IS NOT NULL
+               AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))));
+
+-- name: dead_letter_drop_job_copies
+DELETE FROM messages
+WHERE queue = :dlq AND state = 'ready'
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND origin_id IN (SELECT id FROM messages WHERE type IS NOT NULL);
+
+-- name: dead_letter_reprocess_messages
+UPDATE messages
+SET queue = origin_queue, attempts = 0, available_at = :now
+WHERE queue = :dlq AND state = 'ready' AND origin_queue IS NOT NULL
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
+
+-- name: worker_report
+INSERT INTO workers (id, hostname, pid, started_at, last_seen, stats)
+VALUES (:id, :hostname, :pid, :started_at, :now, :stats)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
+
+-- name: worker_list
+SELECT id, hostname, pid, started_at, last_seen, stats FROM workers
+WHERE last_seen >= :since ORDER BY started_at;
+
+-- name: worker_prune
+DELETE FROM workers WHERE last_seen < :before;
