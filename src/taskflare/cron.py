@@ -87,6 +87,8 @@ def _parse_field(text: str, field: _Field, expression: str) -> frozenset[int]:
         elif "-" in base:
             start, _, end = base.partition("-")
             low, high = _value(start, field, expression), _value(end, field, expression)
+            if field is DAY_OF_WEEK and high == 0 and low > 0:
+                high = 7  # `fri-sun`: Sunday closes the week here (7, not 0)
             if low > high:
                 raise InvalidCronExpression(
                     f"cron {expression!r}: {field.name} field: range {base!r} runs backwards"
@@ -99,6 +101,19 @@ def _parse_field(text: str, field: _Field, expression: str) -> frozenset[int]:
         values.discard(7)
         values.add(0)
     return frozenset(values)
+
+
+DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _check_days_exist(expression: str, days: frozenset[int], months: frozenset[int]) -> None:
+    """Refuse a day-of-month that no chosen month has (`0 0 30 2 *`): it would never fire."""
+    if not any(day <= DAYS_IN_MONTH[month - 1] for day in days for month in months):
+        raise InvalidCronExpression(
+            f"cron {expression!r} never fires: day-of-month field "
+            f"({', '.join(map(str, sorted(days)))}) is not a day of any month in the month "
+            f"field ({', '.join(map(str, sorted(months)))})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +150,10 @@ class CronSchedule:
             raise InvalidCronExpression(f"unknown time zone {tz!r}") from None
         fields = (SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK)
         sets = [_parse_field(p, f, expression) for p, f in zip(parts, fields, strict=True)]
+        days_restricted = parts[3] not in ("*", "?")
+        weekdays_restricted = parts[5] not in ("*", "?")
+        if days_restricted and not weekdays_restricted:
+            _check_days_exist(expression, sets[3], sets[4])
         return cls(
             expression=expression,
             tz=tz,
@@ -144,8 +163,8 @@ class CronSchedule:
             days=sets[3],
             months=sets[4],
             weekdays=sets[5],
-            days_restricted=parts[3] not in ("*", "?"),
-            weekdays_restricted=parts[5] not in ("*", "?"),
+            days_restricted=days_restricted,
+            weekdays_restricted=weekdays_restricted,
         )
 
     def _day_matches(self, day: date) -> bool:
