@@ -47,7 +47,9 @@ WITH candidates AS MATERIALIZED (
         lease_id = %(lease_id)s,
         lease_owner = %(owner)s,
         lease_expires_at = {now} + %(visibility_timeout)s
-    WHERE m.id IN (SELECT id FROM candidates)
+    -- = ANY(ARRAY(...)): an index lookup per candidate; `IN (SELECT ... FROM a CTE)`
+    -- gets no row estimate and is planned as a hash join over the whole table.
+    WHERE m.id = ANY(ARRAY(SELECT id FROM candidates))
       AND ((SELECT count(*) FROM candidates) >= %(min_count)s
            OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
@@ -76,7 +78,8 @@ WHERE NOT EXISTS (SELECT 1 FROM claimed);
 WITH acked AS (
     DELETE FROM {schema}.messages AS m
     USING unnest(%(ack_ids)s::text[], %(ack_leases)s::text[]) AS a(id, lease_id)
-    WHERE m.id = a.id AND m.lease_id = a.lease_id AND m.state = 'leased'
+    WHERE m.id = ANY(%(ack_ids)s::text[])  -- primary-key lookups, never a scan
+      AND m.id = a.id AND m.lease_id = a.lease_id AND m.state = 'leased'
     RETURNING m.id
 ), retried AS (
     UPDATE {schema}.messages AS m
@@ -88,7 +91,8 @@ WITH acked AS (
         last_error = coalesce(r.error, m.last_error)
     FROM unnest(%(retry_ids)s::text[], %(retry_leases)s::text[], %(retry_delays)s::float8[],
                 %(retry_errors)s::text[]) AS r(id, lease_id, delay, error)
-    WHERE m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
+    WHERE m.id = ANY(%(retry_ids)s::text[])
+      AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
     RETURNING m.queue
 ), failed AS (
     UPDATE {schema}.messages AS m
@@ -101,7 +105,8 @@ WITH acked AS (
     FROM unnest(%(fail_ids)s::text[], %(fail_leases)s::text[], %(fail_errors)s::text[],
                 %(dlq_ids)s::text[], %(dlq_queues)s::text[])
          AS f(id, lease_id, error, dlq_id, dlq_queue)
-    WHERE m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
+    WHERE m.id = ANY(%(fail_ids)s::text[])
+      AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
     RETURNING m.id, m.queue, m.body, m.content_type, m.priority, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
@@ -130,7 +135,8 @@ WITH released AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     FROM unnest(%(ids)s::text[], %(leases)s::text[]) AS r(id, lease_id)
-    WHERE m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
+    WHERE m.id = ANY(%(ids)s::text[])
+      AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
     RETURNING m.queue
 )
 SELECT (SELECT count(*) FROM released),
