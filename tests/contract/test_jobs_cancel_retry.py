@@ -93,6 +93,54 @@ async def test_running_plain_def_job_sees_ctx_cancelled_and_ends_cancelled(app: 
     assert done.result is None and done.attempts == 1
 
 
+async def test_async_job_raising_while_it_stops_for_a_cancel_ends_cancelled(app: App) -> None:
+    started = asyncio.Event()
+    runs: list[int] = []
+
+    @app.job("cleanup", max_attempts=3, retry=Backoff(base=0, cap=0))
+    async def cleanup(payload: Any, ctx: JobContext) -> None:
+        runs.append(ctx.attempt)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            raise RuntimeError("cleanup failed")
+
+    job = await app.enqueue("cleanup")
+    async with running_worker(app):
+        await asyncio.wait_for(started.wait(), 10)
+        await app.cancel(job.id)
+        done = await wait_for_status(app, job.id, JobStatus.CANCELLED)
+    assert runs == [1] and [a.outcome for a in done.history] == ["cancelled"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a manual retry resets attempts to 0, so the new run's attempt 1 "
+    "overwrites the old run's attempt 1 in the history (primary key job_id, attempt)",
+)
+async def test_manual_retry_keeps_the_earlier_attempts_in_the_history(app: App) -> None:
+    calls: list[int] = []
+
+    @app.job("sync", max_attempts=2, retry=Backoff(base=0, cap=0))
+    def sync(payload: Any) -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError(f"failure {len(calls)}")
+        return "synced"
+
+    job = await app.enqueue("sync")
+    await drain(app)
+    await app.retry(job.id)
+    await drain(app)
+    history = (await job_of(app, job.id)).history
+    assert [(a.outcome, a.error) for a in history] == [
+        ("retried", "RuntimeError: failure 1"),
+        ("failed", "RuntimeError: failure 2"),
+        ("completed", None),
+    ]
+
+
 async def test_cancelling_a_finished_job_is_refused(app: App) -> None:
     app.job("ok")(lambda payload: "fine")
 

@@ -147,6 +147,9 @@ class JobRunner:
             self._record_cancel(message, out, fields, started_at)
             return
         except Exception as exc:
+            if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
+                self._record_cancel(message, out, fields, started_at)
+                return
             self._record_failure(message, out, fields, started_at, max_attempts, exc, job_type)
             return
         finally:
