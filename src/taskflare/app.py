@@ -17,6 +17,7 @@ from .portal import Portal
 from .queue import Queue, QueueConfig
 from .retention import Retention
 from .scheduler import CronTrigger, ScheduledEvent, register_cron
+from .webhooks import WebhookSource
 
 T = TypeVar("T")
 CronHandler = Callable[[ScheduledEvent], Any]
@@ -41,6 +42,7 @@ class App(JobsAPI):
         self.retention = retention or Retention()
         self.background = BackgroundTasks(wait_until_limit)
         self.cron_triggers: dict[str, CronTrigger] = {}
+        self.webhook_sources: dict[str, WebhookSource] = {}
         self._queues: dict[str, Queue] = {}
         self._job_types: dict[str, JobType] = {}
         self._backend: Backend | None = None
@@ -129,6 +131,28 @@ class App(JobsAPI):
             return handler
 
         return register
+
+    def webhook(
+        self,
+        source: str,
+        *,
+        secret: str,
+        job_type: str,
+        scheme: str = "stripe",
+        event_id_field: str = "id",
+        tolerance: float = 300.0,
+    ) -> WebhookSource:
+        """Accept signed webhooks at `POST /webhooks/<source>` and enqueue each as `job_type`.
+
+        `scheme` is "stripe" (`Stripe-Signature: t=...,v1=...`) or "hmac-sha256"
+        (`X-Signature: sha256=...`). The event's id (body field `event_id_field`) is the
+        job's idempotency key, so a redelivered webhook runs once.
+        """
+        if source in self.webhook_sources:
+            raise InvalidQueueConfig(f"webhook source {source!r} is already configured")
+        config = WebhookSource(source, secret, job_type, scheme, event_id_field, tolerance)
+        self.webhook_sources[source] = config
+        return config
 
     def wait_until(self, work: Any, *args: Any, durable: bool = False, **kwargs: Any) -> Any:
         """Run `work` (an awaitable, or a function and its arguments) in the background.

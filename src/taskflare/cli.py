@@ -111,6 +111,43 @@ def worker(
         raise fail(str(exc)) from None
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@cli.command()
+def serve(
+    app: AppArg,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback address without an API token.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve the HTTP API (jobs, queues, pull consumers, webhooks, /metrics) with uvicorn.
+
+    Example: TASKFLARE_API_TOKEN=s3cret taskflare serve myapp:app --host 0.0.0.0 --port 8000
+    """
+    import uvicorn
+
+    from .web import Tokens, create_api
+
+    setup_logging(log_level)
+    application = load_app(app)
+    tokens = Tokens.from_env()
+    if host not in LOOPBACK_HOSTS and not tokens.enabled and not insecure:
+        raise fail(
+            f"refusing to listen on {host} without an API token: set TASKFLARE_API_TOKEN "
+            "(or pass --insecure)",
+            code=2,
+        )
+    try:
+        api = create_api(application, tokens)
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
+    uvicorn.run(api, host=host, port=port, log_level=log_level.lower(), access_log=False)
+
+
 @cli.command()
 def migrate(
     database_url: Annotated[

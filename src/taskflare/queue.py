@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, overload
 
 import orjson
@@ -90,6 +90,17 @@ class QueueConfig:
             check_queue_name(config.dead_letter_queue)
             if config.dead_letter_queue == name:
                 raise InvalidQueueConfig(f"queue {name!r} cannot be its own dead_letter_queue")
+        config = replace(
+            config,
+            max_batch_size=int(config.max_batch_size),
+            max_retries=int(config.max_retries),
+            max_message_bytes=int(config.max_message_bytes),
+            max_batch_bytes=int(config.max_batch_bytes),
+            max_batch_timeout=float(config.max_batch_timeout),
+            retry_delay=float(config.retry_delay),
+            visibility_timeout=float(config.visibility_timeout),
+            max_concurrency=None if config.max_concurrency is None else int(config.max_concurrency),
+        )
         if not isinstance(config.allow_pickle, bool):
             raise InvalidQueueConfig(
                 f"allow_pickle must be True or False, got {config.allow_pickle!r}"

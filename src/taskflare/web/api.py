@@ -1,0 +1,136 @@
+"""The HTTP service: `create_api(app)` builds the FastAPI app that `taskflare serve` runs."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..app import App
+from ..errors import InvalidQueueConfig, TaskflareError
+from ..webhooks import WebhookRejected, event_id
+from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body
+from .jobs_routes import health_body, job_router
+from .metrics import render_metrics
+from .queue_routes import Envelope, queue_router
+
+log = logging.getLogger("taskflare.http")
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    problems = []
+    status = 422
+    for error in exc.errors()[:5]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        if error.get("type") == "json_invalid":
+            status = 400
+            problems.append("malformed JSON body")
+            continue
+        problems.append(f"{location}: {error.get('msg', 'invalid')}")
+    return status, "; ".join(problems) or "invalid request"
+
+
+def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
+    """The FastAPI application serving `app`: jobs, queues, pull consumers, webhooks, metrics."""
+    tokens = tokens or Tokens.from_env()
+    for source in app.webhook_sources.values():
+        app.job_type(source.job_type)  # a webhook must name a registered job type
+
+    async def authorize(request: Request) -> None:
+        tokens.check(request)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        yield
+        await app.background.drain()
+        await app.close()
+
+    api = FastAPI(
+        title="taskflare",
+        version=__version__,
+        description="Jobs and queues with Cloudflare Queues semantics.",
+        lifespan=lifespan,
+    )
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = exc.code if isinstance(exc, ApiError) else None
+        return Response(
+            error_body(str(exc.detail), code),
+            status_code=exc.status_code,
+            media_type="application/json",
+            headers=getattr(exc, "headers", None),
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        status, message = _validation_message(exc)
+        return Response(
+            error_body(message, "invalid"), status_code=status, media_type="application/json"
+        )
+
+    @api.exception_handler(TaskflareError)
+    async def taskflare_error(_: Request, exc: TaskflareError) -> Response:
+        status = 422 if isinstance(exc, (ValueError, InvalidQueueConfig)) else 503
+        return Response(error_body(str(exc)), status_code=status, media_type="application/json")
+
+    @api.get("/health", tags=["service"])
+    async def health(request: Request) -> dict[str, Any]:
+        return health_body(request)
+
+    protected = [Depends(authorize)]
+    api.include_router(job_router(app), dependencies=protected)
+    api.include_router(queue_router(app), dependencies=protected)
+
+    @api.get("/metrics", tags=["service"], dependencies=protected, response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(
+            await render_metrics(app), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @api.post("/webhooks/{source}", tags=["webhooks"], response_model=Envelope, responses=ERRORS)
+    async def webhook(source: str, request: Request) -> JSONResponse:
+        config = app.webhook_sources.get(source)
+        if config is None:
+            raise ApiError(404, f"no webhook source {source!r}", "unknown_source")
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            config.verify(body, headers)
+        except WebhookRejected as exc:
+            log.warning("webhook %r rejected: %s", source, exc)
+            raise ApiError(401, f"webhook rejected: {exc}", "bad_signature") from None
+        try:
+            event = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "webhook body is not JSON", "invalid") from None
+        key = event_id(config, event, headers, body)
+        job = await app.enqueue(config.job_type, event, idempotency_key=f"{source}:{key}")
+        return JSONResponse(
+            {
+                "success": True,
+                "received": True,
+                "jobId": job.id,
+                "eventId": key,
+                "duplicate": job.duplicate,
+            }
+        )
+
+    def limit_for(path: str) -> int:
+        parts = path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] == "queues" and parts[2] == "messages":
+            queue = app.queues.get(parts[1])
+            if queue is not None:
+                # JSON framing around the largest batch the queue accepts.
+                return queue.config.max_batch_bytes * 2 + 64 * 1024
+        return DEFAULT_BODY_LIMIT
+
+    api.add_middleware(BodyLimit, limit_for=limit_for)
+    return api

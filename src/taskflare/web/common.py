@@ -1,0 +1,144 @@
+"""Shared pieces of the HTTP service: auth, error bodies, the request-size guard."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import HTTPException, Request
+from pydantic import BaseModel
+
+TOKEN_ENV = "TASKFLARE_API_TOKEN"
+READ_TOKEN_ENV = "TASKFLARE_API_READ_TOKEN"
+DEFAULT_BODY_LIMIT = 1024 * 1024
+
+
+class ErrorBody(BaseModel):
+    """Every error: `{"success": false, "error": "..."}` (plus a `code` where useful)."""
+
+    success: bool = False
+    error: str
+    code: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422)
+}
+
+
+class ApiError(HTTPException):
+    """An error with the JSON body the API promises."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(status_code=status, detail=message)
+        self.code = code
+
+
+def error_body(message: str, code: str | None = None) -> bytes:
+    """The JSON of an error response."""
+    body: dict[str, Any] = {"success": False, "error": message}
+    if code:
+        body["code"] = code
+    return orjson.dumps(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """The bearer tokens: `write` may do everything, `read` only GET requests."""
+
+    write: str | None
+    read: str | None
+
+    @classmethod
+    def from_env(cls) -> Tokens:
+        """From $TASKFLARE_API_TOKEN and $TASKFLARE_API_READ_TOKEN."""
+        return cls(os.environ.get(TOKEN_ENV) or None, os.environ.get(READ_TOKEN_ENV) or None)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any token is configured (else the API is open: loopback only)."""
+        return bool(self.write or self.read)
+
+    def check(self, request: Request) -> None:
+        """Raise 401 unless the request carries a token allowed for its method."""
+        if not self.enabled:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
+        allowed = [self.write] + ([self.read] if request.method in ("GET", "HEAD") else [])
+        if not any(t and hmac.compare_digest(given.encode(), t.encode()) for t in allowed):
+            raise ApiError(401, "invalid token for this request")
+
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over the limit with 413 before reading them in full."""
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        limit_for: Callable[[str], int],
+    ) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        headers = dict(scope.get("headers") or [])
+        if not headers.get(b"content-type", b"").startswith(b"application/json"):
+            # Every body this API takes is JSON: read it as JSON whatever the client said
+            # (curl -d sends form encoding by default).
+            scope = dict(scope)
+            scope["headers"] = [
+                (k, v) for k, v in scope.get("headers") or [] if k != b"content-type"
+            ] + [(b"content-type", b"application/json")]
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(send, limit)
+            return
+        received = 0
+        too_large = False
+
+        async def guarded_receive() -> MutableMapping[str, Any]:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, guarded_receive, send)
+        except _BodyTooLarge:
+            await _too_large(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = error_body(f"request body is larger than the limit of {limit:_} bytes", "too_large")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

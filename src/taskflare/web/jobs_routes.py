@@ -1,0 +1,173 @@
+"""Seed 002's job API: enqueue, read, list, retry, cancel, stats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..app import App
+from ..errors import (
+    InvalidJobState,
+    InvalidPayload,
+    InvalidQueueConfig,
+    JobNotFound,
+    TaskflareError,
+    UnknownJobType,
+    UnknownQueue,
+)
+from ..jobs import JobStatus
+from .common import ERRORS, ApiError
+
+
+class EnqueueRequest(BaseModel):
+    """`POST /jobs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=200)
+    payload: Any = None
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    maxAttempts: int | None = Field(default=None, ge=1, le=1000)
+    delaySeconds: float = Field(default=0, ge=0, le=365 * 86_400)
+    runAt: datetime | None = None
+    idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
+    correlationId: str | None = Field(default=None, min_length=1, max_length=255)
+    queue: str | None = Field(default=None, min_length=1, max_length=63)
+
+
+class EnqueueResponse(BaseModel):
+    """The seed's answer to `POST /jobs`."""
+
+    success: bool = True
+    jobId: str
+    message: str
+    duplicate: bool = False
+
+
+class JobResponse(BaseModel):
+    """`GET /jobs/{id}`."""
+
+    success: bool = True
+    job: dict[str, Any]
+
+
+class JobListResponse(BaseModel):
+    """`GET /jobs`."""
+
+    success: bool = True
+    count: int
+    jobs: list[dict[str, Any]]
+    nextCursor: str | None = None
+
+
+class MessageResponse(BaseModel):
+    """A success with a message, as the seed shows for retry and cancel."""
+
+    success: bool = True
+    message: str
+    job: dict[str, Any] | None = None
+
+
+class StatsResponse(BaseModel):
+    """`GET /stats`."""
+
+    success: bool = True
+    stats: dict[str, Any]
+
+
+def job_router(app: App) -> APIRouter:
+    """The routes, bound to `app`."""
+    router = APIRouter(tags=["jobs"], responses=ERRORS)
+
+    @router.post("/jobs", response_model=EnqueueResponse)
+    async def enqueue(body: EnqueueRequest) -> EnqueueResponse:
+        try:
+            job = await app.enqueue(
+                body.type,
+                body.payload,
+                priority=body.priority,
+                max_attempts=body.maxAttempts,
+                delay_seconds=body.delaySeconds,
+                run_at=body.runAt,
+                idempotency_key=body.idempotencyKey,
+                correlation_id=body.correlationId,
+                queue=body.queue,
+            )
+        except UnknownJobType as exc:
+            raise ApiError(400, str(exc), "unknown_job_type") from None
+        except UnknownQueue as exc:
+            raise ApiError(400, str(exc), "unknown_queue") from None
+        except (InvalidPayload, InvalidQueueConfig, ValueError) as exc:
+            raise ApiError(422, str(exc), "invalid") from None
+        message = "Job already enqueued" if job.duplicate else "Job enqueued successfully"
+        return EnqueueResponse(jobId=job.id, message=message, duplicate=job.duplicate)
+
+    @router.get("/jobs/{job_id}", response_model=JobResponse)
+    async def get_job(job_id: str) -> JobResponse:
+        job = await app.get_job(job_id)
+        if job is None:
+            raise ApiError(404, f"Job not found: {job_id}", "not_found")
+        return JobResponse(job=job.to_dict())
+
+    @router.get("/jobs", response_model=JobListResponse)
+    async def list_jobs(
+        status: Annotated[JobStatus | None, Query()] = None,
+        type: Annotated[str | None, Query(max_length=200)] = None,
+        queue: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> JobListResponse:
+        try:
+            page = await app.list_jobs(
+                status=status, type=type, queue=queue, limit=limit, cursor=cursor
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "invalid") from None
+        jobs = [j.to_dict() for j in page.jobs]
+        return JobListResponse(count=len(jobs), jobs=jobs, nextCursor=page.next_cursor)
+
+    @router.post("/jobs/{job_id}/retry", response_model=MessageResponse)
+    async def retry_job(job_id: str) -> MessageResponse:
+        job = await _change(app.retry, job_id)
+        return MessageResponse(message="Job retry queued", job=job)
+
+    @router.delete("/jobs/{job_id}", response_model=MessageResponse)
+    async def cancel_job(job_id: str) -> MessageResponse:
+        job = await _change(app.cancel, job_id)
+        done = job is not None and job.get("status") == JobStatus.CANCELLED.value
+        return MessageResponse(
+            message="Job cancelled" if done else "Job cancellation requested", job=job
+        )
+
+    @router.get("/stats", response_model=StatsResponse)
+    async def stats(
+        queue: Annotated[str | None, Query(max_length=63)] = None,
+        type: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> StatsResponse:
+        return StatsResponse(stats=await app.stats(queue=queue, type=type))
+
+    return router
+
+
+async def _change(action: Any, job_id: str) -> dict[str, Any] | None:
+    try:
+        job = await action(job_id)
+    except JobNotFound:
+        raise ApiError(404, f"Job not found: {job_id}", "not_found") from None
+    except InvalidJobState as exc:
+        raise ApiError(409, str(exc), "wrong_state") from None
+    except TaskflareError as exc:
+        raise ApiError(400, str(exc), "invalid") from None
+    result: dict[str, Any] = job.to_dict()
+    return result
+
+
+def health_body(request: Request) -> dict[str, Any]:
+    """Seed 002's health answer."""
+    from datetime import UTC
+
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"status": "ok", "service": "queue", "timestamp": now}
