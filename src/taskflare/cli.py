@@ -192,12 +192,14 @@ def dev(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP API port.")] = 8000,
+    api: Annotated[bool, typer.Option(help="Serve the HTTP API on 127.0.0.1.")] = True,
 ) -> None:
-    """Run a worker, the example producer and a live summary in one process, for development.
+    """Run worker, cron scheduler, HTTP API, example producer and a live summary in one process.
 
     Example: taskflare dev examples/quickstart.py:app
     """
-    from .dev import run_dev
+    from .dev import ApiAddress, run_dev
 
     setup_logging("WARNING")
     application = load_app(app)
@@ -209,7 +211,13 @@ def dev(
         if producer:
             raise fail(f"cannot load producer {producer!r}") from None
     try:
-        run_dev(application, produce, concurrency=concurrency, duration=duration)
+        run_dev(
+            application,
+            produce,
+            concurrency=concurrency,
+            duration=duration,
+            api=ApiAddress(port=port) if api else None,
+        )
     except TaskflareError as exc:
         raise fail(str(exc)) from None
 

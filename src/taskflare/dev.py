@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -60,12 +61,44 @@ async def _summary(worker: Worker, console: Console, stop: asyncio.Event) -> Non
                 await asyncio.wait_for(stop.wait(), 0.5)
 
 
+@dataclass(frozen=True, slots=True)
+class ApiAddress:
+    """Where `taskflare dev` serves the HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+async def serve_api(app: App, address: ApiAddress, stop: asyncio.Event) -> None:
+    """Serve the HTTP API on this loop until `stop` is set (signals stay with the worker)."""
+    import uvicorn
+
+    from .web import create_api
+
+    config = uvicorn.Config(
+        create_api(app), host=address.host, port=address.port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    serving = asyncio.ensure_future(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await serving
+
+
 def run_dev(
-    app: App, producer: Producer | None, *, concurrency: int = 10, duration: float | None = None
+    app: App,
+    producer: Producer | None,
+    *,
+    concurrency: int = 10,
+    duration: float | None = None,
+    api: ApiAddress | None = None,
 ) -> None:
-    """Run until Ctrl-C (or `duration` seconds), showing the live summary."""
+    """Run until Ctrl-C (or `duration` seconds): worker, cron scheduler, API, live summary."""
     worker = Worker(app, WorkerConfig(concurrency=concurrency))
     console = Console()
+    if api is not None:
+        console.print(f"HTTP API on http://{api.host}:{api.port} (docs at /docs)")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -75,14 +108,16 @@ def run_dev(
         if duration is not None:
             loop.call_later(duration, worker.stop)
         extras = [asyncio.ensure_future(_summary(worker, console, stop))]
-        if producer is not None:
-            extras.append(asyncio.ensure_future(producer(app)))
+        if api is not None:
+            extras.append(asyncio.ensure_future(serve_api(app, api, stop)))
+        producing = asyncio.ensure_future(producer(app)) if producer is not None else None
         try:
             await worker.run()
         finally:
             stop.set()
-            for task in extras[1:]:
-                task.cancel()
+            if producing is not None:
+                producing.cancel()
+                await asyncio.gather(producing, return_exceptions=True)
             await asyncio.gather(*extras, return_exceptions=True)
             await app.close()
 
