@@ -538,7 +538,7 @@ def machine_info(backend: BenchBackend) -> str:
     ).stdout.strip()
     source = Path(taskflare.__file__).resolve().parent
     if not source.is_relative_to(Path("src").resolve()):
-        dirty = f"; package imported from {source}"
+        commit, dirty = "", f" (package imported from {source}: say which commit it is)"
     elif dirty:
         dirty = " (with uncommitted changes in src/)"
     return (
