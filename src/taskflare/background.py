@@ -47,8 +47,9 @@ class BackgroundTasks:
         """Start `awaitable` on `loop` (thread-safe) and keep track of it."""
 
         def create() -> None:
-            coro: Coroutine[Any, Any, None] = _guarded(awaitable, _label(awaitable))
-            task = loop.create_task(coro)
+            label = _label(awaitable)
+            coro: Coroutine[Any, Any, None] = _guarded(awaitable, label)
+            task = loop.create_task(coro, name=label)
             with self._lock:
                 self._tasks.add(task)
             task.add_done_callback(self._discard)
@@ -83,7 +84,7 @@ class BackgroundTasks:
         log.info("waiting up to %ss for %d wait_until tasks", timeout, len(mine))
         _, pending = await asyncio.wait(mine, timeout=timeout)
         for task in pending:
-            log.warning("abandoning wait_until task %s after %ss", task.get_coro(), timeout)
+            log.warning("abandoning wait_until task %s after %ss", task.get_name(), timeout)
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,218 @@
+"""`wait_until` (issue 5, points 7 and 9): best-effort work that runs concurrently, whose
+errors are logged and never raised, that a stopping worker waits for up to a limit, and
+that becomes a job with one argument (`durable=True`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from helpers import running_worker, wait_until
+from job_helpers import job_of
+from taskflare import App, Job, JobContext, JobStatus, UnknownJobType, Worker
+from taskflare.testing import drain
+
+
+async def test_wait_until_returns_at_once_and_the_work_runs_concurrently(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    async def slow(tag: str) -> None:
+        await gate.wait()
+        done.append(tag)
+
+    assert app.wait_until(slow("coroutine")) is None
+    assert app.wait_until(slow, "function and args") is None
+    assert app.background.pending == 2 and done == []  # the caller moved on
+    gate.set()
+    await wait_until(lambda: len(done) == 2, what="both tasks")
+    assert sorted(done) == ["coroutine", "function and args"]
+    await wait_until(lambda: app.background.pending == 0, what="tasks forgotten")
+    await app.close()
+
+
+async def test_a_plain_function_runs_in_a_thread_not_on_the_loop(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    threads: list[str] = []
+
+    def blocking(x: int, *, y: int) -> None:
+        time.sleep(0.05)  # simulated blocking work
+        threads.append(f"{threading.current_thread().name}:{x + y}")
+
+    app.wait_until(blocking, 1, y=2)
+    await wait_until(lambda: threads, what="the function to run")
+    assert threads[0].endswith(":3")
+    assert threads[0].split(":")[0] != threading.current_thread().name
+    await app.close()
+
+
+async def test_errors_are_logged_with_a_traceback_and_never_raised(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(sqlite_url)
+    after: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("title service down")
+
+    def broken_sync() -> None:
+        raise ValueError("bad thread work")
+
+    async def fine() -> None:
+        after.append("ok")
+
+    with caplog.at_level(logging.ERROR, logger="taskflare.background"):
+        app.wait_until(broken())
+        app.wait_until(broken_sync)
+        app.wait_until(fine())  # one failure does not stop the others
+        await wait_until(lambda: app.background.pending == 0, what="tasks to settle")
+    assert after == ["ok"]
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert all(r.exc_info is not None for r in failures)
+    assert "RuntimeError: title service down" in caplog.text
+    assert "ValueError: bad thread work" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text
+    assert any("broken" in r.getMessage() for r in failures)
+    await app.close()
+
+
+def test_bad_arguments_are_refused_at_the_call(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+
+    async def work() -> None:
+        pass
+
+    coro = work()
+    with pytest.raises(TypeError, match="takes no extra arguments"):
+        app.wait_until(coro, 1)
+    coro.close()
+    with pytest.raises(TypeError, match="needs an awaitable or a function"):
+        app.wait_until(42)
+    app.close_sync()
+
+
+def test_from_plain_code_the_work_runs_and_close_sync_waits_for_it(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    done = threading.Event()
+
+    async def work() -> None:
+        await asyncio.sleep(0.2)
+        done.set()
+
+    app.wait_until(work())  # no running loop here: the app's own loop runs it
+    app.close_sync()
+    assert done.is_set()
+
+
+async def test_a_stopping_worker_waits_for_pending_wait_until_work(app: App) -> None:
+    finished = asyncio.Event()
+
+    async def follow_up() -> None:
+        await asyncio.sleep(0.3)
+        finished.set()
+
+    @app.job("signup")
+    async def signup(payload: None, ctx: JobContext) -> None:
+        app.wait_until(follow_up())
+
+    job = await app.enqueue("signup", None)
+    async with running_worker(app):
+        await app.wait_for_job(job.id, timeout=20)
+        assert not finished.is_set()
+    assert finished.is_set()  # the worker did not stop before the work was done
+
+
+async def test_a_stopping_worker_abandons_work_past_the_limit_and_says_so(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(database_url, wait_until_limit=0.5)
+    started = asyncio.Event()
+    outcome: list[str] = []
+
+    async def too_slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+            outcome.append("finished")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    @app.job("kick")
+    async def kick(payload: None, ctx: JobContext) -> None:
+        app.wait_until(too_slow())
+
+    try:
+        await app.enqueue("kick", None)
+        worker = Worker(app)
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 20)
+        with caplog.at_level(logging.INFO, logger="taskflare.background"):
+            stopping = time.monotonic()
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            took = time.monotonic() - stopping
+        assert took < 5, f"the worker took {took:.1f}s to stop"
+        assert outcome == ["cancelled"]
+        assert "waiting up to 0.5s for 1 wait_until tasks" in caplog.text
+        assert "abandoning wait_until task" in caplog.text
+        assert "too_slow" in caplog.text
+    finally:
+        await app.close()
+
+
+async def test_durable_turns_the_same_call_into_a_job(app: App) -> None:
+    titles: list[str] = []
+
+    @app.job("generate-title")
+    async def generate_title(payload: dict[str, str], ctx: JobContext) -> str:
+        titles.append(payload["thread"])
+        return "A title"
+
+    pending = app.wait_until(generate_title, {"thread": "t1"}, durable=True)
+    job = await pending
+    assert isinstance(job, Job)
+    assert (job.type, job.status, job.payload) == (
+        "generate-title",
+        JobStatus.PENDING,
+        {"thread": "t1"},
+    )
+    keyword_job = await app.wait_until(generate_title, thread="t2", durable=True)
+    assert keyword_job.payload == {"thread": "t2"}
+    assert app.background.pending == 0  # nothing in memory: it is stored
+    await drain(app)
+    assert sorted(titles) == ["t1", "t2"]
+    assert (await job_of(app, job.id)).result == "A title"
+
+
+def test_durable_from_plain_code_returns_the_stored_job(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+
+    @app.job("notify")
+    def notify(payload: str, ctx: JobContext) -> None:
+        pass
+
+    job = app.wait_until(notify, "hello", durable=True)
+    assert isinstance(job, Job) and job.status is JobStatus.PENDING and job.payload == "hello"
+    app.close_sync()
+
+
+async def test_durable_needs_a_registered_job_handler(app: App) -> None:
+    async def not_a_job(payload: Any) -> None:
+        pass
+
+    @app.job("real")
+    async def real(payload: Any, ctx: JobContext) -> None:
+        pass
+
+    with pytest.raises(UnknownJobType, match="needs a function registered with @app.job"):
+        app.wait_until(not_a_job, 1, durable=True)
+    with pytest.raises(TypeError, match="one payload argument"):
+        app.wait_until(real, 1, 2, durable=True)
