@@ -212,7 +212,7 @@ async def test_durable_needs_a_registered_job_handler(app: App) -> None:
     async def real(payload: Any, ctx: JobContext) -> None:
         pass
 
-    with pytest.raises(UnknownJobType, match="needs a function registered with @app.job"):
+    with pytest.raises(UnknownJobType, match=r"needs a function registered with @app\.job"):
         app.wait_until(not_a_job, 1, durable=True)
     with pytest.raises(TypeError, match="one payload argument"):
         app.wait_until(real, 1, 2, durable=True)
