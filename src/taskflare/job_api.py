@@ -439,26 +439,17 @@ class JobsAPI:
         A finished job cannot be cancelled: `InvalidJobState`. Unknown: `JobNotFound`.
         """
         backend = await self.backend()
-        # `job_cancel` answers "cancelled" both for "was pending, now cancelled" and for
-        # "already cancelled": tell the second apart first (a job never leaves cancelled
-        # except by `retry`, so a concurrent retry at worst makes this refusal stale).
-        before = await backend.message_get(job_id)
-        if before is not None and before.type is not None and before.state == "cancelled":
-            outcome = "already-cancelled"
-        else:
-            outcome = await backend.job_cancel(job_id)
+        outcome = await backend.job_cancel(job_id)
         if outcome == "missing":
             raise JobNotFound(f"no job with id {job_id!r}")
-        if outcome == "already-cancelled":
-            raise InvalidJobState(f"job {job_id} is already cancelled")
-        if outcome not in ("cancelled", "requested"):
+        if outcome not in ("now", "requested"):
             status = JobStatus.from_state(outcome).value
             raise InvalidJobState(
                 f"job {job_id} is {status}; only pending or running jobs can be cancelled"
             )
         job = await self._read_job(backend, job_id)
         assert job is not None
-        if outcome == "cancelled":  # a running job's "cancelled" line comes from its worker
+        if outcome == "now":  # a running job's "cancelled" line comes from its worker
             log_event(
                 "cancelled",
                 job_id=job.id,

@@ -114,11 +114,6 @@ async def test_async_job_raising_while_it_stops_for_a_cancel_ends_cancelled(app:
     assert runs == [1] and [a.outcome for a in done.history] == ["cancelled"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a manual retry resets attempts to 0, so the new run's attempt 1 "
-    "overwrites the old run's attempt 1 in the history (primary key job_id, attempt)",
-)
 async def test_manual_retry_keeps_the_earlier_attempts_in_the_history(app: App) -> None:
     calls: list[int] = []
 

@@ -411,7 +411,7 @@ class Backend(Protocol):
         """Record a batch of jobs before its chunks are enqueued."""
 
     async def job_cancel(self, job_id: str) -> str:
-        """Cancel a job: `cancelled` (was pending), `requested` (running), else its state.
+        """Cancel a job: `now` (it was pending), `requested` (running), else its state.
 
         Returns `missing` when there is no such job.
         """

@@ -300,26 +300,45 @@ class Worker:
         return True
 
     async def _fetch_loop(self, queue: Queue) -> None:
+        """Claim and dispatch batches of one queue until stopped.
+
+        Message queues claim first and then wait for a slot: one batch is ready to start
+        the moment a slot frees (and is handed back untouched on stop). Job queues wait
+        for a slot first and claim whatever is ready then, without waiting for a batch
+        to fill, so a high-priority job never queues behind a batch claimed in advance.
+        """
         assert self._backend is not None and self._stop_event is not None
         backend = self._backend
+        jobs = bool(queue.job_types)
         failures = 0
         while not self._stop_event.is_set():
+            if jobs and not await self._acquire_slots(queue):
+                return
             since = backend.change_seq
             try:
-                claimed = await backend.message_claim_many(self._claim_params(queue, fill=True))
+                claimed = await backend.message_claim_many(self._claim_params(queue, fill=not jobs))
                 wait = 0.0 if claimed else await self._idle_wait(queue)
                 if failures:
                     log.warning("queue %r: database reachable again", queue.name)
                 failures = 0
             except Exception as exc:
+                if jobs:
+                    self._release_slots(queue)
                 failures += 1
                 wait = min(0.1 * 2**failures, 5.0)
                 log.warning("queue %r: cannot claim (%s); retrying in %.1fs", queue.name, exc, wait)
                 await self._until_stopped(asyncio.sleep(wait))
                 continue
             if claimed:
-                await self._dispatch(queue, claimed)
-            elif wait > 0:
+                self._held[queue.name].add(claimed[0].lease_id)
+                if jobs or await self._acquire_slots(queue):
+                    self._start(queue, claimed)
+                else:
+                    await self._release(queue, claimed)
+                continue
+            if jobs:
+                self._release_slots(queue)
+            if wait > 0:
                 await self._until_stopped(backend.wait_for_change(since, wait))
 
     async def _idle_wait(self, queue: Queue) -> float:
@@ -339,21 +358,27 @@ class Worker:
             return min(max(info.next_available_at - info.now, 0.001), idle)
         return idle
 
-    async def _dispatch(self, queue: Queue, claimed: list[ClaimedMessage]) -> None:
-        """Wait for a slot, then start the batch; on stop, hand the batch back untouched."""
+    async def _acquire_slots(self, queue: Queue) -> bool:
+        """Take the queue's slot and a worker slot; False (holding none) if a stop came first."""
         assert self._global_slots is not None
-        lease_id = claimed[0].lease_id
-        held = self._held[queue.name]
-        held.add(lease_id)
         queue_slots = self._queue_slots[queue.name]
-        got_queue = queue_slots is None or await self._until_stopped(queue_slots.acquire())
-        got_global = got_queue and await self._until_stopped(self._global_slots.acquire())
-        if not got_global:
-            if got_queue and queue_slots is not None:
+        if queue_slots is not None and not await self._until_stopped(queue_slots.acquire()):
+            return False
+        if not await self._until_stopped(self._global_slots.acquire()):
+            if queue_slots is not None:
                 queue_slots.release()
-            await self._release(queue, claimed)
-            return
-        task = asyncio.create_task(self._run_batch(queue, claimed, lease_id))
+            return False
+        return True
+
+    def _release_slots(self, queue: Queue) -> None:
+        assert self._global_slots is not None
+        self._global_slots.release()
+        queue_slots = self._queue_slots[queue.name]
+        if queue_slots is not None:
+            queue_slots.release()
+
+    def _start(self, queue: Queue, claimed: list[ClaimedMessage]) -> None:
+        task = asyncio.create_task(self._run_batch(queue, claimed, claimed[0].lease_id))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -370,16 +395,12 @@ class Worker:
     # -- running ------------------------------------------------------------------------
 
     async def _run_batch(self, queue: Queue, claimed: list[ClaimedMessage], lease_id: str) -> None:
-        assert self._thread_pool is not None and self._global_slots is not None
-        queue_slots = self._queue_slots[queue.name]
         try:
             report = await self._execute(queue, claimed)
         except _CancelledWithReport as cancelled:
             report = cancelled.report
         finally:
-            self._global_slots.release()
-            if queue_slots is not None:
-                queue_slots.release()
+            self._release_slots(queue)
         await self.record(queue, claimed, report)
 
     async def record(

@@ -82,12 +82,12 @@ class SQLiteJobStore:
         return [MessageRecord(*row) for row in rows]
 
     async def job_cancel(self, job_id: str) -> str:
-        """Cancel at once if pending, ask the worker if running, else report the state."""
+        """`now` (was pending), `requested` (running), else the job's state, or `missing`."""
 
         def run(conn: sqlite3.Connection) -> str:
             args = {"id": job_id, "now": time.time()}
             if conn.execute(SQL["job_cancel_pending"], args).rowcount:
-                return "cancelled"
+                return "now"
             if conn.execute(SQL["job_cancel_request"], args).rowcount:
                 return "requested"
             row = conn.execute(SQL["job_state"], args).fetchone()

@@ -89,7 +89,7 @@ WHERE state = 'leased' AND lease_id IN (SELECT value FROM json_each(:lease_ids))
 
 -- name: lease_rescue_record_lost
 -- A job's history shows the attempt its worker never finished.
-INSERT OR REPLACE INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                      outcome, error)
 SELECT id, attempts, lease_owner, started_at, :now, 'lost',
        'lease expired: the worker holding this job stopped or lost contact'
@@ -182,6 +182,7 @@ UPDATE messages
 SET state = 'completed',
     result = c.result,
     progress = 1.0,
+    last_error = NULL,
     lease_id = NULL,
     lease_owner = NULL,
     lease_expires_at = NULL,
@@ -203,13 +204,13 @@ FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS reason
 WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased';
 
 -- name: job_attempt_record
-INSERT OR REPLACE INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                      outcome, error, traceback)
 VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error, :traceback);
 
 -- name: job_attempts
 SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback
-FROM job_attempts WHERE job_id = :job_id ORDER BY attempt;
+FROM job_attempts WHERE job_id = :job_id ORDER BY id;
 
 -- name: idempotency_claim
 -- Take the key for this job unless an unexpired key whose job still exists holds it.
@@ -259,7 +260,8 @@ SET state = 'ready',
     cancel_requested = 0,
     progress = NULL,
     progress_note = NULL,
-    result = NULL
+    result = NULL,
+    last_error = NULL
 WHERE id = :id AND type IS NOT NULL AND state IN ('failed', 'cancelled');
 
 -- name: job_progress

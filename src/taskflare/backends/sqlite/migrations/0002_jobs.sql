@@ -22,7 +22,10 @@ CREATE INDEX messages_finished_idx
 
 CREATE INDEX messages_batch_idx ON messages (batch_id) WHERE batch_id IS NOT NULL;
 
+-- One row per delivery, in order; a manual retry starts attempts at 1 again, so the
+-- attempt number alone is not a key.
 CREATE TABLE job_attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id      TEXT NOT NULL,
     attempt     INTEGER NOT NULL,
     worker_id   TEXT,
@@ -30,9 +33,10 @@ CREATE TABLE job_attempts (
     finished_at REAL,
     outcome     TEXT NOT NULL,
     error       TEXT,
-    traceback   TEXT,
-    PRIMARY KEY (job_id, attempt)
+    traceback   TEXT
 );
+
+CREATE INDEX job_attempts_job_idx ON job_attempts (job_id, id);
 
 CREATE TABLE idempotency_keys (
     type       TEXT NOT NULL,
