@@ -65,6 +65,9 @@ class RequestTasks:
 class WaitUntilMiddleware:
     """ASGI middleware: `request.state.wait_until(...)` (or the FastAPI dependency) per request.
 
+    On the server's lifespan shutdown it waits for pending `wait_until` work (up to the
+    app's `wait_until_limit`), then logs and cancels what it abandons.
+
     `app = WaitUntilMiddleware(asgi_app, taskflare_app)` or, with Starlette/FastAPI,
     `api.add_middleware(WaitUntilMiddleware, taskflare_app=taskflare_app)`.
     """
@@ -74,6 +77,9 @@ class WaitUntilMiddleware:
         self.taskflare_app = taskflare_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._drain_on_shutdown(receive), send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -90,11 +96,23 @@ class WaitUntilMiddleware:
         finally:
             tasks.release()
 
+    def _drain_on_shutdown(self, receive: Receive) -> Receive:
+        """The server is stopping: wait for pending work (up to the limit) before the app's
+        own shutdown runs, so the work can still use what the app closes then."""
+
+        async def receive_then_drain() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.taskflare_app.background.drain()
+            return message
+
+        return receive_then_drain
+
 
 def request_wait_until(request: Request) -> RequestTasks:
     """FastAPI dependency: `wait_until: RequestTasks = Depends(request_wait_until)`."""
     tasks = request.scope.get("state", {}).get("wait_until")
     if tasks is None:
-        raise RuntimeError("add taskflare.background.WaitUntilMiddleware to the ASGI app first")
+        raise RuntimeError("add taskflare.asgi.WaitUntilMiddleware to the ASGI app first")
     assert isinstance(tasks, RequestTasks)
     return tasks

@@ -1,0 +1,142 @@
+"""`wait_until` in a web app (issue 5, point 8), with a real uvicorn server on 127.0.0.1:
+the response arrives before a 1-second task ends, the task completes afterwards, and a
+server shutting down waits for what is still pending."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from taskflare import App
+from taskflare.asgi import RequestTasks, WaitUntilMiddleware, request_wait_until
+
+from .procs import wait_for
+
+
+@contextmanager
+def serving(asgi_app: Any) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Run `asgi_app` under uvicorn in a thread on a free port; yield its base URL."""
+    config = uvicorn.Config(asgi_app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 20, "uvicorn to start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive(), "uvicorn did not stop"
+
+
+class Marks:
+    """Wall-clock marks set by the server side, read by the test (thread-safe enough)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.times[name] = time.monotonic()
+
+
+def fastapi_app(app: App, marks: Marks, done_file: Path) -> FastAPI:
+    api = FastAPI()
+    api.add_middleware(WaitUntilMiddleware, taskflare_app=app)
+
+    async def generate_title(thread_id: str) -> None:
+        marks.mark("task started")
+        await anyio.sleep(1.0)  # the slow AI call
+        await anyio.Path(done_file).write_text(thread_id)
+        marks.mark("task ended")
+
+    @api.post("/threads/{thread_id}")
+    async def create_thread(
+        thread_id: str, wait_until: Annotated[RequestTasks, Depends(request_wait_until)]
+    ) -> dict[str, Any]:
+        wait_until(generate_title(thread_id))
+        marks.mark("handler returned")
+        return {"id": thread_id, "title": "New chat"}
+
+    return api
+
+
+def test_fastapi_response_arrives_before_the_task_ends_and_the_task_completes(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    app = App(sqlite_url)
+    marks = Marks()
+    done_file = tmp_path / "title.txt"
+    with serving(fastapi_app(app, marks, done_file)) as (url, _):
+        response = httpx.post(f"{url}/threads/t-42", timeout=10)
+        received = time.monotonic()
+        assert response.status_code == 200
+        assert response.json() == {"id": "t-42", "title": "New chat"}
+        assert "task ended" not in marks.times, "the response waited for the task"
+        assert not done_file.exists()
+        wait_for(done_file.exists, 20, "the wait_until task to finish")
+    assert done_file.read_text() == "t-42"
+    assert marks.times["task ended"] > received
+    # The task started only once the handler had returned (after the response was sent).
+    assert marks.times["task started"] >= marks.times["handler returned"]
+    app.close_sync()
+
+
+def test_a_server_shutting_down_waits_for_pending_tasks(tmp_path: Path, sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    marks = Marks()
+    done_file = tmp_path / "title.txt"
+    with serving(fastapi_app(app, marks, done_file)) as (url, server):
+        assert httpx.post(f"{url}/threads/t-7", timeout=10).status_code == 200
+        wait_for(lambda: "task started" in marks.times, 20, "the task to start")
+        server.should_exit = True  # like SIGTERM, while the 1-second task is running
+    # `serving` returned only after uvicorn stopped; the task had finished by then.
+    assert done_file.read_text() == "t-7"
+    app.close_sync()
+
+
+def test_plain_starlette_reads_wait_until_from_the_request_state(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    app = App(sqlite_url)
+    done_file = tmp_path / "done.txt"
+    marks = Marks()
+
+    def write_done(text: str) -> None:  # a plain function runs in a thread
+        time.sleep(0.2)  # simulated blocking work
+        done_file.write_text(text)
+        marks.mark("task ended")
+
+    async def webhook(request: Request) -> JSONResponse:
+        request.scope["state"]["wait_until"](write_done, "from scope")
+        request.state.wait_until(write_done, "from request.state")
+        return JSONResponse({"received": True})
+
+    starlette = Starlette(routes=[Route("/hook", webhook, methods=["POST"])])
+    with serving(WaitUntilMiddleware(starlette, app)) as (url, _):
+        response = httpx.post(f"{url}/hook", timeout=10)
+        assert response.json() == {"received": True}
+        assert "task ended" not in marks.times
+        wait_for(done_file.exists, 20, "the wait_until work to finish")
+    assert done_file.read_text() in {"from scope", "from request.state"}
+    app.close_sync()
+
+
+def test_the_fastapi_dependency_without_the_middleware_says_what_to_add() -> None:
+    request = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+    with pytest.raises(RuntimeError, match=r"add taskflare\.asgi\.WaitUntilMiddleware"):
+        request_wait_until(request)
