@@ -1,0 +1,280 @@
+"""Seed 002's job API over a real server, on both backends: exact shapes, errors, auth, 413."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from taskflare.testing import drain
+
+from .server import READ_TOKEN, SECRETS, WRITE_TOKEN, LiveServer
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+EMAIL = {"to": "user@example.com", "subject": "Test", "body": "Hello!"}
+
+
+def enqueue(client: httpx.Client, type: str = "send-email", **extra: Any) -> str:
+    payload = extra.pop("payload", EMAIL)
+    response = client.post("/jobs", json={"type": type, "payload": payload, **extra})
+    assert response.status_code == 200, response.text
+    job_id: str = response.json()["jobId"]
+    return job_id
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    """Check an error answer's status and shape; return its message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and isinstance(body["error"], str) and body["error"]
+    assert set(body) <= {"success", "error", "code"}
+    message: str = body["error"]
+    return message
+
+
+@pytest.fixture
+def client(live: LiveServer) -> Iterator[httpx.Client]:
+    with live.client() as c:
+        yield c
+
+
+def test_enqueue_answers_with_the_seed_shape(client: httpx.Client) -> None:
+    response = client.post(
+        "/jobs",
+        json={"type": "send-email", "payload": EMAIL, "priority": 5, "maxAttempts": 3},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    assert body["message"] == "Job enqueued successfully"
+    assert uuid.UUID(body["jobId"])
+
+
+async def test_completed_job_reads_back_with_the_seed_fields(live: LiveServer) -> None:
+    with live.client() as client:
+        job_id = enqueue(client, priority=5, maxAttempts=3)
+        pending = client.get(f"/jobs/{job_id}").json()
+        assert pending["success"] is True
+        assert pending["job"]["status"] == "pending" and pending["job"]["completedAt"] is None
+        async with live.worker_app() as app:
+            await drain(app)
+        body = client.get(f"/jobs/{job_id}").json()
+    job = body["job"]
+    assert body["success"] is True
+    assert job["id"] == job_id and job["type"] == "send-email"
+    assert job["status"] == "completed"
+    assert job["attempts"] == 1 and job["maxAttempts"] == 3
+    assert job["result"] == {"sent": True}
+    assert job["payload"] == EMAIL and job["priority"] == 5
+    assert ISO_Z.match(job["createdAt"]) and ISO_Z.match(job["completedAt"])
+    assert job["completedAt"] >= job["createdAt"]
+    assert live.recorder.of("send-email") == [EMAIL]
+
+
+async def test_list_filters_by_status_counts_and_pages_with_a_cursor(live: LiveServer) -> None:
+    with live.client() as client:
+        done = [enqueue(client) for _ in range(3)]
+        failed = enqueue(client, "always-fails", payload={"n": 1})
+        async with live.worker_app() as app:
+            await drain(app)
+        failures = client.get("/jobs", params={"status": "failed", "limit": 50}).json()
+        assert failures["success"] is True and failures["count"] == 1
+        assert [j["id"] for j in failures["jobs"]] == [failed]
+        assert failures["jobs"][0]["error"]
+        completed = client.get("/jobs", params={"status": "completed", "type": "send-email"})
+        assert completed.json()["count"] == 3
+        first = client.get("/jobs", params={"limit": 2}).json()
+        assert first["count"] == 2 and first["nextCursor"]
+        rest = client.get("/jobs", params={"limit": 2, "cursor": first["nextCursor"]}).json()
+        assert rest["count"] == 2 and rest["nextCursor"] is None
+        seen = [j["id"] for j in first["jobs"] + rest["jobs"]]
+        assert sorted(seen) == sorted([*done, failed])
+        assert seen == sorted(seen, reverse=True)  # newest first (ids are UUIDv7)
+        by_queue = client.get("/jobs", params={"queue": "billing"}).json()
+        assert by_queue == {"success": True, "count": 0, "jobs": [], "nextCursor": None}
+
+
+async def test_retry_of_a_failed_job_queues_it_again(live: LiveServer) -> None:
+    with live.client() as client:
+        job_id = enqueue(client, "always-fails", payload={"n": 1})
+        async with live.worker_app() as app:
+            await drain(app)
+            assert client.get(f"/jobs/{job_id}").json()["job"]["status"] == "failed"
+            response = client.post(f"/jobs/{job_id}/retry")
+            assert response.status_code == 200
+            body = response.json()
+            assert body["success"] is True and body["message"] == "Job retry queued"
+            assert body["job"]["status"] == "pending"
+            await drain(app)
+        assert live.recorder.of("always-fails") == [{"n": 1}, {"n": 1}]
+        ok = enqueue(client)
+        async with live.worker_app() as app:
+            await drain(app)
+        message = error_of(client.post(f"/jobs/{ok}/retry"), 409)
+        assert "completed" in message
+
+
+async def test_cancel_pending_then_refuse_cancelling_finished_jobs(live: LiveServer) -> None:
+    with live.client() as client:
+        pending = enqueue(client, delaySeconds=3600)
+        response = client.delete(f"/jobs/{pending}")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["success"] is True and body["message"] == "Job cancelled"
+        assert body["job"]["status"] == "cancelled"
+        assert "cancelled" in error_of(client.delete(f"/jobs/{pending}"), 409)
+        done = enqueue(client)
+        async with live.worker_app() as app:
+            await drain(app)
+        assert "completed" in error_of(client.delete(f"/jobs/{done}"), 409)
+        assert client.get(f"/jobs/{done}").json()["job"]["status"] == "completed"
+
+
+async def test_stats_totals_and_rates_formatted_like_the_seed(live: LiveServer) -> None:
+    with live.client() as client:
+        empty = client.get("/stats").json()
+        assert empty["success"] is True
+        assert empty["stats"]["total"] == 0 and empty["stats"]["completionRate"] == "0.00%"
+        for _ in range(3):
+            enqueue(client)
+        enqueue(client, "always-fails", payload={})
+        async with live.worker_app() as app:
+            await drain(app)
+        stats = client.get("/stats").json()["stats"]
+    expected = {"total": 4, "pending": 0, "processing": 0, "completed": 3, "failed": 1}
+    assert {k: stats[k] for k in expected} == expected
+    assert stats["completionRate"] == "75.00%" and stats["failureRate"] == "25.00%"
+    assert stats["byType"]["always-fails"]["failureRate"] == "100.00%"
+
+
+def test_delay_idempotency_and_correlation_fields(client: httpx.Client) -> None:
+    first = client.post(
+        "/jobs",
+        json={
+            "type": "send-email",
+            "payload": EMAIL,
+            "delaySeconds": 600,
+            "idempotencyKey": "welcome-42",
+            "correlationId": "req-1",
+        },
+    ).json()
+    again = client.post(
+        "/jobs", json={"type": "send-email", "payload": EMAIL, "idempotencyKey": "welcome-42"}
+    ).json()
+    assert again["jobId"] == first["jobId"] and again["duplicate"] is True
+    assert again["message"] == "Job already enqueued"
+    job = client.get(f"/jobs/{first['jobId']}").json()["job"]
+    assert job["idempotencyKey"] == "welcome-42" and job["correlationId"] == "req-1"
+    assert job["status"] == "pending" and job["runAt"] > job["createdAt"]
+
+
+def test_health_is_public_even_with_a_token(live: LiveServer) -> None:
+    with live.client(token=None) as anonymous:
+        response = anonymous.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["service"] == "queue"
+    assert ISO_Z.match(body["timestamp"])
+
+
+def test_bad_input_gets_4xx_naming_the_field(client: httpx.Client) -> None:
+    malformed = client.post(
+        "/jobs", content=b'{"type": "send-email", ', headers={"content-type": "application/json"}
+    )
+    assert "malformed JSON" in error_of(malformed, 400)
+    unknown = client.post("/jobs", json={"type": "no-such-type", "payload": {}})
+    assert "no-such-type" in error_of(unknown, 400)
+    assert unknown.json()["code"] == "unknown_job_type"
+    cases = {
+        "priority": {"priority": 10**9},
+        "maxAttempts": {"maxAttempts": "three"},
+        "delaySeconds": {"delaySeconds": -1},
+        "runAt": {"runAt": "not a date"},
+        "idempotencyKey": {"idempotencyKey": ""},
+        "surprise": {"surprise": True},
+    }
+    for field, extra in cases.items():
+        response = client.post("/jobs", json={"type": "send-email", "payload": EMAIL, **extra})
+        assert field in error_of(response, 422), field
+    missing = client.post("/jobs", json={"payload": EMAIL})
+    assert "type" in error_of(missing, 422)
+    bad_payload = client.post("/jobs", json={"type": "send-email", "payload": {"to": "x"}})
+    message = error_of(bad_payload, 422)
+    assert "subject" in message and "send-email" in message
+    assert "limit" in error_of(client.get("/jobs", params={"limit": 0}), 422)
+    assert "status" in error_of(client.get("/jobs", params={"status": "lost"}), 422)
+    assert "cursor" in error_of(client.get("/jobs", params={"cursor": "%%%"}), 400)
+
+
+def test_a_body_sent_as_form_encoding_is_read_as_json(client: httpx.Client) -> None:
+    """`curl -d '{...}'` sends application/x-www-form-urlencoded; the API reads JSON anyway."""
+    response = client.post(
+        "/jobs",
+        content=b'{"type": "send-email", "payload": {"to": "a", "subject": "b", "body": "c"}}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_tokens_no_token_bad_token_and_read_only_token(live: LiveServer) -> None:
+    body = {"type": "send-email", "payload": EMAIL}
+    with live.client(token=None) as anonymous:
+        assert "bearer" in error_of(anonymous.get("/jobs"), 401).lower()
+        assert "bearer" in error_of(anonymous.post("/jobs", json=body), 401).lower()
+        basic = anonymous.get("/stats", headers={"Authorization": f"Basic {WRITE_TOKEN}"})
+        error_of(basic, 401)
+    with live.client(token="not-the-token") as wrong:
+        error_of(wrong.get("/stats"), 401)
+        error_of(wrong.get("/metrics"), 401)
+    with live.client(token=READ_TOKEN) as reader:
+        assert reader.get("/stats").status_code == 200
+        assert reader.get("/jobs").status_code == 200
+        assert reader.get("/queues").status_code == 200
+        error_of(reader.post("/jobs", json=body), 401)
+        error_of(reader.delete(f"/jobs/{uuid.uuid4()}"), 401)
+        error_of(reader.post("/queues/pull/messages/pull", json={}), 401)
+    with live.client() as writer:
+        assert writer.post("/jobs", json=body).status_code == 200
+
+
+def test_unknown_ids_answer_404(client: httpx.Client) -> None:
+    missing = str(uuid.uuid4())
+    assert missing in error_of(client.get(f"/jobs/{missing}"), 404)
+    error_of(client.post(f"/jobs/{missing}/retry"), 404)
+    error_of(client.delete(f"/jobs/{missing}"), 404)
+    error_of(client.get("/no/such/route"), 404)
+
+
+def test_too_large_bodies_get_413_with_or_without_content_length(client: httpx.Client) -> None:
+    big = b'{"type": "send-email", "payload": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    declared = client.post("/jobs", content=big, headers={"content-type": "application/json"})
+    assert "limit" in error_of(declared, 413)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    streamed = client.post("/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert "limit" in error_of(streamed, 413)
+    # The server is still fine afterwards.
+    assert client.get("/stats").status_code == 200
+
+
+def test_secrets_never_reach_the_logs(live: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with live.client(token="wrong-" + WRITE_TOKEN) as wrong:
+        wrong.get("/jobs")
+    with live.client(token=READ_TOKEN) as reader:
+        reader.post("/jobs", json={"type": "send-email", "payload": EMAIL})
+        reader.get("/stats")
+    with live.client() as writer:
+        writer.post("/jobs", json={"type": "send-email", "payload": EMAIL})
+        writer.post("/webhooks/stripe", content=b"{}", headers={"Stripe-Signature": "t=1,v1=x"})
+    text = caplog.text
+    for secret in SECRETS:
+        assert secret not in text
