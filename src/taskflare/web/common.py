@@ -119,7 +119,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     too_large = True
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(limit)
             return message
 
         try:
@@ -128,12 +128,22 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(ApiError):
+    """Raised while reading a body past the limit. An HTTP error, so that FastAPI's body
+    parsing lets it through (it turns any other exception into a 400) and the API's error
+    handler answers 413; the middleware answers 413 itself if it surfaces there."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large_message(limit), "too_large")
+        self.headers = {"connection": "close"}
+
+
+def _too_large_message(limit: int) -> str:
+    return f"request body is larger than the limit of {limit:_} bytes"
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = error_body(f"request body is larger than the limit of {limit:_} bytes", "too_large")
+    body = error_body(_too_large_message(limit), "too_large")
     await send(
         {
             "type": "http.response.start",
