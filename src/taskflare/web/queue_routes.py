@@ -99,19 +99,23 @@ class Envelope(BaseModel):
     success: bool = True
 
 
-def encode_lease(message_id: str, lease_id: str) -> str:
-    """A pull consumer's per-message lease id: the message and the claim it belongs to."""
-    return base64.urlsafe_b64encode(f"{message_id}:{lease_id}".encode()).decode().rstrip("=")
+def encode_lease(message_id: str, lease_id: str, attempts: int) -> str:
+    """A pull consumer's per-message lease id: the message, the claim it belongs to, and
+    the delivery's attempt number (a later claim of the message has a higher one)."""
+    raw = f"{message_id}:{lease_id}:{attempts}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_lease(token: str) -> LeaseRef | None:
-    """The (message, lease) a pull lease id stands for, or None if it is not one of ours."""
+def decode_lease(token: str) -> tuple[LeaseRef, int] | None:
+    """The (message, lease) and attempt a pull lease id stands for, or None if not ours."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    message_id, sep, lease_id = raw.partition(":")
-    return LeaseRef(message_id, lease_id) if sep and message_id and lease_id else None
+    parts = raw.split(":")
+    if len(parts) != 3 or not all(parts) or not parts[2].isdigit():
+        return None
+    return LeaseRef(parts[0], parts[1]), int(parts[2])
 
 
 def render_body(record: MessageRecord) -> Any:
@@ -333,7 +337,7 @@ async def _pull(app: App, queue: Queue, request: PullRequest) -> dict[str, Any]:
             "body": _pull_body(m.body, m.content_type),
             "timestamp_ms": int(m.created_at * 1000),
             "attempts": m.attempts,
-            "lease_id": encode_lease(m.id, m.lease_id),
+            "lease_id": encode_lease(m.id, m.lease_id, m.attempts),
             "metadata": {"CF-Content-Type": m.content_type},
         }
         for m in claimed
@@ -352,13 +356,18 @@ async def _ack(app: App, queue: Queue, request: AckRequest) -> dict[str, Any]:
     fails: list[FailOutcome] = []
     items: list[LeaseAck | LeaseRetry] = [*request.acks, *request.retries]
     for item in items:
-        ref = decode_lease(item.lease_id)
+        decoded = decode_lease(item.lease_id)
+        ref, attempt = decoded if decoded else (None, 0)
         record = await backend.message_get(ref.id) if ref else None
         if ref is None or record is None or record.queue != queue.name:
             warnings[item.lease_id] = "unknown lease id (the message may already be acked)"
             continue
         if record.state != "leased":
             warnings[item.lease_id] = f"message is {record.state}; its lease has ended"
+            continue
+        if record.attempts != attempt:
+            # Its lease expired and another pull took the message: that consumer holds it now.
+            warnings[item.lease_id] = "lease expired and the message was pulled again"
             continue
         if isinstance(item, LeaseAck):
             acks.append(ref)
