@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +94,18 @@ def build_app(url: str, recorder: Recorder) -> App:
     app.webhook("stripe", secret=STRIPE_SECRET, job_type="stripe-event")
     app.webhook("github", secret=GITHUB_SECRET, job_type="github-event", scheme="hmac-sha256")
     return app
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Call `predicate` until it returns something truthy (blocking); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
 
 
 def free_socket() -> socket.socket:

@@ -1,0 +1,188 @@
+"""Queue administration over a real server: depth, pause, purge, HTTP producers, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from helpers import running_worker, wait_until
+from taskflare import WorkerConfig
+from taskflare.testing import drain
+
+from .server import LiveServer, poll
+from .test_http_jobs import error_of
+
+
+@pytest.fixture
+def client(sqlite_live: LiveServer) -> Iterator[httpx.Client]:
+    with sqlite_live.client() as c:
+        yield c
+
+
+def queue_of(client: httpx.Client, name: str) -> dict[str, object]:
+    response = client.get(f"/queues/{name}")
+    assert response.status_code == 200, response.text
+    queue: dict[str, object] = response.json()["queue"]
+    return queue
+
+
+def test_queue_shows_depth_by_state_oldest_pending_age_paused_flag_and_settings(
+    client: httpx.Client,
+) -> None:
+    for n in range(3):
+        client.post("/queues/pull/messages", json={"body": {"n": n}}).raise_for_status()
+    pulled = client.post("/queues/pull/messages/pull", json={"batch_size": 1}).json()
+    assert len(pulled["result"]["messages"]) == 1
+    queue = queue_of(client, "pull")
+    assert queue["depth"] == {"ready": 2, "leased": 1, "failed": 0}
+    assert queue["paused"] is False and queue["consumer"] is None
+    settings = queue["settings"]
+    assert isinstance(settings, dict)
+    assert settings["max_retries"] == 2 and settings["dead_letter_queue"] == "pull-dlq"
+    poll(
+        lambda: (queue_of(client, "pull")["oldestPendingAgeSeconds"] or 0) > 0.05,  # type: ignore[operator]
+        what="the oldest pending message to age",
+    )
+    listing = client.get("/queues").json()
+    assert listing["success"] is True and listing["count"] == len(listing["queues"])
+    by_name = {q["name"]: q for q in listing["queues"]}
+    assert {"pull", "pull-dlq", "emails", "billing", "billing-dlq", "default"} <= set(by_name)
+    assert by_name["emails"]["consumer"] == "worker" and by_name["billing"]["consumer"] == "jobs"
+    assert by_name["emails"]["oldestPendingAgeSeconds"] is None
+    assert "nope" in error_of(client.get("/queues/nope"), 404)
+
+
+def test_pause_makes_pull_answer_409_until_resumed(client: httpx.Client) -> None:
+    client.post("/queues/pull/messages", json={"body": "x"}).raise_for_status()
+    paused = client.post("/queues/pull/pause")
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    assert queue_of(client, "pull")["paused"] is True
+    refused = client.post("/queues/pull/messages/pull", json={})
+    error_of(refused, 409)
+    assert refused.json()["code"] == "queue_delivery_paused"
+    # Sending to a paused queue still works (Cloudflare pauses delivery, not producers).
+    client.post("/queues/pull/messages", json={"body": "y"}).raise_for_status()
+    resumed = client.post("/queues/pull/resume")
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
+    messages = client.post("/queues/pull/messages/pull", json={}).json()["result"]["messages"]
+    assert len(messages) == 2
+    error_of(client.post("/queues/nope/pause"), 404)
+
+
+async def test_purge_needs_confirm_and_purged_messages_are_never_delivered(
+    sqlite_live: LiveServer,
+) -> None:
+    async with sqlite_live.aclient() as client, sqlite_live.worker_app() as app:
+        recorder = sqlite_live.recorder
+        (await client.post("/queues/emails/pause")).raise_for_status()
+        async with running_worker(app, WorkerConfig(queues=("emails",))):
+            batch = [{"body": {"n": n}} for n in range(5)]
+            batch += [{"body": {"late": n}, "delaySeconds": 0.5} for n in range(3)]
+            sent = await client.post("/queues/emails/messages", json={"messages": batch})
+            assert sent.json()["count"] == 8
+            error_of(await client.post("/queues/emails/purge", json={}), 422)
+            wrong = await client.post("/queues/emails/purge", json={"confirm": "pull"})
+            assert "confirm" in error_of(wrong, 400)
+            purged = await client.post("/queues/emails/purge", json={"confirm": "emails"})
+            assert purged.status_code == 200
+            assert purged.json()["purged"] == 8
+            depth = (await client.get("/queues/emails")).json()["queue"]["depth"]
+            assert depth == {"ready": 0, "leased": 0, "failed": 0}
+            (await client.post("/queues/emails/resume")).raise_for_status()
+            # A sentinel due after the purged delayed ones: once it arrives, they would have.
+            sentinel = {"body": "sentinel", "delaySeconds": 1.0}
+            (await client.post("/queues/emails/messages", json=sentinel)).raise_for_status()
+            await wait_until(lambda: recorder.of("emails"), what="the sentinel")
+        assert recorder.of("emails") == ["sentinel"]
+
+
+async def test_send_single_and_batch_with_delays(sqlite_live: LiveServer) -> None:
+    with sqlite_live.client() as client:
+        one = client.post("/queues/emails/messages", json={"body": {"n": 1}})
+        assert one.status_code == 200
+        body = one.json()
+        assert body["success"] is True and body["count"] == 1 and body["ids"] == [body["id"]]
+        later = client.post("/queues/emails/messages", json={"body": "later", "delaySeconds": 600})
+        later.raise_for_status()
+        batch = client.post(
+            "/queues/emails/messages",
+            json={
+                "messages": [
+                    {"body": "plain text", "contentType": "text"},
+                    {"body": "aGVsbG8=", "content_type": "bytes"},
+                    {"body": {"n": 2}, "delaySeconds": 600},
+                ],
+            },
+        ).json()
+        assert batch["count"] == 3 and len(set(batch["ids"])) == 3
+        delayed_batch = client.post(
+            "/queues/emails/messages",
+            json={"messages": [{"body": {"n": 3}}], "delaySeconds": 600},
+        ).json()
+        assert delayed_batch["count"] == 1
+        assert queue_of(client, "emails")["depth"] == {"ready": 6, "leased": 0, "failed": 0}
+        async with sqlite_live.worker_app() as app:
+            await drain(app, ["emails"])
+        assert sorted(map(str, sqlite_live.recorder.of("emails"))) == sorted(
+            ["{'n': 1}", "plain text", "b'hello'"]
+        )
+        assert queue_of(client, "emails")["depth"] == {"ready": 3, "leased": 0, "failed": 0}
+        too_big = client.post("/queues/emails/messages", json={"body": "x" * 5000})
+        assert "4_096" in error_of(too_big, 413)
+        bad = client.post("/queues/emails/messages", json={"body": "x", "contentType": "xml"})
+        assert "xml" in error_of(bad, 422)
+        not_base64 = client.post(
+            "/queues/emails/messages", json={"body": "%%%", "contentType": "bytes"}
+        )
+        assert "base64" in error_of(not_base64, 422)
+        negative = client.post("/queues/emails/messages", json={"body": 1, "delaySeconds": -1})
+        assert "delaySeconds" in error_of(negative, 422)
+        error_of(client.post("/queues/nope/messages", json={"body": 1}), 404)
+
+
+async def test_dead_letters_listed_and_reprocessed_as_the_original_jobs(
+    sqlite_live: LiveServer,
+) -> None:
+    recorder = sqlite_live.recorder
+    recorder.failing.add("charge")
+    with sqlite_live.client() as client:
+        jobs = [
+            client.post("/jobs", json={"type": "charge", "payload": {"n": n}}).json()["jobId"]
+            for n in range(3)
+        ]
+        async with sqlite_live.worker_app() as app:
+            await drain(app)
+            listed = client.get("/queues/billing/dlq").json()
+            assert listed["success"] is True and listed["deadLetterQueue"] == "billing-dlq"
+            assert listed["count"] == 3
+            by_origin = {m["originId"]: m for m in listed["messages"]}
+            assert set(by_origin) == set(jobs)
+            assert all(m["originQueue"] == "billing" for m in listed["messages"])
+            assert by_origin[jobs[0]]["body"] == {"n": 0}
+            assert client.get(f"/jobs/{jobs[0]}").json()["job"]["status"] == "failed"
+
+            recorder.failing.clear()
+            one = client.post(
+                "/queues/billing/dlq/reprocess", json={"ids": [by_origin[jobs[0]]["id"]]}
+            )
+            assert one.status_code == 200 and one.json()["reprocessed"] == 1
+            job = client.get(f"/jobs/{jobs[0]}").json()["job"]
+            assert job["status"] == "pending" and job["attempts"] == 0
+            assert client.get("/queues/billing/dlq").json()["count"] == 2
+            await drain(app)
+            assert client.get(f"/jobs/{jobs[0]}").json()["job"]["status"] == "completed"
+            assert client.get(f"/jobs/{jobs[1]}").json()["job"]["status"] == "failed"
+
+            rest = client.post("/queues/billing/dlq/reprocess")
+            assert rest.json()["reprocessed"] == 2
+            await drain(app)
+        for job_id in jobs:
+            job = client.get(f"/jobs/{job_id}").json()["job"]
+            assert job["status"] == "completed" and job["attempts"] == 1
+            assert job["result"] == {"charged": True}
+        assert client.get("/queues/billing/dlq").json()["count"] == 0
+        assert client.post("/queues/billing/dlq/reprocess", json={}).json()["reprocessed"] == 0
+        error_of(client.get("/queues/emails/dlq"), 404)
+        assert client.get("/queues/emails/dlq").json()["code"] == "no_dlq"
