@@ -6,6 +6,7 @@ survive crashes, on one SQLite file by default or PostgreSQL for many workers.
 
 from .app import App
 from .context import JobContext
+from .cron import CronSchedule, InvalidCronExpression
 from .errors import (
     AppLoadError,
     BackendUnavailable,
@@ -36,6 +37,7 @@ from .messages import Message, MessageBatch
 from .queue import Queue, QueueConfig
 from .retention import Retention
 from .retry import Backoff, PermanentError, Retry
+from .scheduler import ScheduledEvent
 from .stored import StoredMessage
 from .worker import Worker, WorkerConfig
 
@@ -48,8 +50,10 @@ __all__ = [
     "Backoff",
     "BatchTooLarge",
     "BodyEncodingError",
+    "CronSchedule",
     "DuplicateConsumer",
     "EmptyBatch",
+    "InvalidCronExpression",
     "InvalidDatabaseUrl",
     "InvalidDelay",
     "InvalidJobState",
@@ -74,6 +78,7 @@ __all__ = [
     "QueueConfig",
     "Retention",
     "Retry",
+    "ScheduledEvent",
     "SchemaOutdated",
     "SchemaTooNew",
     "StoredMessage",

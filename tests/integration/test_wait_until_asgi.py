@@ -4,17 +4,13 @@ server shutting down waits for what is still pending."""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import httpx
 import pytest
-import uvicorn
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,23 +21,7 @@ from taskflare import App
 from taskflare.asgi import RequestTasks, WaitUntilMiddleware, request_wait_until
 
 from .procs import wait_for
-
-
-@contextmanager
-def serving(asgi_app: Any) -> Iterator[tuple[str, uvicorn.Server]]:
-    """Run `asgi_app` under uvicorn in a thread on a free port; yield its base URL."""
-    config = uvicorn.Config(asgi_app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, 20, "uvicorn to start")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive(), "uvicorn did not stop"
+from .servers import serving
 
 
 class Marks:
