@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 from pydantic import BaseModel
 
-from taskflare import App, MessageBatch, PermanentError
+from taskflare import App, Backoff, JobContext, MessageBatch, PermanentError
 from taskflare.web import Tokens, create_api
 
 WRITE_TOKEN = "tf-write-7c1e0b9d2f"
@@ -68,6 +68,13 @@ def build_app(url: str, recorder: Recorder) -> App:
     async def always_fails(payload: Any) -> None:
         recorder.add("always-fails", payload)
         raise PermanentError("this job always fails")
+
+    @app.job("flaky", max_attempts=2, retry=Backoff(base=0, cap=0, jitter=False))
+    async def flaky(payload: Any, ctx: JobContext) -> str:
+        recorder.add("flaky", ctx.attempt)
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
 
     # A job queue with a dead-letter queue: a failing `charge` lands in billing-dlq.
     app.queue("billing", max_batch_timeout=0, max_retries=0, dead_letter_queue="billing-dlq")
