@@ -296,6 +296,30 @@ class WorkerReport:
 
 
 @dataclass(frozen=True, slots=True)
+class JobEventCursor:
+    """Where a job event feed stands: times of the last enqueue and start seen, last attempt row."""
+
+    enqueued_after: float
+    started_after: float
+    attempt_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome)."""
+
+    kind: str
+    at: float
+    job_id: str
+    type: str | None
+    queue: str | None
+    attempt: int
+    error: str | None = None
+    duration: float | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PruneParams:
     """Retention: delete finished rows older than these cut-offs, at most `limit` at a time."""
 
@@ -424,6 +448,12 @@ class Backend(Protocol):
 
     async def job_enqueue(self, message: NewMessage, idempotency_ttl: float) -> EnqueueResult:
         """Store one job; with an idempotency key, an unexpired earlier job wins."""
+
+    async def job_attempt_seq(self) -> int:
+        """The sequence number of the latest attempt row (where a live feed starts)."""
+
+    async def job_events(self, cursor: JobEventCursor, limit: int) -> list[JobEvent]:
+        """Job events after `cursor`, oldest first (for `taskflare tail`)."""
 
     async def job_list(self, job_filter: JobFilter) -> list[MessageRecord]:
         """Jobs, newest first."""

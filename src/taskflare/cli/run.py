@@ -1,64 +1,19 @@
-"""The `taskflare` command line."""
+"""Commands that run code: worker (and its supervisor), serve, dev, migrate."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import signal
-import sys
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import orjson
 import typer
 
-from .app import App
-from .backends import open_backend, redact_url, resolve_database_url
-from .errors import TaskflareError
-from .loader import load_object
-from .worker import Worker, WorkerConfig
-
-cli = typer.Typer(
-    name="taskflare",
-    help=(
-        "Background jobs with Cloudflare Queues semantics.\n\n"
-        "Example: taskflare worker myapp:app --concurrency 20"
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-T = TypeVar("T")
-
-AppArg = Annotated[str, typer.Argument(help="The app, as 'module:attr' or 'path/file.py:attr'.")]
-
-
-def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr, one line an event."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one clear line to stderr and exit with `code`."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def load_app(spec: str) -> App:
-    """Import the app or exit with one clear line."""
-    try:
-        obj = load_object(spec)
-    except TaskflareError as exc:
-        raise fail(str(exc)) from None
-    if not isinstance(obj, App):
-        raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
-    return obj
+from ..backends import open_backend, redact_url, resolve_database_url
+from ..errors import TaskflareError
+from ..loader import load_object
+from ..worker import Worker, WorkerConfig
+from ..worker.runtime import select_queues
+from .common import AppArg, cli, fail, load_app, setup_logging
 
 
 def run_worker(worker: Worker, *extra: Any) -> None:
@@ -93,14 +48,31 @@ def worker(
     shutdown_grace: Annotated[
         float, typer.Option(help="Seconds running batches get to finish on SIGTERM.")
     ] = 30.0,
+    processes: Annotated[
+        int,
+        typer.Option(min=1, max=256, help="Run this many worker processes under a supervisor."),
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Run a worker that consumes the app's queues.
+    """Run a worker that consumes the app's queues (or N of them, supervised).
 
-    Example: taskflare worker myapp:app --queue emails --concurrency 20
+    Example: taskflare worker myapp:app --queue emails --concurrency 20 --processes 4
     """
     setup_logging(log_level)
     application = load_app(app)
+    if processes > 1:
+        from ..supervisor import Supervisor, SupervisorConfig
+
+        try:
+            select_queues(application, tuple(queue or ()))  # fail here, not in N children
+        except TaskflareError as exc:
+            raise fail(str(exc)) from None
+        args = [app, "--concurrency", str(concurrency), "--shutdown-grace", str(shutdown_grace)]
+        args += ["--log-level", log_level]
+        for name in queue or ():
+            args += ["--queue", name]
+        supervisor = Supervisor(args, SupervisorConfig(processes, stop_timeout=shutdown_grace + 30))
+        raise typer.Exit(asyncio.run(supervisor.run()))
     try:
         config = WorkerConfig(
             queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
@@ -130,7 +102,7 @@ def serve(
     """
     import uvicorn
 
-    from .web import Tokens, create_api
+    from ..web import Tokens, create_api
 
     setup_logging(log_level)
     application = load_app(app)
@@ -199,7 +171,7 @@ def dev(
 
     Example: taskflare dev examples/quickstart.py:app
     """
-    from .dev import ApiAddress, run_dev
+    from ..dev import ApiAddress, run_dev
 
     setup_logging("WARNING")
     application = load_app(app)
@@ -220,66 +192,3 @@ def dev(
         )
     except TaskflareError as exc:
         raise fail(str(exc)) from None
-
-
-cron_cli = typer.Typer(
-    help="Cron triggers. Example: taskflare cron list myapp:app", no_args_is_help=True
-)
-cli.add_typer(cron_cli, name="cron")
-
-
-@cron_cli.command("list")
-def cron_list(
-    app: AppArg,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
-) -> None:
-    """Show each trigger, its next three run times and its last run's outcome.
-
-    Example: taskflare cron list myapp:app
-    """
-    from .cron_report import cron_rows, print_cron_table
-
-    application = load_app(app)
-    try:
-        rows = asyncio.run(_closing(application, cron_rows(application)))
-    except TaskflareError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print_cron_table(rows)
-
-
-@cron_cli.command("trigger")
-def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger name.")]) -> None:
-    """Fire a trigger once now (like Cloudflare's /__scheduled?cron=); a worker runs it.
-
-    Example: taskflare cron trigger myapp:app daily-cleanup
-    """
-    from .scheduler import fire_now
-
-    application = load_app(app)
-    try:
-        job_id = asyncio.run(_closing(application, fire_now(application, name)))
-    except TaskflareError as exc:
-        raise fail(str(exc)) from None
-    typer.echo(f"cron {name!r} fired: job {job_id}")
-
-
-async def _closing(app: App, coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return await coro
-    finally:
-        await app.close()
-
-
-def main() -> None:
-    """Entry point of the `taskflare` executable."""
-    if os.environ.get("TASKFLARE_DEBUG"):
-        cli()
-        return
-    try:
-        cli()
-    except TaskflareError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,16 +13,16 @@ from ..backends.base import (
     ClaimParams,
     FailOutcome,
     LeaseRef,
-    MessageRecord,
     QueueCounts,
     RescueParams,
     RetryOutcome,
     Settlement,
 )
-from ..encoding import BYTES, JSON, TEXT
+from ..encoding import BYTES, TEXT
 from ..errors import InvalidMessage, UnknownQueue
 from ..ids import uuid7
 from ..queue import Queue
+from ..views import message_dict, queue_dict
 from .common import ERRORS, ApiError
 
 MAX_PULL_BATCH = 100
@@ -116,68 +114,6 @@ def decode_lease(token: str) -> tuple[LeaseRef, int] | None:
     if len(parts) != 3 or not all(parts) or not parts[2].isdigit():
         return None
     return LeaseRef(parts[0], parts[1]), int(parts[2])
-
-
-def render_body(record: MessageRecord) -> Any:
-    """A stored body for admin JSON: JSON as is, text as a string, bytes base64."""
-    if record.content_type == JSON:
-        return orjson.loads(record.body)
-    if record.content_type == TEXT:
-        return bytes(record.body).decode("utf-8", "replace")
-    return base64.b64encode(record.body).decode()
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    from ..messages import timestamp_from_epoch
-
-    return timestamp_from_epoch(epoch).isoformat().replace("+00:00", "Z")
-
-
-def message_dict(record: MessageRecord) -> dict[str, Any]:
-    """A stored message for admin JSON."""
-    return {
-        "id": record.id,
-        "queue": record.queue,
-        "state": record.state,
-        "body": render_body(record),
-        "contentType": record.content_type,
-        "attempts": record.attempts,
-        "createdAt": _iso(record.created_at),
-        "availableAt": _iso(record.available_at),
-        "lastError": record.last_error,
-        "originQueue": record.origin_queue,
-        "originId": record.origin_id,
-    }
-
-
-def queue_dict(app: App, counts: QueueCounts) -> dict[str, Any]:
-    """A queue's depth by state, oldest pending age, pause flag and consumer settings."""
-    declared = app.queues.get(counts.name)
-    settings = orjson.loads(counts.settings_json) if counts.settings_json else None
-    if declared is not None:
-        settings = orjson.loads(declared.config.to_json())
-    age = None
-    if counts.oldest_ready_at is not None:
-        age = round(max(time.time() - counts.oldest_ready_at, 0.0), 3)
-    return {
-        "name": counts.name,
-        "paused": counts.paused,
-        "depth": {s: counts.by_state.get(s, 0) for s in ("ready", "leased", "failed")}
-        | {k: v for k, v in counts.by_state.items() if k not in ("ready", "leased", "failed")},
-        "oldestPendingAgeSeconds": age,
-        "settings": settings,
-        "consumer": _consumer_kind(declared),
-    }
-
-
-def _consumer_kind(queue: Queue | None) -> str | None:
-    if queue is None:
-        return None
-    if queue.job_types:
-        return "jobs"
-    return "worker" if queue.consumer_spec is not None else None
 
 
 def queue_router(app: App) -> APIRouter:
@@ -398,4 +334,3 @@ async def _ack(app: App, queue: Queue, request: AckRequest) -> dict[str, Any]:
         "warnings": warnings,
     }
     return {"success": True, "errors": [], **body, "result": body}
-

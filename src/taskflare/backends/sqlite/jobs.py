@@ -14,6 +14,8 @@ from ..base import (
     CronTick,
     EnqueueResult,
     JobCount,
+    JobEvent,
+    JobEventCursor,
     JobFilter,
     MessageRecord,
     NewMessage,
@@ -80,6 +82,27 @@ class SQLiteJobStore:
             },
         )
         return [MessageRecord(*row) for row in rows]
+
+    async def job_attempt_seq(self) -> int:
+        """The latest attempt row's id."""
+        rows = await self._query(SQL["job_attempt_seq"], {})
+        return int(rows[0][0])
+
+    async def job_events(self, cursor: JobEventCursor, limit: int) -> list[JobEvent]:
+        """Enqueues, starts and finished attempts after the cursor, in time order."""
+
+        args = {
+            "enqueued_after": cursor.enqueued_after,
+            "started_after": cursor.started_after,
+            "attempt_after": cursor.attempt_after,
+            "limit": limit,
+        }
+        events = [
+            JobEvent(*row)
+            for name in ("job_events_enqueued", "job_events_started", "job_events_finished")
+            for row in await self._query(SQL[name], args)
+        ]
+        return sorted(events, key=lambda e: (e.at, e.seq))
 
     async def job_cancel(self, job_id: str) -> str:
         """`now` (was pending), `requested` (running), else the job's state, or `missing`."""

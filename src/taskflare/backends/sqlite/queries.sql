@@ -273,6 +273,28 @@ SELECT id FROM messages
 WHERE state = 'leased' AND cancel_requested = 1
   AND lease_id IN (SELECT value FROM json_each(:lease_ids));
 
+-- name: job_attempt_seq
+SELECT coalesce(max(id), 0) FROM job_attempts;
+
+-- name: job_events_enqueued
+SELECT 'enqueued', created_at, id, type, queue, attempts, NULL, NULL, 0
+FROM messages
+WHERE type IS NOT NULL AND created_at > :enqueued_after
+ORDER BY created_at LIMIT :limit;
+
+-- name: job_events_started
+SELECT 'started', started_at, id, type, queue, attempts, NULL, NULL, 0
+FROM messages
+WHERE state = 'leased' AND type IS NOT NULL AND started_at > :started_after
+ORDER BY started_at LIMIT :limit;
+
+-- name: job_events_finished
+SELECT a.outcome, a.finished_at, a.job_id, m.type, m.queue, a.attempt, a.error,
+       a.finished_at - a.started_at, a.id
+FROM job_attempts AS a LEFT JOIN messages AS m ON m.id = a.job_id
+WHERE a.id > :attempt_after
+ORDER BY a.id LIMIT :limit;
+
 -- name: job_counts
 SELECT queue, type, state, count(*)
 FROM messages

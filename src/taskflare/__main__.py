@@ -1,0 +1,5 @@
+"""`python -m taskflare` is the `taskflare` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,22 @@
+"""The `taskflare` command line: one module per group of commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import TaskflareError
+from . import cron, jobs, observe, queues, run  # noqa: F401  (registers the commands)
+from .common import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Entry point of the `taskflare` executable."""
+    try:
+        cli()
+    except TaskflareError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

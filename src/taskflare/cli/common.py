@@ -1,0 +1,127 @@
+"""What every `taskflare` command shares: the Typer app, options, errors, output."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from ..app import App
+from ..backends import resolve_database_url
+from ..errors import TaskflareError
+from ..loader import load_object
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="taskflare",
+    help=(
+        "Background jobs with Cloudflare Queues semantics: queues, jobs, cron, HTTP API.\n\n"
+        "Example: taskflare worker myapp:app --concurrency 20"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Flags:
+    """Global options set by the top-level callback."""
+
+    debug = False
+
+
+AppArg = Annotated[str, typer.Argument(help="The app, as 'module:attr' or 'path/file.py:attr'.")]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TASKFLARE_DATABASE_URL",
+        help="Database URL (default: $TASKFLARE_DATABASE_URL, then sqlite:///taskflare.db).",
+        show_envvar=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr, one line an event."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line to stderr and return the exit to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def load_app(spec: str) -> App:
+    """Import the app or exit with one clear line."""
+    try:
+        obj = load_object(spec)
+    except TaskflareError as exc:
+        if Flags.debug:
+            raise
+        raise fail(str(exc)) from None
+    if not isinstance(obj, App):
+        raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
+    return obj
+
+
+def state_app(database_url: str | None) -> App:
+    """An App with no declarations, for commands that only read or change stored state."""
+    return App(resolve_database_url(database_url))
+
+
+def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` on a fresh loop, close the app, and turn errors into one clear line."""
+
+    async def main() -> T:
+        try:
+            return await work()
+        finally:
+            await app.close()
+
+    try:
+        return asyncio.run(main())
+    except typer.Exit:
+        raise
+    except TaskflareError as exc:
+        if Flags.debug:
+            traceback.print_exc()
+        raise fail(str(exc)) from None
+    except (KeyboardInterrupt, typer.Abort):
+        raise
+    except Exception as exc:
+        if Flags.debug:
+            raise
+        raise fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)") from None
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+@cli.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Background jobs with Cloudflare Queues semantics: queues, jobs, cron, HTTP API.
+
+    Example: taskflare worker myapp:app --concurrency 20
+    """
+    Flags.debug = debug

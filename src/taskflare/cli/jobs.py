@@ -1,0 +1,291 @@
+"""`taskflare jobs ...`: list, show, retry, cancel and enqueue jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ..app import App
+from ..backends.base import NewMessage
+from ..errors import InvalidQueueConfig, JobNotFound, TaskflareError
+from ..ids import uuid7
+from ..jobs import Job, JobStatus, check_max_attempts, check_priority
+from ..messages import check_delay
+from .common import DatabaseOpt, JsonOpt, cli, fail, load_app, print_json, run, state_app
+
+jobs_cli = typer.Typer(
+    help="List, show, retry, cancel and enqueue jobs. Example: taskflare jobs list --status failed",
+    no_args_is_help=True,
+)
+cli.add_typer(jobs_cli, name="jobs")
+
+IdArg = Annotated[str, typer.Argument(help="The job's id.")]
+STATUS_COLOURS = {
+    "pending": "cyan",
+    "processing": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+}
+
+
+@jobs_cli.command("list")
+def jobs_list(
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only jobs on this queue.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Continue after this cursor.")] = None,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs, newest first.
+
+    Example: taskflare jobs list --status failed --type send-email --limit 20
+    """
+    app = state_app(database_url)
+    page = run(
+        app,
+        lambda: app.list_jobs(status=status, type=type, queue=queue, limit=limit, cursor=cursor),
+    )
+    jobs = [j.to_dict() for j in page.jobs]
+    if as_json:
+        print_json({"count": len(jobs), "jobs": jobs, "nextCursor": page.next_cursor})
+        return
+    table = Table(title="jobs (newest first)")
+    for column in ("id", "type", "queue", "status", "attempts", "created", "error"):
+        table.add_column(column)
+    for job in jobs:
+        colour = STATUS_COLOURS.get(job["status"], "white")
+        table.add_row(
+            job["id"],
+            job["type"],
+            job["queue"],
+            f"[{colour}]{job['status']}[/]",
+            f"{job['attempts']}/{job['maxAttempts']}",
+            job["createdAt"],
+            (job["error"] or "")[:50],
+        )
+    Console().print(table)
+    if page.next_cursor:
+        typer.echo(f"more: --cursor {page.next_cursor}")
+
+
+async def _get(app: App, job_id: str) -> Job:
+    job = await app.get_job(job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return job
+
+
+@jobs_cli.command("show")
+def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
+    """A job's payload, result, progress, and every attempt's error and traceback.
+
+    Example: taskflare jobs show 01a2b3c4-...
+    """
+    app = state_app(database_url)
+    job = run(app, lambda: _get(app, job_id)).to_dict()
+    if as_json:
+        print_json(job)
+        return
+    console = Console()
+    colour = STATUS_COLOURS.get(job["status"], "white")
+    console.print(
+        f"[bold]{job['id']}[/]  {job['type']} on {job['queue']}  [{colour}]{job['status']}[/]"
+    )
+    for label, key in (
+        ("attempts", "attempts"),
+        ("max attempts", "maxAttempts"),
+        ("priority", "priority"),
+        ("created", "createdAt"),
+        ("started", "startedAt"),
+        ("completed", "completedAt"),
+        ("run at", "runAt"),
+        ("progress", "progress"),
+        ("progress note", "progressNote"),
+        ("correlation id", "correlationId"),
+        ("idempotency key", "idempotencyKey"),
+        ("error", "error"),
+    ):
+        if job[key] is not None:
+            console.print(f"  {label}: {job[key]}")
+    console.print("  payload: " + json.dumps(job["payload"], indent=2).replace("\n", "\n  "))
+    if job["result"] is not None:
+        console.print("  result: " + json.dumps(job["result"], indent=2).replace("\n", "\n  "))
+    for attempt in job["history"]:
+        console.print(
+            f"  attempt {attempt['attempt']} on {attempt['workerId']}: {attempt['outcome']}"
+            f" ({attempt['startedAt']} → {attempt['finishedAt']})"
+        )
+        if attempt["error"]:
+            console.print(f"    error: {attempt['error']}")
+        if attempt["traceback"]:
+            console.print("    " + attempt["traceback"].rstrip().replace("\n", "\n    "))
+
+
+@jobs_cli.command("retry")
+def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
+    """Put a failed or cancelled job back to pending with a fresh attempt budget.
+
+    Example: taskflare jobs retry 01a2b3c4-...
+    """
+    app = state_app(database_url)
+    run(app, lambda: app.retry(job_id))
+    typer.echo(f"job {job_id} queued for retry")
+
+
+@jobs_cli.command("cancel")
+def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
+    """Cancel a pending job at once, or ask a running one to stop.
+
+    Example: taskflare jobs cancel 01a2b3c4-...
+    """
+    app = state_app(database_url)
+    job = run(app, lambda: app.cancel(job_id))
+    done = job.status is JobStatus.CANCELLED
+    typer.echo(f"job {job_id} {'cancelled' if done else 'cancellation requested'}")
+
+
+def _parse_payload(text: str, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"{where}: not valid JSON ({exc})") from None
+
+
+@jobs_cli.command("enqueue")
+def jobs_enqueue(
+    type: Annotated[str, typer.Argument(help="The job type.")],
+    payload: Annotated[str | None, typer.Argument(help="The payload as JSON.")] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", help="A JSON Lines file: one payload a line.")
+    ] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    delay: Annotated[float, typer.Option("--delay", help="Seconds before it may run.")] = 0,
+    idempotency_key: Annotated[str | None, typer.Option(help="Enqueue once per key.")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts before it fails.")] = None,
+    queue: Annotated[
+        str | None, typer.Option(help="Queue (default: the type's, or default).")
+    ] = None,
+    app_spec: Annotated[
+        str | None, typer.Option("--app", help="Validate payloads with this app's job types.")
+    ] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Enqueue one job, or one per line of a JSON Lines file (batched, with progress).
+
+    Example: taskflare jobs enqueue send-email '{"to": "a@b.c"}' --priority 5
+    """
+    if (payload is None) == (from_file is None):
+        raise fail("give either PAYLOAD_JSON or --from-file FILE", 2)
+    app = load_app(app_spec) if app_spec else state_app(database_url)
+    try:
+        options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
+    except TaskflareError as exc:
+        raise fail(str(exc), 2) from None
+    if from_file is not None:
+        _enqueue_file(app, options, from_file)
+        return
+    assert payload is not None
+    message = options.message(app, _parse_payload(payload, "PAYLOAD"))
+
+    async def work() -> tuple[str, bool]:
+        result = await (await app.backend()).job_enqueue(message, 86_400)
+        return result.id, result.duplicate
+
+    job_id, duplicate = run(app, work)
+    typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
+
+
+class _JobOptions:
+    """The options of `jobs enqueue`, validated once."""
+
+    def __init__(
+        self,
+        type: str,
+        priority: int,
+        delay: float,
+        idempotency_key: str | None,
+        max_attempts: int | None,
+        queue: str | None,
+    ) -> None:
+        self.type = type
+        self.priority = check_priority(priority)
+        self.delay = check_delay(delay, "--delay")
+        self.idempotency_key = idempotency_key
+        self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
+        self.queue = queue
+
+    def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
+        """Validate with the app's job type when it has one; else store as given."""
+        if self.type in app.job_types:
+            return app.prepare_job(
+                self.type,
+                payload,
+                priority=self.priority,
+                max_attempts=self.max_attempts,
+                delay_seconds=self.delay,
+                idempotency_key=self.idempotency_key,
+                queue=self.queue,
+                batch_id=batch_id,
+            )
+        try:
+            body = orjson.dumps(payload)
+        except TypeError as exc:
+            raise InvalidQueueConfig(f"payload is not JSON: {exc}") from None
+        return NewMessage(
+            id=uuid7(),
+            queue=self.queue or "default",
+            body=body,
+            content_type="json",
+            delay_seconds=self.delay,
+            priority=self.priority,
+            type=self.type,
+            max_attempts=self.max_attempts or 3,
+            idempotency_key=self.idempotency_key,
+            batch_id=batch_id,
+        )
+
+
+def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) -> None:
+    """Validate every line first (a bad line stops everything), then enqueue in chunks."""
+    if not path.is_file():
+        raise fail(f"no such file: {path}")
+    batch_id = uuid7()
+    messages: list[NewMessage] = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            payload = _parse_payload(line.decode("utf-8", "replace"), f"{path}:{number}")
+            try:
+                messages.append(options.message(app, payload, batch_id))
+            except TaskflareError as exc:
+                raise fail(f"{path}:{number}: {exc}") from None
+    if not messages:
+        raise fail(f"{path}: no payloads found")
+    started = time.monotonic()
+
+    async def work() -> int:
+        backend = await app.backend()
+        await backend.job_batch_create(batch_id, options.type, len(messages))
+        with Progress() as progress:
+            bar = progress.add_task(f"enqueueing {options.type}", total=len(messages))
+            for start in range(0, len(messages), chunk):
+                part = messages[start : start + chunk]
+                await backend.message_enqueue_many(part)
+                progress.advance(bar, len(part))
+        return len(messages)
+
+    count = run(app, work)
+    elapsed = time.monotonic() - started
+    typer.echo(f"enqueued {count} jobs of {options.type!r} in {elapsed:.2f}s; batch {batch_id}")

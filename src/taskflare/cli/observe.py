@@ -1,0 +1,244 @@
+"""`taskflare stats [--watch]` and `taskflare tail`: watch queues and jobs from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from ..app import App
+from ..backends.base import JobEvent, JobEventCursor
+from ..jobs import JobStatus
+from ..views import queue_dict
+from .common import DatabaseOpt, JsonOpt, cli, print_json, run, state_app
+
+WORKER_ALIVE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything `stats` shows, read at one moment."""
+
+    taken: float
+    queues: list[dict[str, Any]]
+    jobs: dict[str, Any]
+    processed: dict[str, float]
+    workers: int
+
+
+async def snapshot(app: App) -> Snapshot:
+    """Read queue depths, job totals and the workers' processed counters."""
+    backend = await app.backend()
+    now = time.time()
+    queues = [queue_dict(app, c) for c in await backend.queue_counts()]
+    reports = await backend.worker_list(now - 7 * 86_400)
+    processed: dict[str, float] = {}
+    for report in reports:
+        counters = orjson.loads(report.stats_json).get("counters", {})
+        for queue, value in counters.get("acked", {}).items():
+            processed[queue] = processed.get(queue, 0.0) + value
+    alive = sum(1 for r in reports if now - r.last_seen <= WORKER_ALIVE_SECONDS)
+    return Snapshot(now, queues, await app.stats(), processed, alive)
+
+
+def rates(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """Acks a second per queue between two snapshots (from the workers' reports)."""
+    span = max(after.taken - before.taken, 1e-6)
+    return {
+        q: max(after.processed.get(q, 0.0) - before.processed.get(q, 0.0), 0.0) / span
+        for q in after.processed
+    }
+
+
+def stats_document(snap: Snapshot, per_second: dict[str, float]) -> dict[str, Any]:
+    """The `--json` shape (field names as in the HTTP API)."""
+    queues = [
+        q | {"processedPerSecond": round(per_second.get(q["name"], 0.0), 3)} for q in snap.queues
+    ]
+    return {"queues": queues, "jobs": snap.jobs, "workers": snap.workers}
+
+
+def stats_view(snap: Snapshot, per_second: dict[str, float]) -> Group:
+    """Tables for the terminal."""
+    queues = Table(title=f"queues ({snap.workers} workers alive)")
+    for column in ("queue", "ready", "leased", "failed", "oldest pending", "acks/s", "paused"):
+        queues.add_column(column, justify="left" if column == "queue" else "right")
+    for q in snap.queues:
+        age = q["oldestPendingAgeSeconds"]
+        queues.add_row(
+            q["name"],
+            str(q["depth"].get("ready", 0)),
+            str(q["depth"].get("leased", 0)),
+            str(q["depth"].get("failed", 0)),
+            "-" if age is None else f"{age:.1f}s",
+            f"{per_second.get(q['name'], 0.0):.1f}",
+            "[yellow]yes[/]" if q["paused"] else "no",
+        )
+    jobs = Table(title="jobs")
+    columns = ("", "total", *[s.value for s in JobStatus], "completion", "failure")
+    for column in columns:
+        jobs.add_column(column, justify="left" if not column else "right")
+
+    def row(label: str, counts: dict[str, Any]) -> list[str]:
+        values = [str(counts[s.value]) for s in JobStatus]
+        return [
+            label,
+            str(counts["total"]),
+            *values,
+            counts["completionRate"],
+            counts["failureRate"],
+        ]
+
+    jobs.add_row(*row("all", snap.jobs))
+    for name, counts in snap.jobs["byQueue"].items():
+        jobs.add_row(*row(f"queue {name}", counts))
+    for name, counts in snap.jobs["byType"].items():
+        jobs.add_row(*row(f"type {name}", counts))
+    stamp = datetime.fromtimestamp(snap.taken, UTC).strftime("%H:%M:%S UTC")
+    return Group(queues, jobs, f"updated {stamp}")
+
+
+@cli.command()
+def stats(
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between samples.")] = 1.0,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts by queue and status, processing rates, oldest pending age.
+
+    Rates are measured over `--interval` seconds from the workers' reports.
+    Example: taskflare stats --watch
+    """
+    app = state_app(database_url)
+
+    async def once() -> dict[str, Any]:
+        before = await snapshot(app)
+        await asyncio.sleep(interval)
+        after = await snapshot(app)
+        return stats_document(after, rates(before, after))
+
+    if not watch:
+        document = run(app, once)
+        if as_json:
+            print_json(document)
+        else:
+            snap = Snapshot(
+                time.time(), document["queues"], document["jobs"], {}, document["workers"]
+            )
+            per_second = {q["name"]: q["processedPerSecond"] for q in document["queues"]}
+            Console().print(stats_view(snap, per_second))
+        return
+
+    async def follow() -> None:
+        previous = await snapshot(app)
+        with Live(stats_view(previous, {}), refresh_per_second=4, screen=False) as live:
+            while True:
+                await asyncio.sleep(interval)
+                current = await snapshot(app)
+                live.update(stats_view(current, rates(previous, current)))
+                previous = current
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(app, follow)
+
+
+def event_line(event: JobEvent) -> str:
+    """One line per event, like `wrangler tail`."""
+    stamp = datetime.fromtimestamp(event.at, UTC).strftime("%H:%M:%S.%f")[:-3]
+    parts = [stamp, f"{event.kind:<9}", event.type or "?", event.job_id, f"queue={event.queue}"]
+    if event.kind != "enqueued":
+        parts.append(f"attempt={event.attempt}")
+    if event.duration is not None:
+        parts.append(f"{event.duration * 1000:.1f}ms")
+    if event.error:
+        parts.append(f"error={event.error.splitlines()[-1][:120]}")
+    return "  ".join(parts)
+
+
+def event_matches(event: JobEvent, queue: str | None, type: str | None, status: str | None) -> bool:
+    """Whether an event passes the `tail` filters."""
+    if queue and event.queue != queue:
+        return False
+    if type and event.type != type:
+        return False
+    return not status or event.kind == status
+
+
+@cli.command()
+def tail(
+    queue: Annotated[str | None, typer.Option(help="Only jobs on this queue.")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only events of this kind: enqueued, started, completed, retried, "
+            "failed, cancelled."
+        ),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 0.25,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow job events live, one line each, until Ctrl-C (like `wrangler tail`).
+
+    Example: taskflare tail --type send-email --status failed
+    """
+    app = state_app(database_url)
+
+    async def follow() -> None:
+        backend = await app.backend()
+        now = time.time()
+        cursor = JobEventCursor(now, now, await backend.job_attempt_seq())
+        while True:
+            events = await backend.job_events(cursor, 500)
+            for event in events:
+                cursor = _advance(cursor, event)
+                if event_matches(event, queue, type, status):
+                    if as_json:
+                        typer.echo(orjson.dumps(_event_dict(event)).decode())
+                    else:
+                        typer.echo(event_line(event))
+            if not events:
+                await asyncio.sleep(interval)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(app, follow)
+
+
+def _advance(cursor: JobEventCursor, event: JobEvent) -> JobEventCursor:
+    if event.kind == "enqueued":
+        return JobEventCursor(
+            max(cursor.enqueued_after, event.at), cursor.started_after, cursor.attempt_after
+        )
+    if event.kind == "started":
+        return JobEventCursor(
+            cursor.enqueued_after, max(cursor.started_after, event.at), cursor.attempt_after
+        )
+    return JobEventCursor(
+        cursor.enqueued_after, cursor.started_after, max(cursor.attempt_after, event.seq)
+    )
+
+
+def _event_dict(event: JobEvent) -> dict[str, Any]:
+    return {
+        "event": event.kind,
+        "at": datetime.fromtimestamp(event.at, UTC).isoformat().replace("+00:00", "Z"),
+        "jobId": event.job_id,
+        "type": event.type,
+        "queue": event.queue,
+        "attempt": event.attempt,
+        "durationMs": None if event.duration is None else round(event.duration * 1000, 3),
+        "error": event.error,
+    }

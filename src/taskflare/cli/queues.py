@@ -1,0 +1,260 @@
+"""`taskflare queues ...`, `taskflare send` and `taskflare dlq ...`: look after queues."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ..app import App
+from ..backends.base import NewMessage, QueueCounts
+from ..encoding import encode_body, normalize_content_type
+from ..errors import InvalidMessage, UnknownQueue
+from ..ids import uuid7
+from ..messages import check_delay
+from ..views import message_dict, queue_dict
+from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
+
+queues_cli = typer.Typer(
+    help="List, inspect, pause, resume and purge queues. Example: taskflare queues list",
+    no_args_is_help=True,
+)
+dlq_cli = typer.Typer(
+    help="Dead-letter queues. Example: taskflare dlq list emails", no_args_is_help=True
+)
+cli.add_typer(queues_cli, name="queues")
+cli.add_typer(dlq_cli, name="dlq")
+
+QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
+MAX_MESSAGE_BYTES = 131_072
+
+
+async def _counts(app: App, name: str | None = None) -> list[QueueCounts]:
+    backend = await app.backend()
+    rows = await backend.queue_counts(name)
+    if name is not None and not rows:
+        raise UnknownQueue(f"no queue named {name!r} in {app.database_url}")
+    return rows
+
+
+async def _dead_letter_queue(app: App, name: str) -> str:
+    """The DLQ of queue `name` (from its stored settings), or `name` if it is itself a DLQ."""
+    rows = await _counts(app, name)
+    settings = json.loads(rows[0].settings_json or "{}")
+    dlq = settings.get("dead_letter_queue")
+    return str(dlq) if dlq else name
+
+
+def _queue_table(queues: list[dict[str, Any]]) -> Table:
+    table = Table(title="queues")
+    for column in ("queue", "ready", "leased", "failed", "oldest pending", "paused"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for q in queues:
+        age = q["oldestPendingAgeSeconds"]
+        table.add_row(
+            q["name"],
+            str(q["depth"].get("ready", 0)),
+            str(q["depth"].get("leased", 0)),
+            str(q["depth"].get("failed", 0)),
+            "-" if age is None else f"{age:.1f}s",
+            "[yellow]paused[/]" if q["paused"] else "no",
+        )
+    return table
+
+
+@queues_cli.command("list")
+def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
+    """Every queue with its depth by state, oldest pending age and pause flag.
+
+    Example: taskflare queues list --json
+    """
+    app = state_app(database_url)
+    rows = run(app, lambda: _counts(app))
+    queues = [queue_dict(app, r) for r in rows]
+    if as_json:
+        print_json({"count": len(queues), "queues": queues})
+    else:
+        Console().print(_queue_table(queues))
+
+
+@queues_cli.command("info")
+def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
+    """One queue: depth by state, oldest pending age, pause flag, consumer settings.
+
+    Example: taskflare queues info emails
+    """
+    app = state_app(database_url)
+    rows = run(app, lambda: _counts(app, name))
+    queue = queue_dict(app, rows[0])
+    if as_json:
+        print_json(queue)
+        return
+    Console().print(_queue_table([queue]))
+    if queue["settings"]:
+        for key, value in queue["settings"].items():
+            typer.echo(f"  {key}: {value}")
+
+
+def _set_paused(name: str, paused: bool, database_url: str | None) -> None:
+    app = state_app(database_url)
+
+    async def work() -> None:
+        await _counts(app, name)
+        await (await app.backend()).queue_pause(name, paused)
+
+    run(app, work)
+    typer.echo(f"queue {name!r} {'paused' if paused else 'resumed'}")
+
+
+@queues_cli.command("pause")
+def queues_pause(name: QueueArg, database_url: DatabaseOpt = None) -> None:
+    """Stop deliveries from a queue (sends still succeed).
+
+    Example: taskflare queues pause emails
+    """
+    _set_paused(name, True, database_url)
+
+
+@queues_cli.command("resume")
+def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
+    """Deliver from a paused queue again.
+
+    Example: taskflare queues resume emails
+    """
+    _set_paused(name, False, database_url)
+
+
+@queues_cli.command("purge")
+def queues_purge(
+    name: QueueArg,
+    database_url: DatabaseOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every undelivered message of a queue, delayed ones included.
+
+    Example: taskflare queues purge emails --yes
+    """
+    app = state_app(database_url)
+    rows = run(app, lambda: _counts(app, name))
+    pending = rows[0].by_state.get("ready", 0) + rows[0].by_state.get("leased", 0)
+    if not yes:
+        typer.confirm(f"Delete {pending} messages of queue {name!r}?", abort=True)
+    app = state_app(database_url)
+
+    async def work() -> int:
+        return await (await app.backend()).queue_purge(name)
+
+    purged = run(app, work)
+    typer.echo(f"purged {purged} messages from {name!r}")
+
+
+@cli.command()
+def send(
+    queue: QueueArg,
+    body: Annotated[str, typer.Argument(help="The body: JSON, or text with --content-type text.")],
+    delay: Annotated[float, typer.Option("--delay", help="Seconds before delivery.")] = 0,
+    content_type: Annotated[
+        str, typer.Option("--content-type", help="json (default), text or bytes.")
+    ] = "json",
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Send one message to a queue.
+
+    Example: taskflare send emails '{"to": "a@b.c"}' --delay 30
+    """
+    try:
+        ctype = normalize_content_type(content_type, allow_pickle=False, queue=queue)
+        value: Any = body
+        if ctype == "json":
+            value = json.loads(body)
+        elif ctype == "bytes":
+            value = body.encode()
+        data = encode_body(value, ctype)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise InvalidMessage(f"body is {len(data):_} bytes; the limit is {MAX_MESSAGE_BYTES:_}")
+        message = NewMessage(uuid7(), queue, data, ctype, check_delay(delay, "--delay"))
+    except json.JSONDecodeError as exc:
+        raise fail(f"BODY is not valid JSON ({exc}); use --content-type text for text", 2) from None
+    except InvalidMessage as exc:
+        raise fail(str(exc), 2) from None
+    app = state_app(database_url)
+
+    async def work() -> None:
+        await (await app.backend()).message_enqueue_many([message])
+
+    run(app, work)
+    typer.echo(message.id)
+
+
+DlqArg = Annotated[
+    str, typer.Argument(help="The queue whose dead letters to show (or the DLQ itself).")
+]
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    queue: DlqArg,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Messages waiting in a queue's dead-letter queue.
+
+    Example: taskflare dlq list emails
+    """
+    app = state_app(database_url)
+
+    async def work() -> tuple[str, list[dict[str, Any]]]:
+        dlq = await _dead_letter_queue(app, queue)
+        records = await (await app.backend()).message_list(dlq, "ready", limit)
+        return dlq, [message_dict(r) for r in records]
+
+    dlq, messages = run(app, work)
+    if as_json:
+        print_json(
+            {"queue": queue, "deadLetterQueue": dlq, "count": len(messages), "messages": messages}
+        )
+        return
+    table = Table(title=f"dead letters of {queue} (in {dlq})")
+    for column in ("id", "from", "created", "body"):
+        table.add_column(column)
+    for m in messages:
+        body = json.dumps(m["body"])
+        table.add_row(m["id"], m["originQueue"] or "-", m["createdAt"], body[:60])
+    Console().print(table)
+
+
+@dlq_cli.command("reprocess")
+def dlq_reprocess(
+    queue: DlqArg,
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", help="Only this message (repeatable).")
+    ] = None,
+    database_url: DatabaseOpt = None,
+    chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Messages per transaction.")] = 500,
+) -> None:
+    """Send dead letters back to their original queue with a fresh attempt budget.
+
+    Example: taskflare dlq reprocess emails --id 01a2...
+    """
+    app = state_app(database_url)
+
+    async def work() -> int:
+        dlq = await _dead_letter_queue(app, queue)
+        backend = await app.backend()
+        chosen = ids or [m.id for m in await backend.message_list(dlq, "ready", 10_000_000)]
+        done = 0
+        with Progress(transient=True) as progress:
+            bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))
+            for start in range(0, len(chosen), chunk):
+                part = chosen[start : start + chunk]
+                done += await backend.dead_letter_reprocess(dlq, part)
+                progress.advance(bar, len(part))
+        return done
+
+    count = run(app, work)
+    typer.echo(f"reprocessed {count} messages from {queue!r}")
