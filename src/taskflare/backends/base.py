@@ -412,7 +412,7 @@ class Backend(Protocol):
     # -- cron ---------------------------------------------------------------------------
 
     async def cron_last_tick(self, name: str) -> float | None:
-        """The latest tick recorded for a trigger (any status), or None."""
+        """The latest scheduled tick recorded for a trigger (manual fires excluded), or None."""
 
     async def cron_recent(self, name: str, limit: int) -> list[CronTick]:
         """A trigger's latest ticks, newest first."""

@@ -360,7 +360,8 @@ VALUES (:name, :tick, :status, :job_id, :now)
 ON CONFLICT (name, tick) DO NOTHING;
 
 -- name: cron_last_tick
-SELECT max(tick) FROM cron_ticks WHERE name = :name;
+-- Manual fires are not ticks of the schedule: they must not hide missed ticks.
+SELECT max(tick) FROM cron_ticks WHERE name = :name AND status <> 'manual';
 
 -- name: cron_recent
 SELECT name, tick, status, job_id, created_at FROM cron_ticks
