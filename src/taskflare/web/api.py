@@ -81,6 +81,15 @@ def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
         status = 422 if isinstance(exc, (ValueError, InvalidQueueConfig)) else 503
         return Response(error_body(str(exc)), status_code=status, media_type="application/json")
 
+    @api.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in the HTTP API")
+        return Response(
+            error_body(f"internal error ({type(exc).__name__}); see the server log", "internal"),
+            status_code=500,
+            media_type="application/json",
+        )
+
     @api.get("/health", tags=["service"])
     async def health(request: Request) -> dict[str, Any]:
         return health_body(request)
