@@ -79,6 +79,26 @@ def load_app(spec: str) -> App:
     return obj
 
 
+class _PoolErrors(logging.Handler):
+    """Keeps the connection pool's latest complaint instead of printing it.
+
+    Without logging set up, Python prints each of the pool's retries ("error connecting
+    in 'pool': ...", two lines each) on stderr; a command that only reads or changes
+    state then fails with one line that ends with the last of them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        first_line = (record.getMessage().splitlines() or [""])[0]
+        self.last = first_line.split("': ", 1)[-1] or None
+
+
+POOL_ERRORS = _PoolErrors()
+
+
 def state_app(database_url: str | None) -> App:
     """An App with no declarations, for commands that only read or change stored state."""
     return App(resolve_database_url(database_url))
@@ -93,6 +113,10 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
         finally:
             await app.close()
 
+    pool_log = logging.getLogger("psycopg.pool")
+    if not Flags.debug and POOL_ERRORS not in pool_log.handlers:
+        pool_log.addHandler(POOL_ERRORS)
+        pool_log.propagate = False
     try:
         return asyncio.run(main())
     except typer.Exit:
@@ -100,7 +124,8 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
     except TaskflareError as exc:
         if Flags.debug:
             traceback.print_exc()
-        raise fail(str(exc)) from None
+        reason = f" (last connection error: {POOL_ERRORS.last})" if POOL_ERRORS.last else ""
+        raise fail(f"{exc}{reason}") from None
     except (KeyboardInterrupt, typer.Abort):
         raise
     except Exception as exc:
