@@ -50,6 +50,8 @@ class Supervisor:
         while not self._stopping.is_set():
             started = time.monotonic()
             process = await self._spawn(slot)
+            if self._stopping.is_set():  # stop() ran while this child was starting
+                process.send_signal(signal.SIGTERM)
             code = await process.wait()
             if self._stopping.is_set():
                 return
@@ -88,14 +90,17 @@ class Supervisor:
             asyncio.create_task(self._keep_alive(slot)) for slot in range(self.config.processes)
         ]
         await self._stopping.wait()
-        await asyncio.gather(*keepers, return_exceptions=True)
-        waits = [p.wait() for p in self._children.values() if p.returncode is None]
+        # Each keeper returns once its child has exited; a child that ignores SIGTERM
+        # past `stop_timeout` is killed.
         try:
-            await asyncio.wait_for(asyncio.gather(*waits), self.config.stop_timeout)
+            await asyncio.wait_for(
+                asyncio.gather(*keepers, return_exceptions=True), self.config.stop_timeout
+            )
         except TimeoutError:
             for process in self._children.values():
                 if process.returncode is None:
                     log.error("worker pid %d did not stop in time; killing it", process.pid)
                     process.kill()
+            await asyncio.gather(*(p.wait() for p in self._children.values()))
         log.info("all workers stopped")
         return 0
