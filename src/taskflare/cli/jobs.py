@@ -169,7 +169,9 @@ def jobs_enqueue(
     from_file: Annotated[
         Path | None, typer.Option("--from-file", help="A JSON Lines file: one payload a line.")
     ] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[
+        int | None, typer.Option(help="Higher runs first (default: the type's, or 0).")
+    ] = None,
     delay: Annotated[float, typer.Option("--delay", help="Seconds before it may run.")] = 0,
     idempotency_key: Annotated[str | None, typer.Option(help="Enqueue once per key.")] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts before it fails.")] = None,
@@ -190,6 +192,7 @@ def jobs_enqueue(
     app = load_app(app_spec) if app_spec else state_app(database_url)
     try:
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
+        options.validate = app_spec is not None
     except TaskflareError as exc:
         raise fail(str(exc), 2) from None
     if from_file is not None:
@@ -212,22 +215,23 @@ class _JobOptions:
     def __init__(
         self,
         type: str,
-        priority: int,
+        priority: int | None,
         delay: float,
         idempotency_key: str | None,
         max_attempts: int | None,
         queue: str | None,
     ) -> None:
         self.type = type
-        self.priority = check_priority(priority)
+        self.priority = None if priority is None else check_priority(priority)
         self.delay = check_delay(delay, "--delay")
         self.idempotency_key = idempotency_key
         self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
         self.queue = queue
+        self.validate = False  # with --app: the type must be one of the app's
 
     def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
-        """Validate with the app's job type when it has one; else store as given."""
-        if self.type in app.job_types:
+        """Validate with the app's job type (unknown types refused with --app); else as given."""
+        if self.validate or self.type in app.job_types:
             return app.prepare_job(
                 self.type,
                 payload,
@@ -248,7 +252,7 @@ class _JobOptions:
             body=body,
             content_type="json",
             delay_seconds=self.delay,
-            priority=self.priority,
+            priority=0 if self.priority is None else self.priority,
             type=self.type,
             max_attempts=self.max_attempts or 3,
             idempotency_key=self.idempotency_key,
