@@ -1,0 +1,163 @@
+"""`taskflare jobs ...` as real processes, on both backends: list, show, retry, cancel, enqueue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cli_run import ok, one_line_error, tf, tf_json, tf_many, write_cli_app
+
+
+def test_enqueue_then_list_show_cancel_and_retry(database_url: str) -> None:
+    first = ok(
+        "jobs",
+        "enqueue",
+        "send-email",
+        '{"to": "a@b.c"}',
+        "--priority",
+        "5",
+        "--idempotency-key",
+        "welcome-a",
+        "--max-attempts",
+        "4",
+        url=database_url,
+    ).strip()
+    again = ok(
+        "jobs",
+        "enqueue",
+        "send-email",
+        '{"to": "a@b.c"}',
+        "--idempotency-key",
+        "welcome-a",
+        url=database_url,
+    ).strip()
+    assert again == f"{first} (duplicate: already enqueued with this key)"
+    later = ok(
+        "jobs",
+        "enqueue",
+        "report",
+        "{}",
+        "--delay",
+        "600",
+        "--queue",
+        "reports",
+        url=database_url,
+    ).strip()
+
+    listed = tf_json("jobs", "list", url=database_url)
+    assert listed["count"] == 2 and listed["nextCursor"] is None
+    assert [j["id"] for j in listed["jobs"]] == [later, first]  # newest first
+    only = tf_json("jobs", "list", "--type", "send-email", "--status", "pending", url=database_url)
+    assert [j["id"] for j in only["jobs"]] == [first]
+    assert tf_json("jobs", "list", "--queue", "reports", url=database_url)["count"] == 1
+    page = tf_json("jobs", "list", "--limit", "1", url=database_url)
+    assert page["count"] == 1 and page["nextCursor"]
+    rest = tf_json("jobs", "list", "--limit", "1", "--cursor", page["nextCursor"], url=database_url)
+    assert [j["id"] for j in rest["jobs"]] == [first]
+    table = ok("jobs", "list", url=database_url)
+    assert first in table and "send-email" in table and "pending" in table
+
+    shown = tf_json("jobs", "show", first, url=database_url)
+    assert shown["payload"] == {"to": "a@b.c"}
+    assert (shown["status"], shown["priority"], shown["maxAttempts"]) == ("pending", 5, 4)
+    assert (shown["queue"], shown["idempotencyKey"]) == ("default", "welcome-a")
+    text = ok("jobs", "show", first, url=database_url)
+    assert first in text and '"to": "a@b.c"' in text and "idempotency key: welcome-a" in text
+    delayed = tf_json("jobs", "show", later, url=database_url)
+    assert delayed["queue"] == "reports" and delayed["runAt"] > delayed["createdAt"]
+
+    assert f"job {first} cancelled" in ok("jobs", "cancel", first, url=database_url)
+    assert tf_json("jobs", "show", first, url=database_url)["status"] == "cancelled"
+    cancel_again = tf("jobs", "cancel", first, url=database_url)
+    assert "only pending or running jobs can be cancelled" in one_line_error(cancel_again)
+    assert f"job {first} queued for retry" in ok("jobs", "retry", first, url=database_url)
+    assert tf_json("jobs", "show", first, url=database_url)["status"] == "pending"
+    retry_pending = tf("jobs", "retry", first, url=database_url)
+    assert "only failed or cancelled jobs can be retried" in one_line_error(retry_pending)
+
+
+def test_enqueue_with_the_app_uses_the_types_queue_and_defaults_and_validates(
+    database_url: str, tmp_path: Path
+) -> None:
+    spec = write_cli_app(tmp_path)
+    job_id = ok("jobs", "enqueue", "double", '{"n": 2}', "--app", spec, url=database_url).strip()
+    shown = tf_json("jobs", "show", job_id, url=database_url)
+    # The type's queue, priority and attempt budget, not the CLI's fallbacks.
+    assert (shown["queue"], shown["priority"], shown["maxAttempts"]) == ("jobs", 3, 3)
+    overridden = ok(
+        "jobs",
+        "enqueue",
+        "double",
+        '{"n": 2}',
+        "--app",
+        spec,
+        "--priority",
+        "-1",
+        url=database_url,
+    ).strip()
+    assert tf_json("jobs", "show", overridden, url=database_url)["priority"] == -1
+    unknown = tf("jobs", "enqueue", "nope", "{}", "--app", spec, url=database_url)
+    assert "unknown job type 'nope'" in one_line_error(unknown)
+
+
+def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"n": 1}\n')
+    both, neither, bad_priority, bad_status = tf_many(
+        [
+            ["jobs", "enqueue", "double", "{}", "--from-file", str(items)],
+            ["jobs", "enqueue", "double"],
+            ["jobs", "enqueue", "double", "{}", "--max-attempts", "0"],
+            ["jobs", "list", "--status", "sleeping"],
+        ],
+        url=database_url,
+    )
+    assert "either PAYLOAD_JSON or --from-file" in one_line_error(both, 2)
+    assert "either PAYLOAD_JSON or --from-file" in one_line_error(neither, 2)
+    assert "max_attempts" in one_line_error(bad_priority, 2).replace("-", "_")
+    assert bad_status.returncode == 2 and "sleeping" in bad_status.stderr
+    bad_payload = tf("jobs", "enqueue", "double", "{oops", url=database_url)
+    assert "PAYLOAD: not valid JSON" in one_line_error(bad_payload)
+    assert tf_json("jobs", "list", url=database_url)["count"] == 0
+
+
+def test_enqueue_from_file_is_batched_with_progress_and_a_summary(
+    database_url: str, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(json.dumps({"n": i}) + "\n" + ("\n" if i == 7 else "") for i in range(1200))
+    )
+    out = ok(
+        "jobs",
+        "enqueue",
+        "double",
+        "--from-file",
+        str(items),
+        "--queue",
+        "jobs",
+        url=database_url,
+    )
+    assert "enqueueing double" in out  # the progress bar's last frame
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("enqueued 1200 jobs of 'double' in ")
+    batch_id = summary.rsplit("batch ", 1)[1]
+    assert tf_json("queues", "info", "jobs", url=database_url)["depth"]["ready"] == 1200
+    newest = tf_json("jobs", "list", "--limit", "3", url=database_url)["jobs"]
+    assert {j["batchId"] for j in newest} == {batch_id}
+    assert sorted(j["payload"]["n"] for j in newest) == [1197, 1198, 1199]
+
+
+def test_enqueue_from_file_with_a_bad_line_names_it_and_enqueues_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"n": 1}\n{"n": 2}\n{"n": 3,\n{"n": 4}\n')
+    result = tf("jobs", "enqueue", "double", "--from-file", str(items), url=database_url)
+    assert f"{items}:3: not valid JSON" in one_line_error(result)
+    missing = tf(
+        "jobs", "enqueue", "double", "--from-file", str(tmp_path / "nope.jsonl"), url=database_url
+    )
+    assert "no such file" in one_line_error(missing)
+    assert tf_json("jobs", "list", url=database_url)["count"] == 0
+    assert tf_json("queues", "list", url=database_url)["count"] == 0

@@ -1,0 +1,141 @@
+"""`taskflare queues ...`, `send` and `dlq ...` as real processes, on both backends."""
+
+from __future__ import annotations
+
+import time
+
+from taskflare import App
+
+from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_json, tf_many
+
+
+def _records(url: str, queue: str) -> dict[str, tuple[str, bytes, float, float]]:
+    app = App(url)
+
+    async def read() -> dict[str, tuple[str, bytes, float, float]]:
+        records = await (await app.backend()).message_list(queue, None, 1000)
+        return {
+            r.id: (r.content_type, bytes(r.body), r.created_at, r.available_at) for r in records
+        }
+
+    try:
+        return app.run_sync(read())
+    finally:
+        app.close_sync()
+
+
+def test_send_stores_json_text_and_bytes_and_delays_then_list_and_info_show_depth(
+    database_url: str,
+) -> None:
+    first = ok("send", "emails", '{"to": "a@b.c"}', url=database_url).strip()
+    # --database-url works without the environment variable too.
+    text = ok(
+        "send",
+        "emails",
+        "hello",
+        "--content-type",
+        "text",
+        "--database-url",
+        database_url,
+        url=None,
+    ).strip()
+    raw = ok(
+        "send", "emails", "bin!", "--content-type", "bytes", "--delay", "30", url=database_url
+    ).strip()
+    stored = _records(database_url, "emails")
+    assert stored[first][:2] == ("json", b'{"to":"a@b.c"}')
+    assert stored[text][:2] == ("text", b"hello")
+    assert stored[raw][:2] == ("bytes", b"bin!")
+    created, available = stored[raw][2:]
+    assert 29 <= available - created <= 31
+    assert stored[first][3] - stored[first][2] < 1
+
+    listed = tf_json("queues", "list", url=database_url)
+    assert listed["count"] == 1
+    (queue,) = listed["queues"]
+    assert queue["name"] == "emails" and queue["paused"] is False
+    assert queue["depth"]["ready"] == 3 and queue["depth"]["leased"] == 0
+    assert isinstance(queue["oldestPendingAgeSeconds"], float)
+    info = tf_json("queues", "info", "emails", url=database_url)
+    assert info["name"] == "emails" and info["depth"] == queue["depth"]
+    table = ok("queues", "list", url=database_url)
+    assert "emails" in table and "oldest pending" in table
+
+
+def test_send_with_a_bad_body_or_option_is_a_usage_error_and_stores_nothing(
+    database_url: str,
+) -> None:
+    bad_json, bad_type, bad_delay = tf_many(
+        [
+            ["send", "emails", "{not json"],
+            ["send", "emails", "x", "--content-type", "pickle"],
+            ["send", "emails", "{}", "--delay", "-5"],
+        ],
+        url=database_url,
+    )
+    assert "BODY is not valid JSON" in one_line_error(bad_json, 2)
+    assert "pickle" in one_line_error(bad_type, 2)
+    assert "delay" in one_line_error(bad_delay, 2)
+    assert tf_json("queues", "list", url=database_url)["count"] == 0
+
+
+def test_pause_and_resume_show_in_info(database_url: str) -> None:
+    ok("send", "emails", "{}", url=database_url)
+    assert "paused" in ok("queues", "pause", "emails", url=database_url)
+    assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
+    assert "paused" in ok("queues", "info", "emails", url=database_url)
+    assert "resumed" in ok("queues", "resume", "emails", url=database_url)
+    assert tf_json("queues", "info", "emails", url=database_url)["paused"] is False
+
+
+def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
+    for body in ('{"a": 1}', '{"a": 2}'):
+        ok("send", "emails", body, url=database_url)
+    ok("send", "emails", '{"a": 3}', "--delay", "600", url=database_url)
+    refused = tf("queues", "purge", "emails", url=database_url, input="n\n")
+    assert refused.returncode == 1
+    assert "Delete 3 messages of queue 'emails'?" in refused.stdout
+    assert "Traceback" not in refused.stderr
+    assert tf_json("queues", "info", "emails", url=database_url)["depth"]["ready"] == 3
+
+    accepted = tf("queues", "purge", "emails", url=database_url, input="y\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "purged 3 messages" in accepted.stdout
+    assert _records(database_url, "emails") == {}
+
+    ok("send", "emails", "{}", url=database_url)
+    assert "purged 1 messages" in ok("queues", "purge", "emails", "--yes", url=database_url)
+
+
+def test_dlq_list_shows_dead_letters_and_reprocess_by_id_sends_one_back(
+    database_url: str,
+) -> None:
+    dead = make_dead_letters(database_url, 3)
+    listed = tf_json("dlq", "list", "work", url=database_url)
+    assert (listed["queue"], listed["deadLetterQueue"], listed["count"]) == ("work", "work-dlq", 3)
+    assert sorted(m["id"] for m in listed["messages"]) == sorted(dead)
+    assert {m["originQueue"] for m in listed["messages"]} == {"work"}
+    assert sorted(m["body"]["i"] for m in listed["messages"]) == [0, 1, 2]
+    # The DLQ itself may be named too.
+    assert tf_json("dlq", "list", "work-dlq", url=database_url)["count"] == 3
+    table = ok("dlq", "list", "work", url=database_url)
+    assert "dead letters of work (in work-dlq)" in table and dead[0] in table
+
+    out = ok("dlq", "reprocess", "work", "--id", dead[0], url=database_url)
+    assert "reprocessed 1 messages" in out
+    assert tf_json("dlq", "list", "work", url=database_url)["count"] == 2
+    assert tf_json("queues", "info", "work", url=database_url)["depth"]["ready"] == 1
+
+
+def test_dlq_reprocess_of_2000_dead_letters_shows_progress_and_sends_all_back(
+    database_url: str,
+) -> None:
+    make_dead_letters(database_url, 2000)
+    started = time.monotonic()
+    # Rich draws progress only on a terminal: make it believe it has one.
+    out = ok("dlq", "reprocess", "work", url=database_url, FORCE_COLOR="1", TTY_INTERACTIVE="1")
+    assert "reprocessing work-dlq" in out
+    assert "reprocessed 2000 messages from 'work'" in out
+    assert time.monotonic() - started < 30
+    assert tf_json("dlq", "list", "work", url=database_url)["count"] == 0
+    assert tf_json("queues", "info", "work", url=database_url)["depth"]["ready"] == 2000
