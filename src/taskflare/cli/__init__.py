@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
 from ..errors import TaskflareError
 from . import cron, jobs, observe, queues, run  # noqa: F401  (registers the commands)
-from .common import cli
+from .common import Flags, cli
 
 __all__ = ["cli", "main"]
 
@@ -18,5 +19,7 @@ def main() -> None:
     try:
         cli()
     except TaskflareError as exc:
+        if Flags.debug:
+            traceback.print_exc()
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
