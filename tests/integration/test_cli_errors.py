@@ -1,0 +1,221 @@
+"""The `taskflare` executable's contract: help with examples, exit codes 0/1/2, one-line
+errors (tracebacks only with --debug), and one JSON document from every reading command."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from taskflare.cli import cli
+
+from .cli_run import make_dead_letters, ok, one_line_error, tf_many, write_cli_app
+
+
+def _commands() -> dict[tuple[str, ...], Any]:
+    """Every command and group of the CLI, by its path of names."""
+    found: dict[tuple[str, ...], Any] = {}
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        found[path] = command
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+
+    walk(typer.main.get_command(cli), ())
+    return found
+
+
+EXPECTED = {
+    (),
+    ("worker",),
+    ("serve",),
+    ("dev",),
+    ("migrate",),
+    ("queues",),
+    ("queues", "list"),
+    ("queues", "info"),
+    ("queues", "pause"),
+    ("queues", "resume"),
+    ("queues", "purge"),
+    ("send",),
+    ("dlq",),
+    ("dlq", "list"),
+    ("dlq", "reprocess"),
+    ("jobs",),
+    ("jobs", "list"),
+    ("jobs", "show"),
+    ("jobs", "retry"),
+    ("jobs", "cancel"),
+    ("jobs", "enqueue"),
+    ("stats",),
+    ("tail",),
+    ("cron",),
+    ("cron", "list"),
+    ("cron", "trigger"),
+}
+
+
+def test_help_of_every_command_and_group_shows_an_example() -> None:
+    commands = _commands()
+    assert set(commands) == EXPECTED  # a new command gets a line here (and in docs/cli.md)
+    paths = sorted(commands)
+    results = tf_many([[*path, "--help"] for path in paths], url=None)
+    for path, result in zip(paths, results, strict=True):
+        name = " ".join(("taskflare", *path))
+        assert result.returncode == 0, f"{name} --help: {result.stderr}"
+        assert "Example:" in result.stdout, f"{name} --help has no example:\n{result.stdout}"
+        if path and not hasattr(commands[path], "commands"):
+            example = " ".join(result.stdout.split()).split("Example:", 1)[1]
+            assert name in example, f"{name}'s example does not use it: {example}"
+
+
+def test_docs_mention_every_command() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    for path in EXPECTED - {()}:
+        assert f"taskflare {' '.join(path)}" in text, path
+
+
+def test_usage_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    results = tf_many(
+        [
+            ["frobnicate"],
+            ["queues", "list", "--colour"],
+            ["queues", "info"],
+            ["stats", "--interval", "0.01"],
+            ["jobs", "list", "--limit", "0"],
+            ["worker", "x:app", "--processes", "0"],
+        ],
+        url=url,
+    )
+    for result in results:
+        assert result.returncode == 2, (result.args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert "frobnicate" in results[0].stderr
+    assert "--colour" in results[1].stderr
+    assert "Missing argument" in results[2].stderr
+    # Nothing ran: no database was created.
+    assert not (tmp_path / "u.db").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_postgres_is_one_line_naming_the_cause() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
+    results = tf_many(
+        [
+            ["queues", "list", "--database-url", url],
+            ["send", "emails", "{}", "--database-url", url],
+            ["jobs", "show", "some-id", "--database-url", url],
+        ],
+        url=None,
+    )
+    for result in results:
+        line = one_line_error(result)
+        assert "127.0.0.1" in line and "Connection refused" in line, line
+
+
+def test_sqlite_file_that_cannot_be_created_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    unwritable = "sqlite:////proc/taskflare-nope/t.db"  # even root cannot create this
+    below_a_file = f"sqlite:///{blocker}/t.db"
+    results = tf_many(
+        [
+            ["queues", "list", "--database-url", unwritable],
+            ["stats", "--database-url", below_a_file],
+            ["--debug", "queues", "list", "--database-url", unwritable],
+        ],
+        url=None,
+    )
+    line = one_line_error(results[0])
+    assert "cannot open SQLite database '/proc/taskflare-nope/t.db'" in line
+    assert str(blocker) in one_line_error(results[1])
+    assert results[2].returncode == 1
+    assert "Traceback" in results[2].stderr
+
+
+def test_app_that_does_not_import_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("import no_such_dependency_xyz\n")
+    results = tf_many(
+        [
+            ["worker", "no_such_module_xyz:app"],
+            ["cron", "list", f"{broken}:app"],
+            ["jobs", "enqueue", "double", "{}", "--app", "no_such_module_xyz:app"],
+            ["worker", f"{broken}:nope", "--processes", "2"],
+            ["--debug", "cron", "list", f"{broken}:app"],
+        ],
+        url=f"sqlite:///{tmp_path / 't.db'}",
+    )
+    assert "no_such_module_xyz" in one_line_error(results[0])
+    assert "no_such_dependency_xyz" in one_line_error(results[1])
+    assert "no_such_module_xyz" in one_line_error(results[2])
+    assert "broken" in one_line_error(results[3])
+    assert results[4].returncode == 1 and "Traceback" in results[4].stderr
+
+
+def test_unknown_queue_or_job_id_is_one_line_naming_it(database_url: str) -> None:
+    ok("send", "emails", "{}", url=database_url)  # the database exists and has a queue
+    results = tf_many(
+        [
+            ["queues", "info", "nope"],
+            ["queues", "pause", "nope"],
+            ["queues", "resume", "nope"],
+            ["queues", "purge", "nope", "--yes"],
+            ["dlq", "list", "nope"],
+            ["dlq", "reprocess", "nope"],
+            ["jobs", "show", "no-such-job"],
+            ["jobs", "retry", "no-such-job"],
+            ["jobs", "cancel", "no-such-job"],
+        ],
+        url=database_url,
+    )
+    for result in results[:6]:
+        assert "no queue named 'nope'" in one_line_error(result)
+    for result in results[6:]:
+        assert "no job with id 'no-such-job'" in one_line_error(result)
+
+
+def test_every_reading_command_prints_one_json_document(database_url: str, tmp_path: Path) -> None:
+    readers = {
+        path for path, c in _commands().items() if any(p.name == "as_json" for p in c.params)
+    }
+    assert readers == {
+        ("queues", "list"),
+        ("queues", "info"),
+        ("dlq", "list"),
+        ("jobs", "list"),
+        ("jobs", "show"),
+        ("stats",),
+        ("tail",),  # one JSON document a line: see test_cli_observe
+        ("cron", "list"),
+    }
+    spec = write_cli_app(tmp_path)
+    make_dead_letters(database_url, 2)
+    job_id = ok("jobs", "enqueue", "double", '{"n": 1}', "--app", spec, url=database_url).strip()
+    commands = [
+        ["queues", "list"],
+        ["queues", "info", "work"],
+        ["dlq", "list", "work"],
+        ["jobs", "list"],
+        ["jobs", "show", job_id],
+        ["stats", "--interval", "0.2"],
+        ["cron", "list", spec],
+    ]
+    results = tf_many([[*c, "--json"] for c in commands], url=database_url)
+    for command, result in zip(commands, results, strict=True):
+        assert result.returncode == 0, (command, result.stderr)
+        json.loads(result.stdout)  # exactly one document: trailing text would not parse
