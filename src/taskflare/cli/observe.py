@@ -118,7 +118,8 @@ def stats(
 ) -> None:
     """Counts by queue and status, processing rates, oldest pending age.
 
-    Rates are measured over `--interval` seconds from the workers' reports.
+    Rates are measured over `--interval` seconds from the workers' reports. With
+    `--watch --json`, one JSON document a line each interval.
     Example: taskflare stats --watch
     """
     app = state_app(database_url)
@@ -150,8 +151,17 @@ def stats(
                 live.update(stats_view(current, rates(previous, current)))
                 previous = current
 
+    async def follow_json() -> None:
+        """`--watch --json`: one compact document a line, every interval (JSON Lines)."""
+        previous = await snapshot(app)
+        while True:
+            await asyncio.sleep(interval)
+            current = await snapshot(app)
+            typer.echo(orjson.dumps(stats_document(current, rates(previous, current))).decode())
+            previous = current
+
     with contextlib.suppress(KeyboardInterrupt):
-        run(app, follow)
+        run(app, follow_json if as_json else follow)
 
 
 def event_line(event: JobEvent) -> str:
@@ -201,20 +211,53 @@ def tail(
         backend = await app.backend()
         now = time.time()
         cursor = JobEventCursor(now, now, await backend.job_attempt_seq())
+        starts = StartsShown(now)
         while True:
             events = await backend.job_events(cursor, 500)
             for event in events:
                 cursor = _advance(cursor, event)
-                if event_matches(event, queue, type, status):
+                for shown in starts.complete(event):
+                    if not event_matches(shown, queue, type, status):
+                        continue
                     if as_json:
-                        typer.echo(orjson.dumps(_event_dict(event)).decode())
+                        typer.echo(orjson.dumps(_event_dict(shown)).decode())
                     else:
-                        typer.echo(event_line(event))
+                        typer.echo(event_line(shown))
             if not events:
                 await asyncio.sleep(interval)
 
     with contextlib.suppress(KeyboardInterrupt):
         run(app, follow)
+
+
+class StartsShown:
+    """Makes sure every attempt `tail` reports has its `started` line.
+
+    The feed sees a start only while the job is running; an attempt that starts and
+    finishes between two polls would show only its outcome. Its `started` line is then
+    made from the attempt's start time (outcome time minus duration), just before it.
+    """
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self._shown: set[tuple[str, int]] = set()
+
+    def complete(self, event: JobEvent) -> list[JobEvent]:
+        """`event`, preceded by its attempt's missed `started` event if there is one."""
+        key = (event.job_id, event.attempt)
+        if event.kind == "started":
+            self._shown.add(key)
+            return [event]
+        if event.kind == "enqueued" or event.duration is None:
+            return [event]
+        if key in self._shown:
+            self._shown.discard(key)
+            return [event]
+        start = event.at - event.duration
+        if start < self.since:  # it started before this tail did
+            return [event]
+        missed = JobEvent("started", start, event.job_id, event.type, event.queue, event.attempt)
+        return [missed, event]
 
 
 def _advance(cursor: JobEventCursor, event: JobEvent) -> JobEventCursor:
