@@ -94,6 +94,8 @@ def test_tail_prints_the_events_of_jobs_run_by_another_process(
         """A tail starts at 'now': send markers until both tails show one (both are live)."""
         if "marker" in everything.stdout and "marker" in markers.stdout:
             return True
+        for tail in (everything, markers):
+            assert tail.proc.poll() is None, f"tail exited: {tail.stderr}"
         message = NewMessage(uuid7(), "markers", b"{}", "json", type="marker")
 
         async def send() -> None:
@@ -164,7 +166,12 @@ def test_stats_watch_refreshes_in_place_in_a_terminal_and_ctrl_c_ends_it(
         def screen() -> str:
             return _tmux(socket_name, "capture-pane", "-p", "-t", "w")
 
-        wait_for(lambda: "updated" in screen(), 30, "the first stats screen")
+        def first_screen() -> bool:
+            text = screen()
+            assert "exit=" not in text, f"stats --watch exited:\n{text}"
+            return "updated" in text
+
+        wait_for(first_screen, 30, "the first stats screen")
         sent = 0
         for burst in (3, 7):
             sent += len(send_in_process(database_url, "work", [{"i": i} for i in range(burst)]))
@@ -187,7 +194,12 @@ def test_stats_watch_json_prints_one_document_a_line_until_ctrl_c(
     send_in_process(database_url, "work", [{"i": 1}])
     watch = Follower(tmp_path, "stats", "--watch", "--json", "--interval", "0.2", url=database_url)
     followers.append(watch)
-    wait_for(lambda: len(watch.stdout.splitlines()) >= 2, 30, "two samples")
+
+    def two_samples() -> bool:
+        assert watch.proc.poll() is None, f"stats exited: {watch.stderr}"
+        return len(watch.stdout.splitlines()) >= 2
+
+    wait_for(two_samples, 30, "two samples")
     for line in watch.stdout.splitlines()[:2]:
         document = json.loads(line)
         assert document["queues"][0]["depth"]["ready"] == 1
