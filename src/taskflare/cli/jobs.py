@@ -62,7 +62,7 @@ def jobs_list(
         return
     table = Table(title="jobs (newest first)")
     for column in ("id", "type", "queue", "status", "attempts", "created", "error"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
     for job in jobs:
         colour = STATUS_COLOURS.get(job["status"], "white")
         table.add_row(

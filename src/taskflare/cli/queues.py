@@ -221,7 +221,7 @@ def dlq_list(
         return
     table = Table(title=f"dead letters of {queue} (in {dlq})")
     for column in ("id", "from", "created", "body"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
     for m in messages:
         body = json.dumps(m["body"])
         table.add_row(m["id"], m["originQueue"] or "-", m["createdAt"], body[:60])
