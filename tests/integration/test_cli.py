@@ -69,7 +69,7 @@ def test_worker_refuses_a_schema_newer_than_the_code(tmp_path: Path) -> None:
 
 def test_dev_runs_worker_producer_and_summary_then_stops_cleanly(tmp_path: Path) -> None:
     result = subprocess.run(
-        [TASKFLARE, "dev", f"{EXAMPLE}:app", "--duration", "3", "--port", "0"],
+        [TASKFLARE, "dev", f"{EXAMPLE}:app", "--duration", "8", "--port", "0"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
