@@ -53,8 +53,10 @@ from ..base import (
     RescueResult,
     Settlement,
     SettleResult,
+    WorkerReport,
 )
 from ..changes import ChangeSignal
+from .jobs import PostgresJobStore
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -170,7 +172,7 @@ class _LoopResources:
                 conn.pgconn.finish()
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresJobStore):
     """Backend over one schema of a PostgreSQL database."""
 
     def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 5.0) -> None:
@@ -440,6 +442,11 @@ class PostgresBackend:
             "content_types": [m.content_type for m in messages],
             "priorities": [m.priority for m in messages],
             "delays": [float(m.delay_seconds) for m in messages],
+            "types": [m.type for m in messages],
+            "max_attempts": [m.max_attempts for m in messages],
+            "idempotency_keys": [m.idempotency_key for m in messages],
+            "correlation_ids": [m.correlation_id for m in messages],
+            "batch_ids": [m.batch_id for m in messages],
             "channel": self.channel,
         }
         if connection is None:
@@ -449,10 +456,15 @@ class PostgresBackend:
 
             await self._run(run, "enqueue")
         else:
-            await self._enqueue_on(connection, params)
+            await self._on_callers_connection(
+                connection, lambda cur: cur.execute(self._sql["message_enqueue_many"], params)
+            )
         self._changes.bump()
 
-    async def _enqueue_on(self, connection: Any, params: dict[str, Any]) -> None:
+    async def _on_callers_connection(
+        self, connection: Any, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
+    ) -> T:
+        """Run `fn` on a cursor of the caller's connection, inside the caller's transaction."""
         if not isinstance(connection, psycopg.AsyncConnection):
             raise InvalidMessage(
                 "connection= must be a psycopg.AsyncConnection (psycopg 3, async); got "
@@ -462,7 +474,7 @@ class PostgresBackend:
             await self._ensure_schema()
         try:
             async with psycopg.AsyncCursor(connection) as cur:
-                await cur.execute(self._sql["message_enqueue_many"], params)
+                return await fn(cur)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise self._unavailable(exc, "enqueue on the given connection") from exc
 
@@ -483,16 +495,21 @@ class PostgresBackend:
 
         rows = await self._run(run, f"claim from queue {params.queue!r}")
         if rows and rows[0][0] is None:  # nothing claimed: the row describes the queue
-            count, oldest, next_at, paused, now = rows[0][8:]
+            count, oldest, next_at, paused, now = rows[0][11:]
             info = ReadyInfo(int(count), oldest, next_at, bool(paused), float(now))
             self._ready_cache[(params.queue, params.limit)] = (time.monotonic(), info)
             return []
-        claimed = [ClaimedMessage(*row[:8]) for row in rows]
+        claimed = [ClaimedMessage(*row[:11]) for row in rows]
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return claimed
 
     def _settle_params(self, settlement: Settlement) -> dict[str, Any]:
         acks, retries, fails = settlement.acks, settlement.retries, settlement.fails
+        completes, cancels, attempts = (
+            settlement.completes,
+            settlement.cancels,
+            settlement.attempts,
+        )
         return {
             "ack_ids": [a.id for a in acks],
             "ack_leases": [a.lease_id for a in acks],
@@ -505,19 +522,34 @@ class PostgresBackend:
             "fail_errors": [f.error for f in fails],
             "dlq_ids": [f.dlq_message_id if f.dead_letter_queue else None for f in fails],
             "dlq_queues": [f.dead_letter_queue if f.dlq_message_id else None for f in fails],
+            "complete_ids": [c.id for c in completes],
+            "complete_leases": [c.lease_id for c in completes],
+            "complete_results": [c.result or b"null" for c in completes],
+            "cancel_ids": [c.id for c in cancels],
+            "cancel_leases": [c.lease_id for c in cancels],
+            "cancel_reasons": [c.reason for c in cancels],
+            "attempt_jobs": [a.job_id for a in attempts],
+            "attempt_numbers": [a.attempt for a in attempts],
+            "attempt_workers": [a.worker_id for a in attempts],
+            "attempt_starts": [a.started_at for a in attempts],
+            "attempt_ends": [a.finished_at for a in attempts],
+            "attempt_outcomes": [a.outcome for a in attempts],
+            "attempt_errors": [a.error for a in attempts],
+            "attempt_tracebacks": [a.traceback for a in attempts],
             "channel": self.channel,
         }
 
     async def _settle_on(self, conn: Conn, settlement: Settlement) -> SettleResult:
         rows = await self._fetch(conn, "message_settle_many", self._settle_params(settlement))
-        acked, retried, failed, dead_lettered, _ = rows[0]
+        acked, retried, failed, dead_lettered, _, completed, cancelled = rows[0]
         if retried or dead_lettered:
             self._changes.bump()
-        return SettleResult(int(acked), int(retried), int(failed))
+        return SettleResult(int(acked), int(retried), int(failed), int(completed), int(cancelled))
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
-        """Apply acks, retries and failures (with dead-lettering) in one statement."""
-        if not (settlement.acks or settlement.retries or settlement.fails):
+        """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""
+        s = settlement
+        if not (s.acks or s.retries or s.fails or s.completes or s.cancels or s.attempts):
             return SettleResult()
 
         async def run(conn: Conn) -> SettleResult:
@@ -579,8 +611,9 @@ class PostgresBackend:
 
         async def run(conn: Conn) -> RescueResult:
             async with conn.transaction():
-                requeued = int((await self._fetch(conn, "lease_rescue_requeue", args))[0][0])
-                exhausted = await self._fetch(conn, "lease_rescue_exhausted", args)
+                rows = await self._fetch(conn, "lease_rescue_expired", args)
+                requeued = sum(int(row[2]) for row in rows if row[0] is None)
+                exhausted = [row for row in rows if row[0] is not None]
                 failed = 0
                 if exhausted:
                     from ...ids import uuid7
@@ -651,12 +684,50 @@ class PostgresBackend:
             return await self._fetch(conn, "queue_counts", {"queue": queue})
 
         result: dict[str, QueueCounts] = {}
-        for name, paused, state, count, oldest in await self._run(run, "count messages"):
+        rows = await self._run(run, "count messages")
+        for name, paused, state, count, oldest, settings in rows:
             entry = result.get(name)
             if entry is None:
-                entry = result[name] = QueueCounts(name=name, paused=bool(paused))
+                entry = result[name] = QueueCounts(
+                    name=name, paused=bool(paused), settings_json=settings
+                )
             if state is not None:
                 entry.by_state[state] = int(count)
             if oldest is not None:
-                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest)
+                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest, settings)
         return list(result.values())
+
+    # -- administration -----------------------------------------------------------------
+
+    async def queue_purge(self, queue: str) -> int:
+        """Delete unfinished messages of a queue (delayed ones too)."""
+        return await self._rowcount("queue_purge", {"queue": queue}, f"purge queue {queue!r}")
+
+    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
+        """Jobs back as themselves, plain messages moved back, in one statement (NOTIFY)."""
+        params = {
+            "dlq": dlq,
+            "ids": None if ids is None else list(ids),
+            "channel": self.channel,
+        }
+        rows = await self._rows("dead_letter_reprocess", params, f"reprocess {dlq!r}")
+        count = int(rows[0][0])
+        if count:
+            self._changes.bump()
+        return count
+
+    async def worker_report(self, report: WorkerReport) -> None:
+        """Upsert this worker's row (`last_seen` from the server's clock)."""
+        params = {
+            "id": report.id,
+            "hostname": report.hostname,
+            "pid": report.pid,
+            "started_at": float(report.started_at),
+            "stats": report.stats_json,
+        }
+        await self._rowcount("worker_report", params, "report worker stats")
+
+    async def worker_list(self, since: float) -> list[WorkerReport]:
+        """Workers seen since `since`."""
+        rows = await self._rows("worker_list", {"since": float(since)}, "list workers")
+        return [WorkerReport(*row) for row in rows]
