@@ -446,8 +446,14 @@ class Backend(Protocol):
     async def job_counts(self, queue: str | None = None, type: str | None = None) -> list[JobCount]:
         """Jobs counted by queue, type and state."""
 
-    async def job_enqueue(self, message: NewMessage, idempotency_ttl: float) -> EnqueueResult:
-        """Store one job; with an idempotency key, an unexpired earlier job wins."""
+    async def job_enqueue(
+        self, message: NewMessage, idempotency_ttl: float, connection: Any | None = None
+    ) -> EnqueueResult:
+        """Store one job; with an idempotency key, an unexpired earlier job wins.
+
+        `connection`: as for `message_enqueue_many`, the job is written inside the
+        caller's own transaction; a backend that cannot do that raises `InvalidMessage`.
+        """
 
     async def job_attempt_seq(self) -> int:
         """The sequence number of the latest attempt row (where a live feed starts)."""

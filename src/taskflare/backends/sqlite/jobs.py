@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ...errors import InvalidMessage
 from ..base import (
     AttemptRecord,
     CronTick,
@@ -39,9 +40,19 @@ class SQLiteJobStore:
     async def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
         raise NotImplementedError
 
-    async def job_enqueue(self, message: NewMessage, idempotency_ttl: float) -> EnqueueResult:
+    url_for_logs: str
+
+    async def job_enqueue(
+        self, message: NewMessage, idempotency_ttl: float, connection: Any | None = None
+    ) -> EnqueueResult:
         """Insert one job; an unexpired job holding the same (type, key) wins instead."""
         from .backend import insert_params
+
+        if connection is not None:
+            raise InvalidMessage(
+                "connection= (enqueue inside your own transaction) needs the PostgreSQL "
+                f"backend; {self.url_for_logs} is SQLite, so nothing was enqueued"
+            )
 
         def run(conn: sqlite3.Connection) -> EnqueueResult:
             now = time.time()
