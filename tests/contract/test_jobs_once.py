@@ -54,8 +54,9 @@ async def test_once_returns_the_stored_result_to_later_jobs(app: App) -> None:
     first = await app.enqueue("receipt", 1)
     second = await app.enqueue("receipt", 2)
     await drain(app)
-    assert (await job_of(app, first.id)).result == ["receipt-1", False]
-    assert (await job_of(app, second.id)).result == ["receipt-1", True]
+    # The two jobs run concurrently in one batch: either may be the one that runs it.
+    results = [(await job_of(app, job.id)).result for job in (first, second)]
+    assert sorted(results) == [["receipt-1", False], ["receipt-1", True]]
     assert runs == [1]
 
 
