@@ -73,8 +73,18 @@ class PrivatePostgres:
             "-c max_connections=200"
         )
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30",
-            action, *extra,
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "30",
+            action,
+            *extra,
         )
 
     def start(self) -> None:
