@@ -37,6 +37,8 @@ import taskflare
 from taskflare import App
 
 QUEUE = "bench"
+JOB_QUEUE = "bench-jobs"
+JOB_TYPE = "bench-noop"
 BODY = {"user": 42, "action": "noop", "payload": "x" * 64}
 
 
@@ -53,10 +55,12 @@ class Sizes:
     pickups: int = 200
     floor_batch100: int = 20_000
     floor_batch1: int = 5_000
+    job_drain: int = 20_000
+    delayed_jobs: int = 100
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(1_000, 5_000, 5_000, 50, 5_000, 1_000)
+        return cls(1_000, 5_000, 5_000, 50, 5_000, 1_000, 5_000, 30)
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -249,6 +253,20 @@ _sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if _udp else None
 _seen = [0]
 
 
+@app.job("bench-noop", queue="{job_queue}")
+async def bench_noop(payload):
+    started = time.time()
+    if _marker:
+        if _seen[0] == 0:
+            with open(_marker + ".first", "w") as f:
+                f.write(repr(started))
+        _seen[0] += 1
+        if _seen[0] >= _expect:
+            open(_marker + ".handled", "w").close()
+    if _sock is not None and "due" in payload:
+        _sock.sendto(repr(started - payload["due"]).encode(), ("127.0.0.1", int(_udp)))
+
+
 @queue.consumer
 async def handle(batch):
     started = time.time()
@@ -271,7 +289,9 @@ class WorkerProcess:
 
     def __init__(self, tmp: Path, url: str, batch_size: int, env: dict[str, str]) -> None:
         (tmp / "bench_app.py").write_text(
-            textwrap.dedent(WORKER_APP.format(queue=QUEUE, batch_size=batch_size))
+            textwrap.dedent(
+                WORKER_APP.format(queue=QUEUE, batch_size=batch_size, job_queue=JOB_QUEUE)
+            )
         )
         self.env = {
             **os.environ,
@@ -427,6 +447,78 @@ async def measure_pickup(tmp: Path, url: str, n: int) -> dict[str, float]:
     return {"pickup_p50": percentile(latencies, 50), "pickup_p95": percentile(latencies, 95)}
 
 
+def _job_app(url: str) -> App:
+    """A producer-side app that knows the benchmark's job type (for validation only)."""
+    app = App(url)
+
+    @app.job(JOB_TYPE, queue=JOB_QUEUE)
+    async def bench_noop(payload: dict[str, float]) -> None:  # run by the worker process
+        return None
+
+    return app
+
+
+async def measure_job_drain(tmp: Path, url: str, n: int) -> dict[str, float]:
+    """Pre-enqueue n no-op jobs, start one worker process, time until all are completed."""
+    app = _job_app(url)
+    marker = tmp / "jobs"
+    handled = tmp / "jobs.handled"
+    deadline = time.monotonic() + max(120.0, n / 100)
+    try:
+        await app.enqueue_many(JOB_TYPE, [{}] * n, chunk_size=1000)
+        backend = await app.backend()
+        with WorkerProcess(
+            tmp, url, 100, {"BENCH_MARKER": str(marker), "BENCH_EXPECT": str(n)}
+        ) as worker:
+            left = n
+            while left:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job drain: {left} of {n} jobs left at the deadline")
+                worker.check_alive()
+                if not handled.exists():
+                    await asyncio.sleep(0.01)
+                    continue
+                counts = await backend.job_counts(JOB_QUEUE, JOB_TYPE)
+                left = sum(c.count for c in counts if c.state in ("ready", "leased"))
+                if left:
+                    await asyncio.sleep(0.002)
+            done = time.time()
+        first = float((tmp / "jobs.first").read_text())
+    finally:
+        await app.close()
+    return {"job_drain": n / (done - first)}
+
+
+async def measure_delayed(tmp: Path, url: str, n: int) -> dict[str, float]:
+    """n jobs due 0.5-3 s from now, an idle worker: how late each one starts (never early)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = _job_app(url)
+    rng = random.Random(11)
+    lateness: list[float] = []
+    try:
+        with WorkerProcess(tmp, url, 10, {"BENCH_UDP_PORT": str(port)}) as worker:
+            await app.enqueue(JOB_TYPE, {"due": time.time()})  # wait until the worker is up
+            sock.settimeout(60)
+            sock.recv(64)
+            for _ in range(n):
+                delay = rng.uniform(0.5, 3.0)
+                await app.enqueue(JOB_TYPE, {"due": time.time() + delay}, delay_seconds=delay)
+            sock.settimeout(15)
+            for _ in range(n):
+                worker.check_alive()
+                lateness.append(float(await asyncio.to_thread(sock.recv, 64)) * 1000)
+    finally:
+        sock.close()
+        await app.close()
+    return {
+        "delayed_p50": percentile(lateness, 50),
+        "delayed_p95": percentile(lateness, 95),
+        "delayed_min": min(lateness),
+    }
+
+
 async def measure_all(backend: BenchBackend, variant: str, sizes: Sizes) -> dict[str, float]:
     figures: dict[str, float] = {}
     with fresh_dir() as tmp:
@@ -450,6 +542,14 @@ async def measure_all(backend: BenchBackend, variant: str, sizes: Sizes) -> dict
         figures.update(await measure_drain(tmp, url, sizes.drain_messages))
     with fresh_dir() as tmp:
         figures.update(await measure_pickup(tmp, backend.make_url(tmp, variant), sizes.pickups))
+    with fresh_dir() as tmp:
+        figures.update(
+            await measure_job_drain(tmp, backend.make_url(tmp, variant), sizes.job_drain)
+        )
+    with fresh_dir() as tmp:
+        figures.update(
+            await measure_delayed(tmp, backend.make_url(tmp, variant), sizes.delayed_jobs)
+        )
     figures["drain_over_floor"] = figures["drain"] / figures["floor100_claim_ack"]
     if "bare100_claim_ack" in figures:
         figures["drain_over_bare"] = figures["drain"] / figures["bare100_claim_ack"]
@@ -469,6 +569,10 @@ ROWS: list[tuple[str, str, str]] = [
     ("drain", "drain, 1 worker process, msgs/s (first delivery → last ack)", ",.0f"),
     ("drain_startup", "drain incl. worker startup, msgs/s", ",.0f"),
     ("drain_cpu_us", "drain: worker CPU (all threads) per message, µs", ".1f"),
+    ("job_drain", "job drain: no-op jobs, 1 worker process, jobs/s", ",.0f"),
+    ("delayed_p50", "delayed job start after its run_at, p50, ms (idle worker)", ".1f"),
+    ("delayed_p95", "delayed job start after its run_at, p95, ms", ".1f"),
+    ("delayed_min", "delayed job start after its run_at, minimum, ms (never < 0)", ".1f"),
     ("pickup_p50", "pickup latency to an idle worker p50, ms", ".1f"),
     ("pickup_p95", "pickup latency to an idle worker p95, ms", ".1f"),
     ("floor100_insert", "floor: insert, batches of 100, msgs/s", ",.0f"),

@@ -15,6 +15,8 @@ from pydantic import BaseModel
 TOKEN_ENV = "TASKFLARE_API_TOKEN"
 READ_TOKEN_ENV = "TASKFLARE_API_READ_TOKEN"
 DEFAULT_BODY_LIMIT = 1024 * 1024
+# A refused body up to this size is read and dropped before answering 413.
+DISCARD_LIMIT = 32 * 1024 * 1024
 
 
 class ErrorBody(BaseModel):
@@ -107,6 +109,10 @@ class BodyLimit:
             ] + [(b"content-type", b"application/json")]
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            # Refuse without parsing; read (and drop) a moderately sized body first so the
+            # client, still sending, gets the answer instead of a reset connection.
+            if int(declared) <= DISCARD_LIMIT:
+                await _discard(receive)
             await _too_large(send, limit)
             return
         received = 0
@@ -142,13 +148,24 @@ def _too_large_message(limit: int) -> str:
     return f"request body is larger than the limit of {limit:_} bytes"
 
 
+async def _discard(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
 async def _too_large(send: Send, limit: int) -> None:
     body = error_body(_too_large_message(limit), "too_large")
     await send(
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
