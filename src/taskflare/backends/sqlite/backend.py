@@ -78,6 +78,7 @@ class SQLiteBackend(SQLiteJobStore):
         self._closed = False
         self._changes = ChangeSignal()
         self._data_version: int | None = None
+        self._idle_queues: set[str] = set()
         self._poll_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------
@@ -269,7 +270,13 @@ class SQLiteBackend(SQLiteJobStore):
         self._changes.bump()
 
     async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
-        """Lease one batch in a single UPDATE ... RETURNING."""
+        """Lease one batch in a single UPDATE ... RETURNING.
+
+        A queue whose last claim came back empty is first looked at with a read (no
+        lock): idle workers woken by other processes' writes then do not queue up for
+        the write lock just to find nothing, which kept producers waiting. While a
+        queue has work, claims go straight to the one UPDATE.
+        """
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -284,7 +291,16 @@ class SQLiteBackend(SQLiteJobStore):
             args["now"] = time.time()
             return conn.execute(SQL["message_claim_many"], args).fetchall()
 
+        if params.queue in self._idle_queues:
+            check = {k: args[k] for k in ("queue", "limit", "min_count", "max_wait")}
+            check["now"] = time.time()
+            if not (await self._query(SQL["message_claim_precheck"], check))[0][0]:
+                return []
         rows = await self._transaction(run)
+        if rows:
+            self._idle_queues.discard(params.queue)
+        else:
+            self._idle_queues.add(params.queue)
         claimed = [ClaimedMessage(*row) for row in rows]
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return claimed

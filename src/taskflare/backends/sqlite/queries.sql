@@ -31,6 +31,19 @@ WHERE id IN (SELECT id FROM candidates)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
           type, max_attempts, correlation_id;
 
+-- name: message_claim_precheck
+-- The claim's condition, read without taking the write lock.
+WITH candidates AS (
+    SELECT available_at
+    FROM messages
+    WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+    ORDER BY priority DESC, available_at, id
+    LIMIT :limit
+)
+SELECT ((SELECT count(*) FROM candidates) >= :min_count
+        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
+       AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1);
+
 -- name: message_ack_many
 DELETE FROM messages
 WHERE state = 'leased'
