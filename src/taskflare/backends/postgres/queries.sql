@@ -46,6 +46,11 @@ WITH candidates AS MATERIALIZED (
     ORDER BY priority DESC, available_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), async_commit AS MATERIALIZED (
+    -- A claim need not wait for its WAL flush: if the server crashes before it is
+    -- durable, its messages are simply ready again and delivered again (at least once).
+    -- Sends, outcomes and everything else keep synchronous_commit as configured.
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
 ), claimed AS (
     UPDATE {schema}.messages AS m
     SET state = 'leased',
@@ -57,6 +62,7 @@ WITH candidates AS MATERIALIZED (
     -- = ANY(ARRAY(...)): an index lookup per candidate; `IN (SELECT ... FROM a CTE)`
     -- gets no row estimate and is planned as a hash join over the whole table.
     WHERE m.id = ANY(ARRAY(SELECT id FROM candidates))
+      AND (SELECT setting FROM async_commit) = 'off'
       AND ((SELECT count(*) FROM candidates) >= %(min_count)s
            OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
