@@ -20,6 +20,7 @@ from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
 from ..views import queue_dict
 from .common import DatabaseOpt, JsonOpt, cli, print_json, run, state_app
+from .queues import queue_table
 
 WORKER_ALIVE_SECONDS = 30.0
 
@@ -69,20 +70,7 @@ def stats_document(snap: Snapshot, per_second: dict[str, float]) -> dict[str, An
 
 def stats_view(snap: Snapshot, per_second: dict[str, float]) -> Group:
     """Tables for the terminal."""
-    queues = Table(title=f"queues ({snap.workers} workers alive)")
-    for column in ("queue", "ready", "leased", "failed", "oldest pending", "acks/s", "paused"):
-        queues.add_column(column, justify="left" if column == "queue" else "right")
-    for q in snap.queues:
-        age = q["oldestPendingAgeSeconds"]
-        queues.add_row(
-            q["name"],
-            str(q["depth"].get("ready", 0)),
-            str(q["depth"].get("leased", 0)),
-            str(q["depth"].get("failed", 0)),
-            "-" if age is None else f"{age:.1f}s",
-            f"{per_second.get(q['name'], 0.0):.1f}",
-            "[yellow]yes[/]" if q["paused"] else "no",
-        )
+    queues = queue_table(snap.queues, f"queues ({snap.workers} workers alive)", per_second)
     jobs = Table(title="jobs")
     columns = ("", "total", *[s.value for s in JobStatus], "completion", "failure")
     for column in columns:

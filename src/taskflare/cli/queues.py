@@ -49,20 +49,29 @@ async def _dead_letter_queue(app: App, name: str) -> str:
     return str(dlq) if dlq else name
 
 
-def _queue_table(queues: list[dict[str, Any]]) -> Table:
-    table = Table(title="queues")
-    for column in ("queue", "ready", "leased", "failed", "oldest pending", "paused"):
+def queue_table(
+    queues: list[dict[str, Any]],
+    title: str = "queues",
+    per_second: dict[str, float] | None = None,
+) -> Table:
+    """Queues as a terminal table (with an acks/s column when rates are given)."""
+    table = Table(title=title)
+    columns = ["queue", "ready", "leased", "failed", "oldest pending", "paused"]
+    if per_second is not None:
+        columns.insert(5, "acks/s")
+    for column in columns:
         table.add_column(column, justify="left" if column == "queue" else "right")
     for q in queues:
         age = q["oldestPendingAgeSeconds"]
-        table.add_row(
+        cells = [
             q["name"],
-            str(q["depth"].get("ready", 0)),
-            str(q["depth"].get("leased", 0)),
-            str(q["depth"].get("failed", 0)),
+            *(str(q["depth"].get(state, 0)) for state in ("ready", "leased", "failed")),
             "-" if age is None else f"{age:.1f}s",
             "[yellow]paused[/]" if q["paused"] else "no",
-        )
+        ]
+        if per_second is not None:
+            cells.insert(5, f"{per_second.get(q['name'], 0.0):.1f}")
+        table.add_row(*cells)
     return table
 
 
@@ -78,7 +87,7 @@ def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
     if as_json:
         print_json({"count": len(queues), "queues": queues})
     else:
-        Console().print(_queue_table(queues))
+        Console().print(queue_table(queues))
 
 
 @queues_cli.command("info")
@@ -93,7 +102,7 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
     if as_json:
         print_json(queue)
         return
-    Console().print(_queue_table([queue]))
+    Console().print(queue_table([queue]))
     if queue["settings"]:
         for key, value in queue["settings"].items():
             typer.echo(f"  {key}: {value}")
