@@ -48,7 +48,6 @@ class App(JobsAPI):
         self._backend: Backend | None = None
         self._declared: set[str] = set()
         self._lock = threading.Lock()
-        self._declare_lock: asyncio.Lock | None = None
         self._portal = Portal()
 
     def __repr__(self) -> str:

@@ -399,7 +399,7 @@ class Worker:
             queue_slots.release()
 
     def _start(self, queue: Queue, claimed: list[ClaimedMessage]) -> None:
-        task = asyncio.create_task(self._run_batch(queue, claimed, claimed[0].lease_id))
+        task = asyncio.create_task(self._run_batch(queue, claimed))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -415,7 +415,7 @@ class Worker:
 
     # -- running ------------------------------------------------------------------------
 
-    async def _run_batch(self, queue: Queue, claimed: list[ClaimedMessage], lease_id: str) -> None:
+    async def _run_batch(self, queue: Queue, claimed: list[ClaimedMessage]) -> None:
         try:
             report = await self._execute(queue, claimed)
         except _CancelledWithReport as cancelled:
