@@ -4,14 +4,21 @@ Standard five fields (minute hour day-of-month month day-of-week) with an option
 leading seconds field; `*`, lists (`1,15`), ranges (`1-5`), steps (`*/15`, `10-50/10`),
 month names (`jan`..`dec`) and day names (`sun`..`sat`, 0 or 7 = Sunday). As in Vixie
 cron, when both day-of-month and day-of-week are restricted a day matching either one
-fires. Times are computed in the trigger's time zone and returned in UTC; a wall-clock
-time that does not exist (spring forward) is skipped, an ambiguous one (fall back) fires
-once, at its first occurrence.
+fires. Times are computed in the trigger's time zone and returned in UTC.
+
+Daylight saving follows Vixie cron (`man 8 cron`). A schedule whose hour field covers all
+24 hours runs every hour or more often and follows the real clock: when clocks fall back
+it fires in both passes of the repeated hour, and wall-clock times skipped when clocks
+jump forward do not exist for it (no catch-up run). Any other schedule runs once per
+wall-clock time: a repeated time fires at its first occurrence only, and a skipped time
+fires once at the first real moment after the jump (several skipped times landing on that
+moment fire once there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,6 +123,48 @@ def _check_days_exist(expression: str, days: frozenset[int], months: frozenset[i
         )
 
 
+SEARCH_DAYS = 366 * 8  # long enough for 29 February; an expression with no match in it never fires
+ALL_HOURS = frozenset(range(24))
+# Longer than any UTC-offset change in the tz database (at most a day, at the date line)
+# and shorter than the time between two changes of one zone.
+FAR = timedelta(days=2)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_SECOND = timedelta(seconds=1)
+
+
+def _first_above(values: Sequence[int], value: int) -> int | None:
+    index = bisect_right(values, value)
+    return values[index] if index < len(values) else None
+
+
+def _offset(moment: datetime, zone: ZoneInfo) -> timedelta:
+    return moment.astimezone(zone).utcoffset() or timedelta(0)
+
+
+def _offset_change(low: datetime, high: datetime, zone: ZoneInfo) -> datetime:
+    """The first whole second in (low, high] whose UTC offset differs from low's (high's does)."""
+    before = _offset(low, zone)
+    lo, hi = (low - EPOCH) // ONE_SECOND, -((EPOCH - high) // ONE_SECOND)  # floor, ceiling
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        if _offset(EPOCH + middle * ONE_SECOND, zone) == before:
+            lo = middle
+        else:
+            hi = middle
+    return EPOCH + hi * ONE_SECOND
+
+
+def _first_moment(wall: datetime, zone: ZoneInfo) -> datetime:
+    """When the clock first shows `wall` (naive), or the jump's moment if clocks skip it."""
+    moments = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
+    real = [m for m in moments if m.astimezone(zone).replace(tzinfo=None) == wall]
+    if real:
+        return min(real)
+    # In a gap, fold 1 reads `wall` with the offset after the jump (an earlier moment) and
+    # fold 0 with the one before: the jump lies between them.
+    return _offset_change(min(moments), max(moments), zone)
+
+
 @dataclass(frozen=True, slots=True)
 class CronSchedule:
     """A parsed cron expression in a time zone."""
@@ -176,43 +225,76 @@ class CronSchedule:
             return in_days or in_weekdays
         return in_days and in_weekdays
 
-    def _local_times(self, floor: datetime) -> Iterator[datetime]:
-        """Candidate wall-clock times in order, from `floor` (local, aware) on."""
-        zone = ZoneInfo(self.tz)
-        seconds = sorted(self.seconds)
-        minutes = sorted(self.minutes)
-        hours = sorted(self.hours)
-        first = floor.date()
-        low = (floor.hour, floor.minute, floor.second)
-        for offset in range(366 * 8):
+    def _time_after(self, after: time | None) -> time | None:
+        """The first matching time of day strictly after `after` (`None`: from midnight)."""
+        hours, minutes, seconds = sorted(self.hours), sorted(self.minutes), sorted(self.seconds)
+        if after is None:
+            return time(hours[0], minutes[0], seconds[0])
+        hour, minute = after.hour, after.minute
+        if hour in self.hours and minute in self.minutes:
+            second = _first_above(seconds, after.second)
+            if second is not None:
+                return time(hour, minute, second)
+        if hour in self.hours:
+            later_minute = _first_above(minutes, minute)
+            if later_minute is not None:
+                return time(hour, later_minute, seconds[0])
+        later_hour = _first_above(hours, hour)
+        if later_hour is not None:
+            return time(later_hour, minutes[0], seconds[0])
+        return None
+
+    def _next_wall(self, after: datetime) -> datetime:
+        """The first matching wall-clock time (naive) strictly after `after` (naive)."""
+        first = after.date()
+        for offset in range(SEARCH_DAYS):
             day = first + timedelta(days=offset)
             if not self._day_matches(day):
                 continue
-            for hour in hours:
-                if offset == 0 and hour < low[0]:
-                    continue
-                for minute in minutes:
-                    if offset == 0 and (hour, minute) < low[:2]:
-                        continue
-                    for second in seconds:
-                        if offset == 0 and (hour, minute, second) < low:
-                            continue
-                        yield datetime.combine(day, time(hour, minute, second), tzinfo=zone)
+            found = self._time_after(after.time() if offset == 0 else None)
+            if found is not None:
+                return datetime.combine(day, found)
+        raise InvalidCronExpression(f"cron {self.expression!r} never fires")
+
+    def _follows_real_clock(self) -> bool:
+        """Hourly or more often: Vixie cron runs these on the real clock through DST changes."""
+        return self.hours == ALL_HOURS
+
+    def _next_on_real_clock(self, after: datetime, zone: ZoneInfo) -> datetime:
+        """The first moment after `after` whose wall-clock time in `zone` matches."""
+        start, inclusive = after, False
+        while True:
+            # Between two offset changes the wall clock is UTC plus a constant: search there.
+            offset = _offset(start, zone)
+            wall = (start + offset).replace(tzinfo=None)
+            if inclusive:
+                wall -= timedelta(microseconds=1)
+            candidate = (self._next_wall(wall) - offset).replace(tzinfo=UTC)
+            probe = min(candidate, start + FAR)
+            if _offset(probe, zone) != offset:
+                start, inclusive = _offset_change(start, probe, zone), True
+            elif candidate == probe:
+                return candidate
+            else:
+                # Nothing matches for days; offsets never differ by FAR, so skip to near it.
+                start, inclusive = max(probe, candidate - FAR), False
+
+    def _next_on_wall_clock(self, after: datetime, zone: ZoneInfo) -> datetime:
+        """The first moment after `after` at which a matching wall-clock time comes due."""
+        wall = after.astimezone(zone).replace(tzinfo=None)
+        while True:
+            wall = self._next_wall(wall)
+            moment = _first_moment(wall, zone)
+            if moment > after:  # not yet passed, e.g. in the second pass of a repeated hour
+                return moment
 
     def next_after(self, after: datetime) -> datetime:
         """The first fire time strictly after `after` (aware), in UTC."""
         zone = ZoneInfo(self.tz)
-        # Outside UTC, starting an hour early covers a fall-back repeat of the wall clock.
-        back = timedelta(0) if self.tz in ("UTC", "Etc/UTC") else timedelta(hours=1)
-        for local in self._local_times((after - back).astimezone(zone)):
-            if local.fold:
-                continue
-            as_utc = local.astimezone(UTC)
-            if as_utc.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
-                continue  # does not exist on this day (clocks jumped forward past it)
-            if as_utc > after:
-                return as_utc
-        raise InvalidCronExpression(f"cron {self.expression!r} never fires")
+        after = after.astimezone(UTC)
+        if self._follows_real_clock():
+            return self._next_on_real_clock(after, zone)
+        return self._next_on_wall_clock(after, zone)
 
     def upcoming(self, after: datetime, count: int) -> list[datetime]:
         """The next `count` fire times after `after`."""

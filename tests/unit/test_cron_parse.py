@@ -128,13 +128,14 @@ def test_time_zone_wall_clock_is_returned_in_utc() -> None:
     ]
 
 
-def test_spring_forward_skips_the_missing_wall_clock_time() -> None:
-    # New York, 2024-03-10: 02:00 jumps to 03:00, so 02:30 does not exist that day.
+def test_spring_forward_runs_a_skipped_fixed_time_right_after_the_jump() -> None:
+    # New York, 2024-03-10: 02:00 jumps to 03:00, so 02:30 does not exist that day; as in
+    # cron, a fixed-time schedule then runs at the first moment after the jump.
     after = datetime(2024, 3, 9, tzinfo=UTC)
     assert fires("30 2 * * *", after, 3, "America/New_York") == [
         "2024-03-09T07:30:00+00:00",  # 02:30 EST
-        "2024-03-11T06:30:00+00:00",  # 02:30 EDT (the 10th has none)
-        "2024-03-12T06:30:00+00:00",
+        "2024-03-10T07:00:00+00:00",  # 03:00 EDT, the first moment after the jump
+        "2024-03-11T06:30:00+00:00",  # 02:30 EDT
     ]
 
 
@@ -148,14 +149,23 @@ def test_fall_back_fires_an_ambiguous_time_once_at_its_first_occurrence() -> Non
     ]
 
 
-def test_fall_back_day_has_each_daily_tick_once() -> None:
-    schedule = CronSchedule.parse("*/30 * * * *", "America/New_York")
+def test_fall_back_day_runs_a_fixed_hour_schedule_once_per_wall_time() -> None:
+    schedule = CronSchedule.parse("*/30 0-3 * * *", "America/New_York")
     zone = ZoneInfo("America/New_York")
     start = datetime(2024, 11, 3, 0, 0, tzinfo=zone).astimezone(UTC)
     ticks = schedule.between(start, start + timedelta(hours=25), 1000)
     walls = [t.astimezone(zone).strftime("%H:%M") for t in ticks]
     assert len(walls) == len(set(walls))  # no wall-clock time twice
     assert ticks == sorted(set(ticks))
+
+
+def test_fall_back_day_an_every_half_hour_schedule_keeps_its_real_interval() -> None:
+    schedule = CronSchedule.parse("*/30 * * * *", "America/New_York")
+    zone = ZoneInfo("America/New_York")
+    start = datetime(2024, 11, 3, 0, 0, tzinfo=zone).astimezone(UTC)
+    ticks = schedule.between(start, start + timedelta(hours=25), 1000)
+    gaps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
+    assert gaps == {timedelta(minutes=30)}  # through the repeated hour, no gap
 
 
 # -- errors name the field --------------------------------------------------------------
@@ -291,4 +301,10 @@ def test_next_after_in_a_time_zone_is_strictly_after_and_matches_local_fields(
     schedule = CronSchedule.parse(expression, tz)
     nxt = schedule.next_after(after)
     assert nxt > after
-    assert _matches(schedule, nxt.astimezone(ZoneInfo(tz)))
+    zone = ZoneInfo(tz)
+    local = nxt.astimezone(zone)
+    # A fixed time skipped by a spring-forward jump runs at the first moment after it,
+    # whose wall clock does not match the fields: the moment just before is the jump.
+    just_before = (nxt - timedelta(microseconds=1)).astimezone(zone)
+    jumped = just_before.utcoffset() != local.utcoffset()
+    assert jumped or _matches(schedule, local)
