@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -164,7 +165,7 @@ def test_fall_back_day_an_every_half_hour_schedule_keeps_its_real_interval() -> 
     zone = ZoneInfo("America/New_York")
     start = datetime(2024, 11, 3, 0, 0, tzinfo=zone).astimezone(UTC)
     ticks = schedule.between(start, start + timedelta(hours=25), 1000)
-    gaps = {b - a for a, b in zip(ticks, ticks[1:], strict=False)}
+    gaps = {b - a for a, b in itertools.pairwise(ticks)}
     assert gaps == {timedelta(minutes=30)}  # through the repeated hour, no gap
 
 
