@@ -3,6 +3,8 @@ with `wait_until` and with a job, a webhook that enqueues, seed 001's daily clea
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import signal
 import sqlite3
@@ -118,7 +120,10 @@ async def test_webhook_enqueues_a_job_once_per_event(example_env: dict[str, str]
 
     def post(event: dict[str, Any], signature: str | None = None) -> Any:
         raw = json.dumps(event).encode()
-        headers = {"x-signature": signature or module.sign(raw)}
+        t = int(time.time())  # Stripe's recipe: HMAC-SHA256 of "<t>.<raw body>", in hex
+        secret = example_env["WEBHOOK_SECRET"].encode()
+        digest = hmac.new(secret, f"{t}.".encode() + raw, hashlib.sha256).hexdigest()
+        headers = {"Stripe-Signature": f"t={t},v1={signature or digest}"}
         return client.post("/webhooks/payments", content=raw, headers=headers)
 
     try:
@@ -127,10 +132,12 @@ async def test_webhook_enqueues_a_job_once_per_event(example_env: dict[str, str]
             first = await post(event)
             assert first.status_code == 200
             assert first.json()["received"] is True and first.json()["duplicate"] is False
+            assert first.json()["eventId"] == "evt_1"
             again = await post(event)  # the sender redelivers the same event
             assert again.json() == {**first.json(), "duplicate": True}
             forged = await post({**event, "id": "evt_2"}, signature="0" * 64)
             assert forged.status_code == 401
+            assert forged.json()["code"] == "bad_signature"
             negative = await post({"id": "evt_3", "type": "refund", "amount": -5})
             assert negative.status_code == 200
 
@@ -138,9 +145,9 @@ async def test_webhook_enqueues_a_job_once_per_event(example_env: dict[str, str]
         with sqlite3.connect(example_env["LEDGER_DB"]) as db:
             rows = db.execute("SELECT event_id, type, amount_cents FROM payments").fetchall()
         assert rows == [("evt_1", "payment.succeeded", 1250)]
-        done = await app.get_job(first.json()["job"])
+        done = await app.get_job(first.json()["jobId"])
         assert done is not None and done.status is JobStatus.COMPLETED
-        failed = await app.get_job(negative.json()["job"])
+        failed = await app.get_job(negative.json()["jobId"])
         assert failed is not None and failed.status is JobStatus.FAILED
         assert failed.attempts == 1  # PermanentError: not retried
     finally:
