@@ -42,7 +42,7 @@ class ChatStore:
 
 
 async def generate_title_from_message(message: str) -> str:
-    """Stand-in for the AI call (1-5 s in the seed): the first words, capitalised."""
+    """Stand-in for the AI call (a real one takes 1-5 s): the first words, capitalised."""
     await asyncio.sleep(float(os.environ.get("TITLE_DELAY", "1.0")))
     if not message.strip():
         raise ValueError("cannot title an empty message")

@@ -1,4 +1,5 @@
-"""Seed 000's chat-title generation with `wait_until`: best effort, no worker needed.
+"""A chat app names each new thread after its first message, with `wait_until`: best
+effort, no worker needed.
 
 Creating a thread answers at once with the placeholder title "New chat"; the AI title is
 generated after the response has been sent, in the web server's own process. If the AI

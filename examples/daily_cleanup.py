@@ -1,5 +1,5 @@
-"""Seed 001's daily cleanup as a cron trigger: expired sessions and 30-day-old activity
-logs are deleted every night at midnight UTC.
+"""A nightly cleanup as a cron trigger: expired sessions and 30-day-old activity logs are
+deleted every night at midnight UTC.
 
 Every worker runs the scheduler and each tick runs once however many workers there are.
 The tick is a job (type `cron:daily-cleanup`), so a failure is retried and each run has a

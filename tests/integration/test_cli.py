@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
+
+import taskflare
 
 from .procs import TASKFLARE
 
@@ -86,3 +89,18 @@ def test_dev_runs_worker_producer_and_summary_then_stops_cleanly(tmp_path: Path)
     last_row = [line for line in result.stdout.splitlines() if line.startswith("│ emails ")][-1]
     cells = [c.strip() for c in last_row.strip("│ ").split("│")]
     assert int(cells[columns.index("acked")]) > 0, result.stdout
+
+
+def test_version_prints_the_package_version_and_exits_0(tmp_path: Path) -> None:
+    expected = f"taskflare {taskflare.__version__}"
+    for flag in ("--version", "-V"):
+        result = subprocess.run(
+            [sys.executable, "-m", "taskflare", flag],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
+    assert run("--version", cwd=tmp_path).stdout.strip() == expected

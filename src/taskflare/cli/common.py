@@ -139,10 +139,29 @@ def print_json(data: Any) -> None:
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
 
 
+def _print_version(value: bool) -> None:
+    """Print `taskflare <version>` and exit, before any command runs (an eager option)."""
+    if value:
+        from .. import __version__
+
+        typer.echo(f"taskflare {__version__}")
+        raise typer.Exit()
+
+
 @cli.callback()
 def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
     ] = False,
 ) -> None:
     """Background jobs with Cloudflare Queues semantics: queues, jobs, cron, HTTP API.
