@@ -8,14 +8,18 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from .app import App
+from .backends import redact_url
 from .worker import Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from .web.security import HttpSecurity
 
 Producer = Callable[[App], Awaitable[Any]]
 
@@ -25,7 +29,8 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
     acked = sum(worker.stats.acked.values())
     rate = acked / elapsed if elapsed > 0 else 0.0
     table = Table(
-        title=f"taskflare dev: {worker.app.database_url} | {elapsed:.0f}s | {rate:.1f} acks/s",
+        title=f"taskflare dev: {redact_url(worker.app.database_url)} | {elapsed:.0f}s | "
+        f"{rate:.1f} acks/s",
         caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
     )
     for column in (
@@ -67,6 +72,7 @@ class ApiAddress:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    security: HttpSecurity | None = None  # default: HttpSecurity.from_env()
 
 
 async def serve_api(app: App, address: ApiAddress, stop: asyncio.Event) -> None:
@@ -74,9 +80,16 @@ async def serve_api(app: App, address: ApiAddress, stop: asyncio.Event) -> None:
     import uvicorn
 
     from .web import create_api
+    from .web.security import HttpSecurity, uvicorn_options
 
+    security = address.security or HttpSecurity.from_env(bind_host=address.host)
     config = uvicorn.Config(
-        create_api(app), host=address.host, port=address.port, log_level="warning", lifespan="off"
+        create_api(app, security=security),
+        host=address.host,
+        port=address.port,
+        log_level="warning",
+        lifespan="off",
+        **uvicorn_options(security),
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]

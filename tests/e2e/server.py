@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from taskflare import App, Backoff, JobContext, MessageBatch, PermanentError
 from taskflare.web import Tokens, create_api
+from taskflare.web.security import HttpSecurity, uvicorn_options
 
 WRITE_TOKEN = "tf-write-7c1e0b9d2f"
 READ_TOKEN = "tf-read-4a8d3e6b5c"
@@ -154,14 +155,26 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    database_url: str, tokens: Tokens | None = None, recorder: Recorder | None = None
+    database_url: str,
+    tokens: Tokens | None = None,
+    recorder: Recorder | None = None,
+    security: HttpSecurity | None = None,
 ) -> Iterator[LiveServer]:
-    """Serve the test app with uvicorn on a free port of 127.0.0.1 until the block ends."""
+    """Serve the test app with uvicorn on a free port of 127.0.0.1 until the block ends,
+    with the protocol and limits `taskflare serve` uses."""
     recorder = recorder or Recorder()
+    security = security or HttpSecurity(bind_host="127.0.0.1")
     app = build_app(database_url, recorder)
-    api = create_api(app, tokens if tokens is not None else Tokens(WRITE_TOKEN, READ_TOKEN))
+    tokens = tokens if tokens is not None else Tokens(WRITE_TOKEN, READ_TOKEN)
+    api = create_api(app, tokens, security)
     config = uvicorn.Config(
-        api, lifespan="on", log_config=None, access_log=False, log_level="info", timeout_notify=5
+        api,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        log_level="info",
+        timeout_notify=5,
+        **uvicorn_options(security),
     )
     server = uvicorn.Server(config)
     sock = free_socket()

@@ -211,14 +211,16 @@ def test_bad_input_gets_4xx_naming_the_field(client: httpx.Client) -> None:
     assert "cursor" in error_of(client.get("/jobs", params={"cursor": "%%%"}), 400)
 
 
-def test_a_body_sent_as_form_encoding_is_read_as_json(client: httpx.Client) -> None:
-    """`curl -d '{...}'` sends application/x-www-form-urlencoded; the API reads JSON anyway."""
+def test_a_body_sent_as_form_encoding_is_refused_with_415(client: httpx.Client) -> None:
+    """`curl -d '{...}'` sends application/x-www-form-urlencoded, as an HTML form does: the
+    body must say it is JSON (`curl --json`), or any page could post one (see security.md)."""
     response = client.post(
         "/jobs",
         content=b'{"type": "send-email", "payload": {"to": "a", "subject": "b", "body": "c"}}',
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert response.status_code == 200, response.text
+    assert "application/json" in error_of(response, 415)
+    assert client.get("/jobs").json()["count"] == 0
 
 
 def test_tokens_no_token_bad_token_and_read_only_token(live: LiveServer) -> None:

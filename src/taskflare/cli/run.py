@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Annotated, Any
 
@@ -85,6 +86,31 @@ def worker(
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
+AllowedHostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        help="Also answer requests whose Host is this name or name:port (repeatable; "
+        "'*' turns the check off). Adds to $TASKFLARE_ALLOWED_HOSTS (comma-separated).",
+    ),
+]
+AllowedOriginOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-origin",
+        help="Let pages from this scheme://host[:port] send POST/PUT/PATCH/DELETE "
+        "(repeatable; '*' for any). Adds to $TASKFLARE_ALLOWED_ORIGINS (comma-separated).",
+    ),
+]
+PublicDocsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--public-docs",
+        help="Serve /docs, /redoc and /openapi.json without a token "
+        "(also $TASKFLARE_PUBLIC_DOCS=1).",
+    ),
+]
+
 
 @cli.command()
 def serve(
@@ -94,6 +120,24 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback address without an API token.")
     ] = False,
+    allowed_host: AllowedHostOpt = None,
+    allowed_origin: AllowedOriginOpt = None,
+    public_docs: PublicDocsOpt = False,
+    # Defaults (None here) are security.py's: the web stack is imported only to serve.
+    timeout_header: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Seconds a client has to send its request line and headers [10]."
+        ),
+    ] = None,
+    timeout_body: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds a client has to send a request body [30]."),
+    ] = None,
+    limit_concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Connections at once; a request over it is answered 503 [1000]."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Serve the HTTP API (jobs, queues, pull consumers, webhooks, /metrics) with uvicorn.
@@ -103,6 +147,13 @@ def serve(
     import uvicorn
 
     from ..web import Tokens, create_api
+    from ..web.security import (
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_HEADER_TIMEOUT,
+        DEFAULT_LIMIT_CONCURRENCY,
+        HttpSecurity,
+        uvicorn_options,
+    )
 
     setup_logging(log_level)
     application = load_app(app)
@@ -114,10 +165,35 @@ def serve(
             code=2,
         )
     try:
-        api = create_api(application, tokens)
-    except TaskflareError as exc:
+        security = HttpSecurity.from_env(
+            bind_host=host,
+            allowed_hosts=allowed_host or (),
+            allowed_origins=allowed_origin or (),
+            public_docs=public_docs,
+            header_timeout=timeout_header or DEFAULT_HEADER_TIMEOUT,
+            body_timeout=timeout_body or DEFAULT_BODY_TIMEOUT,
+            limit_concurrency=limit_concurrency or DEFAULT_LIMIT_CONCURRENCY,
+        )
+        api = create_api(application, tokens, security)
+    except (TaskflareError, ValueError) as exc:
         raise fail(str(exc)) from None
-    uvicorn.run(api, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    logging.getLogger("taskflare.http").info(
+        "serving %s on %s:%d: database %s; %s; docs %s",
+        app,
+        host,
+        port,
+        redact_url(application.database_url),
+        "token required" if tokens.enabled else "no token (open to this machine)",
+        "public" if security.public_docs or not tokens.enabled else "need a token",
+    )
+    uvicorn.run(
+        api,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        access_log=False,
+        **uvicorn_options(security),
+    )
 
 
 @cli.command()
@@ -166,12 +242,16 @@ def dev(
     ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP API port.")] = 8000,
     api: Annotated[bool, typer.Option(help="Serve the HTTP API on 127.0.0.1.")] = True,
+    allowed_host: AllowedHostOpt = None,
+    allowed_origin: AllowedOriginOpt = None,
+    public_docs: PublicDocsOpt = False,
 ) -> None:
     """Run worker, cron scheduler, HTTP API, example producer and a live summary in one process.
 
     Example: taskflare dev examples/quickstart.py:app
     """
     from ..dev import ApiAddress, run_dev
+    from ..web.security import HttpSecurity
 
     setup_logging("WARNING")
     application = load_app(app)
@@ -183,12 +263,18 @@ def dev(
         if producer:
             raise fail(f"cannot load producer {producer!r}") from None
     try:
+        security = HttpSecurity.from_env(
+            bind_host=ApiAddress().host,
+            allowed_hosts=allowed_host or (),
+            allowed_origins=allowed_origin or (),
+            public_docs=public_docs,
+        )
         run_dev(
             application,
             produce,
             concurrency=concurrency,
             duration=duration,
-            api=ApiAddress(port=port) if api else None,
+            api=ApiAddress(port=port, security=security) if api else None,
         )
-    except TaskflareError as exc:
+    except (TaskflareError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -19,8 +20,25 @@ from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, err
 from .jobs_routes import health_body, job_router
 from .metrics import render_metrics
 from .queue_routes import Envelope, queue_router
+from .security import (
+    EdgeGuard,
+    HttpSecurity,
+    StrictJsonBody,
+    add_docs,
+    database_unavailable,
+    storage_failure,
+)
 
 log = logging.getLogger("taskflare.http")
+
+# Declares the scheme in the OpenAPI document (Swagger UI's "Authorize"). `EdgeGuard` has
+# checked the token before any body was read; the routes' `tokens.check` is a second lock.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    description="TASKFLARE_API_TOKEN (every endpoint) or TASKFLARE_API_READ_TOKEN "
+    "(GET and HEAD only).",
+)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -36,13 +54,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     return status, "; ".join(problems) or "invalid request"
 
 
-def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
-    """The FastAPI application serving `app`: jobs, queues, pull consumers, webhooks, metrics."""
+def create_api(
+    app: App, tokens: Tokens | None = None, security: HttpSecurity | None = None
+) -> FastAPI:
+    """The FastAPI application serving `app`: jobs, queues, pull consumers, webhooks, metrics.
+
+    `tokens` default to $TASKFLARE_API_TOKEN/$TASKFLARE_API_READ_TOKEN, `security` (Host,
+    Origin, docs, timeouts) to `HttpSecurity.from_env()`; see docs/security.md.
+    """
     tokens = tokens or Tokens.from_env()
+    security = security or HttpSecurity.from_env()
     for source in app.webhook_sources.values():
         app.job_type(source.job_type)  # a webhook must name a registered job type
 
-    async def authorize(request: Request) -> None:
+    async def authorize(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> None:
         tokens.check(request)
 
     @asynccontextmanager
@@ -56,10 +83,17 @@ def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
         version=__version__,
         description="Jobs and queues with Cloudflare Queues semantics.",
         lifespan=lifespan,
+        docs_url=None,  # served by `add_docs` from the package, never from a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
+    add_docs(api)
 
     @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        failure = storage_failure(exc)
+        if failure is not None:  # a route turned an outage into a 4xx: it is a 503
+            return database_unavailable(request, failure, app.database_url)
         code = exc.code if isinstance(exc, ApiError) else None
         return Response(
             error_body(str(exc.detail), code),
@@ -76,7 +110,10 @@ def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
         )
 
     @api.exception_handler(TaskflareError)
-    async def taskflare_error(_: Request, exc: TaskflareError) -> Response:
+    async def taskflare_error(request: Request, exc: TaskflareError) -> Response:
+        failure = storage_failure(exc)
+        if failure is not None:
+            return database_unavailable(request, failure, app.database_url)
         status = 422 if isinstance(exc, (ValueError, InvalidQueueConfig)) else 503
         return Response(error_body(str(exc)), status_code=status, media_type="application/json")
 
@@ -97,7 +134,13 @@ def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
     api.include_router(job_router(app), dependencies=protected)
     api.include_router(queue_router(app), dependencies=protected)
 
-    @api.get("/metrics", tags=["service"], dependencies=protected, response_class=PlainTextResponse)
+    @api.get(
+        "/metrics",
+        tags=["service"],
+        dependencies=protected,
+        response_class=PlainTextResponse,
+        responses=ERRORS,
+    )
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(
             await render_metrics(app), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -140,5 +183,8 @@ def create_api(app: App, tokens: Tokens | None = None) -> FastAPI:
                 return queue.config.max_batch_bytes * 2 + 64 * 1024
         return DEFAULT_BODY_LIMIT
 
+    # The last added runs first: the edge checks, then the size limit, then strict JSON.
+    api.add_middleware(StrictJsonBody)
     api.add_middleware(BodyLimit, limit_for=limit_for)
+    api.add_middleware(EdgeGuard, tokens=tokens, security=security)
     return api

@@ -28,15 +28,24 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)
 }
+# RFC 6750's challenge, sent with every 401 of the bearer-token check.
+BEARER_CHALLENGE = 'Bearer realm="taskflare"'
+INVALID_TOKEN_CHALLENGE = 'Bearer realm="taskflare", error="invalid_token"'
 
 
 class ApiError(HTTPException):
     """An error with the JSON body the API promises."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(status_code=status, detail=message)
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.code = code
 
 
@@ -65,17 +74,25 @@ class Tokens:
         """Whether any token is configured (else the API is open: loopback only)."""
         return bool(self.write or self.read)
 
+    def refusal(self, method: str, authorization: str) -> str | None:
+        """Why a request with this method and Authorization header is refused, or None."""
+        if not self.enabled:
+            return None
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return "missing bearer token (Authorization: Bearer <token>)"
+        allowed = [self.write] + ([self.read] if method in ("GET", "HEAD") else [])
+        if not any(t and hmac.compare_digest(given.encode(), t.encode()) for t in allowed):
+            return "invalid token for this request"
+        return None
+
     def check(self, request: Request) -> None:
         """Raise 401 unless the request carries a token allowed for its method."""
-        if not self.enabled:
-            return
         header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)")
-        allowed = [self.write] + ([self.read] if request.method in ("GET", "HEAD") else [])
-        if not any(t and hmac.compare_digest(given.encode(), t.encode()) for t in allowed):
-            raise ApiError(401, "invalid token for this request")
+        problem = self.refusal(request.method, header)
+        if problem is not None:
+            challenge = INVALID_TOKEN_CHALLENGE if header else BEARER_CHALLENGE
+            raise ApiError(401, problem, headers={"WWW-Authenticate": challenge})
 
 
 Scope = MutableMapping[str, Any]
@@ -100,13 +117,8 @@ class BodyLimit:
             return
         limit = self.limit_for(scope["path"])
         headers = dict(scope.get("headers") or [])
-        if not headers.get(b"content-type", b"").startswith(b"application/json"):
-            # Every body this API takes is JSON: read it as JSON whatever the client said
-            # (curl -d sends form encoding by default).
-            scope = dict(scope)
-            scope["headers"] = [
-                (k, v) for k, v in scope.get("headers") or [] if k != b"content-type"
-            ] + [(b"content-type", b"application/json")]
+        # No Content-Type rewriting here: a body must say it is JSON (`security.EdgeGuard`
+        # answers 415 otherwise), or any web page could post one without a CORS preflight.
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             # Refuse without parsing; read (and drop) a moderately sized body first so the

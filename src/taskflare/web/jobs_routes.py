@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..jobs import JobStatus
 from .common import ERRORS, ApiError
+from .security import items_within, no_control_characters
 
 
 class EnqueueRequest(BaseModel):
@@ -36,6 +37,7 @@ class EnqueueRequest(BaseModel):
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)
     queue: str | None = Field(default=None, min_length=1, max_length=63)
+    check_text = no_control_characters("type", "idempotencyKey", "correlationId", "queue")
 
 
 class EnqueueResponse(BaseModel):
@@ -127,6 +129,11 @@ def job_router(app: App) -> APIRouter:
         except ValueError as exc:
             raise ApiError(400, str(exc), "invalid") from None
         jobs = [j.to_dict() for j in page.jobs]
+        if (fit := items_within(jobs)) < len(jobs):  # ~8 MB at most: a shorter page, its cursor
+            page = await app.list_jobs(
+                status=status, type=type, queue=queue, limit=fit, cursor=cursor
+            )
+            jobs = [j.to_dict() for j in page.jobs]
         return JobListResponse(count=len(jobs), jobs=jobs, nextCursor=page.next_cursor)
 
     @router.post("/jobs/{job_id}/retry", response_model=MessageResponse)

@@ -24,6 +24,7 @@ from ..ids import uuid7
 from ..queue import Queue
 from ..views import message_dict, queue_dict
 from .common import ERRORS, ApiError
+from .security import no_control_characters
 
 MAX_PULL_BATCH = 100
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
@@ -60,6 +61,7 @@ class ReprocessRequest(BaseModel):
     """`POST /queues/{name}/dlq/reprocess`: all dead letters, or only these ids."""
 
     ids: list[str] | None = Field(default=None, max_length=10_000)
+    check_text = no_control_characters("ids")
 
 
 class PullRequest(BaseModel):
@@ -73,6 +75,7 @@ class LeaseAck(BaseModel):
     """An ack of one pulled message."""
 
     lease_id: str = Field(min_length=1, max_length=500)
+    check_text = no_control_characters("lease_id", base64url=True)
 
 
 class LeaseRetry(BaseModel):
@@ -80,6 +83,7 @@ class LeaseRetry(BaseModel):
 
     lease_id: str = Field(min_length=1, max_length=500)
     delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    check_text = no_control_characters("lease_id", base64url=True)
 
 
 class AckRequest(BaseModel):
