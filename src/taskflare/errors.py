@@ -66,6 +66,10 @@ class BackendUnavailable(TaskflareError):
     """The database cannot be reached or refused the operation."""
 
 
+class StorageRejected(TaskflareError):
+    """The database refused a value (it cannot store it); nothing of that write was stored."""
+
+
 class AppLoadError(TaskflareError):
     """An app path of the form 'module:attribute' could not be imported."""
 

@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import InvalidDatabaseUrl
 from .base import Backend
+from .url import (
+    DATABASE_URL_ENV,
+    DEFAULT_DATABASE_URL,
+    redact_url,
+    resolve_database_url,
+    sqlite_path,
+)
 
-DEFAULT_DATABASE_URL = "sqlite:///taskflare.db"
-DATABASE_URL_ENV = "TASKFLARE_DATABASE_URL"
-
-
-def resolve_database_url(url: str | None) -> str:
-    """The URL given, else $TASKFLARE_DATABASE_URL, else the SQLite default."""
-    if url:
-        return url
-    return os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def sqlite_path(url: str) -> str:
-    """The file path of a `sqlite:///relative.db` or `sqlite:////absolute.db` URL."""
-    parts = urlsplit(url)
-    path = url[len("sqlite://") :].split("?", 1)[0]
-    if parts.netloc:
-        raise InvalidDatabaseUrl(
-            f"SQLite URL {url!r} has a host part; use sqlite:///relative.db or sqlite:////abs.db"
-        )
-    path = path[1:] if path.startswith("/") else path
-    if not path:
-        raise InvalidDatabaseUrl(f"SQLite URL {url!r} names no file")
-    return path
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DEFAULT_DATABASE_URL",
+    "Backend",
+    "open_backend",
+    "redact_url",
+    "resolve_database_url",
+    "sqlite_path",
+]
 
 
 def open_backend(url: str) -> Backend:

@@ -1,29 +1,60 @@
-"""The storage boundary: the protocol every backend implements, and the plain data it exchanges.
+"""The storage boundary: the protocols a backend implements and the plain data they exchange.
 
-Nothing outside `taskflare.backends` writes SQL. Methods are named entity + verb and
-listed alphabetically; each takes small frozen dataclasses. Times are seconds since the
-epoch as floats; each backend reads its own clock (SQLite: this machine's; PostgreSQL:
-the server's), so callers pass delays, not absolute times.
+Internal: this module may change between releases; it is not taskflare's public API.
+
+The protocol is split by entity (`MessageStore`, `JobStore`, `QueueStore`, `CronStore`,
+`WorkerStore`, `OnceStore`) plus the `Notifier` and the `Migrator`; `Backend` is all of
+them. Methods are named entity + verb, take one frozen params object (or nothing) and
+return typed records. Times are seconds since the epoch as floats, read from each
+backend's own clock (SQLite: this machine's; PostgreSQL: the server's), so callers pass
+delays, not absolute times. Every method may raise `BackendUnavailable` (the database
+cannot be reached) or `StorageRejected` (the database refused a value).
+
+Backends hold no policy: whether a delivery is retried, failed or dead-lettered is
+decided by `taskflare.policy`; a backend applies the `Settlement` it is given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-# Message states as stored.
-READY = "ready"
-LEASED = "leased"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATES = (READY, LEASED, COMPLETED, FAILED, CANCELLED)
+
+class State(StrEnum):
+    """Where a stored message (or job) is: ready → leased → completed | failed | cancelled.
+
+    Plain queue messages are deleted when acked; jobs keep their row as `completed`.
+    """
+
+    READY = "ready"
+    LEASED = "leased"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = (State.COMPLETED, State.FAILED, State.CANCELLED)
+
+# Topics of the change signal. A backend raises them when a write commits: `ready:<queue>`
+# when work may have become ready on a queue, `done` when a job finished, `cancel` when the
+# cancellation of a running job was requested. Waiters re-check the database when woken.
+DONE_TOPIC = "done"
+CANCEL_TOPIC = "cancel"
+
+
+def ready_topic(queue: str) -> str:
+    """The topic raised when work may have become ready on `queue`."""
+    return f"ready:{queue}"
+
+
+# -- messages ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to store: its body already encoded."""
+    """A message (or job) to store, its body already encoded; `delay_seconds` from now."""
 
     id: str
     queue: str
@@ -40,12 +71,26 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class EnqueueParams:
+    """Store `messages` all or nothing, in one transaction.
+
+    `connection`: a driver connection of the caller's (PostgreSQL: a psycopg connection);
+    the messages are then written inside the caller's own transaction. A backend that
+    cannot do that raises `InvalidMessage`.
+    """
+
+    messages: Sequence[NewMessage]
+    connection: Any | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimParams:
-    """Claim up to `limit` ready messages of `queue` under one lease.
+    """Lease up to `limit` ready messages of `queue` under one lease.
 
     The claim only happens when at least `min_count` messages are ready or the oldest
     ready one became available `max_wait` seconds ago or more: that is how a batch
-    waits to fill up (`max_batch_size` / `max_batch_timeout`).
+    waits to fill up (`max_batch_size` / `max_batch_timeout`). `types`: only jobs of
+    these types (None: any message), so a worker never takes work it cannot run.
     """
 
     queue: str
@@ -55,6 +100,7 @@ class ClaimParams:
     visibility_timeout: float
     min_count: int = 1
     max_wait: float = 0.0
+    types: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +121,35 @@ class ClaimedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """What a claim took and, when it took nothing, what the queue looks like (so an idle
+    worker knows how long it may sleep without asking again)."""
+
+    messages: list[ClaimedMessage]
+    ready: ReadyInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseRef:
-    """A message as held under one lease; outcomes only apply while the lease is held."""
+    """A message as held under one lease; `lease_id=None` (an ack only) matches any lease."""
 
     id: str
-    lease_id: str
+    lease_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class RetryOutcome:
-    """Put a message back, available again after `delay_seconds`."""
+    """Put a message back, available again after `delay_seconds`.
+
+    `require_expired`: apply only if the lease has expired (the lease rescuer's outcomes,
+    so a lease that a late heartbeat extended is left alone).
+    """
 
     id: str
     lease_id: str
     delay_seconds: float
     error: str | None = None
+    require_expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +161,7 @@ class FailOutcome:
     error: str | None
     dead_letter_queue: str | None = None
     dlq_message_id: str | None = None
+    require_expired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +184,11 @@ class CancelOutcome:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """Jobs: one delivery of a job, for its history."""
+    """Jobs: one delivery of a job, for its history.
+
+    Stored only when the outcome of the same delivery (same `job_id`) is applied; when a
+    cancellation requested meanwhile turns that outcome into `cancelled`, so does this.
+    """
 
     job_id: str
     attempt: int
@@ -137,7 +202,12 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """Every outcome of one or more batches, applied in one transaction."""
+    """Outcomes of one or more deliveries, applied in one transaction.
+
+    Each outcome applies only while its lease is held (an ack with no lease id: while
+    the plain message is unfinished). A job whose cancellation was requested ends
+    `cancelled` whatever outcome is given for it: the cancel, once accepted, wins.
+    """
 
     acks: Sequence[LeaseRef] = ()
     retries: Sequence[RetryOutcome] = ()
@@ -146,49 +216,94 @@ class Settlement:
     cancels: Sequence[CancelOutcome] = ()
     attempts: Sequence[AttemptRecord] = ()
 
+    def __bool__(self) -> bool:
+        return bool(
+            self.acks
+            or self.retries
+            or self.fails
+            or self.completes
+            or self.cancels
+            or self.attempts
+        )
+
+    @property
+    def size(self) -> int:
+        """How many outcomes it holds (attempt records not counted)."""
+        return (
+            len(self.acks)
+            + len(self.retries)
+            + len(self.fails)
+            + len(self.completes)
+            + len(self.cancels)
+        )
+
+
+ACKED = "acked"  # a plain message's row is deleted when acked: this stands for "gone"
+
 
 @dataclass(frozen=True, slots=True)
 class SettleResult:
-    """How many outcomes were applied; the rest had lost their lease to another consumer."""
+    """What each outcome did: message id → resulting state (`acked`, `ready` for a retry,
+    `failed`, `completed`, `cancelled`). Ids missing had lost their lease."""
 
-    acked: int = 0
-    retried: int = 0
-    failed: int = 0
-    completed: int = 0
-    cancelled: int = 0
+    states: dict[str, str] = field(default_factory=dict)
+
+    def count(self, state: str) -> int:
+        """How many outcomes ended in `state`."""
+        return sum(1 for s in self.states.values() if s == state)
+
+    @property
+    def acked(self) -> int:
+        """Plain messages acked (deleted)."""
+        return self.count(ACKED)
+
+    @property
+    def retried(self) -> int:
+        """Messages put back to ready."""
+        return self.count(State.READY)
+
+    @property
+    def failed(self) -> int:
+        """Messages failed (and dead-lettered where configured)."""
+        return self.count(State.FAILED)
+
+    @property
+    def completed(self) -> int:
+        """Jobs completed."""
+        return self.count(State.COMPLETED)
+
+    @property
+    def cancelled(self) -> int:
+        """Jobs cancelled."""
+        return self.count(State.CANCELLED)
 
 
 @dataclass(frozen=True, slots=True)
-class RescueParams:
-    """Return messages of `queue` whose lease expired; those out of attempts fail instead."""
+class ReleaseParams:
+    """Hand claimed-but-unstarted messages back to ready, their attempt uncounted."""
+
+    refs: Sequence[LeaseRef]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageGetParams:
+    """Read one message (or job) by id."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageListParams:
+    """A queue's messages, oldest first, optionally of one state."""
 
     queue: str
-    max_attempts: int
-    dead_letter_queue: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RescueResult:
-    """What a rescue pass did."""
-
-    requeued: int = 0
-    failed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ReadyInfo:
-    """What a queue holds: ready-now count (capped), oldest ready time, next delayed time."""
-
-    ready_count: int
-    oldest_available_at: float | None
-    next_available_at: float | None
-    paused: bool
-    now: float
+    state: str | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
-    """A stored message as the admin side sees it."""
+    """A stored message (or job) as the admin side sees it."""
 
     id: str
     queue: str
@@ -216,12 +331,90 @@ class MessageRecord:
     cancel_requested: bool = False
 
 
+# -- leases -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExtendParams:
+    """Push the expiry of live leases `visibility_timeout` seconds past now."""
+
+    lease_ids: Sequence[str]
+    visibility_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLeaseParams:
+    """Messages of `queue` whose lease has expired, at most `limit` of them."""
+
+    queue: str
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    """A delivery whose worker stopped or lost contact: the rescuer decides its fate."""
+
+    id: str
+    lease_id: str
+    queue: str
+    attempts: int
+    max_attempts: int | None
+    type: str | None
+    lease_owner: str | None
+    started_at: float | None
+
+
+# -- queues -----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's declared consumer settings, stored so admin tools can show them."""
 
     name: str
     settings_json: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDeclareParams:
+    """Record queues and their settings (creating them when new)."""
+
+    queues: Sequence[QueueSettings]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePauseParams:
+    """Pause (nothing is delivered) or resume a queue."""
+
+    queue: str
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfoParams:
+    """Describe what `queue` has ready (count capped at `limit`; only jobs of `types`)."""
+
+    queue: str
+    limit: int
+    types: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfo:
+    """What a queue holds: ready-now count (capped), oldest ready time, next delayed time."""
+
+    ready_count: int
+    oldest_available_at: float | None
+    next_available_at: float | None
+    paused: bool
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCountsParams:
+    """Count messages by state, for one queue or (None) all of them."""
+
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +426,41 @@ class QueueCounts:
     by_state: dict[str, int] = field(default_factory=dict)
     oldest_ready_at: float | None = None
     settings_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePurgeParams:
+    """Delete every unfinished message of a queue (delayed ones too)."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterReprocessParams:
+    """Send dead-lettered messages of `dead_letter_queue` (all, or these ids) back.
+
+    Jobs go back as the original job with a fresh attempt budget; plain messages move
+    back to their origin queue.
+    """
+
+    dead_letter_queue: str
+    ids: Sequence[str] | None = None
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnqueueParams:
+    """Store one job; with an idempotency key, an unexpired earlier job wins.
+
+    `connection`: as for `EnqueueParams`, the job is written inside the caller's own
+    transaction.
+    """
+
+    message: NewMessage
+    idempotency_ttl: float
+    connection: Any | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +483,78 @@ class JobFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class JobAttemptsParams:
+    """The delivery histories of these jobs."""
+
+    job_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class JobIdParams:
+    """One job, by id (cancel, retry)."""
+
+    id: str
+
+
+class CancelResult(StrEnum):
+    """What `job_cancel` did."""
+
+    CANCELLED = "cancelled"  # it was pending: cancelled now
+    REQUESTED = "requested"  # it is running: its worker stops it, and it ends cancelled
+    FINISHED = "finished"  # it had already finished: nothing changed
+    MISSING = "missing"  # no such job
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancelResult:
+    """The outcome of a cancel, and the job's state when it had already finished."""
+
+    result: CancelResult
+    state: str | None = None
+
+
+class RetryResult(StrEnum):
+    """What `job_retry` did."""
+
+    RETRIED = "retried"
+    WRONG_STATE = "wrong_state"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRetryResult:
+    """The outcome of a manual retry, and the job's state when it could not be retried."""
+
+    result: RetryResult
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequestedParams:
+    """Which running jobs under these leases have had their cancellation requested."""
+
+    lease_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgressParams:
+    """Record a running job's progress (0..1, optional note) while its lease is held."""
+
+    id: str
+    lease_id: str
+    progress: float
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobCountParams:
+    """Count jobs by queue, type and state, optionally of one queue and/or type."""
+
+    queue: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class JobCount:
     """Jobs: how many of one type on one queue are in one state."""
 
@@ -265,34 +565,38 @@ class JobCount:
 
 
 @dataclass(frozen=True, slots=True)
-class OnceClaim:
-    """`ctx.once`: `claimed` (run it now), `done` (here is the stored result) or `busy`."""
-
-    state: str
-    result: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CronTick:
-    """One tick of a cron trigger: `enqueued` (with its job), `skipped` or `manual`."""
-
-    name: str
-    tick: float
-    status: str
-    job_id: str | None = None
-    created_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerReport:
-    """A worker's periodic report: who it is and its counters (JSON)."""
+class JobBatchCreateParams:
+    """Record a batch of jobs (`enqueue_many`) before its chunks are stored."""
 
     id: str
-    hostname: str
-    pid: int
-    started_at: float
-    last_seen: float
-    stats_json: str
+    type: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatchGetParams:
+    """One batch of jobs by id."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatchCounts:
+    """A batch's type, declared total and its jobs counted by state."""
+
+    id: str
+    type: str
+    total: int
+    by_state: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneParams:
+    """Retention: delete finished rows older than these cut-offs, at most `limit` at a time."""
+
+    completed_before: float
+    failed_before: float
+    limit: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +606,14 @@ class JobEventCursor:
     enqueued_after: float
     started_after: float
     attempt_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobEventsParams:
+    """Job events after `cursor`, at most `limit` of each kind."""
+
+    cursor: JobEventCursor
+    limit: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,170 +631,299 @@ class JobEvent:
     seq: int = 0
 
 
+# -- cron -------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
-class PruneParams:
-    """Retention: delete finished rows older than these cut-offs, at most `limit` at a time."""
+class CronTick:
+    """One tick of a cron trigger: `enqueued` (with its job), `skipped` or `manual`."""
 
-    completed_before: float
-    failed_before: float
-    limit: int = 1000
+    name: str
+    tick: float
+    status: str
+    job_id: str | None = None
+    created_at: float | None = None
 
 
-class Backend(Protocol):
-    """What the worker, producers and admin tools need from storage."""
+@dataclass(frozen=True, slots=True)
+class CronTickRecordParams:
+    """Record a tick and enqueue its job (if any) in one transaction, unless it exists."""
+
+    tick: CronTick
+    job: NewMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CronNameParams:
+    """One trigger's ticks: the latest scheduled one, or the `limit` newest."""
+
+    name: str
+    limit: int = 1
+
+
+# -- workers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """A worker's periodic report: who it is and its counters (JSON)."""
+
+    id: str
+    hostname: str
+    pid: int
+    started_at: float
+    last_seen: float
+    stats_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerListParams:
+    """Workers that reported at or after `since`."""
+
+    since: float
+
+
+# -- once -------------------------------------------------------------------------------
+
+
+class OnceState(StrEnum):
+    """`ctx.once`: run it now, here is the stored result, or someone else is running it."""
+
+    CLAIMED = "claimed"
+    DONE = "done"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class OnceClaimParams:
+    """Claim the right to run the function for `key` (held `lease_seconds`)."""
+
+    key: str
+    owner: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class OnceClaim:
+    """What `once_claim` found: its state and, when `done`, the stored result."""
+
+    state: OnceState
+    result: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnceFinishParams:
+    """Store the function's result for `key` for `ttl` seconds."""
+
+    key: str
+    owner: str
+    result: bytes
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class OnceAbandonParams:
+    """The function failed: let another caller run it."""
+
+    key: str
+    owner: str
+
+
+# -- the protocols ----------------------------------------------------------------------
+
+
+class MessageStore(Protocol):
+    """Messages: store, claim, settle, hand back, read; leases: extend, find expired."""
+
+    async def lease_extend_many(self, params: LeaseExtendParams) -> int:
+        """Heartbeat: push the expiry of live leases; return how many messages they hold."""
+        ...
+
+    async def lease_list_expired(self, params: ExpiredLeaseParams) -> list[ExpiredLease]:
+        """Deliveries of a queue whose lease has expired (their worker is gone)."""
+        ...
+
+    async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
+        """Lease a batch of ready messages, counting one attempt on each; highest
+        priority first, then oldest. When nothing is claimed, describe the queue."""
+        ...
+
+    async def message_enqueue_many(self, params: EnqueueParams) -> None:
+        """Store messages all or nothing."""
+        ...
+
+    async def message_get(self, params: MessageGetParams) -> MessageRecord | None:
+        """One message (or job) by id, or None."""
+        ...
+
+    async def message_list(self, params: MessageListParams) -> list[MessageRecord]:
+        """A queue's messages, oldest first."""
+        ...
+
+    async def message_release_many(self, params: ReleaseParams) -> int:
+        """Hand claimed-but-unstarted messages back, attempts restored; return how many."""
+        ...
+
+    async def message_settle_many(self, settlement: Settlement) -> SettleResult:
+        """Apply every outcome of `settlement` in one transaction."""
+        ...
+
+
+class JobStore(Protocol):
+    """Jobs: idempotent enqueue, history, listing, cancel, retry, progress, counts."""
+
+    async def job_attempt_seq(self) -> int:
+        """The sequence number of the latest attempt row (where a live feed starts)."""
+        ...
+
+    async def job_attempts(self, params: JobAttemptsParams) -> list[AttemptRecord]:
+        """The delivery histories of jobs, first attempt first."""
+        ...
+
+    async def job_batch_counts(self, params: JobBatchGetParams) -> JobBatchCounts | None:
+        """A batch's type, total and its jobs counted by state; None if unknown."""
+        ...
+
+    async def job_batch_create(self, params: JobBatchCreateParams) -> None:
+        """Record a batch of jobs."""
+        ...
+
+    async def job_cancel(self, params: JobIdParams) -> JobCancelResult:
+        """Cancel a pending job now, or request the cancellation of a running one,
+        decided on the job's row in one transaction."""
+        ...
+
+    async def job_cancel_requested(self, params: CancelRequestedParams) -> list[str]:
+        """Ids of running jobs under these leases whose cancellation was requested."""
+        ...
+
+    async def job_counts(self, params: JobCountParams) -> list[JobCount]:
+        """Jobs counted by queue, type and state."""
+        ...
+
+    async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
+        """Store one job in one round trip; with an idempotency key an earlier job wins."""
+        ...
+
+    async def job_events(self, params: JobEventsParams) -> list[JobEvent]:
+        """Job events after the cursor, oldest first (for `taskflare tail`)."""
+        ...
+
+    async def job_list(self, params: JobFilter) -> list[MessageRecord]:
+        """Jobs, newest first."""
+        ...
+
+    async def job_progress(self, params: JobProgressParams) -> bool:
+        """Record a running job's progress; False if the lease was lost."""
+        ...
+
+    async def job_prune(self, params: PruneParams) -> int:
+        """Delete finished jobs and failed messages past retention, and expired keys."""
+        ...
+
+    async def job_retry(self, params: JobIdParams) -> JobRetryResult:
+        """Put a failed or cancelled job back to pending with a fresh attempt budget."""
+        ...
+
+
+class QueueStore(Protocol):
+    """Queues: declare, pause, inspect, count, purge, replay dead letters."""
+
+    async def dead_letter_reprocess(self, params: DeadLetterReprocessParams) -> int:
+        """Send dead letters back to their origin; return how many were sent back."""
+        ...
+
+    async def queue_counts(self, params: QueueCountsParams) -> list[QueueCounts]:
+        """Messages counted by state, per queue."""
+        ...
+
+    async def queue_declare_many(self, params: QueueDeclareParams) -> None:
+        """Record queues and their settings."""
+        ...
+
+    async def queue_pause(self, params: QueuePauseParams) -> None:
+        """Pause or resume a queue."""
+        ...
+
+    async def queue_purge(self, params: QueuePurgeParams) -> int:
+        """Delete every unfinished message of a queue; return how many."""
+        ...
+
+    async def queue_ready_info(self, params: ReadyInfoParams) -> ReadyInfo:
+        """What a queue has ready now and when delayed work becomes ready."""
+        ...
+
+
+class CronStore(Protocol):
+    """Cron ticks: one row per trigger and tick decides that it runs once."""
+
+    async def cron_last_tick(self, params: CronNameParams) -> float | None:
+        """The latest scheduled tick recorded for a trigger (manual fires excluded)."""
+        ...
+
+    async def cron_recent(self, params: CronNameParams) -> list[CronTick]:
+        """A trigger's latest `limit` ticks, newest first."""
+        ...
+
+    async def cron_tick_record(self, params: CronTickRecordParams) -> bool:
+        """Record a tick (and enqueue its job) unless it exists; True when this call did."""
+        ...
+
+
+class WorkerStore(Protocol):
+    """Worker reports: who is alive and what they have done."""
+
+    async def worker_list(self, params: WorkerListParams) -> list[WorkerReport]:
+        """Workers that reported at or after `since`."""
+        ...
+
+    async def worker_report(self, report: WorkerReport) -> None:
+        """Upsert a worker's report (its `last_seen` is the backend's clock)."""
+        ...
+
+
+class OnceStore(Protocol):
+    """`ctx.once` results: run a function once per key across all workers."""
+
+    async def once_abandon(self, params: OnceAbandonParams) -> None:
+        """Give up a claim so another caller can run the function."""
+        ...
+
+    async def once_claim(self, params: OnceClaimParams) -> OnceClaim:
+        """Claim `key`, or read its stored result, or learn that someone is running it."""
+        ...
+
+    async def once_finish(self, params: OnceFinishParams) -> None:
+        """Store the result of `key` for `ttl` seconds."""
+        ...
+
+
+class Notifier(Protocol):
+    """Change signals: a waiter reads `change_seq(topic)` before looking at the database,
+    then `wait_for_change(topic, seq, timeout)`; a change committed in between (by this
+    process or any other) is never missed, only noticed late by at most the poll interval
+    of backends that must poll for other processes' writes."""
+
+    def change_seq(self, topic: str) -> int:
+        """A counter that moves whenever `topic` is raised (or anything may have changed)."""
+        ...
+
+    async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
+        """Return True once `change_seq(topic)` moved past `since`, False after `timeout`."""
+        ...
+
+
+class Backend(
+    MessageStore, JobStore, QueueStore, CronStore, WorkerStore, OnceStore, Notifier, Protocol
+):
+    """Everything the worker, producers and admin tools need from storage."""
 
     url_for_logs: str
 
     async def close(self) -> None:
         """Release connections; safe to call twice."""
-
-    async def lease_extend_many(self, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        """Push the expiry of live leases `visibility_timeout` seconds past now."""
-
-    async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
-        """Requeue (or fail, when out of attempts) messages whose lease has expired."""
-
-    async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
-        """Lease a batch of ready messages, counting one attempt on each, in one statement."""
-
-    async def message_enqueue_many(
-        self, messages: Sequence[NewMessage], connection: Any | None = None
-    ) -> None:
-        """Store messages all or nothing, in one transaction.
-
-        `connection`: a driver connection of the caller's (PostgreSQL: a psycopg
-        `AsyncConnection`); the messages are then written inside the caller's own
-        transaction. A backend that cannot do that raises `InvalidMessage`.
-        """
-
-    async def message_get(self, message_id: str) -> MessageRecord | None:
-        """Read one message by id."""
-
-    async def message_list(
-        self, queue: str, state: str | None = None, limit: int = 100
-    ) -> list[MessageRecord]:
-        """List the messages of a queue, oldest first."""
-
-    async def message_release_many(self, refs: Sequence[LeaseRef]) -> int:
-        """Return claimed-but-unstarted messages to ready without counting the attempt."""
-
-    async def message_settle_many(self, settlement: Settlement) -> SettleResult:
-        """Apply acks, retries and failures together."""
+        ...
 
     async def migrate(self) -> list[int]:
-        """Apply pending migrations; return the versions applied."""
-
-    async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
-        """Count messages by state, per queue."""
-
-    async def queue_declare_many(self, queues: Sequence[QueueSettings]) -> None:
-        """Record queues and their settings (creating them when new)."""
-
-    async def queue_pause(self, queue: str, paused: bool) -> None:
-        """Pause (nothing is delivered) or resume a queue."""
-
-    async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
-        """Describe what a queue has ready now and when delayed work becomes ready."""
-
-    @property
-    def change_seq(self) -> int:
-        """A counter that moves when new work may be ready; read it before looking for work."""
-
-    async def wait_for_change(self, since: int, timeout: float) -> None:
-        """Return once `change_seq` has moved past `since`, or after `timeout` seconds."""
-
-    # -- administration -----------------------------------------------------------------
-
-    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
-        """Send dead-lettered messages (all, or these ids) back to their origin queue.
-
-        Jobs go back as the original job with a fresh attempt budget; the count returned
-        is how many were sent back.
-        """
-
-    async def queue_purge(self, queue: str) -> int:
-        """Delete every unfinished message of a queue (delayed ones too); return how many."""
-
-    async def worker_list(self, since: float) -> list[WorkerReport]:
-        """Workers that reported at or after `since`."""
-
-    async def worker_report(self, report: WorkerReport) -> None:
-        """Upsert a worker's report (its `last_seen` is the backend's clock)."""
-
-    # -- cron ---------------------------------------------------------------------------
-
-    async def cron_last_tick(self, name: str) -> float | None:
-        """The latest scheduled tick recorded for a trigger (manual fires excluded), or None."""
-
-    async def cron_recent(self, name: str, limit: int) -> list[CronTick]:
-        """A trigger's latest ticks, newest first."""
-
-    async def cron_tick_record(self, tick: CronTick, job: NewMessage | None) -> bool:
-        """Record a tick and enqueue its job in one transaction, unless the tick exists.
-
-        True when this call recorded it: exactly one caller wins each tick.
-        """
-
-    # -- jobs ---------------------------------------------------------------------------
-
-    async def job_attempts(self, job_id: str) -> list[AttemptRecord]:
-        """The delivery history of a job, first attempt first."""
-
-    async def job_batch_counts(self, batch_id: str) -> tuple[str, int, dict[str, int]] | None:
-        """A job batch's type, declared total and its jobs counted by state."""
-
-    async def job_batch_create(self, batch_id: str, type: str, total: int) -> None:
-        """Record a batch of jobs before its chunks are enqueued."""
-
-    async def job_cancel(self, job_id: str) -> str:
-        """Cancel a job: `now` (it was pending), `requested` (running), else its state.
-
-        Returns `missing` when there is no such job.
-        """
-
-    async def job_cancel_requested(self, lease_ids: Sequence[str]) -> list[str]:
-        """Ids of running jobs under these leases whose cancellation was requested."""
-
-    async def job_counts(self, queue: str | None = None, type: str | None = None) -> list[JobCount]:
-        """Jobs counted by queue, type and state."""
-
-    async def job_enqueue(
-        self, message: NewMessage, idempotency_ttl: float, connection: Any | None = None
-    ) -> EnqueueResult:
-        """Store one job; with an idempotency key, an unexpired earlier job wins.
-
-        `connection`: as for `message_enqueue_many`, the job is written inside the
-        caller's own transaction; a backend that cannot do that raises `InvalidMessage`.
-        """
-
-    async def job_attempt_seq(self) -> int:
-        """The sequence number of the latest attempt row (where a live feed starts)."""
-
-    async def job_events(self, cursor: JobEventCursor, limit: int) -> list[JobEvent]:
-        """Job events after `cursor`, oldest first (for `taskflare tail`)."""
-
-    async def job_list(self, job_filter: JobFilter) -> list[MessageRecord]:
-        """Jobs, newest first."""
-
-    async def job_progress(
-        self, job_id: str, lease_id: str, progress: float, note: str | None
-    ) -> bool:
-        """Record a running job's progress; False if the lease was lost."""
-
-    async def job_prune(self, params: PruneParams) -> int:
-        """Delete finished jobs and failed messages past retention, and expired keys."""
-
-    async def job_retry(self, job_id: str) -> str:
-        """Put a failed or cancelled job back to pending with a fresh attempt budget.
-
-        Returns `retried`, the job's state when it cannot be retried, or `missing`.
-        """
-
-    async def once_abandon(self, key: str, owner: str) -> None:
-        """`ctx.once`: the function failed; let another caller run it."""
-
-    async def once_claim(self, key: str, owner: str, lease_seconds: float) -> OnceClaim:
-        """`ctx.once`: claim the right to run the function for `key`, or read its result."""
-
-    async def once_finish(self, key: str, owner: str, result: bytes, ttl: float) -> None:
-        """`ctx.once`: store the function's result for `ttl` seconds."""
+        """Apply pending schema migrations; return the versions applied."""
+        ...

@@ -2,15 +2,18 @@
 
 Each batch is claimed with one `UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
 LOCKED)` statement, so workers take disjoint batches without waiting on each other; the
-outcomes of many batches go back in one statement; a `send_batch` is one statement.
-Idle workers sleep on LISTEN/NOTIFY: every statement that makes work ready notifies in
-the same transaction, so a notification is sent exactly when the work is committed.
+outcomes of many deliveries go back in one statement; a `send_batch` is one statement.
+Idle workers sleep on LISTEN/NOTIFY: every statement that changes what waiters wait
+for notifies in the same transaction, so a notification is sent exactly when the
+change commits, and this process's own listener hears it too (the change signal).
 
 Connections are per event loop (an `App` is used from the worker's loop and from the
 private loop of the sync twins): one pool and one listening connection per loop, both
 opened lazily. Every table name is schema-qualified in the SQL itself, so `?schema=`
 needs no search_path on our connections and statements run unchanged on a caller's
 connection (transactional enqueue).
+
+Only what differs from SQLite in shape is written here; the rest is `SqlStore`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -37,26 +40,33 @@ from ...errors import (
     InvalidMessage,
     SchemaOutdated,
     SchemaTooNew,
+    StorageRejected,
 )
 from .. import sqlfile
 from ..base import (
     ClaimedMessage,
     ClaimParams,
-    FailOutcome,
-    LeaseRef,
-    MessageRecord,
+    ClaimResult,
+    CronTickRecordParams,
+    DeadLetterReprocessParams,
+    EnqueueParams,
+    EnqueueResult,
+    JobCancelResult,
+    JobEnqueueParams,
+    JobIdParams,
+    JobRetryResult,
     NewMessage,
-    QueueCounts,
-    QueueSettings,
+    PruneParams,
     ReadyInfo,
-    RescueParams,
-    RescueResult,
+    RetryResult,
     Settlement,
     SettleResult,
-    WorkerReport,
 )
+from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
-from .jobs import PostgresJobStore
+from ..rows import Rows
+from ..store import SqlStore
+from ..url import redact_url
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -76,8 +86,9 @@ _NOW = "extract(epoch FROM now())::float8"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CONNECT_TIMEOUT = "10"
 _LISTEN_MAX_BACKOFF = 5.0
-# How long the queue description returned by an empty claim may stand in for a query.
-_READY_INFO_REUSE = 0.1
+# A key can change hands between our look and our claim (it expired, or its job was
+# deleted); a few rounds settle it, more means something is wrong.
+_IDEMPOTENCY_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +113,6 @@ def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
 
 def parse_postgres_url(url: str) -> PostgresSettings:
     """Split taskflare's own options (`schema`, `pool_min_size`, `pool_max_size`) off a URL."""
-    from .. import redact_url
-
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
@@ -143,6 +152,13 @@ def _statements(schema: str) -> dict[str, str]:
     }
 
 
+async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
+    if cur.description is None:
+        return Rows((), [], cur.rowcount)
+    columns = tuple(d.name for d in cur.description)
+    return Rows(columns, await cur.fetchall(), cur.rowcount)
+
+
 class _LoopResources:
     """The pool and the listening connection that serve one event loop."""
 
@@ -172,34 +188,113 @@ class _LoopResources:
                 conn.pgconn.finish()
 
 
-class PostgresBackend(PostgresJobStore):
-    """Backend over one schema of a PostgreSQL database."""
+class PostgresExecutor:
+    """Runs named statements on pooled connections (autocommit: one statement, one
+    transaction) and keeps the per-loop pools and listeners."""
 
-    def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 5.0) -> None:
-        from .. import redact_url
-
-        settings = parse_postgres_url(url)
+    def __init__(
+        self, settings: PostgresSettings, url: str, signal: ChangeSignal, *, pool_timeout: float
+    ) -> None:
         self.url_for_logs = redact_url(url)
         self.schema = settings.schema
         self.channel = f"taskflare_{settings.schema}"[:63]
+        self.statements_run = 0
+        self.sql = _statements(settings.schema)
         self._settings = settings
-        self._sql = _statements(settings.schema)
-        self._auto_migrate = auto_migrate
+        self._signal = signal
         self._pool_timeout = pool_timeout
         self._loops: dict[asyncio.AbstractEventLoop, _LoopResources] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._schema_ready = False
-        self._changes = ChangeSignal()
-        self._ready_cache: dict[tuple[str, int], tuple[float, ReadyInfo]] = {}
+        self.schema_ready = False
+        self.auto_migrate = True
 
-    # -- connections ----------------------------------------------------------------
+    # -- running --------------------------------------------------------------------------
 
-    def _unavailable(self, exc: BaseException, doing: str) -> BackendUnavailable:
+    def unavailable(self, exc: BaseException, doing: str) -> BackendUnavailable:
+        """A `BackendUnavailable` naming the database (password removed) and the action."""
         text = f"{type(exc).__name__}: {exc}".strip()
         if self._settings.password:
             text = text.replace(self._settings.password, "***")
         return BackendUnavailable(f"PostgreSQL {self.url_for_logs}: cannot {doing}: {text}")
+
+    async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """Run statement `name` in its own transaction and return its rows."""
+
+        async def run(conn: Conn) -> Rows:
+            return await self.on(conn, name, params)
+
+        return await self.run(run, name)
+
+    async def on(self, conn: Conn | psycopg.AsyncCursor[Any], name: str, params: Mapping[str, Any]) -> Rows:
+        """Run statement `name` on this connection (or cursor), inside whatever transaction
+        it is in."""
+        self.statements_run += 1
+        args = {**params, "channel": self.channel}
+        cur = await conn.execute(self.sql[name], args)
+        return await _rows(cur)
+
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], doing: str, *, check_schema: bool = True
+    ) -> T:
+        """Run `fn` on a pooled connection; retry once if the connection had gone stale.
+
+        After a server restart every idle pooled connection is dead; the first use of
+        each fails. Such a failure (and a deadlock victim) is retried at once on a fresh
+        connection; every statement here is safe to repeat (leases guard outcomes,
+        enqueue ignores ids already stored). A value the server refuses becomes
+        `StorageRejected`; anything else `BackendUnavailable`.
+        """
+        if check_schema and not self.schema_ready:
+            await self.ensure_schema()
+        pool = await self._pool()
+        for attempt in (1, 2):
+            used: Conn | None = None
+            try:
+                async with pool.connection() as conn:
+                    used = conn
+                    return await fn(conn)
+            except PoolTimeout as exc:
+                raise self.unavailable(exc, doing) from exc
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                stale = used is not None and used.closed
+                if attempt == 1 and (stale or isinstance(exc, pg_errors.TransactionRollback)):
+                    if stale:
+                        log.info(
+                            "PostgreSQL %s: a pooled connection was lost (%s); retrying",
+                            self.url_for_logs,
+                            exc,
+                        )
+                        with contextlib.suppress(Exception):
+                            await pool.check()
+                    continue
+                raise self.unavailable(exc, doing) from exc
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                raise StorageRejected(
+                    f"PostgreSQL {self.url_for_logs} refused a value ({doing}): {exc}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    async def on_callers_connection(
+        self, connection: Any, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
+    ) -> T:
+        """Run `fn` on a cursor of the caller's connection, inside the caller's transaction."""
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise InvalidMessage(
+                "connection= must be a psycopg.AsyncConnection (psycopg 3, async); got "
+                f"{type(connection).__name__}"
+            )
+        if not self.schema_ready:
+            await self.ensure_schema()
+        try:
+            async with psycopg.AsyncCursor(connection) as cur:
+                return await fn(cur)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self.unavailable(exc, "enqueue on the given connection") from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StorageRejected(f"PostgreSQL refused a value: {exc}") from exc
+
+    # -- pools --------------------------------------------------------------------------
 
     def _resources(self) -> _LoopResources:
         if self._closed:
@@ -236,117 +331,6 @@ class PostgresBackend(PostgresJobStore):
             res.opened = True
         return res.pool
 
-    async def _run(
-        self, fn: Callable[[Conn], Awaitable[T]], doing: str, *, check_schema: bool = True
-    ) -> T:
-        """Run `fn` on a pooled connection; retry once if the connection had gone stale.
-
-        After a server restart every idle pooled connection is dead; the first use of
-        each fails. Such a failure (and a deadlock victim) is retried at once on a fresh
-        connection; every statement here is safe to repeat (leases guard outcomes,
-        enqueue ignores ids already stored). Anything else becomes `BackendUnavailable`.
-        """
-        if check_schema and not self._schema_ready:
-            await self._ensure_schema()
-        pool = await self._pool()
-        for attempt in (1, 2):
-            used: Conn | None = None
-            try:
-                async with pool.connection() as conn:
-                    used = conn
-                    return await fn(conn)
-            except PoolTimeout as exc:
-                raise self._unavailable(exc, doing) from exc
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                stale = used is not None and used.closed
-                if attempt == 1 and (stale or isinstance(exc, pg_errors.TransactionRollback)):
-                    if stale:
-                        log.info(
-                            "PostgreSQL %s: a pooled connection was lost (%s); retrying",
-                            self.url_for_logs,
-                            exc,
-                        )
-                        with contextlib.suppress(Exception):
-                            await pool.check()
-                    continue
-                raise self._unavailable(exc, doing) from exc
-        raise AssertionError("unreachable")
-
-    async def _fetch(self, conn: Conn, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(self._sql[name], params)
-        return await cur.fetchall()
-
-    async def _one(self, name: str, params: dict[str, Any], doing: str) -> tuple[Any, ...]:
-        async def run(conn: Conn) -> tuple[Any, ...]:
-            return (await self._fetch(conn, name, params))[0]
-
-        return await self._run(run, doing)
-
-    # -- schema -------------------------------------------------------------------------
-
-    async def _applied_versions(self, conn: Conn) -> list[int]:
-        table = f'"{self.schema}".schema_migrations'
-        exists = (await self._fetch(conn, "migrations_table_exists", {"table": table}))[0][0]
-        if not exists:
-            return []
-        return [row[0] for row in await self._fetch(conn, "migrations_applied", {})]
-
-    async def _migrate_on(self, conn: Conn) -> list[int]:
-        done: list[int] = []
-        async with conn.transaction():
-            # Two processes migrating at once: the second waits here, then finds the
-            # versions the first applied (CREATE SCHEMA IF NOT EXISTS alone can race).
-            await conn.execute(self._sql["migrate_lock"], {"schema": self.schema})
-            if not (await self._fetch(conn, "schema_exists", {"schema": self.schema}))[0][0]:
-                await conn.execute(self._sql["schema_create"])
-            await conn.execute(self._sql["migrations_table"])
-            applied = await self._applied_versions(conn)
-            await conn.execute(
-                self._sql["migration_search_path"], {"search_path": f'"{self.schema}"'}
-            )
-            for migration in MIGRATIONS:
-                if migration.version in applied:
-                    continue
-                await conn.execute(migration.sql)
-                await conn.execute(
-                    self._sql["migration_record"],
-                    {"version": migration.version, "name": migration.name},
-                )
-                done.append(migration.version)
-        return done
-
-    def _verify(self, applied: list[int]) -> None:
-        current = max(applied, default=0)
-        if current > LATEST_VERSION:
-            raise SchemaTooNew(
-                f"schema {self.schema!r} of {self.url_for_logs} has version {current}, newer "
-                f"than this taskflare ({LATEST_VERSION}); upgrade taskflare"
-            )
-        if current < LATEST_VERSION:
-            raise SchemaOutdated(
-                f"schema {self.schema!r} of {self.url_for_logs} has version {current}; this "
-                f"taskflare needs {LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
-            )
-
-    async def _ensure_schema(self) -> None:
-        """Check the schema version once; migrate a fresh (empty) schema automatically."""
-        applied = await self._run(
-            self._applied_versions, "read the schema version", check_schema=False
-        )
-        if not applied and self._auto_migrate:
-            await self._run(self._migrate_on, "create the schema", check_schema=False)
-            applied = await self._run(
-                self._applied_versions, "read the schema version", check_schema=False
-            )
-        self._verify(applied)
-        self._schema_ready = True
-
-    async def migrate(self) -> list[int]:
-        """Apply every pending migration in one transaction, under an advisory lock."""
-        done = await self._run(self._migrate_on, "migrate", check_schema=False)
-        self._schema_ready = False
-        return done
-
     async def close(self) -> None:
         """Close every loop's pool and listener; safe to call twice."""
         with self._lock:
@@ -369,21 +353,77 @@ class PostgresBackend(PostgresJobStore):
                     log.warning("could not close connections of another event loop: %r", exc)
                     res.abandon()
 
-    # -- change notification ----------------------------------------------------------
+    # -- schema -------------------------------------------------------------------------
 
-    @property
-    def change_seq(self) -> int:
-        """Moves on this process's own sends and on every NOTIFY from any process."""
-        return self._changes.seq
+    async def _applied_versions(self, conn: Conn) -> list[int]:
+        table = f'"{self.schema}".schema_migrations'
+        exists = (await self.on(conn, "migrations_table_exists", {"table": table})).scalar()
+        if not exists:
+            return []
+        return [row[0] for row in (await self.on(conn, "migrations_applied", {})).rows]
 
-    async def wait_for_change(self, since: int, timeout: float) -> None:
-        """Sleep until a NOTIFY (or a local change) arrives, or `timeout` passes."""
+    async def _migrate_on(self, conn: Conn) -> list[int]:
+        done: list[int] = []
+        async with conn.transaction():
+            # Two processes migrating at once: the second waits here, then finds the
+            # versions the first applied (CREATE SCHEMA IF NOT EXISTS alone can race).
+            await self.on(conn, "migrate_lock", {"schema": self.schema})
+            if not (await self.on(conn, "schema_exists", {"schema": self.schema})).scalar():
+                await self.on(conn, "schema_create", {})
+            await self.on(conn, "migrations_table", {})
+            applied = await self._applied_versions(conn)
+            await self.on(conn, "migration_search_path", {"search_path": f'"{self.schema}"'})
+            for migration in MIGRATIONS:
+                if migration.version in applied:
+                    continue
+                await conn.execute(migration.sql)
+                await self.on(
+                    conn, "migration_record", {"version": migration.version, "name": migration.name}
+                )
+                done.append(migration.version)
+        return done
+
+    def _verify(self, applied: list[int]) -> None:
+        current = max(applied, default=0)
+        if current > LATEST_VERSION:
+            raise SchemaTooNew(
+                f"schema {self.schema!r} of {self.url_for_logs} has version {current}, newer "
+                f"than this taskflare ({LATEST_VERSION}); upgrade taskflare"
+            )
+        if current < LATEST_VERSION:
+            raise SchemaOutdated(
+                f"schema {self.schema!r} of {self.url_for_logs} has version {current}; this "
+                f"taskflare needs {LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
+            )
+
+    async def ensure_schema(self) -> None:
+        """Check the schema version once; migrate a fresh (empty) schema automatically."""
+        applied = await self.run(
+            self._applied_versions, "read the schema version", check_schema=False
+        )
+        if not applied and self.auto_migrate:
+            await self.run(self._migrate_on, "create the schema", check_schema=False)
+            applied = await self.run(
+                self._applied_versions, "read the schema version", check_schema=False
+            )
+        self._verify(applied)
+        self.schema_ready = True
+
+    async def migrate(self) -> list[int]:
+        """Apply every pending migration in one transaction, under an advisory lock."""
+        done = await self.run(self._migrate_on, "migrate", check_schema=False)
+        self.schema_ready = False
+        return done
+
+    # -- listening ----------------------------------------------------------------------
+
+    def ensure_listening(self) -> None:
+        """Start this loop's LISTEN connection if it is not running."""
         res = self._resources()
         if res.listener is None or res.listener.done():
             res.listener = asyncio.create_task(
                 self._listen(res), name=f"taskflare-listen-{self.schema}"
             )
-        await self._changes.wait(since, timeout)
 
     async def _listen(self, res: _LoopResources) -> None:
         """Hold a LISTEN connection for this loop, reconnecting with backoff when it breaks."""
@@ -396,7 +436,7 @@ class PostgresBackend(PostgresJobStore):
                 )
             except psycopg.OperationalError as exc:
                 if not lost:
-                    log.warning("%s", self._unavailable(exc, "listen for new work"))
+                    log.warning("%s", self.unavailable(exc, "listen for new work"))
                 lost = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LISTEN_MAX_BACKOFF)
@@ -411,31 +451,122 @@ class PostgresBackend(PostgresJobStore):
                         )
                     lost = False
                     delay = 0.1
-                    # Work may have become ready while nobody was listening.
-                    self._changes.bump()
-                    async for _ in conn.notifies():
-                        self._changes.bump()
+                    # Anything may have changed while nobody was listening.
+                    self._signal.raise_all()
+                    async for notice in conn.notifies():
+                        self._signal.raise_topics((notice.payload,))
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                log.warning("%s; reconnecting", self._unavailable(exc, "listen for new work"))
+                log.warning("%s; reconnecting", self.unavailable(exc, "listen for new work"))
                 lost = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LISTEN_MAX_BACKOFF)
             finally:
                 res.listen_conn = None
 
+
+def job_params(message: NewMessage | None) -> dict[str, Any]:
+    """The parameters of a one-job insert (all NULL without a job: a skipped cron tick)."""
+    if message is None:
+        keys = "id queue body content_type priority delay type max_attempts"
+        return dict.fromkeys([*keys.split(), "idempotency_key", "correlation_id", "batch_id"])
+    return {
+        "id": message.id,
+        "queue": message.queue,
+        "body": message.body,
+        "content_type": message.content_type,
+        "priority": message.priority,
+        "delay": float(message.delay_seconds),
+        "type": message.type,
+        "max_attempts": message.max_attempts,
+        "idempotency_key": message.idempotency_key,
+        "correlation_id": message.correlation_id,
+        "batch_id": message.batch_id,
+    }
+
+
+def _settle_params(settlement: Settlement) -> dict[str, Any]:
+    acks, retries, fails = settlement.acks, settlement.retries, settlement.fails
+    completes, cancels, attempts = settlement.completes, settlement.cancels, settlement.attempts
+    return {
+        "ack_ids": [a.id for a in acks],
+        "ack_leases": [a.lease_id for a in acks],
+        "retry_ids": [r.id for r in retries],
+        "retry_leases": [r.lease_id for r in retries],
+        "retry_delays": [float(r.delay_seconds) for r in retries],
+        "retry_errors": [r.error for r in retries],
+        "retry_expired": [r.require_expired for r in retries],
+        "fail_ids": [f.id for f in fails],
+        "fail_leases": [f.lease_id for f in fails],
+        "fail_errors": [f.error for f in fails],
+        "fail_expired": [f.require_expired for f in fails],
+        "dlq_ids": [f.dlq_message_id if f.dead_letter_queue else None for f in fails],
+        "dlq_queues": [f.dead_letter_queue if f.dlq_message_id else None for f in fails],
+        "complete_ids": [c.id for c in completes],
+        "complete_leases": [c.lease_id for c in completes],
+        "complete_results": [c.result or b"null" for c in completes],
+        "cancel_ids": [c.id for c in cancels],
+        "cancel_leases": [c.lease_id for c in cancels],
+        "cancel_reasons": [c.reason for c in cancels],
+        "attempt_jobs": [a.job_id for a in attempts],
+        "attempt_numbers": [a.attempt for a in attempts],
+        "attempt_workers": [a.worker_id for a in attempts],
+        "attempt_starts": [a.started_at for a in attempts],
+        "attempt_ends": [a.finished_at for a in attempts],
+        "attempt_outcomes": [a.outcome for a in attempts],
+        "attempt_errors": [a.error for a in attempts],
+        "attempt_tracebacks": [a.traceback for a in attempts],
+    }
+
+
+class PostgresBackend(SqlStore):
+    """Backend over one schema of a PostgreSQL database."""
+
+    def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 5.0) -> None:
+        self._changes = ChangeSignal()
+        settings = parse_postgres_url(url)
+        self._db = PostgresExecutor(settings, url, self._changes, pool_timeout=pool_timeout)
+        self._db.auto_migrate = auto_migrate
+        super().__init__(self._db)
+        self.url_for_logs = self._db.url_for_logs
+        self.schema = settings.schema
+        self.channel = self._db.channel
+
+    @property
+    def statements_run(self) -> int:
+        """Statements executed so far (for tests that count round trips)."""
+        return self._db.statements_run
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations."""
+        return await self._db.migrate()
+
+    async def close(self) -> None:
+        """Close every pool and listener; safe to call twice."""
+        await self._db.close()
+
+    # -- notifier -----------------------------------------------------------------------
+
+    def change_seq(self, topic: str) -> int:
+        """Moves on every NOTIFY of `topic` from any process, this one included."""
+        return self._changes.seq(topic)
+
+    async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
+        """Sleep until a NOTIFY of `topic` arrives, or `timeout` passes."""
+        self._db.ensure_listening()
+        return await self._changes.wait(topic, since, timeout)
+
     # -- messages -----------------------------------------------------------------------
 
-    async def message_enqueue_many(
-        self, messages: Sequence[NewMessage], connection: Any | None = None
-    ) -> None:
+    async def message_enqueue_many(self, params: EnqueueParams) -> None:
         """Insert a batch in one statement (and NOTIFY in the same transaction).
 
         With `connection` (a psycopg `AsyncConnection`), the insert runs on it, inside
         the caller's transaction: the messages exist if and only if that commits.
         """
+        messages = params.messages
         if not messages:
             return
-        params = {
+        args = {
             "ids": [m.id for m in messages],
             "queues": [m.queue for m in messages],
             "bodies": [m.body for m in messages],
@@ -447,38 +578,15 @@ class PostgresBackend(PostgresJobStore):
             "idempotency_keys": [m.idempotency_key for m in messages],
             "correlation_ids": [m.correlation_id for m in messages],
             "batch_ids": [m.batch_id for m in messages],
-            "channel": self.channel,
         }
-        if connection is None:
-
-            async def run(conn: Conn) -> None:
-                await conn.execute(self._sql["message_enqueue_many"], params)
-
-            await self._run(run, "enqueue")
+        if params.connection is None:
+            await self._db.fetch("message_enqueue_many", args)
         else:
-            await self._on_callers_connection(
-                connection, lambda cur: cur.execute(self._sql["message_enqueue_many"], params)
+            await self._db.on_callers_connection(
+                params.connection, lambda cur: self._db.on(cur, "message_enqueue_many", args)
             )
-        self._changes.bump()
 
-    async def _on_callers_connection(
-        self, connection: Any, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
-    ) -> T:
-        """Run `fn` on a cursor of the caller's connection, inside the caller's transaction."""
-        if not isinstance(connection, psycopg.AsyncConnection):
-            raise InvalidMessage(
-                "connection= must be a psycopg.AsyncConnection (psycopg 3, async); got "
-                f"{type(connection).__name__}"
-            )
-        if not self._schema_ready:
-            await self._ensure_schema()
-        try:
-            async with psycopg.AsyncCursor(connection) as cur:
-                return await fn(cur)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise self._unavailable(exc, "enqueue on the given connection") from exc
-
-    async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
+    async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in a single UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING."""
         args = {
             "queue": params.queue,
@@ -488,246 +596,122 @@ class PostgresBackend(PostgresJobStore):
             "visibility_timeout": float(params.visibility_timeout),
             "min_count": params.min_count,
             "max_wait": float(params.max_wait),
+            "types": None if params.types is None else list(params.types),
         }
-
-        async def run(conn: Conn) -> list[tuple[Any, ...]]:
-            return await self._fetch(conn, "message_claim_many", args)
-
-        rows = await self._run(run, f"claim from queue {params.queue!r}")
-        if rows and rows[0][0] is None:  # nothing claimed: the row describes the queue
-            count, oldest, next_at, paused, now = rows[0][11:]
-            info = ReadyInfo(int(count), oldest, next_at, bool(paused), float(now))
-            self._ready_cache[(params.queue, params.limit)] = (time.monotonic(), info)
-            return []
-        claimed = [ClaimedMessage(*row[:11]) for row in rows]
+        rows = await self._db.fetch("message_claim_many", args)
+        if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
+            ready = Rows(rows.columns[11:], [rows.rows[0][11:]]).first(ReadyInfo)
+            return ClaimResult([], ready)
+        claimed = Rows(rows.columns[:11], [r[:11] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
-        return claimed
-
-    def _settle_params(self, settlement: Settlement) -> dict[str, Any]:
-        acks, retries, fails = settlement.acks, settlement.retries, settlement.fails
-        completes, cancels, attempts = (
-            settlement.completes,
-            settlement.cancels,
-            settlement.attempts,
-        )
-        return {
-            "ack_ids": [a.id for a in acks],
-            "ack_leases": [a.lease_id for a in acks],
-            "retry_ids": [r.id for r in retries],
-            "retry_leases": [r.lease_id for r in retries],
-            "retry_delays": [float(r.delay_seconds) for r in retries],
-            "retry_errors": [r.error for r in retries],
-            "fail_ids": [f.id for f in fails],
-            "fail_leases": [f.lease_id for f in fails],
-            "fail_errors": [f.error for f in fails],
-            "dlq_ids": [f.dlq_message_id if f.dead_letter_queue else None for f in fails],
-            "dlq_queues": [f.dead_letter_queue if f.dlq_message_id else None for f in fails],
-            "complete_ids": [c.id for c in completes],
-            "complete_leases": [c.lease_id for c in completes],
-            "complete_results": [c.result or b"null" for c in completes],
-            "cancel_ids": [c.id for c in cancels],
-            "cancel_leases": [c.lease_id for c in cancels],
-            "cancel_reasons": [c.reason for c in cancels],
-            "attempt_jobs": [a.job_id for a in attempts],
-            "attempt_numbers": [a.attempt for a in attempts],
-            "attempt_workers": [a.worker_id for a in attempts],
-            "attempt_starts": [a.started_at for a in attempts],
-            "attempt_ends": [a.finished_at for a in attempts],
-            "attempt_outcomes": [a.outcome for a in attempts],
-            "attempt_errors": [a.error for a in attempts],
-            "attempt_tracebacks": [a.traceback for a in attempts],
-            "channel": self.channel,
-        }
-
-    async def _settle_on(self, conn: Conn, settlement: Settlement) -> SettleResult:
-        rows = await self._fetch(conn, "message_settle_many", self._settle_params(settlement))
-        acked, retried, failed, dead_lettered, _, completed, cancelled = rows[0]
-        if retried or dead_lettered:
-            self._changes.bump()
-        return SettleResult(int(acked), int(retried), int(failed), int(completed), int(cancelled))
+        return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""
-        s = settlement
-        if not (s.acks or s.retries or s.fails or s.completes or s.cancels or s.attempts):
+        if not settlement:
             return SettleResult()
+        rows = await self._db.fetch("message_settle_many", _settle_params(settlement))
+        return SettleResult({str(i): str(s) for i, s, _ in rows.rows if i is not None})
 
-        async def run(conn: Conn) -> SettleResult:
-            return await self._settle_on(conn, settlement)
+    # -- jobs ---------------------------------------------------------------------------
 
-        return await self._run(run, "record outcomes")
-
-    async def message_release_many(self, refs: Sequence[LeaseRef]) -> int:
-        """Hand claimed-but-unstarted messages back, attempts restored."""
-        if not refs:
-            return 0
-        params = {
-            "ids": [r.id for r in refs],
-            "leases": [r.lease_id for r in refs],
-            "channel": self.channel,
+    async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
+        """Insert one job (and NOTIFY) in one statement; an unexpired job holding the same
+        (type, key) wins. With `connection`, inside the caller's transaction."""
+        message = params.message
+        args = {
+            **job_params(message),
+            "ttl": float(params.idempotency_ttl),
+            "stale_holder": None,
         }
-        count = int((await self._one("message_release_many", params, "release messages"))[0])
-        if count:
-            self._changes.bump()
-        return count
+        if params.connection is None:
 
-    async def message_get(self, message_id: str) -> MessageRecord | None:
-        """One message by id, or None."""
+            async def run(conn: Conn) -> EnqueueResult:
+                return await self._enqueue_job(message, args, lambda n, a: self._db.on(conn, n, a))
 
-        async def run(conn: Conn) -> list[tuple[Any, ...]]:
-            return await self._fetch(conn, "message_get", {"id": message_id})
+            return await self._db.run(run, f"enqueue a {message.type!r} job")
 
-        rows = await self._run(run, "read a message")
-        return MessageRecord(*rows[0]) if rows else None
+        async def on_cursor(cur: psycopg.AsyncCursor[Any]) -> EnqueueResult:
+            return await self._enqueue_job(message, args, lambda n, a: self._db.on(cur, n, a))
 
-    async def message_list(
-        self, queue: str, state: str | None = None, limit: int = 100
-    ) -> list[MessageRecord]:
-        """Messages of one queue, optionally of one state, oldest first."""
-        params = {"queue": queue, "state": state, "limit": limit}
+        return await self._db.on_callers_connection(params.connection, on_cursor)
 
-        async def run(conn: Conn) -> list[tuple[Any, ...]]:
-            return await self._fetch(conn, "message_list", params)
-
-        return [MessageRecord(*row) for row in await self._run(run, "list messages")]
-
-    # -- leases -------------------------------------------------------------------------
-
-    async def lease_extend_many(self, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        """Heartbeat: push live leases' expiry forward."""
-        if not lease_ids:
-            return 0
-        params = {"lease_ids": list(lease_ids), "visibility_timeout": float(visibility_timeout)}
-
-        async def run(conn: Conn) -> int:
-            cur = await conn.execute(self._sql["lease_extend_many"], params)
-            return cur.rowcount
-
-        return await self._run(run, "extend leases")
-
-    async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
-        """Requeue expired leases; fail (and dead-letter) those already out of attempts."""
-        args = {"queue": params.queue, "max_attempts": params.max_attempts, "channel": self.channel}
-
-        async def run(conn: Conn) -> RescueResult:
-            async with conn.transaction():
-                rows = await self._fetch(conn, "lease_rescue_expired", args)
-                requeued = sum(int(row[2]) for row in rows if row[0] is None)
-                exhausted = [row for row in rows if row[0] is not None]
-                failed = 0
-                if exhausted:
-                    from ...ids import uuid7
-
-                    fails = [
-                        FailOutcome(
-                            id=row[0],
-                            lease_id=row[1],
-                            error=(
-                                f"lease expired after the last of {params.max_attempts} "
-                                "deliveries: the worker holding this message stopped or "
-                                "lost contact"
-                            ),
-                            dead_letter_queue=params.dead_letter_queue,
-                            dlq_message_id=uuid7() if params.dead_letter_queue else None,
-                        )
-                        for row in exhausted
-                    ]
-                    failed = (await self._settle_on(conn, Settlement(fails=fails))).failed
-            return RescueResult(requeued, failed)
-
-        result = await self._run(run, f"rescue expired leases of queue {params.queue!r}")
-        if result.requeued:
-            self._changes.bump()
-        return result
-
-    # -- queues -------------------------------------------------------------------------
-
-    async def queue_declare_many(self, queues: Sequence[QueueSettings]) -> None:
-        """Create or update queue rows with their settings, in one statement."""
-        if not queues:
-            return
-        params = {"names": [q.name for q in queues], "settings": [q.settings_json for q in queues]}
-
-        async def run(conn: Conn) -> None:
-            await conn.execute(self._sql["queue_declare_many"], params)
-
-        await self._run(run, "declare queues")
-
-    async def queue_pause(self, queue: str, paused: bool) -> None:
-        """Set or clear a queue's paused flag (resuming notifies idle workers)."""
-        params = {"name": queue, "paused": paused, "channel": self.channel}
-        await self._one("queue_pause", params, f"pause or resume queue {queue!r}")
-        if not paused:
-            self._changes.bump()
-
-    async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
-        """Ready count (up to `limit`), oldest ready time, next delayed time, paused, DB now.
-
-        Right after an empty claim of the same queue, the description that claim
-        returned is used instead of a second query: the worker asks exactly then, and
-        any change since has bumped `change_seq` (locally or by NOTIFY), so the worker
-        looks again at once instead of trusting it.
-        """
-        cached = self._ready_cache.pop((queue, limit), None)
-        if cached is not None and time.monotonic() - cached[0] < _READY_INFO_REUSE:
-            return cached[1]
-        row = await self._one(
-            "queue_ready_info", {"queue": queue, "limit": limit}, f"inspect queue {queue!r}"
+    async def _enqueue_job(
+        self,
+        message: NewMessage,
+        args: dict[str, Any],
+        run: Callable[[str, dict[str, Any]], Awaitable[Rows]],
+    ) -> EnqueueResult:
+        for _ in range(_IDEMPOTENCY_ROUNDS):
+            stored = (await run("job_enqueue", args)).scalar()
+            if stored or message.idempotency_key is None:
+                # Not stored without a key: the id exists, from a repeat of this enqueue.
+                return EnqueueResult(message.id, duplicate=False)
+            holder = (await run("idempotency_holder", args)).dicts()
+            if not holder:  # the key expired and was pruned meanwhile: claim again
+                continue
+            job_id, job_exists = holder[0]["job_id"], holder[0]["job_exists"]
+            if job_id == message.id:  # a repeat of this enqueue had already won
+                return EnqueueResult(message.id, duplicate=False)
+            if job_exists:
+                return EnqueueResult(str(job_id), duplicate=True)
+            args["stale_holder"] = job_id  # its job is gone (purged): take the key over
+        raise BackendUnavailable(
+            f"idempotency key {message.idempotency_key!r} of type {message.type!r} kept "
+            f"changing hands; gave up after {_IDEMPOTENCY_ROUNDS} rounds"
         )
-        count, oldest, next_at, paused, now = row
-        return ReadyInfo(int(count), oldest, next_at, bool(paused), float(now))
 
-    async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
-        """Per-queue message counts by state."""
+    async def job_cancel(self, params: JobIdParams) -> JobCancelResult:
+        """Cancel a pending job now, or request it for a running one, in one statement."""
+        found = (await self._db.fetch("job_cancel", {"id": params.id})).dicts()
+        if not found:
+            return JobCancelResult(Cancel.MISSING)
+        row = found[0]
+        if row["cancelled"]:
+            return JobCancelResult(Cancel.CANCELLED)
+        if row["requested"]:
+            return JobCancelResult(Cancel.REQUESTED)
+        return JobCancelResult(Cancel.FINISHED, str(row["state"]))
 
-        async def run(conn: Conn) -> list[tuple[Any, ...]]:
-            return await self._fetch(conn, "queue_counts", {"queue": queue})
+    async def job_retry(self, params: JobIdParams) -> JobRetryResult:
+        """Back to pending with a fresh attempt budget (and NOTIFY), if failed or cancelled."""
+        outcome = (await self._db.fetch("job_retry", {"id": params.id})).scalar()
+        if outcome is None:
+            return JobRetryResult(RetryResult.MISSING)
+        if outcome == "retried":
+            return JobRetryResult(RetryResult.RETRIED)
+        return JobRetryResult(RetryResult.WRONG_STATE, str(outcome))
 
-        result: dict[str, QueueCounts] = {}
-        rows = await self._run(run, "count messages")
-        for name, paused, state, count, oldest, settings in rows:
-            entry = result.get(name)
-            if entry is None:
-                entry = result[name] = QueueCounts(
-                    name=name, paused=bool(paused), settings_json=settings
-                )
-            if state is not None:
-                entry.by_state[state] = int(count)
-            if oldest is not None:
-                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest, settings)
-        return list(result.values())
+    async def job_prune(self, params: PruneParams) -> int:
+        """Delete up to `limit` finished rows past retention, their history, expired keys."""
+        args = {
+            "completed_before": params.completed_before,
+            "failed_before": params.failed_before,
+            "limit": params.limit,
+        }
+        return int((await self._db.fetch("job_prune", args)).scalar())
 
-    # -- administration -----------------------------------------------------------------
+    # -- cron and dead letters ----------------------------------------------------------
 
-    async def queue_purge(self, queue: str) -> int:
-        """Delete unfinished messages of a queue (delayed ones too)."""
-        return await self._rowcount("queue_purge", {"queue": queue}, f"purge queue {queue!r}")
+    async def cron_tick_record(self, params: CronTickRecordParams) -> bool:
+        """Insert the tick row and, when it is new, its job (and NOTIFY), in one statement."""
+        tick = params.tick
+        args = {
+            **job_params(params.job),
+            "name": tick.name,
+            "tick": float(tick.tick),
+            "status": tick.status,
+        }
+        return bool((await self._db.fetch("cron_tick_record", args)).scalar())
 
-    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
+    async def dead_letter_reprocess(self, params: DeadLetterReprocessParams) -> int:
         """Jobs back as themselves, plain messages moved back, in one statement (NOTIFY)."""
-        params = {
-            "dlq": dlq,
-            "ids": None if ids is None else list(ids),
-            "channel": self.channel,
+        args = {
+            "dlq": params.dead_letter_queue,
+            "ids": None if params.ids is None else list(params.ids),
         }
-        rows = await self._rows("dead_letter_reprocess", params, f"reprocess {dlq!r}")
-        count = int(rows[0][0])
-        if count:
-            self._changes.bump()
-        return count
+        return int((await self._db.fetch("dead_letter_reprocess", args)).scalar())
 
-    async def worker_report(self, report: WorkerReport) -> None:
-        """Upsert this worker's row (`last_seen` from the server's clock)."""
-        params = {
-            "id": report.id,
-            "hostname": report.hostname,
-            "pid": report.pid,
-            "started_at": float(report.started_at),
-            "stats": report.stats_json,
-        }
-        await self._rowcount("worker_report", params, "report worker stats")
 
-    async def worker_list(self, since: float) -> list[WorkerReport]:
-        """Workers seen since `since`."""
-        rows = await self._rows("worker_list", {"since": float(since)}, "list workers")
-        return [WorkerReport(*row) for row in rows]
+# Exposed for tests that look at the settle statement.
+_ = time

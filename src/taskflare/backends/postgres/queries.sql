@@ -2,11 +2,14 @@
 -- {schema} is replaced by the app's quoted schema and {now} by the server's clock in
 -- epoch seconds, when the backend loads this file: every table is schema-qualified,
 -- so a statement also runs unchanged on a caller's own connection (transactional
--- enqueue), whatever that connection's search_path.
+-- enqueue), whatever that connection's search_path. Columns are named as the fields of
+-- the record they fill.
 --
--- Outcomes that make work ready (enqueue, retry, release, resume, dead-letter copy)
--- call pg_notify in the same statement, so the notification is sent if and only if
--- the change commits.
+-- The change signal: a statement that makes work ready calls
+-- pg_notify(channel, 'ready:<queue>'), one that finishes a job pg_notify(channel,
+-- 'done'), a cancellation request pg_notify(channel, 'cancel'), in the same statement,
+-- so the notification is sent if and only if the change commits. Every process
+-- listening on the channel (this one included) raises the topic when it arrives.
 
 -- name: message_enqueue_many
 -- One statement stores a whole batch. ON CONFLICT makes a retried enqueue (after a
@@ -28,7 +31,7 @@ WITH inserted AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
-SELECT count(pg_notify(%(channel)s, q.queue))
+SELECT count(pg_notify(%(channel)s, 'ready:' || q.queue)) AS notified
 FROM (SELECT DISTINCT queue FROM inserted) AS q;
 
 -- name: message_claim_many
@@ -42,6 +45,7 @@ WITH candidates AS MATERIALIZED (
     SELECT id, available_at
     FROM {schema}.messages
     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
       AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
     ORDER BY priority DESC, available_at, id
     LIMIT %(limit)s
@@ -70,73 +74,110 @@ WITH candidates AS MATERIALIZED (
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
        type, max_attempts, correlation_id,
-       NULL::bigint, NULL::float8, NULL::float8, NULL::boolean, NULL::float8
+       NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
+       NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
 FROM claimed
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
                            WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+                             AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
                            LIMIT %(limit)s) AS r),
     (SELECT min(available_at) FROM {schema}.messages
-     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}),
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))),
     (SELECT min(available_at) FROM {schema}.messages
-     WHERE queue = %(queue)s AND state = 'ready' AND available_at > {now}),
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at > {now}
+       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))),
     coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false),
     {now}
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
+-- name: queue_ready_info
+SELECT
+    (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
+                           WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+                             AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+                           LIMIT %(limit)s) AS r) AS ready_count,
+    (SELECT min(available_at) FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
+        AS oldest_available_at,
+    (SELECT min(available_at) FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'ready' AND available_at > {now}
+       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[])))
+        AS next_available_at,
+    coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false) AS paused,
+    {now} AS now;
+
 -- name: message_settle_many
--- Acks, retries, failures, job completions and cancellations of many batches, and the
--- jobs' attempt rows, in one statement (one transaction). Every outcome only applies
--- while its lease is still held. Failed messages that name a dead-letter queue are
--- copied there, body and content type unchanged.
+-- Acks, retries, failures, job completions and cancellations of many deliveries, and the
+-- attempt rows of those that applied, in one statement (one transaction). Every outcome
+-- only applies while its lease is still held (an ack without a lease id: while the plain
+-- message is unfinished, Cloudflare's late pull ack); rescue outcomes only once the lease
+-- has expired. A job whose cancellation was requested ends cancelled whatever its
+-- outcome: the cancel, once accepted, wins. Failed messages that name a dead-letter
+-- queue are copied there, body, content type and last error unchanged. The first row
+-- (id NULL) only carries the notification count.
 WITH acked AS (
     DELETE FROM {schema}.messages AS m
     USING unnest(%(ack_ids)s::text[], %(ack_leases)s::text[]) AS a(id, lease_id)
     WHERE m.id = ANY(%(ack_ids)s::text[])  -- primary-key lookups, never a scan
-      AND m.id = a.id AND m.lease_id = a.lease_id AND m.state = 'leased'
+      AND m.id = a.id
+      AND ((a.lease_id IS NULL AND m.type IS NULL AND m.state IN ('ready', 'leased'))
+           OR (m.lease_id = a.lease_id AND m.state = 'leased'))
     RETURNING m.id
 ), retried AS (
     UPDATE {schema}.messages AS m
-    SET state = 'ready',
-        available_at = {now} + r.delay,
+    SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        available_at = CASE WHEN m.cancel_requested THEN m.available_at
+                            ELSE {now} + r.delay END,
+        finished_at = CASE WHEN m.cancel_requested THEN {now} END,
+        last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running'
+                          ELSE coalesce(r.error, m.last_error) END,
         lease_id = NULL,
         lease_owner = NULL,
-        lease_expires_at = NULL,
-        last_error = coalesce(r.error, m.last_error)
+        lease_expires_at = NULL
     FROM unnest(%(retry_ids)s::text[], %(retry_leases)s::text[], %(retry_delays)s::float8[],
-                %(retry_errors)s::text[]) AS r(id, lease_id, delay, error)
+                %(retry_errors)s::text[], %(retry_expired)s::boolean[])
+         AS r(id, lease_id, delay, error, require_expired)
     WHERE m.id = ANY(%(retry_ids)s::text[])
       AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
-    RETURNING m.queue
+      AND (NOT r.require_expired OR m.lease_expires_at < {now})
+    RETURNING m.id, m.queue, m.state, m.type
 ), failed AS (
     UPDATE {schema}.messages AS m
-    SET state = 'failed',
+    SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'failed' END,
         lease_id = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
-        last_error = coalesce(f.error, m.last_error),
+        last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running'
+                          ELSE coalesce(f.error, m.last_error) END,
         finished_at = {now}
     FROM unnest(%(fail_ids)s::text[], %(fail_leases)s::text[], %(fail_errors)s::text[],
-                %(dlq_ids)s::text[], %(dlq_queues)s::text[])
-         AS f(id, lease_id, error, dlq_id, dlq_queue)
+                %(dlq_ids)s::text[], %(dlq_queues)s::text[], %(fail_expired)s::boolean[])
+         AS f(id, lease_id, error, dlq_id, dlq_queue, require_expired)
     WHERE m.id = ANY(%(fail_ids)s::text[])
       AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
-    RETURNING m.id, m.queue, m.body, m.content_type, m.priority, f.dlq_id, f.dlq_queue
+      AND (NOT f.require_expired OR m.lease_expires_at < {now})
+    RETURNING m.id, m.queue, m.state, m.type, m.body, m.content_type, m.priority,
+              m.last_error, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
-                                   created_at, available_at, origin_queue, origin_id)
-    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now}, queue, id
+                                   created_at, available_at, last_error, origin_queue,
+                                   origin_id)
+    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now},
+           last_error, queue, id
     FROM failed
-    WHERE dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
+    WHERE state = 'failed' AND dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 ), completed AS (
     UPDATE {schema}.messages AS m
-    SET state = 'completed',
-        result = c.result,
-        progress = 1.0,
-        last_error = NULL,
+    SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+        result = CASE WHEN m.cancel_requested THEN NULL ELSE c.result END,
+        progress = CASE WHEN m.cancel_requested THEN m.progress ELSE 1.0 END,
+        last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running' END,
         lease_id = NULL,
         lease_owner = NULL,
         lease_expires_at = NULL,
@@ -145,7 +186,7 @@ WITH acked AS (
                 %(complete_results)s::bytea[]) AS c(id, lease_id, result)
     WHERE m.id = ANY(%(complete_ids)s::text[])
       AND m.id = c.id AND m.lease_id = c.lease_id AND m.state = 'leased'
-    RETURNING m.id
+    RETURNING m.id, m.queue, m.state, m.type
 ), cancelled AS (
     UPDATE {schema}.messages AS m
     SET state = 'cancelled',
@@ -158,25 +199,38 @@ WITH acked AS (
          AS c(id, lease_id, reason)
     WHERE m.id = ANY(%(cancel_ids)s::text[])
       AND m.id = c.id AND m.lease_id = c.lease_id AND m.state = 'leased'
-    RETURNING m.id
+    RETURNING m.id, m.queue, m.state, m.type
+), applied AS (
+    SELECT id, queue, state, type FROM retried
+    UNION ALL SELECT id, queue, state, type FROM failed
+    UNION ALL SELECT id, queue, state, type FROM completed
+    UNION ALL SELECT id, queue, state, type FROM cancelled
 ), recorded AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                        outcome, error, traceback)
-    SELECT * FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
-                         %(attempt_workers)s::text[], %(attempt_starts)s::float8[],
-                         %(attempt_ends)s::float8[], %(attempt_outcomes)s::text[],
-                         %(attempt_errors)s::text[], %(attempt_tracebacks)s::text[])
+    SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+                THEN 'cancelled' ELSE a.outcome END,
+           a.error, a.traceback
+    FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
+                %(attempt_workers)s::text[], %(attempt_starts)s::float8[],
+                %(attempt_ends)s::float8[], %(attempt_outcomes)s::text[],
+                %(attempt_errors)s::text[], %(attempt_tracebacks)s::text[])
+         WITH ORDINALITY
+         AS a(job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback,
+              n)
+    JOIN applied AS p ON p.id = a.job_id
+    ORDER BY a.n
 ), notified AS (
-    SELECT pg_notify(%(channel)s, q.queue)
-    FROM (SELECT queue FROM retried UNION SELECT queue FROM dead_lettered) AS q
+    SELECT pg_notify(%(channel)s, t.topic)
+    FROM (SELECT 'ready:' || queue AS topic FROM applied WHERE state = 'ready'
+          UNION SELECT 'ready:' || queue FROM dead_lettered
+          UNION SELECT 'done' FROM applied
+                WHERE type IS NOT NULL AND state IN ('completed', 'failed', 'cancelled')) AS t
 )
-SELECT (SELECT count(*) FROM acked),
-       (SELECT count(*) FROM retried),
-       (SELECT count(*) FROM failed),
-       (SELECT count(*) FROM dead_lettered),
-       (SELECT count(*) FROM notified),
-       (SELECT count(*) FROM completed),
-       (SELECT count(*) FROM cancelled);
+SELECT NULL::text AS id, NULL::text AS state, (SELECT count(*) FROM notified) AS notified
+UNION ALL SELECT id, 'acked', NULL FROM acked
+UNION ALL SELECT id, state, NULL FROM applied;
 
 -- name: message_release_many
 WITH released AS (
@@ -189,51 +243,24 @@ WITH released AS (
     FROM unnest(%(ids)s::text[], %(leases)s::text[]) AS r(id, lease_id)
     WHERE m.id = ANY(%(ids)s::text[])
       AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
-    RETURNING m.queue
+    RETURNING m.id, m.queue
+), notified AS (
+    SELECT count(pg_notify(%(channel)s, 'ready:' || q.queue)) AS n
+    FROM (SELECT DISTINCT queue FROM released) AS q
 )
-SELECT (SELECT count(*) FROM released),
-       (SELECT count(pg_notify(%(channel)s, q.queue))
-        FROM (SELECT DISTINCT queue FROM released) AS q);
+SELECT id FROM released, notified;
 
 -- name: lease_extend_many
 UPDATE {schema}.messages
 SET lease_expires_at = {now} + %(visibility_timeout)s
 WHERE state = 'leased' AND lease_id = ANY(%(lease_ids)s::text[]);
 
--- name: lease_rescue_expired
--- Expired leases are locked (SKIP LOCKED: two rescuers take disjoint rows); a job's
--- history gets the attempt its worker never finished ('lost'); those with attempts
--- left (a job's own max_attempts, else the queue's) are requeued, and the exhausted
--- ones are returned, still locked, for the caller to fail in the same transaction.
-WITH expired AS MATERIALIZED (
-    SELECT id, lease_id, lease_owner, started_at, attempts, type,
-           attempts >= coalesce(max_attempts, %(max_attempts)s) AS exhausted
-    FROM {schema}.messages
-    WHERE queue = %(queue)s AND state = 'leased' AND lease_expires_at < {now}
-    FOR UPDATE SKIP LOCKED
-), lost AS (
-    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
-                                       outcome, error)
-    SELECT id, attempts, lease_owner, started_at, {now}, 'lost',
-           'lease expired: the worker holding this job stopped or lost contact'
-    FROM expired
-    WHERE type IS NOT NULL
-), requeued AS (
-    UPDATE {schema}.messages AS m
-    SET state = 'ready',
-        available_at = {now},
-        lease_id = NULL,
-        lease_owner = NULL,
-        lease_expires_at = NULL,
-        last_error = 'lease expired: the worker holding this message stopped or lost contact'
-    WHERE m.id = ANY(ARRAY(SELECT id FROM expired WHERE NOT exhausted))
-    RETURNING m.queue
-), notified AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM requeued) AS q
-)
-SELECT NULL, NULL, (SELECT count(*) FROM requeued), (SELECT count(*) FROM notified)
-UNION ALL
-SELECT id, lease_id, NULL, NULL FROM expired WHERE exhausted;
+-- name: lease_list_expired
+SELECT id, lease_id, queue, attempts, max_attempts, type, lease_owner, started_at
+FROM {schema}.messages
+WHERE queue = %(queue)s AND state = 'leased' AND lease_expires_at < {now}
+ORDER BY lease_expires_at
+LIMIT %(limit)s;
 
 -- name: message_get
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
@@ -252,18 +279,6 @@ WHERE queue = %(queue)s AND (%(state)s::text IS NULL OR state = %(state)s::text)
 ORDER BY created_at, id
 LIMIT %(limit)s;
 
--- name: queue_ready_info
-SELECT
-    (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
-                           WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
-                           LIMIT %(limit)s) AS r) AS ready_count,
-    (SELECT min(available_at) FROM {schema}.messages
-     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}) AS oldest,
-    (SELECT min(available_at) FROM {schema}.messages
-     WHERE queue = %(queue)s AND state = 'ready' AND available_at > {now}) AS next_at,
-    coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false) AS paused,
-    {now} AS now;
-
 -- name: queue_declare_many
 INSERT INTO {schema}.queues (name, paused, settings, created_at, updated_at)
 SELECT q.name, false, q.settings, {now}, {now}
@@ -278,11 +293,13 @@ WITH changed AS (
     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
     RETURNING name, paused
 )
-SELECT count(pg_notify(%(channel)s, name)) FROM changed WHERE NOT paused;
+SELECT count(pg_notify(%(channel)s, 'ready:' || name)) AS notified FROM changed WHERE NOT paused;
 
 -- name: queue_counts
-SELECT q.name, coalesce(q.paused, false), m.state, count(m.id),
-       min(CASE WHEN m.state = 'ready' THEN m.available_at END), q.settings
+SELECT q.name AS name, coalesce(q.paused, false) AS paused, m.state AS state,
+       count(m.id) AS count,
+       min(CASE WHEN m.state = 'ready' THEN m.available_at END) AS oldest_ready_at,
+       q.settings AS settings
 FROM (SELECT name, paused, settings FROM {schema}.queues
       UNION SELECT DISTINCT queue, NULL::boolean, NULL::text FROM {schema}.messages
             WHERE queue NOT IN (SELECT name FROM {schema}.queues)) AS q
@@ -290,6 +307,10 @@ LEFT JOIN {schema}.messages AS m ON m.queue = q.name
 WHERE (%(queue)s::text IS NULL OR q.name = %(queue)s::text)
 GROUP BY q.name, q.paused, q.settings, m.state
 ORDER BY q.name;
+
+-- name: queue_purge
+-- Every message not yet finished, delayed ones included, so none is ever delivered.
+DELETE FROM {schema}.messages WHERE queue = %(queue)s AND state IN ('ready', 'leased');
 
 -- name: migrate_lock
 -- Serializes migrations of one schema across processes; released at commit.
@@ -348,18 +369,21 @@ WITH claimed AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
-SELECT (SELECT count(*) FROM inserted),
-       (SELECT count(pg_notify(%(channel)s, queue)) FROM inserted);
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(pg_notify(%(channel)s, 'ready:' || queue)) FROM inserted) AS notified;
 
 -- name: idempotency_holder
 -- A new statement, so it sees the key (and its job) as committed by whoever won.
-SELECT k.job_id, EXISTS (SELECT 1 FROM {schema}.messages AS m WHERE m.id = k.job_id)
+SELECT k.job_id AS job_id,
+       EXISTS (SELECT 1 FROM {schema}.messages AS m WHERE m.id = k.job_id) AS job_exists
 FROM {schema}.idempotency_keys AS k
 WHERE k.type = %(type)s AND k.key = %(idempotency_key)s;
 
 -- name: job_attempts
 SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback
-FROM {schema}.job_attempts WHERE job_id = %(job_id)s ORDER BY id;
+FROM {schema}.job_attempts
+WHERE job_id = ANY(%(job_ids)s::text[])
+ORDER BY job_id, id;
 
 -- name: job_list
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
@@ -376,19 +400,35 @@ WHERE type IS NOT NULL
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
--- name: job_lock
--- Cancelling decides on the job's state while holding its row, so a concurrent claim
--- cannot slip between the look and the change.
-SELECT state FROM {schema}.messages WHERE id = %(id)s AND type IS NOT NULL FOR UPDATE;
-
--- name: job_cancel_pending
-UPDATE {schema}.messages
-SET state = 'cancelled', finished_at = {now}, last_error = 'cancelled before it ran'
-WHERE id = %(id)s AND type IS NOT NULL AND state = 'ready';
-
--- name: job_cancel_request
-UPDATE {schema}.messages SET cancel_requested = true
-WHERE id = %(id)s AND type IS NOT NULL AND state = 'leased';
+-- name: job_cancel
+-- Decided on the job's row, locked: a pending job is cancelled now; a running one gets
+-- its cancellation requested (its outcome will be `cancelled`, see message_settle_many);
+-- a finished one is left alone and its state returned.
+WITH target AS MATERIALIZED (
+    SELECT id, state FROM {schema}.messages
+    WHERE id = %(id)s AND type IS NOT NULL
+    FOR UPDATE
+), cancelled AS (
+    UPDATE {schema}.messages AS m
+    SET state = 'cancelled', finished_at = {now}, last_error = 'cancelled before it ran'
+    FROM target AS t
+    WHERE m.id = t.id AND t.state = 'ready'
+    RETURNING m.id
+), requested AS (
+    UPDATE {schema}.messages AS m
+    SET cancel_requested = true
+    FROM target AS t
+    WHERE m.id = t.id AND t.state = 'leased'
+    RETURNING m.id
+), notified AS (
+    SELECT pg_notify(%(channel)s, 'done') FROM cancelled
+    UNION ALL SELECT pg_notify(%(channel)s, 'cancel') FROM requested
+)
+SELECT t.state AS state,
+       EXISTS (SELECT 1 FROM cancelled) AS cancelled,
+       EXISTS (SELECT 1 FROM requested) AS requested,
+       (SELECT count(*) FROM notified) AS notified
+FROM target AS t;
 
 -- name: job_retry
 -- Back to pending with a fresh attempt budget; the row's old state when it cannot be.
@@ -406,7 +446,8 @@ WITH retried AS (
     WHERE id = %(id)s AND type IS NOT NULL AND state IN ('failed', 'cancelled')
     RETURNING queue
 )
-SELECT 'retried', count(pg_notify(%(channel)s, queue)) FROM retried
+SELECT 'retried' AS outcome, count(pg_notify(%(channel)s, 'ready:' || queue)) AS notified
+FROM retried
 HAVING count(*) > 0
 UNION ALL
 SELECT state, 0 FROM {schema}.messages
@@ -425,8 +466,8 @@ SELECT coalesce(max(id), 0) FROM {schema}.job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
-(SELECT 'enqueued', created_at, id, type, queue, attempts, NULL::text, NULL::float8,
-        0::bigint
+(SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
+        attempts AS attempt, NULL::text AS error, NULL::float8 AS duration, 0::bigint AS seq
  FROM {schema}.messages
  WHERE type IS NOT NULL AND created_at > %(enqueued_after)s
  ORDER BY created_at LIMIT %(limit)s)
@@ -443,7 +484,7 @@ UNION ALL
  ORDER BY a.id LIMIT %(limit)s);
 
 -- name: job_counts
-SELECT queue, type, state, count(*)
+SELECT queue, type, state, count(*) AS count
 FROM {schema}.messages
 WHERE type IS NOT NULL
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
@@ -456,7 +497,7 @@ VALUES (%(id)s, %(type)s, %(total)s, {now});
 
 -- name: job_batch_counts
 -- The batch row, and its jobs by state (one row with a NULL state when it has none).
-SELECT b.type, b.total, m.state, count(m.id)
+SELECT b.type AS type, b.total AS total, m.state AS state, count(m.id) AS count
 FROM {schema}.job_batches AS b
 LEFT JOIN {schema}.messages AS m ON m.batch_id = b.id
 WHERE b.id = %(id)s
@@ -481,7 +522,7 @@ WITH doomed AS MATERIALIZED (
 ), once AS (
     DELETE FROM {schema}.once_results WHERE expires_at < {now}
 )
-SELECT count(*) FROM deleted;
+SELECT count(*) AS deleted FROM deleted;
 
 -- name: once_claim
 -- Claim the key when absent, expired, or abandoned by a caller whose lease ran out.
@@ -529,7 +570,8 @@ WITH tick AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
-SELECT (SELECT count(*) FROM tick), (SELECT count(pg_notify(%(channel)s, queue)) FROM job);
+SELECT (SELECT count(*) FROM tick) AS recorded,
+       (SELECT count(pg_notify(%(channel)s, 'ready:' || queue)) FROM job) AS notified;
 
 -- name: cron_last_tick
 -- Manual fires are not ticks of the schedule: they must not hide missed ticks.
@@ -540,10 +582,6 @@ SELECT name, tick, status, job_id, created_at FROM {schema}.cron_ticks
 WHERE name = %(name)s ORDER BY tick DESC LIMIT %(limit)s;
 
 -- Administration -----------------------------------------------------------------------
-
--- name: queue_purge
--- Every message not yet finished, delayed ones included, so none is ever delivered.
-DELETE FROM {schema}.messages WHERE queue = %(queue)s AND state IN ('ready', 'leased');
 
 -- name: dead_letter_reprocess
 -- In one statement: a dead-lettered job goes back as the original job with a fresh
@@ -567,22 +605,22 @@ WITH copies AS MATERIALIZED (
     DELETE FROM {schema}.messages WHERE id = ANY(ARRAY(SELECT id FROM copies WHERE of_job))
 ), moved AS (
     UPDATE {schema}.messages AS m
-    SET queue = c.origin_queue, attempts = 0, available_at = {now}
+    SET queue = c.origin_queue, attempts = 0, available_at = {now}, last_error = NULL
     FROM copies AS c
     WHERE m.id = c.id AND NOT c.of_job AND c.origin_queue IS NOT NULL
     RETURNING m.queue
 ), notified AS (
-    SELECT pg_notify(%(channel)s, q.queue)
+    SELECT pg_notify(%(channel)s, 'ready:' || q.queue)
     FROM (SELECT queue FROM revived UNION SELECT queue FROM moved) AS q
 )
-SELECT (SELECT count(*) FROM revived) + (SELECT count(*) FROM moved),
-       (SELECT count(*) FROM notified);
+SELECT (SELECT count(*) FROM revived) + (SELECT count(*) FROM moved) AS reprocessed,
+       (SELECT count(*) FROM notified) AS notified;
 
 -- name: worker_report
 INSERT INTO {schema}.workers (id, hostname, pid, started_at, last_seen, stats)
-VALUES (%(id)s, %(hostname)s, %(pid)s, %(started_at)s, {now}, %(stats)s)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(started_at)s, {now}, %(stats_json)s)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
 -- name: worker_list
-SELECT id, hostname, pid, started_at, last_seen, stats FROM {schema}.workers
+SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM {schema}.workers
 WHERE last_seen >= %(since)s ORDER BY started_at;

@@ -5,47 +5,61 @@ the event loop never blocks on a busy database and the `App` works from any loop
 thread. Writers take the lock up front (`BEGIN IMMEDIATE`) so SQLite's busy handler can
 queue them instead of failing with "database is locked"; on top of the busy timeout a
 write is retried with backoff for up to `lock_wait` seconds.
+
+Only the operations that need several statements in one transaction are written here;
+the rest is `SqlStore`, shared with PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
-from ...errors import BackendUnavailable, InvalidMessage, SchemaOutdated, SchemaTooNew
+from ...errors import BackendUnavailable, SchemaOutdated, SchemaTooNew, StorageRejected
 from ..base import (
+    ACKED,
     ClaimedMessage,
     ClaimParams,
-    FailOutcome,
-    LeaseRef,
-    MessageRecord,
+    ClaimResult,
+    CronTickRecordParams,
+    DeadLetterReprocessParams,
+    EnqueueParams,
+    EnqueueResult,
+    JobCancelResult,
+    JobEnqueueParams,
+    JobIdParams,
+    JobRetryResult,
     NewMessage,
-    QueueCounts,
-    QueueSettings,
+    PruneParams,
     ReadyInfo,
-    RescueParams,
-    RescueResult,
+    RetryResult,
     Settlement,
     SettleResult,
-    WorkerReport,
+    State,
 )
+from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
-from .jobs import SQLiteJobStore
+from ..rows import Rows
+from ..store import SqlStore, claimable, not_transactional
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 
 log = logging.getLogger("taskflare.sqlite")
 
 T = TypeVar("T")
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -53,51 +67,166 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-class SQLiteBackend(SQLiteJobStore):
-    """Backend over one SQLite database file."""
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    text: str
+    params: frozenset[str]
+    writes: bool
 
-    poll_interval = 0.02
+
+def _compile(queries: Mapping[str, str]) -> dict[str, _Statement]:
+    compiled = {}
+    for name, text in queries.items():
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+        compiled[name] = _Statement(
+            text, frozenset(_PARAM.findall(code)), bool(_WRITES.search(code))
+        )
+    return compiled
+
+
+_STATEMENTS = _compile(SQL)
+
+
+def _adapt(statement: _Statement, params: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The statement's parameters as sqlite3 takes them: sequences as JSON, :now filled."""
+    args: dict[str, Any] = {}
+    for name in statement.params:
+        if name == "now" and name not in params:
+            args[name] = now
+            continue
+        value = params[name]
+        if isinstance(value, (list, tuple)):
+            value = orjson.dumps(value).decode()
+        args[name] = value
+    return args
+
+
+def _rows(cursor: sqlite3.Cursor) -> Rows:
+    rows = cursor.fetchall()
+    columns = tuple(d[0] for d in cursor.description or ())
+    return Rows(columns, rows, cursor.rowcount)
+
+
+class Transaction:
+    """The statements of one `BEGIN IMMEDIATE ... COMMIT`, run on the connection's thread."""
+
+    def __init__(self, executor: SQLiteExecutor, conn: sqlite3.Connection) -> None:
+        self._executor = executor
+        self._conn = conn
+        self.now = time.time()
+
+    def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """Run one statement; return its rows (and rowcount)."""
+        statement = _STATEMENTS[name]
+        self._executor.statements_run += 1
+        return _rows(self._conn.execute(statement.text, _adapt(statement, params, self.now)))
+
+    def execute_many(self, name: str, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run one statement once per parameter set."""
+        statement = _STATEMENTS[name]
+        self._executor.statements_run += 1
+        self._conn.executemany(statement.text, [_adapt(statement, p, self.now) for p in params])
+
+
+class SQLiteExecutor:
+    """Owns the connection and its thread; runs named statements and transactions."""
 
     def __init__(
         self,
         path: str,
+        signal: ChangeSignal,
         *,
-        synchronous: str = "FULL",
-        busy_timeout: float = 5.0,
-        lock_wait: float = 120.0,
-        auto_migrate: bool = True,
+        synchronous: str,
+        busy_timeout: float,
+        lock_wait: float,
+        auto_migrate: bool,
     ) -> None:
         self.path = path
         self.url_for_logs = f"sqlite:///{path}"
+        self.statements_run = 0  # statements executed (transaction control not counted)
+        self._signal = signal
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock_wait = lock_wait
         self._auto_migrate = auto_migrate
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskflare-sqlite")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskflare-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._changes = ChangeSignal()
+        self._topics: set[str] = set()  # raised by triggers in the open transaction
         self._data_version: int | None = None
-        self._idle_queues: set[str] = set()
         self._poll_lock = threading.Lock()
 
-    # -- plumbing -----------------------------------------------------------------
+    # -- running ----------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[[], T]) -> T:
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the connection's thread."""
         if self._closed:
             raise BackendUnavailable("the SQLite backend is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
-    async def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._call(lambda: self._write(fn))
+    async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """Run one statement: a read as it is, a write in its own transaction."""
+        if _STATEMENTS[name].writes:
+            return await self.transaction(lambda tx: tx.fetch(name, params))
+        return await self.call(lambda: self._read(name, params))
 
-    async def _query(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        return await self._call(lambda: self._read(sql, params))
+    async def transaction(self, fn: Callable[[Transaction], T]) -> T:
+        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT on the connection's thread."""
+        return await self.call(lambda: self._write(fn))
+
+    def _read(self, name: str, params: Mapping[str, Any]) -> Rows:
+        conn = self._connection()
+        statement = _STATEMENTS[name]
+        args = _adapt(statement, params, time.time())
+        self.statements_run += 1
+        return self._with_retry(lambda: _rows(conn.execute(statement.text, args)))
+
+    def _write(self, fn: Callable[[Transaction], T]) -> T:
+        return self._write_on(self._connection(), fn)
+
+    def _write_on(self, conn: sqlite3.Connection, fn: Callable[[Transaction], T]) -> T:
+        def attempt() -> T:
+            self._topics.clear()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(Transaction(self, conn))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._topics.clear()
+                raise
+            topics = set(self._topics)
+            self._topics.clear()
+            if topics:
+                self._signal.raise_topics(topics)
+            return result
+
+        return self._with_retry(attempt)
+
+    def _with_retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self._lock_wait
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError) as exc:
+                raise StorageRejected(f"SQLite {self.path!r} refused a value: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
+
+    # -- connection and schema ----------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = self._open()
             self._check_schema(conn)
+            self._install_notify(conn)
             self._conn = conn
         return self._conn
 
@@ -116,37 +245,22 @@ class SQLiteBackend(SQLiteJobStore):
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
 
-    def _with_retry(self, fn: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self._lock_wait
-        delay = 0.005
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
+    def _install_notify(self, conn: sqlite3.Connection) -> None:
+        conn.create_function("tf_notify", 1, self._notify, deterministic=False)
+        conn.executescript(SQL["notify_triggers"])
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside BEGIN IMMEDIATE ... COMMIT, retrying while the file is locked."""
-        return self._write_on(self._connection(), fn)
-
-    def _read(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        conn = self._connection()
-        return self._with_retry(lambda: conn.execute(sql, params).fetchall())
-
-    # -- schema -------------------------------------------------------------------
+    def _notify(self, topic: str) -> None:
+        self._topics.add(topic)
 
     def _applied_versions(self, conn: sqlite3.Connection) -> list[int]:
         conn.execute(SQL["migrations_table"])
         return [row[0] for row in conn.execute(SQL["migrations_applied"])]
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
-        def check(c: sqlite3.Connection) -> None:
-            applied = self._applied_versions(c)
+        def check(tx: Transaction) -> None:
+            applied = self._applied_versions(conn)
             if not applied and self._auto_migrate:
-                self._apply(c, applied)
+                self._apply(conn, applied)
                 return
             self._verify(applied)
 
@@ -155,20 +269,6 @@ class SQLiteBackend(SQLiteJobStore):
         except BaseException:
             conn.close()
             raise
-
-    def _write_on(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def attempt() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return self._with_retry(attempt)
 
     def _verify(self, applied: list[int]) -> None:
         current = max(applied, default=0)
@@ -203,9 +303,12 @@ class SQLiteBackend(SQLiteJobStore):
         def run() -> list[int]:
             if self._conn is None:
                 self._conn = self._open()
-            return self._write_on(self._conn, lambda c: self._apply(c, self._applied_versions(c)))
+            conn = self._conn
+            done = self._write_on(conn, lambda tx: self._apply(conn, self._applied_versions(conn)))
+            self._install_notify(conn)
+            return done
 
-        return await self._call(run)
+        return await self.call(run)
 
     async def close(self) -> None:
         """Close the connection and stop the statement thread; safe to call twice."""
@@ -217,337 +320,20 @@ class SQLiteBackend(SQLiteJobStore):
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
         self._closed = True
-        self._executor.shutdown(wait=False)
+        self._thread.shutdown(wait=False)
 
-    # -- change notification ------------------------------------------------------
+    # -- other processes' writes ----------------------------------------------------------
 
-    @property
-    def change_seq(self) -> int:
-        """Moves when this process made work ready or another process wrote the file."""
-        return self._changes.seq
-
-    def _poll_data_version(self) -> None:
+    def poll_data_version(self) -> None:
+        """Raise every topic when another connection committed since the last look."""
         version = self._connection().execute("PRAGMA data_version").fetchone()[0]
         with self._poll_lock:
             changed = self._data_version is not None and version != self._data_version
             self._data_version = version
         if changed:
-            self._changes.bump()
-
-    async def wait_for_change(self, since: int, timeout: float) -> None:
-        """Wake on this process's own sends at once, and on other processes' within a poll."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            if await self._changes.wait(since, min(remaining, self.poll_interval)):
-                return
-            await self._call(self._poll_data_version)
-            if self._changes.seq != since:
-                return
-
-    # -- messages -----------------------------------------------------------------
-
-    async def message_enqueue_many(
-        self, messages: Sequence[NewMessage], connection: Any | None = None
-    ) -> None:
-        """Insert a batch of messages in one transaction (SQLite has no `connection=`)."""
-        if connection is not None:
-            raise InvalidMessage(
-                "connection= (enqueue inside your own transaction) needs the PostgreSQL "
-                f"backend; {self.url_for_logs} is SQLite, so nothing was enqueued"
-            )
-
-        def run(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            conn.executemany(SQL["message_insert"], [insert_params(m, now) for m in messages])
-
-        await self._transaction(run)
-        self._changes.bump()
-
-    async def message_claim_many(self, params: ClaimParams) -> list[ClaimedMessage]:
-        """Lease one batch in a single UPDATE ... RETURNING.
-
-        A queue whose last claim came back empty is first looked at with a read (no
-        lock): idle workers woken by other processes' writes then do not queue up for
-        the write lock just to find nothing, which kept producers waiting. While a
-        queue has work, claims go straight to the one UPDATE.
-        """
-        args = {
-            "queue": params.queue,
-            "limit": params.limit,
-            "lease_id": params.lease_id,
-            "owner": params.owner,
-            "visibility_timeout": params.visibility_timeout,
-            "min_count": params.min_count,
-            "max_wait": params.max_wait,
-        }
-
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            args["now"] = time.time()
-            return conn.execute(SQL["message_claim_many"], args).fetchall()
-
-        if params.queue in self._idle_queues:
-            check = {k: args[k] for k in ("queue", "limit", "min_count", "max_wait")}
-            check["now"] = time.time()
-            if not (await self._query(SQL["message_claim_precheck"], check))[0][0]:
-                return []
-        rows = await self._transaction(run)
-        if rows:
-            self._idle_queues.discard(params.queue)
-        else:
-            self._idle_queues.add(params.queue)
-        claimed = [ClaimedMessage(*row) for row in rows]
-        claimed.sort(key=lambda m: (-m.priority, m.id))
-        return claimed
-
-    async def message_settle_many(self, settlement: Settlement) -> SettleResult:
-        """Apply acks, retries and failures (with dead-lettering) in one transaction."""
-        acks = settlement.acks
-        retries = settlement.retries
-        fails = settlement.fails
-
-        def run(conn: sqlite3.Connection) -> SettleResult:
-            now = time.time()
-            acked = retried = failed = 0
-            if settlement.attempts:
-                conn.executemany(
-                    SQL["job_attempt_record"], [asdict(a) for a in settlement.attempts]
-                )
-            if acks:
-                refs = orjson.dumps([[a.id, a.lease_id] for a in acks])
-                acked = conn.execute(SQL["message_ack_many"], {"refs": refs}).rowcount
-            if retries:
-                items = orjson.dumps(
-                    [[r.id, r.lease_id, r.delay_seconds, r.error] for r in retries]
-                )
-                retried = conn.execute(
-                    SQL["message_retry_many"], {"items": items, "now": now}
-                ).rowcount
-            if fails:
-                failed = self._fail_many(conn, fails, now)
-            completed, cancelled = self._finish_jobs(conn, settlement, now)
-            return SettleResult(acked, retried, failed, completed, cancelled)
-
-        result = await self._transaction(run)
-        if result.retried:
-            self._changes.bump()
-        return result
-
-    def _finish_jobs(
-        self, conn: sqlite3.Connection, settlement: Settlement, now: float
-    ) -> tuple[int, int]:
-        completed = cancelled = 0
-        if settlement.completes:
-            items = orjson.dumps(
-                [[c.id, c.lease_id, (c.result or b"null").decode()] for c in settlement.completes]
-            )
-            completed = conn.execute(
-                SQL["job_complete_many"], {"items": items, "now": now}
-            ).rowcount
-        if settlement.cancels:
-            items = orjson.dumps([[c.id, c.lease_id, c.reason] for c in settlement.cancels])
-            cancelled = conn.execute(SQL["job_cancel_many"], {"items": items, "now": now}).rowcount
-        return completed, cancelled
-
-    def _fail_many(self, conn: sqlite3.Connection, fails: Sequence[FailOutcome], now: float) -> int:
-        items = orjson.dumps([[f.id, f.lease_id, f.error] for f in fails])
-        failed_ids = {
-            row[0] for row in conn.execute(SQL["message_fail_many"], {"items": items, "now": now})
-        }
-        to_dlq = [
-            [f.id, f.dlq_message_id, f.dead_letter_queue]
-            for f in fails
-            if f.dead_letter_queue and f.dlq_message_id and f.id in failed_ids
-        ]
-        if to_dlq:
-            conn.execute(
-                SQL["message_dead_letter_many"], {"items": orjson.dumps(to_dlq), "now": now}
-            )
-            self._changes.bump()
-        return len(failed_ids)
-
-    async def message_release_many(self, refs: Sequence[LeaseRef]) -> int:
-        """Hand claimed-but-unstarted messages back, attempts restored."""
-        if not refs:
-            return 0
-        payload = orjson.dumps([[r.id, r.lease_id] for r in refs])
-
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(SQL["message_release_many"], {"refs": payload}).rowcount
-
-        count = await self._transaction(run)
-        if count:
-            self._changes.bump()
-        return count
-
-    async def message_get(self, message_id: str) -> MessageRecord | None:
-        """One message by id, or None."""
-        rows = await self._query(SQL["message_get"], {"id": message_id})
-        return MessageRecord(*rows[0]) if rows else None
-
-    async def message_list(
-        self, queue: str, state: str | None = None, limit: int = 100
-    ) -> list[MessageRecord]:
-        """Messages of one queue, optionally of one state, oldest first."""
-        rows = await self._query(
-            SQL["message_list"], {"queue": queue, "state": state, "limit": limit}
-        )
-        return [MessageRecord(*row) for row in rows]
-
-    # -- leases ---------------------------------------------------------------------
-
-    async def lease_extend_many(self, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        """Heartbeat: push live leases' expiry forward."""
-        if not lease_ids:
-            return 0
-        payload = orjson.dumps(list(lease_ids))
-
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                SQL["lease_extend_many"],
-                {
-                    "lease_ids": payload,
-                    "now": time.time(),
-                    "visibility_timeout": visibility_timeout,
-                },
-            ).rowcount
-
-        return await self._transaction(run)
-
-    async def lease_rescue_expired(self, params: RescueParams) -> RescueResult:
-        """Requeue expired leases; fail (and dead-letter) those already out of attempts."""
-
-        def run(conn: sqlite3.Connection) -> RescueResult:
-            now = time.time()
-            args = {"queue": params.queue, "now": now, "max_attempts": params.max_attempts}
-            conn.execute(SQL["lease_rescue_record_lost"], args)
-            requeued = conn.execute(SQL["lease_rescue_requeue"], args).rowcount
-            exhausted = conn.execute(SQL["lease_rescue_exhausted"], args).fetchall()
-            failed = 0
-            if exhausted:
-                from ...ids import uuid7
-
-                fails = [
-                    FailOutcome(
-                        id=row[0],
-                        lease_id=row[1],
-                        error=(
-                            f"lease expired after the last of {params.max_attempts} deliveries: "
-                            "the worker holding this message stopped or lost contact"
-                        ),
-                        dead_letter_queue=params.dead_letter_queue,
-                        dlq_message_id=uuid7() if params.dead_letter_queue else None,
-                    )
-                    for row in exhausted
-                ]
-                failed = self._fail_many(conn, fails, now)
-            return RescueResult(requeued, failed)
-
-        result = await self._transaction(run)
-        if result.requeued:
-            self._changes.bump()
-        return result
-
-    # -- queues ---------------------------------------------------------------------
-
-    async def queue_declare_many(self, queues: Sequence[QueueSettings]) -> None:
-        """Create or update queue rows with their settings."""
-
-        def run(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            conn.executemany(
-                SQL["queue_declare"],
-                [{"name": q.name, "settings": q.settings_json, "now": now} for q in queues],
-            )
-
-        await self._transaction(run)
-
-    async def queue_pause(self, queue: str, paused: bool) -> None:
-        """Set or clear a queue's paused flag."""
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                SQL["queue_pause"], {"name": queue, "paused": int(paused), "now": time.time()}
-            )
-
-        await self._transaction(run)
-        if not paused:
-            self._changes.bump()
-
-    async def queue_ready_info(self, queue: str, limit: int) -> ReadyInfo:
-        """Ready count (up to `limit`), oldest ready time, next delayed time, paused flag."""
-        now = time.time()
-        rows = await self._query(
-            SQL["queue_ready_info"], {"queue": queue, "limit": limit, "now": now}
-        )
-        count, oldest, next_at, paused = rows[0]
-        return ReadyInfo(int(count), oldest, next_at, bool(paused), now)
-
-    async def queue_counts(self, queue: str | None = None) -> list[QueueCounts]:
-        """Per-queue message counts by state, with settings and the oldest ready time."""
-        rows = await self._query(SQL["queue_counts"], {"queue": queue})
-        result: dict[str, QueueCounts] = {}
-        for name, paused, state, count, oldest, settings in rows:
-            entry = result.setdefault(
-                name, QueueCounts(name=name, paused=bool(paused), settings_json=settings)
-            )
-            if state is not None:
-                entry.by_state[state] = int(count)
-            if oldest is not None:
-                result[name] = QueueCounts(name, entry.paused, entry.by_state, oldest, settings)
-        return list(result.values())
-
-    async def queue_purge(self, queue: str) -> int:
-        """Delete unfinished messages of a queue."""
-
-        def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(SQL["queue_purge"], {"queue": queue}).rowcount
-
-        return await self._transaction(run)
-
-    async def dead_letter_reprocess(self, dlq: str, ids: Sequence[str] | None) -> int:
-        """Jobs back as themselves, plain messages moved back, in one transaction."""
-        id_list = None if ids is None else orjson.dumps(list(ids))
-
-        def run(conn: sqlite3.Connection) -> int:
-            args = {"dlq": dlq, "ids": id_list, "now": time.time()}
-            jobs = conn.execute(SQL["dead_letter_reprocess_jobs"], args).rowcount
-            conn.execute(SQL["dead_letter_drop_job_copies"], args)
-            messages = conn.execute(SQL["dead_letter_reprocess_messages"], args).rowcount
-            return jobs + messages
-
-        count = await self._transaction(run)
-        if count:
-            self._changes.bump()
-        return count
-
-    async def worker_report(self, report: WorkerReport) -> None:
-        """Upsert this worker's row."""
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                SQL["worker_report"],
-                {
-                    "id": report.id,
-                    "hostname": report.hostname,
-                    "pid": report.pid,
-                    "started_at": report.started_at,
-                    "now": time.time(),
-                    "stats": report.stats_json,
-                },
-            )
-
-        await self._transaction(run)
-
-    async def worker_list(self, since: float) -> list[WorkerReport]:
-        """Workers seen since `since`."""
-        rows = await self._query(SQL["worker_list"], {"since": since})
-        return [WorkerReport(*row) for row in rows]
+            self._signal.raise_all()
 
 
 def _split_statements(script: str) -> list[str]:
@@ -556,7 +342,7 @@ def _split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def insert_params(message: NewMessage, now: float) -> dict[str, Any]:
+def insert_params(message: NewMessage) -> dict[str, Any]:
     """The named parameters of `message_insert` for one message."""
     return {
         "id": message.id,
@@ -564,11 +350,284 @@ def insert_params(message: NewMessage, now: float) -> dict[str, Any]:
         "body": message.body,
         "content_type": message.content_type,
         "priority": message.priority,
-        "now": now,
-        "available_at": now + message.delay_seconds,
+        "delay": float(message.delay_seconds),
         "type": message.type,
         "max_attempts": message.max_attempts,
         "idempotency_key": message.idempotency_key,
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
     }
+
+
+class SQLiteBackend(SqlStore):
+    """Backend over one SQLite database file."""
+
+    poll_interval = 0.02
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        lock_wait: float = 120.0,
+        auto_migrate: bool = True,
+    ) -> None:
+        self._changes = ChangeSignal()
+        self._db = SQLiteExecutor(
+            path,
+            self._changes,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            lock_wait=lock_wait,
+            auto_migrate=auto_migrate,
+        )
+        super().__init__(self._db)
+        self.path = path
+        self.url_for_logs = self._db.url_for_logs
+        # Queues whose last claim found nothing: they are looked at with a read first, so
+        # idle workers woken by other processes' writes do not queue up for the write lock
+        # just to find nothing (that kept producers waiting up to ~400 ms).
+        self._idle_queues: set[str] = set()
+
+    @property
+    def statements_run(self) -> int:
+        """Statements executed so far (for tests that count round trips)."""
+        return self._db.statements_run
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations."""
+        return await self._db.migrate()
+
+    async def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        await self._db.close()
+
+    # -- notifier -----------------------------------------------------------------------
+
+    def change_seq(self, topic: str) -> int:
+        """Moves when this process raises `topic` or another process writes the file."""
+        return self._changes.seq(topic)
+
+    async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
+        """Wake on this process's own writes at once, on other processes' within a poll."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if await self._changes.wait(topic, since, min(remaining, self.poll_interval)):
+                return True
+            await self._db.call(self._db.poll_data_version)
+            if self._changes.seq(topic) != since:
+                return True
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def message_enqueue_many(self, params: EnqueueParams) -> None:
+        """Insert a batch of messages in one transaction (SQLite has no `connection=`)."""
+        if params.connection is not None:
+            raise not_transactional(self.url_for_logs)
+        rows = [insert_params(m) for m in params.messages]
+        if rows:
+            await self._db.transaction(lambda tx: tx.execute_many("message_insert", rows))
+
+    async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
+        """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty."""
+        info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
+        if params.queue in self._idle_queues:
+            info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
+            assert info is not None
+            if not claimable(info, params.min_count, params.max_wait):
+                return ClaimResult([], info)
+        args = {
+            "queue": params.queue,
+            "limit": params.limit,
+            "lease_id": params.lease_id,
+            "owner": params.owner,
+            "visibility_timeout": float(params.visibility_timeout),
+            "min_count": params.min_count,
+            "max_wait": float(params.max_wait),
+            "types": params.types,
+        }
+        claimed = (await self._db.fetch("message_claim_many", args)).into(ClaimedMessage)
+        if claimed:
+            self._idle_queues.discard(params.queue)
+            claimed.sort(key=lambda m: (-m.priority, m.id))
+            return ClaimResult(claimed)
+        self._idle_queues.add(params.queue)
+        info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
+        return ClaimResult([], info)
+
+    async def message_settle_many(self, settlement: Settlement) -> SettleResult:
+        """Apply acks, retries, failures (dead-lettering), completions, cancellations and
+        the attempt rows of the outcomes that applied, in one transaction."""
+        s = settlement
+
+        def run(tx: Transaction) -> SettleResult:
+            states: dict[str, str] = {}
+            if s.acks:
+                acks = [[a.id, a.lease_id] for a in s.acks]
+                states.update((r[0], ACKED) for r in tx.fetch("settle_ack", {"acks": acks}).rows)
+            if s.retries:
+                retries = [
+                    [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired]
+                    for r in s.retries
+                ]
+                states.update(tx.fetch("settle_retry", {"retries": retries}).pairs())
+            if s.fails:
+                fails = [[f.id, f.lease_id, f.error, f.require_expired] for f in s.fails]
+                failed = dict(tx.fetch("settle_fail", {"fails": fails}).pairs())
+                states.update(failed)
+                letters = [
+                    [f.id, f.dlq_message_id, f.dead_letter_queue]
+                    for f in s.fails
+                    if f.dead_letter_queue and f.dlq_message_id and failed.get(f.id) == "failed"
+                ]
+                if letters:
+                    tx.fetch("settle_dead_letter", {"dead_letters": letters})
+            if s.completes:
+                completes = [
+                    [c.id, c.lease_id, (c.result or b"null").decode()] for c in s.completes
+                ]
+                states.update(tx.fetch("settle_complete", {"completes": completes}).pairs())
+            if s.cancels:
+                cancels = [[c.id, c.lease_id, c.reason] for c in s.cancels]
+                states.update(tx.fetch("settle_cancel", {"cancels": cancels}).pairs())
+            attempts = [
+                {
+                    "job_id": a.job_id,
+                    "attempt": a.attempt,
+                    "worker_id": a.worker_id,
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "outcome": attempt_outcome(a.outcome, states[a.job_id]),
+                    "error": a.error,
+                    "traceback": a.traceback,
+                }
+                for a in s.attempts
+                if a.job_id in states
+            ]
+            if attempts:
+                tx.execute_many("attempt_insert", attempts)
+            return SettleResult(states)
+
+        if not s:
+            return SettleResult()
+        return await self._db.transaction(run)
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
+        """Insert one job; an unexpired job holding the same (type, key) wins instead."""
+        if params.connection is not None:
+            raise not_transactional(self.url_for_logs)
+        message = params.message
+
+        def run(tx: Transaction) -> EnqueueResult:
+            if message.idempotency_key is not None:
+                key = {"type": message.type, "key": message.idempotency_key}
+                tx.fetch(
+                    "idempotency_claim",
+                    {**key, "job_id": message.id, "ttl": float(params.idempotency_ttl)},
+                )
+                holder = tx.fetch("idempotency_holder", key).scalar()
+                if holder != message.id:
+                    return EnqueueResult(str(holder), duplicate=True)
+            tx.fetch("message_insert", insert_params(message))
+            return EnqueueResult(message.id, duplicate=False)
+
+        return await self._db.transaction(run)
+
+    async def job_cancel(self, params: JobIdParams) -> JobCancelResult:
+        """Cancel a pending job now, or request it for a running one, in one transaction."""
+        args = {"id": params.id}
+
+        def run(tx: Transaction) -> JobCancelResult:
+            if tx.fetch("job_cancel_pending", args).rowcount:
+                return JobCancelResult(Cancel.CANCELLED)
+            if tx.fetch("job_cancel_request", args).rowcount:
+                return JobCancelResult(Cancel.REQUESTED)
+            state = tx.fetch("job_state", args).scalar()
+            if state is None:
+                return JobCancelResult(Cancel.MISSING)
+            return JobCancelResult(Cancel.FINISHED, str(state))
+
+        return await self._db.transaction(run)
+
+    async def job_retry(self, params: JobIdParams) -> JobRetryResult:
+        """Back to pending with a fresh attempt budget, if failed or cancelled."""
+        args = {"id": params.id}
+
+        def run(tx: Transaction) -> JobRetryResult:
+            if tx.fetch("job_retry", args).rowcount:
+                return JobRetryResult(RetryResult.RETRIED)
+            state = tx.fetch("job_state", args).scalar()
+            if state is None:
+                return JobRetryResult(RetryResult.MISSING)
+            return JobRetryResult(RetryResult.WRONG_STATE, str(state))
+
+        return await self._db.transaction(run)
+
+    async def job_prune(self, params: PruneParams) -> int:
+        """Delete up to `limit` finished rows past retention, their history, expired keys."""
+        args = {
+            "completed_before": params.completed_before,
+            "failed_before": params.failed_before,
+            "limit": params.limit,
+        }
+
+        def run(tx: Transaction) -> int:
+            ids = [row[0] for row in tx.fetch("job_prune", args).rows]
+            if ids:
+                tx.fetch("job_prune_attempts", {"ids": ids})
+            tx.fetch("idempotency_prune", {})
+            tx.fetch("once_prune", {})
+            return len(ids)
+
+        return await self._db.transaction(run)
+
+    # -- cron and dead letters ----------------------------------------------------------
+
+    async def cron_tick_record(self, params: CronTickRecordParams) -> bool:
+        """Insert the tick row; when it is new, insert its job in the same transaction."""
+        tick, job = params.tick, params.job
+
+        def run(tx: Transaction) -> bool:
+            inserted = tx.fetch(
+                "cron_tick_insert",
+                {
+                    "name": tick.name,
+                    "tick": tick.tick,
+                    "status": tick.status,
+                    "job_id": job.id if job else None,
+                },
+            ).rowcount
+            if inserted and job is not None:
+                tx.fetch("message_insert", insert_params(job))
+            return inserted > 0
+
+        return await self._db.transaction(run)
+
+    async def dead_letter_reprocess(self, params: DeadLetterReprocessParams) -> int:
+        """Jobs back as themselves, plain messages moved back, in one transaction."""
+        args = {
+            "dlq": params.dead_letter_queue,
+            "ids": None if params.ids is None else list(params.ids),
+        }
+
+        def run(tx: Transaction) -> int:
+            jobs = tx.fetch("dead_letter_reprocess_jobs", args).rowcount
+            tx.fetch("dead_letter_drop_job_copies", args)
+            messages = tx.fetch("dead_letter_reprocess_messages", args).rowcount
+            return jobs + messages
+
+        return await self._db.transaction(run)
+
+
+def attempt_outcome(outcome: str, state: str) -> str:
+    """An attempt's outcome as stored: a job whose cancel won ended `cancelled`."""
+    if state == State.CANCELLED and outcome in ("completed", "retried", "failed"):
+        return "cancelled"
+    return outcome

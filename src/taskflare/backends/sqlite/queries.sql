@@ -1,11 +1,35 @@
--- Every statement the SQLite backend runs, by name. Parameters are named (:name).
+-- Every statement the SQLite backend runs, by name. Parameters are named (:name); a
+-- sequence parameter arrives as JSON text (read with json_each), :now is this machine's
+-- clock in epoch seconds. Columns are named as the fields of the record they fill.
+
+-- name: notify_triggers
+-- The change signal, raised by the database itself: these temporary triggers (this
+-- connection only) call back into Python for every row that becomes ready, every job
+-- that finishes and every cancellation requested; the backend raises the topics once
+-- the transaction commits, and drops them if it rolls back (NOTIFY semantics).
+CREATE TEMP TRIGGER IF NOT EXISTS tf_ready_insert AFTER INSERT ON main.messages
+WHEN new.state = 'ready'
+BEGIN SELECT tf_notify('ready:' || new.queue); END;
+CREATE TEMP TRIGGER IF NOT EXISTS tf_ready_update AFTER UPDATE OF state, queue ON main.messages
+WHEN new.state = 'ready'
+BEGIN SELECT tf_notify('ready:' || new.queue); END;
+CREATE TEMP TRIGGER IF NOT EXISTS tf_done AFTER UPDATE OF state ON main.messages
+WHEN new.type IS NOT NULL AND new.state IN ('completed', 'failed', 'cancelled')
+BEGIN SELECT tf_notify('done'); END;
+CREATE TEMP TRIGGER IF NOT EXISTS tf_cancel AFTER UPDATE OF cancel_requested ON main.messages
+WHEN new.cancel_requested <> 0 AND old.cancel_requested = 0
+BEGIN SELECT tf_notify('cancel'); END;
+CREATE TEMP TRIGGER IF NOT EXISTS tf_resume AFTER UPDATE OF paused ON main.queues
+WHEN new.paused = 0
+BEGIN SELECT tf_notify('ready:' || new.name); END;
 
 -- name: message_insert
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, type, max_attempts, idempotency_key,
                       correlation_id, batch_id)
-VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :available_at,
-        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id);
+VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :now + :delay,
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id)
+ON CONFLICT (id) DO NOTHING;
 
 -- name: message_claim_many
 -- One statement claims a whole batch. The candidate set is materialized once; the
@@ -14,6 +38,7 @@ WITH candidates AS MATERIALIZED (
     SELECT id, available_at
     FROM messages
     WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+      AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
     ORDER BY priority DESC, available_at, id
     LIMIT :limit
 )
@@ -31,59 +56,116 @@ WHERE id IN (SELECT id FROM candidates)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
           type, max_attempts, correlation_id;
 
--- name: message_claim_precheck
--- The claim's condition, read without taking the write lock.
-WITH candidates AS (
-    SELECT available_at
-    FROM messages
-    WHERE queue = :queue AND state = 'ready' AND available_at <= :now
-    ORDER BY priority DESC, available_at, id
-    LIMIT :limit
-)
-SELECT ((SELECT count(*) FROM candidates) >= :min_count
-        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
-       AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1);
+-- name: queue_ready_info
+-- What a queue has ready now (count capped at :limit), the oldest ready and the next
+-- delayed availability; :types limits it to the job types a worker can run.
+SELECT
+    (SELECT count(*) FROM (SELECT 1 FROM messages
+                           WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+                             AND (:types IS NULL
+                                  OR type IN (SELECT value FROM json_each(:types)))
+                           LIMIT :limit)) AS ready_count,
+    (SELECT min(available_at) FROM messages
+     WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+       AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types))))
+        AS oldest_available_at,
+    (SELECT min(available_at) FROM messages
+     WHERE queue = :queue AND state = 'ready' AND available_at > :now
+       AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types))))
+        AS next_available_at,
+    coalesce((SELECT paused FROM queues WHERE name = :queue), 0) AS paused,
+    :now AS now;
 
--- name: message_ack_many
+-- name: settle_ack
+-- A held lease's message, or (no lease id: a late pull ack) an unfinished plain message.
 DELETE FROM messages
-WHERE state = 'leased'
-  AND (id, lease_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:refs));
+WHERE id IN (SELECT value ->> 0 FROM json_each(:acks))
+  AND EXISTS (SELECT 1 FROM json_each(:acks) AS a
+              WHERE a.value ->> 0 = messages.id
+                AND ((a.value ->> 1 IS NULL AND messages.type IS NULL
+                      AND messages.state IN ('ready', 'leased'))
+                     OR (messages.lease_id = a.value ->> 1 AND messages.state = 'leased')))
+RETURNING id, 'acked' AS state;
 
--- name: message_retry_many
+-- name: settle_retry
+-- A job whose cancellation was requested ends cancelled instead: the cancel, once
+-- accepted, wins over whatever its worker reports.
 UPDATE messages
-SET state = 'ready',
-    available_at = :now + r.delay,
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
+    available_at = CASE WHEN cancel_requested THEN available_at ELSE :now + r.delay END,
+    finished_at = CASE WHEN cancel_requested THEN :now END,
+    last_error = CASE WHEN cancel_requested THEN 'cancelled while running'
+                      ELSE coalesce(r.error, messages.last_error) END,
     lease_id = NULL,
     lease_owner = NULL,
-    lease_expires_at = NULL,
-    last_error = coalesce(r.error, messages.last_error)
+    lease_expires_at = NULL
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS delay,
-             value ->> 3 AS error
-      FROM json_each(:items)) AS r
-WHERE messages.id = r.id AND messages.lease_id = r.lease_id AND messages.state = 'leased';
+             value ->> 3 AS error, value ->> 4 AS require_expired
+      FROM json_each(:retries)) AS r
+WHERE messages.id = r.id AND messages.lease_id = r.lease_id AND messages.state = 'leased'
+  AND (NOT r.require_expired OR messages.lease_expires_at < :now)
+RETURNING messages.id AS id, messages.state AS state;
 
--- name: message_fail_many
+-- name: settle_fail
 UPDATE messages
-SET state = 'failed',
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
     lease_id = NULL,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    last_error = coalesce(f.error, messages.last_error),
+    last_error = CASE WHEN cancel_requested THEN 'cancelled while running'
+                      ELSE coalesce(f.error, messages.last_error) END,
     finished_at = :now
-FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS error
-      FROM json_each(:items)) AS f
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS error,
+             value ->> 3 AS require_expired
+      FROM json_each(:fails)) AS f
 WHERE messages.id = f.id AND messages.lease_id = f.lease_id AND messages.state = 'leased'
-RETURNING messages.id;
+  AND (NOT f.require_expired OR messages.lease_expires_at < :now)
+RETURNING messages.id AS id, messages.state AS state;
 
--- name: message_dead_letter_many
--- Copy failed messages into their dead-letter queue, body and content type unchanged.
+-- name: settle_dead_letter
+-- Copy failed messages into their dead-letter queue, body, content type and last error
+-- unchanged.
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
-                      created_at, available_at, origin_queue, origin_id)
+                      created_at, available_at, last_error, origin_queue, origin_id)
 SELECT d.value ->> 1, d.value ->> 2, 'ready', m.body, m.content_type, m.priority, 0,
-       :now, :now, m.queue, m.id
-FROM json_each(:items) AS d
+       :now, :now, m.last_error, m.queue, m.id
+FROM json_each(:dead_letters) AS d
 JOIN messages AS m ON m.id = d.value ->> 0
 WHERE m.state = 'failed';
+
+-- name: settle_complete
+UPDATE messages
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END,
+    result = CASE WHEN cancel_requested THEN NULL ELSE c.result END,
+    progress = CASE WHEN cancel_requested THEN progress ELSE 1.0 END,
+    last_error = CASE WHEN cancel_requested THEN 'cancelled while running' END,
+    lease_id = NULL,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    finished_at = :now
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, CAST(value ->> 2 AS BLOB) AS result
+      FROM json_each(:completes)) AS c
+WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased'
+RETURNING messages.id AS id, messages.state AS state;
+
+-- name: settle_cancel
+UPDATE messages
+SET state = 'cancelled',
+    lease_id = NULL,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    last_error = c.reason,
+    finished_at = :now
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS reason
+      FROM json_each(:cancels)) AS c
+WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased'
+RETURNING messages.id AS id, messages.state AS state;
+
+-- name: attempt_insert
+INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome,
+                          error, traceback)
+VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error,
+        :traceback);
 
 -- name: message_release_many
 UPDATE messages
@@ -93,38 +175,22 @@ SET state = 'ready',
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE state = 'leased'
-  AND (id, lease_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(:refs));
+  AND (id, lease_id) IN (SELECT i.value, l.value
+                         FROM json_each(:ids) AS i JOIN json_each(:leases) AS l
+                         ON i.key = l.key)
+RETURNING id;
 
 -- name: lease_extend_many
 UPDATE messages
 SET lease_expires_at = :now + :visibility_timeout
 WHERE state = 'leased' AND lease_id IN (SELECT value FROM json_each(:lease_ids));
 
--- name: lease_rescue_record_lost
--- A job's history shows the attempt its worker never finished.
-INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
-                                     outcome, error)
-SELECT id, attempts, lease_owner, started_at, :now, 'lost',
-       'lease expired: the worker holding this job stopped or lost contact'
-FROM messages
-WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now AND type IS NOT NULL;
-
--- name: lease_rescue_requeue
-UPDATE messages
-SET state = 'ready',
-    available_at = :now,
-    lease_id = NULL,
-    lease_owner = NULL,
-    lease_expires_at = NULL,
-    last_error = 'lease expired: the worker holding this message stopped or lost contact'
-WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now
-  AND attempts < coalesce(max_attempts, :max_attempts);
-
--- name: lease_rescue_exhausted
-SELECT id, lease_id
+-- name: lease_list_expired
+SELECT id, lease_id, queue, attempts, max_attempts, type, lease_owner, started_at
 FROM messages
 WHERE queue = :queue AND state = 'leased' AND lease_expires_at < :now
-  AND attempts >= coalesce(max_attempts, :max_attempts);
+ORDER BY lease_expires_at
+LIMIT :limit;
 
 -- name: message_get
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
@@ -143,20 +209,11 @@ WHERE queue = :queue AND (:state IS NULL OR state = :state)
 ORDER BY created_at, id
 LIMIT :limit;
 
--- name: queue_ready_info
-SELECT
-    (SELECT count(*) FROM (SELECT 1 FROM messages
-                           WHERE queue = :queue AND state = 'ready' AND available_at <= :now
-                           LIMIT :limit)) AS ready_count,
-    (SELECT min(available_at) FROM messages
-     WHERE queue = :queue AND state = 'ready' AND available_at <= :now) AS oldest,
-    (SELECT min(available_at) FROM messages
-     WHERE queue = :queue AND state = 'ready' AND available_at > :now) AS next_at,
-    coalesce((SELECT paused FROM queues WHERE name = :queue), 0) AS paused;
-
--- name: queue_declare
+-- name: queue_declare_many
 INSERT INTO queues (name, paused, settings, created_at, updated_at)
-VALUES (:name, 0, :settings, :now, :now)
+SELECT n.value, 0, s.value, :now, :now
+FROM json_each(:names) AS n JOIN json_each(:settings) AS s ON n.key = s.key
+WHERE true
 ON CONFLICT (name) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at;
 
 -- name: queue_pause
@@ -165,8 +222,10 @@ VALUES (:name, :paused, '{}', :now, :now)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: queue_counts
-SELECT q.name, coalesce(q.paused, 0), m.state, count(m.id),
-       min(CASE WHEN m.state = 'ready' THEN m.available_at END), q.settings
+SELECT q.name AS name, coalesce(q.paused, 0) AS paused, m.state AS state,
+       count(m.id) AS count,
+       min(CASE WHEN m.state = 'ready' THEN m.available_at END) AS oldest_ready_at,
+       q.settings AS settings
 FROM (SELECT name, paused, settings FROM queues
       UNION SELECT DISTINCT queue, NULL, NULL FROM messages
             WHERE queue NOT IN (SELECT name FROM queues)) AS q
@@ -174,6 +233,10 @@ LEFT JOIN messages AS m ON m.queue = q.name
 WHERE (:queue IS NULL OR q.name = :queue)
 GROUP BY q.name, m.state
 ORDER BY q.name;
+
+-- name: queue_purge
+-- Every message not yet finished, delayed ones included, so none is ever delivered.
+DELETE FROM messages WHERE queue = :queue AND state IN ('ready', 'leased');
 
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -190,45 +253,16 @@ INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :nam
 
 -- Jobs ---------------------------------------------------------------------------------
 
--- name: job_complete_many
-UPDATE messages
-SET state = 'completed',
-    result = c.result,
-    progress = 1.0,
-    last_error = NULL,
-    lease_id = NULL,
-    lease_owner = NULL,
-    lease_expires_at = NULL,
-    finished_at = :now
-FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, CAST(value ->> 2 AS BLOB) AS result
-      FROM json_each(:items)) AS c
-WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased';
-
--- name: job_cancel_many
-UPDATE messages
-SET state = 'cancelled',
-    lease_id = NULL,
-    lease_owner = NULL,
-    lease_expires_at = NULL,
-    last_error = c.reason,
-    finished_at = :now
-FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS reason
-      FROM json_each(:items)) AS c
-WHERE messages.id = c.id AND messages.lease_id = c.lease_id AND messages.state = 'leased';
-
--- name: job_attempt_record
-INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, finished_at,
-                                     outcome, error, traceback)
-VALUES (:job_id, :attempt, :worker_id, :started_at, :finished_at, :outcome, :error, :traceback);
-
 -- name: job_attempts
 SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback
-FROM job_attempts WHERE job_id = :job_id ORDER BY id;
+FROM job_attempts
+WHERE job_id IN (SELECT value FROM json_each(:job_ids))
+ORDER BY job_id, id;
 
 -- name: idempotency_claim
 -- Take the key for this job unless an unexpired key whose job still exists holds it.
 INSERT INTO idempotency_keys (type, key, job_id, expires_at)
-VALUES (:type, :key, :job_id, :expires_at)
+VALUES (:type, :key, :job_id, :now + :ttl)
 ON CONFLICT (type, key) DO UPDATE
 SET job_id = excluded.job_id, expires_at = excluded.expires_at
 WHERE idempotency_keys.expires_at < :now
@@ -289,27 +323,27 @@ WHERE state = 'leased' AND cancel_requested = 1
 -- name: job_attempt_seq
 SELECT coalesce(max(id), 0) FROM job_attempts;
 
--- name: job_events_enqueued
-SELECT 'enqueued', created_at, id, type, queue, attempts, NULL, NULL, 0
-FROM messages
-WHERE type IS NOT NULL AND created_at > :enqueued_after
-ORDER BY created_at LIMIT :limit;
-
--- name: job_events_started
-SELECT 'started', started_at, id, type, queue, attempts, NULL, NULL, 0
-FROM messages
-WHERE state = 'leased' AND type IS NOT NULL AND started_at > :started_after
-ORDER BY started_at LIMIT :limit;
-
--- name: job_events_finished
-SELECT a.outcome, a.finished_at, a.job_id, m.type, m.queue, a.attempt, a.error,
-       a.finished_at - a.started_at, a.id
-FROM job_attempts AS a LEFT JOIN messages AS m ON m.id = a.job_id
-WHERE a.id > :attempt_after
-ORDER BY a.id LIMIT :limit;
+-- name: job_events
+-- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
+SELECT * FROM (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
+                      attempts AS attempt, NULL AS error, NULL AS duration, 0 AS seq
+               FROM messages
+               WHERE type IS NOT NULL AND created_at > :enqueued_after
+               ORDER BY created_at LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT 'started', started_at, id, type, queue, attempts, NULL, NULL, 0
+               FROM messages
+               WHERE state = 'leased' AND type IS NOT NULL AND started_at > :started_after
+               ORDER BY started_at LIMIT :limit)
+UNION ALL
+SELECT * FROM (SELECT a.outcome, a.finished_at, a.job_id, m.type, m.queue, a.attempt,
+                      a.error, a.finished_at - a.started_at, a.id
+               FROM job_attempts AS a LEFT JOIN messages AS m ON m.id = a.job_id
+               WHERE a.id > :attempt_after
+               ORDER BY a.id LIMIT :limit);
 
 -- name: job_counts
-SELECT queue, type, state, count(*)
+SELECT queue, type, state, count(*) AS count
 FROM messages
 WHERE type IS NOT NULL
   AND (:queue IS NULL OR queue = :queue)
@@ -319,11 +353,13 @@ GROUP BY queue, type, state;
 -- name: job_batch_create
 INSERT INTO job_batches (id, type, total, created_at) VALUES (:id, :type, :total, :now);
 
--- name: job_batch_get
-SELECT type, total FROM job_batches WHERE id = :id;
-
 -- name: job_batch_counts
-SELECT state, count(*) FROM messages WHERE batch_id = :id GROUP BY state;
+-- The batch row, and its jobs by state (one row with a NULL state when it has none).
+SELECT b.type AS type, b.total AS total, m.state AS state, count(m.id) AS count
+FROM job_batches AS b
+LEFT JOIN messages AS m ON m.batch_id = b.id
+WHERE b.id = :id
+GROUP BY b.type, b.total, m.state;
 
 -- name: job_prune
 DELETE FROM messages
@@ -345,20 +381,22 @@ DELETE FROM idempotency_keys WHERE expires_at < :now;
 DELETE FROM once_results WHERE expires_at < :now;
 
 -- name: once_claim
--- Claim the key when absent, expired, or abandoned by a caller whose lease ran out.
+-- Claim the key when absent, expired, or abandoned by a caller whose lease ran out. The
+-- conditions are on the row itself: one caller gets the row back, the others nothing.
 INSERT INTO once_results (key, state, result, owner, lease_until, expires_at)
-VALUES (:key, 'running', NULL, :owner, :lease_until, :lease_until)
+VALUES (:key, 'running', NULL, :owner, :now + :lease, :now + :lease)
 ON CONFLICT (key) DO UPDATE
 SET state = 'running', result = NULL, owner = excluded.owner,
     lease_until = excluded.lease_until, expires_at = excluded.expires_at
 WHERE once_results.expires_at < :now
-   OR (once_results.state = 'running' AND once_results.lease_until < :now);
+   OR (once_results.state = 'running' AND once_results.lease_until < :now)
+RETURNING owner;
 
 -- name: once_get
 SELECT state, result, owner FROM once_results WHERE key = :key;
 
 -- name: once_finish
-UPDATE once_results SET state = 'done', result = :result, expires_at = :expires_at,
+UPDATE once_results SET state = 'done', result = :result, expires_at = :now + :ttl,
                         lease_until = NULL
 WHERE key = :key AND owner = :owner;
 
@@ -382,10 +420,6 @@ WHERE name = :name ORDER BY tick DESC LIMIT :limit;
 
 -- Administration -----------------------------------------------------------------------
 
--- name: queue_purge
--- Every message not yet finished, delayed ones included, so none is ever delivered.
-DELETE FROM messages WHERE queue = :queue AND state IN ('ready', 'leased');
-
 -- name: dead_letter_reprocess_jobs
 -- A dead-lettered job goes back as the original job, with a fresh attempt budget.
 UPDATE messages
@@ -404,18 +438,15 @@ WHERE queue = :dlq AND state = 'ready'
 
 -- name: dead_letter_reprocess_messages
 UPDATE messages
-SET queue = origin_queue, attempts = 0, available_at = :now
+SET queue = origin_queue, attempts = 0, available_at = :now, last_error = NULL
 WHERE queue = :dlq AND state = 'ready' AND origin_queue IS NOT NULL
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: worker_report
 INSERT INTO workers (id, hostname, pid, started_at, last_seen, stats)
-VALUES (:id, :hostname, :pid, :started_at, :now, :stats)
+VALUES (:id, :hostname, :pid, :started_at, :now, :stats_json)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
 -- name: worker_list
-SELECT id, hostname, pid, started_at, last_seen, stats FROM workers
+SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM workers
 WHERE last_seen >= :since ORDER BY started_at;
-
--- name: worker_prune
-DELETE FROM workers WHERE last_seen < :before;

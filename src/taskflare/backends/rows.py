@@ -1,0 +1,76 @@
+"""Result rows of a named statement, mapped onto records by column name.
+
+Every `SELECT` list and `RETURNING` clause names its columns as the record's fields, so
+adding a field means adding a column where it is read, in any order; a column that is
+not a field of the record is an error, found the first time the statement runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """What a statement returned: its column names and its rows."""
+
+    columns: tuple[str, ...]
+    rows: Sequence[Sequence[Any]]
+    rowcount: int = -1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def into(self, record: type[T]) -> list[T]:
+        """Every row as a `record` (a dataclass), fields filled by column name."""
+        build: Callable[[Sequence[Any]], T] = _builder(cast(Hashable, record), self.columns)
+        return [build(row) for row in self.rows]
+
+    def first(self, record: type[T]) -> T | None:
+        """The first row as a `record`, or None when there is none."""
+        if not self.rows:
+            return None
+        build: Callable[[Sequence[Any]], T] = _builder(cast(Hashable, record), self.columns)
+        return build(self.rows[0])
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The first two columns of every row, as strings (id → state maps)."""
+        return [(str(row[0]), str(row[1])) for row in self.rows]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """Every row as a dict keyed by column name."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        return self.rows[0][0] if self.rows else None
+
+
+@cache
+def _builder(key: Hashable, columns: tuple[str, ...]) -> Callable[[Sequence[Any]], Any]:
+    record = cast(type[Any], key)
+    fields = {f.name: f for f in dataclasses.fields(record)}
+    unknown = [c for c in columns if c not in fields]
+    if unknown:
+        raise TypeError(f"columns {unknown} are not fields of {record.__name__}")
+    hints = typing.get_type_hints(record)
+    # SQLite has no boolean type: its 0/1 become bools where the record says bool.
+    booleans = {i for i, c in enumerate(columns) if hints[c] in (bool, bool | None)}
+    if not booleans:
+        return lambda row: record(**dict(zip(columns, row, strict=True)))
+
+    def build(row: Sequence[Any]) -> Any:
+        values = {
+            c: (bool(v) if i in booleans and v is not None else v)
+            for i, (c, v) in enumerate(zip(columns, row, strict=True))
+        }
+        return record(**values)
+
+    return build

@@ -1,0 +1,339 @@
+"""The Python both SQL backends share: each storage method as named statements over an executor.
+
+A dialect supplies an `Executor` (how to run a named statement of its `queries.sql`)
+and overrides only the operations whose SQL shape really differs: those that are one
+statement on PostgreSQL but a short transaction of several on SQLite (claim, settle,
+enqueue, cancel, retry, prune, cron ticks, dead-letter replay). Parameters are passed
+as Python values; an executor adapts them (SQLite: sequences become JSON for
+`json_each`, `:now` is filled from this machine's clock).
+
+The change signal is not raised here: the statements raise it themselves when they
+commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..errors import InvalidMessage
+from .base import (
+    AttemptRecord,
+    CancelRequestedParams,
+    CronNameParams,
+    CronTick,
+    ExpiredLease,
+    ExpiredLeaseParams,
+    JobAttemptsParams,
+    JobBatchCounts,
+    JobBatchCreateParams,
+    JobBatchGetParams,
+    JobCount,
+    JobCountParams,
+    JobEvent,
+    JobEventsParams,
+    JobFilter,
+    JobProgressParams,
+    LeaseExtendParams,
+    MessageGetParams,
+    MessageListParams,
+    MessageRecord,
+    OnceAbandonParams,
+    OnceClaim,
+    OnceClaimParams,
+    OnceFinishParams,
+    OnceState,
+    QueueCounts,
+    QueueCountsParams,
+    QueueDeclareParams,
+    QueuePauseParams,
+    QueuePurgeParams,
+    ReadyInfo,
+    ReadyInfoParams,
+    ReleaseParams,
+    WorkerListParams,
+    WorkerReport,
+)
+from .rows import Rows
+
+# The columns of a stored message, as `MessageRecord` names them.
+MESSAGE_COLUMNS = (
+    "id queue state body content_type attempts priority created_at available_at "
+    "lease_expires_at last_error origin_queue origin_id finished_at type max_attempts "
+    "result progress progress_note started_at idempotency_key correlation_id batch_id "
+    "cancel_requested"
+).split()
+
+
+class Executor(Protocol):
+    """How a dialect runs one named statement (in its own transaction when it writes)."""
+
+    async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """Run statement `name` and return what it returned (rowcount set for writes)."""
+        ...
+
+
+def not_transactional(url: str) -> InvalidMessage:
+    """The error for `connection=` on a backend that cannot join the caller's transaction."""
+    return InvalidMessage(
+        "connection= (enqueue inside your own transaction) needs the PostgreSQL "
+        f"backend; {url} is SQLite, so nothing was enqueued"
+    )
+
+
+def _list(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:
+    """Whether a claim with these batch conditions would take something now."""
+    if info.paused or info.oldest_available_at is None:
+        return False
+    return info.ready_count >= min_count or info.oldest_available_at <= info.now - max_wait
+
+
+class SqlStore:
+    """The storage methods that are one statement on every dialect."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._x = executor
+
+    # -- messages and leases -------------------------------------------------------------
+
+    async def lease_extend_many(self, params: LeaseExtendParams) -> int:
+        """Heartbeat: push live leases' expiry forward."""
+        if not params.lease_ids:
+            return 0
+        rows = await self._x.fetch(
+            "lease_extend_many",
+            {
+                "lease_ids": list(params.lease_ids),
+                "visibility_timeout": float(params.visibility_timeout),
+            },
+        )
+        return rows.rowcount
+
+    async def lease_list_expired(self, params: ExpiredLeaseParams) -> list[ExpiredLease]:
+        """Deliveries whose lease has expired, oldest expiry first."""
+        rows = await self._x.fetch(
+            "lease_list_expired", {"queue": params.queue, "limit": params.limit}
+        )
+        return rows.into(ExpiredLease)
+
+    async def message_get(self, params: MessageGetParams) -> MessageRecord | None:
+        """One message by id, or None."""
+        return (await self._x.fetch("message_get", {"id": params.id})).first(MessageRecord)
+
+    async def message_list(self, params: MessageListParams) -> list[MessageRecord]:
+        """Messages of one queue, optionally of one state, oldest first."""
+        rows = await self._x.fetch(
+            "message_list", {"queue": params.queue, "state": params.state, "limit": params.limit}
+        )
+        return rows.into(MessageRecord)
+
+    async def message_release_many(self, params: ReleaseParams) -> int:
+        """Hand claimed-but-unstarted messages back, attempts restored."""
+        if not params.refs:
+            return 0
+        rows = await self._x.fetch(
+            "message_release_many",
+            {"ids": [r.id for r in params.refs], "leases": [r.lease_id for r in params.refs]},
+        )
+        return len(rows)
+
+    # -- queues --------------------------------------------------------------------------
+
+    async def queue_declare_many(self, params: QueueDeclareParams) -> None:
+        """Create or update queue rows with their settings."""
+        if params.queues:
+            await self._x.fetch(
+                "queue_declare_many",
+                {
+                    "names": [q.name for q in params.queues],
+                    "settings": [q.settings_json for q in params.queues],
+                },
+            )
+
+    async def queue_pause(self, params: QueuePauseParams) -> None:
+        """Set or clear a queue's paused flag (resuming wakes idle workers)."""
+        await self._x.fetch("queue_pause", {"name": params.queue, "paused": params.paused})
+
+    async def queue_ready_info(self, params: ReadyInfoParams) -> ReadyInfo:
+        """Ready count (up to `limit`), oldest ready time, next delayed time, paused, now."""
+        rows = await self._x.fetch(
+            "queue_ready_info",
+            {"queue": params.queue, "limit": params.limit, "types": _list(params.types)},
+        )
+        info = rows.first(ReadyInfo)
+        assert info is not None
+        return info
+
+    async def queue_counts(self, params: QueueCountsParams) -> list[QueueCounts]:
+        """Per-queue message counts by state, with settings and the oldest ready time."""
+        rows = await self._x.fetch("queue_counts", {"queue": params.queue})
+        result: dict[str, QueueCounts] = {}
+        for row in rows.dicts():
+            name = row["name"]
+            entry = result.get(name)
+            if entry is None:
+                entry = result[name] = QueueCounts(
+                    name=name, paused=bool(row["paused"]), settings_json=row["settings"]
+                )
+            if row["state"] is not None:
+                entry.by_state[row["state"]] = int(row["count"])
+            if row["oldest_ready_at"] is not None:
+                result[name] = QueueCounts(
+                    name, entry.paused, entry.by_state, row["oldest_ready_at"], entry.settings_json
+                )
+        return list(result.values())
+
+    async def queue_purge(self, params: QueuePurgeParams) -> int:
+        """Delete unfinished messages of a queue."""
+        return (await self._x.fetch("queue_purge", {"queue": params.queue})).rowcount
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def job_attempts(self, params: JobAttemptsParams) -> list[AttemptRecord]:
+        """The delivery histories of jobs, in order."""
+        if not params.job_ids:
+            return []
+        rows = await self._x.fetch("job_attempts", {"job_ids": list(params.job_ids)})
+        return rows.into(AttemptRecord)
+
+    async def job_list(self, params: JobFilter) -> list[MessageRecord]:
+        """Jobs newest first, filtered, after the cursor."""
+        before = params.before
+        rows = await self._x.fetch(
+            "job_list",
+            {
+                "state": params.state,
+                "type": params.type,
+                "queue": params.queue,
+                "limit": params.limit,
+                "before_created": before[0] if before else None,
+                "before_id": before[1] if before else None,
+            },
+        )
+        return rows.into(MessageRecord)
+
+    async def job_attempt_seq(self) -> int:
+        """The latest attempt row's id."""
+        return int((await self._x.fetch("job_attempt_seq", {})).scalar() or 0)
+
+    async def job_events(self, params: JobEventsParams) -> list[JobEvent]:
+        """Enqueues, starts and finished attempts after the cursor, in time order."""
+        cursor = params.cursor
+        rows = await self._x.fetch(
+            "job_events",
+            {
+                "enqueued_after": cursor.enqueued_after,
+                "started_after": cursor.started_after,
+                "attempt_after": cursor.attempt_after,
+                "limit": params.limit,
+            },
+        )
+        return sorted(rows.into(JobEvent), key=lambda e: (e.at, e.seq))
+
+    async def job_cancel_requested(self, params: CancelRequestedParams) -> list[str]:
+        """Running jobs (under these leases) whose cancellation was requested."""
+        if not params.lease_ids:
+            return []
+        rows = await self._x.fetch("job_cancel_requested", {"lease_ids": list(params.lease_ids)})
+        return [str(row[0]) for row in rows.rows]
+
+    async def job_progress(self, params: JobProgressParams) -> bool:
+        """Store progress while the lease is held."""
+        rows = await self._x.fetch(
+            "job_progress",
+            {
+                "id": params.id,
+                "lease_id": params.lease_id,
+                "progress": float(params.progress),
+                "note": params.note,
+            },
+        )
+        return rows.rowcount > 0
+
+    async def job_counts(self, params: JobCountParams) -> list[JobCount]:
+        """Jobs by queue, type and state."""
+        rows = await self._x.fetch("job_counts", {"queue": params.queue, "type": params.type})
+        return rows.into(JobCount)
+
+    async def job_batch_create(self, params: JobBatchCreateParams) -> None:
+        """Record a new batch of jobs."""
+        await self._x.fetch(
+            "job_batch_create", {"id": params.id, "type": params.type, "total": params.total}
+        )
+
+    async def job_batch_counts(self, params: JobBatchGetParams) -> JobBatchCounts | None:
+        """A batch's type, total and its jobs by state, in one statement."""
+        rows = (await self._x.fetch("job_batch_counts", {"id": params.id})).dicts()
+        if not rows:
+            return None
+        counts = {str(r["state"]): int(r["count"]) for r in rows if r["state"] is not None}
+        return JobBatchCounts(params.id, str(rows[0]["type"]), int(rows[0]["total"]), counts)
+
+    # -- cron ----------------------------------------------------------------------------
+
+    async def cron_last_tick(self, params: CronNameParams) -> float | None:
+        """The latest scheduled tick of a trigger (manual fires excluded)."""
+        value = (await self._x.fetch("cron_last_tick", {"name": params.name})).scalar()
+        return None if value is None else float(value)
+
+    async def cron_recent(self, params: CronNameParams) -> list[CronTick]:
+        """A trigger's newest ticks first."""
+        rows = await self._x.fetch("cron_recent", {"name": params.name, "limit": params.limit})
+        return rows.into(CronTick)
+
+    # -- workers -------------------------------------------------------------------------
+
+    async def worker_report(self, report: WorkerReport) -> None:
+        """Upsert a worker's row (`last_seen` from the backend's clock)."""
+        await self._x.fetch(
+            "worker_report",
+            {
+                "id": report.id,
+                "hostname": report.hostname,
+                "pid": report.pid,
+                "started_at": float(report.started_at),
+                "stats_json": report.stats_json,
+            },
+        )
+
+    async def worker_list(self, params: WorkerListParams) -> list[WorkerReport]:
+        """Workers seen since `since`, oldest first."""
+        rows = await self._x.fetch("worker_list", {"since": float(params.since)})
+        return rows.into(WorkerReport)
+
+    # -- once ----------------------------------------------------------------------------
+
+    async def once_claim(self, params: OnceClaimParams) -> OnceClaim:
+        """Claim `key`, or report its stored result, or that someone is running it.
+
+        Two statements: the claim (an upsert whose conditions are on the key's row, so
+        concurrent claimers are decided on its latest version) and, when another caller
+        holds the key, a read of it as that caller committed it.
+        """
+        args = {"key": params.key, "owner": params.owner, "lease": float(params.lease_seconds)}
+        if (await self._x.fetch("once_claim", args)).rows:
+            return OnceClaim(OnceState.CLAIMED)
+        found = (await self._x.fetch("once_get", args)).dicts()
+        if found and found[0]["state"] == OnceState.DONE:
+            return OnceClaim(OnceState.DONE, bytes(found[0]["result"]))
+        return OnceClaim(OnceState.BUSY)
+
+    async def once_finish(self, params: OnceFinishParams) -> None:
+        """Store the result of `key` for `ttl` seconds."""
+        await self._x.fetch(
+            "once_finish",
+            {
+                "key": params.key,
+                "owner": params.owner,
+                "result": params.result,
+                "ttl": float(params.ttl),
+            },
+        )
+
+    async def once_abandon(self, params: OnceAbandonParams) -> None:
+        """Give up the claim on `key` so another caller can run it."""
+        await self._x.fetch("once_abandon", {"key": params.key, "owner": params.owner})

@@ -1,0 +1,64 @@
+"""Database URLs: which one an app uses, how it is shown, where a SQLite file lives."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ..errors import InvalidDatabaseUrl
+
+DEFAULT_DATABASE_URL = "sqlite:///taskflare.db"
+DATABASE_URL_ENV = "TASKFLARE_DATABASE_URL"
+
+# libpq connection parameters whose values are secrets, or point at them.
+SECRET_PARAMETERS = frozenset(
+    {"password", "passfile", "sslpassword", "sslkey", "sslcert", "sslrootcert", "sslcrl",
+     "sslcrldir", "service", "servicefile"}
+)
+REDACTED = "***"
+
+
+def resolve_database_url(url: str | None) -> str:
+    """The URL given, else $TASKFLARE_DATABASE_URL, else the SQLite default."""
+    if url:
+        return url
+    return os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+
+
+def redact_url(url: str) -> str:
+    """The URL with every credential replaced by `***`, for logs, errors and output.
+
+    Covers a password in the netloc and the libpq parameters that carry a secret or
+    name a file holding one (`password=`, `passfile=`, `sslkey=`, `service=`, ...).
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, host = netloc.rpartition("@")
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}{':' + REDACTED if sep else ''}@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode(
+                [(k, REDACTED if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs],
+                safe="*",
+            )
+        return parts._replace(netloc=netloc, query=query).geturl()
+    except ValueError:
+        return f"{url.split(':', 1)[0]}://{REDACTED}"
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///relative.db` or `sqlite:////absolute.db` URL."""
+    parts = urlsplit(url)
+    path = url[len("sqlite://") :].split("?", 1)[0]
+    if parts.netloc:
+        raise InvalidDatabaseUrl(
+            f"SQLite URL {url!r} has a host part; use sqlite:///relative.db or sqlite:////abs.db"
+        )
+    path = path[1:] if path.startswith("/") else path
+    if not path:
+        raise InvalidDatabaseUrl(f"SQLite URL {url!r} names no file")
+    return path

@@ -1,0 +1,165 @@
+"""The outcome policy: what happens to a delivery, decided once, for every path.
+
+One pure function, `decide`, turns a delivery's state and what became of it (the
+handler succeeded, asked for a retry, raised, was cancelled, its worker shut down or
+vanished) into the outcome a backend applies: ack or complete, retry after a delay,
+fail (and dead-letter), or cancel. The message executor, the job runner, the HTTP
+pull-consumer acks and the lease rescuer all call it; backends only apply the result.
+
+The rules are Cloudflare Queues' (`attempts` counts deliveries, the current one
+included; a delivery that would be retried after its `max_attempts`-th attempt fails
+instead and moves to the dead-letter queue) plus the job rules of taskflare
+(`PermanentError` and HTTP 4xx fail at once; a job's own backoff times its retries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backends.base import (
+    CancelOutcome,
+    CompleteOutcome,
+    FailOutcome,
+    LeaseRef,
+    RetryOutcome,
+)
+from .ids import uuid7
+from .retry import Backoff
+from .text import clean_text
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery as the policy sees it.
+
+    `attempts`: deliveries so far, this one included; `max_attempts`: the delivery's
+    budget (a job's own, else its queue's `max_retries + 1`); `backoff`: a job type's
+    retry schedule (None for plain messages, whose delay comes with the outcome).
+    """
+
+    id: str
+    lease_id: str
+    attempts: int
+    max_attempts: int
+    dead_letter_queue: str | None = None
+    is_job: bool = False
+    backoff: Backoff | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    """The handler returned (a job's JSON-encoded `result`)."""
+
+    result: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequested:
+    """The consumer asked for a retry (`message.retry()`, `retry_all()`, a pull retry)."""
+
+    delay_seconds: float
+    reason: str = "retried by the consumer"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The handler raised. `delay_seconds`: a delay it asked for (`Retry`, a 429's
+    Retry-After, a consumer's retry delay); None lets a job's backoff decide."""
+
+    error: str
+    permanent: bool = False
+    delay_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A running job stopped because it was cancelled."""
+
+    reason: str = "cancelled while running"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerShutdown:
+    """The worker stopped (past its grace period) before the handler finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpired:
+    """The worker holding the delivery stopped or lost contact; its lease ran out."""
+
+
+Outcome = Succeeded | RetryRequested | Failed | Cancelled | WorkerShutdown | LeaseExpired
+Settled = LeaseRef | CompleteOutcome | RetryOutcome | FailOutcome | CancelOutcome
+
+SHUTDOWN_ERROR = "the worker shut down before the handler finished"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to apply, and how the delivery's attempt ends (`attempt_outcome`: completed,
+    acked, retried, failed, cancelled or lost), with the error it ends with."""
+
+    outcome: Settled
+    attempt_outcome: str
+    error: str | None = None
+    delay_seconds: float | None = None
+
+
+def decide(
+    delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = uuid7
+) -> Decision:
+    """Decide the fate of one delivery. Pure but for `new_id`, which names DLQ copies."""
+    if isinstance(outcome, Succeeded):
+        if delivery.is_job:
+            return Decision(
+                CompleteOutcome(delivery.id, delivery.lease_id, outcome.result), "completed"
+            )
+        return Decision(LeaseRef(delivery.id, delivery.lease_id), "acked")
+    if isinstance(outcome, Cancelled):
+        reason = clean_text(outcome.reason)
+        return Decision(CancelOutcome(delivery.id, delivery.lease_id, reason), "cancelled")
+    error, delay, permanent, expired = _failure(delivery, outcome)
+    lost = "lost" if expired else None
+    if permanent or delivery.attempts >= delivery.max_attempts:
+        if expired:
+            error = _lost_for_good(delivery)
+        dlq = delivery.dead_letter_queue
+        fail = FailOutcome(
+            delivery.id,
+            delivery.lease_id,
+            error,
+            dlq,
+            new_id() if dlq else None,
+            require_expired=expired,
+        )
+        return Decision(fail, lost or "failed", error)
+    retry = RetryOutcome(delivery.id, delivery.lease_id, delay, error, require_expired=expired)
+    return Decision(retry, lost or "retried", error, delay)
+
+
+def _lost_for_good(delivery: Delivery) -> str:
+    """The error of a delivery whose lease expired on its last attempt: the numbers are
+    the delivery's own budget (a job's `max_attempts`, else its queue's)."""
+    kind = "job" if delivery.is_job else "message"
+    count = delivery.max_attempts
+    which = "its only delivery" if count == 1 else f"the last of its {count} deliveries"
+    return (
+        f"lease expired on {which}: the worker holding this {kind} stopped or lost "
+        f"contact (attempt {delivery.attempts} of {count})"
+    )
+
+
+def _failure(delivery: Delivery, outcome: Outcome) -> tuple[str, float, bool, bool]:
+    """(error text, retry delay, permanent, lease expired) of an unsuccessful outcome."""
+    if isinstance(outcome, RetryRequested):
+        return clean_text(outcome.reason), outcome.delay_seconds, False, False
+    if isinstance(outcome, Failed):
+        delay = outcome.delay_seconds
+        if delay is None:
+            delay = delivery.backoff.delay(delivery.attempts) if delivery.backoff else 0.0
+        return clean_text(outcome.error), delay, outcome.permanent, False
+    if isinstance(outcome, WorkerShutdown):
+        return SHUTDOWN_ERROR, 0.0, False, False
+    kind = "job" if delivery.is_job else "message"
+    return f"lease expired: the worker holding this {kind} stopped or lost contact", 0.0, False, True

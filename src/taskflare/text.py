@@ -1,0 +1,28 @@
+"""Text that users control, checked at the API and cleaned before it is stored.
+
+PostgreSQL cannot store a NUL character in a text column, and SQLite would; so that both
+backends behave the same, names, keys and notes given to the API are refused when they
+hold one (`check_text`), and texts made from what a handler raised (errors, tracebacks)
+are cleaned (`clean_text`) so that storing an outcome can never fail because of them.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidMessage
+
+NUL = "\x00"
+
+
+def clean_text(text: str) -> str:
+    """`text` with NUL characters replaced by the visible escape `\\x00`."""
+    return text.replace(NUL, "\\x00") if NUL in text else text
+
+
+def check_text(value: object, field: str, *, max_length: int = 255) -> str:
+    """A non-empty string of at most `max_length` characters without NUL; else
+    `InvalidMessage` naming `field` (the name the caller used)."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise InvalidMessage(f"{field} must be a string of 1-{max_length} characters")
+    if NUL in value:
+        raise InvalidMessage(f"{field} must not contain a NUL character (\\x00)")
+    return value
