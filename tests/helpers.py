@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from taskflare import App, Worker, WorkerConfig
-from taskflare.backends.base import MessageRecord
+from taskflare.backends.base import MessageGetParams, MessageRecord, QueueCountsParams
 
 
 async def wait_until(
@@ -49,7 +49,7 @@ async def running_worker(
 async def state_counts(app: App, queue: str) -> dict[str, int]:
     """How many messages `queue` holds in each state (empty when it holds none)."""
     backend = await app.backend()
-    for counts in await backend.queue_counts(queue):
+    for counts in await backend.queue_counts(QueueCountsParams(queue)):
         if counts.name == queue:
             return {state: n for state, n in counts.by_state.items() if n}
     return {}
@@ -58,12 +58,12 @@ async def state_counts(app: App, queue: str) -> dict[str, int]:
 async def total_messages(app: App) -> int:
     """Messages stored across every queue, in any state."""
     backend = await app.backend()
-    return sum(sum(c.by_state.values()) for c in await backend.queue_counts())
+    return sum(sum(c.by_state.values()) for c in await backend.queue_counts(QueueCountsParams()))
 
 
 async def get(app: App, message_id: str) -> MessageRecord | None:
     """The stored message, or None once it is gone (plain queue messages are deleted on ack)."""
-    return await (await app.backend()).message_get(message_id)
+    return await (await app.backend()).message_get(MessageGetParams(message_id))
 
 
 async def fate(app: App, message_id: str) -> str:

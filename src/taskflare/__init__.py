@@ -14,30 +14,34 @@ from .errors import (
     BodyEncodingError,
     DuplicateConsumer,
     EmptyBatch,
+    InvalidConfig,
     InvalidDatabaseUrl,
     InvalidDelay,
+    InvalidJobConfig,
     InvalidJobState,
     InvalidMessage,
     InvalidPayload,
     InvalidQueueConfig,
+    InvalidWebhookConfig,
+    InvalidWorkerConfig,
     JobCancelled,
     JobFailed,
     JobNotFound,
     MessageTooLarge,
     SchemaOutdated,
     SchemaTooNew,
+    StorageRejected,
     TaskflareError,
     UnknownJobType,
     UnknownQueue,
     UnsupportedContentType,
 )
-from .job_api import JobBatch, JobPage
-from .jobs import Job, JobAttempt, JobStatus, JobType
+from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus, JobType
 from .messages import Message, MessageBatch
-from .queue import Queue, QueueConfig
+from .queue import Queue
+from .registry import QueueConfig, ScheduledEvent
 from .retention import Retention
 from .retry import Backoff, PermanentError, Retry
-from .scheduler import ScheduledEvent
 from .stored import StoredMessage
 from .worker import Worker, WorkerConfig
 
@@ -53,13 +57,17 @@ __all__ = [
     "CronSchedule",
     "DuplicateConsumer",
     "EmptyBatch",
+    "InvalidConfig",
     "InvalidCronExpression",
     "InvalidDatabaseUrl",
     "InvalidDelay",
+    "InvalidJobConfig",
     "InvalidJobState",
     "InvalidMessage",
     "InvalidPayload",
     "InvalidQueueConfig",
+    "InvalidWebhookConfig",
+    "InvalidWorkerConfig",
     "Job",
     "JobAttempt",
     "JobBatch",
@@ -81,6 +89,7 @@ __all__ = [
     "ScheduledEvent",
     "SchemaOutdated",
     "SchemaTooNew",
+    "StorageRejected",
     "StoredMessage",
     "TaskflareError",
     "UnknownJobType",

@@ -1,34 +1,78 @@
-"""`App`: the registry of queues and consumers, and the way to the database."""
+"""`App`: the composition root. Declare queues, job types, crons and webhooks on it; it holds
+the registry, opens the backend, and hands producers, workers and readers what they need.
+
+Nothing below calls back into `App`: `Queue`, `Job` and the job client hold a narrow
+storage handle (the app), the worker takes the app's registry and backend, the read
+model the registry and storage.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from .backends import open_backend, redact_url, resolve_database_url
-from .backends.base import Backend, QueueSettings
+from .backends.base import Backend, QueueDeclareParams, QueueSettings
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
-from .errors import InvalidQueueConfig, UnknownJobType, UnknownQueue
-from .job_api import JobsAPI
-from .jobs import JobType
+from .errors import UnknownJobType, UnknownQueue
+from .job_client import JobClient
+from .jobs import JobBatch
 from .portal import Portal
-from .queue import Queue, QueueConfig
+from .queue import Queue
+from .readmodel import ReadModel
+from .registry import JobType, QueueConfig, Registry
+from .registry.job_types import JobHandler
+from .registry.triggers import CronHandler, CronTrigger
 from .retention import Retention
-from .scheduler import CronTrigger, ScheduledEvent, register_cron
-from .webhooks import WebhookSource
+from .retry import Backoff
+from .webhooks import DEFAULT_REPLAY_WINDOW, DEFAULT_TOLERANCE, STRIPE, WebhookSource
 
+P = ParamSpec("P")
 T = TypeVar("T")
-CronHandler = Callable[[ScheduledEvent], Any]
+R = TypeVar("R")
+
+log = logging.getLogger("taskflare")
 
 
-class App(JobsAPI):
-    """A taskflare application: declare queues and consumers on it, then send and run workers.
+def _sync_twin(
+    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[App, P], T]:
+    """The blocking twin of an async `App` method (runs on the app's private loop)."""
+
+    @functools.wraps(method)
+    def twin(self: App, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run_sync(method(self, *args, **kwargs))
+
+    twin.__name__ = f"{method.__name__}_sync"
+    twin.__qualname__ = f"App.{twin.__name__}"
+    twin.__doc__ = f"Blocking twin of `{method.__name__}`, for code that is not async."
+    return twin
+
+
+def _jobs(method: Callable[Concatenate[JobClient, P], R]) -> Callable[Concatenate[App, P], R]:
+    """`App.<name>` as the job client's method of that name (same signature and doc)."""
+
+    @functools.wraps(method)
+    def delegate(self: App, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(self.jobs, *args, **kwargs)
+
+    return delegate
+
+
+class App:
+    """A taskflare application: declare queues, job types and crons on it, then send,
+    enqueue and run workers.
 
     `database_url` defaults to `$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`.
-    Nothing connects until first use. An App is safe to use from any thread and from
-    successive event loops; the `*_sync` methods run on a private loop of their own.
+    Nothing connects until first use; a missing database (SQLite file, PostgreSQL
+    schema) is created then, unless `create_database=False`. `retention` says how long
+    finished jobs are kept; `wait_until_limit` [s] how long shutdown waits for
+    `wait_until` work. An App is safe to use from any thread and from successive event
+    loops; the `*_sync` methods run on a private loop of their own.
     """
 
     def __init__(
@@ -37,23 +81,24 @@ class App(JobsAPI):
         *,
         retention: Retention | None = None,
         wait_until_limit: float = DEFAULT_DRAIN_LIMIT,
+        create_database: bool = True,
     ) -> None:
         self.database_url = resolve_database_url(database_url)
+        self.create_database = create_database
         self.retention = retention or Retention()
         self.background = BackgroundTasks(wait_until_limit)
-        self.cron_triggers: dict[str, CronTrigger] = {}
-        self.webhook_sources: dict[str, WebhookSource] = {}
-        self._queues: dict[str, Queue] = {}
-        self._job_types: dict[str, JobType] = {}
+        self.registry = Registry()
+        self.jobs = JobClient(self.registry, self)
+        self.read = ReadModel(self.registry, self, self.jobs)
         self._backend: Backend | None = None
-        self._declared: set[str] = set()
+        self._handles: dict[str, Queue] = {}
         self._lock = threading.Lock()
         self._portal = Portal()
 
     def __repr__(self) -> str:
         return f"App({redact_url(self.database_url)!r})"
 
-    # -- declaration ------------------------------------------------------------------
+    # -- declaration ----------------------------------------------------------------------
 
     def queue(
         self,
@@ -70,7 +115,16 @@ class App(JobsAPI):
         max_batch_bytes: int = 262_144,
         allow_pickle: bool = False,
     ) -> Queue:
-        """Declare a queue and its consumer settings; a bad value raises `InvalidQueueConfig`."""
+        """Declare a queue and its consumer settings (Cloudflare's names and limits).
+
+        `max_batch_size` messages per batch (1-100); `max_batch_timeout` seconds a batch
+        waits to fill (0-60); `max_retries` redeliveries after the first (0-100);
+        `retry_delay` seconds before a retried message comes back; `dead_letter_queue`
+        where messages go after their last attempt; `max_concurrency` batches of this
+        queue running at once per worker; `visibility_timeout` seconds a delivery stays
+        leased without a heartbeat; `max_message_bytes`/`max_batch_bytes` size limits.
+        A bad value raises `InvalidQueueConfig` naming it.
+        """
         config = QueueConfig.create(
             name,
             max_batch_size=max_batch_size,
@@ -84,19 +138,50 @@ class App(JobsAPI):
             max_batch_bytes=max_batch_bytes,
             allow_pickle=allow_pickle,
         )
-        existing = self._queues.get(name)
-        if existing is not None and not existing.implicit:
-            raise InvalidQueueConfig(f"queue {name!r} is already declared in this app")
-        queue = Queue(self, config)
-        if existing is not None:
-            queue.consumer_spec = existing.consumer_spec
-            queue.job_types = existing.job_types
-        self._queues[name] = queue
-        if dead_letter_queue is not None and dead_letter_queue not in self._queues:
-            self._queues[dead_letter_queue] = Queue(
-                self, QueueConfig.create(dead_letter_queue), implicit=True
+        self.registry.declare_queue(config)
+        return self._handle(name)
+
+    def _handle(self, name: str) -> Queue:
+        """The one `Queue` object of queue `name` (the same object every time)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = Queue(self, self.registry, name)
+        return handle
+
+    def job(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        max_attempts: int = 3,
+        timeout: float | None = None,
+        priority: int = 0,
+        retry: Backoff | None = None,
+    ) -> Callable[[JobHandler], JobHandler]:
+        """Register the decorated function as the handler of job type `name`.
+
+        `queue`: where its jobs run (a queue of its own, declared implicitly);
+        `max_attempts`: deliveries before it fails (1-1000); `timeout` [s] per attempt;
+        `priority`: the default (higher first); `retry`: the backoff between attempts.
+        The handler takes the payload (validated against its annotation: a pydantic
+        model, dataclass or TypedDict) and optionally a `JobContext`.
+        """
+
+        def register(handler: JobHandler) -> JobHandler:
+            self.registry.add_job_type(
+                JobType.create(
+                    name,
+                    handler,
+                    queue=queue,
+                    max_attempts=max_attempts,
+                    timeout=timeout,
+                    priority=priority,
+                    retry=retry,
+                )
             )
-        return queue
+            return handler
+
+        return register
 
     def cron(
         self,
@@ -112,21 +197,23 @@ class App(JobsAPI):
 
         The handler receives a `ScheduledEvent` (`cron`, `name`, `scheduled_time`). Each
         tick runs once across all workers, as a job on `queue` (so it is retried and has
-        a history). A bad expression raises `InvalidCronExpression` naming the field.
+        a history). A tick found more than `misfire_grace` seconds late is skipped (the
+        latest late tick within it runs once). A bad expression raises
+        `InvalidCronExpression` naming the field.
         """
 
         def register(handler: CronHandler) -> CronHandler:
-            trigger = register_cron(
-                self,
-                expression,
-                handler,
-                name=name,
-                tz=tz,
-                queue=queue,
-                misfire_grace=misfire_grace,
-                max_attempts=max_attempts,
+            self.registry.add_cron(
+                CronTrigger.create(
+                    expression,
+                    handler,
+                    name=name,
+                    tz=tz,
+                    queue=queue,
+                    misfire_grace=misfire_grace,
+                    max_attempts=max_attempts,
+                )
             )
-            self.cron_triggers[trigger.name] = trigger
             return handler
 
         return register
@@ -137,29 +224,33 @@ class App(JobsAPI):
         *,
         secret: str,
         job_type: str,
-        scheme: str = "stripe",
+        scheme: str = STRIPE,
         event_id_field: str = "id",
-        tolerance: float = 300.0,
+        tolerance: float = DEFAULT_TOLERANCE,
+        replay_window: float = DEFAULT_REPLAY_WINDOW,
     ) -> WebhookSource:
         """Accept signed webhooks at `POST /webhooks/<source>` and enqueue each as `job_type`.
 
-        `scheme` is "stripe" (`Stripe-Signature: t=...,v1=...`) or "hmac-sha256"
-        (`X-Signature: sha256=...`). The event's id (body field `event_id_field`) is the
-        job's idempotency key, so a redelivered webhook runs once.
+        `scheme`: "stripe" (`Stripe-Signature`), "standard-webhooks" (`webhook-id`,
+        `webhook-timestamp`, `webhook-signature`), "github" (`X-Hub-Signature-256`) or
+        "hmac-sha256" (`X-Signature: sha256=...`). The signed event id (body field
+        `event_id_field`, or `webhook-id`) is the job's idempotency key, so a redelivered
+        or replayed webhook runs once. `tolerance` [s]: how old a signed timestamp may be;
+        `replay_window` [s]: how long a key is remembered (schemes without a timestamp).
         """
-        if source in self.webhook_sources:
-            raise InvalidQueueConfig(f"webhook source {source!r} is already configured")
-        config = WebhookSource(source, secret, job_type, scheme, event_id_field, tolerance)
-        self.webhook_sources[source] = config
+        config = WebhookSource(
+            source, secret, job_type, scheme, event_id_field, tolerance, replay_window
+        )
+        self.registry.add_webhook(config)
         return config
 
     def wait_until(self, work: Any, *args: Any, durable: bool = False, **kwargs: Any) -> Any:
         """Run `work` (an awaitable, or a function and its arguments) in the background.
 
-        Best effort: errors are logged, never raised here; a worker or server waits for
-        pending work on shutdown (up to `wait_until_limit` seconds). With `durable=True`,
-        `work` must be a registered job handler and the call enqueues it as a job instead
-        (returns the enqueue task inside a running loop, else the `Job`).
+        Best effort: errors are logged, never raised here; a worker, a server and
+        `close()` wait for pending work (up to `wait_until_limit` seconds). With
+        `durable=True`, `work` must be a registered job handler and the call enqueues it
+        as a job instead (returns the enqueue task inside a running loop, else the `Job`).
         """
         if durable:
             return self._wait_until_durable(work, args, kwargs)
@@ -172,7 +263,7 @@ class App(JobsAPI):
         return None
 
     def _wait_until_durable(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        job_type = next((t for t in self._job_types.values() if t.handler is fn), None)
+        job_type = self.registry.job_type_of_handler(fn)
         if job_type is None:
             raise UnknownJobType(
                 f"wait_until(..., durable=True) needs a function registered with @app.job; "
@@ -189,47 +280,113 @@ class App(JobsAPI):
 
     def get_queue(self, name: str) -> Queue:
         """The declared queue called `name`, or `UnknownQueue`."""
+        self.registry.queue(name)
+        return self._handle(name)
+
+    async def stored_queue(self, name: str, *, create: bool = False) -> Queue:
+        """A queue known to the database: declared in this app, or stored by the workers or
+        server of the app that declared it (its stored settings then apply: size limits,
+        dead-letter queue). `UnknownQueue` if neither, unless `create` (defaults apply)."""
+        if name in self.registry.queues:
+            return self._handle(name)
         try:
-            return self._queues[name]
-        except KeyError:
-            known = ", ".join(sorted(self._queues)) or "none"
-            raise UnknownQueue(f"no queue named {name!r} in this app (declared: {known})") from None
+            settings = (await self.read.queue(name))["settings"] or {}
+        except UnknownQueue:
+            if not create:
+                raise
+            settings = {}
+        known = {k: v for k, v in settings.items() if k in QueueConfig.__dataclass_fields__}
+        known.pop("name", None)
+        self.registry.declare_queue(QueueConfig.create(name, **known))
+        return self._handle(name)
 
     @property
     def queues(self) -> dict[str, Queue]:
         """Every queue declared in this app (dead-letter queues included), by name."""
-        return dict(self._queues)
+        return {name: self._handle(name) for name in self.registry.queues}
 
-    # -- storage ----------------------------------------------------------------------
+    @property
+    def job_types(self) -> dict[str, JobType]:
+        """Every registered job type, by name."""
+        return dict(self.registry.job_types)
+
+    @property
+    def cron_triggers(self) -> dict[str, CronTrigger]:
+        """Every cron trigger, by name."""
+        return dict(self.registry.cron_triggers)
+
+    @property
+    def webhook_sources(self) -> dict[str, WebhookSource]:
+        """Every webhook source, by name."""
+        return dict(self.registry.webhook_sources)
+
+    def job_type(self, name: str) -> JobType:
+        """The registered job type `name`, or `UnknownJobType`."""
+        return self.registry.job_type(name)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    prepare_job = _jobs(JobClient.prepare_job)
+    enqueue = _jobs(JobClient.enqueue)
+    enqueue_many = _jobs(JobClient.enqueue_many)
+    get_job = _jobs(JobClient.get_job)
+    list_jobs = _jobs(JobClient.list_jobs)
+    wait_for_job = _jobs(JobClient.wait_for_job)
+    cancel = _jobs(JobClient.cancel)
+    retry = _jobs(JobClient.retry)
+
+    async def get_batch(self, batch_id: str) -> JobBatch | None:
+        """Counts and progress of a batch made by `enqueue_many`; None if unknown."""
+        return await self.read.job_batch(batch_id)
+
+    async def stats(self, queue: str | None = None, type: str | None = None) -> dict[str, Any]:
+        """Job totals by status, `completionRate` and `failureRate` (the job service's
+        shape: `{"total", "pending", ..., "completionRate": "92.00%", "byQueue", "byType"}`),
+        optionally of one queue and/or type."""
+        return await self.read.job_stats(queue, type)
+
+    enqueue_sync = _sync_twin(enqueue)
+    enqueue_many_sync = _sync_twin(enqueue_many)
+    get_job_sync = _sync_twin(get_job)
+    list_jobs_sync = _sync_twin(list_jobs)
+    get_batch_sync = _sync_twin(get_batch)
+    stats_sync = _sync_twin(stats)
+    cancel_sync = _sync_twin(cancel)
+    retry_sync = _sync_twin(retry)
+
+    # -- storage ----------------------------------------------------------------------------
 
     async def backend(self) -> Backend:
-        """The backend for this app's database, opened on first use."""
+        """The backend for this app's database, opened on first use (nothing is written)."""
         with self._lock:
             if self._backend is None:
-                self._backend = open_backend(self.database_url)
-            backend = self._backend
-        pending = [q for name, q in self._queues.items() if name not in self._declared]
-        if pending:
-            await backend.queue_declare_many(
-                [QueueSettings(q.name, q.config.to_json()) for q in pending]
-            )
-            self._declared.update(q.name for q in pending)
-        return backend
+                self._backend = open_backend(self.database_url, create=self.create_database)
+            return self._backend
+
+    async def declare_queues(self) -> None:
+        """Store every declared queue's settings, so admin tools show them (workers and the
+        HTTP service do this when they start)."""
+        backend = await self.backend()
+        settings = [
+            QueueSettings(s.name, s.config.to_json()) for s in self.registry.queues.values()
+        ]
+        await backend.queue_declare_many(QueueDeclareParams(settings))
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine to completion from synchronous code (the sync twins use this)."""
         return self._portal.run(coro)
 
     async def close(self) -> None:
-        """Close database connections; the app can be used again afterwards."""
+        """Wait for this loop's pending `wait_until` work (up to `wait_until_limit`
+        seconds; what is left is cancelled with a warning naming how many), then close
+        database connections. The app can be used again afterwards."""
+        await self.background.drain()
         with self._lock:
             backend, self._backend = self._backend, None
-            self._declared.clear()
         if backend is not None:
             await backend.close()
 
     def close_sync(self) -> None:
-        """Blocking twin of `close`; waits for `wait_until` work; stops the private loop."""
-        self.run_sync(self.background.drain())
+        """Blocking twin of `close`; also stops the private loop."""
         self.run_sync(self.close())
         self._portal.stop()

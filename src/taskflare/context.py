@@ -9,8 +9,16 @@ from typing import Any
 
 import orjson
 
-from .backends.base import Backend
-from .jobs import poll_until
+from .backends.base import (
+    Backend,
+    JobProgressParams,
+    OnceAbandonParams,
+    OnceClaimParams,
+    OnceFinishParams,
+    OnceState,
+)
+from .text import check_text
+from .waiting import poll_until
 
 ONCE_LEASE_SECONDS = 900.0
 
@@ -55,12 +63,19 @@ class JobContext:
         self._cancelled = True
 
     async def progress(self, value: float, note: str | None = None) -> None:
-        """Record progress from 0 to 1 (with an optional note) for status readers."""
+        """Record progress from 0 to 1 (with an optional note of up to 1000 characters).
+
+        Raises `ValueError` for a value outside 0..1, `InvalidMessage` for a bad note.
+        """
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValueError(f"progress must be a number from 0 to 1, got {value!r}")
-        if note is not None and not isinstance(note, str):
-            raise TypeError(f"progress note must be a string, got {type(note).__name__}")
-        await self._backend.job_progress(self.job_id, self._lease_id, float(value), note)
+        if note is not None:
+            if not isinstance(note, str):
+                raise TypeError(f"progress note must be a string, got {type(note).__name__}")
+            check_text(note, "progress note", max_length=1000)
+        await self._backend.job_progress(
+            JobProgressParams(self.job_id, self._lease_id, float(value), note)
+        )
 
     async def once(self, key: str, fn: Callable[[], Any], ttl: float = 86_400) -> tuple[Any, bool]:
         """Run `fn` once per `key` within `ttl` seconds across all workers.
@@ -72,20 +87,21 @@ class JobContext:
         """
         if not isinstance(key, str) or not key:
             raise ValueError("once() needs a non-empty string key")
+        check_text(key, "once key", max_length=1000)
         owner = f"{self.job_id}:{self.attempt}"
         backend = self._backend
 
-        async def try_claim() -> tuple[str, Any] | None:
-            claim = await backend.once_claim(key, owner, ONCE_LEASE_SECONDS)
-            if claim.state == "done":
+        async def try_claim() -> tuple[OnceState, Any] | None:
+            claim = await backend.once_claim(OnceClaimParams(key, owner, ONCE_LEASE_SECONDS))
+            if claim.state is OnceState.DONE:
                 assert claim.result is not None
-                return ("done", orjson.loads(claim.result))
-            if claim.state == "claimed":
-                return ("claimed", None)
+                return (OnceState.DONE, orjson.loads(claim.result))
+            if claim.state is OnceState.CLAIMED:
+                return (OnceState.CLAIMED, None)
             return None
 
         state, value = await poll_until(try_claim, None, f"once({key!r})")
-        if state == "done":
+        if state is OnceState.DONE:
             return value, True
         try:
             result = fn()
@@ -93,7 +109,7 @@ class JobContext:
                 result = await result
             data = orjson.dumps(result)
         except BaseException:
-            await asyncio.shield(backend.once_abandon(key, owner))
+            await asyncio.shield(backend.once_abandon(OnceAbandonParams(key, owner)))
             raise
-        await backend.once_finish(key, owner, data, ttl)
+        await backend.once_finish(OnceFinishParams(key, owner, data, ttl))
         return result, False

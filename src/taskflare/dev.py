@@ -29,7 +29,7 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
     acked = sum(worker.stats.acked.values())
     rate = acked / elapsed if elapsed > 0 else 0.0
     table = Table(
-        title=f"taskflare dev: {redact_url(worker.app.database_url)} | {elapsed:.0f}s | "
+        title=f"taskflare dev: {redact_url(app_url(worker))} | {elapsed:.0f}s | "
         f"{rate:.1f} acks/s",
         caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
     )
@@ -55,12 +55,16 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
     return table
 
 
-async def _summary(worker: Worker, console: Console, stop: asyncio.Event) -> None:
+def app_url(worker: Worker) -> str:
+    """The database URL of the worker's app."""
+    return str(getattr(worker.app, "database_url", "?"))
+
+
+async def _summary(app: App, worker: Worker, console: Console, stop: asyncio.Event) -> None:
     started = time.monotonic()
-    backend = await worker.app.backend()
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while not stop.is_set():
-            counts = {c.name: c.by_state for c in await backend.queue_counts()}
+            counts = {q["name"]: q["depth"] for q in await app.read.queues()}
             live.update(summary_table(worker, counts, time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
@@ -120,7 +124,7 @@ def run_dev(
             loop.add_signal_handler(sig, worker.stop)
         if duration is not None:
             loop.call_later(duration, worker.stop)
-        extras = [asyncio.ensure_future(_summary(worker, console, stop))]
+        extras = [asyncio.ensure_future(_summary(app, worker, console, stop))]
         if api is not None:
             extras.append(asyncio.ensure_future(serve_api(app, api, stop)))
         producing = asyncio.ensure_future(producer(app)) if producer is not None else None

@@ -10,8 +10,29 @@ class TaskflareError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
-class InvalidQueueConfig(TaskflareError, ValueError):
+class InvalidConfig(TaskflareError, ValueError):
+    """A declaration or setting is out of range or of the wrong type."""
+
+
+class InvalidQueueConfig(InvalidConfig):
     """A queue setting is out of range or of the wrong type."""
+
+
+# The three below were raised as `InvalidQueueConfig` before 0.2 and still derive from it,
+# so existing `except InvalidQueueConfig` code keeps working; catch `InvalidConfig` (or the
+# specific class) in new code.
+
+
+class InvalidJobConfig(InvalidQueueConfig):
+    """A job type's options (name, max_attempts, timeout, priority, retry) are invalid."""
+
+
+class InvalidWorkerConfig(InvalidQueueConfig):
+    """A worker setting (concurrency, queues, grace period) is invalid."""
+
+
+class InvalidWebhookConfig(InvalidQueueConfig):
+    """A webhook source's settings (scheme, secret, windows) are invalid."""
 
 
 class DuplicateConsumer(TaskflareError, ValueError):

@@ -1,34 +1,41 @@
-"""Job types and jobs: a job is a message with a type, a payload and a tracked status.
+"""Jobs as users see them: `Job`, its status and attempt history, pages and batches.
 
-`@app.job("send-email")` registers a `JobType`; `app.enqueue(...)` validates the payload
-against the handler's annotation (a pydantic model, dataclass or TypedDict) and stores
-the job; `Job` is a snapshot of a stored job as the API and the HTTP service show it.
+A job is a message with a type, a payload and a tracked status. `Job` is a snapshot of a
+stored job; `await job.wait()` waits for it to finish and `await job.refresh()` reloads
+it in place.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import math
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from .backends.base import AttemptRecord, MessageRecord
-from .errors import InvalidPayload, InvalidQueueConfig
-from .messages import timestamp_from_epoch
-from .retry import Backoff
+from .backends.base import AttemptRecord, MessageRecord, State
+from .errors import InvalidDelay
+from .messages import MAX_DELAY_SECONDS, timestamp_from_epoch
+from .registry.job_types import JobHandler, JobType, check_max_attempts, check_priority
 
-if TYPE_CHECKING:
-    from pydantic import TypeAdapter
+__all__ = [
+    "Job",
+    "JobAttempt",
+    "JobBatch",
+    "JobHandler",
+    "JobPage",
+    "JobStatus",
+    "JobType",
+    "check_max_attempts",
+    "check_priority",
+    "iso",
+    "run_at_delay",
+]
 
-    from .app import App
-
-JobHandler = Callable[..., Any]
+T = TypeVar("T")
 
 
 class JobStatus(StrEnum):
@@ -43,11 +50,11 @@ class JobStatus(StrEnum):
     @classmethod
     def from_state(cls, state: str) -> JobStatus:
         """The job status of a stored message state."""
-        return _STATUS_OF_STATE[state]
+        return _STATUS_OF_STATE[State(state)]
 
-    def to_state(self) -> str:
+    def to_state(self) -> State:
         """The stored message state of this status."""
-        return {v: k for k, v in _STATUS_OF_STATE.items()}[self]
+        return _STATE_OF_STATUS[self]
 
     @property
     def finished(self) -> bool:
@@ -56,152 +63,24 @@ class JobStatus(StrEnum):
 
 
 _STATUS_OF_STATE = {
-    "ready": JobStatus.PENDING,
-    "leased": JobStatus.PROCESSING,
-    "completed": JobStatus.COMPLETED,
-    "failed": JobStatus.FAILED,
-    "cancelled": JobStatus.CANCELLED,
+    State.READY: JobStatus.PENDING,
+    State.LEASED: JobStatus.PROCESSING,
+    State.COMPLETED: JobStatus.COMPLETED,
+    State.FAILED: JobStatus.FAILED,
+    State.CANCELLED: JobStatus.CANCELLED,
 }
-
-_UNVALIDATED = (inspect.Parameter.empty, Any, dict, object, typing.Mapping)
-
-
-def _payload_adapter(handler: JobHandler) -> TypeAdapter[Any] | None:
-    """A pydantic adapter for the handler's payload annotation, or None when it has none."""
-    params = list(inspect.signature(handler).parameters.values())
-    if not params:
-        raise InvalidQueueConfig("a job handler takes the payload (and optionally ctx)")
-    try:
-        hints = typing.get_type_hints(handler)
-    except Exception:
-        hints = {}
-    annotation = hints.get(params[0].name, inspect.Parameter.empty)
-    if annotation in _UNVALIDATED or typing.get_origin(annotation) in (dict, typing.Mapping):
-        return None
-    from pydantic import PydanticUserError, TypeAdapter
-
-    try:
-        return TypeAdapter(annotation)
-    except PydanticUserError as exc:
-        # e.g. `typing.TypedDict` before Python 3.12: say so at registration, not at enqueue.
-        raise InvalidQueueConfig(
-            f"cannot validate payloads annotated {annotation!r} "
-            f"(handler {getattr(handler, '__qualname__', handler)!r}): {exc}"
-        ) from exc
+_STATE_OF_STATUS = {status: state for state, status in _STATUS_OF_STATE.items()}
 
 
-@dataclass(frozen=True, slots=True)
-class JobType:
-    """A registered job type: its handler and defaults."""
-
-    name: str
-    handler: JobHandler
-    queue: str
-    max_attempts: int
-    timeout: float | None
-    priority: int
-    retry: Backoff
-    adapter: TypeAdapter[Any] | None
-    is_async: bool
-    takes_context: bool
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        handler: JobHandler,
-        *,
-        queue: str,
-        max_attempts: int,
-        timeout: float | None,
-        priority: int,
-        retry: Backoff | None,
-    ) -> JobType:
-        """Validate the options and inspect the handler."""
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise InvalidQueueConfig(f"job type name must be a non-empty string, got {name!r}")
-        check_max_attempts(max_attempts)
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise InvalidQueueConfig(
-                f"timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        check_priority(priority)
-        if retry is not None and not isinstance(retry, Backoff):
-            raise InvalidQueueConfig(f"retry must be a taskflare.Backoff, got {retry!r}")
-        positional = [
-            p
-            for p in inspect.signature(handler).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        return cls(
-            name=name,
-            handler=handler,
-            queue=queue,
-            max_attempts=max_attempts,
-            timeout=None if timeout is None else float(timeout),
-            priority=priority,
-            retry=retry or Backoff(),
-            adapter=_payload_adapter(handler),
-            is_async=inspect.iscoroutinefunction(handler),
-            takes_context=len(positional) >= 2,
-        )
-
-    def validate(self, payload: Any) -> Any:
-        """Check `payload` against the handler's model; return it as JSON-ready data."""
-        if self.adapter is None:
-            return payload
-        from pydantic import ValidationError
-
-        try:
-            value = self.adapter.validate_python(payload)
-        except ValidationError as exc:
-            raise InvalidPayload(_describe(self.name, exc)) from None
-        return self.adapter.dump_python(value, mode="json")
-
-    def encode(self, payload: Any) -> bytes:
-        """Validate and serialise a payload for storage."""
-        data = self.validate(payload)
-        try:
-            return orjson.dumps(data)
-        except TypeError as exc:
-            raise InvalidPayload(f"payload of job type {self.name!r} is not JSON: {exc}") from None
-
-    def load(self, body: bytes) -> Any:
-        """Turn a stored payload into the handler's argument (a model instance if typed)."""
-        data = orjson.loads(body)
-        if self.adapter is None:
-            return data
-        return self.adapter.validate_python(data)
-
-
-def _describe(type_name: str, exc: Any) -> str:
-    problems = []
-    for error in exc.errors()[:5]:
-        location = ".".join(str(part) for part in error.get("loc", ())) or "(payload)"
-        problems.append(f"{location}: {error.get('msg', 'invalid')}")
-    return f"invalid payload for job type {type_name!r}: " + "; ".join(problems)
-
-
-def check_max_attempts(value: object) -> int:
-    """1..1000 attempts."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise InvalidQueueConfig(f"max_attempts must be an integer from 1 to 1000, got {value!r}")
-    return value
-
-
-def check_priority(value: object) -> int:
-    """An integer; higher runs first."""
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 1_000_000:
-        raise InvalidQueueConfig(f"priority must be an integer (higher runs first), got {value!r}")
-    return value
-
-
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 UTC with a Z (None stays None)."""
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _at(epoch: float | None) -> datetime | None:
+    return None if epoch is None else timestamp_from_epoch(epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,21 +113,34 @@ class JobAttempt:
         return {
             "attempt": self.attempt,
             "workerId": self.worker_id,
-            "startedAt": _iso(self.started_at),
-            "finishedAt": _iso(self.finished_at),
+            "startedAt": iso(self.started_at),
+            "finishedAt": iso(self.finished_at),
             "outcome": self.outcome,
             "error": self.error,
             "traceback": self.traceback,
         }
 
 
-def _at(epoch: float | None) -> datetime | None:
-    return None if epoch is None else timestamp_from_epoch(epoch)
+class JobHandle(Protocol):
+    """What a `Job` needs to wait for itself and reload itself."""
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for a job to finish: its result, or raise."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job as stored now."""
+        ...
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` from code that is not async."""
+        ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Job:
-    """A job as stored when it was read. `await job.wait()` for its result."""
+    """A job as stored when it was read. `await job.wait()` for its result;
+    `await job.refresh()` reloads it in place."""
 
     id: str
     type: str
@@ -271,14 +163,14 @@ class Job:
     batch_id: str | None
     duplicate: bool = False
     history: tuple[JobAttempt, ...] = ()
-    app: App | None = field(default=None, repr=False, compare=False)
+    handle: JobHandle | None = field(default=None, repr=False)
 
     @classmethod
     def from_record(
         cls,
         record: MessageRecord,
         *,
-        app: App | None = None,
+        handle: JobHandle | None = None,
         duplicate: bool = False,
         history: tuple[JobAttempt, ...] = (),
     ) -> Job:
@@ -307,11 +199,22 @@ class Job:
             batch_id=record.batch_id,
             duplicate=duplicate,
             history=history,
-            app=app,
+            handle=handle,
         )
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return all(
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in fields(self)
+            if f.name != "handle"
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: refresh() changes it
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON shape of seed 002's job (camelCase), plus taskflare's extra fields."""
+        """The JSON shape of the job service's job (camelCase), plus taskflare's fields."""
         return {
             "id": self.id,
             "type": self.type,
@@ -325,10 +228,10 @@ class Job:
             "progress": self.progress,
             "progressNote": self.progress_note,
             "error": self.error,
-            "createdAt": _iso(self.created_at),
-            "startedAt": _iso(self.started_at),
-            "completedAt": _iso(self.completed_at),
-            "runAt": _iso(self.run_at),
+            "createdAt": iso(self.created_at),
+            "startedAt": iso(self.started_at),
+            "completedAt": iso(self.completed_at),
+            "runAt": iso(self.run_at),
             "idempotencyKey": self.idempotency_key,
             "correlationId": self.correlation_id,
             "batchId": self.batch_id,
@@ -336,59 +239,116 @@ class Job:
             "history": [a.to_dict() for a in self.history],
         }
 
+    def _bound(self) -> JobHandle:
+        if self.handle is None:
+            raise RuntimeError("this Job is not bound to an App")
+        return self.handle
+
     async def wait(self, timeout: float | None = None) -> Any:
         """Wait until the job finishes; return its result or raise `JobFailed`/`JobCancelled`.
 
-        Raises `TimeoutError` when `timeout` seconds pass first.
+        Wakes as soon as the job's worker records the outcome (the backend's change
+        signal); raises `TimeoutError` when `timeout` seconds pass first.
         """
-        if self.app is None:
-            raise RuntimeError("this Job is not bound to an App")
-        return await self.app.wait_for_job(self.id, timeout)
+        return await self._bound().wait_for_job(self.id, timeout)
 
     def wait_sync(self, timeout: float | None = None) -> Any:
         """Blocking twin of `wait`."""
-        if self.app is None:
-            raise RuntimeError("this Job is not bound to an App")
-        return self.app.run_sync(self.app.wait_for_job(self.id, timeout))
+        handle = self._bound()
+        return handle.run_sync(handle.wait_for_job(self.id, timeout))
 
     async def refresh(self) -> Job:
-        """The job as stored now."""
-        if self.app is None:
-            raise RuntimeError("this Job is not bound to an App")
-        job = await self.app.get_job(self.id)
-        assert job is not None
-        return job
+        """Reload this job as stored now, in place (and return it); `JobNotFound` if it
+        was deleted meanwhile (retention)."""
+        from .errors import JobNotFound
+
+        current = await self._bound().get_job(self.id)
+        if current is None:
+            raise JobNotFound(f"job {self.id} no longer exists (deleted by retention?)")
+        for f in fields(self):
+            if f.name not in ("handle", "duplicate"):
+                setattr(self, f.name, getattr(current, f.name))
+        return self
+
+    def refresh_sync(self) -> Job:
+        """Blocking twin of `refresh`."""
+        return self._bound().run_sync(self.refresh())
 
 
-def run_at_delay(run_at: datetime | float | None, delay_seconds: float) -> float:
-    """Seconds from now until `run_at` (an aware datetime, naive = UTC, or epoch seconds)."""
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """One page of `list_jobs`: the jobs, and the cursor of the next page (None at the end)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatch:
+    """Progress of a batch made by `enqueue_many`."""
+
+    id: str
+    type: str
+    total: int
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+
+    @property
+    def progress(self) -> float:
+        """Share of the batch that has finished (completed, failed or cancelled)."""
+        done = self.completed + self.failed + self.cancelled
+        return done / self.total if self.total else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "total": self.total,
+            "pending": self.pending,
+            "processing": self.processing,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "progress": round(self.progress, 4),
+        }
+
+
+def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: float) -> float:
+    """Seconds from `now` until `run_at` (an aware datetime, or epoch seconds).
+
+    A naive datetime is refused: Python would read it as this machine's local time,
+    a worker elsewhere as something else (the most reported scheduling surprise of RQ and
+    Sidekiq). Raises `InvalidDelay` naming `run_at`.
+    """
     if run_at is None:
         return delay_seconds
     if delay_seconds:
-        raise InvalidQueueConfig("give either run_at or delay_seconds, not both")
+        raise InvalidDelay("give either run_at or delay_seconds, not both")
     if isinstance(run_at, datetime):
-        moment = run_at if run_at.tzinfo else run_at.replace(tzinfo=UTC)
-        target = moment.timestamp()
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise InvalidDelay(
+                f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime, e.g. "
+                "datetime.now(UTC) + timedelta(hours=1) or datetime(2030, 1, 1, 9, "
+                "tzinfo=ZoneInfo('Europe/Paris'))"
+            )
+        target = run_at.timestamp()
     elif isinstance(run_at, (int, float)) and not isinstance(run_at, bool):
         target = float(run_at)
+        if not math.isfinite(target):
+            raise InvalidDelay(f"run_at must be a finite number of epoch seconds, got {run_at!r}")
     else:
-        raise InvalidQueueConfig(f"run_at must be a datetime or epoch seconds, got {run_at!r}")
-    return max(target - datetime.now(UTC).timestamp(), 0.0)
-
-
-async def poll_until(
-    check: Callable[[], typing.Awaitable[Any]], timeout: float | None, what: str
-) -> Any:
-    """Call `check` with growing pauses until it returns non-None; TimeoutError after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    pause = 0.01
-    while True:
-        value = await check()
-        if value is not None:
-            return value
-        if deadline is not None and loop.time() >= deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        wait = pause if deadline is None else min(pause, max(deadline - loop.time(), 0))
-        await asyncio.sleep(wait)
-        pause = min(pause * 1.5, 0.25)
+        raise InvalidDelay(f"run_at must be a datetime or epoch seconds, got {run_at!r}")
+    delay = max(target - now, 0.0)
+    if delay > MAX_DELAY_SECONDS:
+        try:
+            when = datetime.fromtimestamp(target, UTC).isoformat().replace("+00:00", "Z")
+        except (OverflowError, ValueError, OSError):
+            when = f"{target:g} (epoch seconds)"
+        raise InvalidDelay(
+            f"run_at {when} is {delay / 86_400:,.0f} days away; the limit is one year (365 days)"
+        )
+    return delay

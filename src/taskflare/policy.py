@@ -104,11 +104,10 @@ class Decision:
     attempt_outcome: str
     error: str | None = None
     delay_seconds: float | None = None
+    permanent: bool = False
 
 
-def decide(
-    delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = uuid7
-) -> Decision:
+def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = uuid7) -> Decision:
     """Decide the fate of one delivery. Pure but for `new_id`, which names DLQ copies."""
     if isinstance(outcome, Succeeded):
         if delivery.is_job:
@@ -133,7 +132,7 @@ def decide(
             new_id() if dlq else None,
             require_expired=expired,
         )
-        return Decision(fail, lost or "failed", error)
+        return Decision(fail, lost or "failed", error, permanent=permanent)
     retry = RetryOutcome(delivery.id, delivery.lease_id, delay, error, require_expired=expired)
     return Decision(retry, lost or "retried", error, delay)
 
@@ -162,4 +161,9 @@ def _failure(delivery: Delivery, outcome: Outcome) -> tuple[str, float, bool, bo
     if isinstance(outcome, WorkerShutdown):
         return SHUTDOWN_ERROR, 0.0, False, False
     kind = "job" if delivery.is_job else "message"
-    return f"lease expired: the worker holding this {kind} stopped or lost contact", 0.0, False, True
+    return (
+        f"lease expired: the worker holding this {kind} stopped or lost contact",
+        0.0,
+        False,
+        True,
+    )

@@ -1,147 +1,81 @@
-"""A queue: its settings (validated like Cloudflare's), its producer API and its consumer."""
+"""`Queue`: send messages to a declared queue, and register the one consumer that processes them.
+
+A `Queue` is the producer-side handle of a queue declared in the registry: it validates
+and encodes what is sent (Cloudflare's limits) and stores it through the app's storage
+handle. Its settings and consumer live in the registry, where the worker reads them.
+"""
 
 from __future__ import annotations
 
-import inspect
-import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, overload
 
-import orjson
-
-from .backends.base import NewMessage
-from .encoding import encode_body, normalize_content_type
-from .errors import (
-    BatchTooLarge,
-    DuplicateConsumer,
-    EmptyBatch,
-    InvalidMessage,
-    InvalidQueueConfig,
-    MessageTooLarge,
+from .backends.base import (
+    DeadLetterReprocessParams,
+    EnqueueParams,
+    MessageGetParams,
+    MessageListParams,
+    NewMessage,
+    QueueCountsParams,
+    QueuePauseParams,
+    QueuePurgeParams,
 )
+from .encoding import encode_body, normalize_content_type
+from .errors import BatchTooLarge, EmptyBatch, InvalidMessage, MessageTooLarge, UnknownQueue
 from .ids import uuid7
-from .messages import MessageBatch, check_delay
+from .messages import check_delay
+from .registry import Registry
+from .registry.queues import (
+    DEFAULT_CONSUMER_TIMEOUT,
+    BatchHandler,
+    Consumer,
+    QueueConfig,
+    check_number,
+    check_queue_name,
+)
+from .storage import Storage
 from .stored import StoredMessage
 
-if TYPE_CHECKING:
-    from .app import App
-    from .jobs import JobType
-
-BatchHandler = Callable[[MessageBatch[Any]], Awaitable[None] | None]
+__all__ = [
+    "DEFAULT_CONSUMER_TIMEOUT",
+    "MAX_SEND_BATCH_MESSAGES",
+    "BatchHandler",
+    "Queue",
+    "QueueConfig",
+    "check_queue_name",
+    "format_bytes",
+]
 
 MAX_SEND_BATCH_MESSAGES = 100
-DEFAULT_CONSUMER_TIMEOUT = 15 * 60.0
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
-def _number(name: str, value: object, low: float, high: float, *, integer: bool) -> float:
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidQueueConfig(f"{name} must be {kind}, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise InvalidQueueConfig(f"{name} must be {kind}, got {value!r}")
-    if not low <= value <= high:
-        raise InvalidQueueConfig(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return value
-
-
-def check_queue_name(name: object) -> str:
-    """A queue name: 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."""
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
-        raise InvalidQueueConfig(
-            f"invalid queue name {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    """A queue's settings; built through `QueueConfig.create`, which validates every value."""
-
-    name: str
-    max_batch_size: int = 10
-    max_batch_timeout: float = 5.0
-    max_retries: int = 3
-    retry_delay: float = 0.0
-    dead_letter_queue: str | None = None
-    max_concurrency: int | None = None
-    visibility_timeout: float = 30.0
-    max_message_bytes: int = 131_072
-    max_batch_bytes: int = 262_144
-    allow_pickle: bool = False
-
-    @classmethod
-    def create(cls, name: str, **settings: Any) -> QueueConfig:
-        """Validate settings the way Cloudflare Queues does and return the config."""
-        check_queue_name(name)
-        config = cls(name=name, **settings)
-        _number("max_batch_size", config.max_batch_size, 1, 100, integer=True)
-        _number("max_batch_timeout", config.max_batch_timeout, 0, 60, integer=False)
-        _number("max_retries", config.max_retries, 0, 100, integer=True)
-        _number("retry_delay", config.retry_delay, 0, 86_400, integer=False)
-        _number("visibility_timeout", config.visibility_timeout, 0.1, 43_200, integer=False)
-        _number("max_message_bytes", config.max_message_bytes, 1, 64 * 1024 * 1024, integer=True)
-        _number("max_batch_bytes", config.max_batch_bytes, 1, 256 * 1024 * 1024, integer=True)
-        if config.max_concurrency is not None:
-            _number("max_concurrency", config.max_concurrency, 1, 10_000, integer=True)
-        if config.dead_letter_queue is not None:
-            check_queue_name(config.dead_letter_queue)
-            if config.dead_letter_queue == name:
-                raise InvalidQueueConfig(f"queue {name!r} cannot be its own dead_letter_queue")
-        config = replace(
-            config,
-            max_batch_size=int(config.max_batch_size),
-            max_retries=int(config.max_retries),
-            max_message_bytes=int(config.max_message_bytes),
-            max_batch_bytes=int(config.max_batch_bytes),
-            max_batch_timeout=float(config.max_batch_timeout),
-            retry_delay=float(config.retry_delay),
-            visibility_timeout=float(config.visibility_timeout),
-            max_concurrency=None if config.max_concurrency is None else int(config.max_concurrency),
-        )
-        if not isinstance(config.allow_pickle, bool):
-            raise InvalidQueueConfig(
-                f"allow_pickle must be True or False, got {config.allow_pickle!r}"
-            )
-        return config
-
-    @property
-    def max_attempts(self) -> int:
-        """Deliveries a message gets before it fails: `max_retries + 1`."""
-        return self.max_retries + 1
-
-    def to_json(self) -> str:
-        """The settings as JSON, stored with the queue for admin tools."""
-        return orjson.dumps(asdict(self)).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class Consumer:
-    """A queue's batch handler and how to run it."""
-
-    handler: BatchHandler
-    is_async: bool
-    timeout: float
+def format_bytes(count: int) -> str:
+    """A byte count for people: `131 072 bytes (128 KiB)`."""
+    plain = f"{count:,}".replace(",", " ")
+    if count >= 1024 * 1024:
+        return f"{plain} bytes ({count / 1024 / 1024:.1f} MiB)"
+    if count >= 1024:
+        return f"{plain} bytes ({count / 1024:.0f} KiB)"
+    return f"{plain} bytes"
 
 
 class Queue:
     """A named queue: send messages to it, and register the one consumer that processes them."""
 
-    def __init__(self, app: App, config: QueueConfig, *, implicit: bool = False) -> None:
-        self.app = app
-        self.config = config
-        self.consumer_spec: Consumer | None = None
-        # True for a queue created by naming it (a dead-letter queue, a job type's queue);
-        # declaring it explicitly later replaces its settings.
-        self.implicit = implicit
-        self.job_types: dict[str, JobType] = {}
+    def __init__(self, storage: Storage, registry: Registry, name: str) -> None:
+        self._storage = storage
+        self._registry = registry
+        self.name = name
 
     @property
-    def name(self) -> str:
-        """The queue's name."""
-        return self.config.name
+    def config(self) -> QueueConfig:
+        """The queue's settings."""
+        return self._registry.queue(self.name).config
+
+    @property
+    def consumer_spec(self) -> Consumer | None:
+        """The registered batch consumer, if any."""
+        return self._registry.queue(self.name).consumer
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -161,27 +95,12 @@ class Queue:
 
         Use as `@queue.consumer` or `@queue.consumer(timeout=60)`; a batch whose handler
         runs longer than `timeout` seconds is cancelled and its undecided messages retried.
+        Raises `DuplicateConsumer` if the queue already has a consumer or runs job types.
         """
-        _number("timeout", timeout, 0.001, 7 * 86_400, integer=False)
+        check_number("timeout", timeout, 0.001, 7 * 86_400, integer=False)
 
         def register(fn: BatchHandler) -> BatchHandler:
-            if not callable(fn):
-                raise InvalidQueueConfig(f"consumer of {self.name!r} must be callable")
-            if self.job_types:
-                raise DuplicateConsumer(
-                    f"queue {self.name!r} runs job types ({', '.join(self.job_types)}); "
-                    "a message consumer needs a queue of its own"
-                )
-            if self.consumer_spec is not None:
-                raise DuplicateConsumer(
-                    f"queue {self.name!r} already has a consumer "
-                    f"({getattr(self.consumer_spec.handler, '__qualname__', '?')}); "
-                    "each queue has exactly one"
-                )
-            is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-                getattr(fn, "__call__", None)  # noqa: B004
-            )
-            self.consumer_spec = Consumer(fn, is_async, float(timeout))
+            self._registry.set_consumer(self.name, Consumer.create(self.name, fn, timeout))
             return fn
 
         if handler is not None:
@@ -193,19 +112,26 @@ class Queue:
     def _prepare(
         self, body: Any, delay_seconds: object, content_type: object, where: str = "body"
     ) -> NewMessage:
+        config = self.config
         ctype = normalize_content_type(
-            content_type, allow_pickle=self.config.allow_pickle, queue=self.name
+            content_type, allow_pickle=config.allow_pickle, queue=self.name
         )
         delay = check_delay(delay_seconds)
         data = encode_body(body, ctype)
-        if len(data) > self.config.max_message_bytes:
+        if len(data) > config.max_message_bytes:
             raise MessageTooLarge(
-                f"{where} is {len(data):_} bytes; the limit for queue {self.name!r} is "
-                f"{self.config.max_message_bytes:_}"
+                f"{where} is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
+                f"{format_bytes(config.max_message_bytes)}"
             )
         return NewMessage(
             id=uuid7(), queue=self.name, body=data, content_type=ctype, delay_seconds=delay
         )
+
+    def prepare(
+        self, body: Any, *, delay_seconds: object = 0, content_type: object = "json"
+    ) -> NewMessage:
+        """Validate and encode one message (nothing is stored); raise before storing."""
+        return self._prepare(body, delay_seconds, content_type)
 
     def prepare_batch(
         self, messages: Sequence[Mapping[str, Any]], delay_seconds: float = 0
@@ -224,10 +150,11 @@ class Queue:
             self._prepare_item(index, item, delay_seconds) for index, item in enumerate(messages)
         ]
         total = sum(len(m.body) for m in prepared)
-        if total > self.config.max_batch_bytes:
+        limit = self.config.max_batch_bytes
+        if total > limit:
             raise BatchTooLarge(
-                f"batch is {total:_} bytes; the limit for queue {self.name!r} is "
-                f"{self.config.max_batch_bytes:_}"
+                f"batch is {format_bytes(total)}; the limit for queue {self.name!r} is "
+                f"{format_bytes(limit)}"
             )
         return prepared
 
@@ -257,8 +184,8 @@ class Queue:
     ) -> str:
         """Store one message durably and return its id; it is delivered after `delay_seconds`.
 
-        `connection`: your own psycopg `AsyncConnection` (PostgreSQL only); the message
-        is written inside its current transaction and exists only if that commits.
+        `connection`: your own psycopg connection (PostgreSQL only); the message is
+        written inside its current transaction and exists only if that commits.
         """
         message = self._prepare(body, delay_seconds, content_type)
         await self._store([message], connection)
@@ -279,40 +206,67 @@ class Queue:
         await self._store(prepared, connection)
         return [m.id for m in prepared]
 
-    def send_sync(self, body: Any, *, delay_seconds: float = 0, content_type: str = "json") -> str:
+    def send_sync(
+        self,
+        body: Any,
+        *,
+        delay_seconds: float = 0,
+        content_type: str = "json",
+        connection: Any | None = None,
+    ) -> str:
         """Blocking twin of `send`, for code that is not async."""
-        message = self._prepare(body, delay_seconds, content_type)
-        self.app.run_sync(self._store([message]))
-        return message.id
+        return self._storage.run_sync(
+            self.send(
+                body, delay_seconds=delay_seconds, content_type=content_type, connection=connection
+            )
+        )
 
     def send_batch_sync(
-        self, messages: Sequence[Mapping[str, Any]], *, delay_seconds: float = 0
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        delay_seconds: float = 0,
+        connection: Any | None = None,
     ) -> list[str]:
         """Blocking twin of `send_batch`."""
-        prepared = self.prepare_batch(messages, delay_seconds)
-        self.app.run_sync(self._store(prepared))
-        return [m.id for m in prepared]
+        return self._storage.run_sync(
+            self.send_batch(messages, delay_seconds=delay_seconds, connection=connection)
+        )
 
     async def _store(self, messages: list[NewMessage], connection: Any | None = None) -> None:
-        backend = await self.app.backend()
-        if connection is None:
-            await backend.message_enqueue_many(messages)
-        else:
-            await backend.message_enqueue_many(messages, connection=connection)
+        backend = await self._storage.backend()
+        await backend.message_enqueue_many(EnqueueParams(messages, connection))
 
     # -- administration -------------------------------------------------------------
 
     async def pause(self) -> None:
         """Stop deliveries from this queue (sends still succeed) until `resume()`."""
-        await (await self.app.backend()).queue_pause(self.name, True)
+        await (await self._storage.backend()).queue_pause(QueuePauseParams(self.name, True))
 
     async def resume(self) -> None:
         """Deliver from this queue again."""
-        await (await self.app.backend()).queue_pause(self.name, False)
+        await (await self._storage.backend()).queue_pause(QueuePauseParams(self.name, False))
+
+    async def purge(self) -> int:
+        """Delete every unfinished message of this queue (delayed ones too); return how
+        many. Finished jobs and failed messages are kept."""
+        return await (await self._storage.backend()).queue_purge(QueuePurgeParams(self.name))
+
+    async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        """Send this queue's dead letters (all, or these ids) back to it with a fresh
+        attempt budget (a dead-lettered job comes back as itself); return how many.
+        `UnknownQueue` if the queue has no `dead_letter_queue`."""
+        dlq = self.config.dead_letter_queue
+        if dlq is None:
+            raise UnknownQueue(f"queue {self.name!r} has no dead_letter_queue")
+        backend = await self._storage.backend()
+        return await backend.dead_letter_reprocess(
+            DeadLetterReprocessParams(dlq, None if ids is None else list(ids))
+        )
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
         """A message of this queue as stored (acked messages are gone), or None."""
-        record = await (await self.app.backend()).message_get(message_id)
+        record = await (await self._storage.backend()).message_get(MessageGetParams(message_id))
         if record is None or record.queue != self.name:
             return None
         return StoredMessage.from_record(record)
@@ -321,10 +275,11 @@ class Queue:
         self, state: str | None = None, limit: int = 100
     ) -> list[StoredMessage]:
         """This queue's stored messages, oldest first; `state` e.g. "failed" or "ready"."""
-        records = await (await self.app.backend()).message_list(self.name, state, limit)
+        backend = await self._storage.backend()
+        records = await backend.message_list(MessageListParams(self.name, state, limit))
         return [StoredMessage.from_record(r) for r in records]
 
     async def counts(self) -> dict[str, int]:
         """How many messages this queue holds in each state."""
-        rows = await (await self.app.backend()).queue_counts(self.name)
+        rows = await (await self._storage.backend()).queue_counts(QueueCountsParams(self.name))
         return dict(rows[0].by_state) if rows else {}

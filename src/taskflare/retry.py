@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .errors import InvalidQueueConfig
+from .errors import InvalidJobConfig
 
 
 class PermanentError(Exception):
@@ -51,7 +51,7 @@ class Backoff:
         for name in ("base", "cap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise InvalidQueueConfig(f"Backoff {name} must be a number >= 0, got {value!r}")
+                raise InvalidJobConfig(f"Backoff {name} must be a number >= 0, got {value!r}")
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th delivery failed."""

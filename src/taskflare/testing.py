@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .app import App
-from .worker.runtime import Worker, WorkerConfig
+from .worker import Worker, WorkerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ async def drain(
         progressed = True
         while progressed and batches < max_batches:
             progressed = False
-            for queue in worker.queues.values():
+            for queue in worker.queues:
                 if await worker.drain_once(queue):
                     batches += 1
                     progressed = True

@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-from .errors import InvalidQueueConfig, TaskflareError
+from .errors import InvalidWebhookConfig, TaskflareError
 from .messages import MAX_DELAY_SECONDS
 
 STRIPE = "stripe"
@@ -122,16 +122,16 @@ class WebhookSource:
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
-            raise InvalidQueueConfig(
+            raise InvalidWebhookConfig(
                 f"webhook scheme must be one of {SCHEMES}, got {self.scheme!r}"
             )
         if not isinstance(self.name, str) or not 0 < len(self.name) <= MAX_SOURCE_NAME_CHARS:
-            raise InvalidQueueConfig(
+            raise InvalidWebhookConfig(
                 f"webhook source name must be 1-{MAX_SOURCE_NAME_CHARS} characters, "
                 f"got {self.name!r}"
             )
         if not isinstance(self.secret, str) or not self.secret:
-            raise InvalidQueueConfig(f"webhook source {self.name!r} needs a secret")
+            raise InvalidWebhookConfig(f"webhook source {self.name!r} needs a secret")
         if self.scheme == STANDARD_WEBHOOKS:
             _check_standard_secret(self.name, self.secret)
         _check_seconds(self.tolerance, f"webhook {self.name!r} tolerance", MAX_TOLERANCE)
@@ -186,7 +186,7 @@ def _check_seconds(value: object, what: str, limit: float) -> None:
         or not math.isfinite(value)
         or not 0 < value <= limit
     ):
-        raise InvalidQueueConfig(
+        raise InvalidWebhookConfig(
             f"{what} must be a number of seconds in (0, {limit:_.0f}], got {value!r}"
         )
 
@@ -199,7 +199,7 @@ def _check_standard_secret(name: str, secret: str) -> None:
     except ValueError:  # binascii.Error, or non-ASCII characters
         key = b""
     if not secret.startswith(_SECRET_PREFIX) or not key:
-        raise InvalidQueueConfig(
+        raise InvalidWebhookConfig(
             f"webhook source {name!r}: a standard-webhooks secret is 'whsec_' followed by "
             "base64, as the sender's dashboard shows it"
         )

@@ -13,6 +13,7 @@ import pytest
 
 from helpers import fate, get
 from taskflare import App, MessageBatch
+from taskflare.backends.base import MessageListParams
 from taskflare.testing import drain
 
 Handler = Callable[[MessageBatch[int]], None]
@@ -182,7 +183,7 @@ async def test_explicit_message_retries_count_against_max_retries(app: App) -> N
     assert deliveries == [1, 2, 3]
     assert (result.retried, result.failed) == (2, 1)
     assert await fate(app, message_id) == "failed"
-    assert len(await (await app.backend()).message_list("dlq")) == 1
+    assert len(await (await app.backend()).message_list(MessageListParams("dlq"))) == 1
 
 
 async def test_retry_all_counts_against_max_retries(app: App) -> None:

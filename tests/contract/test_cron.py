@@ -11,23 +11,24 @@ import pytest
 
 from helpers import running_worker, wait_until
 from taskflare import App, JobStatus, Retry
-from taskflare.backends.base import CronTick
+from taskflare.backends.base import CronNameParams, CronTick, CronTickRecordParams
 from taskflare.cron import InvalidCronExpression
-from taskflare.scheduler import CronScheduler, ScheduledEvent, fire_now
+from taskflare.registry import ScheduledEvent
 from taskflare.testing import drain
+from taskflare.worker.cron import CronScheduler
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 async def scheduler_of(app: App) -> CronScheduler:
-    """A scheduler on the app's backend, driven by the test through `catch_up`/`run_once`."""
-    return CronScheduler(app, await app.backend())
+    """A scheduler on the app's backend, driven by the test through `run_once`."""
+    return CronScheduler(app.registry, await app.backend(), app.jobs)
 
 
 async def ticks_of(app: App, name: str, limit: int = 1000) -> list[CronTick]:
     """The trigger's recorded ticks, oldest first."""
     backend = await app.backend()
-    return list(reversed(await backend.cron_recent(name, limit)))
+    return list(reversed(await backend.cron_recent(CronNameParams(name, limit))))
 
 
 def at(tick: CronTick) -> datetime:
@@ -45,7 +46,7 @@ async def test_a_tick_runs_as_a_job_with_the_ticks_scheduled_time(app: App) -> N
     scheduler = await scheduler_of(app)
     await scheduler.run_once(T0 + timedelta(hours=12))  # first start: nothing is due yet
     assert await ticks_of(app, "daily") == []
-    await scheduler.run_once(T0 + timedelta(days=1, hours=12))  # midnight has passed
+    await scheduler.run_once(T0 + timedelta(days=1, seconds=1))  # midnight has just passed
 
     [tick] = await ticks_of(app, "daily")
     assert (at(tick), tick.status) == (T0 + timedelta(days=1), "enqueued")
@@ -73,7 +74,8 @@ async def test_a_plain_def_handler_gets_the_event_too(app: App) -> None:
 
     scheduler = await scheduler_of(app)
     await scheduler.run_once(T0)
-    await scheduler.run_once(T0 + timedelta(minutes=1))
+    await scheduler.run_once(T0 + timedelta(seconds=30.5))  # wakes just after each tick
+    await scheduler.run_once(T0 + timedelta(seconds=60.5))
     await drain(app)
     assert sorted(seen) == [T0 + timedelta(seconds=30), T0 + timedelta(minutes=1)]
 
@@ -110,8 +112,8 @@ async def test_two_schedulers_given_the_same_now_enqueue_each_tick_once(database
 
         schedulers = [await scheduler_of(a) for a in apps]
         await asyncio.gather(*(s.run_once(T0) for s in schedulers))
-        for step in range(1, 6):
-            now = T0 + timedelta(seconds=4 * step + 1)
+        for step in range(1, 11):  # each scheduler wakes just after every tick
+            now = T0 + timedelta(seconds=2 * step, milliseconds=300)
             await asyncio.gather(*(s.run_once(now) for s in schedulers))
 
         ticks = await ticks_of(apps[0], "often")
@@ -136,17 +138,22 @@ async def test_misfires_within_grace_run_the_latest_once_and_skip_the_rest(
         seen.append(event.scheduled_time)
 
     backend = await app.backend()
-    await backend.cron_tick_record(CronTick("beat", T0.timestamp(), "enqueued"), None)
+    await backend.cron_tick_record(
+        CronTickRecordParams(CronTick("beat", T0.timestamp(), "enqueued"))
+    )
     now = T0 + timedelta(seconds=95)  # ticks at 10..90 were missed; 90 is 5 s old
     with caplog.at_level(logging.WARNING, logger="taskflare.cron"):
-        await (await scheduler_of(app)).catch_up(now)
+        await (await scheduler_of(app)).run_once(now)
 
     ticks = await ticks_of(app, "beat")
     assert [(at(t) - T0).seconds for t in ticks] == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
     assert [t.status for t in ticks[1:-1]] == ["skipped"] * 8
     assert ticks[-1].status == "enqueued" and ticks[-1].job_id is not None
     assert all(t.job_id is None for t in ticks[1:-1])
-    assert "8 ticks missed while no worker ran were skipped; the latest runs now" in caplog.text
+    assert (
+        "8 ticks missed (the scheduler was not running or fell behind) were skipped; "
+        "the latest runs now" in caplog.text
+    )
 
     await drain(app)
     assert seen == [T0 + timedelta(seconds=90)]
@@ -160,15 +167,19 @@ async def test_misfires_older_than_grace_are_all_skipped(
         raise AssertionError("no tick is recent enough to run")
 
     backend = await app.backend()
-    await backend.cron_tick_record(CronTick("hourly", T0.timestamp(), "enqueued"), None)
+    await backend.cron_tick_record(
+        CronTickRecordParams(CronTick("hourly", T0.timestamp(), "enqueued"))
+    )
     now = T0 + timedelta(hours=5, minutes=30)  # 01:00..05:00 missed; 05:00 is 30 min old
     scheduler = await scheduler_of(app)
     with caplog.at_level(logging.WARNING, logger="taskflare.cron"):
-        await scheduler.catch_up(now)
+        await scheduler.run_once(now)
     ticks = await ticks_of(app, "hourly")
     assert [t.status for t in ticks] == ["enqueued"] + ["skipped"] * 5
     assert (await app.list_jobs(type="cron:hourly")).jobs == []
-    assert "5 ticks missed while no worker ran were skipped" in caplog.text
+    assert (
+        "5 ticks missed (the scheduler was not running or fell behind) were skipped" in caplog.text
+    )
     # The scheduler carries on from there: the next tick is enqueued normally.
     await scheduler.run_once(T0 + timedelta(hours=6, seconds=1))
     assert [t.status for t in await ticks_of(app, "hourly")][-1] == "enqueued"
@@ -184,10 +195,12 @@ async def test_two_workers_catching_up_together_run_the_missed_tick_once(databas
                 pass
 
         backend = await apps[0].backend()
-        await backend.cron_tick_record(CronTick("beat", T0.timestamp(), "enqueued"), None)
+        await backend.cron_tick_record(
+            CronTickRecordParams(CronTick("beat", T0.timestamp(), "enqueued"))
+        )
         schedulers = [await scheduler_of(a) for a in apps]
         now = T0 + timedelta(seconds=35)
-        await asyncio.gather(*(s.catch_up(now) for s in schedulers))
+        await asyncio.gather(*(s.run_once(now) for s in schedulers))
         ticks = await ticks_of(apps[0], "beat")
         assert [t.status for t in ticks] == ["enqueued", "skipped", "skipped", "enqueued"]
         assert len((await apps[0].list_jobs(type="cron:beat")).jobs) == 1
@@ -201,7 +214,7 @@ async def test_first_start_ever_runs_no_past_ticks(app: App) -> None:
     async def every_second(event: ScheduledEvent) -> None:
         pass
 
-    await (await scheduler_of(app)).catch_up(T0 + timedelta(days=3))
+    await (await scheduler_of(app)).run_once(T0 + timedelta(days=3))
     assert await ticks_of(app, "every-second") == []
 
 
@@ -213,8 +226,8 @@ async def test_fire_now_runs_the_trigger_once_now(app: App) -> None:
         seen.append(event)
 
     before = datetime.now(UTC)
-    first = await fire_now(app, "yearly")
-    second = await fire_now(app, "yearly")
+    first = await app.jobs.fire_cron("yearly")
+    second = await app.jobs.fire_cron("yearly")
     assert first != second
     ticks = await ticks_of(app, "yearly")
     assert [(t.status, t.job_id) for t in ticks] == [("manual", first), ("manual", second)]
@@ -232,7 +245,7 @@ async def test_fire_now_with_an_unknown_name_lists_the_declared_ones(app: App) -
         pass
 
     with pytest.raises(InvalidCronExpression, match=r"no cron trigger named 'nope' \(declared: "):
-        await fire_now(app, "nope")
+        await app.jobs.fire_cron("nope")
 
 
 async def test_a_running_worker_enqueues_and_runs_ticks_on_time(app: App) -> None:

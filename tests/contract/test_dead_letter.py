@@ -6,6 +6,7 @@ import pytest
 
 from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch
+from taskflare.backends.base import MessageListParams, QueueCountsParams
 from taskflare.testing import drain
 
 
@@ -47,7 +48,7 @@ async def test_message_retried_past_max_retries_goes_to_dlq(app: App) -> None:
     await drain(app)
     backend = await app.backend()
     original = await get(app, message_id)
-    dead = await backend.message_list("q-dlq")
+    dead = await backend.message_list(MessageListParams("q-dlq"))
     assert original is not None and len(dead) == 1
     copy = dead[0]
     assert copy.id != message_id
@@ -81,7 +82,7 @@ async def test_dead_lettered_body_and_content_type_are_unchanged(
     await drain(app, ["q"])
     backend = await app.backend()
     original = await get(app, message_id)
-    (copy,) = await backend.message_list("q-dlq")
+    (copy,) = await backend.message_list(MessageListParams("q-dlq"))
     assert original is not None
     assert copy.body == original.body
     assert copy.content_type == content_type
@@ -119,7 +120,9 @@ async def test_failed_message_without_dlq_is_kept_in_state_failed(app: App) -> N
     record = await get(app, message_id)
     assert record is not None and record.state == "failed"
     backend = await app.backend()
-    holding = {c.name for c in await backend.queue_counts() if any(c.by_state.values())}
+    holding = {
+        c.name for c in await backend.queue_counts(QueueCountsParams()) if any(c.by_state.values())
+    }
     assert holding == {"q"}
 
 
@@ -161,7 +164,7 @@ async def test_only_the_exhausted_messages_of_a_batch_are_dead_lettered(app: App
     await q.send_batch([{"body": 0}, {"body": 1}])
     await drain(app)
     backend = await app.backend()
-    dead = await backend.message_list("q-dlq")
+    dead = await backend.message_list(MessageListParams("q-dlq"))
     assert [d.body for d in dead] == [b"0"]
     assert await state_counts(app, "q") == {"failed": 1}
 

@@ -31,7 +31,8 @@ async def test_twenty_concurrent_jobs_run_the_charge_exactly_once(app: App) -> N
         return result[0]
 
     jobs = [await app.enqueue("pay", i) for i in range(20)]
-    async with running_worker(app, WorkerConfig(concurrency=2)):
+    # Worker concurrency counts jobs (each job holds a slot): 20 slots, 20 racing jobs.
+    async with running_worker(app, WorkerConfig(concurrency=20)):
         for job in jobs:
             assert await job.wait(timeout=30) == {"charge_id": "ch_1", "amount": 4200}
     assert charges == ["charged"]

@@ -38,14 +38,13 @@ async def test_priority_job_arriving_at_a_busy_worker_overtakes_the_backlog(app:
 
     await app.enqueue_many("work", range(200))
     async with running_worker(app, WorkerConfig(concurrency=1)):
-        # The worker is busy with its first batch (and has claimed the next one).
-        await wait_until(lambda: len(order) == BATCH, what="first batch to start")
+        # The worker is busy with its one job (concurrency 1) and claims nothing ahead.
+        await wait_until(lambda: len(order) == 1, what="the first job to start")
         urgent = await app.enqueue("work", "urgent", priority=10)
         gate.set()
         await wait_until(lambda: len(order) == 201, what="201 jobs to run")
-    # The running batch and the one batch a fetcher claims ahead while waiting for a
-    # slot were taken before the urgent job existed; everything else runs after it.
-    assert order.index(urgent.id) <= 2 * BATCH
+    # A job is claimed only when a slot is free for it: the urgent job runs next.
+    assert order.index(urgent.id) == 1
 
 
 async def test_equal_priorities_run_oldest_first(app: App) -> None:

@@ -49,7 +49,7 @@ async def test_finished_jobs_past_retention_are_pruned_in_bounded_chunks(
         made = await make_jobs(app)
         await wait_past(0.3)
         pruner = Pruner(await app.backend(), app.retention)
-        deleted = [await pruner.run_once() for _ in range(6)]
+        deleted = [await pruner.prune() for _ in range(6)]
         assert deleted == [2, 2, 2, 2, 1, 0]
         assert await remaining(app) == set(made["pending"])
         for job_id in made["completed"] + made["failed"]:
@@ -63,7 +63,7 @@ async def test_one_run_prunes_many_chunks(database_url: str) -> None:
     try:
         made = await make_jobs(app)
         await wait_past(0.3)
-        assert await Pruner(await app.backend(), app.retention).run_once() == 9
+        assert await Pruner(await app.backend(), app.retention).prune() == 9
         assert await remaining(app) == set(made["pending"])
     finally:
         await app.close()
@@ -74,18 +74,18 @@ async def test_completed_and_failed_have_their_own_ages(app: App) -> None:
     await wait_past(0.15)
     backend = await app.backend()
     completed_only = Pruner(backend, Retention(completed=0.1, failed=3600))
-    assert await completed_only.run_once() == 5
+    assert await completed_only.prune() == 5
     assert await remaining(app) == set(made["failed"] + made["cancelled"] + made["pending"])
     failed_only = Pruner(backend, Retention(completed=None, failed=0.1))
-    assert await failed_only.run_once() == 4
+    assert await failed_only.prune() == 4
     assert await remaining(app) == set(made["pending"])
 
 
 async def test_young_finished_jobs_and_pending_jobs_are_kept(app: App) -> None:
     made = await make_jobs(app)
-    assert await Pruner(await app.backend(), Retention()).run_once() == 0
+    assert await Pruner(await app.backend(), Retention()).prune() == 0
     keep_forever = Retention(completed=None, failed=None)
-    assert await Pruner(await app.backend(), keep_forever).run_once() == 0
+    assert await Pruner(await app.backend(), keep_forever).prune() == 0
     assert len(await remaining(app)) == sum(len(ids) for ids in made.values())
 
 

@@ -11,8 +11,9 @@ import time
 
 from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch
-from taskflare.backends.base import ClaimParams, RescueParams
+from taskflare.backends.base import ClaimParams, MessageListParams
 from taskflare.ids import uuid7
+from taskflare.worker.rescue import rescue_expired
 
 
 def claim_params(queue: str, visibility_timeout: float) -> ClaimParams:
@@ -29,14 +30,14 @@ async def test_claim_counts_the_attempt_and_leases_the_message(app: App) -> None
     q = app.queue("q", visibility_timeout=5)
     message_id = await q.send("x")
     backend = await app.backend()
-    (claimed,) = await backend.message_claim_many(claim_params("q", 5))
+    (claimed,) = (await backend.message_claim_many(claim_params("q", 5))).messages
     assert claimed.id == message_id and claimed.attempts == 1
     record = await get(app, message_id)
     assert record is not None and record.state == "leased" and record.attempts == 1
     assert record.lease_expires_at is not None
     assert 4 <= record.lease_expires_at - record.created_at < 8
     # a leased message is not handed to anyone else
-    assert await backend.message_claim_many(claim_params("q", 5)) == []
+    assert (await backend.message_claim_many(claim_params("q", 5))).messages == []
 
 
 async def test_message_whose_lease_expires_is_redelivered_with_attempts_plus_one(
@@ -54,7 +55,7 @@ async def test_message_whose_lease_expires_is_redelivered_with_attempts_plus_one
     message_id = await q.send("x")
     backend = await app.backend()
     claimed_at = time.monotonic()
-    (claimed,) = await backend.message_claim_many(claim_params("q", 1))
+    (claimed,) = (await backend.message_claim_many(claim_params("q", 1))).messages
     assert claimed.attempts == 1
     # ...and the claimer dies without settling or heartbeating.
     async with running_worker(app):
@@ -70,17 +71,17 @@ async def test_expired_lease_on_the_last_attempt_fails_and_dead_letters(app: App
     message_id = await q.send({"k": "v"})
     backend = await app.backend()
     await backend.message_claim_many(claim_params("q", 0.2))
-    params = RescueParams("q", q.config.max_attempts, "q-dlq")
+    spec = app.registry.queue("q")
 
     async def rescued() -> bool:
-        result = await backend.lease_rescue_expired(params)
+        result = await rescue_expired(backend, spec)
         return result.failed == 1
 
     await wait_until(rescued, what="the rescuer to fail the expired message")
     record = await get(app, message_id)
     assert record is not None and record.state == "failed" and record.attempts == 1
     assert record.last_error is not None and "lease expired" in record.last_error
-    (copy,) = await backend.message_list("q-dlq")
+    (copy,) = await backend.message_list(MessageListParams("q-dlq"))
     assert copy.body == record.body and copy.content_type == "json"
 
 
@@ -89,7 +90,7 @@ async def test_rescue_leaves_unexpired_leases_alone(app: App) -> None:
     message_id = await q.send("x")
     backend = await app.backend()
     await backend.message_claim_many(claim_params("q", 30))
-    result = await backend.lease_rescue_expired(RescueParams("q", q.config.max_attempts))
+    result = await rescue_expired(backend, app.registry.queue("q"))
     assert (result.requeued, result.failed) == (0, 0)
     record = await get(app, message_id)
     assert record is not None and record.state == "leased"
@@ -100,10 +101,10 @@ async def test_expired_lease_requeue_does_not_count_an_extra_attempt(app: App) -
     message_id = await q.send("x")
     backend = await app.backend()
     await backend.message_claim_many(claim_params("q", 0.2))
-    params = RescueParams("q", q.config.max_attempts)
+    spec = app.registry.queue("q")
 
     async def requeued() -> bool:
-        return (await backend.lease_rescue_expired(params)).requeued == 1
+        return (await rescue_expired(backend, spec)).requeued == 1
 
     await wait_until(requeued, what="the rescuer to requeue the expired message")
     record = await get(app, message_id)
@@ -117,14 +118,14 @@ async def test_settling_with_a_lost_lease_is_ignored(app: App) -> None:
     q = app.queue("q", visibility_timeout=0.2)
     message_id = await q.send("x")
     backend = await app.backend()
-    (stale,) = await backend.message_claim_many(claim_params("q", 0.2))
-    params = RescueParams("q", q.config.max_attempts)
+    (stale,) = (await backend.message_claim_many(claim_params("q", 0.2))).messages
+    spec = app.registry.queue("q")
 
     async def requeued() -> bool:
-        return (await backend.lease_rescue_expired(params)).requeued == 1
+        return (await rescue_expired(backend, spec)).requeued == 1
 
     await wait_until(requeued, what="the rescuer to requeue the expired message")
-    (fresh,) = await backend.message_claim_many(claim_params("q", 30))
+    (fresh,) = (await backend.message_claim_many(claim_params("q", 30))).messages
     result = await backend.message_settle_many(
         Settlement(acks=[LeaseRef(stale.id, stale.lease_id)])
     )

@@ -7,6 +7,7 @@ import contextlib
 
 from helpers import running_worker, state_counts
 from taskflare import App, MessageBatch
+from taskflare.backends.base import QueueCountsParams
 from taskflare.testing import drain
 
 
@@ -31,7 +32,7 @@ async def test_paused_queue_delivers_nothing_but_accepts_sends(app: App) -> None
     assert seen == ["other"]
     assert result.batches == 1
     assert await state_counts(app, "q") == {"ready": 3}
-    paused = [c.paused for c in await (await app.backend()).queue_counts("q")]
+    paused = [c.paused for c in await (await app.backend()).queue_counts(QueueCountsParams("q"))]
     assert paused == [True]
 
 

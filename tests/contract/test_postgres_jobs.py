@@ -16,6 +16,7 @@ import pytest
 
 from taskflare import App, JobStatus
 from taskflare.backends import open_backend
+from taskflare.backends.base import MessageGetParams
 from taskflare.backends.postgres import backend as pg_backend
 from taskflare.errors import InvalidMessage, SchemaOutdated
 from taskflare.testing import drain
@@ -69,7 +70,7 @@ async def test_schema_at_version_1_upgrades_through_every_migration_with_taskfla
         await app.close()
 
         backend = await app.backend()
-        message = await backend.message_get(kept)
+        message = await backend.message_get(MessageGetParams(kept))
         assert message is not None and message.type is None and message.state == "ready"
         job = await app.enqueue("greet", "world", idempotency_key="k")
         await drain(app, ["default"])

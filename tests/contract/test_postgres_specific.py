@@ -16,6 +16,7 @@ import pytest
 from helpers import running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch, WorkerConfig
 from taskflare.backends import open_backend
+from taskflare.backends.base import MessageGetParams, QueueCountsParams, ready_topic
 from taskflare.backends.postgres import backend as pg_backend
 from taskflare.backends.sqlfile import Migration
 from taskflare.errors import (
@@ -65,7 +66,7 @@ async def test_send_with_connection_is_delivered_only_when_the_transaction_commi
                 rolled_back = await q.send({"n": 2}, connection=conn)
                 1 / 0  # noqa: B018 - the business code fails after enqueueing
     backend = await app.backend()
-    assert await backend.message_get(rolled_back) is None
+    assert await backend.message_get(MessageGetParams(rolled_back)) is None
     seen: list[object] = []
 
     @q.consumer
@@ -75,9 +76,9 @@ async def test_send_with_connection_is_delivered_only_when_the_transaction_commi
     async with running_worker(app):
         await wait_until(lambda: len(seen) >= 3, what="the committed messages")
     assert sorted(map(str, seen)) == sorted(map(str, [{"n": 1}, 2, 3]))
-    assert await backend.message_get(committed) is None  # acked, so deleted
+    assert await backend.message_get(MessageGetParams(committed)) is None  # acked, so deleted
     for message_id in batch_ids:
-        assert await backend.message_get(message_id) is None
+        assert await backend.message_get(MessageGetParams(message_id)) is None
 
 
 @on_postgres
@@ -86,9 +87,11 @@ async def test_transactional_send_sees_nothing_before_commit(app: App, database_
     backend = await app.backend()
     async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
         message_id = await q.send("pending", connection=conn)  # opens a transaction
-        assert await backend.message_get(message_id) is None, "invisible until commit"
+        assert await backend.message_get(MessageGetParams(message_id)) is None, (
+            "invisible until commit"
+        )
         await conn.commit()
-    record = await backend.message_get(message_id)
+    record = await backend.message_get(MessageGetParams(message_id))
     assert record is not None and record.state == "ready"
 
 
@@ -231,10 +234,11 @@ async def test_notify_from_another_process_wakes_an_idle_waiter_quickly(
     app: App, database_url: str
 ) -> None:
     backend = await app.backend()
-    since = backend.change_seq
-    await backend.wait_for_change(since, 0.5)  # starts the LISTEN connection
-    await wait_until(lambda: backend.change_seq != since, what="the listener to connect")
-    since = backend.change_seq
+    topic = ready_topic("q")
+    since = backend.change_seq(topic)
+    await backend.wait_for_change(topic, since, 0.5)  # starts the LISTEN connection
+    await wait_until(lambda: backend.change_seq(topic) != since, what="the listener to connect")
+    since = backend.change_seq(topic)
     producer = (
         "import sys, time\n"
         "from taskflare import App\n"
@@ -246,10 +250,10 @@ async def test_notify_from_another_process_wakes_an_idle_waiter_quickly(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", producer, database_url, stdout=subprocess.PIPE
     )
-    await backend.wait_for_change(since, 30)
+    await backend.wait_for_change(topic, since, 30)
     woke = time.time()
     out, _ = await proc.communicate()
-    assert backend.change_seq != since, "woken by the NOTIFY, not by the timeout"
+    assert backend.change_seq(topic) != since, "woken by the NOTIFY, not by the timeout"
     sent = float(out.decode().split()[0])
     assert woke - sent < 0.5, f"woke {woke - sent:.3f}s after the send committed"
 
@@ -265,21 +269,16 @@ async def test_idle_worker_sends_about_one_query_a_second(
         pass
 
     backend = await app.backend()
-    calls: list[float] = []
-    original = backend._run  # type: ignore[attr-defined]
-
-    async def counting(*args: object, **kwargs: object) -> object:
-        calls.append(time.monotonic())
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(backend, "_run", counting)
+    statements = backend.statements_run  # type: ignore[attr-defined]
+    assert isinstance(statements, int)
     async with running_worker(app, WorkerConfig(idle_wait=1.0)):
         started = time.monotonic()  # let start-up queries (declare, first rescue) pass
         await wait_until(lambda: time.monotonic() - started >= 0.5, interval=0.05)
-        start = len(calls)
+        start = backend.statements_run  # type: ignore[attr-defined]
         t0 = time.monotonic()
         await wait_until(lambda: time.monotonic() - t0 >= 3.0, timeout=5, interval=0.1)
-        per_second = (len(calls) - start) / (time.monotonic() - t0)
+        ran = backend.statements_run - start  # type: ignore[attr-defined]
+        per_second = ran / (time.monotonic() - t0)
     assert per_second <= 1.5, f"an idle worker ran {per_second:.1f} statements a second"
 
 
@@ -290,7 +289,7 @@ async def test_unreachable_server_raises_backend_unavailable_with_the_driver_err
     )
     try:
         with pytest.raises(BackendUnavailable) as caught:
-            await backend.queue_counts()
+            await backend.queue_counts(QueueCountsParams())
         assert isinstance(caught.value.__cause__, psycopg.OperationalError)
         assert "pw-not-shown" not in str(caught.value)
         assert "127.0.0.1:1" in str(caught.value)

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import running_worker, wait_until
 from job_helpers import job_of
-from taskflare import App, InvalidQueueConfig, JobContext, JobStatus
+from taskflare import App, InvalidDelay, JobContext, JobStatus
 
 
 async def test_run_at_and_delay_seconds_jobs_are_never_delivered_early(app: App) -> None:
@@ -76,9 +76,10 @@ async def test_run_at_and_delay_seconds_together_are_refused(app: App) -> None:
     async def either(payload: None, ctx: JobContext) -> None:
         pass
 
-    with pytest.raises(InvalidQueueConfig, match="either run_at or delay_seconds"):
+    # A bad time is a delay error (it was misreported as a queue-config error before).
+    with pytest.raises(InvalidDelay, match="either run_at or delay_seconds"):
         await app.enqueue("either", None, run_at=datetime.now(UTC), delay_seconds=5)
-    with pytest.raises(InvalidQueueConfig, match="run_at must be a datetime or epoch seconds"):
+    with pytest.raises(InvalidDelay, match="run_at must be a datetime or epoch seconds"):
         await app.enqueue("either", None, run_at="tomorrow")  # type: ignore[arg-type]
 
 
@@ -100,7 +101,7 @@ async def test_a_delay_of_days_is_stored_pending_and_not_held_by_the_worker(app:
             await app.wait_for_job(probe.id, timeout=20)
             assert (await job_of(app, later.id)).status is JobStatus.PENDING
         # Nothing claimed is kept: no lease on the delayed job once the probes are recorded.
-        await wait_until(lambda: not worker._held["default"], what="no lease held")
+        await wait_until(lambda: not worker.held_leases().get("default"), what="no lease held")
         stored = await job_of(app, later.id)
     assert ran == ["now", "probe", "probe", "probe"]
     assert stored.status is JobStatus.PENDING

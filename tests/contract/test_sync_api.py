@@ -10,13 +10,13 @@ import pytest
 
 from helpers import state_counts
 from taskflare import App, EmptyBatch, InvalidDelay, MessageBatch
-from taskflare.backends.base import MessageRecord
+from taskflare.backends.base import MessageListParams, MessageRecord
 from taskflare.testing import drain
 
 
 def stored(app: App, queue: str) -> list[MessageRecord]:
     async def read() -> list[MessageRecord]:
-        return await (await app.backend()).message_list(queue)
+        return await (await app.backend()).message_list(MessageListParams(queue))
 
     return app.run_sync(read())
 
@@ -81,7 +81,7 @@ async def test_send_sync_from_a_running_loops_thread_pool(app: App) -> None:
     loop = asyncio.get_running_loop()
     message_id = await loop.run_in_executor(None, lambda: q.send_sync("from a thread"))
     ids = await loop.run_in_executor(None, lambda: q.send_batch_sync([{"body": 1}, {"body": 2}]))
-    records = await (await app.backend()).message_list("q")
+    records = await (await app.backend()).message_list(MessageListParams("q"))
     assert [r.id for r in records] == [message_id, *ids]
     # the async API still works on this loop afterwards
     await q.send(4)

@@ -8,7 +8,7 @@ import pytest
 
 from helpers import get, running_worker, state_counts
 from taskflare import App, InvalidQueueConfig, MessageBatch, UnknownQueue, Worker, WorkerConfig
-from taskflare.backends.base import NewMessage
+from taskflare.backends.base import EnqueueParams, MessageListParams, NewMessage
 from taskflare.ids import uuid7
 from taskflare.testing import drain
 
@@ -107,7 +107,7 @@ async def test_undecodable_body_fails_without_reaching_the_consumer(app: App) ->
     bad = uuid7()
     backend = await app.backend()
     await backend.message_enqueue_many(
-        [NewMessage(id=bad, queue="q", body=b"{not json", content_type="json")]
+        EnqueueParams([NewMessage(id=bad, queue="q", body=b"{not json", content_type="json")])
     )
     await drain(app, ["q"])
     assert bodies == [{"ok": True}]
@@ -115,5 +115,5 @@ async def test_undecodable_body_fails_without_reaching_the_consumer(app: App) ->
     record = await get(app, bad)
     assert record is not None and record.state == "failed"
     assert record.last_error is not None and "decoded" in record.last_error
-    (copy,) = await backend.message_list("q-dlq")
+    (copy,) = await backend.message_list(MessageListParams("q-dlq"))
     assert copy.body == b"{not json"

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from taskflare import App
-from taskflare.backends.base import ClaimParams, FailOutcome, NewMessage, Settlement
+from taskflare.backends.base import ClaimParams, EnqueueParams, FailOutcome, NewMessage, Settlement
 from taskflare.ids import uuid7
 
 from .procs import TASKFLARE, wait_for
@@ -222,11 +222,15 @@ def make_dead_letters(url: str, count: int) -> list[str]:
     async def work() -> list[str]:
         backend = await app.backend()
         await backend.message_enqueue_many(
-            [NewMessage(uuid7(), "work", orjson.dumps({"i": i}), "json") for i in range(count)]
+            EnqueueParams(
+                [NewMessage(uuid7(), "work", orjson.dumps({"i": i}), "json") for i in range(count)]
+            )
         )
-        claimed = await backend.message_claim_many(
-            ClaimParams("work", count, lease_id=uuid7(), owner="test", visibility_timeout=60)
-        )
+        claimed = (
+            await backend.message_claim_many(
+                ClaimParams("work", count, lease_id=uuid7(), owner="test", visibility_timeout=60)
+            )
+        ).messages
         fails = [FailOutcome(c.id, c.lease_id, "boom", "work-dlq", uuid7()) for c in claimed]
         await backend.message_settle_many(Settlement(fails=fails))
         return [f.dlq_message_id for f in fails if f.dlq_message_id]
@@ -243,7 +247,7 @@ def send_in_process(url: str, queue: str, bodies: Sequence[Any]) -> list[str]:
     messages = [NewMessage(uuid7(), queue, orjson.dumps(b), "json") for b in bodies]
 
     async def work() -> None:
-        await (await app.backend()).message_enqueue_many(messages)
+        await (await app.backend()).message_enqueue_many(EnqueueParams(messages))
 
     try:
         app.run_sync(work())

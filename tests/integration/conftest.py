@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 
 from taskflare import App
-from taskflare.backends.base import MessageRecord
+from taskflare.backends.base import (
+    MessageGetParams,
+    MessageListParams,
+    MessageRecord,
+    QueueCountsParams,
+)
 
 from .procs import WorkerProcess, write_app
 
@@ -36,7 +41,7 @@ class Harness:
         """The stored message, read through the backend protocol."""
 
         async def read() -> MessageRecord | None:
-            return await (await self.app.backend()).message_get(message_id)
+            return await (await self.app.backend()).message_get(MessageGetParams(message_id))
 
         return self.app.run_sync(read())
 
@@ -44,7 +49,9 @@ class Harness:
         """Messages of `queue` (optionally in `state`)."""
 
         async def read() -> list[MessageRecord]:
-            return await (await self.app.backend()).message_list(queue, state, 100_000)
+            return await (await self.app.backend()).message_list(
+                MessageListParams(queue, state, 100_000)
+            )
 
         return self.app.run_sync(read())
 
@@ -52,7 +59,7 @@ class Harness:
         """Messages of `queue` by state."""
 
         async def read() -> Any:
-            return await (await self.app.backend()).queue_counts(queue)
+            return await (await self.app.backend()).queue_counts(QueueCountsParams(queue))
 
         rows = self.app.run_sync(read())
         return dict(rows[0].by_state) if rows else {}

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from taskflare import App
-from taskflare.backends.base import NewMessage
+from taskflare.backends.base import EnqueueParams, NewMessage
 from taskflare.ids import uuid7
 from taskflare.web import Tokens, create_api
 
@@ -99,7 +99,7 @@ def test_tail_prints_the_events_of_jobs_run_by_another_process(
         message = NewMessage(uuid7(), "markers", b"{}", "json", type="marker")
 
         async def send() -> None:
-            await (await producer.backend()).message_enqueue_many([message])
+            await (await producer.backend()).message_enqueue_many(EnqueueParams([message]))
 
         producer.run_sync(send())
         return False

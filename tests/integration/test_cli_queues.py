@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from taskflare import App
+from taskflare.backends.base import MessageListParams
 
 from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_json, tf_many
 
@@ -13,7 +14,7 @@ def _records(url: str, queue: str) -> dict[str, tuple[str, bytes, float, float]]
     app = App(url)
 
     async def read() -> dict[str, tuple[str, bytes, float, float]]:
-        records = await (await app.backend()).message_list(queue, None, 1000)
+        records = await (await app.backend()).message_list(MessageListParams(queue, None, 1000))
         return {
             r.id: (r.content_type, bytes(r.body), r.created_at, r.available_at) for r in records
         }

@@ -7,8 +7,9 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from taskflare import App
 from taskflare.scheduler import ScheduledEvent
+
+from taskflare import App
 from taskflare.testing import drain
 
 from .procs import TASKFLARE

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskflare import App
+from taskflare.backends.base import CronNameParams
 from taskflare.cron import CronSchedule
 
 from .procs import WorkerProcess, wait_for
@@ -22,6 +23,8 @@ APP_SOURCE = '''
 """Integration-test app: one cron trigger every 2 seconds; each tick is logged per process."""
 import os
 from taskflare import App
+from taskflare.backends.base import CronNameParams
+from taskflare.backends.base import CronNameParams
 
 app = App(os.environ["TF_URL"])
 
@@ -93,7 +96,9 @@ def test_three_worker_processes_run_each_tick_exactly_once(tmp_path: Path, sqlit
 
         async def statuses() -> Counter[str]:
             backend = await app.backend()
-            return Counter(t.status for t in await backend.cron_recent("every-two", 1000))
+            return Counter(
+                t.status for t in await backend.cron_recent(CronNameParams("every-two", 1000))
+            )
 
         recorded = app.run_sync(statuses())
     finally:

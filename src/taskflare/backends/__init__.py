@@ -25,8 +25,12 @@ __all__ = [
 ]
 
 
-def open_backend(url: str) -> Backend:
-    """Create the backend for a database URL (nothing connects until first use)."""
+def open_backend(url: str, *, create: bool = True) -> Backend:
+    """Create the backend for a database URL (nothing connects until first use).
+
+    `create=False`: a missing database (SQLite file, PostgreSQL schema) is an error
+    (`BackendUnavailable`) instead of being created.
+    """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
         from .sqlite.backend import SQLiteBackend
@@ -38,7 +42,7 @@ def open_backend(url: str) -> Backend:
                 f"synchronous={synchronous.lower()!r} is not a SQLite synchronous mode; "
                 "use full (the default) or normal"
             )
-        return SQLiteBackend(sqlite_path(url), synchronous=synchronous)
+        return SQLiteBackend(sqlite_path(url), synchronous=synchronous, create=create)
     if scheme in {"postgresql", "postgres"}:
         try:
             from .postgres.backend import PostgresBackend
@@ -46,7 +50,7 @@ def open_backend(url: str) -> Backend:
             raise InvalidDatabaseUrl(
                 f"the PostgreSQL backend is not available in this build: {exc}"
             ) from exc
-        return PostgresBackend(url)
+        return PostgresBackend(url, auto_migrate=create)
     raise InvalidDatabaseUrl(
         f"unsupported database URL {redact_url(url)!r}: use sqlite:///file.db or "
         "postgresql://user@host/db"

@@ -56,14 +56,6 @@ from .base import (
 )
 from .rows import Rows
 
-# The columns of a stored message, as `MessageRecord` names them.
-MESSAGE_COLUMNS = (
-    "id queue state body content_type attempts priority created_at available_at "
-    "lease_expires_at last_error origin_queue origin_id finished_at type max_attempts "
-    "result progress progress_note started_at idempotency_key correlation_id batch_id "
-    "cancel_requested"
-).split()
-
 
 class Executor(Protocol):
     """How a dialect runs one named statement (in its own transaction when it writes)."""

@@ -12,8 +12,18 @@ DATABASE_URL_ENV = "TASKFLARE_DATABASE_URL"
 
 # libpq connection parameters whose values are secrets, or point at them.
 SECRET_PARAMETERS = frozenset(
-    {"password", "passfile", "sslpassword", "sslkey", "sslcert", "sslrootcert", "sslcrl",
-     "sslcrldir", "service", "servicefile"}
+    {
+        "password",
+        "passfile",
+        "sslpassword",
+        "sslkey",
+        "sslcert",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "service",
+        "servicefile",
+    }
 )
 REDACTED = "***"
 
@@ -33,14 +43,21 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        secret_query = any(k.lower() in SECRET_PARAMETERS for k, _ in pairs)
+        if (
+            parts.password is None
+            and ":" not in parts.netloc.rpartition("@")[0]
+            and not secret_query
+        ):
+            return url
         netloc = parts.netloc
         if "@" in netloc:
             userinfo, _, host = netloc.rpartition("@")
             user, sep, _password = userinfo.partition(":")
             netloc = f"{user}{':' + REDACTED if sep else ''}@{host}"
         query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
+        if secret_query:
             query = urlencode(
                 [(k, REDACTED if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs],
                 safe="*",

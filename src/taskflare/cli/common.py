@@ -99,9 +99,13 @@ class _PoolErrors(logging.Handler):
 POOL_ERRORS = _PoolErrors()
 
 
-def state_app(database_url: str | None) -> App:
-    """An App with no declarations, for commands that only read or change stored state."""
-    return App(resolve_database_url(database_url))
+def state_app(database_url: str | None, *, reading: bool = False) -> App:
+    """An App with no declarations, for commands that only read or change stored state.
+
+    `reading`: the command only reads, so it never creates a database (a mistyped SQLite
+    path or PostgreSQL schema is an error, not a new empty database).
+    """
+    return App(resolve_database_url(database_url), create_database=not reading)
 
 
 def run(app: App, work: Callable[[], Awaitable[T]]) -> T:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from .common import AppArg, JsonOpt, cli, load_app, print_json, run
 
@@ -23,14 +25,29 @@ def cron_list(
 
     Example: taskflare cron list myapp:app
     """
-    from ..cron_report import cron_rows, print_cron_table
-
     application = load_app(app)
-    rows = run(application, lambda: cron_rows(application))
+    rows = run(application, application.read.cron)
     if as_json:
         print_json(rows)
     else:
         print_cron_table(rows)
+
+
+def print_cron_table(rows: list[dict[str, Any]]) -> None:
+    """Render the cron rows as a table on the terminal."""
+    table = Table(title="cron triggers")
+    for column in ("name", "cron", "tz", "next runs (UTC)", "last run"):
+        table.add_column(column)
+    for row in rows:
+        last = row["last"]
+        table.add_row(
+            row["name"],
+            row["cron"],
+            row["tz"],
+            "\n".join(t.replace("+00:00", "Z") for t in row["next"]),
+            f"{last['scheduledTime']}: {last['outcome']}" if last else "never",
+        )
+    Console().print(table)
 
 
 @cron_cli.command("trigger")
@@ -39,8 +56,6 @@ def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger 
 
     Example: taskflare cron trigger myapp:app daily-cleanup
     """
-    from ..scheduler import fire_now
-
     application = load_app(app)
-    job_id = run(application, lambda: fire_now(application, name))
+    job_id = run(application, lambda: application.jobs.fire_cron(name))
     typer.echo(f"cron {name!r} fired: job {job_id}")

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..app import App
 from ..backends.base import NewMessage
-from ..errors import InvalidQueueConfig, JobNotFound, TaskflareError
+from ..errors import JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..messages import check_delay
@@ -51,10 +51,10 @@ def jobs_list(
 
     Example: taskflare jobs list --status failed --type send-email --limit 20
     """
-    app = state_app(database_url)
+    app = state_app(database_url, reading=True)
     page = run(
         app,
-        lambda: app.list_jobs(status=status, type=type, queue=queue, limit=limit, cursor=cursor),
+        lambda: app.read.jobs(status=status, type=type, queue=queue, limit=limit, cursor=cursor),
     )
     jobs = [j.to_dict() for j in page.jobs]
     if as_json:
@@ -80,7 +80,7 @@ def jobs_list(
 
 
 async def _get(app: App, job_id: str) -> Job:
-    job = await app.get_job(job_id)
+    job = await app.read.job(job_id)
     if job is None:
         raise JobNotFound(f"no job with id {job_id!r}")
     return job
@@ -92,7 +92,7 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
 
     Example: taskflare jobs show 01a2b3c4-...
     """
-    app = state_app(database_url)
+    app = state_app(database_url, reading=True)
     job = run(app, lambda: _get(app, job_id)).to_dict()
     if as_json:
         print_json(job)
@@ -199,11 +199,24 @@ def jobs_enqueue(
         _enqueue_file(app, options, from_file)
         return
     assert payload is not None
-    message = options.message(app, _parse_payload(payload, "PAYLOAD"))
+    value = _parse_payload(payload, "PAYLOAD")
+    try:
+        options.message(app, value)  # validate before connecting
+    except TaskflareError as exc:
+        raise fail(str(exc), 2) from None
 
     async def work() -> tuple[str, bool]:
-        result = await (await app.backend()).job_enqueue(message, 86_400)
-        return result.id, result.duplicate
+        job = await app.enqueue(
+            type,
+            value,
+            priority=options.priority,
+            max_attempts=options.max_attempts,
+            delay_seconds=options.delay,
+            idempotency_key=options.idempotency_key,
+            queue=options.queue,
+            strict=options.validate,
+        )
+        return job.id, job.duplicate
 
     job_id, duplicate = run(app, work)
     typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
@@ -230,33 +243,18 @@ class _JobOptions:
         self.validate = False  # with --app: the type must be one of the app's
 
     def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
-        """Validate with the app's job type (unknown types refused with --app); else as given."""
-        if self.validate or self.type in app.job_types:
-            return app.prepare_job(
-                self.type,
-                payload,
-                priority=self.priority,
-                max_attempts=self.max_attempts,
-                delay_seconds=self.delay,
-                idempotency_key=self.idempotency_key,
-                queue=self.queue,
-                batch_id=batch_id,
-            )
-        try:
-            body = orjson.dumps(payload)
-        except TypeError as exc:
-            raise InvalidQueueConfig(f"payload is not JSON: {exc}") from None
-        return NewMessage(
-            id=uuid7(),
-            queue=self.queue or "default",
-            body=body,
-            content_type="json",
+        """Validate with the app's job type (unknown types refused with --app); else as
+        given, with default options."""
+        return app.prepare_job(
+            self.type,
+            payload,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
             delay_seconds=self.delay,
-            priority=0 if self.priority is None else self.priority,
-            type=self.type,
-            max_attempts=self.max_attempts or 3,
             idempotency_key=self.idempotency_key,
+            queue=self.queue,
             batch_id=batch_id,
+            strict=self.validate,
         )
 
 
@@ -280,13 +278,12 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
     started = time.monotonic()
 
     async def work() -> int:
-        backend = await app.backend()
-        await backend.job_batch_create(batch_id, options.type, len(messages))
+        await app.jobs.create_batch(batch_id, options.type, len(messages))
         with Progress() as progress:
             bar = progress.add_task(f"enqueueing {options.type}", total=len(messages))
             for start in range(0, len(messages), chunk):
                 part = messages[start : start + chunk]
-                await backend.message_enqueue_many(part)
+                await app.jobs.store_chunk(part)
                 progress.advance(bar, len(part))
         return len(messages)
 

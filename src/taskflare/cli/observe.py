@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,62 +13,18 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..app import App
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
-from ..views import queue_dict
 from .common import DatabaseOpt, JsonOpt, cli, print_json, run, state_app
 from .queues import queue_table
 
-WORKER_ALIVE_SECONDS = 30.0
 
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything `stats` shows, read at one moment."""
-
-    taken: float
-    queues: list[dict[str, Any]]
-    jobs: dict[str, Any]
-    processed: dict[str, float]
-    workers: int
-
-
-async def snapshot(app: App) -> Snapshot:
-    """Read queue depths, job totals and the workers' processed counters."""
-    backend = await app.backend()
-    now = time.time()
-    queues = [queue_dict(app, c) for c in await backend.queue_counts()]
-    reports = await backend.worker_list(now - 7 * 86_400)
-    processed: dict[str, float] = {}
-    for report in reports:
-        counters = orjson.loads(report.stats_json).get("counters", {})
-        for queue, value in counters.get("acked", {}).items():
-            processed[queue] = processed.get(queue, 0.0) + value
-    alive = sum(1 for r in reports if now - r.last_seen <= WORKER_ALIVE_SECONDS)
-    return Snapshot(now, queues, await app.stats(), processed, alive)
-
-
-def rates(before: Snapshot, after: Snapshot) -> dict[str, float]:
-    """Acks a second per queue between two snapshots (from the workers' reports)."""
-    span = max(after.taken - before.taken, 1e-6)
-    return {
-        q: max(after.processed.get(q, 0.0) - before.processed.get(q, 0.0), 0.0) / span
-        for q in after.processed
-    }
-
-
-def stats_document(snap: Snapshot, per_second: dict[str, float]) -> dict[str, Any]:
-    """The `--json` shape (field names as in the HTTP API)."""
-    queues = [
-        q | {"processedPerSecond": round(per_second.get(q["name"], 0.0), 3)} for q in snap.queues
-    ]
-    return {"queues": queues, "jobs": snap.jobs, "workers": snap.workers}
-
-
-def stats_view(snap: Snapshot, per_second: dict[str, float]) -> Group:
-    """Tables for the terminal."""
-    queues = queue_table(snap.queues, f"queues ({snap.workers} workers alive)", per_second)
+def stats_view(document: dict[str, Any]) -> Group:
+    """The `stats` document as tables for the terminal."""
+    per_second = {q["name"]: q["processedPerSecond"] for q in document["queues"]}
+    queues = queue_table(
+        document["queues"], f"queues ({document['workers']} workers alive)", per_second
+    )
     jobs = Table(title="jobs")
     columns = ("", "total", *[s.value for s in JobStatus], "completion", "failure")
     for column in columns:
@@ -86,12 +40,13 @@ def stats_view(snap: Snapshot, per_second: dict[str, float]) -> Group:
             counts["failureRate"],
         ]
 
-    jobs.add_row(*row("all", snap.jobs))
-    for name, counts in snap.jobs["byQueue"].items():
+    totals = document["jobs"]
+    jobs.add_row(*row("all", totals))
+    for name, counts in totals["byQueue"].items():
         jobs.add_row(*row(f"queue {name}", counts))
-    for name, counts in snap.jobs["byType"].items():
+    for name, counts in totals["byType"].items():
         jobs.add_row(*row(f"type {name}", counts))
-    stamp = datetime.fromtimestamp(snap.taken, UTC).strftime("%H:%M:%S UTC")
+    stamp = datetime.now(UTC).strftime("%H:%M:%S UTC")
     return Group(queues, jobs, f"updated {stamp}")
 
 
@@ -100,53 +55,39 @@ def stats(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")
     ] = False,
-    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between samples.")] = 1.0,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 1.0,
     database_url: DatabaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Counts by queue and status, processing rates, oldest pending age.
 
-    Rates are measured over `--interval` seconds from the workers' reports. With
-    `--watch --json`, one JSON document a line each interval.
+    Each worker measures its own processing rate over its report interval (5 s) and
+    stores it with its report; the rates shown are their sum over live workers, so they
+    are right whenever they are read. With `--watch --json`, one JSON document a line
+    each interval.
     Example: taskflare stats --watch
     """
-    app = state_app(database_url)
-
-    async def once() -> dict[str, Any]:
-        before = await snapshot(app)
-        await asyncio.sleep(interval)
-        after = await snapshot(app)
-        return stats_document(after, rates(before, after))
+    app = state_app(database_url, reading=True)
 
     if not watch:
-        document = run(app, once)
+        document = run(app, app.read.stats)
         if as_json:
             print_json(document)
         else:
-            snap = Snapshot(
-                time.time(), document["queues"], document["jobs"], {}, document["workers"]
-            )
-            per_second = {q["name"]: q["processedPerSecond"] for q in document["queues"]}
-            Console().print(stats_view(snap, per_second))
+            Console().print(stats_view(document))
         return
 
     async def follow() -> None:
-        previous = await snapshot(app)
-        with Live(stats_view(previous, {}), refresh_per_second=4, screen=False) as live:
+        with Live(stats_view(await app.read.stats()), refresh_per_second=4, screen=False) as live:
             while True:
                 await asyncio.sleep(interval)
-                current = await snapshot(app)
-                live.update(stats_view(current, rates(previous, current)))
-                previous = current
+                live.update(stats_view(await app.read.stats()))
 
     async def follow_json() -> None:
         """`--watch --json`: one compact document a line, every interval (JSON Lines)."""
-        previous = await snapshot(app)
         while True:
+            typer.echo(orjson.dumps(await app.read.stats()).decode())
             await asyncio.sleep(interval)
-            current = await snapshot(app)
-            typer.echo(orjson.dumps(stats_document(current, rates(previous, current))).decode())
-            previous = current
 
     with contextlib.suppress(KeyboardInterrupt):
         run(app, follow_json if as_json else follow)
@@ -193,15 +134,13 @@ def tail(
 
     Example: taskflare tail --type send-email --status failed
     """
-    app = state_app(database_url)
+    app = state_app(database_url, reading=True)
 
     async def follow() -> None:
-        backend = await app.backend()
-        now = time.time()
-        cursor = JobEventCursor(now, now, await backend.job_attempt_seq())
-        starts = StartsShown(now)
+        cursor = await app.read.job_event_start()
+        starts = StartsShown(cursor.enqueued_after)
         while True:
-            events = await backend.job_events(cursor, 500)
+            events = await app.read.job_events(cursor, 500)
             for event in events:
                 cursor = _advance(cursor, event)
                 for shown in starts.complete(event):

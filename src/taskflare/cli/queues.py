@@ -10,13 +10,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..app import App
-from ..backends.base import NewMessage, QueueCounts
-from ..encoding import encode_body, normalize_content_type
+from ..backends import redact_url
 from ..errors import InvalidMessage, UnknownQueue
-from ..ids import uuid7
-from ..messages import check_delay
-from ..views import message_dict, queue_dict
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
 
 queues_cli = typer.Typer(
@@ -30,23 +25,6 @@ cli.add_typer(queues_cli, name="queues")
 cli.add_typer(dlq_cli, name="dlq")
 
 QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
-MAX_MESSAGE_BYTES = 131_072
-
-
-async def _counts(app: App, name: str | None = None) -> list[QueueCounts]:
-    backend = await app.backend()
-    rows = await backend.queue_counts(name)
-    if name is not None and not rows:
-        raise UnknownQueue(f"no queue named {name!r} in {app.database_url}")
-    return rows
-
-
-async def _dead_letter_queue(app: App, name: str) -> str:
-    """The DLQ of queue `name` (from its stored settings), or `name` if it is itself a DLQ."""
-    rows = await _counts(app, name)
-    settings = json.loads(rows[0].settings_json or "{}")
-    dlq = settings.get("dead_letter_queue")
-    return str(dlq) if dlq else name
 
 
 def queue_table(
@@ -81,9 +59,8 @@ def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
 
     Example: taskflare queues list --json
     """
-    app = state_app(database_url)
-    rows = run(app, lambda: _counts(app))
-    queues = [queue_dict(app, r) for r in rows]
+    app = state_app(database_url, reading=True)
+    queues = run(app, app.read.queues)
     if as_json:
         print_json({"count": len(queues), "queues": queues})
     else:
@@ -96,9 +73,8 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
 
     Example: taskflare queues info emails
     """
-    app = state_app(database_url)
-    rows = run(app, lambda: _counts(app, name))
-    queue = queue_dict(app, rows[0])
+    app = state_app(database_url, reading=True)
+    queue = run(app, lambda: app.read.queue(name))
     if as_json:
         print_json(queue)
         return
@@ -112,8 +88,8 @@ def _set_paused(name: str, paused: bool, database_url: str | None) -> None:
     app = state_app(database_url)
 
     async def work() -> None:
-        await _counts(app, name)
-        await (await app.backend()).queue_pause(name, paused)
+        queue = await app.stored_queue(name)
+        await (queue.pause() if paused else queue.resume())
 
     run(app, work)
     typer.echo(f"queue {name!r} {'paused' if paused else 'resumed'}")
@@ -148,14 +124,14 @@ def queues_purge(
     Example: taskflare queues purge emails --yes
     """
     app = state_app(database_url)
-    rows = run(app, lambda: _counts(app, name))
-    pending = rows[0].by_state.get("ready", 0) + rows[0].by_state.get("leased", 0)
+    depth = run(app, lambda: app.read.queue(name))["depth"]
+    pending = depth.get("ready", 0) + depth.get("leased", 0)
     if not yes:
         typer.confirm(f"Delete {pending} messages of queue {name!r}?", abort=True)
     app = state_app(database_url)
 
     async def work() -> int:
-        return await (await app.backend()).queue_purge(name)
+        return await (await app.stored_queue(name)).purge()
 
     purged = run(app, work)
     typer.echo(f"purged {purged} messages from {name!r}")
@@ -169,34 +145,44 @@ def send(
     content_type: Annotated[
         str, typer.Option("--content-type", help="json (default), text or bytes.")
     ] = "json",
+    create: Annotated[
+        bool,
+        typer.Option("--create", help="Send even if no app declared the queue (it is created)."),
+    ] = False,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Send one message to a queue.
+    """Send one message to a queue (one a worker or server of your app has declared).
 
     Example: taskflare send emails '{"to": "a@b.c"}' --delay 30
     """
-    try:
-        ctype = normalize_content_type(content_type, allow_pickle=False, queue=queue)
-        value: Any = body
-        if ctype == "json":
+    value: Any = body
+    if content_type.lower() == "json":
+        try:
             value = json.loads(body)
-        elif ctype == "bytes":
-            value = body.encode()
-        data = encode_body(value, ctype)
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise InvalidMessage(f"body is {len(data):_} bytes; the limit is {MAX_MESSAGE_BYTES:_}")
-        message = NewMessage(uuid7(), queue, data, ctype, check_delay(delay, "--delay"))
-    except json.JSONDecodeError as exc:
-        raise fail(f"BODY is not valid JSON ({exc}); use --content-type text for text", 2) from None
-    except InvalidMessage as exc:
-        raise fail(str(exc), 2) from None
+        except json.JSONDecodeError as exc:
+            raise fail(
+                f"BODY is not valid JSON ({exc}); use --content-type text for text", 2
+            ) from None
+    elif content_type.lower() == "bytes":
+        value = body.encode()
     app = state_app(database_url)
 
-    async def work() -> None:
-        await (await app.backend()).message_enqueue_many([message])
+    async def work() -> str:
+        try:
+            target = await app.stored_queue(queue, create=create)
+        except UnknownQueue:
+            raise fail(
+                f"no queue named {queue!r} in {redact_url(app.database_url)}: no worker or "
+                "server of an app declaring it has run; check the name, or pass --create",
+                1,
+            ) from None
+        return await target.send(value, delay_seconds=delay, content_type=content_type)
 
-    run(app, work)
-    typer.echo(message.id)
+    try:
+        message_id = run(app, work)
+    except InvalidMessage as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(message_id)
 
 
 DlqArg = Annotated[
@@ -215,12 +201,13 @@ def dlq_list(
 
     Example: taskflare dlq list emails
     """
-    app = state_app(database_url)
+    app = state_app(database_url, reading=True)
 
     async def work() -> tuple[str, list[dict[str, Any]]]:
-        dlq = await _dead_letter_queue(app, queue)
-        records = await (await app.backend()).message_list(dlq, "ready", limit)
-        return dlq, [message_dict(r) for r in records]
+        dlq = await app.read.dead_letter_queue(queue)
+        if dlq is None:
+            raise fail(f"queue {queue!r} has no dead_letter_queue", 1)
+        return dlq, await app.read.messages(dlq, "ready", limit)
 
     dlq, messages = run(app, work)
     if as_json:
@@ -252,18 +239,27 @@ def dlq_reprocess(
     """
     app = state_app(database_url)
 
-    async def work() -> int:
-        dlq = await _dead_letter_queue(app, queue)
-        backend = await app.backend()
-        chosen = ids or [m.id for m in await backend.message_list(dlq, "ready", 10_000_000)]
+    async def work() -> tuple[int, int]:
+        dlq = await app.read.dead_letter_queue(queue)
+        if dlq is None:
+            raise fail(f"queue {queue!r} has no dead_letter_queue", 1)
+        origin = await app.stored_queue(queue)
+        waiting = [m["id"] for m in await app.read.messages(dlq, "ready", 10_000_000)]
+        chosen = waiting if not ids else [i for i in ids if i in set(waiting)]
         done = 0
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))
             for start in range(0, len(chosen), chunk):
                 part = chosen[start : start + chunk]
-                done += await backend.dead_letter_reprocess(dlq, part)
+                done += await origin.replay_dead_letters(part)
                 progress.advance(bar, len(part))
-        return done
+        return done, len(ids or []) - len(chosen) if ids else 0
 
-    count = run(app, work)
+    count, unknown = run(app, work)
+    if unknown:
+        raise fail(
+            f"reprocessed {count} messages from {queue!r}; {unknown} of the ids given are not "
+            "dead letters of it",
+            1,
+        )
     typer.echo(f"reprocessed {count} messages from {queue!r}")

@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from typing import Annotated, Any
+import sys
+import threading
+from typing import Annotated
 
 import typer
 
+from ..app import App
 from ..backends import open_backend, redact_url, resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
 from ..worker import Worker, WorkerConfig
-from ..worker.runtime import select_queues
 from .common import AppArg, cli, fail, load_app, setup_logging
 
 
-def run_worker(worker: Worker, *extra: Any) -> None:
-    """Run `worker` (plus any extra coroutines) until SIGTERM/SIGINT, then stop gracefully."""
+def run_worker(app: App, worker: Worker) -> None:
+    """Run `worker` until SIGTERM/SIGINT, then stop gracefully and exit.
+
+    Every outcome is written before this returns. A plain-`def` handler still running in
+    its thread after the grace period cannot be interrupted; the process then exits
+    without waiting for it (its job was already recorded as retried or failed).
+    """
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        tasks = [asyncio.ensure_future(coro) for coro in extra]
         try:
             await worker.run()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await worker.app.close()
+            await app.close()
 
     asyncio.run(main())
+    if any(t.name.startswith("taskflare-handler") for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.command()
@@ -65,7 +74,7 @@ def worker(
         from ..supervisor import Supervisor, SupervisorConfig
 
         try:
-            select_queues(application, tuple(queue or ()))  # fail here, not in N children
+            application.registry.runnable(tuple(queue or ()))  # fail here, not in N children
         except TaskflareError as exc:
             raise fail(str(exc)) from None
         args = [app, "--concurrency", str(concurrency), "--shutdown-grace", str(shutdown_grace)]
@@ -79,7 +88,7 @@ def worker(
             queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
         )
         the_worker = Worker(application, config)
-        run_worker(the_worker)
+        run_worker(application, the_worker)
     except TaskflareError as exc:
         raise fail(str(exc)) from None
 

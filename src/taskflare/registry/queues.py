@@ -85,9 +85,7 @@ class QueueConfig:
         check_number(
             "max_message_bytes", config.max_message_bytes, 1, 64 * 1024 * 1024, integer=True
         )
-        check_number(
-            "max_batch_bytes", config.max_batch_bytes, 1, 256 * 1024 * 1024, integer=True
-        )
+        check_number("max_batch_bytes", config.max_batch_bytes, 1, 256 * 1024 * 1024, integer=True)
         if config.max_concurrency is not None:
             check_number("max_concurrency", config.max_concurrency, 1, 10_000, integer=True)
         if config.dead_letter_queue is not None:

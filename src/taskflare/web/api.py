@@ -74,8 +74,11 @@ def create_api(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        try:
+            await app.declare_queues()
+        except TaskflareError as exc:  # the database is down: the API answers 503 meanwhile
+            log.warning("could not store the queue settings: %s", exc)
         yield
-        await app.background.drain()
         await app.close()
 
     api = FastAPI(

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..app import App
 from ..errors import (
     InvalidJobState,
+    InvalidMessage,
     InvalidPayload,
     InvalidQueueConfig,
     JobNotFound,
-    TaskflareError,
+    MessageTooLarge,
     UnknownJobType,
     UnknownQueue,
 )
@@ -102,6 +103,8 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(400, str(exc), "unknown_job_type") from None
         except UnknownQueue as exc:
             raise ApiError(400, str(exc), "unknown_queue") from None
+        except MessageTooLarge as exc:
+            raise ApiError(413, str(exc), "too_large") from None
         except (InvalidPayload, InvalidQueueConfig, ValueError) as exc:
             raise ApiError(422, str(exc), "invalid") from None
         message = "Job already enqueued" if job.duplicate else "Job enqueued successfully"
@@ -109,7 +112,7 @@ def job_router(app: App) -> APIRouter:
 
     @router.get("/jobs/{job_id}", response_model=JobResponse)
     async def get_job(job_id: str) -> JobResponse:
-        job = await app.get_job(job_id)
+        job = await app.read.job(job_id)
         if job is None:
             raise ApiError(404, f"Job not found: {job_id}", "not_found")
         return JobResponse(job=job.to_dict())
@@ -123,7 +126,7 @@ def job_router(app: App) -> APIRouter:
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> JobListResponse:
         try:
-            page = await app.list_jobs(
+            page = await app.read.jobs(
                 status=status, type=type, queue=queue, limit=limit, cursor=cursor
             )
         except ValueError as exc:
@@ -154,7 +157,7 @@ def job_router(app: App) -> APIRouter:
         queue: Annotated[str | None, Query(max_length=63)] = None,
         type: Annotated[str | None, Query(max_length=200)] = None,
     ) -> StatsResponse:
-        return StatsResponse(stats=await app.stats(queue=queue, type=type))
+        return StatsResponse(stats=await app.read.job_stats(queue=queue, type=type))
 
     return router
 
@@ -166,7 +169,7 @@ async def _change(action: Any, job_id: str) -> dict[str, Any] | None:
         raise ApiError(404, f"Job not found: {job_id}", "not_found") from None
     except InvalidJobState as exc:
         raise ApiError(409, str(exc), "wrong_state") from None
-    except TaskflareError as exc:
+    except (InvalidMessage, ValueError) as exc:
         raise ApiError(400, str(exc), "invalid") from None
     result: dict[str, Any] = job.to_dict()
     return result

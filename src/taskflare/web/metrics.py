@@ -1,4 +1,4 @@
-"""`GET /metrics`: Prometheus text format, from the database and the workers' reports.
+"""`GET /metrics`: Prometheus text format, from the read model.
 
 Gauges come from the database (messages by queue and state, oldest pending age, jobs by
 status); counters and handler-duration histograms are the sums of every worker's last
@@ -7,16 +7,8 @@ report (workers report every 5 s), so they cover all processes on all machines.
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-from typing import Any
-
-import orjson
-
 from ..app import App
-
-WORKER_ALIVE_SECONDS = 30.0
-REPORT_WINDOW_SECONDS = 7 * 86_400.0
+from ..readmodel import WorkerCounters
 
 
 def _escape(value: str) -> str:
@@ -43,55 +35,38 @@ class _Writer:
 
 async def render_metrics(app: App) -> str:
     """The whole exposition."""
-    backend = await app.backend()
-    now = time.time()
     out = _Writer()
-    counts = await backend.queue_counts()
+    queues = await app.read.queues()
     out.family("taskflare_messages", "gauge", "Stored messages by queue and state.")
-    for queue in counts:
-        for state, count in sorted(queue.by_state.items()):
-            out.sample("taskflare_messages", count, queue=queue.name, state=state)
+    for queue in queues:
+        for state, count in sorted(queue["depth"].items()):
+            out.sample("taskflare_messages", count, queue=queue["name"], state=state)
     out.family(
         "taskflare_queue_oldest_pending_age_seconds", "gauge", "Age of the oldest ready message."
     )
-    for queue in counts:
-        age = 0.0 if queue.oldest_ready_at is None else max(now - queue.oldest_ready_at, 0.0)
-        out.sample("taskflare_queue_oldest_pending_age_seconds", round(age, 3), queue=queue.name)
+    for queue in queues:
+        age = queue["oldestPendingAgeSeconds"] or 0.0
+        out.sample("taskflare_queue_oldest_pending_age_seconds", age, queue=queue["name"])
     out.family("taskflare_queue_paused", "gauge", "1 when the queue is paused.")
-    for queue in counts:
-        out.sample("taskflare_queue_paused", int(queue.paused), queue=queue.name)
+    for queue in queues:
+        out.sample("taskflare_queue_paused", int(queue["paused"]), queue=queue["name"])
     out.family("taskflare_jobs", "gauge", "Jobs by queue, type and status.")
-    for row in await backend.job_counts():
-        from ..jobs import JobStatus
-
-        status = JobStatus.from_state(row.state).value
-        out.sample("taskflare_jobs", row.count, queue=row.queue, type=row.type, status=status)
-    reports = await backend.worker_list(now - REPORT_WINDOW_SECONDS)
+    for row in await app.read.job_counts():
+        out.sample(
+            "taskflare_jobs",
+            row["count"],
+            queue=row["queue"],
+            type=row["type"],
+            status=row["status"],
+        )
+    counters = await app.read.worker_counters()
     out.family("taskflare_workers", "gauge", "Workers that reported in the last 30 seconds.")
-    out.sample(
-        "taskflare_workers", sum(1 for r in reports if now - r.last_seen <= WORKER_ALIVE_SECONDS)
-    )
-    _worker_counters(out, [orjson.loads(r.stats_json) for r in reports])
+    out.sample("taskflare_workers", counters.alive)
+    _worker_counters(out, counters)
     return "\n".join(out.lines) + "\n"
 
 
-def _worker_counters(out: _Writer, stats: list[dict[str, Any]]) -> None:
-    totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    buckets: list[float] = []
-    histogram: dict[str, list[float]] = {}
-    sums: dict[str, float] = defaultdict(float)
-    for report in stats:
-        for counter, per_queue in report.get("counters", {}).items():
-            for queue, value in per_queue.items():
-                totals[counter][queue] += value
-        durations = report.get("durations", {})
-        buckets = durations.get("buckets", buckets)
-        for queue, values in durations.get("counts", {}).items():
-            acc = histogram.setdefault(queue, [0.0] * len(values))
-            for i, value in enumerate(values):
-                acc[i] += value
-        for queue, value in durations.get("sum", {}).items():
-            sums[queue] += value
+def _worker_counters(out: _Writer, counters: WorkerCounters) -> None:
     names = {
         "delivered": "Messages delivered to consumers.",
         "acked": "Messages acked (jobs completed).",
@@ -102,15 +77,16 @@ def _worker_counters(out: _Writer, stats: list[dict[str, Any]]) -> None:
     for counter, help_text in names.items():
         metric = f"taskflare_{'processed' if counter == 'acked' else counter}_total"
         out.family(metric, "counter", help_text)
-        for queue, value in sorted(totals.get(counter, {}).items()):
+        for queue, value in sorted(counters.totals.get(counter, {}).items()):
             out.sample(metric, value, queue=queue)
     metric = "taskflare_handler_duration_seconds"
-    out.family(metric, "histogram", "Time consumers spent on a batch.")
-    for queue, values in sorted(histogram.items()):
+    out.family(metric, "histogram", "Time consumers spent on a batch (or a job).")
+    for queue, values in sorted(counters.histogram.items()):
         running = 0.0
-        for bound, value in zip([*buckets, float("inf")], values, strict=False):
+        bounds = [*counters.histogram_buckets, float("inf")]
+        for bound, value in zip(bounds, values, strict=False):
             running += value
             le = "+Inf" if bound == float("inf") else repr(float(bound))
             out.sample(f"{metric}_bucket", running, queue=queue, le=le)
-        out.sample(f"{metric}_sum", round(sums.get(queue, 0.0), 6), queue=queue)
+        out.sample(f"{metric}_sum", round(counters.histogram_sum.get(queue, 0.0), 6), queue=queue)
         out.sample(f"{metric}_count", running, queue=queue)

@@ -1,5 +1,6 @@
-"""The worker runtime: fetch, execute, settle, and keep leases alive."""
+"""The worker runtime: fetch, run, decide, settle, and keep leases alive."""
 
-from .runtime import Worker, WorkerConfig, WorkerStats
+from .runtime import Worker, WorkerConfig, WorkerHost
+from .stats import WorkerStats
 
-__all__ = ["Worker", "WorkerConfig", "WorkerStats"]
+__all__ = ["Worker", "WorkerConfig", "WorkerHost", "WorkerStats"]

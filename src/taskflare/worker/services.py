@@ -1,9 +1,13 @@
 """A worker's background duties, each a small service with `run_once()` and one loop.
 
 - `LeaseHeartbeat` extends the leases of everything this worker holds, so a live
-  worker's messages are never handed to someone else however long they run.
-- `LeaseRescuer` returns messages whose worker died (lease expired) to their queue, or
-  fails them (and dead-letters them) once they are out of attempts.
+  worker's deliveries are never handed to someone else however long they run.
+- `LeaseRescuer` settles deliveries whose lease expired (their worker died): retried,
+  or failed and dead-lettered once out of attempts, by the outcome policy.
+- `CancelWatcher` notices cancellation requests for the jobs this worker runs (woken by
+  the backend's `cancel` signal, with a slow poll as a fallback).
+- `Pruner` deletes finished rows past retention, in bounded chunks.
+- `WorkerReporter` writes this worker's heartbeat row and counters.
 """
 
 from __future__ import annotations
@@ -13,20 +17,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
-from ..backends.base import Backend, PruneParams, RescueParams, WorkerReport
-from ..queue import Queue
+from ..backends.base import (
+    CANCEL_TOPIC,
+    Backend,
+    CancelRequestedParams,
+    LeaseExtendParams,
+    PruneParams,
+    WorkerReport,
+)
+from ..registry import QueueSpec
 from ..retention import Retention
+from .leases import HeldLeases
+from .rescue import rescue_expired
 
 log = logging.getLogger("taskflare.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """How often a service runs."""
-
-    interval: float
 
 
 class PeriodicService:
@@ -34,8 +39,8 @@ class PeriodicService:
 
     name = "service"
 
-    def __init__(self, config: ServiceConfig) -> None:
-        self.config = config
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -59,6 +64,11 @@ class PeriodicService:
         """The running loop, for the worker to watch."""
         return self._task
 
+    async def pause(self, seconds: float) -> None:
+        """Sleep between passes (returns early on stop)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
     async def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
@@ -68,9 +78,7 @@ class PeriodicService:
             except Exception as exc:
                 failures += 1
                 log.warning("%s failed (%s); will try again", self.name, exc)
-            wait = self.config.interval * (min(2**failures, 16) if failures else 1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            await self.pause(self.interval * (min(2**failures, 16) if failures else 1))
 
 
 class LeaseHeartbeat(PeriodicService):
@@ -79,47 +87,39 @@ class LeaseHeartbeat(PeriodicService):
     name = "lease-heartbeat"
 
     def __init__(
-        self,
-        backend: Backend,
-        queues: Mapping[str, Queue],
-        held: Callable[[], Mapping[str, set[str]]],
-        config: ServiceConfig,
+        self, backend: Backend, queues: Mapping[str, QueueSpec], held: HeldLeases, interval: float
     ) -> None:
-        super().__init__(config)
+        super().__init__(interval)
         self._backend = backend
         self._queues = queues
         self._held = held
 
     async def run_once(self) -> None:
         """Extend each queue's held leases by its visibility timeout."""
-        for queue_name, lease_ids in list(self._held().items()):
-            if lease_ids:
-                timeout = self._queues[queue_name].config.visibility_timeout
-                await self._backend.lease_extend_many(sorted(lease_ids), timeout)
+        for queue, lease_ids in self._held.by_queue().items():
+            timeout = self._queues[queue].config.visibility_timeout
+            await self._backend.lease_extend_many(LeaseExtendParams(lease_ids, timeout))
 
 
 class LeaseRescuer(PeriodicService):
-    """Requeues (or fails) messages whose lease expired because their worker is gone."""
+    """Settles deliveries whose lease expired because their worker is gone."""
 
     name = "lease-rescuer"
 
-    def __init__(self, backend: Backend, queues: Mapping[str, Queue], config: ServiceConfig):
-        super().__init__(config)
+    def __init__(self, backend: Backend, queues: Mapping[str, QueueSpec], interval: float):
+        super().__init__(interval)
         self._backend = backend
         self._queues = queues
 
     async def run_once(self) -> None:
         """One rescue pass over every queue this worker consumes."""
-        for queue in self._queues.values():
-            cfg = queue.config
-            result = await self._backend.lease_rescue_expired(
-                RescueParams(queue.name, cfg.max_attempts, cfg.dead_letter_queue)
-            )
+        for spec in self._queues.values():
+            result = await rescue_expired(self._backend, spec)
             if result.requeued or result.failed:
                 log.warning(
-                    "queue %r: %d messages with expired leases requeued, %d failed "
+                    "queue %r: %d deliveries with expired leases requeued, %d failed "
                     "(their worker stopped or lost contact)",
-                    queue.name,
+                    spec.name,
                     result.requeued,
                     result.failed,
                 )
@@ -133,25 +133,35 @@ class CancelWatcher(PeriodicService):
     def __init__(
         self,
         backend: Backend,
-        job_queues: set[str],
-        held: Callable[[], Mapping[str, set[str]]],
+        held_jobs: Callable[[], list[str]],
         on_cancel: Callable[[list[str]], None],
-        config: ServiceConfig,
+        interval: float,
     ) -> None:
-        super().__init__(config)
+        super().__init__(interval)
         self._backend = backend
-        self._job_queues = job_queues
-        self._held = held
+        self._held_jobs = held_jobs
         self._on_cancel = on_cancel
+        self._seq = backend.change_seq(CANCEL_TOPIC)
 
     async def run_once(self) -> None:
         """Ask which running jobs were cancelled, and cancel them here."""
-        held = self._held()
-        leases = [lease for name in self._job_queues for lease in held.get(name, ())]
+        self._seq = self._backend.change_seq(CANCEL_TOPIC)
+        leases = self._held_jobs()
         if leases:
-            cancelled = await self._backend.job_cancel_requested(leases)
+            cancelled = await self._backend.job_cancel_requested(CancelRequestedParams(leases))
             if cancelled:
                 self._on_cancel(cancelled)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep until a cancellation is requested anywhere (or the fallback poll is due)."""
+        stopping = asyncio.ensure_future(self._stop.wait())
+        signalled = asyncio.ensure_future(
+            self._backend.wait_for_change(CANCEL_TOPIC, self._seq, seconds)
+        )
+        await asyncio.wait({stopping, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, signalled):
+            task.cancel()
+        await asyncio.gather(stopping, signalled, return_exceptions=True)
 
 
 class Pruner(PeriodicService):
@@ -160,11 +170,15 @@ class Pruner(PeriodicService):
     name = "pruner"
 
     def __init__(self, backend: Backend, retention: Retention) -> None:
-        super().__init__(ServiceConfig(retention.interval))
+        super().__init__(retention.interval)
         self._backend = backend
         self._retention = retention
 
-    async def run_once(self) -> int:  # type: ignore[override]
+    async def run_once(self) -> None:
+        """Prune up to `max_chunks_per_run` chunks."""
+        await self.prune()
+
+    async def prune(self) -> int:
         """Prune up to `max_chunks_per_run` chunks; return how many rows were deleted."""
         r = self._retention
         now = time.time()
@@ -190,9 +204,9 @@ class WorkerReporter(PeriodicService):
     name = "worker-reporter"
 
     def __init__(
-        self, backend: Backend, report: Callable[[], WorkerReport], config: ServiceConfig
+        self, backend: Backend, report: Callable[[], WorkerReport], interval: float
     ) -> None:
-        super().__init__(config)
+        super().__init__(interval)
         self._backend = backend
         self._report = report
 

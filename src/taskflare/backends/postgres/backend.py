@@ -43,6 +43,7 @@ from ...errors import (
     StorageRejected,
 )
 from .. import sqlfile
+from ..base import CancelResult as Cancel
 from ..base import (
     ClaimedMessage,
     ClaimParams,
@@ -62,7 +63,6 @@ from ..base import (
     Settlement,
     SettleResult,
 )
-from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
 from ..store import SqlStore
@@ -226,7 +226,9 @@ class PostgresExecutor:
 
         return await self.run(run, name)
 
-    async def on(self, conn: Conn | psycopg.AsyncCursor[Any], name: str, params: Mapping[str, Any]) -> Rows:
+    async def on(
+        self, conn: Conn | psycopg.AsyncCursor[Any], name: str, params: Mapping[str, Any]
+    ) -> Rows:
         """Run statement `name` on this connection (or cursor), inside whatever transaction
         it is in."""
         self.statements_run += 1
@@ -385,6 +387,11 @@ class PostgresExecutor:
 
     def _verify(self, applied: list[int]) -> None:
         current = max(applied, default=0)
+        if current == 0 and not self.auto_migrate:
+            raise BackendUnavailable(
+                f"no taskflare database in schema {self.schema!r} of {self.url_for_logs} "
+                "(nothing was created)"
+            )
         if current > LATEST_VERSION:
             raise SchemaTooNew(
                 f"schema {self.schema!r} of {self.url_for_logs} has version {current}, newer "

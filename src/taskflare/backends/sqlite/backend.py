@@ -140,8 +140,10 @@ class SQLiteExecutor:
         busy_timeout: float,
         lock_wait: float,
         auto_migrate: bool,
+        create: bool = True,
     ) -> None:
         self.path = path
+        self._create = create
         self.url_for_logs = f"sqlite:///{path}"
         self.statements_run = 0  # statements executed (transaction control not counted)
         self._signal = signal
@@ -231,6 +233,8 @@ class SQLiteExecutor:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        if not self._create and self.path != ":memory:" and not Path(self.path).is_file():
+            raise BackendUnavailable(f"no SQLite database at {self.path!r} (nothing was created)")
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +376,7 @@ class SQLiteBackend(SqlStore):
         busy_timeout: float = 5.0,
         lock_wait: float = 120.0,
         auto_migrate: bool = True,
+        create: bool = True,
     ) -> None:
         self._changes = ChangeSignal()
         self._db = SQLiteExecutor(
@@ -380,7 +385,8 @@ class SQLiteBackend(SqlStore):
             synchronous=synchronous,
             busy_timeout=busy_timeout,
             lock_wait=lock_wait,
-            auto_migrate=auto_migrate,
+            auto_migrate=auto_migrate and create,
+            create=create,
         )
         super().__init__(self._db)
         self.path = path

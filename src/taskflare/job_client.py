@@ -1,0 +1,455 @@
+"""The producer side of jobs: enqueue, read, wait for, cancel and retry jobs.
+
+`JobClient` holds the registry (to validate payloads against their job type) and the
+app's storage handle; `App` exposes its methods as its own (`app.enqueue`, ...), each
+with a blocking `*_sync` twin.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+
+from .backends.base import (
+    DONE_TOPIC,
+    CancelResult,
+    CronTick,
+    CronTickRecordParams,
+    EnqueueParams,
+    JobAttemptsParams,
+    JobBatchCreateParams,
+    JobEnqueueParams,
+    JobFilter,
+    JobIdParams,
+    MessageGetParams,
+    MessageRecord,
+    NewMessage,
+    RetryResult,
+    State,
+)
+from .errors import (
+    InvalidJobConfig,
+    InvalidJobState,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    MessageTooLarge,
+    UnknownJobType,
+    UnknownQueue,
+)
+from .events import log_event
+from .ids import uuid7
+from .jobs import (
+    Job,
+    JobAttempt,
+    JobPage,
+    JobStatus,
+    check_max_attempts,
+    check_priority,
+    run_at_delay,
+)
+from .messages import check_delay
+from .queue import format_bytes
+from .registry import Registry
+from .registry.queues import QueueConfig, check_queue_name
+from .registry.triggers import DEFAULT_CRON_QUEUE
+from .storage import Storage
+from .text import check_text
+
+T = TypeVar("T")
+
+DEFAULT_IDEMPOTENCY_TTL = 86_400.0
+MAX_LIST_LIMIT = 1000
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_JOB_QUEUE = DEFAULT_CRON_QUEUE
+# How long `wait` sleeps on the change signal before looking again anyway, in case a
+# notification was lost (a PostgreSQL listener reconnecting).
+WAIT_FALLBACK_POLL = 1.0
+DEFAULT_LIMITS = QueueConfig.create(DEFAULT_JOB_QUEUE)
+
+
+def encode_cursor(created_at: float, job_id: str) -> str:
+    """An opaque cursor for the next page of `list_jobs`."""
+    return base64.urlsafe_b64encode(orjson.dumps([created_at, job_id])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """The position a cursor stands for; `ValueError` if it is not one of ours."""
+    try:
+        created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        position = float(created_at), check_text(str(job_id), "cursor")
+    except Exception as exc:
+        raise ValueError(f"invalid cursor {cursor[:80]!r}") from exc
+    return position
+
+
+def parse_status(value: str | JobStatus) -> JobStatus:
+    """A job status by name; `ValueError` listing the names."""
+    try:
+        return JobStatus(value)
+    except ValueError:
+        names = ", ".join(s.value for s in JobStatus)
+        raise ValueError(f"unknown status {value!r}; use one of {names}") from None
+
+
+class JobClient:
+    """Enqueue and look after jobs of one app."""
+
+    def __init__(self, registry: Registry, storage: Storage) -> None:
+        self._registry = registry
+        self._storage = storage
+
+    def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` from code that is not async (the app's private loop)."""
+        return self._storage.run_sync(coro)
+
+    # -- enqueue --------------------------------------------------------------------------
+
+    def prepare_job(
+        self,
+        type: str,
+        payload: Any,
+        *,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        delay_seconds: float = 0,
+        run_at: datetime | float | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        queue: str | None = None,
+        batch_id: str | None = None,
+        strict: bool = True,
+    ) -> NewMessage:
+        """Validate a job and build the message that stores it (nothing is stored yet).
+
+        The payload is checked against the type's model and against the size limit of
+        the queue it goes to. `strict=False` (admin tools without the app's code) takes an
+        unknown type with default options and an unvalidated payload.
+        """
+        job_type = self._registry.job_types.get(type)
+        if job_type is None and strict:
+            self._registry.job_type(type)  # raises UnknownJobType naming the known ones
+        if job_type is not None:
+            target = job_type.queue if queue is None else queue
+            if queue is not None and self._registry.queue(queue).kind != "jobs":
+                raise UnknownQueue(f"queue {queue!r} runs no job types; it cannot take jobs")
+            body = job_type.encode(payload)
+            default_priority, default_attempts = job_type.priority, job_type.max_attempts
+        else:
+            target = check_queue_name(queue or DEFAULT_JOB_QUEUE)
+            check_text(type, "type", max_length=200)
+            try:
+                body = orjson.dumps(payload)
+            except TypeError as exc:
+                raise UnknownJobType(f"payload of job type {type!r} is not JSON: {exc}") from None
+            default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
+        if idempotency_key is not None:
+            check_text(idempotency_key, "idempotency_key")
+        if correlation_id is not None:
+            check_text(correlation_id, "correlation_id")
+        spec = self._registry.queues.get(target)
+        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
+        if len(body) > limit:
+            raise MessageTooLarge(
+                f"payload of job type {type!r} is {format_bytes(len(body))}; the limit for "
+                f"queue {target!r} is {format_bytes(limit)}"
+            )
+        delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
+        return NewMessage(
+            id=uuid7(),
+            queue=target,
+            body=body,
+            content_type="json",
+            delay_seconds=delay,
+            priority=default_priority if priority is None else check_priority(priority),
+            type=type,
+            max_attempts=default_attempts
+            if max_attempts is None
+            else check_max_attempts(max_attempts),
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            batch_id=batch_id,
+        )
+
+    async def enqueue(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        delay_seconds: float = 0,
+        run_at: datetime | float | None = None,
+        idempotency_key: str | None = None,
+        correlation_id: str | None = None,
+        queue: str | None = None,
+        idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
+        connection: Any | None = None,
+        strict: bool = True,
+    ) -> Job:
+        """Validate and store a job in one round trip; return it (`job.duplicate` if an
+        earlier job held the idempotency key: that job is returned instead).
+
+        `run_at`: an aware datetime (a naive one is refused) or epoch seconds; or
+        `delay_seconds` from now. An idempotency key guards jobs that are pending,
+        running or completed; a failed or cancelled job no longer holds its key.
+        `connection`: your own psycopg connection (PostgreSQL only); the job is written
+        inside your transaction and exists only if it commits.
+        Raises `UnknownJobType`, `InvalidPayload`, `MessageTooLarge`, `InvalidDelay`,
+        `InvalidMessage` (a bad key or id), `BackendUnavailable`.
+        """
+        message = self.prepare_job(
+            type,
+            payload,
+            priority=priority,
+            max_attempts=max_attempts,
+            delay_seconds=delay_seconds,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            queue=queue,
+            strict=strict,
+        )
+        ttl = check_delay(idempotency_ttl, "idempotency_ttl")
+        backend = await self._storage.backend()
+        stored = await backend.job_enqueue(JobEnqueueParams(message, ttl, connection))
+        if stored.duplicate:
+            existing = await self.get_job(stored.id)
+            if existing is not None:
+                existing.duplicate = True
+                return existing
+        log_event(
+            "enqueued",
+            job_id=message.id,
+            type=message.type,
+            queue=message.queue,
+            attempt=0,
+            correlation_id=message.correlation_id,
+        )
+        return self._as_stored(message)
+
+    def _as_stored(self, message: NewMessage) -> Job:
+        """The job just stored, as it stands now (times from this machine's clock)."""
+        now = time.time()
+        record = MessageRecord(
+            id=message.id,
+            queue=message.queue,
+            state=State.READY,
+            body=message.body,
+            content_type=message.content_type,
+            attempts=0,
+            priority=message.priority,
+            created_at=now,
+            available_at=now + message.delay_seconds,
+            lease_expires_at=None,
+            last_error=None,
+            origin_queue=None,
+            origin_id=None,
+            finished_at=None,
+            type=message.type,
+            max_attempts=message.max_attempts,
+            idempotency_key=message.idempotency_key,
+            correlation_id=message.correlation_id,
+            batch_id=message.batch_id,
+        )
+        return Job.from_record(record, handle=self)
+
+    async def enqueue_many(
+        self,
+        type: str,
+        payloads: Iterable[Any],
+        *,
+        chunk_size: int = 100,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        delay_seconds: float = 0,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Enqueue many jobs of one type in chunks (one transaction each); return the batch
+        id (see `get_batch`). Every payload is validated before anything is stored."""
+        if (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, int)
+            or not 1 <= chunk_size <= 10_000
+        ):
+            raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
+        batch_id = uuid7()
+        messages = [
+            self.prepare_job(
+                type,
+                payload,
+                priority=priority,
+                max_attempts=max_attempts,
+                delay_seconds=delay_seconds,
+                correlation_id=correlation_id,
+                batch_id=batch_id,
+            )
+            for payload in payloads
+        ]
+        await self.store_batch(batch_id, type, messages, chunk_size)
+        return batch_id
+
+    async def store_batch(
+        self, batch_id: str, type: str, messages: Sequence[NewMessage], chunk_size: int
+    ) -> None:
+        """Record a batch and store its prepared jobs in chunks."""
+        await self.create_batch(batch_id, type, len(messages))
+        for start in range(0, len(messages), chunk_size):
+            await self.store_chunk(messages[start : start + chunk_size])
+
+    async def create_batch(self, batch_id: str, type: str, total: int) -> None:
+        """Record a batch of `total` jobs before its chunks are stored."""
+        backend = await self._storage.backend()
+        await backend.job_batch_create(JobBatchCreateParams(batch_id, type, total))
+
+    async def store_chunk(self, messages: Sequence[NewMessage]) -> None:
+        """Store prepared jobs (of a batch already recorded) in one transaction."""
+        backend = await self._storage.backend()
+        await backend.message_enqueue_many(EnqueueParams(messages))
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id as stored now, with its attempt history; None if unknown."""
+        backend = await self._storage.backend()
+        record = await backend.message_get(MessageGetParams(job_id))
+        if record is None or record.type is None:
+            return None
+        attempts = await backend.job_attempts(JobAttemptsParams([job_id]))
+        history = tuple(JobAttempt.from_record(a) for a in attempts)
+        return Job.from_record(record, handle=self, history=history)
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, filtered, each with its history; pass `page.next_cursor`
+        back for the next page. `ValueError` for a bad status, limit (1..1000) or cursor."""
+        state = None if status is None else parse_status(status).to_state()
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
+        for label, value in (("type", type), ("queue", queue)):
+            if value is not None:
+                check_text(value, label, max_length=200)
+        before = None if cursor is None else decode_cursor(cursor)
+        backend = await self._storage.backend()
+        records = await backend.job_list(JobFilter(state, type, queue, limit + 1, before))
+        page = records[:limit]
+        histories: dict[str, list[JobAttempt]] = {}
+        if page:
+            for attempt in await backend.job_attempts(JobAttemptsParams([r.id for r in page])):
+                histories.setdefault(attempt.job_id, []).append(JobAttempt.from_record(attempt))
+        jobs = [
+            Job.from_record(r, handle=self, history=tuple(histories.get(r.id, ()))) for r in page
+        ]
+        more = len(records) > limit
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+        return JobPage(jobs, next_cursor)
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for a job to finish: its result, or `JobFailed`/`JobCancelled`/`TimeoutError`.
+
+        Sleeps on the backend's `done` signal (raised when any job finishes, in this
+        process or any other), so it returns as soon as the outcome is stored.
+        """
+        backend = await self._storage.backend()
+        loop_time = time.monotonic
+        deadline = None if timeout is None else loop_time() + timeout
+        while True:
+            seq = backend.change_seq(DONE_TOPIC)
+            record = await backend.message_get(MessageGetParams(job_id))
+            if record is None or record.type is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            if JobStatus.from_state(record.state).finished:
+                break
+            wait = WAIT_FALLBACK_POLL
+            if deadline is not None:
+                wait = min(wait, deadline - loop_time())
+                if wait <= 0:
+                    raise TimeoutError(f"timed out after {timeout}s waiting for job {job_id}")
+            await backend.wait_for_change(DONE_TOPIC, seq, wait)
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        if job.status is JobStatus.FAILED:
+            raise JobFailed(f"job {job_id} ({job.type}) failed: {job.error}", job=job)
+        if job.status is JobStatus.CANCELLED:
+            raise JobCancelled(f"job {job_id} ({job.type}) was cancelled", job=job)
+        return job.result
+
+    # -- changing -------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a pending one at once, a running one cooperatively.
+
+        Decided once, in the database: once accepted, the job ends `cancelled` even if
+        its handler returns meanwhile. A finished job cannot be cancelled:
+        `InvalidJobState` (with its status). Unknown: `JobNotFound`.
+        """
+        backend = await self._storage.backend()
+        outcome = await backend.job_cancel(JobIdParams(check_text(job_id, "job id")))
+        if outcome.result is CancelResult.MISSING:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        if outcome.result is CancelResult.FINISHED:
+            status = JobStatus.from_state(outcome.state or State.COMPLETED).value
+            raise InvalidJobState(
+                f"job {job_id} is already {status}; only pending or running jobs can be cancelled"
+            )
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} vanished while being cancelled")
+        if outcome.result is CancelResult.CANCELLED:  # a running job's line comes from its worker
+            log_event(
+                "cancelled",
+                job_id=job.id,
+                type=job.type,
+                queue=job.queue,
+                attempt=job.attempts,
+                correlation_id=job.correlation_id,
+            )
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Put a failed or cancelled job back to pending with a fresh attempt budget.
+
+        `InvalidJobState` for a job in another status; `JobNotFound` if unknown.
+        """
+        backend = await self._storage.backend()
+        outcome = await backend.job_retry(JobIdParams(check_text(job_id, "job id")))
+        if outcome.result is RetryResult.MISSING:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        if outcome.result is RetryResult.WRONG_STATE:
+            status = JobStatus.from_state(outcome.state or State.READY).value
+            raise InvalidJobState(
+                f"job {job_id} is {status}; only failed or cancelled jobs can be retried"
+            )
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"job {job_id} vanished while being retried")
+        return job
+
+    async def fire_cron(self, name: str) -> str:
+        """Run a cron trigger once now (like Cloudflare's `/__scheduled?cron=`); return the
+        job id. The tick is recorded as `manual`, so it never hides a missed tick."""
+        trigger = self._registry.cron_trigger(name)
+        now = datetime.now(UTC)
+        job = self.prepare_job(trigger.job_type, trigger.tick_payload(now))
+        backend = await self._storage.backend()
+        await backend.cron_tick_record(
+            CronTickRecordParams(CronTick(name, now.timestamp(), "manual"), job)
+        )
+        return job.id

@@ -1,0 +1,356 @@
+"""One read model for every reader: the HTTP API, the CLI, `/metrics` and the dashboard.
+
+It shapes what is stored (queues, messages, dead letters, jobs, batches, cron triggers,
+workers, statistics) into the JSON documents the surfaces show, so the same numbers
+appear everywhere and a new surface needs no query of its own. It reads through the
+app's storage handle and knows the app's declarations, but imports no web or terminal
+library.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .backends.base import (
+    CronNameParams,
+    JobBatchGetParams,
+    JobCountParams,
+    JobEvent,
+    JobEventCursor,
+    JobEventsParams,
+    MessageGetParams,
+    MessageListParams,
+    MessageRecord,
+    QueueCounts,
+    QueueCountsParams,
+    State,
+    WorkerListParams,
+    WorkerReport,
+)
+from .encoding import JSON, TEXT
+from .errors import UnknownQueue
+from .job_client import JobClient
+from .jobs import Job, JobBatch, JobPage, JobStatus
+from .messages import timestamp_from_epoch
+from .registry import Registry
+from .storage import Storage
+
+# A worker that has not reported for this long is no longer counted as alive [s].
+WORKER_ALIVE_SECONDS = 30.0
+# Reports older than this are ignored altogether [s].
+REPORT_WINDOW_SECONDS = 7 * 86_400.0
+DEPTH_STATES = (State.READY, State.LEASED, State.FAILED)
+
+
+def iso(epoch: float | None) -> str | None:
+    """An epoch time as ISO 8601 UTC with a Z."""
+    if epoch is None:
+        return None
+    return timestamp_from_epoch(epoch).isoformat().replace("+00:00", "Z")
+
+
+def render_body(record: MessageRecord) -> Any:
+    """A stored body for admin JSON: JSON as is, text as a string, bytes (and pickle)
+    base64."""
+    if record.content_type == JSON:
+        try:
+            return orjson.loads(record.body)
+        except orjson.JSONDecodeError:
+            return base64.b64encode(record.body).decode()
+    if record.content_type == TEXT:
+        return bytes(record.body).decode("utf-8", "replace")
+    return base64.b64encode(record.body).decode()
+
+
+def message_dict(record: MessageRecord) -> dict[str, Any]:
+    """A stored message for admin JSON."""
+    return {
+        "id": record.id,
+        "queue": record.queue,
+        "state": record.state,
+        "body": render_body(record),
+        "contentType": record.content_type,
+        "attempts": record.attempts,
+        "createdAt": iso(record.created_at),
+        "availableAt": iso(record.available_at),
+        "lastError": record.last_error,
+        "originQueue": record.origin_queue,
+        "originId": record.origin_id,
+    }
+
+
+def rate(part: int, total: int) -> str:
+    """A percentage as the job service shows it: `"92.00%"`."""
+    return f"{(part / total * 100) if total else 0.0:.2f}%"
+
+
+def job_summary(counts: Mapping[str, int]) -> dict[str, Any]:
+    """Job totals by status with completion and failure rates."""
+    total = sum(counts.values())
+    summary: dict[str, Any] = {"total": total}
+    for status in JobStatus:
+        summary[status.value] = counts.get(status.value, 0)
+    summary["completionRate"] = rate(summary["completed"], total)
+    summary["failureRate"] = rate(summary["failed"], total)
+    return summary
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCounters:
+    """Every reporting worker's counters summed per counter and queue, and their current
+    rates [per second] (each worker measures its own over its report interval)."""
+
+    totals: dict[str, dict[str, float]]
+    rates: dict[str, dict[str, float]]
+    histogram_buckets: list[float]
+    histogram: dict[str, list[float]]
+    histogram_sum: dict[str, float]
+    alive: int
+
+
+class ReadModel:
+    """Reads and shapes stored state for every surface."""
+
+    def __init__(self, registry: Registry, storage: Storage, jobs: JobClient) -> None:
+        self._registry = registry
+        self._storage = storage
+        self._jobs = jobs
+
+    # -- queues ---------------------------------------------------------------------------
+
+    async def queues(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every queue (declared or holding messages) with its depth by state, oldest
+        pending age, pause flag, settings and consumer kind; or just `name`
+        (`UnknownQueue` if it is neither declared nor stored)."""
+        backend = await self._storage.backend()
+        rows = {c.name: c for c in await backend.queue_counts(QueueCountsParams(name))}
+        for declared in self._registry.queues:
+            if name is None or declared == name:
+                rows.setdefault(declared, QueueCounts(name=declared, paused=False))
+        if name is not None and name not in rows:
+            raise UnknownQueue(f"no queue named {name!r}")
+        now = time.time()
+        return [self.queue_dict(rows[n], now) for n in sorted(rows)]
+
+    async def queue(self, name: str) -> dict[str, Any]:
+        """One queue, as `queues` shows it."""
+        return (await self.queues(name))[0]
+
+    def queue_dict(self, counts: QueueCounts, now: float) -> dict[str, Any]:
+        """A queue's JSON: depth by state, oldest pending age, pause flag, settings."""
+        declared = self._registry.queues.get(counts.name)
+        settings = orjson.loads(counts.settings_json) if counts.settings_json else None
+        if declared is not None:
+            settings = orjson.loads(declared.config.to_json())
+        age = None
+        if counts.oldest_ready_at is not None:
+            age = round(max(now - counts.oldest_ready_at, 0.0), 3)
+        depth = {str(s): counts.by_state.get(s, 0) for s in DEPTH_STATES}
+        depth |= {k: v for k, v in counts.by_state.items() if k not in depth}
+        return {
+            "name": counts.name,
+            "paused": counts.paused,
+            "depth": depth,
+            "oldestPendingAgeSeconds": age,
+            "settings": settings,
+            "consumer": None if declared is None else declared.kind,
+        }
+
+    async def dead_letter_queue(self, name: str) -> str | None:
+        """The dead-letter queue of queue `name`: declared, else from its stored settings."""
+        declared = self._registry.dead_letter_queue_of(name)
+        if declared is not None or name in self._registry.queues:
+            return declared
+        settings = (await self.queue(name))["settings"] or {}
+        dlq = settings.get("dead_letter_queue")
+        return str(dlq) if dlq else None
+
+    async def messages(
+        self, queue: str, state: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """A queue's stored messages, oldest first, as admin JSON."""
+        backend = await self._storage.backend()
+        records = await backend.message_list(MessageListParams(queue, state, limit))
+        return [message_dict(r) for r in records]
+
+    async def message(self, message_id: str) -> dict[str, Any] | None:
+        """One stored message as admin JSON, or None."""
+        backend = await self._storage.backend()
+        record = await backend.message_get(MessageGetParams(message_id))
+        return None if record is None else message_dict(record)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    async def job(self, job_id: str) -> Job | None:
+        """One job with its history."""
+        return await self._jobs.get_job(job_id)
+
+    async def jobs(
+        self,
+        *,
+        status: str | JobStatus | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first (each with its history), filtered, paged by cursor."""
+        return await self._jobs.list_jobs(
+            status=status, type=type, queue=queue, limit=limit, cursor=cursor
+        )
+
+    async def job_stats(self, queue: str | None = None, type: str | None = None) -> dict[str, Any]:
+        """Job totals by status with `completionRate` and `failureRate` (the job service's
+        shape), overall and per queue and type."""
+        backend = await self._storage.backend()
+        rows = await backend.job_counts(JobCountParams(queue, type))
+        overall: dict[str, int] = {}
+        by_queue: dict[str, dict[str, int]] = {}
+        by_type: dict[str, dict[str, int]] = {}
+        for row in rows:
+            status = JobStatus.from_state(row.state).value
+            for bucket in (
+                overall,
+                by_queue.setdefault(row.queue, {}),
+                by_type.setdefault(row.type, {}),
+            ):
+                bucket[status] = bucket.get(status, 0) + row.count
+        result = job_summary(overall)
+        result["byQueue"] = {name: job_summary(c) for name, c in sorted(by_queue.items())}
+        result["byType"] = {name: job_summary(c) for name, c in sorted(by_type.items())}
+        return result
+
+    async def job_counts(self) -> list[dict[str, Any]]:
+        """Jobs counted by queue, type and status."""
+        backend = await self._storage.backend()
+        rows = await backend.job_counts(JobCountParams())
+        return [
+            {
+                "queue": r.queue,
+                "type": r.type,
+                "status": JobStatus.from_state(r.state).value,
+                "count": r.count,
+            }
+            for r in rows
+        ]
+
+    async def job_batch(self, batch_id: str) -> JobBatch | None:
+        """Counts and progress of a batch made by `enqueue_many`; None if unknown."""
+        backend = await self._storage.backend()
+        found = await backend.job_batch_counts(JobBatchGetParams(batch_id))
+        if found is None:
+            return None
+        counts = found.by_state
+        return JobBatch(
+            id=batch_id,
+            type=found.type,
+            total=found.total,
+            pending=counts.get(State.READY, 0),
+            processing=counts.get(State.LEASED, 0),
+            completed=counts.get(State.COMPLETED, 0),
+            failed=counts.get(State.FAILED, 0),
+            cancelled=counts.get(State.CANCELLED, 0),
+        )
+
+    async def job_events(self, cursor: JobEventCursor, limit: int = 500) -> list[JobEvent]:
+        """Job events (enqueued, started, each attempt's outcome) after `cursor`."""
+        backend = await self._storage.backend()
+        return await backend.job_events(JobEventsParams(cursor, limit))
+
+    async def job_event_start(self) -> JobEventCursor:
+        """A cursor that follows events from now on."""
+        backend = await self._storage.backend()
+        now = time.time()
+        return JobEventCursor(now, now, await backend.job_attempt_seq())
+
+    # -- cron -----------------------------------------------------------------------------
+
+    async def cron(self, upcoming: int = 3) -> list[dict[str, Any]]:
+        """One row per trigger: expression, zone, queue, next runs, last run's outcome."""
+        backend = await self._storage.backend()
+        now = datetime.now(UTC)
+        rows = []
+        for trigger in self._registry.cron_triggers.values():
+            recent = await backend.cron_recent(CronNameParams(trigger.name, 1))
+            last: dict[str, Any] | None = None
+            if recent:
+                tick = recent[0]
+                outcome = tick.status
+                if tick.job_id:
+                    record = await backend.message_get(MessageGetParams(tick.job_id))
+                    outcome = JobStatus.from_state(record.state).value if record else "pruned"
+                last = {
+                    "scheduledTime": datetime.fromtimestamp(tick.tick, UTC).isoformat(),
+                    "outcome": outcome,
+                    "jobId": tick.job_id,
+                }
+            rows.append(
+                {
+                    "name": trigger.name,
+                    "cron": trigger.schedule.expression,
+                    "tz": trigger.schedule.tz,
+                    "queue": trigger.queue,
+                    "next": [t.isoformat() for t in trigger.schedule.upcoming(now, upcoming)],
+                    "last": last,
+                }
+            )
+        return rows
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def worker_reports(self) -> list[WorkerReport]:
+        """Every worker that reported within the report window."""
+        backend = await self._storage.backend()
+        return await backend.worker_list(WorkerListParams(time.time() - REPORT_WINDOW_SECONDS))
+
+    async def worker_counters(self) -> WorkerCounters:
+        """Counters, rates and handler-duration histograms summed over every worker."""
+        reports = await self.worker_reports()
+        now = time.time()
+        totals: dict[str, dict[str, float]] = {}
+        rates: dict[str, dict[str, float]] = {}
+        buckets: list[float] = []
+        histogram: dict[str, list[float]] = {}
+        sums: dict[str, float] = {}
+        alive = 0
+        for report in reports:
+            stats = orjson.loads(report.stats_json)
+            live = now - report.last_seen <= WORKER_ALIVE_SECONDS
+            alive += live
+            _add(totals, stats.get("counters", {}))
+            if live:
+                _add(rates, stats.get("rates", {}))
+            durations = stats.get("durations", {})
+            buckets = durations.get("buckets", buckets)
+            for queue, values in durations.get("counts", {}).items():
+                acc = histogram.setdefault(queue, [0.0] * len(values))
+                for i, value in enumerate(values):
+                    acc[i] += value
+            for queue, value in durations.get("sum", {}).items():
+                sums[queue] = sums.get(queue, 0.0) + value
+        return WorkerCounters(totals, rates, buckets, histogram, sums, alive)
+
+    async def stats(self) -> dict[str, Any]:
+        """Everything `taskflare stats` shows: queues with their processing rate, job
+        totals, live workers (field names as in the HTTP API)."""
+        counters = await self.worker_counters()
+        acked = counters.rates.get("acked", {})
+        queues = [
+            q | {"processedPerSecond": round(acked.get(q["name"], 0.0), 3)}
+            for q in await self.queues()
+        ]
+        return {"queues": queues, "jobs": await self.job_stats(), "workers": counters.alive}
+
+
+def _add(into: dict[str, dict[str, float]], counters: Mapping[str, Mapping[str, float]]) -> None:
+    for name, per_queue in counters.items():
+        target = into.setdefault(name, {})
+        for queue, value in per_queue.items():
+            target[queue] = target.get(queue, 0.0) + value

@@ -1,0 +1,196 @@
+"""The registry: everything an app declares (queues and consumers, job types, cron triggers,
+webhook sources), and nothing else. It knows no backend and no worker; producers, the
+worker and the admin surfaces read it, `App` fills it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..cron import InvalidCronExpression
+from ..errors import (
+    DuplicateConsumer,
+    InvalidJobConfig,
+    InvalidQueueConfig,
+    InvalidWebhookConfig,
+    InvalidWorkerConfig,
+    UnknownJobType,
+    UnknownQueue,
+)
+from ..webhooks import WebhookSource
+from .job_types import JobType
+from .queues import DEFAULT_CONSUMER_TIMEOUT, BatchHandler, Consumer, QueueConfig
+from .triggers import CronTrigger, ScheduledEvent
+
+__all__ = [
+    "DEFAULT_CONSUMER_TIMEOUT",
+    "BatchHandler",
+    "Consumer",
+    "CronTrigger",
+    "JobType",
+    "QueueConfig",
+    "QueueSpec",
+    "Registry",
+    "ScheduledEvent",
+]
+
+MESSAGES = "messages"
+JOBS = "jobs"
+
+
+@dataclass(slots=True)
+class QueueSpec:
+    """A declared queue: its settings and what consumes it (a batch consumer, or job types).
+
+    `implicit` marks a queue created by naming it (a dead-letter queue, a job type's
+    queue); declaring it explicitly later replaces its settings.
+    """
+
+    config: QueueConfig
+    consumer: Consumer | None = None
+    job_types: dict[str, JobType] = field(default_factory=dict)
+    implicit: bool = False
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self.config.name
+
+    @property
+    def kind(self) -> str | None:
+        """`messages` (a batch consumer runs it), `jobs` (job types run on it) or None."""
+        if self.job_types:
+            return JOBS
+        return MESSAGES if self.consumer is not None else None
+
+
+class Registry:
+    """Every declaration of one app, by name."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, QueueSpec] = {}
+        self.job_types: dict[str, JobType] = {}
+        self.cron_triggers: dict[str, CronTrigger] = {}
+        self.webhook_sources: dict[str, WebhookSource] = {}
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def declare_queue(self, config: QueueConfig) -> QueueSpec:
+        """Declare a queue (its dead-letter queue too, implicitly, if not declared)."""
+        existing = self.queues.get(config.name)
+        if existing is not None and not existing.implicit:
+            raise InvalidQueueConfig(f"queue {config.name!r} is already declared in this app")
+        spec = QueueSpec(config)
+        if existing is not None:
+            spec.consumer = existing.consumer
+            spec.job_types = existing.job_types
+        self.queues[config.name] = spec
+        dlq = config.dead_letter_queue
+        if dlq is not None and dlq not in self.queues:
+            self.queues[dlq] = QueueSpec(QueueConfig.create(dlq), implicit=True)
+        return spec
+
+    def queue(self, name: str) -> QueueSpec:
+        """The declared queue called `name`, or `UnknownQueue`."""
+        try:
+            return self.queues[name]
+        except KeyError:
+            known = ", ".join(sorted(self.queues)) or "none"
+            raise UnknownQueue(f"no queue named {name!r} in this app (declared: {known})") from None
+
+    def set_consumer(self, name: str, consumer: Consumer) -> None:
+        """Make `consumer` the batch consumer of queue `name` (each queue has one)."""
+        spec = self.queue(name)
+        if spec.job_types:
+            raise DuplicateConsumer(
+                f"queue {name!r} runs job types ({', '.join(spec.job_types)}); "
+                "a message consumer needs a queue of its own"
+            )
+        if spec.consumer is not None:
+            raise DuplicateConsumer(
+                f"queue {name!r} already has a consumer "
+                f"({getattr(spec.consumer.handler, '__qualname__', '?')}); "
+                "each queue has exactly one"
+            )
+        spec.consumer = consumer
+
+    def runnable(self, names: Sequence[str] = ()) -> dict[str, QueueSpec]:
+        """The queues a worker consumes: those named (each must have a consumer or job
+        types), else every queue that has one."""
+        if names:
+            chosen = {name: self.queue(name) for name in names}
+            idle = [n for n, q in chosen.items() if q.kind is None]
+            if idle:
+                raise InvalidWorkerConfig(f"queue(s) {', '.join(idle)} have no consumer")
+            return chosen
+        return {n: q for n, q in self.queues.items() if q.kind is not None}
+
+    # -- job types ------------------------------------------------------------------------
+
+    def add_job_type(self, job_type: JobType) -> None:
+        """Register a job type on its queue (declared implicitly if new)."""
+        if job_type.name in self.job_types:
+            raise InvalidJobConfig(f"job type {job_type.name!r} is already registered")
+        spec = self.queues.get(job_type.queue)
+        if spec is None:
+            # Jobs are delivered as soon as they are ready: no waiting for a batch to fill.
+            config = QueueConfig.create(job_type.queue, max_batch_size=10, max_batch_timeout=0)
+            spec = self.queues[job_type.queue] = QueueSpec(config, implicit=True)
+        if spec.consumer is not None:
+            raise InvalidJobConfig(
+                f"queue {job_type.queue!r} has a message consumer; job types need a queue "
+                "of their own"
+            )
+        spec.job_types[job_type.name] = job_type
+        self.job_types[job_type.name] = job_type
+
+    def job_type(self, name: str) -> JobType:
+        """The registered job type `name`, or `UnknownJobType`."""
+        try:
+            return self.job_types[name]
+        except KeyError:
+            known = ", ".join(sorted(self.job_types)) or "none"
+            raise UnknownJobType(f"unknown job type {name!r} (registered: {known})") from None
+
+    def job_type_of_handler(self, handler: object) -> JobType | None:
+        """The job type whose handler is `handler`, if any."""
+        return next((t for t in self.job_types.values() if t.handler is handler), None)
+
+    # -- cron and webhooks ----------------------------------------------------------------
+
+    def add_cron(self, trigger: CronTrigger) -> None:
+        """Register a trigger and the job type its ticks run as."""
+        if trigger.name in self.cron_triggers:
+            raise InvalidCronExpression(f"a cron trigger named {trigger.name!r} already exists")
+        self.add_job_type(
+            JobType.create(
+                trigger.job_type,
+                trigger.tick_handler(),
+                queue=trigger.queue,
+                max_attempts=trigger.max_attempts,
+                timeout=None,
+                priority=0,
+                retry=None,
+            )
+        )
+        self.cron_triggers[trigger.name] = trigger
+
+    def cron_trigger(self, name: str) -> CronTrigger:
+        """The trigger called `name`, or `InvalidCronExpression` listing the declared ones."""
+        trigger = self.cron_triggers.get(name)
+        if trigger is None:
+            known = ", ".join(sorted(self.cron_triggers)) or "none"
+            raise InvalidCronExpression(f"no cron trigger named {name!r} (declared: {known})")
+        return trigger
+
+    def add_webhook(self, source: WebhookSource) -> None:
+        """Accept signed webhooks from `source` (its job type must be registered by serve time)."""
+        if source.name in self.webhook_sources:
+            raise InvalidWebhookConfig(f"webhook source {source.name!r} is already configured")
+        self.webhook_sources[source.name] = source
+
+    def dead_letter_queue_of(self, name: str) -> str | None:
+        """The dead-letter queue of queue `name`, if it has one."""
+        spec = self.queues.get(name)
+        return None if spec is None else spec.config.dead_letter_queue

@@ -1,0 +1,197 @@
+"""Running one message batch: decode → run the consumer with a timeout → decide each message.
+
+The steps are plain functions over plain data: nothing here knows SQL. Each message's
+fate is decided by the outcome policy from the handler's result and the consumer's
+explicit `ack()`/`retry()` calls; the result is a `Settlement` for the outcome buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends.base import (
+    AttemptRecord,
+    CancelOutcome,
+    ClaimedMessage,
+    CompleteOutcome,
+    FailOutcome,
+    LeaseRef,
+    RetryOutcome,
+    Settlement,
+)
+from ..encoding import decode_body
+from ..messages import Message, MessageBatch, resolve_outcome, timestamp_from_epoch
+from ..policy import Decision, Delivery, Failed, Outcome, RetryRequested, Succeeded, WorkerShutdown
+from ..policy import decide as decide_one
+from ..registry import QueueSpec
+from ..text import clean_text
+
+log = logging.getLogger("taskflare.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What happened to one batch: the decisions, and how long the consumer ran [s]."""
+
+    settlement: Settlement
+    duration: float
+    error: str | None
+
+
+class BatchShutdown(asyncio.CancelledError):
+    """A batch cancelled at shutdown, carrying the outcomes to record before exiting."""
+
+    def __init__(self, report: BatchReport) -> None:
+        super().__init__()
+        self.report = report
+
+
+def decode_batch(
+    queue: str, claimed: Sequence[ClaimedMessage]
+) -> tuple[MessageBatch[Any], list[tuple[ClaimedMessage, str]]]:
+    """Build the `MessageBatch`; messages whose body cannot be decoded are set aside."""
+    messages: list[Message[Any]] = []
+    undecodable: list[tuple[ClaimedMessage, str]] = []
+    for item in claimed:
+        try:
+            body = decode_body(item.body, item.content_type)
+        except Exception as exc:
+            undecodable.append((item, f"body cannot be decoded as {item.content_type}: {exc!r}"))
+            continue
+        messages.append(
+            Message(
+                item.id,
+                timestamp_from_epoch(item.created_at),
+                body,
+                item.attempts,
+                item.content_type,
+            )
+        )
+    return MessageBatch(queue, messages), undecodable
+
+
+async def run_handler(spec: QueueSpec, batch: MessageBatch[Any], pool: Executor) -> str | None:
+    """Run the consumer on `batch`; return None on success or the error text on failure."""
+    consumer = spec.consumer
+    assert consumer is not None
+    try:
+        async with asyncio.timeout(consumer.timeout) as scope:
+            if consumer.is_async:
+                await consumer.handler(batch)  # type: ignore[misc]
+            else:
+                await asyncio.get_running_loop().run_in_executor(pool, consumer.handler, batch)
+    except TimeoutError:
+        if not scope.expired():
+            return traceback.format_exc()
+    except Exception:
+        log.exception("consumer of %r raised", spec.name)
+        return traceback.format_exc()
+    else:
+        # A handler that swallowed its cancellation still ran past its timeout.
+        if not scope.expired():
+            return None
+    log.warning(
+        "consumer of %r timed out after %ss; undecided messages will be retried",
+        spec.name,
+        consumer.timeout,
+    )
+    return f"consumer timed out after {consumer.timeout:g} seconds"
+
+
+def outcome_of(
+    message: Message[Any],
+    batch: MessageBatch[Any],
+    error: str | None,
+    retry_delay: float,
+    *,
+    shutdown: bool = False,
+) -> Outcome:
+    """The outcome of one message, from the explicit calls first (Cloudflare's precedence),
+    then from whether the consumer raised (or the worker shut down under it)."""
+    delay = resolve_outcome(
+        message, handler_failed=error is not None, batch=batch, retry_delay=retry_delay
+    )
+    if delay is None:
+        return Succeeded()
+    if message.decision is not None:
+        return RetryRequested(delay)
+    if shutdown:
+        return WorkerShutdown()
+    return Failed(error or "the consumer failed", delay_seconds=delay)
+
+
+def settle_batch(
+    spec: QueueSpec,
+    batch: MessageBatch[Any],
+    claimed: Sequence[ClaimedMessage],
+    error: str | None,
+    undecodable: Sequence[tuple[ClaimedMessage, str]] = (),
+    *,
+    shutdown: bool = False,
+) -> Settlement:
+    """Every message's decision, as one settlement."""
+    config = spec.config
+    by_id = {c.id: c for c in claimed}
+    decisions: list[Decision] = []
+    for message in batch.messages:
+        item = by_id[message.id]
+        delivery = Delivery(
+            item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
+        )
+        outcome = outcome_of(message, batch, error, config.retry_delay, shutdown=shutdown)
+        decisions.append(decide_one(delivery, outcome))
+    for item, reason in undecodable:
+        delivery = Delivery(
+            item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
+        )
+        decisions.append(decide_one(delivery, Failed(reason, permanent=True)))
+    return as_settlement(decisions)
+
+
+def as_settlement(
+    decisions: Sequence[Decision], attempts: Sequence[AttemptRecord] = ()
+) -> Settlement:
+    """Group decisions by kind of outcome (with the attempt rows of jobs)."""
+    groups: dict[type, list[Any]] = {
+        LeaseRef: [],
+        RetryOutcome: [],
+        FailOutcome: [],
+        CompleteOutcome: [],
+        CancelOutcome: [],
+    }
+    for decision in decisions:
+        groups[type(decision.outcome)].append(decision.outcome)
+    return Settlement(
+        acks=groups[LeaseRef],
+        retries=groups[RetryOutcome],
+        fails=groups[FailOutcome],
+        completes=groups[CompleteOutcome],
+        cancels=groups[CancelOutcome],
+        attempts=attempts,
+    )
+
+
+async def execute_batch(
+    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor
+) -> BatchReport:
+    """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
+    period): raises `BatchShutdown` carrying the outcomes to record."""
+    started = time.perf_counter()
+    batch, undecodable = decode_batch(spec.name, claimed)
+    error: str | None = None
+    try:
+        if batch.messages:
+            error = await run_handler(spec, batch, pool)
+    except asyncio.CancelledError:
+        settlement = settle_batch(spec, batch, claimed, "shutdown", undecodable, shutdown=True)
+        raise BatchShutdown(BatchReport(settlement, time.perf_counter() - started, None)) from None
+    error = None if error is None else clean_text(error)
+    settlement = settle_batch(spec, batch, claimed, error, undecodable)
+    return BatchReport(settlement, time.perf_counter() - started, error)

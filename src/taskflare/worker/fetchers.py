@@ -1,0 +1,256 @@
+"""The loops that take work from the database: one per message queue (or two while it has a
+backlog), one per job queue.
+
+Message queues follow Cloudflare's batching: claim a batch once it is full or its oldest
+message has waited `max_batch_timeout`, take a slot, run the batch, settle it. Job
+queues run jobs one by one: take every free slot, claim at most that many jobs, run
+each as its own task and settle it the moment it ends; a job never waits for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Coroutine
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import (
+    Backend,
+    ClaimedMessage,
+    ClaimParams,
+    ClaimResult,
+    LeaseRef,
+    ReadyInfo,
+    ReleaseParams,
+    ready_topic,
+)
+from ..ids import uuid7
+from ..registry import QueueSpec
+from .batch_runner import BatchShutdown, execute_batch
+from .job_runner import JobRunner, log_outcome
+from .leases import HeldLeases
+from .settle import OutcomeBuffer
+from .slots import Slots
+from .stats import WorkerStats
+
+log = logging.getLogger("taskflare.worker")
+
+# The most jobs one claim takes (it never takes more than the free slots).
+MAX_JOB_CLAIM = 100
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What the fetchers of one worker share."""
+
+    backend: Backend
+    worker_id: str
+    slots: Slots
+    held: HeldLeases
+    buffer: OutcomeBuffer
+    pool: Executor
+    stats: WorkerStats
+    jobs: JobRunner
+    idle_wait: float
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `coro` as a tracked task (shutdown waits for it, then cancels it)."""
+        task = asyncio.create_task(coro, name=name)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    async def until_stopped(self, awaitable: Awaitable[Any]) -> bool:
+        """Await `awaitable` unless a stop comes first; True if it completed."""
+        task = asyncio.ensure_future(awaitable)
+        if self.stop.is_set():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        stopper = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        return True
+
+    async def claim(
+        self, params: ClaimParams, queue: str, failures: list[int]
+    ) -> ClaimResult | None:
+        """Claim, or log the failure and back off (None); `failures` counts them in a row."""
+        try:
+            result = await self.backend.message_claim_many(params)
+        except Exception as exc:
+            failures[0] += 1
+            wait = min(0.1 * 2 ** failures[0], 5.0)
+            log.warning("queue %r: cannot claim (%s); retrying in %.1fs", queue, exc, wait)
+            await self.until_stopped(asyncio.sleep(wait))
+            return None
+        if failures[0]:
+            log.warning("queue %r: database reachable again", queue)
+            failures[0] = 0
+        return result
+
+
+def idle_wait(info: ReadyInfo | None, spec: QueueSpec, idle: float, *, fill: bool) -> float:
+    """How long a fetcher whose claim took nothing may sleep before looking again [s]."""
+    if info is None or info.paused:
+        return idle
+    cfg = spec.config
+    if fill and info.ready_count >= cfg.max_batch_size:
+        return 0.0
+    if info.oldest_available_at is not None:
+        if not fill:
+            return 0.001  # ready work another worker took first, or not yet visible
+        due = info.oldest_available_at + cfg.max_batch_timeout - info.now
+        return min(max(due, 0.001), idle)
+    if info.next_available_at is not None:
+        return min(max(info.next_available_at - info.now, 0.001), idle)
+    return idle
+
+
+class MessageFetcher:
+    """Claims batches of one message queue and runs them as slots free up.
+
+    The primary fetcher of a queue always runs; an extra one only while the queue has a
+    backlog (the last claim came back full): a second claim in flight hides the database
+    round trip of the first, and an idle queue costs one fetcher's polling.
+    """
+
+    def __init__(
+        self, state: WorkerState, spec: QueueSpec, backlog: asyncio.Event, *, primary: bool
+    ) -> None:
+        self.state = state
+        self.spec = spec
+        self.backlog = backlog
+        self.primary = primary
+
+    def _params(self) -> ClaimParams:
+        cfg = self.spec.config
+        return ClaimParams(
+            queue=self.spec.name,
+            limit=cfg.max_batch_size,
+            lease_id=uuid7(),
+            owner=self.state.worker_id,
+            visibility_timeout=cfg.visibility_timeout,
+            min_count=cfg.max_batch_size,
+            max_wait=cfg.max_batch_timeout,
+        )
+
+    async def run(self) -> None:
+        """Claim and dispatch batches until the worker stops."""
+        state, spec = self.state, self.spec
+        topic = ready_topic(spec.name)
+        failures = [0]
+        while not state.stop.is_set():
+            if not self.primary and not await state.until_stopped(self.backlog.wait()):
+                return
+            seq = state.backend.change_seq(topic)
+            result = await state.claim(self._params(), spec.name, failures)
+            if result is None:
+                continue
+            claimed = result.messages
+            if len(claimed) >= spec.config.max_batch_size:
+                self.backlog.set()
+            else:
+                self.backlog.clear()
+            if claimed:
+                state.held.add(spec.name, claimed[0].lease_id, len(claimed))
+                if await state.until_stopped(state.slots.acquire(spec.name)):
+                    state.start(self._run_batch(claimed), f"taskflare-batch-{spec.name}")
+                else:
+                    await release(state, spec.name, claimed)
+                continue
+            wait = idle_wait(result.ready, spec, state.idle_wait, fill=True)
+            if self.primary and wait > 0:
+                await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
+
+    async def _run_batch(self, claimed: list[ClaimedMessage]) -> None:
+        state, spec = self.state, self.spec
+        try:
+            report = await execute_batch(spec, claimed, state.pool)
+        except BatchShutdown as shutdown:
+            report = shutdown.report
+        finally:
+            state.slots.give_back(spec.name)
+        result = await state.buffer.settle(report.settlement)
+        state.held.done(spec.name, claimed[0].lease_id, len(claimed))
+        state.stats.record(spec.name, result, [c.id for c in claimed], report.duration)
+
+
+class JobProducer:
+    """Claims the jobs of one job queue as slots free up and runs each one on its own.
+
+    A job is claimed only when a slot is free for it, so a high-priority job never
+    waits behind jobs claimed in advance; its outcome is written as soon as it ends
+    (group-committed with outcomes ending at the same time), never held back by another.
+    """
+
+    def __init__(self, state: WorkerState, spec: QueueSpec) -> None:
+        self.state = state
+        self.spec = spec
+        self.types = tuple(sorted(spec.job_types))
+
+    def _params(self, limit: int) -> ClaimParams:
+        return ClaimParams(
+            queue=self.spec.name,
+            limit=limit,
+            lease_id=uuid7(),
+            owner=self.state.worker_id,
+            visibility_timeout=self.spec.config.visibility_timeout,
+            types=self.types,
+        )
+
+    async def run(self) -> None:
+        """Claim and start jobs until the worker stops."""
+        state, spec = self.state, self.spec
+        topic = ready_topic(spec.name)
+        failures = [0]
+        while not state.stop.is_set():
+            if state.slots.free(spec.name) <= 0:
+                if not await state.until_stopped(state.slots.wait(spec.name)):
+                    return
+                await asyncio.sleep(0)  # let jobs ending in the same tick free their slots too
+                continue
+            taken = state.slots.take(spec.name, MAX_JOB_CLAIM)
+            seq = state.backend.change_seq(topic)
+            result = await state.claim(self._params(taken), spec.name, failures)
+            claimed = [] if result is None else result.messages
+            state.slots.give_back(spec.name, taken - len(claimed))
+            if result is None:
+                continue
+            if claimed:
+                state.held.add(spec.name, claimed[0].lease_id, len(claimed))
+                for message in claimed:
+                    state.start(self._run_job(message), f"taskflare-job-{message.id}")
+                continue
+            wait = idle_wait(result.ready, spec, state.idle_wait, fill=False)
+            if wait > 0:
+                await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
+
+    async def _run_job(self, message: ClaimedMessage) -> None:
+        state, spec = self.state, self.spec
+        try:
+            report = await state.jobs.run(spec, message)
+        finally:
+            state.slots.give_back(spec.name)
+        result = await state.buffer.settle(report.settlement)
+        state.held.done(spec.name, message.lease_id)
+        state.stats.record(spec.name, result, [message.id], report.duration)
+        log_outcome(message, spec.name, report, result)
+
+
+async def release(state: WorkerState, queue: str, claimed: list[ClaimedMessage]) -> None:
+    """Hand claimed-but-unstarted messages back, their attempt uncounted."""
+    refs = [LeaseRef(c.id, c.lease_id) for c in claimed]
+    try:
+        count = await state.backend.message_release_many(ReleaseParams(refs))
+        log.info("queue %r: handed back %d unstarted messages", queue, count)
+    except Exception as exc:
+        log.warning("queue %r: could not hand back unstarted messages (%s)", queue, exc)
+    state.held.done(queue, claimed[0].lease_id, len(claimed))

@@ -1,0 +1,195 @@
+"""Running one job: find its type → load the payload → run the handler (timeout, context)
+→ classify what happened → decide (the outcome policy) → one settlement with its attempt.
+
+Every step logs one JSON line (`taskflare.jobs`); payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..backends.base import AttemptRecord, Backend, ClaimedMessage, Settlement, SettleResult
+from ..context import JobContext
+from ..events import log_event
+from ..policy import (
+    Cancelled,
+    Decision,
+    Delivery,
+    Failed,
+    Outcome,
+    Succeeded,
+    WorkerShutdown,
+    decide,
+)
+from ..registry import QueueSpec, Registry
+from ..registry.job_types import JobType
+from ..retry import Backoff, PermanentError, classify
+from ..text import clean_text
+from .batch_runner import as_settlement
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """One job's decision, its settlement (outcome and attempt row) and duration [s]."""
+
+    decision: Decision
+    settlement: Settlement
+    duration: float
+
+
+class JobRunner:
+    """Runs jobs for one worker, one task per job; tracks them for cancellation."""
+
+    def __init__(
+        self, registry: Registry, backend: Backend, thread_pool: Executor, worker_id: str
+    ) -> None:
+        self.registry = registry
+        self.backend = backend
+        self.thread_pool = thread_pool
+        self.worker_id = worker_id
+        self.running: dict[str, tuple[asyncio.Task[Any], JobContext]] = {}
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel running jobs (cooperatively: async handlers are cancelled, sync ones flagged)."""
+        for job_id in job_ids:
+            entry = self.running.get(job_id)
+            if entry is not None and not entry[1].cancelled:
+                task, ctx = entry
+                ctx.mark_cancelled()
+                task.cancel()
+
+    async def run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
+        """Run one job to its decision. Cancelled by the worker's shutdown: the decision is
+        made (retry, or fail when out of attempts) and returned all the same."""
+        job_type = self.registry.job_types.get(message.type or "")
+        max_attempts = message.max_attempts or (job_type.max_attempts if job_type else 1)
+        ctx = JobContext(
+            backend=self.backend,
+            job_id=message.id,
+            type=message.type or "",
+            queue=spec.name,
+            attempt=message.attempts,
+            max_attempts=max_attempts,
+            correlation_id=message.correlation_id,
+            lease_id=message.lease_id,
+            worker_id=self.worker_id,
+        )
+        started_at = time.time()
+        log_event("started", **_fields(message, spec.name))
+        task = asyncio.current_task()
+        assert task is not None
+        self.running[message.id] = (task, ctx)
+        trace: str | None = None
+        try:
+            outcome, trace = await self._outcome(job_type, message, ctx)
+        finally:
+            self.running.pop(message.id, None)
+        delivery = Delivery(
+            message.id,
+            message.lease_id,
+            message.attempts,
+            max_attempts,
+            spec.config.dead_letter_queue,
+            is_job=True,
+            backoff=job_type.retry if job_type else Backoff(),
+        )
+        decision = decide(delivery, outcome)
+        finished_at = time.time()
+        attempt = AttemptRecord(
+            message.id,
+            message.attempts,
+            self.worker_id,
+            started_at,
+            finished_at,
+            decision.attempt_outcome,
+            decision.error,
+            None if trace is None else clean_text(trace),
+        )
+        return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
+
+    async def _outcome(
+        self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
+    ) -> tuple[Outcome, str | None]:
+        """What became of the handler call, and the traceback of an error."""
+        try:
+            result = await self._invoke(job_type, message, ctx)
+        except asyncio.CancelledError:
+            if ctx.cancelled:
+                return Cancelled(), None
+            return WorkerShutdown(), None
+        except Exception as exc:
+            if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
+                return Cancelled(), None
+            return _failure(exc, job_type), "".join(traceback.format_exception(exc))
+        if ctx.cancelled:
+            return Cancelled(), None
+        try:
+            return Succeeded(orjson.dumps(result)), None
+        except TypeError as exc:
+            error = PermanentError(f"the job's result is not JSON-serialisable: {exc}")
+            return _failure(error, job_type), None
+
+    async def _invoke(
+        self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
+    ) -> Any:
+        if job_type is None:  # not claimed by workers that lack the type; kept for safety
+            raise PermanentError(f"no handler for job type {message.type!r} in this worker")
+        try:
+            payload = job_type.load(message.body)
+        except Exception as exc:
+            raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
+        args = (payload, ctx) if job_type.takes_context else (payload,)
+        async with asyncio.timeout(job_type.timeout):
+            if job_type.is_async:
+                return await job_type.handler(*args)
+            call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
+            return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+
+
+def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
+    """A handler's exception as a `Failed` outcome (permanent? asked-for delay?)."""
+    if isinstance(exc, TimeoutError) and job_type is not None and job_type.timeout:
+        error = f"TimeoutError: the job ran longer than its timeout of {job_type.timeout:g}s"
+    else:
+        error = f"{type(exc).__name__}: {exc}"
+    verdict = classify(exc)
+    return Failed(error, permanent=verdict.permanent, delay_seconds=verdict.delay)
+
+
+def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
+    return {
+        "job_id": message.id,
+        "type": message.type,
+        "queue": queue,
+        "attempt": message.attempts,
+        "correlation_id": message.correlation_id,
+    }
+
+
+def log_outcome(
+    message: ClaimedMessage, queue: str, report: JobReport, result: SettleResult
+) -> None:
+    """The job's final log line, from what was stored (a cancel may have won)."""
+    state = result.states.get(message.id)
+    decision = report.decision
+    fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
+    if state is None:
+        log_event("lost", **fields, error="its lease had passed to another worker")
+        return
+    event = {"ready": "retried", "completed": "completed", "failed": "failed"}.get(
+        state, "cancelled"
+    )
+    if event == "retried":
+        log_event(event, **fields, error=decision.error, delay_s=decision.delay_seconds)
+    elif event == "failed":
+        log_event(event, **fields, error=decision.error, permanent=decision.permanent)
+    else:
+        log_event(event, **fields)

@@ -1,0 +1,37 @@
+"""The leases a worker holds: which to extend, and when one is done with."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+
+class HeldLeases:
+    """Lease ids per queue, each with how many of its deliveries are still unsettled.
+
+    A claim takes one lease for several deliveries; the jobs of one claim finish one by
+    one, so a lease is held until the last of them has been settled.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, Counter[str]] = {}
+
+    def add(self, queue: str, lease_id: str, count: int) -> None:
+        """`count` deliveries of `queue` are now held under `lease_id`."""
+        self._held.setdefault(queue, Counter())[lease_id] += count
+
+    def done(self, queue: str, lease_id: str, count: int = 1) -> None:
+        """`count` deliveries under `lease_id` are settled (or handed back)."""
+        leases = self._held.get(queue)
+        if leases is None:
+            return
+        leases[lease_id] -= count
+        if leases[lease_id] <= 0:
+            del leases[lease_id]
+
+    def by_queue(self) -> dict[str, list[str]]:
+        """Every held lease id, by queue (queues holding none left out)."""
+        return {queue: sorted(leases) for queue, leases in self._held.items() if leases}
+
+    def of(self, queues: set[str]) -> list[str]:
+        """Held lease ids of these queues."""
+        return [lease for q in queues for lease in self._held.get(q, ())]
