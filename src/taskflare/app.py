@@ -294,6 +294,11 @@ class App:
         except UnknownQueue:
             if not create:
                 raise
+            config = QueueConfig.create(name)
+            backend = await self.backend()
+            await backend.queue_declare_many(
+                QueueDeclareParams([QueueSettings(name, config.to_json())])
+            )
             settings = {}
         known = {k: v for k, v in settings.items() if k in QueueConfig.__dataclass_fields__}
         known.pop("name", None)

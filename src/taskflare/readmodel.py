@@ -39,7 +39,7 @@ from .errors import UnknownQueue
 from .job_client import JobClient
 from .jobs import Job, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
-from .registry import Registry
+from .registry import JOBS, MESSAGES, Registry
 from .storage import Storage
 
 # A worker that has not reported for this long is no longer counted as alive [s].
@@ -47,6 +47,7 @@ WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
 REPORT_WINDOW_SECONDS = 7 * 86_400.0
 DEPTH_STATES = (State.READY, State.LEASED, State.FAILED)
+CONSUMER_KINDS = {MESSAGES: "worker", JOBS: "jobs"}
 
 
 def iso(epoch: float | None) -> str | None:
@@ -160,17 +161,24 @@ class ReadModel:
             "depth": depth,
             "oldestPendingAgeSeconds": age,
             "settings": settings,
-            "consumer": None if declared is None else declared.kind,
+            # "worker": a batch consumer run by taskflare workers; "jobs": job types.
+            "consumer": None if declared is None else CONSUMER_KINDS.get(declared.kind or ""),
         }
 
     async def dead_letter_queue(self, name: str) -> str | None:
-        """The dead-letter queue of queue `name`: declared, else from its stored settings."""
+        """Where the dead letters of queue `name` are: its `dead_letter_queue` (declared,
+        else from its stored settings), or `name` itself when it is some queue's
+        dead-letter queue; None when it has none (`UnknownQueue` if it is not known)."""
         declared = self._registry.dead_letter_queue_of(name)
-        if declared is not None or name in self._registry.queues:
-            return declared
-        settings = (await self.queue(name))["settings"] or {}
-        dlq = settings.get("dead_letter_queue")
-        return str(dlq) if dlq else None
+        if declared is None and name not in self._registry.queues:
+            settings = (await self.queue(name))["settings"] or {}
+            declared = settings.get("dead_letter_queue")
+        if declared:
+            return str(declared)
+        queues = await self.queues()
+        if any((q["settings"] or {}).get("dead_letter_queue") == name for q in queues):
+            return name
+        return None
 
     async def messages(
         self, queue: str, state: str | None = None, limit: int = 100

@@ -130,7 +130,7 @@ async def test_send_single_and_batch_with_delays(sqlite_live: LiveServer) -> Non
         )
         assert queue_of(client, "emails")["depth"] == {"ready": 3, "leased": 0, "failed": 0}
         too_big = client.post("/queues/emails/messages", json={"body": "x" * 5000})
-        assert "4_096" in error_of(too_big, 413)
+        assert "4 096 bytes" in error_of(too_big, 413)
         bad = client.post("/queues/emails/messages", json={"body": "x", "contentType": "xml"})
         assert "xml" in error_of(bad, 422)
         not_base64 = client.post(

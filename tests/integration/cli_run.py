@@ -220,6 +220,7 @@ def make_dead_letters(url: str, count: int) -> list[str]:
     app = declared_app(url)
 
     async def work() -> list[str]:
+        await app.declare_queues()  # as the app's workers do when they start
         backend = await app.backend()
         await backend.message_enqueue_many(
             EnqueueParams(

@@ -139,7 +139,8 @@ def test_sqlite_file_that_cannot_be_created_is_one_line_and_debug_shows_the_trac
         url=None,
     )
     line = one_line_error(results[0])
-    assert "cannot open SQLite database '/proc/taskflare-nope/t.db'" in line
+    # A reading command never creates a database: it says there is none there.
+    assert "no SQLite database at '/proc/taskflare-nope/t.db'" in line
     assert str(blocker) in one_line_error(results[1])
     assert results[2].returncode == 1
     assert "Traceback" in results[2].stderr
@@ -168,7 +169,7 @@ def test_app_that_does_not_import_is_one_line_and_debug_shows_the_traceback(
 
 
 def test_unknown_queue_or_job_id_is_one_line_naming_it(database_url: str) -> None:
-    ok("send", "emails", "{}", url=database_url)  # the database exists and has a queue
+    ok("send", "emails", "--create", "{}", url=database_url)  # the database exists and has a queue
     results = tf_many(
         [
             ["queues", "info", "nope"],

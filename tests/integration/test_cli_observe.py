@@ -154,6 +154,7 @@ def _ready_of(screen: str, queue: str) -> int | None:
 def test_stats_watch_refreshes_in_place_in_a_terminal_and_ctrl_c_ends_it(
     database_url: str,
 ) -> None:
+    ok("migrate", database_url, url=None)  # the database exists (reading never creates one)
     socket_name = f"tf-{uuid.uuid4().hex[:10]}"
     command = (
         f"env TASKFLARE_DATABASE_URL={shlex.quote(database_url)} COLUMNS=160 "

@@ -28,7 +28,9 @@ def _records(url: str, queue: str) -> dict[str, tuple[str, bytes, float, float]]
 def test_send_stores_json_text_and_bytes_and_delays_then_list_and_info_show_depth(
     database_url: str,
 ) -> None:
-    first = ok("send", "emails", '{"to": "a@b.c"}', url=database_url).strip()
+    # No app has declared "emails" here: sending to it needs --create (a typo must not
+    # create a queue no one consumes).
+    first = ok("send", "emails", '{"to": "a@b.c"}', "--create", url=database_url).strip()
     # --database-url works without the environment variable too.
     text = ok(
         "send",
@@ -77,11 +79,12 @@ def test_send_with_a_bad_body_or_option_is_a_usage_error_and_stores_nothing(
     assert "BODY is not valid JSON" in one_line_error(bad_json, 2)
     assert "pickle" in one_line_error(bad_type, 2)
     assert "delay" in one_line_error(bad_delay, 2)
-    assert tf_json("queues", "list", url=database_url)["count"] == 0
+    # Nothing was stored, not even an empty database: reading it says so.
+    assert "nothing was created" in one_line_error(tf("queues", "list", url=database_url), 1)
 
 
 def test_pause_and_resume_show_in_info(database_url: str) -> None:
-    ok("send", "emails", "{}", url=database_url)
+    ok("send", "emails", "--create", "{}", url=database_url)
     assert "paused" in ok("queues", "pause", "emails", url=database_url)
     assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
     assert "paused" in ok("queues", "info", "emails", url=database_url)
@@ -91,7 +94,7 @@ def test_pause_and_resume_show_in_info(database_url: str) -> None:
 
 def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
     for body in ('{"a": 1}', '{"a": 2}'):
-        ok("send", "emails", body, url=database_url)
+        ok("send", "emails", "--create", body, url=database_url)
     ok("send", "emails", '{"a": 3}', "--delay", "600", url=database_url)
     refused = tf("queues", "purge", "emails", url=database_url, input="n\n")
     assert refused.returncode == 1
@@ -104,7 +107,7 @@ def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
     assert "purged 3 messages" in accepted.stdout
     assert _records(database_url, "emails") == {}
 
-    ok("send", "emails", "{}", url=database_url)
+    ok("send", "emails", "--create", "{}", url=database_url)
     assert "purged 1 messages" in ok("queues", "purge", "emails", "--yes", url=database_url)
 
 

@@ -16,6 +16,7 @@ from .cli_run import (
     ok,
     pid_alive,
     send_in_process,
+    tf,
     tf_json,
     write_cli_app,
 )
@@ -40,6 +41,12 @@ def test_worker_runs_what_send_and_jobs_enqueue_put_in(
     spec = write_cli_app(tmp_path)
     worker = Follower(tmp_path, "worker", spec, "--concurrency", "4", url=database_url)
     followers.append(worker)
+    # A started worker stores its app's queues; from then on `send` knows the queue.
+    wait_for(
+        lambda: tf("queues", "info", "work", url=database_url).returncode == 0,
+        30,
+        "the worker to declare its queues",
+    )
     sent = [ok("send", "work", f'{{"i": {i}}}', url=database_url).strip() for i in range(3)]
     good = ok("jobs", "enqueue", "double", '{"n": 21}', "--app", spec, url=database_url).strip()
     # Without --app the type's queue is named explicitly.

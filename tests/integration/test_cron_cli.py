@@ -7,9 +7,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from taskflare.scheduler import ScheduledEvent
-
-from taskflare import App
+from taskflare import App, ScheduledEvent
 from taskflare.testing import drain
 
 from .procs import TASKFLARE

@@ -203,7 +203,7 @@ def jobs_enqueue(
     try:
         options.message(app, value)  # validate before connecting
     except TaskflareError as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc)) from None
 
     async def work() -> tuple[str, bool]:
         job = await app.enqueue(

@@ -11,7 +11,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from ..backends import redact_url
+from ..encoding import normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
+from ..messages import check_delay
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
 
 queues_cli = typer.Typer(
@@ -155,6 +157,11 @@ def send(
 
     Example: taskflare send emails '{"to": "a@b.c"}' --delay 30
     """
+    try:
+        normalize_content_type(content_type, allow_pickle=False, queue=queue)
+        check_delay(delay, "--delay")
+    except InvalidMessage as exc:
+        raise fail(str(exc), 2) from None
     value: Any = body
     if content_type.lower() == "json":
         try:

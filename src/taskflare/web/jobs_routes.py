@@ -133,7 +133,7 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(400, str(exc), "invalid") from None
         jobs = [j.to_dict() for j in page.jobs]
         if (fit := items_within(jobs)) < len(jobs):  # ~8 MB at most: a shorter page, its cursor
-            page = await app.list_jobs(
+            page = await app.read.jobs(
                 status=status, type=type, queue=queue, limit=fit, cursor=cursor
             )
             jobs = [j.to_dict() for j in page.jobs]
