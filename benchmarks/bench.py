@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import taskflare
-from taskflare import App
+from taskflare import App, JobContext, Worker, WorkerConfig
+from taskflare.backends.base import JobCountParams, QueueCountsParams
 
 QUEUE = "bench"
 JOB_QUEUE = "bench-jobs"
@@ -57,10 +58,11 @@ class Sizes:
     floor_batch1: int = 5_000
     job_drain: int = 20_000
     delayed_jobs: int = 100
+    waits: int = 200
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(1_000, 5_000, 5_000, 50, 5_000, 1_000, 5_000, 30)
+        return cls(1_000, 5_000, 5_000, 50, 5_000, 1_000, 5_000, 30, 50)
 
 
 # -- backends ------------------------------------------------------------------------------
@@ -404,7 +406,7 @@ async def measure_drain(tmp: Path, url: str, n: int) -> dict[str, float]:
                 if not handled.exists():
                     await asyncio.sleep(0.01)
                     continue
-                counts = await backend.queue_counts(QUEUE)
+                counts = await backend.queue_counts(QueueCountsParams(QUEUE))
                 left = sum(counts[0].by_state.values()) if counts else 0
                 if left:
                     await asyncio.sleep(0.002)
@@ -478,7 +480,7 @@ async def measure_job_drain(tmp: Path, url: str, n: int) -> dict[str, float]:
                 if not handled.exists():
                     await asyncio.sleep(0.01)
                     continue
-                counts = await backend.job_counts(JOB_QUEUE, JOB_TYPE)
+                counts = await backend.job_counts(JobCountParams(JOB_QUEUE, JOB_TYPE))
                 left = sum(c.count for c in counts if c.state in ("ready", "leased"))
                 if left:
                     await asyncio.sleep(0.002)
@@ -517,6 +519,36 @@ async def measure_delayed(tmp: Path, url: str, n: int) -> dict[str, float]:
         "delayed_p50": percentile(lateness, 50),
         "delayed_p95": percentile(lateness, 95),
         "delayed_min": min(lateness),
+    }
+
+
+async def measure_wait(url: str, n: int) -> dict[str, float]:
+    """`job.wait()` in the process that runs the worker: from the handler's return to the
+    moment `wait()` returns (the outcome write, the change signal, one read)."""
+    app = App(url)
+    ended: dict[str, float] = {}
+
+    @app.job("waited")
+    async def waited(payload: int, ctx: JobContext) -> int:
+        ended[ctx.job_id] = time.perf_counter()
+        return payload
+
+    latencies: list[float] = []
+    worker = Worker(app, WorkerConfig(concurrency=1))
+    running = asyncio.create_task(worker.run())
+    try:
+        for i in range(n + 5):
+            job = await app.enqueue("waited", i)
+            await job.wait(timeout=30)
+            if i >= 5:  # warm-up: the first waits open the LISTEN connection
+                latencies.append((time.perf_counter() - ended[job.id]) * 1000)
+    finally:
+        worker.stop()
+        await running
+        await app.close()
+    return {
+        "wait_p50_ms": percentile(latencies, 50),
+        "wait_p95_ms": percentile(latencies, 95),
     }
 
 
@@ -564,6 +596,8 @@ async def measure_all(backend: BenchBackend, variant: str, sizes: Sizes) -> dict
         figures.update(
             await measure_delayed(tmp, backend.make_url(tmp, variant), sizes.delayed_jobs)
         )
+    with fresh_dir() as tmp:
+        figures.update(await measure_wait(backend.make_url(tmp, variant), sizes.waits))
     figures["drain_over_floor"] = figures["drain"] / figures["floor100_claim_ack"]
     if "bare100_claim_ack" in figures:
         figures["drain_over_bare"] = figures["drain"] / figures["bare100_claim_ack"]
@@ -587,6 +621,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("delayed_p50", "delayed job claimed after its run_at, p50, ms (idle worker)", ".1f"),
     ("delayed_p95", "delayed job claimed after its run_at, p95, ms", ".1f"),
     ("delayed_min", "delayed job claimed after its run_at, minimum, ms (never < 0)", ".1f"),
+    ("wait_p50_ms", "job.wait() after the handler returns p50, ms (same process)", ".2f"),
+    ("wait_p95_ms", "job.wait() after the handler returns p95, ms (same process)", ".2f"),
     ("pickup_p50", "pickup latency to an idle worker p50, ms", ".1f"),
     ("pickup_p95", "pickup latency to an idle worker p95, ms", ".1f"),
     ("floor100_insert", "floor: insert, batches of 100, msgs/s", ",.0f"),

@@ -15,7 +15,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .backends import open_backend, redact_url, resolve_database_url
+from .backends.opener import open_backend
+from .backends.url import redact_url, resolve_database_url
 from .backends.base import Backend, QueueDeclareParams, QueueSettings
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .errors import UnknownJobType, UnknownQueue

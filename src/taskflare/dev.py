@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from .app import App
-from .backends import redact_url
+from .backends.url import redact_url
 from .worker import Worker, WorkerConfig
 
 if TYPE_CHECKING:

@@ -9,8 +9,13 @@ DAY = 86_400.0
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """Completed jobs are kept `completed` seconds (7 days), failed and cancelled ones
-    (and failed queue messages) `failed` seconds (30 days); `None` keeps them forever."""
+    """How long finished rows are kept, and how the pruner deletes them.
+
+    `completed` [s]: completed jobs (default 7 days); `failed` [s]: failed and cancelled
+    jobs and failed queue messages (default 30 days); `None` keeps them for ever.
+    `interval` [s] between pruner passes; `chunk_size` rows deleted per transaction;
+    `max_chunks_per_run` chunks per pass at most.
+    """
 
     completed: float | None = 7 * DAY
     failed: float | None = 30 * DAY

@@ -14,8 +14,15 @@ NUL = "\x00"
 
 
 def clean_text(text: str) -> str:
-    """`text` with NUL characters replaced by the visible escape `\\x00`."""
-    return text.replace(NUL, "\\x00") if NUL in text else text
+    """`text` as every backend can store it: NUL characters replaced by the visible
+    escape `\\x00`, and lone surrogates (which no UTF-8 column takes) by `\\udXXX`."""
+    if NUL in text:
+        text = text.replace(NUL, "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def check_text(value: object, field: str, *, max_length: int = 255) -> str:

@@ -57,6 +57,38 @@ async def test_duplicate_of_a_finished_job_still_returns_it(app: App) -> None:
     assert (await drain(app)).acked == 0
 
 
+async def test_a_cancelled_job_no_longer_holds_its_key(app: App) -> None:
+    ran: list[int] = []
+    app.job("charge")(lambda payload: ran.append(payload))
+    first = await app.enqueue("charge", 1, idempotency_key="k")
+    await app.cancel(first.id)
+    again = await app.enqueue("charge", 2, idempotency_key="k")
+    assert not again.duplicate and again.id != first.id
+    await drain(app)
+    assert ran == [2]
+    # The new job holds the key now.
+    third = await app.enqueue("charge", 3, idempotency_key="k")
+    assert third.duplicate and third.id == again.id
+
+
+async def test_a_failed_job_no_longer_holds_its_key(app: App) -> None:
+    calls: list[int] = []
+
+    @app.job("charge", max_attempts=1)
+    def charge(payload: int) -> None:
+        calls.append(payload)
+        if payload == 1:
+            raise RuntimeError("declined")
+
+    first = await app.enqueue("charge", 1, idempotency_key="k")
+    await drain(app)
+    assert (await app.get_job(first.id)).status is JobStatus.FAILED  # type: ignore[union-attr]
+    again = await app.enqueue("charge", 2, idempotency_key="k")
+    assert not again.duplicate and again.id != first.id
+    await drain(app)
+    assert calls == [1, 2]
+
+
 async def test_same_key_for_different_types_makes_two_jobs(app: App) -> None:
     app.job("charge")(lambda payload: None)
     app.job("refund")(lambda payload: None)

@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from ..app import App
-from ..backends import resolve_database_url
+from ..backends.url import resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..backends import redact_url
+from ..backends.url import redact_url
 from ..encoding import normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
 from ..messages import check_delay

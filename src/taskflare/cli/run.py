@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from ..app import App
-from ..backends import open_backend, redact_url, resolve_database_url
+from ..backends.opener import open_backend
+from ..backends.url import redact_url, resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
 from ..worker import Worker, WorkerConfig

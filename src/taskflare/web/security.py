@@ -34,7 +34,7 @@ from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..backends import redact_url
+from ..backends.url import redact_url
 from ..errors import (
     BackendUnavailable,
     InvalidDatabaseUrl,

@@ -271,7 +271,12 @@ class PostgresExecutor:
                             await pool.check()
                     continue
                 raise self.unavailable(exc, doing) from exc
-            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            except (
+                psycopg.DataError,
+                psycopg.IntegrityError,
+                UnicodeEncodeError,
+                OverflowError,
+            ) as exc:
                 raise StorageRejected(
                     f"PostgreSQL {self.url_for_logs} refused a value ({doing}): {exc}"
                 ) from exc
@@ -293,7 +298,7 @@ class PostgresExecutor:
                 return await fn(cur)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise self.unavailable(exc, "enqueue on the given connection") from exc
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+        except (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError) as exc:
             raise StorageRejected(f"PostgreSQL refused a value: {exc}") from exc
 
     # -- pools --------------------------------------------------------------------------

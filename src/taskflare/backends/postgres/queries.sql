@@ -373,9 +373,13 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(pg_notify(%(channel)s, 'ready:' || queue)) FROM inserted) AS notified;
 
 -- name: idempotency_holder
--- A new statement, so it sees the key (and its job) as committed by whoever won.
+-- A new statement, so it sees the key (and its job) as committed by whoever won. Only a
+-- job that is pending, running or completed guards its key (`job_exists`); a failed or
+-- cancelled one is taken over like a deleted one.
 SELECT k.job_id AS job_id,
-       EXISTS (SELECT 1 FROM {schema}.messages AS m WHERE m.id = k.job_id) AS job_exists
+       EXISTS (SELECT 1 FROM {schema}.messages AS m
+               WHERE m.id = k.job_id AND m.state NOT IN ('failed', 'cancelled'))
+           AS job_exists
 FROM {schema}.idempotency_keys AS k
 WHERE k.type = %(type)s AND k.key = %(idempotency_key)s;
 

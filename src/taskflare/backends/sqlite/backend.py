@@ -217,7 +217,13 @@ class SQLiteExecutor:
                     raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-            except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError) as exc:
+            except (
+                sqlite3.IntegrityError,
+                sqlite3.DataError,
+                sqlite3.InterfaceError,
+                UnicodeEncodeError,
+                OverflowError,
+            ) as exc:
                 raise StorageRejected(f"SQLite {self.path!r} refused a value: {exc}") from exc
             except sqlite3.Error as exc:
                 raise BackendUnavailable(f"SQLite {self.path!r}: {exc}") from exc

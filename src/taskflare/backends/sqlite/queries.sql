@@ -260,13 +260,16 @@ WHERE job_id IN (SELECT value FROM json_each(:job_ids))
 ORDER BY job_id, id;
 
 -- name: idempotency_claim
--- Take the key for this job unless an unexpired key whose job still exists holds it.
+-- Take the key for this job unless an unexpired key holds it whose job still exists and
+-- is pending, running or completed (a failed or cancelled job no longer guards its key).
 INSERT INTO idempotency_keys (type, key, job_id, expires_at)
 VALUES (:type, :key, :job_id, :now + :ttl)
 ON CONFLICT (type, key) DO UPDATE
 SET job_id = excluded.job_id, expires_at = excluded.expires_at
 WHERE idempotency_keys.expires_at < :now
-   OR NOT EXISTS (SELECT 1 FROM messages WHERE id = idempotency_keys.job_id);
+   OR NOT EXISTS (SELECT 1 FROM messages
+                  WHERE id = idempotency_keys.job_id
+                    AND state NOT IN ('failed', 'cancelled'));
 
 -- name: idempotency_holder
 SELECT job_id FROM idempotency_keys WHERE type = :type AND key = :key;
