@@ -1,0 +1,1 @@
+"""PostgreSQL-only behaviour: transactional enqueue, schemas, migrations, NOTIFY."""
