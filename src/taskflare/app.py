@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from .backends.base import Backend, QueueDeclareParams, QueueSettings
 from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
-from .backends.base import Backend, QueueDeclareParams, QueueSettings
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .errors import UnknownJobType, UnknownQueue
 from .job_client import JobClient

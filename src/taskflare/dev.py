@@ -29,8 +29,7 @@ def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: fl
     acked = sum(worker.stats.acked.values())
     rate = acked / elapsed if elapsed > 0 else 0.0
     table = Table(
-        title=f"taskflare dev: {redact_url(app_url(worker))} | {elapsed:.0f}s | "
-        f"{rate:.1f} acks/s",
+        title=f"taskflare dev: {redact_url(app_url(worker))} | {elapsed:.0f}s | {rate:.1f} acks/s",
         caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
     )
     for column in (

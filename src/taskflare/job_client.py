@@ -360,35 +360,42 @@ class JobClient:
         next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
         return JobPage(jobs, next_cursor)
 
-    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Any:
-        """Wait for a job to finish: its result, or `JobFailed`/`JobCancelled`/`TimeoutError`.
+    async def wait_finished(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it has finished, or as it stands after `timeout` seconds.
 
         Sleeps on the backend's `done` signal (raised when any job finishes, in this
-        process or any other), so it returns as soon as the outcome is stored.
+        process or any other), so it returns as soon as the outcome is stored; looks
+        again every second anyway in case a notification was lost. `JobNotFound` if there
+        is no such job.
         """
         backend = await self._storage.backend()
-        loop_time = time.monotonic
-        deadline = None if timeout is None else loop_time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seq = backend.change_seq(DONE_TOPIC)
             record = await backend.message_get(MessageGetParams(job_id))
             if record is None or record.type is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
-            if JobStatus.from_state(record.state).finished:
-                break
             wait = WAIT_FALLBACK_POLL
             if deadline is not None:
-                wait = min(wait, deadline - loop_time())
-                if wait <= 0:
-                    raise TimeoutError(f"timed out after {timeout}s waiting for job {job_id}")
+                wait = min(wait, deadline - time.monotonic())
+            if JobStatus.from_state(record.state).finished or wait <= 0:
+                break
             await backend.wait_for_change(DONE_TOPIC, seq, wait)
         job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
+        return job
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for a job to finish: its result, or `JobFailed`/`JobCancelled`, or
+        `TimeoutError` after `timeout` seconds."""
+        job = await self.wait_finished(job_id, timeout)
         if job.status is JobStatus.FAILED:
             raise JobFailed(f"job {job_id} ({job.type}) failed: {job.error}", job=job)
         if job.status is JobStatus.CANCELLED:
             raise JobCancelled(f"job {job_id} ({job.type}) was cancelled", job=job)
+        if job.status is not JobStatus.COMPLETED:
+            raise TimeoutError(f"timed out after {timeout}s waiting for job {job_id}")
         return job.result
 
     # -- changing -------------------------------------------------------------------------

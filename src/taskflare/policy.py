@@ -29,7 +29,7 @@ from .retry import Backoff
 from .text import clean_text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
     """One delivery as the policy sees it.
 
@@ -47,14 +47,14 @@ class Delivery:
     backoff: Backoff | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Succeeded:
     """The handler returned (a job's JSON-encoded `result`)."""
 
     result: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryRequested:
     """The consumer asked for a retry (`message.retry()`, `retry_all()`, a pull retry)."""
 
@@ -62,7 +62,7 @@ class RetryRequested:
     reason: str = "retried by the consumer"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     """The handler raised. `delay_seconds`: a delay it asked for (`Retry`, a 429's
     Retry-After, a consumer's retry delay); None lets a job's backoff decide."""
@@ -72,19 +72,19 @@ class Failed:
     delay_seconds: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cancelled:
     """A running job stopped because it was cancelled."""
 
     reason: str = "cancelled while running"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerShutdown:
     """The worker stopped (past its grace period) before the handler finished."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseExpired:
     """The worker holding the delivery stopped or lost contact; its lease ran out."""
 
@@ -95,7 +95,7 @@ Settled = LeaseRef | CompleteOutcome | RetryOutcome | FailOutcome | CancelOutcom
 SHUTDOWN_ERROR = "the worker shut down before the handler finished"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     """What to apply, and how the delivery's attempt ends (`attempt_outcome`: completed,
     acked, retried, failed, cancelled or lost), with the error it ends with."""

@@ -200,6 +200,12 @@ class ReadModel:
         """One job with its history."""
         return await self._jobs.get_job(job_id)
 
+    async def job_when_finished(self, job_id: str, timeout: float | None) -> Job:
+        """The job once it has finished, or as it stands after `timeout` seconds (None:
+        for ever). A long poll that wakes on the backend's change signal; `JobNotFound`
+        if unknown."""
+        return await self._jobs.wait_finished(job_id, timeout)
+
     async def jobs(
         self,
         *,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import running_worker
 from taskflare.testing import drain
 
 from .server import READ_TOKEN, SECRETS, WRITE_TOKEN, LiveServer
@@ -74,6 +77,31 @@ async def test_completed_job_reads_back_with_the_seed_fields(live: LiveServer) -
     assert ISO_Z.match(job["createdAt"]) and ISO_Z.match(job["completedAt"])
     assert job["completedAt"] >= job["createdAt"]
     assert live.recorder.of("send-email") == [EMAIL]
+
+
+async def test_get_with_wait_answers_as_soon_as_the_job_finishes(live: LiveServer) -> None:
+    with live.client() as client:
+        job_id = enqueue(client)
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        # A long poll from another thread while this loop runs a worker for the job.
+        polled = loop.run_in_executor(
+            None, lambda: client.get(f"/jobs/{job_id}", params={"wait": 30}).json()
+        )
+        async with live.worker_app() as app, running_worker(app):
+            body = await asyncio.wait_for(polled, 30)
+        waited = time.monotonic() - started
+        assert body["job"]["status"] == "completed" and body["job"]["result"] == {"sent": True}
+        assert waited < 10, f"the long poll answered after {waited:.1f}s"
+        # A job that does not finish in time comes back as it stands.
+        other = client.post(
+            "/jobs", json={"type": "send-email", "payload": EMAIL, "delaySeconds": 3600}
+        ).json()["jobId"]
+        still = client.get(f"/jobs/{other}", params={"wait": 0.3}).json()
+        assert still["job"]["status"] == "pending"
+        too_long = client.get(f"/jobs/{other}", params={"wait": 3600})
+        assert too_long.status_code == 422 and "wait" in too_long.json()["error"]
+        assert client.get("/jobs/nope", params={"wait": 1}).status_code == 404
 
 
 async def test_list_filters_by_status_counts_and_pages_with_a_cursor(live: LiveServer) -> None:

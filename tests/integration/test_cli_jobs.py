@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
-from .cli_run import ok, one_line_error, tf, tf_json, tf_many, write_cli_app
+from .cli_run import cli_env, ok, one_line_error, tf, tf_json, tf_many, write_cli_app
+from .procs import TASKFLARE
 
 
 def test_enqueue_then_list_show_cancel_and_retry(database_url: str) -> None:
@@ -161,3 +163,29 @@ def test_enqueue_from_file_with_a_bad_line_names_it_and_enqueues_nothing(
     )
     assert "no such file" in one_line_error(missing)
     assert "nothing was created" in one_line_error(tf("jobs", "list", url=database_url), 1)
+
+
+def test_wait_prints_the_result_or_the_error_or_times_out(
+    database_url: str, tmp_path: Path
+) -> None:
+    spec = write_cli_app(tmp_path)
+    good = ok("jobs", "enqueue", "double", '{"n": 4}', "--app", spec, url=database_url).strip()
+    bad = ok("jobs", "enqueue", "boom", '{"n": 1}', "--app", spec, url=database_url).strip()
+    pending = tf("jobs", "wait", good, "--timeout", "0.3", url=database_url)
+    assert "still pending after 0.3s" in one_line_error(pending)
+    worker = subprocess.Popen(
+        [TASKFLARE, "worker", spec, "--queue", "jobs"],
+        env=cli_env(database_url, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        done = tf("jobs", "wait", good, "--timeout", "30", url=database_url)
+        assert done.returncode == 0 and json.loads(done.stdout) == {"n": 8}
+        failed = tf("jobs", "wait", bad, "--timeout", "30", url=database_url)
+        assert "is failed: RuntimeError: kaboom 1" in one_line_error(failed)
+        as_json = tf_json("jobs", "wait", good, url=database_url)
+        assert as_json["status"] == "completed" and as_json["result"] == {"n": 8}
+    finally:
+        worker.terminate()
+        worker.wait(30)

@@ -23,7 +23,7 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sys.modules.pop(name, None)
 
 
-def test_load_queries_splits_named_sections(package: Path) -> None:
+def test_load_queries_splits_named_sections_and_drops_comment_lines(package: Path) -> None:
     (package / "queries.sql").write_text(
         "-- file header, ignored\n\n"
         "-- name: first\nSELECT 1;\n\n"
@@ -32,7 +32,8 @@ def test_load_queries_splits_named_sections(package: Path) -> None:
     queries = load_queries(package.name)
     assert queries == {
         "first": "SELECT 1;",
-        "second": "-- a comment inside\nSELECT *\nFROM t\nWHERE x = :x;",
+        # Comments document the file; the statement sent to the database is compact.
+        "second": "SELECT *\nFROM t\nWHERE x = :x;",
     }
 
 

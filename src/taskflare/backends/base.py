@@ -10,6 +10,10 @@ backend's own clock (SQLite: this machine's; PostgreSQL: the server's), so calle
 delays, not absolute times. Every method may raise `BackendUnavailable` (the database
 cannot be reached) or `StorageRejected` (the database refused a value).
 
+Params objects are frozen; the records a statement returns row by row, and the outcome
+records of a settlement, are plain slotted dataclasses (treated as immutable, but
+without the cost of frozen ones: they are made per message on the hot path).
+
 Backends hold no policy: whether a delivery is retried, failed or dead-lettered is
 decided by `taskflare.policy`; a backend applies the `Settlement` it is given.
 """
@@ -103,7 +107,7 @@ class ClaimParams:
     types: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClaimedMessage:
     """A message handed to a consumer; `attempts` already counts this delivery."""
 
@@ -129,7 +133,7 @@ class ClaimResult:
     ready: ReadyInfo | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LeaseRef:
     """A message as held under one lease; `lease_id=None` (an ack only) matches any lease."""
 
@@ -137,7 +141,7 @@ class LeaseRef:
     lease_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryOutcome:
     """Put a message back, available again after `delay_seconds`.
 
@@ -152,7 +156,7 @@ class RetryOutcome:
     require_expired: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FailOutcome:
     """Keep a message as failed; copy it to `dead_letter_queue` (as `dlq_message_id`) if set."""
 
@@ -164,7 +168,7 @@ class FailOutcome:
     require_expired: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CompleteOutcome:
     """Jobs: keep the row as `completed` with the handler's JSON result."""
 
@@ -173,7 +177,7 @@ class CompleteOutcome:
     result: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelOutcome:
     """Jobs: a running job stopped because it was cancelled."""
 
@@ -182,7 +186,7 @@ class CancelOutcome:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """Jobs: one delivery of a job, for its history.
 
@@ -301,7 +305,7 @@ class MessageListParams:
     limit: int = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageRecord:
     """A stored message (or job) as the admin side sees it."""
 
@@ -350,7 +354,7 @@ class ExpiredLeaseParams:
     limit: int = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExpiredLease:
     """A delivery whose worker stopped or lost contact: the rescuer decides its fate."""
 
@@ -616,7 +620,7 @@ class JobEventsParams:
     limit: int = 500
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobEvent:
     """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome)."""
 

@@ -64,6 +64,8 @@ def _builder(key: Hashable, columns: tuple[str, ...]) -> Callable[[Sequence[Any]
     # SQLite has no boolean type: its 0/1 become bools where the record says bool.
     booleans = {i for i, c in enumerate(columns) if hints[c] in (bool, bool | None)}
     if not booleans:
+        if columns == tuple(fields)[: len(columns)]:
+            return lambda row: record(*row)  # columns in field order: positional is fastest
         return lambda row: record(**dict(zip(columns, row, strict=True)))
 
     def build(row: Sequence[Any]) -> Any:

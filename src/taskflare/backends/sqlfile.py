@@ -10,13 +10,21 @@ _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
+def compact(statement: str) -> str:
+    """A statement as sent to the database: comment lines dropped, lines stripped (the
+    comments document the file; the driver need not parse them on every execution, and a
+    short text stays in the driver's cache of converted queries)."""
+    lines = (line.strip() for line in statement.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
+
+
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
-    """Split a file of `-- name: x` sections into {name: statement}."""
+    """Split a file of `-- name: x` sections into {name: statement} (compacted)."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        statement = body.strip()
+        statement = compact(body)
         if name in queries:
             raise ValueError(f"{package}/{filename}: statement {name!r} is defined twice")
         queries[name] = statement

@@ -143,6 +143,34 @@ def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     typer.echo(f"job {job_id} queued for retry")
 
 
+@jobs_cli.command("wait")
+def jobs_wait(
+    job_id: IdArg,
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait at most (0: for ever).")
+    ] = 0,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wait for a job to finish; print its result (exit 0), or its error (exit 1).
+
+    Wakes as soon as the job's outcome is stored (from any worker, any machine).
+    Exit 1 also when the timeout passes first.
+    Example: taskflare jobs wait 01a2b3c4-... --timeout 60
+    """
+    app = state_app(database_url, reading=True)
+    job = run(app, lambda: app.read.job_when_finished(job_id, timeout or None))
+    if as_json:
+        print_json(job.to_dict())
+    if job.status is JobStatus.COMPLETED:
+        if not as_json:
+            typer.echo(json.dumps(job.result))
+        return
+    if job.status.finished:
+        raise fail(f"job {job_id} is {job.status.value}: {job.error}")
+    raise fail(f"job {job_id} is still {job.status.value} after {timeout:g}s")
+
+
 @jobs_cli.command("cancel")
 def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     """Cancel a pending job at once, or ask a running one to stop.

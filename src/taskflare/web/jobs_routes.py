@@ -23,6 +23,9 @@ from ..jobs import JobStatus
 from .common import ERRORS, ApiError
 from .security import items_within, no_control_characters
 
+# The longest `GET /jobs/{id}?wait=` long poll [s].
+MAX_WAIT_SECONDS = 60.0
+
 
 class EnqueueRequest(BaseModel):
     """`POST /jobs`."""
@@ -111,8 +114,24 @@ def job_router(app: App) -> APIRouter:
         return EnqueueResponse(jobId=job.id, message=message, duplicate=job.duplicate)
 
     @router.get("/jobs/{job_id}", response_model=JobResponse)
-    async def get_job(job_id: str) -> JobResponse:
-        job = await app.read.job(job_id)
+    async def get_job(
+        job_id: str,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                description="Seconds to wait for the job to finish before answering (a "
+                "long poll; 0 answers at once).",
+            ),
+        ] = 0,
+    ) -> JobResponse:
+        try:
+            job = await app.read.job_when_finished(job_id, wait) if wait else None
+        except JobNotFound:
+            raise ApiError(404, f"Job not found: {job_id}", "not_found") from None
+        if job is None:
+            job = await app.read.job(job_id)
         if job is None:
             raise ApiError(404, f"Job not found: {job_id}", "not_found")
         return JobResponse(job=job.to_dict())

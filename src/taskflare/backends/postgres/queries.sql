@@ -232,6 +232,57 @@ SELECT NULL::text AS id, NULL::text AS state, (SELECT count(*) FROM notified) AS
 UNION ALL SELECT id, 'acked', NULL FROM acked
 UNION ALL SELECT id, state, NULL FROM applied;
 
+-- name: settle_acks
+-- The common case of a message queue, alone: acks only (the full message_settle_many is
+-- several times larger to plan and to send).
+DELETE FROM {schema}.messages AS m
+USING unnest(%(ack_ids)s::text[], %(ack_leases)s::text[]) AS a(id, lease_id)
+WHERE m.id = ANY(%(ack_ids)s::text[])
+  AND m.id = a.id
+  AND ((a.lease_id IS NULL AND m.type IS NULL AND m.state IN ('ready', 'leased'))
+       OR (m.lease_id = a.lease_id AND m.state = 'leased'))
+RETURNING m.id AS id, 'acked' AS state, NULL::bigint AS notified;
+
+-- name: settle_completes
+-- The common case of a job queue, alone: completed jobs and their attempt rows (with the
+-- same cancel-wins rule as message_settle_many).
+WITH completed AS (
+    UPDATE {schema}.messages AS m
+    SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'completed' END,
+        result = CASE WHEN m.cancel_requested THEN NULL ELSE c.result END,
+        progress = CASE WHEN m.cancel_requested THEN m.progress ELSE 1.0 END,
+        last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running' END,
+        lease_id = NULL,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        finished_at = {now}
+    FROM unnest(%(complete_ids)s::text[], %(complete_leases)s::text[],
+                %(complete_results)s::bytea[]) AS c(id, lease_id, result)
+    WHERE m.id = ANY(%(complete_ids)s::text[])
+      AND m.id = c.id AND m.lease_id = c.lease_id AND m.state = 'leased'
+    RETURNING m.id, m.state
+), recorded AS (
+    INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
+                                       outcome, error, traceback)
+    SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+                THEN 'cancelled' ELSE a.outcome END,
+           a.error, a.traceback
+    FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
+                %(attempt_workers)s::text[], %(attempt_starts)s::float8[],
+                %(attempt_ends)s::float8[], %(attempt_outcomes)s::text[],
+                %(attempt_errors)s::text[], %(attempt_tracebacks)s::text[])
+         WITH ORDINALITY
+         AS a(job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback,
+              n)
+    JOIN completed AS p ON p.id = a.job_id
+    ORDER BY a.n
+)
+SELECT NULL::text AS id, NULL::text AS state,
+       (SELECT count(pg_notify(%(channel)s, 'done')) FROM (SELECT 1 FROM completed LIMIT 1) AS d)
+           AS notified
+UNION ALL SELECT id, state, NULL FROM completed;
+
 -- name: message_release_many
 WITH released AS (
     UPDATE {schema}.messages AS m

@@ -78,13 +78,15 @@ SELECT
 
 -- name: settle_ack
 -- A held lease's message, or (no lease id: a late pull ack) an unfinished plain message.
+-- Each ack is one primary-key lookup (the join), never a scan of the batch per row.
 DELETE FROM messages
-WHERE id IN (SELECT value ->> 0 FROM json_each(:acks))
-  AND EXISTS (SELECT 1 FROM json_each(:acks) AS a
-              WHERE a.value ->> 0 = messages.id
-                AND ((a.value ->> 1 IS NULL AND messages.type IS NULL
-                      AND messages.state IN ('ready', 'leased'))
-                     OR (messages.lease_id = a.value ->> 1 AND messages.state = 'leased')))
+WHERE rowid IN (
+    SELECT m.rowid
+    FROM json_each(:acks) AS a
+    JOIN messages AS m ON m.id = a.value ->> 0
+    WHERE (a.value ->> 1 IS NULL AND m.type IS NULL AND m.state IN ('ready', 'leased'))
+       OR (m.lease_id = a.value ->> 1 AND m.state = 'leased')
+)
 RETURNING id, 'acked' AS state;
 
 -- name: settle_retry
