@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .app import App
 from .backends.url import redact_url
-from .worker import Worker, WorkerConfig
+from .worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
 
 if TYPE_CHECKING:
     from .web.security import HttpSecurity
@@ -106,7 +106,7 @@ def run_dev(
     app: App,
     producer: Producer | None,
     *,
-    concurrency: int = 10,
+    concurrency: int = DEFAULT_CONCURRENCY,
     duration: float | None = None,
     api: ApiAddress | None = None,
 ) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from taskflare.worker import DEFAULT_CONCURRENCY
+
 from .conftest import Harness
 from .procs import delivery_counts, wait_for
 
@@ -44,7 +46,7 @@ def test_four_workers_20k_messages_one_killed_and_restarted(
         print(f"\n{TOTAL} messages, 4 workers, one SIGKILLed: {redeliveries} redeliveries")
         # A worker holds at most `concurrency` running batches plus one waiting batch per
         # fetcher (WorkerConfig.fetchers_per_queue, default 2).
-        held = 10 * 50 + 2 * 50
+        held = DEFAULT_CONCURRENCY * 50 + 2 * 50
         assert redeliveries <= held, "only what the killed worker held is redelivered"
         for worker in workers[1:]:
             assert worker.proc.poll() is None, worker.stderr

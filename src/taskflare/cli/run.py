@@ -17,7 +17,7 @@ from ..backends.opener import open_backend
 from ..backends.url import redact_url, resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
-from ..worker import Worker, WorkerConfig
+from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
 from .common import AppArg, cli, fail, load_app, setup_logging
 
 
@@ -54,8 +54,14 @@ def worker(
         typer.Option("--queue", "-q", help="Consume only this queue (repeatable)."),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Batches running at once.")
-    ] = 10,
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Handlers running at once: jobs, and message batches (all queues together).",
+        ),
+    ] = DEFAULT_CONCURRENCY,
     shutdown_grace: Annotated[
         float, typer.Option(help="Seconds running batches get to finish on SIGTERM.")
     ] = 30.0,
@@ -246,7 +252,7 @@ def dev(
             "module's 'producer', if any)."
         ),
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = 10,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1)] = DEFAULT_CONCURRENCY,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,

@@ -54,6 +54,10 @@ log = logging.getLogger("taskflare.worker")
 # How long outcomes may keep failing to be written at shutdown before the worker gives up
 # on them (their leases expire and another worker delivers them again) [s].
 SHUTDOWN_WRITE_LIMIT = 10.0
+# Handlers a worker runs at once by default: River's default per queue, and what a
+# worker ran before jobs held a slot each (10 batches of 10 jobs). Async handlers cost a
+# task each; plain ones a thread, started only when needed.
+DEFAULT_CONCURRENCY = 100
 REPORT_INTERVAL = 5.0
 CANCEL_POLL_INTERVAL = 1.0
 
@@ -63,7 +67,8 @@ class WorkerConfig:
     """How a worker runs.
 
     `queues`: the queues to consume (empty: every queue with a consumer or job types);
-    `concurrency`: handlers running at once (batches and jobs, all queues together);
+    `concurrency`: handlers running at once (a job, or a message batch, holds one slot;
+    all queues together; default 100);
     `shutdown_grace` [s]: how long running handlers may finish after a stop request;
     `idle_wait` [s]: the longest an idle fetcher sleeps before looking again (it wakes
     at once on new work); `fetchers_per_queue`: claims in flight per message queue while
@@ -71,7 +76,7 @@ class WorkerConfig:
     """
 
     queues: tuple[str, ...] = ()
-    concurrency: int = 10
+    concurrency: int = DEFAULT_CONCURRENCY
     shutdown_grace: float = 30.0
     idle_wait: float = 1.0
     # A second claim hides the database round trip of the first (measured: PostgreSQL
