@@ -18,7 +18,7 @@ from taskflare import App
 from taskflare.backends.base import ClaimParams, EnqueueParams, FailOutcome, NewMessage, Settlement
 from taskflare.ids import uuid7
 
-from .procs import TASKFLARE, wait_for
+from .procs import TASKFLARE, complete_lines, wait_for
 
 CLI_APP_SOURCE = '''
 """CLI test app: a message queue with a DLQ, and job types on their own queue."""
@@ -261,7 +261,7 @@ def logged_ids(folder: Path) -> list[str]:
     """Ids of the messages the test app's consumer saw (any process)."""
     ids = []
     for path in sorted((folder / "logs").glob("*.log")):
-        ids += [json.loads(line)[0] for line in path.read_text().splitlines() if line.strip()]
+        ids += [json.loads(line)[0] for line in complete_lines(path)]
     return ids
 
 

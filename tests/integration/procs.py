@@ -44,6 +44,32 @@ async def handle(batch):
             os._exit(1)
         if body.get("sleep"):
             await asyncio.sleep(body["sleep"])
+        if body.get("until"):
+            # Run until the test creates this file (at most a minute).
+            for _ in range(1200):
+                if os.path.exists(body["until"]):
+                    break
+                await asyncio.sleep(0.05)
+
+
+def _started(kind, payload):
+    with open(os.path.join(LOG_DIR, f"{os.getpid()}.jobs"), "a") as log:
+        log.write(json.dumps([kind, payload]) + "\\n")
+
+
+@app.job("slow", queue="jobs", max_attempts=int(os.environ.get("TF_JOB_ATTEMPTS", "3")))
+async def slow(payload):
+    _started("slow", payload)
+    await asyncio.sleep(payload["sleep"])
+    return "done"
+
+
+@app.job("slow-sync", queue="jobs", max_attempts=int(os.environ.get("TF_JOB_ATTEMPTS", "3")))
+def slow_sync(payload):
+    import time
+    _started("slow-sync", payload)
+    time.sleep(payload["sleep"])
+    return "done"
 '''
 
 
@@ -95,15 +121,35 @@ class WorkerProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
+def complete_lines(path: Path) -> list[str]:
+    """The lines of a log another process may be appending to right now.
+
+    A worker writes each record as one line; a reader can see the file while
+    the last line is half written. Only lines that end in a newline are whole,
+    so the tail after the last newline is left for the next read.
+    """
+    text = path.read_text()
+    return [line for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
 def deliveries(folder: Path) -> list[tuple[str, Any, int]]:
     """Every delivery logged by any worker: (message id, body, attempts)."""
     out = []
     for path in sorted((folder / "logs").glob("*.log")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                message_id, body, attempts = json.loads(line)
-                out.append((message_id, body, attempts))
+        for line in complete_lines(path):
+            message_id, body, attempts = json.loads(line)
+            out.append((message_id, body, attempts))
     return out
+
+
+def job_starts(folder: Path) -> list[tuple[str, Any]]:
+    """(type, payload) of every job a test worker started, in order per process."""
+    found: list[tuple[str, Any]] = []
+    for path in sorted((folder / "logs").glob("*.jobs")):
+        for line in complete_lines(path):
+            kind, payload = json.loads(line)
+            found.append((kind, payload))
+    return found
 
 
 def delivery_counts(folder: Path) -> Counter[str]:

@@ -201,7 +201,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("dlq", "list"),
         ("jobs", "list"),
         ("jobs", "show"),
-    ("jobs", "wait"),
+        ("jobs", "wait"),
         ("stats",),
         ("tail",),  # one JSON document a line: see test_cli_observe
         ("cron", "list"),

@@ -14,7 +14,7 @@ from taskflare import App
 from taskflare.backends.base import CronNameParams
 from taskflare.cron import CronSchedule
 
-from .procs import WorkerProcess, wait_for
+from .procs import WorkerProcess, complete_lines, wait_for
 
 CRON = "*/2 * * * * *"
 RUN_FOR = 20.0
@@ -23,7 +23,6 @@ APP_SOURCE = '''
 """Integration-test app: one cron trigger every 2 seconds; each tick is logged per process."""
 import os
 from taskflare import App
-from taskflare.backends.base import CronNameParams
 from taskflare.backends.base import CronNameParams
 
 app = App(os.environ["TF_URL"])
@@ -42,7 +41,7 @@ def logged_ticks(folder: Path) -> tuple[Counter[datetime], dict[str, int]]:
     seen: Counter[datetime] = Counter()
     per_process: dict[str, int] = {}
     for path in (folder / "logs").glob("*.ticks"):
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        lines = complete_lines(path)
         per_process[path.stem] = len(lines)
         seen.update(datetime.fromisoformat(line) for line in lines)
     return seen, per_process

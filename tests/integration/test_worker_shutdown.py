@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from taskflare import Job, JobStatus
+
 from .conftest import Harness
-from .procs import delivery_counts, wait_for
+from .procs import delivery_counts, job_starts, wait_for
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_graceful_stop_finishes_running_batch_and_returns_unstarted_ones(
     harness: Harness, sig: signal.Signals
 ) -> None:
-    running = harness.work.send_sync({"sleep": 1.5})
+    release = harness.folder / "release"
+    running = harness.work.send_sync({"until": str(release)})
     waiting = harness.work.send_sync({"n": 2})
     worker = harness.start_worker("--concurrency", "1", TF_BATCH="1")
     wait_for(lambda: delivery_counts(harness.folder)[running] == 1, 20, "the slow batch to start")
@@ -25,6 +30,7 @@ def test_graceful_stop_finishes_running_batch_and_returns_unstarted_ones(
 
     wait_for(prefetched, 20, "the second batch to be claimed while it waits for a slot")
     worker.signal(sig)
+    release.touch()  # the running batch finishes only after the stop was asked for
     assert worker.wait(20) == 0, worker.stderr
 
     assert harness.get(running) is None, "the running batch finished and was acked"
@@ -47,3 +53,54 @@ def test_batch_still_running_after_the_grace_period_is_cancelled_and_retried(
     assert record is not None
     assert (record.state, record.attempts) == ("ready", 1)
     assert "shut down" in (record.last_error or "")
+
+
+@pytest.fixture
+def any_harness(tmp_path: Path, database_url: str) -> Iterator[Harness]:
+    """A harness on a fresh database of each backend."""
+    h = Harness(tmp_path, database_url)
+    yield h
+    h.close()
+
+
+def _job(harness: Harness, job_id: str) -> Job:
+    job = harness.app.get_job_sync(job_id)
+    assert job is not None
+    return job
+
+
+@pytest.mark.parametrize("kind", ["slow", "slow-sync"])
+def test_a_job_cut_off_by_shutdown_is_recorded_retried_before_the_process_exits(
+    any_harness: Harness, kind: str
+) -> None:
+    """The promised outcome ("the worker shut down") is in the database when the worker's
+    process has exited: nothing is left `processing` for a rescuer to find later."""
+    harness = any_harness
+    harness.app.job(kind, queue="jobs")(lambda payload: None)
+    job = harness.app.enqueue_sync(kind, {"sleep": 30})
+    worker = harness.start_worker("--shutdown-grace", "1", "--queue", "jobs")
+    wait_for(lambda: job_starts(harness.folder), 30, "the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, worker.stderr
+    stored = _job(harness, job.id)
+    assert stored.status is JobStatus.PENDING, "retried, not left processing"
+    assert stored.attempts == 1
+    [attempt] = stored.history
+    assert attempt.outcome == "retried"
+    assert attempt.error is not None and "worker shut down" in attempt.error
+
+
+def test_a_job_on_its_last_attempt_cut_off_by_shutdown_is_recorded_failed(
+    any_harness: Harness,
+) -> None:
+    harness = any_harness
+    harness.app.job("slow", queue="jobs", max_attempts=1)(lambda payload: None)
+    job = harness.app.enqueue_sync("slow", {"sleep": 30})
+    worker = harness.start_worker("--shutdown-grace", "1", "--queue", "jobs", TF_JOB_ATTEMPTS="1")
+    wait_for(lambda: job_starts(harness.folder), 30, "the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, worker.stderr
+    stored = _job(harness, job.id)
+    assert stored.status is JobStatus.FAILED
+    assert stored.error is not None and "worker shut down" in stored.error
+    assert [a.outcome for a in stored.history] == ["failed"]
