@@ -84,6 +84,7 @@ def message_dict(record: MessageRecord) -> dict[str, Any]:
         "lastError": record.last_error,
         "originQueue": record.origin_queue,
         "originId": record.origin_id,
+        "originAttempts": record.origin_attempts,
     }
 
 

@@ -59,6 +59,27 @@ async def test_message_retried_past_max_retries_goes_to_dlq(app: App) -> None:
     assert copy.origin_id == message_id
 
 
+async def test_dead_letter_says_why_the_original_died_and_after_how_many_deliveries(
+    app: App,
+) -> None:
+    q = app.queue("q", max_batch_timeout=0, max_retries=2, dead_letter_queue="q-dlq")
+
+    @q.consumer
+    async def consume(batch: MessageBatch[object]) -> None:
+        raise Boom("card declined 7731")
+
+    message_id = await q.send({"n": 1})
+    await drain(app)
+    dead = await app.read.messages("q-dlq")
+    assert len(dead) == 1
+    assert dead[0]["originId"] == message_id
+    assert dead[0]["originAttempts"] == 3
+    assert "card declined 7731" in (dead[0]["lastError"] or "")
+    failed = await app.read.messages("q", state="failed")
+    assert [m["id"] for m in failed] == [message_id]
+    assert failed[0]["attempts"] == 3 and failed[0]["originAttempts"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [("plain text é ✓", "text"), (b"\x00\xffraw bytes\x80", "bytes"), ([1, {"a": None}], "json")],

@@ -161,7 +161,13 @@ async def test_dead_letters_listed_and_reprocessed_as_the_original_jobs(
             assert set(by_origin) == set(jobs)
             assert all(m["originQueue"] == "billing" for m in listed["messages"])
             assert by_origin[jobs[0]]["body"] == {"n": 0}
+            assert all(m["originAttempts"] == 1 for m in listed["messages"])
+            assert all(m["lastError"] for m in listed["messages"]), "a dead letter says why"
             assert client.get(f"/jobs/{jobs[0]}").json()["job"]["status"] == "failed"
+            failed = client.get("/queues/billing/failed").json()
+            assert failed["count"] == 3 and {m["id"] for m in failed["messages"]} == set(jobs)
+            assert all(m["state"] == "failed" for m in failed["messages"])
+            error_of(client.get("/queues/nope/failed"), 404)
 
             recorder.failing.clear()
             one = client.post(

@@ -333,6 +333,8 @@ class MessageRecord:
     correlation_id: str | None = None
     batch_id: str | None = None
     cancel_requested: bool = False
+    origin_attempts: int | None = None
+    """For a dead letter: how many deliveries the original had (None once it is gone)."""
 
 
 # -- leases -----------------------------------------------------------------------------

@@ -317,15 +317,17 @@ LIMIT %(limit)s;
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM {schema}.messages WHERE id = %(id)s;
+       correlation_id, batch_id, cancel_requested,
+       (SELECT o.attempts FROM {schema}.messages AS o WHERE o.id = m.origin_id) AS origin_attempts
+FROM {schema}.messages AS m WHERE id = %(id)s;
 
 -- name: message_list
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM {schema}.messages
+       correlation_id, batch_id, cancel_requested,
+       (SELECT o.attempts FROM {schema}.messages AS o WHERE o.id = m.origin_id) AS origin_attempts
+FROM {schema}.messages AS m
 WHERE queue = %(queue)s AND (%(state)s::text IS NULL OR state = %(state)s::text)
 ORDER BY created_at, id
 LIMIT %(limit)s;

@@ -198,15 +198,17 @@ LIMIT :limit;
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM messages WHERE id = :id;
+       correlation_id, batch_id, cancel_requested,
+       (SELECT o.attempts FROM messages AS o WHERE o.id = m.origin_id) AS origin_attempts
+FROM messages AS m WHERE id = :id;
 
 -- name: message_list
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM messages
+       correlation_id, batch_id, cancel_requested,
+       (SELECT o.attempts FROM messages AS o WHERE o.id = m.origin_id) AS origin_attempts
+FROM messages AS m
 WHERE queue = :queue AND (:state IS NULL OR state = :state)
 ORDER BY created_at, id
 LIMIT :limit;
