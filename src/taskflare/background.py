@@ -87,6 +87,12 @@ class BackgroundTasks:
             log.warning("abandoning wait_until task %s after %ss", task.get_name(), timeout)
             task.cancel()
         if pending:
+            log.warning(
+                "abandoned %d of %d wait_until tasks still running after %ss",
+                len(pending),
+                len(mine),
+                timeout,
+            )
             await asyncio.gather(*pending, return_exceptions=True)
         return len(pending)
 

@@ -4,6 +4,7 @@ failed or cancelled ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from taskflare import (
     App,
     Backoff,
     InvalidJobState,
+    JobCancelled,
     JobContext,
     JobNotFound,
     JobStatus,
@@ -221,3 +223,52 @@ async def test_retrying_a_pending_running_or_completed_job_is_refused(app: App) 
         await app.retry(running.id)
     with pytest.raises(JobNotFound):
         await app.retry(uuid7())
+
+
+async def test_an_accepted_cancel_wins_over_a_completion_that_lands_after_it(app: App) -> None:
+    """The decision is made once, in the database: a handler that ignores the cancel
+    and returns still ends `cancelled`, and `wait()` says so."""
+    started = threading.Event()
+    release = threading.Event()
+
+    @app.job("stubborn")
+    def stubborn(payload: Any) -> str:
+        started.set()
+        release.wait(20)
+        return "finished anyway"
+
+    job = await app.enqueue("stubborn")
+    async with running_worker(app):
+        assert await asyncio.to_thread(started.wait, 10)
+        requested = await app.cancel(job.id)
+        assert requested.status is JobStatus.PROCESSING  # accepted
+        release.set()
+        with pytest.raises(JobCancelled):
+            await app.wait_for_job(job.id, timeout=20)
+    done = await job_of(app, job.id)
+    assert done.status is JobStatus.CANCELLED and done.result is None
+    assert [a.outcome for a in done.history] == ["cancelled"]
+
+
+async def test_cancel_racing_a_completion_is_either_accepted_or_refused_never_both(
+    app: App,
+) -> None:
+    @app.job("quick")
+    async def quick(payload: float) -> str:
+        await asyncio.sleep(payload)
+        return "done"
+
+    outcomes: set[tuple[str, JobStatus]] = set()
+    async with running_worker(app):
+        for n in range(16):
+            job = await app.enqueue("quick", 0.02 + (n % 4) * 0.01)
+            await asyncio.sleep(0.02 + (n % 5) * 0.01)
+            try:
+                await app.cancel(job.id)
+                said = "accepted"
+            except InvalidJobState:
+                said = "refused"
+            with contextlib.suppress(JobCancelled):
+                await app.wait_for_job(job.id, timeout=20)
+            outcomes.add((said, (await job_of(app, job.id)).status))
+    assert outcomes <= {("accepted", JobStatus.CANCELLED), ("refused", JobStatus.COMPLETED)}

@@ -160,3 +160,29 @@ async def test_heartbeat_keeps_a_long_running_batch_from_being_redelivered(app: 
 
         await wait_until(acked, what="the slow message to be acked")
     assert deliveries == [1], f"the message was redelivered while its handler ran: {deliveries}"
+
+
+async def test_rescued_job_fails_on_its_own_attempt_budget_not_the_queues(app: App) -> None:
+    """A `max_attempts=1` job in a queue that allows 4 deliveries: its lease expiring on
+    the first attempt fails it, and the error states the job's numbers (1, not 4)."""
+    app.queue("jobs", max_retries=3, visibility_timeout=0.2)
+
+    @app.job("once", queue="jobs", max_attempts=1)
+    async def once(payload: object) -> None:
+        raise AssertionError("never run: the claimer dies")
+
+    job = await app.enqueue("once", {"n": 1})
+    backend = await app.backend()
+    await backend.message_claim_many(claim_params("jobs", 0.2))
+    spec = app.registry.queue("jobs")
+
+    async def rescued() -> bool:
+        return (await rescue_expired(backend, spec)).failed == 1
+
+    await wait_until(rescued, what="the rescuer to fail the expired job")
+    got = await app.get_job(job.id)
+    assert got is not None and got.status == "failed"
+    assert got.error is not None
+    assert "its only delivery" in got.error and "attempt 1 of 1" in got.error
+    assert "4" not in got.error
+    assert [a.outcome for a in got.history] == ["lost"]

@@ -216,3 +216,42 @@ async def test_durable_needs_a_registered_job_handler(app: App) -> None:
         app.wait_until(not_a_job, 1, durable=True)
     with pytest.raises(TypeError, match="one payload argument"):
         app.wait_until(real, 1, 2, durable=True)
+
+
+async def test_await_close_waits_for_pending_work_as_close_sync_does(sqlite_url: str) -> None:
+    app = App(sqlite_url)
+    done: list[str] = []
+
+    async def work(tag: str) -> None:
+        await asyncio.sleep(0.2)
+        done.append(tag)
+
+    app.wait_until(work("a"))
+    app.wait_until(work("b"))
+    await app.close()
+    assert sorted(done) == ["a", "b"], "close() dropped pending wait_until work"
+
+
+async def test_await_close_past_the_limit_cancels_and_says_how_many(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(sqlite_url, wait_until_limit=0.2)
+    outcome: list[str] = []
+
+    async def quick() -> None:
+        outcome.append("quick")
+
+    async def stuck() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    app.wait_until(quick())
+    app.wait_until(stuck())
+    app.wait_until(stuck())
+    with caplog.at_level(logging.WARNING, logger="taskflare.background"):
+        await app.close()
+    assert sorted(outcome) == ["cancelled", "cancelled", "quick"]
+    assert "abandoned 2 of 3 wait_until tasks" in caplog.text

@@ -222,3 +222,26 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
     for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0, (command, result.stderr)
         json.loads(result.stdout)  # exactly one document: trailing text would not parse
+
+
+def test_typos_create_nothing(database_url: str, tmp_path: Path) -> None:
+    """A mistyped queue or database path is an error, never a new queue or database."""
+    ok("send", "emails", "--create", "{}", url=database_url)
+    typo_dir = tmp_path / "typo_dir"
+    results = tf_many(
+        [
+            ["send", "emials", "{}"],
+            ["queues", "list", "--database-url", f"sqlite:///{typo_dir}/x.db"],
+            ["stats", "--database-url", f"sqlite:///{tmp_path}/missing.db"],
+            ["dlq", "list", "emails", "--database-url", f"sqlite:///{typo_dir}/x.db"],
+        ],
+        url=database_url,
+    )
+    line = one_line_error(results[0])
+    assert "emials" in line and "--create" in line
+    for result in results[1:]:
+        assert "no SQLite database at" in one_line_error(result)
+    assert not typo_dir.exists(), "a reading command created the folder of a mistyped path"
+    assert not (tmp_path / "missing.db").exists()
+    names = json.loads(ok("queues", "list", "--json", url=database_url))
+    assert [q["name"] for q in names["queues"]] == ["emails"], "the typo became a queue"

@@ -27,7 +27,7 @@ from ..backends.base import (
     Settlement,
     SettleResult,
 )
-from ..errors import StorageRejected
+from ..errors import BackendUnavailable, StorageRejected
 from ..text import clean_text
 
 log = logging.getLogger("taskflare.worker")
@@ -100,7 +100,7 @@ class OutcomeBuffer:
                 return await self._backend.message_settle_many(merged)
             except StorageRejected as exc:
                 return await self._isolate(merged, exc)
-            except Exception as exc:
+            except BackendUnavailable as exc:
                 if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
                     log.error(
                         "giving up on %d outcomes (%s): their leases will expire and another "
@@ -114,6 +114,8 @@ class OutcomeBuffer:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
+            except Exception as exc:  # not the database being away: retrying cannot help
+                return await self._isolate(merged, StorageRejected(f"{type(exc).__name__}: {exc}"))
 
     async def _isolate(self, merged: Settlement, exc: StorageRejected) -> SettleResult:
         """Split a refused write until the refused outcomes are found; store each of those
@@ -181,7 +183,8 @@ def _select(settlement: Settlement, ids: set[str], *, keep: bool) -> Settlement:
 
 def as_failure(single: Settlement, reason: str) -> Settlement | None:
     """The outcome of one delivery turned into a failure with `reason` (values that the
-    database may have refused, results and handler errors, are dropped)."""
+    database may have refused, results and handler errors, are dropped; a failure keeps
+    its dead-letter queue)."""
     outcome: LeaseRef | RetryOutcome | FailOutcome | CompleteOutcome | CancelOutcome | None = None
     for name in _OUTCOMES:
         found = getattr(single, name)
@@ -190,5 +193,9 @@ def as_failure(single: Settlement, reason: str) -> Settlement | None:
     if outcome is None or outcome.lease_id is None:
         return None
     attempts = [replace(a, outcome="failed", error=reason, traceback=None) for a in single.attempts]
-    fail = FailOutcome(outcome.id, outcome.lease_id, reason)
+    if isinstance(outcome, FailOutcome):
+        # The delivery was failing anyway: it still goes to its dead-letter queue.
+        fail = replace(outcome, error=reason)
+    else:
+        fail = FailOutcome(outcome.id, outcome.lease_id, reason)
     return Settlement(fails=[fail], attempts=attempts)

@@ -289,6 +289,8 @@ class PostgresExecutor:
                 raise StorageRejected(
                     f"PostgreSQL {self.url_for_logs} refused a value ({doing}): {exc}"
                 ) from exc
+            except psycopg.Error as exc:
+                raise self.unavailable(exc, doing) from exc
         raise AssertionError("unreachable")
 
     async def on_callers_connection(

@@ -179,9 +179,10 @@ class SQLiteExecutor:
     def _read(self, name: str, params: Mapping[str, Any]) -> Rows:
         conn = self._connection()
         statement = _STATEMENTS[name]
-        args = _adapt(statement, params, time.time())
         self.statements_run += 1
-        return self._with_retry(lambda: _rows(conn.execute(statement.text, args)))
+        return self._with_retry(
+            lambda: _rows(conn.execute(statement.text, _adapt(statement, params, time.time())))
+        )
 
     def _write(self, fn: Callable[[Transaction], T]) -> T:
         return self._write_on(self._connection(), fn)
@@ -223,6 +224,7 @@ class SQLiteExecutor:
                 sqlite3.InterfaceError,
                 UnicodeEncodeError,
                 OverflowError,
+                orjson.JSONEncodeError,  # a list parameter holding text JSON cannot carry
             ) as exc:
                 raise StorageRejected(f"SQLite {self.path!r} refused a value: {exc}") from exc
             except sqlite3.Error as exc:
