@@ -122,6 +122,27 @@ def test_unreachable_postgres_is_one_line_naming_the_cause() -> None:
     for result in results:
         line = one_line_error(result)
         assert "127.0.0.1" in line and "Connection refused" in line, line
+        assert "PoolTimeout" not in line, "reported at once, not after the pool gave up"
+
+
+def test_postgres_errors_retrying_cannot_fix_are_reported_at_once(tmp_path: Path) -> None:
+    """A missing database, an unknown role, a wrong password: one line naming the cause,
+    without the pool's retries and their warnings (nor the password)."""
+    missing = "postgresql://postgres@127.0.0.1/no_such_db"
+    results = tf_many(
+        [
+            ["queues", "list", "--database-url", missing],
+            ["stats", "--database-url", "postgresql://no_such_role:hunter2@127.0.0.1/test"],
+            ["worker", write_cli_app(tmp_path)],  # the app's own URL names no database
+        ],
+        url=missing,
+    )
+    lines = [one_line_error(result) for result in results]
+    assert 'database "no_such_db" does not exist' in lines[0]
+    assert 'role "no_such_role" does not exist' in lines[1]
+    assert "hunter2" not in lines[1] and "***" in lines[1]
+    for line in lines:
+        assert "PoolTimeout" not in line and "couldn't get a connection" not in line, line
 
 
 def test_sqlite_file_that_cannot_be_created_is_one_line_and_debug_shows_the_traceback(

@@ -106,3 +106,67 @@ def test_three_worker_processes_run_each_tick_exactly_once(tmp_path: Path, sqlit
     # A tick enqueued just as the workers stopped may still be pending; none is lost.
     assert len(ran) <= recorded["enqueued"] <= len(ran) + 1
     assert all("skipped" not in log for log in logs)
+
+
+FROZEN_APP = '''
+"""Integration-test app: a trigger every second that may miss ticks by at most 2 s."""
+import os
+from taskflare import App
+
+app = App(os.environ["TF_URL"])
+
+
+@app.cron("* * * * * *", name="every-second", misfire_grace=2)
+def every_second(event):
+    path = os.path.join(os.environ["TF_LOG_DIR"], f"{os.getpid()}.ticks")
+    with open(path, "a") as log:
+        log.write(event.scheduled_time.isoformat() + "\\n")
+'''
+
+
+@pytest.mark.slow
+def test_a_frozen_worker_skips_the_ticks_it_missed_past_the_grace(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """kill -STOP for 7 s, then -CONT: the scheduler applies the misfire rule it applies
+    at start, so only ticks within `misfire_grace` of now run, not all seven at once."""
+    spec_path = tmp_path / "frozen.py"
+    spec_path.write_text(FROZEN_APP)
+    (tmp_path / "logs").mkdir()
+    worker = WorkerProcess(f"{spec_path}:app", tmp_path, {"TF_URL": sqlite_url})
+    try:
+        wait_for(lambda: len(logged_ticks(tmp_path)[0]) >= 2, 20, "the trigger to run")
+        worker.signal(signal.SIGSTOP)
+        stopped = datetime.now(UTC)
+        wait_for(
+            lambda: (datetime.now(UTC) - stopped).total_seconds() > 7, 20, "7 s to pass frozen"
+        )
+        resumed = datetime.now(UTC)
+        worker.signal(signal.SIGCONT)
+        wait_for(
+            lambda: any(t > resumed for t in logged_ticks(tmp_path)[0]),
+            20,
+            "a tick after the worker resumed",
+        )
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.stderr
+    finally:
+        worker.stop()
+
+    seen, _ = logged_ticks(tmp_path)
+    missed = [t for t in seen if stopped + timedelta(seconds=1) < t < resumed]
+    assert len(missed) <= 3, f"{len(missed)} ticks of the frozen window ran: {sorted(missed)}"
+    assert all(t >= resumed - timedelta(seconds=3) for t in missed), sorted(missed)
+
+    app = App(sqlite_url)
+    try:
+
+        async def statuses() -> Counter[str]:
+            backend = await app.backend()
+            recent = await backend.cron_recent(CronNameParams("every-second", 1000))
+            return Counter(t.status for t in recent)
+
+        recorded = app.run_sync(statuses())
+    finally:
+        app.close_sync()
+    assert recorded["skipped"] >= 3, recorded

@@ -217,6 +217,7 @@ class PostgresExecutor:
         self._closed = False
         self.schema_ready = False
         self.auto_migrate = True
+        self._reached = False
 
     # -- running --------------------------------------------------------------------------
 
@@ -344,9 +345,31 @@ class PostgresExecutor:
     async def _pool(self) -> Pool:
         res = self._resources()
         if not res.opened:
+            if not self._reached:
+                await self._probe()
             await res.pool.open(wait=False)
             res.opened = True
         return res.pool
+
+    async def _probe(self) -> None:
+        """Connect once, directly, before the first pool opens.
+
+        A pool retries a failing connection until its timeout and logs a warning for
+        every try; a wrong password, a missing database or a server that is not there
+        would take `pool_timeout` seconds and several multi-line warnings to report.
+        The probe reports it at once, in one line."""
+        timeout = max(1, min(int(self._pool_timeout), 10))
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._settings.conninfo, autocommit=True, connect_timeout=timeout
+            )
+        except psycopg.Error as exc:
+            text = " ".join(str(exc).split())
+            if self._settings.password:
+                text = text.replace(self._settings.password, "***")
+            raise BackendUnavailable(f"PostgreSQL {self.url_for_logs}: {text}") from exc
+        await conn.close()
+        self._reached = True
 
     async def close(self) -> None:
         """Close every loop's pool and listener; safe to call twice."""
