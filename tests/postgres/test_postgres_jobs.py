@@ -156,12 +156,36 @@ async def test_enqueue_with_connection_returns_a_committed_duplicate(
 
 
 @on_postgres
-async def test_enqueue_with_a_sync_connection_is_refused(app: App, database_url: str) -> None:
+def test_enqueue_sync_joins_a_plain_psycopg_transaction(database_url: str) -> None:
+    """What a Django or Flask view holds: a plain (sync) psycopg connection, from plain
+    code. The job exists if and only if that transaction commits."""
+    app = App(database_url)
+    app.job("invoice")(lambda payload: payload["n"] * 2)
+    try:
+        with psycopg.connect(server_url(database_url)) as conn:
+            with conn.transaction():
+                committed = app.enqueue_sync("invoice", {"n": 21}, connection=conn)
+                assert app.get_job_sync(committed.id) is None  # not visible before commit
+            with pytest.raises(ZeroDivisionError), conn.transaction():
+                rolled_back = app.enqueue_sync(
+                    "invoice", {"n": 1}, idempotency_key="order-1", connection=conn
+                )
+                1 / 0  # noqa: B018 - the business code fails after enqueueing
+        assert app.get_job_sync(rolled_back.id) is None
+        stored = app.get_job_sync(committed.id)
+        assert stored is not None and stored.status is JobStatus.PENDING
+    finally:
+        app.close_sync()
+
+
+@on_postgres
+async def test_enqueue_with_something_else_than_a_psycopg_connection_is_refused(
+    app: App,
+) -> None:
     app.job("invoice")(lambda payload: None)
-    with psycopg.connect(server_url(database_url)) as conn:
-        sync_conn: Any = conn
-        with pytest.raises(InvalidMessage, match="AsyncConnection"):
-            await app.enqueue("invoice", 1, connection=sync_conn)
+    not_a_connection: Any = object()
+    with pytest.raises(InvalidMessage, match="psycopg 3 Connection or AsyncConnection"):
+        await app.enqueue("invoice", 1, connection=not_a_connection)
     assert (await app.list_jobs()).jobs == []
 
 

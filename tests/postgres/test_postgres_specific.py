@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 import pytest
 
-from helpers import running_worker, state_counts, wait_until
+from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch, WorkerConfig
 from taskflare.backends import open_backend
 from taskflare.backends.base import MessageGetParams, QueueCountsParams, ready_topic
@@ -96,14 +96,24 @@ async def test_transactional_send_sees_nothing_before_commit(app: App, database_
 
 
 @on_postgres
-async def test_send_with_a_sync_connection_is_refused(app: App, database_url: str) -> None:
+def test_send_sync_with_a_plain_psycopg_connection_is_delivered_only_on_commit(
+    database_url: str,
+) -> None:
+    app = App(database_url)
     q = app.queue("orders")
-    with (
-        psycopg.connect(server_url(database_url)) as conn,
-        pytest.raises(InvalidMessage, match="AsyncConnection"),
-    ):
-        await q.send("x", connection=conn)
-    assert await state_counts(app, "orders") == {}
+    try:
+        with psycopg.connect(server_url(database_url)) as conn:
+            with conn.transaction():
+                kept = q.send_sync("kept", connection=conn)
+                q.send_batch_sync([{"body": "kept too"}], connection=conn)
+            with pytest.raises(ZeroDivisionError), conn.transaction():
+                q.send_sync("dropped", connection=conn)
+                1 / 0  # noqa: B018 - the business code fails after sending
+        counts = app.run_sync(state_counts(app, "orders"))
+        assert counts == {"ready": 2}
+        assert app.run_sync(get(app, kept)) is not None
+    finally:
+        app.close_sync()
 
 
 async def test_sqlite_refuses_connection_with_a_typed_error(sqlite_url: str) -> None:

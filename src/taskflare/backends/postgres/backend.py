@@ -168,6 +168,29 @@ async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
     return Rows(columns, await cur.fetchall(), cur.rowcount)
 
 
+class _ThreadedCursor:
+    """A plain psycopg cursor behind the async cursor calls `PostgresExecutor.on` makes:
+    `execute` runs in a worker thread; the rows are already on the client after it."""
+
+    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+        self._cur = cur
+
+    async def execute(self, query: str, params: Mapping[str, Any]) -> _ThreadedCursor:
+        await asyncio.to_thread(self._cur.execute, query, params)
+        return self
+
+    @property
+    def pgresult(self) -> Any:
+        return self._cur.pgresult
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    async def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+
 class _LoopResources:
     """The pool and the listening connection that serve one event loop."""
 
@@ -297,15 +320,22 @@ class PostgresExecutor:
     async def on_callers_connection(
         self, connection: Any, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
     ) -> T:
-        """Run `fn` on a cursor of the caller's connection, inside the caller's transaction."""
-        if not isinstance(connection, psycopg.AsyncConnection):
+        """Run `fn` on a cursor of the caller's connection, inside the caller's transaction.
+
+        `connection` is a psycopg 3 `AsyncConnection` or a plain `Connection` (what Django
+        and most Flask apps hold); a plain one runs its statements in a worker thread so
+        the event loop is not blocked. Anything else: `InvalidMessage`."""
+        if not isinstance(connection, (psycopg.AsyncConnection, psycopg.Connection)):
             raise InvalidMessage(
-                "connection= must be a psycopg.AsyncConnection (psycopg 3, async); got "
+                "connection= must be a psycopg 3 Connection or AsyncConnection; got "
                 f"{type(connection).__name__}"
             )
         if not self.schema_ready:
             await self.ensure_schema()
         try:
+            if isinstance(connection, psycopg.Connection):
+                with psycopg.Cursor(connection) as sync_cur:
+                    return await fn(cast(psycopg.AsyncCursor[Any], _ThreadedCursor(sync_cur)))
             async with psycopg.AsyncCursor(connection) as cur:
                 return await fn(cur)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
