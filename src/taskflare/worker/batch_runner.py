@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ..policy import Decision, Delivery, Failed, Outcome, RetryRequested, Succee
 from ..policy import decide as decide_one
 from ..registry import QueueSpec
 from ..text import clean_text
+from .tracebacks import user_traceback
 
 log = logging.getLogger("taskflare.worker")
 
@@ -87,12 +87,13 @@ async def run_handler(spec: QueueSpec, batch: MessageBatch[Any], pool: Executor)
                 await consumer.handler(batch)  # type: ignore[misc]
             else:
                 await asyncio.get_running_loop().run_in_executor(pool, consumer.handler, batch)
-    except TimeoutError:
+    except TimeoutError as exc:
         if not scope.expired():
-            return traceback.format_exc()
-    except Exception:
-        log.exception("consumer of %r raised", spec.name)
-        return traceback.format_exc()
+            return user_traceback(exc)
+    except Exception as exc:
+        trace = user_traceback(exc)
+        log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
+        return trace
     else:
         # A handler that swallowed its cancellation still ran past its timeout.
         if not scope.expired():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
 from ..text import clean_text
 from .batch_runner import as_settlement
+from .tracebacks import user_traceback
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ class JobRunner:
         except Exception as exc:
             if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
                 return Cancelled(), None
-            return _failure(exc, job_type), "".join(traceback.format_exception(exc))
+            return _failure(exc, job_type), user_traceback(exc)
         if ctx.cancelled:
             return Cancelled(), None
         try:
