@@ -36,7 +36,7 @@ from .backends.base import (
 )
 from .encoding import JSON, TEXT
 from .errors import UnknownQueue
-from .job_client import JobClient
+from .job_client import JobClient, decode_cursor, encode_cursor
 from .jobs import Job, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
 from .registry import JOBS, MESSAGES, Registry
@@ -102,6 +102,14 @@ def job_summary(counts: Mapping[str, int]) -> dict[str, Any]:
     summary["completionRate"] = rate(summary["completed"], total)
     summary["failureRate"] = rate(summary["failed"], total)
     return summary
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Stored messages as admin JSON, and the cursor of the next page (None: the last)."""
+
+    messages: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +193,20 @@ class ReadModel:
         self, queue: str, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """A queue's stored messages, oldest first, as admin JSON."""
+        return (await self.message_page(queue, state, limit)).messages
+
+    async def message_page(
+        self, queue: str, state: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> MessagePage:
+        """One page of a queue's stored messages, oldest first; pass `next_cursor` back
+        for the next. `ValueError` for a cursor that is not one of ours."""
+        after = None if cursor is None else decode_cursor(cursor)
         backend = await self._storage.backend()
-        records = await backend.message_list(MessageListParams(queue, state, limit))
-        return [message_dict(r) for r in records]
+        records = await backend.message_list(MessageListParams(queue, state, limit + 1, after))
+        page, more = records[:limit], len(records) > limit
+        last = page[-1] if page else None
+        next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
+        return MessagePage([message_dict(r) for r in page], next_cursor)
 
     async def message(self, message_id: str) -> dict[str, Any] | None:
         """One stored message as admin JSON, or None."""

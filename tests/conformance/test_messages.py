@@ -294,6 +294,22 @@ async def test_list_gives_a_queues_messages_oldest_first_by_state_up_to_limit(
     assert [m.id for m in first_two] == [m.id for m in sent[:2]]
 
 
+async def test_list_after_a_position_pages_through_without_gaps_or_repeats(
+    backend: Backend,
+) -> None:
+    sent = [message("q") for _ in range(5)]
+    await enqueue(backend, *sent)  # one statement: equal created_at, ordered by id
+    seen: list[str] = []
+    after: tuple[float, str] | None = None
+    while True:
+        page = await backend.message_list(MessageListParams("q", limit=2, after=after))
+        if not page:
+            break
+        seen += [m.id for m in page]
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == sorted(m.id for m in sent)
+
+
 # -- message_settle_many: acks ----------------------------------------------------------
 
 

@@ -164,6 +164,15 @@ async def test_dead_letters_listed_and_reprocessed_as_the_original_jobs(
             assert all(m["originAttempts"] == 1 for m in listed["messages"])
             assert all(m["lastError"] for m in listed["messages"]), "a dead letter says why"
             assert client.get(f"/jobs/{jobs[0]}").json()["job"]["status"] == "failed"
+            first = client.get("/queues/billing/dlq", params={"limit": 2}).json()
+            assert first["count"] == 2 and first["nextCursor"]
+            rest = client.get(
+                "/queues/billing/dlq", params={"limit": 2, "cursor": first["nextCursor"]}
+            ).json()
+            assert rest["count"] == 1 and rest["nextCursor"] is None
+            paged = [m["id"] for m in first["messages"] + rest["messages"]]
+            assert paged == [m["id"] for m in listed["messages"]]
+            error_of(client.get("/queues/billing/dlq", params={"cursor": "nope"}), 400)
             failed = client.get("/queues/billing/failed").json()
             assert failed["count"] == 3 and {m["id"] for m in failed["messages"]} == set(jobs)
             assert all(m["state"] == "failed" for m in failed["messages"])

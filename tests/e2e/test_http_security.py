@@ -385,6 +385,11 @@ def test_control_characters_in_a_path_or_query_are_refused_at_the_edge(live: Liv
         error_of(writer.post("/queues/billing/dlq/reprocess?ids=%00"), 400, "control_character")
         assert writer.get("/jobs/ab%20cd").status_code == 404  # a space is no control character
         assert writer.get("/stats").status_code == 200
+        # A NUL hidden inside a (base64) cursor is no cursor of ours: 400, not a 500.
+        hidden = base64.urlsafe_b64encode(orjson.dumps([1.0, "a\x00b"])).decode()
+        error_of(writer.get("/jobs", params={"cursor": hidden}), 400)
+        dlq = writer.post("/queues/billing/dlq/reprocess", json={"ids": ["a\x00b"]})
+        assert 400 <= dlq.status_code < 500, dlq.text
 
 
 def test_control_characters_in_json_text_fields_answer_422_naming_the_field(

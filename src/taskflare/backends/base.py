@@ -298,11 +298,13 @@ class MessageGetParams:
 
 @dataclass(frozen=True, slots=True)
 class MessageListParams:
-    """A queue's messages, oldest first, optionally of one state."""
+    """A queue's messages, oldest first, optionally of one state; with `after`, only those
+    after that (created_at, id) position (the last of the previous page)."""
 
     queue: str
     state: str | None = None
     limit: int = 100
+    after: tuple[float, str] | None = None
 
 
 @dataclass(slots=True)

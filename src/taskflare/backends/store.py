@@ -118,8 +118,16 @@ class SqlStore:
 
     async def message_list(self, params: MessageListParams) -> list[MessageRecord]:
         """Messages of one queue, optionally of one state, oldest first."""
+        after_created, after_id = params.after or (None, None)
         rows = await self._x.fetch(
-            "message_list", {"queue": params.queue, "state": params.state, "limit": params.limit}
+            "message_list",
+            {
+                "queue": params.queue,
+                "state": params.state,
+                "limit": params.limit,
+                "after_created": after_created,
+                "after_id": after_id,
+            },
         )
         return rows.into(MessageRecord)
 

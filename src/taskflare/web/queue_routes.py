@@ -22,7 +22,7 @@ from ..worker.pull import (
     pull_body,
 )
 from .common import ERRORS, ApiError
-from .security import no_control_characters
+from .security import items_within, no_control_characters
 
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
 
@@ -156,26 +156,48 @@ def queue_router(app: App) -> APIRouter:
             raise ApiError(422, str(exc), "invalid_message") from None
         return {"success": True, "id": message_id, "ids": [message_id], "count": 1}
 
+    async def page_of(
+        queue: str, state: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            page = await app.read.message_page(queue, state, limit, cursor)
+            if (fit := items_within(page.messages)) < len(page.messages):  # ~8 MB at most
+                page = await app.read.message_page(queue, state, fit, cursor)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), "invalid") from None
+        return page.messages, page.next_cursor
+
     @router.get("/queues/{name}/failed", response_model=Envelope)
     async def list_failed(
-        name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        name: str,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
         known(name)
-        messages = await app.read.messages(name, "failed", limit)
-        return {"success": True, "queue": name, "count": len(messages), "messages": messages}
+        messages, next_cursor = await page_of(name, "failed", limit, cursor)
+        return {
+            "success": True,
+            "queue": name,
+            "count": len(messages),
+            "messages": messages,
+            "nextCursor": next_cursor,
+        }
 
     @router.get("/queues/{name}/dlq", response_model=Envelope)
     async def list_dead_letters(
-        name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+        name: str,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
         dlq = _dlq_of(known(name))
-        messages = await app.read.messages(dlq, "ready", limit)
+        messages, next_cursor = await page_of(dlq, "ready", limit, cursor)
         return {
             "success": True,
             "queue": name,
             "deadLetterQueue": dlq,
             "count": len(messages),
             "messages": messages,
+            "nextCursor": next_cursor,
         }
 
     @router.post("/queues/{name}/dlq/reprocess", response_model=Envelope)

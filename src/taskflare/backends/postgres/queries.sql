@@ -329,6 +329,8 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
        (SELECT o.attempts FROM {schema}.messages AS o WHERE o.id = m.origin_id) AS origin_attempts
 FROM {schema}.messages AS m
 WHERE queue = %(queue)s AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(after_created)s::float8 IS NULL
+       OR (created_at, id) > (%(after_created)s::float8, %(after_id)s::text))
 ORDER BY created_at, id
 LIMIT %(limit)s;
 

@@ -210,6 +210,7 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
        (SELECT o.attempts FROM messages AS o WHERE o.id = m.origin_id) AS origin_attempts
 FROM messages AS m
 WHERE queue = :queue AND (:state IS NULL OR state = :state)
+  AND (:after_created IS NULL OR (created_at, id) > (:after_created, :after_id))
 ORDER BY created_at, id
 LIMIT :limit;
 
