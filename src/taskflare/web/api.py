@@ -19,6 +19,7 @@ from ..webhooks import WebhookRejected
 from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body
 from .jobs_routes import health_body, job_router
 from .metrics import render_metrics
+from .namespace_routes import namespace_router
 from .queue_routes import Envelope, queue_router
 from .security import (
     EdgeGuard,
@@ -136,6 +137,7 @@ def create_api(
     protected = [Depends(authorize)]
     api.include_router(job_router(app), dependencies=protected)
     api.include_router(queue_router(app), dependencies=protected)
+    api.include_router(namespace_router(app), dependencies=protected)
 
     @api.get(
         "/metrics",
