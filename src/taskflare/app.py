@@ -15,10 +15,11 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .backends.base import Backend, QueueDeclareParams, QueueSettings
+from .backends.base import Backend, NamespaceCount, QueueDeclareParams, QueueSettings
 from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
+from .documents import Namespace
 from .errors import UnknownJobType, UnknownQueue
 from .job_client import JobClient
 from .jobs import JobBatch
@@ -359,6 +360,19 @@ class App:
     stats_sync = _sync_twin(stats)
     cancel_sync = _sync_twin(cancel)
     retry_sync = _sync_twin(retry)
+
+    # -- documents --------------------------------------------------------------------------
+
+    def namespace(self, name: str) -> Namespace:
+        """The documents of namespace `name` (JSON by key, in this app's database):
+        `put`, `put_many`, `insert`, `get`, `list`, `delete`, `count`. `InvalidDocument`
+        for a bad name."""
+        return Namespace(self, name)
+
+    async def namespaces(self) -> list[NamespaceCount]:
+        """Every namespace that holds documents, by name, with its count."""
+        backend = await self.backend()
+        return await backend.doc_namespaces()
 
     # -- storage ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from .conftest import claim_one, enqueue, message, record
 
 async def test_migrate_applies_every_migration_once_in_order(backend: Backend) -> None:
     applied = await backend.migrate()
-    assert applied and applied == list(range(1, len(applied) + 1))
+    assert applied and applied[0] == 1 and applied == sorted(set(applied))
     assert await backend.migrate() == []
     sent = message("q")
     await enqueue(backend, sent)

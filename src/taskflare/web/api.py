@@ -20,6 +20,7 @@ from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, err
 from .health import health_router
 from .jobs_routes import job_router
 from .metrics import render_metrics
+from .namespace_routes import namespace_router
 from .queue_routes import Envelope, queue_router
 from .security import (
     EdgeGuard,
@@ -134,6 +135,7 @@ def create_api(
     protected = [Depends(authorize)]
     api.include_router(job_router(app), dependencies=protected)
     api.include_router(queue_router(app), dependencies=protected)
+    api.include_router(namespace_router(app), dependencies=protected)
 
     @api.get(
         "/metrics",

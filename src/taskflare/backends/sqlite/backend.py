@@ -53,6 +53,7 @@ from ..base import (
 from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
+from ..sqlfile import missing_versions
 from ..store import SqlStore, claimable, not_transactional
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 
@@ -311,10 +312,12 @@ class SQLiteExecutor:
                 f"database {self.path!r} has schema version {current}, newer than this "
                 f"taskflare ({LATEST_VERSION}); upgrade taskflare"
             )
-        if current < LATEST_VERSION:
+        missing = missing_versions(MIGRATIONS, applied)
+        if missing:
             raise SchemaOutdated(
                 f"database {self.path!r} has schema version {current}; this taskflare needs "
-                f"{LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
+                f"{LATEST_VERSION} (missing: {', '.join(map(str, missing))}). "
+                f"Run: taskflare migrate {self.url_for_logs}"
             )
 
     def _apply(self, conn: sqlite3.Connection, applied: list[int]) -> list[int]:
