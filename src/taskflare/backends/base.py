@@ -1055,3 +1055,8 @@ class Backend(
     async def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied."""
         ...
+
+    async def ping(self) -> None:
+        """One cheap read of this app's schema; raises `BackendUnavailable` when the
+        database (or the schema) does not answer. Used by `GET /health`."""
+        ...

@@ -224,6 +224,10 @@ class SqlStore:
         )
         return rows.into(MessageRecord)
 
+    async def ping(self) -> None:
+        """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
+        await self._x.fetch("database_ping", {})
+
     async def job_attempt_seq(self) -> int:
         """The latest attempt row's id."""
         return int((await self._x.fetch("job_attempt_seq", {})).scalar() or 0)

@@ -393,6 +393,10 @@ SELECT version FROM {schema}.schema_migrations ORDER BY version;
 -- name: migration_search_path
 SELECT set_config('search_path', %(search_path)s, true);
 
+-- name: database_ping
+-- The cheapest read that proves the database and this app's schema answer (GET /health).
+SELECT 1 FROM {schema}.schema_migrations LIMIT 1;
+
 -- name: migration_record
 INSERT INTO {schema}.schema_migrations (version, name, applied_at)
 VALUES (%(version)s, %(name)s, {now});

@@ -253,6 +253,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- name: migrations_applied
 SELECT version FROM schema_migrations ORDER BY version;
 
+-- name: database_ping
+-- The cheapest read that proves the database and this app's schema answer (GET /health).
+SELECT 1 FROM schema_migrations LIMIT 1;
+
 -- name: migration_record
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now);
 
