@@ -13,12 +13,19 @@ variables; secrets are `SecretStr` and never appear in logs, results or the HTTP
 
 from .common import ContribSettings, JobOptions, Sink
 from .email import EmailSettings, SendEmail, email
+from .net import BlockedDestination, DestinationPolicy
+from .webhooks import WebhookDelivery, WebhookSettings, webhooks
 
 __all__ = [
+    "BlockedDestination",
     "ContribSettings",
+    "DestinationPolicy",
     "EmailSettings",
     "JobOptions",
     "SendEmail",
     "Sink",
+    "WebhookDelivery",
+    "WebhookSettings",
     "email",
+    "webhooks",
 ]
