@@ -22,12 +22,19 @@ from .base import (
     CancelRequestedParams,
     CronNameParams,
     CronTick,
+    DocInsertParams,
+    DocKeyParams,
+    DocListParams,
+    DocNamespaceParams,
+    DocPutManyParams,
+    DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
     JobAttemptsParams,
     JobBatchCounts,
     JobBatchCreateParams,
     JobBatchGetParams,
+    JobBatchTotalParams,
     JobCount,
     JobCountParams,
     JobEvent,
@@ -38,6 +45,7 @@ from .base import (
     MessageGetParams,
     MessageListParams,
     MessageRecord,
+    NamespaceCount,
     OnceAbandonParams,
     OnceClaim,
     OnceClaimParams,
@@ -216,6 +224,10 @@ class SqlStore:
         )
         return rows.into(MessageRecord)
 
+    async def ping(self) -> None:
+        """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
+        await self._x.fetch("database_ping", {})
+
     async def job_attempt_seq(self) -> int:
         """The latest attempt row's id."""
         return int((await self._x.fetch("job_attempt_seq", {})).scalar() or 0)
@@ -264,6 +276,10 @@ class SqlStore:
         await self._x.fetch(
             "job_batch_create", {"id": params.id, "type": params.type, "total": params.total}
         )
+
+    async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
+        """Raise a batch's total (never lowers it)."""
+        await self._x.fetch("job_batch_raise_total", {"id": params.id, "total": params.total})
 
     async def job_batch_counts(self, params: JobBatchGetParams) -> JobBatchCounts | None:
         """A batch's type, total and its jobs by state, in one statement."""
@@ -337,3 +353,74 @@ class SqlStore:
     async def once_abandon(self, params: OnceAbandonParams) -> None:
         """Give up the claim on `key` so another caller can run it."""
         await self._x.fetch("once_abandon", {"key": params.key, "owner": params.owner})
+
+    # -- documents -----------------------------------------------------------------------
+
+    async def doc_put_many(self, params: DocPutManyParams) -> None:
+        """Upsert documents of one namespace in one statement (a repeated key: last wins)."""
+        latest = dict(params.items)
+        if not latest:
+            return
+        await self._x.fetch(
+            "doc_put_many",
+            {
+                "namespace": params.namespace,
+                "keys": list(latest),
+                "doc_values": [v.decode() for v in latest.values()],
+            },
+        )
+
+    async def doc_insert(self, params: DocInsertParams) -> bool:
+        """Insert if absent (and under the namespace's limit)."""
+        rows = await self._x.fetch("doc_insert", insert_args(params))
+        return bool(rows.rows)
+
+    async def doc_get(self, params: DocKeyParams) -> DocumentRecord | None:
+        """One document, or None."""
+        rows = await self._x.fetch("doc_get", {"namespace": params.namespace, "key": params.key})
+        found = _documents(rows)
+        return found[0] if found else None
+
+    async def doc_list(self, params: DocListParams) -> list[DocumentRecord]:
+        """A page of documents in key order."""
+        rows = await self._x.fetch(
+            "doc_list",
+            {
+                "namespace": params.namespace,
+                "after": params.after,
+                "prefix": params.prefix,
+                "limit": params.limit,
+            },
+        )
+        return _documents(rows)
+
+    async def doc_delete(self, params: DocKeyParams) -> bool:
+        """Delete one document; True if it existed."""
+        rows = await self._x.fetch("doc_delete", {"namespace": params.namespace, "key": params.key})
+        return bool(rows.rows)
+
+    async def doc_count(self, params: DocNamespaceParams) -> int:
+        """Documents in a namespace."""
+        return int((await self._x.fetch("doc_count", {"namespace": params.namespace})).scalar())
+
+    async def doc_namespaces(self) -> list[NamespaceCount]:
+        """Namespaces holding documents, by name."""
+        rows = await self._x.fetch("doc_namespaces", {})
+        return [NamespaceCount(str(r[0]), int(r[1])) for r in rows.rows]
+
+
+def insert_args(params: DocInsertParams) -> dict[str, Any]:
+    """The parameters of `doc_insert` (a dialect that wraps it in a lock reuses them)."""
+    return {
+        "namespace": params.namespace,
+        "key": params.key,
+        "value": params.value.decode(),
+        "max_count": params.max_count,
+    }
+
+
+def _documents(rows: Rows) -> list[DocumentRecord]:
+    """Rows of (namespace, key, value, updated_at); the value text as encoded JSON."""
+    return [
+        DocumentRecord(str(r[0]), str(r[1]), str(r[2]).encode(), float(r[3])) for r in rows.rows
+    ]

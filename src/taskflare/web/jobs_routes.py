@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
@@ -192,11 +192,3 @@ async def _change(action: Any, job_id: str) -> dict[str, Any] | None:
         raise ApiError(400, str(exc), "invalid") from None
     result: dict[str, Any] = job.to_dict()
     return result
-
-
-def health_body(request: Request) -> dict[str, Any]:
-    """Seed 002's health answer."""
-    from datetime import UTC
-
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    return {"status": "ok", "service": "queue", "timestamp": now}

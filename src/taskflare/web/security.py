@@ -185,7 +185,7 @@ class HttpSecurity:
     def is_public(self, path: str, tokens: Tokens) -> bool:
         """Whether `path` is answered without a token: /health, webhooks (their signature
         authenticates), and the schema and docs when published (or when no token is set)."""
-        if path == "/health" or path.startswith("/webhooks/"):
+        if path in ("/health", "/health/live") or path.startswith("/webhooks/"):
             return True
         return is_docs_path(path) and (self.public_docs or not tokens.enabled)
 

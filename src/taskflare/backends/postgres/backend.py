@@ -50,6 +50,7 @@ from ..base import (
     ClaimResult,
     CronTickRecordParams,
     DeadLetterReprocessParams,
+    DocInsertParams,
     EnqueueParams,
     EnqueueResult,
     JobCancelResult,
@@ -65,7 +66,7 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import SqlStore
+from ..store import SqlStore, insert_args
 from ..url import redact_url
 from .arrays import adapt_arrays
 
@@ -466,10 +467,12 @@ class PostgresExecutor:
                 f"schema {self.schema!r} of {self.url_for_logs} has version {current}, newer "
                 f"than this taskflare ({LATEST_VERSION}); upgrade taskflare"
             )
-        if current < LATEST_VERSION:
+        missing = sqlfile.missing_versions(MIGRATIONS, applied)
+        if missing:
             raise SchemaOutdated(
                 f"schema {self.schema!r} of {self.url_for_logs} has version {current}; this "
-                f"taskflare needs {LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
+                f"taskflare needs {LATEST_VERSION} (missing: {', '.join(map(str, missing))}). "
+                f"Run: taskflare migrate {self.url_for_logs}"
             )
 
     async def ensure_schema(self) -> None:
@@ -778,6 +781,23 @@ class PostgresBackend(SqlStore):
             "limit": params.limit,
         }
         return int((await self._db.fetch("job_prune", args)).scalar())
+
+    # -- documents ----------------------------------------------------------------------
+
+    async def doc_insert(self, params: DocInsertParams) -> bool:
+        """Insert if absent; with a limit, under a per-namespace transaction lock, so two
+        inserts cannot both see the namespace one short of full (READ COMMITTED would let
+        them)."""
+        args = insert_args(params)
+        if params.max_count is None:
+            return bool((await self._db.fetch("doc_insert", args)).rows)
+
+        async def run(conn: Conn) -> bool:
+            async with conn.transaction():
+                await self._db.on(conn, "doc_lock_namespace", args)
+                return bool((await self._db.on(conn, "doc_insert", args)).rows)
+
+        return await self._db.run(run, "insert a document")
 
     # -- cron and dead letters ----------------------------------------------------------
 
