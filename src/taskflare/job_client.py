@@ -42,7 +42,7 @@ from .errors import (
     UnknownJobType,
     UnknownQueue,
 )
-from .events import log_event
+from .events import log_event, wanted
 from .ids import uuid7
 from .jobs import (
     Job,
@@ -223,14 +223,15 @@ class JobClient:
             if existing is not None:
                 existing.duplicate = True
                 return existing
-        log_event(
-            "enqueued",
-            job_id=message.id,
-            type=message.type,
-            queue=message.queue,
-            attempt=0,
-            correlation_id=message.correlation_id,
-        )
+        if wanted("enqueued"):
+            log_event(
+                "enqueued",
+                job_id=message.id,
+                type=message.type,
+                queue=message.queue,
+                attempt=0,
+                correlation_id=message.correlation_id,
+            )
         return self._as_stored(message)
 
     def _as_stored(self, message: NewMessage) -> Job:

@@ -68,6 +68,7 @@ from ..changes import ChangeSignal
 from ..rows import Rows
 from ..store import SqlStore, insert_args
 from ..url import redact_url
+from .arrays import adapt_arrays
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -266,7 +267,7 @@ class PostgresExecutor:
         """Run statement `name` on this connection (or cursor), inside whatever transaction
         it is in."""
         self.statements_run += 1
-        args = {**params, "channel": self.channel}
+        args = adapt_arrays({**params, "channel": self.channel})
         cur = await conn.execute(self.sql[name], args)
         return await _rows(cur)
 
