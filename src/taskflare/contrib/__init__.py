@@ -12,24 +12,32 @@ variables; secrets are `SecretStr` and never appear in logs, results or the HTTP
 """
 
 from .common import ContribSettings, JobOptions, Sink
+from .content import GenerateContent, content
 from .email import EmailSettings, SendEmail, email
+from .embeddings import GenerateEmbedding, embeddings
 from .imports import BatchImport, ImportSettings, imports
 from .net import BlockedDestination, DestinationPolicy
+from .openai_api import AiSettings
 from .webhooks import WebhookDelivery, WebhookSettings, webhooks
 
 __all__ = [
+    "AiSettings",
     "BatchImport",
     "BlockedDestination",
     "ContribSettings",
     "DestinationPolicy",
     "EmailSettings",
+    "GenerateContent",
+    "GenerateEmbedding",
     "ImportSettings",
     "JobOptions",
     "SendEmail",
     "Sink",
     "WebhookDelivery",
     "WebhookSettings",
+    "content",
     "email",
+    "embeddings",
     "imports",
     "webhooks",
 ]
