@@ -13,12 +13,23 @@ variables; secrets are `SecretStr` and never appear in logs, results or the HTTP
 
 from .common import ContribSettings, JobOptions, Sink
 from .email import EmailSettings, SendEmail, email
+from .imports import BatchImport, ImportSettings, imports
+from .net import BlockedDestination, DestinationPolicy
+from .webhooks import WebhookDelivery, WebhookSettings, webhooks
 
 __all__ = [
+    "BatchImport",
+    "BlockedDestination",
     "ContribSettings",
+    "DestinationPolicy",
     "EmailSettings",
+    "ImportSettings",
     "JobOptions",
     "SendEmail",
     "Sink",
+    "WebhookDelivery",
+    "WebhookSettings",
     "email",
+    "imports",
+    "webhooks",
 ]
