@@ -13,6 +13,7 @@ variables; secrets are `SecretStr` and never appear in logs, results or the HTTP
 
 from .common import ContribSettings, JobOptions, Sink
 from .content import GenerateContent, content
+from .crawl import CrawlSettings, CrawlWebsite, crawler
 from .email import EmailSettings, SendEmail, email
 from .embeddings import GenerateEmbedding, embeddings
 from .imports import BatchImport, ImportSettings, imports
@@ -25,6 +26,8 @@ __all__ = [
     "BatchImport",
     "BlockedDestination",
     "ContribSettings",
+    "CrawlSettings",
+    "CrawlWebsite",
     "DestinationPolicy",
     "EmailSettings",
     "GenerateContent",
@@ -36,6 +39,7 @@ __all__ = [
     "WebhookDelivery",
     "WebhookSettings",
     "content",
+    "crawler",
     "email",
     "embeddings",
     "imports",
