@@ -13,7 +13,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from .backends.base import Backend, NamespaceCount, QueueDeclareParams, QueueSettings
 from .backends.opener import open_backend
@@ -63,6 +63,15 @@ def _jobs(method: Callable[Concatenate[JobClient, P], R]) -> Callable[Concatenat
         return method(self.jobs, *args, **kwargs)
 
     return delegate
+
+
+class Extension(Protocol):
+    """Something `App.use` installs: a set of job types with their settings (the built-in
+    ones in `taskflare.contrib`), or your own."""
+
+    def install(self, app: App) -> None:
+        """Register what this extension provides on `app`."""
+        ...
 
 
 class App:
@@ -245,6 +254,14 @@ class App:
         )
         self.registry.add_webhook(config)
         return config
+
+    def use(self, *extensions: Extension) -> App:
+        """Install extensions, e.g. the built-in job types:
+        `app.use(contrib.email(), contrib.webhooks(allow_private=False))`. Returns the app.
+        An extension registering a job type name already taken raises `InvalidJobConfig`."""
+        for extension in extensions:
+            extension.install(self)
+        return self
 
     def wait_until(self, work: Any, *args: Any, durable: bool = False, **kwargs: Any) -> Any:
         """Run `work` (an awaitable, or a function and its arguments) in the background.

@@ -1056,6 +1056,12 @@ class Backend(
         """Apply pending schema migrations; return the versions applied."""
         ...
 
+    async def refresh_statistics(self) -> bool:
+        """Bring the query planner's statistics of the message table up to date when they
+        are far behind what it holds (a burst into a fresh table); True if this call did.
+        Workers call it at start and every `STATISTICS_INTERVAL` seconds."""
+        ...
+
     async def ping(self) -> None:
         """One cheap read of this app's schema; raises `BackendUnavailable` when the
         database (or the schema) does not answer. Used by `GET /health`."""

@@ -68,6 +68,7 @@ from ..changes import ChangeSignal
 from ..rows import Rows
 from ..store import SqlStore, insert_args
 from ..url import redact_url
+from .arrays import adapt_arrays
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -266,7 +267,7 @@ class PostgresExecutor:
         """Run statement `name` on this connection (or cursor), inside whatever transaction
         it is in."""
         self.statements_run += 1
-        args = {**params, "channel": self.channel}
+        args = adapt_arrays({**params, "channel": self.channel})
         cur = await conn.execute(self.sql[name], args)
         return await _rows(cur)
 
@@ -629,6 +630,24 @@ class PostgresBackend(SqlStore):
     async def migrate(self) -> list[int]:
         """Apply pending migrations."""
         return await self._db.migrate()
+
+    async def refresh_statistics(self) -> bool:
+        """ANALYZE the message table when its planner statistics are far behind (see
+        `statistics_stale` in queries.sql), one worker at a time; True if this call did.
+
+        Raises `BackendUnavailable` when the database cannot be reached (or refuses, e.g.
+        a role that does not own the table)."""
+
+        async def run(conn: Conn) -> bool:
+            if not (await self._db.on(conn, "statistics_stale", {"min_rows": 1000})).scalar():
+                return False
+            async with conn.transaction():
+                if not (await self._db.on(conn, "statistics_lock", {})).scalar():
+                    return False
+                await conn.execute(self._db.sql["statistics_refresh"], prepare=False)
+            return True
+
+        return bool(await self._db.run(run, "refresh planner statistics"))
 
     async def close(self) -> None:
         """Close every pool and listener; safe to call twice."""

@@ -397,6 +397,27 @@ SELECT set_config('search_path', %(search_path)s, true);
 -- The cheapest read that proves the database and this app's schema answer (GET /health).
 SELECT 1 FROM {schema}.schema_migrations LIMIT 1;
 
+-- name: statistics_stale
+-- Whether the planner's statistics of the message table are far behind what it holds:
+-- never gathered while it has rows, or more rows changed since than a fifth of the
+-- table (autovacuum waits for its next round, up to a minute, and then for 10 %).
+-- A burst of enqueues into a fresh table is the case that matters: without statistics
+-- the outcome statement is planned as a nested loop over its own rows.
+SELECT coalesce(bool_or(
+           (s.last_analyze IS NULL AND s.last_autoanalyze IS NULL
+            AND s.n_live_tup + s.n_mod_since_analyze >= %(min_rows)s)
+           OR (s.n_mod_since_analyze >= %(min_rows)s
+               AND s.n_mod_since_analyze > 0.2 * greatest(c.reltuples, 0))), false)
+FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid
+WHERE s.relid = '{schema}.messages'::regclass;
+
+-- name: statistics_lock
+-- One worker at a time refreshes them (the others skip); released at commit.
+SELECT pg_try_advisory_xact_lock(hashtext('taskflare-analyze:' || %(channel)s));
+
+-- name: statistics_refresh
+ANALYZE {schema}.messages;
+
 -- name: migration_record
 INSERT INTO {schema}.schema_migrations (version, name, applied_at)
 VALUES (%(version)s, %(name)s, {now});
