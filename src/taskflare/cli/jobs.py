@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
 
 from ..app import App
 from ..backends.base import NewMessage
@@ -19,6 +19,7 @@ from ..errors import JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..messages import check_delay
+from ..tables import Column, error_line, fit_table, short_time
 from .common import DatabaseOpt, JsonOpt, cli, fail, load_app, print_json, run, state_app
 
 jobs_cli = typer.Typer(
@@ -60,21 +61,28 @@ def jobs_list(
     if as_json:
         print_json({"count": len(jobs), "jobs": jobs, "nextCursor": page.next_cursor})
         return
-    table = Table(title="jobs (newest first)")
-    for column in ("id", "type", "queue", "status", "attempts", "created", "error"):
-        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
-    for job in jobs:
-        colour = STATUS_COLOURS.get(job["status"], "white")
-        table.add_row(
+    columns = [
+        Column("id", "id"),
+        Column("type", "name"),
+        Column("queue", "name", rank=4),
+        Column("status", "word"),
+        Column("tries", "number", rank=1),
+        Column("created", "word", rank=5),
+        Column("error", "text", rank=3),
+    ]
+    rows = [
+        [
             job["id"],
-            job["type"],
-            job["queue"],
-            f"[{colour}]{job['status']}[/]",
+            escape(job["type"]),
+            escape(job["queue"]),
+            f"[{STATUS_COLOURS.get(job['status'], 'white')}]{job['status']}[/]",
             f"{job['attempts']}/{job['maxAttempts']}",
-            job["createdAt"],
-            (job["error"] or "")[:50],
-        )
-    Console().print(table)
+            short_time(job["createdAt"]),
+            escape(error_line(job["error"])),
+        ]
+        for job in jobs
+    ]
+    Console().print(fit_table("jobs (newest first)", columns, rows))
     if page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}")
 

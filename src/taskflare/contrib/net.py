@@ -125,9 +125,10 @@ async def pinned_request(
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
     timeout: float | None = None,
+    stream: bool = False,
 ) -> httpx.Response:
     """Send one request to `url` via an address checked by `policy` (no redirects followed);
-    the response body is read."""
+    the response body is read, unless `stream` (then the caller reads and closes it)."""
     port = url.port or (443 if url.scheme == "https" else 80)
     ip = await resolve(url.host, port, policy)
     host_header = url.host if url.port is None else f"{url.host}:{url.port}"
@@ -144,7 +145,7 @@ async def pinned_request(
         timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         extensions=extensions,
     )
-    return await client.send(request, follow_redirects=False)
+    return await client.send(request, follow_redirects=False, stream=stream)
 
 
 def redirect_target(response: httpx.Response, url: httpx.URL) -> httpx.URL | None:

@@ -77,6 +77,13 @@ class MessageResponse(BaseModel):
     job: dict[str, Any] | None = None
 
 
+class BatchResponse(BaseModel):
+    """`GET /batches/{id}`: a batch's counts and progress."""
+
+    success: bool = True
+    batch: dict[str, Any]
+
+
 class StatsResponse(BaseModel):
     """`GET /stats`."""
 
@@ -170,6 +177,13 @@ def job_router(app: App) -> APIRouter:
         return MessageResponse(
             message="Job cancelled" if done else "Job cancellation requested", job=job
         )
+
+    @router.get("/batches/{batch_id}", response_model=BatchResponse)
+    async def get_batch(batch_id: str) -> BatchResponse:
+        batch = await app.get_batch(batch_id)
+        if batch is None:
+            raise ApiError(404, f"Batch not found: {batch_id}", "not_found")
+        return BatchResponse(batch=batch.to_dict())
 
     @router.get("/stats", response_model=StatsResponse)
     async def stats(

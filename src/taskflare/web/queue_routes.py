@@ -203,8 +203,18 @@ def queue_router(app: App) -> APIRouter:
     @router.post("/queues/{name}/dlq/reprocess", response_model=Envelope)
     async def reprocess(name: str, body: ReprocessRequest | None = None) -> dict[str, Any]:
         queue = known(name)
-        _dlq_of(queue)
-        count = await queue.replay_dead_letters(body.ids if body is not None else None)
+        dlq = _dlq_of(queue)
+        ids = body.ids if body is not None else None
+        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids)):
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise ApiError(
+                404,
+                f"not dead letters of {name!r} (nothing was reprocessed): {shown}",
+                "not_found",
+            )
+        count = await queue.replay_dead_letters(ids)
         return {"success": True, "message": f"Reprocessed {count} messages", "reprocessed": count}
 
     @router.post("/queues/{name}/messages/pull", response_model=Envelope)
