@@ -146,19 +146,20 @@ class EmailSettings(ContribSettings):
 
     `smtp_url`: `smtp://user:password@host:587` (STARTTLS when the server offers it;
     `?starttls=required` to insist), `smtps://...:465` (TLS from the start) or
-    `smtp://host:25?starttls=never`. `transport`: `smtp`, `console` (print the message;
-    development) or `file` (write `.eml` files into `file_dir`). `email_from`: the sender
-    when a payload has no `from`. `smtp_ca_file`: extra CA certificates to trust.
+    `smtp://host:25?starttls=never`. `email_transport`: `smtp`, `console` (print the
+    message; development) or `file` (write `.eml` files into `email_file_dir`).
+    `email_from`: the sender when a payload has no `from`. `smtp_ca_file`: extra CA
+    certificates to trust.
     """
 
-    transport: Literal["smtp", "console", "file"] = "smtp"
+    email_transport: Literal["smtp", "console", "file"] = "smtp"
     smtp_url: SecretStr | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_ca_file: str | None = None
     email_from: str | None = None
-    file_dir: str = "outbox"
+    email_file_dir: str = "outbox"
 
 
 class _Smtp:
@@ -263,11 +264,11 @@ async def _send_smtp(smtp: _Smtp, msg: EmailMessage, recipients: list[str]) -> d
 
 def _deliver_locally(settings: EmailSettings, msg: EmailMessage, payload: SendEmail) -> str:
     data = msg.as_bytes()
-    if settings.transport == "console":
+    if settings.email_transport == "console":
         sys.stdout.write(data.decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         return "console"
-    folder = Path(settings.file_dir)
+    folder = Path(settings.email_file_dir)
     folder.mkdir(parents=True, exist_ok=True)
     name = (payload.message_id or uuid.uuid4().hex).strip("<>").replace("@", "_at_")
     target = folder / f"{name}.eml"
@@ -301,7 +302,7 @@ class EmailExtension:
                 return {**earlier.value, "duplicate": True}
             msg = build_message(payload, config.email_from)
             recipients = envelope_recipients(payload)
-            if config.transport == "smtp":
+            if config.email_transport == "smtp":
                 outcome = await _send_smtp(_Smtp(config), msg, recipients)
             else:
                 where = _deliver_locally(config, msg, payload)
@@ -309,7 +310,7 @@ class EmailExtension:
             result = {
                 "sent": True,
                 "messageId": payload.message_id,
-                "transport": config.transport,
+                "transport": config.email_transport,
                 **outcome,
             }
             await sent.put(payload.message_id, result)
@@ -317,7 +318,7 @@ class EmailExtension:
                 "sent %s to %d recipient(s) via %s (job %s)",
                 payload.message_id,
                 len(outcome["accepted"]),
-                config.transport,
+                config.email_transport,
                 ctx.job_id,
             )
             return result
