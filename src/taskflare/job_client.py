@@ -36,12 +36,13 @@ from .backends.base import (
 )
 from .errors import (
     InvalidJobConfig,
+    InvalidJobOption,
     InvalidJobState,
+    InvalidPayload,
     JobCancelled,
     JobFailed,
     JobNotFound,
     MessageTooLarge,
-    UnknownJobType,
     UnknownQueue,
 )
 from .events import log_event, wanted
@@ -148,7 +149,7 @@ class JobClient:
             try:
                 body = orjson.dumps(payload)
             except TypeError as exc:
-                raise UnknownJobType(f"payload of job type {type!r} is not JSON: {exc}") from None
+                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
             default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
         if idempotency_key is not None:
             check_text(idempotency_key, "idempotency_key")
@@ -162,11 +163,13 @@ class JobClient:
             body=body,
             content_type="json",
             delay_seconds=delay,
-            priority=default_priority if priority is None else check_priority(priority),
+            priority=default_priority
+            if priority is None
+            else check_priority(priority, InvalidJobOption),
             type=type,
             max_attempts=default_attempts
             if max_attempts is None
-            else check_max_attempts(max_attempts),
+            else check_max_attempts(max_attempts, InvalidJobOption),
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             batch_id=batch_id,
