@@ -14,7 +14,7 @@ instead and moves to the dead-letter queue) plus the job rules of taskflare
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .backends.base import (
@@ -135,6 +135,12 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
         return Decision(fail, lost or "failed", error, permanent=permanent)
     retry = RetryOutcome(delivery.id, delivery.lease_id, delay, error, require_expired=expired)
     return Decision(retry, lost or "retried", error, delay)
+
+
+def acked(refs: Iterable[LeaseRef]) -> list[Decision]:
+    """`decide(delivery, Succeeded())` for many plain messages at once: each is acked.
+    The batch runner's path for a batch whose consumer returned with nothing retried."""
+    return [Decision(ref, "acked") for ref in refs]
 
 
 def _lost_for_good(delivery: Delivery) -> str:

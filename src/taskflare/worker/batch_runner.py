@@ -27,7 +27,16 @@ from ..backends.base import (
 )
 from ..encoding import decode_body
 from ..messages import Message, MessageBatch, resolve_outcome, timestamp_from_epoch
-from ..policy import Decision, Delivery, Failed, Outcome, RetryRequested, Succeeded, WorkerShutdown
+from ..policy import (
+    Decision,
+    Delivery,
+    Failed,
+    Outcome,
+    RetryRequested,
+    Succeeded,
+    WorkerShutdown,
+    acked,
+)
 from ..policy import decide as decide_one
 from ..registry import QueueSpec
 from ..text import clean_text
@@ -140,19 +149,28 @@ def settle_batch(
     """Every message's decision, as one settlement."""
     config = spec.config
     by_id = {c.id: c for c in claimed}
-    decisions: list[Decision] = []
-    for message in batch.messages:
-        item = by_id[message.id]
-        delivery = Delivery(
+
+    def delivery(item: ClaimedMessage) -> Delivery:
+        return Delivery(
             item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
         )
-        outcome = outcome_of(message, batch, error, config.retry_delay, shutdown=shutdown)
-        decisions.append(decide_one(delivery, outcome))
+
+    messages = batch.messages
+    decisions: list[Decision]
+    all_acked = all(m.decision is None or m.decision.ack for m in messages)
+    if error is None and not shutdown and all_acked:
+        # The common case, every message acked: one policy call for the whole batch.
+        decisions = acked(LeaseRef(m.id, by_id[m.id].lease_id) for m in messages)
+    else:
+        decisions = [
+            decide_one(
+                delivery(by_id[m.id]),
+                outcome_of(m, batch, error, config.retry_delay, shutdown=shutdown),
+            )
+            for m in messages
+        ]
     for item, reason in undecodable:
-        delivery = Delivery(
-            item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
-        )
-        decisions.append(decide_one(delivery, Failed(reason, permanent=True)))
+        decisions.append(decide_one(delivery(item), Failed(reason, permanent=True)))
     return as_settlement(decisions)
 
 
