@@ -146,7 +146,8 @@ class RetryOutcome:
     """Put a message back, available again after `delay_seconds`.
 
     `require_expired`: apply only if the lease has expired (the lease rescuer's outcomes,
-    so a lease that a late heartbeat extended is left alone).
+    so a lease that a late heartbeat extended is left alone). `refund`: the delivery
+    does not count as an attempt (a snooze): `attempts` goes back down by one.
     """
 
     id: str
@@ -154,6 +155,7 @@ class RetryOutcome:
     delay_seconds: float
     error: str | None = None
     require_expired: bool = False
+    refund: bool = False
 
 
 @dataclass(slots=True)

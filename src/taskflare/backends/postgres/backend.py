@@ -586,6 +586,7 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
         "retry_delays": [float(r.delay_seconds) for r in retries],
         "retry_errors": [r.error for r in retries],
         "retry_expired": [r.require_expired for r in retries],
+        "retry_refunds": [r.refund for r in retries],
         "fail_ids": [f.id for f in fails],
         "fail_leases": [f.lease_id for f in fails],
         "fail_errors": [f.error for f in fails],

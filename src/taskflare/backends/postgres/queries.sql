@@ -132,6 +132,7 @@ WITH acked AS (
     SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'ready' END,
         available_at = CASE WHEN m.cancel_requested THEN m.available_at
                             ELSE {now} + r.delay END,
+        attempts = CASE WHEN r.refund THEN greatest(m.attempts - 1, 0) ELSE m.attempts END,
         finished_at = CASE WHEN m.cancel_requested THEN {now} END,
         last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running'
                           ELSE coalesce(r.error, m.last_error) END,
@@ -139,8 +140,9 @@ WITH acked AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     FROM unnest(%(retry_ids)s::text[], %(retry_leases)s::text[], %(retry_delays)s::float8[],
-                %(retry_errors)s::text[], %(retry_expired)s::boolean[])
-         AS r(id, lease_id, delay, error, require_expired)
+                %(retry_errors)s::text[], %(retry_expired)s::boolean[],
+                %(retry_refunds)s::boolean[])
+         AS r(id, lease_id, delay, error, require_expired, refund)
     WHERE m.id = ANY(%(retry_ids)s::text[])
       AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
       AND (NOT r.require_expired OR m.lease_expires_at < {now})
@@ -209,7 +211,7 @@ WITH acked AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                        outcome, error, traceback)
     SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
-           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed', 'snoozed')
                 THEN 'cancelled' ELSE a.outcome END,
            a.error, a.traceback
     FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
@@ -265,7 +267,7 @@ WITH completed AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                        outcome, error, traceback)
     SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
-           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed', 'snoozed')
                 THEN 'cancelled' ELSE a.outcome END,
            a.error, a.traceback
     FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],

@@ -567,7 +567,7 @@ class SQLiteBackend(SqlStore):
                 states.update((r[0], ACKED) for r in tx.fetch("settle_ack", {"acks": acks}).rows)
             if s.retries:
                 retries = [
-                    [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired]
+                    [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired, r.refund]
                     for r in s.retries
                 ]
                 states.update(tx.fetch("settle_retry", {"retries": retries}).pairs())
@@ -723,6 +723,6 @@ class SQLiteBackend(SqlStore):
 
 def attempt_outcome(outcome: str, state: str) -> str:
     """An attempt's outcome as stored: a job whose cancel won ended `cancelled`."""
-    if state == State.CANCELLED and outcome in ("completed", "retried", "failed"):
+    if state == State.CANCELLED and outcome in ("completed", "retried", "failed", "snoozed"):
         return "cancelled"
     return outcome

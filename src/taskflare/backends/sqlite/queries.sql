@@ -95,6 +95,7 @@ RETURNING id, 'acked' AS state;
 UPDATE messages
 SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
     available_at = CASE WHEN cancel_requested THEN available_at ELSE :now + r.delay END,
+    attempts = CASE WHEN r.refund THEN max(messages.attempts - 1, 0) ELSE messages.attempts END,
     finished_at = CASE WHEN cancel_requested THEN :now END,
     last_error = CASE WHEN cancel_requested THEN 'cancelled while running'
                       ELSE coalesce(r.error, messages.last_error) END,
@@ -102,7 +103,7 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
     lease_owner = NULL,
     lease_expires_at = NULL
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS delay,
-             value ->> 3 AS error, value ->> 4 AS require_expired
+             value ->> 3 AS error, value ->> 4 AS require_expired, value ->> 5 AS refund
       FROM json_each(:retries)) AS r
 WHERE messages.id = r.id AND messages.lease_id = r.lease_id AND messages.state = 'leased'
   AND (NOT r.require_expired OR messages.lease_expires_at < :now)
