@@ -36,6 +36,7 @@ from .backends.base import (
 from .errors import (
     InvalidJobConfig,
     InvalidJobState,
+    InvalidMessage,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -54,6 +55,7 @@ from .jobs import (
     check_priority,
     run_at_delay,
 )
+from .limits import Unique, check_key, unique_params
 from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
@@ -125,6 +127,8 @@ class JobClient:
         queue: str | None = None,
         batch_id: str | None = None,
         strict: bool = True,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> NewMessage:
         """Validate a job and build the message that stores it (nothing is stored yet).
 
@@ -161,6 +165,17 @@ class JobClient:
                 f"queue {target!r} is {format_bytes(limit)}"
             )
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
+        flow_keys = None
+        limited = job_type is not None and job_type.limits is not None and job_type.limits.active
+        if spec is not None and (spec.rate_limit or limited):
+            keys = {
+                "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
+                "concurrency_key": None
+                if concurrency_key is None
+                else check_key(concurrency_key, "concurrency"),
+            }
+            buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
+            flow_keys = tuple(buckets) if buckets else None
         return NewMessage(
             id=uuid7(),
             queue=target,
@@ -175,6 +190,7 @@ class JobClient:
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             batch_id=batch_id,
+            flow_keys=flow_keys,
         )
 
     async def enqueue(
@@ -193,9 +209,17 @@ class JobClient:
         connection: Any | None = None,
         strict: bool = True,
         batch_id: str | None = None,
+        unique: Unique | None = None,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """Validate and store a job in one round trip; return it (`job.duplicate` if an
-        earlier job held the idempotency key: that job is returned instead).
+        earlier job held the idempotency key, or matches it under `unique`: that job is
+        returned instead).
+
+        `unique`: a `Unique` (default: the job type's), see `taskflare.Unique`; it cannot
+        be combined with `idempotency_key`. `rate_key` / `concurrency_key`: the key of the
+        job type's keyed rate / concurrency limits (overriding their key functions).
 
         `run_at`: an aware datetime (a naive one is refused) or epoch seconds; or
         `delay_seconds` from now. An idempotency key guards jobs that are pending,
@@ -219,10 +243,22 @@ class JobClient:
             queue=queue,
             strict=strict,
             batch_id=None if batch_id is None else check_text(batch_id, "batch_id"),
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         ttl = check_delay(idempotency_ttl, "idempotency_ttl")
+        params = JobEnqueueParams(message, ttl, connection)
+        job_type = self._registry.job_types.get(type)
+        if unique is None and job_type is not None and job_type.limits is not None:
+            unique = job_type.limits.unique
+        if unique is not None:
+            if idempotency_key is not None:
+                raise InvalidMessage(
+                    "idempotency_key and unique cannot be combined; use one of them"
+                )
+            params = unique_params(unique, message)
         backend = await self._storage.backend()
-        stored = await backend.job_enqueue(JobEnqueueParams(message, ttl, connection))
+        stored = await backend.job_enqueue(params)
         if stored.duplicate:
             existing = await self.get_job(stored.id)
             if existing is not None:

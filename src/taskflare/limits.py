@@ -10,12 +10,16 @@ written `family|key`. A job without a limit carries none and costs nothing extra
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from .backends.base import JobEnqueueParams, NewMessage
 from .errors import InvalidJobConfig, InvalidMessage
 
 KeyFunction = Callable[[Any], Any]
@@ -169,6 +173,48 @@ class Unique:
     def stored_states(self) -> tuple[str, ...]:
         """The stored message states of `states`."""
         return tuple(_STATES[s] for s in self.states)
+
+
+# How long a unique job without a `period` holds its key at most [s] (a holder that is
+# no longer in one of the states gives it up at once, whatever this says).
+UNIQUE_HOLD_SECONDS = 10 * 365 * 86_400.0
+
+
+def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
+    """The enqueue parameters that make `message` unique: a key derived from what
+    `unique.by` names (a digest of the canonical JSON), held while the job is in one of
+    `unique.states`, for `unique.period` seconds at most."""
+    parts: dict[str, Any] = {}
+    if "type" in unique.by:
+        parts["type"] = message.type
+    if "queue" in unique.by:
+        parts["queue"] = message.queue
+    if "payload" in unique.by:
+        payload = orjson.loads(message.body)
+        if unique.keys is not None and isinstance(payload, dict):
+            payload = {k: payload.get(k) for k in unique.keys}
+        parts["payload"] = payload
+    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    keyed = NewMessage(
+        id=message.id,
+        queue=message.queue,
+        body=message.body,
+        content_type=message.content_type,
+        delay_seconds=message.delay_seconds,
+        priority=message.priority,
+        type=message.type,
+        max_attempts=message.max_attempts,
+        idempotency_key=f"unique:{digest[:40]}",
+        correlation_id=message.correlation_id,
+        batch_id=message.batch_id,
+        flow_keys=message.flow_keys,
+    )
+    return JobEnqueueParams(
+        keyed,
+        unique.period if unique.period is not None else UNIQUE_HOLD_SECONDS,
+        guard_states=unique.stored_states,
+        key_scope=message.type if "type" in unique.by else "*",
+    )
 
 
 @dataclass(frozen=True, slots=True)

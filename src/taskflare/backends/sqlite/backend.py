@@ -417,6 +417,7 @@ def insert_params(message: NewMessage) -> dict[str, Any]:
         "idempotency_key": message.idempotency_key,
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
+        "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
     }
 
 
@@ -622,10 +623,15 @@ class SQLiteBackend(SqlStore):
 
         def run(tx: Transaction) -> EnqueueResult:
             if message.idempotency_key is not None:
-                key = {"type": message.type, "key": message.idempotency_key}
+                key = {"type": params.key_scope or message.type, "key": message.idempotency_key}
                 tx.fetch(
                     "idempotency_claim",
-                    {**key, "job_id": message.id, "ttl": float(params.idempotency_ttl)},
+                    {
+                        **key,
+                        "job_id": message.id,
+                        "ttl": float(params.idempotency_ttl),
+                        "guard_states": list(params.guard_states),
+                    },
                 )
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:

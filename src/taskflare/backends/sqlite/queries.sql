@@ -26,9 +26,9 @@ BEGIN SELECT tf_notify('ready:' || new.name); END;
 -- name: message_insert
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, type, max_attempts, idempotency_key,
-                      correlation_id, batch_id)
+                      correlation_id, batch_id, flow_keys)
 VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :now + :delay,
-        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id)
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id, :flow_keys)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: message_claim_many
@@ -271,7 +271,8 @@ ORDER BY job_id, id;
 
 -- name: idempotency_claim
 -- Take the key for this job unless an unexpired key holds it whose job still exists and
--- is pending, running or completed (a failed or cancelled job no longer guards its key).
+-- is in a guard state (an idempotency key: pending, running or completed; a unique
+-- job: its declared states).
 INSERT INTO idempotency_keys (type, key, job_id, expires_at)
 VALUES (:type, :key, :job_id, :now + :ttl)
 ON CONFLICT (type, key) DO UPDATE
@@ -279,7 +280,7 @@ SET job_id = excluded.job_id, expires_at = excluded.expires_at
 WHERE idempotency_keys.expires_at < :now
    OR NOT EXISTS (SELECT 1 FROM messages
                   WHERE id = idempotency_keys.job_id
-                    AND state NOT IN ('failed', 'cancelled'));
+                    AND state IN (SELECT value FROM json_each(:guard_states)));
 
 -- name: idempotency_holder
 SELECT job_id FROM idempotency_keys WHERE type = :type AND key = :key;
