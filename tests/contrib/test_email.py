@@ -223,3 +223,24 @@ async def test_the_file_transport_writes_eml_files(contrib_app: App, tmp_path: A
     [eml] = list(outbox.glob("*.eml"))
     assert b"Subject: Welcome!" in eml.read_bytes()
     assert job.id
+
+
+async def test_implicit_tls_smtps(contrib_app: App, tls_cert: tuple[str, str]) -> None:
+    with local_services.smtp_server(tls_cert=tls_cert, implicit_tls=True) as (url, inbox):
+        assert url.startswith("smtps://")
+        use_email(contrib_app, url, smtp_ca_file=tls_cert[0])
+        job = await contrib_app.enqueue("send-email", EMAIL)
+        done = await finished(contrib_app, job.id)
+        assert done.status is JobStatus.COMPLETED, done.error
+        assert len(inbox.messages) == 1
+
+
+async def test_the_console_transport_prints_the_message(
+    contrib_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contrib_app.use(contrib.email(EmailSettings(email_transport="console", email_from="a@b.c")))
+    job = await contrib_app.enqueue("send-email", EMAIL)
+    done = await finished(contrib_app, job.id)
+    assert done.result["transport"] == "console"
+    printed = capsys.readouterr().out
+    assert "Subject: Welcome!" in printed and done.result["messageId"] in printed
