@@ -74,11 +74,12 @@ class SmtpInbox:
     """What the local SMTP server received: envelopes and parsed messages.
 
     Recipients starting with `bounce` are refused with 550 (permanent), with `later` with
-    451 (try again later)."""
+    451 (try again later), with `flaky` with 451 the first time only."""
 
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    deferred: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -88,6 +89,12 @@ class SmtpInbox:
             return "550 5.1.1 no such user here"
         if address.startswith("later"):
             return "451 4.3.0 mailbox busy, try again later"
+        if address.startswith("flaky"):  # busy the first time only
+            with self.lock:
+                first = address not in self.deferred
+                self.deferred.add(address)
+            if first:
+                return "451 4.3.0 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

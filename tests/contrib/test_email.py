@@ -244,3 +244,20 @@ async def test_the_console_transport_prints_the_message(
     assert done.result["transport"] == "console"
     printed = capsys.readouterr().out
     assert "Subject: Welcome!" in printed and done.result["messageId"] in printed
+
+
+async def test_a_deferred_recipient_is_retried_alone(
+    contrib_app: App, smtp: tuple[str, local_services.SmtpInbox]
+) -> None:
+    url, inbox = smtp
+    use_email(contrib_app, url)
+    job = await contrib_app.enqueue(
+        "send-email", {**EMAIL, "to": ["ok@example.com", "flaky@example.com"]}
+    )
+    done = await finished(contrib_app, job.id)
+    assert done.status is JobStatus.COMPLETED and done.attempts == 2
+    assert "flaky@example.com: 451" in (done.history[0].error or "")
+    assert done.result["accepted"] == ["ok@example.com", "flaky@example.com"]
+    assert done.result["deferred"] == []
+    assert [rcpts for _, rcpts in inbox.envelopes] == [["ok@example.com"], ["flaky@example.com"]]
+    assert len({m["Message-ID"] for m in inbox.messages}) == 1  # one message, twice delivered

@@ -254,10 +254,13 @@ async def _send_smtp(smtp: _Smtp, msg: EmailMessage, recipients: list[str]) -> d
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
         # Connection refused, lost or timed out, TLS failure: retried with backoff.
         raise RuntimeError(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}") from None
-    rejected = {addr: f"{resp.code} {resp.message}" for addr, resp in refused.items()}
+    replies = {addr: (resp.code, f"{resp.code} {resp.message}") for addr, resp in refused.items()}
+    rejected = {a: text for a, (code, text) in replies.items() if code >= 500}
+    deferred = {a: text for a, (code, text) in replies.items() if code < 500}
     return {
-        "accepted": [r for r in recipients if r not in rejected],
+        "accepted": [r for r in recipients if r not in replies],
         "rejected": rejected,
+        "deferred": deferred,
         "response": reply,
     }
 
@@ -298,20 +301,31 @@ class EmailExtension:
             sent = app.namespace(SENT_NAMESPACE)
             assert payload.message_id is not None
             earlier = await sent.get(payload.message_id)
-            if earlier is not None:  # sent by an earlier attempt whose outcome was lost
-                return {**earlier.value, "duplicate": True}
+            before: dict[str, Any] = earlier.value if earlier is not None else {}
+            if earlier is not None and not before.get("deferred"):
+                # Sent by an earlier attempt whose outcome was lost: not sent again.
+                return {**before, "duplicate": True}
             msg = build_message(payload, config.email_from)
-            recipients = envelope_recipients(payload)
+            # A retry after some recipients were deferred (4xx) sends to those only.
+            recipients = before.get("deferred") or envelope_recipients(payload)
             if config.email_transport == "smtp":
                 outcome = await _send_smtp(_Smtp(config), msg, recipients)
             else:
                 where = _deliver_locally(config, msg, payload)
-                outcome = {"accepted": recipients, "rejected": {}, "response": where}
+                outcome = {
+                    "accepted": recipients,
+                    "rejected": {},
+                    "deferred": {},
+                    "response": where,
+                }
             result = {
                 "sent": True,
                 "messageId": payload.message_id,
                 "transport": config.email_transport,
-                **outcome,
+                "accepted": [*before.get("accepted", []), *outcome["accepted"]],
+                "rejected": {**before.get("rejected", {}), **outcome["rejected"]},
+                "deferred": sorted(outcome["deferred"]),
+                "response": outcome["response"],
             }
             await sent.put(payload.message_id, result)
             log.info(
@@ -321,6 +335,12 @@ class EmailExtension:
                 config.email_transport,
                 ctx.job_id,
             )
+            if outcome["deferred"]:
+                detail = "; ".join(f"{a}: {r}" for a, r in outcome["deferred"].items())
+                raise RuntimeError(
+                    f"{len(outcome['deferred'])} recipient(s) deferred, retried for them "
+                    f"only: {detail}"
+                )
             return result
 
         register(app, self.options, send_email)
