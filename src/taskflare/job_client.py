@@ -38,11 +38,8 @@ from .errors import (
     InvalidJobConfig,
     InvalidJobOption,
     InvalidJobState,
-<<<<<<< HEAD
     InvalidMessage,
-=======
     InvalidPayload,
->>>>>>> main
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -164,17 +161,7 @@ class JobClient:
             check_text(correlation_id, "correlation_id")
         self._check_size(type, body, target)
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
-        flow_keys = None
-        limited = job_type is not None and job_type.limits is not None and job_type.limits.active
-        if spec is not None and (spec.rate_limit or limited):
-            keys = {
-                "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
-                "concurrency_key": None
-                if concurrency_key is None
-                else check_key(concurrency_key, "concurrency"),
-            }
-            buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
-            flow_keys = tuple(buckets) if buckets else None
+        flow_keys = self._flow_keys(type, target, body, rate_key, concurrency_key)
         return NewMessage(
             id=uuid7(),
             queue=target,
@@ -193,6 +180,29 @@ class JobClient:
             batch_id=batch_id,
             flow_keys=flow_keys,
         )
+
+    def _flow_keys(
+        self,
+        type: str,
+        queue: str,
+        body: bytes,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
+    ) -> tuple[str, ...] | None:
+        """The limit buckets a job needs (None without limits: nothing is computed)."""
+        spec = self._registry.queues.get(queue)
+        job_type = self._registry.job_types.get(type)
+        limited = job_type is not None and job_type.limits is not None and job_type.limits.active
+        if spec is None or not (spec.rate_limit or limited):
+            return None
+        keys = {
+            "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
+            "concurrency_key": None
+            if concurrency_key is None
+            else check_key(concurrency_key, "concurrency"),
+        }
+        buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
+        return tuple(buckets) if buckets else None
 
     def _check_size(self, type: str, body: bytes, queue: str) -> None:
         spec = self._registry.queues.get(queue)
@@ -235,7 +245,8 @@ class JobClient:
                 continue
             body = encode(payload)
             self._check_size(type, body, first.queue)
-            messages.append(replace(first, id=uuid7(), body=body))
+            flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
+            messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
         return messages
 
     async def enqueue(
