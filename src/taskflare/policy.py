@@ -73,6 +73,17 @@ class Failed:
 
 
 @dataclass(slots=True)
+class Snoozed:
+    """The handler asked to run again after `delay_seconds` without spending an attempt
+    (`Snooze`, or `RateLimited`: then `backoff_keys` says the job's rate-limit keys back
+    off too)."""
+
+    delay_seconds: float
+    reason: str
+    backoff_keys: bool = False
+
+
+@dataclass(slots=True)
 class Cancelled:
     """A running job stopped because it was cancelled."""
 
@@ -89,7 +100,7 @@ class LeaseExpired:
     """The worker holding the delivery stopped or lost contact; its lease ran out."""
 
 
-Outcome = Succeeded | RetryRequested | Failed | Cancelled | WorkerShutdown | LeaseExpired
+Outcome = Succeeded | RetryRequested | Failed | Snoozed | Cancelled | WorkerShutdown | LeaseExpired
 Settled = LeaseRef | CompleteOutcome | RetryOutcome | FailOutcome | CancelOutcome
 
 SHUTDOWN_ERROR = "the worker shut down before the handler finished"
@@ -98,7 +109,7 @@ SHUTDOWN_ERROR = "the worker shut down before the handler finished"
 @dataclass(slots=True)
 class Decision:
     """What to apply, and how the delivery's attempt ends (`attempt_outcome`: completed,
-    acked, retried, failed, cancelled or lost), with the error it ends with."""
+    acked, retried, snoozed, failed, cancelled or lost), with the error it ends with."""
 
     outcome: Settled
     attempt_outcome: str
@@ -115,6 +126,11 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
                 CompleteOutcome(delivery.id, delivery.lease_id, outcome.result), "completed"
             )
         return Decision(LeaseRef(delivery.id, delivery.lease_id), "acked")
+    if isinstance(outcome, Snoozed):
+        # Not a failure: the attempt is given back, so no budget check and no error.
+        delay = outcome.delay_seconds
+        snooze = RetryOutcome(delivery.id, delivery.lease_id, delay, None, refund=True)
+        return Decision(snooze, "snoozed", clean_text(outcome.reason), delay)
     if isinstance(outcome, Cancelled):
         reason = clean_text(outcome.reason)
         return Decision(CancelOutcome(delivery.id, delivery.lease_id, reason), "cancelled")
