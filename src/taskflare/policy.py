@@ -23,6 +23,7 @@ from .backends.base import (
     FailOutcome,
     LeaseRef,
     RetryOutcome,
+    Settlement,
 )
 from .ids import uuid7
 from .retry import Backoff
@@ -153,10 +154,11 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
     return Decision(retry, lost or "retried", error, delay)
 
 
-def acked(refs: Iterable[LeaseRef]) -> list[Decision]:
-    """`decide(delivery, Succeeded())` for many plain messages at once: each is acked.
-    The batch runner's path for a batch whose consumer returned with nothing retried."""
-    return [Decision(ref, "acked") for ref in refs]
+def acked(refs: Iterable[LeaseRef]) -> Settlement:
+    """What `decide(delivery, Succeeded())` gives plain messages, for many at once: each
+    is acked. The batch runner's path for a batch whose consumer returned with nothing
+    retried (no Decision built per message)."""
+    return Settlement(acks=list(refs))
 
 
 def _lost_for_good(delivery: Delivery) -> str:

@@ -186,4 +186,5 @@ def test_a_permanent_failure_is_marked_permanent() -> None:
 def test_the_bulk_ack_is_what_deciding_each_success_gives() -> None:
     refs = [LeaseRef(f"m{i}", "lease") for i in range(3)]
     one_by_one = [decide(Delivery(r.id, r.lease_id, 1, 3, None), Succeeded()) for r in refs]
-    assert acked(refs) == one_by_one
+    assert acked(refs).acks == [d.outcome for d in one_by_one]
+    assert {d.attempt_outcome for d in one_by_one} == {"acked"}

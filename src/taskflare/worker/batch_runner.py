@@ -26,7 +26,7 @@ from ..backends.base import (
     Settlement,
 )
 from ..encoding import decode_body
-from ..messages import Message, MessageBatch, resolve_outcome, timestamp_from_epoch
+from ..messages import Message, MessageBatch, resolve_outcome
 from ..policy import (
     Decision,
     Delivery,
@@ -40,6 +40,7 @@ from ..policy import (
 from ..policy import decide as decide_one
 from ..registry import QueueSpec
 from ..text import clean_text
+from .settle import merge
 from .tracebacks import user_traceback
 
 log = logging.getLogger("taskflare.worker")
@@ -77,7 +78,7 @@ def decode_batch(
         messages.append(
             Message(
                 item.id,
-                timestamp_from_epoch(item.created_at),
+                item.created_at,  # read as a datetime only if the consumer asks
                 body,
                 item.attempts,
                 item.content_type,
@@ -156,22 +157,22 @@ def settle_batch(
         )
 
     messages = batch.messages
-    decisions: list[Decision]
+    unreadable = [
+        decide_one(delivery(item), Failed(why, permanent=True)) for item, why in undecodable
+    ]
     all_acked = all(m.decision is None or m.decision.ack for m in messages)
     if error is None and not shutdown and all_acked:
         # The common case, every message acked: one policy call for the whole batch.
-        decisions = acked(LeaseRef(m.id, by_id[m.id].lease_id) for m in messages)
-    else:
-        decisions = [
-            decide_one(
-                delivery(by_id[m.id]),
-                outcome_of(m, batch, error, config.retry_delay, shutdown=shutdown),
-            )
-            for m in messages
-        ]
-    for item, reason in undecodable:
-        decisions.append(decide_one(delivery(item), Failed(reason, permanent=True)))
-    return as_settlement(decisions)
+        ok = acked(LeaseRef(m.id, by_id[m.id].lease_id) for m in messages)
+        return merge([ok, as_settlement(unreadable)]) if unreadable else ok
+    decisions = [
+        decide_one(
+            delivery(by_id[m.id]),
+            outcome_of(m, batch, error, config.retry_delay, shutdown=shutdown),
+        )
+        for m in messages
+    ]
+    return as_settlement(decisions + unreadable)
 
 
 def as_settlement(
