@@ -20,6 +20,7 @@ from .errors import (
     InvalidDelay,
     InvalidDocument,
     InvalidJobConfig,
+    InvalidJobOption,
     InvalidJobState,
     InvalidMessage,
     InvalidPayload,
@@ -38,7 +39,9 @@ from .errors import (
     UnknownQueue,
     UnsupportedContentType,
 )
+from .flow import RateLimited, Snooze
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus, JobType
+from .limits import Concurrency, RateLimit, Unique
 from .messages import Message, MessageBatch
 from .queue import Queue
 from .registry import QueueConfig, ScheduledEvent
@@ -56,6 +59,7 @@ __all__ = [
     "Backoff",
     "BatchTooLarge",
     "BodyEncodingError",
+    "Concurrency",
     "CronSchedule",
     "Document",
     "DocumentPage",
@@ -67,6 +71,7 @@ __all__ = [
     "InvalidDelay",
     "InvalidDocument",
     "InvalidJobConfig",
+    "InvalidJobOption",
     "InvalidJobState",
     "InvalidMessage",
     "InvalidPayload",
@@ -90,14 +95,18 @@ __all__ = [
     "PermanentError",
     "Queue",
     "QueueConfig",
+    "RateLimit",
+    "RateLimited",
     "Retention",
     "Retry",
     "ScheduledEvent",
     "SchemaOutdated",
     "SchemaTooNew",
+    "Snooze",
     "StorageRejected",
     "StoredMessage",
     "TaskflareError",
+    "Unique",
     "UnknownJobType",
     "UnknownQueue",
     "UnsupportedContentType",

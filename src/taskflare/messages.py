@@ -26,14 +26,18 @@ MAX_DELAY_SECONDS = 365 * 86400.0
 def check_delay(value: object, what: str = "delay_seconds") -> float:
     """Validate a delay: a finite, non-negative number of seconds (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidDelay(f"{what} must be a number of seconds, got {value!r}")
+        raise InvalidDelay(f"{what} must be a number of seconds, got {value!r}", fields=(what,))
     seconds = float(value)
     if math.isnan(seconds) or math.isinf(seconds):
-        raise InvalidDelay(f"{what} must be a finite number, got {value!r}")
+        raise InvalidDelay(f"{what} must be a finite number, got {value!r}", fields=(what,))
     if seconds < 0:
-        raise InvalidDelay(f"{what} must not be negative, got {value!r}")
+        raise InvalidDelay(f"{what} must not be negative, got {value!r}", fields=(what,))
     if seconds > MAX_DELAY_SECONDS:
-        raise InvalidDelay(f"{what} is {value!r}; the limit is {MAX_DELAY_SECONDS:.0f} (one year)")
+        raise InvalidDelay(
+            f"{what} is {seconds:,.0f} seconds ({seconds / 86_400:,.0f} days); the limit is "
+            f"{MAX_DELAY_SECONDS:,.0f} seconds (one year)",
+            fields=(what,),
+        )
     return seconds
 
 
@@ -49,13 +53,18 @@ class Decision:
 class Message(Generic[Body]):
     """One delivered message. Call `ack()` or `retry()` to decide its fate explicitly."""
 
-    __slots__ = ("_decision", "attempts", "body", "content_type", "id", "timestamp")
+    __slots__ = ("_decision", "_timestamp", "attempts", "body", "content_type", "id")
 
     def __init__(
-        self, id: str, timestamp: datetime, body: Body, attempts: int, content_type: str
+        self,
+        id: str,
+        timestamp: datetime | float,
+        body: Body,
+        attempts: int,
+        content_type: str,
     ) -> None:
         self.id = id
-        self.timestamp = timestamp
+        self._timestamp = timestamp  # an epoch [s] becomes a datetime when first read
         self.body = body
         self.attempts = attempts
         self.content_type = content_type
@@ -63,6 +72,14 @@ class Message(Generic[Body]):
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, attempts={self.attempts}, body={self.body!r})"
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the message was sent, an aware UTC datetime (Cloudflare's `timestamp`)."""
+        value = self._timestamp
+        if not isinstance(value, datetime):
+            value = self._timestamp = datetime.fromtimestamp(value, tz=UTC)
+        return value
 
     def ack(self) -> None:
         """Mark this message done: it will not be delivered again, whatever the handler does."""

@@ -17,7 +17,7 @@ from ..encoding import normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
-from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
+from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
 
 queues_cli = typer.Typer(
     help="List, inspect, pause, resume and purge queues. Example: taskflare queues list",
@@ -194,7 +194,7 @@ def send(
         normalize_content_type(content_type, allow_pickle=False, queue=queue)
         check_delay(delay, "--delay")
     except InvalidMessage as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(said(exc), 2) from None
     value: Any = body
     if content_type.lower() == "json":
         try:
@@ -221,7 +221,7 @@ def send(
     try:
         message_id = run(app, work)
     except InvalidMessage as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(said(exc), 2) from None
     typer.echo(message_id)
 
 

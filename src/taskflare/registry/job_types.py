@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import InvalidJobConfig, InvalidPayload
+from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
+from ..limits import JobLimits
 from ..retry import Backoff
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class JobType:
     is_async: bool
     takes_context: bool
     refuse_extra: bool = True
+    limits: JobLimits | None = None
 
     @classmethod
     def create(
@@ -76,6 +78,7 @@ class JobType:
         timeout: float | None,
         priority: int,
         retry: Backoff | None,
+        limits: JobLimits | None = None,
     ) -> JobType:
         """Validate the options and inspect the handler."""
         if not isinstance(name, str) or not name or len(name) > 200:
@@ -106,6 +109,7 @@ class JobType:
             is_async=inspect.iscoroutinefunction(handler),
             takes_context=len(positional) >= 2,
             refuse_extra=adapter is not None and _extra_setting(handler) is None,
+            limits=limits if limits is not None else JobLimits(name),
         )
 
     def validate(self, payload: Any) -> Any:
@@ -194,15 +198,22 @@ def _describe(type_name: str, exc: Any) -> str:
     return f"invalid payload for job type {type_name!r}: " + "; ".join(problems)
 
 
-def check_max_attempts(value: object) -> int:
-    """1..1000 attempts."""
+def check_max_attempts(value: object, error: type[TaskflareError] = InvalidJobConfig) -> int:
+    """1..1000 attempts; else `error` (`InvalidJobConfig` for a declaration)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise InvalidJobConfig(f"max_attempts must be an integer from 1 to 1000, got {value!r}")
+        raise error(
+            f"max_attempts must be an integer from 1 to 1000, got {value!r}",
+            fields=("max_attempts",),
+        )
     return value
 
 
-def check_priority(value: object) -> int:
-    """An integer; higher runs first."""
+def check_priority(value: object, error: type[TaskflareError] = InvalidJobConfig) -> int:
+    """An integer from -1 000 000 to 1 000 000; higher runs first."""
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 1_000_000:
-        raise InvalidJobConfig(f"priority must be an integer (higher runs first), got {value!r}")
+        raise error(
+            f"priority must be an integer from -1,000,000 to 1,000,000 (higher runs first), "
+            f"got {value!r}",
+            fields=("priority",),
+        )
     return value
