@@ -115,6 +115,7 @@ def run_dev(
     console = Console()
     if api is not None:
         console.print(f"HTTP API on http://{api.host}:{api.port} (docs at /docs)")
+        console.print(f"Dashboard on http://{api.host}:{api.port}/dashboard/")
 
     async def main() -> None:
         stop = asyncio.Event()
