@@ -7,6 +7,7 @@ survive crashes, on one SQLite file by default or PostgreSQL for many workers.
 from .app import App
 from .context import JobContext
 from .cron import CronSchedule, InvalidCronExpression
+from .documents import Document, DocumentPage, Namespace
 from .errors import (
     AppLoadError,
     BackendUnavailable,
@@ -17,6 +18,7 @@ from .errors import (
     InvalidConfig,
     InvalidDatabaseUrl,
     InvalidDelay,
+    InvalidDocument,
     InvalidJobConfig,
     InvalidJobState,
     InvalidMessage,
@@ -55,12 +57,15 @@ __all__ = [
     "BatchTooLarge",
     "BodyEncodingError",
     "CronSchedule",
+    "Document",
+    "DocumentPage",
     "DuplicateConsumer",
     "EmptyBatch",
     "InvalidConfig",
     "InvalidCronExpression",
     "InvalidDatabaseUrl",
     "InvalidDelay",
+    "InvalidDocument",
     "InvalidJobConfig",
     "InvalidJobState",
     "InvalidMessage",
@@ -81,6 +86,7 @@ __all__ = [
     "Message",
     "MessageBatch",
     "MessageTooLarge",
+    "Namespace",
     "PermanentError",
     "Queue",
     "QueueConfig",

@@ -13,12 +13,13 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from .backends.base import Backend, QueueDeclareParams, QueueSettings
+from .backends.base import Backend, NamespaceCount, QueueDeclareParams, QueueSettings
 from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
+from .documents import Namespace
 from .errors import UnknownJobType, UnknownQueue
 from .job_client import JobClient
 from .jobs import JobBatch
@@ -62,6 +63,15 @@ def _jobs(method: Callable[Concatenate[JobClient, P], R]) -> Callable[Concatenat
         return method(self.jobs, *args, **kwargs)
 
     return delegate
+
+
+class Extension(Protocol):
+    """Something `App.use` installs: a set of job types with their settings (the built-in
+    ones in `taskflare.contrib`), or your own."""
+
+    def install(self, app: App) -> None:
+        """Register what this extension provides on `app`."""
+        ...
 
 
 class App:
@@ -245,6 +255,14 @@ class App:
         self.registry.add_webhook(config)
         return config
 
+    def use(self, *extensions: Extension) -> App:
+        """Install extensions, e.g. the built-in job types:
+        `app.use(contrib.email(), contrib.webhooks(allow_private=False))`. Returns the app.
+        An extension registering a job type name already taken raises `InvalidJobConfig`."""
+        for extension in extensions:
+            extension.install(self)
+        return self
+
     def wait_until(self, work: Any, *args: Any, durable: bool = False, **kwargs: Any) -> Any:
         """Run `work` (an awaitable, or a function and its arguments) in the background.
 
@@ -359,6 +377,19 @@ class App:
     stats_sync = _sync_twin(stats)
     cancel_sync = _sync_twin(cancel)
     retry_sync = _sync_twin(retry)
+
+    # -- documents --------------------------------------------------------------------------
+
+    def namespace(self, name: str) -> Namespace:
+        """The documents of namespace `name` (JSON by key, in this app's database):
+        `put`, `put_many`, `insert`, `get`, `list`, `delete`, `count`. `InvalidDocument`
+        for a bad name."""
+        return Namespace(self, name)
+
+    async def namespaces(self) -> list[NamespaceCount]:
+        """Every namespace that holds documents, by name, with its count."""
+        backend = await self.backend()
+        return await backend.doc_namespaces()
 
     # -- storage ----------------------------------------------------------------------------
 

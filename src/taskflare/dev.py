@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -78,8 +79,13 @@ class ApiAddress:
     security: HttpSecurity | None = None  # default: HttpSecurity.from_env()
 
 
-async def serve_api(app: App, address: ApiAddress, stop: asyncio.Event) -> None:
-    """Serve the HTTP API on this loop until `stop` is set (signals stay with the worker)."""
+async def serve_api(
+    app: App, address: ApiAddress, stop: asyncio.Event, listener: socket.socket | None = None
+) -> None:
+    """Serve the HTTP API on this loop until `stop` is set (signals stay with the worker).
+
+    `listener`: a socket already bound to the address (see `web.listen.bind_listener`).
+    """
     import uvicorn
 
     from .web import create_api
@@ -96,7 +102,7 @@ async def serve_api(app: App, address: ApiAddress, stop: asyncio.Event) -> None:
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.ensure_future(server.serve())
+    serving = asyncio.ensure_future(server.serve([listener] if listener is not None else None))
     await stop.wait()
     server.should_exit = True
     await serving
@@ -110,12 +116,19 @@ def run_dev(
     duration: float | None = None,
     api: ApiAddress | None = None,
 ) -> None:
-    """Run until Ctrl-C (or `duration` seconds): worker, cron scheduler, API, live summary."""
+    """Run until Ctrl-C (or `duration` seconds): worker, cron scheduler, API, live summary.
+
+    The API's port is bound first: when it is taken, `AddressUnavailable` is raised before
+    the worker has claimed anything.
+    """
+    from .web.listen import bind_listener, bound_port
+
+    listener = bind_listener(api.host, api.port) if api is not None else None
     worker = Worker(app, WorkerConfig(concurrency=concurrency))
     console = Console()
-    if api is not None:
-        console.print(f"HTTP API on http://{api.host}:{api.port} (docs at /docs)")
-        console.print(f"Dashboard on http://{api.host}:{api.port}/dashboard/")
+    if api is not None and listener is not None:
+        console.print(f"HTTP API on http://{api.host}:{bound_port(listener)} (docs at /docs)")
+        console.print(f"Dashboard on http://{api.host}:{bound_port(listener)}/dashboard/")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -126,7 +139,7 @@ def run_dev(
             loop.call_later(duration, worker.stop)
         extras = [asyncio.ensure_future(_summary(app, worker, console, stop))]
         if api is not None:
-            extras.append(asyncio.ensure_future(serve_api(app, api, stop)))
+            extras.append(asyncio.ensure_future(serve_api(app, api, stop, listener)))
         producing = asyncio.ensure_future(producer(app)) if producer is not None else None
         try:
             await worker.run()
@@ -138,4 +151,8 @@ def run_dev(
             await asyncio.gather(*extras, return_exceptions=True)
             await app.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if listener is not None:
+            listener.close()

@@ -103,6 +103,10 @@ class InvalidPayload(TaskflareError, ValueError):
     """A job payload does not match its type's declared model; nothing was enqueued."""
 
 
+class InvalidDocument(TaskflareError, ValueError):
+    """A document store call was given a bad namespace, key, value, limit or cursor."""
+
+
 class JobNotFound(TaskflareError, LookupError):
     """No job has that id."""
 

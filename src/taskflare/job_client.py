@@ -23,6 +23,7 @@ from .backends.base import (
     EnqueueParams,
     JobAttemptsParams,
     JobBatchCreateParams,
+    JobBatchTotalParams,
     JobEnqueueParams,
     JobFilter,
     JobIdParams,
@@ -42,7 +43,7 @@ from .errors import (
     UnknownJobType,
     UnknownQueue,
 )
-from .events import log_event
+from .events import log_event, wanted
 from .ids import uuid7
 from .jobs import (
     Job,
@@ -191,6 +192,7 @@ class JobClient:
         idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
         connection: Any | None = None,
         strict: bool = True,
+        batch_id: str | None = None,
     ) -> Job:
         """Validate and store a job in one round trip; return it (`job.duplicate` if an
         earlier job held the idempotency key: that job is returned instead).
@@ -199,7 +201,9 @@ class JobClient:
         `delay_seconds` from now. An idempotency key guards jobs that are pending,
         running or completed; a failed or cancelled job no longer holds its key.
         `connection`: your own psycopg connection (PostgreSQL only); the job is written
-        inside your transaction and exists only if it commits.
+        inside your transaction and exists only if it commits. `batch_id`: add the job to
+        a batch made by `create_batch` (one that grows while it runs; raise its total with
+        `raise_batch_total`).
         Raises `UnknownJobType`, `InvalidPayload`, `MessageTooLarge`, `InvalidDelay`,
         `InvalidMessage` (a bad key or id), `BackendUnavailable`.
         """
@@ -214,6 +218,7 @@ class JobClient:
             correlation_id=correlation_id,
             queue=queue,
             strict=strict,
+            batch_id=None if batch_id is None else check_text(batch_id, "batch_id"),
         )
         ttl = check_delay(idempotency_ttl, "idempotency_ttl")
         backend = await self._storage.backend()
@@ -223,14 +228,15 @@ class JobClient:
             if existing is not None:
                 existing.duplicate = True
                 return existing
-        log_event(
-            "enqueued",
-            job_id=message.id,
-            type=message.type,
-            queue=message.queue,
-            attempt=0,
-            correlation_id=message.correlation_id,
-        )
+        if wanted("enqueued"):
+            log_event(
+                "enqueued",
+                job_id=message.id,
+                type=message.type,
+                queue=message.queue,
+                attempt=0,
+                correlation_id=message.correlation_id,
+            )
         return self._as_stored(message)
 
     def _as_stored(self, message: NewMessage) -> Job:
@@ -306,6 +312,11 @@ class JobClient:
         """Record a batch of `total` jobs before its chunks are stored."""
         backend = await self._storage.backend()
         await backend.job_batch_create(JobBatchCreateParams(batch_id, type, total))
+
+    async def raise_batch_total(self, batch_id: str, total: int) -> None:
+        """Raise the total of a batch that grows while it runs (never lowers it)."""
+        backend = await self._storage.backend()
+        await backend.job_batch_raise_total(JobBatchTotalParams(batch_id, total))
 
     async def store_chunk(self, messages: Sequence[NewMessage]) -> None:
         """Store prepared jobs (of a batch already recorded) in one transaction."""

@@ -9,6 +9,7 @@ library.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Mapping
@@ -44,7 +45,7 @@ from .backends.base import (
     WorkerReport,
 )
 from .encoding import JSON, TEXT
-from .errors import UnknownQueue
+from .errors import TaskflareError, UnknownQueue
 from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
@@ -618,6 +619,18 @@ class ReadModel:
             for queue, value in durations.get("sum", {}).items():
                 sums[queue] = sums.get(queue, 0.0) + value
         return WorkerCounters(totals, rates, buckets, histogram, sums, alive)
+
+    async def database_problem(self, timeout: float) -> str | None:
+        """None when the database answers one cheap read of this app's schema within
+        `timeout` seconds; else why not, for the log (it may name the database)."""
+        try:
+            backend = await asyncio.wait_for(self._storage.backend(), timeout)
+            await asyncio.wait_for(backend.ping(), timeout)
+        except TimeoutError:
+            return f"no answer within {timeout:g} s"
+        except TaskflareError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def stats(self) -> dict[str, Any]:
         """Everything `taskflare stats` shows: queues with their processing rate, job

@@ -29,7 +29,7 @@ def events_of(lines: list[dict[str, Any]], job_id: str) -> list[str]:
 async def test_each_job_event_is_one_json_line_with_its_fields(
     app: App, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="taskflare.jobs")
+    caplog.set_level(logging.DEBUG, logger="taskflare.jobs")
 
     @app.job("charge", max_attempts=3, retry=Backoff(base=0, cap=0))
     async def charge(payload: dict[str, Any], ctx: JobContext) -> str:
@@ -68,12 +68,29 @@ async def test_each_job_event_is_one_json_line_with_its_fields(
     assert failed["error"] == "PermanentError: card declined" and failed["permanent"] is True
     records = [r for r in caplog.records if r.name == "taskflare.jobs"]
     assert {r.levelname for r in records if "retried" in r.getMessage()} == {"WARNING"}
+    assert {r.levelname for r in records if '"completed"' in r.getMessage()} == {"DEBUG"}
+
+
+async def test_at_info_a_busy_worker_logs_nothing_per_successful_job(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskflare.jobs")
+
+    @app.job("ok", max_attempts=1)
+    async def ok(payload: dict[str, Any]) -> None:
+        if payload.get("fail"):
+            raise PermanentError("no")
+
+    await app.enqueue_many("ok", [{} for _ in range(20)])
+    bad = await app.enqueue("ok", {"fail": True})
+    await drain(app)
+    assert [(line["event"], line["job_id"]) for line in job_lines(caplog)] == [("failed", bad.id)]
 
 
 async def test_cancel_events_are_logged_for_pending_and_running_jobs(
     app: App, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="taskflare.jobs")
+    caplog.set_level(logging.DEBUG, logger="taskflare.jobs")
     started = asyncio.Event()
 
     @app.job("long")
@@ -122,7 +139,7 @@ async def test_payload_secrets_never_reach_any_log_record(
 
 
 async def test_a_duplicate_enqueue_logs_nothing(app: App, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="taskflare.jobs")
+    caplog.set_level(logging.DEBUG, logger="taskflare.jobs")
     app.job("x")(lambda payload: None)
     await app.enqueue("x", idempotency_key="k")
     await app.enqueue("x", idempotency_key="k")

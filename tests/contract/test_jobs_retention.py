@@ -90,7 +90,9 @@ async def test_young_finished_jobs_and_pending_jobs_are_kept(app: App) -> None:
 
 
 async def test_a_running_worker_prunes_on_its_interval(database_url: str) -> None:
-    retention = Retention(completed=0.05, failed=0.05, interval=0.05)
+    # Kept 2 s: long enough for wait() to see the completed job even on a loaded machine
+    # (with 0.05 s the pruner could delete it first and wait() find no job).
+    retention = Retention(completed=2, failed=2, interval=0.05)
     app = App(database_url, retention=retention)
     try:
         app.job("ok")(lambda payload: "done")

@@ -30,6 +30,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def load_example(name: str) -> ModuleType:
     """Import `examples/<name>.py` afresh (its module-level App reads the environment now)."""
+    sys.modules.pop(name, None)  # the loader runs a module once a process
     load_object(f"{EXAMPLES / name}.py:app")
     return sys.modules[name]
 

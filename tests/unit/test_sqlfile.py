@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskflare.backends.sqlfile import load_migrations, load_queries
+from taskflare.backends.sqlfile import load_migrations, load_queries, missing_versions
 
 
 @pytest.fixture
@@ -61,16 +61,27 @@ def test_load_migrations_in_numeric_order(package: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("files", [["0001_a.sql", "0003_c.sql"], ["0002_b.sql"]])
-def test_load_migrations_refuses_gaps(package: Path, files: list[str]) -> None:
+@pytest.mark.parametrize("files", [["0001_a.sql", "0001_b.sql"], ["0002_b.sql"]])
+def test_load_migrations_refuses_a_number_twice_or_no_first(
+    package: Path, files: list[str]
+) -> None:
     for name in files:
         (package / "migrations" / name).write_text("SELECT 1;")
-    with pytest.raises(ValueError, match="without gaps"):
+    with pytest.raises(ValueError, match="distinct numbers"):
         load_migrations(package.name)
+
+
+def test_a_number_still_free_is_allowed_and_reported_missing(package: Path) -> None:
+    for name in ("0001_a.sql", "0003_c.sql"):
+        (package / "migrations" / name).write_text("SELECT 1;")
+    migrations = load_migrations(package.name)
+    assert [m.version for m in migrations] == [1, 3]
+    assert missing_versions(migrations, [1]) == [3]
+    assert missing_versions(migrations, [1, 3]) == []
 
 
 def test_the_sqlite_backend_files_load() -> None:
     queries = load_queries("taskflare.backends.sqlite")
     assert "message_claim_many" in queries and "message_insert" in queries
     migrations = load_migrations("taskflare.backends.sqlite")
-    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert [m.version for m in migrations] == sorted({m.version for m in migrations})

@@ -3,9 +3,9 @@
 Internal: this module may change between releases; it is not taskflare's public API.
 
 The protocol is split by entity (`MessageStore`, `JobStore`, `QueueStore`, `CronStore`,
-`WorkerStore`, `OnceStore`) plus the `Notifier` and the `Migrator`; `Backend` is all of
-them. Methods are named entity + verb, take one frozen params object (or nothing) and
-return typed records. Times are seconds since the epoch as floats, read from each
+`WorkerStore`, `OnceStore`, `DocumentStore`) plus the `Notifier` and the `Migrator`;
+`Backend` is all of them. Methods are named entity + verb, take one frozen params object
+(or nothing) and return typed records. Times are seconds since the epoch as floats, read from each
 backend's own clock (SQLite: this machine's; PostgreSQL: the server's), so callers pass
 delays, not absolute times. Every method may raise `BackendUnavailable` (the database
 cannot be reached) or `StorageRejected` (the database refused a value).
@@ -582,6 +582,14 @@ class JobBatchCreateParams:
 
 
 @dataclass(frozen=True, slots=True)
+class JobBatchTotalParams:
+    """Raise a batch's total to `total` (a batch that grows while it runs)."""
+
+    id: str
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobBatchGetParams:
     """One batch of jobs by id."""
 
@@ -854,6 +862,73 @@ class OnceAbandonParams:
     owner: str
 
 
+# -- documents --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    """One stored document: its JSON `value` (encoded) and the time of its last write."""
+
+    namespace: str
+    key: str
+    value: bytes
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DocPutManyParams:
+    """Insert or replace documents of one namespace (`items`: key, encoded JSON), all or
+    nothing; a key given twice keeps its last value."""
+
+    namespace: str
+    items: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class DocInsertParams:
+    """Insert a document only if its key is absent and, with `max_count`, only while the
+    namespace holds fewer than `max_count` documents (decided atomically)."""
+
+    namespace: str
+    key: str
+    value: bytes
+    max_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocKeyParams:
+    """One document by namespace and key."""
+
+    namespace: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocListParams:
+    """Documents of a namespace in key order, after `after` (exclusive), optionally only
+    keys starting with `prefix`."""
+
+    namespace: str
+    limit: int = 100
+    after: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocNamespaceParams:
+    """A namespace by name."""
+
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceCount:
+    """A namespace and how many documents it holds."""
+
+    namespace: str
+    count: int
+
+
 # -- the protocols ----------------------------------------------------------------------
 
 
@@ -923,6 +998,10 @@ class JobStore(Protocol):
 
     async def job_batch_list(self, params: JobBatchListParams) -> list[JobBatchSummary]:
         """The newest batches, newest first, with their jobs counted by state."""
+        ...
+
+    async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
+        """Raise a batch's total to `params.total` if it is lower (never lowers it)."""
         ...
 
     async def job_cancel(self, params: JobIdParams) -> JobCancelResult:
@@ -1068,6 +1147,39 @@ class OnceStore(Protocol):
         ...
 
 
+class DocumentStore(Protocol):
+    """The namespaced document store: JSON documents by (namespace, key)."""
+
+    async def doc_count(self, params: DocNamespaceParams) -> int:
+        """How many documents a namespace holds."""
+        ...
+
+    async def doc_delete(self, params: DocKeyParams) -> bool:
+        """Delete one document; True if it existed."""
+        ...
+
+    async def doc_get(self, params: DocKeyParams) -> DocumentRecord | None:
+        """One document, or None."""
+        ...
+
+    async def doc_insert(self, params: DocInsertParams) -> bool:
+        """Insert a document if absent (and the namespace is under `max_count`); True if
+        this call stored it."""
+        ...
+
+    async def doc_list(self, params: DocListParams) -> list[DocumentRecord]:
+        """A page of a namespace's documents in key order."""
+        ...
+
+    async def doc_namespaces(self) -> list[NamespaceCount]:
+        """Every namespace that holds documents, by name, with its count."""
+        ...
+
+    async def doc_put_many(self, params: DocPutManyParams) -> None:
+        """Insert or replace documents of one namespace in one transaction."""
+        ...
+
+
 class Notifier(Protocol):
     """Change signals: a waiter reads `change_seq(topic)` before looking at the database,
     then `wait_for_change(topic, seq, timeout)`; a change committed in between (by this
@@ -1091,6 +1203,7 @@ class Backend(
     WorkerStore,
     StatsStore,
     OnceStore,
+    DocumentStore,
     Notifier,
     Protocol,
 ):
@@ -1104,4 +1217,15 @@ class Backend(
 
     async def migrate(self) -> list[int]:
         """Apply pending schema migrations; return the versions applied."""
+        ...
+
+    async def refresh_statistics(self) -> bool:
+        """Bring the query planner's statistics of the message table up to date when they
+        are far behind what it holds (a burst into a fresh table); True if this call did.
+        Workers call it at start and every `STATISTICS_INTERVAL` seconds."""
+        ...
+
+    async def ping(self) -> None:
+        """One cheap read of this app's schema; raises `BackendUnavailable` when the
+        database (or the schema) does not answer. Used by `GET /health`."""
         ...

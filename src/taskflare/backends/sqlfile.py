@@ -52,6 +52,17 @@ def load_migrations(package: str) -> list[Migration]:
             )
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"{package}: migrations must be numbered 1..n without gaps: {versions}")
+    # Numbers are handed out to pieces of work ahead of time, so a number may still be
+    # free when a later one lands: gaps are allowed, two files with one number are not.
+    # A database is current when it has every version here (see `missing_versions`).
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise ValueError(
+            f"{package}: migrations must start at 0001 and have distinct numbers: {versions}"
+        )
     return found
+
+
+def missing_versions(migrations: list[Migration], applied: list[int]) -> list[int]:
+    """The versions of `migrations` a database with `applied` versions has not got."""
+    done = set(applied)
+    return [m.version for m in migrations if m.version not in done]

@@ -25,6 +25,12 @@ from .base import (
     CancelRequestedParams,
     CronNameParams,
     CronTick,
+    DocInsertParams,
+    DocKeyParams,
+    DocListParams,
+    DocNamespaceParams,
+    DocPutManyParams,
+    DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
     JobAheadParams,
@@ -34,6 +40,7 @@ from .base import (
     JobBatchGetParams,
     JobBatchListParams,
     JobBatchSummary,
+    JobBatchTotalParams,
     JobCount,
     JobCountParams,
     JobDeleteParams,
@@ -48,6 +55,7 @@ from .base import (
     MessageGetParams,
     MessageListParams,
     MessageRecord,
+    NamespaceCount,
     OnceAbandonParams,
     OnceClaim,
     OnceClaimParams,
@@ -329,6 +337,9 @@ class SqlStore:
         if not params.ids:
             return 0
         return len(await self._x.fetch("job_delete_many", {"ids": list(params.ids)}))
+    async def ping(self) -> None:
+        """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
+        await self._x.fetch("database_ping", {})
 
     async def job_attempt_seq(self) -> int:
         """The latest attempt row's id."""
@@ -392,6 +403,9 @@ class SqlStore:
             if r["state"] is not None:
                 entry.by_state[str(r["state"])] = int(r["count"])
         return list(found.values())
+    async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
+        """Raise a batch's total (never lowers it)."""
+        await self._x.fetch("job_batch_raise_total", {"id": params.id, "total": params.total})
 
     async def job_batch_counts(self, params: JobBatchGetParams) -> JobBatchCounts | None:
         """A batch's type, total and its jobs by state, in one statement."""
@@ -502,6 +516,76 @@ class SqlStore:
         """Give up the claim on `key` so another caller can run it."""
         await self._x.fetch("once_abandon", {"key": params.key, "owner": params.owner})
 
+    # -- documents -----------------------------------------------------------------------
+
+    async def doc_put_many(self, params: DocPutManyParams) -> None:
+        """Upsert documents of one namespace in one statement (a repeated key: last wins)."""
+        latest = dict(params.items)
+        if not latest:
+            return
+        await self._x.fetch(
+            "doc_put_many",
+            {
+                "namespace": params.namespace,
+                "keys": list(latest),
+                "doc_values": [v.decode() for v in latest.values()],
+            },
+        )
+
+    async def doc_insert(self, params: DocInsertParams) -> bool:
+        """Insert if absent (and under the namespace's limit)."""
+        rows = await self._x.fetch("doc_insert", insert_args(params))
+        return bool(rows.rows)
+
+    async def doc_get(self, params: DocKeyParams) -> DocumentRecord | None:
+        """One document, or None."""
+        rows = await self._x.fetch("doc_get", {"namespace": params.namespace, "key": params.key})
+        found = _documents(rows)
+        return found[0] if found else None
+
+    async def doc_list(self, params: DocListParams) -> list[DocumentRecord]:
+        """A page of documents in key order."""
+        rows = await self._x.fetch(
+            "doc_list",
+            {
+                "namespace": params.namespace,
+                "after": params.after,
+                "prefix": params.prefix,
+                "limit": params.limit,
+            },
+        )
+        return _documents(rows)
+
+    async def doc_delete(self, params: DocKeyParams) -> bool:
+        """Delete one document; True if it existed."""
+        rows = await self._x.fetch("doc_delete", {"namespace": params.namespace, "key": params.key})
+        return bool(rows.rows)
+
+    async def doc_count(self, params: DocNamespaceParams) -> int:
+        """Documents in a namespace."""
+        return int((await self._x.fetch("doc_count", {"namespace": params.namespace})).scalar())
+
+    async def doc_namespaces(self) -> list[NamespaceCount]:
+        """Namespaces holding documents, by name."""
+        rows = await self._x.fetch("doc_namespaces", {})
+        return [NamespaceCount(str(r[0]), int(r[1])) for r in rows.rows]
+
+
+def insert_args(params: DocInsertParams) -> dict[str, Any]:
+    """The parameters of `doc_insert` (a dialect that wraps it in a lock reuses them)."""
+    return {
+        "namespace": params.namespace,
+        "key": params.key,
+        "value": params.value.decode(),
+        "max_count": params.max_count,
+    }
+
+
+def _documents(rows: Rows) -> list[DocumentRecord]:
+    """Rows of (namespace, key, value, updated_at); the value text as encoded JSON."""
+    return [
+        DocumentRecord(str(r[0]), str(r[1]), str(r[2]).encode(), float(r[3])) for r in rows.rows
+    ]
 
 def _fields(params: JobSearchParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in params.__dataclass_fields__}

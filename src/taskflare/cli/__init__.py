@@ -8,7 +8,7 @@ import traceback
 import typer
 
 from ..errors import TaskflareError
-from . import cron, jobs, observe, queues, run  # noqa: F401  (registers the commands)
+from . import cron, jobs, namespaces, observe, queues, run  # noqa: F401  (registers the commands)
 from .common import Flags, cli
 
 __all__ = ["cli", "main"]

@@ -132,7 +132,9 @@ PublicDocsOpt = Annotated[
 def serve(
     app: AppArg,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")
+    ] = 8000,
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback address without an API token.")
     ] = False,
@@ -194,26 +196,41 @@ def serve(
         api = create_api(application, tokens, security)
     except (TaskflareError, ValueError) as exc:
         raise fail(str(exc)) from None
+    from ..web.listen import bind_listener, bound_port
+
+    try:
+        listener = bind_listener(host, port)
+    except TaskflareError as exc:
+        raise fail(str(exc)) from None
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("taskflare.http").info(
         "serving %s on %s:%d: database %s; %s; docs %s; dashboard at http://%s:%d/dashboard/",
         app,
         host,
-        port,
+        bound_port(listener),
         redact_url(application.database_url),
         "token required" if tokens.enabled else "no token (open to this machine)",
         "public" if security.public_docs or not tokens.enabled else "need a token",
         shown,
-        port,
+        bound_port(listener),
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         api,
         host=host,
-        port=port,
+        port=bound_port(listener),
         log_level=log_level.lower(),
         access_log=False,
         **uvicorn_options(security),
     )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+    if not server.started:  # uvicorn logged why (the app's startup failed)
+        raise typer.Exit(3)
 
 
 @cli.command()
@@ -260,7 +277,9 @@ def dev(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP API port.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="HTTP API port (0: any free port).")
+    ] = 8000,
     api: Annotated[bool, typer.Option(help="Serve the HTTP API on 127.0.0.1.")] = True,
     allowed_host: AllowedHostOpt = None,
     allowed_origin: AllowedOriginOpt = None,

@@ -18,8 +18,10 @@ from ..errors import InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
 from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body
 from .dashboard import create_dashboard
-from .jobs_routes import health_body, job_router
+from .health import health_router
+from .jobs_routes import job_router
 from .metrics import render_metrics
+from .namespace_routes import namespace_router
 from .queue_routes import Envelope, queue_router
 from .security import (
     EdgeGuard,
@@ -145,13 +147,11 @@ def create_api(
     # its own forms (CSRF token, same origin, read-only sessions refused).
     api.mount("/dashboard", create_dashboard(app, tokens))
 
-    @api.get("/health", tags=["service"])
-    async def health(request: Request) -> dict[str, Any]:
-        return health_body(request)
-
+    api.include_router(health_router(app))
     protected = [Depends(authorize)]
     api.include_router(job_router(app), dependencies=protected)
     api.include_router(queue_router(app), dependencies=protected)
+    api.include_router(namespace_router(app), dependencies=protected)
 
     @api.get(
         "/metrics",

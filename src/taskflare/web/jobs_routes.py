@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
@@ -75,6 +75,13 @@ class MessageResponse(BaseModel):
     success: bool = True
     message: str
     job: dict[str, Any] | None = None
+
+
+class BatchResponse(BaseModel):
+    """`GET /batches/{id}`: a batch's counts and progress."""
+
+    success: bool = True
+    batch: dict[str, Any]
 
 
 class StatsResponse(BaseModel):
@@ -171,6 +178,13 @@ def job_router(app: App) -> APIRouter:
             message="Job cancelled" if done else "Job cancellation requested", job=job
         )
 
+    @router.get("/batches/{batch_id}", response_model=BatchResponse)
+    async def get_batch(batch_id: str) -> BatchResponse:
+        batch = await app.get_batch(batch_id)
+        if batch is None:
+            raise ApiError(404, f"Batch not found: {batch_id}", "not_found")
+        return BatchResponse(batch=batch.to_dict())
+
     @router.get("/stats", response_model=StatsResponse)
     async def stats(
         queue: Annotated[str | None, Query(max_length=63)] = None,
@@ -192,11 +206,3 @@ async def _change(action: Any, job_id: str) -> dict[str, Any] | None:
         raise ApiError(400, str(exc), "invalid") from None
     result: dict[str, Any] = job.to_dict()
     return result
-
-
-def health_body(request: Request) -> dict[str, Any]:
-    """Seed 002's health answer."""
-    from datetime import UTC
-
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    return {"status": "ok", "service": "queue", "timestamp": now}

@@ -189,8 +189,10 @@ class HttpSecurity:
         signature authenticates), the dashboard (it signs browsers in with the same tokens
         and guards its forms itself), `/` (a redirect), and the schema and docs when
         published (or when no token is set)."""
-        if path in ("/health", "/", "/dashboard") or path.startswith(("/webhooks/", DASHBOARD)):
-            return True  # the dashboard signs browsers in itself; "/" only redirects
+        if path in ("/health", "/health/live", "/", "/dashboard"):
+            return True  # "/" and "/dashboard" only redirect
+        if path.startswith(("/webhooks/", DASHBOARD)):
+            return True  # the dashboard signs browsers in itself
         return is_docs_path(path) and (self.public_docs or not tokens.enabled)
 
 

@@ -24,6 +24,7 @@ from ..backends.base import (
     LeaseRef,
     ReadyInfo,
     ReleaseParams,
+    SettleResult,
     ready_topic,
 )
 from ..ids import uuid7
@@ -239,10 +240,13 @@ class JobProducer:
             report = await state.jobs.run(spec, message)
         finally:
             state.slots.give_back(spec.name)
-        result = await state.buffer.settle(report.settlement)
-        state.held.done(spec.name, message.lease_id)
-        state.stats.record(spec.name, result, [message.id], report.duration)
-        log_outcome(message, spec.name, report, result)
+
+        def stored(result: SettleResult) -> None:
+            state.held.done(spec.name, message.lease_id)
+            state.stats.record(spec.name, result, [message.id], report.duration)
+            log_outcome(message, spec.name, report, result)
+
+        state.buffer.submit(report.settlement, stored)
 
 
 async def release(state: WorkerState, queue: str, claimed: list[ClaimedMessage]) -> None:

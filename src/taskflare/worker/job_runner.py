@@ -17,7 +17,7 @@ import orjson
 
 from ..backends.base import AttemptRecord, Backend, ClaimedMessage, Settlement, SettleResult
 from ..context import JobContext
-from ..events import log_event
+from ..events import log_event, wanted
 from ..policy import (
     Cancelled,
     Decision,
@@ -83,7 +83,8 @@ class JobRunner:
             worker_id=self.worker_id,
         )
         started_at = time.time()
-        log_event("started", **_fields(message, spec.name))
+        if wanted("started"):
+            log_event("started", **_fields(message, spec.name))
         task = asyncio.current_task()
         assert task is not None
         self.running[message.id] = (task, ctx)
@@ -147,11 +148,16 @@ class JobRunner:
         except Exception as exc:
             raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
+        if job_type.timeout is None:
+            return await self._call(job_type, args)
         async with asyncio.timeout(job_type.timeout):
-            if job_type.is_async:
-                return await job_type.handler(*args)
-            call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
-            return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+            return await self._call(job_type, args)
+
+    async def _call(self, job_type: JobType, args: tuple[Any, ...]) -> Any:
+        if job_type.is_async:
+            return await job_type.handler(*args)
+        call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
+        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
 
 
 def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
@@ -174,20 +180,22 @@ def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
     }
 
 
+_EVENTS = {"ready": "retried", "completed": "completed", "failed": "failed"}
+
+
 def log_outcome(
     message: ClaimedMessage, queue: str, report: JobReport, result: SettleResult
 ) -> None:
     """The job's final log line, from what was stored (a cancel may have won)."""
     state = result.states.get(message.id)
+    event = "lost" if state is None else _EVENTS.get(state, "cancelled")
+    if not wanted(event):
+        return
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
-    if state is None:
+    if event == "lost":
         log_event("lost", **fields, error="its lease had passed to another worker")
-        return
-    event = {"ready": "retried", "completed": "completed", "failed": "failed"}.get(
-        state, "cancelled"
-    )
-    if event == "retried":
+    elif event == "retried":
         log_event(event, **fields, error=decision.error, delay_s=decision.delay_seconds)
     elif event == "failed":
         log_event(event, **fields, error=decision.error, permanent=decision.permanent)

@@ -43,6 +43,7 @@ from .services import (
     LeaseRescuer,
     PeriodicService,
     Pruner,
+    StatisticsKeeper,
     WorkerReporter,
 )
 from .settle import OutcomeBuffer, merge
@@ -59,6 +60,8 @@ SHUTDOWN_WRITE_LIMIT = 10.0
 # task each; plain ones a thread, started only when needed.
 DEFAULT_CONCURRENCY = 100
 REPORT_INTERVAL = 5.0
+# How often a worker checks whether the planner statistics need a refresh [s].
+STATISTICS_INTERVAL = 15.0
 CANCEL_POLL_INTERVAL = 1.0
 
 
@@ -181,6 +184,7 @@ class Worker:
             ),
             LeaseRescuer(backend, self.queues, min(max(min(timeouts) / 2, 0.1), 15.0)),
             Pruner(backend, self.app.retention),
+            StatisticsKeeper(backend, STATISTICS_INTERVAL),
             WorkerReporter(backend, self._report, REPORT_INTERVAL, self.stats.take_minutes),
         ]
         job_queues = {name for name, q in self.queues.items() if q.kind == JOBS}

@@ -7,6 +7,8 @@
 - `CancelWatcher` notices cancellation requests for the jobs this worker runs (woken by
   the backend's `cancel` signal, with a slow poll as a fallback).
 - `Pruner` deletes finished rows past retention, in bounded chunks.
+- `StatisticsKeeper` refreshes the planner's statistics of the message table when a
+  burst has left them far behind (PostgreSQL; autovacuum may wait a minute).
 - `WorkerReporter` writes this worker's heartbeat row and counters.
 """
 
@@ -170,6 +172,21 @@ class CancelWatcher(PeriodicService):
         for task in (stopping, signalled):
             task.cancel()
         await asyncio.gather(stopping, signalled, return_exceptions=True)
+
+
+class StatisticsKeeper(PeriodicService):
+    """Asks the backend to refresh stale planner statistics, at start and then periodically."""
+
+    name = "statistics"
+
+    def __init__(self, backend: Backend, interval: float) -> None:
+        super().__init__(interval)
+        self._backend = backend
+
+    async def run_once(self) -> None:
+        """One check (and an ANALYZE when the statistics are far behind)."""
+        if await self._backend.refresh_statistics():
+            log.debug("refreshed the planner statistics of the message table")
 
 
 class Pruner(PeriodicService):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 
 from ..backends.base import (
     Backend,
@@ -37,10 +37,25 @@ MAX_BACKOFF = 5.0
 
 @dataclass(slots=True)
 class _Pending:
+    """A settlement waiting for the next write, and who hears what became of it: an
+    awaiting caller (`done`) or a callback (`then`)."""
+
     settlement: Settlement
-    done: asyncio.Future[SettleResult] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[SettleResult] | None = None
+    then: Callable[[SettleResult], None] | None = None
+
+    def resolve(self, result: SettleResult) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(result)
+        if self.then is not None:
+            try:
+                self.then(result)
+            except Exception:  # bookkeeping after the write; the outcome itself is stored
+                log.exception("after recording an outcome")
+
+    def abandon(self) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.cancel()
 
 
 class OutcomeBuffer:
@@ -61,11 +76,23 @@ class OutcomeBuffer:
         """
         if not settlement:
             return SettleResult()
-        item = _Pending(settlement)
+        done: asyncio.Future[SettleResult] = asyncio.get_running_loop().create_future()
+        self._queue(_Pending(settlement, done=done))
+        return await asyncio.shield(done)
+
+    def submit(self, settlement: Settlement, then: Callable[[SettleResult], None]) -> None:
+        """Queue `settlement` for the next write and return at once; `then(result)` runs
+        once it is stored (not at all if the worker is torn down first). The cheap path
+        for one job's outcome: no future or task per job."""
+        if not settlement:
+            then(SettleResult())
+            return
+        self._queue(_Pending(settlement, then=then))
+
+    def _queue(self, item: _Pending) -> None:
         self._pending.append(item)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="taskflare-settle")
-        return await asyncio.shield(item.done)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every queued settlement has been written; after `timeout` seconds of
@@ -83,13 +110,12 @@ class OutcomeBuffer:
                 taken, self._pending = self._pending, []
                 result = await self._write(merge([p.settlement for p in taken]))
                 for p in taken:
-                    if not p.done.done():
-                        p.done.set_result(result)
+                    p.resolve(result)
+                taken = []
         except BaseException:
             # Cancelled (the loop is closing) or broken: no waiter may wait for ever.
             for p in [*taken, *self._pending]:
-                if not p.done.done():
-                    p.done.cancel()
+                p.abandon()
             self._pending = []
             raise
 

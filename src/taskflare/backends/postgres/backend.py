@@ -50,6 +50,7 @@ from ..base import (
     ClaimResult,
     CronTickRecordParams,
     DeadLetterReprocessParams,
+    DocInsertParams,
     EnqueueParams,
     EnqueueResult,
     JobCancelResult,
@@ -65,8 +66,9 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import SqlStore
+from ..store import SqlStore, insert_args
 from ..url import redact_url
+from .arrays import adapt_arrays
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -265,7 +267,7 @@ class PostgresExecutor:
         """Run statement `name` on this connection (or cursor), inside whatever transaction
         it is in."""
         self.statements_run += 1
-        args = {**params, "channel": self.channel}
+        args = adapt_arrays({**params, "channel": self.channel})
         cur = await conn.execute(self.sql[name], args)
         return await _rows(cur)
 
@@ -465,10 +467,12 @@ class PostgresExecutor:
                 f"schema {self.schema!r} of {self.url_for_logs} has version {current}, newer "
                 f"than this taskflare ({LATEST_VERSION}); upgrade taskflare"
             )
-        if current < LATEST_VERSION:
+        missing = sqlfile.missing_versions(MIGRATIONS, applied)
+        if missing:
             raise SchemaOutdated(
                 f"schema {self.schema!r} of {self.url_for_logs} has version {current}; this "
-                f"taskflare needs {LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
+                f"taskflare needs {LATEST_VERSION} (missing: {', '.join(map(str, missing))}). "
+                f"Run: taskflare migrate {self.url_for_logs}"
             )
 
     async def ensure_schema(self) -> None:
@@ -627,6 +631,24 @@ class PostgresBackend(SqlStore):
         """Apply pending migrations."""
         return await self._db.migrate()
 
+    async def refresh_statistics(self) -> bool:
+        """ANALYZE the message table when its planner statistics are far behind (see
+        `statistics_stale` in queries.sql), one worker at a time; True if this call did.
+
+        Raises `BackendUnavailable` when the database cannot be reached (or refuses, e.g.
+        a role that does not own the table)."""
+
+        async def run(conn: Conn) -> bool:
+            if not (await self._db.on(conn, "statistics_stale", {"min_rows": 1000})).scalar():
+                return False
+            async with conn.transaction():
+                if not (await self._db.on(conn, "statistics_lock", {})).scalar():
+                    return False
+                await conn.execute(self._db.sql["statistics_refresh"], prepare=False)
+            return True
+
+        return bool(await self._db.run(run, "refresh planner statistics"))
+
     async def close(self) -> None:
         """Close every pool and listener; safe to call twice."""
         await self._db.close()
@@ -777,6 +799,23 @@ class PostgresBackend(SqlStore):
             "limit": params.limit,
         }
         return int((await self._db.fetch("job_prune", args)).scalar())
+
+    # -- documents ----------------------------------------------------------------------
+
+    async def doc_insert(self, params: DocInsertParams) -> bool:
+        """Insert if absent; with a limit, under a per-namespace transaction lock, so two
+        inserts cannot both see the namespace one short of full (READ COMMITTED would let
+        them)."""
+        args = insert_args(params)
+        if params.max_count is None:
+            return bool((await self._db.fetch("doc_insert", args)).rows)
+
+        async def run(conn: Conn) -> bool:
+            async with conn.transaction():
+                await self._db.on(conn, "doc_lock_namespace", args)
+                return bool((await self._db.on(conn, "doc_insert", args)).rows)
+
+        return await self._db.run(run, "insert a document")
 
     # -- cron and dead letters ----------------------------------------------------------
 

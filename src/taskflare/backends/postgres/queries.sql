@@ -393,6 +393,31 @@ SELECT version FROM {schema}.schema_migrations ORDER BY version;
 -- name: migration_search_path
 SELECT set_config('search_path', %(search_path)s, true);
 
+-- name: database_ping
+-- The cheapest read that proves the database and this app's schema answer (GET /health).
+SELECT 1 FROM {schema}.schema_migrations LIMIT 1;
+
+-- name: statistics_stale
+-- Whether the planner's statistics of the message table are far behind what it holds:
+-- never gathered while it has rows, or more rows changed since than a fifth of the
+-- table (autovacuum waits for its next round, up to a minute, and then for 10 %).
+-- A burst of enqueues into a fresh table is the case that matters: without statistics
+-- the outcome statement is planned as a nested loop over its own rows.
+SELECT coalesce(bool_or(
+           (s.last_analyze IS NULL AND s.last_autoanalyze IS NULL
+            AND s.n_live_tup + s.n_mod_since_analyze >= %(min_rows)s)
+           OR (s.n_mod_since_analyze >= %(min_rows)s
+               AND s.n_mod_since_analyze > 0.2 * greatest(c.reltuples, 0))), false)
+FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid
+WHERE s.relid = '{schema}.messages'::regclass;
+
+-- name: statistics_lock
+-- One worker at a time refreshes them (the others skip); released at commit.
+SELECT pg_try_advisory_xact_lock(hashtext('taskflare-analyze:' || %(channel)s));
+
+-- name: statistics_refresh
+ANALYZE {schema}.messages;
+
 -- name: migration_record
 INSERT INTO {schema}.schema_migrations (version, name, applied_at)
 VALUES (%(version)s, %(name)s, {now});
@@ -823,3 +848,52 @@ SELECT queue, count(*) FROM {schema}.messages
 WHERE state = 'ready' AND available_at > {now}
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY queue;
+
+-- Documents (the namespaced document store) ---------------------------------------------
+
+-- name: doc_put_many
+INSERT INTO {schema}.documents AS d (namespace, key, value, updated_at)
+SELECT %(namespace)s::text, u.k, u.v::jsonb, {now}
+FROM unnest(%(keys)s::text[], %(doc_values)s::text[]) AS u(k, v)
+ON CONFLICT (namespace, key) DO UPDATE
+SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: doc_lock_namespace
+-- Serializes inserts that count the namespace (doc_insert with a limit) until commit.
+SELECT pg_advisory_xact_lock(hashtextextended('taskflare.documents:' || %(namespace)s::text, 0));
+
+-- name: doc_insert
+INSERT INTO {schema}.documents (namespace, key, value, updated_at)
+SELECT %(namespace)s::text, %(key)s::text, %(value)s::jsonb, {now}
+WHERE %(max_count)s::integer IS NULL
+   OR (SELECT count(*) FROM {schema}.documents WHERE namespace = %(namespace)s::text)
+      < %(max_count)s::integer
+ON CONFLICT (namespace, key) DO NOTHING
+RETURNING key;
+
+-- name: doc_get
+SELECT namespace, key, value::text AS value, updated_at FROM {schema}.documents
+WHERE namespace = %(namespace)s AND key = %(key)s;
+
+-- name: doc_list
+SELECT namespace, key, value::text AS value, updated_at FROM {schema}.documents
+WHERE namespace = %(namespace)s::text
+  AND (%(after)s::text IS NULL OR key > %(after)s::text)
+  AND (%(prefix)s::text IS NULL OR starts_with(key, %(prefix)s::text))
+ORDER BY key
+LIMIT %(limit)s;
+
+-- name: doc_delete
+DELETE FROM {schema}.documents WHERE namespace = %(namespace)s AND key = %(key)s RETURNING key;
+
+-- name: doc_count
+SELECT count(*) FROM {schema}.documents WHERE namespace = %(namespace)s;
+
+-- name: doc_namespaces
+SELECT namespace, count(*) AS count FROM {schema}.documents GROUP BY namespace
+ORDER BY namespace;
+
+-- name: job_batch_raise_total
+-- A batch that grows while it runs (a crawl discovering pages): the total only rises.
+UPDATE {schema}.job_batches SET total = greatest(total, %(total)s::integer)
+WHERE id = %(id)s;

@@ -13,7 +13,9 @@ the rest is `SqlStore`, shared with PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -52,6 +54,7 @@ from ..base import (
 from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
+from ..sqlfile import missing_versions
 from ..store import SqlStore, claimable, not_transactional
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 
@@ -158,6 +161,7 @@ class SQLiteExecutor:
         self._topics: set[str] = set()  # raised by triggers in the open transaction
         self._data_version: int | None = None
         self._poll_lock = threading.Lock()
+        self._file_id: tuple[int, int] | None = None  # (device, inode) of the opened file
 
     # -- running ----------------------------------------------------------------------
 
@@ -256,7 +260,26 @@ class SQLiteExecutor:
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        if self.path != ":memory:":
+            with contextlib.suppress(OSError):
+                stat = os.stat(self.path)
+                self._file_id = (stat.st_dev, stat.st_ino)
         return conn
+
+    def check_file(self) -> None:
+        """Raise `BackendUnavailable` when the file opened is no longer at its path.
+
+        An open connection keeps reading a deleted (or replaced) file, so a query alone
+        cannot tell that every other process now sees no database, or another one.
+        """
+        if self._file_id is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            raise BackendUnavailable(f"SQLite {self.path!r}: {exc.strerror}") from None
+        if (stat.st_dev, stat.st_ino) != self._file_id:
+            raise BackendUnavailable(f"SQLite {self.path!r} was replaced by another file")
 
     def _install_notify(self, conn: sqlite3.Connection) -> None:
         conn.create_function("tf_notify", 1, self._notify, deterministic=False)
@@ -290,10 +313,12 @@ class SQLiteExecutor:
                 f"database {self.path!r} has schema version {current}, newer than this "
                 f"taskflare ({LATEST_VERSION}); upgrade taskflare"
             )
-        if current < LATEST_VERSION:
+        missing = missing_versions(MIGRATIONS, applied)
+        if missing:
             raise SchemaOutdated(
                 f"database {self.path!r} has schema version {current}; this taskflare needs "
-                f"{LATEST_VERSION}. Run: taskflare migrate {self.url_for_logs}"
+                f"{LATEST_VERSION} (missing: {', '.join(map(str, missing))}). "
+                f"Run: taskflare migrate {self.url_for_logs}"
             )
 
     def _apply(self, conn: sqlite3.Connection, applied: list[int]) -> list[int]:
@@ -418,6 +443,16 @@ class SQLiteBackend(SqlStore):
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
         await self._db.close()
+
+    async def refresh_statistics(self) -> bool:
+        """Nothing to do: SQLite's planner picks the claim's partial index from its WHERE
+        clause alone, with or without `ANALYZE` statistics."""
+        return False
+
+    async def ping(self) -> None:
+        """The file is still the one opened, and the schema answers a read."""
+        self._db.check_file()
+        await super().ping()
 
     # -- notifier -----------------------------------------------------------------------
 

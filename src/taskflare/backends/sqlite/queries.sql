@@ -253,6 +253,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- name: migrations_applied
 SELECT version FROM schema_migrations ORDER BY version;
 
+-- name: database_ping
+-- The cheapest read that proves the database and this app's schema answer (GET /health).
+SELECT 1 FROM schema_migrations LIMIT 1;
+
 -- name: migration_record
 INSERT INTO schema_migrations (version, name, applied_at) VALUES (:version, :name, :now);
 
@@ -648,3 +652,50 @@ DELETE FROM stats_minutes WHERE minute < :before;
 SELECT queue, count(*) FROM messages
 WHERE state = 'ready' AND available_at > :now AND (:queue IS NULL OR queue = :queue)
 GROUP BY queue;
+
+-- Documents (the namespaced document store) ---------------------------------------------
+
+-- name: doc_put_many
+-- Keys and values come as two JSON arrays of the same length; json_each's `key` is the
+-- position in the array. `WHERE true` tells SQLite's parser the ON CONFLICT is an upsert.
+INSERT INTO documents (namespace, key, value, updated_at)
+SELECT :namespace, k.value, v.value, :now
+FROM json_each(:keys) AS k JOIN json_each(:doc_values) AS v ON v.key = k.key
+WHERE true
+ON CONFLICT (namespace, key) DO UPDATE
+SET value = excluded.value, updated_at = excluded.updated_at;
+
+-- name: doc_insert
+-- Only if absent and, with a limit, while the namespace is under it. Writers are
+-- serialized (BEGIN IMMEDIATE), so the count cannot move under this statement.
+INSERT INTO documents (namespace, key, value, updated_at)
+SELECT :namespace, :key, :value, :now
+WHERE :max_count IS NULL
+   OR (SELECT count(*) FROM documents WHERE namespace = :namespace) < :max_count
+ON CONFLICT (namespace, key) DO NOTHING
+RETURNING key;
+
+-- name: doc_get
+SELECT namespace, key, value, updated_at FROM documents
+WHERE namespace = :namespace AND key = :key;
+
+-- name: doc_list
+SELECT namespace, key, value, updated_at FROM documents
+WHERE namespace = :namespace
+  AND (:after IS NULL OR key > :after)
+  AND (:prefix IS NULL OR substr(key, 1, length(:prefix)) = :prefix)
+ORDER BY key
+LIMIT :limit;
+
+-- name: doc_delete
+DELETE FROM documents WHERE namespace = :namespace AND key = :key RETURNING key;
+
+-- name: doc_count
+SELECT count(*) FROM documents WHERE namespace = :namespace;
+
+-- name: doc_namespaces
+SELECT namespace, count(*) AS count FROM documents GROUP BY namespace ORDER BY namespace;
+
+-- name: job_batch_raise_total
+-- A batch that grows while it runs (a crawl discovering pages): the total only rises.
+UPDATE job_batches SET total = max(total, :total) WHERE id = :id;

@@ -1,0 +1,139 @@
+"""What the built-in job types share: settings from the environment, job options, the
+registration object `App.use` installs, sinks, and how an HTTP answer becomes a retry."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..errors import InvalidJobConfig
+from ..registry import JobType
+from ..retry import Backoff, PermanentError, Retry
+
+if TYPE_CHECKING:
+    from ..app import App
+
+# A sink receives one namespace and a chunk of (key, JSON value) records; it must be an
+# upsert by key (a retried job writes the same records again). The default writes to
+# taskflare's document store: `app.namespace(namespace).put_many(records)`.
+Sink = Callable[[str, list[tuple[str, Any]]], Awaitable[None]]
+
+MAX_RETRY_AFTER = 3600.0
+
+
+class ContribSettings(BaseSettings):
+    """Base of every job type's settings: fields read from `TASKFLARE_<FIELD>` environment
+    variables when not given; secrets are `SecretStr` (shown as `**********`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKFLARE_", extra="ignore", frozen=True)
+
+
+class Payload(BaseModel):
+    """Base of every payload model: unknown fields are refused (naming them), and a payload
+    is stored with the field names the caller used."""
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True, validate_by_name=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How a built-in type is registered: its job type name, queue, attempts, timeout [s],
+    default priority and backoff between attempts."""
+
+    name: str
+    queue: str
+    max_attempts: int
+    timeout: float | None
+    priority: int = 0
+    retry: Backoff = field(default_factory=Backoff)
+    max_concurrency: int | None = None
+
+
+def register(app: App, options: JobOptions, handler: Callable[..., Any]) -> JobType:
+    """Register `handler` as `options.name` on `app` (its queue declared with
+    `options.max_concurrency` when the app has not declared that queue itself)."""
+    if options.max_concurrency is not None and options.queue not in app.registry.queues:
+        app.queue(
+            options.queue,
+            max_batch_size=10,
+            max_batch_timeout=0,
+            max_concurrency=options.max_concurrency,
+        )
+    app.job(
+        options.name,
+        queue=options.queue,
+        max_attempts=options.max_attempts,
+        timeout=options.timeout,
+        priority=options.priority,
+        retry=options.retry,
+    )(handler)
+    return app.job_type(options.name)
+
+
+def namespace_sink(app: App) -> Sink:
+    """The default sink: upsert into the app's document store, 1000 records a transaction."""
+
+    async def write(namespace: str, records: list[tuple[str, Any]]) -> None:
+        store = app.namespace(namespace)
+        for start in range(0, len(records), 1000):
+            await store.put_many(records[start : start + 1000])
+
+    return write
+
+
+def check_sink(sink: object) -> Sink | None:
+    """A user sink must be an async callable (or None for the document store)."""
+    if sink is not None and not callable(sink):
+        raise InvalidJobConfig(f"sink must be an async callable (namespace, records), got {sink!r}")
+    return sink
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), capped at an
+    hour; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def raise_for_http_status(
+    status: int, headers: Any, what: str, detail: str = "", *, retry_statuses: Sequence[int] = ()
+) -> None:
+    """Turn a non-2xx answer into taskflare's outcomes: 408, 429 (honouring `Retry-After`)
+    and 5xx raise `Retry`/`RuntimeError` (retried with backoff), other 4xx `PermanentError`."""
+    if 200 <= status < 300:
+        return
+    message = f"{what} answered {status}" + (f": {detail}" if detail else "")
+    if status in (408, 429) or status >= 500 or status in retry_statuses:
+        delay = retry_after_seconds(headers.get("retry-after")) if status in (429, 503) else None
+        if delay is not None:
+            raise Retry(delay, message)
+        raise RuntimeError(message)
+    raise PermanentError(message)
+
+
+def jittered(seconds: float) -> float:
+    """`seconds` spread over [seconds/2, seconds], so deferred jobs do not return together."""
+    return seconds / 2 + random.uniform(0, seconds / 2)
+
+
+def utc_now_iso() -> str:
+    """Now, as an ISO 8601 UTC time ending in Z."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

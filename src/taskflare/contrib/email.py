@@ -1,0 +1,350 @@
+"""`send-email`: transactional email over SMTP (aiosmtplib), or to the console or .eml files
+in development.
+
+Payload: `to` (one address or a list), `subject`, `body` (text), optional `html`, `cc`,
+`bcc`, `reply_to`, `from`, `headers`, `attachments` ([{filename, content (base64),
+content_type}]). The Message-ID is fixed when the job is enqueued (it is part of the
+stored payload), so every attempt sends the same message and receivers can drop a
+duplicate after an unknown outcome; a message known to be sent is never sent again by a
+retry. Replies 5xx are permanent, 4xx and connection errors are retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import ssl
+import sys
+import uuid
+from email.message import EmailMessage
+from email.utils import formatdate, getaddresses, parseaddr
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from ..context import JobContext
+from ..retry import Backoff, PermanentError
+from .common import ContribSettings, JobOptions, Payload, register
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("taskflare.contrib.email")
+
+SENT_NAMESPACE = "taskflare.email-sent"
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+_RESERVED_HEADERS = {
+    "from", "to", "cc", "bcc", "subject", "reply-to", "message-id", "date",
+    "content-type", "content-transfer-encoding", "mime-version",
+}  # fmt: skip
+
+
+def _address(value: str, field: str) -> str:
+    if not isinstance(value, str) or "\r" in value or "\n" in value:
+        raise ValueError(f"{field}: an address must be one line of text")
+    _name, addr = parseaddr(value)
+    if "@" not in addr or addr.startswith("@") or addr.endswith("@") or " " in addr:
+        raise ValueError(f"{field}: {value!r} is not an email address")
+    return value
+
+
+def _addresses(value: str | list[str] | None, field: str) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    return [_address(v, field) for v in items]
+
+
+class Attachment(Payload):
+    """A small file sent with the email: its name, base64 content and MIME type."""
+
+    filename: str = Field(min_length=1, max_length=255)
+    content: str = Field(description="the file's bytes, base64-encoded")
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+
+    @field_validator("content")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content must be base64") from None
+        if len(raw) > MAX_ATTACHMENT_BYTES:
+            raise ValueError(f"attachment is {len(raw)} bytes; the limit is {MAX_ATTACHMENT_BYTES}")
+        return value
+
+    @field_validator("filename")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\x00/\\"):
+            raise ValueError("filename must be a plain file name on one line")
+        return value
+
+
+class SendEmail(Payload):
+    """The `send-email` payload (seed shape: `{"to", "subject", "body"}`)."""
+
+    to: str | list[str] = Field(description="one address or a list")
+    subject: str = Field(max_length=998)
+    body: str = Field(description="the plain-text body")
+    html: str | None = None
+    cc: str | list[str] | None = None
+    bcc: str | list[str] | None = None
+    reply_to: str | None = None
+    sender: str | None = Field(default=None, alias="from")
+    headers: dict[str, str] | None = None
+    attachments: list[Attachment] | None = Field(default=None, max_length=20)
+    message_id: str | None = Field(
+        default=None, description="set when the job is enqueued when not given"
+    )
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if "\r" in value or "\n" in value:
+            raise ValueError("subject must be one line")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, text in (value or {}).items():
+            if not name or any(c in name for c in " :\r\n") or not name.isascii():
+                raise ValueError(f"{name!r} is not a header name")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"{name!r} is set by its own field, not in headers")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name!r} must be one line")
+        return value
+
+    @model_validator(mode="after")
+    def _fill(self) -> SendEmail:
+        _addresses(self.to, "to")
+        _addresses(self.cc, "cc")
+        _addresses(self.bcc, "bcc")
+        if self.reply_to is not None:
+            _address(self.reply_to, "reply_to")
+        if self.sender is not None:
+            _address(self.sender, "from")
+        if not _addresses(self.to, "to"):
+            raise ValueError("to: at least one recipient is needed")
+        if self.message_id is None:
+            # Fixed here, when the job is enqueued: every attempt sends the same Message-ID.
+            domain = parseaddr(self.sender or "")[1].rpartition("@")[2] or "taskflare.invalid"
+            self.message_id = f"<{uuid.uuid4().hex}@{domain}>"
+        elif not (self.message_id.startswith("<") and self.message_id.endswith(">")):
+            raise ValueError("message_id must look like <unique@domain>")
+        return self
+
+
+class EmailSettings(ContribSettings):
+    """How `send-email` sends (each field also from `TASKFLARE_<NAME>`, e.g.
+    `TASKFLARE_SMTP_URL`).
+
+    `smtp_url`: `smtp://user:password@host:587` (STARTTLS when the server offers it;
+    `?starttls=required` to insist), `smtps://...:465` (TLS from the start) or
+    `smtp://host:25?starttls=never`. `transport`: `smtp`, `console` (print the message;
+    development) or `file` (write `.eml` files into `file_dir`). `email_from`: the sender
+    when a payload has no `from`. `smtp_ca_file`: extra CA certificates to trust.
+    """
+
+    transport: Literal["smtp", "console", "file"] = "smtp"
+    smtp_url: SecretStr | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    smtp_ca_file: str | None = None
+    email_from: str | None = None
+    file_dir: str = "outbox"
+
+
+class _Smtp:
+    """The SMTP connection settings parsed from `smtp_url` (password kept secret)."""
+
+    def __init__(self, settings: EmailSettings) -> None:
+        if settings.smtp_url is None:
+            raise PermanentError("send-email: no SMTP server configured (TASKFLARE_SMTP_URL)")
+        url = urlsplit(settings.smtp_url.get_secret_value())
+        if url.scheme not in ("smtp", "smtps") or not url.hostname:
+            raise PermanentError("send-email: TASKFLARE_SMTP_URL must be smtp:// or smtps://host")
+        query = dict(p.split("=", 1) for p in url.query.split("&") if "=" in p)
+        self.host = url.hostname
+        self.port = url.port or (465 if url.scheme == "smtps" else 587)
+        self.use_tls = url.scheme == "smtps"
+        starttls = query.get("starttls", "auto")
+        self.start_tls: bool | None = {"required": True, "never": False}.get(starttls)
+        self.username = unquote(url.username) if url.username else settings.smtp_username
+        password = unquote(url.password) if url.password else None
+        if password is None and settings.smtp_password is not None:
+            password = settings.smtp_password.get_secret_value()
+        self.password = password
+        self.timeout = settings.smtp_timeout
+        self.tls_context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+
+
+def build_message(payload: SendEmail, default_sender: str | None) -> EmailMessage:
+    """The MIME message for a payload (Bcc is not a header: only an envelope recipient)."""
+    sender = payload.sender or default_sender
+    if not sender:
+        raise PermanentError("send-email: no sender: give 'from' or set TASKFLARE_EMAIL_FROM")
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = ", ".join(_addresses(payload.to, "to"))
+    if payload.cc:
+        msg["Cc"] = ", ".join(_addresses(payload.cc, "cc"))
+    if payload.reply_to:
+        msg["Reply-To"] = payload.reply_to
+    msg["Subject"] = payload.subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = payload.message_id
+    for name, value in (payload.headers or {}).items():
+        msg[name] = value
+    msg.set_content(payload.body)
+    if payload.html is not None:
+        msg.add_alternative(payload.html, subtype="html")
+    for attachment in payload.attachments or []:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(
+            base64.b64decode(attachment.content),
+            maintype=maintype,
+            subtype=subtype,
+            filename=attachment.filename,
+        )
+    return msg
+
+
+def envelope_recipients(payload: SendEmail) -> list[str]:
+    """Every address the message is delivered to (To, Cc and Bcc), bare."""
+    named = _addresses(payload.to, "to") + _addresses(payload.cc, "cc")
+    named += _addresses(payload.bcc, "bcc")
+    return [addr for _, addr in getaddresses(named)]
+
+
+async def _send_smtp(smtp: _Smtp, msg: EmailMessage, recipients: list[str]) -> dict[str, Any]:
+    import aiosmtplib
+
+    try:
+        refused, reply = await aiosmtplib.send(
+            msg,
+            recipients=recipients,
+            hostname=smtp.host,
+            port=smtp.port,
+            username=smtp.username,
+            password=smtp.password,
+            use_tls=smtp.use_tls,
+            start_tls=smtp.start_tls,
+            timeout=smtp.timeout,
+            tls_context=smtp.tls_context,
+        )
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [r.code for r in exc.recipients]
+        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        if all(500 <= c < 600 for c in codes):
+            raise PermanentError(f"every recipient was refused: {detail}") from None
+        raise RuntimeError(f"recipients refused for now: {detail}") from None
+    except aiosmtplib.SMTPResponseException as exc:
+        text = f"SMTP server answered {exc.code} {exc.message}"
+        if 500 <= exc.code < 600:
+            raise PermanentError(text) from None
+        raise RuntimeError(text) from None
+    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        # Connection refused, lost or timed out, TLS failure: retried with backoff.
+        raise RuntimeError(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}") from None
+    rejected = {addr: f"{resp.code} {resp.message}" for addr, resp in refused.items()}
+    return {
+        "accepted": [r for r in recipients if r not in rejected],
+        "rejected": rejected,
+        "response": reply,
+    }
+
+
+def _deliver_locally(settings: EmailSettings, msg: EmailMessage, payload: SendEmail) -> str:
+    data = msg.as_bytes()
+    if settings.transport == "console":
+        sys.stdout.write(data.decode("utf-8", "replace") + "\n")
+        sys.stdout.flush()
+        return "console"
+    folder = Path(settings.file_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = (payload.message_id or uuid.uuid4().hex).strip("<>").replace("@", "_at_")
+    target = folder / f"{name}.eml"
+    target.write_bytes(data)
+    return str(target)
+
+
+class EmailExtension:
+    """`send-email`, installed by `app.use(contrib.email(...))`."""
+
+    def __init__(self, settings: EmailSettings | None, options: JobOptions) -> None:
+        self.settings = settings
+        self.options = options
+
+    def install(self, app: App) -> None:
+        """Register the `send-email` job type on `app`."""
+        given = self.settings
+        holder: dict[str, EmailSettings] = {}
+
+        def settings() -> EmailSettings:
+            if "s" not in holder:  # read the environment when first needed, not at import
+                holder["s"] = given or EmailSettings()
+            return holder["s"]
+
+        async def send_email(payload: SendEmail, ctx: JobContext) -> dict[str, Any]:
+            config = settings()
+            sent = app.namespace(SENT_NAMESPACE)
+            assert payload.message_id is not None
+            earlier = await sent.get(payload.message_id)
+            if earlier is not None:  # sent by an earlier attempt whose outcome was lost
+                return {**earlier.value, "duplicate": True}
+            msg = build_message(payload, config.email_from)
+            recipients = envelope_recipients(payload)
+            if config.transport == "smtp":
+                outcome = await _send_smtp(_Smtp(config), msg, recipients)
+            else:
+                where = _deliver_locally(config, msg, payload)
+                outcome = {"accepted": recipients, "rejected": {}, "response": where}
+            result = {
+                "sent": True,
+                "messageId": payload.message_id,
+                "transport": config.transport,
+                **outcome,
+            }
+            await sent.put(payload.message_id, result)
+            log.info(
+                "sent %s to %d recipient(s) via %s (job %s)",
+                payload.message_id,
+                len(outcome["accepted"]),
+                config.transport,
+                ctx.job_id,
+            )
+            return result
+
+        register(app, self.options, send_email)
+
+
+def email(
+    settings: EmailSettings | None = None,
+    *,
+    name: str = "send-email",
+    queue: str = "email",
+    max_attempts: int = 5,
+    timeout: float | None = 60.0,
+    retry: Backoff | None = None,
+) -> EmailExtension:
+    """The `send-email` job type: `app.use(contrib.email())` reads `TASKFLARE_SMTP_URL`,
+    `TASKFLARE_EMAIL_FROM`, ... when it first sends; or pass `EmailSettings(...)`.
+
+    Retries: 4xx replies and connection errors up to `max_attempts` with `retry`
+    (default 30 s doubling to 30 min); 5xx replies fail at once.
+    """
+    options = JobOptions(
+        name=name,
+        queue=queue,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        retry=retry or Backoff(base=30, cap=1800),
+    )
+    return EmailExtension(settings, options)

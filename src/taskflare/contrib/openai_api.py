@@ -1,0 +1,114 @@
+"""A small client for OpenAI-compatible HTTP APIs (OpenAI, Cloudflare Workers AI's
+OpenAI-compatible endpoint, Ollama, vLLM, LM Studio): settings, one JSON call, and a
+streamed chat completion. Errors become taskflare outcomes: 429 and 503 honour
+`Retry-After`, other 5xx and network errors retry, other 4xx fail with the provider's
+message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from .common import ContribSettings, raise_for_http_status
+
+
+class AiSettings(ContribSettings):
+    """Where the AI job types send requests (each field also from `TASKFLARE_AI_<NAME>`).
+
+    `base_url`: the API root ending in `/v1` (OpenAI's by default; e.g.
+    `https://api.cloudflare.com/client/v4/accounts/<id>/ai/v1`, `http://localhost:11434/v1`
+    for Ollama). `api_key`: sent as a bearer token. `timeout` [s] per request.
+    `embedding_batch_size`: texts per embeddings request.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TASKFLARE_AI_", extra="ignore", frozen=True)
+
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    timeout: float = Field(default=120.0, gt=0)
+    embedding_batch_size: int = Field(default=64, ge=1, le=2048)
+
+
+def _headers(settings: AiSettings) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if settings.api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    return headers
+
+
+def _provider_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+    except ValueError:
+        pass
+    return response.text[:300]
+
+
+def _url(settings: AiSettings, path: str) -> str:
+    return settings.base_url.rstrip("/") + "/" + path
+
+
+async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST `body` to `<base_url>/<path>`; the JSON answer."""
+    async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
+        try:
+            response = await client.post(
+                _url(settings, path), json=body, headers=_headers(settings)
+            )
+        except httpx.TimeoutException:
+            raise RuntimeError(
+                f"the AI endpoint did not answer within {settings.timeout:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
+        if response.status_code >= 300:
+            raise_for_http_status(
+                response.status_code,
+                response.headers,
+                "the AI endpoint",
+                _provider_message(response),
+            )
+        data: dict[str, Any] = response.json()
+        return data
+
+
+async def stream(
+    settings: AiSettings, path: str, body: dict[str, Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """POST a streaming request; yield each server-sent event's JSON until `[DONE]`."""
+    async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
+        try:
+            async with client.stream(
+                "POST", _url(settings, path), json=body, headers=_headers(settings)
+            ) as response:
+                if response.status_code >= 300:
+                    await response.aread()
+                    raise_for_http_status(
+                        response.status_code,
+                        response.headers,
+                        "the AI endpoint",
+                        _provider_message(response),
+                    )
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    yield json.loads(data)
+        except httpx.TimeoutException:
+            raise RuntimeError(
+                f"the AI endpoint did not answer within {settings.timeout:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
