@@ -38,6 +38,7 @@ from .backends.base import (
     MessageRecord,
     QueueCounts,
     QueueCountsParams,
+    QueueDepth,
     State,
     StatsHistoryParams,
     StatsMinute,
@@ -206,11 +207,49 @@ class ReadModel:
         now = time.time()
         return [self.queue_dict(rows[n], now) for n in sorted(rows)]
 
-    async def delayed_counts(self) -> dict[str, int]:
-        """Per queue, the ready messages and jobs that are not available yet (a delay, a
-        run_at in the future, a retry waiting out its backoff); the rest are ready now."""
+    async def queue_depths(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every queue (declared, stored or holding messages), or just `name`: ready now,
+        delayed (a delay, a run_at ahead, a retry waiting out its backoff), leased, failed,
+        oldest ready age [s], paused, settings, dead-letter queue and its depth. Counts
+        only unfinished and failed rows, from their indexes: the dashboard's live view
+        (`queues()` also counts finished ones)."""
         backend = await self._storage.backend()
-        return await backend.queue_delayed_counts(QueueCountsParams())
+        found = {d.name: d for d in await backend.queue_depths(QueueCountsParams(name))}
+        for declared in self._registry.queues:
+            if name is None or declared == name:
+                found.setdefault(declared, QueueDepth(declared))
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for queue_name in sorted(found):
+            depth = found[queue_name]
+            declared_queue = self._registry.queues.get(queue_name)
+            settings = orjson.loads(depth.settings_json) if depth.settings_json else None
+            if declared_queue is not None:
+                settings = orjson.loads(declared_queue.config.to_json())
+            age = None
+            if depth.oldest_ready_at is not None:
+                age = round(max(now - depth.oldest_ready_at, 0.0), 3)
+            rows.append(
+                {
+                    "name": queue_name,
+                    "paused": depth.paused,
+                    "ready": depth.ready,
+                    "delayed": depth.delayed,
+                    "leased": depth.leased,
+                    "failed": depth.failed,
+                    "oldestReadyAgeSeconds": age,
+                    "settings": settings,
+                    "deadLetterQueue": (settings or {}).get("dead_letter_queue"),
+                    "consumer": None
+                    if declared_queue is None
+                    else CONSUMER_KINDS.get(declared_queue.kind or ""),
+                }
+            )
+        by_name = {d.name: d for d in found.values()}
+        for row in rows:
+            dlq = by_name.get(str(row["deadLetterQueue"] or ""))
+            row["deadLetterDepth"] = None if dlq is None else dlq.ready + dlq.delayed
+        return rows
 
     async def queue(self, name: str) -> dict[str, Any]:
         """One queue, as `queues` shows it."""
@@ -410,7 +449,7 @@ class ReadModel:
             reasons.append(
                 f"scheduled for later: it runs at {iso(run_at)} (in {_duration(run_at - now)})"
             )
-        queue = await self.queue(job.queue)
+        queue = (await self.queue_depths(job.queue) or [{"paused": False}])[0]
         if queue["paused"]:
             reasons.append(f"queue {job.queue!r} is paused")
         serving = [w for w in await self.workers() if w["alive"] and _serves(w, job.queue)]
@@ -435,7 +474,7 @@ class ReadModel:
         attempts = await backend.job_attempts(JobAttemptsParams([job_id]))
         return tuple(JobAttempt.from_record(a) for a in attempts)
 
-    async def batches(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def batches(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest batches made by `enqueue_many` with progress and counts by status."""
         backend = await self._storage.backend()
         result = []
@@ -463,7 +502,7 @@ class ReadModel:
         backend = await self._storage.backend()
         now = time.time()
         start = int((now - seconds) // step * step)
-        rows = await backend.stats_history(StatsHistoryParams(start))
+        rows = await backend.stats_history(StatsHistoryParams(start, step=step))
         slots = int((now - start) // step) + 1
         series: dict[str, list[StatsMinute | None]] = {}
         for row in rows:

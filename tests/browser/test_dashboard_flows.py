@@ -17,19 +17,16 @@ from .conftest import Stack, poll
 pytestmark = pytest.mark.xdist_group("dashboard-flows")
 
 
-def tile(page: Any, testid: str) -> int:
-    return int(page.get_by_test_id(testid).inner_text())
-
-
 def test_overview_numbers_rise_live_without_a_reload(page: Any, stack: Stack) -> None:
     page.goto(f"{stack.dashboard}/")
     page.evaluate("window.__sameDocument = true")
-    done_before = tile(page, "jobs-completed")
-    ids = [stack.enqueue({"sleep": 1.0, "rows": n}) for n in range(6)]
-    # While they run, the in-flight column of their queue rises, then completions do.
+    ids = [stack.enqueue({"sleep": 1.0, "rows": n}) for n in range(8)]
+    # While they run, the in-flight column of their queue rises, and so does the
+    # processed-per-minute figure the workers report.
     in_flight = page.locator('tr[data-queue="reports"] td[data-col="leased"]')
     poll(lambda: int(in_flight.inner_text()) > 0, 15, "jobs in flight on the page")
-    poll(lambda: tile(page, "jobs-completed") >= done_before + 6, 20, "completions on the page")
+    rate = page.locator('tr[data-queue="reports"] td[data-col="rate"]')
+    poll(lambda: float(rate.inner_text()) > 0, 20, "a processing rate on the page")
     assert page.evaluate("window.__sameDocument") is True  # refreshed in place, not reloaded
     assert all(stack.job(i)["status"] == "completed" for i in ids)
 

@@ -120,13 +120,19 @@ def test_the_dashboard_shows_the_numbers_the_api_gives(page: Any, stack: Stack) 
         try:
             for n in range(4):
                 stack.send("emails", {"n": n})
-            queue = api.get("/queues/emails").json()["queue"]
-            stats = api.get("/stats").json()["stats"]
+            queues = api.get("/queues").json()["queues"]
             page.goto(f"{stack.dashboard}/")
-            row = page.locator('tr[data-queue="emails"]')
-            assert int(row.locator('td[data-col="ready"]').inner_text()) == queue["depth"]["ready"]
-            assert int(page.get_by_test_id("jobs-failed").inner_text()) == stats["failed"]
-            assert int(page.get_by_test_id("jobs-completed").inner_text()) == stats["completed"]
+            for queue in queues:
+                row = page.locator(f'tr[data-queue="{queue["name"]}"]')
+                shown = {
+                    col: int(row.locator(f'td[data-col="{col}"]').inner_text())
+                    for col in ("ready", "delayed", "leased", "failed")
+                }
+                depth = queue["depth"]
+                assert shown["ready"] + shown["delayed"] == depth["ready"], queue["name"]
+                assert shown["leased"] == depth["leased"] and shown["failed"] == depth["failed"]
+            failed = sum(q["depth"]["failed"] for q in queues)
+            assert int(page.get_by_test_id("total-failed").inner_text()) == failed
         finally:
             api.post("/queues/emails/purge", json={"confirm": "emails"}).raise_for_status()
             api.post("/queues/emails/resume").raise_for_status()

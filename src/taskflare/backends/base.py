@@ -436,6 +436,22 @@ class QueueCounts:
     settings_json: str | None = None
 
 
+@dataclass(slots=True)
+class QueueDepth:
+    """What a queue holds that is not finished (and its failed messages), counted from
+    the indexes of those states only: ready now, delayed (ready later), leased, failed;
+    when the oldest ready one became ready; paused; stored settings (JSON)."""
+
+    name: str
+    paused: bool = False
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    failed: int = 0
+    oldest_ready_at: float | None = None
+    settings_json: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class QueuePurgeParams:
     """Delete every unfinished message of a queue (delayed ones too)."""
@@ -751,10 +767,12 @@ class StatsAddParams:
 
 @dataclass(frozen=True, slots=True)
 class StatsHistoryParams:
-    """Minutes at or after `since` (epoch seconds), optionally of one queue."""
+    """Minutes at or after `since` (epoch seconds), optionally of one queue, summed into
+    buckets of `step` seconds (a multiple of 60; a bucket is named by its first second)."""
 
     since: float
     queue: str | None = None
+    step: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -1069,9 +1087,9 @@ class QueueStore(Protocol):
         """Record queues and their settings."""
         ...
 
-    async def queue_delayed_counts(self, params: QueueCountsParams) -> dict[str, int]:
-        """Ready messages not available yet (delayed, or waiting out a retry delay), per
-        queue (only queues that have some)."""
+    async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Every queue (stored, or holding messages) with its unfinished and failed
+        messages counted, without reading finished rows (the dashboard's live view)."""
         ...
 
     async def queue_pause(self, params: QueuePauseParams) -> None:

@@ -64,6 +64,7 @@ from .base import (
     QueueCounts,
     QueueCountsParams,
     QueueDeclareParams,
+    QueueDepth,
     QueuePauseParams,
     QueuePurgeParams,
     ReadyInfo,
@@ -216,10 +217,23 @@ class SqlStore:
                 },
             )
 
-    async def queue_delayed_counts(self, params: QueueCountsParams) -> dict[str, int]:
-        """Ready messages not available yet, per queue."""
-        rows = await self._x.fetch("queue_delayed_counts", {"queue": params.queue})
-        return {str(r[0]): int(r[1]) for r in rows.rows}
+    async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Stored queues, then each state's count read from that state's index."""
+        found: dict[str, QueueDepth] = {}
+        for stored in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows:
+            found[stored[0]] = QueueDepth(str(stored[0]), bool(stored[1]), settings_json=stored[2])
+        for row in (await self._x.fetch("queue_depths", {"queue": params.queue})).dicts():
+            depth = found.setdefault(row["queue"], QueueDepth(str(row["queue"])))
+            count = int(row["count"])
+            if row["state"] == "ready":
+                depth.delayed = int(row["delayed"] or 0)
+                depth.ready = count - depth.delayed
+                depth.oldest_ready_at = row["oldest"]
+            elif row["state"] == "leased":
+                depth.leased = count
+            else:
+                depth.failed = count
+        return [found[name] for name in sorted(found)]
 
     async def queue_pause(self, params: QueuePauseParams) -> None:
         """Set or clear a queue's paused flag (resuming wakes idle workers)."""
@@ -464,7 +478,8 @@ class SqlStore:
     async def stats_history(self, params: StatsHistoryParams) -> list[StatsMinute]:
         """Stored minutes since `since`, oldest first."""
         rows = await self._x.fetch(
-            "stats_history", {"since": float(params.since), "queue": params.queue}
+            "stats_history",
+            {"since": float(params.since), "queue": params.queue, "step": int(params.step)},
         )
         return [
             StatsMinute(

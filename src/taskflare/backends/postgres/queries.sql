@@ -833,20 +833,38 @@ ON CONFLICT (minute, queue) DO UPDATE SET
     h0 = s.h0 + excluded.h0, h1 = s.h1 + excluded.h1, h2 = s.h2 + excluded.h2, h3 = s.h3 + excluded.h3, h4 = s.h4 + excluded.h4, h5 = s.h5 + excluded.h5, h6 = s.h6 + excluded.h6, h7 = s.h7 + excluded.h7, h8 = s.h8 + excluded.h8, h9 = s.h9 + excluded.h9, h10 = s.h10 + excluded.h10, h11 = s.h11 + excluded.h11, h12 = s.h12 + excluded.h12, h13 = s.h13 + excluded.h13;
 
 -- name: stats_history
-SELECT minute, queue, processed, retried, failed, duration_sum,
-       h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13
+-- Minutes summed into buckets of :step seconds (one row per bucket and queue).
+SELECT (minute / %(step)s::bigint) * %(step)s::bigint AS minute, queue, sum(processed) AS processed,
+       sum(retried) AS retried, sum(failed) AS failed, sum(duration_sum) AS duration_sum,
+       sum(h0) AS h0, sum(h1) AS h1, sum(h2) AS h2, sum(h3) AS h3, sum(h4) AS h4, sum(h5) AS h5, sum(h6) AS h6, sum(h7) AS h7, sum(h8) AS h8, sum(h9) AS h9, sum(h10) AS h10, sum(h11) AS h11, sum(h12) AS h12, sum(h13) AS h13
 FROM {schema}.stats_minutes
 WHERE minute >= %(since)s::float8 AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-ORDER BY minute, queue;
+GROUP BY (minute / %(step)s::bigint) * %(step)s::bigint, queue
+ORDER BY 1, 2;
 
 -- name: stats_prune
 DELETE FROM {schema}.stats_minutes WHERE minute < %(before)s::float8;
 
--- name: queue_delayed_counts
--- Ready rows not available yet: read from the ready index alone.
-SELECT queue, count(*) FROM {schema}.messages
-WHERE state = 'ready' AND available_at > {now}
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+-- name: queue_rows
+SELECT name, paused, settings FROM {schema}.queues
+WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
+ORDER BY name;
+
+-- name: queue_depths
+-- Each state from its own index (ready, leased, failed), never reading finished rows;
+-- the oldest ready time counts only what is ready now (delayed rows are not waiting).
+SELECT queue, 'ready' AS state, count(*) AS count,
+       min(CASE WHEN available_at <= {now} THEN available_at END) AS oldest,
+       sum(CASE WHEN available_at > {now} THEN 1 ELSE 0 END) AS delayed
+FROM {schema}.messages WHERE state = 'ready' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'leased', count(*), NULL, NULL
+FROM {schema}.messages WHERE state = 'leased' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'failed', count(*), NULL, NULL
+FROM {schema}.messages WHERE state = 'failed' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY queue;
 
 -- Documents (the namespaced document store) ---------------------------------------------

@@ -117,59 +117,46 @@ class Views:
         window = request.query_params.get("window", "1h")
         seconds, step = WINDOWS.get(window, WINDOWS["1h"])
         read = self.app.read
-        queues = await read.queues()
+        # A fixed number of queries, whatever the number of queues or jobs: depths (two),
+        # worker reports (one), history (one).
+        queues = await read.queue_depths()
         counters = await read.worker_counters()
         history = await read.history(seconds, step)
-        job_totals = await read.job_stats()
-        delayed = await read.delayed_counts()
-        now = time.time()
-        rows = []
-        by_name = {q["name"]: q for q in queues}
-        last = int(now // 60 * 60) - 60  # the last complete minute
+        last = int(time.time() // 60 * 60) - 60  # the last complete minute
         for q in queues:
-            settings = q["settings"] or {}
-            dlq = settings.get("dead_letter_queue")
             points = history["queues"].get(q["name"], [])
-            minute = next(
-                (
-                    p
-                    for i, p in reversed(list(enumerate(points)))
-                    if history["start"] + i * history["step"] <= last
-                ),
-                None,
+            index = (last - history["start"]) // history["step"]
+            minute = points[index] if 0 <= index < len(points) else None
+            q["processedPerMinute"] = round(
+                counters.rates.get("acked", {}).get(q["name"], 0.0) * 60, 1
             )
-            rows.append(
-                {
-                    "name": q["name"],
-                    "paused": q["paused"],
-                    "ready": q["depth"].get("ready", 0) - delayed.get(q["name"], 0),
-                    "delayed": delayed.get(q["name"], 0),
-                    "leased": q["depth"].get("leased", 0),
-                    "failed": q["depth"].get("failed", 0),
-                    "dlq": dlq,
-                    "dlqDepth": by_name[dlq]["depth"].get("ready", 0) if dlq in by_name else None,
-                    "oldest": q["oldestPendingAgeSeconds"],
-                    "processedPerMinute": round(
-                        counters.rates.get("acked", {}).get(q["name"], 0.0) * 60, 1
-                    ),
-                    "failedPerMinute": round(
-                        counters.rates.get("failed", {}).get(q["name"], 0.0) * 60, 1
-                    ),
-                    "p50": minute["p50"] if minute else None,
-                    "p95": minute["p95"] if minute else None,
-                }
+            q["failedPerMinute"] = round(
+                counters.rates.get("failed", {}).get(q["name"], 0.0) * 60, 1
             )
+            q["p50"] = minute["p50"] if minute else None
+            q["p95"] = minute["p95"] if minute else None
         totals = {
-            key: sum(r[key] or 0 for r in rows)
-            for key in ("ready", "delayed", "leased", "failed", "processedPerMinute")
+            key: round(sum(q[key] or 0 for q in queues), 1)
+            for key in (
+                "ready",
+                "delayed",
+                "leased",
+                "failed",
+                "processedPerMinute",
+                "failedPerMinute",
+            )
         }
+        totals["deadLetters"] = sum(
+            q["ready"] + q["delayed"]
+            for q in queues
+            if any(other["deadLetterQueue"] == q["name"] for other in queues)
+        )
         return self.pages.render(
             request,
             session,
             "overview.html",
-            queues=rows,
+            queues=queues,
             totals=totals,
-            jobs=job_totals,
             workers=counters.alive,
             charts=history_charts(history),
             window=window if window in WINDOWS else "1h",
@@ -178,28 +165,26 @@ class Views:
 
     async def queue(self, request: Request, session: Session) -> Response:
         name = request.path_params["name"]
-        try:
-            queue = await self.app.read.queue(name)
-        except UnknownQueue:
+        found = await self.app.read.queue_depths(name)
+        if not found:
             return self.pages.error(request, session, 404, f"no queue named {name!r}")
-        delayed = (await self.app.read.delayed_counts()).get(name, 0)
+        queue = found[0]
+        if queue["deadLetterQueue"]:
+            dead = await self.app.read.queue_depths(queue["deadLetterQueue"])
+            queue["deadLetterDepth"] = dead[0]["ready"] + dead[0]["delayed"] if dead else 0
         history = await self.app.read.history(3600.0, 60)
         settings = queue["settings"] or {}
         dead_letters_of = [
-            q["name"]
-            for q in await self.app.read.queues()
-            if (q["settings"] or {}).get("dead_letter_queue") == name
+            q["name"] for q in await self.app.read.queue_depths() if q["deadLetterQueue"] == name
         ]
         return self.pages.render(
             request,
             session,
             "queue.html",
             queue=queue,
-            delayed=delayed,
             settings=settings,
-            dlq=settings.get("dead_letter_queue"),
+            dlq=queue["deadLetterQueue"],
             dead_letters_of=dead_letters_of,
-            declared=name in self.app.queues,
             consumer=queue["consumer"],
             charts=history_charts(history, [name]),
             live=True,
@@ -212,7 +197,10 @@ class Views:
         cursor = request.query_params.get("cursor") or None
         dead = request.url.path.endswith("/dlq")
         try:
-            settings = (await self.app.read.queue(name))["settings"] or {}
+            found = await self.app.read.queue_depths(name)
+            if not found:
+                raise UnknownQueue(f"no queue named {name!r}")
+            settings = found[0]["settings"] or {}
             shown = name
             if dead:
                 dlq = settings.get("dead_letter_queue")
