@@ -74,11 +74,12 @@ class SmtpInbox:
     """What the local SMTP server received: envelopes and parsed messages.
 
     Recipients starting with `bounce` are refused with 550 (permanent), with `later` with
-    451 (try again later)."""
+    451 (try again later), with `flaky` with 451 the first time only."""
 
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    deferred: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -88,6 +89,12 @@ class SmtpInbox:
             return "550 5.1.1 no such user here"
         if address.startswith("later"):
             return "451 4.3.0 mailbox busy, try again later"
+        if address.startswith("flaky"):  # busy the first time only
+            with self.lock:
+                first = address not in self.deferred
+                self.deferred.add(address)
+            if first:
+                return "451 4.3.0 mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -112,12 +119,16 @@ class SmtpInbox:
 
 @contextmanager
 def smtp_server(
-    *, tls_cert: tuple[str, str] | None = None, require_auth: bool = False
+    *,
+    tls_cert: tuple[str, str] | None = None,
+    require_auth: bool = False,
+    implicit_tls: bool = False,
 ) -> Iterator[tuple[str, SmtpInbox]]:
     """A local SMTP server; yields its `smtp://` URL (without credentials) and its inbox.
 
     With `tls_cert` (certificate file, key file) it offers STARTTLS and requires it; with
-    `require_auth` it takes the login `mailer` / `s3cret-pass` (after STARTTLS)."""
+    `require_auth` it takes the login `mailer` / `s3cret-pass` (after STARTTLS); with
+    `implicit_tls` as well it speaks TLS from the first byte (an `smtps://` URL)."""
     import ssl
 
     from aiosmtpd.controller import Controller
@@ -130,19 +141,22 @@ def smtp_server(
     sock = _free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    controller = Controller(
-        inbox,
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=context,
-        require_starttls=context is not None,
-        auth_required=require_auth,
-        auth_require_tls=context is not None,
-        authenticator=inbox.authenticate if require_auth else None,
-    )
+    options: dict[str, Any] = {
+        "auth_required": require_auth,
+        "authenticator": inbox.authenticate if require_auth else None,
+    }
+    if implicit_tls:
+        options.update(ssl_context=context, auth_require_tls=False)
+    else:
+        options.update(
+            tls_context=context,
+            require_starttls=context is not None,
+            auth_require_tls=context is not None,
+        )
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
-        yield f"smtp://127.0.0.1:{port}", inbox
+        yield f"{'smtps' if implicit_tls else 'smtp'}://127.0.0.1:{port}", inbox
     finally:
         controller.stop()
 
@@ -212,12 +226,16 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
 SITE_PAGES = 50
 
 
-def demo_site(pages: int = SITE_PAGES, slow_seconds: float = 1.0) -> Starlette:  # noqa: C901
+def demo_site(  # noqa: C901
+    pages: int = SITE_PAGES, slow_seconds: float = 1.0, crawl_delay: float = 0
+) -> Starlette:
     """`pages` linked HTML pages (/page/0 ... links to the next three and back to the
-    start), a robots.txt that disallows /private/ (crawl-delay 0), a sitemap.xml, a
+    start), a robots.txt that disallows /private/ (with `crawl_delay`), a sitemap.xml, a
     redirect (/old -> /page/1), a link to a 404 (/missing), a slow page (/slow) and a
-    non-HTML file (/files/report.pdf)."""
+    non-HTML file (/files/report.pdf). `app.state.hits` counts requests per path,
+    `app.state.times` records when each came."""
     hits: dict[str, int] = {}
+    times: list[tuple[str, float]] = []
 
     def page(n: int) -> str:
         links = [f"/page/{(n + k) % pages}" for k in (1, 2, 3)]
@@ -237,10 +255,13 @@ def demo_site(pages: int = SITE_PAGES, slow_seconds: float = 1.0) -> Starlette: 
 
     async def counted(request: Request) -> None:
         hits[request.url.path] = hits.get(request.url.path, 0) + 1
+        times.append((request.url.path, time.monotonic()))
 
     async def robots(request: Request) -> Response:
         await counted(request)
-        return PlainTextResponse("User-agent: *\nDisallow: /private/\nCrawl-delay: 0\n")
+        return PlainTextResponse(
+            f"User-agent: *\nDisallow: /private/\nCrawl-delay: {crawl_delay:g}\n"
+        )
 
     async def sitemap(request: Request) -> Response:
         await counted(request)
@@ -290,6 +311,7 @@ def demo_site(pages: int = SITE_PAGES, slow_seconds: float = 1.0) -> Starlette: 
         ]
     )
     app.state.hits = hits
+    app.state.times = times
     return app
 
 

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 
 class TaskflareError(Exception):
-    """Something went wrong in taskflare."""
+    """Something went wrong in taskflare.
 
-    def __init__(self, message: str | None = None) -> None:
+    `fields`: the Python names of the arguments at fault (`("run_at",)`), as the message
+    spells them; `message_for` respells them as another caller named them (`runAt` over
+    HTTP, `--run-at` on the command line).
+    """
+
+    fields: tuple[str, ...] = ()
+
+    def __init__(self, message: str | None = None, *, fields: tuple[str, ...] = ()) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
+        if fields:
+            self.fields = fields
+
+    def message_for(self, names: Mapping[str, str]) -> str:
+        """The message with each of `fields` renamed by `names` (others left alone)."""
+        text = str(self)
+        for field in self.fields:
+            if field in names:
+                text = re.sub(rf"(?<![\w-]){re.escape(field)}(?![\w-])", names[field], text)
+        return text
 
 
 class InvalidConfig(TaskflareError, ValueError):
@@ -45,6 +65,11 @@ class UnknownQueue(TaskflareError, LookupError):
 
 class InvalidMessage(TaskflareError, ValueError):
     """A message cannot be sent as given; nothing was enqueued."""
+
+
+class InvalidJobOption(InvalidMessage, InvalidJobConfig):
+    """An option given to one enqueue (priority, max_attempts) is out of range; nothing
+    was enqueued. (Also an `InvalidJobConfig`, what these raised before.)"""
 
 
 class InvalidDelay(InvalidMessage):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
-import uuid
 
 _lock = threading.Lock()
+# Random bits from a generator of our own, seeded from the OS (and again in every forked
+# child), so an application's `random.seed()` can never make two processes' ids collide;
+# one `getrandbits` call costs a fraction of an `os.urandom` system call.
+_random = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 _last_ms = 0
 _counter = 0
 
@@ -31,10 +36,10 @@ def uuid7() -> str:
             _counter = 0
         _last_ms = ms
         counter = _counter
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= counter << 64
     value |= 0b10 << 62
-    value |= rand
-    return str(uuid.UUID(int=value))
+    value |= _random.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -35,12 +36,13 @@ from .backends.base import (
 )
 from .errors import (
     InvalidJobConfig,
+    InvalidJobOption,
     InvalidJobState,
+    InvalidPayload,
     JobCancelled,
     JobFailed,
     JobNotFound,
     MessageTooLarge,
-    UnknownJobType,
     UnknownQueue,
 )
 from .events import log_event, wanted
@@ -147,19 +149,13 @@ class JobClient:
             try:
                 body = orjson.dumps(payload)
             except TypeError as exc:
-                raise UnknownJobType(f"payload of job type {type!r} is not JSON: {exc}") from None
+                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
             default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
         if idempotency_key is not None:
             check_text(idempotency_key, "idempotency_key")
         if correlation_id is not None:
             check_text(correlation_id, "correlation_id")
-        spec = self._registry.queues.get(target)
-        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
-        if len(body) > limit:
-            raise MessageTooLarge(
-                f"payload of job type {type!r} is {format_bytes(len(body))}; the limit for "
-                f"queue {target!r} is {format_bytes(limit)}"
-            )
+        self._check_size(type, body, target)
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
         return NewMessage(
             id=uuid7(),
@@ -167,15 +163,61 @@ class JobClient:
             body=body,
             content_type="json",
             delay_seconds=delay,
-            priority=default_priority if priority is None else check_priority(priority),
+            priority=default_priority
+            if priority is None
+            else check_priority(priority, InvalidJobOption),
             type=type,
             max_attempts=default_attempts
             if max_attempts is None
-            else check_max_attempts(max_attempts),
+            else check_max_attempts(max_attempts, InvalidJobOption),
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             batch_id=batch_id,
         )
+
+    def _check_size(self, type: str, body: bytes, queue: str) -> None:
+        spec = self._registry.queues.get(queue)
+        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
+        if len(body) > limit:
+            raise MessageTooLarge(
+                f"payload of job type {type!r} is {format_bytes(len(body))}; the limit for "
+                f"queue {queue!r} is {format_bytes(limit)}"
+            )
+
+    def prepare_jobs(
+        self,
+        type: str,
+        payloads: Iterable[Any],
+        *,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        delay_seconds: float = 0,
+        correlation_id: str | None = None,
+        batch_id: str | None = None,
+    ) -> list[NewMessage]:
+        """`prepare_job` for many payloads of one type with the same options: the options
+        are checked once, each payload is validated and size-checked on its own."""
+        messages: list[NewMessage] = []
+        for payload in payloads:
+            if not messages:
+                messages.append(
+                    self.prepare_job(
+                        type,
+                        payload,
+                        priority=priority,
+                        max_attempts=max_attempts,
+                        delay_seconds=delay_seconds,
+                        correlation_id=correlation_id,
+                        batch_id=batch_id,
+                    )
+                )
+                first = messages[0]
+                encode = self._registry.job_type(type).encode
+                continue
+            body = encode(payload)
+            self._check_size(type, body, first.queue)
+            messages.append(replace(first, id=uuid7(), body=body))
+        return messages
 
     async def enqueue(
         self,
@@ -270,7 +312,7 @@ class JobClient:
         type: str,
         payloads: Iterable[Any],
         *,
-        chunk_size: int = 100,
+        chunk_size: int = 1000,
         priority: int | None = None,
         max_attempts: int | None = None,
         delay_seconds: float = 0,
@@ -285,18 +327,15 @@ class JobClient:
         ):
             raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
         batch_id = uuid7()
-        messages = [
-            self.prepare_job(
-                type,
-                payload,
-                priority=priority,
-                max_attempts=max_attempts,
-                delay_seconds=delay_seconds,
-                correlation_id=correlation_id,
-                batch_id=batch_id,
-            )
-            for payload in payloads
-        ]
+        messages = self.prepare_jobs(
+            type,
+            payloads,
+            priority=priority,
+            max_attempts=max_attempts,
+            delay_seconds=delay_seconds,
+            correlation_id=correlation_id,
+            batch_id=batch_id,
+        )
         await self.store_batch(batch_id, type, messages, chunk_size)
         return batch_id
 

@@ -327,21 +327,29 @@ def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: 
     if run_at is None:
         return delay_seconds
     if delay_seconds:
-        raise InvalidDelay("give either run_at or delay_seconds, not both")
+        raise InvalidDelay(
+            "give either run_at or delay_seconds, not both", fields=("run_at", "delay_seconds")
+        )
     if isinstance(run_at, datetime):
         if run_at.tzinfo is None or run_at.utcoffset() is None:
             raise InvalidDelay(
                 f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime, e.g. "
                 "datetime.now(UTC) + timedelta(hours=1) or datetime(2030, 1, 1, 9, "
-                "tzinfo=ZoneInfo('Europe/Paris'))"
+                "tzinfo=ZoneInfo('Europe/Paris'))",
+                fields=("run_at",),
             )
         target = run_at.timestamp()
     elif isinstance(run_at, (int, float)) and not isinstance(run_at, bool):
         target = float(run_at)
         if not math.isfinite(target):
-            raise InvalidDelay(f"run_at must be a finite number of epoch seconds, got {run_at!r}")
+            raise InvalidDelay(
+                f"run_at must be a finite number of epoch seconds, got {run_at!r}",
+                fields=("run_at",),
+            )
     else:
-        raise InvalidDelay(f"run_at must be a datetime or epoch seconds, got {run_at!r}")
+        raise InvalidDelay(
+            f"run_at must be a datetime or epoch seconds, got {run_at!r}", fields=("run_at",)
+        )
     delay = max(target - now, 0.0)
     if delay > MAX_DELAY_SECONDS:
         try:
@@ -349,6 +357,7 @@ def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: 
         except (OverflowError, ValueError, OSError):
             when = f"{target:g} (epoch seconds)"
         raise InvalidDelay(
-            f"run_at {when} is {delay / 86_400:,.0f} days away; the limit is one year (365 days)"
+            f"run_at {when} is {delay / 86_400:,.0f} days away; the limit is one year (365 days)",
+            fields=("run_at",),
         )
     return delay

@@ -26,14 +26,18 @@ MAX_DELAY_SECONDS = 365 * 86400.0
 def check_delay(value: object, what: str = "delay_seconds") -> float:
     """Validate a delay: a finite, non-negative number of seconds (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidDelay(f"{what} must be a number of seconds, got {value!r}")
+        raise InvalidDelay(f"{what} must be a number of seconds, got {value!r}", fields=(what,))
     seconds = float(value)
     if math.isnan(seconds) or math.isinf(seconds):
-        raise InvalidDelay(f"{what} must be a finite number, got {value!r}")
+        raise InvalidDelay(f"{what} must be a finite number, got {value!r}", fields=(what,))
     if seconds < 0:
-        raise InvalidDelay(f"{what} must not be negative, got {value!r}")
+        raise InvalidDelay(f"{what} must not be negative, got {value!r}", fields=(what,))
     if seconds > MAX_DELAY_SECONDS:
-        raise InvalidDelay(f"{what} is {value!r}; the limit is {MAX_DELAY_SECONDS:.0f} (one year)")
+        raise InvalidDelay(
+            f"{what} is {seconds:,.0f} seconds ({seconds / 86_400:,.0f} days); the limit is "
+            f"{MAX_DELAY_SECONDS:,.0f} seconds (one year)",
+            fields=(what,),
+        )
     return seconds
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -286,10 +286,25 @@ class ReadModel:
             declared = settings.get("dead_letter_queue")
         if declared:
             return str(declared)
-        queues = await self.queues()
-        if any((q["settings"] or {}).get("dead_letter_queue") == name for q in queues):
-            return name
-        return None
+        return name if await self.queues_dead_lettering_into(name) else None
+
+    async def not_dead_letters(self, dlq: str, ids: Sequence[str]) -> list[str]:
+        """The ids of `ids` that are not messages waiting in dead-letter queue `dlq`."""
+        backend = await self._storage.backend()
+        missing = []
+        for message_id in dict.fromkeys(ids):
+            record = await backend.message_get(MessageGetParams(message_id))
+            if record is None or record.queue != dlq or record.state != "ready":
+                missing.append(message_id)
+        return missing
+
+    async def queues_dead_lettering_into(self, name: str) -> list[str]:
+        """The queues whose `dead_letter_queue` is `name` (declared or stored)."""
+        return [
+            q["name"]
+            for q in await self.queues()
+            if (q["settings"] or {}).get("dead_letter_queue") == name
+        ]
 
     async def messages(
         self, queue: str, state: str | None = None, limit: int = 100

@@ -29,7 +29,9 @@ def check_text(value: object, field: str, *, max_length: int = 255) -> str:
     """A non-empty string of at most `max_length` characters without NUL; else
     `InvalidMessage` naming `field` (the name the caller used)."""
     if not isinstance(value, str) or not 0 < len(value) <= max_length:
-        raise InvalidMessage(f"{field} must be a string of 1-{max_length} characters")
+        raise InvalidMessage(
+            f"{field} must be a string of 1-{max_length} characters", fields=(field,)
+        )
     if NUL in value:
-        raise InvalidMessage(f"{field} must not contain a NUL character (\\x00)")
+        raise InvalidMessage(f"{field} must not contain a NUL character (\\x00)", fields=(field,))
     return value

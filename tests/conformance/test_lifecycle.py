@@ -74,3 +74,22 @@ async def test_stale_planner_statistics_are_refreshed_once(
         ).fetchone()
     assert row is not None and row[0] == 1500
     assert await backend.refresh_statistics() is False
+
+
+async def test_sqlite_claims_skip_the_fsync_and_everything_else_keeps_it(
+    backend: Backend, database_url: str
+) -> None:
+    """A claim commits with synchronous=NORMAL (losing it to a power cut only means
+    delivering again); the connection is back to the configured FULL for every other
+    write, so a settled outcome still waits for the disk."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL claims use synchronous_commit=off in the statement itself")
+    sent = message("q")
+    await enqueue(backend, sent)
+    claimed = await claim_one(backend, "q")
+    assert claimed.id == sent.id
+
+    def synchronous() -> int:
+        return int(backend._db._connection().execute("PRAGMA synchronous").fetchone()[0])  # type: ignore[attr-defined]
+
+    assert await backend._db.call(synchronous) == 2  # type: ignore[attr-defined]  # FULL

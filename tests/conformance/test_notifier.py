@@ -9,12 +9,13 @@ first topic has not moved.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
-from taskflare.backends import Backend
+from taskflare.backends import Backend, open_backend
 from taskflare.backends.base import (
     CANCEL_TOPIC,
     DONE_TOPIC,
@@ -193,3 +194,31 @@ async def test_a_plain_ack_does_not_raise_ready(notifier: Backend) -> None:
     assert (await notifier.message_settle_many(Settlement(acks=acks))).acked == 2
     await barrier(notifier)
     assert notifier.change_seq(ready_topic("q")) == seq
+
+
+async def test_sqlite_hears_another_connections_commit_from_the_wal_index(
+    database_url: str,
+) -> None:
+    """A commit by another process (here: another backend on the same file, which has its
+    own connection) moves the WAL-index header; a waiter reads that header every few
+    milliseconds, so it wakes without waiting for the slower `PRAGMA data_version` poll,
+    which is switched off here to prove it."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the WAL-index header is SQLite's")
+    waiter, writer = open_backend(database_url), open_backend(database_url)
+    try:
+        await waiter.migrate()
+        await enqueue(writer, message("warmup"))  # both connections open, -shm exists
+        waiter.poll_interval = 3600.0  # type: ignore[attr-defined]
+        topic = ready_topic("q")
+        since = waiter.change_seq(topic)
+        waiting = asyncio.ensure_future(waiter.wait_for_change(topic, since, WITHIN))
+        # Commit again and again until the waiter wakes (its first look at the header
+        # may come after the first commit); it must wake well within WITHIN.
+        while not waiting.done():
+            await enqueue(writer, message("q"))
+            await asyncio.wait({waiting}, timeout=0.05)
+        assert waiting.result(), "another connection's commits did not wake the waiter"
+    finally:
+        await waiter.close()
+        await writer.close()

@@ -4,6 +4,7 @@ in one batch, every page fetched once, maxPages/maxDepth/include/exclude honoure
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -144,6 +145,19 @@ async def test_a_loopback_site_is_refused_by_default(contrib_app: App, site: Sit
         done = await wait_until(failed, timeout=30, what="the crawl to fail")
     assert done.status is JobStatus.FAILED and done.attempts == 1
     assert "loopback" in (done.error or "") and hits == {}
+
+
+async def test_robots_crawl_delay_spaces_requests_to_a_host(contrib_app: App) -> None:
+    site_app = local_services.demo_site(crawl_delay=0.6)
+    with local_services.serve(site_app) as base:
+        use_crawler(contrib_app)
+        await crawl(
+            contrib_app, {"url": f"{base}/page/0", "maxPages": 4, "sitemap": False}, concurrency=4
+        )
+    pages = [t for path, t in site_app.state.times if path.startswith("/page/")]
+    assert len(pages) == 4
+    gaps = [b - a for a, b in itertools.pairwise(pages)]
+    assert min(gaps) >= 0.3, gaps  # 0.6 s apart when sent; arrival times vary a little
 
 
 def test_urls_are_normalized() -> None:

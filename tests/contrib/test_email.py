@@ -205,7 +205,7 @@ async def test_the_message_id_is_fixed_at_enqueue_and_a_retry_after_sending_does
 async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
     contrib_app: App, payload: dict[str, Any], field: str
 ) -> None:
-    contrib_app.use(contrib.email(EmailSettings(transport="console")))
+    contrib_app.use(contrib.email(EmailSettings(email_transport="console")))
     with pytest.raises(InvalidPayload, match=field):
         await contrib_app.enqueue("send-email", payload)
 
@@ -213,7 +213,9 @@ async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
 async def test_the_file_transport_writes_eml_files(contrib_app: App, tmp_path: Any) -> None:
     outbox = tmp_path / "outbox"
     contrib_app.use(
-        contrib.email(EmailSettings(transport="file", file_dir=str(outbox), email_from="a@b.c"))
+        contrib.email(
+            EmailSettings(email_transport="file", email_file_dir=str(outbox), email_from="a@b.c")
+        )
     )
     job = await contrib_app.enqueue("send-email", EMAIL)
     async with running_worker(contrib_app):
@@ -221,3 +223,41 @@ async def test_the_file_transport_writes_eml_files(contrib_app: App, tmp_path: A
     [eml] = list(outbox.glob("*.eml"))
     assert b"Subject: Welcome!" in eml.read_bytes()
     assert job.id
+
+
+async def test_implicit_tls_smtps(contrib_app: App, tls_cert: tuple[str, str]) -> None:
+    with local_services.smtp_server(tls_cert=tls_cert, implicit_tls=True) as (url, inbox):
+        assert url.startswith("smtps://")
+        use_email(contrib_app, url, smtp_ca_file=tls_cert[0])
+        job = await contrib_app.enqueue("send-email", EMAIL)
+        done = await finished(contrib_app, job.id)
+        assert done.status is JobStatus.COMPLETED, done.error
+        assert len(inbox.messages) == 1
+
+
+async def test_the_console_transport_prints_the_message(
+    contrib_app: App, capsys: pytest.CaptureFixture[str]
+) -> None:
+    contrib_app.use(contrib.email(EmailSettings(email_transport="console", email_from="a@b.c")))
+    job = await contrib_app.enqueue("send-email", EMAIL)
+    done = await finished(contrib_app, job.id)
+    assert done.result["transport"] == "console"
+    printed = capsys.readouterr().out
+    assert "Subject: Welcome!" in printed and done.result["messageId"] in printed
+
+
+async def test_a_deferred_recipient_is_retried_alone(
+    contrib_app: App, smtp: tuple[str, local_services.SmtpInbox]
+) -> None:
+    url, inbox = smtp
+    use_email(contrib_app, url)
+    job = await contrib_app.enqueue(
+        "send-email", {**EMAIL, "to": ["ok@example.com", "flaky@example.com"]}
+    )
+    done = await finished(contrib_app, job.id)
+    assert done.status is JobStatus.COMPLETED and done.attempts == 2
+    assert "flaky@example.com: 451" in (done.history[0].error or "")
+    assert done.result["accepted"] == ["ok@example.com", "flaky@example.com"]
+    assert done.result["deferred"] == []
+    assert [rcpts for _, rcpts in inbox.envelopes] == [["ok@example.com"], ["flaky@example.com"]]
+    assert len({m["Message-ID"] for m in inbox.messages}) == 1  # one message, twice delivered

@@ -177,3 +177,38 @@ async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
     contrib_app.use(contrib.imports())
     with pytest.raises(InvalidPayload, match=field):
         await contrib_app.enqueue("batch-import", payload)
+
+
+async def test_a_url_source_too_large_or_missing_fails_and_a_503_is_retried(
+    contrib_app: App,
+) -> None:
+    calls: dict[str, int] = {}
+
+    async def feed(request: Any) -> Response:
+        name = request.path_params["name"]
+        calls[name] = calls.get(name, 0) + 1
+        if name == "busy.ndjson" and calls[name] == 1:
+            return Response("busy", status_code=503)
+        if name == "missing.ndjson":
+            return Response("no", status_code=404)
+        return Response(b'{"id": 1}\n' * 200, media_type="application/x-ndjson")
+
+    contrib_app.use(
+        contrib.imports(
+            ImportSettings(max_source_bytes=1000, allowed_networks=["127.0.0.1/32"]),
+            retry=NO_WAIT,
+        )
+    )
+    with local_services.serve(Starlette(routes=[Route("/{name}", feed)])) as base:
+        results = {}
+        for name in ("big.ndjson", "missing.ndjson", "busy.ndjson"):
+            job = await contrib_app.enqueue(
+                "batch-import", {"url": f"{base}/{name}", "namespace": "n", "key": "id"}
+            )
+            results[name] = await finished(contrib_app, job.id)
+    assert results["big.ndjson"].status is JobStatus.FAILED
+    assert "larger than 1000 bytes" in (results["big.ndjson"].error or "")
+    assert results["missing.ndjson"].status is JobStatus.FAILED
+    assert results["missing.ndjson"].attempts == 1
+    assert results["busy.ndjson"].status is JobStatus.FAILED  # 2000 bytes: too large too
+    assert results["busy.ndjson"].attempts == 2

@@ -10,6 +10,10 @@ first lines change how it runs:
 - `# needs: server`: `taskflare serve` runs an app with the pull queue `exports` (as in
   docs/http-api.md) holding one message of each content type; the block gets its base
   URL in `TF` and the token in `TASKFLARE_API_TOKEN`, and must leave the queue empty;
+- `# needs: local-services`: the local stand-ins of examples/local_services.py run (an
+  SMTP server, a webhook receiver, a website, an OpenAI-compatible API); the block gets
+  the `TASKFLARE_*` settings that point the built-in job types at them, and `WEBHOOK_URL`
+  and `SITE_URL`;
 - `# run: pytest`: the block is a test file, run with `python -m pytest` and pytest's
   default settings; it must pass at least one test.
 
@@ -225,6 +229,41 @@ def _serve(folder: Path, database_url: str) -> Iterator[dict[str, str]]:
             server.wait(15)
 
 
+@contextmanager
+def _local_services() -> Iterator[dict[str, str]]:
+    """The stand-ins of examples/local_services.py, and the environment pointing at them."""
+    examples = str(ROOT / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import local_services
+
+    local = '["127.0.0.1/32"]'
+    with ExitStack() as stack:
+        smtp_url, _ = stack.enter_context(local_services.smtp_server())
+        hooks = stack.enter_context(
+            local_services.serve(local_services.webhook_receiver(local_services.Received()))
+        )
+        site = stack.enter_context(local_services.serve(local_services.demo_site(slow_seconds=0.1)))
+        ai = stack.enter_context(
+            local_services.serve(
+                local_services.openai_compatible(local_services.AiCalls(api_key="sk-local"))
+            )
+        )
+        yield {
+            "TASKFLARE_SMTP_URL": smtp_url,
+            "TASKFLARE_EMAIL_FROM": "Shop <shop@example.com>",
+            "TASKFLARE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "TASKFLARE_WEBHOOK_ALLOWED_NETWORKS": local,
+            "TASKFLARE_CRAWL_ALLOWED_NETWORKS": local,
+            "TASKFLARE_CRAWL_DELAY": "0",
+            "TASKFLARE_IMPORT_ALLOWED_NETWORKS": local,
+            "TASKFLARE_AI_BASE_URL": f"{ai}/v1",
+            "TASKFLARE_AI_API_KEY": "sk-local",
+            "WEBHOOK_URL": f"{hooks}/ok",
+            "SITE_URL": site,
+        }
+
+
 def _undefined_names(block: Block) -> str | None:
     """ruff's report of names the block uses but never defines, or None."""
     if not RUFF.exists():
@@ -243,7 +282,8 @@ def _undefined_names(block: Block) -> str | None:
 def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     markers = block.markers
     needs, runner = markers.get("needs"), markers.get("run")
-    assert needs in (None, "postgresql", "server"), f"{block.where}: unknown '# needs: {needs}'"
+    known = (None, "postgresql", "server", "local-services")
+    assert needs in known, f"{block.where}: unknown '# needs: {needs}'"
     assert runner in (None, "pytest"), f"{block.where}: unknown '# run: {runner}'"
     undefined = _undefined_names(block)
     if undefined:
@@ -256,6 +296,8 @@ def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
         else:
             database_url = f"sqlite:///{tmp_path / 'taskflare.db'}"
         extra = stack.enter_context(_serve(tmp_path, database_url)) if needs == "server" else {}
+        if needs == "local-services":
+            extra = stack.enter_context(_local_services())
         # Blank lines first, so a traceback's line numbers are the Markdown file's.
         stem = re.sub(r"\W", "_", block.doc.stem.lower())
         script = tmp_path / f"{'test_' if runner else ''}doc_{stem}_{block.line}.py"

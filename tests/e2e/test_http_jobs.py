@@ -308,3 +308,23 @@ def test_secrets_never_reach_the_logs(live: LiveServer, caplog: pytest.LogCaptur
     text = caplog.text
     for secret in SECRETS:
         assert secret not in text
+
+
+def test_errors_name_fields_as_the_http_caller_wrote_them_with_units(
+    sqlite_live: LiveServer,
+) -> None:
+    far = "2999-01-01T00:00:00Z"
+    with sqlite_live.client() as client:
+
+        def error(body: dict[str, object], status: int = 422) -> str:
+            return error_of(client.post("/jobs", json={"type": "send-email", **body}), status)
+
+        assert error({"runAt": far}).startswith(f"runAt {far} is ")
+        both = error({"runAt": "2030-01-01T00:00:00Z", "delaySeconds": 5})
+        assert both == "give either runAt or delaySeconds, not both"
+        assert "runAt" in error({"runAt": "2030-01-01T00:00:00"})  # no offset
+        assert error({"delaySeconds": 10**9}).endswith("31536000 seconds")
+        big = error({"payload": {"to": "x" * 200_000, "subject": "", "body": ""}}, 413)
+        assert "200 0" in big and "KiB" in big and "_" not in big.replace("job type", "")
+        for text in (both, error({"runAt": far})):
+            assert "run_at" not in text and "delay_seconds" not in text

@@ -201,3 +201,36 @@ async def test_dead_letters_listed_and_reprocessed_as_the_original_jobs(
         assert client.post("/queues/billing/dlq/reprocess", json={}).json()["reprocessed"] == 0
         error_of(client.get("/queues/emails/dlq"), 404)
         assert client.get("/queues/emails/dlq").json()["code"] == "no_dlq"
+
+
+async def test_reprocessing_ids_that_are_not_dead_letters_is_404_and_changes_nothing(
+    live: LiveServer,
+) -> None:
+    live.recorder.failing.add("charge")
+    with live.client() as client:
+        client.post("/jobs", json={"type": "charge", "payload": {"n": 1}})
+        async with live.worker_app() as app:
+            await drain(app)
+        [dead] = client.get("/queues/billing/dlq").json()["messages"]
+        for ids in (["bogus"], [dead["id"], "bogus"], [dead["originId"]]):
+            refused = client.post("/queues/billing/dlq/reprocess", json={"ids": ids})
+            assert refused.status_code == 404 and refused.json()["code"] == "not_found"
+            assert ids[-1] in refused.json()["error"]
+        assert client.get("/queues/billing/dlq").json()["count"] == 1
+        assert (
+            client.post("/queues/billing/dlq/reprocess", json={"ids": [dead["id"]]}).json()[
+                "reprocessed"
+            ]
+            == 1
+        )
+
+
+async def test_job_lists_carry_each_jobs_real_history(live: LiveServer) -> None:
+    with live.client() as client:
+        job_id = client.post("/jobs", json={"type": "flaky"}).json()["jobId"]
+        async with live.worker_app() as app:
+            await drain(app)
+        listed = {j["id"]: j for j in client.get("/jobs").json()["jobs"]}
+        history = listed[job_id]["history"]
+        assert [a["outcome"] for a in history] == ["retried", "completed"]
+        assert history == client.get(f"/jobs/{job_id}").json()["job"]["history"]

@@ -38,6 +38,7 @@ EXPECTED = {
     ("queues",),
     ("queues", "list"),
     ("queues", "info"),
+    ("queues", "failed"),
     ("queues", "pause"),
     ("queues", "resume"),
     ("queues", "purge"),
@@ -219,6 +220,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
     assert readers == {
         ("queues", "list"),
         ("queues", "info"),
+        ("queues", "failed"),
         ("dlq", "list"),
         ("jobs", "list"),
         ("jobs", "show"),
@@ -233,6 +235,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
     commands = [
         ["queues", "list"],
         ["queues", "info", "work"],
+        ["queues", "failed", "work"],
         ["dlq", "list", "work"],
         ["jobs", "list"],
         ["jobs", "show", job_id],

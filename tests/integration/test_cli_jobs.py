@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from .cli_run import cli_env, ok, one_line_error, tf, tf_json, tf_many, write_cli_app
@@ -189,3 +190,25 @@ def test_wait_prints_the_result_or_the_error_or_times_out(
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) -> None:
+    def error(*options: str) -> str:
+        result = tf("jobs", "enqueue", "hello", "{}", *options, url=sqlite_url)
+        assert result.returncode in (1, 2), result
+        return one_line_error(result, result.returncode)
+
+    naive = error("--run-at", "2030-01-01T09:00")
+    assert naive.startswith("error: --run-at 2030-01-01T09:00 has no UTC offset")
+    assert "2030-01-01T09:00:00Z" in naive
+    assert "--run-at 2999-01-01T09:00:00Z is " in error("--run-at", "2999-01-01T09:00Z")
+    both = error("--run-at", "2030-01-01T09:00Z", "--delay", "5")
+    assert both == "error: give either --run-at or --delay, not both"
+    assert error("--priority", "99999999").startswith("error: --priority must be")
+    assert error("--max-attempts", "0").startswith("error: --max-attempts must be")
+    assert "31,536,000 seconds (one year)" in error("--delay", "1e12")
+    soon = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    local = soon.astimezone(timezone(timedelta(hours=2))).isoformat()
+    later = ok("jobs", "enqueue", "hello", "{}", "--run-at", local, url=sqlite_url).strip()
+    run_at = tf_json("jobs", "show", later, url=sqlite_url)["runAt"]
+    assert abs((datetime.fromisoformat(run_at) - soon).total_seconds()) < 1  # stored as a delay

@@ -120,8 +120,9 @@ def test_dlq_list_shows_dead_letters_and_reprocess_by_id_sends_one_back(
     assert sorted(m["id"] for m in listed["messages"]) == sorted(dead)
     assert {m["originQueue"] for m in listed["messages"]} == {"work"}
     assert sorted(m["body"]["i"] for m in listed["messages"]) == [0, 1, 2]
-    # The DLQ itself may be named too.
-    assert tf_json("dlq", "list", "work-dlq", url=database_url)["count"] == 3
+    # As over HTTP, a queue without a dead-letter queue (a DLQ itself, here) has none.
+    itself = one_line_error(tf("dlq", "list", "work-dlq", url=database_url))
+    assert "'work-dlq' has no dead_letter_queue (it is the dead-letter queue of 'work')" in itself
     table = ok("dlq", "list", "work", url=database_url)
     assert "dead letters of work (in work-dlq)" in table and dead[0] in table
 
@@ -143,3 +144,37 @@ def test_dlq_reprocess_of_2000_dead_letters_shows_progress_and_sends_all_back(
     assert time.monotonic() - started < 30
     assert tf_json("dlq", "list", "work", url=database_url)["count"] == 0
     assert tf_json("queues", "info", "work", url=database_url)["depth"]["ready"] == 2000
+
+
+def test_dlq_commands_on_a_queue_without_a_dlq_fail_as_http_does(database_url: str) -> None:
+    ok("send", "emails", "--create", '{"live": true}', url=database_url)
+    for command in (["dlq", "list", "emails"], ["dlq", "reprocess", "emails"]):
+        line = one_line_error(tf(*command, url=database_url))
+        assert "queue 'emails' has no dead_letter_queue" in line
+    assert tf_json("queues", "info", "emails", url=database_url)["depth"]["ready"] == 1
+
+
+def test_dlq_reprocess_of_ids_that_are_not_dead_letters_fails_and_changes_nothing(
+    database_url: str,
+) -> None:
+    dead = make_dead_letters(database_url, 2)
+    for ids in (["bogus"], [dead[0], "bogus"]):
+        args = [arg for i in ids for arg in ("--id", i)]
+        line = one_line_error(tf("dlq", "reprocess", "work", *args, url=database_url))
+        assert "not dead letters of 'work' (nothing was reprocessed): bogus" in line
+    assert tf_json("dlq", "list", "work", url=database_url)["count"] == 2
+    assert "reprocessed 2 messages" in ok(
+        "dlq", "reprocess", "work", "--id", dead[0], "--id", dead[1], url=database_url
+    )
+
+
+def test_queues_failed_lists_failed_messages_with_their_last_error(database_url: str) -> None:
+    make_dead_letters(database_url, 3)
+    failed = tf_json("queues", "failed", "work", url=database_url)
+    assert (failed["queue"], failed["count"]) == ("work", 3)
+    assert {(m["state"], m["lastError"]) for m in failed["messages"]} == {("failed", "boom")}
+    table = ok("queues", "failed", "work", url=database_url)
+    assert all(m["id"] in table for m in failed["messages"]) and "boom" in table
+    assert "no queue named 'nope'" in one_line_error(
+        tf("queues", "failed", "nope", url=database_url)
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -198,3 +199,33 @@ def test_daily_cleanup_runs_from_cron_trigger(tmp_path: Path, example_env: dict[
     with sqlite3.connect(example_env["APP_DB"]) as db:
         assert db.execute("SELECT id FROM sessions").fetchall() == [("live",)]
         assert db.execute("SELECT id FROM activity_logs").fetchall() == [(2,)]
+
+
+def test_the_job_types_example_runs_all_six_against_local_services(tmp_path: Path) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TASKFLARE_")},
+        "TASKFLARE_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "EXAMPLE_SHOP_DB": str(tmp_path / "shop.db"),
+    }
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "job_types.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for type in (
+        "send-email",
+        "generate-embedding",
+        "crawl-website",
+        "generate-content",
+        "batch-import",
+        "webhook-delivery",
+    ):
+        assert any(line.startswith(f"{type}: completed") for line in lines), result.stdout
+    assert "crawl: 20 of 20 pages stored" in lines
+    assert "products table: [('a-1', 'Lamp', 12.5), ('a-2', 'Desk', 99.0)]" in lines
+    assert "emails received by the local SMTP server: 1" in lines

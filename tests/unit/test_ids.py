@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
+from typing import Any
 
 from taskflare.ids import uuid7
 
@@ -48,3 +50,39 @@ def test_ids_from_many_threads_are_unique() -> None:
 def test_string_form_sorts_like_the_integer() -> None:
     ids = [uuid7() for _ in range(1_000)]
     assert sorted(ids) == sorted(ids, key=lambda s: uuid.UUID(s).int)
+
+
+def test_the_text_is_the_canonical_uuid_form() -> None:
+    for _ in range(100):
+        text = uuid7()
+        assert str(uuid.UUID(text)) == text
+
+
+def _random_part(text: str) -> int:
+    return uuid.UUID(text).int & ((1 << 62) - 1)
+
+
+def test_an_applications_random_seed_does_not_touch_the_ids() -> None:
+    import random
+
+    random.seed(42)
+    first = _random_part(uuid7())
+    random.seed(42)
+    assert _random_part(uuid7()) != first
+
+
+def _send_ids(conn: Any) -> None:
+    conn.send([uuid7() for _ in range(50)])
+    conn.close()
+
+
+def test_a_forked_child_draws_other_random_bits_than_its_parent() -> None:
+    ctx = multiprocessing.get_context("fork")
+    uuid7()  # the parent's generator is in use before the fork
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_send_ids, args=(child,))
+    proc.start()
+    mine = {_random_part(uuid7()) for _ in range(50)}
+    theirs = {_random_part(text) for text in parent.recv()}
+    proc.join(timeout=30)
+    assert not mine & theirs

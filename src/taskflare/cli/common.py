@@ -60,6 +60,23 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+# The Python argument names an error may name, as the command line spells them.
+CLI_NAMES = {
+    "run_at": "--run-at",
+    "delay_seconds": "--delay",
+    "max_attempts": "--max-attempts",
+    "priority": "--priority",
+    "idempotency_key": "--idempotency-key",
+    "correlation_id": "--correlation-id",
+    "content_type": "--content-type",
+}
+
+
+def said(exc: BaseException) -> str:
+    """An error's message naming options as the command line does (`--delay`)."""
+    return exc.message_for(CLI_NAMES) if isinstance(exc, TaskflareError) else str(exc)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear line to stderr and return the exit to raise."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -129,7 +146,7 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
         if Flags.debug:
             traceback.print_exc()
         reason = f" (last connection error: {POOL_ERRORS.last})" if POOL_ERRORS.last else ""
-        raise fail(f"{exc}{reason}") from None
+        raise fail(f"{said(exc)}{reason}") from None
     except (KeyboardInterrupt, typer.Abort):
         raise
     except Exception as exc:

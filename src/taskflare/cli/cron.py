@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
+from ..tables import Column, fit_table, short_time
 from .common import AppArg, JsonOpt, cli, load_app, print_json, run
 
 cron_cli = typer.Typer(
@@ -35,19 +36,26 @@ def cron_list(
 
 def print_cron_table(rows: list[dict[str, Any]]) -> None:
     """Render the cron rows as a table on the terminal."""
-    table = Table(title="cron triggers")
-    for column in ("name", "cron", "tz", "next runs (UTC)", "last run"):
-        table.add_column(column)
+    columns = [
+        Column("name", "id"),
+        Column("cron", "word"),
+        Column("tz", "word", rank=2),
+        Column("next (UTC)", "word", rank=1),
+        Column("last run", "text", rank=3),
+    ]
+    cells = []
     for row in rows:
         last = row["last"]
-        table.add_row(
-            row["name"],
-            row["cron"],
-            row["tz"],
-            "\n".join(t.replace("+00:00", "Z") for t in row["next"]),
-            f"{last['scheduledTime']}: {last['outcome']}" if last else "never",
+        cells.append(
+            [
+                escape(row["name"]),
+                escape(row["cron"]),
+                escape(row["tz"]),
+                "\n".join(short_time(t)[5:16] for t in row["next"]),  # 11-30 09:30
+                f"{short_time(last['scheduledTime'])}: {last['outcome']}" if last else "never",
+            ]
         )
-    Console().print(table)
+    Console().print(fit_table("cron triggers", columns, cells))
 
 
 @cron_cli.command("trigger")

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
-from rich.table import Table
 
 from ..app import App
 from ..backends.base import NewMessage
-from ..errors import JobNotFound, TaskflareError
+from ..errors import InvalidDelay, JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..messages import check_delay
-from .common import DatabaseOpt, JsonOpt, cli, fail, load_app, print_json, run, state_app
+from ..tables import Column, error_line, fit_table, short_time
+from .common import (
+    DatabaseOpt,
+    JsonOpt,
+    cli,
+    fail,
+    load_app,
+    print_json,
+    run,
+    said,
+    state_app,
+)
 
 jobs_cli = typer.Typer(
     help="List, show, retry, cancel and enqueue jobs. Example: taskflare jobs list --status failed",
@@ -60,21 +72,28 @@ def jobs_list(
     if as_json:
         print_json({"count": len(jobs), "jobs": jobs, "nextCursor": page.next_cursor})
         return
-    table = Table(title="jobs (newest first)")
-    for column in ("id", "type", "queue", "status", "attempts", "created", "error"):
-        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
-    for job in jobs:
-        colour = STATUS_COLOURS.get(job["status"], "white")
-        table.add_row(
+    columns = [
+        Column("id", "id"),
+        Column("type", "name"),
+        Column("queue", "name", rank=4),
+        Column("status", "word"),
+        Column("tries", "number", rank=1),
+        Column("created", "word", rank=5),
+        Column("error", "text", rank=3),
+    ]
+    rows = [
+        [
             job["id"],
-            job["type"],
-            job["queue"],
-            f"[{colour}]{job['status']}[/]",
+            escape(job["type"]),
+            escape(job["queue"]),
+            f"[{STATUS_COLOURS.get(job['status'], 'white')}]{job['status']}[/]",
             f"{job['attempts']}/{job['maxAttempts']}",
-            job["createdAt"],
-            (job["error"] or "")[:50],
-        )
-    Console().print(table)
+            short_time(job["createdAt"]),
+            escape(error_line(job["error"])),
+        ]
+        for job in jobs
+    ]
+    Console().print(fit_table("jobs (newest first)", columns, rows))
     if page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}")
 
@@ -201,6 +220,14 @@ def jobs_enqueue(
         int | None, typer.Option(help="Higher runs first (default: the type's, or 0).")
     ] = None,
     delay: Annotated[float, typer.Option("--delay", help="Seconds before it may run.")] = 0,
+    run_at: Annotated[
+        str | None,
+        typer.Option(
+            "--run-at",
+            help="When it may run: ISO 8601 with a UTC offset (2030-01-01T09:00Z, "
+            "2030-01-01T09:00+02:00) or epoch seconds.",
+        ),
+    ] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Enqueue once per key.")] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts before it fails.")] = None,
     queue: Annotated[
@@ -220,9 +247,10 @@ def jobs_enqueue(
     app = load_app(app_spec) if app_spec else state_app(database_url)
     try:
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
+        options.run_at = None if run_at is None else parse_run_at(run_at)
         options.validate = app_spec is not None
     except TaskflareError as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(said(exc), 2) from None
     if from_file is not None:
         _enqueue_file(app, options, from_file)
         return
@@ -231,7 +259,7 @@ def jobs_enqueue(
     try:
         options.message(app, value)  # validate before connecting
     except TaskflareError as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
 
     async def work() -> tuple[str, bool]:
         job = await app.enqueue(
@@ -240,6 +268,7 @@ def jobs_enqueue(
             priority=options.priority,
             max_attempts=options.max_attempts,
             delay_seconds=options.delay,
+            run_at=options.run_at,
             idempotency_key=options.idempotency_key,
             queue=options.queue,
             strict=options.validate,
@@ -248,6 +277,26 @@ def jobs_enqueue(
 
     job_id, duplicate = run(app, work)
     typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
+
+
+def parse_run_at(text: str) -> datetime | float:
+    """`--run-at`: ISO 8601 with a UTC offset (`Z` or `+02:00`), or epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidDelay(
+            f"--run-at {text!r} is neither an ISO 8601 time (2030-01-01T09:00Z) nor epoch seconds"
+        ) from None
+    if when.utcoffset() is None:
+        raise InvalidDelay(
+            f"--run-at {text} has no UTC offset; add one, e.g. {when.isoformat()}Z for UTC "
+            f"or {when.isoformat()}+02:00"
+        )
+    return when
 
 
 class _JobOptions:
@@ -268,6 +317,7 @@ class _JobOptions:
         self.idempotency_key = idempotency_key
         self.max_attempts = None if max_attempts is None else check_max_attempts(max_attempts)
         self.queue = queue
+        self.run_at: datetime | float | None = None
         self.validate = False  # with --app: the type must be one of the app's
 
     def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
@@ -279,6 +329,7 @@ class _JobOptions:
             priority=self.priority,
             max_attempts=self.max_attempts,
             delay_seconds=self.delay,
+            run_at=self.run_at,
             idempotency_key=self.idempotency_key,
             queue=self.queue,
             batch_id=batch_id,
@@ -300,7 +351,7 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
             try:
                 messages.append(options.message(app, payload, batch_id))
             except TaskflareError as exc:
-                raise fail(f"{path}:{number}: {exc}") from None
+                raise fail(f"{path}:{number}: {said(exc)}") from None
     if not messages:
         raise fail(f"{path}: no payloads found")
     started = time.monotonic()

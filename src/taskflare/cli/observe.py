@@ -11,10 +11,11 @@ import orjson
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
+from ..tables import Column, fit_table
 from .common import DatabaseOpt, JsonOpt, cli, print_json, run, state_app
 from .queues import queue_table
 
@@ -25,10 +26,14 @@ def stats_view(document: dict[str, Any]) -> Group:
     queues = queue_table(
         document["queues"], f"queues ({document['workers']} workers alive)", per_second
     )
-    jobs = Table(title="jobs")
-    columns = ("", "total", *[s.value for s in JobStatus], "completion", "failure")
-    for column in columns:
-        jobs.add_column(column, justify="left" if not column else "right")
+    columns = [
+        Column("", "name"),
+        Column("total", "number"),
+        *(Column(s.value, "number") for s in JobStatus),
+        Column("completion", "number", rank=2),
+        Column("failure", "number", rank=1),
+    ]
+    rows: list[list[str]] = []
 
     def row(label: str, counts: dict[str, Any]) -> list[str]:
         values = [str(counts[s.value]) for s in JobStatus]
@@ -41,11 +46,12 @@ def stats_view(document: dict[str, Any]) -> Group:
         ]
 
     totals = document["jobs"]
-    jobs.add_row(*row("all", totals))
+    rows.append(row("all", totals))
     for name, counts in totals["byQueue"].items():
-        jobs.add_row(*row(f"queue {name}", counts))
+        rows.append(row(f"queue {escape(name)}", counts))
     for name, counts in totals["byType"].items():
-        jobs.add_row(*row(f"type {name}", counts))
+        rows.append(row(f"type {escape(name)}", counts))
+    jobs = fit_table("jobs", columns, rows)
     stamp = datetime.now(UTC).strftime("%H:%M:%S UTC")
     return Group(queues, jobs, f"updated {stamp}")
 

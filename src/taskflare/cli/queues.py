@@ -7,14 +7,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from ..app import App
 from ..backends.url import redact_url
 from ..encoding import normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
 from ..messages import check_delay
-from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
+from ..tables import Column, error_line, fit_table, short_time
+from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
 
 queues_cli = typer.Typer(
     help="List, inspect, pause, resume and purge queues. Example: taskflare queues list",
@@ -35,24 +38,29 @@ def queue_table(
     per_second: dict[str, float] | None = None,
 ) -> Table:
     """Queues as a terminal table (with an acks/s column when rates are given)."""
-    table = Table(title=title)
-    columns = ["queue", "ready", "leased", "failed", "oldest pending", "paused"]
+    columns = [
+        Column("queue", "id"),
+        Column("ready", "number"),
+        Column("leased", "number"),
+        Column("failed", "number"),
+        Column("oldest pending", "number", rank=2),
+        Column("paused", "word", rank=1),
+    ]
     if per_second is not None:
-        columns.insert(5, "acks/s")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "queue" else "right")
+        columns.insert(5, Column("acks/s", "number", rank=1))
+    rows = []
     for q in queues:
         age = q["oldestPendingAgeSeconds"]
         cells = [
-            q["name"],
+            escape(q["name"]),
             *(str(q["depth"].get(state, 0)) for state in ("ready", "leased", "failed")),
             "-" if age is None else f"{age:.1f}s",
             "[yellow]paused[/]" if q["paused"] else "no",
         ]
         if per_second is not None:
             cells.insert(5, f"{per_second.get(q['name'], 0.0):.1f}")
-        table.add_row(*cells)
-    return table
+        rows.append(cells)
+    return fit_table(title, columns, rows)
 
 
 @queues_cli.command("list")
@@ -84,6 +92,31 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
     if queue["settings"]:
         for key, value in queue["settings"].items():
             typer.echo(f"  {key}: {value}")
+
+
+@queues_cli.command("failed")
+def queues_failed(
+    name: QueueArg,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
+    database_url: DatabaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Messages of a queue that used up their retries (kept as `failed`, oldest first),
+    with their last error; copies of them wait in its dead-letter queue, if it has one.
+
+    Example: taskflare queues failed emails --limit 20
+    """
+    app = state_app(database_url, reading=True)
+
+    async def work() -> list[dict[str, Any]]:
+        await app.read.queue(name)  # UnknownQueue for a typo
+        return await app.read.messages(name, "failed", limit)
+
+    messages = run(app, work)
+    if as_json:
+        print_json({"queue": name, "count": len(messages), "messages": messages})
+        return
+    Console().print(message_table(f"failed messages of {name}", messages, "tries"))
 
 
 def _set_paused(name: str, paused: bool, database_url: str | None) -> None:
@@ -161,7 +194,7 @@ def send(
         normalize_content_type(content_type, allow_pickle=False, queue=queue)
         check_delay(delay, "--delay")
     except InvalidMessage as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(said(exc), 2) from None
     value: Any = body
     if content_type.lower() == "json":
         try:
@@ -188,13 +221,11 @@ def send(
     try:
         message_id = run(app, work)
     except InvalidMessage as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(said(exc), 2) from None
     typer.echo(message_id)
 
 
-DlqArg = Annotated[
-    str, typer.Argument(help="The queue whose dead letters to show (or the DLQ itself).")
-]
+DlqArg = Annotated[str, typer.Argument(help="The queue whose dead letters to show.")]
 
 
 @dlq_cli.command("list")
@@ -211,9 +242,7 @@ def dlq_list(
     app = state_app(database_url, reading=True)
 
     async def work() -> tuple[str, list[dict[str, Any]]]:
-        dlq = await app.read.dead_letter_queue(queue)
-        if dlq is None:
-            raise fail(f"queue {queue!r} has no dead_letter_queue", 1)
+        dlq = await _dlq_of(app, queue)
         return dlq, await app.read.messages(dlq, "ready", limit)
 
     dlq, messages = run(app, work)
@@ -222,13 +251,30 @@ def dlq_list(
             {"queue": queue, "deadLetterQueue": dlq, "count": len(messages), "messages": messages}
         )
         return
-    table = Table(title=f"dead letters of {queue} (in {dlq})")
-    for column in ("id", "from", "created", "body"):
-        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
-    for m in messages:
-        body = json.dumps(m["body"])
-        table.add_row(m["id"], m["originQueue"] or "-", m["createdAt"], body[:60])
-    Console().print(table)
+    Console().print(message_table(f"dead letters of {queue} (in {dlq})", messages, "from"))
+
+
+def message_table(title: str, messages: list[dict[str, Any]], origin: str) -> Table:
+    """Stored messages as a terminal table: id, `origin` (where a dead letter came from)
+    or attempts, when it was stored, its last error and the start of its body."""
+    columns = [
+        Column("id", "id"),
+        Column(origin, "name" if origin == "from" else "number", rank=2),
+        Column("created", "word", rank=4),
+        Column("last error", "text", rank=1),
+        Column("body", "text", rank=3),
+    ]
+    rows = [
+        [
+            m["id"],
+            escape(m["originQueue"] or "-") if origin == "from" else str(m["attempts"]),
+            short_time(m["createdAt"]),
+            escape(error_line(m["lastError"])),
+            escape(json.dumps(m["body"])[:120]),
+        ]
+        for m in messages
+    ]
+    return fit_table(title, columns, rows)
 
 
 @dlq_cli.command("reprocess")
@@ -246,13 +292,23 @@ def dlq_reprocess(
     """
     app = state_app(database_url)
 
-    async def work() -> tuple[int, int]:
-        dlq = await app.read.dead_letter_queue(queue)
-        if dlq is None:
-            raise fail(f"queue {queue!r} has no dead_letter_queue", 1)
+    async def work() -> int:
+        dlq = await _dlq_of(app, queue)
         origin = await app.stored_queue(queue)
-        waiting = [m["id"] for m in await app.read.messages(dlq, "ready", 10_000_000)]
-        chosen = waiting if not ids else [i for i in ids if i in set(waiting)]
+        unknown = await app.read.not_dead_letters(dlq, ids or ())
+        if unknown:  # all or nothing, as POST /queues/{name}/dlq/reprocess
+            shown = ", ".join(unknown[:3]) + (
+                f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            )
+            raise fail(
+                f"not dead letters of {queue!r} (nothing was reprocessed): {shown}; "
+                f"see taskflare dlq list {queue}",
+                1,
+            )
+        if ids:
+            chosen = list(dict.fromkeys(ids))
+        else:
+            chosen = [m["id"] for m in await app.read.messages(dlq, "ready", 10_000_000)]
         done = 0
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))
@@ -260,13 +316,18 @@ def dlq_reprocess(
                 part = chosen[start : start + chunk]
                 done += await origin.replay_dead_letters(part)
                 progress.advance(bar, len(part))
-        return done, len(ids or []) - len(chosen) if ids else 0
+        return done
 
-    count, unknown = run(app, work)
-    if unknown:
-        raise fail(
-            f"reprocessed {count} messages from {queue!r}; {unknown} of the ids given are not "
-            "dead letters of it",
-            1,
-        )
+    count = run(app, work)
     typer.echo(f"reprocessed {count} messages from {queue!r}")
+
+
+async def _dlq_of(app: App, queue: str) -> str:
+    """The dead-letter queue of `queue`, or exit 1 saying it has none (as the HTTP API's
+    404 `no_dlq`); naming a dead-letter queue itself points at the queue it serves."""
+    dlq = await app.read.dead_letter_queue(queue)
+    if dlq is None or dlq == queue:
+        served = await app.read.queues_dead_lettering_into(queue)
+        hint = f" (it is the dead-letter queue of {', '.join(map(repr, served))})" if served else ""
+        raise fail(f"queue {queue!r} has no dead_letter_queue{hint}", 1)
+    return dlq

@@ -146,19 +146,20 @@ class EmailSettings(ContribSettings):
 
     `smtp_url`: `smtp://user:password@host:587` (STARTTLS when the server offers it;
     `?starttls=required` to insist), `smtps://...:465` (TLS from the start) or
-    `smtp://host:25?starttls=never`. `transport`: `smtp`, `console` (print the message;
-    development) or `file` (write `.eml` files into `file_dir`). `email_from`: the sender
-    when a payload has no `from`. `smtp_ca_file`: extra CA certificates to trust.
+    `smtp://host:25?starttls=never`. `email_transport`: `smtp`, `console` (print the
+    message; development) or `file` (write `.eml` files into `email_file_dir`).
+    `email_from`: the sender when a payload has no `from`. `smtp_ca_file`: extra CA
+    certificates to trust.
     """
 
-    transport: Literal["smtp", "console", "file"] = "smtp"
+    email_transport: Literal["smtp", "console", "file"] = "smtp"
     smtp_url: SecretStr | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout: float = Field(default=30.0, gt=0)
     smtp_ca_file: str | None = None
     email_from: str | None = None
-    file_dir: str = "outbox"
+    email_file_dir: str = "outbox"
 
 
 class _Smtp:
@@ -253,21 +254,24 @@ async def _send_smtp(smtp: _Smtp, msg: EmailMessage, recipients: list[str]) -> d
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
         # Connection refused, lost or timed out, TLS failure: retried with backoff.
         raise RuntimeError(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}") from None
-    rejected = {addr: f"{resp.code} {resp.message}" for addr, resp in refused.items()}
+    replies = {addr: (resp.code, f"{resp.code} {resp.message}") for addr, resp in refused.items()}
+    rejected = {a: text for a, (code, text) in replies.items() if code >= 500}
+    deferred = {a: text for a, (code, text) in replies.items() if code < 500}
     return {
-        "accepted": [r for r in recipients if r not in rejected],
+        "accepted": [r for r in recipients if r not in replies],
         "rejected": rejected,
+        "deferred": deferred,
         "response": reply,
     }
 
 
 def _deliver_locally(settings: EmailSettings, msg: EmailMessage, payload: SendEmail) -> str:
     data = msg.as_bytes()
-    if settings.transport == "console":
+    if settings.email_transport == "console":
         sys.stdout.write(data.decode("utf-8", "replace") + "\n")
         sys.stdout.flush()
         return "console"
-    folder = Path(settings.file_dir)
+    folder = Path(settings.email_file_dir)
     folder.mkdir(parents=True, exist_ok=True)
     name = (payload.message_id or uuid.uuid4().hex).strip("<>").replace("@", "_at_")
     target = folder / f"{name}.eml"
@@ -297,29 +301,46 @@ class EmailExtension:
             sent = app.namespace(SENT_NAMESPACE)
             assert payload.message_id is not None
             earlier = await sent.get(payload.message_id)
-            if earlier is not None:  # sent by an earlier attempt whose outcome was lost
-                return {**earlier.value, "duplicate": True}
+            before: dict[str, Any] = earlier.value if earlier is not None else {}
+            if earlier is not None and not before.get("deferred"):
+                # Sent by an earlier attempt whose outcome was lost: not sent again.
+                return {**before, "duplicate": True}
             msg = build_message(payload, config.email_from)
-            recipients = envelope_recipients(payload)
-            if config.transport == "smtp":
+            # A retry after some recipients were deferred (4xx) sends to those only.
+            recipients = before.get("deferred") or envelope_recipients(payload)
+            if config.email_transport == "smtp":
                 outcome = await _send_smtp(_Smtp(config), msg, recipients)
             else:
                 where = _deliver_locally(config, msg, payload)
-                outcome = {"accepted": recipients, "rejected": {}, "response": where}
+                outcome = {
+                    "accepted": recipients,
+                    "rejected": {},
+                    "deferred": {},
+                    "response": where,
+                }
             result = {
                 "sent": True,
                 "messageId": payload.message_id,
-                "transport": config.transport,
-                **outcome,
+                "transport": config.email_transport,
+                "accepted": [*before.get("accepted", []), *outcome["accepted"]],
+                "rejected": {**before.get("rejected", {}), **outcome["rejected"]},
+                "deferred": sorted(outcome["deferred"]),
+                "response": outcome["response"],
             }
             await sent.put(payload.message_id, result)
             log.info(
                 "sent %s to %d recipient(s) via %s (job %s)",
                 payload.message_id,
                 len(outcome["accepted"]),
-                config.transport,
+                config.email_transport,
                 ctx.job_id,
             )
+            if outcome["deferred"]:
+                detail = "; ".join(f"{a}: {r}" for a, r in outcome["deferred"].items())
+                raise RuntimeError(
+                    f"{len(outcome['deferred'])} recipient(s) deferred, retried for them "
+                    f"only: {detail}"
+                )
             return result
 
         register(app, self.options, send_email)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,11 +317,24 @@ async def _spool(payload: BatchImport, config: ImportSettings) -> _Spooled:
         policy = DestinationPolicy.create(config.allow_private, config.allowed_networks)
         async with httpx.AsyncClient(timeout=config.timeout, trust_env=False) as client:
             try:
-                response = await pinned_request(client, "GET", url, policy)
+                response = await pinned_request(client, "GET", url, policy, stream=True)
+                try:
+                    if response.status_code >= 300:
+                        await response.aread()
+                        raise_for_http_status(response.status_code, response.headers, url.host)
+                    size = 0
+                    async for block in response.aiter_bytes():
+                        size += len(block)
+                        if size > config.max_source_bytes:
+                            raise PermanentError(
+                                f"the source is larger than {config.max_source_bytes} bytes "
+                                "(max_source_bytes)"
+                            )
+                        spool.write(block)
+                finally:
+                    await response.aclose()
             except httpx.HTTPError as exc:
                 raise RuntimeError(f"cannot fetch {url.host}: {type(exc).__name__}") from None
-        raise_for_http_status(response.status_code, response.headers, url.host)
-        size = _copy(io.BytesIO(response.content), spool, config.max_source_bytes)
         fmt = _format_of(payload, url.path, response.headers.get("content-type", ""))
         return _Spooled(spool, fmt, size)
     except BaseException:

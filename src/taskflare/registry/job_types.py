@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import InvalidJobConfig, InvalidPayload
+from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
 from ..retry import Backoff
 
 if TYPE_CHECKING:
@@ -194,15 +194,22 @@ def _describe(type_name: str, exc: Any) -> str:
     return f"invalid payload for job type {type_name!r}: " + "; ".join(problems)
 
 
-def check_max_attempts(value: object) -> int:
-    """1..1000 attempts."""
+def check_max_attempts(value: object, error: type[TaskflareError] = InvalidJobConfig) -> int:
+    """1..1000 attempts; else `error` (`InvalidJobConfig` for a declaration)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise InvalidJobConfig(f"max_attempts must be an integer from 1 to 1000, got {value!r}")
+        raise error(
+            f"max_attempts must be an integer from 1 to 1000, got {value!r}",
+            fields=("max_attempts",),
+        )
     return value
 
 
-def check_priority(value: object) -> int:
-    """An integer; higher runs first."""
+def check_priority(value: object, error: type[TaskflareError] = InvalidJobConfig) -> int:
+    """An integer from -1 000 000 to 1 000 000; higher runs first."""
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 1_000_000:
-        raise InvalidJobConfig(f"priority must be an integer (higher runs first), got {value!r}")
+        raise error(
+            f"priority must be an integer from -1,000,000 to 1,000,000 (higher runs first), "
+            f"got {value!r}",
+            fields=("priority",),
+        )
     return value

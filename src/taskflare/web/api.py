@@ -16,7 +16,7 @@ from .. import __version__
 from ..app import App
 from ..errors import InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
-from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body
+from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body, said
 from .dashboard import create_dashboard
 from .health import health_router
 from .jobs_routes import job_router
@@ -53,8 +53,23 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
             status = 400
             problems.append("malformed JSON body")
             continue
-        problems.append(f"{location}: {error.get('msg', 'invalid')}")
+        message = str(error.get("msg", "invalid"))
+        if message[-1:].isdigit():  # "less than or equal to 31536000": say in what
+            message += _unit_of(location)
+        problems.append(f"{location}: {message}")
     return status, "; ".join(problems) or "invalid request"
+
+
+def _unit_of(field: str) -> str:
+    """The unit a request field is counted in, from its name (`delaySeconds`, `...Ms`)."""
+    name = field.rsplit(".", 1)[-1]
+    if name.endswith(("Seconds", "_seconds")):
+        return " seconds"
+    if name.endswith(("Ms", "_ms")):
+        return " milliseconds"
+    if name.endswith(("Bytes", "_bytes")):
+        return " bytes"
+    return ""
 
 
 def create_api(
@@ -121,7 +136,7 @@ def create_api(
         if failure is not None:
             return database_unavailable(request, failure, app.database_url)
         status = 422 if isinstance(exc, (ValueError, InvalidQueueConfig)) else 503
-        return Response(error_body(str(exc)), status_code=status, media_type="application/json")
+        return Response(error_body(said(exc)), status_code=status, media_type="application/json")
 
     @api.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:

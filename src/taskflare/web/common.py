@@ -12,11 +12,30 @@ import orjson
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
 
+from ..errors import TaskflareError
+from ..queue import format_bytes
+
 TOKEN_ENV = "TASKFLARE_API_TOKEN"
 READ_TOKEN_ENV = "TASKFLARE_API_READ_TOKEN"
 DEFAULT_BODY_LIMIT = 1024 * 1024
 # A refused body up to this size is read and dropped before answering 413.
 DISCARD_LIMIT = 32 * 1024 * 1024
+
+
+# The Python argument names an error may name, as an HTTP caller spells them.
+HTTP_NAMES = {
+    "run_at": "runAt",
+    "delay_seconds": "delaySeconds",
+    "max_attempts": "maxAttempts",
+    "idempotency_key": "idempotencyKey",
+    "correlation_id": "correlationId",
+    "content_type": "contentType",
+}
+
+
+def said(exc: BaseException) -> str:
+    """An error's message naming fields as the HTTP caller did (`runAt`, not `run_at`)."""
+    return exc.message_for(HTTP_NAMES) if isinstance(exc, TaskflareError) else str(exc)
 
 
 class ErrorBody(BaseModel):
@@ -157,7 +176,7 @@ class _BodyTooLarge(ApiError):
 
 
 def _too_large_message(limit: int) -> str:
-    return f"request body is larger than the limit of {limit:_} bytes"
+    return f"request body is larger than the limit of {format_bytes(limit)}"
 
 
 async def _discard(receive: Receive) -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ..app import App
 from ..errors import (
@@ -20,7 +19,7 @@ from ..errors import (
     UnknownQueue,
 )
 from ..jobs import JobStatus
-from .common import ERRORS, ApiError
+from .common import ERRORS, ApiError, said
 from .security import items_within, no_control_characters
 
 # The longest `GET /jobs/{id}?wait=` long poll [s].
@@ -37,7 +36,7 @@ class EnqueueRequest(BaseModel):
     priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     maxAttempts: int | None = Field(default=None, ge=1, le=1000)
     delaySeconds: float = Field(default=0, ge=0, le=365 * 86_400)
-    runAt: datetime | None = None
+    runAt: AwareDatetime | None = None  # with a UTC offset: a naive time is refused
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)
     queue: str | None = Field(default=None, min_length=1, max_length=63)
@@ -110,13 +109,13 @@ def job_router(app: App) -> APIRouter:
                 queue=body.queue,
             )
         except UnknownJobType as exc:
-            raise ApiError(400, str(exc), "unknown_job_type") from None
+            raise ApiError(400, said(exc), "unknown_job_type") from None
         except UnknownQueue as exc:
-            raise ApiError(400, str(exc), "unknown_queue") from None
+            raise ApiError(400, said(exc), "unknown_queue") from None
         except MessageTooLarge as exc:
-            raise ApiError(413, str(exc), "too_large") from None
+            raise ApiError(413, said(exc), "too_large") from None
         except (InvalidPayload, InvalidQueueConfig, ValueError) as exc:
-            raise ApiError(422, str(exc), "invalid") from None
+            raise ApiError(422, said(exc), "invalid") from None
         message = "Job already enqueued" if job.duplicate else "Job enqueued successfully"
         return EnqueueResponse(jobId=job.id, message=message, duplicate=job.duplicate)
 
@@ -156,7 +155,7 @@ def job_router(app: App) -> APIRouter:
                 status=status, type=type, queue=queue, limit=limit, cursor=cursor
             )
         except ValueError as exc:
-            raise ApiError(400, str(exc), "invalid") from None
+            raise ApiError(400, said(exc), "invalid") from None
         jobs = [j.to_dict() for j in page.jobs]
         if (fit := items_within(jobs)) < len(jobs):  # ~8 MB at most: a shorter page, its cursor
             page = await app.read.jobs(
@@ -201,8 +200,8 @@ async def _change(action: Any, job_id: str) -> dict[str, Any] | None:
     except JobNotFound:
         raise ApiError(404, f"Job not found: {job_id}", "not_found") from None
     except InvalidJobState as exc:
-        raise ApiError(409, str(exc), "wrong_state") from None
+        raise ApiError(409, said(exc), "wrong_state") from None
     except (InvalidMessage, ValueError) as exc:
-        raise ApiError(400, str(exc), "invalid") from None
+        raise ApiError(400, said(exc), "invalid") from None
     result: dict[str, Any] = job.to_dict()
     return result

@@ -21,7 +21,7 @@ from ..worker.pull import (
     pull,
     pull_body,
 )
-from .common import ERRORS, ApiError
+from .common import ERRORS, ApiError, said
 from .security import items_within, no_control_characters
 
 MAX_VISIBILITY_MS = 12 * 3600 * 1000
@@ -106,7 +106,7 @@ def queue_router(app: App) -> APIRouter:
         try:
             return app.get_queue(name)
         except UnknownQueue as exc:
-            raise ApiError(404, str(exc), "unknown_queue") from None
+            raise ApiError(404, said(exc), "unknown_queue") from None
 
     @router.get("/queues", response_model=Envelope)
     async def list_queues() -> dict[str, Any]:
@@ -151,9 +151,9 @@ def queue_router(app: App) -> APIRouter:
                 content_type=body.content_type,
             )
         except (MessageTooLarge, BatchTooLarge) as exc:
-            raise ApiError(413, str(exc), "too_large") from None
+            raise ApiError(413, said(exc), "too_large") from None
         except InvalidMessage as exc:
-            raise ApiError(422, str(exc), "invalid_message") from None
+            raise ApiError(422, said(exc), "invalid_message") from None
         return {"success": True, "id": message_id, "ids": [message_id], "count": 1}
 
     async def page_of(
@@ -164,7 +164,7 @@ def queue_router(app: App) -> APIRouter:
             if (fit := items_within(page.messages)) < len(page.messages):  # ~8 MB at most
                 page = await app.read.message_page(queue, state, fit, cursor)
         except ValueError as exc:
-            raise ApiError(400, str(exc), "invalid") from None
+            raise ApiError(400, said(exc), "invalid") from None
         return page.messages, page.next_cursor
 
     @router.get("/queues/{name}/failed", response_model=Envelope)
@@ -203,8 +203,18 @@ def queue_router(app: App) -> APIRouter:
     @router.post("/queues/{name}/dlq/reprocess", response_model=Envelope)
     async def reprocess(name: str, body: ReprocessRequest | None = None) -> dict[str, Any]:
         queue = known(name)
-        _dlq_of(queue)
-        count = await queue.replay_dead_letters(body.ids if body is not None else None)
+        dlq = _dlq_of(queue)
+        ids = body.ids if body is not None else None
+        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids)):
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise ApiError(
+                404,
+                f"not dead letters of {name!r} (nothing was reprocessed): {shown}",
+                "not_found",
+            )
+        count = await queue.replay_dead_letters(ids)
         return {"success": True, "message": f"Reprocessed {count} messages", "reprocessed": count}
 
     @router.post("/queues/{name}/messages/pull", response_model=Envelope)
@@ -219,9 +229,9 @@ def queue_router(app: App) -> APIRouter:
                 request.visibility_timeout_ms / 1000,
             )
         except QueuePaused as exc:
-            raise ApiError(409, str(exc), "queue_delivery_paused") from None
+            raise ApiError(409, said(exc), "queue_delivery_paused") from None
         except NotPullable as exc:
-            raise ApiError(409, str(exc), "job_queue") from None
+            raise ApiError(409, said(exc), "job_queue") from None
         messages = [
             {
                 "id": m.id,

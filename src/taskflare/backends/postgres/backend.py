@@ -751,6 +751,11 @@ class PostgresBackend(SqlStore):
         args: dict[str, Any],
         run: Callable[[str, dict[str, Any]], Awaitable[Rows]],
     ) -> EnqueueResult:
+        if message.idempotency_key is None:
+            # Without a key there is nothing to take: a plain insert, planned in a third of
+            # the time of the statement below. Not stored: a repeat of this enqueue was.
+            await run("job_enqueue_plain", args)
+            return EnqueueResult(message.id, duplicate=False)
         for _ in range(_IDEMPOTENCY_ROUNDS):
             stored = (await run("job_enqueue", args)).scalar()
             if stored or message.idempotency_key is None:

@@ -452,6 +452,18 @@ WITH claimed AS (
 SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(pg_notify(%(channel)s, 'ready:' || queue)) FROM inserted) AS notified;
 
+-- name: job_enqueue_plain
+-- One job without an idempotency key (and NOTIFY), in one statement; a repeat of the same
+-- id stores nothing and notifies no one.
+INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
+                               created_at, available_at, type, max_attempts,
+                               idempotency_key, correlation_id, batch_id)
+VALUES (%(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
+        %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
+        %(max_attempts)s::integer, NULL, %(correlation_id)s::text, %(batch_id)s::text)
+ON CONFLICT (id) DO NOTHING
+RETURNING pg_notify(%(channel)s, 'ready:' || queue);
+
 -- name: idempotency_holder
 -- A new statement, so it sees the key (and its job) as committed by whoever won. Only a
 -- job that is pending, running or completed guards its key (`job_exists`); a failed or
