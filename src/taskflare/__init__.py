@@ -39,7 +39,9 @@ from .errors import (
     UnknownQueue,
     UnsupportedContentType,
 )
+from .flow import RateLimited, Snooze
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus, JobType
+from .limits import Concurrency, RateLimit, Unique
 from .messages import Message, MessageBatch
 from .queue import Queue
 from .registry import QueueConfig, ScheduledEvent
@@ -57,6 +59,7 @@ __all__ = [
     "Backoff",
     "BatchTooLarge",
     "BodyEncodingError",
+    "Concurrency",
     "CronSchedule",
     "Document",
     "DocumentPage",
@@ -92,14 +95,18 @@ __all__ = [
     "PermanentError",
     "Queue",
     "QueueConfig",
+    "RateLimit",
+    "RateLimited",
     "Retention",
     "Retry",
     "ScheduledEvent",
     "SchemaOutdated",
     "SchemaTooNew",
+    "Snooze",
     "StorageRejected",
     "StoredMessage",
     "TaskflareError",
+    "Unique",
     "UnknownJobType",
     "UnknownQueue",
     "UnsupportedContentType",

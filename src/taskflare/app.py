@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from .backends.base import Backend, NamespaceCount, QueueDeclareParams, QueueSettings
@@ -20,9 +20,10 @@ from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .documents import Namespace
-from .errors import UnknownJobType, UnknownQueue
+from .errors import InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
 from .job_client import JobClient
 from .jobs import JobBatch
+from .limits import Concurrency, JobLimits, RateLimit, Unique, as_concurrency, as_rate_limits
 from .portal import Portal
 from .queue import Queue
 from .readmodel import ReadModel
@@ -125,6 +126,7 @@ class App:
         max_message_bytes: int = 131_072,
         max_batch_bytes: int = 262_144,
         allow_pickle: bool = False,
+        rate_limit: str | RateLimit | None = None,
     ) -> Queue:
         """Declare a queue and its consumer settings (Cloudflare's names and limits).
 
@@ -134,8 +136,15 @@ class App:
         where messages go after their last attempt; `max_concurrency` batches of this
         queue running at once per worker; `visibility_timeout` seconds a delivery stays
         leased without a heartbeat; `max_message_bytes`/`max_batch_bytes` size limits.
+        `rate_limit` (`"100/s"` or a `RateLimit` without a key): job starts per period
+        across all workers, for every job type run on this queue.
         A bad value raises `InvalidQueueConfig` naming it.
         """
+        rates = as_rate_limits(rate_limit, f"queue {name!r}")
+        if any(r.keyed for r in rates):
+            raise InvalidQueueConfig(
+                f"queue {name!r}: a queue's rate_limit has no key; put keyed limits on the job type"
+            )
         config = QueueConfig.create(
             name,
             max_batch_size=max_batch_size,
@@ -149,7 +158,7 @@ class App:
             max_batch_bytes=max_batch_bytes,
             allow_pickle=allow_pickle,
         )
-        self.registry.declare_queue(config)
+        self.registry.declare_queue(config, rates[0] if rates else None)
         return self._handle(name)
 
     def _handle(self, name: str) -> Queue:
@@ -168,15 +177,40 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         retry: Backoff | None = None,
+        rate_limit: str | RateLimit | Sequence[str | RateLimit] | None = None,
+        max_concurrency: int | None = None,
+        concurrency: Concurrency | Sequence[Concurrency] | None = None,
+        unique: Unique | None = None,
     ) -> Callable[[JobHandler], JobHandler]:
         """Register the decorated function as the handler of job type `name`.
 
         `queue`: where its jobs run (a queue of its own, declared implicitly);
         `max_attempts`: deliveries before it fails (1-1000); `timeout` [s] per attempt;
         `priority`: the default (higher first); `retry`: the backoff between attempts.
+        Flow control (enforced by the database across all workers, see
+        docs/flow-control.md): `rate_limit` (`"100/s"`, a `RateLimit`, or several: all
+        must allow a start), `max_concurrency` (jobs of this type running at once),
+        `concurrency` (`Concurrency(n, key=...)`: per key), `unique` (a `Unique`).
         The handler takes the payload (validated against its annotation: a pydantic
         model, dataclass or TypedDict) and optionally a `JobContext`.
         """
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise InvalidJobConfig(
+                f"max_concurrency must be an integer >= 1, got {max_concurrency!r}"
+            )
+        if unique is not None and not isinstance(unique, Unique):
+            raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
+        limits = JobLimits(
+            name,
+            rate_limits=as_rate_limits(rate_limit, f"job type {name!r}"),
+            max_concurrency=max_concurrency,
+            concurrency=as_concurrency(concurrency),
+            unique=unique,
+        )
 
         def register(handler: JobHandler) -> JobHandler:
             self.registry.add_job_type(
@@ -188,6 +222,7 @@ class App:
                     timeout=timeout,
                     priority=priority,
                     retry=retry,
+                    limits=limits,
                 )
             )
             return handler

@@ -17,6 +17,7 @@ from .backends.base import (
     OnceFinishParams,
     OnceState,
 )
+from .flow import Snooze
 from .text import check_text
 from .waiting import poll_until
 
@@ -61,6 +62,11 @@ class JobContext:
     def mark_cancelled(self) -> None:
         """Called by the worker when a cancellation request arrives."""
         self._cancelled = True
+
+    def snooze(self, seconds: float) -> Snooze:
+        """`return ctx.snooze(30)`: run this job again in 30 s without spending an attempt
+        (the same as `raise Snooze(30)`). `TypeError`/`ValueError` for a bad delay."""
+        return Snooze(seconds)
 
     async def progress(self, value: float, note: str | None = None) -> None:
         """Record progress from 0 to 1 (with an optional note of up to 1000 characters).

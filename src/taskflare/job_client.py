@@ -38,6 +38,7 @@ from .errors import (
     InvalidJobConfig,
     InvalidJobOption,
     InvalidJobState,
+    InvalidMessage,
     InvalidPayload,
     JobCancelled,
     JobFailed,
@@ -56,6 +57,7 @@ from .jobs import (
     check_priority,
     run_at_delay,
 )
+from .limits import Unique, check_key, unique_params
 from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
@@ -127,6 +129,8 @@ class JobClient:
         queue: str | None = None,
         batch_id: str | None = None,
         strict: bool = True,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> NewMessage:
         """Validate a job and build the message that stores it (nothing is stored yet).
 
@@ -157,6 +161,7 @@ class JobClient:
             check_text(correlation_id, "correlation_id")
         self._check_size(type, body, target)
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
+        flow_keys = self._flow_keys(type, target, body, rate_key, concurrency_key)
         return NewMessage(
             id=uuid7(),
             queue=target,
@@ -173,7 +178,31 @@ class JobClient:
             idempotency_key=idempotency_key,
             correlation_id=correlation_id,
             batch_id=batch_id,
+            flow_keys=flow_keys,
         )
+
+    def _flow_keys(
+        self,
+        type: str,
+        queue: str,
+        body: bytes,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
+    ) -> tuple[str, ...] | None:
+        """The limit buckets a job needs (None without limits: nothing is computed)."""
+        spec = self._registry.queues.get(queue)
+        job_type = self._registry.job_types.get(type)
+        limited = job_type is not None and job_type.limits is not None and job_type.limits.active
+        if spec is None or not (spec.rate_limit or limited):
+            return None
+        keys = {
+            "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
+            "concurrency_key": None
+            if concurrency_key is None
+            else check_key(concurrency_key, "concurrency"),
+        }
+        buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
+        return tuple(buckets) if buckets else None
 
     def _check_size(self, type: str, body: bytes, queue: str) -> None:
         spec = self._registry.queues.get(queue)
@@ -216,7 +245,8 @@ class JobClient:
                 continue
             body = encode(payload)
             self._check_size(type, body, first.queue)
-            messages.append(replace(first, id=uuid7(), body=body))
+            flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
+            messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
         return messages
 
     async def enqueue(
@@ -235,9 +265,17 @@ class JobClient:
         connection: Any | None = None,
         strict: bool = True,
         batch_id: str | None = None,
+        unique: Unique | None = None,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """Validate and store a job in one round trip; return it (`job.duplicate` if an
-        earlier job held the idempotency key: that job is returned instead).
+        earlier job held the idempotency key, or matches it under `unique`: that job is
+        returned instead).
+
+        `unique`: a `Unique` (default: the job type's), see `taskflare.Unique`; it cannot
+        be combined with `idempotency_key`. `rate_key` / `concurrency_key`: the key of the
+        job type's keyed rate / concurrency limits (overriding their key functions).
 
         `run_at`: an aware datetime (a naive one is refused) or epoch seconds; or
         `delay_seconds` from now. An idempotency key guards jobs that are pending,
@@ -261,10 +299,22 @@ class JobClient:
             queue=queue,
             strict=strict,
             batch_id=None if batch_id is None else check_text(batch_id, "batch_id"),
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         ttl = check_delay(idempotency_ttl, "idempotency_ttl")
+        params = JobEnqueueParams(message, ttl, connection)
+        job_type = self._registry.job_types.get(type)
+        if unique is None and job_type is not None and job_type.limits is not None:
+            unique = job_type.limits.unique
+        if unique is not None:
+            if idempotency_key is not None:
+                raise InvalidMessage(
+                    "idempotency_key and unique cannot be combined; use one of them"
+                )
+            params = unique_params(unique, message)
         backend = await self._storage.backend()
-        stored = await backend.job_enqueue(JobEnqueueParams(message, ttl, connection))
+        stored = await backend.job_enqueue(params)
         if stored.duplicate:
             existing = await self.get_job(stored.id)
             if existing is not None:

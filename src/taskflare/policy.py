@@ -14,7 +14,7 @@ instead and moves to the dead-letter queue) plus the job rules of taskflare
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .backends.base import (
@@ -23,6 +23,7 @@ from .backends.base import (
     FailOutcome,
     LeaseRef,
     RetryOutcome,
+    Settlement,
 )
 from .ids import uuid7
 from .retry import Backoff
@@ -73,6 +74,17 @@ class Failed:
 
 
 @dataclass(slots=True)
+class Snoozed:
+    """The handler asked to run again after `delay_seconds` without spending an attempt
+    (`Snooze`, or `RateLimited`: then `backoff_keys` says the job's rate-limit keys back
+    off too)."""
+
+    delay_seconds: float
+    reason: str
+    backoff_keys: bool = False
+
+
+@dataclass(slots=True)
 class Cancelled:
     """A running job stopped because it was cancelled."""
 
@@ -89,7 +101,7 @@ class LeaseExpired:
     """The worker holding the delivery stopped or lost contact; its lease ran out."""
 
 
-Outcome = Succeeded | RetryRequested | Failed | Cancelled | WorkerShutdown | LeaseExpired
+Outcome = Succeeded | RetryRequested | Failed | Snoozed | Cancelled | WorkerShutdown | LeaseExpired
 Settled = LeaseRef | CompleteOutcome | RetryOutcome | FailOutcome | CancelOutcome
 
 SHUTDOWN_ERROR = "the worker shut down before the handler finished"
@@ -98,7 +110,7 @@ SHUTDOWN_ERROR = "the worker shut down before the handler finished"
 @dataclass(slots=True)
 class Decision:
     """What to apply, and how the delivery's attempt ends (`attempt_outcome`: completed,
-    acked, retried, failed, cancelled or lost), with the error it ends with."""
+    acked, retried, snoozed, failed, cancelled or lost), with the error it ends with."""
 
     outcome: Settled
     attempt_outcome: str
@@ -115,6 +127,11 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
                 CompleteOutcome(delivery.id, delivery.lease_id, outcome.result), "completed"
             )
         return Decision(LeaseRef(delivery.id, delivery.lease_id), "acked")
+    if isinstance(outcome, Snoozed):
+        # Not a failure: the attempt is given back, so no budget check and no error.
+        delay = outcome.delay_seconds
+        snooze = RetryOutcome(delivery.id, delivery.lease_id, delay, None, refund=True)
+        return Decision(snooze, "snoozed", clean_text(outcome.reason), delay)
     if isinstance(outcome, Cancelled):
         reason = clean_text(outcome.reason)
         return Decision(CancelOutcome(delivery.id, delivery.lease_id, reason), "cancelled")
@@ -135,6 +152,13 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
         return Decision(fail, lost or "failed", error, permanent=permanent)
     retry = RetryOutcome(delivery.id, delivery.lease_id, delay, error, require_expired=expired)
     return Decision(retry, lost or "retried", error, delay)
+
+
+def acked(refs: Iterable[LeaseRef]) -> Settlement:
+    """What `decide(delivery, Succeeded())` gives plain messages, for many at once: each
+    is acked. The batch runner's path for a batch whose consumer returned with nothing
+    retried (no Decision built per message)."""
+    return Settlement(acks=list(refs))
 
 
 def _lost_for_good(delivery: Delivery) -> str:

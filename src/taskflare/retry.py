@@ -67,6 +67,7 @@ class Verdict:
 
     permanent: bool
     delay: float | None = None
+    rate_limited: bool = False
 
 
 def classify(exc: BaseException) -> Verdict:
@@ -78,7 +79,7 @@ def classify(exc: BaseException) -> Verdict:
     status = _http_status(exc)
     if status is not None:
         if status == 429:
-            return Verdict(permanent=False, delay=_retry_after(exc))
+            return Verdict(permanent=False, delay=_retry_after(exc), rate_limited=True)
         if 400 <= status < 500 and status != 408:
             return Verdict(permanent=True)
     return Verdict(permanent=False)

@@ -72,6 +72,8 @@ class NewMessage:
     idempotency_key: str | None = None
     correlation_id: str | None = None
     batch_id: str | None = None
+    # Flow control: the limit buckets (`family|key`) the job needs; None: no limit.
+    flow_keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,8 @@ class RetryOutcome:
     """Put a message back, available again after `delay_seconds`.
 
     `require_expired`: apply only if the lease has expired (the lease rescuer's outcomes,
-    so a lease that a late heartbeat extended is left alone).
+    so a lease that a late heartbeat extended is left alone). `refund`: the delivery
+    does not count as an attempt (a snooze): `attempts` goes back down by one.
     """
 
     id: str
@@ -154,6 +157,7 @@ class RetryOutcome:
     delay_seconds: float
     error: str | None = None
     require_expired: bool = False
+    refund: bool = False
 
 
 @dataclass(slots=True)
@@ -479,12 +483,17 @@ class JobEnqueueParams:
     """Store one job; with an idempotency key, an unexpired earlier job wins.
 
     `connection`: as for `EnqueueParams`, the job is written inside the caller's own
-    transaction.
+    transaction. `guard_states`: the stored states in which the key's holder keeps it (an
+    idempotency key: pending, running, completed; a unique job: its `Unique.states`);
+    `key_scope`: the key row's type column (default: the job's type; a uniqueness that
+    is not by type uses `*`).
     """
 
     message: NewMessage
     idempotency_ttl: float
     connection: Any | None = None
+    guard_states: tuple[str, ...] = ("ready", "leased", "completed")
+    key_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..cron import InvalidCronExpression
 from ..errors import (
@@ -18,6 +19,7 @@ from ..errors import (
     UnknownJobType,
     UnknownQueue,
 )
+from ..limits import Limit, RateLimit, queue_bucket, queue_limit
 from ..webhooks import WebhookSource
 from .job_types import JobType
 from .queues import DEFAULT_CONSUMER_TIMEOUT, BatchHandler, Consumer, QueueConfig
@@ -51,11 +53,28 @@ class QueueSpec:
     consumer: Consumer | None = None
     job_types: dict[str, JobType] = field(default_factory=dict)
     implicit: bool = False
+    rate_limit: RateLimit | None = None
 
     @property
     def name(self) -> str:
         """The queue's name."""
         return self.config.name
+
+    def flow_limits(self) -> tuple[Limit, ...]:
+        """Every limit a claim of this queue's jobs must respect (empty: none, and the
+        claim is the plain one)."""
+        limits = [queue_limit(self.name, self.rate_limit)] if self.rate_limit else []
+        for job_type in self.job_types.values():
+            if job_type.limits is not None:
+                limits += job_type.limits.limits()
+        return tuple(limits)
+
+    def flow_keys(self, job_type: JobType | None, payload: Any, **keys: str | None) -> list[str]:
+        """The buckets a job of `job_type` with this payload needs on this queue."""
+        buckets = [queue_bucket(self.name)] if self.rate_limit else []
+        if job_type is not None and job_type.limits is not None and job_type.limits.active:
+            buckets += job_type.limits.buckets(payload, **keys)
+        return buckets
 
     @property
     def kind(self) -> str | None:
@@ -76,12 +95,13 @@ class Registry:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def declare_queue(self, config: QueueConfig) -> QueueSpec:
-        """Declare a queue (its dead-letter queue too, implicitly, if not declared)."""
+    def declare_queue(self, config: QueueConfig, rate_limit: RateLimit | None = None) -> QueueSpec:
+        """Declare a queue (its dead-letter queue too, implicitly, if not declared);
+        `rate_limit` applies to the jobs it runs."""
         existing = self.queues.get(config.name)
         if existing is not None and not existing.implicit:
             raise InvalidQueueConfig(f"queue {config.name!r} is already declared in this app")
-        spec = QueueSpec(config)
+        spec = QueueSpec(config, rate_limit=rate_limit)
         if existing is not None:
             spec.consumer = existing.consumer
             spec.job_types = existing.job_types

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
+from ..limits import JobLimits
 from ..retry import Backoff
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class JobType:
     is_async: bool
     takes_context: bool
     refuse_extra: bool = True
+    limits: JobLimits | None = None
 
     @classmethod
     def create(
@@ -76,6 +78,7 @@ class JobType:
         timeout: float | None,
         priority: int,
         retry: Backoff | None,
+        limits: JobLimits | None = None,
     ) -> JobType:
         """Validate the options and inspect the handler."""
         if not isinstance(name, str) or not name or len(name) > 200:
@@ -106,6 +109,7 @@ class JobType:
             is_async=inspect.iscoroutinefunction(handler),
             takes_context=len(positional) >= 2,
             refuse_extra=adapter is not None and _extra_setting(handler) is None,
+            limits=limits if limits is not None else JobLimits(name),
         )
 
     def validate(self, payload: Any) -> Any:

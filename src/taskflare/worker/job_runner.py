@@ -18,12 +18,14 @@ import orjson
 from ..backends.base import AttemptRecord, Backend, ClaimedMessage, Settlement, SettleResult
 from ..context import JobContext
 from ..events import log_event, wanted
+from ..flow import RateLimited, Snooze
 from ..policy import (
     Cancelled,
     Decision,
     Delivery,
     Failed,
     Outcome,
+    Snoozed,
     Succeeded,
     WorkerShutdown,
     decide,
@@ -129,9 +131,14 @@ class JobRunner:
         except Exception as exc:
             if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
                 return Cancelled(), None
+            snoozed = _snoozed(exc, job_type)
+            if snoozed is not None:
+                return snoozed, None
             return _failure(exc, job_type), user_traceback(exc)
         if ctx.cancelled:
             return Cancelled(), None
+        if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
+            return Snoozed(result.seconds, str(result)), None
         try:
             return Succeeded(orjson.dumps(result)), None
         except TypeError as exc:
@@ -158,6 +165,22 @@ class JobRunner:
             return await job_type.handler(*args)
         call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
         return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+
+
+def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:
+    """A handler's request to run again later without spending an attempt, if it is one:
+    `Snooze`, `RateLimited`, or an HTTP 429 from a job type with a rate limit."""
+    if isinstance(exc, Snooze):
+        return Snoozed(exc.seconds, str(exc))
+    if isinstance(exc, RateLimited):
+        return Snoozed(exc.retry_after, str(exc), backoff_keys=True)
+    limits = job_type.limits if job_type is not None else None
+    if limits is not None and limits.adaptive:
+        verdict = classify(exc)
+        if verdict.rate_limited:
+            delay = limits.default_retry_after if verdict.delay is None else verdict.delay
+            return Snoozed(delay, f"{type(exc).__name__}: {exc}", backoff_keys=True)
+    return None
 
 
 def _failure(exc: BaseException, job_type: JobType | None) -> Failed:

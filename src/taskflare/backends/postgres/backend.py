@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -547,7 +548,8 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
     """The parameters of a one-job insert (all NULL without a job: a skipped cron tick)."""
     if message is None:
         keys = "id queue body content_type priority delay type max_attempts"
-        return dict.fromkeys([*keys.split(), "idempotency_key", "correlation_id", "batch_id"])
+        names = [*keys.split(), "idempotency_key", "correlation_id", "batch_id", "flow_keys"]
+        return dict.fromkeys(names)
     return {
         "id": message.id,
         "queue": message.queue,
@@ -560,6 +562,7 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
         "idempotency_key": message.idempotency_key,
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
+        "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
     }
 
 
@@ -586,6 +589,7 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
         "retry_delays": [float(r.delay_seconds) for r in retries],
         "retry_errors": [r.error for r in retries],
         "retry_expired": [r.require_expired for r in retries],
+        "retry_refunds": [r.refund for r in retries],
         "fail_ids": [f.id for f in fails],
         "fail_leases": [f.lease_id for f in fails],
         "fail_errors": [f.error for f in fails],
@@ -687,6 +691,10 @@ class PostgresBackend(SqlStore):
             "idempotency_keys": [m.idempotency_key for m in messages],
             "correlation_ids": [m.correlation_id for m in messages],
             "batch_ids": [m.batch_id for m in messages],
+            "flow_keys": [
+                None if m.flow_keys is None else orjson.dumps(m.flow_keys).decode()
+                for m in messages
+            ],
         }
         if params.connection is None:
             await self._db.fetch("message_enqueue_many", args)
@@ -732,6 +740,8 @@ class PostgresBackend(SqlStore):
             **job_params(message),
             "ttl": float(params.idempotency_ttl),
             "stale_holder": None,
+            "key_scope": params.key_scope or message.type,
+            "guard_states": list(params.guard_states),
         }
         if params.connection is None:
 

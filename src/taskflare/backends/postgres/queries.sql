@@ -17,17 +17,20 @@
 WITH inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id)
+                                   idempotency_key, correlation_id, batch_id, flow_keys)
     SELECT m.id, m.queue, 'ready', m.body, m.content_type, m.priority, 0,
            {now}, {now} + m.delay, m.type, m.max_attempts, m.idempotency_key,
-           m.correlation_id, m.batch_id
+           m.correlation_id, m.batch_id,
+           -- A job's buckets arrive as a JSON array (arrays of arrays must be rectangular).
+           CASE WHEN m.flow IS NOT NULL
+                THEN ARRAY(SELECT jsonb_array_elements_text(m.flow::jsonb)) END
     FROM unnest(%(ids)s::text[], %(queues)s::text[], %(bodies)s::bytea[],
                 %(content_types)s::text[], %(priorities)s::integer[],
                 %(delays)s::float8[], %(types)s::text[], %(max_attempts)s::integer[],
                 %(idempotency_keys)s::text[], %(correlation_ids)s::text[],
-                %(batch_ids)s::text[])
+                %(batch_ids)s::text[], %(flow_keys)s::text[])
          AS m(id, queue, body, content_type, priority, delay, type, max_attempts,
-              idempotency_key, correlation_id, batch_id)
+              idempotency_key, correlation_id, batch_id, flow)
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
@@ -132,6 +135,7 @@ WITH acked AS (
     SET state = CASE WHEN m.cancel_requested THEN 'cancelled' ELSE 'ready' END,
         available_at = CASE WHEN m.cancel_requested THEN m.available_at
                             ELSE {now} + r.delay END,
+        attempts = CASE WHEN r.refund THEN greatest(m.attempts - 1, 0) ELSE m.attempts END,
         finished_at = CASE WHEN m.cancel_requested THEN {now} END,
         last_error = CASE WHEN m.cancel_requested THEN 'cancelled while running'
                           ELSE coalesce(r.error, m.last_error) END,
@@ -139,8 +143,9 @@ WITH acked AS (
         lease_owner = NULL,
         lease_expires_at = NULL
     FROM unnest(%(retry_ids)s::text[], %(retry_leases)s::text[], %(retry_delays)s::float8[],
-                %(retry_errors)s::text[], %(retry_expired)s::boolean[])
-         AS r(id, lease_id, delay, error, require_expired)
+                %(retry_errors)s::text[], %(retry_expired)s::boolean[],
+                %(retry_refunds)s::boolean[])
+         AS r(id, lease_id, delay, error, require_expired, refund)
     WHERE m.id = ANY(%(retry_ids)s::text[])
       AND m.id = r.id AND m.lease_id = r.lease_id AND m.state = 'leased'
       AND (NOT r.require_expired OR m.lease_expires_at < {now})
@@ -209,7 +214,7 @@ WITH acked AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                        outcome, error, traceback)
     SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
-           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed', 'snoozed')
                 THEN 'cancelled' ELSE a.outcome END,
            a.error, a.traceback
     FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
@@ -265,7 +270,7 @@ WITH completed AS (
     INSERT INTO {schema}.job_attempts (job_id, attempt, worker_id, started_at, finished_at,
                                        outcome, error, traceback)
     SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.finished_at,
-           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed')
+           CASE WHEN p.state = 'cancelled' AND a.outcome IN ('completed', 'retried', 'failed', 'snoozed')
                 THEN 'cancelled' ELSE a.outcome END,
            a.error, a.traceback
     FROM unnest(%(attempt_jobs)s::text[], %(attempt_numbers)s::integer[],
@@ -431,7 +436,8 @@ VALUES (%(version)s, %(name)s, {now});
 -- version when a concurrent enqueue of the same key commits first: exactly one wins.
 WITH claimed AS (
     INSERT INTO {schema}.idempotency_keys AS k (type, key, job_id, expires_at)
-    SELECT %(type)s::text, %(idempotency_key)s::text, %(id)s::text, {now} + %(ttl)s::float8
+    SELECT %(key_scope)s::text, %(idempotency_key)s::text, %(id)s::text,
+           {now} + %(ttl)s::float8
     WHERE %(idempotency_key)s::text IS NOT NULL
     ON CONFLICT (type, key) DO UPDATE
     SET job_id = excluded.job_id, expires_at = excluded.expires_at
@@ -440,11 +446,11 @@ WITH claimed AS (
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id)
+                                   idempotency_key, correlation_id, batch_id, flow_keys)
     SELECT %(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
            %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
            %(max_attempts)s::integer, %(idempotency_key)s::text, %(correlation_id)s::text,
-           %(batch_id)s::text
+           %(batch_id)s::text, %(flow_keys)s::text[]
     WHERE %(idempotency_key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
@@ -466,14 +472,15 @@ RETURNING pg_notify(%(channel)s, 'ready:' || queue);
 
 -- name: idempotency_holder
 -- A new statement, so it sees the key (and its job) as committed by whoever won. Only a
--- job that is pending, running or completed guards its key (`job_exists`); a failed or
--- cancelled one is taken over like a deleted one.
+-- job in one of the guard states (an idempotency key: pending, running or completed; a
+-- unique job: its declared states) guards its key (`job_exists`); any other is taken
+-- over like a deleted one.
 SELECT k.job_id AS job_id,
        EXISTS (SELECT 1 FROM {schema}.messages AS m
-               WHERE m.id = k.job_id AND m.state NOT IN ('failed', 'cancelled'))
+               WHERE m.id = k.job_id AND m.state = ANY(%(guard_states)s::text[]))
            AS job_exists
 FROM {schema}.idempotency_keys AS k
-WHERE k.type = %(type)s AND k.key = %(idempotency_key)s;
+WHERE k.type = %(key_scope)s AND k.key = %(idempotency_key)s;
 
 -- name: job_attempts
 SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, error, traceback

@@ -418,6 +418,7 @@ def insert_params(message: NewMessage) -> dict[str, Any]:
         "idempotency_key": message.idempotency_key,
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
+        "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
     }
 
 
@@ -569,7 +570,7 @@ class SQLiteBackend(SqlStore):
                 states.update((r[0], ACKED) for r in tx.fetch("settle_ack", {"acks": acks}).rows)
             if s.retries:
                 retries = [
-                    [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired]
+                    [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired, r.refund]
                     for r in s.retries
                 ]
                 states.update(tx.fetch("settle_retry", {"retries": retries}).pairs())
@@ -624,10 +625,15 @@ class SQLiteBackend(SqlStore):
 
         def run(tx: Transaction) -> EnqueueResult:
             if message.idempotency_key is not None:
-                key = {"type": message.type, "key": message.idempotency_key}
+                key = {"type": params.key_scope or message.type, "key": message.idempotency_key}
                 tx.fetch(
                     "idempotency_claim",
-                    {**key, "job_id": message.id, "ttl": float(params.idempotency_ttl)},
+                    {
+                        **key,
+                        "job_id": message.id,
+                        "ttl": float(params.idempotency_ttl),
+                        "guard_states": list(params.guard_states),
+                    },
                 )
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:
@@ -741,6 +747,6 @@ class SQLiteBackend(SqlStore):
 
 def attempt_outcome(outcome: str, state: str) -> str:
     """An attempt's outcome as stored: a job whose cancel won ended `cancelled`."""
-    if state == State.CANCELLED and outcome in ("completed", "retried", "failed"):
+    if state == State.CANCELLED and outcome in ("completed", "retried", "failed", "snoozed"):
         return "cancelled"
     return outcome

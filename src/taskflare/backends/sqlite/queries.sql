@@ -26,9 +26,9 @@ BEGIN SELECT tf_notify('ready:' || new.name); END;
 -- name: message_insert
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, type, max_attempts, idempotency_key,
-                      correlation_id, batch_id)
+                      correlation_id, batch_id, flow_keys)
 VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :now + :delay,
-        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id)
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id, :flow_keys)
 ON CONFLICT (id) DO NOTHING;
 
 -- name: message_claim_many
@@ -95,6 +95,7 @@ RETURNING id, 'acked' AS state;
 UPDATE messages
 SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
     available_at = CASE WHEN cancel_requested THEN available_at ELSE :now + r.delay END,
+    attempts = CASE WHEN r.refund THEN max(messages.attempts - 1, 0) ELSE messages.attempts END,
     finished_at = CASE WHEN cancel_requested THEN :now END,
     last_error = CASE WHEN cancel_requested THEN 'cancelled while running'
                       ELSE coalesce(r.error, messages.last_error) END,
@@ -102,7 +103,7 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'ready' END,
     lease_owner = NULL,
     lease_expires_at = NULL
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease_id, value ->> 2 AS delay,
-             value ->> 3 AS error, value ->> 4 AS require_expired
+             value ->> 3 AS error, value ->> 4 AS require_expired, value ->> 5 AS refund
       FROM json_each(:retries)) AS r
 WHERE messages.id = r.id AND messages.lease_id = r.lease_id AND messages.state = 'leased'
   AND (NOT r.require_expired OR messages.lease_expires_at < :now)
@@ -270,7 +271,8 @@ ORDER BY job_id, id;
 
 -- name: idempotency_claim
 -- Take the key for this job unless an unexpired key holds it whose job still exists and
--- is pending, running or completed (a failed or cancelled job no longer guards its key).
+-- is in a guard state (an idempotency key: pending, running or completed; a unique
+-- job: its declared states).
 INSERT INTO idempotency_keys (type, key, job_id, expires_at)
 VALUES (:type, :key, :job_id, :now + :ttl)
 ON CONFLICT (type, key) DO UPDATE
@@ -278,7 +280,7 @@ SET job_id = excluded.job_id, expires_at = excluded.expires_at
 WHERE idempotency_keys.expires_at < :now
    OR NOT EXISTS (SELECT 1 FROM messages
                   WHERE id = idempotency_keys.job_id
-                    AND state NOT IN ('failed', 'cancelled'));
+                    AND state IN (SELECT value FROM json_each(:guard_states)));
 
 -- name: idempotency_holder
 SELECT job_id FROM idempotency_keys WHERE type = :type AND key = :key;

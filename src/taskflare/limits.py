@@ -1,0 +1,359 @@
+"""Flow-control declarations: rate limits, concurrency limits and unique jobs.
+
+Declared on a job type (`@app.job(..., rate_limit=..., max_concurrency=...,
+concurrency=..., unique=...)`) or a job queue (`app.queue(..., rate_limit=...)`) and
+enforced by the database when a worker claims jobs, across every worker process and
+machine. A job carries the *buckets* it needs, computed when it is enqueued: a bucket
+is a limit's family (which declaration) plus a key (`""` for a limit without a key),
+written `family|key`. A job without a limit carries none and costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .backends.base import JobEnqueueParams, NewMessage
+from .errors import InvalidJobConfig, InvalidMessage
+
+KeyFunction = Callable[[Any], Any]
+
+_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+# Families: `r:<type>:<n>` (a job type's n-th rate limit), `r@<queue>` (a queue's rate
+# limit), `c:<type>` (a type's max_concurrency), `c:<type>:<n>` (its n-th keyed one).
+SEPARATOR = "|"
+MAX_KEY_LENGTH = 200
+# A worker waiting on a full concurrency limit looks again at least this often [s]
+# (it also wakes when any job finishes).
+CONCURRENCY_POLL = 0.25
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """`"100/s"`, `"10/m"`, `"5/h"`, `"1000/d"`, `"3/10s"` → (amount, period [s]).
+
+    Raises `InvalidJobConfig` naming the text for anything else.
+    """
+    match = _RATE.match(text) if isinstance(text, str) else None
+    unit = _UNITS.get(match.group(3)) if match else None
+    if match is None or unit is None:
+        raise InvalidJobConfig(
+            f"rate_limit {text!r} is not a rate; write it as N/s, N/m, N/h or N/d "
+            "(e.g. '100/s', '10/m', '3/10s')"
+        )
+    amount = float(match.group(1))
+    period = float(match.group(2) or 1) * unit
+    if amount <= 0 or period <= 0 or amount > 1_000_000:
+        raise InvalidJobConfig(f"rate_limit {text!r}: the amount must be 1..1000000 per period")
+    return amount, period
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `rate` job starts (`"100/s"`, `"10/m"`, `"5/h"`), plus up to `burst` at
+    once after a quiet spell (a token bucket of `burst` tokens refilled at `rate`;
+    default: one period's worth). Over any window of T seconds at most
+    `burst + rate * T` jobs start, across every worker.
+
+    `key`: a function of the payload (the validated JSON data) giving the key to limit
+    by, e.g. `lambda p: p["tenant"]`; each key has a bucket of its own. `per_key=True`
+    without a function takes the key given at enqueue (`rate_key=`), which also
+    overrides the function. `InvalidJobConfig` for a bad rate or burst.
+    """
+
+    rate: str
+    key: KeyFunction | None = None
+    burst: float | None = None
+    per_key: bool = False
+    amount: float = field(init=False, repr=False)
+    period: float = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        amount, period = parse_rate(self.rate)
+        object.__setattr__(self, "amount", amount)
+        object.__setattr__(self, "period", period)
+        burst = self.burst
+        if burst is not None and (
+            isinstance(burst, bool) or not isinstance(burst, (int, float)) or burst < 1
+        ):
+            raise InvalidJobConfig(f"RateLimit burst must be a number >= 1, got {burst!r}")
+        if self.key is not None and not callable(self.key):
+            raise InvalidJobConfig(
+                f"RateLimit key must be a function of the payload, got {self.key!r}"
+            )
+
+    @property
+    def capacity(self) -> float:
+        """The bucket's size (its burst) in jobs."""
+        return float(self.burst) if self.burst is not None else max(1.0, self.amount)
+
+    @property
+    def keyed(self) -> bool:
+        """True when each key has a bucket of its own."""
+        return self.per_key or self.key is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """At most `limit` jobs with the same key run at once, across every worker.
+
+    `key`: a function of the payload, e.g. `lambda p: p["account"]`; without one the key
+    comes from `concurrency_key=` at enqueue (which also overrides the function).
+    `Concurrency(1, key=...)` runs each key's jobs one at a time, in enqueue order (for
+    jobs of equal priority), like a sequence.
+    """
+
+    limit: int
+    key: KeyFunction | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise InvalidJobConfig(f"Concurrency limit must be an integer >= 1, got {self.limit!r}")
+        if self.key is not None and not callable(self.key):
+            raise InvalidJobConfig(
+                f"Concurrency key must be a function of the payload, got {self.key!r}"
+            )
+
+
+_STATES = {
+    "pending": "ready",
+    "processing": "leased",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+_BY = ("type", "queue", "payload")
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """A second enqueue returns the existing job instead of storing another one, while a
+    job matching it is in one of `states` (and, with `period`, was enqueued less than
+    `period` seconds ago).
+
+    `by`: what makes jobs the same: any of `"type"`, `"queue"`, `"payload"`; `keys`
+    narrows `"payload"` to those top-level fields. `states`: job statuses that hold the
+    uniqueness (`pending`, `processing`, `completed`, `failed`, `cancelled`).
+    `InvalidJobConfig` for anything else.
+    """
+
+    by: tuple[str, ...] = ("type", "payload")
+    states: tuple[str, ...] = ("pending", "processing")
+    period: float | None = None
+    keys: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("by", "states"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+                raise InvalidJobConfig(f"Unique {name} must be a non-empty tuple, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        bad = [b for b in self.by if b not in _BY]
+        if bad:
+            raise InvalidJobConfig(f"Unique by {bad[0]!r} is unknown; use {', '.join(_BY)}")
+        bad = [s for s in self.states if s not in _STATES]
+        if bad:
+            raise InvalidJobConfig(f"Unique state {bad[0]!r} is unknown; use {', '.join(_STATES)}")
+        period = self.period
+        if period is not None and (
+            isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0
+        ):
+            raise InvalidJobConfig(f"Unique period must be seconds > 0, got {period!r}")
+        if self.keys is not None:
+            object.__setattr__(self, "keys", tuple(self.keys))
+
+    @property
+    def stored_states(self) -> tuple[str, ...]:
+        """The stored message states of `states`."""
+        return tuple(_STATES[s] for s in self.states)
+
+
+# How long a unique job without a `period` holds its key at most [s] (a holder that is
+# no longer in one of the states gives it up at once, whatever this says).
+UNIQUE_HOLD_SECONDS = 10 * 365 * 86_400.0
+
+
+def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
+    """The enqueue parameters that make `message` unique: a key derived from what
+    `unique.by` names (a digest of the canonical JSON), held while the job is in one of
+    `unique.states`, for `unique.period` seconds at most."""
+    parts: dict[str, Any] = {}
+    if "type" in unique.by:
+        parts["type"] = message.type
+    if "queue" in unique.by:
+        parts["queue"] = message.queue
+    if "payload" in unique.by:
+        payload = orjson.loads(message.body)
+        if unique.keys is not None and isinstance(payload, dict):
+            payload = {k: payload.get(k) for k in unique.keys}
+        parts["payload"] = payload
+    digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    keyed = NewMessage(
+        id=message.id,
+        queue=message.queue,
+        body=message.body,
+        content_type=message.content_type,
+        delay_seconds=message.delay_seconds,
+        priority=message.priority,
+        type=message.type,
+        max_attempts=message.max_attempts,
+        idempotency_key=f"unique:{digest[:40]}",
+        correlation_id=message.correlation_id,
+        batch_id=message.batch_id,
+        flow_keys=message.flow_keys,
+    )
+    return JobEnqueueParams(
+        keyed,
+        unique.period if unique.period is not None else UNIQUE_HOLD_SECONDS,
+        guard_states=unique.stored_states,
+        key_scope=message.type if "type" in unique.by else "*",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit as the claim statement takes it: `period` 0 means a concurrency limit of
+    `amount` running jobs; otherwise `amount` starts per `period` seconds, `burst` tokens."""
+
+    family: str
+    amount: float
+    period: float
+    burst: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """The flow control of one job type (all optional)."""
+
+    type: str
+    rate_limits: tuple[RateLimit, ...] = ()
+    max_concurrency: int | None = None
+    concurrency: tuple[Concurrency, ...] = ()
+    unique: Unique | None = None
+    default_retry_after: float = 1.0
+
+    @property
+    def active(self) -> bool:
+        """True when the type's jobs carry buckets (a claim must check limits)."""
+        return bool(self.rate_limits or self.max_concurrency or self.concurrency)
+
+    @property
+    def adaptive(self) -> bool:
+        """An HTTP 429 from this type's handler backs off its rate-limit keys."""
+        return bool(self.rate_limits)
+
+    def limits(self) -> list[Limit]:
+        """The limits of this type for the claim statement."""
+        out = [
+            Limit(f"r:{self.type}:{i}", r.amount, r.period, r.capacity)
+            for i, r in enumerate(self.rate_limits)
+        ]
+        if self.max_concurrency:
+            out.append(Limit(f"c:{self.type}", float(self.max_concurrency), 0.0, 0.0))
+        out += [
+            Limit(f"c:{self.type}:{i}", float(c.limit), 0.0, 0.0)
+            for i, c in enumerate(self.concurrency)
+        ]
+        return out
+
+    def buckets(
+        self, payload: Any, *, rate_key: str | None = None, concurrency_key: str | None = None
+    ) -> list[str]:
+        """The buckets a job with this payload needs (`InvalidMessage` if a key function
+        fails or gives no usable key)."""
+        out = []
+        for i, r in enumerate(self.rate_limits):
+            key = ""
+            if r.keyed:
+                key = rate_key if rate_key is not None else _key(r.key, payload, "rate_limit")
+            out.append(f"r:{self.type}:{i}{SEPARATOR}{key}")
+        if self.max_concurrency:
+            out.append(f"c:{self.type}{SEPARATOR}")
+        for i, c in enumerate(self.concurrency):
+            key = (
+                concurrency_key
+                if concurrency_key is not None
+                else _key(c.key, payload, "concurrency")
+            )
+            out.append(f"c:{self.type}:{i}{SEPARATOR}{key}")
+        return out
+
+
+def queue_limit(queue: str, rate: RateLimit) -> Limit:
+    """A queue's rate limit for the claim statement."""
+    return Limit(f"r@{queue}", rate.amount, rate.period, rate.capacity)
+
+
+def queue_bucket(queue: str) -> str:
+    """The bucket every job of a rate-limited queue needs."""
+    return f"r@{queue}{SEPARATOR}"
+
+
+def _key(function: KeyFunction | None, payload: Any, what: str) -> str:
+    if function is None:
+        return ""
+    try:
+        value = function(payload)
+    except Exception as exc:
+        raise InvalidMessage(
+            f"the {what} key function failed on this payload: {type(exc).__name__}: {exc}"
+        ) from None
+    return check_key(value, what)
+
+
+def check_key(value: Any, what: str) -> str:
+    """A key as stored: str/int text up to 200 characters (`InvalidMessage` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidMessage(f"{what} key must be a string or an integer, got {value!r}")
+    text = str(value)
+    if len(text) > MAX_KEY_LENGTH or any(ord(ch) < 32 for ch in text):
+        raise InvalidMessage(
+            f"{what} key must be at most {MAX_KEY_LENGTH} printable characters, got {text[:40]!r}"
+        )
+    return text
+
+
+def as_rate_limits(value: object, where: str) -> tuple[RateLimit, ...]:
+    """`"100/s"`, a `RateLimit`, or a list of them, as a tuple of `RateLimit`."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(RateLimit(item))
+        elif isinstance(item, RateLimit):
+            out.append(item)
+        else:
+            raise InvalidJobConfig(f"{where} rate_limit must be 'N/s' or a RateLimit, got {item!r}")
+    return tuple(out)
+
+
+def as_concurrency(value: object) -> tuple[Concurrency, ...]:
+    """A `Concurrency` or a list of them."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else [value]
+    bad = [i for i in items if not isinstance(i, Concurrency)]
+    if bad:
+        raise InvalidJobConfig(f"concurrency must be a Concurrency(limit, key=...), got {bad[0]!r}")
+    return tuple(items)
+
+
+def next_token_at(tokens: float, updated_at: float, limit: Limit) -> float:
+    """When a rate bucket holding `tokens` at `updated_at` has one whole token again."""
+    if tokens >= 1:
+        return updated_at
+    return updated_at + (1 - tokens) * limit.period / limit.amount
+
+
+def ceil_div(a: float, b: float) -> int:
+    """Whole periods needed (used in docs/tests arithmetic)."""
+    return math.ceil(a / b)

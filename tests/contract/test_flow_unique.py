@@ -1,0 +1,127 @@
+"""Unique jobs: a second enqueue while a matching job is in the declared states returns the
+existing job; by type and payload (or some payload keys, or queue), for a period, and
+concurrent-safe across processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from job_helpers import job_of, wait_past
+from taskflare import App, InvalidJobConfig, InvalidMessage, JobStatus, Unique
+from taskflare.testing import drain
+
+ENQUEUER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from taskflare import App, Unique
+
+    url, go_file, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    app = App(url)
+    app.job("sync-account", unique=Unique(by=("type", "payload")))(lambda payload: None)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go_file) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    ids = []
+    for i in range(count):
+        job = app.enqueue_sync("sync-account", {"account": 7})
+        ids.append([job.id, job.duplicate])
+    app.close_sync()
+    print(json.dumps(ids))
+    """
+)
+
+
+async def test_second_enqueue_of_a_pending_match_returns_the_existing_job(app: App) -> None:
+    @app.job("sync-account", unique=Unique(by=("type", "payload")))
+    async def sync(payload: Any) -> None:
+        return None
+
+    first = await app.enqueue("sync-account", {"account": 1})
+    again = await app.enqueue("sync-account", {"account": 1})
+    other = await app.enqueue("sync-account", {"account": 2})
+    assert again.duplicate and again.id == first.id
+    assert not other.duplicate and other.id != first.id
+    await drain(app)
+    # Completed is not one of the default states (pending, processing): a new job now.
+    fresh = await app.enqueue("sync-account", {"account": 1})
+    assert not fresh.duplicate and fresh.id != first.id
+
+
+async def test_unique_states_include_completed_and_a_period(app: App) -> None:
+    @app.job(
+        "report",
+        unique=Unique(by=("type",), states=("pending", "processing", "completed"), period=0.4),
+    )
+    async def report(payload: Any) -> None:
+        return None
+
+    first = await app.enqueue("report", {"day": 1})
+    await drain(app)
+    assert (await job_of(app, first.id)).status is JobStatus.COMPLETED
+    same = await app.enqueue("report", {"day": 2})  # by type only: any payload matches
+    assert same.duplicate and same.id == first.id
+    await wait_past(0.5)  # past the period: unique no more
+    later = await app.enqueue("report", {"day": 3})
+    assert not later.duplicate
+
+
+async def test_unique_at_enqueue_by_payload_keys(app: App) -> None:
+    app.job("notify")(lambda payload: None)
+    only_user = Unique(by=("type", "payload"), keys=("user",))
+    a = await app.enqueue("notify", {"user": 5, "text": "a"}, unique=only_user)
+    b = await app.enqueue("notify", {"user": 5, "text": "b"}, unique=only_user)
+    c = await app.enqueue("notify", {"user": 6, "text": "a"}, unique=only_user)
+    plain = await app.enqueue("notify", {"user": 5, "text": "a"})
+    assert b.duplicate and b.id == a.id
+    assert not c.duplicate and not plain.duplicate
+
+
+async def test_unique_refuses_bad_declarations_and_an_idempotency_key_too(app: App) -> None:
+    with pytest.raises(InvalidJobConfig, match="Unique state 'running'"):
+        Unique(states=("running",))
+    with pytest.raises(InvalidJobConfig, match="Unique by 'args'"):
+        Unique(by=("args",))
+    app.job("x")(lambda payload: None)
+    with pytest.raises(InvalidMessage, match="cannot be combined"):
+        await app.enqueue("x", 1, unique=Unique(), idempotency_key="k")
+
+
+def test_fifty_concurrent_unique_enqueues_from_five_processes_make_one_job(
+    database_url: str, tmp_path: Path
+) -> None:
+    app = App(database_url)
+    try:
+        app.job("sync-account", unique=Unique())(lambda payload: None)
+        app.list_jobs_sync()  # create the schema before the processes race
+        script = tmp_path / "enqueuer.py"
+        script.write_text(ENQUEUER)
+        go = tmp_path / "go"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), database_url, str(go), "10"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        go.touch()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=90)
+            assert proc.returncode == 0, err
+            results.extend(json.loads(out))
+        jobs = app.list_jobs_sync(limit=100).jobs
+        assert len(jobs) == 1
+        assert {job_id for job_id, _ in results} == {jobs[0].id}
+        assert sum(1 for _, duplicate in results if not duplicate) == 1
+        assert len(results) == 50
+    finally:
+        app.close_sync()
