@@ -39,6 +39,7 @@ from ..base import (
     EnqueueParams,
     EnqueueResult,
     JobCancelResult,
+    JobDeleteParams,
     JobEnqueueParams,
     JobIdParams,
     JobRetryResult,
@@ -428,6 +429,7 @@ class SQLiteBackend(SqlStore):
     # header (one pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
+    SEARCH_BY_INDEX = True
 
     def __init__(
         self,
@@ -668,6 +670,22 @@ class SQLiteBackend(SqlStore):
             if state is None:
                 return JobRetryResult(RetryResult.MISSING)
             return JobRetryResult(RetryResult.WRONG_STATE, str(state))
+
+        return await self._db.transaction(run)
+
+    async def job_delete_many(self, params: JobDeleteParams) -> int:
+        """Delete jobs, their history and the idempotency keys naming them, in one
+        transaction."""
+        if not params.ids:
+            return 0
+        args = {"ids": list(params.ids)}
+
+        def run(tx: Transaction) -> int:
+            deleted = [row[0] for row in tx.fetch("job_delete_many", args).rows]
+            if deleted:
+                tx.fetch("job_delete_attempts", {"ids": deleted})
+                tx.fetch("job_delete_keys", {"ids": deleted})
+            return len(deleted)
 
         return await self._db.transaction(run)
 
