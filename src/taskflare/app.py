@@ -15,7 +15,13 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from .backends.base import Backend, NamespaceCount, QueueDeclareParams, QueueSettings
+from .backends.base import (
+    Backend,
+    NamespaceCount,
+    QueueDeclareParams,
+    QueueDeleteParams,
+    QueueSettings,
+)
 from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
@@ -105,6 +111,8 @@ class App:
         self.read = ReadModel(self.registry, self, self.jobs)
         self._backend: Backend | None = None
         self._handles: dict[str, Queue] = {}
+        # Queues this app knows only from the database (`stored_queue`), not from its code.
+        self._stored_only: set[str] = set()
         self._lock = threading.Lock()
         self._portal = Portal()
 
@@ -380,7 +388,26 @@ class App:
         known = {k: v for k, v in settings.items() if k in QueueConfig.__dataclass_fields__}
         known.pop("name", None)
         self.registry.declare_queue(QueueConfig.create(name, **known))
+        self._stored_only.add(name)
         return self._handle(name)
+
+    async def delete_queue(self, name: str) -> int:
+        """Delete a queue that is not declared in this app's code (one made by
+        `stored_queue(create=True)`, e.g. over the Cloudflare-compatible API): every message
+        of it and its stored settings. Returns how many messages went. `UnknownQueue` if the
+        database does not know it; `InvalidQueueConfig` for a queue declared in code (its
+        workers would declare it again)."""
+        if name in self.registry.queues and name not in self._stored_only:
+            raise InvalidQueueConfig(
+                f"queue {name!r} is declared in the app's code; remove it there instead"
+            )
+        await self.stored_queue(name)  # UnknownQueue if the database does not know it
+        backend = await self.backend()
+        gone = await backend.queue_delete(QueueDeleteParams(name))
+        self.registry.queues.pop(name, None)
+        self._handles.pop(name, None)
+        self._stored_only.discard(name)
+        return gone
 
     @property
     def queues(self) -> dict[str, Queue]:

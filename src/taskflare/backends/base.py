@@ -457,6 +457,13 @@ class QueueDepth:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDeleteParams:
+    """Delete a queue: every message of it (finished ones too) and its stored settings."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueuePurgeParams:
     """Delete every unfinished message of a queue (delayed ones too)."""
 
@@ -1094,6 +1101,11 @@ class QueueStore(Protocol):
 
     async def queue_declare_many(self, params: QueueDeclareParams) -> None:
         """Record queues and their settings."""
+        ...
+
+    async def queue_delete(self, params: QueueDeleteParams) -> int:
+        """Delete a queue's messages (all states) and stored settings; return how many
+        messages went. Idempotent."""
         ...
 
     async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:

@@ -64,6 +64,7 @@ from .base import (
     QueueCounts,
     QueueCountsParams,
     QueueDeclareParams,
+    QueueDeleteParams,
     QueueDepth,
     QueuePauseParams,
     QueuePurgeParams,
@@ -267,6 +268,13 @@ class SqlStore:
                     name, entry.paused, entry.by_state, row["oldest_ready_at"], entry.settings_json
                 )
         return list(result.values())
+
+    async def queue_delete(self, params: QueueDeleteParams) -> int:
+        """Delete a queue's messages, then its settings row (a retry after a crash between
+        the two finishes the job)."""
+        gone = (await self._x.fetch("queue_delete_messages", {"queue": params.queue})).rowcount
+        await self._x.fetch("queue_delete", {"queue": params.queue})
+        return gone
 
     async def queue_purge(self, params: QueuePurgeParams) -> int:
         """Delete unfinished messages of a queue."""

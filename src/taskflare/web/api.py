@@ -16,6 +16,7 @@ from .. import __version__
 from ..app import App
 from ..errors import InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
+from .cloudflare_api import CloudflareErrors, cloudflare_router
 from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body, said
 from .dashboard import create_dashboard
 from .health import health_router
@@ -167,6 +168,7 @@ def create_api(
     api.include_router(job_router(app), dependencies=protected)
     api.include_router(queue_router(app), dependencies=protected)
     api.include_router(namespace_router(app), dependencies=protected)
+    api.include_router(cloudflare_router(app), dependencies=protected)
 
     @api.get(
         "/metrics",
@@ -209,6 +211,8 @@ def create_api(
 
     def limit_for(path: str) -> int:
         parts = path.strip("/").split("/")
+        if parts[:3] == ["client", "v4", "accounts"] and parts[4:5] == ["queues"]:
+            parts = parts[4:]  # client/v4/accounts/{id}/queues/{queue}/messages...
         if len(parts) >= 3 and parts[0] == "queues" and parts[2] == "messages":
             queue = app.queues.get(parts[1])
             if queue is not None:
@@ -220,4 +224,5 @@ def create_api(
     api.add_middleware(StrictJsonBody)
     api.add_middleware(BodyLimit, limit_for=limit_for)
     api.add_middleware(EdgeGuard, tokens=tokens, security=security)
+    api.add_middleware(CloudflareErrors)  # outermost: every error under /client/v4/
     return api

@@ -142,11 +142,11 @@ def queue_router(app: App) -> APIRouter:
         try:
             if body.messages is not None:
                 ids = await queue.send_batch(
-                    [_outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
+                    [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
                 )
                 return {"success": True, "ids": ids, "count": len(ids)}
             message_id = await queue.send(
-                _decode_http_body(body.body, body.content_type),
+                decode_http_body(body.body, body.content_type),
                 delay_seconds=body.delay_seconds,
                 content_type=body.content_type,
             )
@@ -220,45 +220,56 @@ def queue_router(app: App) -> APIRouter:
     @router.post("/queues/{name}/messages/pull", response_model=Envelope)
     async def pull_messages(name: str, body: PullRequest | None = None) -> dict[str, Any]:
         known(name)
-        request = body or PullRequest()
-        try:
-            pulled = await pull(
-                await app.backend(),
-                app.registry.queue(name),
-                request.batch_size,
-                request.visibility_timeout_ms / 1000,
-            )
-        except QueuePaused as exc:
-            raise ApiError(409, said(exc), "queue_delivery_paused") from None
-        except NotPullable as exc:
-            raise ApiError(409, said(exc), "job_queue") from None
-        messages = [
-            {
-                "id": m.id,
-                "body": pull_body(m),
-                "timestamp_ms": int(m.created_at * 1000),
-                "attempts": m.attempts,
-                "lease_id": encode_lease(m.id, m.lease_id, m.attempts),
-                "metadata": {"CF-Content-Type": m.content_type},
-            }
-            for m in pulled.messages
-        ]
-        result = {"message_backlog_count": pulled.backlog, "messages": messages}
+        result = await pull_result(app, name, body or PullRequest())
         return {"success": True, "errors": [], "messages": [], "result": result}
 
     @router.post("/queues/{name}/messages/ack", response_model=Envelope)
     async def ack_messages(name: str, body: AckRequest) -> dict[str, Any]:
         known(name)
-        outcome = await ack(
-            await app.backend(),
-            app.registry.queue(name),
-            [a.lease_id for a in body.acks],
-            [(r.lease_id, r.delay_seconds) for r in body.retries],
-        )
-        answer = outcome.to_dict()
+        answer = await ack_result(app, name, body)
         return {"success": True, "errors": [], **answer, "result": answer}
 
     return router
+
+
+async def pull_result(app: App, name: str, request: PullRequest) -> dict[str, Any]:
+    """Lease up to `batch_size` messages of queue `name` (declared or stored) for a pull
+    consumer: Cloudflare's pull `result` (`message_backlog_count`, `messages`)."""
+    try:
+        pulled = await pull(
+            await app.backend(),
+            app.registry.queue(name),
+            request.batch_size,
+            request.visibility_timeout_ms / 1000,
+        )
+    except QueuePaused as exc:
+        raise ApiError(409, said(exc), "queue_delivery_paused") from None
+    except NotPullable as exc:
+        raise ApiError(409, said(exc), "job_queue") from None
+    messages = [
+        {
+            "id": m.id,
+            "body": pull_body(m),
+            "timestamp_ms": int(m.created_at * 1000),
+            "attempts": m.attempts,
+            "lease_id": encode_lease(m.id, m.lease_id, m.attempts),
+            "metadata": {"CF-Content-Type": m.content_type},
+        }
+        for m in pulled.messages
+    ]
+    return {"message_backlog_count": pulled.backlog, "messages": messages}
+
+
+async def ack_result(app: App, name: str, request: AckRequest) -> dict[str, Any]:
+    """Settle pulled messages of queue `name`: Cloudflare's ack `result` (`ackCount`,
+    `retryCount`, `warnings` by lease id)."""
+    outcome = await ack(
+        await app.backend(),
+        app.registry.queue(name),
+        [a.lease_id for a in request.acks],
+        [(r.lease_id, r.delay_seconds) for r in request.retries],
+    )
+    return outcome.to_dict()
 
 
 def _dlq_of(queue: Queue) -> str:
@@ -267,7 +278,7 @@ def _dlq_of(queue: Queue) -> str:
     return queue.config.dead_letter_queue
 
 
-def _decode_http_body(body: Any, content_type: str) -> Any:
+def decode_http_body(body: Any, content_type: str) -> Any:
     """Over HTTP a `bytes` body travels as base64 text."""
     if content_type.lower() == BYTES:
         if not isinstance(body, str):
@@ -279,9 +290,9 @@ def _decode_http_body(body: Any, content_type: str) -> Any:
     return body
 
 
-def _outgoing(message: OutgoingMessage) -> dict[str, Any]:
+def outgoing(message: OutgoingMessage) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "body": _decode_http_body(message.body, message.content_type),
+        "body": decode_http_body(message.body, message.content_type),
         "content_type": message.content_type,
     }
     if message.delay_seconds is not None:

@@ -368,6 +368,12 @@ WHERE (%(queue)s::text IS NULL OR q.name = %(queue)s::text)
 GROUP BY q.name, q.paused, q.settings, m.state
 ORDER BY q.name;
 
+-- name: queue_delete_messages
+DELETE FROM {schema}.messages WHERE queue = %(queue)s;
+
+-- name: queue_delete
+DELETE FROM {schema}.queues WHERE name = %(queue)s;
+
 -- name: queue_purge
 -- Every message not yet finished, delayed ones included, so none is ever delivered.
 DELETE FROM {schema}.messages WHERE queue = %(queue)s AND state IN ('ready', 'leased');

@@ -240,6 +240,12 @@ WHERE (:queue IS NULL OR q.name = :queue)
 GROUP BY q.name, m.state
 ORDER BY q.name;
 
+-- name: queue_delete_messages
+DELETE FROM messages WHERE queue = :queue;
+
+-- name: queue_delete
+DELETE FROM queues WHERE name = :queue;
+
 -- name: queue_purge
 -- Every message not yet finished, delayed ones included, so none is ever delivered.
 DELETE FROM messages WHERE queue = :queue AND state IN ('ready', 'leased');
