@@ -175,10 +175,9 @@ def create_api(
         response_class=PlainTextResponse,
         responses=ERRORS,
     )
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(
-            await render_metrics(app), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+    async def metrics(request: Request) -> Response:
+        body, content_type = await render_metrics(app, request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @api.post("/webhooks/{source}", tags=["webhooks"], response_model=Envelope, responses=ERRORS)
     async def webhook(source: str, request: Request) -> JSONResponse:
