@@ -234,6 +234,7 @@ def explain(url: str) -> list[tuple[str, str]]:
         "state": None, "type": None, "queue": None, "created_from": float("-inf"),
         "before_created": float("inf"), "before_id": "", "needle": None, "limit": 51,
         "scan_limit": 20000, "key": None, "now": time.time(), "step": 60,
+        "count_limit": 10001,
     }
     plans = []
     if url.startswith("sqlite"):
