@@ -59,6 +59,8 @@ EXPECTED = {
     ("cron", "list"),
     ("cron", "trigger"),
     ("cron", "check"),
+    ("wrangler",),
+    ("wrangler", "check"),
 }
 
 
@@ -230,6 +232,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("tail",),  # one JSON document a line: see test_cli_observe
         ("cron", "list"),
         ("cron", "check"),
+        ("wrangler", "check"),
     }
     spec = write_cli_app(tmp_path)
     make_dead_letters(database_url, 2)
@@ -244,6 +247,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ["stats", "--interval", "0.2"],
         ["cron", "list", spec],
         ["cron", "check", "@daily"],
+        ["wrangler", "check", str(Path(__file__).parents[1] / "fixtures/wrangler/chat.jsonc")],
     ]
     results = tf_many([[*c, "--json"] for c in commands], url=database_url)
     for command, result in zip(commands, results, strict=True):
