@@ -84,7 +84,7 @@ def _site(host: str) -> str:
 
 
 class CrawlWebsite(Payload):
-    """The `crawl-website` payload (seed shape: `{"url", "maxPages"}`)."""
+    """The `crawl-website` payload (the Queue Service's shape: `{"url", "maxPages"}`)."""
 
     url: str
     maxPages: int = Field(default=100, ge=1, le=100_000)
