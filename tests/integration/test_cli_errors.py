@@ -61,6 +61,11 @@ EXPECTED = {
     ("cron", "check"),
     ("wrangler",),
     ("wrangler", "check"),
+    ("namespaces",),
+    ("namespaces", "list"),
+    ("namespaces", "items"),
+    ("namespaces", "get"),
+    ("namespaces", "delete"),
 }
 
 
@@ -233,6 +238,9 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("cron", "list"),
         ("cron", "check"),
         ("wrangler", "check"),
+        ("namespaces", "list"),
+        ("namespaces", "items"),
+        ("namespaces", "get"),
     }
     spec = write_cli_app(tmp_path)
     make_dead_letters(database_url, 2)
