@@ -212,6 +212,11 @@ class App:
             unique=unique,
         )
 
+        if limits.active and "|" in name:
+            raise InvalidJobConfig(
+                f"job type {name!r}: a type with limits cannot have '|' in its name"
+            )
+
         def register(handler: JobHandler) -> JobHandler:
             self.registry.add_job_type(
                 JobType.create(

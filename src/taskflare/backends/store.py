@@ -13,7 +13,7 @@ commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import InvalidMessage
@@ -30,6 +30,7 @@ from .base import (
     DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
+    FlowLimit,
     JobAttemptsParams,
     JobBatchCounts,
     JobBatchCreateParams,
@@ -83,6 +84,28 @@ def not_transactional(url: str) -> InvalidMessage:
 
 def _list(values: tuple[str, ...] | None) -> list[str] | None:
     return None if values is None else list(values)
+
+
+# A worker waiting on a full concurrency limit looks again at least this often [s] (it
+# also wakes whenever a job finishes).
+CONCURRENCY_POLL = 0.25
+
+
+def flow_scan(limit: int) -> int:
+    """How many ready jobs a claim with limits looks at to take up to `limit`: jobs of
+    buckets that allow nothing are skipped by the scan itself; the margin covers buckets
+    that allow fewer jobs than the scan finds."""
+    return max(4 * limit, 20)
+
+
+def limit_arrays(limits: Sequence[FlowLimit]) -> dict[str, list[Any]]:
+    """The limits as the parallel arrays the flow statements take."""
+    return {
+        "families": [lim.family for lim in limits],
+        "amounts": [float(lim.amount) for lim in limits],
+        "periods": [float(lim.period) for lim in limits],
+        "bursts": [float(lim.burst) for lim in limits],
+    }
 
 
 def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:

@@ -316,6 +316,7 @@ class Worker:
                 owner=self.id,
                 visibility_timeout=cfg.visibility_timeout,
                 types=tuple(sorted(spec.job_types)) if jobs else None,
+                limits=spec.flow_limits() if jobs else (),
             )
         )
         claimed = result.messages
