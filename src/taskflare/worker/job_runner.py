@@ -237,12 +237,16 @@ def log_outcome(
     """The job's final log line, from what was stored (a cancel may have won)."""
     state = result.states.get(message.id)
     event = "lost" if state is None else _EVENTS.get(state, "cancelled")
+    if event == "retried" and report.decision.attempt_outcome == "snoozed":
+        event = "snoozed"
     if not wanted(event):
         return
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
     if event == "lost":
         log_event("lost", **fields, error="its lease had passed to another worker")
+    elif event == "snoozed":
+        log_event(event, **fields, reason=decision.error, delay_s=decision.delay_seconds)
     elif event == "retried":
         log_event(event, **fields, error=decision.error, delay_s=decision.delay_seconds)
     elif event == "failed":
