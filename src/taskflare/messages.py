@@ -53,13 +53,18 @@ class Decision:
 class Message(Generic[Body]):
     """One delivered message. Call `ack()` or `retry()` to decide its fate explicitly."""
 
-    __slots__ = ("_decision", "attempts", "body", "content_type", "id", "timestamp")
+    __slots__ = ("_decision", "_timestamp", "attempts", "body", "content_type", "id")
 
     def __init__(
-        self, id: str, timestamp: datetime, body: Body, attempts: int, content_type: str
+        self,
+        id: str,
+        timestamp: datetime | float,
+        body: Body,
+        attempts: int,
+        content_type: str,
     ) -> None:
         self.id = id
-        self.timestamp = timestamp
+        self._timestamp = timestamp  # an epoch [s] becomes a datetime when first read
         self.body = body
         self.attempts = attempts
         self.content_type = content_type
@@ -67,6 +72,14 @@ class Message(Generic[Body]):
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, attempts={self.attempts}, body={self.body!r})"
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the message was sent, an aware UTC datetime (Cloudflare's `timestamp`)."""
+        value = self._timestamp
+        if not isinstance(value, datetime):
+            value = self._timestamp = datetime.fromtimestamp(value, tz=UTC)
+        return value
 
     def ack(self) -> None:
         """Mark this message done: it will not be delivered again, whatever the handler does."""

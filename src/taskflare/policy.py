@@ -14,7 +14,7 @@ instead and moves to the dead-letter queue) plus the job rules of taskflare
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .backends.base import (
@@ -23,6 +23,7 @@ from .backends.base import (
     FailOutcome,
     LeaseRef,
     RetryOutcome,
+    Settlement,
 )
 from .ids import uuid7
 from .retry import Backoff
@@ -151,6 +152,13 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
         return Decision(fail, lost or "failed", error, permanent=permanent)
     retry = RetryOutcome(delivery.id, delivery.lease_id, delay, error, require_expired=expired)
     return Decision(retry, lost or "retried", error, delay)
+
+
+def acked(refs: Iterable[LeaseRef]) -> Settlement:
+    """What `decide(delivery, Succeeded())` gives plain messages, for many at once: each
+    is acked. The batch runner's path for a batch whose consumer returned with nothing
+    retried (no Decision built per message)."""
+    return Settlement(acks=list(refs))
 
 
 def _lost_for_good(delivery: Delivery) -> str:

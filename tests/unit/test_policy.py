@@ -21,6 +21,7 @@ from taskflare.policy import (
     RetryRequested,
     Succeeded,
     WorkerShutdown,
+    acked,
     decide,
 )
 from taskflare.retry import Backoff
@@ -180,3 +181,10 @@ def test_errors_holding_a_nul_are_cleaned_so_every_backend_can_store_them() -> N
 def test_a_permanent_failure_is_marked_permanent() -> None:
     assert decide(job(1), Failed("P", permanent=True)).permanent is True
     assert decide(job(3), Failed("E")).permanent is False
+
+
+def test_the_bulk_ack_is_what_deciding_each_success_gives() -> None:
+    refs = [LeaseRef(f"m{i}", "lease") for i in range(3)]
+    one_by_one = [decide(Delivery(r.id, r.lease_id, 1, 3, None), Succeeded()) for r in refs]
+    assert acked(refs).acks == [d.outcome for d in one_by_one]
+    assert {d.attempt_outcome for d in one_by_one} == {"acked"}

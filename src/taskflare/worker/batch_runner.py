@@ -26,11 +26,21 @@ from ..backends.base import (
     Settlement,
 )
 from ..encoding import decode_body
-from ..messages import Message, MessageBatch, resolve_outcome, timestamp_from_epoch
-from ..policy import Decision, Delivery, Failed, Outcome, RetryRequested, Succeeded, WorkerShutdown
+from ..messages import Message, MessageBatch, resolve_outcome
+from ..policy import (
+    Decision,
+    Delivery,
+    Failed,
+    Outcome,
+    RetryRequested,
+    Succeeded,
+    WorkerShutdown,
+    acked,
+)
 from ..policy import decide as decide_one
 from ..registry import QueueSpec
 from ..text import clean_text
+from .settle import merge
 from .tracebacks import user_traceback
 
 log = logging.getLogger("taskflare.worker")
@@ -68,7 +78,7 @@ def decode_batch(
         messages.append(
             Message(
                 item.id,
-                timestamp_from_epoch(item.created_at),
+                item.created_at,  # read as a datetime only if the consumer asks
                 body,
                 item.attempts,
                 item.content_type,
@@ -140,20 +150,29 @@ def settle_batch(
     """Every message's decision, as one settlement."""
     config = spec.config
     by_id = {c.id: c for c in claimed}
-    decisions: list[Decision] = []
-    for message in batch.messages:
-        item = by_id[message.id]
-        delivery = Delivery(
+
+    def delivery(item: ClaimedMessage) -> Delivery:
+        return Delivery(
             item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
         )
-        outcome = outcome_of(message, batch, error, config.retry_delay, shutdown=shutdown)
-        decisions.append(decide_one(delivery, outcome))
-    for item, reason in undecodable:
-        delivery = Delivery(
-            item.id, item.lease_id, item.attempts, config.max_attempts, config.dead_letter_queue
+
+    messages = batch.messages
+    unreadable = [
+        decide_one(delivery(item), Failed(why, permanent=True)) for item, why in undecodable
+    ]
+    all_acked = all(m.decision is None or m.decision.ack for m in messages)
+    if error is None and not shutdown and all_acked:
+        # The common case, every message acked: one policy call for the whole batch.
+        ok = acked(LeaseRef(m.id, by_id[m.id].lease_id) for m in messages)
+        return merge([ok, as_settlement(unreadable)]) if unreadable else ok
+    decisions = [
+        decide_one(
+            delivery(by_id[m.id]),
+            outcome_of(m, batch, error, config.retry_delay, shutdown=shutdown),
         )
-        decisions.append(decide_one(delivery, Failed(reason, permanent=True)))
-    return as_settlement(decisions)
+        for m in messages
+    ]
+    return as_settlement(decisions + unreadable)
 
 
 def as_settlement(

@@ -6,68 +6,20 @@ import asyncio
 import contextlib
 import signal
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from .app import App
-from .backends.url import redact_url
-from .worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
+from ..app import App
+from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
+from .view import logs_through, run_view
 
 if TYPE_CHECKING:
-    from .web.security import HttpSecurity
+    from ..web.security import HttpSecurity
 
 Producer = Callable[[App], Awaitable[Any]]
-
-
-def summary_table(worker: Worker, counts: dict[str, dict[str, int]], elapsed: float) -> Table:
-    """One row per queue: what is waiting, and what this worker did with it."""
-    acked = sum(worker.stats.acked.values())
-    rate = acked / elapsed if elapsed > 0 else 0.0
-    table = Table(
-        title=f"taskflare dev: {redact_url(app_url(worker))} | {elapsed:.0f}s | {rate:.1f} acks/s",
-        caption="ready/leased/failed: stored now; delivered..gave up: this worker so far",
-    )
-    for column in (
-        "queue",
-        "ready",
-        "leased",
-        "failed",
-        "delivered",
-        "acked",
-        "retried",
-        "gave up",
-    ):
-        table.add_column(column, justify="left" if column == "queue" else "right")
-    stats = worker.stats
-    for name in sorted(set(counts) | set(worker.queues)):
-        by_state = counts.get(name, {})
-        table.add_row(
-            name,
-            *(str(by_state.get(state, 0)) for state in ("ready", "leased", "failed")),
-            *(str(c[name]) for c in (stats.delivered, stats.acked, stats.retried, stats.failed)),
-        )
-    return table
-
-
-def app_url(worker: Worker) -> str:
-    """The database URL of the worker's app."""
-    return str(getattr(worker.app, "database_url", "?"))
-
-
-async def _summary(app: App, worker: Worker, console: Console, stop: asyncio.Event) -> None:
-    started = time.monotonic()
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        while not stop.is_set():
-            counts = {q["name"]: q["depth"] for q in await app.read.queues()}
-            live.update(summary_table(worker, counts, time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +40,8 @@ async def serve_api(
     """
     import uvicorn
 
-    from .web import create_api
-    from .web.security import HttpSecurity, uvicorn_options
+    from ..web import create_api
+    from ..web.security import HttpSecurity, uvicorn_options
 
     security = address.security or HttpSecurity.from_env(bind_host=address.host)
     config = uvicorn.Config(
@@ -121,7 +73,7 @@ def run_dev(
     The API's port is bound first: when it is taken, `AddressUnavailable` is raised before
     the worker has claimed anything.
     """
-    from .web.listen import bind_listener, bound_port
+    from ..web.listen import bind_listener, bound_port
 
     listener = bind_listener(api.host, api.port) if api is not None else None
     worker = Worker(app, WorkerConfig(concurrency=concurrency))
@@ -136,7 +88,7 @@ def run_dev(
             loop.add_signal_handler(sig, worker.stop)
         if duration is not None:
             loop.call_later(duration, worker.stop)
-        extras = [asyncio.ensure_future(_summary(app, worker, console, stop))]
+        extras = [asyncio.ensure_future(run_view(app, worker, console, stop))]
         if api is not None:
             extras.append(asyncio.ensure_future(serve_api(app, api, stop, listener)))
         producing = asyncio.ensure_future(producer(app)) if producer is not None else None
@@ -151,7 +103,8 @@ def run_dev(
             await app.close()
 
     try:
-        asyncio.run(main())
+        with logs_through(console):
+            asyncio.run(main())
     finally:
         if listener is not None:
             listener.close()

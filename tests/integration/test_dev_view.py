@@ -1,0 +1,126 @@
+"""`taskflare dev` on a real terminal (a pty read by a terminal emulator): the app's log
+lines scroll above the live view, whole, and the view is drawn once, with its jobs."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pyte
+
+from .procs import TASKFLARE
+
+MESSAGES = 12
+WIDTH, HEIGHT = 120, 40
+
+APP = f'''
+import asyncio, logging
+from taskflare import App
+
+log = logging.getLogger("noisyapp")
+app = App()
+work = app.queue("work", max_batch_size=3, max_batch_timeout=0)
+
+
+@work.consumer
+async def handle(batch):
+    for message in batch.messages:
+        log.warning("handled message %d of the producer", message.body["n"])
+
+
+@app.job("report", max_attempts=1)
+async def report(payload, ctx):
+    log.warning("report %d written", payload["n"])
+    return {{"ok": True}}
+
+
+async def producer(app):
+    for n in range({MESSAGES}):
+        await work.send({{"n": n}})
+        await app.enqueue("report", {{"n": n}})
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3600)
+'''
+
+
+def run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> bytes:
+    """Run a command on a pseudo-terminal WIDTH x HEIGHT; everything it wrote."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=30) == 0, output.decode(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return bytes(output)
+
+
+def screen_lines(output: bytes) -> list[str]:
+    """What a terminal shows after `output`, scrollback included, line by line."""
+    screen = pyte.HistoryScreen(WIDTH, HEIGHT, history=100_000)
+    stream = pyte.ByteStream(screen)
+    stream.feed(output.replace(b"\n", b"\r\n"))  # a terminal's ONLCR
+    scrolled = [
+        "".join(line[x].data for x in range(WIDTH)).rstrip() for line in screen.history.top
+    ]
+    return scrolled + [line.rstrip() for line in screen.display]
+
+
+def test_dev_prints_app_logs_above_the_live_view_with_jobs(tmp_path: Path) -> None:
+    (tmp_path / "noisyapp.py").write_text(APP)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "TASKFLARE_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+    }
+    output = run_on_a_terminal(
+        [TASKFLARE, "dev", "noisyapp.py:app", "--no-api", "--duration", "6"],
+        tmp_path,
+        env,
+        timeout=90,
+    )
+    lines = screen_lines(output)
+    text = "\n".join(lines)
+    handled = {
+        int(line.rsplit("handled message ", 1)[1].split()[0])
+        for line in lines
+        if "WARNING noisyapp: handled message " in line and line.endswith(" of the producer")
+    }
+    assert handled == set(range(MESSAGES)), text
+    reports = [line for line in lines if line.endswith(" written") and "noisyapp: report" in line]
+    assert len(reports) == MESSAGES, text
+    # The view is drawn once (at the bottom), not once per log line.
+    assert sum("taskflare dev:" in line for line in lines) == 1, text
+    assert sum("jobs (stored now)" in line for line in lines) == 1, text
+    last_log = max(i for i, line in enumerate(lines) if "WARNING noisyapp" in line)
+    view = next(i for i, line in enumerate(lines) if "taskflare dev:" in line)
+    assert last_log < view, text
+    [report_row] = [line for line in lines[view:] if "│ report" in line]
+    cells = [c.strip() for c in report_row.strip("│ ").split("│")]
+    assert cells[0] == "report" and str(MESSAGES) in cells, report_row
