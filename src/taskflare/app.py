@@ -444,9 +444,7 @@ class App:
         """Store every declared queue's settings, so admin tools show them (workers and the
         HTTP service do this when they start)."""
         backend = await self.backend()
-        settings = [
-            QueueSettings(s.name, s.config.to_json()) for s in self.registry.queues.values()
-        ]
+        settings = [QueueSettings(s.name, s.settings_json()) for s in self.registry.queues.values()]
         await backend.queue_declare_many(QueueDeclareParams(settings))
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -20,7 +20,7 @@ from .procs import TASKFLARE
 MESSAGES = 12
 WIDTH, HEIGHT = 120, 40
 
-APP = f'''
+APP = f"""
 import asyncio, logging
 from taskflare import App
 
@@ -47,7 +47,7 @@ async def producer(app):
         await app.enqueue("report", {{"n": n}})
         await asyncio.sleep(0.1)
     await asyncio.sleep(3600)
-'''
+"""
 
 
 def run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> bytes:
@@ -84,9 +84,7 @@ def screen_lines(output: bytes) -> list[str]:
     screen = pyte.HistoryScreen(WIDTH, HEIGHT, history=100_000)
     stream = pyte.ByteStream(screen)
     stream.feed(output.replace(b"\n", b"\r\n"))  # a terminal's ONLCR
-    scrolled = [
-        "".join(line[x].data for x in range(WIDTH)).rstrip() for line in screen.history.top
-    ]
+    scrolled = ["".join(line[x].data for x in range(WIDTH)).rstrip() for line in screen.history.top]
     return scrolled + [line.rstrip() for line in screen.display]
 
 

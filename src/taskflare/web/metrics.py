@@ -7,6 +7,8 @@ report (workers report every 5 s), so they cover all processes on all machines.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..app import App
 from ..readmodel import WorkerCounters
 
@@ -59,11 +61,31 @@ async def render_metrics(app: App) -> str:
             type=row["type"],
             status=row["status"],
         )
+    _limits(out, await app.read.limits())
     counters = await app.read.worker_counters()
     out.family("taskflare_workers", "gauge", "Workers that reported in the last 30 seconds.")
     out.sample("taskflare_workers", counters.alive)
     _worker_counters(out, counters)
     return "\n".join(out.lines) + "\n"
+
+
+_LIMIT_GAUGES = (
+    ("taskflare_limit_keys", "keys", "Distinct keys of unfinished jobs under a flow limit."),
+    ("taskflare_limit_running", "running", "Jobs running under a flow limit."),
+    ("taskflare_limit_waiting", "waiting", "Ready jobs a flow limit holds back now."),
+    (
+        "taskflare_limit_started_per_second",
+        "startedPerSecond",
+        "Jobs started under a flow limit per second (last 10 s).",
+    ),
+)
+
+
+def _limits(out: _Writer, limits: list[dict[str, Any]]) -> None:
+    for metric, field, help_text in _LIMIT_GAUGES:
+        out.family(metric, "gauge", help_text)
+        for row in limits:
+            out.sample(metric, row[field], queue=row["queue"], limit=row["limit"])
 
 
 def _worker_counters(out: _Writer, counters: WorkerCounters) -> None:

@@ -153,7 +153,7 @@ class Worker:
         registry = self.app.registry
         await backend.queue_declare_many(
             QueueDeclareParams(
-                [QueueSettings(s.name, s.config.to_json()) for s in registry.queues.values()]
+                [QueueSettings(s.name, s.settings_json()) for s in registry.queues.values()]
             )
         )
         pool = ThreadPoolExecutor(
