@@ -18,6 +18,7 @@ moment fire once there).
 from __future__ import annotations
 
 from bisect import bisect_right
+from calendar import monthrange
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -110,6 +111,114 @@ def _parse_field(text: str, field: _Field, expression: str) -> frozenset[int]:
     return frozenset(values)
 
 
+# Cloudflare's (and Vixie cron's) shorthands.
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpecials:
+    """The day items that depend on the month (Quartz's, which Cloudflare accepts):
+    day-of-month `L` (last day), `LW` (last weekday), `15W` (the weekday nearest the 15th,
+    within the month); day-of-week `5L` (the month's last Friday), `1#2` (its second
+    Monday). Weekdays are 0 (Sunday) to 6."""
+
+    last_day: bool = False
+    last_weekday: bool = False
+    nearest_weekday: frozenset[int] = frozenset()
+    last_of: frozenset[int] = frozenset()
+    nth: frozenset[tuple[int, int]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.last_day or self.last_weekday or self.nearest_weekday or self.last_of or self.nth
+        )
+
+    def day_of_month(self, day: date) -> bool:
+        """Whether `day` matches the day-of-month items."""
+        last = monthrange(day.year, day.month)[1]
+        if self.last_day and day.day == last:
+            return True
+        if self.last_weekday and day.day == _nearest_weekday(day, last):
+            return True
+        return any(
+            wanted <= last and day.day == _nearest_weekday(day, wanted)
+            for wanted in self.nearest_weekday
+        )
+
+    def day_of_week(self, day: date) -> bool:
+        """Whether `day` matches the day-of-week items."""
+        weekday = day.isoweekday() % 7
+        last = monthrange(day.year, day.month)[1]
+        if weekday in self.last_of and day.day + 7 > last:
+            return True
+        return (weekday, (day.day + 6) // 7) in self.nth
+
+
+def _nearest_weekday(day: date, wanted: int) -> int:
+    """The day of `day`'s month, Monday to Friday, nearest to day `wanted` of that month,
+    never in another month (Quartz's `W`)."""
+    last = monthrange(day.year, day.month)[1]
+    weekday = date(day.year, day.month, wanted).weekday()  # Monday 0 .. Sunday 6
+    if weekday == 5:  # Saturday: the Friday before, or the Monday after on the 1st
+        return wanted - 1 if wanted > 1 else wanted + 2
+    if weekday == 6:  # Sunday: the Monday after, or the Friday before on the last day
+        return wanted + 1 if wanted < last else wanted - 2
+    return wanted
+
+
+def _special_day_item(item: str, field: _Field, expression: str) -> DaySpecials | None:
+    """`item` as a month-dependent day item, or None if it is an ordinary one."""
+    upper = item.upper()
+    if field is DAY_OF_MONTH:
+        if upper == "L":
+            return DaySpecials(last_day=True)
+        if upper == "LW":
+            return DaySpecials(last_weekday=True)
+        if upper.endswith("W") and upper[:-1].isdigit():
+            return DaySpecials(nearest_weekday=frozenset({_value(upper[:-1], field, expression)}))
+    elif field is DAY_OF_WEEK:
+        if upper.endswith("L") and len(upper) > 1:
+            return DaySpecials(last_of=frozenset({_value(item[:-1], field, expression) % 7}))
+        if "#" in upper:
+            weekday, _, nth = item.partition("#")
+            if not nth.isdigit() or not 1 <= int(nth) <= 5:
+                raise InvalidCronExpression(
+                    f"cron {expression!r}: day-of-week field: {item!r}: the number after "
+                    "'#' must be 1 to 5 (which week of the month)"
+                )
+            return DaySpecials(nth=frozenset({(_value(weekday, field, expression) % 7, int(nth))}))
+    return None
+
+
+def _parse_day_field(
+    text: str, field: _Field, expression: str
+) -> tuple[frozenset[int], DaySpecials]:
+    """A day field: its plain days, and its month-dependent items."""
+    plain, specials = [], DaySpecials()
+    for item in text.split(","):
+        special = _special_day_item(item, field, expression)
+        if special is None:
+            plain.append(item)
+            continue
+        specials = DaySpecials(
+            specials.last_day or special.last_day,
+            specials.last_weekday or special.last_weekday,
+            specials.nearest_weekday | special.nearest_weekday,
+            specials.last_of | special.last_of,
+            specials.nth | special.nth,
+        )
+    days = _parse_field(",".join(plain), field, expression) if plain else frozenset()
+    return days, specials
+
+
 DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -179,13 +288,19 @@ class CronSchedule:
     weekdays: frozenset[int]
     days_restricted: bool
     weekdays_restricted: bool
+    month_days: DaySpecials = DaySpecials()  # L, LW, 15W
+    week_days: DaySpecials = DaySpecials()  # 5L, 1#2
 
     @classmethod
     def parse(cls, expression: str, tz: str = "UTC") -> CronSchedule:
         """Parse `expression`; `InvalidCronExpression` names the field that is wrong."""
         if not isinstance(expression, str):
             raise InvalidCronExpression(f"cron expression must be a string, got {expression!r}")
-        parts = expression.split()
+        parts = MACROS.get(expression.strip().lower(), expression).split()
+        if len(parts) == 1 and parts[0].startswith("@"):
+            raise InvalidCronExpression(
+                f"cron {expression!r}: unknown shorthand; use one of {', '.join(MACROS)}"
+            )
         if len(parts) == 5:
             parts = ["0", *parts]
         elif len(parts) != 6:
@@ -198,10 +313,13 @@ class CronSchedule:
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidCronExpression(f"unknown time zone {tz!r}") from None
         fields = (SECOND, MINUTE, HOUR, DAY_OF_MONTH, MONTH, DAY_OF_WEEK)
-        sets = [_parse_field(p, f, expression) for p, f in zip(parts, fields, strict=True)]
+        sets = [_parse_field(p, f, expression) for p, f in zip(parts[:3], fields, strict=False)]
+        days, month_days = _parse_day_field(parts[3], DAY_OF_MONTH, expression)
+        weekdays, week_days = _parse_day_field(parts[5], DAY_OF_WEEK, expression)
+        sets += [days, _parse_field(parts[4], MONTH, expression), weekdays]
         days_restricted = parts[3] not in ("*", "?")
         weekdays_restricted = parts[5] not in ("*", "?")
-        if days_restricted and not weekdays_restricted:
+        if days_restricted and not weekdays_restricted and not month_days:
             _check_days_exist(expression, sets[3], sets[4])
         return cls(
             expression=expression,
@@ -214,13 +332,19 @@ class CronSchedule:
             weekdays=sets[5],
             days_restricted=days_restricted,
             weekdays_restricted=weekdays_restricted,
+            month_days=month_days,
+            week_days=week_days,
         )
 
     def _day_matches(self, day: date) -> bool:
         if day.month not in self.months:
             return False
-        in_days = day.day in self.days
-        in_weekdays = (day.isoweekday() % 7) in self.weekdays
+        in_days = day.day in self.days or (
+            bool(self.month_days) and self.month_days.day_of_month(day)
+        )
+        in_weekdays = (day.isoweekday() % 7) in self.weekdays or (
+            bool(self.week_days) and self.week_days.day_of_week(day)
+        )
         if self.days_restricted and self.weekdays_restricted:
             return in_days or in_weekdays
         return in_days and in_weekdays

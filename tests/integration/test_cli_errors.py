@@ -58,6 +58,7 @@ EXPECTED = {
     ("cron",),
     ("cron", "list"),
     ("cron", "trigger"),
+    ("cron", "check"),
 }
 
 
@@ -228,6 +229,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("stats",),
         ("tail",),  # one JSON document a line: see test_cli_observe
         ("cron", "list"),
+        ("cron", "check"),
     }
     spec = write_cli_app(tmp_path)
     make_dead_letters(database_url, 2)
@@ -241,6 +243,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ["jobs", "show", job_id],
         ["stats", "--interval", "0.2"],
         ["cron", "list", spec],
+        ["cron", "check", "@daily"],
     ]
     results = tf_many([[*c, "--json"] for c in commands], url=database_url)
     for command, result in zip(commands, results, strict=True):

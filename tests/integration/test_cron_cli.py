@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from taskflare import App, ScheduledEvent
@@ -138,3 +138,25 @@ def test_cron_help_has_an_example(tmp_path: Path, sqlite_url: str) -> None:
     assert result.returncode == 0
     assert "list" in result.stdout and "trigger" in result.stdout
     assert "Example: taskflare cron list" in result.stdout
+
+
+def test_cron_check_prints_next_runs_and_notes_cloudflare_weekday_numbers(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    result = run("cron", "check", "0 18 * * 5L", "--json", cwd=tmp_path, url=sqlite_url)
+    assert result.returncode == 0, result.stderr
+    checked = json.loads(result.stdout)
+    runs = [datetime.fromisoformat(t) for t in checked["next"]]
+    assert len(runs) == 5 and runs == sorted(runs)
+    for moment in runs:  # the last Friday of its month, 18:00 UTC
+        assert (moment.weekday(), moment.hour, moment.minute) == (4, 18, 0)
+        assert (moment + timedelta(days=7)).month != moment.month
+    assert checked["notes"] == ["day-of-week 5 is Friday here; on Cloudflare it is Thursday"]
+    paris = run(
+        "cron", "check", "@daily", "--tz", "Europe/Paris", "-n", "2", cwd=tmp_path, url=sqlite_url
+    )
+    assert paris.returncode == 0 and "00:00:00 CET (Europe/Paris)" in paris.stdout
+    assert "note:" not in paris.stdout
+    bad = run("cron", "check", "0 0 * * 1#9", cwd=tmp_path, url=sqlite_url)
+    assert bad.returncode == 2 and "must be 1 to 5" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

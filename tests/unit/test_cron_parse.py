@@ -191,7 +191,7 @@ def test_fall_back_day_an_every_half_hour_schedule_keeps_its_real_interval() -> 
         ("0 0 * * funday", ["day-of-week field", "funday"]),
         ("abc * * * *", ["minute field", "not a number"]),
         ("1,,2 * * * *", ["minute field", "empty item"]),
-        ("0 0 L * *", ["day-of-month field", "'L'"]),
+        ("0 0 LX * *", ["day-of-month field", "'LX'"]),
         ("* * * *", ["4 fields", "use 5"]),
         ("0 0 * * * * *", ["7 fields", "6 (with seconds first)"]),
         ("", ["0 fields"]),
