@@ -20,32 +20,47 @@ from typing import Any
 import orjson
 
 from .backends.base import (
+    AttemptRecord,
     CronNameParams,
     FlowJobHoldParams,
     FlowLimit,
     FlowStatsParams,
+    JobAheadParams,
+    JobAttemptsParams,
     JobBatchGetParams,
+    JobBatchListParams,
     JobCountParams,
+    JobDeleteParams,
     JobEvent,
     JobEventCursor,
     JobEventsParams,
+    JobSearchParams,
+    MessageDeleteParams,
     MessageGetParams,
     MessageListParams,
     MessageRecord,
     QueueCounts,
     QueueCountsParams,
+    QueueDepth,
     State,
+    StatsHistoryParams,
+    StatsMinute,
     WorkerListParams,
     WorkerReport,
 )
 from .encoding import JSON, TEXT
 from .errors import TaskflareError, UnknownQueue
-from .job_client import JobClient, decode_cursor, encode_cursor
-from .jobs import Job, JobBatch, JobPage, JobStatus
+from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
+from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
 from .registry import JOBS, MESSAGES, Registry
 from .storage import Storage
 
+# Upper bounds [s] of the stored duration histogram (the worker's DURATION_BUCKETS; the
+# last stored bucket is above all of them).
+HISTORY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A jobs search examines at most this many jobs per page when it looks inside payloads.
+TEXT_SCAN_LIMIT = 20_000
 # A worker that has not reported for this long is no longer counted as alive [s].
 WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
@@ -117,6 +132,48 @@ class MessagePage:
 
 
 @dataclass(frozen=True, slots=True)
+class JobQuery:
+    """What the jobs page asks for: every field optional. `created_from`/`created_to` are
+    epoch seconds; `text` is looked for inside payloads; `key` is a job id, idempotency
+    key, correlation id or batch id."""
+
+    status: str | None = None
+    type: str | None = None
+    queue: str | None = None
+    created_from: float | None = None
+    created_to: float | None = None
+    text: str | None = None
+    key: str | None = None
+
+    def params(self, limit: int = 50, cursor: str | None = None) -> JobSearchParams:
+        """The storage filter; `ValueError` for a bad status or cursor."""
+        state = None if self.status is None else parse_status(self.status).to_state()
+        return JobSearchParams(
+            state=state,
+            type=self.type,
+            queue=self.queue,
+            created_from=self.created_from,
+            created_to=self.created_to,
+            text=self.text,
+            key=self.key,
+            limit=limit,
+            before=None if cursor is None else decode_cursor(cursor),
+            scan_limit=TEXT_SCAN_LIMIT,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobSearchPage:
+    """A page of matching jobs (without their history) and the cursor of the next page;
+    `partial`: a payload search stopped after examining its window (the next page goes
+    on searching older jobs)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    partial: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerCounters:
     """Every reporting worker's counters summed per counter and queue, and their current
     rates [per second] (each worker measures its own over its report interval)."""
@@ -152,6 +209,50 @@ class ReadModel:
             raise UnknownQueue(f"no queue named {name!r}")
         now = time.time()
         return [self.queue_dict(rows[n], now) for n in sorted(rows)]
+
+    async def queue_depths(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every queue (declared, stored or holding messages), or just `name`: ready now,
+        delayed (a delay, a run_at ahead, a retry waiting out its backoff), leased, failed,
+        oldest ready age [s], paused, settings, dead-letter queue and its depth. Counts
+        only unfinished and failed rows, from their indexes: the dashboard's live view
+        (`queues()` also counts finished ones)."""
+        backend = await self._storage.backend()
+        found = {d.name: d for d in await backend.queue_depths(QueueCountsParams(name))}
+        for declared in self._registry.queues:
+            if name is None or declared == name:
+                found.setdefault(declared, QueueDepth(declared))
+        now = time.time()
+        rows: list[dict[str, Any]] = []
+        for queue_name in sorted(found):
+            depth = found[queue_name]
+            declared_queue = self._registry.queues.get(queue_name)
+            settings = orjson.loads(depth.settings_json) if depth.settings_json else None
+            if declared_queue is not None:
+                settings = orjson.loads(declared_queue.config.to_json())
+            age = None
+            if depth.oldest_ready_at is not None:
+                age = round(max(now - depth.oldest_ready_at, 0.0), 3)
+            rows.append(
+                {
+                    "name": queue_name,
+                    "paused": depth.paused,
+                    "ready": depth.ready,
+                    "delayed": depth.delayed,
+                    "leased": depth.leased,
+                    "failed": depth.failed,
+                    "oldestReadyAgeSeconds": age,
+                    "settings": settings,
+                    "deadLetterQueue": (settings or {}).get("dead_letter_queue"),
+                    "consumer": None
+                    if declared_queue is None
+                    else CONSUMER_KINDS.get(declared_queue.kind or ""),
+                }
+            )
+        by_name = {d.name: d for d in found.values()}
+        for row in rows:
+            dlq = by_name.get(str(row["deadLetterQueue"] or ""))
+            row["deadLetterDepth"] = None if dlq is None else dlq.ready + dlq.delayed
+        return rows
 
     async def queue(self, name: str) -> dict[str, Any]:
         """One queue, as `queues` shows it."""
@@ -323,7 +424,169 @@ class ReadModel:
         now = time.time()
         return JobEventCursor(now, now, await backend.job_attempt_seq())
 
+    async def job_search(
+        self, query: JobQuery, limit: int = 50, cursor: str | None = None
+    ) -> JobSearchPage:
+        """One page of the jobs matching `query`, newest first (histories not loaded).
+        `ValueError` for a bad status or cursor."""
+        backend = await self._storage.backend()
+        found = await backend.job_search(query.params(limit + 1, cursor))
+        records = found.records[:limit]
+        jobs = [Job.from_record(r, handle=self._jobs) for r in records]
+        if len(found.records) > limit and records:
+            return JobSearchPage(jobs, encode_cursor(records[-1].created_at, records[-1].id))
+        if found.scanned_to is not None:
+            return JobSearchPage(jobs, encode_cursor(*found.scanned_to), partial=True)
+        return JobSearchPage(jobs, None)
+
+    async def job_search_count(self, query: JobQuery) -> int:
+        """How many jobs match `query` (what a bulk action on "all that match" covers)."""
+        backend = await self._storage.backend()
+        return await backend.job_search_count(query.params())
+
+    async def job_delete(self, ids: list[str]) -> int:
+        """Delete jobs with their history; return how many were deleted."""
+        backend = await self._storage.backend()
+        return await backend.job_delete_many(JobDeleteParams(ids))
+
+    async def message_delete(self, queue: str, ids: list[str]) -> int:
+        """Delete messages of a queue that no consumer holds; return how many."""
+        backend = await self._storage.backend()
+        return await backend.message_delete_many(MessageDeleteParams(queue, ids))
+
+    async def pending_reasons(self, job: Job) -> list[str]:
+        """Why a pending job is not running yet, in words (empty for other statuses):
+        scheduled for later, queue paused, no live worker serves its queue, behind N
+        jobs. taskflare has no rate or concurrency limits per queue, so none applies."""
+        if job.status is not JobStatus.PENDING:
+            return []
+        reasons = []
+        now = time.time()
+        run_at = job.run_at.timestamp()
+        if run_at > now:
+            reasons.append(
+                f"scheduled for later: it runs at {iso(run_at)} (in {_duration(run_at - now)})"
+            )
+        queue = (await self.queue_depths(job.queue) or [{"paused": False}])[0]
+        if queue["paused"]:
+            reasons.append(f"queue {job.queue!r} is paused")
+        serving = [w for w in await self.workers() if w["alive"] and _serves(w, job.queue)]
+        if not serving:
+            reasons.append(f"no live worker serves queue {job.queue!r}")
+        backend = await self._storage.backend()
+        ahead = await backend.job_ahead_count(
+            JobAheadParams(job.queue, job.priority, run_at, job.id)
+        )
+        if ahead:
+            reasons.append(
+                f"behind {ahead} ready job{'s' if ahead != 1 else ''} of higher priority "
+                "or ready earlier on its queue"
+            )
+        if not reasons:
+            reasons.append("nothing holds it back: it starts when a worker has a free slot")
+        return reasons
+
+    async def job_history(self, job_id: str) -> tuple[JobAttempt, ...]:
+        """Every attempt of a job, first first."""
+        backend = await self._storage.backend()
+        attempts = await backend.job_attempts(JobAttemptsParams([job_id]))
+        return tuple(JobAttempt.from_record(a) for a in attempts)
+
+    async def batches(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest batches made by `enqueue_many` with progress and counts by status."""
+        backend = await self._storage.backend()
+        result = []
+        for found in await backend.job_batch_list(JobBatchListParams(limit)):
+            counts = found.by_state
+            batch = JobBatch(
+                id=found.id,
+                type=found.type,
+                total=found.total,
+                pending=counts.get(State.READY, 0),
+                processing=counts.get(State.LEASED, 0),
+                completed=counts.get(State.COMPLETED, 0),
+                failed=counts.get(State.FAILED, 0),
+                cancelled=counts.get(State.CANCELLED, 0),
+            )
+            result.append(batch.to_dict() | {"createdAt": iso(found.created_at)})
+        return result
+
+    # -- history --------------------------------------------------------------------------
+
+    async def history(self, seconds: float = 3600.0, step: int = 60) -> dict[str, Any]:
+        """Per queue, one point per `step` seconds over the last `seconds`: processed and
+        failed per minute, p50 and p95 handler duration [s] (None without calls), from
+        the history the workers store each minute."""
+        backend = await self._storage.backend()
+        now = time.time()
+        start = int((now - seconds) // step * step)
+        rows = await backend.stats_history(StatsHistoryParams(start, step=step))
+        slots = int((now - start) // step) + 1
+        series: dict[str, list[StatsMinute | None]] = {}
+        for row in rows:
+            index = int((row.minute - start) // step)
+            if not 0 <= index < slots:
+                continue
+            points = series.setdefault(row.queue, [None] * slots)
+            points[index] = _merge(points[index], row)
+        per_minute = 60.0 / step
+        return {
+            "start": start,
+            "step": step,
+            "queues": {
+                queue: [_point(p, per_minute) for p in points]
+                for queue, points in sorted(series.items())
+            },
+        }
+
     # -- cron -----------------------------------------------------------------------------
+
+    async def cron_detail(self, upcoming: int = 5, recent: int = 10) -> list[dict[str, Any]]:
+        """`cron()` plus each trigger's expression in words, next `upcoming` runs and its
+        `recent` ticks (enqueued, manual or skipped) with the job's outcome and duration."""
+        from cron_descriptor import (  # type: ignore[import-untyped]
+            Options,
+            get_description,
+        )
+
+        options = Options()
+        options.use_24hour_time_format = True
+        options.verbose = False
+        backend = await self._storage.backend()
+        rows = await self.cron(upcoming)
+        ticks = {
+            row["name"]: await backend.cron_recent(CronNameParams(row["name"], recent))
+            for row in rows
+        }
+        job_ids = [t.job_id for found in ticks.values() for t in found if t.job_id]
+        outcomes: dict[str, AttemptRecord] = {}
+        for record in await backend.job_attempts(JobAttemptsParams(job_ids)) if job_ids else []:
+            outcomes[record.job_id] = record  # the last attempt wins
+        for row in rows:
+            try:
+                words = get_description(row["cron"], options)
+            except Exception:  # a valid taskflare expression the describer cannot read
+                words = row["cron"]
+            row["description"] = f"{words} ({row['tz']})"
+            row["recent"] = []
+            for tick in ticks[row["name"]]:
+                attempt: AttemptRecord | None = outcomes.get(tick.job_id or "")
+                duration = None
+                if attempt is not None and attempt.started_at and attempt.finished_at:
+                    duration = round(attempt.finished_at - attempt.started_at, 3)
+                status = tick.status
+                if tick.job_id:
+                    status = attempt.outcome if attempt is not None else "pending"
+                row["recent"].append(
+                    {
+                        "scheduledTime": iso(tick.tick),
+                        "kind": tick.status,
+                        "status": status,
+                        "jobId": tick.job_id,
+                        "durationSeconds": duration,
+                    }
+                )
+        return rows
 
     async def cron(self, upcoming: int = 3) -> list[dict[str, Any]]:
         """One row per trigger: expression, zone, queue, next runs, last run's outcome."""
@@ -362,6 +625,30 @@ class ReadModel:
         """Every worker that reported within the report window."""
         backend = await self._storage.backend()
         return await backend.worker_list(WorkerListParams(time.time() - REPORT_WINDOW_SECONDS))
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every worker that reported recently: host, pid, queues, concurrency, work in
+        flight, start and last report; `alive` False once it is stale."""
+        now = time.time()
+        result = []
+        for report in await self.worker_reports():
+            stats = orjson.loads(report.stats_json)
+            info = stats.get("worker") or {}
+            result.append(
+                {
+                    "id": report.id,
+                    "hostname": report.hostname,
+                    "pid": report.pid,
+                    "queues": info.get("queues"),
+                    "concurrency": info.get("concurrency"),
+                    "inFlight": info.get("inFlight"),
+                    "startedAt": iso(report.started_at),
+                    "lastSeen": iso(report.last_seen),
+                    "secondsSinceReport": round(max(now - report.last_seen, 0.0), 1),
+                    "alive": now - report.last_seen <= WORKER_ALIVE_SECONDS,
+                }
+            )
+        return result
 
     async def worker_counters(self) -> WorkerCounters:
         """Counters, rates and handler-duration histograms summed over every worker."""
@@ -510,3 +797,61 @@ def _add(into: dict[str, dict[str, float]], counters: Mapping[str, Mapping[str, 
         target = into.setdefault(name, {})
         for queue, value in per_queue.items():
             target[queue] = target.get(queue, 0.0) + value
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _serves(worker: Mapping[str, Any], queue: str) -> bool:
+    queues = worker.get("queues")
+    return queues is None or queue in queues  # an older worker's report does not say
+
+
+def _merge(into: StatsMinute | None, row: StatsMinute) -> StatsMinute:
+    if into is None:
+        return row
+    histogram = tuple(a + b for a, b in zip(into.histogram, row.histogram, strict=False))
+    return StatsMinute(
+        into.minute,
+        into.queue,
+        into.processed + row.processed,
+        into.retried + row.retried,
+        into.failed + row.failed,
+        into.duration_sum + row.duration_sum,
+        histogram,
+    )
+
+
+def quantile(histogram: tuple[int, ...], q: float) -> float | None:
+    """The `q` quantile [s] of a duration histogram (`HISTORY_BUCKETS`, last = above all),
+    interpolated within its bucket as Prometheus' histogram_quantile does; None if empty."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0.0
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            if index >= len(HISTORY_BUCKETS):
+                return HISTORY_BUCKETS[-1]
+            low = HISTORY_BUCKETS[index - 1] if index else 0.0
+            high = HISTORY_BUCKETS[index]
+            return round(low + (high - low) * (rank - seen) / count, 4)
+        seen += count
+    return HISTORY_BUCKETS[-1]
+
+
+def _point(minute: StatsMinute | None, per_minute: float) -> dict[str, Any]:
+    if minute is None:
+        return {"processed": 0.0, "failed": 0.0, "p50": None, "p95": None}
+    return {
+        "processed": round(minute.processed * per_minute, 2),
+        "failed": round(minute.failed * per_minute, 2),
+        "p50": quantile(minute.histogram, 0.5),
+        "p95": quantile(minute.histogram, 0.95),
+    }

@@ -226,3 +226,13 @@ async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
     use_webhooks(contrib_app)
     with pytest.raises(InvalidPayload, match=field):
         await contrib_app.enqueue("webhook-delivery", payload)
+
+
+async def test_a_refused_connection_is_retried(contrib_app: App) -> None:
+    use_webhooks(contrib_app)
+    job = await contrib_app.enqueue(
+        "webhook-delivery", {"url": "http://127.0.0.1:9/hook", "body": {}}
+    )  # nothing listens on the discard port
+    done = await finished(contrib_app, job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 3
+    assert "cannot reach 127.0.0.1" in (done.error or "")

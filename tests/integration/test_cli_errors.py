@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from taskflare import App
 from taskflare.cli import cli
 
 from .cli_run import make_dead_letters, ok, one_line_error, tf_many, write_cli_app
@@ -230,6 +231,9 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("tail",),  # one JSON document a line: see test_cli_observe
         ("cron", "list"),
         ("cron", "check"),
+        ("namespaces", "list"),
+        ("namespaces", "items"),
+        ("namespaces", "get"),
     }
     spec = write_cli_app(tmp_path)
     make_dead_letters(database_url, 2)
@@ -244,7 +248,13 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ["stats", "--interval", "0.2"],
         ["cron", "list", spec],
         ["cron", "check", "@daily"],
+        ["namespaces", "list"],
+        ["namespaces", "items", "products"],
+        ["namespaces", "get", "products", "sku-1"],
     ]
+    documents = App(database_url)
+    documents.namespace("products").put_sync("sku-1", {"price": 1})
+    documents.close_sync()
     results = tf_many([[*c, "--json"] for c in commands], url=database_url)
     for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0, (command, result.stderr)

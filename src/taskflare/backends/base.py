@@ -508,6 +508,22 @@ class QueueCounts:
     settings_json: str | None = None
 
 
+@dataclass(slots=True)
+class QueueDepth:
+    """What a queue holds that is not finished (and its failed messages), counted from
+    the indexes of those states only: ready now, delayed (ready later), leased, failed;
+    when the oldest ready one became ready; paused; stored settings (JSON)."""
+
+    name: str
+    paused: bool = False
+    ready: int = 0
+    delayed: int = 0
+    leased: int = 0
+    failed: int = 0
+    oldest_ready_at: float | None = None
+    settings_json: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class QueuePurgeParams:
     """Delete every unfinished message of a queue (delayed ones too)."""
@@ -724,6 +740,125 @@ class JobEvent:
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class JobSearchParams:
+    """Jobs matching every given filter, newest first, after the `(created_at, id)` cursor.
+
+    `created_from`/`created_to`: epoch seconds, inclusive. `key`: a job id, idempotency
+    key, correlation id or batch id (exact). `text`: a substring of the stored
+    payload JSON (case-sensitive); a text search examines at most `scan_limit` jobs (newest
+    first after the cursor) per call, so it stays fast on any table size.
+    """
+
+    state: str | None = None
+    type: str | None = None
+    queue: str | None = None
+    created_from: float | None = None
+    created_to: float | None = None
+    text: str | None = None
+    key: str | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None
+    scan_limit: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSearchResult:
+    """A page of matching jobs; for a text search that examined `scan_limit` jobs without
+    filling the page, `scanned_to` is where the next call continues (else None)."""
+
+    records: list[MessageRecord]
+    scanned_to: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatchListParams:
+    """The newest `limit` batches."""
+
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class JobBatchSummary:
+    """A batch with its creation time and its jobs counted by state."""
+
+    id: str
+    type: str
+    total: int
+    created_at: float
+    by_state: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class JobDeleteParams:
+    """Delete these jobs (any status; a running one keeps running but its outcome is lost)."""
+
+    ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class JobAheadParams:
+    """How many ready jobs of `queue` a pending job waits behind: higher priority, or the
+    same priority and ready earlier (both ready now)."""
+
+    queue: str
+    priority: int
+    available_at: float
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleteParams:
+    """Delete these messages of `queue` (not leased ones: a consumer holds them)."""
+
+    queue: str
+    ids: Sequence[str]
+
+
+# -- statistics history -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatsMinute:
+    """What the workers did on one queue during one minute (`minute`: epoch seconds at the
+    start of the minute): deliveries processed (acked or completed), retried and failed,
+    and the handler-duration histogram (`histogram[i]`: calls within `DURATION_BUCKETS[i]`,
+    the last one above every bucket) with the durations' sum [s]."""
+
+    minute: int
+    queue: str
+    processed: int = 0
+    retried: int = 0
+    failed: int = 0
+    duration_sum: float = 0.0
+    histogram: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatsAddParams:
+    """Add these per-minute deltas to the stored minutes (rows are summed, never replaced,
+    so any number of workers report into the same minute)."""
+
+    minutes: Sequence[StatsMinute]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsHistoryParams:
+    """Minutes at or after `since` (epoch seconds), optionally of one queue, summed into
+    buckets of `step` seconds (a multiple of 60; a bucket is named by its first second)."""
+
+    since: float
+    queue: str | None = None
+    step: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class StatsPruneParams:
+    """Delete minutes before `before` (epoch seconds)."""
+
+    before: float
+
+
 # -- cron -------------------------------------------------------------------------------
 
 
@@ -924,6 +1059,10 @@ class MessageStore(Protocol):
         """Store messages all or nothing."""
         ...
 
+    async def message_delete_many(self, params: MessageDeleteParams) -> int:
+        """Delete messages of a queue that no consumer holds; return how many."""
+        ...
+
     async def message_get(self, params: MessageGetParams) -> MessageRecord | None:
         """One message (or job) by id, or None."""
         ...
@@ -944,6 +1083,10 @@ class MessageStore(Protocol):
 class JobStore(Protocol):
     """Jobs: idempotent enqueue, history, listing, cancel, retry, progress, counts."""
 
+    async def job_ahead_count(self, params: JobAheadParams) -> int:
+        """Ready jobs of a queue that a pending job waits behind."""
+        ...
+
     async def job_attempt_seq(self) -> int:
         """The sequence number of the latest attempt row (where a live feed starts)."""
         ...
@@ -958,6 +1101,10 @@ class JobStore(Protocol):
 
     async def job_batch_create(self, params: JobBatchCreateParams) -> None:
         """Record a batch of jobs."""
+        ...
+
+    async def job_batch_list(self, params: JobBatchListParams) -> list[JobBatchSummary]:
+        """The newest batches, newest first, with their jobs counted by state."""
         ...
 
     async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
@@ -975,6 +1122,10 @@ class JobStore(Protocol):
 
     async def job_counts(self, params: JobCountParams) -> list[JobCount]:
         """Jobs counted by queue, type and state."""
+        ...
+
+    async def job_delete_many(self, params: JobDeleteParams) -> int:
+        """Delete jobs (and their attempt rows); return how many jobs were deleted."""
         ...
 
     async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
@@ -1001,6 +1152,14 @@ class JobStore(Protocol):
         """Put a failed or cancelled job back to pending with a fresh attempt budget."""
         ...
 
+    async def job_search(self, params: JobSearchParams) -> JobSearchResult:
+        """Jobs matching the filters, newest first, one page."""
+        ...
+
+    async def job_search_count(self, params: JobSearchParams) -> int:
+        """How many jobs match the filters (`limit`, `before` and `scan_limit` ignored)."""
+        ...
+
 
 class QueueStore(Protocol):
     """Queues: declare, pause, inspect, count, purge, replay dead letters."""
@@ -1015,6 +1174,11 @@ class QueueStore(Protocol):
 
     async def queue_declare_many(self, params: QueueDeclareParams) -> None:
         """Record queues and their settings."""
+        ...
+
+    async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Every queue (stored, or holding messages) with its unfinished and failed
+        messages counted, without reading finished rows (the dashboard's live view)."""
         ...
 
     async def queue_pause(self, params: QueuePauseParams) -> None:
@@ -1055,6 +1219,22 @@ class WorkerStore(Protocol):
 
     async def worker_report(self, report: WorkerReport) -> None:
         """Upsert a worker's report (its `last_seen` is the backend's clock)."""
+        ...
+
+
+class StatsStore(Protocol):
+    """Per-minute history of what the workers did, kept in the database (bounded)."""
+
+    async def stats_add(self, params: StatsAddParams) -> None:
+        """Add per-minute deltas."""
+        ...
+
+    async def stats_history(self, params: StatsHistoryParams) -> list[StatsMinute]:
+        """Stored minutes, oldest first."""
+        ...
+
+    async def stats_prune(self, params: StatsPruneParams) -> int:
+        """Delete old minutes; return how many rows."""
         ...
 
 
@@ -1128,6 +1308,7 @@ class Backend(
     QueueStore,
     CronStore,
     WorkerStore,
+    StatsStore,
     OnceStore,
     DocumentStore,
     Notifier,

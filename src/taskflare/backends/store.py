@@ -13,8 +13,11 @@ commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+
+import orjson
 
 from ..errors import InvalidMessage
 from .base import (
@@ -31,18 +34,25 @@ from .base import (
     ExpiredLease,
     ExpiredLeaseParams,
     FlowLimit,
+    JobAheadParams,
     JobAttemptsParams,
     JobBatchCounts,
     JobBatchCreateParams,
     JobBatchGetParams,
+    JobBatchListParams,
+    JobBatchSummary,
     JobBatchTotalParams,
     JobCount,
     JobCountParams,
+    JobDeleteParams,
     JobEvent,
     JobEventsParams,
     JobFilter,
     JobProgressParams,
+    JobSearchParams,
+    JobSearchResult,
     LeaseExtendParams,
+    MessageDeleteParams,
     MessageGetParams,
     MessageListParams,
     MessageRecord,
@@ -55,11 +65,16 @@ from .base import (
     QueueCounts,
     QueueCountsParams,
     QueueDeclareParams,
+    QueueDepth,
     QueuePauseParams,
     QueuePurgeParams,
     ReadyInfo,
     ReadyInfoParams,
     ReleaseParams,
+    StatsAddParams,
+    StatsHistoryParams,
+    StatsMinute,
+    StatsPruneParams,
     WorkerListParams,
     WorkerReport,
 )
@@ -115,8 +130,39 @@ def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:
     return info.ready_count >= min_count or info.oldest_available_at <= info.now - max_wait
 
 
+def _search_args(params: JobSearchParams) -> dict[str, Any]:
+    """The bound values of the jobs-list statements: open ends of the time range and the
+    cursor as infinities (always bound, so an index can seek), an inclusive upper time as
+    the position just above it."""
+    upper: tuple[float, str] = (math.inf, "")
+    if params.created_to is not None:
+        upper = (math.nextafter(params.created_to, math.inf), "")
+    if params.before is not None and params.before < upper:
+        upper = params.before
+    return {
+        "state": params.state,
+        "type": params.type,
+        "queue": params.queue,
+        "created_from": -math.inf if params.created_from is None else params.created_from,
+        "before_created": upper[0],
+        "before_id": upper[1],
+        "needle": None if params.text is None else params.text.encode(),
+        "limit": params.limit,
+        "scan_limit": params.scan_limit,
+        "key": params.key,
+    }
+
+
+# Statistics rows travel as JSON arrays: minute, queue, processed, retried, failed,
+# duration_sum, then the histogram (this many buckets, zero-filled).
+STATS_BUCKETS = 14
+
+
 class SqlStore:
     """The storage methods that are one statement on every dialect."""
+
+    # SQLite plans a statement once: the jobs list has one statement per driving index.
+    SEARCH_BY_INDEX = False
 
     def __init__(self, executor: Executor) -> None:
         self._x = executor
@@ -146,6 +192,15 @@ class SqlStore:
     async def message_get(self, params: MessageGetParams) -> MessageRecord | None:
         """One message by id, or None."""
         return (await self._x.fetch("message_get", {"id": params.id})).first(MessageRecord)
+
+    async def message_delete_many(self, params: MessageDeleteParams) -> int:
+        """Delete messages of a queue that no consumer holds."""
+        if not params.ids:
+            return 0
+        rows = await self._x.fetch(
+            "message_delete_many", {"queue": params.queue, "ids": list(params.ids)}
+        )
+        return rows.rowcount
 
     async def message_list(self, params: MessageListParams) -> list[MessageRecord]:
         """Messages of one queue, optionally of one state, oldest first."""
@@ -184,6 +239,24 @@ class SqlStore:
                     "settings": [q.settings_json for q in params.queues],
                 },
             )
+
+    async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Stored queues, then each state's count read from that state's index."""
+        found: dict[str, QueueDepth] = {}
+        for stored in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows:
+            found[stored[0]] = QueueDepth(str(stored[0]), bool(stored[1]), settings_json=stored[2])
+        for row in (await self._x.fetch("queue_depths", {"queue": params.queue})).dicts():
+            depth = found.setdefault(row["queue"], QueueDepth(str(row["queue"])))
+            count = int(row["count"])
+            if row["state"] == "ready":
+                depth.delayed = int(row["delayed"] or 0)
+                depth.ready = count - depth.delayed
+                depth.oldest_ready_at = row["oldest"]
+            elif row["state"] == "leased":
+                depth.leased = count
+            else:
+                depth.failed = count
+        return [found[name] for name in sorted(found)]
 
     async def queue_pause(self, params: QueuePauseParams) -> None:
         """Set or clear a queue's paused flag (resuming wakes idle workers)."""
@@ -247,6 +320,61 @@ class SqlStore:
         )
         return rows.into(MessageRecord)
 
+    def _search_name(self, base: str, params: JobSearchParams) -> str:
+        if self.SEARCH_BY_INDEX:
+            if params.type is not None:
+                return f"{base}_type"
+            if params.state is not None:
+                return f"{base}_state"
+        return base
+
+    async def job_search(self, params: JobSearchParams) -> JobSearchResult:
+        """Jobs matching the filters, newest first: by key, by payload text (a bounded
+        window), or by the filters alone."""
+        args = _search_args(params)
+        if params.key is not None:
+            rows = await self._x.fetch("job_find", args)
+            found = [r for r in rows.into(MessageRecord) if _matches(r, params)]
+            return JobSearchResult(found)
+        if params.text is not None:
+            rows = await self._x.fetch("job_search_text", args)
+            records = rows.into(MessageRecord)
+            scanned_to = None
+            if len(records) < params.limit:
+                end = (await self._x.fetch("job_search_window_end", args)).dicts()
+                if end:
+                    scanned_to = (float(end[0]["created_at"]), str(end[0]["id"]))
+            return JobSearchResult(records, scanned_to)
+        rows = await self._x.fetch(self._search_name("job_search", params), args)
+        return JobSearchResult(rows.into(MessageRecord))
+
+    async def job_search_count(self, params: JobSearchParams) -> int:
+        """How many jobs match (a key search: at most one page)."""
+        if params.key is not None:
+            return len((await self.job_search(params)).records)
+        args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
+        name = self._search_name("job_search_count", params)
+        return int((await self._x.fetch(name, args)).scalar() or 0)
+
+    async def job_ahead_count(self, params: JobAheadParams) -> int:
+        """Ready jobs a pending job waits behind."""
+        rows = await self._x.fetch(
+            "job_ahead_count",
+            {
+                "queue": params.queue,
+                "priority": params.priority,
+                "available_at": params.available_at,
+                "id": params.id,
+            },
+        )
+        return int(rows.scalar() or 0)
+
+    async def job_delete_many(self, params: JobDeleteParams) -> int:
+        """Delete jobs with their history and idempotency keys."""
+        if not params.ids:
+            return 0
+        return len(await self._x.fetch("job_delete_many", {"ids": list(params.ids)}))
+
     async def ping(self) -> None:
         """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
         await self._x.fetch("database_ping", {})
@@ -300,6 +428,20 @@ class SqlStore:
             "job_batch_create", {"id": params.id, "type": params.type, "total": params.total}
         )
 
+    async def job_batch_list(self, params: JobBatchListParams) -> list[JobBatchSummary]:
+        """The newest batches with their jobs counted by state, in one statement."""
+        found: dict[str, JobBatchSummary] = {}
+        for r in (await self._x.fetch("job_batch_list", {"limit": params.limit})).dicts():
+            entry = found.setdefault(
+                r["id"],
+                JobBatchSummary(
+                    str(r["id"]), str(r["type"]), int(r["total"]), float(r["created_at"]), {}
+                ),
+            )
+            if r["state"] is not None:
+                entry.by_state[str(r["state"])] = int(r["count"])
+        return list(found.values())
+
     async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
         """Raise a batch's total (never lowers it)."""
         await self._x.fetch("job_batch_raise_total", {"id": params.id, "total": params.total})
@@ -343,6 +485,43 @@ class SqlStore:
         """Workers seen since `since`, oldest first."""
         rows = await self._x.fetch("worker_list", {"since": float(params.since)})
         return rows.into(WorkerReport)
+
+    # -- statistics history --------------------------------------------------------------
+
+    async def stats_add(self, params: StatsAddParams) -> None:
+        """Add per-minute deltas to the stored minutes."""
+        rows = []
+        for m in params.minutes:
+            histogram = list(m.histogram[:STATS_BUCKETS])
+            histogram += [0] * (STATS_BUCKETS - len(histogram))
+            rows.append(
+                [m.minute, m.queue, m.processed, m.retried, m.failed, m.duration_sum, *histogram]
+            )
+        if rows:
+            await self._x.fetch("stats_add", {"rows": orjson.dumps(rows).decode()})
+
+    async def stats_history(self, params: StatsHistoryParams) -> list[StatsMinute]:
+        """Stored minutes since `since`, oldest first."""
+        rows = await self._x.fetch(
+            "stats_history",
+            {"since": float(params.since), "queue": params.queue, "step": int(params.step)},
+        )
+        return [
+            StatsMinute(
+                int(r[0]),
+                str(r[1]),
+                int(r[2]),
+                int(r[3]),
+                int(r[4]),
+                float(r[5]),
+                tuple(int(v) for v in r[6:]),
+            )
+            for r in rows.rows
+        ]
+
+    async def stats_prune(self, params: StatsPruneParams) -> int:
+        """Delete minutes before `before`."""
+        return (await self._x.fetch("stats_prune", {"before": float(params.before)})).rowcount
 
     # -- once ----------------------------------------------------------------------------
 
@@ -447,3 +626,19 @@ def _documents(rows: Rows) -> list[DocumentRecord]:
     return [
         DocumentRecord(str(r[0]), str(r[1]), str(r[2]).encode(), float(r[3])) for r in rows.rows
     ]
+
+
+def _fields(params: JobSearchParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def _matches(record: MessageRecord, params: JobSearchParams) -> bool:
+    """Whether a job found by key also passes the other filters."""
+    return (
+        (params.state is None or record.state == params.state)
+        and (params.type is None or record.type == params.type)
+        and (params.queue is None or record.queue == params.queue)
+        and (params.created_from is None or record.created_at >= params.created_from)
+        and (params.created_to is None or record.created_at <= params.created_to)
+        and (params.text is None or params.text.encode() in bytes(record.body))
+    )

@@ -158,7 +158,8 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Serve the HTTP API (jobs, queues, pull consumers, webhooks, /metrics) with uvicorn.
+    """Serve the HTTP API (jobs, queues, pull consumers, webhooks, /metrics) and the web
+    dashboard (/dashboard/) with uvicorn.
 
     Example: TASKFLARE_API_TOKEN=s3cret taskflare serve myapp:app --host 0.0.0.0 --port 8000
     """
@@ -201,14 +202,17 @@ def serve(
         listener = bind_listener(host, port)
     except TaskflareError as exc:
         raise fail(str(exc)) from None
+    shown = f"[{host}]" if ":" in host else host
     logging.getLogger("taskflare.http").info(
-        "serving %s on %s:%d: database %s; %s; docs %s",
+        "serving %s on %s:%d: database %s; %s; docs %s; dashboard at http://%s:%d/dashboard/",
         app,
         host,
         bound_port(listener),
         redact_url(application.database_url),
         "token required" if tokens.enabled else "no token (open to this machine)",
         "public" if security.public_docs or not tokens.enabled else "need a token",
+        shown,
+        bound_port(listener),
     )
     config = uvicorn.Config(
         api,

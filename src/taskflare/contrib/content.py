@@ -37,7 +37,7 @@ class ChatMessage(BaseModel):
 
 
 class GenerateContent(Payload):
-    """The `generate-content` payload (seed shape: `{"prompt", "model"}`)."""
+    """The `generate-content` payload (the Queue Service's shape: `{"prompt", "model"}`)."""
 
     prompt: str | None = Field(default=None, min_length=1)
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)

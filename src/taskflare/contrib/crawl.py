@@ -53,6 +53,7 @@ IDEMPOTENCY_TTL = 30 * 86_400.0
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 MAX_SITEMAPS = 10
+ROBOTS_TTL = 3600.0  # [s] a worker reads a site's robots.txt again after this long
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -83,7 +84,7 @@ def _site(host: str) -> str:
 
 
 class CrawlWebsite(Payload):
-    """The `crawl-website` payload (seed shape: `{"url", "maxPages"}`)."""
+    """The `crawl-website` payload (the Queue Service's shape: `{"url", "maxPages"}`)."""
 
     url: str
     maxPages: int = Field(default=100, ge=1, le=100_000)
@@ -212,11 +213,11 @@ class Rules:
 
 
 class Politeness:
-    """Per host: robots.txt rules (fetched once a process) and the time of the next
-    allowed request."""
+    """Per host: robots.txt rules (read once an hour by each process) and the time of the
+    next allowed request."""
 
     def __init__(self) -> None:
-        self._robots: dict[str, Any] = {}
+        self._robots: dict[str, tuple[float, Any]] = {}
         self._next: dict[tuple[int, str], float] = {}
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
 
@@ -226,7 +227,10 @@ class Politeness:
         """The parsed robots.txt of `origin` (scheme://host[:port]); allow-all if absent."""
         from protego import Protego
 
-        found = self._robots.get(origin)
+        cached = self._robots.get(origin)
+        found = None
+        if cached is not None and time.monotonic() - cached[0] < ROBOTS_TTL:
+            found = cached[1]
         if found is None:
             text = ""
             try:
@@ -242,7 +246,8 @@ class Politeness:
                 raise RuntimeError(
                     f"cannot fetch {origin}/robots.txt: {type(exc).__name__}"
                 ) from None
-            found = self._robots[origin] = Protego.parse(text)
+            found = Protego.parse(text)
+            self._robots[origin] = (time.monotonic(), found)
         return found
 
     async def wait_turn(self, host: str, delay: float) -> None:

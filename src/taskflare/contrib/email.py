@@ -85,7 +85,7 @@ class Attachment(Payload):
 
 
 class SendEmail(Payload):
-    """The `send-email` payload (seed shape: `{"to", "subject", "body"}`)."""
+    """The `send-email` payload (the Queue Service's shape: `{"to", "subject", "body"}`)."""
 
     to: str | list[str] = Field(description="one address or a list")
     subject: str = Field(max_length=998)

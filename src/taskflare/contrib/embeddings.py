@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class GenerateEmbedding(Payload):
-    """The `generate-embedding` payload (seed shape: `{"text", "model"}`)."""
+    """The `generate-embedding` payload (the Queue Service's shape: `{"text", "model"}`)."""
 
     text: str | list[str]
     model: str = Field(min_length=1, max_length=200)

@@ -47,7 +47,8 @@ MAX_REPORTED_INVALID = 100
 
 
 class BatchImport(Payload):
-    """The `batch-import` payload (seed shape: `{"items": [...], "namespace": "products"}`)."""
+    """The `batch-import` payload (the Queue Service's shape: `{"items": [...],
+    "namespace": "products"}`)."""
 
     namespace: str
     items: list[Any] | None = None

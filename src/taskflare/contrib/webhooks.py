@@ -35,7 +35,7 @@ _SIGNATURE_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
 
 
 class WebhookDelivery(Payload):
-    """The `webhook-delivery` payload (seed shape: `{"url", "method", "body"}`)."""
+    """The `webhook-delivery` payload (the Queue Service's shape: `{"url", "method", "body"}`)."""
 
     url: str
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"

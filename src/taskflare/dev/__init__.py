@@ -80,6 +80,7 @@ def run_dev(
     console = Console()
     if api is not None and listener is not None:
         console.print(f"HTTP API on http://{api.host}:{bound_port(listener)} (docs at /docs)")
+        console.print(f"Dashboard on http://{api.host}:{bound_port(listener)}/dashboard/")
 
     async def main() -> None:
         stop = asyncio.Event()

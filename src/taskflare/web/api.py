@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,6 +17,7 @@ from ..app import App
 from ..errors import InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
 from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body, said
+from .dashboard import create_dashboard
 from .health import health_router
 from .jobs_routes import job_router
 from .metrics import render_metrics
@@ -146,6 +147,21 @@ def create_api(
             media_type="application/json",
         )
 
+    @api.get("/", include_in_schema=False)
+    async def root(request: Request) -> Response:
+        # A browser goes to the dashboard; a program gets where things are.
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(f"{request.scope.get('root_path', '')}/dashboard/", 303)
+        return JSONResponse({"service": "taskflare", "dashboard": "/dashboard/", "docs": "/docs"})
+
+    @api.get("/dashboard", include_in_schema=False)
+    async def dashboard_slash(request: Request) -> Response:
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/dashboard/", 307)
+
+    # The dashboard signs browsers in with the same tokens (a session cookie) and guards
+    # its own forms (CSRF token, same origin, read-only sessions refused).
+    api.mount("/dashboard", create_dashboard(app, tokens))
+
     api.include_router(health_router(app))
     protected = [Depends(authorize)]
     api.include_router(job_router(app), dependencies=protected)
@@ -159,10 +175,9 @@ def create_api(
         response_class=PlainTextResponse,
         responses=ERRORS,
     )
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(
-            await render_metrics(app), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+    async def metrics(request: Request) -> Response:
+        body, content_type = await render_metrics(app, request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @api.post("/webhooks/{source}", tags=["webhooks"], response_model=Envelope, responses=ERRORS)
     async def webhook(source: str, request: Request) -> JSONResponse:

@@ -70,6 +70,8 @@ _WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::"})
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/redoc"})
 _DOCS_ASSETS = "/docs/assets/"
+# The dashboard's pages and forms (HTML forms, guarded by its own session and CSRF token).
+DASHBOARD = "/dashboard/"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
 _API_HEADERS = [
@@ -183,10 +185,14 @@ class HttpSecurity:
         return target is not None and parsed == (scheme, *target)
 
     def is_public(self, path: str, tokens: Tokens) -> bool:
-        """Whether `path` is answered without a token: /health, webhooks (their signature
-        authenticates), and the schema and docs when published (or when no token is set)."""
-        if path in ("/health", "/health/live") or path.startswith("/webhooks/"):
-            return True
+        """Whether `path` is answered without a bearer token: /health, webhooks (their
+        signature authenticates), the dashboard (it signs browsers in with the same tokens
+        and guards its forms itself), `/` (a redirect), and the schema and docs when
+        published (or when no token is set)."""
+        if path in ("/health", "/health/live", "/", "/dashboard"):
+            return True  # "/" and "/dashboard" only redirect
+        if path.startswith(("/webhooks/", DASHBOARD)):
+            return True  # the dashboard signs browsers in itself
         return is_docs_path(path) and (self.public_docs or not tokens.enabled)
 
 
@@ -356,6 +362,7 @@ class EdgeGuard:
         if (
             method in _STATE_CHANGING
             and not webhook
+            and not path.startswith(DASHBOARD)
             and _has_body(headers)
             and not _is_json(headers.get(b"content-type", b""))
         ):

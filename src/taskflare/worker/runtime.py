@@ -185,7 +185,7 @@ class Worker:
             LeaseRescuer(backend, self.queues, min(max(min(timeouts) / 2, 0.1), 15.0)),
             Pruner(backend, self.app.retention),
             StatisticsKeeper(backend, STATISTICS_INTERVAL),
-            WorkerReporter(backend, self._report, REPORT_INTERVAL),
+            WorkerReporter(backend, self._report, REPORT_INTERVAL, self.stats.take_minutes),
         ]
         job_queues = {name for name, q in self.queues.items() if q.kind == JOBS}
         if job_queues:
@@ -289,6 +289,15 @@ class Worker:
         """The lease ids this worker holds now, by queue (for tests and diagnostics)."""
         return {} if self._state is None else self._state.held.by_queue()
 
+    def _info(self) -> dict[str, object]:
+        """What this worker serves, for its report (the dashboard's workers page)."""
+        running = 0 if self._state is None else len(self._state.running)
+        return {
+            "queues": sorted(self.queues),
+            "concurrency": self.config.concurrency,
+            "inFlight": running,
+        }
+
     def _report(self) -> WorkerReport:
         return WorkerReport(
             id=self.id,
@@ -296,7 +305,7 @@ class Worker:
             pid=os.getpid(),
             started_at=self._started_at,
             last_seen=time.time(),
-            stats_json=self.stats.to_json(),
+            stats_json=self.stats.to_json(info=self._info()),
         )
 
     # -- in-process draining (taskflare.testing) ----------------------------------------

@@ -26,6 +26,9 @@ from ..backends.base import (
     CancelRequestedParams,
     LeaseExtendParams,
     PruneParams,
+    StatsAddParams,
+    StatsMinute,
+    StatsPruneParams,
     WorkerReport,
 )
 from ..registry import QueueSpec
@@ -34,6 +37,11 @@ from .leases import HeldLeases
 from .rescue import rescue_expired
 
 log = logging.getLogger("taskflare.worker")
+
+# The stored per-minute history is kept this long [s] (the dashboard shows 24 h)...
+HISTORY_SECONDS = 25 * 3600.0
+# ...and each worker prunes what is older this often [s].
+HISTORY_PRUNE_INTERVAL = 600.0
 
 
 class PeriodicService:
@@ -221,12 +229,28 @@ class WorkerReporter(PeriodicService):
     name = "worker-reporter"
 
     def __init__(
-        self, backend: Backend, report: Callable[[], WorkerReport], interval: float
+        self,
+        backend: Backend,
+        report: Callable[[], WorkerReport],
+        interval: float,
+        minutes: Callable[[], list[StatsMinute]] | None = None,
     ) -> None:
         super().__init__(interval)
         self._backend = backend
         self._report = report
+        self._minutes = minutes
+        self._pruned_at = 0.0
 
     async def run_once(self) -> None:
-        """Upsert the report."""
+        """Upsert the report; add this worker's per-minute deltas to the stored history
+        and, every few minutes, prune history older than `HISTORY_SECONDS`."""
         await self._backend.worker_report(self._report())
+        if self._minutes is None:
+            return
+        minutes = self._minutes()
+        if minutes:
+            await self._backend.stats_add(StatsAddParams(minutes))
+        now = time.time()
+        if now - self._pruned_at >= HISTORY_PRUNE_INTERVAL:
+            self._pruned_at = now
+            await self._backend.stats_prune(StatsPruneParams(now - HISTORY_SECONDS))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..backends.base import ACKED, SettleResult, State
+from ..backends.base import ACKED, SettleResult, State, StatsMinute
 
 # Upper bounds [s] of the handler-duration histogram (the last bucket is +Inf).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -41,6 +41,9 @@ class WorkerStats:
     # The counters at the previous report, and when (monotonic seconds): the rates in a
     # report are measured over the interval since.
     _previous: tuple[float, dict[str, dict[str, int]]] | None = None
+    # What `take_minutes` last handed out, per queue: processed, retried, failed, the
+    # histogram and the duration sum (the history stores deltas).
+    _taken: dict[str, tuple[int, int, int, list[int], float]] = field(default_factory=dict)
 
     def record(self, queue: str, result: SettleResult, ids: list[str], duration: float) -> None:
         """Add one handler call: the deliveries it covered (`ids`) as stored, and its
@@ -61,9 +64,39 @@ class WorkerStats:
         buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
         self.duration_sum[queue] = self.duration_sum.get(queue, 0.0) + duration
 
-    def to_json(self, now: float | None = None) -> str:
+    def take_minutes(self, now: float | None = None) -> list[StatsMinute]:
+        """What happened per queue since the previous call, as deltas for the current
+        minute (`now`: epoch seconds), for the stored throughput and latency history."""
+        minute = int((time.time() if now is None else now) // 60 * 60)
+        taken = []
+        for queue in set(self.delivered) | set(self.durations):
+            current = (
+                self.acked[queue],
+                self.retried[queue],
+                self.failed[queue],
+                list(self.durations.get(queue, [])),
+                self.duration_sum.get(queue, 0.0),
+            )
+            before = self._taken.get(queue, (0, 0, 0, [0] * len(current[3]), 0.0))
+            histogram = tuple(c - b for c, b in zip(current[3], before[3], strict=False))
+            delta = StatsMinute(
+                minute,
+                queue,
+                current[0] - before[0],
+                current[1] - before[1],
+                current[2] - before[2],
+                current[4] - before[4],
+                histogram,
+            )
+            self._taken[queue] = current
+            if delta.processed or delta.retried or delta.failed or any(histogram):
+                taken.append(delta)
+        return taken
+
+    def to_json(self, now: float | None = None, info: dict[str, object] | None = None) -> str:
         """The counters as JSON, for the worker's periodic report, with each counter's
-        rate per second over the interval since the previous report."""
+        rate per second over the interval since the previous report, and `info` (what
+        the worker serves: queues, concurrency, work in flight) under "worker"."""
         now = time.monotonic() if now is None else now
         counters = {name: dict(getattr(self, name)) for name in COUNTERS}
         rates: dict[str, dict[str, float]] = {}
@@ -82,6 +115,7 @@ class WorkerStats:
             {
                 "counters": counters,
                 "rates": rates,
+                "worker": info or {},
                 "durations": {
                     "buckets": list(DURATION_BUCKETS),
                     "counts": self.durations,

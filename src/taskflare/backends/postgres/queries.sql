@@ -729,6 +729,164 @@ ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM {schema}.workers
 WHERE last_seen >= %(since)s ORDER BY started_at;
 
+-- Dashboard ----------------------------------------------------------------------------
+-- The jobs list and its count: planned per execution, so an absent filter folds away and
+-- the planner picks the index of the filters given. The cursor and the time range are
+-- always bound (open ends as +/- infinity), so the index seeks to the page.
+
+-- name: job_search
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM {schema}.messages
+WHERE type IS NOT NULL
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_search_count
+SELECT count(*) FROM {schema}.messages
+WHERE type IS NOT NULL
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0);
+
+-- name: job_search_text
+-- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
+-- cursor (whatever the other filters), so one call costs the same on any table size.
+WITH examined AS MATERIALIZED (
+    SELECT id FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+)
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM {schema}.messages
+WHERE id IN (SELECT id FROM examined)
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND position(%(needle)s::bytea IN body) > 0
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_search_window_end
+-- The last job of job_search_text's window when the window was full (else no row): a
+-- search that found too few goes on from there.
+SELECT created_at, id FROM {schema}.messages
+WHERE type IS NOT NULL
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+OFFSET %(scan_limit)s - 1 LIMIT 1;
+
+-- name: job_find
+-- Jobs by id, idempotency key, correlation id or batch id (each has its index).
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM {schema}.messages
+WHERE type IS NOT NULL
+  AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s OR batch_id = %(key)s)
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_batch_list
+-- The newest batches with their jobs counted by state.
+SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
+       m.state AS state, count(m.id) AS count
+FROM (SELECT id, type, total, created_at FROM {schema}.job_batches
+      ORDER BY created_at DESC LIMIT %(limit)s) AS b
+LEFT JOIN {schema}.messages AS m ON m.batch_id = b.id
+GROUP BY b.id, b.type, b.total, b.created_at, m.state
+ORDER BY b.created_at DESC, b.id;
+
+-- name: job_ahead_count
+SELECT count(*) FROM {schema}.messages
+WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now} AND id <> %(id)s
+  AND (priority > %(priority)s
+       OR (priority = %(priority)s AND available_at < %(available_at)s::float8));
+
+-- name: job_delete_many
+-- The jobs, their history and the idempotency keys that point at them, in one statement.
+WITH deleted AS (
+    DELETE FROM {schema}.messages
+    WHERE type IS NOT NULL AND id = ANY(%(ids)s::text[])
+    RETURNING id
+), history AS (
+    DELETE FROM {schema}.job_attempts WHERE job_id IN (SELECT id FROM deleted)
+), keys AS (
+    DELETE FROM {schema}.idempotency_keys WHERE job_id IN (SELECT id FROM deleted)
+)
+SELECT id FROM deleted;
+
+-- name: message_delete_many
+DELETE FROM {schema}.messages
+WHERE queue = %(queue)s AND state <> 'leased' AND id = ANY(%(ids)s::text[]);
+
+-- name: stats_add
+INSERT INTO {schema}.stats_minutes AS s (minute, queue, processed, retried, failed,
+                                          duration_sum, h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13)
+SELECT (r->>0)::bigint, r->>1, (r->>2)::bigint, (r->>3)::bigint, (r->>4)::bigint,
+       (r->>5)::float8, (r->>6)::bigint, (r->>7)::bigint, (r->>8)::bigint, (r->>9)::bigint, (r->>10)::bigint, (r->>11)::bigint, (r->>12)::bigint, (r->>13)::bigint, (r->>14)::bigint, (r->>15)::bigint, (r->>16)::bigint, (r->>17)::bigint, (r->>18)::bigint, (r->>19)::bigint
+FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+ON CONFLICT (minute, queue) DO UPDATE SET
+    processed = s.processed + excluded.processed,
+    retried = s.retried + excluded.retried,
+    failed = s.failed + excluded.failed,
+    duration_sum = s.duration_sum + excluded.duration_sum,
+    h0 = s.h0 + excluded.h0, h1 = s.h1 + excluded.h1, h2 = s.h2 + excluded.h2, h3 = s.h3 + excluded.h3, h4 = s.h4 + excluded.h4, h5 = s.h5 + excluded.h5, h6 = s.h6 + excluded.h6, h7 = s.h7 + excluded.h7, h8 = s.h8 + excluded.h8, h9 = s.h9 + excluded.h9, h10 = s.h10 + excluded.h10, h11 = s.h11 + excluded.h11, h12 = s.h12 + excluded.h12, h13 = s.h13 + excluded.h13;
+
+-- name: stats_history
+-- Minutes summed into buckets of :step seconds (one row per bucket and queue).
+SELECT (minute / %(step)s::bigint) * %(step)s::bigint AS minute, queue, sum(processed) AS processed,
+       sum(retried) AS retried, sum(failed) AS failed, sum(duration_sum) AS duration_sum,
+       sum(h0) AS h0, sum(h1) AS h1, sum(h2) AS h2, sum(h3) AS h3, sum(h4) AS h4, sum(h5) AS h5, sum(h6) AS h6, sum(h7) AS h7, sum(h8) AS h8, sum(h9) AS h9, sum(h10) AS h10, sum(h11) AS h11, sum(h12) AS h12, sum(h13) AS h13
+FROM {schema}.stats_minutes
+WHERE minute >= %(since)s::float8 AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY (minute / %(step)s::bigint) * %(step)s::bigint, queue
+ORDER BY 1, 2;
+
+-- name: stats_prune
+DELETE FROM {schema}.stats_minutes WHERE minute < %(before)s::float8;
+
+-- name: queue_rows
+SELECT name, paused, settings FROM {schema}.queues
+WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
+ORDER BY name;
+
+-- name: queue_depths
+-- Each state from its own index (ready, leased, failed), never reading finished rows;
+-- the oldest ready time counts only what is ready now (delayed rows are not waiting).
+SELECT queue, 'ready' AS state, count(*) AS count,
+       min(CASE WHEN available_at <= {now} THEN available_at END) AS oldest,
+       sum(CASE WHEN available_at > {now} THEN 1 ELSE 0 END) AS delayed
+FROM {schema}.messages WHERE state = 'ready' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'leased', count(*), NULL, NULL
+FROM {schema}.messages WHERE state = 'leased' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'failed', count(*), NULL, NULL
+FROM {schema}.messages WHERE state = 'failed' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+GROUP BY queue;
+
 -- Documents (the namespaced document store) ---------------------------------------------
 
 -- name: doc_put_many

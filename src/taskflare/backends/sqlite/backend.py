@@ -45,6 +45,7 @@ from ..base import (
     FlowStat,
     FlowStatsParams,
     JobCancelResult,
+    JobDeleteParams,
     JobEnqueueParams,
     JobIdParams,
     JobRetryResult,
@@ -434,6 +435,7 @@ class SQLiteBackend(SqlStore):
     # header (one pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
+    SEARCH_BY_INDEX = True
 
     def __init__(
         self,
@@ -761,6 +763,22 @@ class SQLiteBackend(SqlStore):
             if state is None:
                 return JobRetryResult(RetryResult.MISSING)
             return JobRetryResult(RetryResult.WRONG_STATE, str(state))
+
+        return await self._db.transaction(run)
+
+    async def job_delete_many(self, params: JobDeleteParams) -> int:
+        """Delete jobs, their history and the idempotency keys naming them, in one
+        transaction."""
+        if not params.ids:
+            return 0
+        args = {"ids": list(params.ids)}
+
+        def run(tx: Transaction) -> int:
+            deleted = [row[0] for row in tx.fetch("job_delete_many", args).rows]
+            if deleted:
+                tx.fetch("job_delete_attempts", {"ids": deleted})
+                tx.fetch("job_delete_keys", {"ids": deleted})
+            return len(deleted)
 
         return await self._db.transaction(run)
 

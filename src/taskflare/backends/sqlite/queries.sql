@@ -465,6 +465,215 @@ ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM workers
 WHERE last_seen >= :since ORDER BY started_at;
 
+-- Dashboard ----------------------------------------------------------------------------
+-- The jobs list: one statement per index that can drive it (SQLite plans a statement
+-- once, so an optional filter cannot pick its index); the store picks by the filters
+-- given. The cursor and the time range are always bound (open ends as +/- infinity), so
+-- the index seeks to the page instead of stepping over the pages before it.
+
+-- name: job_search
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE type IS NOT NULL
+  AND (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_search_state
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE type IS NOT NULL
+  AND state = :state
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_search_type
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE type IS NOT NULL
+  AND type = :type
+  AND (:state IS NULL OR state = :state)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_search_count
+SELECT count(*) FROM messages
+WHERE type IS NOT NULL
+  AND (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+  AND (:needle IS NULL OR instr(body, :needle) > 0);
+
+-- name: job_search_count_state
+SELECT count(*) FROM messages
+WHERE type IS NOT NULL
+  AND state = :state
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+  AND (:needle IS NULL OR instr(body, :needle) > 0);
+
+-- name: job_search_count_type
+SELECT count(*) FROM messages
+WHERE type IS NOT NULL
+  AND type = :type
+  AND (:state IS NULL OR state = :state)
+  AND (:queue IS NULL OR queue = :queue)
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+  AND (:needle IS NULL OR instr(body, :needle) > 0);
+
+-- name: job_search_text
+-- A payload search examines a bounded window: the newest :scan_limit jobs after the
+-- cursor (whatever the other filters), so one call costs the same on any table size.
+WITH examined AS (
+    SELECT id FROM messages
+    WHERE type IS NOT NULL
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+)
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE id IN (SELECT id FROM examined)
+  AND (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND instr(body, :needle) > 0
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_search_window_end
+-- The last job of job_search_text's window when the window was full (else no row): a
+-- search that found too few goes on from there.
+SELECT created_at, id FROM messages
+WHERE type IS NOT NULL
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT 1 OFFSET :scan_limit - 1;
+
+-- name: job_find
+-- Jobs by id, idempotency key, correlation id or batch id (each has its index).
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM messages
+WHERE type IS NOT NULL
+  AND (id = :key OR idempotency_key = :key OR correlation_id = :key OR batch_id = :key)
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_batch_list
+-- The newest batches with their jobs counted by state.
+SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
+       m.state AS state, count(m.id) AS count
+FROM (SELECT id, type, total, created_at FROM job_batches
+      ORDER BY created_at DESC LIMIT :limit) AS b
+LEFT JOIN messages AS m ON m.batch_id = b.id
+GROUP BY b.id, b.type, b.total, b.created_at, m.state
+ORDER BY b.created_at DESC, b.id;
+
+-- name: job_ahead_count
+SELECT count(*) FROM messages
+WHERE queue = :queue AND state = 'ready' AND available_at <= :now AND id <> :id
+  AND (priority > :priority OR (priority = :priority AND available_at < :available_at));
+
+-- name: job_delete_many
+DELETE FROM messages
+WHERE type IS NOT NULL AND id IN (SELECT value FROM json_each(:ids))
+RETURNING id;
+
+-- name: job_delete_attempts
+DELETE FROM job_attempts WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: job_delete_keys
+DELETE FROM idempotency_keys WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: message_delete_many
+DELETE FROM messages
+WHERE queue = :queue AND state <> 'leased' AND id IN (SELECT value FROM json_each(:ids));
+
+-- name: stats_add
+INSERT INTO stats_minutes (minute, queue, processed, retried, failed, duration_sum,
+                           h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11, h12, h13)
+SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
+       json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'),
+       json_extract(r.value, '$[4]'), json_extract(r.value, '$[5]'),
+       json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'), json_extract(r.value, '$[8]'), json_extract(r.value, '$[9]'), json_extract(r.value, '$[10]'), json_extract(r.value, '$[11]'), json_extract(r.value, '$[12]'), json_extract(r.value, '$[13]'), json_extract(r.value, '$[14]'), json_extract(r.value, '$[15]'), json_extract(r.value, '$[16]'), json_extract(r.value, '$[17]'), json_extract(r.value, '$[18]'), json_extract(r.value, '$[19]')
+FROM json_each(:rows) AS r
+WHERE true
+ON CONFLICT (minute, queue) DO UPDATE SET
+    processed = processed + excluded.processed,
+    retried = retried + excluded.retried,
+    failed = failed + excluded.failed,
+    duration_sum = duration_sum + excluded.duration_sum,
+    h0 = h0 + excluded.h0, h1 = h1 + excluded.h1, h2 = h2 + excluded.h2, h3 = h3 + excluded.h3, h4 = h4 + excluded.h4, h5 = h5 + excluded.h5, h6 = h6 + excluded.h6, h7 = h7 + excluded.h7, h8 = h8 + excluded.h8, h9 = h9 + excluded.h9, h10 = h10 + excluded.h10, h11 = h11 + excluded.h11, h12 = h12 + excluded.h12, h13 = h13 + excluded.h13;
+
+-- name: stats_history
+-- Minutes summed into buckets of :step seconds (one row per bucket and queue).
+SELECT (minute / :step) * :step AS minute, queue, sum(processed) AS processed,
+       sum(retried) AS retried, sum(failed) AS failed, sum(duration_sum) AS duration_sum,
+       sum(h0) AS h0, sum(h1) AS h1, sum(h2) AS h2, sum(h3) AS h3, sum(h4) AS h4, sum(h5) AS h5, sum(h6) AS h6, sum(h7) AS h7, sum(h8) AS h8, sum(h9) AS h9, sum(h10) AS h10, sum(h11) AS h11, sum(h12) AS h12, sum(h13) AS h13
+FROM stats_minutes
+WHERE minute >= :since AND (:queue IS NULL OR queue = :queue)
+GROUP BY (minute / :step) * :step, queue
+ORDER BY 1, 2;
+
+-- name: stats_prune
+DELETE FROM stats_minutes WHERE minute < :before;
+
+-- name: queue_rows
+SELECT name, paused, settings FROM queues
+WHERE (:queue IS NULL OR name = :queue)
+ORDER BY name;
+
+-- name: queue_depths
+-- Each state from its own index (ready, leased, failed), never reading finished rows;
+-- the oldest ready time counts only what is ready now (delayed rows are not waiting).
+SELECT queue, 'ready' AS state, count(*) AS count,
+       min(CASE WHEN available_at <= :now THEN available_at END) AS oldest,
+       sum(CASE WHEN available_at > :now THEN 1 ELSE 0 END) AS delayed
+FROM messages WHERE state = 'ready' AND (:queue IS NULL OR queue = :queue)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'leased', count(*), NULL, NULL
+FROM messages WHERE state = 'leased' AND (:queue IS NULL OR queue = :queue)
+GROUP BY queue
+UNION ALL
+SELECT queue, 'failed', count(*), NULL, NULL
+FROM messages WHERE state = 'failed' AND (:queue IS NULL OR queue = :queue)
+GROUP BY queue;
+
 -- Documents (the namespaced document store) ---------------------------------------------
 
 -- name: doc_put_many
