@@ -51,7 +51,7 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
     assert hold["key"] == "acme" and hold["limit"] == "r:call:0" and hold["until"]
     assert job["snoozedUntil"] is None
     assert dozing["snoozedUntil"] == dozing["runAt"] and dozing["heldBy"] == []
-    labels = '{queue="partner-api",limit="r:call:0"}'
+    labels = '{limit="r:call:0",queue="partner-api"}'
     assert metrics[f"taskflare_limit_waiting{labels}"] == 1
     assert metrics[f"taskflare_limit_keys{labels}"] == 1
 
