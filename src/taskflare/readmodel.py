@@ -513,14 +513,16 @@ class ReadModel:
 
     # -- history --------------------------------------------------------------------------
 
-    async def history(self, seconds: float = 3600.0, step: int = 60) -> dict[str, Any]:
+    async def history(
+        self, seconds: float = 3600.0, step: int = 60, queue: str | None = None
+    ) -> dict[str, Any]:
         """Per queue, one point per `step` seconds over the last `seconds`: processed and
         failed per minute, p50 and p95 handler duration [s] (None without calls), from
-        the history the workers store each minute."""
+        the history the workers store each minute; of every queue, or just `queue`."""
         backend = await self._storage.backend()
         now = time.time()
         start = int((now - seconds) // step * step)
-        rows = await backend.stats_history(StatsHistoryParams(start, step=step))
+        rows = await backend.stats_history(StatsHistoryParams(start, queue, step))
         slots = int((now - start) // step) + 1
         series: dict[str, list[StatsMinute | None]] = {}
         for row in rows:

@@ -245,7 +245,9 @@ class SqlStore:
         found: dict[str, QueueDepth] = {}
         for stored in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows:
             found[stored[0]] = QueueDepth(str(stored[0]), bool(stored[1]), settings_json=stored[2])
-        for row in (await self._x.fetch("queue_depths", {"queue": params.queue})).dicts():
+        for row in (await self._x.fetch("queue_depths", {})).dicts():
+            if params.queue is not None and row["queue"] != params.queue:
+                continue
             depth = found.setdefault(row["queue"], QueueDepth(str(row["queue"])))
             count = int(row["count"])
             if row["state"] == "ready":

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..limits import Limit, RateLimit, queue_bucket, queue_limit
 from ..webhooks import WebhookSource
+from .hooks import Hooks
 from .job_types import JobType
 from .queues import DEFAULT_CONSUMER_TIMEOUT, BatchHandler, Consumer, QueueConfig
 from .triggers import CronTrigger, ScheduledEvent
@@ -105,6 +106,7 @@ class Registry:
         self.job_types: dict[str, JobType] = {}
         self.cron_triggers: dict[str, CronTrigger] = {}
         self.webhook_sources: dict[str, WebhookSource] = {}
+        self.hooks = Hooks()
 
     # -- queues ---------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from ..backends.base import (
 )
 from ..ids import uuid7
 from ..registry import QueueSpec
-from .batch_runner import BatchShutdown, execute_batch
-from .job_runner import JobRunner, log_outcome
+from .batch_runner import BatchShutdown, execute_batch, message_outcomes
+from .job_runner import JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .settle import OutcomeBuffer
 from .slots import Slots
@@ -174,8 +174,9 @@ class MessageFetcher:
 
     async def _run_batch(self, claimed: list[ClaimedMessage]) -> None:
         state, spec = self.state, self.spec
+        hooks = state.jobs.registry.hooks
         try:
-            report = await execute_batch(spec, claimed, state.pool)
+            report = await execute_batch(spec, claimed, state.pool, hooks)
         except BatchShutdown as shutdown:
             report = shutdown.report
         finally:
@@ -183,6 +184,8 @@ class MessageFetcher:
         result = await state.buffer.settle(report.settlement)
         state.held.done(spec.name, claimed[0].lease_id, len(claimed))
         state.stats.record(spec.name, result, [c.id for c in claimed], report.duration)
+        if hooks.listeners:
+            hooks.emit_all(message_outcomes(hooks, spec.name, claimed, report, result))
 
 
 class JobProducer:
@@ -255,6 +258,10 @@ class JobProducer:
             state.held.done(spec.name, message.lease_id)
             state.stats.record(spec.name, result, [message.id], report.duration)
             log_outcome(message, spec.name, report, result)
+            if hooks.listeners:
+                emit_outcome(hooks, message, spec.name, report, result)
+
+        hooks = state.jobs.registry.hooks
 
         state.buffer.submit(report.settlement, stored)
 

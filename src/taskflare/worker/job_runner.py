@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,7 @@ from ..backends.base import (
     AttemptRecord,
     Backend,
     ClaimedMessage,
+    FailOutcome,
     FlowHoldParams,
     Settlement,
     SettleResult,
@@ -39,6 +40,7 @@ from ..policy import (
     decide,
 )
 from ..registry import QueueSpec, Registry
+from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
 from ..text import clean_text
@@ -97,6 +99,8 @@ class JobRunner:
         started_at = time.time()
         if wanted("started"):
             log_event("started", **_fields(message, spec.name))
+        if self.registry.hooks.wants("started"):
+            self.registry.hooks.emit(_event("started", message, spec.name))
         task = asyncio.current_task()
         assert task is not None
         self.running[message.id] = (task, ctx)
@@ -180,6 +184,22 @@ class JobRunner:
         except Exception as exc:
             raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
+        hooks = self.registry.hooks
+        if hooks.middleware:
+            call = HandlerCall(
+                "job",
+                ctx.queue,
+                message.attempts,
+                payload,
+                type=job_type.name,
+                job_id=message.id,
+                correlation_id=message.correlation_id,
+            )
+            handler: Callable[[], Awaitable[Any]] = lambda: self._call(job_type, args)  # noqa: E731
+            if job_type.timeout is None:
+                return await hooks.call(call, handler)
+            async with asyncio.timeout(job_type.timeout):
+                return await hooks.call(call, handler)
         if job_type.timeout is None:
             return await self._call(job_type, args)
         async with asyncio.timeout(job_type.timeout):
@@ -229,6 +249,53 @@ def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
 
 
 _EVENTS = {"ready": "retried", "completed": "completed", "failed": "failed"}
+_LIFECYCLE = {"ready": "retried", "completed": "succeeded", "failed": "failed"}
+
+
+def _event(name: str, message: ClaimedMessage, queue: str, **more: Any) -> LifecycleEvent:
+    return LifecycleEvent(
+        name,
+        "job",
+        queue,
+        message.id,
+        message.attempts,
+        type=message.type,
+        correlation_id=message.correlation_id,
+        **more,
+    )
+
+
+def emit_outcome(
+    hooks: Hooks, message: ClaimedMessage, queue: str, report: JobReport, result: SettleResult
+) -> None:
+    """The job's lifecycle events, from what was stored (a cancel may have won; a job
+    whose lease had passed to another worker has none: that worker tells)."""
+    state = result.states.get(message.id)
+    if state is None:
+        return
+    name = _LIFECYCLE.get(state, "cancelled")
+    decision = report.decision
+    events = []
+    if hooks.wants(name):
+        error = None if name in ("succeeded", "cancelled") else decision.error
+        delay = decision.delay_seconds if name == "retried" else None
+        events.append(
+            _event(name, message, queue, error=error, delay_seconds=delay, duration=report.duration)
+        )
+    outcome = decision.outcome
+    dlq = outcome.dead_letter_queue if isinstance(outcome, FailOutcome) else None
+    if name == "failed" and dlq and hooks.wants("dead_lettered"):
+        events.append(
+            _event(
+                "dead_lettered",
+                message,
+                queue,
+                error=decision.error,
+                dead_letter_queue=dlq,
+                duration=report.duration,
+            )
+        )
+    hooks.emit_all(events)
 
 
 def log_outcome(
