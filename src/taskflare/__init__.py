@@ -19,6 +19,7 @@ from .errors import (
     InvalidDatabaseUrl,
     InvalidDelay,
     InvalidDocument,
+    InvalidHook,
     InvalidJobConfig,
     InvalidJobOption,
     InvalidJobState,
@@ -45,6 +46,7 @@ from .limits import Concurrency, RateLimit, Unique
 from .messages import Message, MessageBatch
 from .queue import Queue
 from .registry import QueueConfig, ScheduledEvent
+from .registry.hooks import CallNext, HandlerCall, LifecycleEvent
 from .retention import Retention
 from .retry import Backoff, PermanentError, Retry
 from .stored import StoredMessage
@@ -59,17 +61,20 @@ __all__ = [
     "Backoff",
     "BatchTooLarge",
     "BodyEncodingError",
+    "CallNext",
     "Concurrency",
     "CronSchedule",
     "Document",
     "DocumentPage",
     "DuplicateConsumer",
     "EmptyBatch",
+    "HandlerCall",
     "InvalidConfig",
     "InvalidCronExpression",
     "InvalidDatabaseUrl",
     "InvalidDelay",
     "InvalidDocument",
+    "InvalidHook",
     "InvalidJobConfig",
     "InvalidJobOption",
     "InvalidJobState",
@@ -88,6 +93,7 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "JobType",
+    "LifecycleEvent",
     "Message",
     "MessageBatch",
     "MessageTooLarge",

@@ -20,7 +20,7 @@ from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .documents import Namespace
-from .errors import InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
+from .errors import InvalidHook, InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
 from .job_client import JobClient
 from .jobs import JobBatch
 from .limits import Concurrency, JobLimits, RateLimit, Unique, as_concurrency, as_rate_limits
@@ -28,6 +28,7 @@ from .portal import Portal
 from .queue import Queue
 from .readmodel import ReadModel
 from .registry import JobType, QueueConfig, Registry
+from .registry.hooks import EVENTS, Listener, Middleware
 from .registry.job_types import JobHandler
 from .registry.triggers import CronHandler, CronTrigger
 from .retention import Retention
@@ -213,6 +214,11 @@ class App:
             unique=unique,
         )
 
+        if limits.active and "|" in name:
+            raise InvalidJobConfig(
+                f"job type {name!r}: a type with limits cannot have '|' in its name"
+            )
+
         def register(handler: JobHandler) -> JobHandler:
             self.registry.add_job_type(
                 JobType.create(
@@ -290,6 +296,28 @@ class App:
         )
         self.registry.add_webhook(config)
         return config
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Wrap every handler call (jobs and message batches) in `fn`, an async function
+        `(call: HandlerCall, call_next) -> result` that returns `await call_next()` (or
+        raises, which counts as the handler raising). The first added is the outermost.
+        Usable as a decorator. Raises `InvalidHook` for anything else than an async
+        function. See docs/hooks.md."""
+        return self.registry.hooks.add_middleware(fn)
+
+    def on(self, event: str) -> Callable[[Listener], Listener]:
+        """Decorator: call the function with a `LifecycleEvent` after each `event`
+        (`enqueued`, `started`, `succeeded`, `retried`, `failed`, `dead_lettered`,
+        `cancelled`) of a job or message, once it is stored. Its errors are logged, never
+        raised; an async function runs as its own task. Raises `InvalidHook` for an
+        unknown event."""
+
+        def register(fn: Listener) -> Listener:
+            return self.registry.hooks.add_listener(event, fn)
+
+        if event not in EVENTS:
+            raise InvalidHook(f"no lifecycle event {event!r}; the events are {', '.join(EVENTS)}")
+        return register
 
     def use(self, *extensions: Extension) -> App:
         """Install extensions, e.g. the built-in job types:
@@ -466,9 +494,7 @@ class App:
         """Store every declared queue's settings, so admin tools show them (workers and the
         HTTP service do this when they start)."""
         backend = await self.backend()
-        settings = [
-            QueueSettings(s.name, s.config.to_json()) for s in self.registry.queues.values()
-        ]
+        settings = [QueueSettings(s.name, s.settings_json()) for s in self.registry.queues.values()]
         await backend.queue_declare_many(QueueDeclareParams(settings))
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -55,6 +55,10 @@ class InvalidWebhookConfig(InvalidQueueConfig):
     """A webhook source's settings (scheme, secret, windows) are invalid."""
 
 
+class InvalidHook(InvalidConfig):
+    """A middleware or lifecycle listener is not callable, or names an unknown event."""
+
+
 class DuplicateConsumer(TaskflareError, ValueError):
     """A queue already has a consumer; each queue has exactly one."""
 

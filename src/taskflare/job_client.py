@@ -61,6 +61,7 @@ from .limits import Unique, check_key, unique_params
 from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
+from .registry.hooks import LifecycleEvent
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -329,6 +330,7 @@ class JobClient:
                 attempt=0,
                 correlation_id=message.correlation_id,
             )
+        self._registry.hooks.enqueued("job", [message])
         return self._as_stored(message)
 
     def _as_stored(self, message: NewMessage) -> Job:
@@ -411,6 +413,7 @@ class JobClient:
         """Store prepared jobs (of a batch already recorded) in one transaction."""
         backend = await self._storage.backend()
         await backend.message_enqueue_many(EnqueueParams(messages))
+        self._registry.hooks.enqueued("job", messages)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -528,6 +531,18 @@ class JobClient:
                 attempt=job.attempts,
                 correlation_id=job.correlation_id,
             )
+            if self._registry.hooks.wants("cancelled"):
+                self._registry.hooks.emit(
+                    LifecycleEvent(
+                        "cancelled",
+                        "job",
+                        job.queue,
+                        job.id,
+                        job.attempts,
+                        type=job.type,
+                        correlation_id=job.correlation_id,
+                    )
+                )
         return job
 
     async def retry(self, job_id: str) -> Job:

@@ -236,6 +236,7 @@ class Queue:
     async def _store(self, messages: list[NewMessage], connection: Any | None = None) -> None:
         backend = await self._storage.backend()
         await backend.message_enqueue_many(EnqueueParams(messages, connection))
+        self._registry.hooks.enqueued("message", messages)
 
     # -- administration -------------------------------------------------------------
 

@@ -40,6 +40,7 @@ async def drain(
                     progressed = True
     finally:
         worker.close_pool()
+    await app.registry.hooks.drain()  # async lifecycle listeners started meanwhile
     stats = worker.stats
     return DrainResult(
         batches=batches,

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from taskflare import App
 from taskflare.cli import cli
 
 from .cli_run import make_dead_letters, ok, one_line_error, tf_many, write_cli_app
@@ -256,7 +257,13 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ["cron", "list", spec],
         ["cron", "check", "@daily"],
         ["wrangler", "check", str(Path(__file__).parents[1] / "fixtures/wrangler/chat.jsonc")],
+        ["namespaces", "list"],
+        ["namespaces", "items", "products"],
+        ["namespaces", "get", "products", "sku-1"],
     ]
+    documents = App(database_url)
+    documents.namespace("products").put_sync("sku-1", {"price": 1})
+    documents.close_sync()
     results = tf_many([[*c, "--json"] for c in commands], url=database_url)
     for command, result in zip(commands, results, strict=True):
         assert result.returncode == 0, (command, result.stderr)

@@ -30,7 +30,16 @@ def test_graceful_stop_finishes_running_batch_and_returns_unstarted_ones(
 
     wait_for(prefetched, 20, "the second batch to be claimed while it waits for a slot")
     worker.signal(sig)
-    release.touch()  # the running batch finishes only after the stop was asked for
+
+    def handed_back() -> bool:
+        record = harness.get(waiting)
+        return record is not None and record.state == "ready"
+
+    # The running batch may finish only once the worker has acted on the stop: a loaded
+    # machine can deliver the signal late, and a slot freed first would start the
+    # prefetched batch before the stop was seen.
+    wait_for(handed_back, 20, "the prefetched batch to be handed back on the stop")
+    release.touch()
     assert worker.wait(20) == 0, worker.stderr
 
     assert harness.get(running) is None, "the running batch finished and was acked"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends.base import (
+    ACKED,
     AttemptRecord,
     CancelOutcome,
     ClaimedMessage,
@@ -24,6 +25,8 @@ from ..backends.base import (
     LeaseRef,
     RetryOutcome,
     Settlement,
+    SettleResult,
+    State,
 )
 from ..encoding import decode_body
 from ..messages import Message, MessageBatch, resolve_outcome
@@ -39,6 +42,7 @@ from ..policy import (
 )
 from ..policy import decide as decide_one
 from ..registry import QueueSpec
+from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import clean_text
 from .settle import merge
 from .tracebacks import user_traceback
@@ -87,16 +91,30 @@ def decode_batch(
     return MessageBatch(queue, messages), undecodable
 
 
-async def run_handler(spec: QueueSpec, batch: MessageBatch[Any], pool: Executor) -> str | None:
-    """Run the consumer on `batch`; return None on success or the error text on failure."""
+async def run_handler(
+    spec: QueueSpec, batch: MessageBatch[Any], pool: Executor, hooks: Hooks | None = None
+) -> str | None:
+    """Run the consumer on `batch` (inside the app's middleware); return None on success
+    or the error text on failure."""
     consumer = spec.consumer
     assert consumer is not None
+
+    async def call() -> None:
+        if consumer.is_async:
+            await consumer.handler(batch)  # type: ignore[misc]
+        else:
+            await asyncio.get_running_loop().run_in_executor(pool, consumer.handler, batch)
+
     try:
         async with asyncio.timeout(consumer.timeout) as scope:
-            if consumer.is_async:
-                await consumer.handler(batch)  # type: ignore[misc]
+            if hooks is not None and hooks.middleware:
+                attempt = max(m.attempts for m in batch.messages)
+                ids = tuple(m.id for m in batch.messages)
+                await hooks.call(
+                    HandlerCall("batch", spec.name, attempt, batch, message_ids=ids), call
+                )
             else:
-                await asyncio.get_running_loop().run_in_executor(pool, consumer.handler, batch)
+                await call()
     except TimeoutError as exc:
         if not scope.expired():
             return user_traceback(exc)
@@ -199,19 +217,64 @@ def as_settlement(
 
 
 async def execute_batch(
-    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor
+    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor, hooks: Hooks | None = None
 ) -> BatchReport:
     """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
     period): raises `BatchShutdown` carrying the outcomes to record."""
     started = time.perf_counter()
     batch, undecodable = decode_batch(spec.name, claimed)
+    if hooks is not None and hooks.wants("started"):
+        hooks.emit_all([_event("started", spec.name, c) for c in claimed])
     error: str | None = None
     try:
         if batch.messages:
-            error = await run_handler(spec, batch, pool)
+            error = await run_handler(spec, batch, pool, hooks)
     except asyncio.CancelledError:
         settlement = settle_batch(spec, batch, claimed, "shutdown", undecodable, shutdown=True)
         raise BatchShutdown(BatchReport(settlement, time.perf_counter() - started, None)) from None
     error = None if error is None else clean_text(error)
     settlement = settle_batch(spec, batch, claimed, error, undecodable)
     return BatchReport(settlement, time.perf_counter() - started, error)
+
+
+_MESSAGE_EVENTS = {ACKED: "succeeded", State.READY: "retried", State.FAILED: "failed"}
+
+
+def _event(name: str, queue: str, item: ClaimedMessage, **more: Any) -> LifecycleEvent:
+    return LifecycleEvent(name, "message", queue, item.id, item.attempts, **more)
+
+
+def message_outcomes(
+    hooks: Hooks,
+    queue: str,
+    claimed: Sequence[ClaimedMessage],
+    report: BatchReport,
+    result: SettleResult,
+) -> list[LifecycleEvent]:
+    """The lifecycle events of a settled batch's messages, from what was stored."""
+    fails = {f.id: f for f in report.settlement.fails}
+    retries = {r.id: r for r in report.settlement.retries}
+    events = []
+    for item in claimed:
+        name = _MESSAGE_EVENTS.get(result.states.get(item.id) or "")
+        if name is None:
+            continue  # its lease had passed to another worker
+        fail, retry = fails.get(item.id), retries.get(item.id)
+        error = fail.error if fail else retry.error if retry else None
+        if hooks.wants(name):
+            delay = retry.delay_seconds if retry else None
+            took = report.duration
+            event = _event(name, queue, item, error=error, delay_seconds=delay, duration=took)
+            events.append(event)
+        if fail is not None and fail.dead_letter_queue and hooks.wants("dead_lettered"):
+            events.append(
+                _event(
+                    "dead_lettered",
+                    queue,
+                    item,
+                    error=error,
+                    dead_letter_queue=fail.dead_letter_queue,
+                    duration=report.duration,
+                )
+            )
+    return events

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import (
+    DONE_TOPIC,
     Backend,
     ClaimedMessage,
     ClaimParams,
@@ -29,8 +30,8 @@ from ..backends.base import (
 )
 from ..ids import uuid7
 from ..registry import QueueSpec
-from .batch_runner import BatchShutdown, execute_batch
-from .job_runner import JobRunner, log_outcome
+from .batch_runner import BatchShutdown, execute_batch, message_outcomes
+from .job_runner import JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .settle import OutcomeBuffer
 from .slots import Slots
@@ -173,8 +174,9 @@ class MessageFetcher:
 
     async def _run_batch(self, claimed: list[ClaimedMessage]) -> None:
         state, spec = self.state, self.spec
+        hooks = state.jobs.registry.hooks
         try:
-            report = await execute_batch(spec, claimed, state.pool)
+            report = await execute_batch(spec, claimed, state.pool, hooks)
         except BatchShutdown as shutdown:
             report = shutdown.report
         finally:
@@ -182,6 +184,8 @@ class MessageFetcher:
         result = await state.buffer.settle(report.settlement)
         state.held.done(spec.name, claimed[0].lease_id, len(claimed))
         state.stats.record(spec.name, result, [c.id for c in claimed], report.duration)
+        if hooks.listeners:
+            hooks.emit_all(message_outcomes(hooks, spec.name, claimed, report, result))
 
 
 class JobProducer:
@@ -196,6 +200,8 @@ class JobProducer:
         self.state = state
         self.spec = spec
         self.types = tuple(sorted(spec.job_types))
+        # The queue's rate and concurrency limits: enforced by the claim statement itself.
+        self.limits = spec.flow_limits()
 
     def _params(self, limit: int) -> ClaimParams:
         return ClaimParams(
@@ -205,6 +211,7 @@ class JobProducer:
             owner=self.state.worker_id,
             visibility_timeout=self.spec.config.visibility_timeout,
             types=self.types,
+            limits=self.limits,
         )
 
     async def run(self) -> None:
@@ -220,6 +227,7 @@ class JobProducer:
                 continue
             taken = state.slots.take(spec.name, MAX_JOB_CLAIM)
             seq = state.backend.change_seq(topic)
+            done_seq = state.backend.change_seq(DONE_TOPIC)
             result = await state.claim(self._params(taken), spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - len(claimed))
@@ -231,7 +239,12 @@ class JobProducer:
                     state.start(self._run_job(message), f"taskflare-job-{message.id}")
                 continue
             wait = idle_wait(result.ready, spec, state.idle_wait, fill=False)
-            if wait > 0:
+            if wait <= 0:
+                continue
+            if self.limits:  # a job ending anywhere may free a concurrency slot
+                changes = {topic: seq, DONE_TOPIC: done_seq}
+                await state.until_stopped(wait_for_any(state.backend, changes, wait))
+            else:
                 await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
 
     async def _run_job(self, message: ClaimedMessage) -> None:
@@ -245,8 +258,25 @@ class JobProducer:
             state.held.done(spec.name, message.lease_id)
             state.stats.record(spec.name, result, [message.id], report.duration)
             log_outcome(message, spec.name, report, result)
+            if hooks.listeners:
+                emit_outcome(hooks, message, spec.name, report, result)
+
+        hooks = state.jobs.registry.hooks
 
         state.buffer.submit(report.settlement, stored)
+
+
+async def wait_for_any(backend: Backend, changes: dict[str, int], timeout: float) -> bool:
+    """Sleep until any of these topics moves past its number, or `timeout` passes."""
+    waits = [
+        asyncio.ensure_future(backend.wait_for_change(t, since, timeout))
+        for t, since in changes.items()
+    ]
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return any(task.result() for task in done)
 
 
 async def release(state: WorkerState, queue: str, claimed: list[ClaimedMessage]) -> None:

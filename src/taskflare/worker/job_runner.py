@@ -7,15 +7,24 @@ Every step logs one JSON line (`taskflare.jobs`); payloads are never logged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..backends.base import AttemptRecord, Backend, ClaimedMessage, Settlement, SettleResult
+from ..backends.base import (
+    AttemptRecord,
+    Backend,
+    ClaimedMessage,
+    FailOutcome,
+    FlowHoldParams,
+    Settlement,
+    SettleResult,
+)
 from ..context import JobContext
 from ..events import log_event, wanted
 from ..flow import RateLimited, Snooze
@@ -31,11 +40,14 @@ from ..policy import (
     decide,
 )
 from ..registry import QueueSpec, Registry
+from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
 from ..text import clean_text
 from .batch_runner import as_settlement
 from .tracebacks import user_traceback
+
+log = logging.getLogger("taskflare.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,8 @@ class JobRunner:
         started_at = time.time()
         if wanted("started"):
             log_event("started", **_fields(message, spec.name))
+        if self.registry.hooks.wants("started"):
+            self.registry.hooks.emit(_event("started", message, spec.name))
         task = asyncio.current_task()
         assert task is not None
         self.running[message.id] = (task, ctx)
@@ -105,6 +119,8 @@ class JobRunner:
             backoff=job_type.retry if job_type else Backoff(),
         )
         decision = decide(delivery, outcome)
+        if isinstance(outcome, Snoozed) and outcome.backoff_keys and message.flow_keys:
+            await self._hold(message, outcome.delay_seconds)
         finished_at = time.time()
         attempt = AttemptRecord(
             message.id,
@@ -117,6 +133,19 @@ class JobRunner:
             None if trace is None else clean_text(trace),
         )
         return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
+
+    async def _hold(self, message: ClaimedMessage, seconds: float) -> None:
+        """Back off the job's rate-limit keys (its keyed buckets, else all its rate
+        buckets) for `seconds`: the service answered "too many requests" for them."""
+        rates = [b for b in message.flow_keys or () if b.startswith("r")]
+        keyed = [b for b in rates if not b.endswith("|")]
+        buckets = tuple(keyed or rates)
+        if not buckets:
+            return
+        try:
+            await self.backend.flow_hold(FlowHoldParams(buckets, seconds))
+        except Exception as exc:  # the job is snoozed all the same
+            log.warning("could not back off %s for %.1fs (%s)", ", ".join(buckets), seconds, exc)
 
     async def _outcome(
         self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
@@ -155,6 +184,22 @@ class JobRunner:
         except Exception as exc:
             raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
+        hooks = self.registry.hooks
+        if hooks.middleware:
+            call = HandlerCall(
+                "job",
+                ctx.queue,
+                message.attempts,
+                payload,
+                type=job_type.name,
+                job_id=message.id,
+                correlation_id=message.correlation_id,
+            )
+            handler: Callable[[], Awaitable[Any]] = lambda: self._call(job_type, args)  # noqa: E731
+            if job_type.timeout is None:
+                return await hooks.call(call, handler)
+            async with asyncio.timeout(job_type.timeout):
+                return await hooks.call(call, handler)
         if job_type.timeout is None:
             return await self._call(job_type, args)
         async with asyncio.timeout(job_type.timeout):
@@ -204,6 +249,53 @@ def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
 
 
 _EVENTS = {"ready": "retried", "completed": "completed", "failed": "failed"}
+_LIFECYCLE = {"ready": "retried", "completed": "succeeded", "failed": "failed"}
+
+
+def _event(name: str, message: ClaimedMessage, queue: str, **more: Any) -> LifecycleEvent:
+    return LifecycleEvent(
+        name,
+        "job",
+        queue,
+        message.id,
+        message.attempts,
+        type=message.type,
+        correlation_id=message.correlation_id,
+        **more,
+    )
+
+
+def emit_outcome(
+    hooks: Hooks, message: ClaimedMessage, queue: str, report: JobReport, result: SettleResult
+) -> None:
+    """The job's lifecycle events, from what was stored (a cancel may have won; a job
+    whose lease had passed to another worker has none: that worker tells)."""
+    state = result.states.get(message.id)
+    if state is None:
+        return
+    name = _LIFECYCLE.get(state, "cancelled")
+    decision = report.decision
+    events = []
+    if hooks.wants(name):
+        error = None if name in ("succeeded", "cancelled") else decision.error
+        delay = decision.delay_seconds if name == "retried" else None
+        events.append(
+            _event(name, message, queue, error=error, delay_seconds=delay, duration=report.duration)
+        )
+    outcome = decision.outcome
+    dlq = outcome.dead_letter_queue if isinstance(outcome, FailOutcome) else None
+    if name == "failed" and dlq and hooks.wants("dead_lettered"):
+        events.append(
+            _event(
+                "dead_lettered",
+                message,
+                queue,
+                error=decision.error,
+                dead_letter_queue=dlq,
+                duration=report.duration,
+            )
+        )
+    hooks.emit_all(events)
 
 
 def log_outcome(
@@ -212,12 +304,16 @@ def log_outcome(
     """The job's final log line, from what was stored (a cancel may have won)."""
     state = result.states.get(message.id)
     event = "lost" if state is None else _EVENTS.get(state, "cancelled")
+    if event == "retried" and report.decision.attempt_outcome == "snoozed":
+        event = "snoozed"
     if not wanted(event):
         return
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
     if event == "lost":
         log_event("lost", **fields, error="its lease had passed to another worker")
+    elif event == "snoozed":
+        log_event(event, **fields, reason=decision.error, delay_s=decision.delay_seconds)
     elif event == "retried":
         log_event(event, **fields, error=decision.error, delay_s=decision.delay_seconds)
     elif event == "failed":

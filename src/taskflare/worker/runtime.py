@@ -32,10 +32,10 @@ from ..errors import InvalidWorkerConfig
 from ..ids import uuid7
 from ..registry import JOBS, QueueSpec, Registry
 from ..retention import Retention
-from .batch_runner import BatchShutdown, execute_batch
+from .batch_runner import BatchShutdown, execute_batch, message_outcomes
 from .cron import CronScheduler, JobPreparer
 from .fetchers import JobProducer, MessageFetcher, WorkerState
-from .job_runner import JobRunner, log_outcome
+from .job_runner import JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .services import (
     CancelWatcher,
@@ -153,7 +153,7 @@ class Worker:
         registry = self.app.registry
         await backend.queue_declare_many(
             QueueDeclareParams(
-                [QueueSettings(s.name, s.config.to_json()) for s in registry.queues.values()]
+                [QueueSettings(s.name, s.settings_json()) for s in registry.queues.values()]
             )
         )
         pool = ThreadPoolExecutor(
@@ -254,6 +254,7 @@ class Worker:
         await scheduler.stop()
         await self._shutdown(state, fetchers)
         await self.app.background.drain()
+        await self.app.registry.hooks.drain()  # async lifecycle listeners still running
         for service in services:
             await service.stop()
         with contextlib.suppress(Exception):
@@ -325,6 +326,7 @@ class Worker:
                 owner=self.id,
                 visibility_timeout=cfg.visibility_timeout,
                 types=tuple(sorted(spec.job_types)) if jobs else None,
+                limits=spec.flow_limits() if jobs else (),
             )
         )
         claimed = result.messages
@@ -334,16 +336,22 @@ class Worker:
         if jobs:
             reports = await asyncio.gather(*(state.jobs.run(spec, m) for m in claimed))
             settled = await state.buffer.settle(merge([r.settlement for r in reports]))
+            hooks = self.app.registry.hooks
             for message, report in zip(claimed, reports, strict=True):
                 state.stats.record(queue, settled, [message.id], report.duration)
                 log_outcome(message, queue, report, settled)
+                if hooks.listeners:
+                    emit_outcome(hooks, message, queue, report, settled)
         else:
+            hooks = self.app.registry.hooks
             try:
-                batch = await execute_batch(spec, claimed, state.pool)
+                batch = await execute_batch(spec, claimed, state.pool, hooks)
             except BatchShutdown as shutdown:
                 batch = shutdown.report
             settled = await state.buffer.settle(batch.settlement)
             state.stats.record(queue, settled, [c.id for c in claimed], batch.duration)
+            if hooks.listeners:
+                hooks.emit_all(message_outcomes(hooks, queue, claimed, batch, settled))
         state.held.done(queue, claimed[0].lease_id, len(claimed))
         return len(claimed)
 

@@ -10,12 +10,19 @@ from ..registry import QueueSpec
 
 
 class Slots:
-    """A counter per queue and one for the worker; a handler runs holding one of each."""
+    """A counter per queue and one for the worker; a handler runs holding one of each.
+
+    `acquire` is first come, first served: a freed slot is handed to the longest waiting
+    acquirer that may use it, so a batch claimed later never starts before one claimed
+    earlier (without the hand-over, a newcomer that looked at the counter between the
+    slot's release and the waiter's wake-up took it first).
+    """
 
     def __init__(self, concurrency: int, queues: Mapping[str, QueueSpec]) -> None:
         self._free = concurrency
         self._queue_free = {name: spec.config.max_concurrency for name, spec in queues.items()}
         self._waiters: list[asyncio.Future[None]] = []
+        self._acquirers: list[tuple[str, asyncio.Future[None]]] = []
 
     def free(self, queue: str) -> int:
         """How many handlers of `queue` could start now."""
@@ -32,7 +39,7 @@ class Slots:
         return taken
 
     async def wait(self, queue: str) -> None:
-        """Wait until at least one slot of `queue` is free."""
+        """Wait until at least one slot of `queue` is free (taking nothing)."""
         while self.free(queue) <= 0:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -43,19 +50,41 @@ class Slots:
                     self._waiters.remove(waiter)
 
     async def acquire(self, queue: str) -> None:
-        """Wait for a slot of `queue` and take it (in one step: no one can take it between)."""
-        await self.wait(queue)
-        taken = self.take(queue, 1)
-        assert taken == 1
+        """Take a slot of `queue`, waiting behind earlier acquirers for one."""
+        if self.free(queue) > 0 and not any(q == queue for q, _ in self._acquirers):
+            self.take(queue, 1)
+            return
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (queue, handed)
+        self._acquirers.append(entry)
+        try:
+            await handed
+        except asyncio.CancelledError:
+            if entry in self._acquirers:
+                self._acquirers.remove(entry)
+            elif handed.done() and not handed.cancelled():
+                self.give_back(queue)  # handed a slot just as we were cancelled
+            raise
 
     def give_back(self, queue: str, count: int = 1) -> None:
-        """Return `count` slots of `queue` and wake whoever waits for one."""
+        """Return `count` slots of `queue`: hand them to waiting acquirers first, then wake
+        whoever waits for a free slot."""
         if count <= 0:
             return
         self._free += count
         limit = self._queue_free[queue]
         if limit is not None:
             self._queue_free[queue] = limit + count
+        for entry in list(self._acquirers):
+            wanted, handed = entry
+            if handed.done():  # cancelled, its task not resumed yet
+                self._acquirers.remove(entry)
+            elif self.free(wanted) > 0:
+                self._acquirers.remove(entry)
+                self.take(wanted, 1)
+                handed.set_result(None)
+        if self._free <= 0:
+            return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
