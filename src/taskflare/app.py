@@ -213,6 +213,11 @@ class App:
             unique=unique,
         )
 
+        if limits.active and "|" in name:
+            raise InvalidJobConfig(
+                f"job type {name!r}: a type with limits cannot have '|' in its name"
+            )
+
         def register(handler: JobHandler) -> JobHandler:
             self.registry.add_job_type(
                 JobType.create(
@@ -462,9 +467,7 @@ class App:
         """Store every declared queue's settings, so admin tools show them (workers and the
         HTTP service do this when they start)."""
         backend = await self.backend()
-        settings = [
-            QueueSettings(s.name, s.config.to_json()) for s in self.registry.queues.values()
-        ]
+        settings = [QueueSettings(s.name, s.settings_json()) for s in self.registry.queues.values()]
         await backend.queue_declare_many(QueueDeclareParams(settings))
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:

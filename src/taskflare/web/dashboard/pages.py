@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -197,10 +198,13 @@ class Views:
         cursor = request.query_params.get("cursor") or None
         dead = request.url.path.endswith("/dlq")
         try:
-            found = await self.app.read.queue_depths(name)
-            if not found:
-                raise UnknownQueue(f"no queue named {name!r}")
-            settings = found[0]["settings"] or {}
+            if name in self.app.queues:  # declared: its settings need no query
+                settings = orjson.loads(self.app.queues[name].config.to_json())
+            else:
+                found = await self.app.read.queue_depths(name)
+                if not found:
+                    raise UnknownQueue(f"no queue named {name!r}")
+                settings = found[0]["settings"] or {}
             shown = name
             if dead:
                 dlq = settings.get("dead_letter_queue")
