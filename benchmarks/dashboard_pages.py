@@ -226,14 +226,26 @@ def explain(url: str) -> list[tuple[str, str]]:
         ("job_search_text", "job_search_text", {"needle": b"Globex"}),
         ("queue_counts", "queue_counts", {}),
         ("queue_delayed_counts", "queue_delayed_counts", {}),
-        ("job_ahead_count", "job_ahead_count", {"queue": "crm", "priority": 0,
-                                                "available_at": time.time(), "id": "x"}),
+        (
+            "job_ahead_count",
+            "job_ahead_count",
+            {"queue": "crm", "priority": 0, "available_at": time.time(), "id": "x"},
+        ),
         ("stats_history", "stats_history", {"since": time.time() - 3600}),
     ]
     base = {
-        "state": None, "type": None, "queue": None, "created_from": float("-inf"),
-        "before_created": float("inf"), "before_id": "", "needle": None, "limit": 51,
-        "scan_limit": 20000, "key": None, "now": time.time(), "step": 60,
+        "state": None,
+        "type": None,
+        "queue": None,
+        "created_from": float("-inf"),
+        "before_created": float("inf"),
+        "before_id": "",
+        "needle": None,
+        "limit": 51,
+        "scan_limit": 20000,
+        "key": None,
+        "now": time.time(),
+        "step": 60,
         "count_limit": 10001,
     }
     plans = []

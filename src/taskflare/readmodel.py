@@ -22,6 +22,9 @@ import orjson
 from .backends.base import (
     AttemptRecord,
     CronNameParams,
+    FlowJobHoldParams,
+    FlowLimit,
+    FlowStatsParams,
     JobAheadParams,
     JobAttemptsParams,
     JobBatchGetParams,
@@ -263,7 +266,7 @@ class ReadModel:
         declared = self._registry.queues.get(counts.name)
         settings = orjson.loads(counts.settings_json) if counts.settings_json else None
         if declared is not None:
-            settings = orjson.loads(declared.config.to_json())
+            settings = orjson.loads(declared.settings_json())
         age = None
         if counts.oldest_ready_at is not None:
             age = round(max(now - counts.oldest_ready_at, 0.0), 3)
@@ -697,14 +700,105 @@ class ReadModel:
 
     async def stats(self) -> dict[str, Any]:
         """Everything `taskflare stats` shows: queues with their processing rate, job
-        totals, live workers (field names as in the HTTP API)."""
+        totals, live workers, flow limits (field names as in the HTTP API)."""
         counters = await self.worker_counters()
         acked = counters.rates.get("acked", {})
         queues = [
             q | {"processedPerSecond": round(acked.get(q["name"], 0.0), 3)}
             for q in await self.queues()
         ]
-        return {"queues": queues, "jobs": await self.job_stats(), "workers": counters.alive}
+        return {
+            "queues": queues,
+            "jobs": await self.job_stats(),
+            "workers": counters.alive,
+            "limits": await self.limits(),
+        }
+
+    # -- flow control ---------------------------------------------------------------------
+
+    async def flow_limits(self) -> dict[str, tuple[FlowLimit, ...]]:
+        """Every queue's limits: from this app's declarations, else as its workers stored
+        them with the queue's settings (a reader without the app's code)."""
+        found = {n: s.flow_limits() for n, s in self._registry.queues.items() if s.flow_limits()}
+        backend = await self._storage.backend()
+        for counts in await backend.queue_counts(QueueCountsParams()):
+            if counts.name in found or not counts.settings_json:
+                continue
+            stored = orjson.loads(counts.settings_json).get("flow_limits")
+            if stored:
+                found[counts.name] = tuple(FlowLimit(*map_limit(row)) for row in stored)
+        return found
+
+    async def limits(self, window: float = 10.0) -> list[dict[str, Any]]:
+        """Per limit: its key count, running jobs, jobs waiting on it, starts per second
+        over the last `window` seconds, and when its earliest held bucket frees up."""
+        backend = await self._storage.backend()
+        out = []
+        for queue, limits in sorted((await self.flow_limits()).items()):
+            by_family = {lim.family: lim for lim in limits}
+            for stat in await backend.flow_stats(FlowStatsParams(limits, window)):
+                out.append(
+                    describe_limit(queue, by_family[stat.family])
+                    | {
+                        "keys": stat.keys,
+                        "running": stat.running,
+                        "waiting": stat.waiting,
+                        "startedPerSecond": round(stat.started / window, 3),
+                        "heldUntil": iso(stat.held_until),
+                    }
+                )
+        return out
+
+    async def job_hold(self, job: Job) -> dict[str, Any]:
+        """Why a pending job has not run yet: snoozed until when, and the limits holding
+        it back (each with its key and until when; None: until a running job ends)."""
+        if job.status is not JobStatus.PENDING:
+            return {"snoozedUntil": None, "heldBy": []}
+        snoozed = None
+        if (
+            job.history
+            and job.history[-1].outcome == "snoozed"
+            and job.run_at.timestamp() > (time.time())
+        ):
+            snoozed = iso(job.run_at.timestamp())
+        limits = (await self.flow_limits()).get(job.queue, ())
+        held = []
+        if limits:
+            backend = await self._storage.backend()
+            by_family = {lim.family: lim for lim in limits}
+            for hold in await backend.flow_job_hold(FlowJobHoldParams(job.id, limits)):
+                family, _, key = hold.bucket.partition("|")
+                described = describe_limit(job.queue, by_family[family])
+                held.append(described | {"key": key or None, "until": iso(hold.until)})
+        return {"snoozedUntil": snoozed, "heldBy": held}
+
+
+def map_limit(row: Sequence[Any]) -> tuple[str, float, float, float]:
+    """A stored limit ([family, amount, period, burst]) as `FlowLimit` fields."""
+    return str(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+def describe_limit(queue: str, limit: FlowLimit) -> dict[str, Any]:
+    """A limit as users declared it: which queue or job type, rate or concurrency."""
+    family = limit.family
+    if family.startswith("r@"):
+        scope: dict[str, Any] = {"queue": queue, "jobType": None, "perKey": False}
+    else:
+        body = family[2:]
+        head, _, tail = body.rpartition(":")
+        indexed = tail.isdigit() and head != ""
+        job_type = head if indexed else body
+        per_key = indexed if family.startswith("c:") else None
+        scope = {"queue": queue, "jobType": job_type, "perKey": per_key}
+    if limit.is_rate:
+        return {
+            "limit": family,
+            "kind": "rate",
+            "rate": f"{limit.amount:g}/{limit.period:g}s",
+            "burst": limit.burst,
+            **scope,
+        }
+    return {"limit": family, "kind": "concurrency", "max": int(limit.amount), **scope}
 
 
 def _add(into: dict[str, dict[str, float]], counters: Mapping[str, Mapping[str, float]]) -> None:

@@ -14,7 +14,7 @@ commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -33,6 +33,7 @@ from .base import (
     DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
+    FlowLimit,
     JobAheadParams,
     JobAttemptsParams,
     JobBatchCounts,
@@ -98,6 +99,28 @@ def not_transactional(url: str) -> InvalidMessage:
 
 def _list(values: tuple[str, ...] | None) -> list[str] | None:
     return None if values is None else list(values)
+
+
+# A worker waiting on a full concurrency limit looks again at least this often [s] (it
+# also wakes whenever a job finishes).
+CONCURRENCY_POLL = 0.25
+
+
+def flow_scan(limit: int) -> int:
+    """How many ready jobs a claim with limits looks at to take up to `limit`: jobs of
+    buckets that allow nothing are skipped by the scan itself; the margin covers buckets
+    that allow fewer jobs than the scan finds."""
+    return max(4 * limit, 20)
+
+
+def limit_arrays(limits: Sequence[FlowLimit]) -> dict[str, list[Any]]:
+    """The limits as the parallel arrays the flow statements take."""
+    return {
+        "families": [lim.family for lim in limits],
+        "amounts": [float(lim.amount) for lim in limits],
+        "periods": [float(lim.period) for lim in limits],
+        "bursts": [float(lim.burst) for lim in limits],
+    }
 
 
 def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:
@@ -356,6 +379,7 @@ class SqlStore:
         if not params.ids:
             return 0
         return len(await self._x.fetch("job_delete_many", {"ids": list(params.ids)}))
+
     async def ping(self) -> None:
         """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
         await self._x.fetch("database_ping", {})
@@ -422,6 +446,7 @@ class SqlStore:
             if r["state"] is not None:
                 entry.by_state[str(r["state"])] = int(r["count"])
         return list(found.values())
+
     async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
         """Raise a batch's total (never lowers it)."""
         await self._x.fetch("job_batch_raise_total", {"id": params.id, "total": params.total})
@@ -606,6 +631,7 @@ def _documents(rows: Rows) -> list[DocumentRecord]:
     return [
         DocumentRecord(str(r[0]), str(r[1]), str(r[2]).encode(), float(r[3])) for r in rows.rows
     ]
+
 
 def _fields(params: JobSearchParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in params.__dataclass_fields__}
