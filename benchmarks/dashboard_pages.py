@@ -225,7 +225,7 @@ def explain(url: str) -> list[tuple[str, str]]:
         ("job_find (key)", "job_find", {"key": "key-x"}),
         ("job_search_text", "job_search_text", {"needle": b"Globex"}),
         ("queue_counts", "queue_counts", {}),
-        ("queue_delayed_counts", "queue_delayed_counts", {}),
+        ("queue_depths", "queue_depths", {}),
         (
             "job_ahead_count",
             "job_ahead_count",
@@ -246,6 +246,7 @@ def explain(url: str) -> list[tuple[str, str]]:
         "key": None,
         "now": time.time(),
         "step": 60,
+        "count_limit": 10001,
     }
     plans = []
     if url.startswith("sqlite"):
@@ -268,6 +269,8 @@ def explain(url: str) -> list[tuple[str, str]]:
         for label, name, params in cases:
             if name.endswith(("_state", "_type")) and name.startswith("job_search"):
                 name = name.rsplit("_", 1)[0]
+            if name not in queries:
+                continue
             sql = queries[name].replace("{schema}", f'"{schema.group(1)}"')
             sql = sql.replace("{now}", "extract(epoch FROM now())::float8")
             args = {**base, **params}

@@ -61,6 +61,9 @@ from .storage import Storage
 HISTORY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # A jobs search examines at most this many jobs per page when it looks inside payloads.
 TEXT_SCAN_LIMIT = 20_000
+# Counting the jobs a bulk action covers stops here ("more than 10 000"): a count of a
+# million rows cannot be fast, and the action itself goes through every match anyway.
+COUNT_LIMIT = 10_000
 # A worker that has not reported for this long is no longer counted as alive [s].
 WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
@@ -439,10 +442,14 @@ class ReadModel:
             return JobSearchPage(jobs, encode_cursor(*found.scanned_to), partial=True)
         return JobSearchPage(jobs, None)
 
-    async def job_search_count(self, query: JobQuery) -> int:
-        """How many jobs match `query` (what a bulk action on "all that match" covers)."""
+    async def job_search_count(self, query: JobQuery, limit: int = COUNT_LIMIT) -> int:
+        """How many jobs match `query` (what a bulk action on "all that match" covers),
+        counting at most `limit` + 1: a result above `limit` means "more than `limit`"."""
         backend = await self._storage.backend()
-        return await backend.job_search_count(query.params())
+        params = query.params()
+        return await backend.job_search_count(
+            JobSearchParams(**{**_params_fields(params), "count_limit": limit + 1})
+        )
 
     async def job_delete(self, ids: list[str]) -> int:
         """Delete jobs with their history; return how many were deleted."""
@@ -857,3 +864,7 @@ def _point(minute: StatsMinute | None, per_minute: float) -> dict[str, Any]:
         "p50": quantile(minute.histogram, 0.5),
         "p95": quantile(minute.histogram, 0.95),
     }
+
+
+def _params_fields(params: JobSearchParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}

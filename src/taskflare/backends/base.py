@@ -760,6 +760,8 @@ class JobSearchParams:
     limit: int = 50
     before: tuple[float, str] | None = None
     scan_limit: int = 20_000
+    count_limit: int = 1_000_000_000
+    """`job_search_count` stops counting here (and answers this number)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1157,7 +1159,8 @@ class JobStore(Protocol):
         ...
 
     async def job_search_count(self, params: JobSearchParams) -> int:
-        """How many jobs match the filters (`limit`, `before` and `scan_limit` ignored)."""
+        """How many jobs match the filters, counting at most `count_limit` (`limit`,
+        `before` and `scan_limit` ignored)."""
         ...
 
 

@@ -149,6 +149,7 @@ def _search_args(params: JobSearchParams) -> dict[str, Any]:
         "needle": None if params.text is None else params.text.encode(),
         "limit": params.limit,
         "scan_limit": params.scan_limit,
+        "count_limit": params.count_limit,
         "key": params.key,
     }
 
@@ -323,11 +324,13 @@ class SqlStore:
         return rows.into(MessageRecord)
 
     def _search_name(self, base: str, params: JobSearchParams) -> str:
+        # A status is usually the narrower range (failed, pending, running are a small
+        # share of a large table), so it drives when both are given.
         if self.SEARCH_BY_INDEX:
-            if params.type is not None:
-                return f"{base}_type"
             if params.state is not None:
                 return f"{base}_state"
+            if params.type is not None:
+                return f"{base}_type"
         return base
 
     async def job_search(self, params: JobSearchParams) -> JobSearchResult:
@@ -353,7 +356,7 @@ class SqlStore:
     async def job_search_count(self, params: JobSearchParams) -> int:
         """How many jobs match (a key search: at most one page)."""
         if params.key is not None:
-            return len((await self.job_search(params)).records)
+            return min(len((await self.job_search(params)).records), params.count_limit)
         args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
         name = self._search_name("job_search_count", params)
         return int((await self._x.fetch(name, args)).scalar() or 0)

@@ -750,14 +750,16 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_search_count
-SELECT count(*) FROM {schema}.messages
+SELECT count(*) FROM (
+SELECT 1 FROM {schema}.messages
 WHERE type IS NOT NULL
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND created_at >= %(created_from)s::float8
   AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
-  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0);
+  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
+LIMIT %(count_limit)s) AS matching;
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
@@ -873,7 +875,9 @@ ORDER BY name;
 -- name: queue_depths
 -- Each state from its own index (ready, leased, failed), never reading finished rows;
 -- the oldest ready time counts only what is ready now (delayed rows are not waiting).
--- Every queue at once: one queue costs the same scan of these indexes.
+-- Every queue at once: one queue costs the same scan of these indexes. Failed rows are
+-- counted per stored queue by a seek in the by-state index (its condition, state <>
+-- 'ready', is written out so SQLite may use it), never scanning other finished rows.
 SELECT queue, 'ready' AS state, count(*) AS count,
        min(CASE WHEN available_at <= {now} THEN available_at END) AS oldest,
        sum(CASE WHEN available_at > {now} THEN 1 ELSE 0 END) AS delayed
@@ -884,9 +888,11 @@ SELECT queue, 'leased', count(*), NULL, NULL
 FROM {schema}.messages WHERE state = 'leased'
 GROUP BY queue
 UNION ALL
-SELECT queue, 'failed', count(*), NULL, NULL
-FROM {schema}.messages WHERE state = 'failed'
-GROUP BY queue;
+SELECT q.name, 'failed',
+       (SELECT count(*) FROM {schema}.messages AS m
+        WHERE m.queue = q.name AND m.state <> 'ready' AND m.state = 'failed'),
+       NULL, NULL
+FROM {schema}.queues AS q;
 
 -- Documents (the namespaced document store) ---------------------------------------------
 

@@ -517,34 +517,40 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: job_search_count
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_state
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND state = :state
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_type
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND type = :type
   AND (:state IS NULL OR state = :state)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
@@ -660,9 +666,9 @@ ORDER BY name;
 -- name: queue_depths
 -- Each state from its own index (ready, leased, failed), never reading finished rows;
 -- the oldest ready time counts only what is ready now (delayed rows are not waiting).
--- Every queue at once: one queue costs the same scan of these indexes.
--- (SQLite: the failed count repeats the finished index's condition word for word, so
--- the planner may use that index.)
+-- Every queue at once: one queue costs the same scan of these indexes. Failed rows are
+-- counted per stored queue by a seek in the by-state index (its condition, state <>
+-- 'ready', is written out so SQLite may use it), never scanning other finished rows.
 SELECT queue, 'ready' AS state, count(*) AS count,
        min(CASE WHEN available_at <= :now THEN available_at END) AS oldest,
        sum(CASE WHEN available_at > :now THEN 1 ELSE 0 END) AS delayed
@@ -673,9 +679,11 @@ SELECT queue, 'leased', count(*), NULL, NULL
 FROM messages WHERE state = 'leased'
 GROUP BY queue
 UNION ALL
-SELECT queue, 'failed', count(*), NULL, NULL
-FROM messages WHERE state IN ('completed', 'failed', 'cancelled') AND state = 'failed'
-GROUP BY queue;
+SELECT q.name, 'failed',
+       (SELECT count(*) FROM messages AS m
+        WHERE m.queue = q.name AND m.state <> 'ready' AND m.state = 'failed'),
+       NULL, NULL
+FROM queues AS q;
 
 -- Documents (the namespaced document store) ---------------------------------------------
 
