@@ -75,3 +75,22 @@ def ok(*args: str, url: str) -> str:
 
 def tf_json(*args: str, url: str) -> Any:
     return json.loads(ok(*args, "--json", url=url))
+
+
+def test_post_jobs_takes_rate_and_concurrency_keys(sqlite_live: LiveServer) -> None:
+    payload = {"to": "a@b.c", "subject": "s", "body": "b"}
+    with sqlite_live.client() as client:
+        fine = client.post(
+            "/jobs",
+            json={
+                "type": "send-email",
+                "payload": payload,
+                "rateKey": "acme",
+                "concurrencyKey": "7",
+            },
+        )
+        assert fine.status_code == 200, fine.text
+        bad = client.post(
+            "/jobs", json={"type": "send-email", "payload": payload, "rateKey": "a\x00b"}
+        )
+        assert bad.status_code == 422 and "rateKey" in bad.text

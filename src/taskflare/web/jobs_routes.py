@@ -40,7 +40,12 @@ class EnqueueRequest(BaseModel):
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)
     queue: str | None = Field(default=None, min_length=1, max_length=63)
-    check_text = no_control_characters("type", "idempotencyKey", "correlationId", "queue")
+    # The key of the job type's keyed rate / concurrency limits (docs/flow-control.md).
+    rateKey: str | None = Field(default=None, min_length=1, max_length=200)
+    concurrencyKey: str | None = Field(default=None, min_length=1, max_length=200)
+    check_text = no_control_characters(
+        "type", "idempotencyKey", "correlationId", "queue", "rateKey", "concurrencyKey"
+    )
 
 
 class EnqueueResponse(BaseModel):
@@ -114,6 +119,8 @@ def job_router(app: App) -> APIRouter:
                 idempotency_key=body.idempotencyKey,
                 correlation_id=body.correlationId,
                 queue=body.queue,
+                rate_key=body.rateKey,
+                concurrency_key=body.concurrencyKey,
             )
         except UnknownJobType as exc:
             raise ApiError(400, said(exc), "unknown_job_type") from None
