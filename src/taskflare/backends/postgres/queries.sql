@@ -796,15 +796,21 @@ ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
 -- name: job_find
--- Jobs by id, idempotency key, correlation id or batch id (each has its index).
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+-- Jobs by id, idempotency key, correlation id or batch id: the matches are found through
+-- those four indexes first (a BitmapOr), then ordered; planned as one ordered scan of the
+-- creation index with a filter, PostgreSQL read a million rows to find one.
+WITH found AS MATERIALIZED (
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
-FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s OR batch_id = %(key)s)
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s
+           OR batch_id = %(key)s)
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+)
+SELECT * FROM found
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
