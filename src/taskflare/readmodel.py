@@ -463,8 +463,8 @@ class ReadModel:
 
     async def pending_reasons(self, job: Job) -> list[str]:
         """Why a pending job is not running yet, in words (empty for other statuses):
-        scheduled for later, queue paused, no live worker serves its queue, behind N
-        jobs. taskflare has no rate or concurrency limits per queue, so none applies."""
+        scheduled for later (or snoozed), queue paused, no live worker serves its queue,
+        behind N jobs, waiting on a rate or concurrency limit."""
         if job.status is not JobStatus.PENDING:
             return []
         reasons = []
@@ -489,6 +489,9 @@ class ReadModel:
                 f"behind {ahead} ready job{'s' if ahead != 1 else ''} of higher priority "
                 "or ready earlier on its queue"
             )
+        declared = self._registry.queues.get(job.queue)
+        if declared is None or declared.flow_limits():  # limits may hold it: ask the store
+            reasons.extend(_hold_reasons(await self.job_hold(job)))
         if not reasons:
             reasons.append("nothing holds it back: it starts when a worker has a free slot")
         return reasons
@@ -868,3 +871,21 @@ def _point(minute: StatsMinute | None, per_minute: float) -> dict[str, Any]:
 
 def _params_fields(params: JobSearchParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def _hold_reasons(hold: Mapping[str, Any]) -> list[str]:
+    """`job_hold`'s answer in words."""
+    reasons = []
+    if hold.get("snoozedUntil"):
+        reasons.append(f"snoozed by its handler until {hold['snoozedUntil']}")
+    for held in hold.get("heldBy", []):
+        scope = f"job type {held['jobType']!r}" if held.get("jobType") else "its queue"
+        what = (
+            f"rate limit {held.get('rate')}"
+            if held.get("kind") == "rate"
+            else f"concurrency limit of {held.get('max')}"
+        )
+        key = f" for key {held['key']!r}" if held.get("key") else ""
+        until = f" until {held['until']}" if held.get("until") else " until a running job ends"
+        reasons.append(f"waiting on the {what} of {scope}{key}{until}")
+    return reasons
