@@ -866,12 +866,12 @@ SELECT (minute / %(step)s::bigint) * %(step)s::bigint AS minute, queue, sum(proc
        sum(retried) AS retried, sum(failed) AS failed, sum(duration_sum) AS duration_sum,
        sum(h0) AS h0, sum(h1) AS h1, sum(h2) AS h2, sum(h3) AS h3, sum(h4) AS h4, sum(h5) AS h5, sum(h6) AS h6, sum(h7) AS h7, sum(h8) AS h8, sum(h9) AS h9, sum(h10) AS h10, sum(h11) AS h11, sum(h12) AS h12, sum(h13) AS h13
 FROM {schema}.stats_minutes
-WHERE minute >= %(since)s::float8 AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+WHERE minute >= ceil(%(since)s::float8)::bigint AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY (minute / %(step)s::bigint) * %(step)s::bigint, queue
 ORDER BY 1, 2;
 
 -- name: stats_prune
-DELETE FROM {schema}.stats_minutes WHERE minute < %(before)s::float8;
+DELETE FROM {schema}.stats_minutes WHERE minute < ceil(%(before)s::float8)::bigint;
 
 -- name: queue_rows
 SELECT name, paused, settings FROM {schema}.queues
