@@ -225,15 +225,28 @@ def explain(url: str) -> list[tuple[str, str]]:
         ("job_find (key)", "job_find", {"key": "key-x"}),
         ("job_search_text", "job_search_text", {"needle": b"Globex"}),
         ("queue_counts", "queue_counts", {}),
-        ("queue_delayed_counts", "queue_delayed_counts", {}),
-        ("job_ahead_count", "job_ahead_count", {"queue": "crm", "priority": 0,
-                                                "available_at": time.time(), "id": "x"}),
+        ("queue_depths", "queue_depths", {}),
+        (
+            "job_ahead_count",
+            "job_ahead_count",
+            {"queue": "crm", "priority": 0, "available_at": time.time(), "id": "x"},
+        ),
         ("stats_history", "stats_history", {"since": time.time() - 3600}),
     ]
     base = {
-        "state": None, "type": None, "queue": None, "created_from": float("-inf"),
-        "before_created": float("inf"), "before_id": "", "needle": None, "limit": 51,
-        "scan_limit": 20000, "key": None, "now": time.time(),
+        "state": None,
+        "type": None,
+        "queue": None,
+        "created_from": float("-inf"),
+        "before_created": float("inf"),
+        "before_id": "",
+        "needle": None,
+        "limit": 51,
+        "scan_limit": 20000,
+        "key": None,
+        "now": time.time(),
+        "step": 60,
+        "count_limit": 10001,
     }
     plans = []
     if url.startswith("sqlite"):
@@ -256,6 +269,8 @@ def explain(url: str) -> list[tuple[str, str]]:
         for label, name, params in cases:
             if name.endswith(("_state", "_type")) and name.startswith("job_search"):
                 name = name.rsplit("_", 1)[0]
+            if name not in queries:
+                continue
             sql = queries[name].replace("{schema}", f'"{schema.group(1)}"')
             sql = sql.replace("{now}", "extract(epoch FROM now())::float8")
             args = {**base, **params}
@@ -264,18 +279,21 @@ def explain(url: str) -> list[tuple[str, str]]:
     return plans
 
 
-async def run_backend(kind: str, jobs: int, rounds: int) -> tuple[list[Any], list[Any]]:
-    print(f"{kind}: filling {jobs:,} jobs", flush=True)
+async def run_backend(
+    kind: str, jobs: int, rounds: int, keep: Path | None = None, reuse: bool = False
+) -> tuple[list[Any], list[Any]]:
     if kind == "sqlite":
         folder = tempfile.mkdtemp(prefix="tf-dash-bench-")
-        url = f"sqlite:///{folder}/bench.db"
+        url = f"sqlite:///{keep or Path(folder) / 'bench.db'}"
     else:
         url = f"{PG_URL}?schema=tf_dash_bench_{uuid.uuid4().hex[:8]}"
     app = build_app(url)
     try:
         await app.declare_queues()
-        await fill(app, jobs)
-        await app.enqueue_many("sync-crm", [{"batch": i} for i in range(20)])
+        if not reuse:
+            print(f"{kind}: filling {jobs:,} jobs", flush=True)
+            await fill(app, jobs)
+            await app.enqueue_many("sync-crm", [{"batch": i} for i in range(20)])
         results = await time_pages(app, rounds)
         plans = explain(url)
     finally:
@@ -286,7 +304,7 @@ async def run_backend(kind: str, jobs: int, rounds: int) -> tuple[list[Any], lis
             schema = url.rsplit("=", 1)[1]
             with psycopg.connect(PG_URL, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        else:
+        elif keep is None:
             remove_sqlite(url)
     return results, plans
 
@@ -332,9 +350,26 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--sqlite-file",
+        type=Path,
+        default=None,
+        help="keep the SQLite database here, and reuse it (no fill) if it exists",
+    )
     args = parser.parse_args()
     kinds = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    runs = {kind: asyncio.run(run_backend(kind, args.jobs, args.rounds)) for kind in kinds}
+    runs = {
+        kind: asyncio.run(
+            run_backend(
+                kind,
+                args.jobs,
+                args.rounds,
+                args.sqlite_file,
+                kind == "sqlite" and args.sqlite_file is not None and args.sqlite_file.exists(),
+            )
+        )
+        for kind in kinds
+    }
     text = report(args.jobs, args.rounds, runs)
     if args.out:
         args.out.write_text(text)

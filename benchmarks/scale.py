@@ -192,7 +192,6 @@ def ready_workers(table: Table, n: int) -> None:
 def enqueue(url: str, type: str, count: int) -> None:
     import asyncio
 
-
     async def run() -> None:
         app = App(url)
         app.job(type, queue="naps" if type == "nap" else "default")(lambda payload: None)
@@ -303,7 +302,6 @@ def memory_run(backend: str, jobs: int) -> dict[str, Any]:
 def enqueue_run(backend: str, jobs: int) -> dict[str, Any]:
     """`enqueue_many` of `jobs` jobs in tenths: the rate of each tenth."""
     import asyncio
-
 
     rates: list[float] = []
     with database(backend) as (url, _):

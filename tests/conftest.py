@@ -13,8 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from taskflare import App
+
+# Hypothesis's per-example deadline (200 ms) is a timed assertion: on a loaded machine it
+# fails examples that are merely slow. Properties are judged on their outcome only.
+hypothesis_settings.register_profile("taskflare", deadline=None)
+hypothesis_settings.load_profile("taskflare")
 
 PG_URL = os.environ.get("TASKFLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("TASKFLARE_REQUIRE_POSTGRES") == "1"

@@ -40,6 +40,7 @@ from .registry.triggers import CronHandler, CronTrigger
 from .retention import Retention
 from .retry import Backoff
 from .webhooks import DEFAULT_REPLAY_WINDOW, DEFAULT_TOLERANCE, STRIPE, WebhookSource
+from .wrangler import WranglerConfig, load_wrangler
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -221,6 +222,11 @@ class App:
             unique=unique,
         )
 
+        if limits.active and "|" in name:
+            raise InvalidJobConfig(
+                f"job type {name!r}: a type with limits cannot have '|' in its name"
+            )
+
         def register(handler: JobHandler) -> JobHandler:
             self.registry.add_job_type(
                 JobType.create(
@@ -363,6 +369,32 @@ class App:
             return self.enqueue_sync(job_type.name, payload)
         return asyncio.ensure_future(self.enqueue(job_type.name, payload))
 
+    def use_wrangler(
+        self,
+        path: str,
+        *,
+        env: str | None = None,
+        scheduled: CronHandler | None = None,
+    ) -> WranglerConfig:
+        """Declare the queues of a Cloudflare `wrangler.toml` / `wrangler.jsonc` (for
+        environment `env`): every queue it names, with its consumer's settings
+        (`max_batch_size`, `max_batch_timeout`, `max_retries`, `retry_delay`,
+        `dead_letter_queue`, `max_concurrency`), and, given `scheduled`, one cron trigger
+        per `triggers.crons` expression running it (its `ScheduledEvent.cron` says which,
+        as Cloudflare's `event.cron`). Bind consumers by name afterwards:
+        `@app.get_queue("emails").consumer`. Returns what was read, `unsupported` keys
+        included; `WranglerConfigError` for a file that does not parse or an unknown
+        environment, `InvalidQueueConfig` for a value out of range.
+        """
+        config = load_wrangler(path, env)
+        for queue in config.queues:
+            self.queue(queue.name, **queue.settings)
+        if scheduled is not None:
+            base = getattr(scheduled, "__name__", "scheduled")
+            for expression in config.crons:
+                self.cron(expression, name=f"{base} {expression}")(scheduled)
+        return config
+
     def get_queue(self, name: str) -> Queue:
         """The declared queue called `name`, or `UnknownQueue`."""
         self.registry.queue(name)
@@ -489,9 +521,7 @@ class App:
         """Store every declared queue's settings, so admin tools show them (workers and the
         HTTP service do this when they start)."""
         backend = await self.backend()
-        settings = [
-            QueueSettings(s.name, s.config.to_json()) for s in self.registry.queues.values()
-        ]
+        settings = [QueueSettings(s.name, s.settings_json()) for s in self.registry.queues.values()]
         await backend.queue_declare_many(QueueDeclareParams(settings))
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -22,6 +22,7 @@ LEVELS = {
     "retried": logging.WARNING,
     "lost": logging.WARNING,
     "cancelled": logging.INFO,
+    "snoozed": logging.INFO,
     "enqueued": logging.DEBUG,
     "started": logging.DEBUG,
     "completed": logging.DEBUG,

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .backends.base import JobEnqueueParams, NewMessage
+from .backends.base import FlowLimit, JobEnqueueParams, NewMessage
 from .errors import InvalidJobConfig, InvalidMessage
 
 KeyFunction = Callable[[Any], Any]
@@ -217,15 +217,7 @@ def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One limit as the claim statement takes it: `period` 0 means a concurrency limit of
-    `amount` running jobs; otherwise `amount` starts per `period` seconds, `burst` tokens."""
-
-    family: str
-    amount: float
-    period: float
-    burst: float
+Limit = FlowLimit
 
 
 @dataclass(frozen=True, slots=True)

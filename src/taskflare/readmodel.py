@@ -22,6 +22,9 @@ import orjson
 from .backends.base import (
     AttemptRecord,
     CronNameParams,
+    FlowJobHoldParams,
+    FlowLimit,
+    FlowStatsParams,
     JobAheadParams,
     JobAttemptsParams,
     JobBatchGetParams,
@@ -58,6 +61,9 @@ from .storage import Storage
 HISTORY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # A jobs search examines at most this many jobs per page when it looks inside payloads.
 TEXT_SCAN_LIMIT = 20_000
+# Counting the jobs a bulk action covers stops here ("more than 10 000"): a count of a
+# million rows cannot be fast, and the action itself goes through every match anyway.
+COUNT_LIMIT = 10_000
 # A worker that has not reported for this long is no longer counted as alive [s].
 WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
@@ -260,7 +266,7 @@ class ReadModel:
         declared = self._registry.queues.get(counts.name)
         settings = orjson.loads(counts.settings_json) if counts.settings_json else None
         if declared is not None:
-            settings = orjson.loads(declared.config.to_json())
+            settings = orjson.loads(declared.settings_json())
         age = None
         if counts.oldest_ready_at is not None:
             age = round(max(now - counts.oldest_ready_at, 0.0), 3)
@@ -436,10 +442,14 @@ class ReadModel:
             return JobSearchPage(jobs, encode_cursor(*found.scanned_to), partial=True)
         return JobSearchPage(jobs, None)
 
-    async def job_search_count(self, query: JobQuery) -> int:
-        """How many jobs match `query` (what a bulk action on "all that match" covers)."""
+    async def job_search_count(self, query: JobQuery, limit: int = COUNT_LIMIT) -> int:
+        """How many jobs match `query` (what a bulk action on "all that match" covers),
+        counting at most `limit` + 1: a result above `limit` means "more than `limit`"."""
         backend = await self._storage.backend()
-        return await backend.job_search_count(query.params())
+        params = query.params()
+        return await backend.job_search_count(
+            JobSearchParams(**{**_params_fields(params), "count_limit": limit + 1})
+        )
 
     async def job_delete(self, ids: list[str]) -> int:
         """Delete jobs with their history; return how many were deleted."""
@@ -453,8 +463,8 @@ class ReadModel:
 
     async def pending_reasons(self, job: Job) -> list[str]:
         """Why a pending job is not running yet, in words (empty for other statuses):
-        scheduled for later, queue paused, no live worker serves its queue, behind N
-        jobs. taskflare has no rate or concurrency limits per queue, so none applies."""
+        scheduled for later (or snoozed), queue paused, no live worker serves its queue,
+        behind N jobs, waiting on a rate or concurrency limit."""
         if job.status is not JobStatus.PENDING:
             return []
         reasons = []
@@ -479,6 +489,9 @@ class ReadModel:
                 f"behind {ahead} ready job{'s' if ahead != 1 else ''} of higher priority "
                 "or ready earlier on its queue"
             )
+        declared = self._registry.queues.get(job.queue)
+        if declared is None or declared.flow_limits():  # limits may hold it: ask the store
+            reasons.extend(_hold_reasons(await self.job_hold(job)))
         if not reasons:
             reasons.append("nothing holds it back: it starts when a worker has a free slot")
         return reasons
@@ -510,14 +523,16 @@ class ReadModel:
 
     # -- history --------------------------------------------------------------------------
 
-    async def history(self, seconds: float = 3600.0, step: int = 60) -> dict[str, Any]:
+    async def history(
+        self, seconds: float = 3600.0, step: int = 60, queue: str | None = None
+    ) -> dict[str, Any]:
         """Per queue, one point per `step` seconds over the last `seconds`: processed and
         failed per minute, p50 and p95 handler duration [s] (None without calls), from
-        the history the workers store each minute."""
+        the history the workers store each minute; of every queue, or just `queue`."""
         backend = await self._storage.backend()
         now = time.time()
         start = int((now - seconds) // step * step)
-        rows = await backend.stats_history(StatsHistoryParams(start, step=step))
+        rows = await backend.stats_history(StatsHistoryParams(start, queue, step))
         slots = int((now - start) // step) + 1
         series: dict[str, list[StatsMinute | None]] = {}
         for row in rows:
@@ -688,14 +703,105 @@ class ReadModel:
 
     async def stats(self) -> dict[str, Any]:
         """Everything `taskflare stats` shows: queues with their processing rate, job
-        totals, live workers (field names as in the HTTP API)."""
+        totals, live workers, flow limits (field names as in the HTTP API)."""
         counters = await self.worker_counters()
         acked = counters.rates.get("acked", {})
         queues = [
             q | {"processedPerSecond": round(acked.get(q["name"], 0.0), 3)}
             for q in await self.queues()
         ]
-        return {"queues": queues, "jobs": await self.job_stats(), "workers": counters.alive}
+        return {
+            "queues": queues,
+            "jobs": await self.job_stats(),
+            "workers": counters.alive,
+            "limits": await self.limits(),
+        }
+
+    # -- flow control ---------------------------------------------------------------------
+
+    async def flow_limits(self) -> dict[str, tuple[FlowLimit, ...]]:
+        """Every queue's limits: from this app's declarations, else as its workers stored
+        them with the queue's settings (a reader without the app's code)."""
+        found = {n: s.flow_limits() for n, s in self._registry.queues.items() if s.flow_limits()}
+        backend = await self._storage.backend()
+        for counts in await backend.queue_counts(QueueCountsParams()):
+            if counts.name in found or not counts.settings_json:
+                continue
+            stored = orjson.loads(counts.settings_json).get("flow_limits")
+            if stored:
+                found[counts.name] = tuple(FlowLimit(*map_limit(row)) for row in stored)
+        return found
+
+    async def limits(self, window: float = 10.0) -> list[dict[str, Any]]:
+        """Per limit: its key count, running jobs, jobs waiting on it, starts per second
+        over the last `window` seconds, and when its earliest held bucket frees up."""
+        backend = await self._storage.backend()
+        out = []
+        for queue, limits in sorted((await self.flow_limits()).items()):
+            by_family = {lim.family: lim for lim in limits}
+            for stat in await backend.flow_stats(FlowStatsParams(limits, window)):
+                out.append(
+                    describe_limit(queue, by_family[stat.family])
+                    | {
+                        "keys": stat.keys,
+                        "running": stat.running,
+                        "waiting": stat.waiting,
+                        "startedPerSecond": round(stat.started / window, 3),
+                        "heldUntil": iso(stat.held_until),
+                    }
+                )
+        return out
+
+    async def job_hold(self, job: Job) -> dict[str, Any]:
+        """Why a pending job has not run yet: snoozed until when, and the limits holding
+        it back (each with its key and until when; None: until a running job ends)."""
+        if job.status is not JobStatus.PENDING:
+            return {"snoozedUntil": None, "heldBy": []}
+        snoozed = None
+        if (
+            job.history
+            and job.history[-1].outcome == "snoozed"
+            and job.run_at.timestamp() > (time.time())
+        ):
+            snoozed = iso(job.run_at.timestamp())
+        limits = (await self.flow_limits()).get(job.queue, ())
+        held = []
+        if limits:
+            backend = await self._storage.backend()
+            by_family = {lim.family: lim for lim in limits}
+            for hold in await backend.flow_job_hold(FlowJobHoldParams(job.id, limits)):
+                family, _, key = hold.bucket.partition("|")
+                described = describe_limit(job.queue, by_family[family])
+                held.append(described | {"key": key or None, "until": iso(hold.until)})
+        return {"snoozedUntil": snoozed, "heldBy": held}
+
+
+def map_limit(row: Sequence[Any]) -> tuple[str, float, float, float]:
+    """A stored limit ([family, amount, period, burst]) as `FlowLimit` fields."""
+    return str(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+def describe_limit(queue: str, limit: FlowLimit) -> dict[str, Any]:
+    """A limit as users declared it: which queue or job type, rate or concurrency."""
+    family = limit.family
+    if family.startswith("r@"):
+        scope: dict[str, Any] = {"queue": queue, "jobType": None, "perKey": False}
+    else:
+        body = family[2:]
+        head, _, tail = body.rpartition(":")
+        indexed = tail.isdigit() and head != ""
+        job_type = head if indexed else body
+        per_key = indexed if family.startswith("c:") else None
+        scope = {"queue": queue, "jobType": job_type, "perKey": per_key}
+    if limit.is_rate:
+        return {
+            "limit": family,
+            "kind": "rate",
+            "rate": f"{limit.amount:g}/{limit.period:g}s",
+            "burst": limit.burst,
+            **scope,
+        }
+    return {"limit": family, "kind": "concurrency", "max": int(limit.amount), **scope}
 
 
 def _add(into: dict[str, dict[str, float]], counters: Mapping[str, Mapping[str, float]]) -> None:
@@ -761,3 +867,25 @@ def _point(minute: StatsMinute | None, per_minute: float) -> dict[str, Any]:
         "p50": quantile(minute.histogram, 0.5),
         "p95": quantile(minute.histogram, 0.95),
     }
+
+
+def _params_fields(params: JobSearchParams) -> dict[str, Any]:
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def _hold_reasons(hold: Mapping[str, Any]) -> list[str]:
+    """`job_hold`'s answer in words."""
+    reasons = []
+    if hold.get("snoozedUntil"):
+        reasons.append(f"snoozed by its handler until {hold['snoozedUntil']}")
+    for held in hold.get("heldBy", []):
+        scope = f"job type {held['jobType']!r}" if held.get("jobType") else "its queue"
+        what = (
+            f"rate limit {held.get('rate')}"
+            if held.get("kind") == "rate"
+            else f"concurrency limit of {held.get('max')}"
+        )
+        key = f" for key {held['key']!r}" if held.get("key") else ""
+        until = f" until {held['until']}" if held.get("until") else " until a running job ends"
+        reasons.append(f"waiting on the {what} of {scope}{key}{until}")
+    return reasons

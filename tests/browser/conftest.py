@@ -149,7 +149,7 @@ def stack(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         except httpx.TransportError:
             return False
 
-    poll(healthy, 30, "taskflare serve")
+    poll(healthy, 90, "taskflare serve")
     try:
         yield Stack(url, database, flag, folder, procs)
     finally:

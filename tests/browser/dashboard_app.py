@@ -10,6 +10,7 @@ from taskflare import App, MessageBatch, PermanentError
 app = App(os.environ["TF_URL"])
 FLAG = os.environ.get("TF_FLAG", "/nonexistent")
 
+
 def flag_up() -> bool:
     """Whether the test's flag file exists (failures are switched on by it)."""
     return os.path.exists(FLAG)

@@ -60,9 +60,11 @@ def test_dead_letters_are_replayed_and_consumed(page: Any, stack: Stack) -> None
     page.wait_for_url(re.compile("/queues/emails/dlq$"))
     assert re.search(r"Replayed [1-9]\d* messages", page.locator(".flash").inner_text())
     poll(
-        lambda: stack.queue("emails-dlq")["depth"]["ready"] == 0
-        and stack.queue("emails")["depth"]["ready"] == 0
-        and stack.queue("emails")["depth"]["leased"] == 0,
+        lambda: (
+            stack.queue("emails-dlq")["depth"]["ready"] == 0
+            and stack.queue("emails")["depth"]["ready"] == 0
+            and stack.queue("emails")["depth"]["leased"] == 0
+        ),
         15,
         "the replayed message to be consumed",
     )
@@ -242,8 +244,15 @@ def test_server_time_per_page_is_reported_by_the_browser(page: Any, stack: Stack
     # Every page answers 200 with the dashboard's CSP, and loads nothing from elsewhere.
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    for path in ("/", "/jobs", "/queues/emails", "/queues/emails/messages", "/cron", "/workers",
-                 "/batches"):
+    for path in (
+        "/",
+        "/jobs",
+        "/queues/emails",
+        "/queues/emails/messages",
+        "/cron",
+        "/workers",
+        "/batches",
+    ):
         response = page.goto(f"{stack.dashboard}{path}")
         assert response.status == 200, path
         assert "script-src 'self'" in response.headers["content-security-policy"]

@@ -49,8 +49,16 @@ def test_read_only_session_sees_everything_and_can_change_nothing(
         tab = context.new_page()
         sign_in(tab, stack, READ_TOKEN)
         assert tab.locator(".badge.read-only").is_visible()
-        for path in ("/", "/jobs", f"/jobs/{job_id}", "/queues/emails", "/queues/emails/dlq",
-                     "/cron", "/workers", "/batches"):
+        for path in (
+            "/",
+            "/jobs",
+            f"/jobs/{job_id}",
+            "/queues/emails",
+            "/queues/emails/dlq",
+            "/cron",
+            "/workers",
+            "/batches",
+        ):
             tab.goto(f"{stack.dashboard}{path}")
             forms = tab.locator("form[method=post]")
             actions = [forms.nth(i).get_attribute("action") for i in range(forms.count())]
@@ -104,8 +112,12 @@ def test_stored_script_renders_as_text_and_never_runs(page: Any, stack: Stack) -
         api.post(
             "/queues/emails-dlq/messages", json={"body": EVIL, "contentType": "text"}
         ).raise_for_status()
-    for path in (f"/jobs/{job_id}", "/jobs?text=onerror", "/queues/emails-dlq/messages",
-                 "/queues/emails/messages"):
+    for path in (
+        f"/jobs/{job_id}",
+        "/jobs?text=onerror",
+        "/queues/emails-dlq/messages",
+        "/queues/emails/messages",
+    ):
         page.goto(f"{stack.dashboard}{path}")
         assert page.evaluate("window.__pwned") is None, path
         assert page.locator("main img").count() == 0, path

@@ -57,7 +57,10 @@ async def test_a_run_at_with_a_time_zone_is_honoured(app: App) -> None:
         job = await app.enqueue("zoned", None, run_at=run_at)
         await wait_until(lambda: started, timeout=20, what="the job to run")
     assert started[0] >= run_at.timestamp()
-    assert abs((await job_of(app, job.id)).run_at.timestamp() - run_at.timestamp()) < 0.5
+    # The zone is honoured: a zone read wrong would be off by hours. The stored time is the
+    # requested one plus the enqueue's own latency (run_at becomes a delay on the
+    # database's clock), which a loaded machine stretches past half a second.
+    assert abs((await job_of(app, job.id)).run_at.timestamp() - run_at.timestamp()) < 60
 
 
 async def test_a_run_at_in_the_past_runs_now(app: App) -> None:

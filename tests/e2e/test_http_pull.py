@@ -129,7 +129,9 @@ def test_unknown_lease_ids_are_warnings_never_errors(client: httpx.Client) -> No
 def test_an_empty_queue_answers_at_once_with_an_empty_list(client: httpx.Client) -> None:
     started = time.monotonic()
     result = pull(client, batch_size=100)
-    assert time.monotonic() - started < 0.5
+    # Cloudflare's pull does not long-poll (a long poll would hold the request for its
+    # whole wait, SQS's is 20 s); the bound leaves room for a loaded machine.
+    assert time.monotonic() - started < 5.0
     assert result["messages"] == [] and result["message_backlog_count"] == 0
 
 

@@ -108,7 +108,9 @@ async def test_a_signed_stripe_event_becomes_one_job_even_when_redelivered(
 ) -> None:
     started = time.monotonic()
     first = stripe(client, EVENT, stripe_header(EVENT))
-    assert time.monotonic() - started < 0.5
+    # Answered without waiting for the job to run (Stripe gives up on a receiver after
+    # ~10 s); the bound leaves room for a loaded machine.
+    assert time.monotonic() - started < 5.0
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["success"] is True and body["received"] is True

@@ -99,9 +99,13 @@ def tf(
 
 
 def tf_many(
-    commands: Sequence[Sequence[str]], url: str | None, timeout: float = 60, **env: str
+    commands: Sequence[Sequence[str]], url: str | None, timeout: float = 180, **env: str
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Run several `taskflare` commands at once (they are independent); results in order."""
+    """Run several `taskflare` commands at once (they are independent); results in order.
+
+    `timeout` [s] guards against a hang, for all of them together: each process imports
+    taskflare (about a CPU-second), so several at once on a loaded 2-CPU machine can take
+    a minute."""
     procs = [
         subprocess.Popen(
             [TASKFLARE, *args],

@@ -60,6 +60,13 @@ EXPECTED = {
     ("cron", "list"),
     ("cron", "trigger"),
     ("cron", "check"),
+    ("wrangler",),
+    ("wrangler", "check"),
+    ("namespaces",),
+    ("namespaces", "list"),
+    ("namespaces", "items"),
+    ("namespaces", "get"),
+    ("namespaces", "delete"),
 }
 
 
@@ -231,6 +238,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ("tail",),  # one JSON document a line: see test_cli_observe
         ("cron", "list"),
         ("cron", "check"),
+        ("wrangler", "check"),
         ("namespaces", "list"),
         ("namespaces", "items"),
         ("namespaces", "get"),
@@ -248,6 +256,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
         ["stats", "--interval", "0.2"],
         ["cron", "list", spec],
         ["cron", "check", "@daily"],
+        ["wrangler", "check", str(Path(__file__).parents[1] / "fixtures/wrangler/chat.jsonc")],
         ["namespaces", "list"],
         ["namespaces", "items", "products"],
         ["namespaces", "get", "products", "sku-1"],

@@ -211,4 +211,6 @@ def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) ->
     local = soon.astimezone(timezone(timedelta(hours=2))).isoformat()
     later = ok("jobs", "enqueue", "hello", "{}", "--run-at", local, url=sqlite_url).strip()
     run_at = tf_json("jobs", "show", later, url=sqlite_url)["runAt"]
-    assert abs((datetime.fromisoformat(run_at) - soon).total_seconds()) < 1  # stored as a delay
+    # Stored as a delay on the database's clock: the stored time is the requested one plus
+    # the command's own latency (seconds on a loaded machine); a zone read wrong is hours.
+    assert abs((datetime.fromisoformat(run_at) - soon).total_seconds()) < 60

@@ -51,7 +51,8 @@ def test_stats_json_has_the_http_apis_field_names(database_url: str, tmp_path: P
     send_in_process(database_url, "work", [{"i": 1}, {"i": 2}])
     ok("jobs", "enqueue", "double", '{"n": 1}', "--app", spec, url=database_url)
     document = tf_json("stats", "--interval", "0.2", url=database_url)
-    assert set(document) == {"queues", "jobs", "workers"}
+    assert set(document) == {"queues", "jobs", "workers", "limits"}
+    assert document["limits"] == []  # no flow limit declared
     queues = {q["name"]: q for q in document["queues"]}
     assert {"work", "jobs"} <= set(queues)
     work = queues["work"]

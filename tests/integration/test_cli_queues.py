@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from taskflare import App
 from taskflare.backends.base import MessageListParams
@@ -178,3 +179,17 @@ def test_queues_failed_lists_failed_messages_with_their_last_error(database_url:
     assert "no queue named 'nope'" in one_line_error(
         tf("queues", "failed", "nope", url=database_url)
     )
+
+
+def test_wrangler_check_prints_declarations_and_unsupported_keys(tmp_path: Path) -> None:
+    files = Path(__file__).resolve().parents[1] / "fixtures" / "wrangler"
+    out = ok("wrangler", "check", str(files / "chat.jsonc"), "--env", "preview", url=None)
+    assert "queue title-generation-queue-preview: consumer, binding TITLE_GENERATION_QUEUE" in out
+    assert "dead_letter_queue='title-generation-dlq-preview'" in out
+    assert "not used: env.preview.queues.consumers[0].max_wait_time_ms" in out
+    checked = tf_json("wrangler", "check", str(files / "cleanup.jsonc"), url=None)
+    assert checked["crons"] == ["0 0 * * *", "0 */6 * * *", "0 9 * * 1"]
+    unknown = tf("wrangler", "check", str(files / "chat.jsonc"), "--env", "staging", url=None)
+    assert "no environment 'staging'" in one_line_error(unknown)
+    missing = tf("wrangler", "check", str(tmp_path / "wrangler.toml"), url=None)
+    assert "cannot read" in one_line_error(missing)

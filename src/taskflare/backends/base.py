@@ -107,6 +107,73 @@ class ClaimParams:
     min_count: int = 1
     max_wait: float = 0.0
     types: tuple[str, ...] | None = None
+    # Flow control: the limits of the queue's jobs. Empty: the plain claim, no extra cost.
+    limits: tuple[FlowLimit, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimit:
+    """One limit as a claim enforces it: a job needing bucket `family|key` is claimed only
+    while the bucket allows. `period` 0: a concurrency limit, at most `amount` leased
+    jobs per bucket; else a token bucket of `burst` tokens refilled at `amount` per
+    `period` seconds, one token per job started."""
+
+    family: str
+    amount: float
+    period: float
+    burst: float
+
+    @property
+    def is_rate(self) -> bool:
+        """A rate limit (else a concurrency limit)."""
+        return self.period > 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowHoldParams:
+    """Hold rate-limit buckets (no job needing them is claimed) until `seconds` from now:
+    the adaptive back-off after a 429."""
+
+    buckets: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlowJobHoldParams:
+    """Which of a pending job's buckets (under these limits) allow nothing now."""
+
+    id: str
+    limits: tuple[FlowLimit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlowHold:
+    """A bucket holding a job back, until when (None: until a running job of it ends)."""
+
+    bucket: str
+    until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatsParams:
+    """Per-limit statistics for these limits; `window` [s] for the current start rate."""
+
+    limits: tuple[FlowLimit, ...]
+    window: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStat:
+    """One limit now: keys in use (distinct keys of unfinished jobs), jobs running, jobs
+    ready but held by it, starts over the last `window` seconds, and when its earliest
+    held bucket frees up (None: none is held)."""
+
+    family: str
+    keys: int
+    running: int
+    waiting: int
+    started: int
+    held_until: float | None
 
 
 @dataclass(slots=True)
@@ -124,6 +191,7 @@ class ClaimedMessage:
     type: str | None = None
     max_attempts: int | None = None
     correlation_id: str | None = None
+    flow_keys: Sequence[str] | None = None  # set only by a claim with limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -699,6 +767,8 @@ class JobSearchParams:
     limit: int = 50
     before: tuple[float, str] | None = None
     scan_limit: int = 20_000
+    count_limit: int = 1_000_000_000
+    """`job_search_count` stops counting here (and answers this number)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -982,6 +1052,18 @@ class MessageStore(Protocol):
         priority first, then oldest. When nothing is claimed, describe the queue."""
         ...
 
+    async def flow_hold(self, params: FlowHoldParams) -> None:
+        """Hold rate-limit buckets until `seconds` from now (never shortens a hold)."""
+        ...
+
+    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
+        """Per-limit key counts, running, waiting and recent starts."""
+        ...
+
+    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
+        """The buckets holding a pending job back, and until when."""
+        ...
+
     async def message_enqueue_many(self, params: EnqueueParams) -> None:
         """Store messages all or nothing."""
         ...
@@ -1084,7 +1166,8 @@ class JobStore(Protocol):
         ...
 
     async def job_search_count(self, params: JobSearchParams) -> int:
-        """How many jobs match the filters (`limit`, `before` and `scan_limit` ignored)."""
+        """How many jobs match the filters, counting at most `count_limit` (`limit`,
+        `before` and `scan_limit` ignored)."""
         ...
 
 

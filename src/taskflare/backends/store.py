@@ -14,7 +14,7 @@ commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -33,6 +33,7 @@ from .base import (
     DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
+    FlowLimit,
     JobAheadParams,
     JobAttemptsParams,
     JobBatchCounts,
@@ -101,6 +102,28 @@ def _list(values: tuple[str, ...] | None) -> list[str] | None:
     return None if values is None else list(values)
 
 
+# A worker waiting on a full concurrency limit looks again at least this often [s] (it
+# also wakes whenever a job finishes).
+CONCURRENCY_POLL = 0.25
+
+
+def flow_scan(limit: int) -> int:
+    """How many ready jobs a claim with limits looks at to take up to `limit`: jobs of
+    buckets that allow nothing are skipped by the scan itself; the margin covers buckets
+    that allow fewer jobs than the scan finds."""
+    return max(4 * limit, 20)
+
+
+def limit_arrays(limits: Sequence[FlowLimit]) -> dict[str, list[Any]]:
+    """The limits as the parallel arrays the flow statements take."""
+    return {
+        "families": [lim.family for lim in limits],
+        "amounts": [float(lim.amount) for lim in limits],
+        "periods": [float(lim.period) for lim in limits],
+        "bursts": [float(lim.burst) for lim in limits],
+    }
+
+
 def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:
     """Whether a claim with these batch conditions would take something now."""
     if info.paused or info.oldest_available_at is None:
@@ -127,6 +150,7 @@ def _search_args(params: JobSearchParams) -> dict[str, Any]:
         "needle": None if params.text is None else params.text.encode(),
         "limit": params.limit,
         "scan_limit": params.scan_limit,
+        "count_limit": params.count_limit,
         "key": params.key,
     }
 
@@ -223,7 +247,9 @@ class SqlStore:
         found: dict[str, QueueDepth] = {}
         for stored in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows:
             found[stored[0]] = QueueDepth(str(stored[0]), bool(stored[1]), settings_json=stored[2])
-        for row in (await self._x.fetch("queue_depths", {"queue": params.queue})).dicts():
+        for row in (await self._x.fetch("queue_depths", {})).dicts():
+            if params.queue is not None and row["queue"] != params.queue:
+                continue
             depth = found.setdefault(row["queue"], QueueDepth(str(row["queue"])))
             count = int(row["count"])
             if row["state"] == "ready":
@@ -306,11 +332,13 @@ class SqlStore:
         return rows.into(MessageRecord)
 
     def _search_name(self, base: str, params: JobSearchParams) -> str:
+        # A status is usually the narrower range (failed, pending, running are a small
+        # share of a large table), so it drives when both are given.
         if self.SEARCH_BY_INDEX:
-            if params.type is not None:
-                return f"{base}_type"
             if params.state is not None:
                 return f"{base}_state"
+            if params.type is not None:
+                return f"{base}_type"
         return base
 
     async def job_search(self, params: JobSearchParams) -> JobSearchResult:
@@ -336,7 +364,7 @@ class SqlStore:
     async def job_search_count(self, params: JobSearchParams) -> int:
         """How many jobs match (a key search: at most one page)."""
         if params.key is not None:
-            return len((await self.job_search(params)).records)
+            return min(len((await self.job_search(params)).records), params.count_limit)
         args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
         name = self._search_name("job_search_count", params)
         return int((await self._x.fetch(name, args)).scalar() or 0)
@@ -359,6 +387,7 @@ class SqlStore:
         if not params.ids:
             return 0
         return len(await self._x.fetch("job_delete_many", {"ids": list(params.ids)}))
+
     async def ping(self) -> None:
         """One cheap read of the schema (raises `BackendUnavailable` when it fails)."""
         await self._x.fetch("database_ping", {})
@@ -425,6 +454,7 @@ class SqlStore:
             if r["state"] is not None:
                 entry.by_state[str(r["state"])] = int(r["count"])
         return list(found.values())
+
     async def job_batch_raise_total(self, params: JobBatchTotalParams) -> None:
         """Raise a batch's total (never lowers it)."""
         await self._x.fetch("job_batch_raise_total", {"id": params.id, "total": params.total})
@@ -609,6 +639,7 @@ def _documents(rows: Rows) -> list[DocumentRecord]:
     return [
         DocumentRecord(str(r[0]), str(r[1]), str(r[2]).encode(), float(r[3])) for r in rows.rows
     ]
+
 
 def _fields(params: JobSearchParams) -> dict[str, Any]:
     return {name: getattr(params, name) for name in params.__dataclass_fields__}

@@ -8,7 +8,15 @@ import traceback
 import typer
 
 from ..errors import TaskflareError
-from . import cron, jobs, namespaces, observe, queues, run  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    cron,
+    jobs,
+    namespaces,
+    observe,
+    queues,
+    run,
+    wrangler,
+)
 from .common import Flags, cli
 
 __all__ = ["cli", "main"]

@@ -112,7 +112,12 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
     Example: taskflare jobs show 01a2b3c4-...
     """
     app = state_app(database_url, reading=True)
-    job = run(app, lambda: _get(app, job_id)).to_dict()
+
+    async def shown() -> dict[str, Any]:
+        found = await _get(app, job_id)
+        return found.to_dict() | await app.read.job_hold(found)
+
+    job = run(app, shown)
     if as_json:
         print_json(job)
         return
@@ -137,6 +142,12 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
     ):
         if job[key] is not None:
             console.print(f"  {label}: {job[key]}")
+    if job["snoozedUntil"]:
+        console.print(f"  snoozed until: {job['snoozedUntil']}")
+    for hold in job["heldBy"]:
+        key = f" key {hold['key']!r}" if hold["key"] else ""
+        until = hold["until"] or "one of its running jobs ends"
+        console.print(f"  held by {hold['kind']} limit {hold['limit']}{key} until: {until}")
     console.print("  payload: " + json.dumps(job["payload"], indent=2).replace("\n", "\n  "))
     if job["result"] is not None:
         console.print("  result: " + json.dumps(job["result"], indent=2).replace("\n", "\n  "))

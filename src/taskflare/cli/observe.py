@@ -53,7 +53,42 @@ def stats_view(document: dict[str, Any]) -> Group:
         rows.append(row(f"type {escape(name)}", counts))
     jobs = fit_table("jobs", columns, rows)
     stamp = datetime.now(UTC).strftime("%H:%M:%S UTC")
-    return Group(queues, jobs, f"updated {stamp}")
+    limits = document.get("limits") or []
+    if not limits:
+        return Group(queues, jobs, f"updated {stamp}")
+    return Group(queues, jobs, limits_table(limits), f"updated {stamp}")
+
+
+def limits_table(limits: list[dict[str, Any]]) -> Any:
+    """Flow limits: what each allows, keys in use, running, waiting, recent start rate."""
+    columns = [
+        Column("limit", "name"),
+        Column("allows", "name"),
+        Column("keys", "number"),
+        Column("running", "number"),
+        Column("waiting", "number"),
+        Column("started/s", "number"),
+        Column("held until", "name", rank=1),
+    ]
+    rows = []
+    for row in limits:
+        scope = f"type {row['jobType']}" if row["jobType"] else f"queue {row['queue']}"
+        if row["kind"] == "rate":
+            allows = f"{row['rate']} burst {row['burst']:g}"
+        else:
+            allows = f"{row['max']} at once" + (" per key" if row["perKey"] else "")
+        rows.append(
+            [
+                escape(scope),
+                allows,
+                str(row["keys"]),
+                str(row["running"]),
+                str(row["waiting"]),
+                f"{row['startedPerSecond']:g}",
+                row["heldUntil"] or "-",
+            ]
+        )
+    return fit_table("limits", columns, rows)
 
 
 @cli.command()

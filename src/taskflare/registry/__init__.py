@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..cron import InvalidCronExpression
 from ..errors import (
     DuplicateConsumer,
@@ -69,6 +71,17 @@ class QueueSpec:
             if job_type.limits is not None:
                 limits += job_type.limits.limits()
         return tuple(limits)
+
+    def settings_json(self) -> str:
+        """The queue's settings as stored for admin tools, with its flow limits (so a
+        reader without the app's code can show them)."""
+        settings: dict[str, Any] = orjson.loads(self.config.to_json())
+        limits = self.flow_limits()
+        if limits:
+            settings["flow_limits"] = [
+                [lim.family, lim.amount, lim.period, lim.burst] for lim in limits
+            ]
+        return orjson.dumps(settings).decode()
 
     def flow_keys(self, job_type: JobType | None, payload: Any, **keys: str | None) -> list[str]:
         """The buckets a job of `job_type` with this payload needs on this queue."""

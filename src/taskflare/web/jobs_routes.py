@@ -40,7 +40,12 @@ class EnqueueRequest(BaseModel):
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)
     queue: str | None = Field(default=None, min_length=1, max_length=63)
-    check_text = no_control_characters("type", "idempotencyKey", "correlationId", "queue")
+    # The key of the job type's keyed rate / concurrency limits (docs/flow-control.md).
+    rateKey: str | None = Field(default=None, min_length=1, max_length=200)
+    concurrencyKey: str | None = Field(default=None, min_length=1, max_length=200)
+    check_text = no_control_characters(
+        "type", "idempotencyKey", "correlationId", "queue", "rateKey", "concurrencyKey"
+    )
 
 
 class EnqueueResponse(BaseModel):
@@ -90,6 +95,13 @@ class StatsResponse(BaseModel):
     stats: dict[str, Any]
 
 
+class LimitsResponse(BaseModel):
+    """`GET /limits`."""
+
+    success: bool = True
+    limits: list[dict[str, Any]]
+
+
 def job_router(app: App) -> APIRouter:
     """The routes, bound to `app`."""
     router = APIRouter(tags=["jobs"], responses=ERRORS)
@@ -107,6 +119,8 @@ def job_router(app: App) -> APIRouter:
                 idempotency_key=body.idempotencyKey,
                 correlation_id=body.correlationId,
                 queue=body.queue,
+                rate_key=body.rateKey,
+                concurrency_key=body.concurrencyKey,
             )
         except UnknownJobType as exc:
             raise ApiError(400, said(exc), "unknown_job_type") from None
@@ -140,7 +154,8 @@ def job_router(app: App) -> APIRouter:
             job = await app.read.job(job_id)
         if job is None:
             raise ApiError(404, f"Job not found: {job_id}", "not_found")
-        return JobResponse(job=job.to_dict())
+        # A pending job says why it has not run yet: snoozed, or held by a limit.
+        return JobResponse(job=job.to_dict() | await app.read.job_hold(job))
 
     @router.get("/jobs", response_model=JobListResponse)
     async def list_jobs(
@@ -183,6 +198,12 @@ def job_router(app: App) -> APIRouter:
         if batch is None:
             raise ApiError(404, f"Batch not found: {batch_id}", "not_found")
         return BatchResponse(batch=batch.to_dict())
+
+    @router.get("/limits", response_model=LimitsResponse)
+    async def limits() -> LimitsResponse:
+        """Every rate and concurrency limit: keys in use, running, waiting, starts per
+        second over the last 10 s, and when its earliest held key frees up."""
+        return LimitsResponse(limits=await app.read.limits())
 
     @router.get("/stats", response_model=StatsResponse)
     async def stats(

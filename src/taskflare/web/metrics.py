@@ -36,6 +36,18 @@ COUNTERS = (
 )
 
 
+_LIMIT_GAUGES = (
+    ("taskflare_limit_keys", "keys", "Distinct keys of unfinished jobs under a flow limit."),
+    ("taskflare_limit_running", "running", "Jobs running under a flow limit."),
+    ("taskflare_limit_waiting", "waiting", "Ready jobs a flow limit holds back now."),
+    (
+        "taskflare_limit_started_per_second",
+        "startedPerSecond",
+        "Jobs started under a flow limit per second (last 10 s).",
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What one scrape reads: queues, job counts and the workers' summed reports."""
@@ -43,12 +55,16 @@ class Snapshot:
     queues: list[dict[str, Any]]
     jobs: list[dict[str, Any]]
     counters: WorkerCounters
+    limits: list[dict[str, Any]]
 
     @classmethod
     async def read(cls, app: App) -> Snapshot:
-        """Read everything a scrape shows (three reads of the database)."""
+        """Read everything a scrape shows (four reads of the database)."""
         return cls(
-            await app.read.queues(), await app.read.job_counts(), await app.read.worker_counters()
+            await app.read.queues(),
+            await app.read.job_counts(),
+            await app.read.worker_counters(),
+            await app.read.limits(),
         )
 
 
@@ -73,6 +89,15 @@ class SnapshotCollector(Collector):
             "taskflare_workers", "Workers that reported in the last 30 seconds.", counters.alive
         )
         yield from _worker_counters(counters)
+        yield from self._limits()
+
+    def _limits(self) -> Iterator[Metric]:
+        """Per flow limit: keys in use, running, waiting, recent starts per second."""
+        for name, field, help_text in _LIMIT_GAUGES:
+            family = GaugeMetricFamily(name, help_text, labels=["queue", "limit"])
+            for row in self.snapshot.limits:
+                family.add_metric([row["queue"], row["limit"]], row[field])
+            yield family
 
     def _queues(self) -> Iterator[Metric]:
         queues = self.snapshot.queues

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import (
+    DONE_TOPIC,
     Backend,
     ClaimedMessage,
     ClaimParams,
@@ -199,6 +200,8 @@ class JobProducer:
         self.state = state
         self.spec = spec
         self.types = tuple(sorted(spec.job_types))
+        # The queue's rate and concurrency limits: enforced by the claim statement itself.
+        self.limits = spec.flow_limits()
 
     def _params(self, limit: int) -> ClaimParams:
         return ClaimParams(
@@ -208,6 +211,7 @@ class JobProducer:
             owner=self.state.worker_id,
             visibility_timeout=self.spec.config.visibility_timeout,
             types=self.types,
+            limits=self.limits,
         )
 
     async def run(self) -> None:
@@ -223,6 +227,7 @@ class JobProducer:
                 continue
             taken = state.slots.take(spec.name, MAX_JOB_CLAIM)
             seq = state.backend.change_seq(topic)
+            done_seq = state.backend.change_seq(DONE_TOPIC)
             result = await state.claim(self._params(taken), spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - len(claimed))
@@ -234,7 +239,12 @@ class JobProducer:
                     state.start(self._run_job(message), f"taskflare-job-{message.id}")
                 continue
             wait = idle_wait(result.ready, spec, state.idle_wait, fill=False)
-            if wait > 0:
+            if wait <= 0:
+                continue
+            if self.limits:  # a job ending anywhere may free a concurrency slot
+                changes = {topic: seq, DONE_TOPIC: done_seq}
+                await state.until_stopped(wait_for_any(state.backend, changes, wait))
+            else:
                 await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
 
     async def _run_job(self, message: ClaimedMessage) -> None:
@@ -254,6 +264,19 @@ class JobProducer:
         hooks = state.jobs.registry.hooks
 
         state.buffer.submit(report.settlement, stored)
+
+
+async def wait_for_any(backend: Backend, changes: dict[str, int], timeout: float) -> bool:
+    """Sleep until any of these topics moves past its number, or `timeout` passes."""
+    waits = [
+        asyncio.ensure_future(backend.wait_for_change(t, since, timeout))
+        for t, since in changes.items()
+    ]
+    done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return any(task.result() for task in done)
 
 
 async def release(state: WorkerState, queue: str, claimed: list[ClaimedMessage]) -> None:

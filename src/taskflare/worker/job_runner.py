@@ -7,6 +7,7 @@ Every step logs one JSON line (`taskflare.jobs`); payloads are never logged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -20,6 +21,7 @@ from ..backends.base import (
     Backend,
     ClaimedMessage,
     FailOutcome,
+    FlowHoldParams,
     Settlement,
     SettleResult,
 )
@@ -44,6 +46,8 @@ from ..retry import Backoff, PermanentError, classify
 from ..text import clean_text
 from .batch_runner import as_settlement
 from .tracebacks import user_traceback
+
+log = logging.getLogger("taskflare.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,8 @@ class JobRunner:
             backoff=job_type.retry if job_type else Backoff(),
         )
         decision = decide(delivery, outcome)
+        if isinstance(outcome, Snoozed) and outcome.backoff_keys and message.flow_keys:
+            await self._hold(message, outcome.delay_seconds)
         finished_at = time.time()
         attempt = AttemptRecord(
             message.id,
@@ -127,6 +133,19 @@ class JobRunner:
             None if trace is None else clean_text(trace),
         )
         return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
+
+    async def _hold(self, message: ClaimedMessage, seconds: float) -> None:
+        """Back off the job's rate-limit keys (its keyed buckets, else all its rate
+        buckets) for `seconds`: the service answered "too many requests" for them."""
+        rates = [b for b in message.flow_keys or () if b.startswith("r")]
+        keyed = [b for b in rates if not b.endswith("|")]
+        buckets = tuple(keyed or rates)
+        if not buckets:
+            return
+        try:
+            await self.backend.flow_hold(FlowHoldParams(buckets, seconds))
+        except Exception as exc:  # the job is snoozed all the same
+            log.warning("could not back off %s for %.1fs (%s)", ", ".join(buckets), seconds, exc)
 
     async def _outcome(
         self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
@@ -285,12 +304,16 @@ def log_outcome(
     """The job's final log line, from what was stored (a cancel may have won)."""
     state = result.states.get(message.id)
     event = "lost" if state is None else _EVENTS.get(state, "cancelled")
+    if event == "retried" and report.decision.attempt_outcome == "snoozed":
+        event = "snoozed"
     if not wanted(event):
         return
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
     if event == "lost":
         log_event("lost", **fields, error="its lease had passed to another worker")
+    elif event == "snoozed":
+        log_event(event, **fields, reason=decision.error, delay_s=decision.delay_seconds)
     elif event == "retried":
         log_event(event, **fields, error=decision.error, delay_s=decision.delay_seconds)
     elif event == "failed":

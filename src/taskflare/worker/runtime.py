@@ -153,7 +153,7 @@ class Worker:
         registry = self.app.registry
         await backend.queue_declare_many(
             QueueDeclareParams(
-                [QueueSettings(s.name, s.config.to_json()) for s in registry.queues.values()]
+                [QueueSettings(s.name, s.settings_json()) for s in registry.queues.values()]
             )
         )
         pool = ThreadPoolExecutor(
@@ -326,6 +326,7 @@ class Worker:
                 owner=self.id,
                 visibility_timeout=cfg.visibility_timeout,
                 types=tuple(sorted(spec.job_types)) if jobs else None,
+                limits=spec.flow_limits() if jobs else (),
             )
         )
         claimed = result.messages

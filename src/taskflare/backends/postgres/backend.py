@@ -54,6 +54,11 @@ from ..base import (
     DocInsertParams,
     EnqueueParams,
     EnqueueResult,
+    FlowHold,
+    FlowHoldParams,
+    FlowJobHoldParams,
+    FlowStat,
+    FlowStatsParams,
     JobCancelResult,
     JobEnqueueParams,
     JobIdParams,
@@ -67,7 +72,7 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import SqlStore, insert_args
+from ..store import CONCURRENCY_POLL, SqlStore, flow_scan, insert_args, limit_arrays
 from ..url import redact_url
 from .arrays import adapt_arrays
 
@@ -86,6 +91,8 @@ DEFAULT_SCHEMA = "taskflare"
 # The server's clock in epoch seconds. now() is fixed for a transaction, so every
 # timestamp one statement writes agrees, and it can bound an index scan.
 _NOW = "extract(epoch FROM now())::float8"
+# The clock of a statement that runs after waiting for a lock in its transaction.
+_STMT_NOW = "extract(epoch FROM statement_timestamp())::float8"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CONNECT_TIMEOUT = "10"
 _LISTEN_MAX_BACKOFF = 5.0
@@ -150,7 +157,9 @@ def parse_postgres_url(url: str) -> PostgresSettings:
 def _statements(schema: str) -> dict[str, str]:
     quoted = f'"{schema}"'  # the name is validated: lower-case letters, digits, '_'
     return {
-        name: text.replace("{schema}", quoted).replace("{now}", _NOW)
+        name: text.replace("{schema}", quoted)
+        .replace("{now}", _NOW)
+        .replace("{stmt_now}", _STMT_NOW)
         for name, text in _RAW_SQL.items()
     }
 
@@ -704,7 +713,10 @@ class PostgresBackend(SqlStore):
             )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
-        """Lease one batch in a single UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING."""
+        """Lease one batch in a single UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING
+        (a queue with limits: `message_claim_limited` after the queue's flow lock)."""
+        if params.limits:
+            return await self._claim_limited(params)
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -722,6 +734,61 @@ class PostgresBackend(SqlStore):
         claimed = Rows(rows.columns[:11], [r[:11] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
+
+    async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
+        """Two statements in one transaction, pipelined: the queue's flow lock, then the
+        claim (which waits for the lock and then sees every earlier claim's effects)."""
+        args = {
+            "queue": params.queue,
+            "limit": params.limit,
+            "scan": flow_scan(params.limit),
+            "lease_id": params.lease_id,
+            "owner": params.owner,
+            "visibility_timeout": float(params.visibility_timeout),
+            "types": None if params.types is None else list(params.types),
+            "concurrency_poll": CONCURRENCY_POLL,
+            **limit_arrays(params.limits),
+        }
+
+        lock_args = adapt_arrays({"queue": params.queue, "channel": self._db.channel})
+        claim_args = adapt_arrays({**args, "channel": self._db.channel})
+
+        async def run(conn: Conn) -> Rows:
+            # BEGIN, the lock, the claim and COMMIT go out together: one round trip.
+            self._db.statements_run += 2
+            async with conn.pipeline(), conn.transaction():
+                await conn.execute(self._db.sql["flow_lock"], lock_args)
+                cur = await conn.execute(self._db.sql["message_claim_limited"], claim_args)
+            return await _rows(cur)
+
+        rows = await self._db.run(run, f"claim from queue {params.queue!r}")
+        if rows.rows and rows.rows[0][0] is None:
+            ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
+            return ClaimResult([], ready)
+        claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
+        claimed.sort(key=lambda m: (-m.priority, m.id))
+        return ClaimResult(claimed)
+
+    async def flow_hold(self, params: FlowHoldParams) -> None:
+        """Hold rate-limit buckets (a 429's back-off) in one statement."""
+        if params.buckets:
+            await self._db.fetch(
+                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
+            )
+
+    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
+        """Per-limit statistics in one statement."""
+        if not params.limits:
+            return []
+        args = {"window": float(params.window), **limit_arrays(params.limits)}
+        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
+
+    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
+        """The buckets holding a pending job back, and until when."""
+        if not params.limits:
+            return []
+        args = {"id": params.id, **limit_arrays(params.limits)}
+        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""

@@ -469,10 +469,11 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 -- id stores nothing and notifies no one.
 INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                created_at, available_at, type, max_attempts,
-                               idempotency_key, correlation_id, batch_id)
+                               idempotency_key, correlation_id, batch_id, flow_keys)
 VALUES (%(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
         %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
-        %(max_attempts)s::integer, NULL, %(correlation_id)s::text, %(batch_id)s::text)
+        %(max_attempts)s::integer, NULL, %(correlation_id)s::text, %(batch_id)s::text,
+        %(flow_keys)s::text[])
 ON CONFLICT (id) DO NOTHING
 RETURNING pg_notify(%(channel)s, 'ready:' || queue);
 
@@ -755,14 +756,16 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_search_count
-SELECT count(*) FROM {schema}.messages
+SELECT count(*) FROM (
+SELECT 1 FROM {schema}.messages
 WHERE type IS NOT NULL
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND created_at >= %(created_from)s::float8
   AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
-  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0);
+  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
+LIMIT %(count_limit)s) AS matching;
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
@@ -799,15 +802,21 @@ ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
 -- name: job_find
--- Jobs by id, idempotency key, correlation id or batch id (each has its index).
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+-- Jobs by id, idempotency key, correlation id or batch id: the matches are found through
+-- those four indexes first (a BitmapOr), then ordered; planned as one ordered scan of the
+-- creation index with a filter, PostgreSQL read a million rows to find one.
+WITH found AS MATERIALIZED (
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
-FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s OR batch_id = %(key)s)
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s
+           OR batch_id = %(key)s)
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+)
+SELECT * FROM found
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
@@ -863,12 +872,12 @@ SELECT (minute / %(step)s::bigint) * %(step)s::bigint AS minute, queue, sum(proc
        sum(retried) AS retried, sum(failed) AS failed, sum(duration_sum) AS duration_sum,
        sum(h0) AS h0, sum(h1) AS h1, sum(h2) AS h2, sum(h3) AS h3, sum(h4) AS h4, sum(h5) AS h5, sum(h6) AS h6, sum(h7) AS h7, sum(h8) AS h8, sum(h9) AS h9, sum(h10) AS h10, sum(h11) AS h11, sum(h12) AS h12, sum(h13) AS h13
 FROM {schema}.stats_minutes
-WHERE minute >= %(since)s::float8 AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+WHERE minute >= ceil(%(since)s::float8)::bigint AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 GROUP BY (minute / %(step)s::bigint) * %(step)s::bigint, queue
 ORDER BY 1, 2;
 
 -- name: stats_prune
-DELETE FROM {schema}.stats_minutes WHERE minute < %(before)s::float8;
+DELETE FROM {schema}.stats_minutes WHERE minute < ceil(%(before)s::float8)::bigint;
 
 -- name: queue_rows
 SELECT name, paused, settings FROM {schema}.queues
@@ -878,18 +887,21 @@ ORDER BY name;
 -- name: queue_depths
 -- Each state from its own index (ready, leased, failed), never reading finished rows;
 -- the oldest ready time counts only what is ready now (delayed rows are not waiting).
+-- Every queue at once: one queue costs the same scan of these indexes. (A correlated
+-- count per queue, as SQLite does, made PostgreSQL's estimate large enough to JIT-compile
+-- the statement: seconds, not milliseconds.)
 SELECT queue, 'ready' AS state, count(*) AS count,
        min(CASE WHEN available_at <= {now} THEN available_at END) AS oldest,
        sum(CASE WHEN available_at > {now} THEN 1 ELSE 0 END) AS delayed
-FROM {schema}.messages WHERE state = 'ready' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+FROM {schema}.messages WHERE state = 'ready'
 GROUP BY queue
 UNION ALL
 SELECT queue, 'leased', count(*), NULL, NULL
-FROM {schema}.messages WHERE state = 'leased' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+FROM {schema}.messages WHERE state = 'leased'
 GROUP BY queue
 UNION ALL
 SELECT queue, 'failed', count(*), NULL, NULL
-FROM {schema}.messages WHERE state = 'failed' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+FROM {schema}.messages WHERE state = 'failed'
 GROUP BY queue;
 
 -- Documents (the namespaced document store) ---------------------------------------------
@@ -940,3 +952,210 @@ ORDER BY namespace;
 -- A batch that grows while it runs (a crawl discovering pages): the total only rises.
 UPDATE {schema}.job_batches SET total = greatest(total, %(total)s::integer)
 WHERE id = %(id)s;
+
+-- Flow control ---------------------------------------------------------------------------
+
+-- name: flow_lock
+-- Claims of a queue whose jobs have limits take turns (until commit): each one's next
+-- statement then sees every earlier claim's leases and spent tokens.
+-- Like message_claim_many, the claim does not wait for its WAL flush: lost in a server
+-- crash, its jobs are simply ready again (and its spent tokens unspent).
+SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s || ':'
+                                              || %(queue)s, 0)),
+       set_config('synchronous_commit', 'off', true),
+       -- The claim is large to plan (~2-7 ms) and its plan does not depend on the values:
+       -- planned once a connection, instead of on every execution.
+       set_config('plan_cache_mode', 'force_generic_plan', true);
+
+-- name: message_claim_limited
+-- message_claim_many for a queue whose jobs carry limit buckets (`family|key`), run
+-- right after flow_lock in the same transaction. A bucket of a concurrency limit
+-- (period 0) allows `amount` leased jobs; one of a rate limit holds tokens (a row of
+-- flow_buckets, full when it has none yet) refilled at amount/period per second up to
+-- `burst`, one spent per job started, and may be held (a 429's back-off). Jobs needing a
+-- bucket that allows nothing are skipped by the scan (never claimed, never rewritten);
+-- among the rest, a job is taken only if it comes within what each of its buckets
+-- allows, in claim order. The spent tokens are written in the same statement. When
+-- nothing is claimed, the row describing the queue says when a held bucket frees up.
+-- Its clock is statement_timestamp(), not the transaction's now(): the transaction began
+-- before it waited for the lock, and the tokens must be counted from when it claims.
+WITH limits AS MATERIALIZED (
+    SELECT l.family, l.amount, l.period, l.burst
+    FROM unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
+                %(bursts)s::float8[]) AS l(family, amount, period, burst)
+), running AS MATERIALIZED (
+    SELECT k.bucket, count(*) AS n
+    FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
+    WHERE m.queue = %(queue)s AND m.state = 'leased' AND m.flow_keys IS NOT NULL
+    GROUP BY k.bucket
+), rates AS MATERIALIZED (
+    SELECT b.family || '|' || b.key AS bucket, l.amount, l.period,
+           least(l.burst, b.tokens + greatest({stmt_now} - b.updated_at, 0) * l.amount / l.period)
+               AS tokens,
+           b.held_until
+    FROM {schema}.flow_buckets AS b
+    JOIN limits AS l ON l.family = b.family AND l.period > 0
+    WHERE b.family = ANY(%(families)s::text[])
+), blocked AS MATERIALIZED (
+    SELECT r.bucket FROM running AS r
+    JOIN limits AS l ON l.period = 0 AND l.family = split_part(r.bucket, '|', 1)
+    WHERE r.n >= l.amount
+    UNION ALL
+    SELECT bucket FROM rates WHERE tokens < 1 OR held_until > {stmt_now}
+), candidates AS MATERIALIZED (
+    SELECT id, priority, available_at, flow_keys
+    FROM {schema}.messages
+    WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {stmt_now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
+      AND (flow_keys IS NULL OR NOT flow_keys && ARRAY(SELECT bucket FROM blocked))
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(scan)s
+    -- No FOR UPDATE: claims with limits already take turns (flow_lock), so locking the
+    -- whole scan would only write row locks on jobs that are not taken. The UPDATE below
+    -- checks the state again, so a claim made meanwhile without the lock is never undone.
+), ranked AS (
+    SELECT c.id, k.bucket,
+           row_number() OVER (PARTITION BY k.bucket
+                              ORDER BY c.priority DESC, c.available_at, c.id) AS rank
+    FROM candidates AS c, unnest(c.flow_keys) AS k(bucket)
+), allowance AS (
+    SELECT u.bucket,
+           CASE WHEN l.period = 0 THEN l.amount - coalesce(r.n, 0)
+                ELSE floor(coalesce(t.tokens, l.burst)) END AS allowed
+    FROM (SELECT DISTINCT bucket FROM ranked) AS u
+    JOIN limits AS l ON l.family = split_part(u.bucket, '|', 1)
+    LEFT JOIN running AS r ON r.bucket = u.bucket
+    LEFT JOIN rates AS t ON t.bucket = u.bucket
+), chosen AS (
+    SELECT id FROM candidates
+    WHERE id NOT IN (SELECT k.id FROM ranked AS k JOIN allowance AS a ON a.bucket = k.bucket
+                     WHERE k.rank > a.allowed)
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.messages AS m
+    SET state = 'leased',
+        attempts = m.attempts + 1,
+        lease_id = %(lease_id)s,
+        lease_owner = %(owner)s,
+        lease_expires_at = {stmt_now} + %(visibility_timeout)s,
+        started_at = {stmt_now}
+    WHERE m.id = ANY(ARRAY(SELECT id FROM chosen)) AND m.state = 'ready'
+    RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys
+), spent AS (
+    INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
+    SELECT l.family, substr(s.bucket, length(l.family) + 2),
+           coalesce(t.tokens, l.burst) - s.n, {stmt_now}
+    FROM (SELECT k.bucket, count(*) AS n
+          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket) GROUP BY k.bucket) AS s
+    JOIN limits AS l ON l.period > 0 AND l.family = split_part(s.bucket, '|', 1)
+    LEFT JOIN rates AS t ON t.bucket = s.bucket
+    ON CONFLICT (family, key) DO UPDATE
+    SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
+)
+SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
+       type, max_attempts, correlation_id, flow_keys,
+       NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
+       NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
+FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    0,
+    NULL,
+    least(
+        (SELECT min(available_at) FROM {schema}.messages
+         WHERE queue = %(queue)s AND state = 'ready' AND available_at > {stmt_now}
+           AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))),
+        (SELECT min(greatest(coalesce(held_until, 0),
+                             {stmt_now} + greatest(1 - tokens, 0) * period / amount))
+         FROM rates WHERE tokens < 1 OR held_until > {stmt_now}),
+        CASE WHEN EXISTS (SELECT 1 FROM running AS r JOIN blocked AS b ON b.bucket = r.bucket)
+             THEN {stmt_now} + %(concurrency_poll)s END),
+    coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false),
+    {stmt_now}
+WHERE NOT EXISTS (SELECT 1 FROM claimed);
+
+-- name: flow_hold
+-- A 429's back-off: no job needing these buckets is claimed before held_until. A bucket
+-- seen for the first time starts empty (it refills from the end of the hold).
+INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at, held_until)
+SELECT split_part(h.bucket, '|', 1), substr(h.bucket, strpos(h.bucket, '|') + 1), 0, {now},
+       {now} + %(seconds)s::float8
+FROM unnest(%(buckets)s::text[]) AS h(bucket)
+ON CONFLICT (family, key) DO UPDATE
+SET held_until = greatest(coalesce(b.held_until, 0), excluded.held_until);
+
+-- name: flow_stats
+-- Per limit: distinct keys of unfinished jobs, running jobs, ready jobs held by a bucket
+-- that allows nothing now, starts over the last `window` seconds, the earliest hold end.
+WITH limits AS (
+    SELECT l.family, l.amount, l.period, l.burst
+    FROM unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
+                %(bursts)s::float8[]) AS l(family, amount, period, burst)
+), jobs AS MATERIALIZED (
+    SELECT m.state, m.available_at, m.started_at, k.bucket,
+           split_part(k.bucket, '|', 1) AS family
+    FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
+    WHERE m.flow_keys IS NOT NULL
+      AND (m.state IN ('ready', 'leased') OR m.started_at > {now} - %(window)s)
+), running AS (
+    SELECT bucket, count(*) AS n FROM jobs WHERE state = 'leased' GROUP BY bucket
+), rates AS (
+    SELECT b.family || '|' || b.key AS bucket, b.family,
+           least(l.burst, b.tokens + greatest({now} - b.updated_at, 0) * l.amount / l.period)
+               AS tokens,
+           b.held_until, l.amount, l.period
+    FROM {schema}.flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0
+), blocked AS (
+    SELECT r.bucket, NULL::float8 AS until FROM running AS r
+    JOIN limits AS l ON l.period = 0 AND l.family = split_part(r.bucket, '|', 1)
+    WHERE r.n >= l.amount
+    UNION ALL
+    SELECT bucket, greatest(coalesce(held_until, 0),
+                            {now} + greatest(1 - tokens, 0) * period / amount)
+    FROM rates WHERE tokens < 1 OR held_until > {now}
+)
+SELECT l.family AS family,
+       (SELECT count(DISTINCT j.bucket) FROM jobs AS j
+        WHERE j.family = l.family AND j.state IN ('ready', 'leased')) AS keys,
+       (SELECT count(*) FROM jobs AS j WHERE j.family = l.family AND j.state = 'leased')
+           AS running,
+       (SELECT count(*) FROM jobs AS j
+        WHERE j.family = l.family AND j.state = 'ready' AND j.available_at <= {now}
+          AND j.bucket IN (SELECT bucket FROM blocked)) AS waiting,
+       (SELECT count(*) FROM jobs AS j
+        WHERE j.family = l.family AND j.started_at > {now} - %(window)s) AS started,
+       (SELECT min(b.until) FROM blocked AS b WHERE split_part(b.bucket, '|', 1) = l.family)
+           AS held_until
+FROM limits AS l
+ORDER BY l.family;
+
+-- name: flow_job_hold
+-- Why a pending job is not claimed yet: its buckets that allow nothing now, and until
+-- when (NULL for a full concurrency limit: until one of its jobs ends).
+WITH limits AS (
+    SELECT l.family, l.amount, l.period, l.burst
+    FROM unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
+                %(bursts)s::float8[]) AS l(family, amount, period, burst)
+), job AS (
+    SELECT k.bucket, split_part(k.bucket, '|', 1) AS family, m.queue
+    FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
+    WHERE m.id = %(id)s
+)
+SELECT j.bucket AS bucket, NULL::float8 AS until
+FROM job AS j JOIN limits AS l ON l.family = j.family AND l.period = 0
+WHERE (SELECT count(*) FROM {schema}.messages AS m
+       WHERE m.queue = j.queue AND m.state = 'leased' AND j.bucket = ANY(m.flow_keys))
+      >= l.amount
+UNION ALL
+SELECT j.bucket,
+       greatest(coalesce(b.held_until, 0),
+                {now} + greatest(1 - least(l.burst, b.tokens + greatest({now} - b.updated_at, 0)
+                                                         * l.amount / l.period), 0)
+                        * l.period / l.amount)
+FROM job AS j JOIN limits AS l ON l.family = j.family AND l.period > 0
+JOIN {schema}.flow_buckets AS b ON b.family || '|' || b.key = j.bucket
+WHERE b.held_until > {now}
+   OR least(l.burst, b.tokens + greatest({now} - b.updated_at, 0) * l.amount / l.period) < 1;

@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ from ..base import (
     DeadLetterReprocessParams,
     EnqueueParams,
     EnqueueResult,
+    FlowHold,
+    FlowHoldParams,
+    FlowJobHoldParams,
+    FlowStat,
+    FlowStatsParams,
     JobCancelResult,
     JobDeleteParams,
     JobEnqueueParams,
@@ -55,7 +61,7 @@ from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
 from ..sqlfile import missing_versions
-from ..store import SqlStore, claimable, not_transactional
+from ..store import CONCURRENCY_POLL, SqlStore, claimable, flow_scan, not_transactional
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 from .walwatch import WalIndexWatch
 
@@ -530,7 +536,10 @@ class SQLiteBackend(SqlStore):
             await self._db.transaction(lambda tx: tx.execute_many("message_insert", rows))
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
-        """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty."""
+        """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty
+        (a queue with limits: `message_claim_limited`, see `_claim_limited`)."""
+        if params.limits:
+            return await self._claim_limited(params)
         info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
         if params.queue in self._idle_queues:
             info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
@@ -557,6 +566,105 @@ class SQLiteBackend(SqlStore):
         self._idle_queues.add(params.queue)
         info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
         return ClaimResult([], info)
+
+    async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
+        """One transaction (the write lock serializes claims): the claim statement, then
+        the tokens its jobs spent (or, when it took nothing, when to look again)."""
+        limits = {lim.family: lim for lim in params.limits}
+        limit_rows = [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
+        args = {
+            "queue": params.queue,
+            "limit": params.limit,
+            "scan": flow_scan(params.limit),
+            "lease_id": params.lease_id,
+            "owner": params.owner,
+            "visibility_timeout": float(params.visibility_timeout),
+            "types": params.types,
+            "limits": limit_rows,
+        }
+
+        if params.queue in self._idle_queues:
+            # As for the plain claim: an idle queue is looked at with a read first, so
+            # workers woken by other processes' writes do not queue for the write lock
+            # when nothing at all is ready (held jobs still need the claim's own look).
+            info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
+            info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
+            assert info is not None
+            if info.paused or info.oldest_available_at is None:
+                return ClaimResult([], info)
+
+        def run(tx: Transaction) -> ClaimResult:
+            claimed = tx.fetch("message_claim_limited", args).into(ClaimedMessage)
+            if not claimed:
+                info = tx.fetch(
+                    "flow_ready_info",
+                    {
+                        "queue": params.queue,
+                        "types": params.types,
+                        "limits": limit_rows,
+                        "concurrency_poll": CONCURRENCY_POLL,
+                    },
+                ).first(ReadyInfo)
+                return ClaimResult([], info)
+            spent: Counter[tuple[str, str]] = Counter()
+            for message in claimed:
+                raw: Any = message.flow_keys  # JSON text as stored
+                keys: list[str] = orjson.loads(raw) if raw else []
+                message.flow_keys = keys
+                for bucket in keys:
+                    family, _, key = bucket.partition("|")
+                    if family in limits and limits[family].is_rate:
+                        spent[(family, key)] += 1
+            if spent:
+                pairs = [list(k) for k in spent]
+                rows = tx.fetch("flow_buckets_get", {"buckets": pairs}).rows
+                stored = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in rows}
+                left = []
+                for (family, key), count in spent.items():
+                    lim = limits[family]
+                    tokens = lim.burst
+                    if (family, key) in stored:
+                        had, at = stored[(family, key)]
+                        refill = max(tx.now - at, 0.0) * lim.amount / lim.period
+                        tokens = min(lim.burst, had + refill)
+                    left.append([family, key, tokens - count])
+                tx.fetch("flow_buckets_put", {"buckets": left})
+            claimed.sort(key=lambda m: (-m.priority, m.id))
+            return ClaimResult(claimed)
+
+        result = await self._db.transaction(run, durable=False)
+        if result.messages:
+            self._idle_queues.discard(params.queue)
+        else:
+            self._idle_queues.add(params.queue)
+        return result
+
+    async def flow_hold(self, params: FlowHoldParams) -> None:
+        """Hold rate-limit buckets (a 429's back-off)."""
+        if params.buckets:
+            await self._db.fetch(
+                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
+            )
+
+    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
+        """Per-limit statistics in one statement."""
+        if not params.limits:
+            return []
+        args = {
+            "window": float(params.window),
+            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
+        }
+        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
+
+    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
+        """The buckets holding a pending job back, and until when."""
+        if not params.limits:
+            return []
+        args = {
+            "id": params.id,
+            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
+        }
+        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and

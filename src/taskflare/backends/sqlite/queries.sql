@@ -523,34 +523,40 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: job_search_count
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_state
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND state = :state
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_type
-SELECT count(*) FROM messages
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE type IS NOT NULL
   AND type = :type
   AND (:state IS NULL OR state = :state)
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0);
+  AND (:needle IS NULL OR instr(body, :needle) > 0)
+LIMIT :count_limit) AS matching;
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
@@ -666,19 +672,24 @@ ORDER BY name;
 -- name: queue_depths
 -- Each state from its own index (ready, leased, failed), never reading finished rows;
 -- the oldest ready time counts only what is ready now (delayed rows are not waiting).
+-- Every queue at once: one queue costs the same scan of these indexes. Failed rows are
+-- counted per stored queue by a seek in the by-state index (its condition, state <>
+-- 'ready', is written out so SQLite may use it), never scanning other finished rows.
 SELECT queue, 'ready' AS state, count(*) AS count,
        min(CASE WHEN available_at <= :now THEN available_at END) AS oldest,
        sum(CASE WHEN available_at > :now THEN 1 ELSE 0 END) AS delayed
-FROM messages WHERE state = 'ready' AND (:queue IS NULL OR queue = :queue)
+FROM messages WHERE state = 'ready'
 GROUP BY queue
 UNION ALL
 SELECT queue, 'leased', count(*), NULL, NULL
-FROM messages WHERE state = 'leased' AND (:queue IS NULL OR queue = :queue)
+FROM messages WHERE state = 'leased'
 GROUP BY queue
 UNION ALL
-SELECT queue, 'failed', count(*), NULL, NULL
-FROM messages WHERE state = 'failed' AND (:queue IS NULL OR queue = :queue)
-GROUP BY queue;
+SELECT q.name, 'failed',
+       (SELECT count(*) FROM messages AS m
+        WHERE m.queue = q.name AND m.state <> 'ready' AND m.state = 'failed'),
+       NULL, NULL
+FROM queues AS q;
 
 -- Documents (the namespaced document store) ---------------------------------------------
 
@@ -726,3 +737,197 @@ SELECT namespace, count(*) AS count FROM documents GROUP BY namespace ORDER BY n
 -- name: job_batch_raise_total
 -- A batch that grows while it runs (a crawl discovering pages): the total only rises.
 UPDATE job_batches SET total = max(total, :total) WHERE id = :id;
+
+-- Flow control ---------------------------------------------------------------------------
+-- :limits is a JSON array of [family, amount, period, burst]; period 0 is a concurrency
+-- limit (at most `amount` leased jobs per bucket), else a token bucket. A bucket is
+-- `family|key`; a job's buckets are the JSON array in messages.flow_keys.
+
+-- name: message_claim_limited
+-- message_claim_many for a queue whose jobs carry limit buckets (see the PostgreSQL
+-- statement of the same name; here the write lock of the transaction serializes
+-- claims). Jobs needing a bucket that allows nothing are skipped by the scan; among the
+-- rest, a job is taken only if it comes within what each of its buckets allows.
+WITH limits AS MATERIALIZED (
+    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
+           value ->> 3 AS burst
+    FROM json_each(:limits)
+), running AS MATERIALIZED (
+    SELECT j.value AS bucket, count(*) AS n
+    FROM messages AS m, json_each(m.flow_keys) AS j
+    WHERE m.queue = :queue AND m.state = 'leased' AND m.flow_keys IS NOT NULL
+    GROUP BY j.value
+), rates AS MATERIALIZED (
+    SELECT b.family || '|' || b.key AS bucket,
+           min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period) AS tokens,
+           b.held_until
+    FROM flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0
+), blocked AS MATERIALIZED (
+    SELECT r.bucket FROM running AS r
+    JOIN limits AS l ON l.period = 0 AND l.family = substr(r.bucket, 1, instr(r.bucket, '|') - 1)
+    WHERE r.n >= l.amount
+    UNION ALL
+    SELECT bucket FROM rates WHERE tokens < 1 OR held_until > :now
+), candidates AS MATERIALIZED (
+    SELECT id, priority, available_at, flow_keys
+    FROM messages
+    WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+      AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
+      AND (flow_keys IS NULL
+           OR NOT EXISTS (SELECT 1 FROM json_each(messages.flow_keys) AS j
+                          WHERE j.value IN (SELECT bucket FROM blocked)))
+    ORDER BY priority DESC, available_at, id
+    LIMIT :scan
+), ranked AS (
+    SELECT c.id, j.value AS bucket,
+           row_number() OVER (PARTITION BY j.value
+                              ORDER BY c.priority DESC, c.available_at, c.id) AS rank
+    FROM candidates AS c, json_each(c.flow_keys) AS j
+), allowance AS (
+    SELECT u.bucket,
+           CASE WHEN l.period = 0 THEN l.amount - coalesce(r.n, 0)
+                ELSE CAST(coalesce(t.tokens, l.burst) AS INTEGER) END AS allowed
+    FROM (SELECT DISTINCT bucket FROM ranked) AS u
+    JOIN limits AS l ON l.family = substr(u.bucket, 1, instr(u.bucket, '|') - 1)
+    LEFT JOIN running AS r ON r.bucket = u.bucket
+    LEFT JOIN rates AS t ON t.bucket = u.bucket
+), chosen AS (
+    SELECT id FROM candidates
+    WHERE id NOT IN (SELECT k.id FROM ranked AS k JOIN allowance AS a ON a.bucket = k.bucket
+                     WHERE k.rank > a.allowed)
+    ORDER BY priority DESC, available_at, id
+    LIMIT :limit
+)
+UPDATE messages
+SET state = 'leased',
+    attempts = attempts + 1,
+    lease_id = :lease_id,
+    lease_owner = :owner,
+    lease_expires_at = :now + :visibility_timeout,
+    started_at = :now
+WHERE id IN (SELECT id FROM chosen)
+  AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
+RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
+          type, max_attempts, correlation_id, flow_keys;
+
+-- name: flow_buckets_get
+-- The stored state of rate buckets ([family, key] pairs in :buckets).
+SELECT b.family AS family, b.key AS key, b.tokens AS tokens, b.updated_at AS updated_at
+FROM json_each(:buckets) AS w
+JOIN flow_buckets AS b ON b.family = w.value ->> 0 AND b.key = w.value ->> 1;
+
+-- name: flow_buckets_put
+-- Tokens left after a claim ([family, key, tokens] triples in :buckets), as of :now.
+INSERT INTO flow_buckets AS b (family, key, tokens, updated_at)
+SELECT value ->> 0, value ->> 1, value ->> 2, :now FROM json_each(:buckets) WHERE true
+ON CONFLICT (family, key) DO UPDATE
+SET tokens = excluded.tokens, updated_at = max(b.updated_at, excluded.updated_at);
+
+-- name: flow_ready_info
+-- queue_ready_info for a queue with limits whose claim took nothing: nothing counts as
+-- ready now; the next time to look is the next delayed job, the end of the earliest
+-- hold or token wait, or (a full concurrency limit) a short poll.
+WITH limits AS (
+    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
+           value ->> 3 AS burst
+    FROM json_each(:limits)
+), running AS (
+    SELECT j.value AS bucket, count(*) AS n
+    FROM messages AS m, json_each(m.flow_keys) AS j
+    WHERE m.queue = :queue AND m.state = 'leased' AND m.flow_keys IS NOT NULL
+    GROUP BY j.value
+), rates AS (
+    SELECT min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period) AS tokens,
+           b.held_until, l.amount, l.period
+    FROM flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0
+)
+SELECT 0 AS ready_count, NULL AS oldest_available_at,
+       (SELECT min(t) FROM (
+            SELECT min(available_at) AS t FROM messages
+            WHERE queue = :queue AND state = 'ready' AND available_at > :now
+              AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
+            UNION ALL
+            SELECT min(max(coalesce(held_until, 0), :now + max(1 - tokens, 0) * period / amount))
+            FROM rates WHERE tokens < 1 OR held_until > :now
+            UNION ALL
+            SELECT :now + :concurrency_poll
+            WHERE EXISTS (SELECT 1 FROM running AS r
+                          JOIN limits AS l ON l.period = 0
+                           AND l.family = substr(r.bucket, 1, instr(r.bucket, '|') - 1)
+                          WHERE r.n >= l.amount))) AS next_available_at,
+       coalesce((SELECT paused FROM queues WHERE name = :queue), 0) AS paused,
+       :now AS now;
+
+-- name: flow_hold
+INSERT INTO flow_buckets AS b (family, key, tokens, updated_at, held_until)
+SELECT substr(value, 1, instr(value, '|') - 1), substr(value, instr(value, '|') + 1), 0, :now,
+       :now + :seconds
+FROM json_each(:buckets) WHERE true
+ON CONFLICT (family, key) DO UPDATE
+SET held_until = max(coalesce(b.held_until, 0), excluded.held_until);
+
+-- name: flow_stats
+WITH limits AS (
+    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
+           value ->> 3 AS burst
+    FROM json_each(:limits)
+), jobs AS MATERIALIZED (
+    SELECT m.state, m.available_at, m.started_at, j.value AS bucket,
+           substr(j.value, 1, instr(j.value, '|') - 1) AS family
+    FROM messages AS m, json_each(m.flow_keys) AS j
+    WHERE m.flow_keys IS NOT NULL
+      AND (m.state IN ('ready', 'leased') OR m.started_at > :now - :window)
+), running AS (
+    SELECT bucket, count(*) AS n FROM jobs WHERE state = 'leased' GROUP BY bucket
+), rates AS (
+    SELECT b.family || '|' || b.key AS bucket,
+           min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period) AS tokens,
+           b.held_until, l.amount, l.period
+    FROM flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0
+), blocked AS (
+    SELECT r.bucket, NULL AS until FROM running AS r
+    JOIN limits AS l ON l.period = 0 AND l.family = substr(r.bucket, 1, instr(r.bucket, '|') - 1)
+    WHERE r.n >= l.amount
+    UNION ALL
+    SELECT bucket, max(coalesce(held_until, 0), :now + max(1 - tokens, 0) * period / amount)
+    FROM rates WHERE tokens < 1 OR held_until > :now
+)
+SELECT l.family AS family,
+       (SELECT count(DISTINCT j.bucket) FROM jobs AS j
+        WHERE j.family = l.family AND j.state IN ('ready', 'leased')) AS keys,
+       (SELECT count(*) FROM jobs AS j WHERE j.family = l.family AND j.state = 'leased')
+           AS running,
+       (SELECT count(*) FROM jobs AS j
+        WHERE j.family = l.family AND j.state = 'ready' AND j.available_at <= :now
+          AND j.bucket IN (SELECT bucket FROM blocked)) AS waiting,
+       (SELECT count(*) FROM jobs AS j
+        WHERE j.family = l.family AND j.started_at > :now - :window) AS started,
+       (SELECT min(b.until) FROM blocked AS b
+        WHERE substr(b.bucket, 1, instr(b.bucket, '|') - 1) = l.family) AS held_until
+FROM limits AS l
+ORDER BY l.family;
+
+-- name: flow_job_hold
+WITH limits AS (
+    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
+           value ->> 3 AS burst
+    FROM json_each(:limits)
+), job AS (
+    SELECT j.value AS bucket, substr(j.value, 1, instr(j.value, '|') - 1) AS family, m.queue
+    FROM messages AS m, json_each(m.flow_keys) AS j
+    WHERE m.id = :id
+)
+SELECT j.bucket AS bucket, NULL AS until
+FROM job AS j JOIN limits AS l ON l.family = j.family AND l.period = 0
+WHERE (SELECT count(*) FROM messages AS m, json_each(m.flow_keys) AS k
+       WHERE m.queue = j.queue AND m.state = 'leased' AND k.value = j.bucket) >= l.amount
+UNION ALL
+SELECT j.bucket,
+       max(coalesce(b.held_until, 0),
+           :now + max(1 - min(l.burst, b.tokens + max(:now - b.updated_at, 0)
+                                                  * l.amount / l.period), 0)
+                  * l.period / l.amount)
+FROM job AS j JOIN limits AS l ON l.family = j.family AND l.period > 0
+JOIN flow_buckets AS b ON b.family || '|' || b.key = j.bucket
+WHERE b.held_until > :now
+   OR min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period) < 1;

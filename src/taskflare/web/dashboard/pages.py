@@ -6,13 +6,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...app import App
 from ...errors import UnknownQueue
 from ...jobs import JobStatus
-from ...readmodel import JobQuery
+from ...readmodel import COUNT_LIMIT, JobQuery
 from .charts import line_chart
 from .render import PREVIEW_CHARS, Pages, pretty_json
 from .sessions import Session
@@ -197,10 +198,13 @@ class Views:
         cursor = request.query_params.get("cursor") or None
         dead = request.url.path.endswith("/dlq")
         try:
-            found = await self.app.read.queue_depths(name)
-            if not found:
-                raise UnknownQueue(f"no queue named {name!r}")
-            settings = found[0]["settings"] or {}
+            if name in self.app.queues:  # declared: its settings need no query
+                settings = orjson.loads(self.app.queues[name].config.to_json())
+            else:
+                found = await self.app.read.queue_depths(name)
+                if not found:
+                    raise UnknownQueue(f"no queue named {name!r}")
+                settings = found[0]["settings"] or {}
             shown = name
             if dead:
                 dlq = settings.get("dead_letter_queue")
@@ -267,10 +271,16 @@ class Views:
         from starlette.responses import JSONResponse
 
         try:
-            count = await self.app.read.job_search_count(job_query(request))
+            count = await self.app.read.job_search_count(job_query(request), COUNT_LIMIT)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"count": count}, headers={"cache-control": "no-store"})
+        shown = (
+            f"more than {COUNT_LIMIT:,}".replace(",", " ") if count > COUNT_LIMIT else str(count)
+        )
+        return JSONResponse(
+            {"count": count, "shown": shown, "atLeast": count > COUNT_LIMIT},
+            headers={"cache-control": "no-store"},
+        )
 
     async def job(self, request: Request, session: Session) -> Response:
         job_id = request.path_params["job_id"]

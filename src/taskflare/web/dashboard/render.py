@@ -152,7 +152,22 @@ def is_loopback(request: Request) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host in ("localhost", "testclient")
+        return host == "localhost"
+
+
+def loopback_host(request: Request) -> bool:
+    """Whether the request's `Host` is a loopback name or address (or absent)."""
+    host = request.headers.get("host")
+    if host is None:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def same_origin(request: Request) -> bool:

@@ -24,7 +24,7 @@ from ..common import Tokens
 from ..security import storage_failure
 from .actions import Actions
 from .pages import Views
-from .render import HEADERS, Pages, is_loopback, same_origin, static_file
+from .render import HEADERS, Pages, is_loopback, loopback_host, same_origin, static_file
 from .sessions import READ, WRITE, Session, SessionStore
 
 log = logging.getLogger("taskflare.dashboard")
@@ -51,12 +51,17 @@ class Dashboard:
         self.actions = Actions(app, self.pages)
 
     def _refusal(self, request: Request, session: Session) -> Response | None:
-        if not self.sessions.tokens.enabled and not is_loopback(request):
+        # Without tokens: only clients on this machine, and only under a loopback name (a
+        # page from a rebound DNS name would otherwise read and post as this machine).
+        if not self.sessions.tokens.enabled and not (
+            is_loopback(request) and loopback_host(request)
+        ):
             return self.pages.error(
                 request,
                 session,
                 403,
-                "no API token is configured, so the dashboard answers this machine only",
+                "no API token is configured, so the dashboard answers this machine only "
+                "(at 127.0.0.1, localhost or [::1])",
             )
         return None
 

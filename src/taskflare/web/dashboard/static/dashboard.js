@@ -67,7 +67,7 @@
       const answer = await counted.json();
       if (!counted.ok) { status.textContent = answer.error || "could not count"; return; }
       const total = answer.count;
-      if (!confirm(action + " all " + total + " matching jobs?")) { status.textContent = ""; return; }
+      if (!confirm(action + " all " + answer.shown + " matching jobs?")) { status.textContent = ""; return; }
       button.disabled = true;
       bar.hidden = false;
       bar.max = Math.max(total, 1);
@@ -86,7 +86,7 @@
         if (!response.ok || chunk.error) { status.textContent = "Stopped: " + (chunk.error || response.status); break; }
         done += chunk.done; skipped += chunk.skipped; examined += chunk.examined;
         bar.value = Math.min(examined, bar.max);
-        status.textContent = action + ": " + done + " done, " + skipped + " skipped of " + total;
+        status.textContent = action + ": " + done + " done, " + skipped + " skipped of " + answer.shown;
         if (chunk.finished) { status.textContent += " — finished"; break; }
         cursor = chunk.nextCursor;
       }

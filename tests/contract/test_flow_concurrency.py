@@ -1,0 +1,122 @@
+"""Concurrency limits: per job type and per key, global across workers, enforced by the
+claim itself (a job that may not run yet is not claimed and spends no attempt);
+`Concurrency(1, key=...)` runs each key's jobs one at a time in enqueue order."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from helpers import running_worker, wait_until
+from job_helpers import job_of
+from taskflare import App, Concurrency, JobStatus, WorkerConfig
+from taskflare.backends.base import ClaimParams, SettleResult
+from taskflare.ids import uuid7
+from taskflare.policy import Delivery, Succeeded, decide
+from taskflare.worker.batch_runner import as_settlement
+
+
+async def claim(app: App, queue: str, limit: int = 10) -> list[Any]:
+    """One claim as a worker makes it (with the queue's limits)."""
+    backend = await app.backend()
+    spec = app.registry.queue(queue)
+    result = await backend.message_claim_many(
+        ClaimParams(
+            queue=queue,
+            limit=limit,
+            lease_id=uuid7(),
+            owner="test",
+            visibility_timeout=30,
+            types=tuple(sorted(spec.job_types)),
+            limits=spec.flow_limits(),
+        )
+    )
+    return result.messages
+
+
+async def complete(app: App, claimed: list[Any]) -> SettleResult:
+    backend = await app.backend()
+    decisions = [
+        decide(Delivery(m.id, m.lease_id, m.attempts, 3, is_job=True), Succeeded(b"null"))
+        for m in claimed
+    ]
+    return await backend.message_settle_many(as_settlement(decisions))
+
+
+async def test_a_key_at_its_limit_is_skipped_without_spending_attempts(app: App) -> None:
+    @app.job("sync", queue="sync", concurrency=Concurrency(1, key=lambda p: p["account"]))
+    async def sync(payload: Any) -> None:
+        return None
+
+    a1 = await app.enqueue("sync", {"account": "a", "n": 1})
+    a2 = await app.enqueue("sync", {"account": "a", "n": 2})
+    b1 = await app.enqueue("sync", {"account": "b", "n": 1})
+    a3 = await app.enqueue("sync", {"account": "a", "n": 3})
+
+    first = await claim(app, "sync")
+    assert sorted(m.id for m in first) == sorted([a1.id, b1.id])
+    assert await claim(app, "sync") == []  # a is running, b has nothing left
+    for job in (a2, a3):
+        waiting = await job_of(app, job.id)
+        assert waiting.status is JobStatus.PENDING and waiting.attempts == 0
+        assert waiting.history == ()
+    await complete(app, [m for m in first if m.id == a1.id])
+    assert [m.id for m in await claim(app, "sync")] == [a2.id]  # enqueue order
+
+
+async def test_concurrency_key_given_at_enqueue_and_max_concurrency_per_type(app: App) -> None:
+    @app.job("export", queue="exports", max_concurrency=2, concurrency=Concurrency(1))
+    async def export(payload: Any) -> None:
+        return None
+
+    jobs = [await app.enqueue("export", i, concurrency_key=f"t{i % 3}") for i in range(6)]
+    first = await claim(app, "exports")
+    assert [m.id for m in first] == [jobs[0].id, jobs[1].id]  # the type allows 2 at once
+    await complete(app, first[:1])
+    assert [m.id for m in await claim(app, "exports")] == [jobs[2].id]
+
+
+async def test_one_at_a_time_per_key_in_enqueue_order_with_a_busy_worker(app: App) -> None:
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    order: dict[str, list[int]] = {}
+
+    @app.job("step", queue="steps", concurrency=Concurrency(1, key=lambda p: p["key"]))
+    async def step(payload: Any) -> None:
+        key = payload["key"]
+        running[key] = running.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), running[key])
+        order.setdefault(key, []).append(payload["n"])
+        await asyncio.sleep(0.01)
+        running[key] -= 1
+
+    for n in range(8):
+        for key in ("x", "y", "z"):
+            await app.enqueue("step", {"key": key, "n": n})
+    async with running_worker(app, WorkerConfig(queues=("steps",), concurrency=8)):
+        await wait_until(
+            lambda: sum(len(v) for v in order.values()) == 24, timeout=60, what="24 steps"
+        )
+    assert most == {"x": 1, "y": 1, "z": 1}
+    assert order == {key: list(range(8)) for key in ("x", "y", "z")}
+
+
+async def test_max_concurrency_holds_across_two_workers(app: App) -> None:
+    running = [0]
+    most = [0]
+    done = [0]
+
+    @app.job("render", queue="render", max_concurrency=2)
+    async def render(payload: Any) -> None:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.02)
+        running[0] -= 1
+        done[0] += 1
+
+    for i in range(12):
+        await app.enqueue("render", i)
+    config = WorkerConfig(queues=("render",), concurrency=4)
+    async with running_worker(app, config), running_worker(app, config):
+        await wait_until(lambda: done[0] == 12, timeout=60, what="12 renders")
+    assert most[0] == 2

@@ -1,0 +1,148 @@
+"""Rate limits: per queue, per job type and per key (a key function or `rate_key=`),
+several at once (all must allow); a job over its limit stays pending without spending an
+attempt; a 429 (or `RateLimited`) backs off the job's whole key; an idle worker waiting on
+a limit does not spin."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+
+from helpers import running_worker, wait_until
+from job_helpers import job_of
+from taskflare import App, JobStatus, RateLimit, RateLimited, WorkerConfig
+from taskflare.backends.base import ClaimParams, FlowStatsParams
+from taskflare.ids import uuid7
+from taskflare.testing import drain
+
+
+async def claim(app: App, queue: str, limit: int = 50) -> tuple[list[Any], Any]:
+    backend = await app.backend()
+    spec = app.registry.queue(queue)
+    result = await backend.message_claim_many(
+        ClaimParams(
+            queue=queue,
+            limit=limit,
+            lease_id=uuid7(),
+            owner="test",
+            visibility_timeout=30,
+            types=tuple(sorted(spec.job_types)),
+            limits=spec.flow_limits(),
+        )
+    )
+    return result.messages, result.ready
+
+
+async def test_a_job_over_the_rate_stays_pending_and_the_claim_says_when_to_look(
+    app: App,
+) -> None:
+    app.job("call", queue="api", rate_limit=RateLimit("2/s", burst=2))(lambda p: None)
+    jobs = [await app.enqueue("call", i) for i in range(5)]
+    taken, _ = await claim(app, "api")
+    assert [m.id for m in taken] == [jobs[0].id, jobs[1].id]
+    taken, ready = await claim(app, "api")
+    assert taken == []
+    assert ready.ready_count == 0 and ready.next_available_at is not None
+    assert 0 < ready.next_available_at - ready.now <= 0.5 + 0.05  # one token in 0.5 s
+    for job in jobs[2:]:
+        waiting = await job_of(app, job.id)
+        assert waiting.status is JobStatus.PENDING and waiting.attempts == 0
+
+    async def third_claimed() -> bool:
+        got, _ = await claim(app, "api")
+        return [m.id for m in got] == [jobs[2].id]
+
+    await wait_until(third_claimed, timeout=5, interval=0.1, what="a token after 0.5 s")
+
+
+async def test_per_key_limits_from_a_function_or_rate_key(app: App) -> None:
+    per_tenant = RateLimit("1/m", key=lambda p: p["tenant"])
+    app.job("sync", queue="per-key", rate_limit=per_tenant)(lambda p: None)
+    a1 = await app.enqueue("sync", {"tenant": "a"})
+    await app.enqueue("sync", {"tenant": "a"})
+    b1 = await app.enqueue("sync", {"tenant": "b"})
+    c1 = await app.enqueue("sync", {"tenant": "a"}, rate_key="c")  # overrides the function
+    taken, _ = await claim(app, "per-key")
+    assert sorted(m.id for m in taken) == sorted([a1.id, b1.id, c1.id])
+    assert (await claim(app, "per-key"))[0] == []
+
+
+async def test_every_limit_of_a_job_must_allow_it(app: App) -> None:
+    app.queue("slow-api", rate_limit="1/m")
+    app.job("fetch", queue="slow-api", rate_limit="100/s")(lambda p: None)
+    for i in range(3):
+        await app.enqueue("fetch", i)
+    taken, _ = await claim(app, "slow-api")
+    assert len(taken) == 1  # the type allows 100, the queue 1
+
+
+async def test_rate_limited_backs_off_the_whole_key_without_spending_attempts(app: App) -> None:
+    answered: list[str] = []
+
+    @app.job(
+        "push",
+        queue="push",
+        max_attempts=1,
+        rate_limit=RateLimit("100/s", key=lambda p: p["tenant"]),
+    )
+    async def push(payload: Any) -> None:
+        answered.append(payload["tenant"])
+        if payload["tenant"] == "a":
+            raise RateLimited(retry_after=30)
+
+    a1 = await app.enqueue("push", {"tenant": "a", "n": 1})
+    await drain(app)  # answered 429: key a backs off for 30 s
+    a2 = await app.enqueue("push", {"tenant": "a", "n": 2})
+    b1 = await app.enqueue("push", {"tenant": "b", "n": 1})
+    await drain(app)
+    assert sorted(answered) == ["a", "b"]  # a2 was never claimed: key a is held
+    first = await job_of(app, a1.id)
+    assert first.status is JobStatus.PENDING and first.attempts == 0
+    assert [a.outcome for a in first.history] == ["snoozed"]
+    assert (await job_of(app, a2.id)).history == ()
+    assert (await job_of(app, b1.id)).status is JobStatus.COMPLETED
+    backend = await app.backend()
+    stats = await backend.flow_stats(FlowStatsParams(app.registry.queue("push").flow_limits()))
+    (held,) = stats
+    # a2 waits on the held key (a1 is snoozed until the hold ends: not ready yet).
+    assert held.family == "r:push:0" and held.keys == 1 and held.waiting == 1
+    assert held.held_until is not None and held.held_until - time.time() > 25
+
+
+async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> None:
+    @app.job("hook", queue="hooks", max_attempts=1, rate_limit=RateLimit("10/s", per_key=True))
+    async def hook(payload: Any) -> None:
+        request = httpx.Request("POST", "https://api.example.com/")
+        response = httpx.Response(429, headers={"Retry-After": "20"}, request=request)
+        raise httpx.HTTPStatusError("429", request=request, response=response)
+
+    job = await app.enqueue("hook", 1, rate_key="acme")
+    await drain(app)
+    other = await app.enqueue("hook", 2, rate_key="acme")
+    await drain(app)
+    snoozed = await job_of(app, job.id)
+    assert snoozed.status is JobStatus.PENDING and snoozed.attempts == 0
+    assert (snoozed.run_at.timestamp() - time.time()) > 15
+    assert (await job_of(app, other.id)).history == ()
+
+
+async def test_an_idle_worker_waiting_on_a_limit_does_not_spin(app: App) -> None:
+    done: list[int] = []
+    app.job("rare", queue="rare", rate_limit="1/m")(lambda p: done.append(p))
+    for i in range(3):
+        await app.enqueue("rare", i)
+    backend = await app.backend()
+    async with running_worker(app, WorkerConfig(queues=("rare",), concurrency=4)):
+        await wait_until(lambda: len(done) == 1, timeout=10, what="the one allowed job")
+        await asyncio.sleep(0.3)  # let the worker settle into waiting
+        before = backend.statements_run
+        started = time.monotonic()
+        await asyncio.sleep(1.5)
+        per_second = (backend.statements_run - before) / (time.monotonic() - started)
+    assert len(done) == 1
+    # Waiting on "1/m": it looks again when the next token is due (in about a minute),
+    # plus the worker's own heartbeats and reports: a handful of statements a second.
+    assert per_second < 15, per_second

@@ -1,0 +1,96 @@
+"""Flow limits are visible: `GET /limits`, `GET /metrics`, `GET /jobs/{id}` (held by which
+limit until when, or snoozed until when), `taskflare stats` and `taskflare jobs show`,
+from a server and a CLI that know the limits only as the workers stored them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from taskflare import App, RateLimit, Snooze
+from taskflare.testing import drain
+
+from .server import LiveServer
+from .test_http_metrics import samples
+
+
+async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> None:
+    app = App(live.database_url)
+    try:
+        app.job("call", queue="partner-api", rate_limit=RateLimit("1/m", key=lambda p: p["t"]))(
+            lambda p: None
+        )
+
+        @app.job("poll", queue="partner-api")
+        async def poll(payload: Any) -> None:
+            raise Snooze(600)
+
+        await app.declare_queues()  # what a worker stores when it starts
+        await app.enqueue("call", {"t": "acme"})
+        held = await app.enqueue("call", {"t": "acme"})
+        snoozed = await app.enqueue("poll", {})
+        await drain(app)
+        async with live.aclient() as client:
+            limits = (await client.get("/limits")).json()["limits"]
+            job = (await client.get(f"/jobs/{held.id}")).json()["job"]
+            dozing = (await client.get(f"/jobs/{snoozed.id}")).json()["job"]
+            metrics = samples((await client.get("/metrics")).text)
+    finally:
+        await app.close()
+
+    (limit,) = limits
+    assert limit["kind"] == "rate" and limit["jobType"] == "call" and limit["rate"] == "1/60s"
+    assert (limit["keys"], limit["running"], limit["waiting"]) == (1, 0, 1)
+    assert limit["startedPerSecond"] == 0.1  # one start over the last 10 s
+    assert limit["heldUntil"] is not None
+    (hold,) = job["heldBy"]
+    assert hold["key"] == "acme" and hold["limit"] == "r:call:0" and hold["until"]
+    assert job["snoozedUntil"] is None
+    assert dozing["snoozedUntil"] == dozing["runAt"] and dozing["heldBy"] == []
+    labels = '{limit="r:call:0",queue="partner-api"}'
+    assert metrics[f"taskflare_limit_waiting{labels}"] == 1
+    assert metrics[f"taskflare_limit_keys{labels}"] == 1
+
+    stats = tf_json("stats", url=live.database_url)
+    assert [row["limit"] for row in stats["limits"]] == ["r:call:0"]
+    shown = ok("jobs", "show", held.id, url=live.database_url)
+    assert "held by rate limit r:call:0 key 'acme' until: 20" in shown
+    assert "snoozed until: 20" in ok("jobs", "show", snoozed.id, url=live.database_url)
+    table = ok("stats", url=live.database_url)
+    assert "limits" in table and "type call" in table
+
+
+def ok(*args: str, url: str) -> str:
+    """Run the real `taskflare` executable; it must succeed."""
+    taskflare = str(Path(sys.executable).with_name("taskflare"))
+    env = {**os.environ, "TASKFLARE_DATABASE_URL": url, "COLUMNS": "200"}
+    result = subprocess.run([taskflare, *args], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def tf_json(*args: str, url: str) -> Any:
+    return json.loads(ok(*args, "--json", url=url))
+
+
+def test_post_jobs_takes_rate_and_concurrency_keys(sqlite_live: LiveServer) -> None:
+    payload = {"to": "a@b.c", "subject": "s", "body": "b"}
+    with sqlite_live.client() as client:
+        fine = client.post(
+            "/jobs",
+            json={
+                "type": "send-email",
+                "payload": payload,
+                "rateKey": "acme",
+                "concurrencyKey": "7",
+            },
+        )
+        assert fine.status_code == 200, fine.text
+        bad = client.post(
+            "/jobs", json={"type": "send-email", "payload": payload, "rateKey": "a\x00b"}
+        )
+        assert bad.status_code == 422 and "rateKey" in bad.text

@@ -1,0 +1,67 @@
+"""Flow-control declarations: rates parse, bad values are refused with typed errors naming
+them, and a job's buckets come from its payload or the keys given at enqueue."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskflare import (
+    App,
+    Concurrency,
+    InvalidJobConfig,
+    InvalidMessage,
+    InvalidQueueConfig,
+    RateLimit,
+)
+from taskflare.limits import JobLimits, parse_rate
+
+
+@pytest.mark.parametrize(
+    ("text", "amount", "period"),
+    [("100/s", 100, 1), ("10/m", 10, 60), ("5/h", 5, 3600), ("3/10s", 3, 10), ("1/d", 1, 86400)],
+)
+def test_rates_parse(text: str, amount: float, period: float) -> None:
+    assert parse_rate(text) == (amount, period)
+
+
+@pytest.mark.parametrize("text", ["100", "0/s", "ten/s", "5/fortnight", "-1/s"])
+def test_bad_rates_name_the_text(text: str) -> None:
+    with pytest.raises(InvalidJobConfig, match="rate_limit"):
+        parse_rate(text)
+
+
+def test_bad_declarations_are_typed_errors() -> None:
+    with pytest.raises(InvalidJobConfig, match="burst"):
+        RateLimit("1/s", burst=0)
+    with pytest.raises(InvalidJobConfig, match="Concurrency limit"):
+        Concurrency(0)
+    app = App("sqlite:///:memory:")
+    with pytest.raises(InvalidJobConfig, match="max_concurrency"):
+        app.job("x", max_concurrency=0)
+    with pytest.raises(InvalidJobConfig, match="'\\|'"):
+        app.job("a|b", max_concurrency=1)
+    with pytest.raises(InvalidQueueConfig, match="no key"):
+        app.queue("q", rate_limit=RateLimit("1/s", key=lambda p: p))
+
+
+def test_buckets_come_from_the_payload_or_the_keys_given() -> None:
+    limits = JobLimits(
+        "sync",
+        rate_limits=(RateLimit("10/s"), RateLimit("1/s", key=lambda p: p["tenant"])),
+        max_concurrency=3,
+        concurrency=(Concurrency(1, key=lambda p: p["account"]),),
+    )
+    assert limits.buckets({"tenant": "t", "account": 7}) == [
+        "r:sync:0|",
+        "r:sync:1|t",
+        "c:sync|",
+        "c:sync:0|7",
+    ]
+    assert limits.buckets({"tenant": "t", "account": 7}, rate_key="x", concurrency_key="y") == [
+        "r:sync:0|",
+        "r:sync:1|x",
+        "c:sync|",
+        "c:sync:0|y",
+    ]
+    with pytest.raises(InvalidMessage, match="key function failed"):
+        limits.buckets({})
