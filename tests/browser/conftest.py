@@ -149,8 +149,8 @@ def stack(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         except httpx.TransportError:
             return False
 
-    poll(healthy, 90, "taskflare serve")
     try:
+        poll(healthy, 90, "taskflare serve")  # inside: a server that never came up is stopped
         yield Stack(url, database, flag, folder, procs)
     finally:
         for proc in procs.values():
