@@ -26,7 +26,7 @@ from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .documents import Namespace
-from .errors import InvalidHook, InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
+from .errors import InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
 from .job_client import JobClient
 from .jobs import JobBatch
 from .limits import Concurrency, JobLimits, RateLimit, Unique, as_concurrency, as_rate_limits
@@ -34,7 +34,7 @@ from .portal import Portal
 from .queue import Queue
 from .readmodel import ReadModel
 from .registry import JobType, QueueConfig, Registry
-from .registry.hooks import EVENTS, Listener, Middleware
+from .registry.hooks import Listener, Middleware, check_event
 from .registry.job_types import JobHandler
 from .registry.triggers import CronHandler, CronTrigger
 from .retention import Retention
@@ -323,8 +323,7 @@ class App:
         def register(fn: Listener) -> Listener:
             return self.registry.hooks.add_listener(event, fn)
 
-        if event not in EVENTS:
-            raise InvalidHook(f"no lifecycle event {event!r}; the events are {', '.join(EVENTS)}")
+        check_event(event)  # a typo fails here, not when the decorator is applied
         return register
 
     def use(self, *extensions: Extension) -> App:

@@ -120,8 +120,7 @@ class Hooks:
         """Call `fn(event)` after each `event` (sync, or async: run as a task).
 
         Raises `InvalidHook` for an unknown event name or a non-callable."""
-        if event not in EVENTS:
-            raise InvalidHook(f"no lifecycle event {event!r}; the events are {', '.join(EVENTS)}")
+        check_event(event)
         if not callable(fn):
             raise InvalidHook(f"a listener must be callable; got {fn!r}")
         self.listeners.setdefault(event, []).append(fn)
@@ -183,6 +182,12 @@ class Hooks:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("an async lifecycle listener raised: %r", task.exception())
+
+
+def check_event(event: str) -> None:
+    """Raise `InvalidHook` unless `event` is one of `EVENTS`."""
+    if event not in EVENTS:
+        raise InvalidHook(f"no lifecycle event {event!r}; the events are {', '.join(EVENTS)}")
 
 
 def _bind(middleware: Middleware, call: HandlerCall, inner: CallNext) -> CallNext:

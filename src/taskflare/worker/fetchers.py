@@ -254,14 +254,14 @@ class JobProducer:
         finally:
             state.slots.give_back(spec.name)
 
+        hooks = state.jobs.registry.hooks
+
         def stored(result: SettleResult) -> None:
             state.held.done(spec.name, message.lease_id)
             state.stats.record(spec.name, result, [message.id], report.duration)
             log_outcome(message, spec.name, report, result)
             if hooks.listeners:
                 emit_outcome(hooks, message, spec.name, report, result)
-
-        hooks = state.jobs.registry.hooks
 
         state.buffer.submit(report.settlement, stored)
 
