@@ -57,7 +57,8 @@ def when(value: str | datetime | float | None) -> str:
 
 def atleast(value: float | None, capped: bool) -> str:
     """A count for a cell: with a `+` when it stopped at the counting limit ("10000+")."""
-    shown = "0" if value is None else f"{value:g}"
+    number = 0.0 if value is None else float(value)
+    shown = str(int(number)) if number.is_integer() else str(number)
     return shown + "+" if capped else shown
 
 
