@@ -49,9 +49,7 @@ async def test_history_survives_a_new_app_and_old_minutes_are_pruned(app: App) -
     now = time.time()
     old = int((now - HISTORY_SECONDS - 3600) // 60 * 60)
     recent = int(now // 60 * 60)
-    await backend.stats_add(
-        StatsAddParams([StatsMinute(old, "q", 5), StatsMinute(recent, "q", 7)])
-    )
+    await backend.stats_add(StatsAddParams([StatsMinute(old, "q", 5), StatsMinute(recent, "q", 7)]))
     again = App(app.database_url)  # as after a restart: a new process reads the same rows
     try:
         history = await again.read.history(86_400, 900)

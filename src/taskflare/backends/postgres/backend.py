@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -138,7 +138,8 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             f"pool_min_size={min_size} is larger than pool_max_size={max_size} "
             f"in {redact_url(url)!r}"
         )
-    libpq_url = parts._replace(query=urlencode(options)).geturl()
+    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space.
+    libpq_url = parts._replace(query=urlencode(options, quote_via=quote)).geturl()
     try:
         params = conninfo_to_dict(libpq_url)
     except psycopg.ProgrammingError as exc:
