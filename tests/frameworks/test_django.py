@@ -33,9 +33,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def audit_ready(app: App) -> int:
-    """Messages waiting in the project's 'audit' queue."""
-    return int(app.run_sync(app.read.queue_depths("audit"))[0]["ready"])
+def audit_delayed(app: App) -> tuple[int, int]:
+    """Messages in the project's 'audit' queue: ready, and delayed."""
+    depth = app.run_sync(app.read.queue_depths("audit"))[0]
+    return depth["ready"], depth["delayed"]
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -141,15 +142,15 @@ def test_postgres_job_exists_iff_the_views_transaction_commits(
         # Written on Django's connection (a job id exists at once), invisible to others
         # until the commit, and gone with the rollback.
         kept_ids, refused_ids = kept.json(), refused.json()
-        assert kept_ids["job"] and kept_ids["message"]
-        assert refused_ids["job"] and refused_ids["message"]
+        assert kept_ids["job"] and kept_ids["message"] and len(kept_ids["batch"]) == 1
+        assert refused_ids["job"] and refused_ids["message"] and len(refused_ids["batch"]) == 1
         assert kept_ids["jobs_visible_before_commit"] == 0
         assert [s["email"] for s in signups] == ["kept@example.com"]
         job = app.get_job_sync(kept_ids["job"])
         assert job is not None and job.payload == {"email": "kept@example.com"}
         assert app.get_job_sync(refused_ids["job"]) is None
         assert [j.id for j in app.list_jobs_sync(type="send-welcome").jobs] == [job.id]
-        assert audit_ready(app) == 1
+        assert audit_delayed(app) == (1, 1)
     finally:
         app.close_sync()
 
@@ -194,10 +195,15 @@ def test_sqlite_job_is_enqueued_on_commit_and_dropped_on_rollback(
             refused = sign_up(url, "refused@example.com", rollback=True)
             assert refused.status_code == 409, refused.text
         # Deferred to the commit: no id to return, nothing stored before it.
-        assert kept.json() == {"job": None, "message": None, "jobs_visible_before_commit": 0}
+        assert kept.json() == {
+            "job": None,
+            "message": None,
+            "batch": None,
+            "jobs_visible_before_commit": 0,
+        }
         assert len(jobs_for(app, "kept@example.com")) == 1
         assert jobs_for(app, "refused@example.com") == []
-        assert audit_ready(app) == 1
+        assert audit_delayed(app) == (1, 1)
     finally:
         app.close_sync()
 

@@ -347,3 +347,8 @@ def test_libpq_options_with_spaces_reach_the_server() -> None:
     # a space; libpq does not read "+" as one.
     url = "postgresql://u@h/db?options=-c%20search_path%3Dshop&schema=shop"
     assert "options='-c search_path=shop'" in pg_backend.parse_postgres_url(url).conninfo
+
+
+def test_url_without_a_host_uses_the_default_socket() -> None:
+    conninfo = pg_backend.parse_postgres_url("postgresql:///shop?schema=shop").conninfo
+    assert "dbname=shop" in conninfo and "host" not in conninfo

@@ -138,8 +138,10 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             f"pool_min_size={min_size} is larger than pool_max_size={max_size} "
             f"in {redact_url(url)!r}"
         )
-    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space.
-    libpq_url = parts._replace(query=urlencode(options, quote_via=quote)).geturl()
+    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
+    # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
+    query = urlencode(options, quote_via=quote)
+    libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     try:
         params = conninfo_to_dict(libpq_url)
     except psycopg.ProgrammingError as exc:

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
-from taskflare.integrations.django import enqueue, get_app, send
+from taskflare.integrations.django import enqueue, get_app, send, send_batch
 
 from .models import Signup
 
@@ -25,9 +25,11 @@ def signup(request: HttpRequest) -> JsonResponse:
             Signup.objects.create(email=email)
             job = enqueue("send-welcome", {"email": email})
             message = send("audit", {"signup": email})
+            batch = send_batch("audit", [{"body": {"welcome": email}, "delay_seconds": 60}])
             seen = {
                 "job": job.id if job else None,
                 "message": message,
+                "batch": batch,
                 # what another connection sees before the commit
                 "jobs_visible_before_commit": len(
                     get_app().list_jobs_sync(type="send-welcome").jobs
