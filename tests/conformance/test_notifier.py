@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from helpers import wait_until
 from taskflare.backends import Backend, open_backend
 from taskflare.backends.base import (
     CANCEL_TOPIC,
@@ -33,6 +34,7 @@ from taskflare.backends.base import (
     Settlement,
     ready_topic,
 )
+from taskflare.backends.sqlite.fileevents import FileEvents
 from taskflare.ids import uuid7
 
 from .conftest import claim, claim_one, enqueue, job, message
@@ -196,15 +198,24 @@ async def test_a_plain_ack_does_not_raise_ready(notifier: Backend) -> None:
     assert notifier.change_seq(ready_topic("q")) == seq
 
 
-async def test_sqlite_hears_another_connections_commit_from_the_wal_index(
-    database_url: str,
+@pytest.mark.parametrize("told_by_kernel", [True, False], ids=["file-events", "wal-header"])
+async def test_sqlite_hears_another_connections_commit_without_the_slow_poll(
+    database_url: str, told_by_kernel: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A commit by another process (here: another backend on the same file, which has its
-    own connection) moves the WAL-index header; a waiter reads that header every few
-    milliseconds, so it wakes without waiting for the slower `PRAGMA data_version` poll,
-    which is switched off here to prove it."""
+    own connection) wakes a waiter without the slower `PRAGMA data_version` poll, which
+    is switched off here to prove it: the kernel reports the write to the WAL (Linux
+    inotify) and the WAL-index header then shows the commit; where the kernel cannot
+    report writes, the header is read every few milliseconds."""
     if not database_url.startswith("sqlite"):
         pytest.skip("the WAL-index header is SQLite's")
+    if told_by_kernel:
+        events = FileEvents.open(database_url.removeprefix("sqlite:///"))
+        if events is None:
+            pytest.skip("this system does not report file writes (no inotify)")
+        events.close()
+    if not told_by_kernel:  # as on a system without inotify
+        monkeypatch.setattr(FileEvents, "open", classmethod(lambda cls, path: None))
     waiter, writer = open_backend(database_url), open_backend(database_url)
     try:
         await waiter.migrate()
@@ -213,12 +224,38 @@ async def test_sqlite_hears_another_connections_commit_from_the_wal_index(
         topic = ready_topic("q")
         since = waiter.change_seq(topic)
         waiting = asyncio.ensure_future(waiter.wait_for_change(topic, since, WITHIN))
-        # Commit again and again until the waiter wakes (its first look at the header
-        # may come after the first commit); it must wake well within WITHIN.
+        # Commit again and again until the waiter wakes (its watch may begin after the
+        # first commit); it must wake well within WITHIN.
         while not waiting.done():
             await enqueue(writer, message("q"))
             await asyncio.wait({waiting}, timeout=0.05)
         assert waiting.result(), "another connection's commits did not wake the waiter"
+    finally:
+        await waiter.close()
+        await writer.close()
+
+
+async def test_sqlite_waiters_share_one_watch_of_other_processes(database_url: str) -> None:
+    """However many fetchers wait (one per queue, two while a queue has a backlog), one
+    task per event loop watches the file for other processes' commits: an idle worker's
+    cost does not grow with its queues. The watch ends a little after its last waiter."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's own watch")
+    waiter, writer = open_backend(database_url), open_backend(database_url)
+    try:
+        await waiter.migrate()
+        await enqueue(writer, message("warmup"))
+        topics = [ready_topic(f"q{i}") for i in range(6)]
+        waits = [
+            asyncio.ensure_future(waiter.wait_for_change(t, waiter.change_seq(t), WITHIN))
+            for t in topics
+        ]
+        await asyncio.sleep(0)  # every waiter has started waiting
+        watches = [t for t in asyncio.all_tasks() if t.get_name() == "taskflare-sqlite-watch"]
+        assert len(watches) == 1
+        await enqueue(writer, message("q0"))
+        assert all(await asyncio.gather(*waits)), "a commit elsewhere wakes every waiter"
+        await wait_until(lambda: watches[0].done(), what="the watch to end")
     finally:
         await waiter.close()
         await writer.close()

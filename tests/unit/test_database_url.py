@@ -84,3 +84,25 @@ def test_url_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_database_url("sqlite:///given.db") == "sqlite:///given.db"
     assert App().database_url == "sqlite:///from-env.db"
     assert App("sqlite:///given.db").database_url == "sqlite:///given.db"
+
+
+def test_pgbouncer_and_listen_url_options() -> None:
+    from urllib.parse import quote
+
+    from taskflare.backends.postgres.backend import parse_postgres_url
+
+    listen = quote("postgresql://app:listen-secret@db:5432/shop", safe="")
+    url = f"postgresql://app:pw@bouncer:6432/shop?pgbouncer=1&listen_url={listen}&schema=s"
+    settings = parse_postgres_url(url)
+    assert settings.pgbouncer and settings.schema == "s"
+    assert settings.listen_conninfo is not None and "host=db" in settings.listen_conninfo
+    assert "pgbouncer" not in settings.conninfo and "listen" not in settings.conninfo
+    assert set(settings.secrets) == {"pw", "listen-secret"}
+    shown = redact_url(url)
+    assert "listen-secret" not in shown and "pw@" not in shown and "listen_url=" in shown
+    assert not parse_postgres_url("postgresql://h/db?pgbouncer=0").pgbouncer
+    assert not parse_postgres_url("postgresql://h/db").pgbouncer
+    with pytest.raises(InvalidDatabaseUrl, match="pgbouncer='maybe'"):
+        parse_postgres_url("postgresql://h/db?pgbouncer=maybe")
+    with pytest.raises(InvalidDatabaseUrl, match="listen_url"):
+        parse_postgres_url("postgresql://h/db?listen_url=db:5432")

@@ -26,6 +26,8 @@ SECRET_PARAMETERS = frozenset(
     }
 )
 REDACTED = "***"
+# taskflare's URL options whose value is itself a database URL (redacted the same way).
+URL_PARAMETERS = frozenset({"listen_url"})
 
 
 def resolve_database_url(url: str | None) -> str:
@@ -38,13 +40,17 @@ def resolve_database_url(url: str | None) -> str:
 def redact_url(url: str) -> str:
     """The URL with every credential replaced by `***`, for logs, errors and output.
 
-    Covers a password in the netloc and the libpq parameters that carry a secret or
-    name a file holding one (`password=`, `passfile=`, `sslkey=`, `service=`, ...).
+    Covers a password in the netloc, the libpq parameters that carry a secret or
+    name a file holding one (`password=`, `passfile=`, `sslkey=`, `service=`, ...), and
+    the credentials of a URL given as an option's value (`listen_url=`).
     """
     try:
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True)
-        secret_query = any(k.lower() in SECRET_PARAMETERS for k, _ in pairs)
+        secret_query = any(
+            k.lower() in SECRET_PARAMETERS or (k in URL_PARAMETERS and redact_url(v) != v)
+            for k, v in pairs
+        )
         if (
             parts.password is None
             and ":" not in parts.netloc.rpartition("@")[0]
@@ -58,13 +64,16 @@ def redact_url(url: str) -> str:
             netloc = f"{user}{':' + REDACTED if sep else ''}@{host}"
         query = parts.query
         if secret_query:
-            query = urlencode(
-                [(k, REDACTED if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs],
-                safe="*",
-            )
+            query = urlencode([(k, _redact_value(k, v)) for k, v in pairs], safe="*")
         return parts._replace(netloc=netloc, query=query).geturl()
     except ValueError:
         return f"{url.split(':', 1)[0]}://{REDACTED}"
+
+
+def _redact_value(key: str, value: str) -> str:
+    if key.lower() in SECRET_PARAMETERS:
+        return REDACTED
+    return redact_url(value) if key in URL_PARAMETERS else value
 
 
 def sqlite_path(url: str) -> str:

@@ -99,6 +99,8 @@ _LISTEN_MAX_BACKOFF = 5.0
 # A key can change hands between our look and our claim (it expired, or its job was
 # deleted); a few rounds settle it, more means something is wrong.
 _IDEMPOTENCY_ROUNDS = 4
+# What a server-side prepared statement meeting a transaction-pooling bouncer raises.
+_PREPARED_ERRORS = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,18 @@ class PostgresSettings:
     min_size: int = 1
     max_size: int = 10
     password: str | None = None
+    # Behind PgBouncer in transaction pooling mode (`?pgbouncer=1`): no server-side
+    # prepared statements and no session settings on our connections.
+    pgbouncer: bool = False
+    # Where to LISTEN (`?listen_url=`): a direct connection to the server; None means the
+    # main connection string, or no listening at all (polling) behind PgBouncer.
+    listen_conninfo: str | None = None
+    listen_password: str | None = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The passwords that must never appear in a message."""
+        return tuple(p for p in (self.password, self.listen_password) if p)
 
 
 def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
@@ -121,8 +135,32 @@ def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
     return int(raw)
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(options: dict[str, str], name: str, url: str) -> bool:
+    raw = options.pop(name, "0").lower()
+    if raw not in _TRUE | _FALSE:
+        raise InvalidDatabaseUrl(f"{name}={raw!r} in {url!r} must be 1 or 0 (true or false)")
+    return raw in _TRUE
+
+
+def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
+    """libpq conninfo of a URL (with taskflare's connect timeout) and its password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidDatabaseUrl(f"invalid PostgreSQL URL {shown!r}") from exc
+    params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
+    password = params.get("password")
+    return make_conninfo("", **params), str(password) if password else None
+
+
 def parse_postgres_url(url: str) -> PostgresSettings:
-    """Split taskflare's own options (`schema`, `pool_min_size`, `pool_max_size`) off a URL."""
+    """Split taskflare's own options off a URL: `schema`, `pool_min_size`,
+    `pool_max_size`, `pgbouncer` (1: behind PgBouncer in transaction pooling mode) and
+    `listen_url` (a URL-encoded direct URL for LISTEN). Raises `InvalidDatabaseUrl`."""
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
@@ -138,22 +176,29 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             f"pool_min_size={min_size} is larger than pool_max_size={max_size} "
             f"in {redact_url(url)!r}"
         )
+    pgbouncer = _flag(options, "pgbouncer", redact_url(url))
+    listen_url = options.pop("listen_url", None)
+    listen_conninfo = listen_password = None
+    if listen_url is not None:
+        if not listen_url.startswith(("postgresql://", "postgres://")):
+            raise InvalidDatabaseUrl(
+                f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
+            )
+        listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
     # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
     # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
     query = urlencode(options, quote_via=quote)
     libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
-    try:
-        params = conninfo_to_dict(libpq_url)
-    except psycopg.ProgrammingError as exc:
-        raise InvalidDatabaseUrl(f"invalid PostgreSQL URL {redact_url(url)!r}") from exc
-    params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
-    password = params.get("password")
+    conninfo, password = _conninfo(libpq_url, redact_url(url))
     return PostgresSettings(
-        conninfo=make_conninfo("", **params),
+        conninfo=conninfo,
         schema=schema,
         min_size=min_size,
         max_size=max_size,
-        password=str(password) if password else None,
+        password=password,
+        pgbouncer=pgbouncer,
+        listen_conninfo=listen_conninfo,
+        listen_password=listen_password,
     )
 
 
@@ -190,8 +235,10 @@ class _ThreadedCursor:
     def __init__(self, cur: psycopg.Cursor[Any]) -> None:
         self._cur = cur
 
-    async def execute(self, query: str, params: Mapping[str, Any]) -> _ThreadedCursor:
-        await asyncio.to_thread(self._cur.execute, query, params)
+    async def execute(
+        self, query: str, params: Mapping[str, Any], *, prepare: bool | None = None
+    ) -> _ThreadedCursor:
+        await asyncio.to_thread(self._cur.execute, query, params, prepare=prepare)
         return self
 
     @property
@@ -248,6 +295,8 @@ class PostgresExecutor:
         self.statements_run = 0
         self.sql = _statements(settings.schema)
         self._settings = settings
+        # Behind PgBouncer: never prepare, not even on a caller's connection.
+        self._prepare: bool | None = False if settings.pgbouncer else None
         self._signal = signal
         self._pool_timeout = pool_timeout
         self._loops: dict[asyncio.AbstractEventLoop, _LoopResources] = {}
@@ -256,15 +305,24 @@ class PostgresExecutor:
         self.schema_ready = False
         self.auto_migrate = True
         self._reached = False
+        self._polling_logged = False
 
     # -- running --------------------------------------------------------------------------
 
     def unavailable(self, exc: BaseException, doing: str) -> BackendUnavailable:
         """A `BackendUnavailable` naming the database (password removed) and the action."""
-        text = f"{type(exc).__name__}: {exc}".strip()
-        if self._settings.password:
-            text = text.replace(self._settings.password, "***")
+        text = self._hide(f"{type(exc).__name__}: {exc}".strip())
+        if isinstance(exc, _PREPARED_ERRORS) and not self._settings.pgbouncer:
+            text += (
+                " (behind PgBouncer in transaction pooling mode? add pgbouncer=1 to the "
+                "database URL)"
+            )
         return BackendUnavailable(f"PostgreSQL {self.url_for_logs}: cannot {doing}: {text}")
+
+    def _hide(self, text: str) -> str:
+        for secret in self._settings.secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
         """Run statement `name` in its own transaction and return its rows."""
@@ -281,7 +339,7 @@ class PostgresExecutor:
         it is in."""
         self.statements_run += 1
         args = adapt_arrays({**params, "channel": self.channel})
-        cur = await conn.execute(self.sql[name], args)
+        cur = await conn.execute(self.sql[name], args, prepare=self._prepare)
         return await _rows(cur)
 
     async def run(
@@ -371,13 +429,16 @@ class PostgresExecutor:
                     if other.is_closed():
                         del self._loops[other]
                         res.abandon()
+                bouncer = self._settings.pgbouncer
                 pool: Pool = AsyncConnectionPool(
                     self._settings.conninfo,
                     connection_class=cast(type[Conn], psycopg.AsyncConnection),
                     # Statements are prepared on first use (parsed once a connection) and
-                    # planned for each execution's parameters (see _configure).
-                    kwargs={"autocommit": True, "prepare_threshold": 0},
-                    configure=_configure,
+                    # planned for each execution's parameters (see _configure). Behind
+                    # PgBouncer a client connection is not a server session: nothing is
+                    # prepared (unnamed statements are planned per execution anyway).
+                    kwargs={"autocommit": True, "prepare_threshold": None if bouncer else 0},
+                    configure=None if bouncer else _configure,
                     min_size=self._settings.min_size,
                     max_size=self._settings.max_size,
                     open=False,
@@ -409,9 +470,7 @@ class PostgresExecutor:
                 self._settings.conninfo, autocommit=True, connect_timeout=timeout
             )
         except psycopg.Error as exc:
-            text = " ".join(str(exc).split())
-            if self._settings.password:
-                text = text.replace(self._settings.password, "***")
+            text = self._hide(" ".join(str(exc).split()))
             raise BackendUnavailable(f"PostgreSQL {self.url_for_logs}: {text}") from exc
         await conn.close()
         self._reached = True
@@ -510,7 +569,17 @@ class PostgresExecutor:
     # -- listening ----------------------------------------------------------------------
 
     def ensure_listening(self) -> None:
-        """Start this loop's LISTEN connection if it is not running."""
+        """Start this loop's LISTEN connection if it is not running (behind PgBouncer
+        without `listen_url`: never; waiters then poll)."""
+        if self._settings.pgbouncer and self._settings.listen_conninfo is None:
+            if not self._polling_logged:
+                self._polling_logged = True
+                log.info(
+                    "PostgreSQL %s: behind PgBouncer without listen_url: polling for new "
+                    "work instead of LISTEN",
+                    self.url_for_logs,
+                )
+            return
         res = self._resources()
         if res.listener is None or res.listener.done():
             res.listener = asyncio.create_task(
@@ -524,7 +593,7 @@ class PostgresExecutor:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._settings.conninfo, autocommit=True
+                    self._settings.listen_conninfo or self._settings.conninfo, autocommit=True
                 )
             except psycopg.OperationalError as exc:
                 if not lost:

@@ -62,10 +62,15 @@ from ..changes import ChangeSignal
 from ..rows import Rows
 from ..sqlfile import missing_versions
 from ..store import CONCURRENCY_POLL, SqlStore, claimable, flow_scan, not_transactional
+from .commitwatch import CommitWatch
+from .fileevents import FileEvents
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 from .walwatch import WalIndexWatch
 
 log = logging.getLogger("taskflare.sqlite")
+
+# How long the watch of other processes' writes outlives its last waiter [s].
+WATCH_LINGER = 1.0
 
 T = TypeVar("T")
 
@@ -390,14 +395,16 @@ class SQLiteExecutor:
 
     # -- other processes' writes ----------------------------------------------------------
 
-    def poll_data_version(self) -> None:
-        """Raise every topic when another connection committed since the last look."""
+    def poll_data_version(self) -> bool:
+        """Raise every topic when another connection committed since the last look;
+        True if one did."""
         version = self._connection().execute("PRAGMA data_version").fetchone()[0]
         with self._poll_lock:
             changed = self._data_version is not None and version != self._data_version
             self._data_version = version
         if changed:
             self._signal.raise_all()
+        return changed
 
 
 # The synchronous settings that make every WAL commit wait for the disk.
@@ -431,8 +438,9 @@ def insert_params(message: NewMessage) -> dict[str, Any]:
 class SQLiteBackend(SqlStore):
     """Backend over one SQLite database file."""
 
-    # Other processes' commits: PRAGMA data_version every poll_interval [s], the WAL-index
-    # header (one pread) every header_interval [s] in between.
+    # Other processes' commits: PRAGMA data_version every poll_interval [s] and whenever
+    # the kernel reports a write to the file; where it cannot, the WAL-index header (one
+    # pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
     SEARCH_BY_INDEX = True
@@ -465,6 +473,9 @@ class SQLiteBackend(SqlStore):
         # idle workers woken by other processes' writes do not queue up for the write lock
         # just to find nothing (that kept producers waiting up to ~400 ms).
         self._idle_queues: set[str] = set()
+        # The watcher of other processes' commits, one per event loop, and how many wait.
+        self._watchers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self._watch_waiters = 0
 
     @property
     def statements_run(self) -> int:
@@ -477,6 +488,8 @@ class SQLiteBackend(SqlStore):
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
+        for task in list(self._watchers.values()):
+            task.cancel()
         if self._wal_watch is not None:
             self._wal_watch.close()
         await self._db.close()
@@ -498,32 +511,49 @@ class SQLiteBackend(SqlStore):
         return self._changes.seq(topic)
 
     async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
-        """Wake on this process's own writes at once, on other processes' within a few
-        milliseconds: the WAL-index header is looked at every `header_interval` [s], and
-        `PRAGMA data_version` checked when it moved (and every `poll_interval` anyway)."""
+        """Wake on this process's own writes at once, on other processes' within about
+        `header_interval`: one watcher per event loop looks at the WAL-index header for
+        every waiter of this backend, and checks `PRAGMA data_version` when it moved (and
+        every `poll_interval` anyway)."""
+        if self._changes.seq(topic) != since:
+            return True
+        if timeout <= 0:
+            return False
+        self._watch_waiters += 1
+        try:
+            self._ensure_watcher()
+            return await self._changes.wait(topic, since, timeout)
+        finally:
+            self._watch_waiters -= 1
+
+    def _ensure_watcher(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        next_poll = loop.time() + self.poll_interval
-        watch = self._wal_watch
-        seen = None if watch is None else watch.header()
-        step = self.poll_interval if seen is None else self.header_interval
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            if await self._changes.wait(topic, since, min(remaining, step)):
-                return True
-            if watch is not None and seen is not None:
-                header = watch.header()
-                if header == seen and loop.time() < next_poll:
-                    continue
-                seen = header
-            await self._db.call(self._db.poll_data_version)
-            next_poll = loop.time() + self.poll_interval
-            if self._changes.seq(topic) != since:
-                return True
-            if watch is not None:
-                watch.recheck()
+        task = self._watchers.get(loop)
+        if task is None or task.done():
+            self._watchers[loop] = loop.create_task(
+                self._watch_other_processes(), name="taskflare-sqlite-watch"
+            )
+
+    async def _watch_other_processes(self) -> None:
+        """While anyone waits, and `WATCH_LINGER` [s] longer (a busy worker does not start
+        a watch per claim): see `CommitWatch`."""
+        loop = asyncio.get_running_loop()
+        events = None if self.path == ":memory:" else FileEvents.open(self.path)
+        watch = CommitWatch(
+            events,
+            self._wal_watch,
+            lambda: self._db.call(self._db.poll_data_version),
+            poll_interval=self.poll_interval,
+            header_interval=self.header_interval,
+            linger=WATCH_LINGER,
+        )
+        try:
+            await watch.run(lambda: self._watch_waiters > 0)
+        except Exception as exc:  # closed, or the file went away: waiters time out
+            log.debug("cannot look for other processes' writes: %s", exc)
+        finally:
+            if self._watchers.get(loop) is asyncio.current_task():
+                del self._watchers[loop]
 
     # -- messages -----------------------------------------------------------------------
 
