@@ -315,7 +315,13 @@ class JobClient:
                 )
             params = unique_params(unique, message)
         backend = await self._storage.backend()
-        stored = await backend.job_enqueue(params)
+        tracing = self._registry.hooks.tracing
+        if tracing is None:
+            stored = await backend.job_enqueue(params)
+        else:
+            with tracing.send("job", message.queue, [message], batch=False) as traced:
+                params = replace(params, message=traced[0])
+                stored = await backend.job_enqueue(params)
         if stored.duplicate:
             existing = await self.get_job(stored.id)
             if existing is not None:
@@ -394,10 +400,17 @@ class JobClient:
     async def store_batch(
         self, batch_id: str, type: str, messages: Sequence[NewMessage], chunk_size: int
     ) -> None:
-        """Record a batch and store its prepared jobs in chunks."""
+        """Record a batch and store its prepared jobs in chunks (one producer span for them
+        all when tracing is on)."""
         await self.create_batch(batch_id, type, len(messages))
-        for start in range(0, len(messages), chunk_size):
-            await self.store_chunk(messages[start : start + chunk_size])
+        tracing = self._registry.hooks.tracing
+        if tracing is None or not messages:
+            for start in range(0, len(messages), chunk_size):
+                await self.store_chunk(messages[start : start + chunk_size])
+            return
+        with tracing.send("job", messages[0].queue, messages, batch=True) as traced:
+            for start in range(0, len(traced), chunk_size):
+                await self.store_chunk(traced[start : start + chunk_size])
 
     async def create_batch(self, batch_id: str, type: str, total: int) -> None:
         """Record a batch of `total` jobs before its chunks are stored."""

@@ -644,7 +644,13 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
         "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
+        "trace_context": message.trace_context,
     }
+
+
+def traced(statement: str, traced: bool) -> str:
+    """`statement`, or its `_traced` variant that also writes the trace context column."""
+    return f"{statement}_traced" if traced else statement
 
 
 def _settle_statement(settlement: Settlement) -> str:
@@ -777,11 +783,15 @@ class PostgresBackend(SqlStore):
                 for m in messages
             ],
         }
+        statement = "message_enqueue_many"
+        if any(m.trace_context is not None for m in messages):
+            statement = "message_enqueue_many_traced"
+            args["trace_contexts"] = [m.trace_context for m in messages]
         if params.connection is None:
-            await self._db.fetch("message_enqueue_many", args)
+            await self._db.fetch(statement, args)
         else:
             await self._db.on_callers_connection(
-                params.connection, lambda cur: self._db.on(cur, "message_enqueue_many", args)
+                params.connection, lambda cur: self._db.on(cur, statement, args)
             )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
@@ -801,9 +811,9 @@ class PostgresBackend(SqlStore):
         }
         rows = await self._db.fetch("message_claim_many", args)
         if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
-            ready = Rows(rows.columns[11:], [rows.rows[0][11:]]).first(ReadyInfo)
+            ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
-        claimed = Rows(rows.columns[:11], [r[:11] for r in rows.rows]).into(ClaimedMessage)
+        claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
 
@@ -835,9 +845,9 @@ class PostgresBackend(SqlStore):
 
         rows = await self._db.run(run, f"claim from queue {params.queue!r}")
         if rows.rows and rows.rows[0][0] is None:
-            ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
+            ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
             return ClaimResult([], ready)
-        claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
+        claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
 
@@ -903,10 +913,11 @@ class PostgresBackend(SqlStore):
         if message.idempotency_key is None:
             # Without a key there is nothing to take: a plain insert, planned in a third of
             # the time of the statement below. Not stored: a repeat of this enqueue was.
-            await run("job_enqueue_plain", args)
+            await run(traced("job_enqueue_plain", message.trace_context is not None), args)
             return EnqueueResult(message.id, duplicate=False)
+        statement = traced("job_enqueue", message.trace_context is not None)
         for _ in range(_IDEMPOTENCY_ROUNDS):
-            stored = (await run("job_enqueue", args)).scalar()
+            stored = (await run(statement, args)).scalar()
             if stored or message.idempotency_key is None:
                 # Not stored without a key: the id exists, from a repeat of this enqueue.
                 return EnqueueResult(message.id, duplicate=False)

@@ -3,7 +3,9 @@
 -- epoch seconds, when the backend loads this file: every table is schema-qualified,
 -- so a statement also runs unchanged on a caller's own connection (transactional
 -- enqueue), whatever that connection's search_path. Columns are named as the fields of
--- the record they fill.
+-- the record they fill. A statement with `{traced:...}` parts is also loaded as
+-- `<name>_traced` with them (the trace context of an enqueue made while tracing is on);
+-- `<name>` is the text without.
 --
 -- The change signal: a statement that makes work ready calls
 -- pg_notify(channel, 'ready:<queue>'), one that finishes a job pg_notify(channel,
@@ -17,20 +19,23 @@
 WITH inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id, flow_keys)
+                                   idempotency_key, correlation_id, batch_id, flow_keys
+                                   {traced:, trace_context})
     SELECT m.id, m.queue, 'ready', m.body, m.content_type, m.priority, 0,
            {now}, {now} + m.delay, m.type, m.max_attempts, m.idempotency_key,
            m.correlation_id, m.batch_id,
            -- A job's buckets arrive as a JSON array (arrays of arrays must be rectangular).
            CASE WHEN m.flow IS NOT NULL
                 THEN ARRAY(SELECT jsonb_array_elements_text(m.flow::jsonb)) END
+           {traced:, m.trace_context}
     FROM unnest(%(ids)s::text[], %(queues)s::text[], %(bodies)s::bytea[],
                 %(content_types)s::text[], %(priorities)s::integer[],
                 %(delays)s::float8[], %(types)s::text[], %(max_attempts)s::integer[],
                 %(idempotency_keys)s::text[], %(correlation_ids)s::text[],
-                %(batch_ids)s::text[], %(flow_keys)s::text[])
+                %(batch_ids)s::text[], %(flow_keys)s::text[]
+                {traced:, %(trace_contexts)s::text[]})
          AS m(id, queue, body, content_type, priority, delay, type, max_attempts,
-              idempotency_key, correlation_id, batch_id, flow)
+              idempotency_key, correlation_id, batch_id, flow{traced:, trace_context})
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
@@ -73,15 +78,15 @@ WITH candidates AS MATERIALIZED (
       AND ((SELECT count(*) FROM candidates) >= %(min_count)s
            OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
-              m.lease_id, m.type, m.max_attempts, m.correlation_id
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.trace_context
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
-       type, max_attempts, correlation_id,
+       type, max_attempts, correlation_id, trace_context,
        NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
        NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
                            WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
                              AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
@@ -452,11 +457,12 @@ WITH claimed AS (
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id, flow_keys)
+                                   idempotency_key, correlation_id, batch_id, flow_keys
+                                   {traced:, trace_context})
     SELECT %(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
            %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
            %(max_attempts)s::integer, %(idempotency_key)s::text, %(correlation_id)s::text,
-           %(batch_id)s::text, %(flow_keys)s::text[]
+           %(batch_id)s::text, %(flow_keys)s::text[]{traced:, %(trace_context)s::text}
     WHERE %(idempotency_key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
@@ -469,11 +475,12 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 -- id stores nothing and notifies no one.
 INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                created_at, available_at, type, max_attempts,
-                               idempotency_key, correlation_id, batch_id, flow_keys)
+                               idempotency_key, correlation_id, batch_id, flow_keys
+                               {traced:, trace_context})
 VALUES (%(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
         %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
         %(max_attempts)s::integer, NULL, %(correlation_id)s::text, %(batch_id)s::text,
-        %(flow_keys)s::text[])
+        %(flow_keys)s::text[]{traced:, %(trace_context)s::text})
 ON CONFLICT (id) DO NOTHING
 RETURNING pg_notify(%(channel)s, 'ready:' || queue);
 
@@ -1043,7 +1050,8 @@ WITH limits AS MATERIALIZED (
         started_at = {stmt_now}
     WHERE m.id = ANY(ARRAY(SELECT id FROM chosen)) AND m.state = 'ready'
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
-              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys,
+              m.trace_context
 ), spent AS (
     INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
     SELECT l.family, substr(s.bucket, length(l.family) + 2),
@@ -1056,12 +1064,12 @@ WITH limits AS MATERIALIZED (
     SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
-       type, max_attempts, correlation_id, flow_keys,
+       type, max_attempts, correlation_id, flow_keys, trace_context,
        NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
        NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     0,
     NULL,
     least(

@@ -417,8 +417,16 @@ def _split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def insert_statement(messages: Sequence[NewMessage]) -> str:
+    """`message_insert`, or `message_insert_traced` when a message carries a trace context
+    (an untraced insert does not name the column)."""
+    if any(m.trace_context is not None for m in messages):
+        return "message_insert_traced"
+    return "message_insert"
+
+
 def insert_params(message: NewMessage) -> dict[str, Any]:
-    """The named parameters of `message_insert` for one message."""
+    """The named parameters of `message_insert(_traced)` for one message."""
     return {
         "id": message.id,
         "queue": message.queue,
@@ -432,6 +440,7 @@ def insert_params(message: NewMessage) -> dict[str, Any]:
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
         "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
+        "trace_context": message.trace_context,
     }
 
 
@@ -563,7 +572,8 @@ class SQLiteBackend(SqlStore):
             raise not_transactional(self.url_for_logs)
         rows = [insert_params(m) for m in params.messages]
         if rows:
-            await self._db.transaction(lambda tx: tx.execute_many("message_insert", rows))
+            statement = insert_statement(params.messages)
+            await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty
@@ -776,7 +786,7 @@ class SQLiteBackend(SqlStore):
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:
                     return EnqueueResult(str(holder), duplicate=True)
-            tx.fetch("message_insert", insert_params(message))
+            tx.fetch(insert_statement([message]), insert_params(message))
             return EnqueueResult(message.id, duplicate=False)
 
         return await self._db.transaction(run)

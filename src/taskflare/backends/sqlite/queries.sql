@@ -1,6 +1,8 @@
 -- Every statement the SQLite backend runs, by name. Parameters are named (:name); a
 -- sequence parameter arrives as JSON text (read with json_each), :now is this machine's
 -- clock in epoch seconds. Columns are named as the fields of the record they fill.
+-- A statement with `{traced:...}` parts is also loaded as `<name>_traced` with them (the
+-- trace context of an enqueue made while tracing is on); `<name>` is the text without.
 
 -- name: notify_triggers
 -- The change signal, raised by the database itself: these temporary triggers (this
@@ -24,11 +26,13 @@ WHEN new.paused = 0
 BEGIN SELECT tf_notify('ready:' || new.name); END;
 
 -- name: message_insert
+-- `{traced:...}`: only in message_insert_traced (see the file's header).
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, type, max_attempts, idempotency_key,
-                      correlation_id, batch_id, flow_keys)
+                      correlation_id, batch_id, flow_keys{traced:, trace_context})
 VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :now + :delay,
-        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id, :flow_keys)
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id,
+        :flow_keys{traced:, :trace_context})
 ON CONFLICT (id) DO NOTHING;
 
 -- name: message_claim_many
@@ -54,7 +58,7 @@ WHERE id IN (SELECT id FROM candidates)
        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
-          type, max_attempts, correlation_id;
+          type, max_attempts, correlation_id, trace_context;
 
 -- name: queue_ready_info
 -- What a queue has ready now (count capped at :limit), the oldest ready and the next
@@ -808,7 +812,7 @@ SET state = 'leased',
 WHERE id IN (SELECT id FROM chosen)
   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
-          type, max_attempts, correlation_id, flow_keys;
+          type, max_attempts, correlation_id, flow_keys, trace_context;
 
 -- name: flow_buckets_get
 -- The stored state of rate buckets ([family, key] pairs in :buckets).
