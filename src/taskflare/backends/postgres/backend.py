@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -185,7 +185,10 @@ def parse_postgres_url(url: str) -> PostgresSettings:
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
-    libpq_url = parts._replace(query=urlencode(options)).geturl()
+    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
+    # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
+    query = urlencode(options, quote_via=quote)
+    libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     conninfo, password = _conninfo(libpq_url, redact_url(url))
     return PostgresSettings(
         conninfo=conninfo,
