@@ -54,11 +54,6 @@ from ..base import (
     DocInsertParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobEnqueueParams,
     JobIdParams,
@@ -850,27 +845,6 @@ class PostgresBackend(SqlStore):
         claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off) in one statement."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {"window": float(params.window), **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {"id": params.id, **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""

@@ -38,11 +38,6 @@ from ..base import (
     DeadLetterReprocessParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobDeleteParams,
     JobEnqueueParams,
@@ -663,33 +658,6 @@ class SQLiteBackend(SqlStore):
         else:
             self._idle_queues.add(params.queue)
         return result
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off)."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {
-            "window": float(params.window),
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {
-            "id": params.id,
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and

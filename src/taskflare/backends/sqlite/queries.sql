@@ -920,9 +920,11 @@ SET held_until = max(coalesce(b.held_until, 0), excluded.held_until);
 
 -- name: flow_stats
 WITH limits AS (
-    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
-           value ->> 3 AS burst
-    FROM json_each(:limits)
+    SELECT f.value AS family, a.value AS amount, p.value AS period, b.value AS burst
+    FROM json_each(:families) AS f
+    JOIN json_each(:amounts) AS a ON a.key = f.key
+    JOIN json_each(:periods) AS p ON p.key = f.key
+    JOIN json_each(:bursts) AS b ON b.key = f.key
 ), jobs AS MATERIALIZED (
     SELECT m.state, m.available_at, m.started_at, j.value AS bucket,
            substr(j.value, 1, instr(j.value, '|') - 1) AS family
@@ -961,9 +963,11 @@ ORDER BY l.family;
 
 -- name: flow_job_hold
 WITH limits AS (
-    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
-           value ->> 3 AS burst
-    FROM json_each(:limits)
+    SELECT f.value AS family, a.value AS amount, p.value AS period, b.value AS burst
+    FROM json_each(:families) AS f
+    JOIN json_each(:amounts) AS a ON a.key = f.key
+    JOIN json_each(:periods) AS p ON p.key = f.key
+    JOIN json_each(:bursts) AS b ON b.key = f.key
 ), job AS (
     SELECT j.value AS bucket, substr(j.value, 1, instr(j.value, '|') - 1) AS family, m.queue
     FROM messages AS m, json_each(m.flow_keys) AS j
