@@ -340,3 +340,15 @@ def test_env_override_for_pool_size_is_validated(database_url: str) -> None:
         open_backend(f"{database_url}&pool_max_size=zero")
     backend = open_backend(f"{database_url}&pool_max_size=3")
     assert "pool_max_size=3" in backend.url_for_logs
+
+
+def test_libpq_options_with_spaces_reach_the_server() -> None:
+    # `options=-c%20search_path%3D...` (what Django's OPTIONS become): the space must stay
+    # a space; libpq does not read "+" as one.
+    url = "postgresql://u@h/db?options=-c%20search_path%3Dshop&schema=shop"
+    assert "options='-c search_path=shop'" in pg_backend.parse_postgres_url(url).conninfo
+
+
+def test_url_without_a_host_uses_the_default_socket() -> None:
+    conninfo = pg_backend.parse_postgres_url("postgresql:///shop?schema=shop").conninfo
+    assert "dbname=shop" in conninfo and "host" not in conninfo
