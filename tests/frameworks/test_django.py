@@ -164,7 +164,8 @@ def test_manage_py_taskflare_worker_runs_the_projects_jobs(
         with runserver(env, tmp_path / "server.log") as url:
             job_id = sign_up(url, "worker@example.com").json()["job"]
             log = tmp_path / "worker.log"
-            with running(env, "taskflare", "worker", "--concurrency", "2", log=log) as worker:
+            # Supervised: the worker processes load the project from DJANGO_SETTINGS_MODULE.
+            with running(env, "taskflare", "worker", "--processes", "2", log=log) as worker:
 
                 def done() -> Any:
                     assert worker.poll() is None, f"worker exited:\n{log.read_text()}"
