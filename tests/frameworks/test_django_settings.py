@@ -43,6 +43,7 @@ def test_url_from_django_database_on_a_unix_socket() -> None:
     ("args", "expected"),
     [
         (["worker", "-c", "4"], ["worker", "A", "-c", "4"]),
+        (["worker", "health", "--max-age", "60"], ["worker", "health", "A", "--max-age", "60"]),
         (["--debug", "serve", "--port", "0"], ["--debug", "serve", "A", "--port", "0"]),
         (["cron", "list"], ["cron", "list", "A"]),
         (["jobs", "list", "--json"], ["jobs", "list", "--json"]),

@@ -217,9 +217,10 @@ def test_without_the_option_the_error_says_to_add_it(bouncer: PgBouncer, schema:
     other = App(bouncer.url(schema))
     try:
         with pytest.raises(BackendUnavailable, match="add pgbouncer=1 to the database URL"):
+            mine, theirs = app.queue("work"), other.queue("work")
             for n in range(50):  # two clients share two server connections
-                app.queue("work").send_sync({"n": n})
-                other.queue("work").send_sync({"n": n})
+                mine.send_sync({"n": n})
+                theirs.send_sync({"n": n})
     finally:
         app.close_sync()
         other.close_sync()

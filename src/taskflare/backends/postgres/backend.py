@@ -211,7 +211,7 @@ async def _configure(conn: Conn) -> None:
     """Plan every execution of a prepared statement for its own parameters: a generic
     plan of the array-parameter claim and settle statements scans whole partial indexes
     (dead entries included), which once made a 20k drain ten times slower."""
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.execute("SET plan_cache_mode = force_custom_plan", prepare=False)
 
 
 async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
