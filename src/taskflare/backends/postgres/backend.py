@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -54,11 +54,6 @@ from ..base import (
     DocInsertParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobEnqueueParams,
     JobIdParams,
@@ -185,7 +180,10 @@ def parse_postgres_url(url: str) -> PostgresSettings:
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
-    libpq_url = parts._replace(query=urlencode(options)).geturl()
+    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
+    # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
+    query = urlencode(options, quote_via=quote)
+    libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     conninfo, password = _conninfo(libpq_url, redact_url(url))
     return PostgresSettings(
         conninfo=conninfo,
@@ -216,8 +214,8 @@ async def _configure(conn: Conn) -> None:
     compilation: every statement here is short (index seeks and bounded scans), and on a
     large table an estimate above `jit_above_cost` made PostgreSQL spend a quarter of a
     second compiling a statement that then ran in milliseconds."""
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
-    await conn.execute("SET jit = off")
+    await conn.execute("SET plan_cache_mode = force_custom_plan", prepare=False)
+    await conn.execute("SET jit = off", prepare=False)
 
 
 async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
@@ -851,27 +849,6 @@ class PostgresBackend(SqlStore):
         claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off) in one statement."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {"window": float(params.window), **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {"id": params.id, **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""

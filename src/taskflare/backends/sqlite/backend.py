@@ -20,7 +20,6 @@ import re
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,11 +38,6 @@ from ..base import (
     DeadLetterReprocessParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobDeleteParams,
     JobEnqueueParams,
@@ -609,9 +603,12 @@ class SQLiteBackend(SqlStore):
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
         """One transaction (the write lock serializes claims): the claim statement, then
-        the tokens its jobs spent (or, when it took nothing, when to look again)."""
-        limits = {lim.family: lim for lim in params.limits}
-        limit_rows = [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
+        the tokens its jobs spent, in one statement for the whole batch (or, when it took
+        nothing, when to look again)."""
+        limits_json = orjson.dumps(
+            [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
+        ).decode()
+        rated = any(lim.is_rate for lim in params.limits)
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -620,7 +617,7 @@ class SQLiteBackend(SqlStore):
             "owner": params.owner,
             "visibility_timeout": float(params.visibility_timeout),
             "types": params.types,
-            "limits": limit_rows,
+            "limits": limits_json,
         }
 
         if params.queue in self._idle_queues:
@@ -641,34 +638,17 @@ class SQLiteBackend(SqlStore):
                     {
                         "queue": params.queue,
                         "types": params.types,
-                        "limits": limit_rows,
+                        "limits": limits_json,
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
                 return ClaimResult([], info)
-            spent: Counter[tuple[str, str]] = Counter()
+            if rated:
+                ids = orjson.dumps([m.id for m in claimed]).decode()
+                tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
             for message in claimed:
                 raw: Any = message.flow_keys  # JSON text as stored
-                keys: list[str] = orjson.loads(raw) if raw else []
-                message.flow_keys = keys
-                for bucket in keys:
-                    family, _, key = bucket.partition("|")
-                    if family in limits and limits[family].is_rate:
-                        spent[(family, key)] += 1
-            if spent:
-                pairs = [list(k) for k in spent]
-                rows = tx.fetch("flow_buckets_get", {"buckets": pairs}).rows
-                stored = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in rows}
-                left = []
-                for (family, key), count in spent.items():
-                    lim = limits[family]
-                    tokens = lim.burst
-                    if (family, key) in stored:
-                        had, at = stored[(family, key)]
-                        refill = max(tx.now - at, 0.0) * lim.amount / lim.period
-                        tokens = min(lim.burst, had + refill)
-                    left.append([family, key, tokens - count])
-                tx.fetch("flow_buckets_put", {"buckets": left})
+                message.flow_keys = orjson.loads(raw) if raw else []
             claimed.sort(key=lambda m: (-m.priority, m.id))
             return ClaimResult(claimed)
 
@@ -678,33 +658,6 @@ class SQLiteBackend(SqlStore):
         else:
             self._idle_queues.add(params.queue)
         return result
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off)."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {
-            "window": float(params.window),
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {
-            "id": params.id,
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and
