@@ -207,6 +207,7 @@ def header(args: argparse.Namespace, labels: list[str], seconds: float) -> list[
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{name} {metadata.version(name)}")
     scale = "" if args.scale == 1 else f" at --scale {args.scale} (smaller counts)"
+    where = os.environ.get("TASKFLARE_BENCH_NOTE") or urlsplit(SERVER_URL).hostname or "?"
     return [
         "# taskflare beside its Python peers",
         "",
@@ -216,7 +217,7 @@ def header(args: argparse.Namespace, labels: list[str], seconds: float) -> list[
         " `benchmarks/compare.py`; `benchmarks/README.md` says what each figure means.",
         "",
         f"Machine: {os.cpu_count()} CPUs (`nproc` {nproc}), {platform.platform()}; Python "
-        f"{platform.python_version()}, PostgreSQL {row[0] if row else '?'} (127.0.0.1, "
+        f"{platform.python_version()}, PostgreSQL {row[0] if row else '?'} ({where}, "
         f"defaults), SQLite {sqlite3.sqlite_version} (files on the local disk). Packages: "
         f"{', '.join(versions)}.",
     ]
