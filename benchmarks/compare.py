@@ -85,7 +85,10 @@ def fresh_database(backend: str) -> Iterator[str]:
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
-        yield urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}", query=""))
+        # `$BENCH_URL_QUERY` adds URL options ({db}: the new database's name), e.g. the
+        # options a PgBouncer in front of the server needs (benchmarks/remote.py).
+        query = os.environ.get("BENCH_URL_QUERY", "").replace("{db}", name)
+        yield urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}", query=query))
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
