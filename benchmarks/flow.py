@@ -14,9 +14,19 @@ $BENCH_POSTGRES_URL's server), one `taskflare worker` process with default setti
   (`RateLimit("100/s", key=tenant)`, `Concurrency(2, key=tenant)`): 1 000 token buckets
   and per-key slots, all in play.
 
-The rate is jobs / (last finish - first start), from the jobs' own timestamps. Rounds
-interleave the scenarios so a busy machine slows them alike; the report gives medians
-and the ratios of each limited drain to its unlimited twin. Nothing asserts on time.
+The jobs are enqueued while the queue is paused; the worker starts, and once it is up
+the queue is resumed, so the CPU it spends is the drain's alone. Two measures:
+
+- rate: jobs / (last finish - first start), from the jobs' own timestamps;
+- CPU per job: the worker process's CPU time (user + system, from /proc) over the drain,
+  plus, on PostgreSQL, that of the server processes serving its connections (found by
+  the application name the worker connects with). Unlike the rate, CPU time hardly
+  depends on what else the machine is doing, so it is the figure to trust on a shared
+  machine.
+
+Rounds interleave the scenarios so a busy machine slows them alike; the report gives
+medians, the ratios of each limited drain to its unlimited twin, every run, and the
+load average at each run's start. Nothing asserts on time.
 """
 
 from __future__ import annotations
@@ -30,9 +40,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -40,6 +52,44 @@ SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
 SCENARIOS = ("none", "unreached", "keys-none", "keys-limited")
 KEYS = 1000
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    """One drain: its rate [jobs/s], CPU per job [µs] of the worker and of the database
+    server processes serving it, and the load average when it started."""
+
+    rate: float
+    worker_us: float
+    db_us: float
+    load: str
+
+    @property
+    def cpu_us(self) -> float:
+        """Worker and database CPU per job [µs]."""
+        return self.worker_us + self.db_us
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far [s] (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def server_pids(application_name: str) -> list[int]:
+    """The PostgreSQL server processes of connections made with this application name."""
+    import psycopg
+
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
 
 APP = """
 import os
@@ -79,10 +129,13 @@ def fresh_url(backend: str, folder: Path) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
 
 
-def drain(backend: str, scenario: str, jobs: int, folder: Path) -> float:
-    """Enqueue `jobs`, run one worker until all are completed; jobs per second."""
+def drain(backend: str, scenario: str, jobs: int, folder: Path) -> Run:
+    """Enqueue `jobs` on a paused queue, start one worker, resume, wait until all are
+    completed; the drain's rate and CPU per job."""
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     sys.path.insert(0, str(folder))
-    env = {**os.environ, "BENCH_SCENARIO": scenario}
+    tag = f"taskflare-bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "BENCH_SCENARIO": scenario, "PGAPPNAME": tag}
     with fresh_url(backend, folder) as url:
         env["BENCH_URL"] = url
         os.environ.update({"BENCH_URL": url, "BENCH_SCENARIO": scenario})
@@ -98,22 +151,31 @@ def drain(backend: str, scenario: str, jobs: int, folder: Path) -> float:
                 "concurrency": Concurrency(2, key=lambda p: p["tenant"]),
             }
         app.job("noop", **options)(lambda p: None)  # type: ignore[arg-type]
+        queue = app.get_queue(app.registry.job_types["noop"].queue)
         keyed = scenario.startswith("keys")
         payloads = [{"tenant": f"t{i % KEYS}"} if keyed else {"n": i} for i in range(jobs)]
+        app.run_sync(queue.pause())
         app.enqueue_many_sync("noop", payloads)
         worker = subprocess.Popen(
-            [TASKFLARE, "worker", f"{folder / 'flow_app.py'}:app", "--log-level", "warning"],
+            [TASKFLARE, "worker", f"{folder / 'flow_app.py'}:app", "--log-level", "info"],
             env=env,
             cwd=folder,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
+            wait_started(worker)
+            pids = server_pids(tag) if backend == "postgres" else []
+            before = cpu_seconds(worker.pid), sum(cpu_seconds(p) for p in pids)
+            app.run_sync(queue.resume())
             deadline = time.monotonic() + 600
             while app.run_sync(app.read.job_stats())["completed"] < jobs:
                 if time.monotonic() > deadline or worker.poll() is not None:
                     raise RuntimeError(f"{backend} {scenario}: the drain did not finish")
                 time.sleep(0.05)
+            pids = server_pids(tag) if backend == "postgres" else []
+            after = cpu_seconds(worker.pid), sum(cpu_seconds(p) for p in pids)
         finally:
             worker.terminate()
             worker.wait(30)
@@ -129,77 +191,122 @@ def drain(backend: str, scenario: str, jobs: int, folder: Path) -> float:
             if cursor is None:
                 break
         app.close_sync()
-        return jobs / (max(ends) - min(starts))
+        return Run(
+            rate=jobs / (max(ends) - min(starts)),
+            worker_us=1e6 * (after[0] - before[0]) / jobs,
+            db_us=1e6 * (after[1] - before[1]) / jobs,
+            load=load,
+        )
+
+
+def wait_started(worker: subprocess.Popen[str]) -> None:
+    """Block until the worker logs that it started (its connections are then open);
+    the rest of its log is read and dropped in a thread so the pipe never fills."""
+    assert worker.stderr is not None
+    for line in worker.stderr:
+        if " started on " in line:
+            break
+    else:
+        raise RuntimeError("the worker stopped before it started")
+    threading.Thread(target=worker.stderr.read, daemon=True).start()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS-flow.md"))
     args = parser.parse_args()
     backends = args.backends.split(",")
-    results: dict[tuple[str, str], list[float]] = {}
-    loads = []
+    results: dict[tuple[str, str], list[Run]] = {}
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "flow_app.py").write_text(APP)
         for n in range(args.rounds):
-            loads.append(Path("/proc/loadavg").read_text().split()[:3])
             order = SCENARIOS if n % 2 == 0 else tuple(reversed(SCENARIOS))
             for backend in backends:
                 for scenario in order:
-                    rate = drain(backend, scenario, args.jobs, folder)
-                    results.setdefault((backend, scenario), []).append(rate)
-                    print(f"round {n + 1} {backend} {scenario}: {rate:,.0f} jobs/s", flush=True)
+                    run = drain(backend, scenario, args.jobs, folder)
+                    results.setdefault((backend, scenario), []).append(run)
+                    print(
+                        f"round {n + 1} {backend} {scenario}: {run.rate:,.0f} jobs/s,"
+                        f" CPU/job {run.worker_us:.0f} µs worker + {run.db_us:.0f} µs database"
+                        f" (load {run.load})",
+                        flush=True,
+                    )
     took = time.monotonic() - started
-    write_report(Path(args.out), results, args, loads, took)
+    write_report(Path(args.out), results, args, took)
+
+
+PAIRS = (("none", "unreached"), ("keys-none", "keys-limited"))
 
 
 def write_report(
     out: Path,
-    results: dict[tuple[str, str], list[float]],
+    results: dict[tuple[str, str], list[Run]],
     args: argparse.Namespace,
-    loads: list[list[str]],
     took: float,
 ) -> None:
-    """The Markdown report: medians, ratios, every round, the machine's load."""
+    """The Markdown report: medians, ratios, every run, the machine's load."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    loads = [r.load for runs in results.values() for r in runs]
+    median = statistics.median
     lines = [
         "# Flow control: what limits cost",
         "",
         f"Measured {now} by `benchmarks/flow.py --jobs {args.jobs} --rounds {args.rounds}`"
         f" ({took / 60:.1f} min). Machine: {os.cpu_count()} CPUs, {platform.platform()},"
-        f" Python {platform.python_version()}. **The machine was shared and loaded** (load"
-        f" averages at each round's start: {'; '.join(' '.join(x) for x in loads)}), so"
-        " absolute rates are noisy; read the ratios, taken side by side in the same rounds.",
+        f" Python {platform.python_version()}. The machine was shared with other work (load"
+        f" averages from {min(loads)} to {max(loads)} at the runs' starts; every run below),"
+        " so absolute rates are noisy: read the ratios, taken side by side in the same"
+        " rounds, and above all CPU per job, which hardly depends on the load.",
         "",
-        "| backend | no limit | limit never reached | ratio | 1 000 keys, no limit |"
-        " 1 000 keys, per-key limits | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "Goals: a limit never reached costs at most 10 % (ratio ≥ 0.90); with 1 000 keys"
+        " and a per-key limit the drain keeps at least half the unlimited rate"
+        " (ratio ≥ 0.50). The CPU ratio is the unlimited drain's CPU per job over the"
+        " limited one's (so, like the rate ratio, 1.00 means no cost).",
+        "",
+        "| backend | scenario | jobs/s | ratio | CPU µs/job (worker + database) | CPU ratio |",
+        "|---|---|---|---|---|---|",
     ]
     for backend in sorted({b for b, _ in results}):
-        med = {s: statistics.median(results[(backend, s)]) for s in SCENARIOS}
-        lines.append(
-            f"| {backend} | {med['none']:,.0f} | {med['unreached']:,.0f} |"
-            f" **{med['unreached'] / med['none']:.2f}** | {med['keys-none']:,.0f} |"
-            f" {med['keys-limited']:,.0f} | **{med['keys-limited'] / med['keys-none']:.2f}** |"
-        )
+        for base, limited in PAIRS:
+            if (backend, base) not in results or (backend, limited) not in results:
+                continue
+            b_runs, l_runs = results[(backend, base)], results[(backend, limited)]
+            b_rate, l_rate = median(r.rate for r in b_runs), median(r.rate for r in l_runs)
+            b_cpu, l_cpu = median(r.cpu_us for r in b_runs), median(r.cpu_us for r in l_runs)
+            for name, runs, rate, cpu in (
+                (base, b_runs, b_rate, b_cpu),
+                (limited, l_runs, l_rate, l_cpu),
+            ):
+                w, d = median(r.worker_us for r in runs), median(r.db_us for r in runs)
+                ratio = f"**{l_rate / b_rate:.2f}**" if name == limited else ""
+                cpu_ratio = f"**{b_cpu / l_cpu:.2f}**" if name == limited else ""
+                lines.append(
+                    f"| {backend} | {name} | {rate:,.0f} | {ratio} |"
+                    f" {cpu:,.0f} ({w:,.0f} + {d:,.0f}) | {cpu_ratio} |"
+                )
     lines += [
         "",
-        "Rates in jobs/s (medians over rounds), from the first start to the last finish.",
-        "Goals: a limit never reached costs at most 10 % (ratio ≥ 0.90); with 1 000 keys",
-        "and a per-key limit the drain keeps at least half the unlimited rate (ratio ≥ 0.50).",
+        "Rates are medians over rounds, from the first start to the last finish; CPU per"
+        " job is the median of each run's CPU time over the drain divided by the jobs"
+        " (on SQLite the database works inside the worker process: all of it is the"
+        " worker's).",
         "",
-        "## Every round",
+        "## Every run",
         "",
-        "| backend | scenario | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
-        "|---|---|" + "---|" * args.rounds,
+        "| backend | scenario | round | jobs/s | CPU µs/job worker | database | load average |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for (backend, scenario), rates in sorted(results.items()):
-        lines.append(f"| {backend} | {scenario} | " + " | ".join(f"{r:,.0f}" for r in rates) + " |")
+    for (backend, scenario), runs in sorted(results.items()):
+        for i, r in enumerate(runs):
+            lines.append(
+                f"| {backend} | {scenario} | {i + 1} | {r.rate:,.0f} | {r.worker_us:,.0f} |"
+                f" {r.db_us:,.0f} | {r.load} |"
+            )
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -315,7 +315,13 @@ class JobClient:
                 )
             params = unique_params(unique, message)
         backend = await self._storage.backend()
-        stored = await backend.job_enqueue(params)
+        tracing = self._registry.hooks.tracing
+        if tracing is None:
+            stored = await backend.job_enqueue(params)
+        else:
+            with tracing.send("job", message.queue, [message], batch=False) as traced:
+                params = replace(params, message=traced[0])
+                stored = await backend.job_enqueue(params)
         if stored.duplicate:
             existing = await self.get_job(stored.id)
             if existing is not None:
@@ -369,9 +375,17 @@ class JobClient:
         max_attempts: int | None = None,
         delay_seconds: float = 0,
         correlation_id: str | None = None,
+        unique: Unique | None = None,
     ) -> str:
         """Enqueue many jobs of one type in chunks (one transaction each); return the batch
-        id (see `get_batch`). Every payload is validated before anything is stored."""
+        id (see `get_batch`). Every payload is validated before anything is stored.
+
+        With a `unique` (given here, else the one declared on the job type), every payload
+        goes through the same check as `enqueue`: one matching a job in the declared
+        states, or an earlier payload of this call, is not stored (its job is the existing
+        one), concurrent-safe across processes; such jobs are stored one statement each,
+        and the batch holds (and counts) only the jobs this call stored.
+        """
         if (
             isinstance(chunk_size, bool)
             or not isinstance(chunk_size, int)
@@ -388,16 +402,57 @@ class JobClient:
             correlation_id=correlation_id,
             batch_id=batch_id,
         )
+        job_type = self._registry.job_types.get(type)
+        if unique is None and job_type is not None and job_type.limits is not None:
+            unique = job_type.limits.unique
+        if unique is not None:
+            if not isinstance(unique, Unique):
+                raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
+            stored = await self.store_unique(unique, messages)
+            await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
+            return batch_id
         await self.store_batch(batch_id, type, messages, chunk_size)
         return batch_id
+
+    async def store_unique(
+        self, unique: Unique, messages: Sequence[NewMessage]
+    ) -> list[tuple[str, bool]]:
+        """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
+        of its job (the existing one for a duplicate, also of an earlier message of the
+        same call) and whether this call stored it."""
+        backend = await self._storage.backend()
+        out: list[tuple[str, bool]] = []
+        seen: dict[tuple[str | None, str | None], str] = {}
+        stored: list[NewMessage] = []
+        for message in messages:
+            params = unique_params(unique, message)
+            key = (params.key_scope, params.message.idempotency_key)
+            if key in seen:  # the same job as an earlier payload of this call
+                out.append((seen[key], False))
+                continue
+            result = await backend.job_enqueue(params)
+            seen[key] = result.id
+            out.append((result.id, not result.duplicate))
+            if not result.duplicate:
+                stored.append(params.message)
+        if stored:
+            self._registry.hooks.enqueued("job", stored)
+        return out
 
     async def store_batch(
         self, batch_id: str, type: str, messages: Sequence[NewMessage], chunk_size: int
     ) -> None:
-        """Record a batch and store its prepared jobs in chunks."""
+        """Record a batch and store its prepared jobs in chunks (one producer span for them
+        all when tracing is on)."""
         await self.create_batch(batch_id, type, len(messages))
-        for start in range(0, len(messages), chunk_size):
-            await self.store_chunk(messages[start : start + chunk_size])
+        tracing = self._registry.hooks.tracing
+        if tracing is None or not messages:
+            for start in range(0, len(messages), chunk_size):
+                await self.store_chunk(messages[start : start + chunk_size])
+            return
+        with tracing.send("job", messages[0].queue, messages, batch=True) as traced:
+            for start in range(0, len(traced), chunk_size):
+                await self.store_chunk(traced[start : start + chunk_size])
 
     async def create_batch(self, batch_id: str, type: str, total: int) -> None:
         """Record a batch of `total` jobs before its chunks are stored."""

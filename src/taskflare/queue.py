@@ -188,7 +188,7 @@ class Queue:
         written inside its current transaction and exists only if that commits.
         """
         message = self._prepare(body, delay_seconds, content_type)
-        await self._store([message], connection)
+        await self._store([message], connection, batch=False)
         return message.id
 
     async def send_batch(
@@ -203,7 +203,7 @@ class Queue:
         `connection`: as for `send`, the batch joins your own transaction (PostgreSQL).
         """
         prepared = self.prepare_batch(messages, delay_seconds)
-        await self._store(prepared, connection)
+        await self._store(prepared, connection, batch=True)
         return [m.id for m in prepared]
 
     def send_sync(
@@ -233,9 +233,16 @@ class Queue:
             self.send_batch(messages, delay_seconds=delay_seconds, connection=connection)
         )
 
-    async def _store(self, messages: list[NewMessage], connection: Any | None = None) -> None:
+    async def _store(
+        self, messages: list[NewMessage], connection: Any | None = None, *, batch: bool
+    ) -> None:
         backend = await self._storage.backend()
-        await backend.message_enqueue_many(EnqueueParams(messages, connection))
+        tracing = self._registry.hooks.tracing
+        if tracing is None:
+            await backend.message_enqueue_many(EnqueueParams(messages, connection))
+        else:
+            with tracing.send("message", self.name, messages, batch=batch) as traced:
+                await backend.message_enqueue_many(EnqueueParams(traced, connection))
         self._registry.hooks.enqueued("message", messages)
 
     # -- administration -------------------------------------------------------------

@@ -29,9 +29,12 @@ ENQUEUER = textwrap.dedent(
     while not os.path.exists(go_file) and time.monotonic() < deadline:
         time.sleep(0.005)
     ids = []
-    for i in range(count):
-        job = app.enqueue_sync("sync-account", {"account": 7})
-        ids.append([job.id, job.duplicate])
+    if sys.argv[4:] == ["bulk"]:  # one enqueue_many of `count` equal payloads
+        app.enqueue_many_sync("sync-account", [{"account": 7}] * count)
+    else:
+        for i in range(count):
+            job = app.enqueue_sync("sync-account", {"account": 7})
+            ids.append([job.id, job.duplicate])
     app.close_sync()
     print(json.dumps(ids))
     """
@@ -93,8 +96,30 @@ async def test_unique_refuses_bad_declarations_and_an_idempotency_key_too(app: A
         await app.enqueue("x", 1, unique=Unique(), idempotency_key="k")
 
 
+async def test_enqueue_many_honours_unique_against_stored_jobs_and_within_the_call(
+    app: App,
+) -> None:
+    app.job("sync-account", unique=Unique(by=("type", "payload")))(lambda payload: None)
+    first = await app.enqueue("sync-account", {"account": 1})
+    payloads = [{"account": 1}, {"account": 2}, {"account": 3}, {"account": 2}, {"account": 1}]
+    batch_id = await app.enqueue_many("sync-account", payloads)
+    jobs = (await app.list_jobs(limit=100)).jobs
+    assert sorted(j.payload["account"] for j in jobs) == [1, 2, 3]  # one job per account
+    assert [j.id for j in jobs if j.payload["account"] == 1] == [first.id]
+    batch = await app.get_batch(batch_id)
+    assert batch is not None and batch.total == 2  # accounts 2 and 3: stored by this call
+    # Unique given to enqueue_many itself, for a type without one; by payload keys.
+    app.job("notify")(lambda payload: None)
+    by_user = Unique(by=("type", "payload"), keys=("user",))
+    await app.enqueue_many("notify", [{"user": 5, "n": 1}, {"user": 5, "n": 2}], unique=by_user)
+    assert len((await app.list_jobs(type="notify")).jobs) == 1
+    with pytest.raises(InvalidJobConfig, match="unique must be"):
+        await app.enqueue_many("notify", [1], unique="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["one-by-one", "bulk"])
 def test_fifty_concurrent_unique_enqueues_from_five_processes_make_one_job(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, mode: str
 ) -> None:
     app = App(database_url)
     try:
@@ -105,7 +130,7 @@ def test_fifty_concurrent_unique_enqueues_from_five_processes_make_one_job(
         go = tmp_path / "go"
         procs = [
             subprocess.Popen(
-                [sys.executable, str(script), database_url, str(go), "10"],
+                [sys.executable, str(script), database_url, str(go), "10", mode],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -120,6 +145,8 @@ def test_fifty_concurrent_unique_enqueues_from_five_processes_make_one_job(
             results.extend(json.loads(out))
         jobs = app.list_jobs_sync(limit=100).jobs
         assert len(jobs) == 1
+        if mode == "bulk":
+            return
         assert {job_id for job_id, _ in results} == {jobs[0].id}
         assert sum(1 for _, duplicate in results if not duplicate) == 1
         assert len(results) == 50

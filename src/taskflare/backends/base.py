@@ -74,6 +74,9 @@ class NewMessage:
     batch_id: str | None = None
     # Flow control: the limit buckets (`family|key`) the job needs; None: no limit.
     flow_keys: tuple[str, ...] | None = None
+    # Tracing on: the producer's trace context (a JSON object of the propagator's
+    # fields, e.g. `traceparent`); None: not traced, and the column is not written.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,7 @@ class ClaimedMessage:
     max_attempts: int | None = None
     correlation_id: str | None = None
     flow_keys: Sequence[str] | None = None  # set only by a claim with limits
+    trace_context: str | None = None  # the producer's, when it was traced
 
 
 @dataclass(frozen=True, slots=True)

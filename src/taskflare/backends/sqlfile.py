@@ -8,6 +8,7 @@ from importlib import resources
 
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_TRACED = re.compile(r"\{traced:([^{}]*)\}")
 
 
 def compact(statement: str) -> str:
@@ -19,15 +20,23 @@ def compact(statement: str) -> str:
 
 
 def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
-    """Split a file of `-- name: x` sections into {name: statement} (compacted)."""
+    """Split a file of `-- name: x` sections into {name: statement} (compacted).
+
+    A statement with `{traced:...}` parts is loaded twice: `x` without those parts and
+    `x_traced` with their text (the trace context column of an enqueue made while tracing
+    is on), so an untraced enqueue sends exactly the statement it sent before tracing
+    existed."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        statement = compact(body)
-        if name in queries:
-            raise ValueError(f"{package}/{filename}: statement {name!r} is defined twice")
-        queries[name] = statement
+        variants = {name: compact(_TRACED.sub("", body))}
+        if _TRACED.search(body):
+            variants[f"{name}_traced"] = compact(_TRACED.sub(r"\1", body))
+        for key, value in variants.items():
+            if key in queries:
+                raise ValueError(f"{package}/{filename}: statement {key!r} is defined twice")
+            queries[key] = value
     return queries
 
 

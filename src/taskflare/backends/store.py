@@ -33,7 +33,12 @@ from .base import (
     DocumentRecord,
     ExpiredLease,
     ExpiredLeaseParams,
+    FlowHold,
+    FlowHoldParams,
+    FlowJobHoldParams,
     FlowLimit,
+    FlowStat,
+    FlowStatsParams,
     JobAheadParams,
     JobAttemptsParams,
     JobBatchCounts,
@@ -466,6 +471,29 @@ class SqlStore:
             return None
         counts = {str(r["state"]): int(r["count"]) for r in rows if r["state"] is not None}
         return JobBatchCounts(params.id, str(rows[0]["type"]), int(rows[0]["total"]), counts)
+
+    # -- flow control --------------------------------------------------------------------
+
+    async def flow_hold(self, params: FlowHoldParams) -> None:
+        """Hold rate-limit buckets (a 429's back-off) in one statement."""
+        if params.buckets:
+            await self._x.fetch(
+                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
+            )
+
+    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
+        """Per-limit statistics in one statement."""
+        if not params.limits:
+            return []
+        args = {"window": float(params.window), **limit_arrays(params.limits)}
+        return (await self._x.fetch("flow_stats", args)).into(FlowStat)
+
+    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
+        """The buckets holding a pending job back, and until when."""
+        if not params.limits:
+            return []
+        args = {"id": params.id, **limit_arrays(params.limits)}
+        return (await self._x.fetch("flow_job_hold", args)).into(FlowHold)
 
     # -- cron ----------------------------------------------------------------------------
 

@@ -22,10 +22,11 @@ from .common import Flags, cli
 __all__ = ["cli", "main"]
 
 
-def main() -> None:
-    """Entry point of the `taskflare` executable."""
+def main(args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Entry point of the `taskflare` executable (`args`: the command line after the
+    program's name, default `sys.argv[1:]`; `prog_name`: how help and errors name it)."""
     try:
-        cli()
+        cli(args=args, prog_name=prog_name)
     except TaskflareError as exc:
         if Flags.debug:
             traceback.print_exc()

@@ -19,6 +19,7 @@ from ..errors import TaskflareError
 from ..loader import load_object
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
 from .common import AppArg, cli, fail, load_app, setup_logging
+from .health import WorkerCommand
 
 
 def run_worker(app: App, worker: Worker) -> None:
@@ -46,7 +47,7 @@ def run_worker(app: App, worker: Worker) -> None:
         os._exit(0)
 
 
-@cli.command()
+@cli.command(cls=WorkerCommand)
 def worker(
     app: AppArg,
     queue: Annotated[
@@ -74,6 +75,9 @@ def worker(
     """Run a worker that consumes the app's queues (or N of them, supervised).
 
     Example: taskflare worker myapp:app --queue emails --concurrency 20 --processes 4
+
+    Probe: taskflare worker health myapp:app (exit 1 when the heartbeat is stale;
+    taskflare worker health --help).
     """
     setup_logging(log_level)
     application = load_app(app)

@@ -30,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import InvalidHook
+from .tracing import Tracing
 
 log = logging.getLogger("taskflare.hooks")
 
@@ -103,7 +105,10 @@ class Hooks:
     def __init__(self) -> None:
         self.middleware: list[Middleware] = []
         self.listeners: dict[str, list[Listener]] = {}
+        # Spans around sends and deliveries, once `taskflare.otel` instruments the app.
+        self.tracing: Tracing | None = _every_app.tracing
         self._tasks: set[asyncio.Task[Any]] = set()
+        _every_app.hooks.add(self)
 
     def add_middleware(self, fn: Middleware) -> Middleware:
         """Wrap every handler call in `fn` (the first added is the outermost).
@@ -182,6 +187,27 @@ class Hooks:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("an async lifecycle listener raised: %r", task.exception())
+
+
+class _EveryApp:
+    """The hooks of every app of this process, for a tracer installed on all of them."""
+
+    def __init__(self) -> None:
+        self.hooks: weakref.WeakSet[Hooks] = weakref.WeakSet()
+        self.tracing: Tracing | None = None
+
+
+_every_app = _EveryApp()
+
+
+def set_tracing_everywhere(tracing: Tracing | None) -> None:
+    """Install `tracing` on every app of this process, present and future (None: remove
+    the one installed this way; an app's own tracer, set on its hooks, is left alone)."""
+    previous = _every_app.tracing
+    _every_app.tracing = tracing
+    for hooks in list(_every_app.hooks):
+        if hooks.tracing is None or hooks.tracing is previous:
+            hooks.tracing = tracing
 
 
 def check_event(event: str) -> None:

@@ -8,6 +8,7 @@ explicit `ack()`/`retry()` calls; the result is a `Settlement` for the outcome b
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -103,7 +104,9 @@ async def run_handler(
         if consumer.is_async:
             await consumer.handler(batch)  # type: ignore[misc]
         else:
-            await asyncio.get_running_loop().run_in_executor(pool, consumer.handler, batch)
+            # In a copy of this task's context, as for sync job handlers.
+            run = contextvars.copy_context().run
+            await asyncio.get_running_loop().run_in_executor(pool, run, consumer.handler, batch)
 
     try:
         async with asyncio.timeout(consumer.timeout) as scope:
@@ -220,7 +223,25 @@ async def execute_batch(
     spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor, hooks: Hooks | None = None
 ) -> BatchReport:
     """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
-    period): raises `BatchShutdown` carrying the outcomes to record."""
+    period): raises `BatchShutdown` carrying the outcomes to record. With tracing on,
+    inside a consumer span linked to the messages' producers."""
+    tracing = None if hooks is None else hooks.tracing
+    if tracing is None:
+        return await _execute_batch(spec, claimed, pool, hooks)
+    with tracing.process("message", spec.name, claimed, batch=True) as span:
+        report = await _execute_batch(spec, claimed, pool, hooks)
+        s = report.settlement
+        if report.error is not None:
+            lines = report.error.strip().splitlines() or ["the consumer failed"]
+            span.settled("failed", lines[-1], report.error)
+        else:
+            span.settled("retried" if s.retries or s.fails else "acked", None)
+        return report
+
+
+async def _execute_batch(
+    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor, hooks: Hooks | None
+) -> BatchReport:
     started = time.perf_counter()
     batch, undecodable = decode_batch(spec.name, claimed)
     if hooks is not None and hooks.wants("started"):

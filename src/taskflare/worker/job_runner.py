@@ -7,6 +7,7 @@ Every step logs one JSON line (`taskflare.jobs`); payloads are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -82,7 +83,22 @@ class JobRunner:
 
     async def run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
         """Run one job to its decision. Cancelled by the worker's shutdown: the decision is
-        made (retry, or fail when out of attempts) and returned all the same."""
+        made (retry, or fail when out of attempts) and returned all the same. With tracing
+        on, inside a consumer span that records the decision."""
+        tracing = self.registry.hooks.tracing
+        if tracing is None:
+            return await self._run(spec, message)
+        with tracing.process("job", spec.name, [message], batch=False) as span:
+            report = await self._run(spec, message)
+            decision = report.decision
+            if decision.attempt_outcome in ("retried", "failed"):
+                trace = report.settlement.attempts[0].traceback
+                span.settled(decision.attempt_outcome, decision.error, trace)
+            else:
+                span.settled(decision.attempt_outcome, None)
+            return report
+
+    async def _run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
         job_type = self.registry.job_types.get(message.type or "")
         max_attempts = message.max_attempts or (job_type.max_attempts if job_type else 1)
         ctx = JobContext(
@@ -209,7 +225,10 @@ class JobRunner:
         if job_type.is_async:
             return await job_type.handler(*args)
         call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
-        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, call)
+        # In a copy of this task's context: what middleware set (and the consumer span of
+        # tracing) is current in the handler's thread too, as `asyncio.to_thread` does.
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, run, call)
 
 
 def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -54,11 +54,6 @@ from ..base import (
     DocInsertParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobEnqueueParams,
     JobIdParams,
@@ -185,7 +180,10 @@ def parse_postgres_url(url: str) -> PostgresSettings:
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
-    libpq_url = parts._replace(query=urlencode(options)).geturl()
+    # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
+    # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
+    query = urlencode(options, quote_via=quote)
+    libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
     conninfo, password = _conninfo(libpq_url, redact_url(url))
     return PostgresSettings(
         conninfo=conninfo,
@@ -213,7 +211,7 @@ async def _configure(conn: Conn) -> None:
     """Plan every execution of a prepared statement for its own parameters: a generic
     plan of the array-parameter claim and settle statements scans whole partial indexes
     (dead entries included), which once made a 20k drain ten times slower."""
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.execute("SET plan_cache_mode = force_custom_plan", prepare=False)
 
 
 async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
@@ -641,7 +639,13 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
         "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
+        "trace_context": message.trace_context,
     }
+
+
+def traced(statement: str, traced: bool) -> str:
+    """`statement`, or its `_traced` variant that also writes the trace context column."""
+    return f"{statement}_traced" if traced else statement
 
 
 def _settle_statement(settlement: Settlement) -> str:
@@ -774,11 +778,15 @@ class PostgresBackend(SqlStore):
                 for m in messages
             ],
         }
+        statement = "message_enqueue_many"
+        if any(m.trace_context is not None for m in messages):
+            statement = "message_enqueue_many_traced"
+            args["trace_contexts"] = [m.trace_context for m in messages]
         if params.connection is None:
-            await self._db.fetch("message_enqueue_many", args)
+            await self._db.fetch(statement, args)
         else:
             await self._db.on_callers_connection(
-                params.connection, lambda cur: self._db.on(cur, "message_enqueue_many", args)
+                params.connection, lambda cur: self._db.on(cur, statement, args)
             )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
@@ -798,9 +806,9 @@ class PostgresBackend(SqlStore):
         }
         rows = await self._db.fetch("message_claim_many", args)
         if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
-            ready = Rows(rows.columns[11:], [rows.rows[0][11:]]).first(ReadyInfo)
+            ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
-        claimed = Rows(rows.columns[:11], [r[:11] for r in rows.rows]).into(ClaimedMessage)
+        claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
 
@@ -832,32 +840,11 @@ class PostgresBackend(SqlStore):
 
         rows = await self._db.run(run, f"claim from queue {params.queue!r}")
         if rows.rows and rows.rows[0][0] is None:
-            ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
+            ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
             return ClaimResult([], ready)
-        claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
+        claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
         claimed.sort(key=lambda m: (-m.priority, m.id))
         return ClaimResult(claimed)
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off) in one statement."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {"window": float(params.window), **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {"id": params.id, **limit_arrays(params.limits)}
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""
@@ -900,10 +887,11 @@ class PostgresBackend(SqlStore):
         if message.idempotency_key is None:
             # Without a key there is nothing to take: a plain insert, planned in a third of
             # the time of the statement below. Not stored: a repeat of this enqueue was.
-            await run("job_enqueue_plain", args)
+            await run(traced("job_enqueue_plain", message.trace_context is not None), args)
             return EnqueueResult(message.id, duplicate=False)
+        statement = traced("job_enqueue", message.trace_context is not None)
         for _ in range(_IDEMPOTENCY_ROUNDS):
-            stored = (await run("job_enqueue", args)).scalar()
+            stored = (await run(statement, args)).scalar()
             if stored or message.idempotency_key is None:
                 # Not stored without a key: the id exists, from a repeat of this enqueue.
                 return EnqueueResult(message.id, duplicate=False)

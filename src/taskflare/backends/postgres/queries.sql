@@ -3,7 +3,9 @@
 -- epoch seconds, when the backend loads this file: every table is schema-qualified,
 -- so a statement also runs unchanged on a caller's own connection (transactional
 -- enqueue), whatever that connection's search_path. Columns are named as the fields of
--- the record they fill.
+-- the record they fill. A statement with `{traced:...}` parts is also loaded as
+-- `<name>_traced` with them (the trace context of an enqueue made while tracing is on);
+-- `<name>` is the text without.
 --
 -- The change signal: a statement that makes work ready calls
 -- pg_notify(channel, 'ready:<queue>'), one that finishes a job pg_notify(channel,
@@ -17,20 +19,23 @@
 WITH inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id, flow_keys)
+                                   idempotency_key, correlation_id, batch_id, flow_keys
+                                   {traced:, trace_context})
     SELECT m.id, m.queue, 'ready', m.body, m.content_type, m.priority, 0,
            {now}, {now} + m.delay, m.type, m.max_attempts, m.idempotency_key,
            m.correlation_id, m.batch_id,
            -- A job's buckets arrive as a JSON array (arrays of arrays must be rectangular).
            CASE WHEN m.flow IS NOT NULL
                 THEN ARRAY(SELECT jsonb_array_elements_text(m.flow::jsonb)) END
+           {traced:, m.trace_context}
     FROM unnest(%(ids)s::text[], %(queues)s::text[], %(bodies)s::bytea[],
                 %(content_types)s::text[], %(priorities)s::integer[],
                 %(delays)s::float8[], %(types)s::text[], %(max_attempts)s::integer[],
                 %(idempotency_keys)s::text[], %(correlation_ids)s::text[],
-                %(batch_ids)s::text[], %(flow_keys)s::text[])
+                %(batch_ids)s::text[], %(flow_keys)s::text[]
+                {traced:, %(trace_contexts)s::text[]})
          AS m(id, queue, body, content_type, priority, delay, type, max_attempts,
-              idempotency_key, correlation_id, batch_id, flow)
+              idempotency_key, correlation_id, batch_id, flow{traced:, trace_context})
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
 )
@@ -73,15 +78,15 @@ WITH candidates AS MATERIALIZED (
       AND ((SELECT count(*) FROM candidates) >= %(min_count)s
            OR (SELECT min(available_at) FROM candidates) <= {now} - %(max_wait)s)
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
-              m.lease_id, m.type, m.max_attempts, m.correlation_id
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.trace_context
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
-       type, max_attempts, correlation_id,
+       type, max_attempts, correlation_id, trace_context,
        NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
        NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
                            WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
                              AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
@@ -166,13 +171,14 @@ WITH acked AS (
       AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
       AND (NOT f.require_expired OR m.lease_expires_at < {now})
     RETURNING m.id, m.queue, m.state, m.type, m.body, m.content_type, m.priority,
-              m.last_error, f.dlq_id, f.dlq_queue
+              m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
+    -- The copy keeps the producer's trace context: its consumer's span links to it.
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, last_error, origin_queue,
-                                   origin_id)
+                                   origin_id, trace_context)
     SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now},
-           last_error, queue, id
+           last_error, queue, id, trace_context
     FROM failed
     WHERE state = 'failed' AND dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
     ON CONFLICT (id) DO NOTHING
@@ -452,11 +458,12 @@ WITH claimed AS (
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
-                                   idempotency_key, correlation_id, batch_id, flow_keys)
+                                   idempotency_key, correlation_id, batch_id, flow_keys
+                                   {traced:, trace_context})
     SELECT %(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
            %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
            %(max_attempts)s::integer, %(idempotency_key)s::text, %(correlation_id)s::text,
-           %(batch_id)s::text, %(flow_keys)s::text[]
+           %(batch_id)s::text, %(flow_keys)s::text[]{traced:, %(trace_context)s::text}
     WHERE %(idempotency_key)s::text IS NULL OR EXISTS (SELECT 1 FROM claimed)
     ON CONFLICT (id) DO NOTHING
     RETURNING queue
@@ -469,11 +476,12 @@ SELECT (SELECT count(*) FROM inserted) AS inserted,
 -- id stores nothing and notifies no one.
 INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                created_at, available_at, type, max_attempts,
-                               idempotency_key, correlation_id, batch_id, flow_keys)
+                               idempotency_key, correlation_id, batch_id, flow_keys
+                               {traced:, trace_context})
 VALUES (%(id)s::text, %(queue)s::text, 'ready', %(body)s::bytea, %(content_type)s::text,
         %(priority)s::integer, 0, {now}, {now} + %(delay)s::float8, %(type)s::text,
         %(max_attempts)s::integer, NULL, %(correlation_id)s::text, %(batch_id)s::text,
-        %(flow_keys)s::text[])
+        %(flow_keys)s::text[]{traced:, %(trace_context)s::text})
 ON CONFLICT (id) DO NOTHING
 RETURNING pg_notify(%(channel)s, 'ready:' || queue);
 
@@ -965,74 +973,110 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
        set_config('synchronous_commit', 'off', true),
        -- The claim is large to plan (~2-7 ms) and its plan does not depend on the values:
        -- planned once a connection, instead of on every execution.
-       set_config('plan_cache_mode', 'force_generic_plan', true);
+       set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('enable_seqscan', 'off', true);
 
 -- name: message_claim_limited
 -- message_claim_many for a queue whose jobs carry limit buckets (`family|key`), run
 -- right after flow_lock in the same transaction. A bucket of a concurrency limit
 -- (period 0) allows `amount` leased jobs; one of a rate limit holds tokens (a row of
 -- flow_buckets, full when it has none yet) refilled at amount/period per second up to
--- `burst`, one spent per job started, and may be held (a 429's back-off). Jobs needing a
--- bucket that allows nothing are skipped by the scan (never claimed, never rewritten);
--- among the rest, a job is taken only if it comes within what each of its buckets
--- allows, in claim order. The spent tokens are written in the same statement. When
--- nothing is claimed, the row describing the queue says when a held bucket frees up.
+-- `burst`, one spent per job started, and may be held (a 429's back-off).
+-- Only *tight* buckets are counted job by job: those allowing fewer jobs than this claim
+-- takes (running jobs or spent tokens), and every bucket of a *small* limit (one that
+-- allows fewer than the claim even when idle). Jobs needing a tight bucket that allows
+-- nothing are skipped by the scan (never claimed, never rewritten); among the rest, a
+-- job is taken only if it comes within what each of its tight buckets allows, in claim
+-- order. A limit that is far from its budget costs what the plain claim does, plus one
+-- look at the running jobs and the token rows: the scan reads `limit` jobs, not `scan`.
+-- The spent tokens are written in the same statement. When nothing is claimed, the row
+-- describing the queue says when a held bucket frees up.
 -- Its clock is statement_timestamp(), not the transaction's now(): the transaction began
 -- before it waited for the lock, and the tokens must be counted from when it claims.
+-- Planned once a connection (flow_lock), so no step may depend on the planner's row
+-- estimates: lookups in the tight buckets go through one jsonb map (`?`, `->>`), never
+-- a join whose plan could be a nested loop over a large set.
 WITH limits AS MATERIALIZED (
-    SELECT l.family, l.amount, l.period, l.burst
+    SELECT l.family, l.amount, l.period, l.burst,
+           CASE WHEN l.period = 0 THEN l.amount ELSE floor(l.burst) END AS idle_allows
     FROM unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
                 %(bursts)s::float8[]) AS l(family, amount, period, burst)
 ), running AS MATERIALIZED (
     SELECT k.bucket, count(*) AS n
     FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
     WHERE m.queue = %(queue)s AND m.state = 'leased' AND m.flow_keys IS NOT NULL
+      AND EXISTS (SELECT 1 FROM limits WHERE period = 0)
     GROUP BY k.bucket
-), rates AS MATERIALIZED (
-    SELECT b.family || '|' || b.key AS bucket, l.amount, l.period,
-           least(l.burst, b.tokens + greatest({stmt_now} - b.updated_at, 0) * l.amount / l.period)
-               AS tokens,
-           b.held_until
-    FROM {schema}.flow_buckets AS b
-    JOIN limits AS l ON l.family = b.family AND l.period > 0
-    WHERE b.family = ANY(%(families)s::text[])
-), blocked AS MATERIALIZED (
-    SELECT r.bucket FROM running AS r
+), tight AS MATERIALIZED (
+    SELECT r.bucket, l.amount - r.n AS allowed, NULL::float8 AS free_at
+    FROM running AS r
     JOIN limits AS l ON l.period = 0 AND l.family = split_part(r.bucket, '|', 1)
-    WHERE r.n >= l.amount
+    WHERE l.amount - r.n < %(limit)s
     UNION ALL
-    SELECT bucket FROM rates WHERE tokens < 1 OR held_until > {stmt_now}
-), candidates AS MATERIALIZED (
+    SELECT t.bucket, CASE WHEN t.held_until > {stmt_now} THEN 0 ELSE floor(t.tokens) END,
+           greatest(coalesce(t.held_until, 0),
+                    {stmt_now} + greatest(1 - t.tokens, 0) * t.period / t.amount)
+    FROM (SELECT b.family || '|' || b.key AS bucket, b.held_until, l.amount, l.period,
+                 least(l.burst, b.tokens + greatest({stmt_now} - b.updated_at, 0)
+                                           * l.amount / l.period) AS tokens
+          FROM {schema}.flow_buckets AS b
+          JOIN limits AS l ON l.family = b.family AND l.period > 0
+          WHERE b.family = ANY(%(families)s::text[])) AS t
+    WHERE t.tokens < %(limit)s OR t.held_until > {stmt_now}
+), maps AS MATERIALIZED (
+    SELECT coalesce((SELECT jsonb_object_agg(bucket, allowed) FROM tight), '{}') AS tight,
+           coalesce((SELECT array_agg(bucket) FROM tight WHERE allowed < 1), '{}') AS blocked,
+           coalesce((SELECT jsonb_object_agg(family, idle_allows) FROM limits
+                     WHERE idle_allows < %(limit)s), '{}') AS small
+), head AS MATERIALIZED (
+    -- The first `limit` claimable jobs, as the plain claim reads them.
     SELECT id, priority, available_at, flow_keys
     FROM {schema}.messages
     WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {stmt_now}
       AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
       AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
-      AND (flow_keys IS NULL OR NOT flow_keys && ARRAY(SELECT bucket FROM blocked))
-    ORDER BY priority DESC, available_at, id
-    LIMIT %(scan)s
-    -- No FOR UPDATE: claims with limits already take turns (flow_lock), so locking the
-    -- whole scan would only write row locks on jobs that are not taken. The UPDATE below
-    -- checks the state again, so a claim made meanwhile without the lock is never undone.
-), ranked AS (
-    SELECT c.id, k.bucket,
-           row_number() OVER (PARTITION BY k.bucket
-                              ORDER BY c.priority DESC, c.available_at, c.id) AS rank
-    FROM candidates AS c, unnest(c.flow_keys) AS k(bucket)
-), allowance AS (
-    SELECT u.bucket,
-           CASE WHEN l.period = 0 THEN l.amount - coalesce(r.n, 0)
-                ELSE floor(coalesce(t.tokens, l.burst)) END AS allowed
-    FROM (SELECT DISTINCT bucket FROM ranked) AS u
-    JOIN limits AS l ON l.family = split_part(u.bucket, '|', 1)
-    LEFT JOIN running AS r ON r.bucket = u.bucket
-    LEFT JOIN rates AS t ON t.bucket = u.bucket
-), chosen AS (
-    SELECT id FROM candidates
-    WHERE id NOT IN (SELECT k.id FROM ranked AS k JOIN allowance AS a ON a.bucket = k.bucket
-                     WHERE k.rank > a.allowed)
+      AND (flow_keys IS NULL OR NOT flow_keys && (SELECT blocked FROM maps))
     ORDER BY priority DESC, available_at, id
     LIMIT %(limit)s
+), crowded AS MATERIALIZED (
+    -- Whether a tight bucket would get more of the head's jobs than it allows.
+    SELECT EXISTS (
+        SELECT 1
+        FROM (SELECT count(*) AS n,
+                     min(coalesce((x.tight ->> k.bucket)::float8,
+                                  (x.small ->> split_part(k.bucket, '|', 1))::float8)) AS allowed
+              FROM maps AS x, head AS c, unnest(c.flow_keys) AS k(bucket)
+              WHERE x.tight ? k.bucket OR x.small ? split_part(k.bucket, '|', 1)
+              GROUP BY k.bucket) AS g
+        WHERE g.n > g.allowed) AS yes
+), wide AS MATERIALIZED (
+    -- Only then: `scan` jobs, ranked per tight bucket (not read otherwise).
+    SELECT id, priority, available_at, flow_keys
+    FROM {schema}.messages
+    WHERE (SELECT yes FROM crowded)
+      AND queue = %(queue)s AND state = 'ready' AND available_at <= {stmt_now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND (flow_keys IS NULL OR NOT flow_keys && (SELECT blocked FROM maps))
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(scan)s
+), over AS MATERIALIZED (
+    -- Jobs beyond what one of their tight buckets allows.
+    SELECT p.id
+    FROM (SELECT c.id,
+                 coalesce((x.tight ->> k.bucket)::float8,
+                          (x.small ->> split_part(k.bucket, '|', 1))::float8) AS allowed,
+                 row_number() OVER (PARTITION BY k.bucket
+                                    ORDER BY c.priority DESC, c.available_at, c.id) AS rank
+          FROM maps AS x, wide AS c, unnest(c.flow_keys) AS k(bucket)
+          WHERE x.tight ? k.bucket OR x.small ? split_part(k.bucket, '|', 1)) AS p
+    WHERE p.rank > p.allowed
+), chosen AS (
+    SELECT id FROM head WHERE NOT (SELECT yes FROM crowded)
+    UNION ALL
+    SELECT w.id
+    FROM (SELECT id FROM wide WHERE id NOT IN (SELECT id FROM over)
+          ORDER BY priority DESC, available_at, id
+          LIMIT %(limit)s) AS w
 ), claimed AS (
     UPDATE {schema}.messages AS m
     SET state = 'leased',
@@ -1041,37 +1085,44 @@ WITH limits AS MATERIALIZED (
         lease_owner = %(owner)s,
         lease_expires_at = {stmt_now} + %(visibility_timeout)s,
         started_at = {stmt_now}
-    WHERE m.id = ANY(ARRAY(SELECT id FROM chosen)) AND m.state = 'ready'
+    -- Candidates are not locked (claims with limits take turns), so the state is checked
+    -- again here; written as a CASE so the plan looks the ids up by primary key instead
+    -- of reading the whole ready index (which `m.state = 'ready'` would allow).
+    WHERE m.id = ANY(ARRAY(SELECT id FROM chosen))
+      AND CASE WHEN m.state = 'ready' THEN true END
     RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
-              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys,
+              m.trace_context
 ), spent AS (
+    -- One row per rate bucket of the claimed jobs: its tokens (refilled, then spent).
     INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
-    SELECT l.family, substr(s.bucket, length(l.family) + 2),
-           coalesce(t.tokens, l.burst) - s.n, {stmt_now}
-    FROM (SELECT k.bucket, count(*) AS n
+    SELECT l.family, s.key,
+           coalesce(least(l.burst, f.tokens + greatest({stmt_now} - f.updated_at, 0)
+                                              * l.amount / l.period), l.burst) - s.n,
+           {stmt_now}
+    FROM (SELECT split_part(k.bucket, '|', 1) AS family,
+                 substr(k.bucket, strpos(k.bucket, '|') + 1) AS key, count(*) AS n
           FROM claimed AS c, unnest(c.flow_keys) AS k(bucket) GROUP BY k.bucket) AS s
-    JOIN limits AS l ON l.period > 0 AND l.family = split_part(s.bucket, '|', 1)
-    LEFT JOIN rates AS t ON t.bucket = s.bucket
+    JOIN limits AS l ON l.period > 0 AND l.family = s.family
+    LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE
     SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
-       type, max_attempts, correlation_id, flow_keys,
+       type, max_attempts, correlation_id, flow_keys, trace_context,
        NULL::bigint AS ready_count, NULL::float8 AS oldest_available_at,
        NULL::float8 AS next_available_at, NULL::boolean AS paused, NULL::float8 AS now
 FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     0,
     NULL,
     least(
         (SELECT min(available_at) FROM {schema}.messages
          WHERE queue = %(queue)s AND state = 'ready' AND available_at > {stmt_now}
            AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))),
-        (SELECT min(greatest(coalesce(held_until, 0),
-                             {stmt_now} + greatest(1 - tokens, 0) * period / amount))
-         FROM rates WHERE tokens < 1 OR held_until > {stmt_now}),
-        CASE WHEN EXISTS (SELECT 1 FROM running AS r JOIN blocked AS b ON b.bucket = r.bucket)
+        (SELECT min(free_at) FROM tight WHERE allowed < 1),
+        CASE WHEN EXISTS (SELECT 1 FROM tight WHERE allowed < 1 AND free_at IS NULL)
              THEN {stmt_now} + %(concurrency_poll)s END),
     coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false),
     {stmt_now}

@@ -20,7 +20,6 @@ import re
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,11 +38,6 @@ from ..base import (
     DeadLetterReprocessParams,
     EnqueueParams,
     EnqueueResult,
-    FlowHold,
-    FlowHoldParams,
-    FlowJobHoldParams,
-    FlowStat,
-    FlowStatsParams,
     JobCancelResult,
     JobDeleteParams,
     JobEnqueueParams,
@@ -417,8 +411,16 @@ def _split_statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+def insert_statement(messages: Sequence[NewMessage]) -> str:
+    """`message_insert`, or `message_insert_traced` when a message carries a trace context
+    (an untraced insert does not name the column)."""
+    if any(m.trace_context is not None for m in messages):
+        return "message_insert_traced"
+    return "message_insert"
+
+
 def insert_params(message: NewMessage) -> dict[str, Any]:
-    """The named parameters of `message_insert` for one message."""
+    """The named parameters of `message_insert(_traced)` for one message."""
     return {
         "id": message.id,
         "queue": message.queue,
@@ -432,6 +434,7 @@ def insert_params(message: NewMessage) -> dict[str, Any]:
         "correlation_id": message.correlation_id,
         "batch_id": message.batch_id,
         "flow_keys": None if message.flow_keys is None else list(message.flow_keys),
+        "trace_context": message.trace_context,
     }
 
 
@@ -563,7 +566,8 @@ class SQLiteBackend(SqlStore):
             raise not_transactional(self.url_for_logs)
         rows = [insert_params(m) for m in params.messages]
         if rows:
-            await self._db.transaction(lambda tx: tx.execute_many("message_insert", rows))
+            statement = insert_statement(params.messages)
+            await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty
@@ -599,9 +603,12 @@ class SQLiteBackend(SqlStore):
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
         """One transaction (the write lock serializes claims): the claim statement, then
-        the tokens its jobs spent (or, when it took nothing, when to look again)."""
-        limits = {lim.family: lim for lim in params.limits}
-        limit_rows = [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
+        the tokens its jobs spent, in one statement for the whole batch (or, when it took
+        nothing, when to look again)."""
+        limits_json = orjson.dumps(
+            [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
+        ).decode()
+        rated = any(lim.is_rate for lim in params.limits)
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -610,7 +617,7 @@ class SQLiteBackend(SqlStore):
             "owner": params.owner,
             "visibility_timeout": float(params.visibility_timeout),
             "types": params.types,
-            "limits": limit_rows,
+            "limits": limits_json,
         }
 
         if params.queue in self._idle_queues:
@@ -631,34 +638,17 @@ class SQLiteBackend(SqlStore):
                     {
                         "queue": params.queue,
                         "types": params.types,
-                        "limits": limit_rows,
+                        "limits": limits_json,
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
                 return ClaimResult([], info)
-            spent: Counter[tuple[str, str]] = Counter()
+            if rated:
+                ids = orjson.dumps([m.id for m in claimed]).decode()
+                tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
             for message in claimed:
                 raw: Any = message.flow_keys  # JSON text as stored
-                keys: list[str] = orjson.loads(raw) if raw else []
-                message.flow_keys = keys
-                for bucket in keys:
-                    family, _, key = bucket.partition("|")
-                    if family in limits and limits[family].is_rate:
-                        spent[(family, key)] += 1
-            if spent:
-                pairs = [list(k) for k in spent]
-                rows = tx.fetch("flow_buckets_get", {"buckets": pairs}).rows
-                stored = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in rows}
-                left = []
-                for (family, key), count in spent.items():
-                    lim = limits[family]
-                    tokens = lim.burst
-                    if (family, key) in stored:
-                        had, at = stored[(family, key)]
-                        refill = max(tx.now - at, 0.0) * lim.amount / lim.period
-                        tokens = min(lim.burst, had + refill)
-                    left.append([family, key, tokens - count])
-                tx.fetch("flow_buckets_put", {"buckets": left})
+                message.flow_keys = orjson.loads(raw) if raw else []
             claimed.sort(key=lambda m: (-m.priority, m.id))
             return ClaimResult(claimed)
 
@@ -668,33 +658,6 @@ class SQLiteBackend(SqlStore):
         else:
             self._idle_queues.add(params.queue)
         return result
-
-    async def flow_hold(self, params: FlowHoldParams) -> None:
-        """Hold rate-limit buckets (a 429's back-off)."""
-        if params.buckets:
-            await self._db.fetch(
-                "flow_hold", {"buckets": list(params.buckets), "seconds": float(params.seconds)}
-            )
-
-    async def flow_stats(self, params: FlowStatsParams) -> list[FlowStat]:
-        """Per-limit statistics in one statement."""
-        if not params.limits:
-            return []
-        args = {
-            "window": float(params.window),
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_stats", args)).into(FlowStat)
-
-    async def flow_job_hold(self, params: FlowJobHoldParams) -> list[FlowHold]:
-        """The buckets holding a pending job back, and until when."""
-        if not params.limits:
-            return []
-        args = {
-            "id": params.id,
-            "limits": [[x.family, x.amount, x.period, x.burst] for x in params.limits],
-        }
-        return (await self._db.fetch("flow_job_hold", args)).into(FlowHold)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and
@@ -776,7 +739,7 @@ class SQLiteBackend(SqlStore):
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:
                     return EnqueueResult(str(holder), duplicate=True)
-            tx.fetch("message_insert", insert_params(message))
+            tx.fetch(insert_statement([message]), insert_params(message))
             return EnqueueResult(message.id, duplicate=False)
 
         return await self._db.transaction(run)

@@ -1,6 +1,8 @@
 -- Every statement the SQLite backend runs, by name. Parameters are named (:name); a
 -- sequence parameter arrives as JSON text (read with json_each), :now is this machine's
 -- clock in epoch seconds. Columns are named as the fields of the record they fill.
+-- A statement with `{traced:...}` parts is also loaded as `<name>_traced` with them (the
+-- trace context of an enqueue made while tracing is on); `<name>` is the text without.
 
 -- name: notify_triggers
 -- The change signal, raised by the database itself: these temporary triggers (this
@@ -24,11 +26,13 @@ WHEN new.paused = 0
 BEGIN SELECT tf_notify('ready:' || new.name); END;
 
 -- name: message_insert
+-- `{traced:...}`: only in message_insert_traced (see the file's header).
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, type, max_attempts, idempotency_key,
-                      correlation_id, batch_id, flow_keys)
+                      correlation_id, batch_id, flow_keys{traced:, trace_context})
 VALUES (:id, :queue, 'ready', :body, :content_type, :priority, 0, :now, :now + :delay,
-        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id, :flow_keys)
+        :type, :max_attempts, :idempotency_key, :correlation_id, :batch_id,
+        :flow_keys{traced:, :trace_context})
 ON CONFLICT (id) DO NOTHING;
 
 -- name: message_claim_many
@@ -54,7 +58,7 @@ WHERE id IN (SELECT id FROM candidates)
        OR (SELECT min(available_at) FROM candidates) <= :now - :max_wait)
   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
-          type, max_attempts, correlation_id;
+          type, max_attempts, correlation_id, trace_context;
 
 -- name: queue_ready_info
 -- What a queue has ready now (count capped at :limit), the oldest ready and the next
@@ -126,12 +130,13 @@ WHERE messages.id = f.id AND messages.lease_id = f.lease_id AND messages.state =
 RETURNING messages.id AS id, messages.state AS state;
 
 -- name: settle_dead_letter
--- Copy failed messages into their dead-letter queue, body, content type and last error
--- unchanged.
+-- Copy failed messages into their dead-letter queue, body, content type, last error and
+-- trace context (the copy's consumer span links to the producer) unchanged.
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
-                      created_at, available_at, last_error, origin_queue, origin_id)
+                      created_at, available_at, last_error, origin_queue, origin_id,
+                      trace_context)
 SELECT d.value ->> 1, d.value ->> 2, 'ready', m.body, m.content_type, m.priority, 0,
-       :now, :now, m.last_error, m.queue, m.id
+       :now, :now, m.last_error, m.queue, m.id, m.trace_context
 FROM json_each(:dead_letters) AS d
 JOIN messages AS m ON m.id = d.value ->> 0
 WHERE m.state = 'failed';
@@ -746,57 +751,91 @@ UPDATE job_batches SET total = max(total, :total) WHERE id = :id;
 -- name: message_claim_limited
 -- message_claim_many for a queue whose jobs carry limit buckets (see the PostgreSQL
 -- statement of the same name; here the write lock of the transaction serializes
--- claims). Jobs needing a bucket that allows nothing are skipped by the scan; among the
--- rest, a job is taken only if it comes within what each of its buckets allows.
+-- claims). Only tight buckets (allowing fewer jobs than this claim takes) and those of
+-- small limits are counted job by job: the first `limit` claimable jobs are taken as
+-- the plain claim takes them unless one of these buckets would get more of them than it
+-- allows; only then are `scan` jobs read and ranked per bucket. Jobs needing a bucket
+-- that allows nothing are skipped by the scan. The tokens spent: flow_spend, next.
 WITH limits AS MATERIALIZED (
     SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
-           value ->> 3 AS burst
+           value ->> 3 AS burst,
+           CASE WHEN value ->> 2 = 0 THEN value ->> 1
+                ELSE CAST(value ->> 3 AS INTEGER) END AS idle_allows
     FROM json_each(:limits)
 ), running AS MATERIALIZED (
     SELECT j.value AS bucket, count(*) AS n
     FROM messages AS m, json_each(m.flow_keys) AS j
     WHERE m.queue = :queue AND m.state = 'leased' AND m.flow_keys IS NOT NULL
+      AND EXISTS (SELECT 1 FROM limits WHERE period = 0)
     GROUP BY j.value
-), rates AS MATERIALIZED (
-    SELECT b.family || '|' || b.key AS bucket,
-           min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period) AS tokens,
-           b.held_until
-    FROM flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0
-), blocked AS MATERIALIZED (
-    SELECT r.bucket FROM running AS r
+), tight AS MATERIALIZED (
+    SELECT r.bucket AS bucket, l.amount - r.n AS allowed
+    FROM running AS r
     JOIN limits AS l ON l.period = 0 AND l.family = substr(r.bucket, 1, instr(r.bucket, '|') - 1)
-    WHERE r.n >= l.amount
+    WHERE l.amount - r.n < :limit
     UNION ALL
-    SELECT bucket FROM rates WHERE tokens < 1 OR held_until > :now
-), candidates AS MATERIALIZED (
+    SELECT bucket, CASE WHEN held_until > :now THEN 0 ELSE CAST(tokens AS INTEGER) END
+    FROM (SELECT b.family || '|' || b.key AS bucket, b.held_until AS held_until,
+                 min(l.burst, b.tokens + max(:now - b.updated_at, 0) * l.amount / l.period)
+                     AS tokens
+          FROM flow_buckets AS b JOIN limits AS l ON l.family = b.family AND l.period > 0)
+    WHERE tokens < :limit OR held_until > :now
+), blocked AS MATERIALIZED (
+    SELECT bucket FROM tight WHERE allowed < 1
+), small AS MATERIALIZED (
+    SELECT family, idle_allows FROM limits WHERE idle_allows < :limit
+), head AS MATERIALIZED (
+    -- The first `limit` claimable jobs, as the plain claim reads them.
     SELECT id, priority, available_at, flow_keys
     FROM messages
     WHERE queue = :queue AND state = 'ready' AND available_at <= :now
+      AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
+      AND (flow_keys IS NULL OR NOT EXISTS (SELECT 1 FROM blocked)
+           OR NOT EXISTS (SELECT 1 FROM json_each(messages.flow_keys) AS j
+                          WHERE j.value IN (SELECT bucket FROM blocked)))
+    ORDER BY priority DESC, available_at, id
+    LIMIT :limit
+), crowded AS MATERIALIZED (
+    -- Whether a tight bucket would get more of the head's jobs than it allows.
+    SELECT EXISTS (
+        SELECT 1
+        FROM (SELECT count(*) AS n, min(coalesce(t.allowed, s.idle_allows)) AS allowed
+              FROM head AS c, json_each(c.flow_keys) AS j
+              LEFT JOIN tight AS t ON t.bucket = j.value
+              LEFT JOIN small AS s ON s.family = substr(j.value, 1, instr(j.value, '|') - 1)
+              WHERE t.bucket IS NOT NULL OR s.family IS NOT NULL
+              GROUP BY j.value)
+        WHERE n > allowed) AS yes
+), wide AS MATERIALIZED (
+    -- Only then: `scan` jobs, ranked per tight bucket (not read otherwise).
+    SELECT id, priority, available_at, flow_keys
+    FROM messages
+    WHERE (SELECT yes FROM crowded)
+      AND queue = :queue AND state = 'ready' AND available_at <= :now
       AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
       AND (flow_keys IS NULL
            OR NOT EXISTS (SELECT 1 FROM json_each(messages.flow_keys) AS j
                           WHERE j.value IN (SELECT bucket FROM blocked)))
     ORDER BY priority DESC, available_at, id
     LIMIT :scan
-), ranked AS (
-    SELECT c.id, j.value AS bucket,
-           row_number() OVER (PARTITION BY j.value
-                              ORDER BY c.priority DESC, c.available_at, c.id) AS rank
-    FROM candidates AS c, json_each(c.flow_keys) AS j
-), allowance AS (
-    SELECT u.bucket,
-           CASE WHEN l.period = 0 THEN l.amount - coalesce(r.n, 0)
-                ELSE CAST(coalesce(t.tokens, l.burst) AS INTEGER) END AS allowed
-    FROM (SELECT DISTINCT bucket FROM ranked) AS u
-    JOIN limits AS l ON l.family = substr(u.bucket, 1, instr(u.bucket, '|') - 1)
-    LEFT JOIN running AS r ON r.bucket = u.bucket
-    LEFT JOIN rates AS t ON t.bucket = u.bucket
+), over AS MATERIALIZED (
+    -- Jobs beyond what one of their tight buckets allows.
+    SELECT id
+    FROM (SELECT c.id AS id, coalesce(t.allowed, s.idle_allows) AS allowed,
+                 row_number() OVER (PARTITION BY j.value
+                                    ORDER BY c.priority DESC, c.available_at, c.id) AS rank
+          FROM wide AS c, json_each(c.flow_keys) AS j
+          LEFT JOIN tight AS t ON t.bucket = j.value
+          LEFT JOIN small AS s ON s.family = substr(j.value, 1, instr(j.value, '|') - 1)
+          WHERE t.bucket IS NOT NULL OR s.family IS NOT NULL)
+    WHERE rank > allowed
 ), chosen AS (
-    SELECT id FROM candidates
-    WHERE id NOT IN (SELECT k.id FROM ranked AS k JOIN allowance AS a ON a.bucket = k.bucket
-                     WHERE k.rank > a.allowed)
-    ORDER BY priority DESC, available_at, id
-    LIMIT :limit
+    SELECT id FROM head WHERE NOT (SELECT yes FROM crowded)
+    UNION ALL
+    SELECT id
+    FROM (SELECT id FROM wide WHERE id NOT IN (SELECT id FROM over)
+          ORDER BY priority DESC, available_at, id
+          LIMIT :limit)
 )
 UPDATE messages
 SET state = 'leased',
@@ -808,18 +847,32 @@ SET state = 'leased',
 WHERE id IN (SELECT id FROM chosen)
   AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)
 RETURNING id, queue, body, content_type, attempts, created_at, priority, lease_id,
-          type, max_attempts, correlation_id, flow_keys;
+          type, max_attempts, correlation_id, flow_keys, trace_context;
 
--- name: flow_buckets_get
--- The stored state of rate buckets ([family, key] pairs in :buckets).
-SELECT b.family AS family, b.key AS key, b.tokens AS tokens, b.updated_at AS updated_at
-FROM json_each(:buckets) AS w
-JOIN flow_buckets AS b ON b.family = w.value ->> 0 AND b.key = w.value ->> 1;
-
--- name: flow_buckets_put
--- Tokens left after a claim ([family, key, tokens] triples in :buckets), as of :now.
+-- name: flow_spend
+-- The tokens the jobs just claimed (ids in :ids) spent, one row per rate bucket: its
+-- tokens refilled up to now, less one per job. One statement per claim.
+WITH limits AS (
+    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
+           value ->> 3 AS burst
+    FROM json_each(:limits)
+    WHERE value ->> 2 > 0
+), spent AS (
+    SELECT substr(j.value, 1, instr(j.value, '|') - 1) AS family,
+           substr(j.value, instr(j.value, '|') + 1) AS key, count(*) AS n
+    FROM messages AS m, json_each(m.flow_keys) AS j
+    WHERE m.id IN (SELECT value FROM json_each(:ids))
+    GROUP BY j.value
+)
 INSERT INTO flow_buckets AS b (family, key, tokens, updated_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, :now FROM json_each(:buckets) WHERE true
+SELECT s.family, s.key,
+       coalesce(min(l.burst, f.tokens + max(:now - f.updated_at, 0) * l.amount / l.period),
+                l.burst) - s.n,
+       :now
+FROM spent AS s
+JOIN limits AS l ON l.family = s.family
+LEFT JOIN flow_buckets AS f ON f.family = s.family AND f.key = s.key
+WHERE true
 ON CONFLICT (family, key) DO UPDATE
 SET tokens = excluded.tokens, updated_at = max(b.updated_at, excluded.updated_at);
 
@@ -868,9 +921,11 @@ SET held_until = max(coalesce(b.held_until, 0), excluded.held_until);
 
 -- name: flow_stats
 WITH limits AS (
-    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
-           value ->> 3 AS burst
-    FROM json_each(:limits)
+    SELECT f.value AS family, a.value AS amount, p.value AS period, b.value AS burst
+    FROM json_each(:families) AS f
+    JOIN json_each(:amounts) AS a ON a.key = f.key
+    JOIN json_each(:periods) AS p ON p.key = f.key
+    JOIN json_each(:bursts) AS b ON b.key = f.key
 ), jobs AS MATERIALIZED (
     SELECT m.state, m.available_at, m.started_at, j.value AS bucket,
            substr(j.value, 1, instr(j.value, '|') - 1) AS family
@@ -909,9 +964,11 @@ ORDER BY l.family;
 
 -- name: flow_job_hold
 WITH limits AS (
-    SELECT value ->> 0 AS family, value ->> 1 AS amount, value ->> 2 AS period,
-           value ->> 3 AS burst
-    FROM json_each(:limits)
+    SELECT f.value AS family, a.value AS amount, p.value AS period, b.value AS burst
+    FROM json_each(:families) AS f
+    JOIN json_each(:amounts) AS a ON a.key = f.key
+    JOIN json_each(:periods) AS p ON p.key = f.key
+    JOIN json_each(:bursts) AS b ON b.key = f.key
 ), job AS (
     SELECT j.value AS bucket, substr(j.value, 1, instr(j.value, '|') - 1) AS family, m.queue
     FROM messages AS m, json_each(m.flow_keys) AS j
