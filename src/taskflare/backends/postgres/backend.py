@@ -410,7 +410,7 @@ class PostgresExecutor:
                     return await fn(cast(psycopg.AsyncCursor[Any], _ThreadedCursor(sync_cur)))
             async with psycopg.AsyncCursor(connection) as cur:
                 return await fn(cur)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError, *_PREPARED_ERRORS) as exc:
             raise self.unavailable(exc, "enqueue on the given connection") from exc
         except (psycopg.DataError, psycopg.IntegrityError, UnicodeEncodeError) as exc:
             raise StorageRejected(f"PostgreSQL refused a value: {exc}") from exc
