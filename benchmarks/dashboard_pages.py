@@ -280,13 +280,19 @@ def explain(url: str) -> list[tuple[str, str]]:
 
 
 async def run_backend(
-    kind: str, jobs: int, rounds: int, keep: Path | None = None, reuse: bool = False
+    kind: str,
+    jobs: int,
+    rounds: int,
+    keep: Path | None = None,
+    reuse: bool = False,
+    pg_schema: str | None = None,
 ) -> tuple[list[Any], list[Any]]:
     if kind == "sqlite":
         folder = tempfile.mkdtemp(prefix="tf-dash-bench-")
         url = f"sqlite:///{keep or Path(folder) / 'bench.db'}"
     else:
-        url = f"{PG_URL}?schema=tf_dash_bench_{uuid.uuid4().hex[:8]}"
+        url = f"{PG_URL}?schema={pg_schema or 'tf_dash_bench_' + uuid.uuid4().hex[:8]}"
+        reuse = pg_schema is not None and pg_schema_filled(pg_schema)
     app = build_app(url)
     try:
         await app.declare_queues()
@@ -298,7 +304,7 @@ async def run_backend(
         plans = explain(url)
     finally:
         await app.close()
-        if kind == "postgres":
+        if kind == "postgres" and pg_schema is None:
             import psycopg
 
             schema = url.rsplit("=", 1)[1]
@@ -307,6 +313,22 @@ async def run_backend(
         elif keep is None:
             remove_sqlite(url)
     return results, plans
+
+
+def pg_schema_filled(schema: str) -> bool:
+    """Whether a kept PostgreSQL schema already holds the jobs (then it is reused)."""
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %s "
+            "AND table_name = 'job_batches'",
+            (schema,),
+        ).fetchone()
+        if found is None:
+            return False
+        row = conn.execute(f'SELECT count(*) FROM "{schema}".job_batches').fetchone()
+        return bool(row and row[0] > 0)
 
 
 def remove_sqlite(url: str) -> None:
@@ -356,6 +378,11 @@ def main() -> None:
         default=None,
         help="keep the SQLite database here, and reuse it (no fill) if it exists",
     )
+    parser.add_argument(
+        "--pg-schema",
+        default=None,
+        help="keep the PostgreSQL jobs in this schema, and reuse them (no fill) if it holds some",
+    )
     args = parser.parse_args()
     kinds = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     runs = {
@@ -366,6 +393,7 @@ def main() -> None:
                 args.rounds,
                 args.sqlite_file,
                 kind == "sqlite" and args.sqlite_file is not None and args.sqlite_file.exists(),
+                args.pg_schema,
             )
         )
         for kind in kinds

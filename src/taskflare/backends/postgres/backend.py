@@ -210,8 +210,12 @@ def _statements(schema: str) -> dict[str, str]:
 async def _configure(conn: Conn) -> None:
     """Plan every execution of a prepared statement for its own parameters: a generic
     plan of the array-parameter claim and settle statements scans whole partial indexes
-    (dead entries included), which once made a 20k drain ten times slower."""
+    (dead entries included), which once made a 20k drain ten times slower. No JIT
+    compilation: every statement here is short (index seeks and bounded scans), and on a
+    large table an estimate above `jit_above_cost` made PostgreSQL spend a quarter of a
+    second compiling a statement that then ran in milliseconds."""
     await conn.execute("SET plan_cache_mode = force_custom_plan", prepare=False)
+    await conn.execute("SET jit = off", prepare=False)
 
 
 async def _rows(cur: psycopg.AsyncCursor[Any]) -> Rows:
