@@ -190,6 +190,7 @@ def run_as_in_container(command: list[str]) -> list[str]:
     return [tools.get(command[0], command[0]), *command[1:]]
 
 
+@pytest.mark.timeout(600)  # migrate, two workers, serve and the health checks as processes
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 def test_compose_commands_run_against_a_real_local_stack(tmp_path: Path, database_url: str) -> None:
     """Without Docker: exactly the commands of deploy/compose.yaml and the Dockerfile's
@@ -305,6 +306,7 @@ def docker_problem() -> str | None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # builds the image
 def test_compose_stack_in_docker(tmp_path: Path) -> None:
     """Build the image and run deploy/compose.yaml: both workers become healthy (their
     HEALTHCHECK is `taskflare worker health`) and serve answers GET /health."""
