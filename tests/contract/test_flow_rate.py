@@ -158,3 +158,16 @@ async def test_an_idle_worker_waiting_on_a_limit_does_not_spin(app: App) -> None
     # After the first ones (the job's end wakes the worker once), ~1 s apart; a busy
     # machine only makes them further apart.
     assert gaps and min(gaps) > 0.5, gaps
+
+
+async def test_a_limit_near_its_budget_gives_a_claim_only_what_is_left(app: App) -> None:
+    # Far from its budget a limit lets a claim take its whole batch; near it (fewer
+    # tokens or slots left than a claim takes) the claim takes exactly what is left.
+    app.job("sync", queue="near", rate_limit=RateLimit("80/h", burst=80))(lambda p: None)
+    app.job("render", queue="slots", max_concurrency=60)(lambda p: None)
+    for i in range(150):
+        await app.enqueue("sync", i)
+        await app.enqueue("render", i)
+    for queue, expected in (("near", [50, 30, 0]), ("slots", [50, 10, 0])):
+        taken = [len((await claim(app, queue, limit=50))[0]) for _ in range(3)]
+        assert taken == expected, queue
