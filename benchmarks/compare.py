@@ -85,7 +85,10 @@ def fresh_database(backend: str) -> Iterator[str]:
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
-        yield urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}", query=""))
+        # `$BENCH_URL_QUERY` adds URL options ({db}: the new database's name), e.g. the
+        # options a PgBouncer in front of the server needs (benchmarks/remote.py).
+        query = os.environ.get("BENCH_URL_QUERY", "").replace("{db}", name)
+        yield urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{name}", query=query))
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
@@ -207,6 +210,7 @@ def header(args: argparse.Namespace, labels: list[str], seconds: float) -> list[
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{name} {metadata.version(name)}")
     scale = "" if args.scale == 1 else f" at --scale {args.scale} (smaller counts)"
+    where = os.environ.get("TASKFLARE_BENCH_NOTE") or urlsplit(SERVER_URL).hostname or "?"
     return [
         "# taskflare beside its Python peers",
         "",
@@ -216,7 +220,7 @@ def header(args: argparse.Namespace, labels: list[str], seconds: float) -> list[
         " `benchmarks/compare.py`; `benchmarks/README.md` says what each figure means.",
         "",
         f"Machine: {os.cpu_count()} CPUs (`nproc` {nproc}), {platform.platform()}; Python "
-        f"{platform.python_version()}, PostgreSQL {row[0] if row else '?'} (127.0.0.1, "
+        f"{platform.python_version()}, PostgreSQL {row[0] if row else '?'} ({where}, "
         f"defaults), SQLite {sqlite3.sqlite_version} (files on the local disk). Packages: "
         f"{', '.join(versions)}.",
     ]

@@ -26,7 +26,13 @@ from .backends.opener import open_backend
 from .backends.url import redact_url, resolve_database_url
 from .background import DEFAULT_DRAIN_LIMIT, BackgroundTasks, to_awaitable
 from .documents import Namespace
-from .errors import InvalidJobConfig, InvalidQueueConfig, UnknownJobType, UnknownQueue
+from .errors import (
+    InvalidConfig,
+    InvalidJobConfig,
+    InvalidQueueConfig,
+    UnknownJobType,
+    UnknownQueue,
+)
 from .job_client import JobClient
 from .jobs import JobBatch
 from .limits import Concurrency, JobLimits, RateLimit, Unique, as_concurrency, as_rate_limits
@@ -515,6 +521,20 @@ class App:
             if self._backend is None:
                 self._backend = open_backend(self.database_url, create=self.create_database)
             return self._backend
+
+    def use_database(self, database_url: str | None) -> None:
+        """Point this app at `database_url` (None: `$TASKFLARE_DATABASE_URL`, else the
+        SQLite default) before it first uses a database, as a web framework's app factory
+        does with its configuration. Raises `InvalidConfig` if the app is connected to
+        another database (`close` it first)."""
+        url = resolve_database_url(database_url)
+        with self._lock:
+            if self._backend is not None and url != self.database_url:
+                raise InvalidConfig(
+                    f"this app is connected to {redact_url(self.database_url)}; close it "
+                    f"before pointing it at {redact_url(url)}"
+                )
+            self.database_url = url
 
     async def declare_queues(self) -> None:
         """Store every declared queue's settings, so admin tools show them (workers and the

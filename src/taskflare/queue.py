@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
 from .backends.base import (
+    EXACT_COUNT,
     DeadLetterReprocessParams,
     EnqueueParams,
     MessageGetParams,
@@ -288,6 +289,8 @@ class Queue:
         return [StoredMessage.from_record(r) for r in records]
 
     async def counts(self) -> dict[str, int]:
-        """How many messages this queue holds in each state."""
-        rows = await (await self._storage.backend()).queue_counts(QueueCountsParams(self.name))
+        """How many messages this queue holds in each state (exact: it reads every entry
+        of the queue's by-state indexes; the dashboard and HTTP API stop at 10 000)."""
+        backend = await self._storage.backend()
+        rows = await backend.queue_counts(QueueCountsParams(self.name, count_limit=EXACT_COUNT))
         return dict(rows[0].by_state) if rows else {}

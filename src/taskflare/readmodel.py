@@ -60,7 +60,7 @@ from .storage import Storage
 # last stored bucket is above all of them).
 HISTORY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # A jobs search examines at most this many jobs per page when it looks inside payloads.
-TEXT_SCAN_LIMIT = 20_000
+TEXT_SCAN_LIMIT = 5_000
 # Counting the jobs a bulk action covers stops here ("more than 10 000"): a count of a
 # million rows cannot be fast, and the action itself goes through every match anyway.
 COUNT_LIMIT = 10_000
@@ -202,9 +202,11 @@ class ReadModel:
     async def queues(self, name: str | None = None) -> list[dict[str, Any]]:
         """Every queue (declared or holding messages) with its depth by state, oldest
         pending age, pause flag, settings and consumer kind; or just `name`
-        (`UnknownQueue` if it is neither declared nor stored)."""
+        (`UnknownQueue` if it is neither declared nor stored). Each state's count stops at
+        `COUNT_LIMIT`; `depthCapped` lists the states that reached it ("more than")."""
         backend = await self._storage.backend()
-        rows = {c.name: c for c in await backend.queue_counts(QueueCountsParams(name))}
+        counted = await backend.queue_counts(QueueCountsParams(name, count_limit=COUNT_LIMIT))
+        rows = {c.name: c for c in counted}
         for declared in self._registry.queues:
             if name is None or declared == name:
                 rows.setdefault(declared, QueueCounts(name=declared, paused=False))
@@ -217,10 +219,15 @@ class ReadModel:
         """Every queue (declared, stored or holding messages), or just `name`: ready now,
         delayed (a delay, a run_at ahead, a retry waiting out its backoff), leased, failed,
         oldest ready age [s], paused, settings, dead-letter queue and its depth. Counts
-        only unfinished and failed rows, from their indexes: the dashboard's live view
-        (`queues()` also counts finished ones)."""
+        only unfinished and failed rows, from their indexes, and at most `COUNT_LIMIT` of
+        each state per queue: `capped` lists the counts that reached it ("more than
+        10 000"; ready and delayed together, and the oldest ready age then is that of the
+        oldest 10 000). The dashboard's live view (`queues()` also counts finished ones)."""
         backend = await self._storage.backend()
-        found = {d.name: d for d in await backend.queue_depths(QueueCountsParams(name))}
+        found = {
+            d.name: d
+            for d in await backend.queue_depths(QueueCountsParams(name, count_limit=COUNT_LIMIT))
+        }
         for declared in self._registry.queues:
             if name is None or declared == name:
                 found.setdefault(declared, QueueDepth(declared))
@@ -244,6 +251,7 @@ class ReadModel:
                     "leased": depth.leased,
                     "failed": depth.failed,
                     "oldestReadyAgeSeconds": age,
+                    "capped": sorted(depth.capped),
                     "settings": settings,
                     "deadLetterQueue": (settings or {}).get("dead_letter_queue"),
                     "consumer": None
@@ -255,6 +263,7 @@ class ReadModel:
         for row in rows:
             dlq = by_name.get(str(row["deadLetterQueue"] or ""))
             row["deadLetterDepth"] = None if dlq is None else dlq.ready + dlq.delayed
+            row["deadLetterCapped"] = dlq is not None and "ready" in dlq.capped
         return rows
 
     async def queue(self, name: str) -> dict[str, Any]:
@@ -276,6 +285,7 @@ class ReadModel:
             "name": counts.name,
             "paused": counts.paused,
             "depth": depth,
+            "depthCapped": sorted(counts.capped),
             "oldestPendingAgeSeconds": age,
             "settings": settings,
             # "worker": a batch consumer run by taskflare workers; "jobs": job types.
@@ -304,13 +314,24 @@ class ReadModel:
                 missing.append(message_id)
         return missing
 
+    async def queue_settings(self) -> dict[str, dict[str, Any]]:
+        """Every queue's settings (declared, else as stored), counting nothing."""
+        backend = await self._storage.backend()
+        found = {
+            row.name: orjson.loads(row.settings_json) if row.settings_json else {}
+            for row in await backend.queue_rows(QueueCountsParams())
+        }
+        for name, declared in self._registry.queues.items():
+            found[name] = orjson.loads(declared.settings_json())
+        return found
+
     async def queues_dead_lettering_into(self, name: str) -> list[str]:
         """The queues whose `dead_letter_queue` is `name` (declared or stored)."""
-        return [
-            q["name"]
-            for q in await self.queues()
-            if (q["settings"] or {}).get("dead_letter_queue") == name
-        ]
+        return sorted(
+            queue
+            for queue, settings in (await self.queue_settings()).items()
+            if settings.get("dead_letter_queue") == name
+        )
 
     async def messages(
         self, queue: str, state: str | None = None, limit: int = 100
@@ -482,11 +503,12 @@ class ReadModel:
             reasons.append(f"no live worker serves queue {job.queue!r}")
         backend = await self._storage.backend()
         ahead = await backend.job_ahead_count(
-            JobAheadParams(job.queue, job.priority, run_at, job.id)
+            JobAheadParams(job.queue, job.priority, run_at, job.id, COUNT_LIMIT)
         )
         if ahead:
+            count = f"more than {COUNT_LIMIT:,}".replace(",", " ") if ahead > COUNT_LIMIT else ahead
             reasons.append(
-                f"behind {ahead} ready job{'s' if ahead != 1 else ''} of higher priority "
+                f"behind {count} ready job{'s' if ahead != 1 else ''} of higher priority "
                 "or ready earlier on its queue"
             )
         declared = self._registry.queues.get(job.queue)
@@ -724,7 +746,7 @@ class ReadModel:
         them with the queue's settings (a reader without the app's code)."""
         found = {n: s.flow_limits() for n, s in self._registry.queues.items() if s.flow_limits()}
         backend = await self._storage.backend()
-        for counts in await backend.queue_counts(QueueCountsParams()):
+        for counts in await backend.queue_rows(QueueCountsParams()):
             if counts.name in found or not counts.settings_json:
                 continue
             stored = orjson.loads(counts.settings_json).get("flow_limits")

@@ -179,6 +179,33 @@ async def test_a_failing_batch_has_error_status(
     assert attrs(process)["taskflare.outcome"] == "failed"
 
 
+async def test_a_dead_letter_keeps_the_producers_trace_context(
+    traced: App, exporter: InMemorySpanExporter
+) -> None:
+    app = traced
+    emails = app.queue("emails", max_retries=0, max_batch_timeout=0, dead_letter_queue="dlq")
+    dlq = app.queue("dlq", max_batch_timeout=0)
+    kept: list[Any] = []
+
+    @emails.consumer
+    async def deliver(batch: MessageBatch[Any]) -> None:
+        raise RuntimeError("smtp down")
+
+    @dlq.consumer
+    async def keep(batch: MessageBatch[Any]) -> None:
+        kept.extend(m.body for m in batch.messages)
+
+    await emails.send({"to": "a"})
+    await drain(app)
+    assert kept == [{"to": "a"}]
+    (send,) = spans(exporter, "send emails")
+    (process,) = spans(exporter, "process dlq")
+    assert send.context is not None
+    assert [(link.context.trace_id, link.context.span_id) for link in process.links] == [
+        (send.context.trace_id, send.context.span_id)
+    ]
+
+
 async def test_enqueue_many_is_one_span_with_the_message_count(
     traced: App, exporter: InMemorySpanExporter
 ) -> None:

@@ -39,10 +39,12 @@ def audit_delayed(app: App) -> tuple[int, int]:
     return depth["ready"], depth["delayed"]
 
 
-def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def manage(
+    env: dict[str, str], *args: str, project: Path = PROJECT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=PROJECT,
+        cwd=project,
         env=env,
         capture_output=True,
         text=True,
@@ -51,11 +53,13 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def running(env: dict[str, str], *args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`manage.py <args>` in the background; stopped with SIGTERM (exit code checked)."""
+def running(
+    env: dict[str, str], *args: str, log: Path, project: Path = PROJECT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py <args>` in the background; stopped with SIGTERM."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", *args], cwd=PROJECT, env=env, stdout=out, stderr=out
+            [sys.executable, "manage.py", *args], cwd=project, env=env, stdout=out, stderr=out
         )
     try:
         yield proc
@@ -164,7 +168,8 @@ def test_manage_py_taskflare_worker_runs_the_projects_jobs(
         with runserver(env, tmp_path / "server.log") as url:
             job_id = sign_up(url, "worker@example.com").json()["job"]
             log = tmp_path / "worker.log"
-            with running(env, "taskflare", "worker", "--concurrency", "2", log=log) as worker:
+            # Supervised: the worker processes load the project from DJANGO_SETTINGS_MODULE.
+            with running(env, "taskflare", "worker", "--processes", "2", log=log) as worker:
 
                 def done() -> Any:
                     assert worker.poll() is None, f"worker exited:\n{log.read_text()}"

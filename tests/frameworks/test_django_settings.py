@@ -43,6 +43,7 @@ def test_url_from_django_database_on_a_unix_socket() -> None:
     ("args", "expected"),
     [
         (["worker", "-c", "4"], ["worker", "A", "-c", "4"]),
+        (["worker", "health", "--max-age", "60"], ["worker", "health", "A", "--max-age", "60"]),
         (["--debug", "serve", "--port", "0"], ["--debug", "serve", "A", "--port", "0"]),
         (["cron", "list"], ["cron", "list", "A"]),
         (["jobs", "list", "--json"], ["jobs", "list", "--json"]),
@@ -53,3 +54,22 @@ def test_url_from_django_database_on_a_unix_socket() -> None:
 )
 def test_the_app_goes_only_to_commands_that_take_one(args: list[str], expected: list[str]) -> None:
     assert with_app(args, "A") == expected
+
+
+def test_same_database_compares_host_port_and_name_the_url_states() -> None:
+    from conftest import PG_URL, REQUIRE_PG, postgres_skip_reason
+    from taskflare.integrations.django.transaction import same_database
+
+    reason = postgres_skip_reason()
+    if reason is not None:
+        if REQUIRE_PG:
+            pytest.fail(f"PostgreSQL is required here (TASKFLARE_REQUIRE_POSTGRES=1): {reason}")
+        pytest.skip(f"skipped: no PostgreSQL: {reason}")
+    with psycopg.connect(PG_URL) as conn:
+        info = conn.info
+        here = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+        assert same_database(f"{here}?schema=jobs", conn)
+        assert same_database(f"postgresql:///{info.dbname}", conn)  # host and port unsaid
+        assert not same_database(f"postgresql://{info.host}:{info.port}/other_db", conn)
+        assert not same_database(f"postgresql://{info.host}:{info.port + 1}/{info.dbname}", conn)
+        assert not same_database(here, object())  # not a psycopg 3 connection

@@ -27,6 +27,7 @@ import pytest
 
 from conftest import PG_URL
 from taskflare import App, BackendUnavailable
+from taskflare.backends.base import QueueCountsParams
 
 from .pgbouncer import PgBouncer
 from .procs import TASKFLARE, WorkerProcess, complete_lines, wait_for
@@ -66,6 +67,12 @@ async def square(payload, ctx):
     if payload.get("flaky") and ctx.attempt == 1:
         raise Retry(0)
     return payload["n"] ** 2
+
+
+@app.job("limited", queue="limited", max_concurrency=2, rate_limit="50/s")
+async def limited(payload, ctx):
+    log("limited", [ctx.job_id, payload["n"], ctx.attempt])
+    return payload["n"]
 
 
 @app.cron("* * * * * *", name="tick")
@@ -122,6 +129,9 @@ def test_workers_producer_cron_and_http_api_work_through_transaction_pooling(
     try:
         work = producer.queue("work")
         producer.job("square", queue="jobs", max_attempts=3)(lambda payload: None)  # declared
+        producer.job("limited", queue="limited", max_concurrency=2, rate_limit="50/s")(
+            lambda payload: None
+        )
         for start in range(0, MESSAGES, 50):
             work.send_batch_sync(
                 [{"body": {"n": n, "flaky": n % 10 == 0}} for n in range(start, start + 50)]
@@ -130,6 +140,8 @@ def test_workers_producer_cron_and_http_api_work_through_transaction_pooling(
             (n, producer.run_sync(producer.enqueue("square", {"n": n, "flaky": n % 5 == 0})))
             for n in range(JOBS)
         ]
+        # Flow-limited jobs are claimed in a transaction (lock, then claim), pipelined.
+        limited = [(n, producer.run_sync(producer.enqueue("limited", {"n": n}))) for n in range(20)]
         workers = [
             WorkerProcess(spec, tmp_path, {"TF_URL": url}),
             WorkerProcess(spec, tmp_path, {"TF_URL": listening_url}),
@@ -168,6 +180,9 @@ def test_workers_producer_cron_and_http_api_work_through_transaction_pooling(
         wait_for(finished, 120, "every message delivered and two cron ticks")
         for n, job in jobs:
             assert job.wait_sync(timeout=60) == n**2
+        for n, job in limited:
+            assert job.wait_sync(timeout=60) == n
+        assert Counter(r[1] for r in logged(tmp_path, "limited")) == dict.fromkeys(range(20), 1)  # type: ignore[index]
         wait_for(lambda: not producer_counts(producer), 60, "the queue to empty (all acked)")
 
         deliveries = Counter(
@@ -201,7 +216,6 @@ def test_workers_producer_cron_and_http_api_work_through_transaction_pooling(
 
 def producer_counts(app: App) -> dict[str, int]:
     """Messages of queue `work` by state, read through the bouncer."""
-    from taskflare.backends.base import QueueCountsParams
 
     async def read() -> dict[str, int]:
         rows = await (await app.backend()).queue_counts(QueueCountsParams("work"))
@@ -217,9 +231,10 @@ def test_without_the_option_the_error_says_to_add_it(bouncer: PgBouncer, schema:
     other = App(bouncer.url(schema))
     try:
         with pytest.raises(BackendUnavailable, match="add pgbouncer=1 to the database URL"):
+            mine, theirs = app.queue("work"), other.queue("work")
             for n in range(50):  # two clients share two server connections
-                app.queue("work").send_sync({"n": n})
-                other.queue("work").send_sync({"n": n})
+                mine.send_sync({"n": n})
+                theirs.send_sync({"n": n})
     finally:
         app.close_sync()
         other.close_sync()
@@ -252,6 +267,42 @@ async def test_listen_url_wakes_waiters_and_polling_does_not_listen(
         await listening.close()
         await polling.close()
         await producer.close()
+
+
+async def test_enqueue_on_the_callers_connection_through_the_bouncer(
+    bouncer: PgBouncer, schema: str
+) -> None:
+    """A caller's own psycopg connection through the bouncer keeps psycopg's default
+    (prepare after 5 executions); taskflare's statements on it are never prepared."""
+    app = App(bouncer.url(schema, pgbouncer="1"))
+    other = App(bouncer.url(schema, pgbouncer="1"))
+    dsn = bouncer.url(schema).split("?")[0]
+    try:
+        queue, theirs = app.queue("orders"), other.queue("orders")
+        await theirs.send({"n": -1})  # creates the schema
+        blocker = await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, prepare_threshold=None
+        )
+        async with blocker, await psycopg.AsyncConnection.connect(dsn) as conn:
+            for n in range(12):  # past psycopg's prepare_threshold (5)
+                async with conn.transaction():
+                    await queue.send({"n": n}, connection=conn)
+                await theirs.send({"n": 100 + n})
+                # Hold the server session `conn` just used every other round, so its next
+                # transaction runs on the other one: statements prepared on one session
+                # would be missing on the next.
+                await blocker.execute("BEGIN" if n % 2 == 0 else "COMMIT")
+                if n % 2 == 0:
+                    await blocker.execute("SELECT 1")
+            async with conn.transaction():
+                await queue.send({"n": "rolled back"}, connection=conn)
+                raise psycopg.Rollback()
+        backend = await app.backend()
+        rows = await backend.queue_counts(QueueCountsParams("orders"))
+        assert sum(rows[0].by_state.values()) == 1 + 12 + 12
+    finally:
+        await app.close()
+        await other.close()
 
 
 async def listening_sessions(schema: str) -> int:

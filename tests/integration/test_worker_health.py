@@ -9,6 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from taskflare.worker.health import MIN_MAX_AGE
 
 from .conftest import Harness
@@ -35,6 +37,7 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.timeout(600)  # a dozen probe processes and a 10 s stale wait, on a loaded machine
 def test_health_follows_a_real_workers_heartbeat(tmp_path: Path, database_url: str) -> None:
     harness = Harness(tmp_path, database_url)
     try:

@@ -352,3 +352,38 @@ def test_libpq_options_with_spaces_reach_the_server() -> None:
 def test_url_without_a_host_uses_the_default_socket() -> None:
     conninfo = pg_backend.parse_postgres_url("postgresql:///shop?schema=shop").conninfo
     assert "dbname=shop" in conninfo and "host" not in conninfo
+
+
+@on_postgres
+@pytest.mark.parametrize("bouncer", [False, True])
+async def test_statements_are_prepared_unless_behind_pgbouncer(
+    database_url: str, bouncer: bool
+) -> None:
+    """The usual path is unchanged: statements prepared once a connection, planned per
+    execution. With `pgbouncer=1` (here straight to the server) nothing is prepared and
+    no session setting is made."""
+    app = App(f"{database_url}&pgbouncer=1" if bouncer else database_url)
+    try:
+        queue = app.queue("q")
+        for n in range(3):
+            await queue.send({"n": n})
+        backend = await app.backend()
+        assert isinstance(backend, pg_backend.PostgresBackend)
+
+        async def session(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> tuple[int, str]:
+            cur = await conn.execute(
+                "SELECT (SELECT count(*) FROM pg_prepared_statements), "
+                "current_setting('plan_cache_mode')",
+                prepare=False,
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0]), str(row[1])  # type: ignore[call-overload]
+
+        prepared, plan_mode = await backend._db.run(session, "read the session")
+        if bouncer:
+            assert (prepared, plan_mode) == (0, "auto")
+        else:
+            assert prepared > 0 and plan_mode == "force_custom_plan"
+    finally:
+        await app.close()

@@ -85,3 +85,30 @@ def test_the_sqlite_backend_files_load() -> None:
     assert "message_claim_many" in queries and "message_insert" in queries
     migrations = load_migrations("taskflare.backends.sqlite")
     assert [m.version for m in migrations] == sorted({m.version for m in migrations})
+
+
+def test_a_statement_with_traced_parts_is_loaded_twice(package: Path) -> None:
+    (package / "queries.sql").write_text(
+        "-- name: insert\n"
+        "INSERT INTO t (a{traced:, trace_context})\n"
+        "VALUES (:a{traced:, :trace_context});\n"
+    )
+    assert load_queries(package.name) == {
+        "insert": "INSERT INTO t (a)\nVALUES (:a);",
+        "insert_traced": "INSERT INTO t (a, trace_context)\nVALUES (:a, :trace_context);",
+    }
+
+
+def test_untraced_inserts_do_not_name_the_trace_context_column() -> None:
+    """An app that is not instrumented writes no trace context: its inserts are the ones
+    without the column; only their `_traced` twins (and claims, dead-letter copies) name it."""
+    from taskflare.backends.postgres.backend import _RAW_SQL as postgres
+    from taskflare.backends.sqlite.sql import SQL as sqlite
+
+    for queries, inserts in (
+        (postgres, ["message_enqueue_many", "job_enqueue", "job_enqueue_plain"]),
+        (sqlite, ["message_insert"]),
+    ):
+        for name in inserts:
+            assert "trace_context" not in queries[name]
+            assert "trace_context" in queries[f"{name}_traced"]

@@ -40,6 +40,9 @@ class State(StrEnum):
 
 
 FINISHED_STATES = (State.COMPLETED, State.FAILED, State.CANCELLED)
+STATES = tuple(str(s) for s in State)
+# A `count_limit` no table reaches: counts are exact.
+EXACT_COUNT = 2**62
 
 # Topics of the change signal. A backend raises them when a write commits: `ready:<queue>`
 # when work may have become ready on a queue, `done` when a job finished, `cancel` when the
@@ -496,27 +499,34 @@ class ReadyInfo:
 
 @dataclass(frozen=True, slots=True)
 class QueueCountsParams:
-    """Count messages by state, for one queue or (None) all of them."""
+    """Count messages by state, for one queue or (None) all of them; `queue_depths`
+    counts at most `count_limit` of each state per queue."""
 
     queue: str | None = None
+    count_limit: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class QueueCounts:
-    """How many messages a queue holds in each state."""
+    """How many messages a queue holds in each state; `capped` names the states whose
+    count stopped at the query's `count_limit` (they mean "at least")."""
 
     name: str
     paused: bool
     by_state: dict[str, int] = field(default_factory=dict)
     oldest_ready_at: float | None = None
     settings_json: str | None = None
+    capped: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
 class QueueDepth:
     """What a queue holds that is not finished (and its failed messages), counted from
     the indexes of those states only: ready now, delayed (ready later), leased, failed;
-    when the oldest ready one became ready; paused; stored settings (JSON)."""
+    when the oldest ready one became ready; paused; stored settings (JSON). Each count
+    reads at most the query's `count_limit` entries: `capped` names the counts that hit
+    it (they mean "at least"; ready and delayed share one window of the oldest ready
+    messages, so both are capped together, and the oldest ready time is that window's)."""
 
     name: str
     paused: bool = False
@@ -526,6 +536,7 @@ class QueueDepth:
     failed: int = 0
     oldest_ready_at: float | None = None
     settings_json: str | None = None
+    capped: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -812,12 +823,13 @@ class JobDeleteParams:
 @dataclass(frozen=True, slots=True)
 class JobAheadParams:
     """How many ready jobs of `queue` a pending job waits behind: higher priority, or the
-    same priority and ready earlier (both ready now)."""
+    same priority and ready earlier (both ready now); counted up to `count_limit` + 1."""
 
     queue: str
     priority: int
     available_at: float
     id: str
+    count_limit: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -1198,6 +1210,11 @@ class QueueStore(Protocol):
     async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
         """Every queue (stored, or holding messages) with its unfinished and failed
         messages counted, without reading finished rows (the dashboard's live view)."""
+        ...
+
+    async def queue_rows(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Every stored queue row (or just `params.queue`): name, paused, settings; no
+        counts (they stay 0)."""
         ...
 
     async def queue_pause(self, params: QueuePauseParams) -> None:

@@ -21,6 +21,7 @@ import orjson
 
 from ..errors import InvalidMessage
 from .base import (
+    STATES,
     AttemptRecord,
     CancelRequestedParams,
     CronNameParams,
@@ -211,7 +212,7 @@ class SqlStore:
 
     async def message_list(self, params: MessageListParams) -> list[MessageRecord]:
         """Messages of one queue, optionally of one state, oldest first."""
-        after_created, after_id = params.after or (None, None)
+        after_created, after_id = params.after or (-math.inf, "")
         rows = await self._x.fetch(
             "message_list",
             {
@@ -247,24 +248,37 @@ class SqlStore:
                 },
             )
 
+    async def queue_rows(self, params: QueueCountsParams) -> list[QueueDepth]:
+        """Stored queue rows (name, paused, settings), without counting anything."""
+        return [
+            QueueDepth(str(row[0]), bool(row[1]), settings_json=row[2])
+            for row in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows
+        ]
+
     async def queue_depths(self, params: QueueCountsParams) -> list[QueueDepth]:
-        """Stored queues, then each state's count read from that state's index."""
-        found: dict[str, QueueDepth] = {}
-        for stored in (await self._x.fetch("queue_rows", {"queue": params.queue})).rows:
-            found[stored[0]] = QueueDepth(str(stored[0]), bool(stored[1]), settings_json=stored[2])
-        for row in (await self._x.fetch("queue_depths", {})).dicts():
-            if params.queue is not None and row["queue"] != params.queue:
-                continue
+        """Stored queues, then each state's count read from that state's index, at most
+        `count_limit` entries of each (`QueueDepth.capped` names those that hit it)."""
+        found = {row.name: row for row in await self.queue_rows(params)}
+        limit = params.count_limit
+        rows = await self._x.fetch(
+            "queue_depths", {"queue": params.queue, "count_limit": limit + 1}
+        )
+        for row in rows.dicts():
             depth = found.setdefault(row["queue"], QueueDepth(str(row["queue"])))
-            count = int(row["count"])
-            if row["state"] == "ready":
-                depth.delayed = int(row["delayed"] or 0)
-                depth.ready = count - depth.delayed
-                depth.oldest_ready_at = row["oldest"]
-            elif row["state"] == "leased":
-                depth.leased = count
-            else:
-                depth.failed = count
+            # Counted up to limit + 1: one more than the limit means "more than it".
+            depth.ready = int(row["ready"] or 0)
+            depth.delayed = int(row["delayed"] or 0)
+            depth.oldest_ready_at = None if row["oldest"] is None else float(row["oldest"])
+            leased, failed = int(row["leased"] or 0), int(row["failed"] or 0)
+            depth.leased, depth.failed = min(leased, limit), min(failed, limit)
+            capped = set()
+            if int(row["ready_seen"] or 0) > limit:
+                capped |= {"ready", "delayed"}
+            if leased > limit:
+                capped.add("leased")
+            if failed > limit:
+                capped.add("failed")
+            depth.capped = frozenset(capped)
         return [found[name] for name in sorted(found)]
 
     async def queue_pause(self, params: QueuePauseParams) -> None:
@@ -282,23 +296,36 @@ class SqlStore:
         return info
 
     async def queue_counts(self, params: QueueCountsParams) -> list[QueueCounts]:
-        """Per-queue message counts by state, with settings and the oldest ready time."""
-        rows = await self._x.fetch("queue_counts", {"queue": params.queue})
-        result: dict[str, QueueCounts] = {}
+        """Per-queue message counts by state (states with none left out), at most
+        `count_limit` each (`QueueCounts.capped` names those that hit it), with settings
+        and the oldest ready time."""
+        limit = params.count_limit
+        rows = await self._x.fetch(
+            "queue_counts", {"queue": params.queue, "count_limit": limit + 1}
+        )
+        result = []
         for row in rows.dicts():
-            name = row["name"]
-            entry = result.get(name)
-            if entry is None:
-                entry = result[name] = QueueCounts(
-                    name=name, paused=bool(row["paused"]), settings_json=row["settings"]
+            counts: dict[str, int] = {}
+            capped = set()
+            for state in STATES:
+                # Counted up to limit + 1: one more than the limit means "more than it".
+                found = int(row[state] or 0)
+                if found > limit:
+                    capped.add(state)
+                if found:
+                    counts[state] = min(found, limit)
+            oldest = row["oldest_ready_at"]
+            result.append(
+                QueueCounts(
+                    name=str(row["name"]),
+                    paused=bool(row["paused"]),
+                    by_state=counts,
+                    oldest_ready_at=None if oldest is None else float(oldest),
+                    settings_json=row["settings"],
+                    capped=frozenset(capped),
                 )
-            if row["state"] is not None:
-                entry.by_state[row["state"]] = int(row["count"])
-            if row["oldest_ready_at"] is not None:
-                result[name] = QueueCounts(
-                    name, entry.paused, entry.by_state, row["oldest_ready_at"], entry.settings_json
-                )
-        return list(result.values())
+            )
+        return result
 
     async def queue_delete(self, params: QueueDeleteParams) -> int:
         """Delete a queue's messages, then its settings row (a retry after a crash between
@@ -371,7 +398,11 @@ class SqlStore:
         if params.key is not None:
             return min(len((await self.job_search(params)).records), params.count_limit)
         args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
-        name = self._search_name("job_search_count", params)
+        name = (
+            "job_search_count"
+            if params.text is not None
+            else self._search_name("job_search_count", params)
+        )
         return int((await self._x.fetch(name, args)).scalar() or 0)
 
     async def job_ahead_count(self, params: JobAheadParams) -> int:
@@ -383,6 +414,7 @@ class SqlStore:
                 "priority": params.priority,
                 "available_at": params.available_at,
                 "id": params.id,
+                "count_limit": params.count_limit + 1,
             },
         )
         return int(rows.scalar() or 0)

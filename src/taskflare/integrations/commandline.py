@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from ..cli import cli
+from ..cli.health import WorkerCommand
 
 
 def with_app(args: list[str], app_spec: str) -> list[str]:
@@ -30,6 +31,8 @@ def with_app(args: list[str], app_spec: str) -> list[str]:
         command, position = found, position + 1
     if hasattr(command, "get_command"):
         return args
+    if isinstance(command, WorkerCommand) and args[position : position + 1] == ["health"]:
+        position += 1  # `worker health [APP]`: the probe takes the app after its name
     arguments = [p for p in command.params if p.param_type_name == "argument"]
     if not arguments or arguments[0].name != "app":
         return args

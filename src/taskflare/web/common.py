@@ -105,6 +105,16 @@ class Tokens:
             return "invalid token for this request"
         return None
 
+    def known(self, authorization: str) -> bool:
+        """Whether this Authorization header carries one of the tokens (whatever the
+        method: a read token sent with a POST is refused, but it is no guess)."""
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return False
+        return any(
+            t and hmac.compare_digest(given.encode(), t.encode()) for t in (self.write, self.read)
+        )
+
     def check(self, request: Request) -> None:
         """Raise 401 unless the request carries a token allowed for its method."""
         header = request.headers.get("authorization", "")

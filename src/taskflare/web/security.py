@@ -53,6 +53,7 @@ from .common import (
     Tokens,
     error_body,
 )
+from .failures import API_LIMITS, FailureLimit, client_address, too_many
 
 log = logging.getLogger("taskflare.http")
 
@@ -258,6 +259,7 @@ class EdgeGuard:
         self.app = app
         self.tokens = tokens
         self.security = security
+        self.failures = FailureLimit(API_LIMITS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -355,8 +357,15 @@ class EdgeGuard:
             )
         if not self.security.is_public(path, self.tokens):
             authorization = _text(headers.get(b"authorization")) or ""
+            client = client_address(scope.get("client"))
+            wait = self.failures.retry_after(client) if authorization else None
+            if wait is not None:  # refused before the token is looked at
+                log.warning("%s %s from %s: too many wrong tokens", method, path, client)
+                return 429, too_many(wait), "too_many_failures", [(b"retry-after", b"%d" % wait)]
             problem = self.tokens.refusal(method, authorization)
             if problem is not None:
+                if authorization and not self.tokens.known(authorization):
+                    self.failures.failed(client)
                 challenge = INVALID_TOKEN_CHALLENGE if authorization else BEARER_CHALLENGE
                 return 401, problem, None, [(b"www-authenticate", challenge.encode())]
         if (

@@ -171,13 +171,14 @@ WITH acked AS (
       AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
       AND (NOT f.require_expired OR m.lease_expires_at < {now})
     RETURNING m.id, m.queue, m.state, m.type, m.body, m.content_type, m.priority,
-              m.last_error, f.dlq_id, f.dlq_queue
+              m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
+    -- The copy keeps the producer's trace context: its consumer's span links to it.
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, last_error, origin_queue,
-                                   origin_id)
+                                   origin_id, trace_context)
     SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now},
-           last_error, queue, id
+           last_error, queue, id, trace_context
     FROM failed
     WHERE state = 'failed' AND dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
     ON CONFLICT (id) DO NOTHING
@@ -332,17 +333,50 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
 FROM {schema}.messages AS m WHERE id = %(id)s;
 
 -- name: message_list
+-- Oldest first across states: each state's first %(limit)s from its own index (ready:
+-- messages_ready_created_idx, the others: messages_queue_state_idx), merged; a queue
+-- that also holds a million finished jobs costs what an empty one does. The cursor is
+-- always bound (no cursor: -infinity).
+WITH page AS MATERIALIZED (
+    (SELECT id, created_at FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'ready'
+       AND (%(state)s::text IS NULL OR %(state)s::text = 'ready')
+       AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+     ORDER BY created_at, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, created_at FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'leased'
+       AND (%(state)s::text IS NULL OR %(state)s::text = 'leased')
+       AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+     ORDER BY created_at, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, created_at FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'completed'
+       AND (%(state)s::text IS NULL OR %(state)s::text = 'completed')
+       AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+     ORDER BY created_at, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, created_at FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'failed'
+       AND (%(state)s::text IS NULL OR %(state)s::text = 'failed')
+       AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+     ORDER BY created_at, id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, created_at FROM {schema}.messages
+     WHERE queue = %(queue)s AND state = 'cancelled'
+       AND (%(state)s::text IS NULL OR %(state)s::text = 'cancelled')
+       AND (created_at, id) > (%(after_created)s::float8, %(after_id)s::text)
+     ORDER BY created_at, id LIMIT %(limit)s)
+    ORDER BY created_at, id LIMIT %(limit)s
+)
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested,
        (SELECT o.attempts FROM {schema}.messages AS o WHERE o.id = m.origin_id) AS origin_attempts
 FROM {schema}.messages AS m
-WHERE queue = %(queue)s AND (%(state)s::text IS NULL OR state = %(state)s::text)
-  AND (%(after_created)s::float8 IS NULL
-       OR (created_at, id) > (%(after_created)s::float8, %(after_id)s::text))
-ORDER BY created_at, id
-LIMIT %(limit)s;
+WHERE m.id IN (SELECT id FROM page)
+ORDER BY m.created_at, m.id;
 
 -- name: queue_declare_many
 INSERT INTO {schema}.queues (name, paused, settings, created_at, updated_at)
@@ -361,17 +395,61 @@ WITH changed AS (
 SELECT count(pg_notify(%(channel)s, 'ready:' || name)) AS notified FROM changed WHERE NOT paused;
 
 -- name: queue_counts
-SELECT q.name AS name, coalesce(q.paused, false) AS paused, m.state AS state,
-       count(m.id) AS count,
-       min(CASE WHEN m.state = 'ready' THEN m.available_at END) AS oldest_ready_at,
-       q.settings AS settings
-FROM (SELECT name, paused, settings FROM {schema}.queues
-      UNION SELECT DISTINCT queue, NULL::boolean, NULL::text FROM {schema}.messages
-            WHERE queue NOT IN (SELECT name FROM {schema}.queues)) AS q
-LEFT JOIN {schema}.messages AS m ON m.queue = q.name
-WHERE (%(queue)s::text IS NULL OR q.name = %(queue)s::text)
-GROUP BY q.name, q.paused, q.settings, m.state
-ORDER BY q.name;
+-- Every queue (stored, or holding messages: found as queue_depths finds them) with its
+-- messages counted by state, each count reading at most %(count_limit)s entries of that
+-- state's index for the queue (a count equal to the limit means "at least"), never a
+-- scan of the table; the oldest ready time is that of the first %(count_limit)s ready.
+WITH RECURSIVE ready_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state = 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state = 'ready' AND m.queue > r.queue ORDER BY m.queue LIMIT 1)
+    FROM ready_queues AS r WHERE r.queue IS NOT NULL
+), other_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state <> 'ready' AND m.queue > o.queue ORDER BY m.queue LIMIT 1)
+    FROM other_queues AS o WHERE o.queue IS NOT NULL
+), names(name) AS (
+    SELECT name FROM {schema}.queues WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
+    UNION SELECT queue FROM ready_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+)
+SELECT n.name AS name, coalesce(q.paused, false) AS paused, q.settings AS settings,
+       re.ready, re.oldest AS oldest_ready_at, le.leased, co.completed, fa.failed,
+       ca.cancelled
+FROM names AS n
+LEFT JOIN {schema}.queues AS q ON q.name = n.name
+CROSS JOIN LATERAL (
+    SELECT count(*) AS ready, min(w.available_at) AS oldest
+    FROM (SELECT available_at FROM {schema}.messages
+          WHERE queue = n.name AND state = 'ready'
+          ORDER BY created_at LIMIT %(count_limit)s) AS w
+) AS re
+CROSS JOIN LATERAL (
+    SELECT count(*) AS leased FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'leased'
+        LIMIT %(count_limit)s) AS w
+) AS le
+CROSS JOIN LATERAL (
+    SELECT count(*) AS completed FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'completed'
+        LIMIT %(count_limit)s) AS w
+) AS co
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'failed'
+        LIMIT %(count_limit)s) AS w
+) AS fa
+CROSS JOIN LATERAL (
+    SELECT count(*) AS cancelled FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'cancelled'
+        LIMIT %(count_limit)s) AS w
+) AS ca
+ORDER BY n.name;
 
 -- name: queue_delete_messages
 DELETE FROM {schema}.messages WHERE queue = %(queue)s;
@@ -614,7 +692,7 @@ VALUES (%(id)s, %(type)s, %(total)s, {now});
 
 -- name: job_batch_counts
 -- The batch row, and its jobs by state (one row with a NULL state when it has none).
-SELECT b.type AS type, b.total AS total, m.state AS state, count(m.id) AS count
+SELECT b.type AS type, b.total AS total, m.state AS state, count(m.state) AS count
 FROM {schema}.job_batches AS b
 LEFT JOIN {schema}.messages AS m ON m.batch_id = b.id
 WHERE b.id = %(id)s
@@ -828,20 +906,30 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_batch_list
--- The newest batches with their jobs counted by state.
+-- The newest batches with their jobs counted by state, from the index on (batch_id,
+-- state) alone: one grouped pass over those batches' entries (a join grouped by the
+-- batch columns sorted every job of them first).
+WITH b AS MATERIALIZED (
+    SELECT id, type, total, created_at FROM {schema}.job_batches
+    ORDER BY created_at DESC LIMIT %(limit)s
+), c AS MATERIALIZED (
+    SELECT batch_id, state, count(*) AS count FROM {schema}.messages
+    WHERE batch_id IN (SELECT id FROM b)
+    GROUP BY batch_id, state
+)
 SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
-       m.state AS state, count(m.id) AS count
-FROM (SELECT id, type, total, created_at FROM {schema}.job_batches
-      ORDER BY created_at DESC LIMIT %(limit)s) AS b
-LEFT JOIN {schema}.messages AS m ON m.batch_id = b.id
-GROUP BY b.id, b.type, b.total, b.created_at, m.state
+       c.state AS state, c.count AS count
+FROM b LEFT JOIN c ON c.batch_id = b.id
 ORDER BY b.created_at DESC, b.id;
 
 -- name: job_ahead_count
-SELECT count(*) FROM {schema}.messages
+-- Counted up to a limit (one more than it means "more than").
+SELECT count(*) FROM (
+SELECT 1 FROM {schema}.messages
 WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now} AND id <> %(id)s
   AND (priority > %(priority)s
-       OR (priority = %(priority)s AND available_at < %(available_at)s::float8));
+       OR (priority = %(priority)s AND available_at < %(available_at)s::float8))
+LIMIT %(count_limit)s) AS ahead;
 
 -- name: job_delete_many
 -- The jobs, their history and the idempotency keys that point at them, in one statement.
@@ -892,24 +980,56 @@ WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
 ORDER BY name;
 
 -- name: queue_depths
--- Each state from its own index (ready, leased, failed), never reading finished rows;
--- the oldest ready time counts only what is ready now (delayed rows are not waiting).
--- Every queue at once: one queue costs the same scan of these indexes. (A correlated
--- count per queue, as SQLite does, made PostgreSQL's estimate large enough to JIT-compile
--- the statement: seconds, not milliseconds.)
-SELECT queue, 'ready' AS state, count(*) AS count,
-       min(CASE WHEN available_at <= {now} THEN available_at END) AS oldest,
-       sum(CASE WHEN available_at > {now} THEN 1 ELSE 0 END) AS delayed
-FROM {schema}.messages WHERE state = 'ready'
-GROUP BY queue
-UNION ALL
-SELECT queue, 'leased', count(*), NULL, NULL
-FROM {schema}.messages WHERE state = 'leased'
-GROUP BY queue
-UNION ALL
-SELECT queue, 'failed', count(*), NULL, NULL
-FROM {schema}.messages WHERE state = 'failed'
-GROUP BY queue;
+-- Per queue, each count is bounded: it reads at most %(count_limit)s entries of one
+-- state's index for that queue (a count equal to the limit means "at least"), so a
+-- page costs the same with a thousand jobs or a million. Ready messages are read in
+-- creation order (messages_ready_created_idx): the first %(count_limit)s give ready now,
+-- delayed and the oldest ready time. The queues: every stored queue row, and any queue
+-- holding messages without one, found by skipping through the indexes a queue at a time.
+-- The clock is read once (OFFSET 0 keeps the planner from copying the expression into
+-- each row's test, where the numeric `extract` cost more than the scan).
+WITH RECURSIVE ready_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state = 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state = 'ready' AND m.queue > r.queue ORDER BY m.queue LIMIT 1)
+    FROM ready_queues AS r WHERE r.queue IS NOT NULL
+), other_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state <> 'ready' AND m.queue > o.queue ORDER BY m.queue LIMIT 1)
+    FROM other_queues AS o WHERE o.queue IS NOT NULL
+), names(name) AS (
+    SELECT name FROM {schema}.queues WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
+    UNION SELECT queue FROM ready_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+)
+SELECT n.name AS queue, r.ready, r.delayed, r.oldest, r.seen AS ready_seen,
+       l.leased, f.failed
+FROM names AS n
+CROSS JOIN (SELECT {now} AS now OFFSET 0) AS clock
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE w.available_at <= clock.now) AS ready,
+           count(*) FILTER (WHERE w.available_at > clock.now) AS delayed,
+           min(w.available_at) FILTER (WHERE w.available_at <= clock.now) AS oldest,
+           count(*) AS seen
+    FROM (SELECT available_at FROM {schema}.messages
+          WHERE queue = n.name AND state = 'ready'
+          ORDER BY created_at LIMIT %(count_limit)s) AS w
+) AS r
+CROSS JOIN LATERAL (
+    SELECT count(*) AS leased FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'leased'
+        LIMIT %(count_limit)s) AS w
+) AS l
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed FROM (
+        SELECT 1 FROM {schema}.messages WHERE queue = n.name AND state = 'failed'
+        LIMIT %(count_limit)s) AS w
+) AS f;
 
 -- Documents (the namespaced document store) ---------------------------------------------
 

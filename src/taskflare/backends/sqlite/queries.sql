@@ -130,12 +130,13 @@ WHERE messages.id = f.id AND messages.lease_id = f.lease_id AND messages.state =
 RETURNING messages.id AS id, messages.state AS state;
 
 -- name: settle_dead_letter
--- Copy failed messages into their dead-letter queue, body, content type and last error
--- unchanged.
+-- Copy failed messages into their dead-letter queue, body, content type, last error and
+-- trace context (the copy's consumer span links to the producer) unchanged.
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
-                      created_at, available_at, last_error, origin_queue, origin_id)
+                      created_at, available_at, last_error, origin_queue, origin_id,
+                      trace_context)
 SELECT d.value ->> 1, d.value ->> 2, 'ready', m.body, m.content_type, m.priority, 0,
-       :now, :now, m.last_error, m.queue, m.id
+       :now, :now, m.last_error, m.queue, m.id, m.trace_context
 FROM json_each(:dead_letters) AS d
 JOIN messages AS m ON m.id = d.value ->> 0
 WHERE m.state = 'failed';
@@ -208,16 +209,50 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
 FROM messages AS m WHERE id = :id;
 
 -- name: message_list
+-- Oldest first across states: each state's first :limit from its own index (ready:
+-- messages_ready_created_idx, the others: messages_queue_state_idx, whose condition is
+-- written out), merged; a queue that also holds a million finished jobs costs what an
+-- empty one does. The cursor is always bound (no cursor: -infinity).
+WITH page AS MATERIALIZED (
+    SELECT * FROM (SELECT id, created_at FROM messages
+                   WHERE queue = :queue AND state = 'ready'
+                     AND (:state IS NULL OR :state = 'ready')
+                     AND (created_at, id) > (:after_created, :after_id)
+                   ORDER BY created_at, id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT id, created_at FROM messages
+                   WHERE queue = :queue AND state <> 'ready' AND state = 'leased'
+                     AND (:state IS NULL OR :state = 'leased')
+                     AND (created_at, id) > (:after_created, :after_id)
+                   ORDER BY created_at, id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT id, created_at FROM messages
+                   WHERE queue = :queue AND state <> 'ready' AND state = 'completed'
+                     AND (:state IS NULL OR :state = 'completed')
+                     AND (created_at, id) > (:after_created, :after_id)
+                   ORDER BY created_at, id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT id, created_at FROM messages
+                   WHERE queue = :queue AND state <> 'ready' AND state = 'failed'
+                     AND (:state IS NULL OR :state = 'failed')
+                     AND (created_at, id) > (:after_created, :after_id)
+                   ORDER BY created_at, id LIMIT :limit)
+    UNION ALL
+    SELECT * FROM (SELECT id, created_at FROM messages
+                   WHERE queue = :queue AND state <> 'ready' AND state = 'cancelled'
+                     AND (:state IS NULL OR :state = 'cancelled')
+                     AND (created_at, id) > (:after_created, :after_id)
+                   ORDER BY created_at, id LIMIT :limit)
+    ORDER BY created_at, id LIMIT :limit
+)
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested,
        (SELECT o.attempts FROM messages AS o WHERE o.id = m.origin_id) AS origin_attempts
 FROM messages AS m
-WHERE queue = :queue AND (:state IS NULL OR state = :state)
-  AND (:after_created IS NULL OR (created_at, id) > (:after_created, :after_id))
-ORDER BY created_at, id
-LIMIT :limit;
+WHERE m.id IN (SELECT id FROM page)
+ORDER BY m.created_at, m.id;
 
 -- name: queue_declare_many
 INSERT INTO queues (name, paused, settings, created_at, updated_at)
@@ -232,17 +267,56 @@ VALUES (:name, :paused, '{}', :now, :now)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at;
 
 -- name: queue_counts
-SELECT q.name AS name, coalesce(q.paused, 0) AS paused, m.state AS state,
-       count(m.id) AS count,
-       min(CASE WHEN m.state = 'ready' THEN m.available_at END) AS oldest_ready_at,
-       q.settings AS settings
-FROM (SELECT name, paused, settings FROM queues
-      UNION SELECT DISTINCT queue, NULL, NULL FROM messages
-            WHERE queue NOT IN (SELECT name FROM queues)) AS q
-LEFT JOIN messages AS m ON m.queue = q.name
-WHERE (:queue IS NULL OR q.name = :queue)
-GROUP BY q.name, m.state
-ORDER BY q.name;
+-- Every queue (stored, or holding messages: found as queue_depths finds them) with its
+-- messages counted by state, each count reading at most :count_limit entries of that
+-- state's index for the queue (a count equal to the limit means "at least"), never a
+-- scan of the table; the oldest ready time is that of the first :count_limit ready.
+WITH RECURSIVE ready_queues(queue) AS (
+    SELECT (SELECT min(queue) FROM messages WHERE state = 'ready')
+    UNION ALL
+    SELECT (SELECT min(m.queue) FROM messages AS m
+            WHERE m.state = 'ready' AND m.queue > r.queue)
+    FROM ready_queues AS r WHERE r.queue IS NOT NULL
+), other_queues(queue) AS (
+    SELECT (SELECT min(queue) FROM messages WHERE state <> 'ready')
+    UNION ALL
+    SELECT (SELECT min(m.queue) FROM messages AS m
+            WHERE m.state <> 'ready' AND m.queue > o.queue)
+    FROM other_queues AS o WHERE o.queue IS NOT NULL
+), names(name) AS (
+    SELECT name FROM queues WHERE (:queue IS NULL OR name = :queue)
+    UNION SELECT queue FROM ready_queues
+          WHERE queue IS NOT NULL AND (:queue IS NULL OR queue = :queue)
+    UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (:queue IS NULL OR queue = :queue)
+), counted AS MATERIALIZED (
+    SELECT n.name AS name,
+           (SELECT json_array(count(*), CASE WHEN min(w.available_at) IS NOT NULL
+                                             THEN printf('%!.17g', min(w.available_at)) END)
+            FROM (SELECT available_at FROM messages
+                  WHERE queue = n.name AND state = 'ready'
+                  ORDER BY created_at LIMIT :count_limit) AS w) AS ready_window,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready'
+                                    AND state = 'leased'
+                                  LIMIT :count_limit)) AS leased,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready' AND state = 'completed'
+                                  LIMIT :count_limit)) AS completed,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready' AND state = 'failed'
+                                  LIMIT :count_limit)) AS failed,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready' AND state = 'cancelled'
+                                  LIMIT :count_limit)) AS cancelled
+    FROM names AS n
+)
+SELECT c.name AS name, coalesce(q.paused, 0) AS paused, q.settings AS settings,
+       json_extract(c.ready_window, '$[0]') AS ready,
+       json_extract(c.ready_window, '$[1]') AS oldest_ready_at,
+       c.leased, c.completed, c.failed, c.cancelled
+FROM counted AS c LEFT JOIN queues AS q ON q.name = c.name
+ORDER BY c.name;
 
 -- name: queue_delete_messages
 DELETE FROM messages WHERE queue = :queue;
@@ -379,7 +453,7 @@ INSERT INTO job_batches (id, type, total, created_at) VALUES (:id, :type, :total
 
 -- name: job_batch_counts
 -- The batch row, and its jobs by state (one row with a NULL state when it has none).
-SELECT b.type AS type, b.total AS total, m.state AS state, count(m.id) AS count
+SELECT b.type AS type, b.total AS total, m.state AS state, count(m.state) AS count
 FROM job_batches AS b
 LEFT JOIN messages AS m ON m.batch_id = b.id
 WHERE b.id = :id
@@ -539,6 +613,8 @@ WHERE type IS NOT NULL
 LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_state
+-- Without a payload text (job_search_count looks inside payloads): the status index
+-- holds the type and queue, so the count reads no table row.
 SELECT count(*) FROM (
 SELECT 1 FROM messages
 WHERE type IS NOT NULL
@@ -547,7 +623,6 @@ WHERE type IS NOT NULL
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0)
 LIMIT :count_limit) AS matching;
 
 -- name: job_search_count_type
@@ -559,7 +634,6 @@ WHERE type IS NOT NULL
   AND (:queue IS NULL OR queue = :queue)
   AND created_at >= :created_from
   AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0)
 LIMIT :count_limit) AS matching;
 
 -- name: job_search_text
@@ -610,19 +684,29 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: job_batch_list
--- The newest batches with their jobs counted by state.
+-- The newest batches with their jobs counted by state, from the index on (batch_id,
+-- state) alone: one grouped pass over those batches' entries (a join grouped by the
+-- batch columns sorted every job of them first).
+WITH b AS MATERIALIZED (
+    SELECT id, type, total, created_at FROM job_batches
+    ORDER BY created_at DESC LIMIT :limit
+), c AS MATERIALIZED (
+    SELECT batch_id, state, count(*) AS count FROM messages
+    WHERE batch_id IN (SELECT id FROM b)
+    GROUP BY batch_id, state
+)
 SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
-       m.state AS state, count(m.id) AS count
-FROM (SELECT id, type, total, created_at FROM job_batches
-      ORDER BY created_at DESC LIMIT :limit) AS b
-LEFT JOIN messages AS m ON m.batch_id = b.id
-GROUP BY b.id, b.type, b.total, b.created_at, m.state
+       c.state AS state, c.count AS count
+FROM b LEFT JOIN c ON c.batch_id = b.id
 ORDER BY b.created_at DESC, b.id;
 
 -- name: job_ahead_count
-SELECT count(*) FROM messages
+-- Counted up to a limit (one more than it means "more than").
+SELECT count(*) FROM (
+SELECT 1 FROM messages
 WHERE queue = :queue AND state = 'ready' AND available_at <= :now AND id <> :id
-  AND (priority > :priority OR (priority = :priority AND available_at < :available_at));
+  AND (priority > :priority OR (priority = :priority AND available_at < :available_at))
+LIMIT :count_limit) AS ahead;
 
 -- name: job_delete_many
 DELETE FROM messages
@@ -674,26 +758,57 @@ WHERE (:queue IS NULL OR name = :queue)
 ORDER BY name;
 
 -- name: queue_depths
--- Each state from its own index (ready, leased, failed), never reading finished rows;
--- the oldest ready time counts only what is ready now (delayed rows are not waiting).
--- Every queue at once: one queue costs the same scan of these indexes. Failed rows are
--- counted per stored queue by a seek in the by-state index (its condition, state <>
--- 'ready', is written out so SQLite may use it), never scanning other finished rows.
-SELECT queue, 'ready' AS state, count(*) AS count,
-       min(CASE WHEN available_at <= :now THEN available_at END) AS oldest,
-       sum(CASE WHEN available_at > :now THEN 1 ELSE 0 END) AS delayed
-FROM messages WHERE state = 'ready'
-GROUP BY queue
-UNION ALL
-SELECT queue, 'leased', count(*), NULL, NULL
-FROM messages WHERE state = 'leased'
-GROUP BY queue
-UNION ALL
-SELECT q.name, 'failed',
-       (SELECT count(*) FROM messages AS m
-        WHERE m.queue = q.name AND m.state <> 'ready' AND m.state = 'failed'),
-       NULL, NULL
-FROM queues AS q;
+-- Per queue, each count is bounded: it reads at most :count_limit entries of one state's
+-- index for that queue (a count equal to the limit means "at least"), so a page costs
+-- the same with a thousand jobs or a million. Ready messages are read in creation order
+-- (messages_ready_created_idx): the first :count_limit give ready now, delayed and the
+-- oldest ready time, in one pass (a JSON array, read back by the outer select; the time
+-- as text with every digit, as JSON would round it). The queues: every stored queue
+-- row, and any queue holding messages without one, found by skipping through the
+-- indexes a queue at a time. (`state <> 'ready'` is written out so SQLite may use the
+-- by-state index, whose condition it is, and count from it alone.)
+WITH RECURSIVE ready_queues(queue) AS (
+    SELECT (SELECT min(queue) FROM messages WHERE state = 'ready')
+    UNION ALL
+    SELECT (SELECT min(m.queue) FROM messages AS m
+            WHERE m.state = 'ready' AND m.queue > r.queue)
+    FROM ready_queues AS r WHERE r.queue IS NOT NULL
+), other_queues(queue) AS (
+    SELECT (SELECT min(queue) FROM messages WHERE state <> 'ready')
+    UNION ALL
+    SELECT (SELECT min(m.queue) FROM messages AS m
+            WHERE m.state <> 'ready' AND m.queue > o.queue)
+    FROM other_queues AS o WHERE o.queue IS NOT NULL
+), names(name) AS (
+    SELECT name FROM queues WHERE (:queue IS NULL OR name = :queue)
+    UNION SELECT queue FROM ready_queues
+          WHERE queue IS NOT NULL AND (:queue IS NULL OR queue = :queue)
+    UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (:queue IS NULL OR queue = :queue)
+), counted AS MATERIALIZED (
+    SELECT n.name AS queue,
+           (SELECT json_array(sum(w.available_at <= :now), sum(w.available_at > :now),
+                              CASE WHEN min(w.available_at) <= :now
+                                   THEN printf('%!.17g', min(w.available_at)) END,
+                              count(*))
+            FROM (SELECT available_at FROM messages
+                  WHERE queue = n.name AND state = 'ready'
+                  ORDER BY created_at LIMIT :count_limit) AS w) AS ready_window,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready'
+                                    AND state = 'leased'
+                                  LIMIT :count_limit)) AS leased,
+           (SELECT count(*) FROM (SELECT 1 FROM messages
+                                  WHERE queue = n.name AND state <> 'ready'
+                                    AND state = 'failed'
+                                  LIMIT :count_limit)) AS failed
+    FROM names AS n
+)
+SELECT queue, coalesce(json_extract(ready_window, '$[0]'), 0) AS ready,
+       coalesce(json_extract(ready_window, '$[1]'), 0) AS delayed,
+       json_extract(ready_window, '$[2]') AS oldest,
+       json_extract(ready_window, '$[3]') AS ready_seen, leased, failed
+FROM counted;
 
 -- Documents (the namespaced document store) ---------------------------------------------
 

@@ -147,17 +147,20 @@ class Views:
                 "failedPerMinute",
             )
         }
-        totals["deadLetters"] = sum(
-            q["ready"] + q["delayed"]
-            for q in queues
-            if any(other["deadLetterQueue"] == q["name"] for other in queues)
-        )
+        dead_letter_queues = [
+            q for q in queues if any(other["deadLetterQueue"] == q["name"] for other in queues)
+        ]
+        totals["deadLetters"] = sum(q["ready"] + q["delayed"] for q in dead_letter_queues)
+        capped = {key for q in queues for key in q["capped"]}
+        if any("ready" in q["capped"] for q in dead_letter_queues):
+            capped.add("deadLetters")
         return self.pages.render(
             request,
             session,
             "overview.html",
             queues=queues,
             totals=totals,
+            capped=capped,
             workers=counters.alive,
             charts=history_charts(history),
             window=window if window in WINDOWS else "1h",
@@ -173,11 +176,10 @@ class Views:
         if queue["deadLetterQueue"]:
             dead = await self.app.read.queue_depths(queue["deadLetterQueue"])
             queue["deadLetterDepth"] = dead[0]["ready"] + dead[0]["delayed"] if dead else 0
+            queue["deadLetterCapped"] = bool(dead) and "ready" in dead[0]["capped"]
         history = await self.app.read.history(3600.0, 60)
         settings = queue["settings"] or {}
-        dead_letters_of = [
-            q["name"] for q in await self.app.read.queue_depths() if q["deadLetterQueue"] == name
-        ]
+        dead_letters_of = await self.app.read.queues_dead_lettering_into(name)
         return self.pages.render(
             request,
             session,

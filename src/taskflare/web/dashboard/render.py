@@ -55,6 +55,13 @@ def when(value: str | datetime | float | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def atleast(value: float | None, capped: bool) -> str:
+    """A count for a cell: with a `+` when it stopped at the counting limit ("10000+")."""
+    number = 0.0 if value is None else float(value)
+    shown = str(int(number)) if number.is_integer() else str(number)
+    return shown + "+" if capped else shown
+
+
 def seconds(value: float | None) -> str:
     """A duration for a table cell."""
     if value is None:
@@ -78,6 +85,7 @@ def _environment() -> Environment:
     env.filters["pretty"] = pretty_json
     env.filters["when"] = when
     env.filters["seconds"] = seconds
+    env.filters["atleast"] = atleast
     return env
 
 

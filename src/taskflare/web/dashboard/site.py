@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from ...app import App
 from ..common import Tokens
+from ..failures import SIGN_IN_LIMITS, FailureLimit, client_address, too_many
 from ..security import storage_failure
 from .actions import Actions
 from .pages import Views
@@ -46,6 +47,7 @@ class Dashboard:
     def __init__(self, app: App, tokens: Tokens, secret: str | None, title: str) -> None:
         self.app = app
         self.sessions = SessionStore(tokens, secret)
+        self.failures = FailureLimit(SIGN_IN_LIMITS)
         self.pages = Pages(self.sessions, title)
         self.views = Views(app, self.pages)
         self.actions = Actions(app, self.pages)
@@ -141,12 +143,23 @@ class Dashboard:
         target = _safe_next(_field(form, "next"))
         if not same_origin(request) or not self.sessions.csrf_ok(session, _field(form, "csrf")):
             return self.pages.error(request, session, 403, "the sign-in form is stale; reload it")
+        client = client_address(request.scope.get("client"))
+        wait = self.failures.retry_after(client)
+        if wait is not None:  # refused before the token is looked at
+            log.warning("dashboard: sign-in from %s refused: too many wrong tokens", client)
+            response = self.pages.render(
+                request, session, "login.html", 429, next=target, error=too_many(wait)
+            )
+            response.headers["retry-after"] = str(wait)
+            return response
         role = self.sessions.role_of(_field(form, "token") or "")
         if role is None:
-            log.info("dashboard: a sign-in with a wrong token")
+            self.failures.failed(client)
+            log.info("dashboard: a sign-in with a wrong token from %s", client)
             return self.pages.render(
                 request, session, "login.html", 401, next=target, error="That token is not valid."
             )
+        self.failures.succeeded(client)
         self.sessions.sign_in(session, role, _field(form, "token") or "")
         note = (
             "Signed in read-only: you can see everything and change nothing"
