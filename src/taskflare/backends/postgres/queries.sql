@@ -1124,7 +1124,12 @@ WITH limits AS MATERIALIZED (
     SELECT k.bucket, count(*) AS n
     FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
     WHERE m.queue = %(queue)s AND m.state = 'leased' AND m.flow_keys IS NOT NULL
-      AND EXISTS (SELECT 1 FROM limits WHERE period = 0)
+      -- Not counted when no concurrency limit can be near: fewer jobs of the queue run
+      -- than any of them allows beyond this claim (max_concurrency=10000, say).
+      AND EXISTS (SELECT 1 FROM limits
+                  WHERE period = 0
+                    AND amount - %(limit)s < (SELECT count(*) FROM {schema}.messages
+                                             WHERE queue = %(queue)s AND state = 'leased'))
     GROUP BY k.bucket
 ), tight AS MATERIALIZED (
     SELECT r.bucket, l.amount - r.n AS allowed, NULL::float8 AS free_at
@@ -1159,7 +1164,7 @@ WITH limits AS MATERIALIZED (
     LIMIT %(limit)s
 ), crowded AS MATERIALIZED (
     -- Whether a tight bucket would get more of the head's jobs than it allows.
-    SELECT EXISTS (
+    SELECT (SELECT tight <> '{}' OR small <> '{}' FROM maps) AND EXISTS (
         SELECT 1
         FROM (SELECT count(*) AS n,
                      min(coalesce((x.tight ->> k.bucket)::float8,
@@ -1221,7 +1226,8 @@ WITH limits AS MATERIALIZED (
            {stmt_now}
     FROM (SELECT split_part(k.bucket, '|', 1) AS family,
                  substr(k.bucket, strpos(k.bucket, '|') + 1) AS key, count(*) AS n
-          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket) GROUP BY k.bucket) AS s
+          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket)
+          WHERE k.bucket LIKE 'r%%' GROUP BY k.bucket) AS s
     JOIN limits AS l ON l.period > 0 AND l.family = s.family
     LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE
