@@ -120,3 +120,22 @@ def test_the_root_sends_a_browser_to_the_dashboard(sqlite_live: LiveServer) -> N
         assert browser.headers["location"].endswith("/dashboard/")
         program = client.get("/", headers={"Accept": "application/json"})
         assert program.json()["dashboard"] == "/dashboard/"
+
+
+def test_a_payload_text_count_says_at_least_beyond_its_window(sqlite_live: LiveServer) -> None:
+    email = {"to": "a@b.c", "subject": "s", "body": "needle-in-old"}
+
+    async def fill() -> None:
+        async with sqlite_live.worker_app() as app:
+            await app.enqueue_many("send-email", [email] * 3)
+            filler = {"to": "a@b.c", "subject": "s", "body": "hay"}
+            await app.enqueue_many("send-email", [filler] * 5_000)
+
+    with signed_in(sqlite_live) as client:
+        asyncio.run(fill())
+        few = client.get("/dashboard/jobs/count", params={"text": "hay", "type": "send-email"})
+        assert few.json() == {"count": 5000, "shown": "at least 5000", "atLeast": True}
+        old = client.get("/dashboard/jobs/count", params={"text": "needle-in-old"}).json()
+        assert old == {"count": 0, "shown": "at least 0", "atLeast": True}  # past the window
+        exact = client.get("/dashboard/jobs/count", params={"type": "send-email"}).json()
+        assert exact == {"count": 5003, "shown": "5003", "atLeast": False}
