@@ -83,6 +83,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def load_failure(exc: TaskflareError) -> str:
+    """The one line for an app or object that did not load: what the user's code raised
+    and where, and how to see the whole traceback."""
+    hint = " (run with --debug for the traceback)" if exc.__cause__ is not None else ""
+    return f"{exc}{hint}"
+
+
 def load_app(spec: str) -> App:
     """Import the app or exit with one clear line."""
     try:
@@ -90,7 +97,7 @@ def load_app(spec: str) -> App:
     except TaskflareError as exc:
         if Flags.debug:
             raise
-        raise fail(str(exc)) from None
+        raise fail(load_failure(exc)) from None
     if not isinstance(obj, App):
         raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
     return obj

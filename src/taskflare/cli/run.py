@@ -15,10 +15,10 @@ import typer
 from ..app import App
 from ..backends.opener import open_backend
 from ..backends.url import redact_url, resolve_database_url
-from ..errors import TaskflareError
+from ..errors import AppLoadError, TaskflareError
 from ..loader import load_object
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
-from .common import AppArg, cli, fail, load_app, setup_logging
+from .common import AppArg, Flags, cli, fail, load_app, load_failure, setup_logging
 from .health import WorkerCommand
 
 
@@ -293,18 +293,24 @@ def dev(
 
     Example: taskflare dev examples/quickstart.py:app
     """
-    from ..dev import ApiAddress, run_dev
+    from ..dev import ApiAddress, ProducerFailed, run_dev
     from ..web.security import HttpSecurity
 
     setup_logging("WARNING")
     application = load_app(app)
+    if duration is not None and duration <= 0:
+        raise fail(f"--duration must be > 0 seconds, got {duration:g}", 2)
     produce = None
     spec = producer or f"{app.partition(':')[0]}:producer"
     try:
         produce = load_object(spec)
-    except TaskflareError:
-        if producer:
-            raise fail(f"cannot load producer {producer!r}") from None
+    except AppLoadError as exc:
+        if Flags.debug and producer:
+            raise
+        if producer or exc.__cause__ is not None:  # the default one failed, not missing
+            raise fail(f"cannot load producer {spec!r}: {load_failure(exc)}") from None
+    if produce is not None and not callable(produce):
+        raise fail(f"producer {spec!r} is a {type(produce).__name__}, not a function")
     try:
         security = HttpSecurity.from_env(
             bind_host=ApiAddress().host,
@@ -318,6 +324,9 @@ def dev(
             concurrency=concurrency,
             duration=duration,
             api=ApiAddress(port=port, security=security) if api else None,
+            debug=Flags.debug,
         )
+    except ProducerFailed:
+        raise typer.Exit(1) from None  # its error is printed above the live view
     except (TaskflareError, ValueError) as exc:
         raise fail(str(exc)) from None
