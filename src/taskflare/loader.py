@@ -47,8 +47,9 @@ def load_object(spec: str) -> Any:
 def raised_at(exc: BaseException) -> str:
     """Where `exc` was raised in the user's code, as 'file:line' ('' if unknown).
 
-    The file is relative to the current folder when inside it. The innermost frame outside Python's import machinery and taskflare; for a `SyntaxError`, the
-    offending line of the file being compiled.
+    The innermost frame outside Python's import machinery and taskflare (for a
+    `SyntaxError`, the offending line of the file being compiled); the file is relative
+    to the current folder when inside it.
     """
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{_shown(exc.filename)}:{exc.lineno}"

@@ -51,10 +51,16 @@ DatabaseOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr, one line an event."""
+    """Log to stderr, one line an event; a `--log-level` not in `LOG_LEVELS` (any case)
+    is a usage error (exit 2)."""
+    if level.upper() not in LOG_LEVELS:
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}", 2)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -69,6 +75,10 @@ CLI_NAMES = {
     "idempotency_key": "--idempotency-key",
     "correlation_id": "--correlation-id",
     "content_type": "--content-type",
+    "shutdown_grace": "--shutdown-grace",
+    "concurrency": "--concurrency",
+    "queues": "--queue",
+    "max_age": "--max-age",
 }
 
 
