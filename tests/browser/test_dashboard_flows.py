@@ -51,10 +51,18 @@ def test_failed_job_is_retried_from_its_page_and_ends_completed(page: Any, stack
 def test_dead_letters_are_replayed_and_consumed(page: Any, stack: Stack) -> None:
     stack.flag.touch()
     stack.send("emails", {"fail_while_flag": True, "to": "dlq@example.com"})
-    poll(lambda: stack.queue("emails-dlq")["depth"]["ready"] >= 1, 15, "a dead letter")
+    stack.send("emails", {"fail_while_flag": True, "to": "one@example.com"})
+    poll(lambda: stack.queue("emails-dlq")["depth"]["ready"] >= 2, 15, "two dead letters")
     page.goto(f"{stack.dashboard}/queues/emails/dlq")
     assert "dlq@example.com" in page.locator("table.rows").inner_text()
     stack.flag.unlink()
+    # One row's own Replay button sends back that message only.
+    row = page.locator("table.rows tbody tr", has_text="one@example.com")
+    row.get_by_test_id("replay-one").click()
+    page.wait_for_url(re.compile("/queues/emails/dlq$"))
+    assert "Replayed 1 messages" in page.locator(".flash").inner_text()
+    assert "one@example.com" not in page.locator("table.rows").inner_text()
+    assert "dlq@example.com" in page.locator("table.rows").inner_text()
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_test_id("replay-all").click()
     page.wait_for_url(re.compile("/queues/emails/dlq$"))
@@ -240,7 +248,7 @@ def test_phone_layout_keyboard_and_dark_mode(browser: Any, stack: Stack) -> None
         context.close()
 
 
-def test_server_time_per_page_is_reported_by_the_browser(page: Any, stack: Stack) -> None:
+def test_every_page_loads_only_its_own_assets_under_the_csp(page: Any, stack: Stack) -> None:
     # Every page answers 200 with the dashboard's CSP, and loads nothing from elsewhere.
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))

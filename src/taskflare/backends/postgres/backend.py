@@ -197,6 +197,27 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     )
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# A transaction left open by a failed pipelined claim.
+_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+
+
+def native(statement: str) -> tuple[str, tuple[str, ...]]:
+    """`statement` with PostgreSQL's own placeholders ($1, $2, ...; a name used twice is
+    one parameter) and the parameter names in their order. The limited claim is sent
+    this way: longer than psycopg's cache of converted queries holds (4 096 bytes), it
+    was parsed again on every claim."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, statement).replace("%%", "%"), tuple(names)
+
+
 def _statements(schema: str) -> dict[str, str]:
     quoted = f'"{schema}"'  # the name is validated: lower-case letters, digits, '_'
     return {
@@ -711,6 +732,7 @@ class PostgresBackend(SqlStore):
         self.url_for_logs = self._db.url_for_logs
         self.schema = settings.schema
         self.channel = self._db.channel
+        self._native = {n: native(self._db.sql[n]) for n in ("flow_lock", "message_claim_limited")}
 
     @property
     def statements_run(self) -> int:
@@ -828,18 +850,27 @@ class PostgresBackend(SqlStore):
             "visibility_timeout": float(params.visibility_timeout),
             "types": None if params.types is None else list(params.types),
             "concurrency_poll": CONCURRENCY_POLL,
+            "channel": self._db.channel,
             **limit_arrays(params.limits),
         }
-
-        lock_args = adapt_arrays({"queue": params.queue, "channel": self._db.channel})
-        claim_args = adapt_arrays({**args, "channel": self._db.channel})
+        values = adapt_arrays(args)
+        lock_sql, lock_names = self._native["flow_lock"]
+        claim_sql, claim_names = self._native["message_claim_limited"]
 
         async def run(conn: Conn) -> Rows:
             # BEGIN, the lock, the claim and COMMIT go out together: one round trip.
             self._db.statements_run += 2
-            async with conn.pipeline(), conn.transaction():
-                await conn.execute(self._db.sql["flow_lock"], lock_args)
-                cur = await conn.execute(self._db.sql["message_claim_limited"], claim_args)
+            cur: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(conn)
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await cur.execute(lock_sql, [values[n] for n in lock_names])
+                    await cur.execute(claim_sql, [values[n] for n in claim_names])
+                    await conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status in _OPEN:
+                    await conn.rollback()
+                raise
             return await _rows(cur)
 
         rows = await self._db.run(run, f"claim from queue {params.queue!r}")

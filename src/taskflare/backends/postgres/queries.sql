@@ -852,6 +852,23 @@ WHERE type IS NOT NULL
   AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
 LIMIT %(count_limit)s) AS matching;
 
+-- name: job_search_count_text
+-- A count with a payload text looks inside the newest %(scan_limit)s jobs only (the
+-- window of job_search_text), so it costs what one search page does; the caller says
+-- "at least".
+SELECT count(*) FROM (
+    SELECT body, state, type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND position(%(needle)s::bytea IN body) > 0;
+
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
 -- cursor (whatever the other filters), so one call costs the same on any table size.
@@ -1124,7 +1141,12 @@ WITH limits AS MATERIALIZED (
     SELECT k.bucket, count(*) AS n
     FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
     WHERE m.queue = %(queue)s AND m.state = 'leased' AND m.flow_keys IS NOT NULL
-      AND EXISTS (SELECT 1 FROM limits WHERE period = 0)
+      -- Not counted when no concurrency limit can be near: fewer jobs of the queue run
+      -- than any of them allows beyond this claim (max_concurrency=10000, say).
+      AND EXISTS (SELECT 1 FROM limits
+                  WHERE period = 0
+                    AND amount - %(limit)s < (SELECT count(*) FROM {schema}.messages
+                                             WHERE queue = %(queue)s AND state = 'leased'))
     GROUP BY k.bucket
 ), tight AS MATERIALIZED (
     SELECT r.bucket, l.amount - r.n AS allowed, NULL::float8 AS free_at
@@ -1159,7 +1181,7 @@ WITH limits AS MATERIALIZED (
     LIMIT %(limit)s
 ), crowded AS MATERIALIZED (
     -- Whether a tight bucket would get more of the head's jobs than it allows.
-    SELECT EXISTS (
+    SELECT (SELECT tight <> '{}' OR small <> '{}' FROM maps) AND EXISTS (
         SELECT 1
         FROM (SELECT count(*) AS n,
                      min(coalesce((x.tight ->> k.bucket)::float8,
@@ -1221,7 +1243,8 @@ WITH limits AS MATERIALIZED (
            {stmt_now}
     FROM (SELECT split_part(k.bucket, '|', 1) AS family,
                  substr(k.bucket, strpos(k.bucket, '|') + 1) AS key, count(*) AS n
-          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket) GROUP BY k.bucket) AS s
+          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket)
+          WHERE k.bucket LIKE 'r%%' GROUP BY k.bucket) AS s
     JOIN limits AS l ON l.period > 0 AND l.family = s.family
     LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE

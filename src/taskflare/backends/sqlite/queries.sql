@@ -636,6 +636,23 @@ WHERE type IS NOT NULL
   AND (created_at, id) < (:before_created, :before_id)
 LIMIT :count_limit) AS matching;
 
+-- name: job_search_count_text
+-- A count with a payload text looks inside the newest :scan_limit jobs only (the window
+-- of job_search_text), so it costs what one search page does; the caller says "at
+-- least".
+SELECT count(*) FROM (
+    SELECT body, state, type, queue FROM messages
+    WHERE type IS NOT NULL
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+WHERE (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND instr(body, :needle) > 0;
+
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
 -- cursor (whatever the other filters), so one call costs the same on any table size.
@@ -880,7 +897,11 @@ WITH limits AS MATERIALIZED (
     SELECT j.value AS bucket, count(*) AS n
     FROM messages AS m, json_each(m.flow_keys) AS j
     WHERE m.queue = :queue AND m.state = 'leased' AND m.flow_keys IS NOT NULL
-      AND EXISTS (SELECT 1 FROM limits WHERE period = 0)
+      -- Not counted when no concurrency limit can be near (as on PostgreSQL).
+      AND EXISTS (SELECT 1 FROM limits
+                  WHERE period = 0
+                    AND amount - :limit < (SELECT count(*) FROM messages
+                                           WHERE queue = :queue AND state = 'leased'))
     GROUP BY j.value
 ), tight AS MATERIALIZED (
     SELECT r.bucket AS bucket, l.amount - r.n AS allowed
@@ -911,7 +932,7 @@ WITH limits AS MATERIALIZED (
     LIMIT :limit
 ), crowded AS MATERIALIZED (
     -- Whether a tight bucket would get more of the head's jobs than it allows.
-    SELECT EXISTS (
+    SELECT (EXISTS (SELECT 1 FROM tight) OR EXISTS (SELECT 1 FROM small)) AND EXISTS (
         SELECT 1
         FROM (SELECT count(*) AS n, min(coalesce(t.allowed, s.idle_allows)) AS allowed
               FROM head AS c, json_each(c.flow_keys) AS j
@@ -975,7 +996,7 @@ WITH limits AS (
     SELECT substr(j.value, 1, instr(j.value, '|') - 1) AS family,
            substr(j.value, instr(j.value, '|') + 1) AS key, count(*) AS n
     FROM messages AS m, json_each(m.flow_keys) AS j
-    WHERE m.id IN (SELECT value FROM json_each(:ids))
+    WHERE m.id IN (SELECT value FROM json_each(:ids)) AND j.value LIKE 'r%'
     GROUP BY j.value
 )
 INSERT INTO flow_buckets AS b (family, key, tokens, updated_at)

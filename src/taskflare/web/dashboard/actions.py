@@ -37,6 +37,15 @@ def _ids(form: FormData, limit: int = MAX_SELECTED) -> list[str]:
     return ids
 
 
+def _field_text(form: FormData, name: str) -> str | None:
+    """One text field of a form, stripped (None when absent or empty); `ValueError`
+    naming it for a NUL or more than 200 characters."""
+    value = str(form.get(name) or "").strip()
+    if "\x00" in value or len(value) > 200:
+        raise ValueError(f"{name}: not a job or message id")
+    return value or None
+
+
 class Actions:
     """POST handlers bound to one app."""
 
@@ -89,13 +98,16 @@ class Actions:
         return f"Sent test message {message_id}"
 
     async def dead_letters(self, request: Request, session: Session, form: FormData) -> Response:
-        """Replay (selected, or all) dead letters of a queue to it, or delete them."""
+        """Replay (one, the selected, or all) dead letters of a queue to it, or delete
+        them. A row's own Replay button sends its id as `one` (the selection is then
+        ignored)."""
         name = request.path_params["name"]
         action = request.path_params["action"]
         back = f"/queues/{name}/dlq"
         try:
             queue = await self.app.stored_queue(name)
-            ids = _ids(form)
+            one = _field_text(form, "one")
+            ids = [one] if one else _ids(form)
         except UnknownQueue:
             return self.pages.error(request, session, 404, f"no queue named {name!r}")
         except ValueError as exc:

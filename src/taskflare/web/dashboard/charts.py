@@ -80,7 +80,8 @@ def line_chart(
                 continue
             x = PAD_LEFT + (inner_w * index / (points - 1) if points > 1 else inner_w / 2)
             y = PAD_TOP + inner_h * (1 - value / y_max)
-            path.append(f"{'M' if not path else 'L'}{x:.1f},{y:.1f}")
+            # "l0,0" after a move: a lone minute (no neighbour to join) shows as a dot.
+            path.append(f"M{x:.1f},{y:.1f} l0,0" if not path else f"L{x:.1f},{y:.1f}")
         if path:
             parts.append(
                 f'<path class="series s{number % 6}" d="{" ".join(path)}">'
