@@ -55,7 +55,14 @@ from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
 from ..sqlfile import missing_versions
-from ..store import CONCURRENCY_POLL, SqlStore, claimable, flow_scan, not_transactional
+from ..store import (
+    CONCURRENCY_POLL,
+    SqlStore,
+    claimable,
+    delivery_order,
+    flow_scan,
+    not_transactional,
+)
 from .commitwatch import CommitWatch
 from .fileevents import FileEvents
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
@@ -595,7 +602,7 @@ class SQLiteBackend(SqlStore):
         )
         if claimed:
             self._idle_queues.discard(params.queue)
-            claimed.sort(key=lambda m: (-m.priority, m.id))
+            delivery_order(claimed)
             return ClaimResult(claimed)
         self._idle_queues.add(params.queue)
         info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
@@ -649,7 +656,7 @@ class SQLiteBackend(SqlStore):
             for message in claimed:
                 raw: Any = message.flow_keys  # JSON text as stored
                 message.flow_keys = orjson.loads(raw) if raw else []
-            claimed.sort(key=lambda m: (-m.priority, m.id))
+            delivery_order(claimed)
             return ClaimResult(claimed)
 
         result = await self._db.transaction(run, durable=False)
