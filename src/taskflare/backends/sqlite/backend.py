@@ -43,6 +43,7 @@ from ..base import (
     JobEnqueueParams,
     JobIdParams,
     JobRetryResult,
+    LeaseRef,
     NewMessage,
     PruneParams,
     ReadyInfo,
@@ -137,6 +138,19 @@ class Transaction:
         statement = _STATEMENTS[name]
         self._executor.statements_run += 1
         return _rows(self._conn.execute(statement.text, _adapt(statement, params, self.now)))
+
+    def savepoint(self) -> None:
+        """Open a nested savepoint, to be released or rolled back before the next one."""
+        self._conn.execute("SAVEPOINT tf_step")
+
+    def release(self) -> None:
+        """Keep what was done since `savepoint`."""
+        self._conn.execute("RELEASE tf_step")
+
+    def rollback_to(self) -> None:
+        """Undo what was done since `savepoint` (and close it)."""
+        self._conn.execute("ROLLBACK TO tf_step")
+        self._conn.execute("RELEASE tf_step")
 
     def execute_many(self, name: str, params: Sequence[Mapping[str, Any]]) -> None:
         """Run one statement once per parameter set."""
@@ -597,9 +611,7 @@ class SQLiteBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": params.types,
         }
-        claimed = (await self._db.fetch("message_claim_many", args, durable=False)).into(
-            ClaimedMessage
-        )
+        claimed = await self._db.transaction(lambda tx: claim_batch(tx, args), durable=False)
         if claimed:
             self._idle_queues.discard(params.queue)
             delivery_order(claimed)
@@ -674,8 +686,7 @@ class SQLiteBackend(SqlStore):
         def run(tx: Transaction) -> SettleResult:
             states: dict[str, str] = {}
             if s.acks:
-                acks = [[a.id, a.lease_id] for a in s.acks]
-                states.update((r[0], ACKED) for r in tx.fetch("settle_ack", {"acks": acks}).rows)
+                states.update(dict.fromkeys(settle_acks(tx, s.acks), ACKED))
             if s.retries:
                 retries = [
                     [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired, r.refund]
@@ -851,6 +862,47 @@ class SQLiteBackend(SqlStore):
             return jobs + messages
 
         return await self._db.transaction(run)
+
+
+def claim_batch(tx: Transaction, args: dict[str, Any]) -> list[ClaimedMessage]:
+    """Read the batch a claim takes, and lease it if it meets the batch conditions (see
+    `ClaimParams`); an empty list when it does not."""
+    claimed = tx.fetch("message_claim_many", args).into(ClaimedMessage)
+    if not claimed:
+        return claimed
+    ids = [m.id for m in claimed]
+    if len(claimed) < args["min_count"] and args["max_wait"] > 0:
+        oldest = tx.fetch("message_claim_oldest", {"ids": ids}).scalar()
+        if oldest > tx.now - args["max_wait"]:
+            return []
+    leased = tx.fetch("message_claim_lease", {**args, "ids": ids}).rowcount
+    if leased != len(ids):  # cannot happen: the write lock is held since the read
+        raise BackendUnavailable(f"a claim leased {leased} of the {len(ids)} messages it read")
+    return claimed
+
+
+def settle_acks(tx: Transaction, acks: Sequence[LeaseRef]) -> list[str]:
+    """Delete the acked messages; return the ids whose ack applied.
+
+    The acks of each lease go as one plain primary-key delete; only a lease some of
+    whose messages it did not delete (lost leases) is undone and re-run with the
+    statement that returns which ones applied, as are acks without a lease."""
+    by_lease: dict[str | None, dict[str, None]] = {}
+    for ack in acks:
+        by_lease.setdefault(ack.lease_id, {})[ack.id] = None
+    applied: list[str] = []
+    for lease_id, group in by_lease.items():
+        ids = list(group)
+        if lease_id is not None:
+            tx.savepoint()
+            if tx.fetch("settle_ack_held", {"ids": ids, "lease_id": lease_id}).rowcount == len(ids):
+                tx.release()
+                applied += ids
+                continue
+            tx.rollback_to()
+        pairs = [[i, lease_id] for i in ids]
+        applied += [row[0] for row in tx.fetch("settle_ack", {"acks": pairs}).rows]
+    return applied
 
 
 def attempt_outcome(outcome: str, state: str) -> str:
