@@ -591,8 +591,8 @@ class SQLiteBackend(SqlStore):
             await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
-        """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty
-        (a queue with limits: `message_claim_limited`, see `_claim_limited`)."""
+        """Lease one batch in one transaction (see `claim_batch`); describe the queue if
+        empty (a queue with limits: `message_claim_limited`, see `_claim_limited`)."""
         if params.limits:
             return await self._claim_limited(params)
         info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
@@ -611,7 +611,8 @@ class SQLiteBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": params.types,
         }
-        claimed = await self._db.transaction(lambda tx: claim_batch(tx, args), durable=False)
+        rows = await self._db.transaction(lambda tx: claim_batch(tx, args), durable=False)
+        claimed = rows.into(ClaimedMessage)
         if claimed:
             self._idle_queues.discard(params.queue)
             delivery_order(claimed)
@@ -649,10 +650,11 @@ class SQLiteBackend(SqlStore):
             if info.paused or info.oldest_available_at is None:
                 return ClaimResult([], info)
 
-        def run(tx: Transaction) -> ClaimResult:
-            claimed = tx.fetch("message_claim_limited", args).into(ClaimedMessage)
-            if not claimed:
-                info = tx.fetch(
+        def run(tx: Transaction) -> Rows | ReadyInfo | None:
+            # Only SQL while the write lock is held; the rows become messages after.
+            rows = tx.fetch("message_claim_limited", args)
+            if not rows.rows:
+                return tx.fetch(
                     "flow_ready_info",
                     {
                         "queue": params.queue,
@@ -661,22 +663,23 @@ class SQLiteBackend(SqlStore):
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
-                return ClaimResult([], info)
             if rated:
-                ids = orjson.dumps([m.id for m in claimed]).decode()
+                at = rows.columns.index("id")
+                ids = orjson.dumps([r[at] for r in rows.rows]).decode()
                 tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
-            for message in claimed:
-                raw: Any = message.flow_keys  # JSON text as stored
-                message.flow_keys = orjson.loads(raw) if raw else []
-            delivery_order(claimed)
-            return ClaimResult(claimed)
+            return rows
 
-        result = await self._db.transaction(run, durable=False)
-        if result.messages:
-            self._idle_queues.discard(params.queue)
-        else:
+        outcome = await self._db.transaction(run, durable=False)
+        if not isinstance(outcome, Rows):
             self._idle_queues.add(params.queue)
-        return result
+            return ClaimResult([], outcome)
+        self._idle_queues.discard(params.queue)
+        claimed = outcome.into(ClaimedMessage)
+        for message in claimed:
+            raw: Any = message.flow_keys  # JSON text as stored
+            message.flow_keys = orjson.loads(raw) if raw else []
+        delivery_order(claimed)
+        return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and
@@ -864,21 +867,23 @@ class SQLiteBackend(SqlStore):
         return await self._db.transaction(run)
 
 
-def claim_batch(tx: Transaction, args: dict[str, Any]) -> list[ClaimedMessage]:
-    """Read the batch a claim takes, and lease it if it meets the batch conditions (see
-    `ClaimParams`); an empty list when it does not."""
-    claimed = tx.fetch("message_claim_many", args).into(ClaimedMessage)
-    if not claimed:
-        return claimed
-    ids = [m.id for m in claimed]
-    if len(claimed) < args["min_count"] and args["max_wait"] > 0:
+def claim_batch(tx: Transaction, args: dict[str, Any]) -> Rows:
+    """Read the batch a claim takes and lease it if it meets the batch conditions (see
+    `ClaimParams`); no rows when it does not. Only SQL: the rows become messages after
+    the commit, so the write lock is held no longer than the statements need."""
+    rows = tx.fetch("message_claim_many", args)
+    if not rows.rows:
+        return rows
+    at = rows.columns.index("id")
+    ids = [r[at] for r in rows.rows]
+    if len(ids) < args["min_count"] and args["max_wait"] > 0:
         oldest = tx.fetch("message_claim_oldest", {"ids": ids}).scalar()
         if oldest > tx.now - args["max_wait"]:
-            return []
+            return Rows(rows.columns, [])
     leased = tx.fetch("message_claim_lease", {**args, "ids": ids}).rowcount
     if leased != len(ids):  # cannot happen: the write lock is held since the read
         raise BackendUnavailable(f"a claim leased {leased} of the {len(ids)} messages it read")
-    return claimed
+    return rows
 
 
 def settle_acks(tx: Transaction, acks: Sequence[LeaseRef]) -> list[str]:
