@@ -379,9 +379,16 @@ class PostgresExecutor:
         for attempt in (1, 2):
             used: Conn | None = None
             try:
-                async with pool.connection() as conn:
-                    used = conn
-                    return await fn(conn)
+                # getconn/putconn, not `pool.connection()`: that also enters the
+                # connection's own context, whose commit (a no-op in autocommit) took
+                # the connection's lock and ran psycopg's wait loop on every call. The
+                # pool rolls back a connection returned inside a transaction and
+                # replaces a broken one, as before.
+                used = await pool.getconn()
+                try:
+                    return await fn(used)
+                finally:
+                    await pool.putconn(used)
             except PoolTimeout as exc:
                 raise self.unavailable(exc, doing) from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
