@@ -222,8 +222,12 @@ def explain(url: str) -> list[tuple[str, str]]:
     cases: list[tuple[str, str, dict[str, Any]]] = [
         ("queue_depths (overview, queue page)", "queue_depths", window),
         ("queue_counts (GET /queues)", "queue_counts", window),
-        ("message_list, every state (messages page)", "message_list", {}),
-        ("message_list, ready (dead letters page)", "message_list", {"state": "ready"}),
+        ("message_list, every state (messages page)", "message_list", {"queue": "emails"}),
+        (
+            "message_list, ready (dead letters page)",
+            "message_list",
+            {"queue": "emails-dlq", "state": "ready"},
+        ),
         ("job_search (no filter)", "job_search", {}),
         ("job_search_state", "job_search_state", {"state": "failed"}),
         ("job_search_type", "job_search_type", {"type": "render-report"}),
@@ -246,7 +250,7 @@ def explain(url: str) -> list[tuple[str, str]]:
     base = {
         "state": None,
         "type": None,
-        "queue": "emails",
+        "queue": None,
         "created_from": float("-inf"),
         "before_created": float("inf"),
         "before_id": "",

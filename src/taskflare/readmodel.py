@@ -465,12 +465,27 @@ class ReadModel:
 
     async def job_search_count(self, query: JobQuery, limit: int = COUNT_LIMIT) -> int:
         """How many jobs match `query` (what a bulk action on "all that match" covers),
-        counting at most `limit` + 1: a result above `limit` means "more than `limit`"."""
+        counting at most `limit` + 1: a result above `limit` means "more than `limit`".
+        With a payload text only the newest `TEXT_SCAN_LIMIT` jobs are looked into (the
+        search page's window); `job_search_count_complete` says whether that was all."""
         backend = await self._storage.backend()
         params = query.params()
         return await backend.job_search_count(
             JobSearchParams(**{**_params_fields(params), "count_limit": limit + 1})
         )
+
+    async def job_search_count_complete(self, query: JobQuery) -> bool:
+        """Whether `job_search_count(query)` looked at every job it could match: always,
+        but for a payload text only when the time range holds no more jobs than the
+        window it looks into (one capped count of the creation index)."""
+        if query.text is None:
+            return True
+        backend = await self._storage.backend()
+        bare = JobQuery(created_from=query.created_from, created_to=query.created_to)
+        window = JobSearchParams(
+            **{**_params_fields(bare.params()), "count_limit": TEXT_SCAN_LIMIT + 1}
+        )
+        return await backend.job_search_count(window) <= TEXT_SCAN_LIMIT
 
     async def job_delete(self, ids: list[str]) -> int:
         """Delete jobs with their history; return how many were deleted."""

@@ -93,6 +93,11 @@ async def test_payload_search_examines_a_bounded_window_and_says_where_it_stoppe
     )
     assert [r.id for r in third.records] == needle_ids and third.scanned_to is None
     assert await backend.job_search_count(JobSearchParams(text="<script>")) == 1
+    # A count with a text looks into the newest `scan_limit` jobs only: bounded work.
+    assert await backend.job_search_count(JobSearchParams(text="<script>", scan_limit=6)) == 0
+    assert await backend.job_search_count(JobSearchParams(text="other", scan_limit=4)) == 4
+    typed = JobSearchParams(text="<script>", type="charge", state="ready", scan_limit=7)
+    assert await backend.job_search_count(typed) == 1
 
 
 async def test_delete_jobs_removes_them_and_only_jobs(backend: Backend) -> None:

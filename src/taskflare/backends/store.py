@@ -394,12 +394,13 @@ class SqlStore:
         return JobSearchResult(rows.into(MessageRecord))
 
     async def job_search_count(self, params: JobSearchParams) -> int:
-        """How many jobs match (a key search: at most one page)."""
+        """How many jobs match, at most `count_limit` (a key search: at most one page;
+        a payload text: among the newest `scan_limit` jobs only)."""
         if params.key is not None:
             return min(len((await self.job_search(params)).records), params.count_limit)
         args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
         name = (
-            "job_search_count"
+            "job_search_count_text"
             if params.text is not None
             else self._search_name("job_search_count", params)
         )

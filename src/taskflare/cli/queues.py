@@ -53,7 +53,10 @@ def queue_table(
         age = q["oldestPendingAgeSeconds"]
         cells = [
             escape(q["name"]),
-            *(str(q["depth"].get(state, 0)) for state in ("ready", "leased", "failed")),
+            *(
+                f"{q['depth'].get(state, 0)}{'+' if state in q.get('depthCapped', ()) else ''}"
+                for state in ("ready", "leased", "failed")
+            ),
             "-" if age is None else f"{age:.1f}s",
             "[yellow]paused[/]" if q["paused"] else "no",
         ]
@@ -159,10 +162,12 @@ def queues_purge(
     Example: taskflare queues purge emails --yes
     """
     app = state_app(database_url)
-    depth = run(app, lambda: app.read.queue(name))["depth"]
+    queue = run(app, lambda: app.read.queue(name))
+    depth = queue["depth"]
     pending = depth.get("ready", 0) + depth.get("leased", 0)
+    more = "more than " if {"ready", "leased"} & set(queue.get("depthCapped", ())) else ""
     if not yes:
-        typer.confirm(f"Delete {pending} messages of queue {name!r}?", abort=True)
+        typer.confirm(f"Delete {more}{pending} messages of queue {name!r}?", abort=True)
     app = state_app(database_url)
 
     async def work() -> int:

@@ -852,6 +852,23 @@ WHERE type IS NOT NULL
   AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
 LIMIT %(count_limit)s) AS matching;
 
+-- name: job_search_count_text
+-- A count with a payload text looks inside the newest %(scan_limit)s jobs only (the
+-- window of job_search_text), so it costs what one search page does; the caller says
+-- "at least".
+SELECT count(*) FROM (
+    SELECT body, state, type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND position(%(needle)s::bytea IN body) > 0;
+
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
 -- cursor (whatever the other filters), so one call costs the same on any table size.

@@ -636,6 +636,23 @@ WHERE type IS NOT NULL
   AND (created_at, id) < (:before_created, :before_id)
 LIMIT :count_limit) AS matching;
 
+-- name: job_search_count_text
+-- A count with a payload text looks inside the newest :scan_limit jobs only (the window
+-- of job_search_text), so it costs what one search page does; the caller says "at
+-- least".
+SELECT count(*) FROM (
+    SELECT body, state, type, queue FROM messages
+    WHERE type IS NOT NULL
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+WHERE (:state IS NULL OR state = :state)
+  AND (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue)
+  AND instr(body, :needle) > 0;
+
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
 -- cursor (whatever the other filters), so one call costs the same on any table size.

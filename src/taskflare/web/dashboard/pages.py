@@ -273,14 +273,20 @@ class Views:
         from starlette.responses import JSONResponse
 
         try:
-            count = await self.app.read.job_search_count(job_query(request), COUNT_LIMIT)
+            query = job_query(request)
+            count = await self.app.read.job_search_count(query, COUNT_LIMIT)
+            complete = await self.app.read.job_search_count_complete(query)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        shown = (
-            f"more than {COUNT_LIMIT:,}".replace(",", " ") if count > COUNT_LIMIT else str(count)
-        )
+        at_least = count > COUNT_LIMIT or not complete
+        if count > COUNT_LIMIT:
+            shown = f"more than {COUNT_LIMIT:,}".replace(",", " ")
+        elif not complete:  # a payload text, counted in the newest jobs only
+            shown = f"at least {count}"
+        else:
+            shown = str(count)
         return JSONResponse(
-            {"count": count, "shown": shown, "atLeast": count > COUNT_LIMIT},
+            {"count": count, "shown": shown, "atLeast": at_least},
             headers={"cache-control": "no-store"},
         )
 
