@@ -636,10 +636,11 @@ class SQLiteBackend(SqlStore):
             if info.paused or info.oldest_available_at is None:
                 return ClaimResult([], info)
 
-        def run(tx: Transaction) -> ClaimResult:
-            claimed = tx.fetch("message_claim_limited", args).into(ClaimedMessage)
-            if not claimed:
-                info = tx.fetch(
+        def run(tx: Transaction) -> Rows | ReadyInfo | None:
+            # Only SQL while the write lock is held; the rows become messages after.
+            rows = tx.fetch("message_claim_limited", args)
+            if not rows.rows:
+                return tx.fetch(
                     "flow_ready_info",
                     {
                         "queue": params.queue,
@@ -648,22 +649,23 @@ class SQLiteBackend(SqlStore):
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
-                return ClaimResult([], info)
             if rated:
-                ids = orjson.dumps([m.id for m in claimed]).decode()
+                at = rows.columns.index("id")
+                ids = orjson.dumps([r[at] for r in rows.rows]).decode()
                 tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
-            for message in claimed:
-                raw: Any = message.flow_keys  # JSON text as stored
-                message.flow_keys = orjson.loads(raw) if raw else []
-            claimed.sort(key=lambda m: (-m.priority, m.id))
-            return ClaimResult(claimed)
+            return rows
 
-        result = await self._db.transaction(run, durable=False)
-        if result.messages:
-            self._idle_queues.discard(params.queue)
-        else:
+        outcome = await self._db.transaction(run, durable=False)
+        if not isinstance(outcome, Rows):
             self._idle_queues.add(params.queue)
-        return result
+            return ClaimResult([], outcome)
+        self._idle_queues.discard(params.queue)
+        claimed = outcome.into(ClaimedMessage)
+        for message in claimed:
+            raw: Any = message.flow_keys  # JSON text as stored
+            message.flow_keys = orjson.loads(raw) if raw else []
+        claimed.sort(key=lambda m: (-m.priority, m.id))
+        return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and
