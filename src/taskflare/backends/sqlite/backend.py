@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,6 +66,7 @@ from ..store import (
 from .commitwatch import CommitWatch
 from .fileevents import FileEvents
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
+from .statementthread import StatementThread
 from .walwatch import WalIndexWatch
 
 log = logging.getLogger("taskflare.sqlite")
@@ -152,6 +152,12 @@ class Transaction:
         self._conn.execute("ROLLBACK TO tf_step")
         self._conn.execute("RELEASE tf_step")
 
+    def execute(self, name: str, params: Mapping[str, Any]) -> int:
+        """Run one statement for its effect; its rowcount (no rows are read)."""
+        statement = _STATEMENTS[name]
+        self._executor.statements_run += 1
+        return self._conn.execute(statement.text, _adapt(statement, params, self.now)).rowcount
+
     def execute_many(self, name: str, params: Sequence[Mapping[str, Any]]) -> None:
         """Run one statement once per parameter set."""
         statement = _STATEMENTS[name]
@@ -182,7 +188,7 @@ class SQLiteExecutor:
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock_wait = lock_wait
         self._auto_migrate = auto_migrate
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskflare-sqlite")
+        self._thread = StatementThread("taskflare-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._topics: set[str] = set()  # raised by triggers in the open transaction
@@ -196,7 +202,7 @@ class SQLiteExecutor:
         """Run `fn` on the connection's thread."""
         if self._closed:
             raise BackendUnavailable("the SQLite backend is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        return await self._thread.submit(fn)
 
     async def fetch(self, name: str, params: Mapping[str, Any], *, durable: bool = True) -> Rows:
         """Run one statement: a read as it is, a write in its own transaction (`durable`:
@@ -404,9 +410,9 @@ class SQLiteExecutor:
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
+        await self._thread.submit(shut)
         self._closed = True
-        self._thread.shutdown(wait=False)
+        self._thread.stop()
 
     # -- other processes' writes ----------------------------------------------------------
 
@@ -760,7 +766,7 @@ class SQLiteBackend(SqlStore):
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:
                     return EnqueueResult(str(holder), duplicate=True)
-            tx.fetch(insert_statement([message]), insert_params(message))
+            tx.execute(insert_statement([message]), insert_params(message))
             return EnqueueResult(message.id, duplicate=False)
 
         return await self._db.transaction(run)
