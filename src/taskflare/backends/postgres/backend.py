@@ -67,7 +67,14 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import CONCURRENCY_POLL, SqlStore, flow_scan, insert_args, limit_arrays
+from ..store import (
+    CONCURRENCY_POLL,
+    SqlStore,
+    delivery_order,
+    flow_scan,
+    insert_args,
+    limit_arrays,
+)
 from ..url import redact_url
 from .arrays import adapt_arrays, array_literal
 
@@ -850,7 +857,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
@@ -893,7 +900,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
