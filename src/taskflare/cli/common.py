@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from ..app import App
-from ..backends.url import resolve_database_url
+from ..backends.url import hide_credentials, resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
 
@@ -127,7 +127,7 @@ class _PoolErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         first_line = (record.getMessage().splitlines() or [""])[0]
-        self.last = first_line.split("': ", 1)[-1] or None
+        self.last = hide_credentials(first_line.split("': ", 1)[-1]) or None
 
 
 POOL_ERRORS = _PoolErrors()
