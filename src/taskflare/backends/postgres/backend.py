@@ -160,8 +160,8 @@ def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        password = urlsplit(url).password
-        for secret in (password, unquote(password or "")):
+        given = urlsplit(url).password
+        for secret in (given, unquote(given or "")):
             if secret:
                 reason = reason.replace(secret, REDACTED)
         reason = hide_credentials(reason)
