@@ -51,10 +51,16 @@ DatabaseOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr, one line an event."""
+    """Log to stderr, one line an event; a `--log-level` not in `LOG_LEVELS` (any case)
+    is a usage error (exit 2)."""
+    if level.upper() not in LOG_LEVELS:
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}", 2)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -69,6 +75,10 @@ CLI_NAMES = {
     "idempotency_key": "--idempotency-key",
     "correlation_id": "--correlation-id",
     "content_type": "--content-type",
+    "shutdown_grace": "--shutdown-grace",
+    "concurrency": "--concurrency",
+    "queues": "--queue",
+    "max_age": "--max-age",
 }
 
 
@@ -83,6 +93,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def load_failure(exc: TaskflareError) -> str:
+    """The one line for an app or object that did not load: what the user's code raised
+    and where, and how to see the whole traceback."""
+    hint = " (run with --debug for the traceback)" if exc.__cause__ is not None else ""
+    return f"{exc}{hint}"
+
+
 def load_app(spec: str) -> App:
     """Import the app or exit with one clear line."""
     try:
@@ -90,7 +107,7 @@ def load_app(spec: str) -> App:
     except TaskflareError as exc:
         if Flags.debug:
             raise
-        raise fail(str(exc)) from None
+        raise fail(load_failure(exc)) from None
     if not isinstance(obj, App):
         raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
     return obj
