@@ -48,7 +48,7 @@ class PgBouncer:
         reason = postgres_skip_reason()
         binary = pgbouncer_binary()
         if reason is None and binary is None:
-            reason = "pgbouncer is not installed (scripts/bootstrap --test installs Debian's package)"
+            reason = "pgbouncer is not installed (scripts/bootstrap --test installs it)"
         if reason is not None:
             if REQUIRE_PGBOUNCER:
                 pytest.fail(f"PgBouncer tests are required here: {reason}")
