@@ -287,8 +287,10 @@ def test_unknown_queue_or_job_id_is_one_line_naming_it(database_url: str) -> Non
         ],
         url=database_url,
     )
-    for result in results[:6]:
-        assert "no queue named 'nope'" in one_line_error(result)
+    from taskflare.backends.url import redact_url
+
+    for result in results[:6]:  # naming the database looked in (a wrong URL is the usual cause)
+        assert f"no queue named 'nope' in {redact_url(database_url)}" in one_line_error(result)
     for result in results[6:]:
         assert "no job with id 'no-such-job'" in one_line_error(result)
 

@@ -13,8 +13,8 @@ import orjson
 import typer
 
 from ..app import App
-from ..backends.url import hide_credentials, resolve_database_url
-from ..errors import TaskflareError
+from ..backends.url import hide_credentials, redact_url, resolve_database_url
+from ..errors import TaskflareError, UnknownQueue
 from ..loader import load_object
 
 T = TypeVar("T")
@@ -163,6 +163,8 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
         if Flags.debug:
             traceback.print_exc()
         reason = f" (last connection error: {POOL_ERRORS.last})" if POOL_ERRORS.last else ""
+        if isinstance(exc, UnknownQueue) and " in " not in str(exc):  # which database
+            reason = f" in {redact_url(app.database_url)}{reason}"
         raise fail(f"{said(exc)}{reason}") from None
     except (KeyboardInterrupt, typer.Abort):
         raise
