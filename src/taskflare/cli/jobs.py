@@ -247,10 +247,20 @@ def jobs_enqueue(
     app_spec: Annotated[
         str | None, typer.Option("--app", help="Validate payloads with this app's job types.")
     ] = None,
+    rate_key: Annotated[
+        str | None, typer.Option("--rate-key", help="The key of the type's keyed rate limits.")
+    ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="The key of the type's keyed concurrency limits."),
+    ] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Enqueue one job, or one per line of a JSON Lines file (batched, with progress).
 
+    Without --app, the limits and uniqueness the app's workers stored with the queue
+    settings apply; a job whose limit needs the app's code (a key function) is refused
+    unless --rate-key/--concurrency-key give the key.
     Example: taskflare jobs enqueue send-email '{"to": "a@b.c"}' --priority 5
     """
     if (payload is None) == (from_file is None):
@@ -260,8 +270,11 @@ def jobs_enqueue(
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
         options.run_at = None if run_at is None else parse_run_at(run_at)
         options.validate = app_spec is not None
+        options.rate_key, options.concurrency_key = rate_key, concurrency_key
     except TaskflareError as exc:
         raise fail(said(exc), 2) from None
+    if not options.validate:
+        run(app, app.jobs.load_stored_flow)  # the limits the app's workers stored
     if from_file is not None:
         _enqueue_file(app, options, from_file)
         return
@@ -283,6 +296,8 @@ def jobs_enqueue(
             idempotency_key=options.idempotency_key,
             queue=options.queue,
             strict=options.validate,
+            rate_key=options.rate_key,
+            concurrency_key=options.concurrency_key,
         )
         return job.id, job.duplicate
 
@@ -330,6 +345,8 @@ class _JobOptions:
         self.queue = queue
         self.run_at: datetime | float | None = None
         self.validate = False  # with --app: the type must be one of the app's
+        self.rate_key: str | None = None
+        self.concurrency_key: str | None = None
 
     def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
         """Validate with the app's job type (unknown types refused with --app); else as
@@ -345,6 +362,8 @@ class _JobOptions:
             queue=self.queue,
             batch_id=batch_id,
             strict=self.validate,
+            rate_key=self.rate_key,
+            concurrency_key=self.concurrency_key,
         )
 
 
@@ -368,6 +387,12 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
     started = time.monotonic()
 
     async def work() -> int:
+        unique = app.jobs.unique_of(options.type)
+        if unique is not None:  # one statement a job, as enqueue_many does
+            stored = await app.jobs.store_unique(unique, messages)
+            count = sum(1 for _, new in stored if new)
+            await app.jobs.create_batch(batch_id, options.type, count)
+            return count
         await app.jobs.create_batch(batch_id, options.type, len(messages))
         with Progress() as progress:
             bar = progress.add_task(f"enqueueing {options.type}", total=len(messages))
