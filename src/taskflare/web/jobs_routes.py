@@ -15,6 +15,7 @@ from ..errors import (
     InvalidQueueConfig,
     JobNotFound,
     MessageTooLarge,
+    UniqueKeyMissing,
     UnknownJobType,
     UnknownQueue,
 )
@@ -126,6 +127,8 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(400, said(exc), "unknown_job_type") from None
         except UnknownQueue as exc:
             raise ApiError(400, said(exc), "unknown_queue") from None
+        except UniqueKeyMissing as exc:
+            raise ApiError(400, said(exc), "unique_key_missing") from None
         except MessageTooLarge as exc:
             raise ApiError(413, said(exc), "too_large") from None
         except (InvalidPayload, InvalidQueueConfig, ValueError) as exc:
