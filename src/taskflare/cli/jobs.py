@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime
@@ -19,6 +20,7 @@ from ..backends.base import NewMessage
 from ..errors import InvalidDelay, JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
+from ..limits import StoredFlow
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
 from .common import (
@@ -274,7 +276,7 @@ def jobs_enqueue(
     except TaskflareError as exc:
         raise fail(said(exc), 2) from None
     if not options.validate:
-        run(app, app.jobs.load_stored_flow)  # the limits the app's workers stored
+        app.jobs.stored_flow = _stored_flow(database_url)
     if from_file is not None:
         _enqueue_file(app, options, from_file)
         return
@@ -303,6 +305,23 @@ def jobs_enqueue(
 
     job_id, duplicate = run(app, work)
     typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
+
+
+def _stored_flow(database_url: str | None) -> StoredFlow:
+    """The limits the app's workers stored with the queue settings, read without creating
+    a database (none yet: nothing stored, and the enqueue reads them again anyway)."""
+    reader = state_app(database_url, reading=True)
+
+    async def read() -> StoredFlow:
+        try:
+            return await reader.jobs.load_stored_flow()
+        finally:
+            await reader.close()
+
+    try:
+        return asyncio.run(read())
+    except TaskflareError:
+        return StoredFlow()
 
 
 def parse_run_at(text: str) -> datetime | float:
