@@ -17,7 +17,7 @@ from rich.progress import Progress
 
 from ..app import App
 from ..backends.base import NewMessage
-from ..errors import InvalidDelay, JobNotFound, TaskflareError
+from ..errors import AppCodeRequired, InvalidDelay, JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..limits import StoredFlow
@@ -215,11 +215,12 @@ def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     typer.echo(f"job {job_id} {'cancelled' if done else 'cancellation requested'}")
 
 
-def _parse_payload(text: str, where: str) -> Any:
+def _parse_payload(text: str, where: str, code: int = 1) -> Any:
+    """The JSON `text`, or exit `code` (2: a usage error; 1: a bad line of a file)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise fail(f"{where}: not valid JSON ({exc})") from None
+        raise fail(f"{where}: not valid JSON ({exc})", code) from None
 
 
 @jobs_cli.command("enqueue")
@@ -281,11 +282,12 @@ def jobs_enqueue(
         _enqueue_file(app, options, from_file)
         return
     assert payload is not None
-    value = _parse_payload(payload, "PAYLOAD")
+    value = _parse_payload(payload, "PAYLOAD", 2)
     try:
         options.message(app, value)  # validate before connecting
-    except TaskflareError as exc:
-        raise fail(said(exc)) from None
+    except TaskflareError as exc:  # an unknown type fails (1); a bad value is usage (2)
+        failure = isinstance(exc, (LookupError, AppCodeRequired))  # not the options' fault
+        raise fail(said(exc), 1 if failure else 2) from None
 
     async def work() -> tuple[str, bool]:
         job = await app.enqueue(

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -67,9 +67,16 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import CONCURRENCY_POLL, SqlStore, flow_scan, insert_args, limit_arrays
-from ..url import redact_url
-from .arrays import adapt_arrays
+from ..store import (
+    CONCURRENCY_POLL,
+    SqlStore,
+    delivery_order,
+    flow_scan,
+    insert_args,
+    limit_arrays,
+)
+from ..url import REDACTED, hide_credentials, redact_url
+from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -130,6 +137,9 @@ def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
     return int(raw)
 
 
+# The options taskflare reads off a PostgreSQL URL (the rest go to libpq).
+TASKFLARE_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pgbouncer", "listen_url")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -142,11 +152,24 @@ def _flag(options: dict[str, str], name: str, url: str) -> bool:
 
 
 def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
-    """libpq conninfo of a URL (with taskflare's connect timeout) and its password."""
+    """libpq conninfo of a URL (with taskflare's connect timeout) and its password.
+
+    A URL libpq refuses is `InvalidDatabaseUrl` with libpq's reason (`invalid URI query
+    parameter: "shema"`) and, for an unknown option, the ones taskflare adds."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise InvalidDatabaseUrl(f"invalid PostgreSQL URL {shown!r}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        given = urlsplit(url).password
+        for secret in (given, unquote(given or "")):
+            if secret:
+                reason = reason.replace(secret, REDACTED)
+        reason = hide_credentials(reason)
+        if "query parameter" in reason:
+            reason += f" (taskflare's own options: {', '.join(TASKFLARE_OPTIONS)})"
+        raise InvalidDatabaseUrl(
+            f"invalid PostgreSQL URL {shown!r}" + (f": {reason}" if reason else "")
+        ) from exc
     params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
     password = params.get("password")
     return make_conninfo("", **params), str(password) if password else None
@@ -342,7 +365,7 @@ class PostgresExecutor:
     def _hide(self, text: str) -> str:
         for secret in self._settings.secrets:
             text = text.replace(secret, "***")
-        return text
+        return hide_credentials(text)
 
     async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
         """Run statement `name` in its own transaction and return its rows."""
@@ -379,9 +402,16 @@ class PostgresExecutor:
         for attempt in (1, 2):
             used: Conn | None = None
             try:
-                async with pool.connection() as conn:
-                    used = conn
-                    return await fn(conn)
+                # getconn/putconn, not `pool.connection()`: that also enters the
+                # connection's own context, whose commit (a no-op in autocommit) took
+                # the connection's lock and ran psycopg's wait loop on every call. The
+                # pool rolls back a connection returned inside a transaction and
+                # replaces a broken one, as before.
+                used = await pool.getconn()
+                try:
+                    return await fn(used)
+                finally:
+                    await pool.putconn(used)
             except PoolTimeout as exc:
                 raise self.unavailable(exc, doing) from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -732,7 +762,15 @@ class PostgresBackend(SqlStore):
         self.url_for_logs = self._db.url_for_logs
         self.schema = settings.schema
         self.channel = self._db.channel
-        self._native = {n: native(self._db.sql[n]) for n in ("flow_lock", "message_claim_limited")}
+        self._native = {
+            n: native(self._db.sql[n])
+            for n in (
+                "flow_lock",
+                "message_claim_limited",
+                "job_enqueue_plain",
+                "job_enqueue_plain_traced",
+            )
+        }
 
     @property
     def statements_run(self) -> int:
@@ -835,7 +873,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
@@ -878,7 +916,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
@@ -894,6 +932,8 @@ class PostgresBackend(SqlStore):
         """Insert one job (and NOTIFY) in one statement; an unexpired job holding the same
         (type, key) wins. With `connection`, inside the caller's transaction."""
         message = params.message
+        if message.idempotency_key is None and params.connection is None:
+            return await self._enqueue_plain(message)
         args = {
             **job_params(message),
             "ttl": float(params.idempotency_ttl),
@@ -912,6 +952,28 @@ class PostgresBackend(SqlStore):
             return await self._enqueue_job(message, args, lambda n, a: self._db.on(cur, n, a))
 
         return await self._db.on_callers_connection(params.connection, on_cursor)
+
+    async def _enqueue_plain(self, message: NewMessage) -> EnqueueResult:
+        """A job without an idempotency key, on a pooled connection: `job_enqueue_plain`
+        with positional parameters straight from the message. The named form built
+        three dicts, an unused array literal and a result set per enqueue, and psycopg
+        matched the names to the placeholders on every call."""
+        sql, names = self._native[traced("job_enqueue_plain", message.trace_context is not None)]
+        flow_keys = message.flow_keys
+        values = {
+            **job_params(message),
+            "flow_keys": None if flow_keys is None else array_literal(flow_keys),
+            "channel": self.channel,
+        }
+        args = [values[name] for name in names]
+
+        async def run(conn: Conn) -> None:
+            # A repeat of the same id stores nothing: not stored, as with the named form.
+            self._db.statements_run += 1
+            await psycopg.AsyncRawCursor(conn).execute(sql, args)
+
+        await self._db.run(run, f"enqueue a {message.type!r} job")
+        return EnqueueResult(message.id, duplicate=False)
 
     async def _enqueue_job(
         self,
