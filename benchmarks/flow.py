@@ -266,10 +266,13 @@ def write_report(
         "Goals: a limit never reached costs at most 10 % (ratio ≥ 0.90); with 1 000 keys"
         " and a per-key limit the drain keeps at least half the unlimited rate"
         " (ratio ≥ 0.50). The CPU ratio is the unlimited drain's CPU per job over the"
-        " limited one's (so, like the rate ratio, 1.00 means no cost).",
+        " limited one's (so, like the rate ratio, 1.00 means no cost). Ratios: of the"
+        " medians; paired: the median of each round's own ratio (the two drains of a pair"
+        " run back to back, so a change in the machine's load mostly hits both).",
         "",
-        "| backend | scenario | jobs/s | ratio | CPU µs/job (worker + database) | CPU ratio |",
-        "|---|---|---|---|---|---|",
+        "| backend | scenario | jobs/s | ratio | paired ratio |"
+        " CPU µs/job (worker + database) | CPU ratio | paired CPU ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for backend in sorted({b for b, _ in results}):
         for base, limited in PAIRS:
@@ -278,16 +281,24 @@ def write_report(
             b_runs, l_runs = results[(backend, base)], results[(backend, limited)]
             b_rate, l_rate = median(r.rate for r in b_runs), median(r.rate for r in l_runs)
             b_cpu, l_cpu = median(r.cpu_us for r in b_runs), median(r.cpu_us for r in l_runs)
+            # Each round ran the pair back to back: the median of the rounds' own ratios
+            # cancels what the machine's load did to both.
+            pairs = list(zip(b_runs, l_runs, strict=True))
+            paired = median(lr.rate / br.rate for br, lr in pairs)
+            paired_cpu = median(br.cpu_us / lr.cpu_us for br, lr in pairs)
             for name, runs, rate, cpu in (
                 (base, b_runs, b_rate, b_cpu),
                 (limited, l_runs, l_rate, l_cpu),
             ):
                 w, d = median(r.worker_us for r in runs), median(r.db_us for r in runs)
-                ratio = f"**{l_rate / b_rate:.2f}**" if name == limited else ""
-                cpu_ratio = f"**{b_cpu / l_cpu:.2f}**" if name == limited else ""
+                last = name == limited
+                ratio = f"{l_rate / b_rate:.2f}" if last else ""
+                cpu_ratio = f"{b_cpu / l_cpu:.2f}" if last else ""
+                pair = f"**{paired:.2f}**" if last else ""
+                pair_cpu = f"**{paired_cpu:.2f}**" if last else ""
                 lines.append(
-                    f"| {backend} | {name} | {rate:,.0f} | {ratio} |"
-                    f" {cpu:,.0f} ({w:,.0f} + {d:,.0f}) | {cpu_ratio} |"
+                    f"| {backend} | {name} | {rate:,.0f} | {ratio} | {pair} |"
+                    f" {cpu:,.0f} ({w:,.0f} + {d:,.0f}) | {cpu_ratio} | {pair_cpu} |"
                 )
     lines += [
         "",

@@ -29,7 +29,6 @@ from .backends.base import (
     JobFilter,
     JobIdParams,
     MessageGetParams,
-    MessageRecord,
     NewMessage,
     RetryResult,
     State,
@@ -340,30 +339,34 @@ class JobClient:
         return self._as_stored(message)
 
     def _as_stored(self, message: NewMessage) -> Job:
-        """The job just stored, as it stands now (times from this machine's clock)."""
+        """The job just stored, as it stands now (times from this machine's clock): what
+        `Job.from_record` makes of the row, built without the record in between."""
+        assert message.type is not None
         now = time.time()
-        record = MessageRecord(
+        created_at = datetime.fromtimestamp(now, UTC)
+        delay = message.delay_seconds
+        return Job(
             id=message.id,
-            queue=message.queue,
-            state=State.READY,
-            body=message.body,
-            content_type=message.content_type,
-            attempts=0,
-            priority=message.priority,
-            created_at=now,
-            available_at=now + message.delay_seconds,
-            lease_expires_at=None,
-            last_error=None,
-            origin_queue=None,
-            origin_id=None,
-            finished_at=None,
             type=message.type,
-            max_attempts=message.max_attempts,
+            queue=message.queue,
+            status=JobStatus.PENDING,
+            payload=orjson.loads(message.body),
+            priority=message.priority,
+            attempts=0,
+            max_attempts=message.max_attempts or 1,
+            result=None,
+            progress=None,
+            progress_note=None,
+            error=None,
+            created_at=created_at,
+            started_at=None,
+            completed_at=None,
+            run_at=datetime.fromtimestamp(now + delay, UTC) if delay else created_at,
             idempotency_key=message.idempotency_key,
             correlation_id=message.correlation_id,
             batch_id=message.batch_id,
+            handle=self,
         )
-        return Job.from_record(record, handle=self)
 
     async def enqueue_many(
         self,

@@ -120,3 +120,19 @@ async def test_max_concurrency_holds_across_two_workers(app: App) -> None:
     async with running_worker(app, config), running_worker(app, config):
         await wait_until(lambda: done[0] == 12, timeout=60, what="12 renders")
     assert most[0] == 2
+
+
+async def test_a_job_waiting_on_a_full_key_says_so_and_the_limit_counts_it(app: App) -> None:
+    app.job("sync", queue="sync", concurrency=Concurrency(1, key=lambda p: p["account"]))(
+        lambda p: None
+    )
+    await app.declare_queues()
+    first = await app.enqueue("sync", {"account": "a", "n": 1})
+    waiting = await app.enqueue("sync", {"account": "a", "n": 2})
+    assert [m.id for m in await claim(app, "sync")] == [first.id]
+    hold = await app.read.job_hold(await job_of(app, waiting.id))
+    (held,) = hold["heldBy"]
+    assert held["kind"] == "concurrency" and held["key"] == "a" and held["max"] == 1
+    assert held["until"] is None  # until one of the key's running jobs ends
+    (limit,) = await app.read.limits()
+    assert (limit["keys"], limit["running"], limit["waiting"]) == (1, 1, 1)

@@ -8,6 +8,7 @@ not a field of the record is an error, found the first time the statement runs.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import typing
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ def _builder(key: Hashable, columns: tuple[str, ...]) -> Callable[[Sequence[Any]
     if not booleans:
         if columns == tuple(fields)[: len(columns)]:
             return lambda row: record(*row)  # columns in field order: positional is fastest
+        positional = _positional(record, fields, columns)
+        if positional is not None:
+            return positional
         return lambda row: record(**dict(zip(columns, row, strict=True)))
 
     def build(row: Sequence[Any]) -> Any:
@@ -76,3 +80,24 @@ def _builder(key: Hashable, columns: tuple[str, ...]) -> Callable[[Sequence[Any]
         return record(**values)
 
     return build
+
+
+def _positional(
+    record: type[Any], fields: dict[str, dataclasses.Field[Any]], columns: tuple[str, ...]
+) -> Callable[[Sequence[Any]], Any] | None:
+    """A builder passing the columns positionally in field order, the fields between them
+    that no column names getting their defaults (None when one of those has none)."""
+    names = tuple(fields)
+    used = names[: 1 + max((names.index(c) for c in columns), default=0)]
+    gaps = [n for n in used if n not in columns]
+    if (
+        len(used) < 2
+        or any(fields[n].default is dataclasses.MISSING for n in gaps)
+        or not all(fields[n].init and not fields[n].kw_only for n in used)
+    ):
+        return None
+    pad = tuple(fields[n].default for n in gaps)
+    where = {c: i for i, c in enumerate(columns)}
+    where.update({n: len(columns) + i for i, n in enumerate(gaps)})
+    pick = operator.itemgetter(*(where[n] for n in used))
+    return lambda row: record(*pick((*row, *pad)))

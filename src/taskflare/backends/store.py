@@ -14,6 +14,7 @@ commit (PostgreSQL: NOTIFY; SQLite: temporary triggers), so no method can forget
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from .base import (
     STATES,
     AttemptRecord,
     CancelRequestedParams,
+    ClaimedMessage,
     CronNameParams,
     CronTick,
     DocInsertParams,
@@ -128,6 +130,18 @@ def limit_arrays(limits: Sequence[FlowLimit]) -> dict[str, list[Any]]:
         "periods": [float(lim.period) for lim in limits],
         "bursts": [float(lim.burst) for lim in limits],
     }
+
+
+_ID = operator.attrgetter("id")
+_PRIORITY = operator.attrgetter("priority")
+
+
+def delivery_order(claimed: list[ClaimedMessage]) -> None:
+    """Sort a claimed batch in place as it is delivered: highest priority first, then by
+    id (no key function called per message: most batches have a single priority)."""
+    claimed.sort(key=_ID)
+    if len(set(map(_PRIORITY, claimed))) > 1:
+        claimed.sort(key=_PRIORITY, reverse=True)  # stable: ids stay ordered within
 
 
 def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:

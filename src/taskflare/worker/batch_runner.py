@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import operator
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+
+from orjson import loads
 
 from ..backends.base import (
     ACKED,
@@ -29,7 +32,7 @@ from ..backends.base import (
     SettleResult,
     State,
 )
-from ..encoding import decode_body
+from ..encoding import JSON, decode_body
 from ..messages import Message, MessageBatch, resolve_outcome
 from ..policy import (
     Decision,
@@ -74,21 +77,18 @@ def decode_batch(
     """Build the `MessageBatch`; messages whose body cannot be decoded are set aside."""
     messages: list[Message[Any]] = []
     undecodable: list[tuple[ClaimedMessage, str]] = []
+    append = messages.append
     for item in claimed:
+        content_type = item.content_type
         try:
-            body = decode_body(item.body, item.content_type)
+            # JSON, the common case, without the general decoder's call.
+            raw = item.body
+            body = loads(raw) if content_type == JSON else decode_body(raw, content_type)
         except Exception as exc:
-            undecodable.append((item, f"body cannot be decoded as {item.content_type}: {exc!r}"))
+            undecodable.append((item, f"body cannot be decoded as {content_type}: {exc!r}"))
             continue
-        messages.append(
-            Message(
-                item.id,
-                item.created_at,  # read as a datetime only if the consumer asks
-                body,
-                item.attempts,
-                item.content_type,
-            )
-        )
+        # created_at is read as a datetime only if the consumer asks.
+        append(Message(item.id, item.created_at, body, item.attempts, content_type))
     return MessageBatch(queue, messages), undecodable
 
 
@@ -170,7 +170,6 @@ def settle_batch(
 ) -> Settlement:
     """Every message's decision, as one settlement."""
     config = spec.config
-    by_id = {c.id: c for c in claimed}
 
     def delivery(item: ClaimedMessage) -> Delivery:
         return Delivery(
@@ -181,11 +180,14 @@ def settle_batch(
     unreadable = [
         decide_one(delivery(item), Failed(why, permanent=True)) for item, why in undecodable
     ]
-    all_acked = all(m.decision is None or m.decision.ack for m in messages)
-    if error is None and not shutdown and all_acked:
+    if error is None and not shutdown and _all_acked(messages):
         # The common case, every message acked: one policy call for the whole batch.
-        ok = acked(LeaseRef(m.id, by_id[m.id].lease_id) for m in messages)
-        return merge([ok, as_settlement(unreadable)]) if unreadable else ok
+        if not undecodable:  # then the messages are the claimed ones, in order
+            return acked([LeaseRef(c.id, c.lease_id) for c in claimed])
+        leases = {c.id: c.lease_id for c in claimed}
+        ok = acked([LeaseRef(m.id, leases[m.id]) for m in messages])
+        return merge([ok, as_settlement(unreadable)])
+    by_id = {c.id: c for c in claimed}
     decisions = [
         decide_one(
             delivery(by_id[m.id]),
@@ -194,6 +196,17 @@ def settle_batch(
         for m in messages
     ]
     return as_settlement(decisions + unreadable)
+
+
+_DECISION = operator.attrgetter("decision")
+
+
+def _all_acked(messages: Sequence[Message[Any]]) -> bool:
+    """Whether no message was explicitly retried (most often none was decided at all)."""
+    decisions = list(map(_DECISION, messages))
+    if decisions.count(None) == len(decisions):
+        return True
+    return all(d is None or d.ack for d in decisions)
 
 
 def as_settlement(

@@ -50,16 +50,15 @@ class WorkerStats:
         duration [s]."""
         self.batches[queue] += 1
         self.delivered[queue] += len(ids)
-        for message_id in ids:
-            state = result.states.get(message_id)
+        for state, count in Counter(map(result.states.get, ids)).items():
             if state in (ACKED, State.COMPLETED):
-                self.acked[queue] += 1
+                self.acked[queue] += count
             elif state == State.READY:
-                self.retried[queue] += 1
+                self.retried[queue] += count
             elif state == State.FAILED:
-                self.failed[queue] += 1
+                self.failed[queue] += count
             elif state == State.CANCELLED:
-                self.cancelled[queue] += 1
+                self.cancelled[queue] += count
         buckets = self.durations.setdefault(queue, [0] * (len(DURATION_BUCKETS) + 1))
         buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
         self.duration_sum[queue] = self.duration_sum.get(queue, 0.0) + duration

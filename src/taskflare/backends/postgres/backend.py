@@ -67,9 +67,16 @@ from ..base import (
 )
 from ..changes import ChangeSignal
 from ..rows import Rows
-from ..store import CONCURRENCY_POLL, SqlStore, flow_scan, insert_args, limit_arrays
+from ..store import (
+    CONCURRENCY_POLL,
+    SqlStore,
+    delivery_order,
+    flow_scan,
+    insert_args,
+    limit_arrays,
+)
 from ..url import redact_url
-from .arrays import adapt_arrays
+from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
 
@@ -379,9 +386,16 @@ class PostgresExecutor:
         for attempt in (1, 2):
             used: Conn | None = None
             try:
-                async with pool.connection() as conn:
-                    used = conn
-                    return await fn(conn)
+                # getconn/putconn, not `pool.connection()`: that also enters the
+                # connection's own context, whose commit (a no-op in autocommit) took
+                # the connection's lock and ran psycopg's wait loop on every call. The
+                # pool rolls back a connection returned inside a transaction and
+                # replaces a broken one, as before.
+                used = await pool.getconn()
+                try:
+                    return await fn(used)
+                finally:
+                    await pool.putconn(used)
             except PoolTimeout as exc:
                 raise self.unavailable(exc, doing) from exc
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -732,7 +746,15 @@ class PostgresBackend(SqlStore):
         self.url_for_logs = self._db.url_for_logs
         self.schema = settings.schema
         self.channel = self._db.channel
-        self._native = {n: native(self._db.sql[n]) for n in ("flow_lock", "message_claim_limited")}
+        self._native = {
+            n: native(self._db.sql[n])
+            for n in (
+                "flow_lock",
+                "message_claim_limited",
+                "job_enqueue_plain",
+                "job_enqueue_plain_traced",
+            )
+        }
 
     @property
     def statements_run(self) -> int:
@@ -835,7 +857,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
@@ -878,7 +900,7 @@ class PostgresBackend(SqlStore):
             ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
             return ClaimResult([], ready)
         claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
-        claimed.sort(key=lambda m: (-m.priority, m.id))
+        delivery_order(claimed)
         return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
@@ -894,6 +916,8 @@ class PostgresBackend(SqlStore):
         """Insert one job (and NOTIFY) in one statement; an unexpired job holding the same
         (type, key) wins. With `connection`, inside the caller's transaction."""
         message = params.message
+        if message.idempotency_key is None and params.connection is None:
+            return await self._enqueue_plain(message)
         args = {
             **job_params(message),
             "ttl": float(params.idempotency_ttl),
@@ -912,6 +936,28 @@ class PostgresBackend(SqlStore):
             return await self._enqueue_job(message, args, lambda n, a: self._db.on(cur, n, a))
 
         return await self._db.on_callers_connection(params.connection, on_cursor)
+
+    async def _enqueue_plain(self, message: NewMessage) -> EnqueueResult:
+        """A job without an idempotency key, on a pooled connection: `job_enqueue_plain`
+        with positional parameters straight from the message. The named form built
+        three dicts, an unused array literal and a result set per enqueue, and psycopg
+        matched the names to the placeholders on every call."""
+        sql, names = self._native[traced("job_enqueue_plain", message.trace_context is not None)]
+        flow_keys = message.flow_keys
+        values = {
+            **job_params(message),
+            "flow_keys": None if flow_keys is None else array_literal(flow_keys),
+            "channel": self.channel,
+        }
+        args = [values[name] for name in names]
+
+        async def run(conn: Conn) -> None:
+            # A repeat of the same id stores nothing: not stored, as with the named form.
+            self._db.statements_run += 1
+            await psycopg.AsyncRawCursor(conn).execute(sql, args)
+
+        await self._db.run(run, f"enqueue a {message.type!r} job")
+        return EnqueueResult(message.id, duplicate=False)
 
     async def _enqueue_job(
         self,

@@ -21,7 +21,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +42,7 @@ from ..base import (
     JobEnqueueParams,
     JobIdParams,
     JobRetryResult,
+    LeaseRef,
     NewMessage,
     PruneParams,
     ReadyInfo,
@@ -55,10 +55,18 @@ from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
 from ..sqlfile import missing_versions
-from ..store import CONCURRENCY_POLL, SqlStore, claimable, flow_scan, not_transactional
+from ..store import (
+    CONCURRENCY_POLL,
+    SqlStore,
+    claimable,
+    delivery_order,
+    flow_scan,
+    not_transactional,
+)
 from .commitwatch import CommitWatch
 from .fileevents import FileEvents
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
+from .statementthread import StatementThread
 from .walwatch import WalIndexWatch
 
 log = logging.getLogger("taskflare.sqlite")
@@ -131,6 +139,25 @@ class Transaction:
         self._executor.statements_run += 1
         return _rows(self._conn.execute(statement.text, _adapt(statement, params, self.now)))
 
+    def savepoint(self) -> None:
+        """Open a nested savepoint, to be released or rolled back before the next one."""
+        self._conn.execute("SAVEPOINT tf_step")
+
+    def release(self) -> None:
+        """Keep what was done since `savepoint`."""
+        self._conn.execute("RELEASE tf_step")
+
+    def rollback_to(self) -> None:
+        """Undo what was done since `savepoint` (and close it)."""
+        self._conn.execute("ROLLBACK TO tf_step")
+        self._conn.execute("RELEASE tf_step")
+
+    def execute(self, name: str, params: Mapping[str, Any]) -> int:
+        """Run one statement for its effect; its rowcount (no rows are read)."""
+        statement = _STATEMENTS[name]
+        self._executor.statements_run += 1
+        return self._conn.execute(statement.text, _adapt(statement, params, self.now)).rowcount
+
     def execute_many(self, name: str, params: Sequence[Mapping[str, Any]]) -> None:
         """Run one statement once per parameter set."""
         statement = _STATEMENTS[name]
@@ -161,7 +188,7 @@ class SQLiteExecutor:
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._lock_wait = lock_wait
         self._auto_migrate = auto_migrate
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskflare-sqlite")
+        self._thread = StatementThread("taskflare-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._topics: set[str] = set()  # raised by triggers in the open transaction
@@ -175,7 +202,7 @@ class SQLiteExecutor:
         """Run `fn` on the connection's thread."""
         if self._closed:
             raise BackendUnavailable("the SQLite backend is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        return await self._thread.submit(fn)
 
     async def fetch(self, name: str, params: Mapping[str, Any], *, durable: bool = True) -> Rows:
         """Run one statement: a read as it is, a write in its own transaction (`durable`:
@@ -383,9 +410,9 @@ class SQLiteExecutor:
                 self._conn.close()
                 self._conn = None
 
-        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
+        await self._thread.submit(shut)
         self._closed = True
-        self._thread.shutdown(wait=False)
+        self._thread.stop()
 
     # -- other processes' writes ----------------------------------------------------------
 
@@ -570,8 +597,8 @@ class SQLiteBackend(SqlStore):
             await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
-        """Lease one batch in a single UPDATE ... RETURNING; describe the queue if empty
-        (a queue with limits: `message_claim_limited`, see `_claim_limited`)."""
+        """Lease one batch in one transaction (see `claim_batch`); describe the queue if
+        empty (a queue with limits: `message_claim_limited`, see `_claim_limited`)."""
         if params.limits:
             return await self._claim_limited(params)
         info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
@@ -590,12 +617,11 @@ class SQLiteBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": params.types,
         }
-        claimed = (await self._db.fetch("message_claim_many", args, durable=False)).into(
-            ClaimedMessage
-        )
+        rows = await self._db.transaction(lambda tx: claim_batch(tx, args), durable=False)
+        claimed = rows.into(ClaimedMessage)
         if claimed:
             self._idle_queues.discard(params.queue)
-            claimed.sort(key=lambda m: (-m.priority, m.id))
+            delivery_order(claimed)
             return ClaimResult(claimed)
         self._idle_queues.add(params.queue)
         info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
@@ -630,10 +656,11 @@ class SQLiteBackend(SqlStore):
             if info.paused or info.oldest_available_at is None:
                 return ClaimResult([], info)
 
-        def run(tx: Transaction) -> ClaimResult:
-            claimed = tx.fetch("message_claim_limited", args).into(ClaimedMessage)
-            if not claimed:
-                info = tx.fetch(
+        def run(tx: Transaction) -> Rows | ReadyInfo | None:
+            # Only SQL while the write lock is held; the rows become messages after.
+            rows = tx.fetch("message_claim_limited", args)
+            if not rows.rows:
+                return tx.fetch(
                     "flow_ready_info",
                     {
                         "queue": params.queue,
@@ -642,22 +669,23 @@ class SQLiteBackend(SqlStore):
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
-                return ClaimResult([], info)
             if rated:
-                ids = orjson.dumps([m.id for m in claimed]).decode()
+                at = rows.columns.index("id")
+                ids = orjson.dumps([r[at] for r in rows.rows]).decode()
                 tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
-            for message in claimed:
-                raw: Any = message.flow_keys  # JSON text as stored
-                message.flow_keys = orjson.loads(raw) if raw else []
-            claimed.sort(key=lambda m: (-m.priority, m.id))
-            return ClaimResult(claimed)
+            return rows
 
-        result = await self._db.transaction(run, durable=False)
-        if result.messages:
-            self._idle_queues.discard(params.queue)
-        else:
+        outcome = await self._db.transaction(run, durable=False)
+        if not isinstance(outcome, Rows):
             self._idle_queues.add(params.queue)
-        return result
+            return ClaimResult([], outcome)
+        self._idle_queues.discard(params.queue)
+        claimed = outcome.into(ClaimedMessage)
+        for message in claimed:
+            raw: Any = message.flow_keys  # JSON text as stored
+            message.flow_keys = orjson.loads(raw) if raw else []
+        delivery_order(claimed)
+        return ClaimResult(claimed)
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply acks, retries, failures (dead-lettering), completions, cancellations and
@@ -667,8 +695,7 @@ class SQLiteBackend(SqlStore):
         def run(tx: Transaction) -> SettleResult:
             states: dict[str, str] = {}
             if s.acks:
-                acks = [[a.id, a.lease_id] for a in s.acks]
-                states.update((r[0], ACKED) for r in tx.fetch("settle_ack", {"acks": acks}).rows)
+                states.update(dict.fromkeys(settle_acks(tx, s.acks), ACKED))
             if s.retries:
                 retries = [
                     [r.id, r.lease_id, r.delay_seconds, r.error, r.require_expired, r.refund]
@@ -739,7 +766,7 @@ class SQLiteBackend(SqlStore):
                 holder = tx.fetch("idempotency_holder", key).scalar()
                 if holder != message.id:
                     return EnqueueResult(str(holder), duplicate=True)
-            tx.fetch(insert_statement([message]), insert_params(message))
+            tx.execute(insert_statement([message]), insert_params(message))
             return EnqueueResult(message.id, duplicate=False)
 
         return await self._db.transaction(run)
@@ -844,6 +871,49 @@ class SQLiteBackend(SqlStore):
             return jobs + messages
 
         return await self._db.transaction(run)
+
+
+def claim_batch(tx: Transaction, args: dict[str, Any]) -> Rows:
+    """Read the batch a claim takes and lease it if it meets the batch conditions (see
+    `ClaimParams`); no rows when it does not. Only SQL: the rows become messages after
+    the commit, so the write lock is held no longer than the statements need."""
+    rows = tx.fetch("message_claim_many", args)
+    if not rows.rows:
+        return rows
+    at = rows.columns.index("id")
+    ids = [r[at] for r in rows.rows]
+    if len(ids) < args["min_count"] and args["max_wait"] > 0:
+        oldest = tx.fetch("message_claim_oldest", {"ids": ids}).scalar()
+        if oldest > tx.now - args["max_wait"]:
+            return Rows(rows.columns, [])
+    leased = tx.fetch("message_claim_lease", {**args, "ids": ids}).rowcount
+    if leased != len(ids):  # cannot happen: the write lock is held since the read
+        raise BackendUnavailable(f"a claim leased {leased} of the {len(ids)} messages it read")
+    return rows
+
+
+def settle_acks(tx: Transaction, acks: Sequence[LeaseRef]) -> list[str]:
+    """Delete the acked messages; return the ids whose ack applied.
+
+    The acks of each lease go as one plain primary-key delete; only a lease some of
+    whose messages it did not delete (lost leases) is undone and re-run with the
+    statement that returns which ones applied, as are acks without a lease."""
+    by_lease: dict[str | None, dict[str, None]] = {}
+    for ack in acks:
+        by_lease.setdefault(ack.lease_id, {})[ack.id] = None
+    applied: list[str] = []
+    for lease_id, group in by_lease.items():
+        ids = list(group)
+        if lease_id is not None:
+            tx.savepoint()
+            if tx.fetch("settle_ack_held", {"ids": ids, "lease_id": lease_id}).rowcount == len(ids):
+                tx.release()
+                applied += ids
+                continue
+            tx.rollback_to()
+        pairs = [[i, lease_id] for i in ids]
+        applied += [row[0] for row in tx.fetch("settle_ack", {"acks": pairs}).rows]
+    return applied
 
 
 def attempt_outcome(outcome: str, state: str) -> str:
