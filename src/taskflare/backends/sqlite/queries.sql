@@ -659,44 +659,39 @@ LIMIT 1 OFFSET :scan_limit - 1;
 -- every other filter; so a combination that matches almost nothing costs one window, not
 -- a walk of the whole index. The store picks the statement by the filters given. The
 -- window is a subquery with its own LIMIT read lazily (a co-routine): a common filter
--- stops after a page of matches. No ORDER BY outside: the co-routine yields the window
--- newest first already, and SQLite would sort the whole window (a temp B-tree of up to
--- scan_limit full rows) to order it again. job_search_scan_end* give the window's last entry when the page was
+-- stops after a page of matches. The window reads only its index (the rowid, and the
+-- type in the status index), so a filter decided there reads a table row only for the
+-- jobs shown; CROSS JOIN keeps the window as the outer loop. No ORDER BY outside: the
+-- co-routine yields the window newest first already, and SQLite would sort the whole
+-- window (a temp B-tree) to order it again. job_search_scan_end* give the window's last entry when the page was
 -- not filled (the next call continues from there).
 
 -- name: job_search_scan
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM messages
+    SELECT rowid AS rid FROM messages
     WHERE type IS NOT NULL
       AND created_at >= :created_from
       AND (created_at, id) < (:before_created, :before_id)
     ORDER BY created_at DESC, id DESC
     LIMIT :scan_limit
 ) AS examined
-WHERE (:state IS NULL OR state = :state)
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR m.type = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
 LIMIT :limit;
 
 -- name: job_search_scan_state
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM messages
+    SELECT rowid AS rid, type AS t FROM messages
     WHERE type IS NOT NULL
       AND state = :state
       AND created_at >= :created_from
@@ -704,22 +699,19 @@ FROM (
     ORDER BY created_at DESC, id DESC
     LIMIT :scan_limit
 ) AS examined
-WHERE (:state IS NULL OR state = :state)
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR examined.t = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
 LIMIT :limit;
 
 -- name: job_search_scan_type
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM messages
+    SELECT rowid AS rid FROM messages
     WHERE type IS NOT NULL
       AND type = :type
       AND created_at >= :created_from
@@ -727,9 +719,10 @@ FROM (
     ORDER BY created_at DESC, id DESC
     LIMIT :scan_limit
 ) AS examined
-WHERE (:state IS NULL OR state = :state)
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR m.type = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
 LIMIT :limit;
 
 -- name: job_search_scan_end
