@@ -142,7 +142,7 @@ class Table:
 
 def start_workers(url: str, n: int, queue: str, concurrency: int) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "SCALE_DATABASE_URL": url, "PYTHONPATH": str(BENCH_DIR)}
-    return [
+    procs = [
         subprocess.Popen(
             [
                 TASKFLARE,
@@ -163,18 +163,33 @@ def start_workers(url: str, n: int, queue: str, concurrency: int) -> list[subpro
         )
         for _ in range(n)
     ]
+    RUNNING.extend(procs)
+    return procs
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
+        if proc in RUNNING:
+            RUNNING.remove(proc)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
+# The worker processes started and not stopped yet: a wait fails as soon as one dies.
+RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+def check_workers(what: str) -> None:
+    for proc in RUNNING:
+        if proc.poll() is not None:
+            raise SystemExit(f"a worker exited (code {proc.returncode}) during {what}")
+
+
 def wait_for(check: Any, what: str, timeout: float = 1800.0, every: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not check():
+        check_workers(what)
         if time.monotonic() > deadline:
             raise SystemExit(f"gave up waiting for {what}")
         time.sleep(every)
@@ -308,6 +323,7 @@ def memory_run(backend: str, jobs: int) -> dict[str, Any]:
                     samples.append(rss_of(proc.pid))
                 if done >= jobs:
                     break
+                check_workers("the memory drain")
                 time.sleep(1.0)
         finally:
             stop([proc])
@@ -349,9 +365,11 @@ def main() -> None:
     parser.add_argument("--retained", type=int, default=1_000_000)
     parser.add_argument("--memory-jobs", type=int, default=1_000_000)
     parser.add_argument("--only", default="processes,naps,retained,memory,enqueue")
+    parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS-scale.md"))
     args = parser.parse_args()
     only = set(args.only.split(","))
+    backends = [b for b in args.backends.split(",") if b]
     started = time.time()
     lines = [
         "# taskflare at scale",
@@ -392,7 +410,7 @@ def main() -> None:
             " database's clock. Worker CPU includes its start-up."
         )
         say("")
-        for backend in ("postgres", "sqlite"):
+        for backend in backends:
             r = naps_run(backend, 20_000, 50)
             say(
                 f"- {backend}: {r['rate']:,.0f} jobs/s = {r['rate'] / 5000:.0%} of the ideal "
@@ -408,7 +426,7 @@ def main() -> None:
             "worker CPU ratio | load |"
         )
         say("|---|---|---|---|---|---|")
-        for backend in ("postgres", "sqlite"):
+        for backend in backends:
             empty = drain_run(backend, 1, args.jobs)
             full = drain_run(backend, 1, args.jobs, retained=args.retained)
             say(
@@ -421,7 +439,7 @@ def main() -> None:
     if "memory" in only:
         say(f"## One worker's memory while it drains {args.memory_jobs:,} jobs")
         say("")
-        for backend in ("postgres", "sqlite"):
+        for backend in backends:
             r = memory_run(backend, args.memory_jobs)
             say(
                 f"- {backend}: RSS first {r['rss_first_mb']:.1f} MB, min {r['rss_min_mb']:.1f}, "
@@ -432,7 +450,7 @@ def main() -> None:
     if "enqueue" in only:
         say(f"## Enqueueing {args.memory_jobs:,} jobs with `enqueue_many`, each tenth's rate")
         say("")
-        for backend in ("postgres", "sqlite"):
+        for backend in backends:
             r = enqueue_run(backend, args.memory_jobs)
             rates = ", ".join(f"{x:,.0f}" for x in r["rates"])
             say(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,6 +42,38 @@ def load_object(spec: str) -> Any:
         except AttributeError:
             raise AppLoadError(f"module {module_part!r} has no attribute {attr!r}") from None
     return obj
+
+
+def raised_at(exc: BaseException) -> str:
+    """Where `exc` was raised in the user's code, as 'file:line' ('' if unknown).
+
+    The innermost frame outside Python's import machinery and taskflare (for a
+    `SyntaxError`, the offending line of the file being compiled); the file is relative
+    to the current folder when inside it.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_shown(exc.filename)}:{exc.lineno}"
+    ours = str(Path(__file__).parent)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if "importlib" not in frame.filename and not frame.filename.startswith(("<frozen", ours))
+    ]
+    return f"{_shown(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+
+
+def _shown(filename: str) -> str:
+    """`filename` relative to the current folder when it is inside it."""
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return filename
+
+
+def describe_raised(exc: BaseException) -> str:
+    """`Type: message (at file:line)`: one line saying what the user's code raised, where."""
+    at = raised_at(exc)
+    return f"{type(exc).__name__}: {exc}" + (f" (at {at})" if at else "")
 
 
 def module_name_for(path: Path) -> tuple[Path, str]:
@@ -99,7 +132,7 @@ def _exec_file(spec: str, path: Path) -> ModuleType:
         module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name], _BY_PATH[path]
-        raise AppLoadError(f"cannot load app {spec!r}: {type(exc).__name__}: {exc}") from exc
+        raise AppLoadError(f"cannot load app {spec!r}: {describe_raised(exc)}") from exc
     return module
 
 
@@ -107,4 +140,4 @@ def _import(name: str, failure: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise AppLoadError(f"{failure}: {type(exc).__name__}: {exc}") from exc
+        raise AppLoadError(f"{failure}: {describe_raised(exc)}") from exc

@@ -338,3 +338,11 @@ def test_the_docs_have_python_blocks_to_run() -> None:
     assert len(PYTHON_BLOCKS) >= 20
     assert any(block.doc.name == "README.md" for block in PYTHON_BLOCKS)
     assert any(block.indent for block in PYTHON_BLOCKS)  # a fence inside a list item
+
+
+def test_examples_run_when_pasted_without_the_environment_variable() -> None:
+    """A pasted example reads the database URL with a default (or lets `App()` read
+    it): `os.environ["TASKFLARE_DATABASE_URL"]` is a KeyError on a fresh shell."""
+    strict = re.compile(r"""os\.environ\[\s*["']TASKFLARE_DATABASE_URL""")
+    found = [block.where for block in PYTHON_BLOCKS if strict.search(block.code)]
+    assert not found, f"use os.environ.get(..., default) or App(): {found}"

@@ -200,6 +200,77 @@ def test_app_that_does_not_import_is_one_line_and_debug_shows_the_traceback(
     assert results[4].returncode == 1 and "Traceback" in results[4].stderr
 
 
+def test_an_app_that_raises_at_import_names_its_file_and_line_and_debug(tmp_path: Path) -> None:
+    (tmp_path / "boomapp.py").write_text('x = 1\nraise RuntimeError("boom at import")\n')
+    (tmp_path / "syntaxapp.py").write_text("def f(:\n")
+    results = tf_many(
+        [
+            ["worker", f"{tmp_path / 'boomapp.py'}:app"],
+            ["dev", f"{tmp_path / 'syntaxapp.py'}:app", "--no-api"],
+            ["serve", f"{tmp_path / 'boomapp.py'}:app"],
+        ],
+        url=f"sqlite:///{tmp_path / 't.db'}",
+    )
+    for result, where in zip(
+        results, ["boomapp.py:2", "syntaxapp.py:1", "boomapp.py:2"], strict=True
+    ):
+        line = one_line_error(result)
+        assert f"{where})" in line and "--debug" in line, line
+
+
+def test_bad_option_values_are_usage_errors_naming_the_option(tmp_path: Path) -> None:
+    """Every value the command line checks: exit 2, one line, the option as typed."""
+    app = write_cli_app(tmp_path)
+    results = tf_many(
+        [
+            ["worker", app, "--log-level", "LOUD"],
+            ["serve", app, "--log-level", "loud"],
+            ["worker", app, "--shutdown-grace", "-1"],
+            ["worker", app, "--shutdown-grace", "-1", "--processes", "2"],
+            ["dev", app, "--duration", "-1", "--no-api"],
+            ["dev", app, "--duration", "nan", "--no-api"],
+            ["worker", "health", "--max-age", "5"],
+            ["jobs", "enqueue", "double", "nojson"],
+            ["jobs", "enqueue", "double", "{}", "--run-at", "2030-01-01T00:00Z", "--delay", "4"],
+            ["jobs", "enqueue", "double", "{}", "--delay", "-4"],
+            ["send", "work", "nojson"],
+        ],
+        url=f"sqlite:///{tmp_path / 't.db'}",
+    )
+    named = [
+        "--log-level",
+        "--log-level",
+        "--shutdown-grace",
+        "--shutdown-grace",
+        "--duration",
+        "--duration",
+        "--max-age",
+        "PAYLOAD",
+        "--run-at",
+        "--delay",
+        "BODY",
+    ]
+    for result, option in zip(results, named, strict=True):
+        line = one_line_error(result, code=2)
+        assert option in line, line
+        assert "_" not in line.split(",")[0], line  # no Python names
+
+
+def test_a_producer_that_cannot_be_loaded_says_why(tmp_path: Path) -> None:
+    app = write_cli_app(tmp_path)
+    (tmp_path / "prod.py").write_text('raise ValueError("bad producer module")\n')
+    results = tf_many(
+        [
+            ["dev", app, "--no-api", "--producer", f"{tmp_path / 'cliapp.py'}:nothere"],
+            ["dev", app, "--no-api", "--producer", f"{tmp_path / 'prod.py'}:producer"],
+        ],
+        url=f"sqlite:///{tmp_path / 't.db'}",
+    )
+    assert "has no attribute 'nothere'" in one_line_error(results[0])
+    line = one_line_error(results[1])
+    assert "ValueError: bad producer module" in line and "prod.py:1)" in line, line
+
+
 def test_unknown_queue_or_job_id_is_one_line_naming_it(database_url: str) -> None:
     ok("send", "emails", "--create", "{}", url=database_url)  # the database exists and has a queue
     results = tf_many(

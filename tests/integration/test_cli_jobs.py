@@ -120,7 +120,7 @@ def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
     assert "max_attempts" in one_line_error(bad_priority, 2).replace("-", "_")
     assert bad_status.returncode == 2 and "sleeping" in bad_status.stderr
     bad_payload = tf("jobs", "enqueue", "double", "{oops", url=database_url)
-    assert "PAYLOAD: not valid JSON" in one_line_error(bad_payload)
+    assert "PAYLOAD: not valid JSON" in one_line_error(bad_payload, 2)
     # Nothing was stored, not even an empty database.
     assert "nothing was created" in one_line_error(tf("jobs", "list", url=database_url), 1)
 

@@ -50,8 +50,11 @@ async def producer(app):
 """
 
 
-def run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> bytes:
-    """Run a command on a pseudo-terminal WIDTH x HEIGHT; everything it wrote."""
+def run_on_a_terminal(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float, code: int = 0
+) -> bytes:
+    """Run a command on a pseudo-terminal WIDTH x HEIGHT; everything it wrote (it must
+    exit with `code`)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
@@ -71,7 +74,7 @@ def run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str], timeout: 
                 output += chunk
             elif proc.poll() is not None:
                 break
-        assert proc.wait(timeout=30) == 0, output.decode(errors="replace")[-3000:]
+        assert proc.wait(timeout=30) == code, output.decode(errors="replace")[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -122,3 +125,60 @@ def test_dev_prints_app_logs_above_the_live_view_with_jobs(tmp_path: Path) -> No
     [report_row] = [line for line in lines[view:] if "│ report" in line]
     cells = [c.strip() for c in report_row.strip("│ ").split("│")]
     assert cells[0] == "report" and str(MESSAGES) in cells, report_row
+
+
+BROKEN_PRODUCER = """
+from taskflare import App
+
+app = App()
+work = app.queue("work")
+
+
+@work.consumer
+async def handle(batch):
+    pass
+
+
+async def producer(app):
+    await work.send({"n": 1})
+    raise RuntimeError("producer broke")
+"""
+
+
+def _terminal_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TERM": "xterm-256color",
+        "LANG": "C.UTF-8",
+        "TASKFLARE_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+    }
+
+
+def test_a_crashing_producer_is_shown_above_the_view_and_stops_dev_with_exit_1(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "brokenapp.py").write_text(BROKEN_PRODUCER)
+    env = _terminal_env(tmp_path)
+    # No --duration: dev must stop by itself when its producer dies.
+    output = run_on_a_terminal(
+        [TASKFLARE, "dev", "brokenapp.py:app", "--no-api"], tmp_path, env, timeout=90, code=1
+    )
+    lines = screen_lines(output)
+    text = "\n".join(lines)
+    [error] = [line for line in lines if line.startswith("error: ")]
+    assert "RuntimeError: producer broke" in error, text
+    assert "(at brokenapp.py:15)" in error, text
+    assert "--debug" in text and "Traceback" not in text, text
+    assert lines.index(error) < next(i for i, line in enumerate(lines) if "taskflare dev:" in line)
+
+    debug = screen_lines(
+        run_on_a_terminal(
+            [TASKFLARE, "--debug", "dev", "brokenapp.py:app", "--no-api"],
+            tmp_path,
+            env,
+            timeout=90,
+            code=1,
+        )
+    )
+    assert any("Traceback" in line for line in debug), "\n".join(debug)

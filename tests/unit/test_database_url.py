@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from taskflare import App, InvalidDatabaseUrl
@@ -106,3 +108,43 @@ def test_pgbouncer_and_listen_url_options() -> None:
         parse_postgres_url("postgresql://h/db?pgbouncer=maybe")
     with pytest.raises(InvalidDatabaseUrl, match="listen_url"):
         parse_postgres_url("postgresql://h/db?listen_url=db:5432")
+
+
+_DIRECT = "postgresql://postgres:sekrit@127.0.0.1:5432/test"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Options glued onto a URL without '?': they end up in the path.
+        f"postgresql://127.0.0.1/test&pgbouncer=1&listen_url={quote(_DIRECT, safe='')}",
+        f"{_DIRECT}&pgbouncer=1&listen_url={quote(_DIRECT, safe='')}",
+        # Encoded twice, inside the path.
+        f"postgresql://h/test&listen_url={quote(quote(_DIRECT, safe=''), safe='')}",
+        # password= in the path, raw and encoded; in a conninfo string.
+        "postgresql://h/db&password=sekrit&x=1",
+        "postgresql://h/db%3Fpassword%3Dsekrit%26x%3D1",
+        "host=h password=sekrit dbname=x",
+        # An '@' inside the password, raw and encoded; a URL urlsplit refuses.
+        "postgresql://u:sekrit@x@h/db",
+        "postgresql://u:sekrit%40x@h/db",
+        "postgresql://u:sekrit@[bad/db",
+        f"postgresql://h/db?listen_url={quote(_DIRECT, safe='')}",
+    ],
+)
+def test_a_password_anywhere_in_a_url_is_never_shown(url: str) -> None:
+    shown = redact_url(url)
+    assert "sekrit" not in shown, shown
+    assert "***" in shown
+
+
+def test_a_url_libpq_refuses_says_why_without_the_password() -> None:
+    from taskflare.backends.postgres.backend import parse_postgres_url
+
+    with pytest.raises(InvalidDatabaseUrl) as info:
+        parse_postgres_url("postgresql://u:sekrit@h/test?shema=nu_x")
+    message = str(info.value)
+    assert 'invalid URI query parameter: "shema"' in message and "schema" in message
+    assert "sekrit" not in message
+    with pytest.raises(InvalidDatabaseUrl, match=r'"pool_size".*pool_max_size'):
+        parse_postgres_url("postgresql://h/test?pool_size=3")

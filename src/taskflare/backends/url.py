@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..errors import InvalidDatabaseUrl
@@ -37,13 +38,48 @@ def resolve_database_url(url: str | None) -> str:
     return os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
 
 
+# A separator as written, percent-encoded once, or twice (a URL inside a URL's value).
+_COLON, _AT, _SLASH = (rf"(?:{c}|%{h}|%25{h})" for c, h in ((":", "3A"), ("@", "40"), ("/", "2F")))
+# `scheme://user:password@` anywhere in the text (a malformed URL's path, an option's
+# value): the password runs to the last `@` before a separator, so an `@` (or its
+# encoding) inside it is hidden too; when unsure, more is hidden, never less.
+_USERINFO = re.compile(
+    rf"(?P<head>[A-Za-z][A-Za-z0-9+.-]*{_COLON}{_SLASH}{_SLASH}[^@\s/?#&]*?{_COLON})"
+    rf"(?P<secret>[^/?#&\s]*?)(?P<tail>{_AT})(?![^/?#&\s]*{_AT})",
+    re.IGNORECASE,
+)
+# `password=...` (and the other secret parameters), raw or encoded, in a query or conninfo.
+_SECRET_PARAMETER = re.compile(
+    rf"(?P<head>(?:{'|'.join(sorted(SECRET_PARAMETERS))})(?:=|%3D|%253D))"
+    r"(?P<secret>.*?)(?P<tail>&|%26|%2526|#|\s|$)",
+    re.IGNORECASE,
+)
+
+
+def hide_credentials(text: str) -> str:
+    """`text` (a URL, an error message, a conninfo string) with every
+    `scheme://user:password@` and `password=...` in it, however placed or
+    percent-encoded, shown as `***`."""
+    for pattern in (_USERINFO, _SECRET_PARAMETER):
+        text = pattern.sub(
+            lambda m: m["head"] + (REDACTED if m["secret"] else "") + m["tail"], text
+        )
+    return text
+
+
 def redact_url(url: str) -> str:
     """The URL with every credential replaced by `***`, for logs, errors and output.
 
     Covers a password in the netloc, the libpq parameters that carry a secret or
     name a file holding one (`password=`, `passfile=`, `sslkey=`, `service=`, ...), and
-    the credentials of a URL given as an option's value (`listen_url=`).
+    the credentials of a URL given as an option's value (`listen_url=`); and then, in
+    whatever is left (a malformed URL whose options ended up in its path, a value
+    percent-encoded once or twice), any `scheme://user:password@` and `password=...`.
     """
+    return hide_credentials(_redact_structure(url))
+
+
+def _redact_structure(url: str) -> str:
     try:
         parts = urlsplit(url)
         pairs = parse_qsl(parts.query, keep_blank_values=True)

@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from ..app import App
-from ..backends.url import resolve_database_url
+from ..backends.url import hide_credentials, resolve_database_url
 from ..errors import TaskflareError
 from ..loader import load_object
 
@@ -51,10 +51,16 @@ DatabaseOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Log to stderr, one line an event."""
+    """Log to stderr, one line an event; a `--log-level` not in `LOG_LEVELS` (any case)
+    is a usage error (exit 2)."""
+    if level.upper() not in LOG_LEVELS:
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {level!r}", 2)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -69,6 +75,10 @@ CLI_NAMES = {
     "idempotency_key": "--idempotency-key",
     "correlation_id": "--correlation-id",
     "content_type": "--content-type",
+    "shutdown_grace": "--shutdown-grace",
+    "concurrency": "--concurrency",
+    "queues": "--queue",
+    "max_age": "--max-age",
 }
 
 
@@ -83,6 +93,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def load_failure(exc: TaskflareError) -> str:
+    """The one line for an app or object that did not load: what the user's code raised
+    and where, and how to see the whole traceback."""
+    hint = " (run with --debug for the traceback)" if exc.__cause__ is not None else ""
+    return f"{exc}{hint}"
+
+
 def load_app(spec: str) -> App:
     """Import the app or exit with one clear line."""
     try:
@@ -90,7 +107,7 @@ def load_app(spec: str) -> App:
     except TaskflareError as exc:
         if Flags.debug:
             raise
-        raise fail(str(exc)) from None
+        raise fail(load_failure(exc)) from None
     if not isinstance(obj, App):
         raise fail(f"{spec!r} is a {type(obj).__name__}, not a taskflare App")
     return obj
@@ -110,7 +127,7 @@ class _PoolErrors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         first_line = (record.getMessage().splitlines() or [""])[0]
-        self.last = first_line.split("': ", 1)[-1] or None
+        self.last = hide_credentials(first_line.split("': ", 1)[-1]) or None
 
 
 POOL_ERRORS = _PoolErrors()

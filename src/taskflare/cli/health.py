@@ -12,7 +12,7 @@ from typer.core import TyperCommand
 from ..app import App
 from ..errors import BackendUnavailable, InvalidWorkerConfig
 from ..worker.health import DEFAULT_MAX_AGE, MIN_MAX_AGE, Verdict, check_max_age, worker_health
-from .common import DatabaseOpt, fail, load_app, run, state_app
+from .common import DatabaseOpt, fail, load_app, run, said, state_app
 
 health_cli = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
@@ -57,7 +57,7 @@ def health(
     try:
         check_max_age(max_age)
     except InvalidWorkerConfig as exc:
-        raise fail(str(exc).replace("max_age", "--max-age", 1)) from None
+        raise fail(said(exc), 2) from None
     application: App = load_app(app) if app else state_app(database_url, reading=True)
 
     async def probe() -> Verdict:

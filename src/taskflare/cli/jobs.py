@@ -225,11 +225,12 @@ def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     typer.echo(f"job {job_id} {'cancelled' if done else 'cancellation requested'}")
 
 
-def _parse_payload(text: str, where: str) -> Any:
+def _parse_payload(text: str, where: str, code: int = 1) -> Any:
+    """The JSON `text`, or exit `code` (2: a usage error; 1: a bad line of a file)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise fail(f"{where}: not valid JSON ({exc})") from None
+        raise fail(f"{where}: not valid JSON ({exc})", code) from None
 
 
 @jobs_cli.command("enqueue")
@@ -278,11 +279,11 @@ def jobs_enqueue(
         _enqueue_file(app, options, from_file)
         return
     assert payload is not None
-    value = _parse_payload(payload, "PAYLOAD")
+    value = _parse_payload(payload, "PAYLOAD", 2)
     try:
         options.message(app, value)  # validate before connecting
-    except TaskflareError as exc:
-        raise fail(said(exc)) from None
+    except TaskflareError as exc:  # an unknown type fails (1); a bad value is usage (2)
+        raise fail(said(exc), 1 if isinstance(exc, LookupError) else 2) from None
 
     async def work() -> tuple[str, bool]:
         job = await app.enqueue(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -15,10 +16,10 @@ import typer
 from ..app import App
 from ..backends.opener import open_backend
 from ..backends.url import redact_url, resolve_database_url
-from ..errors import TaskflareError
+from ..errors import AppLoadError, InvalidWorkerConfig, TaskflareError
 from ..loader import load_object
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
-from .common import AppArg, cli, fail, load_app, setup_logging
+from .common import AppArg, Flags, cli, fail, load_app, load_failure, said, setup_logging
 from .health import WorkerCommand
 
 
@@ -80,6 +81,12 @@ def worker(
     taskflare worker health --help).
     """
     setup_logging(log_level)
+    try:  # checked here, not in each of N children
+        config = WorkerConfig(
+            queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
+        )
+    except InvalidWorkerConfig as exc:
+        raise fail(said(exc), 2) from None
     application = load_app(app)
     if processes > 1:
         from ..supervisor import Supervisor, SupervisorConfig
@@ -95,9 +102,6 @@ def worker(
         supervisor = Supervisor(args, SupervisorConfig(processes, stop_timeout=shutdown_grace + 30))
         raise typer.Exit(asyncio.run(supervisor.run()))
     try:
-        config = WorkerConfig(
-            queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
-        )
         the_worker = Worker(application, config)
         run_worker(application, the_worker)
     except TaskflareError as exc:
@@ -293,18 +297,24 @@ def dev(
 
     Example: taskflare dev examples/quickstart.py:app
     """
-    from ..dev import ApiAddress, run_dev
+    from ..dev import ApiAddress, ProducerFailed, run_dev
     from ..web.security import HttpSecurity
 
     setup_logging("WARNING")
     application = load_app(app)
+    if duration is not None and not 0 < duration < math.inf:
+        raise fail(f"--duration must be > 0 seconds, got {duration:g}", 2)
     produce = None
     spec = producer or f"{app.partition(':')[0]}:producer"
     try:
         produce = load_object(spec)
-    except TaskflareError:
-        if producer:
-            raise fail(f"cannot load producer {producer!r}") from None
+    except AppLoadError as exc:
+        if Flags.debug and producer:
+            raise
+        if producer or exc.__cause__ is not None:  # the default one failed, not missing
+            raise fail(f"cannot load producer {spec!r}: {load_failure(exc)}") from None
+    if produce is not None and not callable(produce):
+        raise fail(f"producer {spec!r} is a {type(produce).__name__}, not a function")
     try:
         security = HttpSecurity.from_env(
             bind_host=ApiAddress().host,
@@ -318,6 +328,9 @@ def dev(
             concurrency=concurrency,
             duration=duration,
             api=ApiAddress(port=port, security=security) if api else None,
+            debug=Flags.debug,
         )
+    except ProducerFailed:
+        raise typer.Exit(1) from None  # its error is printed above the live view
     except (TaskflareError, ValueError) as exc:
         raise fail(str(exc)) from None

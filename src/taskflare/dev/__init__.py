@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from ..app import App
+from ..errors import TaskflareError
+from ..loader import describe_raised
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
 from .view import logs_through, run_view
 
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
     from ..web.security import HttpSecurity
 
 Producer = Callable[[App], Awaitable[Any]]
+
+
+class ProducerFailed(TaskflareError):
+    """The producer given to `taskflare dev` raised; its error was printed and dev stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +74,14 @@ def run_dev(
     concurrency: int = DEFAULT_CONCURRENCY,
     duration: float | None = None,
     api: ApiAddress | None = None,
+    debug: bool = False,
 ) -> None:
     """Run until Ctrl-C (or `duration` seconds): worker, cron scheduler, API, live summary.
 
     The API's port is bound first: when it is taken, `AddressUnavailable` is raised before
-    the worker has claimed anything.
+    the worker has claimed anything. A producer that raises is loud: its error (one line
+    with where it was raised; the traceback too with `debug`) is printed above the live
+    view, the worker stops gracefully, and `ProducerFailed` is raised.
     """
     from ..web.listen import bind_listener, bound_port
 
@@ -81,6 +91,29 @@ def run_dev(
     if api is not None and listener is not None:
         console.print(f"HTTP API on http://{api.host}:{bound_port(listener)} (docs at /docs)")
         console.print(f"Dashboard on http://{api.host}:{bound_port(listener)}/dashboard/")
+
+    failures: list[BaseException] = []
+
+    async def produce(run_producer: Producer) -> None:
+        try:
+            await run_producer(app)
+        except Exception as exc:
+            failures.append(exc)
+            console.print(
+                f"error: producer failed: {describe_raised(exc)}",
+                style="red",
+                markup=False,
+                highlight=False,
+            )
+            if debug:
+                console.print(
+                    "".join(traceback.format_exception(exc)), markup=False, highlight=False
+                )
+            else:
+                console.print(
+                    "(run with --debug for the traceback; stopping)", markup=False, highlight=False
+                )
+            worker.stop()
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -92,7 +125,7 @@ def run_dev(
         extras = [asyncio.ensure_future(run_view(app, worker, console, stop))]
         if api is not None:
             extras.append(asyncio.ensure_future(serve_api(app, api, stop, listener)))
-        producing = asyncio.ensure_future(producer(app)) if producer is not None else None
+        producing = asyncio.ensure_future(produce(producer)) if producer is not None else None
         try:
             await worker.run()
         finally:
@@ -109,3 +142,5 @@ def run_dev(
     finally:
         if listener is not None:
             listener.close()
+    if failures:
+        raise ProducerFailed(f"producer failed: {describe_raised(failures[0])}")

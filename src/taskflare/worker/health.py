@@ -8,6 +8,7 @@ machine have not reported for longer than `max_age` seconds: the process is stop
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -100,10 +101,11 @@ def judge(
 
 def check_max_age(max_age: float) -> float:
     """`max_age` [s] if it is at least `MIN_MAX_AGE`; else `InvalidWorkerConfig`."""
-    if not max_age >= MIN_MAX_AGE:
+    if not MIN_MAX_AGE <= max_age < math.inf:
         raise InvalidWorkerConfig(
             f"max_age must be at least {MIN_MAX_AGE:g} seconds (workers report every "
-            f"{REPORT_INTERVAL:g} s), got {max_age:g}"
+            f"{REPORT_INTERVAL:g} s), got {max_age:g}",
+            fields=("max_age",),
         )
     return max_age
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -88,16 +89,21 @@ class WorkerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int):
-            raise InvalidWorkerConfig(f"concurrency must be an integer, got {self.concurrency!r}")
+            raise InvalidWorkerConfig(
+                f"concurrency must be an integer, got {self.concurrency!r}", fields=("concurrency",)
+            )
         if self.concurrency < 1:
-            raise InvalidWorkerConfig(f"concurrency must be at least 1, got {self.concurrency}")
+            raise InvalidWorkerConfig(
+                f"concurrency must be at least 1, got {self.concurrency}", fields=("concurrency",)
+            )
         if isinstance(self.fetchers_per_queue, bool) or not 1 <= self.fetchers_per_queue <= 16:
             raise InvalidWorkerConfig(
                 f"fetchers_per_queue must be 1..16, got {self.fetchers_per_queue!r}"
             )
-        if not isinstance(self.shutdown_grace, (int, float)) or self.shutdown_grace < 0:
+        grace = self.shutdown_grace
+        if not isinstance(grace, (int, float)) or not 0 <= grace < math.inf:
             raise InvalidWorkerConfig(
-                f"shutdown_grace must be >= 0 seconds, got {self.shutdown_grace!r}"
+                f"shutdown_grace must be >= 0 seconds, got {grace!r}", fields=("shutdown_grace",)
             )
         if not isinstance(self.idle_wait, (int, float)) or not 0 < self.idle_wait <= 60:
             raise InvalidWorkerConfig(f"idle_wait must be 0-60 seconds, got {self.idle_wait!r}")

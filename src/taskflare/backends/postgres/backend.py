@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import orjson
 import psycopg
@@ -75,7 +75,7 @@ from ..store import (
     insert_args,
     limit_arrays,
 )
-from ..url import redact_url
+from ..url import REDACTED, hide_credentials, redact_url
 from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
@@ -137,6 +137,9 @@ def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
     return int(raw)
 
 
+# The options taskflare reads off a PostgreSQL URL (the rest go to libpq).
+TASKFLARE_OPTIONS = ("schema", "pool_min_size", "pool_max_size", "pgbouncer", "listen_url")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -149,11 +152,24 @@ def _flag(options: dict[str, str], name: str, url: str) -> bool:
 
 
 def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
-    """libpq conninfo of a URL (with taskflare's connect timeout) and its password."""
+    """libpq conninfo of a URL (with taskflare's connect timeout) and its password.
+
+    A URL libpq refuses is `InvalidDatabaseUrl` with libpq's reason (`invalid URI query
+    parameter: "shema"`) and, for an unknown option, the ones taskflare adds."""
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
-        raise InvalidDatabaseUrl(f"invalid PostgreSQL URL {shown!r}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        given = urlsplit(url).password
+        for secret in (given, unquote(given or "")):
+            if secret:
+                reason = reason.replace(secret, REDACTED)
+        reason = hide_credentials(reason)
+        if "query parameter" in reason:
+            reason += f" (taskflare's own options: {', '.join(TASKFLARE_OPTIONS)})"
+        raise InvalidDatabaseUrl(
+            f"invalid PostgreSQL URL {shown!r}" + (f": {reason}" if reason else "")
+        ) from exc
     params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
     password = params.get("password")
     return make_conninfo("", **params), str(password) if password else None
@@ -349,7 +365,7 @@ class PostgresExecutor:
     def _hide(self, text: str) -> str:
         for secret in self._settings.secrets:
             text = text.replace(secret, "***")
-        return text
+        return hide_credentials(text)
 
     async def fetch(self, name: str, params: Mapping[str, Any]) -> Rows:
         """Run statement `name` in its own transaction and return its rows."""
