@@ -35,7 +35,11 @@ from taskflare.backends.base import StatsAddParams, StatsMinute
 from taskflare.backends.sqlfile import load_queries
 from taskflare.web import Tokens, create_dashboard
 
-PG_URL = os.environ.get("TASKFLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = (
+    os.environ.get("TASKFLARE_TEST_DATABASE_URL")
+    or os.environ.get("TASKFLARE_TEST_POSTGRES_URL")
+    or "postgresql://postgres@127.0.0.1:5432/test"
+)
 TOKEN = "bench-token"
 TYPES = (("send-email", "emails"), ("render-report", "reports"), ("sync-crm", "crm"))
 CHUNK = 5000

@@ -1263,6 +1263,11 @@ class WorkerStore(Protocol):
         """Upsert a worker's report (its `last_seen` is the backend's clock)."""
         ...
 
+    async def worker_gone(self, worker_id: str) -> None:
+        """Remove a worker that stopped cleanly (no-op for an unknown id): it is no
+        longer counted as alive, at once rather than once its report grows old."""
+        ...
+
 
 class StatsStore(Protocol):
     """Per-minute history of what the workers did, kept in the database (bounded)."""

@@ -580,6 +580,10 @@ class SqlStore:
             },
         )
 
+    async def worker_gone(self, worker_id: str) -> None:
+        """Delete a cleanly stopped worker's row."""
+        await self._x.fetch("worker_gone", {"id": worker_id})
+
     async def worker_list(self, params: WorkerListParams) -> list[WorkerReport]:
         """Workers seen since `since`, oldest first."""
         rows = await self._x.fetch("worker_list", {"since": float(params.since)})

@@ -816,6 +816,9 @@ INSERT INTO {schema}.workers (id, hostname, pid, started_at, last_seen, stats)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(started_at)s, {now}, %(stats_json)s)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
+-- name: worker_gone
+DELETE FROM {schema}.workers WHERE id = %(id)s;
+
 -- name: worker_list
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM {schema}.workers
 WHERE last_seen >= %(since)s ORDER BY started_at;

@@ -556,6 +556,9 @@ INSERT INTO workers (id, hostname, pid, started_at, last_seen, stats)
 VALUES (:id, :hostname, :pid, :started_at, :now, :stats_json)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
+-- name: worker_gone
+DELETE FROM workers WHERE id = :id;
+
 -- name: worker_list
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM workers
 WHERE last_seen >= :since ORDER BY started_at;
