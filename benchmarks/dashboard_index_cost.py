@@ -26,7 +26,11 @@ import psycopg
 
 from taskflare import App
 
-PG_URL = os.environ.get("TASKFLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = (
+    os.environ.get("TASKFLARE_TEST_DATABASE_URL")
+    or os.environ.get("TASKFLARE_TEST_POSTGRES_URL")
+    or "postgresql://postgres@127.0.0.1:5432/test"
+)
 UNDO = [
     "DROP INDEX {s}messages_ready_created_idx",
     "DROP INDEX {s}messages_batch_state_idx",

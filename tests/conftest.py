@@ -1,7 +1,8 @@
 """Shared fixtures: a fresh database per test, on every backend the contract suite covers.
 
 PostgreSQL tests need a server (default postgresql://postgres@127.0.0.1:5432/test, or
-$TASKFLARE_TEST_POSTGRES_URL). Without one they are skipped loudly; with
+$TASKFLARE_TEST_DATABASE_URL, the variable the pytest plugin reads; the old name
+$TASKFLARE_TEST_POSTGRES_URL still works). Without one they are skipped loudly; with
 TASKFLARE_REQUIRE_POSTGRES=1 (set by .ci/run) a missing server is a failure instead.
 """
 
@@ -22,7 +23,11 @@ from taskflare import App
 hypothesis_settings.register_profile("taskflare", deadline=None)
 hypothesis_settings.load_profile("taskflare")
 
-PG_URL = os.environ.get("TASKFLARE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = (
+    os.environ.get("TASKFLARE_TEST_DATABASE_URL")
+    or os.environ.get("TASKFLARE_TEST_POSTGRES_URL")
+    or "postgresql://postgres@127.0.0.1:5432/test"
+)
 REQUIRE_PG = os.environ.get("TASKFLARE_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgres"]
 

@@ -122,7 +122,7 @@ class App:
         # Queues this app knows only from the database (`stored_queue`), not from its code.
         self._stored_only: set[str] = set()
         self._lock = threading.Lock()
-        self._portal = Portal()
+        self._portal = Portal(at_exit=self._close_backend)
 
     def __repr__(self) -> str:
         return f"App({redact_url(self.database_url)!r})"
@@ -559,6 +559,13 @@ class App:
         seconds; what is left is cancelled with a warning naming how many), then close
         database connections. The app can be used again afterwards."""
         await self.background.drain()
+        with self._lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            await backend.close()
+
+    async def _close_backend(self) -> None:
+        """Close the database connections only (the portal's exit hook: no draining)."""
         with self._lock:
             backend, self._backend = self._backend, None
         if backend is not None:

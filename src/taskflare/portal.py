@@ -8,21 +8,44 @@ running event loop alike, because the caller's own loop (if any) is never touche
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# Seconds the exit hook gives `at_exit` (closing connection pools) before giving up.
+EXIT_TIMEOUT = 5.0
 
 
 class Portal:
     """Runs coroutines on its own loop thread and hands back their results."""
 
-    def __init__(self, name: str = "taskflare-portal") -> None:
+    def __init__(
+        self,
+        name: str = "taskflare-portal",
+        at_exit: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """`at_exit`: run on the loop when the interpreter exits with the loop still
+        running (a script that never called `close_sync`, say after an error), so that
+        what it holds (a connection pool's tasks) is closed rather than destroyed
+        pending; bounded by `EXIT_TIMEOUT` seconds."""
         self._name = name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._at_exit = at_exit
+        ref = weakref.ref(self)
+
+        def exit_hook() -> None:  # holds the portal weakly: an unused App can be freed
+            portal = ref()
+            if portal is not None:
+                portal._close_at_exit()
+
+        self._exit_hook = exit_hook
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -39,6 +62,7 @@ class Portal:
                 self._thread.start()
                 ready.wait()
                 self._loop = loop
+                atexit.register(self._exit_hook)
             return self._loop
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -53,8 +77,17 @@ class Portal:
         loop = self._ensure_started()
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    def _close_at_exit(self) -> None:
+        loop = self._loop
+        if loop is not None and self._at_exit is not None:
+            with contextlib.suppress(Exception):
+                future = asyncio.run_coroutine_threadsafe(self._at_exit(), loop)
+                future.result(timeout=EXIT_TIMEOUT)
+        self.stop()
+
     def stop(self) -> None:
         """Stop the loop thread; safe to call twice and before start."""
+        atexit.unregister(self._exit_hook)
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None

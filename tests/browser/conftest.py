@@ -169,7 +169,9 @@ def stack(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module (Debian's, through Playwright)."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/bootstrap (it installs Debian's chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/bootstrap --test (installs Debian's chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -28,6 +28,14 @@ async def test_report_upserts_one_row_per_worker_stamped_by_the_backends_clock(
     assert before <= seen.last_seen <= after
 
 
+async def test_a_worker_that_is_gone_is_no_longer_listed(backend: Backend) -> None:
+    await backend.worker_report(report("w-stays"))
+    await backend.worker_report(report("w-stops"))
+    await backend.worker_gone("w-stops")
+    await backend.worker_gone("w-never-seen")
+    assert [w.id for w in await backend.worker_list(WorkerListParams(since=0))] == ["w-stays"]
+
+
 async def test_list_gives_the_workers_seen_since_a_time_oldest_started_first(
     backend: Backend,
 ) -> None:

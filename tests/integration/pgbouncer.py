@@ -4,7 +4,7 @@ Each test starts its own `pgbouncer` on a free port with a generated ini that po
 the test PostgreSQL server's database; a tiny server pool (`default_pool_size`) makes
 consecutive statements of one client land on different server connections, which is
 what breaks session state (prepared statements, SET, LISTEN) behind a real bouncer.
-`scripts/bootstrap` installs the package.
+`scripts/bootstrap --test` installs the package.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class PgBouncer:
         reason = postgres_skip_reason()
         binary = pgbouncer_binary()
         if reason is None and binary is None:
-            reason = "pgbouncer is not installed (scripts/bootstrap installs Debian's package)"
+            reason = "pgbouncer is not installed (scripts/bootstrap --test installs it)"
         if reason is not None:
             if REQUIRE_PGBOUNCER:
                 pytest.fail(f"PgBouncer tests are required here: {reason}")

@@ -362,3 +362,21 @@ def test_typos_create_nothing(database_url: str, tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
     names = json.loads(ok("queues", "list", "--json", url=database_url))
     assert [q["name"] for q in names["queues"]] == ["emails"], "the typo became a queue"
+
+
+def test_a_blank_api_token_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
+    app = write_cli_app(tmp_path)
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    cases = [
+        ("TASKFLARE_API_TOKEN", " "),
+        ("TASKFLARE_API_TOKEN", ""),
+        ("TASKFLARE_API_TOKEN", "s3cret\n"),
+        ("TASKFLARE_API_READ_TOKEN", "\t"),
+    ]
+    results = [
+        tf_many([["serve", app, "--host", "0.0.0.0", "--port", "0"]], url=url, **{name: value})[0]
+        for name, value in cases
+    ]
+    for (name, _), result in zip(cases, results, strict=True):
+        line = one_line_error(result, code=2)
+        assert name in line, line

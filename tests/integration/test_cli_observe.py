@@ -114,6 +114,10 @@ def test_tail_prints_the_events_of_jobs_run_by_another_process(
     good = ok("jobs", "enqueue", "double", '{"n": 21}', "--app", spec, url=database_url).strip()
     bad = ok("jobs", "enqueue", "boom", '{"n": 1}', "--app", spec, url=database_url).strip()
 
+    alive = wait_for(
+        lambda: tf_json("stats", url=database_url)["workers"] == 1, 60, "the worker's report"
+    )
+    assert alive
     everything.wait_for_output(rf"completed\s+double\s+{good}", 30)
     everything.wait_for_output(rf"failed\s+boom\s+{bad}", 30)
     lines = everything.stdout.splitlines()
@@ -134,6 +138,8 @@ def test_tail_prints_the_events_of_jobs_run_by_another_process(
         assert tail.stop(signal.SIGINT) == 0
         assert "Traceback" not in tail.stderr
     assert worker.stop() == 0
+    # A clean stop takes the worker off the count at once (not after its report ages).
+    assert tf_json("stats", url=database_url)["workers"] == 0
 
 
 def _tmux(socket_name: str, *args: str) -> str:

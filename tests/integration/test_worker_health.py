@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def test_bad_max_age_and_unreachable_database_are_one_line_errors(tmp_path: Path
         timeout=60,
         cwd=tmp_path,
     )
-    assert too_small.returncode == 1
+    assert too_small.returncode == 2  # a usage error
     assert too_small.stderr.strip().startswith("error: --max-age must be at least")
     missing = subprocess.run(
         [TASKFLARE, "worker", "health", "--database-url", f"sqlite:///{tmp_path / 'no.db'}"],
@@ -99,4 +100,25 @@ def test_bad_max_age_and_unreachable_database_are_one_line_errors(tmp_path: Path
         cwd=tmp_path,
     )
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+    assert missing.stderr.startswith("unhealthy: "), missing.stderr  # as deployment.md says
     assert not (tmp_path / "no.db").exists(), "a probe never creates a database"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    unreachable = subprocess.run(
+        [
+            TASKFLARE,
+            "worker",
+            "health",
+            "--database-url",
+            f"postgresql://u:sekrit@127.0.0.1:{port}/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert unreachable.returncode == 1, unreachable.stderr
+    [line] = unreachable.stderr.strip().splitlines()
+    assert line.startswith("unhealthy: ") and "sekrit" not in line, line

@@ -10,9 +10,9 @@ import typer
 from typer.core import TyperCommand
 
 from ..app import App
-from ..errors import BackendUnavailable, InvalidWorkerConfig
+from ..errors import InvalidWorkerConfig, TaskflareError
 from ..worker.health import DEFAULT_MAX_AGE, MIN_MAX_AGE, Verdict, check_max_age, worker_health
-from .common import DatabaseOpt, fail, load_app, run, said, state_app
+from .common import POOL_ERRORS, DatabaseOpt, fail, load_app, run, said, state_app
 
 health_cli = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
@@ -61,13 +61,18 @@ def health(
     application: App = load_app(app) if app else state_app(database_url, reading=True)
 
     async def probe() -> Verdict:
-        backend = await application.backend()
         try:
+            backend = await application.backend()
             return await asyncio.wait_for(
                 worker_health(backend, max_age=max_age, pids=tuple(pid or ())), timeout
             )
         except TimeoutError:
-            raise BackendUnavailable(f"the database did not answer within {timeout:g} s") from None
+            reason = f"the database did not answer within {timeout:g} s"
+        except TaskflareError as exc:  # unreachable, missing, not migrated
+            reason = said(exc)
+        if POOL_ERRORS.last:
+            reason += f" (last connection error: {POOL_ERRORS.last})"
+        return Verdict(False, f"unhealthy: cannot read the workers' heartbeats: {reason}")
 
     verdict = run(application, probe)
     typer.echo(verdict.line, err=not verdict.healthy)

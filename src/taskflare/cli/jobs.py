@@ -22,6 +22,7 @@ from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..limits import StoredFlow
 from ..messages import check_delay
+from ..readmodel import FILTER_SCAN_LIMIT
 from ..tables import Column, error_line, fit_table, short_time
 from .common import (
     DatabaseOpt,
@@ -72,7 +73,14 @@ def jobs_list(
     )
     jobs = [j.to_dict() for j in page.jobs]
     if as_json:
-        print_json({"count": len(jobs), "jobs": jobs, "nextCursor": page.next_cursor})
+        print_json(
+            {
+                "count": len(jobs),
+                "jobs": jobs,
+                "nextCursor": page.next_cursor,
+                "scanLimitReached": page.partial,
+            }
+        )
         return
     columns = [
         Column("id", "id"),
@@ -96,7 +104,11 @@ def jobs_list(
         for job in jobs
     ]
     Console().print(fit_table("jobs (newest first)", columns, rows))
-    if page.next_cursor:
+    if page.next_cursor and page.partial:
+        typer.echo(
+            f"searched the newest {FILTER_SCAN_LIMIT:,} jobs; continue: --cursor {page.next_cursor}"
+        )
+    elif page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}")
 
 

@@ -184,7 +184,10 @@ def serve(
 
     setup_logging(log_level)
     application = load_app(app)
-    tokens = Tokens.from_env()
+    try:
+        tokens = Tokens.from_env()
+    except TaskflareError as exc:
+        raise fail(str(exc), 2) from None
     if host not in LOOPBACK_HOSTS and not tokens.enabled and not insecure:
         raise fail(
             f"refusing to listen on {host} without an API token: set TASKFLARE_API_TOKEN "

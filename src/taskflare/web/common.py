@@ -12,7 +12,7 @@ import orjson
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
 
-from ..errors import TaskflareError
+from ..errors import InvalidConfig, TaskflareError
 from ..queue import format_bytes
 
 TOKEN_ENV = "TASKFLARE_API_TOKEN"
@@ -76,6 +76,17 @@ def error_body(message: str, code: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
+def _token_from_env(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    if not value.strip():
+        raise InvalidConfig(f"{name} is set but blank: set a token, or unset it")
+    if value != value.strip():
+        raise InvalidConfig(f"{name} starts or ends with whitespace: remove it")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Tokens:
     """The bearer tokens: `write` may do everything, `read` only GET requests."""
@@ -85,8 +96,13 @@ class Tokens:
 
     @classmethod
     def from_env(cls) -> Tokens:
-        """From $TASKFLARE_API_TOKEN and $TASKFLARE_API_READ_TOKEN."""
-        return cls(os.environ.get(TOKEN_ENV) or None, os.environ.get(READ_TOKEN_ENV) or None)
+        """From $TASKFLARE_API_TOKEN and $TASKFLARE_API_READ_TOKEN (unset: no token).
+
+        A variable that is set but blank, or whose token starts or ends with whitespace
+        (a stray newline from a secrets file), is `InvalidConfig` naming it: such a token
+        would be "enabled" yet match no request.
+        """
+        return cls(_token_from_env(TOKEN_ENV), _token_from_env(READ_TOKEN_ENV))
 
     @property
     def enabled(self) -> bool:

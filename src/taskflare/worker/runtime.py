@@ -263,8 +263,8 @@ class Worker:
         await self.app.registry.hooks.drain()  # async lifecycle listeners still running
         for service in services:
             await service.stop()
-        with contextlib.suppress(Exception):
-            await state.backend.worker_report(self._report())
+        with contextlib.suppress(Exception):  # stopped cleanly: no longer counted as alive
+            await state.backend.worker_gone(self.id)
         log.info("worker %s stopped", self.id)
         if crashed:
             exc = crashed[0].exception()
