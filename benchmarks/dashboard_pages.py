@@ -183,6 +183,15 @@ def pages(ids: dict[str, str]) -> list[tuple[str, str]]:
         ("jobs: status + type", "/jobs?status=failed&type=sync-crm"),
         ("jobs: time range", "/jobs?from=2000-01-01T00:00&to=2100-01-01T00:00"),
         ("jobs: a page ~20 000 back", f"/jobs?type=sync-crm&cursor={ids['deep']}"),
+        # Combinations that match nothing: each stops after its window of examined jobs.
+        ("jobs: type + other queue (none)", "/jobs?type=render-report&queue=emails"),
+        ("jobs: status + other type (none)", "/jobs?status=pending&type=no-such-type"),
+        ("jobs: status + other queue (none)", "/jobs?status=completed&queue=no-such-queue"),
+        ("jobs: queue (none)", "/jobs?queue=no-such-queue"),
+        (
+            "jobs: time range + other queue (none)",
+            "/jobs?from=2000-01-01T00:00&to=2100-01-01T00:00&queue=no-such-queue",
+        ),
         ("jobs: by id", f"/jobs?key={ids['failed']}"),
         ("jobs: by idempotency key", f"/jobs?key={ids['key']}"),
         ("jobs: by correlation id", f"/jobs?key={ids['corr']}"),
@@ -232,10 +241,20 @@ def explain(url: str) -> list[tuple[str, str]]:
             "message_list",
             {"queue": "emails-dlq", "state": "ready"},
         ),
-        ("job_search (no filter)", "job_search", {}),
-        ("job_search_state", "job_search_state", {"state": "failed"}),
-        ("job_search_type", "job_search_type", {"type": "render-report"}),
-        ("job_search (queue)", "job_search", {"queue": "crm"}),
+        ("job_search_scan (no filter)", "job_search_scan", {}),
+        ("job_search_scan_state", "job_search_scan_state", {"state": "failed"}),
+        ("job_search_scan_type", "job_search_scan_type", {"type": "render-report"}),
+        ("job_search_scan (queue)", "job_search_scan", {"queue": "crm"}),
+        (
+            "job_search_scan_type, a queue it is not on (window of 10 000)",
+            "job_search_scan_type",
+            {"type": "render-report", "queue": "emails", "scan_limit": 10_000},
+        ),
+        (
+            "job_search_scan_end_type (where that window ended)",
+            "job_search_scan_end_type",
+            {"type": "render-report", "scan_limit": 10_000},
+        ),
         (
             "job_search_count_state (failed of a type)",
             "job_search_count_state",
@@ -248,7 +267,7 @@ def explain(url: str) -> list[tuple[str, str]]:
             "job_ahead_count",
             {"queue": "crm", "priority": 0, "available_at": now, "id": "x"},
         ),
-        ("job_batch_list (batches page)", "job_batch_list", {"limit": 20}),
+        ("job_batch_list (batches page)", "job_batch_list", {"limit": 10, "count_limit": 501}),
         ("stats_history (charts)", "stats_history", {"since": now - 3600, "step": 60}),
     ]
     base = {
@@ -292,8 +311,8 @@ def explain(url: str) -> list[tuple[str, str]]:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute("SET jit = off")  # as the backend's connections
         for label, name, params in cases:
-            if name.endswith(("_state", "_type")) and name.startswith("job_search"):
-                name = name.rsplit("_", 1)[0]
+            if name.startswith("job_search_count_") and name != "job_search_count_text":
+                name = "job_search_count"  # one statement on PostgreSQL
             if name not in queries:
                 continue
             sql = queries[name].replace("{schema}", f'"{schema.group(1)}"')

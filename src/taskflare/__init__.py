@@ -9,6 +9,7 @@ from .context import JobContext
 from .cron import CronSchedule, InvalidCronExpression
 from .documents import Document, DocumentPage, Namespace
 from .errors import (
+    AppCodeRequired,
     AppLoadError,
     BackendUnavailable,
     BatchTooLarge,
@@ -31,11 +32,13 @@ from .errors import (
     JobCancelled,
     JobFailed,
     JobNotFound,
+    JobQueueSend,
     MessageTooLarge,
     SchemaOutdated,
     SchemaTooNew,
     StorageRejected,
     TaskflareError,
+    UniqueKeyMissing,
     UnknownJobType,
     UnknownQueue,
     UnsupportedContentType,
@@ -56,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AppCodeRequired",
     "AppLoadError",
     "BackendUnavailable",
     "Backoff",
@@ -91,6 +95,7 @@ __all__ = [
     "JobFailed",
     "JobNotFound",
     "JobPage",
+    "JobQueueSend",
     "JobStatus",
     "JobType",
     "LifecycleEvent",
@@ -113,6 +118,7 @@ __all__ = [
     "StoredMessage",
     "TaskflareError",
     "Unique",
+    "UniqueKeyMissing",
     "UnknownJobType",
     "UnknownQueue",
     "UnsupportedContentType",

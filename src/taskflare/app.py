@@ -43,6 +43,7 @@ from .registry import JobType, QueueConfig, Registry
 from .registry.hooks import Listener, Middleware, check_event
 from .registry.job_types import JobHandler
 from .registry.triggers import CronHandler, CronTrigger
+from .registry.wrangler_check import wrangler_problems
 from .retention import Retention
 from .retry import Backoff
 from .webhooks import DEFAULT_REPLAY_WINDOW, DEFAULT_TOLERANCE, STRIPE, WebhookSource
@@ -389,9 +390,15 @@ class App:
         as Cloudflare's `event.cron`). Bind consumers by name afterwards:
         `@app.get_queue("emails").consumer`. Returns what was read, `unsupported` keys
         included; `WranglerConfigError` for a file that does not parse or an unknown
-        environment, `InvalidQueueConfig` for a value out of range.
+        environment, `InvalidQueueConfig` for a value out of range or a cron expression
+        that does not parse, naming the file and each value's key path
+        (`wrangler.toml: queues.consumers[0].max_batch_size: ...`), before anything is
+        declared (`taskflare wrangler check` reports the same).
         """
         config = load_wrangler(path, env)
+        problems = wrangler_problems(config)
+        if problems:
+            raise InvalidQueueConfig(f"{path}: " + f"; {path}: ".join(problems))
         for queue in config.queues:
             self.queue(queue.name, **queue.settings)
         if scheduled is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from typing import Any, Final
 
@@ -36,13 +37,56 @@ def normalize_content_type(content_type: object, *, allow_pickle: bool, queue: s
     return name
 
 
+def non_finite(value: Any, data: bytes, what: str) -> str | None:
+    """Where `value` (encoded by orjson as `data`) holds a NaN or an infinity, which JSON
+    cannot carry (orjson writes them as null): e.g. `payload.items[2]`; None if nowhere.
+
+    Costs one byte search when `data` has no `null` (the value is only walked then)."""
+    if b"null" not in data:
+        return None
+    return _find_non_finite(value, what)
+
+
+def _find_non_finite(value: Any, path: str) -> str | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_non_finite(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_non_finite(item, f"{path}[{index}]")
+            if found:
+                return found
+    elif value is None or isinstance(value, (str, int)):
+        return None
+    elif not isinstance(value, type) and (names := getattr(value, "__dataclass_fields__", None)):
+        for name in names:
+            found = _find_non_finite(getattr(value, name), f"{path}.{name}")
+            if found:
+                return found
+    return None
+
+
+def not_finite_message(path: str) -> str:
+    """The refusal of a NaN or infinity at `path`."""
+    return f"{path} is NaN or infinite, which JSON cannot carry (it would arrive as null)"
+
+
 def encode_body(body: Any, content_type: str) -> bytes:
-    """Encode `body` as `content_type` (already normalized) for storage."""
+    """Encode `body` as `content_type` (already normalized) for storage
+    (`BodyEncodingError` for what cannot be encoded, NaN and infinities in JSON too)."""
     if content_type == JSON:
         try:
-            return orjson.dumps(body)
+            data = orjson.dumps(body)
         except TypeError as exc:
             raise BodyEncodingError(f"body cannot be encoded as JSON: {exc}") from exc
+        path = non_finite(body, data, "body")
+        if path is not None:
+            raise BodyEncodingError(not_finite_message(path), fields=("body",))
+        return data
     if content_type == TEXT:
         if not isinstance(body, str):
             raise BodyEncodingError(

@@ -128,8 +128,23 @@ class UnknownJobType(TaskflareError, LookupError):
     """No job type of that name is registered in this app."""
 
 
+class JobQueueSend(InvalidMessage):
+    """A plain message was sent to a job queue (one whose workers run job types): it would
+    never run; enqueue a job instead. Nothing was stored."""
+
+
+class AppCodeRequired(InvalidMessage):
+    """The job's type has limits (or a uniqueness) stored by the app's workers that this
+    producer cannot apply without the app's code; nothing was enqueued."""
+
+
 class InvalidPayload(TaskflareError, ValueError):
     """A job payload does not match its type's declared model; nothing was enqueued."""
+
+
+class UniqueKeyMissing(InvalidPayload):
+    """A job type is unique by a payload key that the payload does not have (a typo
+    would otherwise make different jobs duplicates); nothing was enqueued."""
 
 
 class InvalidDocument(TaskflareError, ValueError):

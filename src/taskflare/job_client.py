@@ -8,8 +8,9 @@ with a blocking `*_sync` twin.
 from __future__ import annotations
 
 import base64
+import builtins
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from .backends.base import (
     JobIdParams,
     MessageGetParams,
     NewMessage,
+    QueueCountsParams,
     RetryResult,
     State,
 )
@@ -56,11 +58,12 @@ from .jobs import (
     check_priority,
     run_at_delay,
 )
-from .limits import Unique, check_key, unique_params
+from .limits import StoredFlow, Unique, check_key, unique_params
 from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
+from .registry.job_types import check_finite_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -108,6 +111,22 @@ class JobClient:
     def __init__(self, registry: Registry, storage: Storage) -> None:
         self._registry = registry
         self._storage = storage
+        # The stored queue settings' flow control, for job types this app does not
+        # declare (loaded by `load_stored_flow`; None until then).
+        self.stored_flow: StoredFlow | None = None
+
+    async def load_stored_flow(self) -> StoredFlow:
+        """Read the flow control every queue's workers and server stored with its settings
+        (job types' limits and uniqueness, queues' rate limits and kinds), for enqueueing
+        job types this app does not declare (`strict=False`)."""
+        backend = await self._storage.backend()
+        settings = {
+            row.name: orjson.loads(row.settings_json)
+            for row in await backend.queue_rows(QueueCountsParams())
+            if row.settings_json
+        }
+        self.stored_flow = StoredFlow.from_settings(settings)
+        return self.stored_flow
 
     def run_sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` from code that is not async (the app's private loop)."""
@@ -136,7 +155,10 @@ class JobClient:
 
         The payload is checked against the type's model and against the size limit of
         the queue it goes to. `strict=False` (admin tools without the app's code) takes an
-        unknown type with default options and an unvalidated payload.
+        unknown type with default options and an unvalidated payload, on the queue the
+        stored queue settings name for it (else `default`), with the limits and uniqueness
+        stored for it (`load_stored_flow` first); `AppCodeRequired` when one of them needs
+        the app's code (a key function: give `rate_key`/`concurrency_key`).
         """
         job_type = self._registry.job_types.get(type)
         if job_type is None and strict:
@@ -148,12 +170,18 @@ class JobClient:
             body = job_type.encode(payload)
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
-            target = check_queue_name(queue or DEFAULT_JOB_QUEUE)
             check_text(type, "type", max_length=200)
             try:
-                body = orjson.dumps(payload)
+                body = check_finite_payload(type, payload, orjson.dumps(payload))
             except TypeError as exc:
                 raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
+            if self.stored_flow is None:
+                raise InvalidJobConfig(
+                    f"job type {type!r} is not declared in this app: read the stored queue "
+                    "settings first (await app.jobs.load_stored_flow()) so its limits apply"
+                )
+            stored_queue = self.stored_flow.type_queues.get(type, DEFAULT_JOB_QUEUE)
+            target = check_queue_name(queue or stored_queue)
             default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
         if idempotency_key is not None:
             check_text(idempotency_key, "idempotency_key")
@@ -192,6 +220,16 @@ class JobClient:
         """The limit buckets a job needs (None without limits: nothing is computed)."""
         spec = self._registry.queues.get(queue)
         job_type = self._registry.job_types.get(type)
+        if job_type is None and spec is None and self.stored_flow is not None:
+            return self.stored_flow.buckets(
+                type,
+                queue,
+                orjson.loads(body),
+                rate_key=None if rate_key is None else check_key(rate_key, "rate"),
+                concurrency_key=None
+                if concurrency_key is None
+                else check_key(concurrency_key, "concurrency"),
+            )
         limited = job_type is not None and job_type.limits is not None and job_type.limits.active
         if spec is None or not (spec.rate_limit or limited):
             return None
@@ -287,6 +325,8 @@ class JobClient:
         Raises `UnknownJobType`, `InvalidPayload`, `MessageTooLarge`, `InvalidDelay`,
         `InvalidMessage` (a bad key or id), `BackendUnavailable`.
         """
+        if not strict and type not in self._registry.job_types:
+            await self.load_stored_flow()
         message = self.prepare_job(
             type,
             payload,
@@ -304,9 +344,8 @@ class JobClient:
         )
         ttl = check_delay(idempotency_ttl, "idempotency_ttl")
         params = JobEnqueueParams(message, ttl, connection)
-        job_type = self._registry.job_types.get(type)
-        if unique is None and job_type is not None and job_type.limits is not None:
-            unique = job_type.limits.unique
+        if unique is None:
+            unique = self.unique_of(type)
         if unique is not None:
             if idempotency_key is not None:
                 raise InvalidMessage(
@@ -382,6 +421,8 @@ class JobClient:
     ) -> str:
         """Enqueue many jobs of one type in chunks (one transaction each); return the batch
         id (see `get_batch`). Every payload is validated before anything is stored.
+        `payloads` must be a list (or another iterable that is not a dict or a string:
+        `InvalidPayload` naming `payloads`); an empty one stores nothing and returns "".
 
         With a `unique` (given here, else the one declared on the job type), every payload
         goes through the same check as `enqueue`: one matching a job in the declared
@@ -395,6 +436,14 @@ class JobClient:
             or not 1 <= chunk_size <= 10_000
         ):
             raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
+        if isinstance(payloads, (str, bytes, Mapping)) or not isinstance(payloads, Iterable):
+            raise InvalidPayload(
+                f"payloads must be a list of payloads, got {builtins.type(payloads).__name__}",
+                fields=("payloads",),
+            )
+        payloads = list(payloads)
+        if not payloads:  # as Sidekiq's push_bulk([]) and Oban's insert_all([]): nothing
+            return ""
         batch_id = uuid7()
         messages = self.prepare_jobs(
             type,
@@ -405,9 +454,8 @@ class JobClient:
             correlation_id=correlation_id,
             batch_id=batch_id,
         )
-        job_type = self._registry.job_types.get(type)
-        if unique is None and job_type is not None and job_type.limits is not None:
-            unique = job_type.limits.unique
+        if unique is None:
+            unique = self.unique_of(type)
         if unique is not None:
             if not isinstance(unique, Unique):
                 raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
@@ -417,18 +465,26 @@ class JobClient:
         await self.store_batch(batch_id, type, messages, chunk_size)
         return batch_id
 
+    def unique_of(self, type: str) -> Unique | None:
+        """The uniqueness declared on `type` (by this app, else as stored), or None."""
+        job_type = self._registry.job_types.get(type)
+        if job_type is not None:
+            return None if job_type.limits is None else job_type.limits.unique
+        limits = None if self.stored_flow is None else self.stored_flow.limits(type)
+        return None if limits is None else limits.unique
+
     async def store_unique(
         self, unique: Unique, messages: Sequence[NewMessage]
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
         same call) and whether this call stored it."""
+        every = [unique_params(unique, message) for message in messages]  # check all first
         backend = await self._storage.backend()
         out: list[tuple[str, bool]] = []
         seen: dict[tuple[str | None, str | None], str] = {}
         stored: list[NewMessage] = []
-        for message in messages:
-            params = unique_params(unique, message)
+        for params in every:
             key = (params.key_scope, params.message.idempotency_key)
             if key in seen:  # the same job as an earlier payload of this call
                 out.append((seen[key], False))

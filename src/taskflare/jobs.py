@@ -277,10 +277,13 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
-    """One page of `list_jobs`: the jobs, and the cursor of the next page (None at the end)."""
+    """One page of `list_jobs`: the jobs, and the cursor of the next page (None at the end).
+    `partial` (the dashboard's, HTTP API's and CLI's listing): the page stopped after
+    examining its bounded window with fewer jobs than asked; `next_cursor` goes on."""
 
     jobs: list[Job]
     next_cursor: str | None
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .backends.base import FlowLimit, JobEnqueueParams, NewMessage
-from .errors import InvalidJobConfig, InvalidMessage
+from .errors import AppCodeRequired, InvalidJobConfig, InvalidMessage, UniqueKeyMissing
 
 KeyFunction = Callable[[Any], Any]
 
@@ -183,7 +183,8 @@ UNIQUE_HOLD_SECONDS = 10 * 365 * 86_400.0
 def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
     """The enqueue parameters that make `message` unique: a key derived from what
     `unique.by` names (a digest of the canonical JSON), held while the job is in one of
-    `unique.states`, for `unique.period` seconds at most."""
+    `unique.states`, for `unique.period` seconds at most. `InvalidPayload` naming the
+    key and the job type when the payload lacks one of `unique.keys` (`UniqueKeyMissing`)."""
     parts: dict[str, Any] = {}
     if "type" in unique.by:
         parts["type"] = message.type
@@ -191,8 +192,15 @@ def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
         parts["queue"] = message.queue
     if "payload" in unique.by:
         payload = orjson.loads(message.body)
-        if unique.keys is not None and isinstance(payload, dict):
-            payload = {k: payload.get(k) for k in unique.keys}
+        if unique.keys is not None:
+            missing = [k for k in unique.keys if not isinstance(payload, dict) or k not in payload]
+            if missing:
+                raise UniqueKeyMissing(
+                    f"job type {message.type!r} is unique by payload key {missing[0]!r}, "
+                    f"which this payload does not have",
+                    fields=("payload",),
+                )
+            payload = {k: payload[k] for k in unique.keys}
         parts["payload"] = payload
     digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
     keyed = NewMessage(
@@ -255,6 +263,76 @@ class JobLimits:
         ]
         return out
 
+    def declaration(self) -> dict[str, Any]:
+        """The limits as JSON data, stored with the queue's settings (key functions are
+        stored only as being there: a producer without the app's code cannot run them)."""
+        unique = self.unique
+        return {
+            "rate_limits": [
+                {
+                    "rate": r.rate,
+                    "burst": r.burst,
+                    "per_key": r.per_key,
+                    "key_function": r.key is not None,
+                }
+                for r in self.rate_limits
+            ],
+            "max_concurrency": self.max_concurrency,
+            "concurrency": [
+                {"limit": c.limit, "key_function": c.key is not None} for c in self.concurrency
+            ],
+            "unique": None
+            if unique is None
+            else {
+                "by": list(unique.by),
+                "states": list(unique.states),
+                "period": unique.period,
+                "keys": None if unique.keys is None else list(unique.keys),
+            },
+        }
+
+    @classmethod
+    def from_declaration(cls, type: str, data: Any) -> JobLimits:
+        """The limits a `declaration` stored, for a producer without the app's code: a
+        key function becomes one that raises `AppCodeRequired` (give the key instead).
+        `InvalidJobConfig` if the data is not a declaration."""
+        try:
+            unique = data.get("unique")
+            return cls(
+                type,
+                rate_limits=tuple(
+                    RateLimit(
+                        r["rate"],
+                        key=_CodeKey(type, "rate_limit", "rate_key") if r["key_function"] else None,
+                        burst=r["burst"],
+                        per_key=bool(r["per_key"]),
+                    )
+                    for r in data.get("rate_limits", ())
+                ),
+                max_concurrency=data.get("max_concurrency"),
+                concurrency=tuple(
+                    Concurrency(
+                        c["limit"],
+                        key=_CodeKey(type, "concurrency", "concurrency_key")
+                        if c["key_function"]
+                        else None,
+                    )
+                    for c in data.get("concurrency", ())
+                ),
+                unique=None
+                if unique is None
+                else Unique(
+                    by=tuple(unique["by"]),
+                    states=tuple(unique["states"]),
+                    period=unique["period"],
+                    keys=None if unique["keys"] is None else tuple(unique["keys"]),
+                ),
+            )
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise InvalidJobConfig(
+                f"the stored limits of job type {type!r} cannot be read ({exc!r})"
+            ) from None
+
     def buckets(
         self, payload: Any, *, rate_key: str | None = None, concurrency_key: str | None = None
     ) -> list[str]:
@@ -278,6 +356,28 @@ class JobLimits:
         return out
 
 
+class _CodeKey:
+    """A key function a producer without the app's code cannot run: it refuses."""
+
+    def __init__(self, type: str, what: str, field: str) -> None:
+        self.type, self.what, self.field = type, what, field
+
+    def __call__(self, payload: Any) -> Any:
+        raise app_code_required(
+            self.type, f"a {self.what} limit keyed by a function of its payload", self.field
+        )
+
+
+def app_code_required(type: str, what: str, field: str | None = None) -> AppCodeRequired:
+    """The refusal of a job a producer cannot limit as its type says without the app's code."""
+    given = f", or give {field}" if field else ""
+    return AppCodeRequired(
+        f"job type {type!r} has {what}, which needs the app's code to apply; enqueue it "
+        f"with the app loaded (on the command line: --app module:app){given}",
+        fields=(field,) if field else (),
+    )
+
+
 def queue_limit(queue: str, rate: RateLimit) -> Limit:
     """A queue's rate limit for the claim statement."""
     return Limit(f"r@{queue}", rate.amount, rate.period, rate.capacity)
@@ -293,6 +393,8 @@ def _key(function: KeyFunction | None, payload: Any, what: str) -> str:
         return ""
     try:
         value = function(payload)
+    except AppCodeRequired:
+        raise
     except Exception as exc:
         raise InvalidMessage(
             f"the {what} key function failed on this payload: {type(exc).__name__}: {exc}"
@@ -349,3 +451,70 @@ def next_token_at(tokens: float, updated_at: float, limit: Limit) -> float:
 def ceil_div(a: float, b: float) -> int:
     """Whole periods needed (used in docs/tests arithmetic)."""
     return math.ceil(a / b)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFlow:
+    """The flow control and kind of every queue as the app's workers and server stored it
+    with the queue's settings: what a producer without the app's code (`taskflare jobs
+    enqueue` without `--app`) needs to apply the same limits and uniqueness."""
+
+    type_queues: dict[str, str] = field(default_factory=dict)
+    type_limits: dict[str, JobLimits] = field(default_factory=dict)
+    # Types with stored limits but no stored declaration (settings of an older version).
+    undeclared: frozenset[str] = frozenset()
+    rate_limited: frozenset[str] = frozenset()
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, dict[str, Any]]) -> StoredFlow:
+        """From each queue's stored settings (JSON data), by queue name."""
+        type_queues: dict[str, str] = {}
+        type_limits: dict[str, JobLimits] = {}
+        undeclared: set[str] = set()
+        rate_limited: set[str] = set()
+        kinds: dict[str, str] = {}
+        for queue, data in settings.items():
+            if data.get("kind"):
+                kinds[queue] = str(data["kind"])
+            declared = data.get("job_types") or {}
+            for type, limits in declared.items():
+                type_queues.setdefault(type, queue)
+                if limits:
+                    type_limits[type] = JobLimits.from_declaration(type, limits)
+            for row in data.get("flow_limits") or ():
+                family = str(row[0])
+                if family.startswith("r@"):
+                    rate_limited.add(queue)
+                    continue
+                body = family[2:]
+                head, _, tail = body.rpartition(":")
+                type = head if tail.isdigit() and head else body
+                if type not in declared:
+                    undeclared.add(type)
+                    type_queues.setdefault(type, queue)
+        return cls(type_queues, type_limits, frozenset(undeclared), frozenset(rate_limited), kinds)
+
+    def limits(self, type: str) -> JobLimits | None:
+        """The stored limits of `type` (None: none); `AppCodeRequired` if limits were
+        stored without their declaration."""
+        if type in self.undeclared and type not in self.type_limits:
+            raise app_code_required(type, "flow limits stored without their declaration")
+        return self.type_limits.get(type)
+
+    def buckets(
+        self,
+        type: str,
+        queue: str,
+        payload: Any,
+        *,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
+    ) -> tuple[str, ...] | None:
+        """The buckets a job of `type` on `queue` needs, as the app's code would compute
+        them (None: none); `AppCodeRequired` for a key only the app's code can compute."""
+        out = [queue_bucket(queue)] if queue in self.rate_limited else []
+        limits = self.limits(type)
+        if limits is not None and limits.active:
+            out += limits.buckets(payload, rate_key=rate_key, concurrency_key=concurrency_key)
+        return tuple(out) or None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
+import orjson
+
 from .backends.base import (
     EXACT_COUNT,
     DeadLetterReprocessParams,
@@ -22,10 +24,17 @@ from .backends.base import (
     QueuePurgeParams,
 )
 from .encoding import encode_body, normalize_content_type
-from .errors import BatchTooLarge, EmptyBatch, InvalidMessage, MessageTooLarge, UnknownQueue
+from .errors import (
+    BatchTooLarge,
+    EmptyBatch,
+    InvalidMessage,
+    JobQueueSend,
+    MessageTooLarge,
+    UnknownQueue,
+)
 from .ids import uuid7
 from .messages import check_delay
-from .registry import Registry
+from .registry import JOBS, Registry
 from .registry.queues import (
     DEFAULT_CONSUMER_TIMEOUT,
     BatchHandler,
@@ -67,6 +76,8 @@ class Queue:
         self._storage = storage
         self._registry = registry
         self.name = name
+        # The kind the queue's stored settings give ("" for none), read on the first send.
+        self._stored_kind: str | None = None
 
     @property
     def config(self) -> QueueConfig:
@@ -140,7 +151,10 @@ class Queue:
         """Validate and encode a `send_batch` request; raise before anything is stored."""
         check_delay(delay_seconds)
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
-            raise InvalidMessage("send_batch() takes a list of {'body': ...} items")
+            raise InvalidMessage(
+                f"messages must be a list of {{'body': ...}} items, got {type(messages).__name__}",
+                fields=("messages",),
+            )
         if not messages:
             raise EmptyBatch("send_batch() requires at least one message")
         if len(messages) > MAX_SEND_BATCH_MESSAGES:
@@ -185,10 +199,13 @@ class Queue:
     ) -> str:
         """Store one message durably and return its id; it is delivered after `delay_seconds`.
 
+        `JobQueueSend` for a job queue (its workers run job types, not messages).
+
         `connection`: your own psycopg connection (PostgreSQL only); the message is
         written inside its current transaction and exists only if that commits.
         """
         message = self._prepare(body, delay_seconds, content_type)
+        await self._check_message_queue()
         await self._store([message], connection, batch=False)
         return message.id
 
@@ -204,6 +221,7 @@ class Queue:
         `connection`: as for `send`, the batch joins your own transaction (PostgreSQL).
         """
         prepared = self.prepare_batch(messages, delay_seconds)
+        await self._check_message_queue()
         await self._store(prepared, connection, batch=True)
         return [m.id for m in prepared]
 
@@ -233,6 +251,25 @@ class Queue:
         return self._storage.run_sync(
             self.send_batch(messages, delay_seconds=delay_seconds, connection=connection)
         )
+
+    async def _check_message_queue(self) -> None:
+        """`JobQueueSend` if this is a job queue: by this app's declarations, else by its
+        stored settings (read once per handle: a queue's kind does not change while it
+        holds work)."""
+        kind = self._registry.queue(self.name).kind
+        if kind is None:
+            if self._stored_kind is None:
+                backend = await self._storage.backend()
+                rows = await backend.queue_rows(QueueCountsParams(self.name))
+                settings = rows[0].settings_json if rows else None
+                stored = orjson.loads(settings).get("kind") if settings else None
+                self._stored_kind = stored if isinstance(stored, str) else ""
+            kind = self._stored_kind or None
+        if kind == JOBS:
+            raise JobQueueSend(
+                f"queue {self.name!r} runs job types; a message sent to it would never run: "
+                "enqueue a job instead (app.enqueue, POST /jobs, taskflare jobs enqueue)"
+            )
 
     async def _store(
         self, messages: list[NewMessage], connection: Any | None = None, *, batch: bool

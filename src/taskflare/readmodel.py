@@ -55,15 +55,27 @@ from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
 from .registry import JOBS, MESSAGES, Registry
 from .storage import Storage
+from .text import check_text
 
 # Upper bounds [s] of the stored duration histogram (the worker's DURATION_BUCKETS; the
 # last stored bucket is above all of them).
 HISTORY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # A jobs search examines at most this many jobs per page when it looks inside payloads.
 TEXT_SCAN_LIMIT = 5_000
+# A jobs list filtered by status, type, queue or time examines at most this many entries
+# of the index that drives it per page (the status index, else the type index, else the
+# creation index): a combination that matches almost nothing stops there and offers to
+# go on ("searched the newest 10 000 jobs") instead of walking a million entries.
+FILTER_SCAN_LIMIT = 10_000
 # Counting the jobs a bulk action covers stops here ("more than 10 000"): a count of a
 # million rows cannot be fast, and the action itself goes through every match anyway.
 COUNT_LIMIT = 10_000
+# The batches page: the newest this many batches, each status counted up to this many
+# ("more than 500"), so a refresh reads at most 10 x 5 x 501 index entries whatever the
+# batches hold.
+BATCH_PAGE = 10
+BATCH_COUNT_LIMIT = 500
+BATCH_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 # A worker that has not reported for this long is no longer counted as alive [s].
 WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
@@ -162,14 +174,16 @@ class JobQuery:
             limit=limit,
             before=None if cursor is None else decode_cursor(cursor),
             scan_limit=TEXT_SCAN_LIMIT,
+            filter_scan_limit=FILTER_SCAN_LIMIT,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class JobSearchPage:
     """A page of matching jobs (without their history) and the cursor of the next page;
-    `partial`: a payload search stopped after examining its window (the next page goes
-    on searching older jobs)."""
+    `partial`: the search stopped after examining its window (`TEXT_SCAN_LIMIT` jobs for
+    a payload text, else `FILTER_SCAN_LIMIT` index entries) before the page was full; the
+    cursor then is the last job examined, and the next page goes on with older jobs."""
 
     jobs: list[Job]
     next_cursor: str | None
@@ -379,10 +393,28 @@ class ReadModel:
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """Jobs newest first (each with its history), filtered, paged by cursor."""
-        return await self._jobs.list_jobs(
-            status=status, type=type, queue=queue, limit=limit, cursor=cursor
-        )
+        """Jobs newest first (each with its history), filtered, paged by cursor: the
+        jobs list's bounded search (`job_search`), so a page examines at most
+        `FILTER_SCAN_LIMIT` jobs; `partial` then says it stopped there with fewer than
+        `limit` jobs, and `next_cursor` goes on with older ones. `ValueError` for a bad
+        status, limit (1..1000), type, queue or cursor."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be 1..1000, got {limit!r}")
+        for label, value in (("type", type), ("queue", queue)):
+            if value is not None:
+                check_text(value, label, max_length=200)
+        status_text = None if status is None else parse_status(status).value
+        query = JobQuery(status=status_text, type=type, queue=queue)
+        found = await self.job_search(query, limit, cursor)
+        histories: dict[str, list[JobAttempt]] = {}
+        if found.jobs:
+            backend = await self._storage.backend()
+            ids = [j.id for j in found.jobs]
+            for attempt in await backend.job_attempts(JobAttemptsParams(ids)):
+                histories.setdefault(attempt.job_id, []).append(JobAttempt.from_record(attempt))
+        for job in found.jobs:
+            job.history = tuple(histories.get(job.id, ()))
+        return JobPage(found.jobs, found.next_cursor, found.partial)
 
     async def job_stats(self, queue: str | None = None, type: str | None = None) -> dict[str, Any]:
         """Job totals by status with `completionRate` and `failureRate` (the job service's
@@ -539,11 +571,17 @@ class ReadModel:
         attempts = await backend.job_attempts(JobAttemptsParams([job_id]))
         return tuple(JobAttempt.from_record(a) for a in attempts)
 
-    async def batches(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest batches made by `enqueue_many` with progress and counts by status."""
+    async def batches(
+        self, limit: int = BATCH_PAGE, count_limit: int = BATCH_COUNT_LIMIT
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` batches made by `enqueue_many` with progress and counts by
+        status, each count stopped at `count_limit`: `capped` lists the statuses that
+        reached it ("more than"); `progress` then comes from the unfinished jobs (pending
+        and processing), and is None when one of those is capped."""
         backend = await self._storage.backend()
         result = []
-        for found in await backend.job_batch_list(JobBatchListParams(limit)):
+        listed = await backend.job_batch_list(JobBatchListParams(limit, count_limit + 1))
+        for found in listed:
             counts = found.by_state
             batch = JobBatch(
                 id=found.id,
@@ -555,7 +593,22 @@ class ReadModel:
                 failed=counts.get(State.FAILED, 0),
                 cancelled=counts.get(State.CANCELLED, 0),
             )
-            result.append(batch.to_dict() | {"createdAt": iso(found.created_at)})
+            shown = batch.to_dict() | {"createdAt": iso(found.created_at), "capped": []}
+            capped = [s for s in BATCH_STATUSES if shown[s] > count_limit]
+            if capped:
+                for status in capped:
+                    shown[status] = count_limit
+                unfinished = batch.pending + batch.processing
+                left = found.total - unfinished
+                shown["capped"] = capped
+                shown["progress"] = (
+                    None
+                    if {"pending", "processing"} & set(capped)
+                    else round(left / found.total, 4)
+                    if found.total
+                    else 1.0
+                )
+            result.append(shown)
         return result
 
     # -- history --------------------------------------------------------------------------

@@ -78,7 +78,13 @@ async def enqueued(
     Returns the `Job`s, or the messages as admin JSON."""
     if type is not None:
         page = await app.read.jobs(status="pending", type=type, queue=queue, limit=1000)
-        return [job for job in page.jobs if _includes(job.payload, payload)]
+        found = list(page.jobs)
+        while page.partial and page.next_cursor and len(found) < 1000:  # past its window
+            page = await app.read.jobs(
+                status="pending", type=type, queue=queue, limit=1000, cursor=page.next_cursor
+            )
+            found += page.jobs
+        return [job for job in found if _includes(job.payload, payload)]
     if queue is None:
         raise ValueError("give the queue of the messages, or the job type")
     messages = await app.read.messages(queue, "ready", 100_000)

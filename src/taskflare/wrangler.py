@@ -50,6 +50,8 @@ class WranglerQueue:
     settings: dict[str, Any] = field(default_factory=dict)
     binding: str | None = None
     consumer: str | None = None  # "worker", "http_pull" or None (only produced to)
+    # Setting (and "queue") -> where the file sets it: "queues.consumers[0].max_retries".
+    paths: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class WranglerConfig:
     queues: list[WranglerQueue]
     crons: list[str]
     unsupported: list[str]  # "queues.consumers[0].delivery_delay: why"
+    crons_at: str = "triggers.crons"  # where the file lists `crons`
 
     def to_dict(self) -> dict[str, Any]:
         """For `taskflare wrangler check --json`."""
@@ -113,24 +116,39 @@ def load_wrangler(path: str | Path, env: str | None = None) -> WranglerConfig:
     triggers = section.get("triggers", document.get("triggers")) or {}
     queues = _queues(queues_doc, unsupported, "queues" if env is None else f"env.{env}.queues")
     crons = [str(c) for c in triggers.get("crons", [])]
-    return WranglerConfig(str(path), env, queues, crons, unsupported)
+    crons_at = "triggers.crons"
+    if env is not None and "triggers" in section:
+        crons_at = f"env.{env}.triggers.crons"
+    return WranglerConfig(str(path), env, queues, crons, unsupported, crons_at)
 
 
 def _queues(doc: dict[str, Any], unsupported: list[str], where: str) -> list[WranglerQueue]:
     found: dict[str, WranglerQueue] = {}
     for index, consumer in enumerate(doc.get("consumers", [])):
         name = str(consumer["queue"])
-        settings = _consumer_settings(consumer, unsupported, f"{where}.consumers[{index}]")
+        at = f"{where}.consumers[{index}]"
+        settings = _consumer_settings(consumer, unsupported, at)
         kind = "http_pull" if consumer.get("type") == "http_pull" else "worker"
-        found[name] = WranglerQueue(name, settings, None, kind)
+        paths = {"queue": f"{at}.queue"} | {
+            setting: f"{at}.{key}"
+            for key, setting in {
+                **CONSUMER_KEYS,
+                "visibility_timeout_ms": "visibility_timeout",
+            }.items()
+        }
+        found[name] = WranglerQueue(name, settings, None, kind, paths)
     for index, producer in enumerate(doc.get("producers", [])):
         name = str(producer["queue"])
         for key in producer:
             if key not in ("queue", "binding"):
                 reason = WHY.get(key) or "not supported by taskflare"
                 unsupported.append(f"{where}.producers[{index}].{key}: {reason}")
-        known = found.get(name) or WranglerQueue(name)
-        found[name] = WranglerQueue(name, known.settings, producer.get("binding"), known.consumer)
+        known = found.get(name) or WranglerQueue(
+            name, paths={"queue": f"{where}.producers[{index}].queue"}
+        )
+        found[name] = WranglerQueue(
+            name, known.settings, producer.get("binding"), known.consumer, known.paths
+        )
     for queue in list(found.values()):  # a dead-letter queue is a queue too
         dlq = queue.settings.get("dead_letter_queue")
         if dlq and dlq not in found:
@@ -153,7 +171,8 @@ def _consumer_settings(
         if key in CONSUMER_KEYS:
             settings[CONSUMER_KEYS[key]] = value
         elif key == "visibility_timeout_ms":
-            settings["visibility_timeout"] = value / 1000
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            settings["visibility_timeout"] = value / 1000 if number else value
         else:
             unsupported.append(f"{where}.{key}: {WHY.get(key) or 'not supported by taskflare'}")
     return settings

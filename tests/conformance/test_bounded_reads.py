@@ -4,12 +4,15 @@ the message listing that merges every state's index oldest first, paged by curso
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from taskflare.backends import Backend
 from taskflare.backends.base import (
     EXACT_COUNT,
     JobAheadParams,
+    JobSearchParams,
     MessageListParams,
     QueueCountsParams,
     QueueDeclareParams,
@@ -115,3 +118,62 @@ async def test_ahead_count_stops_at_its_limit(backend: Backend) -> None:
     assert await backend.job_ahead_count(params) == 4
     limited = JobAheadParams("jobs", target.priority, target.available_at, target.id, 2)
     assert await backend.job_ahead_count(limited) == 3  # one past the limit: "more than 2"
+
+
+async def follow(backend: Backend, params: JobSearchParams) -> tuple[list[list[str]], int]:
+    """Every page of a search, cursor by cursor: the ids per page, and how many pages
+    said they stopped at their window."""
+    pages: list[list[str]] = []
+    stopped = 0
+    while True:
+        found = await backend.job_search(params)
+        pages.append([r.id for r in found.records])
+        if found.records and len(found.records) == params.limit:
+            last = found.records[-1]
+            params = replace(params, before=(last.created_at, last.id))
+        elif found.scanned_to is not None:
+            stopped += 1
+            params = replace(params, before=found.scanned_to)
+        else:
+            return pages, stopped
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"type": "render", "queue": "emails"},  # driven by the type index
+        {"state": "ready", "queue": "emails"},  # by the status index
+        {"state": "ready", "type": "render", "queue": "emails"},
+        {"queue": "emails"},  # by the creation index
+    ],
+    ids=["type+queue", "status+queue", "status+type+queue", "queue"],
+)
+async def test_a_filter_examines_a_bounded_window_and_a_cursor_goes_on(
+    backend: Backend, filters: dict[str, str]
+) -> None:
+    # The one match is the oldest job; seven newer ones of its type live on another queue.
+    needle = await enqueue(backend, job("render", "emails"))
+    others = await enqueue(backend, *(job("render", "reports") for _ in range(7)))
+    params = JobSearchParams(**filters, limit=10, filter_scan_limit=3)  # type: ignore[arg-type]
+    first = await backend.job_search(params)
+    # Nothing among the newest 3: an empty page that says where it stopped (the 3rd).
+    assert first.records == []
+    assert first.scanned_to is not None
+    third_newest = await record(backend, others[-3])
+    assert first.scanned_to == (third_newest.created_at, third_newest.id)
+    pages, stopped = await follow(backend, params)
+    assert pages == [[], [], needle]  # windows of 3, 3, then 2 jobs (the last not full)
+    assert stopped == 2
+    # Without a budget in the way, the same filter finds it at once.
+    unbounded = replace(params, filter_scan_limit=100)
+    found = await backend.job_search(unbounded)
+    assert [r.id for r in found.records] == needle and found.scanned_to is None
+
+
+async def test_a_common_filter_fills_its_page_within_the_window(backend: Backend) -> None:
+    ids = await enqueue(backend, *(job("render", "reports") for _ in range(6)))
+    params = JobSearchParams(type="render", limit=2, filter_scan_limit=3)
+    pages, stopped = await follow(backend, params)
+    # Full pages go on from their last job; the window restarts after each cursor.
+    assert [i for page in pages for i in page] == list(reversed(ids))
+    assert stopped == 0

@@ -160,6 +160,15 @@ async def test_batch_list_counts_each_batch_by_state(backend: Backend) -> None:
     assert summary.by_state == {"ready": 2, "leased": 1}
 
 
+async def test_batch_list_counts_stop_at_the_count_limit(backend: Backend) -> None:
+    await backend.job_batch_create(JobBatchCreateParams("b-1", "charge", 6))
+    await enqueue(backend, *(job(batch_id="b-1") for _ in range(6)))
+    await claim(backend, "jobs", 1)
+    (summary,) = await backend.job_batch_list(JobBatchListParams(10, count_limit=3))
+    # Five ready jobs counted up to 3 (each count reads at most 3 index entries).
+    assert summary.total == 6 and summary.by_state == {"ready": 3, "leased": 1}
+
+
 async def test_history_minutes_are_summed_listed_and_pruned(backend: Backend) -> None:
     await backend.stats_add(
         StatsAddParams([StatsMinute(600, "q", 3, 1, 0, 0.5, (2, 1)), StatsMinute(660, "q", 1)])

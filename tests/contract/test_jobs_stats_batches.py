@@ -118,6 +118,21 @@ async def test_batch_progress_counts_finished_jobs(app: App) -> None:
     assert batch.to_dict()["progress"] == 0.25
 
 
+async def test_the_batches_list_caps_each_count_and_says_which(app: App) -> None:
+    app.job("row")(lambda payload: None)
+    batch_id = await app.enqueue_many("row", range(5))
+    for job in (await app.list_jobs(type="row", limit=10)).jobs[:3]:
+        await app.cancel(job.id)
+    (listed,) = await app.read.batches(count_limit=2)
+    # 3 cancelled counted up to 2 ("2+"); progress from the 2 still pending: 3 of 5 done.
+    assert (listed["id"], listed["cancelled"], listed["pending"]) == (batch_id, 2, 2)
+    assert listed["capped"] == ["cancelled"] and listed["progress"] == 0.6
+    (pending,) = await app.read.batches(count_limit=1)
+    assert pending["capped"] == ["pending", "cancelled"] and pending["progress"] is None
+    (exact,) = await app.read.batches()
+    assert (exact["cancelled"], exact["capped"], exact["progress"]) == (3, [], 0.6)
+
+
 async def test_enqueue_many_with_an_invalid_payload_stores_nothing(app: App) -> None:
     @app.job("import-item")
     async def import_item(payload: Item) -> None:

@@ -20,7 +20,7 @@ import httpx
 import uvicorn
 from pydantic import BaseModel
 
-from taskflare import App, Backoff, JobContext, MessageBatch, PermanentError
+from taskflare import App, Backoff, JobContext, MessageBatch, PermanentError, Unique
 from taskflare.web import Tokens, create_api
 from taskflare.web.security import HttpSecurity, uvicorn_options
 
@@ -99,6 +99,9 @@ def build_app(url: str, recorder: Recorder) -> App:
 
     app.job("stripe-event")(lambda event: recorder.add("stripe-event", event))
     app.job("github-event")(lambda event: recorder.add("github-event", event))
+    app.job("notify-once", unique=Unique(by=("type", "payload"), keys=("user",)))(
+        lambda payload: recorder.add("notify-once", payload)
+    )
     app.webhook("stripe", secret=STRIPE_SECRET, job_type="stripe-event")
     app.webhook("github", secret=GITHUB_SECRET, job_type="github-event", scheme="hmac-sha256")
     return app

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from helpers import running_worker
+from taskflare import readmodel
 from taskflare.testing import drain
 
 from .server import READ_TOKEN, SECRETS, WRITE_TOKEN, LiveServer
@@ -124,7 +125,32 @@ async def test_list_filters_by_status_counts_and_pages_with_a_cursor(live: LiveS
         assert sorted(seen) == sorted([*done, failed])
         assert seen == sorted(seen, reverse=True)  # newest first (ids are UUIDv7)
         by_queue = client.get("/jobs", params={"queue": "billing"}).json()
-        assert by_queue == {"success": True, "count": 0, "jobs": [], "nextCursor": None}
+        assert by_queue == {
+            "success": True,
+            "count": 0,
+            "jobs": [],
+            "nextCursor": None,
+            "scanLimitReached": False,
+        }
+
+
+async def test_list_stops_at_its_scan_window_and_the_cursor_goes_on(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A window of 3 jobs instead of 20 000, so the test needs a handful of jobs.
+    monkeypatch.setattr(readmodel, "FILTER_SCAN_LIMIT", 3)
+    with live.client() as client:
+        needle = enqueue(client, "always-fails", payload={"n": 1})
+        for _ in range(4):
+            enqueue(client)
+        query = {"status": "pending", "type": "always-fails"}
+        first = client.get("/jobs", params=query).json()
+        # Nothing among the 3 newest pending jobs: an empty page that says it stopped.
+        assert first["count"] == 0 and first["scanLimitReached"] is True
+        assert first["nextCursor"]
+        rest = client.get("/jobs", params=query | {"cursor": first["nextCursor"]}).json()
+        assert [j["id"] for j in rest["jobs"]] == [needle]
+        assert rest["scanLimitReached"] is False and rest["nextCursor"] is None
 
 
 async def test_retry_of_a_failed_job_queues_it_again(live: LiveServer) -> None:

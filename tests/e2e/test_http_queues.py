@@ -234,3 +234,27 @@ async def test_job_lists_carry_each_jobs_real_history(live: LiveServer) -> None:
         history = listed[job_id]["history"]
         assert [a["outcome"] for a in history] == ["retried", "completed"]
         assert history == client.get(f"/jobs/{job_id}").json()["job"]["history"]
+
+
+def test_sending_to_a_job_queue_is_409_and_a_message_needs_a_body(client: httpx.Client) -> None:
+    for path in ("/queues/billing/messages", "/client/v4/accounts/acc/queues/billing/messages"):
+        response = client.post(path, json={"body": {"x": 1}})
+        assert response.status_code == 409, response.text
+        assert "runs job types" in response.text
+    assert client.post("/queues/billing/messages", json={"body": 1}).json()["code"] == "job_queue"
+    batch = client.post("/queues/billing/messages", json={"messages": [{"body": 1}]})
+    assert batch.status_code == 409 and "job_queue" in batch.text
+    assert "body" in error_of(client.post("/queues/emails/messages", json={}), 400)
+    no_body = client.post("/queues/emails/messages", json={"messages": [{"delaySeconds": 1}]})
+    assert "messages[0]" in error_of(no_body, 400)
+    cloudflare = client.post("/client/v4/accounts/acc/queues/emails/messages", json={})
+    assert cloudflare.status_code == 400 and "body" in cloudflare.text
+    assert queue_of(client, "emails")["depth"]["ready"] == 0  # type: ignore[index]
+    # An explicit null body is a message.
+    assert client.post("/queues/emails/messages", json={"body": None}).status_code == 200
+
+
+def test_a_unique_key_missing_from_the_payload_is_400(client: httpx.Client) -> None:
+    response = client.post("/jobs", json={"type": "notify-once", "payload": {"usr": 5}})
+    message = error_of(response, 400)
+    assert "'notify-once'" in message and "'user'" in message

@@ -214,3 +214,40 @@ def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) ->
     # Stored as a delay on the database's clock: the stored time is the requested one plus
     # the command's own latency (seconds on a loaded machine); a zone read wrong is hours.
     assert abs((datetime.fromisoformat(run_at) - soon).total_seconds()) < 60
+
+
+def test_enqueue_without_the_app_applies_the_stored_limits_or_refuses(
+    database_url: str,
+) -> None:
+    from taskflare import App, Concurrency, Unique
+
+    app = App(database_url)
+    app.queue("partner-api", rate_limit="5/s")
+    app.job("serial", concurrency=Concurrency(1, key=lambda p: p["account"]))(print)
+    app.job("limited", queue="partner-api", max_concurrency=2)(print)
+    app.job("once", unique=Unique(by=("type", "payload")))(print)
+    app.run_sync(app.declare_queues())
+    app.close_sync()
+    refused, keyed, limited, once, again, sent = tf_many(
+        [
+            ["jobs", "enqueue", "serial", '{"account": 9}'],
+            ["jobs", "enqueue", "serial", '{"account": 9}', "--concurrency-key", "9"],
+            ["jobs", "enqueue", "limited", "{}"],
+            ["jobs", "enqueue", "once", '{"n": 1}'],
+            ["jobs", "enqueue", "once", '{"n": 1}'],
+            ["send", "partner-api", '{"n": 1}'],
+        ],
+        url=database_url,
+    )
+    line = one_line_error(refused)
+    assert "'serial'" in line and "--app" in line and "--concurrency-key" in line
+    assert keyed.returncode == 0, keyed.stderr
+    shown = tf_json("jobs", "show", limited.stdout.strip(), url=database_url)
+    assert shown["queue"] == "partner-api"  # the type's queue, as the stored settings say
+    assert {(h["kind"], h["queue"]) for h in shown["heldBy"]} <= {
+        ("rate", "partner-api"),
+        ("concurrency", "partner-api"),
+    }
+    ids = {once.stdout.split()[0], again.stdout.split()[0]}
+    assert len(ids) == 1 and "duplicate" in again.stdout + once.stdout
+    assert "runs job types" in one_line_error(sent)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from taskflare import App
 from taskflare.backends.base import MessageListParams
 
@@ -193,3 +195,43 @@ def test_wrangler_check_prints_declarations_and_unsupported_keys(tmp_path: Path)
     assert "no environment 'staging'" in one_line_error(unknown)
     missing = tf("wrangler", "check", str(tmp_path / "wrangler.toml"), url=None)
     assert "cannot read" in one_line_error(missing)
+
+
+BAD_WRANGLER = """
+[[queues.consumers]]
+queue = "emails"
+max_batch_size = 500
+max_retries = "three"
+max_batch_timeout = -1
+retry_delay = "soon"
+visibility_timeout_ms = "later"
+
+[triggers]
+crons = ["*/5 * * * *", "61 * * * *"]
+"""
+
+
+def test_wrangler_check_refuses_what_use_wrangler_refuses_with_key_paths(tmp_path: Path) -> None:
+    from taskflare import InvalidQueueConfig
+
+    path = tmp_path / "wrangler.toml"
+    path.write_text(BAD_WRANGLER)
+    result = tf("wrangler", "check", str(path), url=None)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    expected = [
+        "queues.consumers[0].max_batch_size: ",
+        "queues.consumers[0].max_retries: ",
+        "queues.consumers[0].max_batch_timeout: ",
+        "queues.consumers[0].retry_delay: ",
+        "queues.consumers[0].visibility_timeout_ms: ",
+        "triggers.crons[1]: ",
+    ]
+    assert len(errors) == len(expected), result.stderr
+    for line, where in zip(errors, expected, strict=True):
+        assert line.startswith(f"error: {path}: {where}"), line
+    assert "500" in errors[0] and "'three'" in errors[1]
+    with pytest.raises(InvalidQueueConfig) as refused:
+        App(f"sqlite:///{tmp_path / 'w.db'}").use_wrangler(str(path))
+    text = str(refused.value)
+    assert str(path) in text and "queues.consumers[0].max_batch_size" in text

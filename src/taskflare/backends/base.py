@@ -769,7 +769,9 @@ class JobSearchParams:
     `created_from`/`created_to`: epoch seconds, inclusive. `key`: a job id, idempotency
     key, correlation id or batch id (exact). `text`: a substring of the stored
     payload JSON (case-sensitive); a text search examines at most `scan_limit` jobs (newest
-    first after the cursor) per call, so it stays fast on any table size.
+    first after the cursor) per call, so it stays fast on any table size. Without a text
+    or key, a call examines at most `filter_scan_limit` entries of the index that drives
+    it (status, else type, else creation time), newest first after the cursor.
     """
 
     state: str | None = None
@@ -782,13 +784,15 @@ class JobSearchParams:
     limit: int = 50
     before: tuple[float, str] | None = None
     scan_limit: int = 20_000
+    filter_scan_limit: int = 10_000
     count_limit: int = 1_000_000_000
     """`job_search_count` stops counting here (and answers this number)."""
 
 
 @dataclass(frozen=True, slots=True)
 class JobSearchResult:
-    """A page of matching jobs; for a text search that examined `scan_limit` jobs without
+    """A page of matching jobs; for a search that examined its whole window
+    (`scan_limit` jobs with a text, else `filter_scan_limit` index entries) without
     filling the page, `scanned_to` is where the next call continues (else None)."""
 
     records: list[MessageRecord]
@@ -797,9 +801,11 @@ class JobSearchResult:
 
 @dataclass(frozen=True, slots=True)
 class JobBatchListParams:
-    """The newest `limit` batches."""
+    """The newest `limit` batches, each state's count stopped at `count_limit` (a count
+    of `count_limit` means "at least")."""
 
     limit: int = 50
+    count_limit: int = EXACT_COUNT
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,6 +170,7 @@ def _search_args(params: JobSearchParams) -> dict[str, Any]:
         "needle": None if params.text is None else params.text.encode(),
         "limit": params.limit,
         "scan_limit": params.scan_limit,
+        "filter_scan_limit": params.filter_scan_limit,
         "count_limit": params.count_limit,
         "key": params.key,
     }
@@ -404,8 +405,17 @@ class SqlStore:
                 if end:
                     scanned_to = (float(end[0]["created_at"]), str(end[0]["id"]))
             return JobSearchResult(records, scanned_to)
-        rows = await self._x.fetch(self._search_name("job_search", params), args)
-        return JobSearchResult(rows.into(MessageRecord))
+        # Bounded: at most `filter_scan_limit` entries of the driving index per call.
+        lead = "_state" if params.state is not None else "_type" if params.type is not None else ""
+        window = args | {"scan_limit": params.filter_scan_limit}
+        rows = await self._x.fetch(f"job_search_scan{lead}", window)
+        records = rows.into(MessageRecord)
+        scanned_to = None
+        if len(records) < params.limit:
+            end = (await self._x.fetch(f"job_search_scan_end{lead}", window)).dicts()
+            if end:
+                scanned_to = (float(end[0]["created_at"]), str(end[0]["id"]))
+        return JobSearchResult(records, scanned_to)
 
     async def job_search_count(self, params: JobSearchParams) -> int:
         """How many jobs match, at most `count_limit` (a key search: at most one page;
@@ -496,14 +506,15 @@ class SqlStore:
     async def job_batch_list(self, params: JobBatchListParams) -> list[JobBatchSummary]:
         """The newest batches with their jobs counted by state, in one statement."""
         found: dict[str, JobBatchSummary] = {}
-        for r in (await self._x.fetch("job_batch_list", {"limit": params.limit})).dicts():
+        args = {"limit": params.limit, "count_limit": params.count_limit}
+        for r in (await self._x.fetch("job_batch_list", args)).dicts():
             entry = found.setdefault(
                 r["id"],
                 JobBatchSummary(
                     str(r["id"]), str(r["type"]), int(r["total"]), float(r["created_at"]), {}
                 ),
             )
-            if r["state"] is not None:
+            if r["state"] is not None and r["count"]:
                 entry.by_state[str(r["state"])] = int(r["count"])
         return list(found.values())
 

@@ -75,6 +75,8 @@ CLI_NAMES = {
     "idempotency_key": "--idempotency-key",
     "correlation_id": "--correlation-id",
     "content_type": "--content-type",
+    "rate_key": "--rate-key",
+    "concurrency_key": "--concurrency-key",
     "shutdown_grace": "--shutdown-grace",
     "concurrency": "--concurrency",
     "queues": "--queue",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime
@@ -16,10 +17,12 @@ from rich.progress import Progress
 
 from ..app import App
 from ..backends.base import NewMessage
-from ..errors import InvalidDelay, JobNotFound, TaskflareError
+from ..errors import AppCodeRequired, InvalidDelay, JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
+from ..limits import StoredFlow
 from ..messages import check_delay
+from ..readmodel import FILTER_SCAN_LIMIT
 from ..tables import Column, error_line, fit_table, short_time
 from .common import (
     DatabaseOpt,
@@ -70,7 +73,14 @@ def jobs_list(
     )
     jobs = [j.to_dict() for j in page.jobs]
     if as_json:
-        print_json({"count": len(jobs), "jobs": jobs, "nextCursor": page.next_cursor})
+        print_json(
+            {
+                "count": len(jobs),
+                "jobs": jobs,
+                "nextCursor": page.next_cursor,
+                "scanLimitReached": page.partial,
+            }
+        )
         return
     columns = [
         Column("id", "id"),
@@ -94,7 +104,11 @@ def jobs_list(
         for job in jobs
     ]
     Console().print(fit_table("jobs (newest first)", columns, rows))
-    if page.next_cursor:
+    if page.next_cursor and page.partial:
+        typer.echo(
+            f"searched the newest {FILTER_SCAN_LIMIT:,} jobs; continue: --cursor {page.next_cursor}"
+        )
+    elif page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}")
 
 
@@ -248,10 +262,20 @@ def jobs_enqueue(
     app_spec: Annotated[
         str | None, typer.Option("--app", help="Validate payloads with this app's job types.")
     ] = None,
+    rate_key: Annotated[
+        str | None, typer.Option("--rate-key", help="The key of the type's keyed rate limits.")
+    ] = None,
+    concurrency_key: Annotated[
+        str | None,
+        typer.Option("--concurrency-key", help="The key of the type's keyed concurrency limits."),
+    ] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Enqueue one job, or one per line of a JSON Lines file (batched, with progress).
 
+    Without --app, the limits and uniqueness the app's workers stored with the queue
+    settings apply; a job whose limit needs the app's code (a key function) is refused
+    unless --rate-key/--concurrency-key give the key.
     Example: taskflare jobs enqueue send-email '{"to": "a@b.c"}' --priority 5
     """
     if (payload is None) == (from_file is None):
@@ -261,8 +285,11 @@ def jobs_enqueue(
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
         options.run_at = None if run_at is None else parse_run_at(run_at)
         options.validate = app_spec is not None
+        options.rate_key, options.concurrency_key = rate_key, concurrency_key
     except TaskflareError as exc:
         raise fail(said(exc), 2) from None
+    if not options.validate:
+        app.jobs.stored_flow = _stored_flow(database_url)
     if from_file is not None:
         _enqueue_file(app, options, from_file)
         return
@@ -271,7 +298,8 @@ def jobs_enqueue(
     try:
         options.message(app, value)  # validate before connecting
     except TaskflareError as exc:  # an unknown type fails (1); a bad value is usage (2)
-        raise fail(said(exc), 1 if isinstance(exc, LookupError) else 2) from None
+        failure = isinstance(exc, (LookupError, AppCodeRequired))  # not the options' fault
+        raise fail(said(exc), 1 if failure else 2) from None
 
     async def work() -> tuple[str, bool]:
         job = await app.enqueue(
@@ -284,11 +312,30 @@ def jobs_enqueue(
             idempotency_key=options.idempotency_key,
             queue=options.queue,
             strict=options.validate,
+            rate_key=options.rate_key,
+            concurrency_key=options.concurrency_key,
         )
         return job.id, job.duplicate
 
     job_id, duplicate = run(app, work)
     typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
+
+
+def _stored_flow(database_url: str | None) -> StoredFlow:
+    """The limits the app's workers stored with the queue settings, read without creating
+    a database (none yet: nothing stored, and the enqueue reads them again anyway)."""
+    reader = state_app(database_url, reading=True)
+
+    async def read() -> StoredFlow:
+        try:
+            return await reader.jobs.load_stored_flow()
+        finally:
+            await reader.close()
+
+    try:
+        return asyncio.run(read())
+    except TaskflareError:
+        return StoredFlow()
 
 
 def parse_run_at(text: str) -> datetime | float:
@@ -331,6 +378,8 @@ class _JobOptions:
         self.queue = queue
         self.run_at: datetime | float | None = None
         self.validate = False  # with --app: the type must be one of the app's
+        self.rate_key: str | None = None
+        self.concurrency_key: str | None = None
 
     def message(self, app: App, payload: Any, batch_id: str | None = None) -> NewMessage:
         """Validate with the app's job type (unknown types refused with --app); else as
@@ -346,6 +395,8 @@ class _JobOptions:
             queue=self.queue,
             batch_id=batch_id,
             strict=self.validate,
+            rate_key=self.rate_key,
+            concurrency_key=self.concurrency_key,
         )
 
 
@@ -369,6 +420,12 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
     started = time.monotonic()
 
     async def work() -> int:
+        unique = app.jobs.unique_of(options.type)
+        if unique is not None:  # one statement a job, as enqueue_many does
+            stored = await app.jobs.store_unique(unique, messages)
+            count = sum(1 for _, new in stored if new)
+            await app.jobs.create_batch(batch_id, options.type, count)
+            return count
         await app.jobs.create_batch(batch_id, options.type, len(messages))
         with Progress() as progress:
             bar = progress.add_task(f"enqueueing {options.type}", total=len(messages))

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import TaskflareError
+from ..registry.wrangler_check import wrangler_problems
 from ..wrangler import load_wrangler
 from .common import JsonOpt, cli, fail, print_json
 
@@ -28,7 +29,8 @@ def wrangler_check(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the queues, consumer settings and cron triggers `App.use_wrangler` would
-    declare from FILE, and every key it does not support, with why.
+    declare from FILE, and every key it does not support, with why. Each value
+    `use_wrangler` would refuse is an `error:` line with its key path (exit 1).
 
     Example: taskflare wrangler check wrangler.jsonc --env production
     """
@@ -36,8 +38,11 @@ def wrangler_check(
         config = load_wrangler(file, env)
     except TaskflareError as exc:
         raise fail(str(exc)) from None
+    problems = wrangler_problems(config)  # what `App.use_wrangler` would refuse
     if as_json:
-        print_json(config.to_dict())
+        print_json(config.to_dict() | {"errors": problems})
+        if problems:
+            raise typer.Exit(1)
         return
     typer.echo(f"{file}{f' (env {env})' if env else ''}:")
     for queue in config.queues:
@@ -55,3 +60,7 @@ def wrangler_check(
         typer.echo("  no queues and no cron triggers")
     for line in config.unsupported:
         typer.echo(f"  not used: {line}")
+    for problem in problems:
+        typer.secho(f"error: {file}: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)

@@ -73,9 +73,17 @@ class QueueSpec:
         return tuple(limits)
 
     def settings_json(self) -> str:
-        """The queue's settings as stored for admin tools, with its flow limits (so a
-        reader without the app's code can show them)."""
+        """The queue's settings as stored for admin tools, with its kind (`jobs`,
+        `messages`), its job types' flow-control declarations and its flow limits (so a
+        reader or producer without the app's code can show and apply them)."""
         settings: dict[str, Any] = orjson.loads(self.config.to_json())
+        if self.kind is not None:
+            settings["kind"] = self.kind
+        if self.job_types:
+            settings["job_types"] = {
+                name: None if job_type.limits is None else job_type.limits.declaration()
+                for name, job_type in self.job_types.items()
+            }
         limits = self.flow_limits()
         if limits:
             settings["flow_limits"] = [

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..encoding import non_finite, not_finite_message
 from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
 from ..limits import JobLimits
 from ..retry import Backoff
@@ -142,9 +143,10 @@ class JobType:
         """Validate and serialise a payload for storage."""
         data = self.validate(payload)
         try:
-            return orjson.dumps(data)
+            encoded = orjson.dumps(data)
         except TypeError as exc:
             raise InvalidPayload(f"payload of job type {self.name!r} is not JSON: {exc}") from None
+        return check_finite_payload(self.name, data, encoded)
 
     def load(self, body: bytes) -> Any:
         """Turn a stored payload into the handler's argument (a model instance if typed)."""
@@ -152,6 +154,14 @@ class JobType:
         if self.adapter is None:
             return data
         return self.adapter.validate_python(data)
+
+
+def check_finite_payload(type: str, data: Any, encoded: bytes) -> bytes:
+    """`encoded`, or `InvalidPayload` naming where `data` holds a NaN or infinity."""
+    path = non_finite(data, encoded, "payload")
+    if path is not None:
+        raise InvalidPayload(f"job type {type!r}: {not_finite_message(path)}", fields=("payload",))
+    return encoded
 
 
 def _extra_setting(handler: JobHandler) -> str | None:

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
-from ..errors import BatchTooLarge, InvalidMessage, MessageTooLarge, UnknownQueue
+from ..errors import BatchTooLarge, InvalidMessage, JobQueueSend, MessageTooLarge, UnknownQueue
 from ..queue import Queue
 from .common import ERRORS, ApiError, Receive, Scope, Send, said
 from .queue_routes import (
@@ -26,6 +26,7 @@ from .queue_routes import (
     OutgoingMessage,
     PullRequest,
     ack_result,
+    check_bodies,
     decode_http_body,
     outgoing,
     pull_result,
@@ -213,6 +214,8 @@ def cloudflare_router(app: App) -> APIRouter:
     @router.post("/{queue_id}/messages")
     async def push(account_id: str, queue_id: str, body: OutgoingMessage) -> dict[str, Any]:
         queue = await known(queue_id)
+        if "body" not in body.model_fields_set:
+            raise ApiError(400, "a message needs a body", "invalid")
         with _send_errors():
             await queue.send(
                 decode_http_body(body.body, body.content_type),
@@ -224,6 +227,7 @@ def cloudflare_router(app: App) -> APIRouter:
     @router.post("/{queue_id}/messages/batch")
     async def push_batch(account_id: str, queue_id: str, body: BatchPushRequest) -> dict[str, Any]:
         queue = await known(queue_id)
+        check_bodies(body.messages, "messages")
         with _send_errors():
             await queue.send_batch(
                 [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
@@ -272,5 +276,7 @@ def _send_errors() -> Iterator[None]:
         yield
     except (MessageTooLarge, BatchTooLarge) as exc:
         raise ApiError(413, said(exc), "too_large") from None
+    except JobQueueSend as exc:
+        raise ApiError(409, said(exc), "job_queue") from None
     except InvalidMessage as exc:
         raise ApiError(422, said(exc), "invalid_message") from None

@@ -15,6 +15,7 @@ from ..errors import (
     InvalidQueueConfig,
     JobNotFound,
     MessageTooLarge,
+    UniqueKeyMissing,
     UnknownJobType,
     UnknownQueue,
 )
@@ -71,6 +72,9 @@ class JobListResponse(BaseModel):
     count: int
     jobs: list[dict[str, Any]]
     nextCursor: str | None = None
+    # The listing examined its window (10 000 jobs) without filling the page: more may
+    # match further back; follow nextCursor.
+    scanLimitReached: bool = False
 
 
 class MessageResponse(BaseModel):
@@ -126,6 +130,8 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(400, said(exc), "unknown_job_type") from None
         except UnknownQueue as exc:
             raise ApiError(400, said(exc), "unknown_queue") from None
+        except UniqueKeyMissing as exc:
+            raise ApiError(400, said(exc), "unique_key_missing") from None
         except MessageTooLarge as exc:
             raise ApiError(413, said(exc), "too_large") from None
         except (InvalidPayload, InvalidQueueConfig, ValueError) as exc:
@@ -177,7 +183,12 @@ def job_router(app: App) -> APIRouter:
                 status=status, type=type, queue=queue, limit=fit, cursor=cursor
             )
             jobs = [j.to_dict() for j in page.jobs]
-        return JobListResponse(count=len(jobs), jobs=jobs, nextCursor=page.next_cursor)
+        return JobListResponse(
+            count=len(jobs),
+            jobs=jobs,
+            nextCursor=page.next_cursor,
+            scanLimitReached=page.partial,
+        )
 
     @router.post("/jobs/{job_id}/retry", response_model=MessageResponse)
     async def retry_job(job_id: str) -> MessageResponse:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
 from ..encoding import BYTES
-from ..errors import BatchTooLarge, InvalidMessage, MessageTooLarge, UnknownQueue
+from ..errors import BatchTooLarge, InvalidMessage, JobQueueSend, MessageTooLarge, UnknownQueue
 from ..queue import Queue
 from ..worker.pull import (
     MAX_PULL_BATCH,
@@ -139,6 +139,9 @@ def queue_router(app: App) -> APIRouter:
     @router.post("/queues/{name}/messages", response_model=Envelope)
     async def send(name: str, body: SendRequest) -> dict[str, Any]:
         queue = known(name)
+        if body.messages is None and "body" not in body.model_fields_set:
+            raise ApiError(400, "a message needs a body (or messages: a batch)", "invalid")
+        check_bodies(body.messages or [], "messages")
         try:
             if body.messages is not None:
                 ids = await queue.send_batch(
@@ -152,6 +155,8 @@ def queue_router(app: App) -> APIRouter:
             )
         except (MessageTooLarge, BatchTooLarge) as exc:
             raise ApiError(413, said(exc), "too_large") from None
+        except JobQueueSend as exc:
+            raise ApiError(409, said(exc), "job_queue") from None
         except InvalidMessage as exc:
             raise ApiError(422, said(exc), "invalid_message") from None
         return {"success": True, "id": message_id, "ids": [message_id], "count": 1}
@@ -288,6 +293,13 @@ def decode_http_body(body: Any, content_type: str) -> Any:
         except ValueError:
             raise InvalidMessage("a bytes body must be valid base64") from None
     return body
+
+
+def check_bodies(messages: list[OutgoingMessage], where: str) -> None:
+    """A 400 naming the first message of a batch sent without a `body`."""
+    for index, message in enumerate(messages):
+        if "body" not in message.model_fields_set:
+            raise ApiError(400, f"{where}[{index}] needs a body", "invalid")
 
 
 def outgoing(message: OutgoingMessage) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ..backends.base import (
     SettleResult,
 )
 from ..context import JobContext
+from ..encoding import non_finite, not_finite_message
 from ..events import log_event, wanted
 from ..flow import RateLimited, Snooze
 from ..policy import (
@@ -185,10 +186,15 @@ class JobRunner:
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
             return Snoozed(result.seconds, str(result)), None
         try:
-            return Succeeded(orjson.dumps(result)), None
+            data = orjson.dumps(result)
         except TypeError as exc:
             error = PermanentError(f"the job's result is not JSON-serialisable: {exc}")
             return _failure(error, job_type), None
+        path = non_finite(result, data, "result")
+        if path is not None:
+            error = PermanentError(f"the job's {not_finite_message(path)}")
+            return _failure(error, job_type), None
+        return Succeeded(data), None
 
     async def _invoke(
         self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext

@@ -828,21 +828,6 @@ WHERE last_seen >= %(since)s ORDER BY started_at;
 -- the planner picks the index of the filters given. The cursor and the time range are
 -- always bound (open ends as +/- infinity), so the index seeks to the page.
 
--- name: job_search
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s;
-
 -- name: job_search_count
 SELECT count(*) FROM (
 SELECT 1 FROM {schema}.messages
@@ -906,6 +891,112 @@ WHERE type IS NOT NULL
 ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
+-- Bounded jobs list: a filter examines at most scan_limit entries of the index that
+-- drives it (the status index when a status is given, else the type index when a type
+-- is, else the creation index), newest first after the cursor, and keeps those matching
+-- every other filter; so a combination that matches almost nothing costs one window, not
+-- a walk of the whole index. The store picks the statement by the filters given. The
+-- window is a subquery with its own LIMIT read lazily: a common filter stops after a
+-- page of matches. job_search_scan_end* give the window's last entry when the page was
+-- not filled (the next call continues from there).
+
+-- name: job_search_scan
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM (
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+    FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_search_scan_state
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM (
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+    FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND state = %(state)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_search_scan_type
+SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+FROM (
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+    FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND type = %(type)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: job_search_scan_end
+SELECT created_at, id FROM {schema}.messages
+WHERE type IS NOT NULL
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+OFFSET %(scan_limit)s - 1 LIMIT 1;
+
+-- name: job_search_scan_end_state
+SELECT created_at, id FROM {schema}.messages
+WHERE type IS NOT NULL
+      AND state = %(state)s::text
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+OFFSET %(scan_limit)s - 1 LIMIT 1;
+
+-- name: job_search_scan_end_type
+SELECT created_at, id FROM {schema}.messages
+WHERE type IS NOT NULL
+      AND type = %(type)s::text
+  AND created_at >= %(created_from)s::float8
+  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+ORDER BY created_at DESC, id DESC
+OFFSET %(scan_limit)s - 1 LIMIT 1;
+
 -- name: job_find
 -- Jobs by id, idempotency key, correlation id or batch id: the matches are found through
 -- those four indexes first (a BitmapOr), then ordered; planned as one ordered scan of the
@@ -926,20 +1017,23 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_batch_list
--- The newest batches with their jobs counted by state, from the index on (batch_id,
--- state) alone: one grouped pass over those batches' entries (a join grouped by the
--- batch columns sorted every job of them first).
+-- The newest batches with their jobs counted by state, each count from the index on
+-- (batch_id, state) and stopped at count_limit: a page reads at most limit x 5 x
+-- count_limit entries whatever the batches hold (right after a bulk update, before
+-- VACUUM, each entry is also checked in the table).
 WITH b AS MATERIALIZED (
     SELECT id, type, total, created_at FROM {schema}.job_batches
     ORDER BY created_at DESC LIMIT %(limit)s
-), c AS MATERIALIZED (
-    SELECT batch_id, state, count(*) AS count FROM {schema}.messages
-    WHERE batch_id IN (SELECT id FROM b)
-    GROUP BY batch_id, state
+), s(state) AS (
+    VALUES ('ready'), ('leased'), ('completed'), ('failed'), ('cancelled')
 )
 SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
-       c.state AS state, c.count AS count
-FROM b LEFT JOIN c ON c.batch_id = b.id
+       s.state AS state,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM {schema}.messages AS m
+            WHERE m.batch_id IS NOT NULL AND m.batch_id = b.id AND m.state = s.state
+            LIMIT %(count_limit)s) AS counted) AS count
+FROM b CROSS JOIN s
 ORDER BY b.created_at DESC, b.id;
 
 -- name: job_ahead_count

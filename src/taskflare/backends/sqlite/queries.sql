@@ -569,51 +569,6 @@ WHERE last_seen >= :since ORDER BY started_at;
 -- given. The cursor and the time range are always bound (open ends as +/- infinity), so
 -- the index seeks to the page instead of stepping over the pages before it.
 
--- name: job_search
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM messages
-WHERE type IS NOT NULL
-  AND (:state IS NULL OR state = :state)
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-ORDER BY created_at DESC, id DESC
-LIMIT :limit;
-
--- name: job_search_state
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM messages
-WHERE type IS NOT NULL
-  AND state = :state
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-ORDER BY created_at DESC, id DESC
-LIMIT :limit;
-
--- name: job_search_type
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-FROM messages
-WHERE type IS NOT NULL
-  AND type = :type
-  AND (:state IS NULL OR state = :state)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-ORDER BY created_at DESC, id DESC
-LIMIT :limit;
-
 -- name: job_search_count
 SELECT count(*) FROM (
 SELECT 1 FROM messages
@@ -701,6 +656,104 @@ WHERE type IS NOT NULL
 ORDER BY created_at DESC, id DESC
 LIMIT 1 OFFSET :scan_limit - 1;
 
+-- Bounded jobs list: a filter examines at most scan_limit entries of the index that
+-- drives it (the status index when a status is given, else the type index when a type
+-- is, else the creation index), newest first after the cursor, and keeps those matching
+-- every other filter; so a combination that matches almost nothing costs one window, not
+-- a walk of the whole index. The store picks the statement by the filters given. The
+-- window is a subquery with its own LIMIT read lazily (a co-routine): a common filter
+-- stops after a page of matches. The window reads only its index (the rowid, and the
+-- type in the status index), so a filter decided there reads a table row only for the
+-- jobs shown; CROSS JOIN keeps the window as the outer loop. No ORDER BY outside: the
+-- co-routine yields the window newest first already, and SQLite would sort the whole
+-- window (a temp B-tree) to order it again. job_search_scan_end* give the window's last entry when the page was
+-- not filled (the next call continues from there).
+
+-- name: job_search_scan
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
+FROM (
+    SELECT rowid AS rid FROM messages
+    WHERE type IS NOT NULL
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR m.type = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
+LIMIT :limit;
+
+-- name: job_search_scan_state
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
+FROM (
+    SELECT rowid AS rid, type AS t FROM messages
+    WHERE type IS NOT NULL
+      AND state = :state
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR examined.t = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
+LIMIT :limit;
+
+-- name: job_search_scan_type
+SELECT m.id, m.queue, m.state, m.body, m.content_type, m.attempts, m.priority, m.created_at,
+       m.available_at, m.lease_expires_at, m.last_error, m.origin_queue, m.origin_id,
+       m.finished_at, m.type, m.max_attempts, m.result, m.progress, m.progress_note,
+       m.started_at, m.idempotency_key, m.correlation_id, m.batch_id, m.cancel_requested
+FROM (
+    SELECT rowid AS rid FROM messages
+    WHERE type IS NOT NULL
+      AND type = :type
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+CROSS JOIN messages AS m ON m.rowid = examined.rid
+WHERE (:state IS NULL OR m.state = :state)
+  AND (:type IS NULL OR m.type = :type)
+  AND (:queue IS NULL OR m.queue = :queue)
+LIMIT :limit;
+
+-- name: job_search_scan_end
+SELECT created_at, id FROM messages
+WHERE type IS NOT NULL
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT 1 OFFSET :scan_limit - 1;
+
+-- name: job_search_scan_end_state
+SELECT created_at, id FROM messages
+WHERE type IS NOT NULL
+      AND state = :state
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT 1 OFFSET :scan_limit - 1;
+
+-- name: job_search_scan_end_type
+SELECT created_at, id FROM messages
+WHERE type IS NOT NULL
+      AND type = :type
+  AND created_at >= :created_from
+  AND (created_at, id) < (:before_created, :before_id)
+ORDER BY created_at DESC, id DESC
+LIMIT 1 OFFSET :scan_limit - 1;
+
 -- name: job_find
 -- Jobs by id, idempotency key, correlation id or batch id (each has its index).
 SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
@@ -715,20 +768,23 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: job_batch_list
--- The newest batches with their jobs counted by state, from the index on (batch_id,
--- state) alone: one grouped pass over those batches' entries (a join grouped by the
--- batch columns sorted every job of them first).
+-- The newest batches with their jobs counted by state, each count from the index on
+-- (batch_id, state) and stopped at count_limit: a page reads at most limit x 5 x
+-- count_limit entries whatever the batches hold (right after a bulk update, before
+-- VACUUM, each entry is also checked in the table).
 WITH b AS MATERIALIZED (
     SELECT id, type, total, created_at FROM job_batches
     ORDER BY created_at DESC LIMIT :limit
-), c AS MATERIALIZED (
-    SELECT batch_id, state, count(*) AS count FROM messages
-    WHERE batch_id IN (SELECT id FROM b)
-    GROUP BY batch_id, state
+), s(state) AS (
+    VALUES ('ready'), ('leased'), ('completed'), ('failed'), ('cancelled')
 )
 SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
-       c.state AS state, c.count AS count
-FROM b LEFT JOIN c ON c.batch_id = b.id
+       s.state AS state,
+       (SELECT count(*) FROM (
+            SELECT 1 FROM messages AS m
+            WHERE m.batch_id IS NOT NULL AND m.batch_id = b.id AND m.state = s.state
+            LIMIT :count_limit) AS counted) AS count
+FROM b CROSS JOIN s
 ORDER BY b.created_at DESC, b.id;
 
 -- name: job_ahead_count

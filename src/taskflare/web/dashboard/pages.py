@@ -13,7 +13,13 @@ from starlette.responses import Response
 from ...app import App
 from ...errors import UnknownQueue
 from ...jobs import JobStatus
-from ...readmodel import COUNT_LIMIT, JobQuery
+from ...readmodel import (
+    BATCH_COUNT_LIMIT,
+    COUNT_LIMIT,
+    FILTER_SCAN_LIMIT,
+    TEXT_SCAN_LIMIT,
+    JobQuery,
+)
 from .charts import line_chart
 from .render import PREVIEW_CHARS, Pages, pretty_json
 from .sessions import Session
@@ -257,6 +263,7 @@ class Views:
             jobs=page.jobs,
             next_cursor=page.next_cursor,
             partial=page.partial,
+            window=_thousands(TEXT_SCAN_LIMIT if query.text else FILTER_SCAN_LIMIT),
             cursor=cursor,
             filters=query_string(query),
             **self._job_choices(),
@@ -325,8 +332,17 @@ class Views:
 
     async def batches(self, request: Request, session: Session) -> Response:
         return self.pages.render(
-            request, session, "batches.html", batches=await self.app.read.batches(), live=True
+            request,
+            session,
+            "batches.html",
+            batches=await self.app.read.batches(),
+            count_limit=BATCH_COUNT_LIMIT,
+            live=True,
         )
+
+
+def _thousands(number: int) -> str:
+    return f"{number:,}".replace(",", " ")
 
 
 def _body_text(message: dict[str, Any]) -> str:

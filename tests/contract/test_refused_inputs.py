@@ -1,0 +1,102 @@
+"""Inputs that used to be stored as something else are refused, naming what is wrong:
+plain messages sent to a job queue, a unique key missing from the payload, a dict or a
+string where a list belongs, NaN and infinities in JSON."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from taskflare import (
+    App,
+    BodyEncodingError,
+    InvalidMessage,
+    InvalidPayload,
+    JobQueueSend,
+    JobStatus,
+    Unique,
+    UniqueKeyMissing,
+)
+from taskflare.testing import drain
+
+
+def _noop(payload: Any) -> None:
+    return None
+
+
+async def test_a_message_sent_to_a_job_queue_is_refused(app: App, database_url: str) -> None:
+    app.queue("partner-api")
+    app.job("call", queue="partner-api")(_noop)
+    with pytest.raises(JobQueueSend, match="'partner-api' runs job types"):
+        await app.get_queue("partner-api").send({"x": 1})
+    with pytest.raises(JobQueueSend):
+        await app.get_queue("partner-api").send_batch([{"body": 1}])
+    await app.declare_queues()
+    # A producer that declares the queue but not its job types: the stored settings say.
+    producer = App(database_url)
+    producer.queue("partner-api")
+    try:
+        with pytest.raises(JobQueueSend):
+            await producer.get_queue("partner-api").send({"x": 1})
+        stored = await producer.stored_queue("partner-api")
+        with pytest.raises(JobQueueSend):
+            await stored.send_batch([{"body": 1}])
+    finally:
+        await producer.close()
+    assert (await app.get_queue("partner-api").counts()).get("ready", 0) == 0
+    # A message queue still takes messages.
+    app.queue("emails")
+    assert await app.get_queue("emails").send({"to": "a"})
+
+
+async def test_a_unique_key_missing_from_the_payload_is_an_error(app: App) -> None:
+    app.job("notify", unique=Unique(by=("type", "payload"), keys=("user",)))(_noop)
+    with pytest.raises(UniqueKeyMissing, match=r"'notify'.*'user'"):
+        await app.enqueue("notify", {"usr": 5, "text": "a"})
+    with pytest.raises(UniqueKeyMissing, match="'user'"):
+        await app.enqueue_many("notify", [{"user": 1}, {"usr": 6}])
+    assert (await app.read.jobs()).jobs == []  # nothing stored, not even the good payload
+    first = await app.enqueue("notify", {"user": 5, "text": "a"})
+    assert (await app.enqueue("notify", {"user": 5, "text": "b"})).id == first.id
+
+
+async def test_a_dict_or_a_string_where_a_list_belongs_is_refused(app: App) -> None:
+    app.job("ok")(_noop)
+    app.queue("emails")
+    for wrong in ({"a": 1}, "ab"):
+        with pytest.raises(InvalidPayload, match="payloads must be a list"):
+            await app.enqueue_many("ok", wrong)
+        with pytest.raises(InvalidMessage, match="messages must be a list"):
+            await app.get_queue("emails").send_batch(wrong)  # type: ignore[arg-type]
+    assert await app.enqueue_many("ok", []) == ""  # nothing to store: no batch
+    assert (await app.read.jobs()).jobs == []
+
+
+async def test_nan_and_infinity_are_refused_naming_where(app: App) -> None:
+    app.job("ok")(_noop)
+
+    @app.job("answer", max_attempts=1)
+    def answer(payload: Any) -> Any:
+        return {"score": [1.0, math.inf]}
+
+    app.queue("emails")
+    with pytest.raises(BodyEncodingError, match=r"body\.y"):
+        await app.get_queue("emails").send({"x": 1, "y": math.nan})
+    with pytest.raises(BodyEncodingError, match=r"batch item 0|body"):
+        await app.get_queue("emails").send_batch([{"body": [-math.inf]}])
+    with pytest.raises(InvalidPayload, match=r"payload\.x"):
+        await app.enqueue("ok", {"x": math.nan})
+    with pytest.raises(InvalidPayload, match=r"payload\.v"):
+        await app.enqueue_many("ok", [{"v": 1}, {"v": math.inf}])
+    with pytest.raises(InvalidPayload, match="payload"):
+        await app.enqueue("not-declared", {"x": math.nan}, strict=False)
+    assert (await app.read.jobs()).jobs == []
+    # JSON null itself is fine.
+    await app.enqueue("ok", {"x": None})
+    job = await app.enqueue("answer", {})
+    await drain(app)
+    done = await app.get_job(job.id)
+    assert done is not None and done.status is JobStatus.FAILED
+    assert done.error is not None and "result.score[1]" in done.error
