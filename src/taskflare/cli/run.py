@@ -94,7 +94,7 @@ def worker(
         try:
             application.registry.runnable(tuple(queue or ()))  # fail here, not in N children
         except TaskflareError as exc:
-            raise fail(str(exc)) from None
+            raise fail(said(exc)) from None
         args = [app, "--concurrency", str(concurrency), "--shutdown-grace", str(shutdown_grace)]
         args += ["--log-level", log_level]
         for name in queue or ():
@@ -105,7 +105,7 @@ def worker(
         the_worker = Worker(application, config)
         run_worker(application, the_worker)
     except TaskflareError as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -206,13 +206,13 @@ def serve(
         )
         api = create_api(application, tokens, security)
     except (TaskflareError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
     from ..web.listen import bind_listener, bound_port
 
     try:
         listener = bind_listener(host, port)
     except TaskflareError as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("taskflare.http").info(
         "serving %s on %s:%d: database %s; %s; docs %s; dashboard at http://%s:%d/dashboard/",
@@ -267,7 +267,7 @@ def migrate(
     try:
         applied = asyncio.run(run())
     except TaskflareError as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
     if applied:
         typer.echo(f"{redact_url(url)}: applied migrations {', '.join(map(str, applied))}")
     else:
@@ -336,4 +336,4 @@ def dev(
     except ProducerFailed:
         raise typer.Exit(1) from None  # its error is printed above the live view
     except (TaskflareError, ValueError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None

@@ -10,7 +10,7 @@ import typer
 from ..errors import TaskflareError
 from ..registry.wrangler_check import wrangler_problems
 from ..wrangler import load_wrangler
-from .common import JsonOpt, cli, fail, print_json
+from .common import JsonOpt, cli, fail, print_json, said
 
 wrangler_cli = typer.Typer(
     help="Cloudflare wrangler.toml / wrangler.jsonc files. "
@@ -37,7 +37,7 @@ def wrangler_check(
     try:
         config = load_wrangler(file, env)
     except TaskflareError as exc:
-        raise fail(str(exc)) from None
+        raise fail(said(exc)) from None
     problems = wrangler_problems(config)  # what `App.use_wrangler` would refuse
     if as_json:
         print_json(config.to_dict() | {"errors": problems})
