@@ -17,6 +17,7 @@ a worker killed mid-crawl loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -46,6 +47,8 @@ from .common import (
 from .net import DestinationPolicy, check_url, pinned_request, redirect_target
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ..app import App
 
 PAGE_TYPE = "crawl-page"
@@ -137,10 +140,10 @@ class CrawlSettings(ContribSettings):
     """How the crawler fetches (each field also from `TASKFLARE_CRAWL_<NAME>`).
 
     `delay` [s]: at least this long between two requests to one host from one worker
-    process (robots.txt's Crawl-delay when longer). `user_agent`: sent, and matched
-    against robots.txt. `timeout` [s] per request. `max_page_bytes`: the most of a page
-    read. `allow_private`, `allowed_networks`: which addresses may be crawled (see
-    webhook-delivery).
+    process, from the end of one to the start of the next (robots.txt's Crawl-delay
+    when longer). `user_agent`: sent, and matched against robots.txt. `timeout` [s]
+    per request. `max_page_bytes`: the most of a page read. `allow_private`,
+    `allowed_networks`: which addresses may be crawled (see webhook-delivery).
     """
 
     model_config = SettingsConfigDict(env_prefix="TASKFLARE_CRAWL_", extra="ignore", frozen=True)
@@ -250,15 +253,22 @@ class Politeness:
             self._robots[origin] = (time.monotonic(), found)
         return found
 
-    async def wait_turn(self, host: str, delay: float) -> None:
-        """Sleep until this process may send the next request to `host`."""
+    @contextlib.asynccontextmanager
+    async def turn(self, host: str, delay: float) -> AsyncIterator[None]:
+        """One request to `host`: starts `delay` [s] after the previous one from this
+        process ended, and the next waits for this one to end. Counting from the end
+        (as a polite crawler may) keeps the site's own view of the gap at least `delay`
+        however long a request takes to leave or to arrive."""
         key = (id(asyncio.get_running_loop()), host)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             wait = self._next.get(key, 0.0) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._next[key] = time.monotonic() + delay
+            try:
+                yield
+            finally:
+                self._next[key] = time.monotonic() + delay
 
 
 def _origin(url: str) -> str:
@@ -415,8 +425,8 @@ class Crawler:
             robots = await self.polite.robots(_origin(url), client, self.policy)
             agent = self.settings.user_agent
             delay = max(self.settings.delay, float(robots.crawl_delay(agent) or 0))
-            await self.polite.wait_turn(host, delay)
-            record, links = await self._fetch(client, url)
+            async with self.polite.turn(host, delay):
+                record, links = await self._fetch(client, url)
             record["depth"] = payload.depth
             await self.sink(rules.namespace, [(url, record)])
             discovered = 0
