@@ -81,6 +81,14 @@ WORKER_ALIVE_SECONDS = 30.0
 # Reports older than this are ignored altogether [s].
 REPORT_WINDOW_SECONDS = 7 * 86_400.0
 DEPTH_STATES = (State.READY, State.LEASED, State.FAILED)
+
+
+def is_alive(report: WorkerReport, stats: dict[str, Any], now: float) -> bool:
+    """A worker is alive while it reports, until it stopped cleanly (`stopped` in its
+    stats, set by `worker_gone`) or its last report is older than WORKER_ALIVE_SECONDS."""
+    return not stats.get("stopped") and now - report.last_seen <= WORKER_ALIVE_SECONDS
+
+
 CONSUMER_KINDS = {MESSAGES: "worker", JOBS: "jobs"}
 
 
@@ -747,7 +755,7 @@ class ReadModel:
                     "startedAt": iso(report.started_at),
                     "lastSeen": iso(report.last_seen),
                     "secondsSinceReport": round(max(now - report.last_seen, 0.0), 1),
-                    "alive": now - report.last_seen <= WORKER_ALIVE_SECONDS,
+                    "alive": is_alive(report, stats, now),
                 }
             )
         return result
@@ -764,7 +772,7 @@ class ReadModel:
         alive = 0
         for report in reports:
             stats = orjson.loads(report.stats_json)
-            live = now - report.last_seen <= WORKER_ALIVE_SECONDS
+            live = is_alive(report, stats, now)
             alive += live
             _add(totals, stats.get("counters", {}))
             if live:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from job_helpers import wait_past
 from taskflare.backends import Backend
 from taskflare.backends.base import WorkerListParams, WorkerReport
@@ -28,12 +30,21 @@ async def test_report_upserts_one_row_per_worker_stamped_by_the_backends_clock(
     assert before <= seen.last_seen <= after
 
 
-async def test_a_worker_that_is_gone_is_no_longer_listed(backend: Backend) -> None:
+async def test_a_worker_that_is_gone_stays_listed_marked_stopped(backend: Backend) -> None:
+    """A cleanly stopped worker is no longer alive at once, but its row (and so its
+    counters, which the totals and /metrics sum) stays: a counter must never go down
+    because a worker stopped."""
     await backend.worker_report(report("w-stays"))
-    await backend.worker_report(report("w-stops"))
+    await backend.worker_report(report("w-stops", '{"counters": {"acked": {"q": 4}}}'))
     await backend.worker_gone("w-stops")
     await backend.worker_gone("w-never-seen")
-    assert [w.id for w in await backend.worker_list(WorkerListParams(since=0))] == ["w-stays"]
+    listed = {
+        w.id: orjson.loads(w.stats_json)
+        for w in await backend.worker_list(WorkerListParams(since=0))
+    }
+    assert set(listed) == {"w-stays", "w-stops"}
+    assert listed["w-stops"] == {"counters": {"acked": {"q": 4}}, "stopped": True}
+    assert "stopped" not in listed["w-stays"]
 
 
 async def test_list_gives_the_workers_seen_since_a_time_oldest_started_first(

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,6 +150,20 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> s
     return lines[0]
 
 
+# Starts a command with SIGINT and SIGTERM as a terminal gives them (default disposition,
+# not blocked): a child inherits an ignored SIGINT and the signal mask of the process that
+# starts it, and in the full suite the command sometimes never saw the test's Ctrl-C
+# (passes alone and in smaller -n 2 runs; which earlier test leaves the pytest worker
+# that way is not found yet).
+AS_FROM_A_TERMINAL = (
+    "import os, signal, sys;"
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM});"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL);"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL);"
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 class Follower:
     """A long-running `taskflare` process (worker, supervisor, tail) with its output in files."""
 
@@ -159,7 +174,7 @@ class Follower:
         self._out = self.out_path.open("wb")
         self._err = self.err_path.open("wb")
         self.proc = subprocess.Popen(
-            [TASKFLARE, *args],
+            [sys.executable, "-c", AS_FROM_A_TERMINAL, TASKFLARE, *args],
             stdout=self._out,
             stderr=self._err,
             stdin=subprocess.DEVNULL,

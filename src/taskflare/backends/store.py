@@ -581,7 +581,8 @@ class SqlStore:
         )
 
     async def worker_gone(self, worker_id: str) -> None:
-        """Delete a cleanly stopped worker's row."""
+        """Mark a cleanly stopped worker's row stopped (`"stopped": true` in its stats): no
+        longer alive, while its counters keep counting in the totals."""
         await self._x.fetch("worker_gone", {"id": worker_id})
 
     async def worker_list(self, params: WorkerListParams) -> list[WorkerReport]:

@@ -817,7 +817,9 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(started_at)s, {now}, %(stats_json)s)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
 -- name: worker_gone
-DELETE FROM {schema}.workers WHERE id = %(id)s;
+-- Kept (its counters still count in the totals), marked stopped: no longer alive.
+UPDATE {schema}.workers SET stats = jsonb_set(stats::jsonb, '{stopped}', 'true')::text
+WHERE id = %(id)s;
 
 -- name: worker_list
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM {schema}.workers

@@ -557,7 +557,8 @@ VALUES (:id, :hostname, :pid, :started_at, :now, :stats_json)
 ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, stats = excluded.stats;
 
 -- name: worker_gone
-DELETE FROM workers WHERE id = :id;
+-- Kept (its counters still count in the totals), marked stopped: no longer alive.
+UPDATE workers SET stats = json_set(stats, '$.stopped', json('true')) WHERE id = :id;
 
 -- name: worker_list
 SELECT id, hostname, pid, started_at, last_seen, stats AS stats_json FROM workers
