@@ -152,9 +152,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int = 1) -> s
 
 # Starts a command with SIGINT and SIGTERM as a terminal gives them (default disposition,
 # not blocked): a child inherits an ignored SIGINT and the signal mask of the process that
-# starts it, and in the full suite the command sometimes never saw the test's Ctrl-C
-# (passes alone and in smaller -n 2 runs; which earlier test leaves the pytest worker
-# that way is not found yet).
+# starts it, and a suite started as a background job of a non-interactive shell (as
+# `cmd &` is) has SIGINT ignored, so the command would never see the test's Ctrl-C.
 AS_FROM_A_TERMINAL = (
     "import os, signal, sys;"
     "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM});"
