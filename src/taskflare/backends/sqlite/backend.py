@@ -541,10 +541,10 @@ class SQLiteBackend(SqlStore):
         return self._changes.seq(topic)
 
     async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
-        """Wake on this process's own writes at once, on other processes' within about
-        `header_interval`: one watcher per event loop looks at the WAL-index header for
-        every waiter of this backend, and checks `PRAGMA data_version` when it moved (and
-        every `poll_interval` anyway)."""
+        """Wake on this process's own writes at once, on other processes' within a few
+        milliseconds: one watch per event loop serves every waiter of this backend (see
+        `CommitWatch`: told of writes by the kernel where it can, else the WAL-index header
+        every `header_interval`; `PRAGMA data_version` decides)."""
         if self._changes.seq(topic) != since:
             return True
         if timeout <= 0:
