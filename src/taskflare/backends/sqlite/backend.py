@@ -30,6 +30,7 @@ import orjson
 from ...errors import BackendUnavailable, SchemaOutdated, SchemaTooNew, StorageRejected
 from ..base import (
     ACKED,
+    CANCEL_TOPIC,
     ClaimedMessage,
     ClaimParams,
     ClaimResult,
@@ -64,7 +65,7 @@ from ..store import (
     not_transactional,
 )
 from .commitwatch import CommitWatch
-from .fileevents import FileEvents
+from .fileevents import FileEvents, announce_commit
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 from .statementthread import StatementThread
 from .walwatch import WalIndexWatch
@@ -257,6 +258,8 @@ class SQLiteExecutor:
             self._topics.clear()
             if topics:
                 self._signal.raise_topics(topics)
+                if self.path != ":memory:" and any(map(_announced, topics)):
+                    announce_commit(self.path)
             return result
 
         return self._with_retry(attempt)
@@ -426,6 +429,14 @@ class SQLiteExecutor:
         if changed:
             self._signal.raise_all()
         return changed
+
+
+def _announced(topic: str) -> bool:
+    """Whether a commit raising `topic` is announced to other processes at once (see
+    `announce_commit`): new ready work and cancellations, which idle workers wait for. A
+    job's end (`done`) is not: a busy worker commits outcomes all the time, and a process
+    waiting for a result hears of it from the commit's write a few milliseconds later."""
+    return topic.startswith("ready:") or topic == CANCEL_TOPIC
 
 
 # The synchronous settings that make every WAL commit wait for the disk.
