@@ -118,8 +118,14 @@ def worker_main(url: str, port: int) -> None:
 # -- the measuring process ---------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far [s] (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(
-    url: str, n: int, listen: socket.socket
+    url: str, n: int, listen: socket.socket, pid: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     from taskflare import App
 
@@ -135,8 +141,11 @@ async def measure(
     steps: dict[str, list[float]] = {h: [] for h in HOPS}
     try:
         await app.enqueue("noop", {"t": time.time()})  # warm-up: the worker is up
+        listen.settimeout(60)
         listen.recv(4096)
+        listen.settimeout(15)
         await asyncio.sleep(1.0)
+        cpu, began = cpu_seconds(pid), time.monotonic()
         for _ in range(n):
             await asyncio.sleep(rng.uniform(0, 0.02))
             start = time.time()
@@ -150,6 +159,9 @@ async def measure(
                     since[hop].append((got[hop] - start) * 1e3)
                     steps[hop].append((got[hop] - previous) * 1e3)
                     previous = got[hop]
+        cpu, began = cpu_seconds(pid) - cpu, time.monotonic() - began
+        since["worker CPU ms per pickup"] = [cpu / n * 1e3]
+        since["worker CPU per wall second"] = [cpu / began]
     finally:
         await app.close()
     return since, steps
@@ -175,7 +187,7 @@ def run(url: str, n: int) -> tuple[dict[str, list[float]], dict[str, list[float]
         [sys.executable, __file__, "--worker", url, str(listen.getsockname()[1])], env=env
     )
     try:
-        return asyncio.run(measure(url, n, listen))
+        return asyncio.run(measure(url, n, listen, worker.pid))
     finally:
         worker.terminate()
         worker.wait(30)
@@ -227,6 +239,10 @@ def main() -> None:
                     f"{hop:<12} {statistics.median(values):7.2f} {pct(values, 95):7.2f} "
                     f"{statistics.median(step):9.2f} {pct(step, 95):9.2f} {len(values):5d}"
                 )
+        print(
+            f"worker CPU: {since['worker CPU ms per pickup'][0]:.2f} ms per pickup (idle time "
+            f"between pickups included), {since['worker CPU per wall second'][0]:.3f} s/s"
+        )
 
 
 if __name__ == "__main__":

@@ -104,8 +104,9 @@ class ClaimParams:
     waits to fill up (`max_batch_size` / `max_batch_timeout`). `types`: only jobs of
     these types (None: any message), so a worker never takes work it cannot run.
     `describe_empty` False: the caller expects work (it was just told of some, or its
-    last claim took some), so a backend may leave out describing the queue and return
-    `ready=None` when it took nothing; the caller then asks `queue_ready_info`.
+    last claim took all it asked for), so a backend may leave out describing the queue
+    and return `ready=None` when it took nothing; the caller then asks
+    `queue_ready_info`.
     """
 
     queue: str

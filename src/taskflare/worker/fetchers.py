@@ -231,10 +231,12 @@ class JobProducer:
         """Claim and start jobs until the worker stops.
 
         A claim made right after a change woke the fetcher, or right after a claim that
-        took jobs, expects work: it is the claim alone (see `ClaimParams.describe_empty`),
-        which keeps the pickup of a new job short; only when it takes nothing is the
-        queue described. Other claims (the first, after an idle timeout) describe an empty
-        queue in the same statement: an idle worker sends one statement per idle wait."""
+        took all it asked for, expects work: it is the claim alone (see
+        `ClaimParams.describe_empty`), which keeps the pickup of a new job short; only
+        when it takes nothing is the queue described. Other claims (the first, after an
+        idle timeout, after a claim that took less than it asked for) describe an empty
+        queue in the same statement: an idle worker sends one statement per idle wait,
+        and a pickup costs no more statements than before."""
         state, spec = self.state, self.spec
         topic = ready_topic(spec.name)
         failures = [0]
@@ -252,7 +254,7 @@ class JobProducer:
             result = await state.claim(params, spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - len(claimed))
-            expected = bool(claimed)
+            expected = len(claimed) == taken  # a full claim: more may be waiting
             if result is None:
                 continue
             if claimed:

@@ -78,9 +78,7 @@ class FileEvents:
             log.debug("no inotify (%s): looking for other processes' writes instead", exc)
             return None
         try:
-            inotify.add_watch(
-                folder, flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.ATTRIB
-            )
+            inotify.add_watch(folder, flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.ATTRIB)
             return cls(inotify, frozenset({name, f"{name}-wal"}), asyncio.get_running_loop())
         except OSError as exc:  # no such folder, or the watch limit is reached
             log.debug("cannot watch %s (%s): looking for writes instead", folder, exc)
