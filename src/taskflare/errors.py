@@ -147,6 +147,11 @@ class UniqueKeyMissing(InvalidPayload):
     would otherwise make different jobs duplicates); nothing was enqueued."""
 
 
+class InvalidResult(TaskflareError, ValueError):
+    """A result to store (a job's, or a `ctx.once` function's) is not JSON or holds a NaN
+    or an infinity; nothing was stored."""
+
+
 class InvalidDocument(TaskflareError, ValueError):
     """A document store call was given a bad namespace, key, value, limit or cursor."""
 

@@ -63,7 +63,7 @@ from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
-from .registry.job_types import check_finite_payload
+from .registry.job_types import encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -171,10 +171,7 @@ class JobClient:
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
             check_text(type, "type", max_length=200)
-            try:
-                body = check_finite_payload(type, payload, orjson.dumps(payload))
-            except TypeError as exc:
-                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
+            body = encode_payload(type, payload)
             if self.stored_flow is None:
                 raise InvalidJobConfig(
                     f"job type {type!r} is not declared in this app: read the stored queue "
