@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 
 class TaskflareError(Exception):
@@ -28,6 +29,16 @@ class TaskflareError(Exception):
             if field in names:
                 text = re.sub(rf"(?<![\w-]){re.escape(field)}(?![\w-])", names[field], text)
         return text
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def in_item(exc: E, where: str) -> E:
+    """`exc`, its message now starting with the item of a list it is about
+    (`payloads[3]: job type 'x': payload.price is NaN ...`), for bulk calls."""
+    exc.args = (f"{where}: {exc}", *exc.args[1:])
+    return exc
 
 
 class InvalidConfig(TaskflareError, ValueError):

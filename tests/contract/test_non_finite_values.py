@@ -95,9 +95,7 @@ PATHS: dict[str, tuple[type[Exception], str, Store]] = {
 
 @pytest.mark.parametrize("bad", BAD, ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("path", list(PATHS))
-async def test_a_non_finite_number_is_refused_naming_where(
-    app: App, path: str, bad: float
-) -> None:
+async def test_a_non_finite_number_is_refused_naming_where(app: App, path: str, bad: float) -> None:
     app.queue("events")
     app.job("untyped")(_noop)
 

@@ -406,10 +406,12 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
         raise fail(f"no such file: {path}")
     batch_id = uuid7()
     messages: list[NewMessage] = []
+    names: list[str] = []
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            names.append(f"{path}:{number}")
             payload = _parse_payload(line.decode("utf-8", "replace"), f"{path}:{number}")
             try:
                 messages.append(options.message(app, payload, batch_id))
@@ -422,7 +424,7 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
     async def work() -> int:
         unique = app.jobs.unique_of(options.type)
         if unique is not None:  # one statement a job, as enqueue_many does
-            stored = await app.jobs.store_unique(unique, messages)
+            stored = await app.jobs.store_unique(unique, messages, names)
             count = sum(1 for _, new in stored if new)
             await app.jobs.create_batch(batch_id, options.type, count)
             return count
