@@ -30,6 +30,14 @@ class TaskflareError(Exception):
         return text
 
 
+def at_item(exc: TaskflareError, where: str) -> TaskflareError:
+    """`exc` again (same class, same fields) with its message prefixed by the item of a
+    bulk call it is about: `payloads[3]: ...`, `batch item 7: ...`."""
+    located = type(exc)(f"{where}: {exc}", fields=exc.fields)
+    located.__cause__ = exc.__cause__
+    return located
+
+
 class InvalidConfig(TaskflareError, ValueError):
     """A declaration or setting is out of range or of the wrong type."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import builtins
 import time
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -45,10 +45,12 @@ from .errors import (
     JobFailed,
     JobNotFound,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
+    at_item,
 )
 from .events import log_event, wanted
-from .ids import uuid7
+from .ids import uuid7, uuid7_many
 from .jobs import (
     Job,
     JobAttempt,
@@ -254,7 +256,7 @@ class JobClient:
     def prepare_jobs(
         self,
         type: str,
-        payloads: Iterable[Any],
+        payloads: Sequence[Any],
         *,
         priority: int | None = None,
         max_attempts: int | None = None,
@@ -263,28 +265,52 @@ class JobClient:
         batch_id: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
-        are checked once, each payload is validated and size-checked on its own."""
+        are checked once, each payload is validated and size-checked on its own; a bad
+        one is refused naming its index (`payloads[3]: ...`)."""
+        if not payloads:
+            return []
+        job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
+        queue = job_type.queue
+        prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
+        attempts = (
+            job_type.max_attempts
+            if max_attempts is None
+            else check_max_attempts(max_attempts, InvalidJobOption)
+        )
+        delay = check_delay(delay_seconds)
+        if correlation_id is not None:
+            check_text(correlation_id, "correlation_id")
+        spec = self._registry.queues.get(queue)
+        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
+        encode = job_type.encode
+        ids = uuid7_many(len(payloads))
         messages: list[NewMessage] = []
-        for payload in payloads:
-            if not messages:
-                messages.append(
-                    self.prepare_job(
-                        type,
-                        payload,
-                        priority=priority,
-                        max_attempts=max_attempts,
-                        delay_seconds=delay_seconds,
-                        correlation_id=correlation_id,
-                        batch_id=batch_id,
-                    )
+        flowing = True  # until the first payload shows the type needs no limit buckets
+        for index, payload in enumerate(payloads):
+            try:
+                body = encode(payload)
+                if len(body) > limit:
+                    self._check_size(type, body, queue)
+                flow_keys = self._flow_keys(type, queue, body) if flowing else None
+            except TaskflareError as exc:
+                raise at_item(exc, f"payloads[{index}]") from None
+            flowing = flow_keys is not None  # how many buckets never depends on the payload
+            messages.append(
+                NewMessage(
+                    ids[index],
+                    queue,
+                    body,
+                    "json",
+                    delay,
+                    prio,
+                    type,
+                    attempts,
+                    None,
+                    correlation_id,
+                    batch_id,
+                    flow_keys,
                 )
-                first = messages[0]
-                encode = self._registry.job_type(type).encode
-                continue
-            body = encode(payload)
-            self._check_size(type, body, first.queue)
-            flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
-            messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
+            )
         return messages
 
     async def enqueue(
@@ -459,7 +485,7 @@ class JobClient:
         if unique is not None:
             if not isinstance(unique, Unique):
                 raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
-            stored = await self.store_unique(unique, messages)
+            stored = await self.store_unique(unique, messages, lambda i: f"payloads[{i}]")
             await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
             return batch_id
         await self.store_batch(batch_id, type, messages, chunk_size)
@@ -474,12 +500,23 @@ class JobClient:
         return None if limits is None else limits.unique
 
     async def store_unique(
-        self, unique: Unique, messages: Sequence[NewMessage]
+        self,
+        unique: Unique,
+        messages: Sequence[NewMessage],
+        where: Callable[[int], str] | None = None,
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
-        same call) and whether this call stored it."""
-        every = [unique_params(unique, message) for message in messages]  # check all first
+        same call) and whether this call stored it. `where(i)` names the i-th message in
+        the refusal of one (`payloads[3]`)."""
+        every = []
+        for index, message in enumerate(messages):  # check all first
+            try:
+                every.append(unique_params(unique, message))
+            except TaskflareError as exc:
+                if where is None:
+                    raise
+                raise at_item(exc, where(index)) from None
         backend = await self._storage.backend()
         out: list[tuple[str, bool]] = []
         seen: dict[tuple[str | None, str | None], str] = {}

@@ -23,7 +23,7 @@ from .backends.base import (
     QueuePauseParams,
     QueuePurgeParams,
 )
-from .encoding import encode_body, normalize_content_type
+from .encoding import JSON, encode_body, normalize_content_type
 from .errors import (
     BatchTooLarge,
     EmptyBatch,
@@ -31,8 +31,9 @@ from .errors import (
     JobQueueSend,
     MessageTooLarge,
     UnknownQueue,
+    at_item,
 )
-from .ids import uuid7
+from .ids import uuid7, uuid7_many
 from .messages import check_delay
 from .registry import JOBS, Registry
 from .registry.queues import (
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 MAX_SEND_BATCH_MESSAGES = 100
+# What a `send_batch` item may hold (the camelCase spellings are Cloudflare's).
+_ITEM_KEYS = frozenset({"body", "delay_seconds", "delaySeconds", "content_type", "contentType"})
 
 
 def format_bytes(count: int) -> str:
@@ -122,11 +125,21 @@ class Queue:
     # -- producer -------------------------------------------------------------------
 
     def _prepare(
-        self, body: Any, delay_seconds: object, content_type: object, where: str = "body"
+        self,
+        body: Any,
+        delay_seconds: object,
+        content_type: object,
+        where: str = "body",
+        config: QueueConfig | None = None,
+        message_id: str | None = None,
     ) -> NewMessage:
-        config = self.config
-        ctype = normalize_content_type(
-            content_type, allow_pickle=config.allow_pickle, queue=self.name
+        config = config or self.config
+        ctype = (
+            JSON
+            if content_type == JSON
+            else normalize_content_type(
+                content_type, allow_pickle=config.allow_pickle, queue=self.name
+            )
         )
         delay = check_delay(delay_seconds)
         data = encode_body(body, ctype)
@@ -135,9 +148,7 @@ class Queue:
                 f"{where} is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
                 f"{format_bytes(config.max_message_bytes)}"
             )
-        return NewMessage(
-            id=uuid7(), queue=self.name, body=data, content_type=ctype, delay_seconds=delay
-        )
+        return NewMessage(message_id or uuid7(), self.name, data, ctype, delay)
 
     def prepare(
         self, body: Any, *, delay_seconds: object = 0, content_type: object = "json"
@@ -148,7 +159,8 @@ class Queue:
     def prepare_batch(
         self, messages: Sequence[Mapping[str, Any]], delay_seconds: float = 0
     ) -> list[NewMessage]:
-        """Validate and encode a `send_batch` request; raise before anything is stored."""
+        """Validate and encode a `send_batch` request; raise before anything is stored
+        (an item's refusal names its index: `batch item 3: ...`)."""
         check_delay(delay_seconds)
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessage(
@@ -161,11 +173,14 @@ class Queue:
             raise BatchTooLarge(
                 f"batch has {len(messages)} messages; the limit is {MAX_SEND_BATCH_MESSAGES}"
             )
+        config = self.config
+        ids = uuid7_many(len(messages))
         prepared = [
-            self._prepare_item(index, item, delay_seconds) for index, item in enumerate(messages)
+            self._prepare_item(index, item, delay_seconds, config, ids[index])
+            for index, item in enumerate(messages)
         ]
         total = sum(len(m.body) for m in prepared)
-        limit = self.config.max_batch_bytes
+        limit = config.max_batch_bytes
         if total > limit:
             raise BatchTooLarge(
                 f"batch is {format_bytes(total)}; the limit for queue {self.name!r} is "
@@ -173,21 +188,28 @@ class Queue:
             )
         return prepared
 
-    def _prepare_item(self, index: int, item: object, batch_delay: float) -> NewMessage:
+    def _prepare_item(
+        self, index: int, item: object, batch_delay: float, config: QueueConfig, message_id: str
+    ) -> NewMessage:
         if not isinstance(item, Mapping) or "body" not in item:
             raise InvalidMessage(f"batch item {index} must be a mapping with a 'body' key")
-        known = {"body", "delay_seconds", "delaySeconds", "content_type", "contentType"}
-        unknown = set(item) - known
-        if unknown:
-            raise InvalidMessage(f"batch item {index} has unknown keys: {sorted(unknown)}")
-        delay = item.get("delay_seconds", item.get("delaySeconds"))
-        ctype = item.get("content_type", item.get("contentType", "json"))
-        return self._prepare(
-            item["body"],
-            batch_delay if delay is None else delay,
-            ctype,
-            where=f"batch item {index}",
-        )
+        delay: object = batch_delay
+        ctype: object = JSON
+        if len(item) > 1:
+            unknown = item.keys() - _ITEM_KEYS
+            if unknown:
+                raise InvalidMessage(f"batch item {index} has unknown keys: {sorted(unknown)}")
+            given = item.get("delay_seconds", item.get("delaySeconds"))
+            delay = batch_delay if given is None else given
+            ctype = item.get("content_type", item.get("contentType", JSON))
+        try:
+            return self._prepare(
+                item["body"], delay, ctype, f"batch item {index}", config, message_id
+            )
+        except MessageTooLarge:
+            raise  # its message names the item already
+        except InvalidMessage as exc:
+            raise at_item(exc, f"batch item {index}") from None
 
     async def send(
         self,
