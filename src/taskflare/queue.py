@@ -144,11 +144,14 @@ class Queue:
         delay = check_delay(delay_seconds)
         data = encode_body(body, ctype)
         if len(data) > config.max_message_bytes:
-            raise MessageTooLarge(
-                f"{where} is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
-                f"{format_bytes(config.max_message_bytes)}"
-            )
+            raise self._too_large(where, len(data), config)
         return NewMessage(message_id or uuid7(), self.name, data, ctype, delay)
+
+    def _too_large(self, where: str, size: int, config: QueueConfig) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"{where} is {format_bytes(size)}; the limit for queue {self.name!r} is "
+            f"{format_bytes(config.max_message_bytes)}"
+        )
 
     def prepare(
         self, body: Any, *, delay_seconds: object = 0, content_type: object = "json"
@@ -174,11 +177,21 @@ class Queue:
                 f"batch has {len(messages)} messages; the limit is {MAX_SEND_BATCH_MESSAGES}"
             )
         config = self.config
+        delay = float(delay_seconds)
         ids = uuid7_many(len(messages))
-        prepared = [
-            self._prepare_item(index, item, delay_seconds, config, ids[index])
-            for index, item in enumerate(messages)
-        ]
+        prepared = []
+        for index, item in enumerate(messages):
+            if type(item) is dict and len(item) == 1 and "body" in item:
+                # The common item, {"body": ...}: a JSON body with the call's delay.
+                try:
+                    data = encode_body(item["body"], JSON)
+                except InvalidMessage as exc:
+                    raise at_item(exc, f"batch item {index}") from None
+                if len(data) > config.max_message_bytes:
+                    raise self._too_large(f"batch item {index}", len(data), config)
+                prepared.append(NewMessage(ids[index], self.name, data, JSON, delay))
+            else:
+                prepared.append(self._prepare_item(index, item, delay, config, ids[index]))
         total = sum(len(m.body) for m in prepared)
         limit = config.max_batch_bytes
         if total > limit:

@@ -714,8 +714,12 @@ _SHARED = operator.attrgetter(
 )
 
 
-def _flow_literal(flow_keys: tuple[str, ...] | None) -> str | None:
-    return None if flow_keys is None else orjson.dumps(flow_keys).decode()
+def _flow_literals(messages: Sequence[NewMessage]) -> list[str | None]:
+    """Each message's limit buckets as a JSON array (None: no limits)."""
+    flows = [m.flow_keys for m in messages]
+    if flows.count(None) == len(flows):
+        return flows  # type: ignore[return-value]  # every one None
+    return [None if f is None else orjson.dumps(f).decode() for f in flows]
 
 
 def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
@@ -738,7 +742,7 @@ def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
         "trace_context": first.trace_context,
         "ids": [m.id for m in messages],
         "bodies": [m.body for m in messages],
-        "flow_keys": [_flow_literal(m.flow_keys) for m in messages],
+        "flow_keys": _flow_literals(messages),
     }
 
 
@@ -756,7 +760,7 @@ def _enqueue_many_args(messages: Sequence[NewMessage]) -> tuple[str, dict[str, A
         "idempotency_keys": [m.idempotency_key for m in messages],
         "correlation_ids": [m.correlation_id for m in messages],
         "batch_ids": [m.batch_id for m in messages],
-        "flow_keys": [_flow_literal(m.flow_keys) for m in messages],
+        "flow_keys": _flow_literals(messages),
     }
     if any(m.trace_context is not None for m in messages):
         args["trace_contexts"] = [m.trace_context for m in messages]
