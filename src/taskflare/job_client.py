@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import builtins
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -47,7 +47,7 @@ from .errors import (
     MessageTooLarge,
     TaskflareError,
     UnknownQueue,
-    at_item,
+    in_item,
 )
 from .events import log_event, wanted
 from .ids import uuid7, uuid7_many
@@ -65,7 +65,7 @@ from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
-from .registry.job_types import check_finite_payload
+from .registry.job_types import encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -173,10 +173,7 @@ class JobClient:
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
             check_text(type, "type", max_length=200)
-            try:
-                body = check_finite_payload(type, payload, orjson.dumps(payload))
-            except TypeError as exc:
-                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
+            body = encode_payload(type, payload)
             if self.stored_flow is None:
                 raise InvalidJobConfig(
                     f"job type {type!r} is not declared in this app: read the stored queue "
@@ -265,10 +262,8 @@ class JobClient:
         batch_id: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
-        are checked once, each payload is validated and size-checked on its own; a bad
-        one is refused naming its index (`payloads[3]: ...`)."""
-        if not payloads:
-            return []
+        are checked once, each payload is validated and size-checked on its own, and an
+        error about a payload names it (`payloads[3]: ...`)."""
         job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
         queue = job_type.queue
         prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
@@ -283,7 +278,7 @@ class JobClient:
         spec = self._registry.queues.get(queue)
         limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
         encode = job_type.encode
-        ids = uuid7_many(len(payloads))
+        ids = uuid7_many(len(payloads))  # one clock read and lock for the whole call
         messages: list[NewMessage] = []
         flowing = True  # until the first payload shows the type needs no limit buckets
         for index, payload in enumerate(payloads):
@@ -293,8 +288,9 @@ class JobClient:
                     self._check_size(type, body, queue)
                 flow_keys = self._flow_keys(type, queue, body) if flowing else None
             except TaskflareError as exc:
-                raise at_item(exc, f"payloads[{index}]") from None
+                raise in_item(exc, f"payloads[{index}]") from None
             flowing = flow_keys is not None  # how many buckets never depends on the payload
+            # Positional: the dataclass's constructor, no `replace` per payload.
             messages.append(
                 NewMessage(
                     ids[index],
@@ -485,7 +481,7 @@ class JobClient:
         if unique is not None:
             if not isinstance(unique, Unique):
                 raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
-            stored = await self.store_unique(unique, messages, lambda i: f"payloads[{i}]")
+            stored = await self.store_unique(unique, messages)
             await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
             return batch_id
         await self.store_batch(batch_id, type, messages, chunk_size)
@@ -500,23 +496,19 @@ class JobClient:
         return None if limits is None else limits.unique
 
     async def store_unique(
-        self,
-        unique: Unique,
-        messages: Sequence[NewMessage],
-        where: Callable[[int], str] | None = None,
+        self, unique: Unique, messages: Sequence[NewMessage], names: Sequence[str] = ()
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
-        same call) and whether this call stored it. `where(i)` names the i-th message in
-        the refusal of one (`payloads[3]`)."""
-        every = []
-        for index, message in enumerate(messages):  # check all first
+        same call) and whether this call stored it. An error names the message by
+        `names` (default: `payloads[3]`)."""
+        every = []  # check all first
+        for index, message in enumerate(messages):
             try:
                 every.append(unique_params(unique, message))
             except TaskflareError as exc:
-                if where is None:
-                    raise
-                raise at_item(exc, where(index)) from None
+                where = names[index] if names else f"payloads[{index}]"
+                raise in_item(exc, where) from None
         backend = await self._storage.backend()
         out: list[tuple[str, bool]] = []
         seen: dict[tuple[str | None, str | None], str] = {}

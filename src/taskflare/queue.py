@@ -30,8 +30,9 @@ from .errors import (
     InvalidMessage,
     JobQueueSend,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
-    at_item,
+    in_item,
 )
 from .ids import uuid7, uuid7_many
 from .messages import check_delay
@@ -129,7 +130,6 @@ class Queue:
         body: Any,
         delay_seconds: object,
         content_type: object,
-        where: str = "body",
         config: QueueConfig | None = None,
         message_id: str | None = None,
     ) -> NewMessage:
@@ -144,12 +144,12 @@ class Queue:
         delay = check_delay(delay_seconds)
         data = encode_body(body, ctype)
         if len(data) > config.max_message_bytes:
-            raise self._too_large(where, len(data), config)
+            raise self._too_large(len(data), config)
         return NewMessage(message_id or uuid7(), self.name, data, ctype, delay)
 
-    def _too_large(self, where: str, size: int, config: QueueConfig) -> MessageTooLarge:
+    def _too_large(self, size: int, config: QueueConfig) -> MessageTooLarge:
         return MessageTooLarge(
-            f"{where} is {format_bytes(size)}; the limit for queue {self.name!r} is "
+            f"body is {format_bytes(size)}; the limit for queue {self.name!r} is "
             f"{format_bytes(config.max_message_bytes)}"
         )
 
@@ -162,8 +162,7 @@ class Queue:
     def prepare_batch(
         self, messages: Sequence[Mapping[str, Any]], delay_seconds: float = 0
     ) -> list[NewMessage]:
-        """Validate and encode a `send_batch` request; raise before anything is stored
-        (an item's refusal names its index: `batch item 3: ...`)."""
+        """Validate and encode a `send_batch` request; raise before anything is stored."""
         check_delay(delay_seconds)
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessage(
@@ -178,17 +177,17 @@ class Queue:
             )
         config = self.config
         delay = float(delay_seconds)
-        ids = uuid7_many(len(messages))
+        ids = uuid7_many(len(messages))  # one clock read and lock for the whole batch
         prepared = []
         for index, item in enumerate(messages):
             if type(item) is dict and len(item) == 1 and "body" in item:
                 # The common item, {"body": ...}: a JSON body with the call's delay.
                 try:
                     data = encode_body(item["body"], JSON)
-                except InvalidMessage as exc:
-                    raise at_item(exc, f"batch item {index}") from None
-                if len(data) > config.max_message_bytes:
-                    raise self._too_large(f"batch item {index}", len(data), config)
+                    if len(data) > config.max_message_bytes:
+                        raise self._too_large(len(data), config)
+                except TaskflareError as exc:
+                    raise in_item(exc, f"messages[{index}]") from None
                 prepared.append(NewMessage(ids[index], self.name, data, JSON, delay))
             else:
                 prepared.append(self._prepare_item(index, item, delay, config, ids[index]))
@@ -204,25 +203,21 @@ class Queue:
     def _prepare_item(
         self, index: int, item: object, batch_delay: float, config: QueueConfig, message_id: str
     ) -> NewMessage:
+        """One message of a batch; an error names the item (`messages[3]: ...`)."""
+        where = f"messages[{index}]"
         if not isinstance(item, Mapping) or "body" not in item:
-            raise InvalidMessage(f"batch item {index} must be a mapping with a 'body' key")
-        delay: object = batch_delay
-        ctype: object = JSON
-        if len(item) > 1:
-            unknown = item.keys() - _ITEM_KEYS
-            if unknown:
-                raise InvalidMessage(f"batch item {index} has unknown keys: {sorted(unknown)}")
-            given = item.get("delay_seconds", item.get("delaySeconds"))
-            delay = batch_delay if given is None else given
-            ctype = item.get("content_type", item.get("contentType", JSON))
+            raise InvalidMessage(f"{where} must be a mapping with a 'body' key")
+        unknown = item.keys() - _ITEM_KEYS
+        if unknown:
+            raise InvalidMessage(f"{where} has unknown keys: {sorted(unknown)}")
+        delay = item.get("delay_seconds", item.get("delaySeconds"))
+        ctype = item.get("content_type", item.get("contentType", JSON))
         try:
             return self._prepare(
-                item["body"], delay, ctype, f"batch item {index}", config, message_id
+                item["body"], batch_delay if delay is None else delay, ctype, config, message_id
             )
-        except MessageTooLarge:
-            raise  # its message names the item already
-        except InvalidMessage as exc:
-            raise at_item(exc, f"batch item {index}") from None
+        except TaskflareError as exc:
+            raise in_item(exc, where) from None
 
     async def send(
         self,
