@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import threading
 import time
@@ -75,7 +76,7 @@ from ..store import (
     insert_args,
     limit_arrays,
 )
-from ..url import REDACTED, hide_credentials, redact_url
+from ..url import REDACTED, check_password, hide_credentials, redact_url
 from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
@@ -124,8 +125,11 @@ class PostgresSettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The passwords that must never appear in a message."""
-        return tuple(p for p in (self.password, self.listen_password) if p)
+        """The passwords that must never appear in a message, as given and percent-encoded
+        (libpq echoes a URL's parts), and libpq's `PGPASSWORD` if set."""
+        given = (self.password, self.listen_password, os.environ.get("PGPASSWORD"))
+        found = {s for p in given if p for s in (p, quote(p, safe=""))}
+        return tuple(sorted(found, key=len, reverse=True))  # a longer spelling first
 
 
 def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
@@ -179,6 +183,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     """Split taskflare's own options off a URL: `schema`, `pool_min_size`,
     `pool_max_size`, `pgbouncer` (1: behind PgBouncer in transaction pooling mode) and
     `listen_url` (a URL-encoded direct URL for LISTEN). Raises `InvalidDatabaseUrl`."""
+    check_password(url)
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
@@ -202,6 +207,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             raise InvalidDatabaseUrl(
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
+        check_password(listen_url, "listen_url")
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
     # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
     # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
