@@ -40,7 +40,9 @@ class OutgoingMessage(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
 
 
 class SendRequest(BaseModel):
@@ -50,7 +52,9 @@ class SendRequest(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float = Field(
+        default=0, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
     messages: list[OutgoingMessage] | None = Field(default=None, min_length=1, max_length=100)
 
 
@@ -64,8 +68,8 @@ class ReprocessRequest(BaseModel):
 class PullRequest(BaseModel):
     """Cloudflare's pull request body."""
 
-    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH)
-    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS)
+    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH, strict=True)
+    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS, strict=True)
 
 
 class LeaseAck(BaseModel):
@@ -79,7 +83,7 @@ class LeaseRetry(BaseModel):
     """A retry of one pulled message."""
 
     lease_id: str = Field(min_length=1, max_length=500)
-    delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
     check_text = no_control_characters("lease_id", base64url=True)
 
 
