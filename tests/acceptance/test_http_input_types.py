@@ -62,8 +62,13 @@ def test_enqueue_still_takes_numbers_of_the_right_type(database_url: str) -> Non
     with serve(build(database_url)) as client:
         response = client.post(
             "/jobs",
-            json={"type": "send-email", "payload": EMAIL, "priority": -3, "maxAttempts": 2,
-                  "delaySeconds": 1.5},
+            json={
+                "type": "send-email",
+                "payload": EMAIL,
+                "priority": -3,
+                "maxAttempts": 2,
+                "delaySeconds": 1.5,
+            },
         )
         assert response.status_code == 200, response.text
         job = client.get(f"/jobs/{response.json()['jobId']}").json()["job"]
@@ -82,14 +87,18 @@ def test_send_and_pull_refuse_json_values_of_the_wrong_type(database_url: str) -
             "delaySeconds",
         )
         refused(client.post(f"{base}/pull", json={"batch_size": "5"}), "batch_size")
-        refused(client.post(f"{base}/pull", json={"visibility_timeout_ms": True}),
-                "visibility_timeout_ms")
+        refused(
+            client.post(f"{base}/pull", json={"visibility_timeout_ms": True}),
+            "visibility_timeout_ms",
+        )
         assert client.get("/queues/pulled").json()["queue"]["depth"]["ready"] == 0
         assert client.post(base, json={"body": 1, "delaySeconds": 0}).status_code == 200
         pulled = client.post(f"{base}/pull", json={"batch_size": 1}).json()["result"]["messages"]
         lease = pulled[0]["lease_id"]
         refused(
-            client.post(f"{base}/ack", json={"retries": [{"lease_id": lease, "delay_seconds": True}]}),
+            client.post(
+                f"{base}/ack", json={"retries": [{"lease_id": lease, "delay_seconds": True}]}
+            ),
             "delay_seconds",
         )
         answer = client.post(f"{base}/ack", json={"acks": [{"lease_id": lease}]}).json()

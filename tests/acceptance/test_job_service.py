@@ -173,5 +173,3 @@ async def test_a_job_delayed_by_retry_is_not_claimed_by_a_second_worker_early(ap
         assert await job.wait(timeout=30) == 2
     assert len(starts) == 2
     assert starts[1] - starts[0] >= 0.5
-
-

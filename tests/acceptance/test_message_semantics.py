@@ -70,7 +70,11 @@ async def test_an_item_delay_of_zero_overrides_the_batch_delay(app: App) -> None
         got.extend(m.body for m in batch.messages)
 
     await q.send_batch(
-        [{"body": "now", "delay_seconds": 0}, {"body": "batch-delay"}, {"body": "own", "delay_seconds": 5}],
+        [
+            {"body": "now", "delay_seconds": 0},
+            {"body": "batch-delay"},
+            {"body": "own", "delay_seconds": 5},
+        ],
         delay_seconds=3600,
     )
     await drain(app)
@@ -118,8 +122,9 @@ async def test_ack_all_then_a_timeout_retries_nothing(app: App) -> None:
 async def test_every_message_of_failing_batches_reaches_the_dead_letter_queue_once(
     app: App,
 ) -> None:
-    q = app.queue("jobs", max_batch_size=7, max_batch_timeout=0, max_retries=1,
-                  dead_letter_queue="jobs-dlq")
+    q = app.queue(
+        "jobs", max_batch_size=7, max_batch_timeout=0, max_retries=1, dead_letter_queue="jobs-dlq"
+    )
 
     @q.consumer
     async def consume(batch: MessageBatch[int]) -> None:

@@ -214,7 +214,7 @@ def queue_router(app: App) -> APIRouter:
         queue = known(name)
         dlq = _dlq_of(queue)
         ids = body.ids if body is not None else None
-        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids)):
+        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids, name)):
             shown = ", ".join(missing[:3]) + (
                 f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             )

@@ -1071,6 +1071,7 @@ class PostgresBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
         return int((await self._db.fetch("dead_letter_reprocess", args)).scalar())
 

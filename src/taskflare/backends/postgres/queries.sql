@@ -787,6 +787,7 @@ WITH copies AS MATERIALIZED (
     FROM {schema}.messages AS d
     LEFT JOIN {schema}.messages AS o ON o.id = d.origin_id AND o.type IS NOT NULL
     WHERE d.queue = %(dlq)s AND d.state = 'ready'
+      AND (%(origin)s::text IS NULL OR d.origin_queue = %(origin)s::text)
       AND (%(ids)s::text[] IS NULL OR d.id = ANY(%(ids)s::text[]))
     FOR UPDATE OF d SKIP LOCKED
 ), revived AS (

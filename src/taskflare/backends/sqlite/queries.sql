@@ -537,11 +537,13 @@ SET state = 'ready', attempts = 0, available_at = :now, finished_at = NULL,
 WHERE type IS NOT NULL AND state = 'failed'
   AND id IN (SELECT origin_id FROM messages
              WHERE queue = :dlq AND state = 'ready' AND origin_id IS NOT NULL
+               AND (:origin IS NULL OR origin_queue = :origin)
                AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))));
 
 -- name: dead_letter_drop_job_copies
 DELETE FROM messages
 WHERE queue = :dlq AND state = 'ready'
+  AND (:origin IS NULL OR origin_queue = :origin)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND origin_id IN (SELECT id FROM messages WHERE type IS NOT NULL);
 
@@ -549,6 +551,7 @@ WHERE queue = :dlq AND state = 'ready'
 UPDATE messages
 SET queue = origin_queue, attempts = 0, available_at = :now, last_error = NULL
 WHERE queue = :dlq AND state = 'ready' AND origin_queue IS NOT NULL
+  AND (:origin IS NULL OR origin_queue = :origin)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: worker_report
