@@ -213,3 +213,33 @@ async def test_a_retry_delay_holds_in_a_running_worker(app: App) -> None:
     async with running_worker(app):
         await wait_until(lambda: len(times) >= 2, what="the redelivery")
     assert times[1] - times[0] >= 0.6
+
+
+async def test_a_dead_letter_keeps_the_original_timestamp_body_and_content_type(
+    app: App,
+) -> None:
+    q = app.queue("stamped", max_batch_timeout=0, max_retries=1, dead_letter_queue="stamped-dlq")
+    dlq = app.queue("stamped-dlq", max_batch_timeout=0)
+    originals: list[Message[Any]] = []
+    dead: list[Message[Any]] = []
+
+    @q.consumer
+    async def consume(batch: MessageBatch[Any]) -> None:
+        originals.extend(batch.messages)
+        raise RuntimeError("fails")
+
+    @dlq.consumer
+    async def consume_dead(batch: MessageBatch[Any]) -> None:
+        dead.extend(batch.messages)
+
+    await q.send_batch(
+        [{"body": "plain", "content_type": "text"}, {"body": b"\x00\x01", "content_type": "bytes"}]
+    )
+    await drain(app, ["stamped"])
+    await drain(app, ["stamped-dlq"])
+    sent = {m.body: m.timestamp for m in originals}
+    assert sorted(map(repr, (m.body for m in dead))) == sorted(map(repr, sent))
+    for m in dead:
+        assert m.timestamp == sent[m.body]  # when it was first sent, as miniflare keeps it
+        assert m.attempts == 1  # a fresh count in the dead-letter queue
+        assert m.id not in {o.id for o in originals}  # a copy: the original stays failed
