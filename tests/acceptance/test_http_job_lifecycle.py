@@ -24,8 +24,7 @@ def build(database_url: str, events: dict[str, threading.Event]) -> App:
     async def long_report(payload: Any, ctx: JobContext) -> dict[str, Any]:
         await ctx.progress(0.1, "started")
         events[STARTED].set()
-        while not events["release"].is_set():
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(events["release"].wait, 30)  # a cancel interrupts the await
         return {"rows": payload}
 
     @app.job("quick")
