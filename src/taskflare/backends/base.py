@@ -59,9 +59,13 @@ def ready_topic(queue: str) -> str:
 # -- messages ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
-    """A message (or job) to store, its body already encoded; `delay_seconds` from now."""
+    """A message (or job) to store, its body already encoded; `delay_seconds` from now.
+
+    Treat it as immutable (`dataclasses.replace` for a changed copy). It is not declared
+    frozen because a bulk enqueue builds one per item, and a frozen dataclass's
+    constructor costs several times a plain one's."""
 
     id: str
     queue: str
