@@ -725,8 +725,8 @@ def _flow_literals(messages: Sequence[NewMessage]) -> list[str | None]:
 def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
     """The parameters of `message_enqueue_uniform` when every message shares what
     `_SHARED` names, else None."""
-    shared = _SHARED(messages[0])
-    if len(messages) > 1 and any(_SHARED(m) != shared for m in messages):
+    every = list(map(_SHARED, messages))  # compared in C, no Python frame a message
+    if every.count(every[0]) != len(every):
         return None
     first = messages[0]
     return {
@@ -1154,6 +1154,7 @@ class PostgresBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
         return int((await self._db.fetch("dead_letter_reprocess", args)).scalar())
 
