@@ -59,8 +59,12 @@ class ChangeSignal:
         try:
             if self.seq(topic) != since:
                 return True
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when
+            # the event is set in the same loop iteration as a cancellation (the loop
+            # ending), and the waiter would wait again instead of ending.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry[1].wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await entry[1].wait()
             return self.seq(topic) != since
         finally:
             with self._lock:

@@ -133,4 +133,5 @@ async def run_view(app: App, worker: Worker, console: Console, stop: asyncio.Eve
                 parts.append(jobs)
             live.update(Group(*parts))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()

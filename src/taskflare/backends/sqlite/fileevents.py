@@ -75,8 +75,9 @@ class FileEvents:
     async def wait(self, timeout: float) -> bool:
         """True once a write was reported (and forget it); False after `timeout` [s]."""
         if not self._written.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._written.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see ChangeSignal.wait
+                async with asyncio.timeout(timeout):
+                    await self._written.wait()
         written = self._written.is_set()
         self._written.clear()
         return written
