@@ -45,7 +45,9 @@ from .errors import (
     JobFailed,
     JobNotFound,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
+    in_item,
 )
 from .events import log_event, wanted
 from .ids import uuid7
@@ -63,7 +65,7 @@ from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
-from .registry.job_types import check_finite_payload
+from .registry.job_types import encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -171,10 +173,7 @@ class JobClient:
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
             check_text(type, "type", max_length=200)
-            try:
-                body = check_finite_payload(type, payload, orjson.dumps(payload))
-            except TypeError as exc:
-                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
+            body = encode_payload(type, payload)
             if self.stored_flow is None:
                 raise InvalidJobConfig(
                     f"job type {type!r} is not declared in this app: read the stored queue "
@@ -263,12 +262,21 @@ class JobClient:
         batch_id: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
-        are checked once, each payload is validated and size-checked on its own."""
+        are checked once, each payload is validated and size-checked on its own, and an
+        error about a payload names it (`payloads[3]: ...`)."""
+        encode = self._registry.job_type(type).encode  # UnknownJobType naming the known ones
+        if priority is not None:
+            check_priority(priority, InvalidJobOption)
+        if max_attempts is not None:
+            check_max_attempts(max_attempts, InvalidJobOption)
+        check_delay(delay_seconds)
+        if correlation_id is not None:
+            check_text(correlation_id, "correlation_id")
         messages: list[NewMessage] = []
-        for payload in payloads:
-            if not messages:
-                messages.append(
-                    self.prepare_job(
+        for index, payload in enumerate(payloads):
+            try:
+                if not messages:
+                    first = self.prepare_job(
                         type,
                         payload,
                         priority=priority,
@@ -277,13 +285,13 @@ class JobClient:
                         correlation_id=correlation_id,
                         batch_id=batch_id,
                     )
-                )
-                first = messages[0]
-                encode = self._registry.job_type(type).encode
-                continue
-            body = encode(payload)
-            self._check_size(type, body, first.queue)
-            flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
+                    messages.append(first)
+                    continue
+                body = encode(payload)
+                self._check_size(type, body, first.queue)
+                flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
+            except TaskflareError as exc:
+                raise in_item(exc, f"payloads[{index}]") from None
             messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
         return messages
 
@@ -474,12 +482,19 @@ class JobClient:
         return None if limits is None else limits.unique
 
     async def store_unique(
-        self, unique: Unique, messages: Sequence[NewMessage]
+        self, unique: Unique, messages: Sequence[NewMessage], names: Sequence[str] = ()
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
-        same call) and whether this call stored it."""
-        every = [unique_params(unique, message) for message in messages]  # check all first
+        same call) and whether this call stored it. An error names the message by
+        `names` (default: `payloads[3]`)."""
+        every = []  # check all first
+        for index, message in enumerate(messages):
+            try:
+                every.append(unique_params(unique, message))
+            except TaskflareError as exc:
+                where = names[index] if names else f"payloads[{index}]"
+                raise in_item(exc, where) from None
         backend = await self._storage.backend()
         out: list[tuple[str, bool]] = []
         seen: dict[tuple[str | None, str | None], str] = {}

@@ -30,7 +30,9 @@ from .errors import (
     InvalidMessage,
     JobQueueSend,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
+    in_item,
 )
 from .ids import uuid7
 from .messages import check_delay
@@ -121,9 +123,7 @@ class Queue:
 
     # -- producer -------------------------------------------------------------------
 
-    def _prepare(
-        self, body: Any, delay_seconds: object, content_type: object, where: str = "body"
-    ) -> NewMessage:
+    def _prepare(self, body: Any, delay_seconds: object, content_type: object) -> NewMessage:
         config = self.config
         ctype = normalize_content_type(
             content_type, allow_pickle=config.allow_pickle, queue=self.name
@@ -132,7 +132,7 @@ class Queue:
         data = encode_body(body, ctype)
         if len(data) > config.max_message_bytes:
             raise MessageTooLarge(
-                f"{where} is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
+                f"body is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
                 f"{format_bytes(config.max_message_bytes)}"
             )
         return NewMessage(
@@ -174,20 +174,20 @@ class Queue:
         return prepared
 
     def _prepare_item(self, index: int, item: object, batch_delay: float) -> NewMessage:
+        """One message of a batch; an error names the item (`messages[3]: ...`)."""
+        where = f"messages[{index}]"
         if not isinstance(item, Mapping) or "body" not in item:
-            raise InvalidMessage(f"batch item {index} must be a mapping with a 'body' key")
+            raise InvalidMessage(f"{where} must be a mapping with a 'body' key")
         known = {"body", "delay_seconds", "delaySeconds", "content_type", "contentType"}
         unknown = set(item) - known
         if unknown:
-            raise InvalidMessage(f"batch item {index} has unknown keys: {sorted(unknown)}")
+            raise InvalidMessage(f"{where} has unknown keys: {sorted(unknown)}")
         delay = item.get("delay_seconds", item.get("delaySeconds"))
         ctype = item.get("content_type", item.get("contentType", "json"))
-        return self._prepare(
-            item["body"],
-            batch_delay if delay is None else delay,
-            ctype,
-            where=f"batch item {index}",
-        )
+        try:
+            return self._prepare(item["body"], batch_delay if delay is None else delay, ctype)
+        except TaskflareError as exc:
+            raise in_item(exc, where) from None
 
     async def send(
         self,

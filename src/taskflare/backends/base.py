@@ -103,6 +103,10 @@ class ClaimParams:
     ready one became available `max_wait` seconds ago or more: that is how a batch
     waits to fill up (`max_batch_size` / `max_batch_timeout`). `types`: only jobs of
     these types (None: any message), so a worker never takes work it cannot run.
+    `describe_empty` False: the caller expects work (it was just told of some, or its
+    last claim took all it asked for), so a backend may leave out describing the queue
+    and return `ready=None` when it took nothing; the caller then asks
+    `queue_ready_info`.
     """
 
     queue: str
@@ -115,6 +119,7 @@ class ClaimParams:
     types: tuple[str, ...] | None = None
     # Flow control: the limits of the queue's jobs. Empty: the plain claim, no extra cost.
     limits: tuple[FlowLimit, ...] = ()
+    describe_empty: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..app import App
 from ..backends.url import redact_url
-from ..encoding import normalize_content_type
+from ..encoding import NotStrictJson, loads_strict, normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
@@ -203,10 +203,12 @@ def send(
     value: Any = body
     if content_type.lower() == "json":
         try:
-            value = json.loads(body)
-        except json.JSONDecodeError as exc:
+            value = loads_strict(body, "body")
+        except NotStrictJson as exc:
+            if exc.path is not None:
+                raise fail(f"BODY: {exc}", 2) from None
             raise fail(
-                f"BODY is not valid JSON ({exc}); use --content-type text for text", 2
+                f"BODY is not valid JSON ({exc.detail}); use --content-type text for text", 2
             ) from None
     elif content_type.lower() == "bytes":
         value = body.encode()

@@ -28,7 +28,7 @@ from .queue_routes import (
     ack_result,
     check_bodies,
     decode_http_body,
-    outgoing,
+    outgoing_batch,
     pull_result,
 )
 
@@ -229,9 +229,7 @@ def cloudflare_router(app: App) -> APIRouter:
         queue = await known(queue_id)
         check_bodies(body.messages, "messages")
         with _send_errors():
-            await queue.send_batch(
-                [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
-            )
+            await queue.send_batch(outgoing_batch(body.messages), delay_seconds=body.delay_seconds)
         return envelope({})
 
     @router.post("/{queue_id}/messages/pull")

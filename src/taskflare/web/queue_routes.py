@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
 from ..encoding import BYTES
-from ..errors import BatchTooLarge, InvalidMessage, JobQueueSend, MessageTooLarge, UnknownQueue
+from ..errors import (
+    BatchTooLarge,
+    InvalidMessage,
+    JobQueueSend,
+    MessageTooLarge,
+    UnknownQueue,
+    in_item,
+)
 from ..queue import Queue
 from ..worker.pull import (
     MAX_PULL_BATCH,
@@ -145,7 +152,7 @@ def queue_router(app: App) -> APIRouter:
         try:
             if body.messages is not None:
                 ids = await queue.send_batch(
-                    [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
+                    outgoing_batch(body.messages), delay_seconds=body.delay_seconds
                 )
                 return {"success": True, "ids": ids, "count": len(ids)}
             message_id = await queue.send(
@@ -300,6 +307,18 @@ def check_bodies(messages: list[OutgoingMessage], where: str) -> None:
     for index, message in enumerate(messages):
         if "body" not in message.model_fields_set:
             raise ApiError(400, f"{where}[{index}] needs a body", "invalid")
+
+
+def outgoing_batch(messages: list[OutgoingMessage]) -> list[dict[str, Any]]:
+    """The items of a batch for `send_batch`; a body that cannot be decoded is named by
+    its index (`messages[2]: a bytes body must be valid base64`)."""
+    items = []
+    for index, message in enumerate(messages):
+        try:
+            items.append(outgoing(message))
+        except InvalidMessage as exc:
+            raise in_item(exc, f"messages[{index}]") from None
+    return items
 
 
 def outgoing(message: OutgoingMessage) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from ..backends.base import (
     AttemptRecord,
     Backend,
@@ -27,7 +25,8 @@ from ..backends.base import (
     SettleResult,
 )
 from ..context import JobContext
-from ..encoding import non_finite, not_finite_message
+from ..encoding import encode_json
+from ..errors import InvalidResult
 from ..events import log_event, wanted
 from ..flow import RateLimited, Snooze
 from ..policy import (
@@ -186,14 +185,9 @@ class JobRunner:
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
             return Snoozed(result.seconds, str(result)), None
         try:
-            data = orjson.dumps(result)
-        except TypeError as exc:
-            error = PermanentError(f"the job's result is not JSON-serialisable: {exc}")
-            return _failure(error, job_type), None
-        path = non_finite(result, data, "result")
-        if path is not None:
-            error = PermanentError(f"the job's {not_finite_message(path)}")
-            return _failure(error, job_type), None
+            data = encode_json(result, "result", InvalidResult, context="the job's ")
+        except InvalidResult as exc:
+            return _failure(PermanentError(str(exc)), job_type), None
         return Succeeded(data), None
 
     async def _invoke(

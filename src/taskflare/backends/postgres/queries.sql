@@ -101,6 +101,36 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     {now}
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
+-- name: message_claim_expected
+-- The claim alone, for a caller that expects work (min_count 1): what the statement
+-- above does when it claims, without the description of an empty queue, whose
+-- subqueries cost more to plan than the claim itself. An empty result means nothing was
+-- claimed; the caller then asks queue_ready_info.
+WITH candidates AS MATERIALIZED (
+    SELECT id
+    FROM {schema}.messages
+    WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), async_commit AS MATERIALIZED (
+    -- As above: a claim need not wait for its WAL flush.
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
+UPDATE {schema}.messages AS m
+SET state = 'leased',
+    attempts = m.attempts + 1,
+    lease_id = %(lease_id)s,
+    lease_owner = %(owner)s,
+    lease_expires_at = {now} + %(visibility_timeout)s,
+    started_at = {now}
+WHERE m.id = ANY(ARRAY(SELECT id FROM candidates))
+  AND (SELECT setting FROM async_commit) = 'off'
+RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
+          m.lease_id, m.type, m.max_attempts, m.correlation_id, m.trace_context;
+
 -- name: queue_ready_info
 SELECT
     (SELECT count(*) FROM (SELECT 1 FROM {schema}.messages
