@@ -81,22 +81,22 @@ def test_an_app_survives_many_event_loops_ending(
     app = App(many_connections_url)
     q = app.queue("q", max_batch_timeout=0)
     bodies: list[int] = []
-    consumed: list[asyncio.Event] = []  # the running loop's
+    awaited: list[tuple[int, asyncio.Event]] = []  # a body, and its loop's event
 
     @q.consumer
     async def consume(batch: MessageBatch[int]) -> None:
         bodies.extend(m.body for m in batch.messages)
-        if consumed:
-            consumed[-1].set()
+        if awaited and any(m.body == awaited[-1][0] for m in batch.messages):
+            awaited[-1][1].set()
 
     async def leave_a_worker_running(n: int) -> None:
         # The loop ends with a worker still running (waiting for new work): its LISTEN
         # connection or commit watch is cancelled with it.
-        consumed.append(asyncio.Event())
+        awaited.append((n, asyncio.Event()))
         worker = asyncio.create_task(Worker(app).run())
         await q.send(n)
         async with asyncio.timeout(SHUTDOWN_DEADLINE):
-            await consumed[-1].wait()
+            await awaited[-1][1].wait()  # n (and whatever was sent before) was consumed
         assert not worker.done()
 
     expected: list[int] = []
