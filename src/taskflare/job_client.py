@@ -50,7 +50,7 @@ from .errors import (
     in_item,
 )
 from .events import log_event, wanted
-from .ids import uuid7
+from .ids import uuid7, uuid7_many
 from .jobs import (
     Job,
     JobAttempt,
@@ -253,7 +253,7 @@ class JobClient:
     def prepare_jobs(
         self,
         type: str,
-        payloads: Iterable[Any],
+        payloads: Sequence[Any],
         *,
         priority: int | None = None,
         max_attempts: int | None = None,
@@ -264,35 +264,49 @@ class JobClient:
         """`prepare_job` for many payloads of one type with the same options: the options
         are checked once, each payload is validated and size-checked on its own, and an
         error about a payload names it (`payloads[3]: ...`)."""
-        encode = self._registry.job_type(type).encode  # UnknownJobType naming the known ones
-        if priority is not None:
-            check_priority(priority, InvalidJobOption)
-        if max_attempts is not None:
-            check_max_attempts(max_attempts, InvalidJobOption)
-        check_delay(delay_seconds)
+        job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
+        queue = job_type.queue
+        prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
+        attempts = (
+            job_type.max_attempts
+            if max_attempts is None
+            else check_max_attempts(max_attempts, InvalidJobOption)
+        )
+        delay = check_delay(delay_seconds)
         if correlation_id is not None:
             check_text(correlation_id, "correlation_id")
+        spec = self._registry.queues.get(queue)
+        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
+        encode = job_type.encode
+        ids = uuid7_many(len(payloads))  # one clock read and lock for the whole call
         messages: list[NewMessage] = []
+        flowing = True  # until the first payload shows the type needs no limit buckets
         for index, payload in enumerate(payloads):
             try:
-                if not messages:
-                    first = self.prepare_job(
-                        type,
-                        payload,
-                        priority=priority,
-                        max_attempts=max_attempts,
-                        delay_seconds=delay_seconds,
-                        correlation_id=correlation_id,
-                        batch_id=batch_id,
-                    )
-                    messages.append(first)
-                    continue
                 body = encode(payload)
-                self._check_size(type, body, first.queue)
-                flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
+                if len(body) > limit:
+                    self._check_size(type, body, queue)
+                flow_keys = self._flow_keys(type, queue, body) if flowing else None
             except TaskflareError as exc:
                 raise in_item(exc, f"payloads[{index}]") from None
-            messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
+            flowing = flow_keys is not None  # how many buckets never depends on the payload
+            # Positional: the dataclass's constructor, no `replace` per payload.
+            messages.append(
+                NewMessage(
+                    ids[index],
+                    queue,
+                    body,
+                    "json",
+                    delay,
+                    prio,
+                    type,
+                    attempts,
+                    None,
+                    correlation_id,
+                    batch_id,
+                    flow_keys,
+                )
+            )
         return messages
 
     async def enqueue(

@@ -690,3 +690,30 @@ async def test_list_expired_returns_at_most_limit_oldest_expiry_first(backend: B
     await wait_for_expiry(backend, third)
     listed = await backend.lease_list_expired(ExpiredLeaseParams("q", limit=2))
     assert [lease.id for lease in listed] == [first.id, second.id]
+
+
+async def test_a_batch_stores_each_messages_own_options_and_again_is_a_no_op(
+    backend: Backend,
+) -> None:
+    """Messages of one batch that differ in any option, and ones that share them all,
+    keep their own values; storing either batch again changes nothing."""
+    shared = [job(batch_id="b1", priority=2, delay=10.0, body=f"{n}".encode()) for n in range(3)]
+    mixed = [
+        job(priority=1),
+        job(type="other", max_attempts=7),
+        job(delay=20.0, batch_id="b2"),
+        message("q", b"plain text", content_type="text"),
+    ]
+    for batch in (shared, mixed, shared, mixed):
+        await enqueue(backend, *batch)
+    for m in shared + mixed:
+        stored = await record(backend, m.id)
+        assert (stored.queue, stored.body, stored.content_type) == (m.queue, m.body, m.content_type)
+        assert (stored.priority, stored.type, stored.max_attempts) == (
+            m.priority,
+            m.type,
+            m.max_attempts,
+        )
+        assert stored.batch_id == m.batch_id and stored.state == State.READY
+        assert stored.available_at - stored.created_at == pytest.approx(m.delay_seconds, abs=1e-6)
+    assert len(await backend.message_list(MessageListParams("jobs"))) == 6

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import pytest
 
 from taskflare.backends import Backend
-from taskflare.backends.base import EnqueueResult, JobEnqueueParams, State
+from taskflare.backends.base import EnqueueParams, EnqueueResult, JobEnqueueParams, State
 
 from .conftest import claim, enqueue, job, record
 
@@ -60,3 +60,18 @@ async def test_a_claim_from_an_idle_sqlite_queue_is_one_hop_to_the_connections_t
     calls[0] = 0
     assert (await claim(backend, "q")).messages == []
     assert calls[0] == 1
+
+
+async def test_storing_a_batch_runs_one_statement_uniform_or_not(backend: Backend) -> None:
+    """A batch whose messages share their options, and one whose don't, are each one
+    statement (and the second store of the same ids is still one, a no-op)."""
+    await backend.job_enqueue(JobEnqueueParams(job(), 60))  # connects, checks the schema
+    assert isinstance(backend, CountsStatements)
+    same = [job(batch_id="b1") for _ in range(5)]
+    mixed = [job(), job(priority=3), job(delay=5.0), job(type="other")]
+    for batch in (same, mixed):
+        before = backend.statements_run
+        await backend.message_enqueue_many(EnqueueParams(batch))
+        assert backend.statements_run - before == 1
+    for m in same + mixed:
+        assert (await record(backend, m.id)).state == State.READY

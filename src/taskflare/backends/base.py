@@ -59,9 +59,13 @@ def ready_topic(queue: str) -> str:
 # -- messages ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
-    """A message (or job) to store, its body already encoded; `delay_seconds` from now."""
+    """A message (or job) to store, its body already encoded; `delay_seconds` from now.
+
+    Treat it as immutable (`dataclasses.replace` for a changed copy). It is not declared
+    frozen because a bulk enqueue builds one per item, and a frozen dataclass's
+    constructor costs several times a plain one's."""
 
     id: str
     queue: str
@@ -563,11 +567,13 @@ class DeadLetterReprocessParams:
     """Send dead-lettered messages of `dead_letter_queue` (all, or these ids) back.
 
     Jobs go back as the original job with a fresh attempt budget; plain messages move
-    back to their origin queue.
+    back to their origin queue. With `origin_queue`, only the dead letters that came from
+    that queue (a dead-letter queue may serve several queues).
     """
 
     dead_letter_queue: str
     ids: Sequence[str] | None = None
+    origin_queue: str | None = None
 
 
 # -- jobs -------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -736,6 +737,75 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
     }
 
 
+# What every message of a uniform batch shares (see `message_enqueue_uniform`).
+_SHARED = operator.attrgetter(
+    "queue",
+    "content_type",
+    "priority",
+    "delay_seconds",
+    "type",
+    "max_attempts",
+    "idempotency_key",
+    "correlation_id",
+    "batch_id",
+    "trace_context",
+)
+
+
+def _flow_literals(messages: Sequence[NewMessage]) -> list[str | None]:
+    """Each message's limit buckets as a JSON array (None: no limits)."""
+    flows = [m.flow_keys for m in messages]
+    if flows.count(None) == len(flows):
+        return flows  # type: ignore[return-value]  # every one None
+    return [None if f is None else orjson.dumps(f).decode() for f in flows]
+
+
+def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
+    """The parameters of `message_enqueue_uniform` when every message shares what
+    `_SHARED` names, else None."""
+    every = list(map(_SHARED, messages))  # compared in C, no Python frame a message
+    if every.count(every[0]) != len(every):
+        return None
+    first = messages[0]
+    return {
+        "queue": first.queue,
+        "content_type": first.content_type,
+        "priority": first.priority,
+        "delay": float(first.delay_seconds),
+        "type": first.type,
+        "max_attempts": first.max_attempts,
+        "idempotency_key": first.idempotency_key,
+        "correlation_id": first.correlation_id,
+        "batch_id": first.batch_id,
+        "trace_context": first.trace_context,
+        "ids": [m.id for m in messages],
+        "bodies": [m.body for m in messages],
+        "flow_keys": _flow_literals(messages),
+    }
+
+
+def _enqueue_many_args(messages: Sequence[NewMessage]) -> tuple[str, dict[str, Any]]:
+    """`message_enqueue_many` (or its traced twin) and its parameters, a column each."""
+    args: dict[str, Any] = {
+        "ids": [m.id for m in messages],
+        "queues": [m.queue for m in messages],
+        "bodies": [m.body for m in messages],
+        "content_types": [m.content_type for m in messages],
+        "priorities": [m.priority for m in messages],
+        "delays": [float(m.delay_seconds) for m in messages],
+        "types": [m.type for m in messages],
+        "max_attempts": [m.max_attempts for m in messages],
+        "idempotency_keys": [m.idempotency_key for m in messages],
+        "correlation_ids": [m.correlation_id for m in messages],
+        "batch_ids": [m.batch_id for m in messages],
+        "flow_keys": _flow_literals(messages),
+    }
+    if any(m.trace_context is not None for m in messages):
+        args["trace_contexts"] = [m.trace_context for m in messages]
+        return "message_enqueue_many_traced", args
+    return "message_enqueue_many", args
+
+
 def traced(statement: str, traced: bool) -> str:
     """`statement`, or its `_traced` variant that also writes the trace context column."""
     return f"{statement}_traced" if traced else statement
@@ -857,39 +927,46 @@ class PostgresBackend(SqlStore):
     async def message_enqueue_many(self, params: EnqueueParams) -> None:
         """Insert a batch in one statement (and NOTIFY in the same transaction).
 
+        A batch whose messages share everything but id, body and limit buckets (every
+        `enqueue_many` chunk, most `send_batch` calls) goes as `message_enqueue_uniform`:
+        the shared values as scalars, a plain INSERT. When that meets an id already
+        stored (the same messages stored again), on a retry of it (a pooled connection
+        lost mid-statement, when the first try may have committed) and for any other
+        batch, `message_enqueue_many` runs instead: its ON CONFLICT makes storing a
+        message again a no-op, as before.
+
         With `connection` (a psycopg `AsyncConnection`), the insert runs on it, inside
         the caller's transaction: the messages exist if and only if that commits.
         """
         messages = params.messages
         if not messages:
             return
-        args = {
-            "ids": [m.id for m in messages],
-            "queues": [m.queue for m in messages],
-            "bodies": [m.body for m in messages],
-            "content_types": [m.content_type for m in messages],
-            "priorities": [m.priority for m in messages],
-            "delays": [float(m.delay_seconds) for m in messages],
-            "types": [m.type for m in messages],
-            "max_attempts": [m.max_attempts for m in messages],
-            "idempotency_keys": [m.idempotency_key for m in messages],
-            "correlation_ids": [m.correlation_id for m in messages],
-            "batch_ids": [m.batch_id for m in messages],
-            "flow_keys": [
-                None if m.flow_keys is None else orjson.dumps(m.flow_keys).decode()
-                for m in messages
-            ],
-        }
-        statement = "message_enqueue_many"
-        if any(m.trace_context is not None for m in messages):
-            statement = "message_enqueue_many_traced"
-            args["trace_contexts"] = [m.trace_context for m in messages]
-        if params.connection is None:
-            await self._db.fetch(statement, args)
-        else:
-            await self._db.on_callers_connection(
-                params.connection, lambda cur: self._db.on(cur, statement, args)
-            )
+        uniform = _uniform_args(messages)
+        traced = messages[0].trace_context is not None
+        if uniform is None or params.connection is not None:
+            statement, args = _enqueue_many_args(messages)
+            if params.connection is not None:
+                await self._db.on_callers_connection(
+                    params.connection, lambda cur: self._db.on(cur, statement, args)
+                )
+            else:
+                await self._db.fetch(statement, args)
+            return
+        tries = 0
+
+        async def run(conn: Conn) -> None:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                name = "message_enqueue_uniform_traced" if traced else "message_enqueue_uniform"
+                try:
+                    await self._db.on(conn, name, uniform)
+                    return
+                except pg_errors.UniqueViolation:
+                    pass  # an id stored before (a repeated store): the rest, as ever
+            await self._db.on(conn, *_enqueue_many_args(messages))
+
+        await self._db.run(run, "message_enqueue_uniform")
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in a single UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING
@@ -1115,6 +1192,7 @@ class PostgresBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
         return int((await self._db.fetch("dead_letter_reprocess", args)).scalar())
 

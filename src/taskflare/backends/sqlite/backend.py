@@ -901,6 +901,7 @@ class SQLiteBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
 
         def run(tx: Transaction) -> int:
