@@ -138,6 +138,7 @@ async def run_view(app: App, worker: Worker, console: Console, stop: asyncio.Eve
         while not stop.is_set():
             await draw(live)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
         with contextlib.suppress(Exception):  # the database may be what stopped the worker
             await draw(live)

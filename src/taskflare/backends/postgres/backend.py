@@ -36,6 +36,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import StopWorker
 
 from ...errors import (
     BackendUnavailable,
@@ -303,6 +304,43 @@ class _ThreadedCursor:
         return self._cur.fetchall()
 
 
+class _LoopPool(AsyncConnectionPool[Conn]):
+    """psycopg_pool's pool, whose background tasks end when their loop cancels them.
+
+    When a loop ends, `asyncio.run` cancels every task left once and waits for them all.
+    psycopg_pool's tasks could swallow that one cancellation and then wait forever, and
+    `asyncio.run` with them:
+    - a maintenance worker runs tasks (open a connection, reset a returned one) that
+      catch `CancelledError` to keep the pool consistent, then waits for the next task;
+      a loop ending while a connection is still being opened (`pool_min_size` of them
+      start at once, and the pool grows on demand) hit that;
+    - the scheduler waits with `asyncio.wait_for`, which on Python 3.11 returns normally
+      when the awaited event is set in the same loop iteration as the cancellation (a
+      worker's cancelled connection attempt schedules a retry, which sets it).
+    Here a worker whose task was cancelled ends (`Task.cancelling()` still counts a
+    cancellation whose exception was swallowed), and a cancelled worker stops the
+    scheduler the way `close()` does. Only a loop cancelling all of its tasks (it is
+    ending) cancels a pool worker: nothing else holds them."""
+
+    async def worker(self, q: Any) -> None:  # type: ignore[override]
+        me = asyncio.current_task()
+        try:
+            while True:
+                task = await q.get()
+                if isinstance(task, StopWorker):
+                    return
+                try:
+                    await task.run()
+                except Exception as exc:  # as psycopg_pool's own worker: log, go on
+                    log.warning("pool maintenance %s failed: %r", task, exc)
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._sched.enter(0, None)  # None: the scheduler's stop
+            raise
+
+
 class _LoopResources:
     """The pool and the listening connection that serve one event loop."""
 
@@ -487,7 +525,7 @@ class PostgresExecutor:
                         del self._loops[other]
                         res.abandon()
                 bouncer = self._settings.pgbouncer
-                pool: Pool = AsyncConnectionPool(
+                pool: Pool = _LoopPool(
                     self._settings.conninfo,
                     connection_class=cast(type[Conn], psycopg.AsyncConnection),
                     # Statements are prepared on first use (parsed once a connection) and
