@@ -39,7 +39,7 @@ _ELEMENT: dict[type, Callable[[Any], str]] = {
 # The literal of a list whose elements are all of one type, one pass in C (TypeError
 # when one is not). A bool among ints is written 1 or 0, which a boolean[] reads too.
 _WHOLE: dict[type, Callable[[Sequence[Any]], str]] = {
-    bytes: lambda values: '{"\\\\x' + '","\\\\x'.join([bytes.hex(v) for v in values]) + '"}',
+    bytes: lambda values: '{"\\\\x' + '","\\\\x'.join(map(bytes.hex, values)) + '"}',
     float: lambda values: "{" + ",".join(map(float.__repr__, values)) + "}",
     int: lambda values: "{" + ",".join(map(int.__repr__, values)) + "}",
 }
