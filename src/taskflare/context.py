@@ -17,6 +17,8 @@ from .backends.base import (
     OnceFinishParams,
     OnceState,
 )
+from .encoding import encode_json
+from .errors import InvalidResult
 from .flow import Snooze
 from .text import check_text
 from .waiting import poll_until
@@ -87,9 +89,10 @@ class JobContext:
         """Run `fn` once per `key` within `ttl` seconds across all workers.
 
         Returns `(result, cached)`: the JSON result of `fn` and whether it came from an
-        earlier run. If `fn` raises, nothing is stored and the error propagates, so a
-        later call (a retry of this job) runs it again. Concurrent callers wait for the
-        one running it.
+        earlier run. If `fn` raises, or returns what JSON cannot hold (`InvalidResult`
+        naming where: a NaN at `result.score`), nothing is stored and the error
+        propagates, so a later call (a retry of this job) runs it again. Concurrent
+        callers wait for the one running it.
         """
         if not isinstance(key, str) or not key:
             raise ValueError("once() needs a non-empty string key")
@@ -113,7 +116,7 @@ class JobContext:
             result = fn()
             if inspect.isawaitable(result):
                 result = await result
-            data = orjson.dumps(result)
+            data = encode_json(result, "result", InvalidResult, context=f"once({key!r}): ")
         except BaseException:
             await asyncio.shield(backend.once_abandon(OnceAbandonParams(key, owner)))
             raise

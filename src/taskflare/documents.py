@@ -25,6 +25,7 @@ from .backends.base import (
     DocPutManyParams,
     DocumentRecord,
 )
+from .encoding import encode_json
 from .errors import InvalidDocument
 from .messages import timestamp_from_epoch
 from .storage import Storage
@@ -68,11 +69,9 @@ def check_key(key: object) -> str:
 
 def encode_value(value: Any, *, key: str = "") -> bytes:
     """A document value as stored JSON (at most 1 MiB); `InvalidDocument` if it is not JSON,
-    holds a NUL character (PostgreSQL's JSON cannot), or is too large."""
-    try:
-        data = orjson.dumps(value)
-    except TypeError as exc:
-        raise InvalidDocument(f"value of {key!r} is not JSON: {exc}") from None
+    holds a NaN or an infinity (naming where: `value.price`), a NUL character (PostgreSQL's
+    JSON cannot), or is too large."""
+    data = encode_json(value, "value", InvalidDocument, context=f"document {key!r}: ")
     if b"\\u0000" in data:
         raise InvalidDocument(f"value of {key!r} holds a NUL character (\\u0000)")
     if len(data) > MAX_VALUE_BYTES:

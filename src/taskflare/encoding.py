@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 from typing import Any, Final
 
 import orjson
 
-from .errors import BodyEncodingError, UnsupportedContentType
+from .errors import BodyEncodingError, TaskflareError, UnsupportedContentType
 
 JSON: Final = "json"
 TEXT: Final = "text"
@@ -44,28 +45,29 @@ def non_finite(value: Any, data: bytes, what: str) -> str | None:
     Costs one byte search when `data` has no `null` (the value is only walked then)."""
     if b"null" not in data:
         return None
-    return _find_non_finite(value, what)
+    found = _find_non_finite(value, what)
+    return None if found is None else found[0]
 
 
-def _find_non_finite(value: Any, path: str) -> str | None:
+def _find_non_finite(value: Any, path: str) -> tuple[str, float] | None:
+    """The first NaN or infinity in `value` and its path (`path` for `value` itself)."""
     if isinstance(value, float):
-        return None if math.isfinite(value) else path
+        return None if math.isfinite(value) else (path, value)
+    found: tuple[str, float] | None = None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _find_non_finite(item, f"{path}.{key}")
-            if found:
+            if found := _find_non_finite(item, f"{path}.{key}" if path else str(key)):
                 return found
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = _find_non_finite(item, f"{path}[{index}]")
-            if found:
+            if found := _find_non_finite(item, f"{path}[{index}]"):
                 return found
     elif value is None or isinstance(value, (str, int)):
         return None
     elif not isinstance(value, type) and (names := getattr(value, "__dataclass_fields__", None)):
         for name in names:
-            found = _find_non_finite(getattr(value, name), f"{path}.{name}")
-            if found:
+            at = f"{path}.{name}" if path else name
+            if found := _find_non_finite(getattr(value, name), at):
                 return found
     return None
 
@@ -75,18 +77,66 @@ def not_finite_message(path: str) -> str:
     return f"{path} is NaN or infinite, which JSON cannot carry (it would arrive as null)"
 
 
+def encode_json(
+    value: Any, what: str, error: type[TaskflareError], *, context: str = "", field: str = ""
+) -> bytes:
+    """`value` as the JSON stored for it: every user value written to the database (message
+    bodies, job payloads and results, `ctx.once` results, documents) goes through here.
+
+    Raises `error` (a `TaskflareError` class, with `fields=(field or what,)`) when `value`
+    is not JSON or holds a NaN or an infinity, naming where (`payload.items[2]`);
+    `context` starts the message (`"job type 'x': "`)."""
+    fields = (field or what,)
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:
+        raise error(f"{context}{what} is not JSON: {exc}", fields=fields) from None
+    path = non_finite(value, data, what)
+    if path is not None:
+        raise error(context + not_finite_message(path), fields=fields)
+    return data
+
+
+class NotStrictJson(ValueError):
+    """Text that is not JSON as RFC 8259 has it: `path` names where a NaN, an `Infinity` or
+    a number too large for a float is (None when the text is otherwise not JSON)."""
+
+    def __init__(self, detail: str, path: str | None = None) -> None:
+        self.detail = detail
+        self.path = path
+        where = path or "the value"
+        super().__init__(
+            f"not valid JSON ({detail})"
+            if path is None
+            else f"{where}: {detail} is not a JSON number (send null, or a string)"
+        )
+
+
+def loads_strict(data: bytes | str, what: str = "") -> Any:
+    """Parse JSON as RFC 8259 has it, so what is stored is what was sent; else
+    `NotStrictJson`, naming for a NaN, an `Infinity` or a number too large for a float
+    (which lenient parsers, Python's `json` among them, turn into infinity) where it is
+    below `what`: `payload.items[2]: NaN is not a JSON number`."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        detail = str(exc)
+    try:
+        lenient = json.loads(data)
+    except (ValueError, RecursionError):
+        raise NotStrictJson(detail) from None
+    if found := _find_non_finite(lenient, what):
+        path, number = found
+        spelled = "NaN" if math.isnan(number) else ("-" if number < 0 else "") + "Infinity"
+        raise NotStrictJson(spelled, path)
+    raise NotStrictJson(detail)
+
+
 def encode_body(body: Any, content_type: str) -> bytes:
     """Encode `body` as `content_type` (already normalized) for storage
     (`BodyEncodingError` for what cannot be encoded, NaN and infinities in JSON too)."""
     if content_type == JSON:
-        try:
-            data = orjson.dumps(body)
-        except TypeError as exc:
-            raise BodyEncodingError(f"body cannot be encoded as JSON: {exc}") from exc
-        path = non_finite(body, data, "body")
-        if path is not None:
-            raise BodyEncodingError(not_finite_message(path), fields=("body",))
-        return data
+        return encode_json(body, "body", BodyEncodingError)
     if content_type == TEXT:
         if not isinstance(body, str):
             raise BodyEncodingError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 
 class TaskflareError(Exception):
@@ -28,6 +29,16 @@ class TaskflareError(Exception):
             if field in names:
                 text = re.sub(rf"(?<![\w-]){re.escape(field)}(?![\w-])", names[field], text)
         return text
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def in_item(exc: E, where: str) -> E:
+    """`exc`, its message now starting with the item of a list it is about
+    (`payloads[3]: job type 'x': payload.price is NaN ...`), for bulk calls."""
+    exc.args = (f"{where}: {exc}", *exc.args[1:])
+    return exc
 
 
 class InvalidConfig(TaskflareError, ValueError):
@@ -145,6 +156,11 @@ class InvalidPayload(TaskflareError, ValueError):
 class UniqueKeyMissing(InvalidPayload):
     """A job type is unique by a payload key that the payload does not have (a typo
     would otherwise make different jobs duplicates); nothing was enqueued."""
+
+
+class InvalidResult(TaskflareError, ValueError):
+    """A result to store (a job's, or a `ctx.once` function's) is not JSON or holds a NaN
+    or an infinity; nothing was stored."""
 
 
 class InvalidDocument(TaskflareError, ValueError):

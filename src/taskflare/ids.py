@@ -43,3 +43,40 @@ def uuid7() -> str:
     value |= _random.getrandbits(62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def uuid7_many(count: int) -> list[str]:
+    """`count` new UUIDv7 strings in creation order, as `count` calls of `uuid7` would
+    give (the same clock, counter and random bits), at a fraction of their cost: the
+    lock is taken once and each millisecond's prefix is formatted once."""
+    global _last_ms, _counter
+    if count <= 0:
+        return []
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            ms, first = _last_ms, _counter + 1
+        else:
+            first = 0
+        # (millisecond, first counter, how many) runs: the counter rolls into the next
+        # millisecond after 0xFFF, as in `uuid7`.
+        runs: list[tuple[int, int, int]] = []
+        left = count
+        while left:
+            if first > 0xFFF:
+                ms, first = ms + 1, 0
+            take = min(left, 0x1000 - first)
+            runs.append((ms, first, take))
+            first += take
+            left -= take
+        _last_ms, _counter = ms, first - 1
+    bits = _random.getrandbits
+    variant = 0b10 << 62
+    out: list[str] = []
+    for run_ms, start, take in runs:
+        t = f"{run_ms & ((1 << 48) - 1):012x}"
+        prefix = f"{t[:8]}-{t[8:]}-7"
+        for counter in range(start, start + take):
+            r = f"{variant | bits(62):016x}"
+            out.append(f"{prefix}{counter:03x}-{r[:4]}-{r[4:]}")
+    return out

@@ -45,10 +45,12 @@ from .errors import (
     JobFailed,
     JobNotFound,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
+    in_item,
 )
 from .events import log_event, wanted
-from .ids import uuid7
+from .ids import uuid7, uuid7_many
 from .jobs import (
     Job,
     JobAttempt,
@@ -63,7 +65,7 @@ from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
-from .registry.job_types import check_finite_payload
+from .registry.job_types import encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -171,10 +173,7 @@ class JobClient:
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
             check_text(type, "type", max_length=200)
-            try:
-                body = check_finite_payload(type, payload, orjson.dumps(payload))
-            except TypeError as exc:
-                raise InvalidPayload(f"payload of job type {type!r} is not JSON: {exc}") from None
+            body = encode_payload(type, payload)
             if self.stored_flow is None:
                 raise InvalidJobConfig(
                     f"job type {type!r} is not declared in this app: read the stored queue "
@@ -254,7 +253,7 @@ class JobClient:
     def prepare_jobs(
         self,
         type: str,
-        payloads: Iterable[Any],
+        payloads: Sequence[Any],
         *,
         priority: int | None = None,
         max_attempts: int | None = None,
@@ -263,28 +262,51 @@ class JobClient:
         batch_id: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
-        are checked once, each payload is validated and size-checked on its own."""
+        are checked once, each payload is validated and size-checked on its own, and an
+        error about a payload names it (`payloads[3]: ...`)."""
+        job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
+        queue = job_type.queue
+        prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
+        attempts = (
+            job_type.max_attempts
+            if max_attempts is None
+            else check_max_attempts(max_attempts, InvalidJobOption)
+        )
+        delay = check_delay(delay_seconds)
+        if correlation_id is not None:
+            check_text(correlation_id, "correlation_id")
+        spec = self._registry.queues.get(queue)
+        limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
+        encode = job_type.encode
+        ids = uuid7_many(len(payloads))  # one clock read and lock for the whole call
         messages: list[NewMessage] = []
-        for payload in payloads:
-            if not messages:
-                messages.append(
-                    self.prepare_job(
-                        type,
-                        payload,
-                        priority=priority,
-                        max_attempts=max_attempts,
-                        delay_seconds=delay_seconds,
-                        correlation_id=correlation_id,
-                        batch_id=batch_id,
-                    )
+        flowing = True  # until the first payload shows the type needs no limit buckets
+        for index, payload in enumerate(payloads):
+            try:
+                body = encode(payload)
+                if len(body) > limit:
+                    self._check_size(type, body, queue)
+                flow_keys = self._flow_keys(type, queue, body) if flowing else None
+            except TaskflareError as exc:
+                raise in_item(exc, f"payloads[{index}]") from None
+            flowing = flow_keys is not None  # how many buckets never depends on the payload
+            # Positional: the dataclass's constructor, no `replace` per payload.
+            messages.append(
+                NewMessage(
+                    ids[index],
+                    queue,
+                    body,
+                    "json",
+                    delay,
+                    prio,
+                    type,
+                    attempts,
+                    None,
+                    correlation_id,
+                    batch_id,
+                    flow_keys,
                 )
-                first = messages[0]
-                encode = self._registry.job_type(type).encode
-                continue
-            body = encode(payload)
-            self._check_size(type, body, first.queue)
-            flow_keys = first.flow_keys and self._flow_keys(type, first.queue, body)
-            messages.append(replace(first, id=uuid7(), body=body, flow_keys=flow_keys))
+            )
         return messages
 
     async def enqueue(
@@ -474,12 +496,19 @@ class JobClient:
         return None if limits is None else limits.unique
 
     async def store_unique(
-        self, unique: Unique, messages: Sequence[NewMessage]
+        self, unique: Unique, messages: Sequence[NewMessage], names: Sequence[str] = ()
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
-        same call) and whether this call stored it."""
-        every = [unique_params(unique, message) for message in messages]  # check all first
+        same call) and whether this call stored it. An error names the message by
+        `names` (default: `payloads[3]`)."""
+        every = []  # check all first
+        for index, message in enumerate(messages):
+            try:
+                every.append(unique_params(unique, message))
+            except TaskflareError as exc:
+                where = names[index] if names else f"payloads[{index}]"
+                raise in_item(exc, where) from None
         backend = await self._storage.backend()
         out: list[tuple[str, bool]] = []
         seen: dict[tuple[str | None, str | None], str] = {}

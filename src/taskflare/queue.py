@@ -23,16 +23,18 @@ from .backends.base import (
     QueuePauseParams,
     QueuePurgeParams,
 )
-from .encoding import encode_body, normalize_content_type
+from .encoding import JSON, encode_body, normalize_content_type
 from .errors import (
     BatchTooLarge,
     EmptyBatch,
     InvalidMessage,
     JobQueueSend,
     MessageTooLarge,
+    TaskflareError,
     UnknownQueue,
+    in_item,
 )
-from .ids import uuid7
+from .ids import uuid7, uuid7_many
 from .messages import check_delay
 from .registry import JOBS, Registry
 from .registry.queues import (
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 MAX_SEND_BATCH_MESSAGES = 100
+# What a `send_batch` item may hold (the camelCase spellings are Cloudflare's).
+_ITEM_KEYS = frozenset({"body", "delay_seconds", "delaySeconds", "content_type", "contentType"})
 
 
 def format_bytes(count: int) -> str:
@@ -122,21 +126,31 @@ class Queue:
     # -- producer -------------------------------------------------------------------
 
     def _prepare(
-        self, body: Any, delay_seconds: object, content_type: object, where: str = "body"
+        self,
+        body: Any,
+        delay_seconds: object,
+        content_type: object,
+        config: QueueConfig | None = None,
+        message_id: str | None = None,
     ) -> NewMessage:
-        config = self.config
-        ctype = normalize_content_type(
-            content_type, allow_pickle=config.allow_pickle, queue=self.name
+        config = config or self.config
+        ctype = (
+            JSON
+            if content_type == JSON
+            else normalize_content_type(
+                content_type, allow_pickle=config.allow_pickle, queue=self.name
+            )
         )
         delay = check_delay(delay_seconds)
         data = encode_body(body, ctype)
         if len(data) > config.max_message_bytes:
-            raise MessageTooLarge(
-                f"{where} is {format_bytes(len(data))}; the limit for queue {self.name!r} is "
-                f"{format_bytes(config.max_message_bytes)}"
-            )
-        return NewMessage(
-            id=uuid7(), queue=self.name, body=data, content_type=ctype, delay_seconds=delay
+            raise self._too_large(len(data), config)
+        return NewMessage(message_id or uuid7(), self.name, data, ctype, delay)
+
+    def _too_large(self, size: int, config: QueueConfig) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"body is {format_bytes(size)}; the limit for queue {self.name!r} is "
+            f"{format_bytes(config.max_message_bytes)}"
         )
 
     def prepare(
@@ -161,11 +175,24 @@ class Queue:
             raise BatchTooLarge(
                 f"batch has {len(messages)} messages; the limit is {MAX_SEND_BATCH_MESSAGES}"
             )
-        prepared = [
-            self._prepare_item(index, item, delay_seconds) for index, item in enumerate(messages)
-        ]
+        config = self.config
+        delay = float(delay_seconds)
+        ids = uuid7_many(len(messages))  # one clock read and lock for the whole batch
+        prepared = []
+        for index, item in enumerate(messages):
+            if type(item) is dict and len(item) == 1 and "body" in item:
+                # The common item, {"body": ...}: a JSON body with the call's delay.
+                try:
+                    data = encode_body(item["body"], JSON)
+                    if len(data) > config.max_message_bytes:
+                        raise self._too_large(len(data), config)
+                except TaskflareError as exc:
+                    raise in_item(exc, f"messages[{index}]") from None
+                prepared.append(NewMessage(ids[index], self.name, data, JSON, delay))
+            else:
+                prepared.append(self._prepare_item(index, item, delay, config, ids[index]))
         total = sum(len(m.body) for m in prepared)
-        limit = self.config.max_batch_bytes
+        limit = config.max_batch_bytes
         if total > limit:
             raise BatchTooLarge(
                 f"batch is {format_bytes(total)}; the limit for queue {self.name!r} is "
@@ -173,21 +200,24 @@ class Queue:
             )
         return prepared
 
-    def _prepare_item(self, index: int, item: object, batch_delay: float) -> NewMessage:
+    def _prepare_item(
+        self, index: int, item: object, batch_delay: float, config: QueueConfig, message_id: str
+    ) -> NewMessage:
+        """One message of a batch; an error names the item (`messages[3]: ...`)."""
+        where = f"messages[{index}]"
         if not isinstance(item, Mapping) or "body" not in item:
-            raise InvalidMessage(f"batch item {index} must be a mapping with a 'body' key")
-        known = {"body", "delay_seconds", "delaySeconds", "content_type", "contentType"}
-        unknown = set(item) - known
+            raise InvalidMessage(f"{where} must be a mapping with a 'body' key")
+        unknown = item.keys() - _ITEM_KEYS
         if unknown:
-            raise InvalidMessage(f"batch item {index} has unknown keys: {sorted(unknown)}")
+            raise InvalidMessage(f"{where} has unknown keys: {sorted(unknown)}")
         delay = item.get("delay_seconds", item.get("delaySeconds"))
-        ctype = item.get("content_type", item.get("contentType", "json"))
-        return self._prepare(
-            item["body"],
-            batch_delay if delay is None else delay,
-            ctype,
-            where=f"batch item {index}",
-        )
+        ctype = item.get("content_type", item.get("contentType", JSON))
+        try:
+            return self._prepare(
+                item["body"], batch_delay if delay is None else delay, ctype, config, message_id
+            )
+        except TaskflareError as exc:
+            raise in_item(exc, where) from None
 
     async def send(
         self,
@@ -301,13 +331,14 @@ class Queue:
     async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         """Send this queue's dead letters (all, or these ids) back to it with a fresh
         attempt budget (a dead-lettered job comes back as itself); return how many.
+        Dead letters of other queues sharing the dead-letter queue stay where they are.
         `UnknownQueue` if the queue has no `dead_letter_queue`."""
         dlq = self.config.dead_letter_queue
         if dlq is None:
             raise UnknownQueue(f"queue {self.name!r} has no dead_letter_queue")
         backend = await self._storage.backend()
         return await backend.dead_letter_reprocess(
-            DeadLetterReprocessParams(dlq, None if ids is None else list(ids))
+            DeadLetterReprocessParams(dlq, None if ids is None else list(ids), self.name)
         )
 
     async def get_message(self, message_id: str) -> StoredMessage | None:

@@ -10,6 +10,7 @@ from job_helpers import wait_past
 from taskflare.backends import Backend
 from taskflare.backends.base import (
     CancelOutcome,
+    ClaimParams,
     CompleteOutcome,
     EnqueueParams,
     ExpiredLeaseParams,
@@ -238,6 +239,34 @@ async def test_an_empty_claim_on_an_unknown_queue_describes_an_empty_queue(
     assert result.ready is not None
     assert (result.ready.ready_count, result.ready.oldest_available_at) == (0, None)
     assert (result.ready.next_available_at, result.ready.paused) == (None, False)
+
+
+async def test_a_claim_that_expects_work_claims_as_any_claim_and_may_skip_the_description(
+    backend: Backend,
+) -> None:
+    """`describe_empty=False` (a fetcher just told of new work): the same jobs are taken,
+    in the same order, under the same rules (types, pause); taking nothing, the result
+    describes the queue or leaves it to `queue_ready_info` (ready None)."""
+    low, high, other = job("charge", "e"), job("charge", "e", priority=5), job("refund", "e")
+    await enqueue(backend, low, high, other)
+
+    def expecting(limit: int) -> ClaimParams:
+        return ClaimParams(
+            "e", limit, uuid7(), OWNER, 30.0, types=("charge",), describe_empty=False
+        )
+
+    taken = (await backend.message_claim_many(expecting(1))).messages
+    assert [(m.id, m.attempts, m.type) for m in taken] == [(high.id, 1, "charge")]
+    assert (await record(backend, high.id)).state == State.LEASED
+    await backend.queue_pause(QueuePauseParams("e", paused=True))
+    assert (await backend.message_claim_many(expecting(10))).messages == []
+    await backend.queue_pause(QueuePauseParams("e", paused=False))
+    assert [m.id for m in (await backend.message_claim_many(expecting(10))).messages] == [low.id]
+    empty = await backend.message_claim_many(expecting(10))
+    assert empty.messages == []
+    if empty.ready is not None:
+        assert (empty.ready.ready_count, empty.ready.oldest_available_at) == (0, None)
+    assert (await record(backend, other.id)).state == State.READY
 
 
 # -- message_release_many ---------------------------------------------------------------
@@ -661,3 +690,30 @@ async def test_list_expired_returns_at_most_limit_oldest_expiry_first(backend: B
     await wait_for_expiry(backend, third)
     listed = await backend.lease_list_expired(ExpiredLeaseParams("q", limit=2))
     assert [lease.id for lease in listed] == [first.id, second.id]
+
+
+async def test_a_batch_stores_each_messages_own_options_and_again_is_a_no_op(
+    backend: Backend,
+) -> None:
+    """Messages of one batch that differ in any option, and ones that share them all,
+    keep their own values; storing either batch again changes nothing."""
+    shared = [job(batch_id="b1", priority=2, delay=10.0, body=f"{n}".encode()) for n in range(3)]
+    mixed = [
+        job(priority=1),
+        job(type="other", max_attempts=7),
+        job(delay=20.0, batch_id="b2"),
+        message("q", b"plain text", content_type="text"),
+    ]
+    for batch in (shared, mixed, shared, mixed):
+        await enqueue(backend, *batch)
+    for m in shared + mixed:
+        stored = await record(backend, m.id)
+        assert (stored.queue, stored.body, stored.content_type) == (m.queue, m.body, m.content_type)
+        assert (stored.priority, stored.type, stored.max_attempts) == (
+            m.priority,
+            m.type,
+            m.max_attempts,
+        )
+        assert stored.batch_id == m.batch_id and stored.state == State.READY
+        assert stored.available_at - stored.created_at == pytest.approx(m.delay_seconds, abs=1e-6)
+    assert len(await backend.message_list(MessageListParams("jobs"))) == 6

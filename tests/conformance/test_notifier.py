@@ -10,6 +10,7 @@ first topic has not moved.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,7 @@ from taskflare.backends.base import (
     ready_topic,
 )
 from taskflare.backends.sqlite.fileevents import FileEvents
+from taskflare.backends.sqlite.walwatch import WalIndexWatch
 from taskflare.ids import uuid7
 
 from .conftest import claim, claim_one, enqueue, job, message
@@ -230,6 +232,52 @@ async def test_sqlite_hears_another_connections_commit_without_the_slow_poll(
             await enqueue(writer, message("q"))
             await asyncio.wait({waiting}, timeout=0.05)
         assert waiting.result(), "another connection's commits did not wake the waiter"
+    finally:
+        await waiter.close()
+        await writer.close()
+
+
+async def test_sqlite_hears_an_announced_commit_at_once_after_a_write_that_was_not_one(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports a write to the file before its commit can be seen (here: a
+    checkpoint, which commits nothing), so the watch looks again and again for a while;
+    a commit made by another taskflare process is announced the moment it is visible and
+    ends that looking at once. Proved with the WAL-index header unreadable and the slow
+    poll switched off: only the announcement can wake the waiter."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's own watch")
+    path = database_url.removeprefix("sqlite:///")
+    events = FileEvents.open(path)
+    if events is None:
+        pytest.skip("this system does not report file writes (no inotify)")
+    events.close()
+    monkeypatch.setattr(WalIndexWatch, "header", lambda self: None)
+    waiter, writer = open_backend(database_url), open_backend(database_url)
+    try:
+        await waiter.migrate()
+        waiter.poll_interval = 3600.0  # type: ignore[attr-defined]
+        topic = ready_topic("q")
+        seq = waiter.change_seq(topic)
+        await enqueue(writer, message("warmup"))  # both connections open, the WAL has frames
+        assert await waiter.wait_for_change(topic, seq, WITHIN)  # the watch's first look
+        executor = waiter._db  # type: ignore[attr-defined]
+        looks = [0]
+        poll = executor.poll_data_version
+
+        def counted() -> bool:
+            looks[0] += 1
+            return bool(poll())
+
+        monkeypatch.setattr(executor, "poll_data_version", counted)
+        seq = waiter.change_seq(topic)
+        waiting = asyncio.ensure_future(waiter.wait_for_change(topic, seq, WITHIN))
+        with sqlite3.connect(path) as conn:  # a write to the file that is no commit
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        await wait_until(lambda: looks[0] >= 1, what="the watch to look after the write")
+        assert not waiting.done()
+        await enqueue(writer, message("q"))
+        assert await waiting, "an announced commit did not wake the waiter"
     finally:
         await waiter.close()
         await writer.close()

@@ -136,3 +136,19 @@ async def test_a_job_waiting_on_a_full_key_says_so_and_the_limit_counts_it(app: 
     assert held["until"] is None  # until one of the key's running jobs ends
     (limit,) = await app.read.limits()
     assert (limit["keys"], limit["running"], limit["waiting"]) == (1, 1, 1)
+
+
+async def test_enqueue_many_applies_each_payloads_key(app: App) -> None:
+    """A bulk enqueue stores each job's own limit buckets (its key from its payload)."""
+
+    @app.job("sync", queue="sync", concurrency=Concurrency(1, key=lambda p: p["account"]))
+    async def sync(payload: Any) -> None:
+        return None
+
+    payloads = [{"account": a, "n": n} for n, a in enumerate("aaba")]
+    await app.enqueue_many("sync", payloads, chunk_size=3)
+    first = await claim(app, "sync")
+    assert sorted(m.body for m in first) == sorted(
+        [b'{"account":"a","n":0}', b'{"account":"b","n":2}']
+    )
+    assert await claim(app, "sync") == []  # a is running, b has nothing left

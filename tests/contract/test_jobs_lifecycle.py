@@ -199,7 +199,7 @@ async def test_job_with_a_result_that_is_not_json_fails_permanently(app: App) ->
     await drain(app)
     failed = await job_of(app, job.id)
     assert failed.status is JobStatus.FAILED and failed.attempts == 1
-    assert failed.error is not None and "not JSON-serialisable" in failed.error
+    assert failed.error is not None and "result is not JSON" in failed.error
 
 
 async def test_wait_returns_the_result(app: App) -> None:

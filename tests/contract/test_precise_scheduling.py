@@ -14,6 +14,7 @@ import pytest
 from helpers import running_worker, wait_until
 from job_helpers import job_of
 from taskflare import App, InvalidDelay, JobContext, JobStatus
+from taskflare.worker import WorkerConfig
 
 
 async def test_run_at_and_delay_seconds_jobs_are_never_delivered_early(app: App) -> None:
@@ -111,3 +112,23 @@ async def test_a_delay_of_days_is_stored_pending_and_not_held_by_the_worker(app:
     assert (stored.attempts, stored.started_at, stored.history) == (0, None, ())
     delay = stored.run_at.timestamp() - before
     assert 3 * 86400 <= delay <= 3 * 86400 + 60
+
+
+async def test_a_worker_woken_by_a_delayed_job_sleeps_until_it_is_due_not_its_idle_wait(
+    app: App,
+) -> None:
+    """A fetcher woken by new work claims expecting some (see `ClaimParams.describe_empty`);
+    when that takes nothing because the new job is delayed, it still learns when the job
+    is due. With a 60 s idle wait, a job due in 0.3 s runs long before the wait ends."""
+    ran: list[str] = []
+
+    @app.job("later")
+    async def later(payload: dict[str, Any], ctx: JobContext) -> None:
+        ran.append(ctx.job_id)
+
+    async with running_worker(app, WorkerConfig(idle_wait=60.0)):
+        first = await app.enqueue("later", {})
+        await wait_until(lambda: first.id in ran, timeout=30, what="the first job to run")
+        # The worker is idle again; the next change it hears of is a delayed job.
+        delayed = await app.enqueue("later", {}, delay_seconds=0.3)
+        await wait_until(lambda: delayed.id in ran, timeout=30, what="the delayed job to run")

@@ -90,16 +90,18 @@ async def test_invalid_items_are_reported_with_index_and_reason(contrib_app: App
         {"price": 2},
         {"sku": "d", "price": "cheap"},
         {"sku": "e", "price": 5},
+        {"sku": "f", "price": "nan"},  # the model makes a float NaN of it: JSON has none
     ]
     job = await contrib_app.enqueue(
         "batch-import", {"items": items, "namespace": "products", "key": "sku"}
     )
     done = await finished(contrib_app, job.id)
     assert done.status is JobStatus.COMPLETED
-    assert done.result["imported"] == 2 and done.result["invalidCount"] == 3
-    assert [p["index"] for p in done.result["invalid"]] == [1, 2, 3]
+    assert done.result["imported"] == 2 and done.result["invalidCount"] == 4
+    assert [p["index"] for p in done.result["invalid"]] == [1, 2, 3, 5]
     assert "object" in done.result["invalid"][0]["reason"]
     assert "sku" in done.result["invalid"][1]["reason"]
+    assert "value.price is NaN" in done.result["invalid"][3]["reason"]
     assert await keys_of(contrib_app, "products") == ["a", "e"]
 
 

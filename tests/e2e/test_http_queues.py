@@ -258,3 +258,19 @@ def test_a_unique_key_missing_from_the_payload_is_400(client: httpx.Client) -> N
     response = client.post("/jobs", json={"type": "notify-once", "payload": {"usr": 5}})
     message = error_of(response, 400)
     assert "'notify-once'" in message and "'user'" in message
+
+
+def test_a_bad_message_of_a_batch_is_named_by_its_index(sqlite_live: LiveServer) -> None:
+    ok = [{"body": {"n": 1}}, {"body": "two", "contentType": "text"}]
+    cases = [
+        ({"body": "%%%", "contentType": "bytes"}, 422, "messages[2]: a bytes body must be"),
+        ({"body": 1, "delaySeconds": -1}, 422, "messages.2.delaySeconds"),
+        ({"body": "x", "contentType": "xml"}, 422, "messages[2]: unsupported content type"),
+        ({"body": "x" * 5000}, 413, "messages[2]: body is"),
+        ({"contentType": "json"}, 400, "messages[2] needs a body"),
+    ]
+    with sqlite_live.client() as client:
+        for bad, status, named in cases:
+            sent = client.post("/queues/emails/messages", json={"messages": [*ok, bad]})
+            assert named in error_of(sent, status)
+        assert queue_of(client, "emails")["depth"]["ready"] == 0

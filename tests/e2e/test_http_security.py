@@ -570,14 +570,17 @@ def test_nan_and_infinity_are_refused_instead_of_stored_as_null(live: LiveServer
         for constant in ("NaN", "Infinity", "-Infinity"):
             job = b'{"type": "send-email", "payload": {"x": %s}}' % constant.encode()
             answer = error_of(client.post("/jobs", content=job, headers=json_type()), 400)
-            assert f"{constant} is not a JSON number" in answer
+            assert f"payload.x: {constant} is not a JSON number" in answer
             message = b'{"messages": [{"body": [1, %s]}]}' % constant.encode()
             sent = client.post("/queues/emails/messages", content=message, headers=json_type())
-            assert constant in error_of(sent, 400)
+            assert f"messages[0].body[1]: {constant} is not a JSON number" in error_of(sent, 400)
             delay = b'{"type": "send-email", "payload": {}, "delaySeconds": %s}' % constant.encode()
             assert constant in error_of(
                 client.post("/jobs", content=delay, headers=json_type()), 400
             )
+        huge = b'{"type": "send-email", "payload": {"x": [1e400]}}'
+        answer = error_of(client.post("/jobs", content=huge, headers=json_type()), 400)
+        assert "payload.x[0]: Infinity is not a JSON number" in answer
         surrogate = b'{"type": "send-email", "payload": {"x": "\\ud800"}}'
         assert "malformed JSON" in error_of(
             client.post("/jobs", content=surrogate, headers=json_type()), 400

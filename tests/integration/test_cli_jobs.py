@@ -121,6 +121,9 @@ def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
     assert bad_status.returncode == 2 and "sleeping" in bad_status.stderr
     bad_payload = tf("jobs", "enqueue", "double", "{oops", url=database_url)
     assert "PAYLOAD: not valid JSON" in one_line_error(bad_payload, 2)
+    for spelled in ("NaN", "Infinity", "-Infinity"):
+        nan = tf("jobs", "enqueue", "double", f'{{"n": {spelled}}}', url=database_url)
+        assert f"payload.n: {spelled} is not a JSON number" in one_line_error(nan, 2)
     # Nothing was stored, not even an empty database.
     assert "nothing was created" in one_line_error(tf("jobs", "list", url=database_url), 1)
 

@@ -71,15 +71,19 @@ def test_send_stores_json_text_and_bytes_and_delays_then_list_and_info_show_dept
 def test_send_with_a_bad_body_or_option_is_a_usage_error_and_stores_nothing(
     database_url: str,
 ) -> None:
-    bad_json, bad_type, bad_delay = tf_many(
+    bad_json, bad_type, bad_delay, nan, huge = tf_many(
         [
             ["send", "emails", "{not json"],
             ["send", "emails", "x", "--content-type", "pickle"],
             ["send", "emails", "{}", "--delay", "-5"],
+            ["send", "emails", '{"to": "a", "score": [1, NaN]}'],
+            ["send", "emails", '{"to": "a", "score": -1e400}'],
         ],
         url=database_url,
     )
     assert "BODY is not valid JSON" in one_line_error(bad_json, 2)
+    assert "body.score[1]: NaN is not a JSON number" in one_line_error(nan, 2)
+    assert "body.score: -Infinity is not a JSON number" in one_line_error(huge, 2)
     assert "pickle" in one_line_error(bad_type, 2)
     assert "delay" in one_line_error(bad_delay, 2)
     # Nothing was stored, not even an empty database: reading it says so.

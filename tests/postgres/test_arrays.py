@@ -77,3 +77,22 @@ def test_numbers_and_booleans_round_trip(conn: psycopg.Connection[tuple[object, 
 def test_unsupported_values_are_refused() -> None:
     with pytest.raises(TypeError, match="dict"):
         array_literal([{"a": 1}])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=64), min_size=1, max_size=10))
+def test_lists_of_bytes_only_round_trip(
+    conn: psycopg.Connection[tuple[object, ...]], values: list[object]
+) -> None:
+    assert round_trip(conn, values, "bytea") == values
+
+
+def test_lists_of_one_type_round_trip(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """The one-pass writers of an all-bytes, all-int, all-float or all-NULL list."""
+    for pg_type in ("text", "bytea", "integer", "float8"):
+        assert round_trip(conn, [None] * 3, pg_type) == [None] * 3
+    assert round_trip(conn, [1, -2, 2**31 - 1], "integer") == [1, -2, 2**31 - 1]
+    assert round_trip(conn, [b"", b'\\"\x00', b"{}"], "bytea") == [b"", b'\\"\x00', b"{}"]
+    assert round_trip(conn, [0.5, -0.0, math.inf], "float8") == [0.5, -0.0, math.inf]
+    mixed: list[object] = [1, None, 2.5]
+    assert round_trip(conn, mixed, "float8") == [1.0, None, 2.5]

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from taskflare.ids import uuid7
+from taskflare.ids import uuid7, uuid7_many
 
 
 def test_is_a_version_7_rfc_4122_uuid() -> None:
@@ -86,3 +86,17 @@ def test_a_forked_child_draws_other_random_bits_than_its_parent() -> None:
     theirs = {_random_part(text) for text in parent.recv()}
     proc.join(timeout=30)
     assert not mine & theirs
+
+
+def test_many_ids_at_once_are_valid_increasing_and_follow_the_single_ones() -> None:
+    """`uuid7_many` gives what as many `uuid7` calls would: valid, strictly increasing
+    across the 4 096 a millisecond's counter holds, ordered with the ids around them."""
+    before = uuid7()
+    many = uuid7_many(10_000)
+    after = uuid7()
+    every = [before, *many, after]
+    assert every == sorted(every) and len(set(every)) == len(every)
+    for text in many[:5] + many[4090:4100] + many[-5:]:
+        value = uuid.UUID(text)
+        assert (value.version, value.variant, str(value)) == (7, uuid.RFC_4122, text)
+    assert uuid7_many(0) == []

@@ -59,9 +59,13 @@ def ready_topic(queue: str) -> str:
 # -- messages ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewMessage:
-    """A message (or job) to store, its body already encoded; `delay_seconds` from now."""
+    """A message (or job) to store, its body already encoded; `delay_seconds` from now.
+
+    Treat it as immutable (`dataclasses.replace` for a changed copy). It is not declared
+    frozen because a bulk enqueue builds one per item, and a frozen dataclass's
+    constructor costs several times a plain one's."""
 
     id: str
     queue: str
@@ -103,6 +107,10 @@ class ClaimParams:
     ready one became available `max_wait` seconds ago or more: that is how a batch
     waits to fill up (`max_batch_size` / `max_batch_timeout`). `types`: only jobs of
     these types (None: any message), so a worker never takes work it cannot run.
+    `describe_empty` False: the caller expects work (it was just told of some, or its
+    last claim took all it asked for), so a backend may leave out describing the queue
+    and return `ready=None` when it took nothing; the caller then asks
+    `queue_ready_info`.
     """
 
     queue: str
@@ -115,6 +123,7 @@ class ClaimParams:
     types: tuple[str, ...] | None = None
     # Flow control: the limits of the queue's jobs. Empty: the plain claim, no extra cost.
     limits: tuple[FlowLimit, ...] = ()
+    describe_empty: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,11 +567,13 @@ class DeadLetterReprocessParams:
     """Send dead-lettered messages of `dead_letter_queue` (all, or these ids) back.
 
     Jobs go back as the original job with a fresh attempt budget; plain messages move
-    back to their origin queue.
+    back to their origin queue. With `origin_queue`, only the dead letters that came from
+    that queue (a dead-letter queue may serve several queues).
     """
 
     dead_letter_queue: str
     ids: Sequence[str] | None = None
+    origin_queue: str | None = None
 
 
 # -- jobs -------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ import contextlib
 import threading
 from collections.abc import Iterable
 
+# A waiter: its event loop and the future it sleeps on.
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
 
 class ChangeSignal:
     """Thread-safe per-topic sequence numbers plus wake-ups for waiters on any event loop."""
@@ -25,7 +28,7 @@ class ChangeSignal:
         self._seqs: dict[str, int] = {}
         self._everything = 0  # raised by `raise_all`: added to every topic's number
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
 
     def seq(self, topic: str) -> int:
         """How many changes of `topic` have been seen so far."""
@@ -33,7 +36,7 @@ class ChangeSignal:
 
     def raise_topics(self, topics: Iterable[str]) -> None:
         """Record a change of each topic and wake its waiters."""
-        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        woken: list[_Waiter] = []
         with self._lock:
             for topic in topics:
                 self._seqs[topic] = self._seqs.get(topic, 0) + 1
@@ -53,14 +56,20 @@ class ChangeSignal:
             return True
         if timeout <= 0:
             return False
-        entry = (asyncio.get_running_loop(), asyncio.Event())
+        # A bare future woken directly (no Event, no `wait_for` task around it): a wake-up
+        # reaches the waiter in one turn of its loop.
+        loop = asyncio.get_running_loop()
+        entry = (loop, loop.create_future())
         with self._lock:
             self._waiters.setdefault(topic, set()).add(entry)
         try:
             if self.seq(topic) != since:
                 return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry[1].wait(), timeout)
+            timer = loop.call_later(timeout, _resolve, entry[1])
+            try:
+                await entry[1]
+            finally:
+                timer.cancel()
             return self.seq(topic) != since
         finally:
             with self._lock:
@@ -71,7 +80,19 @@ class ChangeSignal:
                         del self._waiters[topic]
 
 
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:
-    for loop, event in waiters:
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _wake(waiters: list[_Waiter]) -> None:
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:  # a thread without a loop (SQLite's connection thread)
+        here = None
+    for loop, future in waiters:
+        if loop is here:  # raised on the waiter's own loop: no hop through its self-pipe
+            _resolve(future)
+            continue
         with contextlib.suppress(RuntimeError):  # that loop has closed
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(_resolve, future)

@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +16,7 @@ from rich.progress import Progress
 
 from ..app import App
 from ..backends.base import NewMessage
+from ..encoding import NotStrictJson, loads_strict
 from ..errors import AppCodeRequired, InvalidDelay, JobNotFound, TaskflareError
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
@@ -230,9 +230,9 @@ def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
 def _parse_payload(text: str, where: str, code: int = 1) -> Any:
     """The JSON `text`, or exit `code` (2: a usage error; 1: a bad line of a file)."""
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise fail(f"{where}: not valid JSON ({exc})", code) from None
+        return loads_strict(text, "payload")
+    except NotStrictJson as exc:
+        raise fail(f"{where}: {exc}", code) from None
 
 
 @jobs_cli.command("enqueue")
@@ -406,10 +406,12 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
         raise fail(f"no such file: {path}")
     batch_id = uuid7()
     messages: list[NewMessage] = []
+    names: list[str] = []
     with path.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            names.append(f"{path}:{number}")
             payload = _parse_payload(line.decode("utf-8", "replace"), f"{path}:{number}")
             try:
                 messages.append(options.message(app, payload, batch_id))
@@ -422,7 +424,7 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
     async def work() -> int:
         unique = app.jobs.unique_of(options.type)
         if unique is not None:  # one statement a job, as enqueue_many does
-            stored = await app.jobs.store_unique(unique, messages)
+            stored = await app.jobs.store_unique(unique, messages, names)
             count = sum(1 for _, new in stored if new)
             await app.jobs.create_batch(batch_id, options.type, count)
             return count

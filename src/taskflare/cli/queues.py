@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..app import App
 from ..backends.url import redact_url
-from ..encoding import normalize_content_type
+from ..encoding import NotStrictJson, loads_strict, normalize_content_type
 from ..errors import InvalidMessage, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
@@ -203,10 +203,12 @@ def send(
     value: Any = body
     if content_type.lower() == "json":
         try:
-            value = json.loads(body)
-        except json.JSONDecodeError as exc:
+            value = loads_strict(body, "body")
+        except NotStrictJson as exc:
+            if exc.path is not None:
+                raise fail(f"BODY: {exc}", 2) from None
             raise fail(
-                f"BODY is not valid JSON ({exc}); use --content-type text for text", 2
+                f"BODY is not valid JSON ({exc.detail}); use --content-type text for text", 2
             ) from None
     elif content_type.lower() == "bytes":
         value = body.encode()
@@ -300,7 +302,7 @@ def dlq_reprocess(
     async def work() -> int:
         dlq = await _dlq_of(app, queue)
         origin = await app.stored_queue(queue)
-        unknown = await app.read.not_dead_letters(dlq, ids or ())
+        unknown = await app.read.not_dead_letters(dlq, ids or (), queue)
         if unknown:  # all or nothing, as POST /queues/{name}/dlq/reprocess
             shown = ", ".join(unknown[:3]) + (
                 f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
@@ -313,7 +315,11 @@ def dlq_reprocess(
         if ids:
             chosen = list(dict.fromkeys(ids))
         else:
-            chosen = [m["id"] for m in await app.read.messages(dlq, "ready", 10_000_000)]
+            chosen = [
+                m["id"]
+                for m in await app.read.messages(dlq, "ready", 10_000_000)
+                if m["originQueue"] == queue  # a dead-letter queue may serve several queues
+            ]
         done = 0
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))

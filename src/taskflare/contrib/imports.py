@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import SettingsConfigDict
 
 from ..context import JobContext
-from ..documents import MAX_VALUE_BYTES, check_key, check_namespace
+from ..documents import check_key, check_namespace, encode_value
 from ..errors import InvalidDocument
 from ..retry import Backoff, PermanentError
 from .common import (
@@ -167,8 +167,7 @@ class ImportRun:
             if self.validator is not None:
                 item = self.validator(item)
             key = self._key(index, item)
-            if len(orjson.dumps(item)) > MAX_VALUE_BYTES:
-                raise ValueError(f"item is larger than {MAX_VALUE_BYTES} bytes of JSON")
+            encode_value(item, key=key)  # JSON (no NaN: a model's float of "nan"), 1 MiB
             return key, item
         except (ValueError, TypeError, ValidationError, InvalidDocument) as exc:
             self.invalid_count += 1

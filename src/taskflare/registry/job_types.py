@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..encoding import non_finite, not_finite_message
+from ..encoding import encode_json
 from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
 from ..limits import JobLimits
 from ..retry import Backoff
@@ -141,12 +141,7 @@ class JobType:
 
     def encode(self, payload: Any) -> bytes:
         """Validate and serialise a payload for storage."""
-        data = self.validate(payload)
-        try:
-            encoded = orjson.dumps(data)
-        except TypeError as exc:
-            raise InvalidPayload(f"payload of job type {self.name!r} is not JSON: {exc}") from None
-        return check_finite_payload(self.name, data, encoded)
+        return encode_payload(self.name, self.validate(payload))
 
     def load(self, body: bytes) -> Any:
         """Turn a stored payload into the handler's argument (a model instance if typed)."""
@@ -156,12 +151,10 @@ class JobType:
         return self.adapter.validate_python(data)
 
 
-def check_finite_payload(type: str, data: Any, encoded: bytes) -> bytes:
-    """`encoded`, or `InvalidPayload` naming where `data` holds a NaN or infinity."""
-    path = non_finite(data, encoded, "payload")
-    if path is not None:
-        raise InvalidPayload(f"job type {type!r}: {not_finite_message(path)}", fields=("payload",))
-    return encoded
+def encode_payload(type: str, data: Any) -> bytes:
+    """`data` as a stored payload of job type `type`, or `InvalidPayload` naming where it
+    is not JSON or holds a NaN or an infinity."""
+    return encode_json(data, "payload", InvalidPayload, context=f"job type {type!r}: ")
 
 
 def _extra_setting(handler: JobHandler) -> str | None:

@@ -28,7 +28,7 @@ from .queue_routes import (
     ack_result,
     check_bodies,
     decode_http_body,
-    outgoing,
+    outgoing_batch,
     pull_result,
 )
 
@@ -48,13 +48,13 @@ class BatchPushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[OutgoingMessage] = Field(min_length=1, max_length=100)
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400)
+    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
 
 
 class PurgeStartRequest(BaseModel):
     """`POST .../purge`: must confirm with `delete_messages_permanently: true`."""
 
-    delete_messages_permanently: bool = False
+    delete_messages_permanently: bool = Field(default=False, strict=True)
 
 
 class ErrorInfo(BaseModel):
@@ -229,9 +229,7 @@ def cloudflare_router(app: App) -> APIRouter:
         queue = await known(queue_id)
         check_bodies(body.messages, "messages")
         with _send_errors():
-            await queue.send_batch(
-                [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
-            )
+            await queue.send_batch(outgoing_batch(body.messages), delay_seconds=body.delay_seconds)
         return envelope({})
 
     @router.post("/{queue_id}/messages/pull")

@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..app import App
 from ..encoding import BYTES
-from ..errors import BatchTooLarge, InvalidMessage, JobQueueSend, MessageTooLarge, UnknownQueue
+from ..errors import (
+    BatchTooLarge,
+    InvalidMessage,
+    JobQueueSend,
+    MessageTooLarge,
+    UnknownQueue,
+    in_item,
+)
 from ..queue import Queue
 from ..worker.pull import (
     MAX_PULL_BATCH,
@@ -40,7 +47,9 @@ class OutgoingMessage(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
 
 
 class SendRequest(BaseModel):
@@ -50,7 +59,9 @@ class SendRequest(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float = Field(
+        default=0, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
     messages: list[OutgoingMessage] | None = Field(default=None, min_length=1, max_length=100)
 
 
@@ -64,8 +75,8 @@ class ReprocessRequest(BaseModel):
 class PullRequest(BaseModel):
     """Cloudflare's pull request body."""
 
-    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH)
-    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS)
+    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH, strict=True)
+    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS, strict=True)
 
 
 class LeaseAck(BaseModel):
@@ -79,7 +90,7 @@ class LeaseRetry(BaseModel):
     """A retry of one pulled message."""
 
     lease_id: str = Field(min_length=1, max_length=500)
-    delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
     check_text = no_control_characters("lease_id", base64url=True)
 
 
@@ -145,7 +156,7 @@ def queue_router(app: App) -> APIRouter:
         try:
             if body.messages is not None:
                 ids = await queue.send_batch(
-                    [outgoing(m) for m in body.messages], delay_seconds=body.delay_seconds
+                    outgoing_batch(body.messages), delay_seconds=body.delay_seconds
                 )
                 return {"success": True, "ids": ids, "count": len(ids)}
             message_id = await queue.send(
@@ -210,7 +221,7 @@ def queue_router(app: App) -> APIRouter:
         queue = known(name)
         dlq = _dlq_of(queue)
         ids = body.ids if body is not None else None
-        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids)):
+        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids, name)):
             shown = ", ".join(missing[:3]) + (
                 f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             )
@@ -300,6 +311,18 @@ def check_bodies(messages: list[OutgoingMessage], where: str) -> None:
     for index, message in enumerate(messages):
         if "body" not in message.model_fields_set:
             raise ApiError(400, f"{where}[{index}] needs a body", "invalid")
+
+
+def outgoing_batch(messages: list[OutgoingMessage]) -> list[dict[str, Any]]:
+    """The items of a batch for `send_batch`; a body that cannot be decoded is named by
+    its index (`messages[2]: a bytes body must be valid base64`)."""
+    items = []
+    for index, message in enumerate(messages):
+        try:
+            items.append(outgoing(message))
+        except InvalidMessage as exc:
+            raise in_item(exc, f"messages[{index}]") from None
+    return items
 
 
 def outgoing(message: OutgoingMessage) -> dict[str, Any]:

@@ -16,7 +16,6 @@ import base64
 import contextlib
 import functools
 import importlib.resources
-import json
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from pydantic_core import PydanticCustomError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..backends.url import redact_url
+from ..encoding import loads_strict
 from ..errors import (
     BackendUnavailable,
     InvalidDatabaseUrl,
@@ -429,27 +429,13 @@ class StrictJsonBody:
 
 
 def json_problem(body: bytes) -> str | None:
-    """Why `body` is not strict JSON (RFC 8259), or None if it is."""
+    """Why `body` is not strict JSON (RFC 8259), or None if it is: a NaN, an `Infinity` or
+    a number too large for a float is named with where it is (`payload.x: NaN is not...`)."""
     try:
-        orjson.loads(body)
-        return None
-    except orjson.JSONDecodeError as exc:
-        strict_error = str(exc)
-    try:
-        json.loads(body, parse_constant=_refuse_constant)
-    except _NonFiniteNumber as exc:
-        return f"malformed JSON body: {exc} is not a JSON number (send null, or a string)"
-    except (ValueError, RecursionError):
-        return "malformed JSON body"
-    return f"malformed JSON body: {strict_error}"
-
-
-class _NonFiniteNumber(Exception):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonFiniteNumber(name)
+        loads_strict(body)
+    except ValueError as exc:
+        return f"malformed JSON body: {exc}"
+    return None
 
 
 class _BodyTimeout(ApiError):

@@ -24,6 +24,7 @@ from ..backends.base import (
     ClaimResult,
     LeaseRef,
     ReadyInfo,
+    ReadyInfoParams,
     ReleaseParams,
     SettleResult,
     ready_topic,
@@ -203,7 +204,7 @@ class JobProducer:
         # The queue's rate and concurrency limits: enforced by the claim statement itself.
         self.limits = spec.flow_limits()
 
-    def _params(self, limit: int) -> ClaimParams:
+    def _params(self, limit: int, *, expected: bool) -> ClaimParams:
         return ClaimParams(
             queue=self.spec.name,
             limit=limit,
@@ -212,13 +213,34 @@ class JobProducer:
             visibility_timeout=self.spec.config.visibility_timeout,
             types=self.types,
             limits=self.limits,
+            describe_empty=not expected,
         )
 
+    async def _ready_info(self, limit: int) -> ReadyInfo | None:
+        """What the queue holds, after a claim that expected work took nothing (None: the
+        database could not say; the fetcher then sleeps its idle wait)."""
+        try:
+            return await self.state.backend.queue_ready_info(
+                ReadyInfoParams(self.spec.name, limit, self.types)
+            )
+        except Exception as exc:
+            log.warning("queue %r: cannot look at the queue (%s)", self.spec.name, exc)
+            return None
+
     async def run(self) -> None:
-        """Claim and start jobs until the worker stops."""
+        """Claim and start jobs until the worker stops.
+
+        A claim made right after a change woke the fetcher, or right after a claim that
+        took all it asked for, expects work: it is the claim alone (see
+        `ClaimParams.describe_empty`), which keeps the pickup of a new job short; only
+        when it takes nothing is the queue described. Other claims (the first, after an
+        idle timeout, after a claim that took less than it asked for) describe an empty
+        queue in the same statement: an idle worker sends one statement per idle wait,
+        and a pickup costs no more statements than before."""
         state, spec = self.state, self.spec
         topic = ready_topic(spec.name)
         failures = [0]
+        expected = False
         while not state.stop.is_set():
             if state.slots.free(spec.name) <= 0:
                 if not await state.until_stopped(state.slots.wait(spec.name)):
@@ -228,9 +250,11 @@ class JobProducer:
             taken = state.slots.take(spec.name, MAX_JOB_CLAIM)
             seq = state.backend.change_seq(topic)
             done_seq = state.backend.change_seq(DONE_TOPIC)
-            result = await state.claim(self._params(taken), spec.name, failures)
+            params = self._params(taken, expected=expected)
+            result = await state.claim(params, spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - len(claimed))
+            expected = len(claimed) == taken  # a full claim: more may be waiting
             if result is None:
                 continue
             if claimed:
@@ -238,7 +262,10 @@ class JobProducer:
                 for message in claimed:
                     state.start(self._run_job(message), f"taskflare-job-{message.id}")
                 continue
-            wait = idle_wait(result.ready, spec, state.idle_wait, fill=False)
+            ready = result.ready
+            if ready is None and not params.describe_empty:
+                ready = await self._ready_info(taken)
+            wait = idle_wait(ready, spec, state.idle_wait, fill=False)
             if wait <= 0:
                 continue
             if self.limits:  # a job ending anywhere may free a concurrency slot
@@ -246,6 +273,7 @@ class JobProducer:
                 await state.until_stopped(wait_for_any(state.backend, changes, wait))
             else:
                 await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
+            expected = state.backend.change_seq(topic) != seq  # woken by new work
 
     async def _run_job(self, message: ClaimedMessage) -> None:
         state, spec = self.state, self.spec

@@ -15,8 +15,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from ..backends.base import (
     AttemptRecord,
     Backend,
@@ -27,7 +25,8 @@ from ..backends.base import (
     SettleResult,
 )
 from ..context import JobContext
-from ..encoding import non_finite, not_finite_message
+from ..encoding import encode_json
+from ..errors import InvalidResult
 from ..events import log_event, wanted
 from ..flow import RateLimited, Snooze
 from ..policy import (
@@ -82,13 +81,17 @@ class JobRunner:
                 ctx.mark_cancelled()
                 task.cancel()
 
-    async def run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
-        """Run one job to its decision. Cancelled by the worker's shutdown: the decision is
-        made (retry, or fail when out of attempts) and returned all the same. With tracing
-        on, inside a consumer span that records the decision."""
+    def run(self, spec: QueueSpec, message: ClaimedMessage) -> Awaitable[JobReport]:
+        """Run one job to its decision (await the result). Cancelled by the worker's
+        shutdown: the decision is made (retry, or fail when out of attempts) and returned
+        all the same. With tracing on, inside a consumer span that records the decision."""
+        if self.registry.hooks.tracing is None:
+            return self._run(spec, message)  # without a coroutine in between
+        return self._run_traced(spec, message)
+
+    async def _run_traced(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
         tracing = self.registry.hooks.tracing
-        if tracing is None:
-            return await self._run(spec, message)
+        assert tracing is not None
         with tracing.process("job", spec.name, [message], batch=False) as span:
             report = await self._run(spec, message)
             decision = report.decision
@@ -185,15 +188,12 @@ class JobRunner:
             return Cancelled(), None
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
             return Snoozed(result.seconds, str(result)), None
+        if result is None:  # most handlers return nothing: no encoding to check
+            return Succeeded(b"null"), None
         try:
-            data = orjson.dumps(result)
-        except TypeError as exc:
-            error = PermanentError(f"the job's result is not JSON-serialisable: {exc}")
-            return _failure(error, job_type), None
-        path = non_finite(result, data, "result")
-        if path is not None:
-            error = PermanentError(f"the job's {not_finite_message(path)}")
-            return _failure(error, job_type), None
+            data = encode_json(result, "result", InvalidResult, context="the job's ")
+        except InvalidResult as exc:
+            return _failure(PermanentError(str(exc)), job_type), None
         return Succeeded(data), None
 
     async def _invoke(
@@ -223,6 +223,8 @@ class JobRunner:
             async with asyncio.timeout(job_type.timeout):
                 return await hooks.call(call, handler)
         if job_type.timeout is None:
+            if job_type.is_async:  # the common case, without a coroutine in between
+                return await job_type.handler(*args)
             return await self._call(job_type, args)
         async with asyncio.timeout(job_type.timeout):
             return await self._call(job_type, args)

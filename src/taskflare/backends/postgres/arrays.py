@@ -36,6 +36,15 @@ _ELEMENT: dict[type, Callable[[Any], str]] = {
 }
 
 
+# The literal of a list whose elements are all of one type, one pass in C (TypeError
+# when one is not). A bool among ints is written 1 or 0, which a boolean[] reads too.
+_WHOLE: dict[type, Callable[[Sequence[Any]], str]] = {
+    bytes: lambda values: '{"\\\\x' + '","\\\\x'.join(map(bytes.hex, values)) + '"}',
+    float: lambda values: "{" + ",".join(map(float.__repr__, values)) + "}",
+    int: lambda values: "{" + ",".join(map(int.__repr__, values)) + "}",
+}
+
+
 def array_literal(values: Sequence[Any]) -> str:
     """The array literal of `values` (str, bytes, bool, int, float or None elements).
 
@@ -51,9 +60,12 @@ def array_literal(values: Sequence[Any]) -> str:
     else:
         if "\\" not in probe and '"' not in probe:
             return '{"' + '","'.join(values) + '"}'
-    if type(values[0]) is float:
+    if values[0] is None and values.count(None) == len(values):
+        return "{" + ",".join(["NULL"] * len(values)) + "}"  # all NULL (unused columns)
+    whole = _WHOLE.get(type(values[0]))
+    if whole is not None:
         try:
-            return "{" + ",".join(map(float.__repr__, values)) + "}"  # all floats
+            return whole(values)  # every element of the first one's type
         except TypeError:
             pass
     try:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
+import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -34,6 +36,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import StopWorker
 
 from ...errors import (
     BackendUnavailable,
@@ -75,7 +78,7 @@ from ..store import (
     insert_args,
     limit_arrays,
 )
-from ..url import REDACTED, hide_credentials, redact_url
+from ..url import REDACTED, check_password, hide_credentials, redact_url
 from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
@@ -124,8 +127,11 @@ class PostgresSettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The passwords that must never appear in a message."""
-        return tuple(p for p in (self.password, self.listen_password) if p)
+        """The passwords that must never appear in a message, as given and percent-encoded
+        (libpq echoes a URL's parts), and libpq's `PGPASSWORD` if set."""
+        given = (self.password, self.listen_password, os.environ.get("PGPASSWORD"))
+        found = {s for p in given if p for s in (p, quote(p, safe=""))}
+        return tuple(sorted(found, key=len, reverse=True))  # a longer spelling first
 
 
 def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
@@ -179,6 +185,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     """Split taskflare's own options off a URL: `schema`, `pool_min_size`,
     `pool_max_size`, `pgbouncer` (1: behind PgBouncer in transaction pooling mode) and
     `listen_url` (a URL-encoded direct URL for LISTEN). Raises `InvalidDatabaseUrl`."""
+    check_password(url)
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
@@ -202,6 +209,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             raise InvalidDatabaseUrl(
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
+        check_password(listen_url, "listen_url")
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
     # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
     # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
@@ -294,6 +302,43 @@ class _ThreadedCursor:
 
     async def fetchall(self) -> list[Any]:
         return self._cur.fetchall()
+
+
+class _LoopPool(AsyncConnectionPool[Conn]):
+    """psycopg_pool's pool, whose background tasks end when their loop cancels them.
+
+    When a loop ends, `asyncio.run` cancels every task left once and waits for them all.
+    psycopg_pool's tasks could swallow that one cancellation and then wait forever, and
+    `asyncio.run` with them:
+    - a maintenance worker runs tasks (open a connection, reset a returned one) that
+      catch `CancelledError` to keep the pool consistent, then waits for the next task;
+      a loop ending while a connection is still being opened (`pool_min_size` of them
+      start at once, and the pool grows on demand) hit that;
+    - the scheduler waits with `asyncio.wait_for`, which on Python 3.11 returns normally
+      when the awaited event is set in the same loop iteration as the cancellation (a
+      worker's cancelled connection attempt schedules a retry, which sets it).
+    Here a worker whose task was cancelled ends (`Task.cancelling()` still counts a
+    cancellation whose exception was swallowed), and a cancelled worker stops the
+    scheduler the way `close()` does. Only a loop cancelling all of its tasks (it is
+    ending) cancels a pool worker: nothing else holds them."""
+
+    async def worker(self, q: Any) -> None:  # type: ignore[override]
+        me = asyncio.current_task()
+        try:
+            while True:
+                task = await q.get()
+                if isinstance(task, StopWorker):
+                    return
+                try:
+                    await task.run()
+                except Exception as exc:  # as psycopg_pool's own worker: log, go on
+                    log.warning("pool maintenance %s failed: %r", task, exc)
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._sched.enter(0, None)  # None: the scheduler's stop
+            raise
 
 
 class _LoopResources:
@@ -480,7 +525,7 @@ class PostgresExecutor:
                         del self._loops[other]
                         res.abandon()
                 bouncer = self._settings.pgbouncer
-                pool: Pool = AsyncConnectionPool(
+                pool: Pool = _LoopPool(
                     self._settings.conninfo,
                     connection_class=cast(type[Conn], psycopg.AsyncConnection),
                     # Statements are prepared on first use (parsed once a connection) and
@@ -698,6 +743,75 @@ def job_params(message: NewMessage | None) -> dict[str, Any]:
     }
 
 
+# What every message of a uniform batch shares (see `message_enqueue_uniform`).
+_SHARED = operator.attrgetter(
+    "queue",
+    "content_type",
+    "priority",
+    "delay_seconds",
+    "type",
+    "max_attempts",
+    "idempotency_key",
+    "correlation_id",
+    "batch_id",
+    "trace_context",
+)
+
+
+def _flow_literals(messages: Sequence[NewMessage]) -> list[str | None]:
+    """Each message's limit buckets as a JSON array (None: no limits)."""
+    flows = [m.flow_keys for m in messages]
+    if flows.count(None) == len(flows):
+        return flows  # type: ignore[return-value]  # every one None
+    return [None if f is None else orjson.dumps(f).decode() for f in flows]
+
+
+def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
+    """The parameters of `message_enqueue_uniform` when every message shares what
+    `_SHARED` names, else None."""
+    every = list(map(_SHARED, messages))  # compared in C, no Python frame a message
+    if every.count(every[0]) != len(every):
+        return None
+    first = messages[0]
+    return {
+        "queue": first.queue,
+        "content_type": first.content_type,
+        "priority": first.priority,
+        "delay": float(first.delay_seconds),
+        "type": first.type,
+        "max_attempts": first.max_attempts,
+        "idempotency_key": first.idempotency_key,
+        "correlation_id": first.correlation_id,
+        "batch_id": first.batch_id,
+        "trace_context": first.trace_context,
+        "ids": [m.id for m in messages],
+        "bodies": [m.body for m in messages],
+        "flow_keys": _flow_literals(messages),
+    }
+
+
+def _enqueue_many_args(messages: Sequence[NewMessage]) -> tuple[str, dict[str, Any]]:
+    """`message_enqueue_many` (or its traced twin) and its parameters, a column each."""
+    args: dict[str, Any] = {
+        "ids": [m.id for m in messages],
+        "queues": [m.queue for m in messages],
+        "bodies": [m.body for m in messages],
+        "content_types": [m.content_type for m in messages],
+        "priorities": [m.priority for m in messages],
+        "delays": [float(m.delay_seconds) for m in messages],
+        "types": [m.type for m in messages],
+        "max_attempts": [m.max_attempts for m in messages],
+        "idempotency_keys": [m.idempotency_key for m in messages],
+        "correlation_ids": [m.correlation_id for m in messages],
+        "batch_ids": [m.batch_id for m in messages],
+        "flow_keys": _flow_literals(messages),
+    }
+    if any(m.trace_context is not None for m in messages):
+        args["trace_contexts"] = [m.trace_context for m in messages]
+        return "message_enqueue_many_traced", args
+    return "message_enqueue_many", args
+
+
 def traced(statement: str, traced: bool) -> str:
     """`statement`, or its `_traced` variant that also writes the trace context column."""
     return f"{statement}_traced" if traced else statement
@@ -819,39 +933,46 @@ class PostgresBackend(SqlStore):
     async def message_enqueue_many(self, params: EnqueueParams) -> None:
         """Insert a batch in one statement (and NOTIFY in the same transaction).
 
+        A batch whose messages share everything but id, body and limit buckets (every
+        `enqueue_many` chunk, most `send_batch` calls) goes as `message_enqueue_uniform`:
+        the shared values as scalars, a plain INSERT. When that meets an id already
+        stored (the same messages stored again), on a retry of it (a pooled connection
+        lost mid-statement, when the first try may have committed) and for any other
+        batch, `message_enqueue_many` runs instead: its ON CONFLICT makes storing a
+        message again a no-op, as before.
+
         With `connection` (a psycopg `AsyncConnection`), the insert runs on it, inside
         the caller's transaction: the messages exist if and only if that commits.
         """
         messages = params.messages
         if not messages:
             return
-        args = {
-            "ids": [m.id for m in messages],
-            "queues": [m.queue for m in messages],
-            "bodies": [m.body for m in messages],
-            "content_types": [m.content_type for m in messages],
-            "priorities": [m.priority for m in messages],
-            "delays": [float(m.delay_seconds) for m in messages],
-            "types": [m.type for m in messages],
-            "max_attempts": [m.max_attempts for m in messages],
-            "idempotency_keys": [m.idempotency_key for m in messages],
-            "correlation_ids": [m.correlation_id for m in messages],
-            "batch_ids": [m.batch_id for m in messages],
-            "flow_keys": [
-                None if m.flow_keys is None else orjson.dumps(m.flow_keys).decode()
-                for m in messages
-            ],
-        }
-        statement = "message_enqueue_many"
-        if any(m.trace_context is not None for m in messages):
-            statement = "message_enqueue_many_traced"
-            args["trace_contexts"] = [m.trace_context for m in messages]
-        if params.connection is None:
-            await self._db.fetch(statement, args)
-        else:
-            await self._db.on_callers_connection(
-                params.connection, lambda cur: self._db.on(cur, statement, args)
-            )
+        uniform = _uniform_args(messages)
+        traced = messages[0].trace_context is not None
+        if uniform is None or params.connection is not None:
+            statement, args = _enqueue_many_args(messages)
+            if params.connection is not None:
+                await self._db.on_callers_connection(
+                    params.connection, lambda cur: self._db.on(cur, statement, args)
+                )
+            else:
+                await self._db.fetch(statement, args)
+            return
+        tries = 0
+
+        async def run(conn: Conn) -> None:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                name = "message_enqueue_uniform_traced" if traced else "message_enqueue_uniform"
+                try:
+                    await self._db.on(conn, name, uniform)
+                    return
+                except pg_errors.UniqueViolation:
+                    pass  # an id stored before (a repeated store): the rest, as ever
+            await self._db.on(conn, *_enqueue_many_args(messages))
+
+        await self._db.run(run, "message_enqueue_uniform")
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in a single UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING
@@ -868,6 +989,12 @@ class PostgresBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": None if params.types is None else list(params.types),
         }
+        if not params.describe_empty and params.min_count <= 1:
+            # Work is expected: the claim alone (planned in about half the time).
+            rows = await self._db.fetch("message_claim_expected", args)
+            claimed = rows.into(ClaimedMessage)
+            delivery_order(claimed)
+            return ClaimResult(claimed)
         rows = await self._db.fetch("message_claim_many", args)
         if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
@@ -1071,6 +1198,7 @@ class PostgresBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
         return int((await self._db.fetch("dead_letter_reprocess", args)).scalar())
 

@@ -42,6 +42,28 @@ WITH inserted AS (
 SELECT count(pg_notify(%(channel)s, 'ready:' || q.queue)) AS notified
 FROM (SELECT DISTINCT queue FROM inserted) AS q;
 
+-- name: message_enqueue_uniform
+-- A batch whose messages differ only in id, body and limit buckets (every enqueue_many
+-- chunk, most send_batch calls): the shared values are scalars, so the server parses two
+-- or three arrays instead of twelve. Plain INSERT: ids are new, and a retry after a
+-- connection lost mid-statement runs message_enqueue_many (ON CONFLICT) instead. One
+-- queue, so one NOTIFY; the CTE runs whether or not the SELECT reads it.
+WITH inserted AS (
+    INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
+                                   created_at, available_at, type, max_attempts,
+                                   idempotency_key, correlation_id, batch_id, flow_keys
+                                   {traced:, trace_context})
+    SELECT m.id, %(queue)s, 'ready', m.body, %(content_type)s, %(priority)s, 0,
+           {now}, {now} + %(delay)s::float8, %(type)s, %(max_attempts)s::integer,
+           %(idempotency_key)s, %(correlation_id)s, %(batch_id)s,
+           CASE WHEN m.flow IS NOT NULL
+                THEN ARRAY(SELECT jsonb_array_elements_text(m.flow::jsonb)) END
+           {traced:, %(trace_context)s}
+    FROM unnest(%(ids)s::text[], %(bodies)s::bytea[], %(flow_keys)s::text[])
+         AS m(id, body, flow)
+)
+SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified;
+
 -- name: message_claim_many
 -- One statement claims a whole batch. SKIP LOCKED lets concurrent workers take
 -- disjoint batches without waiting on each other; the candidate set is materialized
@@ -100,6 +122,36 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
     coalesce((SELECT paused FROM {schema}.queues WHERE name = %(queue)s), false),
     {now}
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
+
+-- name: message_claim_expected
+-- The claim alone, for a caller that expects work (min_count 1): what the statement
+-- above does when it claims, without the description of an empty queue, whose
+-- subqueries cost more to plan than the claim itself. An empty result means nothing was
+-- claimed; the caller then asks queue_ready_info.
+WITH candidates AS MATERIALIZED (
+    SELECT id
+    FROM {schema}.messages
+    WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), async_commit AS MATERIALIZED (
+    -- As above: a claim need not wait for its WAL flush.
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
+UPDATE {schema}.messages AS m
+SET state = 'leased',
+    attempts = m.attempts + 1,
+    lease_id = %(lease_id)s,
+    lease_owner = %(owner)s,
+    lease_expires_at = {now} + %(visibility_timeout)s,
+    started_at = {now}
+WHERE m.id = ANY(ARRAY(SELECT id FROM candidates))
+  AND (SELECT setting FROM async_commit) = 'off'
+RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
+          m.lease_id, m.type, m.max_attempts, m.correlation_id, m.trace_context;
 
 -- name: queue_ready_info
 SELECT
@@ -171,13 +223,14 @@ WITH acked AS (
       AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
       AND (NOT f.require_expired OR m.lease_expires_at < {now})
     RETURNING m.id, m.queue, m.state, m.type, m.body, m.content_type, m.priority,
-              m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
+              m.created_at, m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
-    -- The copy keeps the producer's trace context: its consumer's span links to it.
+    -- The copy keeps the producer's trace context (its consumer's span links to it) and
+    -- the original's send time (its `timestamp`, as Cloudflare's local DLQs keep it).
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, last_error, origin_queue,
                                    origin_id, trace_context)
-    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now},
+    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, created_at, {now},
            last_error, queue, id, trace_context
     FROM failed
     WHERE state = 'failed' AND dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
@@ -787,6 +840,7 @@ WITH copies AS MATERIALIZED (
     FROM {schema}.messages AS d
     LEFT JOIN {schema}.messages AS o ON o.id = d.origin_id AND o.type IS NOT NULL
     WHERE d.queue = %(dlq)s AND d.state = 'ready'
+      AND (%(origin)s::text IS NULL OR d.origin_queue = %(origin)s::text)
       AND (%(ids)s::text[] IS NULL OR d.id = ANY(%(ids)s::text[]))
     FOR UPDATE OF d SKIP LOCKED
 ), revived AS (

@@ -31,6 +31,7 @@ import orjson
 from ...errors import BackendUnavailable, SchemaOutdated, SchemaTooNew, StorageRejected
 from ..base import (
     ACKED,
+    CANCEL_TOPIC,
     ClaimedMessage,
     ClaimParams,
     ClaimResult,
@@ -65,7 +66,7 @@ from ..store import (
     not_transactional,
 )
 from .commitwatch import CommitWatch
-from .fileevents import FileEvents
+from .fileevents import FileEvents, announce_commit
 from .sql import LATEST_VERSION, MIGRATIONS, SQL
 from .statementthread import StatementThread
 from .walwatch import WalIndexWatch
@@ -219,9 +220,19 @@ class SQLiteExecutor:
         transaction only) where losing the transaction to a power cut is harmless: a
         claim lost that way leaves its messages ready, to be delivered again, as on
         PostgreSQL. The next durable commit flushes it along with its own."""
+        return await self.call(lambda: self.transaction_here(fn, durable=durable))
+
+    def transaction_here(self, fn: Callable[[Transaction], T], *, durable: bool = True) -> T:
+        """`transaction`, from a function already running on the connection's thread
+        (given to `call`): several steps in one hop to that thread."""
         if durable or self._synchronous not in _FSYNC_EVERY_COMMIT:
-            return await self.call(lambda: self._write(fn))
-        return await self.call(lambda: self._write_fast(fn))
+            return self._write(fn)
+        return self._write_fast(fn)
+
+    def read_here(self, name: str, params: Mapping[str, Any]) -> Rows:
+        """`fetch` of a read statement, from a function already running on the
+        connection's thread (given to `call`)."""
+        return self._read(name, params)
 
     def _write_fast(self, fn: Callable[[Transaction], T]) -> T:
         conn = self._connection()
@@ -258,6 +269,8 @@ class SQLiteExecutor:
             self._topics.clear()
             if topics:
                 self._signal.raise_topics(topics)
+                if self.path != ":memory:" and any(map(_announced, topics)):
+                    announce_commit(self.path)
             return result
 
         return self._with_retry(attempt)
@@ -429,6 +442,14 @@ class SQLiteExecutor:
         return changed
 
 
+def _announced(topic: str) -> bool:
+    """Whether a commit raising `topic` is announced to other processes at once (see
+    `announce_commit`): new ready work and cancellations, which idle workers wait for. A
+    job's end (`done`) is not: a busy worker commits outcomes all the time, and a process
+    waiting for a result hears of it from the commit's write a few milliseconds later."""
+    return topic.startswith("ready:") or topic == CANCEL_TOPIC
+
+
 # The synchronous settings that make every WAL commit wait for the disk.
 _FSYNC_EVERY_COMMIT = frozenset({"FULL", "EXTRA"})
 
@@ -519,8 +540,13 @@ class SQLiteBackend(SqlStore):
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
-        for task in list(self._watchers.values()):
-            task.cancel()
+        current = asyncio.get_running_loop()
+        for loop, task in list(self._watchers.items()):
+            if loop is current:
+                task.cancel()
+            elif not loop.is_closed():  # a task is cancelled on its own loop's thread
+                with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
         if self._wal_watch is not None:
             self._wal_watch.close()
         await self._db.close()
@@ -561,6 +587,8 @@ class SQLiteBackend(SqlStore):
         loop = asyncio.get_running_loop()
         task = self._watchers.get(loop)
         if task is None or task.done():
+            for other in [other for other in self._watchers if other.is_closed()]:
+                self._watchers.pop(other, None)  # a loop that closed with its watch
             self._watchers[loop] = loop.create_task(
                 self._watch_other_processes(), name="taskflare-sqlite-watch"
             )
@@ -603,11 +631,6 @@ class SQLiteBackend(SqlStore):
         if params.limits:
             return await self._claim_limited(params)
         info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
-        if params.queue in self._idle_queues:
-            info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
-            assert info is not None
-            if not claimable(info, params.min_count, params.max_wait):
-                return ClaimResult([], info)
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -618,15 +641,31 @@ class SQLiteBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": params.types,
         }
-        rows = await self._db.transaction(lambda tx: claim_batch(tx, args), durable=False)
-        claimed = rows.into(ClaimedMessage)
-        if claimed:
-            self._idle_queues.discard(params.queue)
-            delivery_order(claimed)
-            return ClaimResult(claimed)
-        self._idle_queues.add(params.queue)
-        info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
-        return ClaimResult([], info)
+        idle, db = params.queue in self._idle_queues, self._db
+
+        def run() -> Rows | ReadyInfo:
+            # One hop to the connection's thread for every step: an idle queue's look
+            # first, the claim, and the description of a queue it took nothing from.
+            if idle:
+                info = db.read_here("queue_ready_info", info_args).first(ReadyInfo)
+                assert info is not None
+                if not claimable(info, params.min_count, params.max_wait):
+                    return info
+            rows = db.transaction_here(lambda tx: claim_batch(tx, args), durable=False)
+            if rows.rows:
+                return rows
+            info = db.read_here("queue_ready_info", info_args).first(ReadyInfo)
+            assert info is not None
+            return info
+
+        found = await db.call(run)
+        if isinstance(found, ReadyInfo):
+            self._idle_queues.add(params.queue)
+            return ClaimResult([], found)
+        self._idle_queues.discard(params.queue)
+        claimed = found.into(ClaimedMessage)
+        delivery_order(claimed)
+        return ClaimResult(claimed)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
         """One transaction (the write lock serializes claims): read the batch (with no
@@ -884,6 +923,7 @@ class SQLiteBackend(SqlStore):
         args = {
             "dlq": params.dead_letter_queue,
             "ids": None if params.ids is None else list(params.ids),
+            "origin": params.origin_queue,
         }
 
         def run(tx: Transaction) -> int:

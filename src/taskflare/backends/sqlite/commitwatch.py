@@ -4,7 +4,8 @@
 hop to the connection's thread, so it is asked every `poll_interval` and whenever a
 cheaper hint says a commit may have come: the kernel reporting a write to the file
 (`FileEvents`), then the WAL-index header showing the commit (`WalIndexWatch`; a
-commit's frames are written before its fsync and before the header shows it). Where the
+commit's frames are written before its fsync and before the header shows it), cut short
+when a taskflare writer announces the commit (`announce_commit`). Where the
 kernel cannot report writes, the header is read every `header_interval` instead.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .fileevents import FileEvents
+from .fileevents import COMMIT, WRITE, FileEvents
 from .walwatch import WalIndexWatch
 
 # How long, after the kernel reported a write, the header is read for the commit to show
@@ -74,16 +75,25 @@ class CommitWatch:
     async def _hint(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait for the next reason to ask `data_version`; False: no reason yet."""
         if self._events is not None and loop.time() >= self._hot_until:
-            if await self._events.wait(max(self._next_poll - loop.time(), 0.0)):
+            kind = await self._events.wait(max(self._next_poll - loop.time(), 0.0))
+            if kind == WRITE:  # the commit may show in a moment: read the header meanwhile
                 self._hot_until = loop.time() + WRITE_SETTLE
-                return True
-            return loop.time() >= self._next_poll
+            return kind is not None or loop.time() >= self._next_poll
         if self._header is None or self._seen is None:
-            await asyncio.sleep(self._poll_interval)
+            await self._pause(self._poll_interval)
             return True
-        await asyncio.sleep(self._header_interval)
+        if await self._pause(self._header_interval):
+            return True
         header = self._header.header()
         if header == self._seen and loop.time() < self._next_poll:
             return False
         self._seen = header
         return True
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep `seconds`, cut short by a commit another taskflare process announced
+        (True)."""
+        if self._events is None:
+            await asyncio.sleep(seconds)
+            return False
+        return await self._events.wait(seconds, commits_only=True) == COMMIT

@@ -6,11 +6,16 @@ file being deleted and created again) hears every other process's commit the mom
 is written, at no cost while nothing happens. The `inotify_simple` package is the thin
 wrapper over the system calls.
 
-An event is only a hint: it also comes for this process's own writes, and for writes
-that are not commits yet. The waiter checks `PRAGMA data_version` (which moves only for
-other connections' commits) before waking anyone. Elsewhere (no inotify, or a file
-system that does not report writes, such as some network and container mounts) `open`
-returns None and the backend falls back to looking at the WAL-index header.
+A write is only a hint: it also comes for this process's own writes, and for writes
+that are not commits yet (a commit's frames are written before its fsync and before
+other connections can see it; nothing is written to a file after that). So taskflare's
+own writers also say when a commit that makes work ready (or asks for a cancel) is
+visible: they set the WAL file's modification time (`os.utime`, no byte changes), which
+the kernel reports as an attribute change, a "commit" event here. The waiter checks
+`PRAGMA data_version` (which moves only for other connections' commits) before waking
+anyone. Elsewhere (no inotify, or a file system that does not report writes, such as
+some network and container mounts) `open` returns None and the backend falls back to
+looking at the WAL-index header.
 """
 
 from __future__ import annotations
@@ -30,18 +35,34 @@ except (ImportError, OSError):  # pragma: no cover - not Linux
     flags = None
 
 
-class FileEvents:
-    """Writes to one database file or its WAL, reported on an event loop.
+WRITE = "write"
+COMMIT = "commit"
 
-    `wait(timeout)` returns True once a write was reported since the last call (or
-    since the watch started), False after `timeout` seconds without one.
+
+def announce_commit(database_path: str) -> None:
+    """Tell watchers of `database_path` that a commit they may wait for is visible now:
+    set its WAL file's modification time (no file there: nothing to do)."""
+    with contextlib.suppress(OSError):
+        os.utime(database_path + "-wal")
+
+
+class FileEvents:
+    """Writes to one database file or its WAL, and announced commits, reported on an
+    event loop.
+
+    `wait(timeout)` returns `COMMIT` once a commit was announced since the last call (or
+    since the watch started), else `WRITE` once a write was reported, None after
+    `timeout` seconds without either; with `commits_only`, writes are forgotten and only
+    a commit ends the wait.
     """
 
     def __init__(self, inotify: Any, names: frozenset[str], loop: asyncio.AbstractEventLoop):
         self._inotify = inotify
         self._names = names
         self._loop = loop
-        self._written = asyncio.Event()
+        self._event = asyncio.Event()
+        self._written = False
+        self._committed = False
         loop.add_reader(inotify.fileno(), self._read)
 
     @classmethod
@@ -57,7 +78,7 @@ class FileEvents:
             log.debug("no inotify (%s): looking for other processes' writes instead", exc)
             return None
         try:
-            inotify.add_watch(folder, flags.MODIFY | flags.CREATE | flags.MOVED_TO)
+            inotify.add_watch(folder, flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.ATTRIB)
             return cls(inotify, frozenset({name, f"{name}-wal"}), asyncio.get_running_loop())
         except OSError as exc:  # no such folder, or the watch limit is reached
             log.debug("cannot watch %s (%s): looking for writes instead", folder, exc)
@@ -69,17 +90,31 @@ class FileEvents:
             events = self._inotify.read(timeout=0)
         except OSError:
             return
-        if any(event.name in self._names for event in events):
-            self._written.set()
+        for event in events:
+            if event.name in self._names:
+                if event.mask & flags.ATTRIB:
+                    self._committed = True
+                else:
+                    self._written = True
+                self._event.set()
 
-    async def wait(self, timeout: float) -> bool:
-        """True once a write was reported (and forget it); False after `timeout` [s]."""
-        if not self._written.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._written.wait(), timeout)
-        written = self._written.is_set()
-        self._written.clear()
-        return written
+    async def wait(self, timeout: float, *, commits_only: bool = False) -> str | None:
+        """`COMMIT` or `WRITE` once reported (and forget both), None after `timeout` [s]."""
+        end = self._loop.time() + timeout
+        while True:
+            if commits_only:
+                self._written = False
+            if self._committed or self._written:
+                kind = COMMIT if self._committed else WRITE
+                self._committed = self._written = False
+                return kind
+            self._event.clear()
+            left = end - self._loop.time()
+            if left <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see ChangeSignal.wait
+                async with asyncio.timeout(left):
+                    await self._event.wait()
 
     def close(self) -> None:
         """Stop watching (safe twice)."""

@@ -70,8 +70,11 @@ def send(queue: str, body: Any, *, using: str | None = None, **options: Any) -> 
         return handle.send_sync(body, connection=driver, **options)
     if not connection.in_atomic_block:
         return handle.send_sync(body, **options)
-    item = {"body": body, "content_type": options.get("content_type", "json")}
-    handle.prepare_batch([item], options.get("delay_seconds", 0))
+    handle.prepare(
+        body,
+        delay_seconds=options.get("delay_seconds", 0),
+        content_type=options.get("content_type", "json"),
+    )
     transaction.on_commit(partial(handle.send_sync, body, **options), using=connection.alias)
     return None
 
