@@ -693,19 +693,23 @@ class SQLiteBackend(SqlStore):
             "limits": limits_json,
         }
 
-        if params.queue in self._idle_queues:
-            # As for the plain claim: an idle queue is looked at with a read first, so
-            # workers woken by other processes' writes do not queue for the write lock
-            # when nothing at all is ready (held jobs still need the claim's own look).
-            info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
-            info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
-            assert info is not None
-            if info.paused or info.oldest_available_at is None:
-                return ClaimResult([], info)
-
+        idle, db = params.queue in self._idle_queues, self._db
         # Each distinct flow_keys text of the claimed rows, read once (jobs of one type
         # without keys all carry the same text).
         keys: dict[str, list[str]] = {}
+
+        def look_and_claim() -> Rows | ReadyInfo | None:
+            # One hop to the connection's thread, as for the plain claim. An idle queue
+            # is looked at with a read first, so workers woken by other processes' writes
+            # do not queue for the write lock when nothing at all is ready (held jobs
+            # still need the claim's own look).
+            if idle:
+                info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
+                info = db.read_here("queue_ready_info", info_args).first(ReadyInfo)
+                assert info is not None
+                if info.paused or info.oldest_available_at is None:
+                    return info
+            return db.transaction_here(run, durable=False)
 
         def run(tx: Transaction) -> Rows | ReadyInfo | None:
             # The write lock is held: SQL and counting only; the rows become messages after.
@@ -736,7 +740,7 @@ class SQLiteBackend(SqlStore):
                     tx.fetch("flow_spend", {"spent": spent, "limits": limits_json})
             return rows
 
-        outcome = await self._db.transaction(run, durable=False)
+        outcome = await db.call(look_and_claim)
         if not isinstance(outcome, Rows):
             self._idle_queues.add(params.queue)
             return ClaimResult([], outcome)
