@@ -494,7 +494,6 @@ class SQLiteBackend(SqlStore):
     # pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
-    SEARCH_BY_INDEX = True
 
     def __init__(
         self,
