@@ -331,13 +331,14 @@ class Queue:
     async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         """Send this queue's dead letters (all, or these ids) back to it with a fresh
         attempt budget (a dead-lettered job comes back as itself); return how many.
+        Dead letters of other queues sharing the dead-letter queue stay where they are.
         `UnknownQueue` if the queue has no `dead_letter_queue`."""
         dlq = self.config.dead_letter_queue
         if dlq is None:
             raise UnknownQueue(f"queue {self.name!r} has no dead_letter_queue")
         backend = await self._storage.backend()
         return await backend.dead_letter_reprocess(
-            DeadLetterReprocessParams(dlq, None if ids is None else list(ids))
+            DeadLetterReprocessParams(dlq, None if ids is None else list(ids), self.name)
         )
 
     async def get_message(self, message_id: str) -> StoredMessage | None:

@@ -326,13 +326,22 @@ class ReadModel:
             return str(declared)
         return name if await self.queues_dead_lettering_into(name) else None
 
-    async def not_dead_letters(self, dlq: str, ids: Sequence[str]) -> list[str]:
-        """The ids of `ids` that are not messages waiting in dead-letter queue `dlq`."""
+    async def not_dead_letters(
+        self, dlq: str, ids: Sequence[str], origin: str | None = None
+    ) -> list[str]:
+        """The ids of `ids` that are not messages waiting in dead-letter queue `dlq`
+        (with `origin`: not dead letters of that queue; a dead-letter queue may serve
+        several queues)."""
         backend = await self._storage.backend()
         missing = []
         for message_id in dict.fromkeys(ids):
             record = await backend.message_get(MessageGetParams(message_id))
-            if record is None or record.queue != dlq or record.state != "ready":
+            if (
+                record is None
+                or record.queue != dlq
+                or record.state != "ready"
+                or (origin is not None and record.origin_queue != origin)
+            ):
                 missing.append(message_id)
         return missing
 

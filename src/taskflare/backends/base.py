@@ -573,11 +573,13 @@ class DeadLetterReprocessParams:
     """Send dead-lettered messages of `dead_letter_queue` (all, or these ids) back.
 
     Jobs go back as the original job with a fresh attempt budget; plain messages move
-    back to their origin queue.
+    back to their origin queue. With `origin_queue`, only the dead letters that came from
+    that queue (a dead-letter queue may serve several queues).
     """
 
     dead_letter_queue: str
     ids: Sequence[str] | None = None
+    origin_queue: str | None = None
 
 
 # -- jobs -------------------------------------------------------------------------------

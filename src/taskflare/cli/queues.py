@@ -302,7 +302,7 @@ def dlq_reprocess(
     async def work() -> int:
         dlq = await _dlq_of(app, queue)
         origin = await app.stored_queue(queue)
-        unknown = await app.read.not_dead_letters(dlq, ids or ())
+        unknown = await app.read.not_dead_letters(dlq, ids or (), queue)
         if unknown:  # all or nothing, as POST /queues/{name}/dlq/reprocess
             shown = ", ".join(unknown[:3]) + (
                 f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
@@ -315,7 +315,11 @@ def dlq_reprocess(
         if ids:
             chosen = list(dict.fromkeys(ids))
         else:
-            chosen = [m["id"] for m in await app.read.messages(dlq, "ready", 10_000_000)]
+            chosen = [
+                m["id"]
+                for m in await app.read.messages(dlq, "ready", 10_000_000)
+                if m["originQueue"] == queue  # a dead-letter queue may serve several queues
+            ]
         done = 0
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))

@@ -48,13 +48,13 @@ class BatchPushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[OutgoingMessage] = Field(min_length=1, max_length=100)
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400)
+    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
 
 
 class PurgeStartRequest(BaseModel):
     """`POST .../purge`: must confirm with `delete_messages_permanently: true`."""
 
-    delete_messages_permanently: bool = False
+    delete_messages_permanently: bool = Field(default=False, strict=True)
 
 
 class ErrorInfo(BaseModel):

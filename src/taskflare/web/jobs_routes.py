@@ -34,9 +34,9 @@ class EnqueueRequest(BaseModel):
 
     type: str = Field(min_length=1, max_length=200)
     payload: Any = None
-    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    maxAttempts: int | None = Field(default=None, ge=1, le=1000)
-    delaySeconds: float = Field(default=0, ge=0, le=365 * 86_400)
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, strict=True)
+    maxAttempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    delaySeconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
     runAt: AwareDatetime | None = None  # with a UTC offset: a naive time is refused
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)

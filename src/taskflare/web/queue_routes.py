@@ -47,7 +47,9 @@ class OutgoingMessage(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
 
 
 class SendRequest(BaseModel):
@@ -57,7 +59,9 @@ class SendRequest(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, alias="delaySeconds")
+    delay_seconds: float = Field(
+        default=0, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    )
     messages: list[OutgoingMessage] | None = Field(default=None, min_length=1, max_length=100)
 
 
@@ -71,8 +75,8 @@ class ReprocessRequest(BaseModel):
 class PullRequest(BaseModel):
     """Cloudflare's pull request body."""
 
-    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH)
-    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS)
+    batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH, strict=True)
+    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS, strict=True)
 
 
 class LeaseAck(BaseModel):
@@ -86,7 +90,7 @@ class LeaseRetry(BaseModel):
     """A retry of one pulled message."""
 
     lease_id: str = Field(min_length=1, max_length=500)
-    delay_seconds: float = Field(default=0, ge=0, le=86_400)
+    delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
     check_text = no_control_characters("lease_id", base64url=True)
 
 
@@ -217,7 +221,7 @@ def queue_router(app: App) -> APIRouter:
         queue = known(name)
         dlq = _dlq_of(queue)
         ids = body.ids if body is not None else None
-        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids)):
+        if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids, name)):
             shown = ", ".join(missing[:3]) + (
                 f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             )

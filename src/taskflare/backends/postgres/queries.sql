@@ -232,13 +232,14 @@ WITH acked AS (
       AND m.id = f.id AND m.lease_id = f.lease_id AND m.state = 'leased'
       AND (NOT f.require_expired OR m.lease_expires_at < {now})
     RETURNING m.id, m.queue, m.state, m.type, m.body, m.content_type, m.priority,
-              m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
+              m.created_at, m.last_error, m.trace_context, f.dlq_id, f.dlq_queue
 ), dead_lettered AS (
-    -- The copy keeps the producer's trace context: its consumer's span links to it.
+    -- The copy keeps the producer's trace context (its consumer's span links to it) and
+    -- the original's send time (its `timestamp`, as Cloudflare's local DLQs keep it).
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, last_error, origin_queue,
                                    origin_id, trace_context)
-    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, {now}, {now},
+    SELECT dlq_id, dlq_queue, 'ready', body, content_type, priority, 0, created_at, {now},
            last_error, queue, id, trace_context
     FROM failed
     WHERE state = 'failed' AND dlq_id IS NOT NULL AND dlq_queue IS NOT NULL
@@ -848,6 +849,7 @@ WITH copies AS MATERIALIZED (
     FROM {schema}.messages AS d
     LEFT JOIN {schema}.messages AS o ON o.id = d.origin_id AND o.type IS NOT NULL
     WHERE d.queue = %(dlq)s AND d.state = 'ready'
+      AND (%(origin)s::text IS NULL OR d.origin_queue = %(origin)s::text)
       AND (%(ids)s::text[] IS NULL OR d.id = ANY(%(ids)s::text[]))
     FOR UPDATE OF d SKIP LOCKED
 ), revived AS (

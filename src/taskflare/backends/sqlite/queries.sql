@@ -141,13 +141,14 @@ WHERE messages.id = f.id AND messages.lease_id = f.lease_id AND messages.state =
 RETURNING messages.id AS id, messages.state AS state;
 
 -- name: settle_dead_letter
--- Copy failed messages into their dead-letter queue, body, content type, last error and
--- trace context (the copy's consumer span links to the producer) unchanged.
+-- Copy failed messages into their dead-letter queue, body, content type, send time (the
+-- copy's `timestamp`), last error and trace context (the copy's consumer span links to
+-- the producer) unchanged.
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, last_error, origin_queue, origin_id,
                       trace_context)
 SELECT d.value ->> 1, d.value ->> 2, 'ready', m.body, m.content_type, m.priority, 0,
-       :now, :now, m.last_error, m.queue, m.id, m.trace_context
+       m.created_at, :now, m.last_error, m.queue, m.id, m.trace_context
 FROM json_each(:dead_letters) AS d
 JOIN messages AS m ON m.id = d.value ->> 0
 WHERE m.state = 'failed';
@@ -537,11 +538,13 @@ SET state = 'ready', attempts = 0, available_at = :now, finished_at = NULL,
 WHERE type IS NOT NULL AND state = 'failed'
   AND id IN (SELECT origin_id FROM messages
              WHERE queue = :dlq AND state = 'ready' AND origin_id IS NOT NULL
+               AND (:origin IS NULL OR origin_queue = :origin)
                AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))));
 
 -- name: dead_letter_drop_job_copies
 DELETE FROM messages
 WHERE queue = :dlq AND state = 'ready'
+  AND (:origin IS NULL OR origin_queue = :origin)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND origin_id IN (SELECT id FROM messages WHERE type IS NOT NULL);
 
@@ -549,6 +552,7 @@ WHERE queue = :dlq AND state = 'ready'
 UPDATE messages
 SET queue = origin_queue, attempts = 0, available_at = :now, last_error = NULL
 WHERE queue = :dlq AND state = 'ready' AND origin_queue IS NOT NULL
+  AND (:origin IS NULL OR origin_queue = :origin)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)));
 
 -- name: worker_report
