@@ -15,8 +15,13 @@
 
 -- name: message_enqueue_many
 -- One statement stores a whole batch. ON CONFLICT makes a retried enqueue (after a
--- connection lost between commit and reply) a no-op instead of an error.
-WITH inserted AS (
+-- connection lost between commit and reply) a no-op instead of an error. `flush_later`:
+-- commit without waiting for the WAL flush (EnqueueParams.durable=False); the next
+-- durable commit flushes it.
+WITH commit_mode AS MATERIALIZED (
+    SELECT CASE WHEN %(flush_later)s::boolean
+                THEN set_config('synchronous_commit', 'off', true) END AS setting
+), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
                                    idempotency_key, correlation_id, batch_id, flow_keys
@@ -40,15 +45,19 @@ WITH inserted AS (
     RETURNING queue
 )
 SELECT count(pg_notify(%(channel)s, 'ready:' || q.queue)) AS notified
-FROM (SELECT DISTINCT queue FROM inserted) AS q;
+FROM (SELECT DISTINCT queue FROM inserted) AS q, commit_mode;
 
 -- name: message_enqueue_uniform
 -- A batch whose messages differ only in id, body and limit buckets (every enqueue_many
 -- chunk, most send_batch calls): the shared values are scalars, so the server parses two
 -- or three arrays instead of twelve. Plain INSERT: ids are new, and a retry after a
 -- connection lost mid-statement runs message_enqueue_many (ON CONFLICT) instead. One
--- queue, so one NOTIFY; the CTE runs whether or not the SELECT reads it.
-WITH inserted AS (
+-- queue, so one NOTIFY; the insert runs whether or not the SELECT reads it.
+-- `flush_later`: as in message_enqueue_many.
+WITH commit_mode AS MATERIALIZED (
+    SELECT CASE WHEN %(flush_later)s::boolean
+                THEN set_config('synchronous_commit', 'off', true) END AS setting
+), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
                                    idempotency_key, correlation_id, batch_id, flow_keys
@@ -62,7 +71,7 @@ WITH inserted AS (
     FROM unnest(%(ids)s::text[], %(bodies)s::bytea[], %(flow_keys)s::text[])
          AS m(id, body, flow)
 )
-SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified;
+SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified FROM commit_mode;
 
 -- name: message_claim_many
 -- One statement claims a whole batch. SKIP LOCKED lets concurrent workers take

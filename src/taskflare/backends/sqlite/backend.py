@@ -621,7 +621,9 @@ class SQLiteBackend(SqlStore):
         rows = [insert_params(m) for m in params.messages]
         if rows:
             statement = insert_statement(params.messages)
-            await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
+            await self._db.transaction(
+                lambda tx: tx.execute_many(statement, rows), durable=params.durable
+            )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in one transaction (see `claim_batch`); describe the queue if
