@@ -495,7 +495,6 @@ class SQLiteBackend(SqlStore):
     # pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
-    SEARCH_BY_INDEX = True
 
     def __init__(
         self,
@@ -623,7 +622,9 @@ class SQLiteBackend(SqlStore):
         rows = [insert_params(m) for m in params.messages]
         if rows:
             statement = insert_statement(params.messages)
-            await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
+            await self._db.transaction(
+                lambda tx: tx.execute_many(statement, rows), durable=params.durable
+            )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in one transaction (see `claim_batch`); describe the queue if

@@ -577,40 +577,48 @@ WHERE last_seen >= :since ORDER BY started_at;
 -- the index seeks to the page instead of stepping over the pages before it.
 
 -- name: job_search_count
+-- The count of a bulk action's filter: the jobs matching it among the newest
+-- :scan_limit entries of the index that drives it (as job_search_scan*), so a filter
+-- that matches almost nothing costs one window, not a walk of the whole index; the
+-- caller says "at least" when the window did not reach the end.
 SELECT count(*) FROM (
-SELECT 1 FROM messages
-WHERE type IS NOT NULL
-  AND (:state IS NULL OR state = :state)
+    SELECT state, type, queue FROM messages
+    WHERE type IS NOT NULL
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+WHERE (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-  AND (:needle IS NULL OR instr(body, :needle) > 0)
-LIMIT :count_limit) AS matching;
+  AND (:queue IS NULL OR queue = :queue);
 
 -- name: job_search_count_state
--- Without a payload text (job_search_count looks inside payloads): the status index
--- holds the type and queue, so the count reads no table row.
+-- The status index holds the type and queue, so the count reads no table row.
 SELECT count(*) FROM (
-SELECT 1 FROM messages
-WHERE type IS NOT NULL
-  AND state = :state
-  AND (:type IS NULL OR type = :type)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-LIMIT :count_limit) AS matching;
+    SELECT type, queue FROM messages
+    WHERE type IS NOT NULL
+      AND state = :state
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+WHERE (:type IS NULL OR type = :type)
+  AND (:queue IS NULL OR queue = :queue);
 
 -- name: job_search_count_type
 SELECT count(*) FROM (
-SELECT 1 FROM messages
-WHERE type IS NOT NULL
-  AND type = :type
-  AND (:state IS NULL OR state = :state)
-  AND (:queue IS NULL OR queue = :queue)
-  AND created_at >= :created_from
-  AND (created_at, id) < (:before_created, :before_id)
-LIMIT :count_limit) AS matching;
+    SELECT state, queue FROM messages
+    WHERE type IS NOT NULL
+      AND type = :type
+      AND created_at >= :created_from
+      AND (created_at, id) < (:before_created, :before_id)
+    ORDER BY created_at DESC, id DESC
+    LIMIT :scan_limit
+) AS examined
+WHERE (:state IS NULL OR state = :state)
+  AND (:queue IS NULL OR queue = :queue);
 
 -- name: job_search_count_text
 -- A count with a payload text looks inside the newest :scan_limit jobs only (the window
