@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("taskflare.portal")
 
 # Seconds the exit hook gives `at_exit` (closing connection pools) before giving up.
 EXIT_TIMEOUT = 5.0
@@ -56,7 +59,12 @@ class Portal:
                 def run() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                        _finish(loop)
+                    finally:
+                        asyncio.set_event_loop(None)
+                        loop.close()
 
                 self._thread = threading.Thread(target=run, name=self._name, daemon=True)
                 self._thread.start()
@@ -86,13 +94,39 @@ class Portal:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the loop thread; safe to call twice and before start."""
+        """Stop the loop thread, ending what still runs on it as `asyncio.run` does (each
+        task cancelled and waited for, up to `EXIT_TIMEOUT` seconds); safe to call twice
+        and before start. A later call starts a new loop."""
         atexit.unregister(self._exit_hook)
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            if not thread.is_alive():
-                loop.close()
+            with contextlib.suppress(RuntimeError):  # closed already
+                loop.call_soon_threadsafe(loop.stop)
+            if thread is not threading.current_thread():
+                thread.join(timeout=2 * EXIT_TIMEOUT)
+
+
+def _finish(loop: asyncio.AbstractEventLoop) -> None:
+    """On a stopped loop: cancel the tasks left and wait for them (at most `EXIT_TIMEOUT`
+    seconds), then finish async generators and the default executor, as `asyncio.run`
+    does when its coroutine returns. Tasks left pending on a closed loop would be
+    destroyed later by the garbage collector, with "Event loop is closed" errors."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=EXIT_TIMEOUT))
+        for task in pending:
+            log.warning("task %s did not end when cancelled; leaving it", task.get_name())
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("task %s ended with %r", task.get_name(), task.exception())
+
+    async def finish() -> None:
+        await loop.shutdown_asyncgens()
+        await loop.shutdown_default_executor()
+
+    with contextlib.suppress(TimeoutError):
+        loop.run_until_complete(asyncio.wait_for(finish(), EXIT_TIMEOUT))

@@ -65,7 +65,8 @@ class Supervisor:
                 backoff,
             )
             try:
-                await asyncio.wait_for(self._stopping.wait(), backoff)
+                async with asyncio.timeout(backoff):  # see ChangeSignal.wait
+                    await self._stopping.wait()
                 return
             except TimeoutError:
                 pass

@@ -7,10 +7,12 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyte
@@ -51,16 +53,23 @@ async def producer(app):
 
 
 def run_on_a_terminal(
-    args: list[str], cwd: Path, env: dict[str, str], timeout: float, code: int = 0
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    code: int = 0,
+    interrupt_when: Callable[[bytes], bool] | None = None,
 ) -> bytes:
     """Run a command on a pseudo-terminal WIDTH x HEIGHT; everything it wrote (it must
-    exit with `code`)."""
+    exit with `code`). `interrupt_when(output so far)`: once true, the command gets
+    SIGINT, as Ctrl-C on the terminal sends it."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
     proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     output = bytearray()
     deadline = time.monotonic() + timeout
+    interrupted = False
     try:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 0.5)
@@ -72,6 +81,9 @@ def run_on_a_terminal(
                 if not chunk:
                     break
                 output += chunk
+                if interrupt_when is not None and not interrupted and interrupt_when(output):
+                    proc.send_signal(signal.SIGINT)
+                    interrupted = True
             elif proc.poll() is not None:
                 break
         assert proc.wait(timeout=30) == code, output.decode(errors="replace")[-3000:]
@@ -100,11 +112,19 @@ def test_dev_prints_app_logs_above_the_live_view_with_jobs(tmp_path: Path) -> No
         "LANG": "C.UTF-8",
         "TASKFLARE_DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
     }
+
+    def all_done(output: bytes) -> bool:
+        # Ctrl-C once every message and job has been handled (a fixed --duration raced
+        # the start-up of a loaded machine).
+        handled = output.count(b"of the producer")
+        return handled >= MESSAGES and output.count(b" written") >= MESSAGES
+
     output = run_on_a_terminal(
-        [TASKFLARE, "dev", "noisyapp.py:app", "--no-api", "--duration", "6"],
+        [TASKFLARE, "dev", "noisyapp.py:app", "--no-api"],
         tmp_path,
         env,
         timeout=90,
+        interrupt_when=all_done,
     )
     lines = screen_lines(output)
     text = "\n".join(lines)

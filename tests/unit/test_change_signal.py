@@ -47,3 +47,23 @@ async def test_a_cancelled_waiter_is_forgotten() -> None:
     assert waiting.cancelled()
     assert signal._waiters == {}
     signal.raise_topics(["ready:q"])  # nothing left to wake
+
+
+async def test_a_waiter_cancelled_as_its_change_comes_ends_cancelled() -> None:
+    # The change and the cancellation meet at every step of the wake-up in turn (the
+    # loop ending while a notification arrives): the waiter must end, not return and
+    # wait again. On Python 3.11 `asyncio.wait_for` returned normally at one of them.
+    for passes in range(8):
+        signal = ChangeSignal()
+        waiter = asyncio.ensure_future(signal.wait("t", signal.seq("t"), 30))
+        for _ in range(3):
+            await asyncio.sleep(0)  # waiting now
+        signal.raise_topics(["t"])
+        for _ in range(passes):
+            await asyncio.sleep(0)
+        requested = waiter.cancel()
+        await asyncio.wait([waiter])
+        if requested:
+            assert waiter.cancelled(), f"the cancellation was lost after {passes} passes"
+        else:
+            assert waiter.result() is True

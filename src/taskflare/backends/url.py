@@ -41,12 +41,19 @@ def resolve_database_url(url: str | None) -> str:
 # A separator as written, percent-encoded once, or twice (a URL inside a URL's value).
 _COLON, _AT, _SLASH = (rf"(?:{c}|%{h}|%25{h})" for c, h in ((":", "3A"), ("@", "40"), ("/", "2F")))
 # `scheme://user:password@` anywhere in the text (a malformed URL's path, an option's
-# value): the password runs to the last `@` before a separator, so an `@` (or its
-# encoding) inside it is hidden too; when unsure, more is hidden, never less.
+# value): the password runs to the last `@` before a space, a quote, `&` or `=`, so an
+# `@`, `/`, `?` or `#` typed raw inside it (which ends it early for a URL parser: libpq
+# then reads its end as the host) is hidden too, and so is its encoding; when unsure,
+# more is hidden, never less.
+_PASSWORD_CHAR = r"[^\s'\"&=]"
 _USERINFO = re.compile(
     rf"(?P<head>[A-Za-z][A-Za-z0-9+.-]*{_COLON}{_SLASH}{_SLASH}[^@\s/?#&]*?{_COLON})"
-    rf"(?P<secret>[^/?#&\s]*?)(?P<tail>{_AT})(?![^/?#&\s]*{_AT})",
+    rf"(?P<secret>{_PASSWORD_CHAR}*?)(?P<tail>{_AT})(?!{_PASSWORD_CHAR}*{_AT})",
     re.IGNORECASE,
+)
+# A password holding a character that ends it early in a URL (see `check_password`).
+_CUT_PASSWORD = re.compile(
+    rf"^[A-Za-z][A-Za-z0-9+.-]*://[^@\s/?#&:]*:(?P<secret>{_PASSWORD_CHAR}*)@"
 )
 # `password=...` (and the other secret parameters), raw or encoded, in a query or conninfo.
 _SECRET_PARAMETER = re.compile(
@@ -65,6 +72,21 @@ def hide_credentials(text: str) -> str:
             lambda m: m["head"] + (REDACTED if m["secret"] else "") + m["tail"], text
         )
     return text
+
+
+def check_password(url: str, what: str = "database URL") -> None:
+    """`InvalidDatabaseUrl` (the URL shown with its password hidden) when the password
+    of `url` holds a raw `@`, `/`, `?` or `#`: a URL parser (libpq's too) ends the
+    password, or the host, at it and reads the rest as the host, port or database,
+    which its errors then show (`could not translate host name "ss@db"`)."""
+    found = _CUT_PASSWORD.match(url)
+    if found is not None and re.search(r"[@/?#]", found["secret"]):
+        raise InvalidDatabaseUrl(
+            f"the password in {what} {redact_url(url)!r} holds a raw '@', '/', '?' or '#', "
+            "which a URL reads as the end of the password: percent-encode it "
+            "('@' as %40, '/' as %2F, '?' as %3F, '#' as %23)",
+            fields=("database_url",),
+        )
 
 
 def redact_url(url: str) -> str:
@@ -118,9 +140,10 @@ def sqlite_path(url: str) -> str:
     path = url[len("sqlite://") :].split("?", 1)[0]
     if parts.netloc:
         raise InvalidDatabaseUrl(
-            f"SQLite URL {url!r} has a host part; use sqlite:///relative.db or sqlite:////abs.db"
+            f"SQLite URL {redact_url(url)!r} has a host part; use sqlite:///relative.db or "
+            "sqlite:////abs.db"
         )
     path = path[1:] if path.startswith("/") else path
     if not path:
-        raise InvalidDatabaseUrl(f"SQLite URL {url!r} names no file")
+        raise InvalidDatabaseUrl(f"SQLite URL {redact_url(url)!r} names no file")
     return path

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -222,7 +223,11 @@ class Politeness:
     def __init__(self) -> None:
         self._robots: dict[str, tuple[float, Any]] = {}
         self._next: dict[tuple[int, str], float] = {}
-        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        # Per event loop, held weakly: a lock of a loop that has ended is never handed to
+        # a new loop that happens to get the same id().
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
 
     async def robots(
         self, origin: str, client: httpx.AsyncClient, policy: DestinationPolicy
@@ -259,8 +264,9 @@ class Politeness:
         process ended, and the next waits for this one to end. Counting from the end
         (as a polite crawler may) keeps the site's own view of the gap at least `delay`
         however long a request takes to leave or to arrive."""
-        key = (id(asyncio.get_running_loop()), host)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        key = (id(loop), host)
+        lock = self._locks.setdefault(loop, {}).setdefault(host, asyncio.Lock())
         async with lock:
             wait = self._next.get(key, 0.0) - time.monotonic()
             if wait > 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -102,14 +103,18 @@ class HostSlots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots: dict[tuple[int, str], asyncio.Semaphore] = {}
+        # Held weakly by loop: a loop that has ended takes its semaphores with it (never
+        # handed to a new loop that happens to get the same id()).
+        self._slots: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
 
     def of(self, host: str) -> asyncio.Semaphore:
         """The semaphore of `host` on the running loop."""
-        key = (id(asyncio.get_running_loop()), host)
-        found = self._slots.get(key)
+        slots = self._slots.setdefault(asyncio.get_running_loop(), {})
+        found = slots.get(host)
         if found is None:
-            found = self._slots[key] = asyncio.Semaphore(self.limit)
+            found = slots[host] = asyncio.Semaphore(self.limit)
         return found
 
 
@@ -162,7 +167,8 @@ class WebhookExtension:
             url = check_url(payload.url)
             slot = slots.of(url.host)
             try:
-                await asyncio.wait_for(slot.acquire(), timeout=settings.host_wait or 0.001)
+                async with asyncio.timeout(settings.host_wait or 0.001):  # not wait_for:
+                    await slot.acquire()  # it can swallow a cancellation on Python 3.11
             except TimeoutError:
                 raise Retry(
                     jittered(settings.host_busy_delay),

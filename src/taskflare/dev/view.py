@@ -122,15 +122,23 @@ def logs_through(console: Console, level: int = logging.WARNING) -> Iterator[Non
 
 
 async def run_view(app: App, worker: Worker, console: Console, stop: asyncio.Event) -> None:
-    """Redraw the queue and job tables twice a second until `stop` is set."""
+    """Redraw the queue and job tables twice a second until `stop` is set, then once more:
+    the view left on the terminal shows what was stored when the worker stopped."""
     started = time.monotonic()
+
+    async def draw(live: Live) -> None:
+        counts = {q["name"]: q["depth"] for q in await app.read.queues()}
+        parts: list[Table] = [queue_table(worker, counts, time.monotonic() - started)]
+        jobs = job_table(await app.read.job_counts())
+        if jobs is not None:
+            parts.append(jobs)
+        live.update(Group(*parts), refresh=True)
+
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while not stop.is_set():
-            counts = {q["name"]: q["depth"] for q in await app.read.queues()}
-            parts: list[Table] = [queue_table(worker, counts, time.monotonic() - started)]
-            jobs = job_table(await app.read.job_counts())
-            if jobs is not None:
-                parts.append(jobs)
-            live.update(Group(*parts))
+            await draw(live)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
+        with contextlib.suppress(Exception):  # the database may be what stopped the worker
+            await draw(live)

@@ -129,5 +129,6 @@ class CronScheduler:
                 failures += 1
                 wait = min(0.5 * 2**failures, 30.0)
                 log.warning("cron scheduler: %s; retrying in %.1fs", exc, wait)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), wait)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see ChangeSignal.wait
+                async with asyncio.timeout(wait):
+                    await self._stop.wait()

@@ -81,13 +81,17 @@ class JobRunner:
                 ctx.mark_cancelled()
                 task.cancel()
 
-    async def run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
-        """Run one job to its decision. Cancelled by the worker's shutdown: the decision is
-        made (retry, or fail when out of attempts) and returned all the same. With tracing
-        on, inside a consumer span that records the decision."""
+    def run(self, spec: QueueSpec, message: ClaimedMessage) -> Awaitable[JobReport]:
+        """Run one job to its decision (await the result). Cancelled by the worker's
+        shutdown: the decision is made (retry, or fail when out of attempts) and returned
+        all the same. With tracing on, inside a consumer span that records the decision."""
+        if self.registry.hooks.tracing is None:
+            return self._run(spec, message)  # without a coroutine in between
+        return self._run_traced(spec, message)
+
+    async def _run_traced(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
         tracing = self.registry.hooks.tracing
-        if tracing is None:
-            return await self._run(spec, message)
+        assert tracing is not None
         with tracing.process("job", spec.name, [message], batch=False) as span:
             report = await self._run(spec, message)
             decision = report.decision
@@ -184,6 +188,8 @@ class JobRunner:
             return Cancelled(), None
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
             return Snoozed(result.seconds, str(result)), None
+        if result is None:  # most handlers return nothing: no encoding to check
+            return Succeeded(b"null"), None
         try:
             data = encode_json(result, "result", InvalidResult, context="the job's ")
         except InvalidResult as exc:
@@ -217,6 +223,8 @@ class JobRunner:
             async with asyncio.timeout(job_type.timeout):
                 return await hooks.call(call, handler)
         if job_type.timeout is None:
+            if job_type.is_async:  # the common case, without a coroutine in between
+                return await job_type.handler(*args)
             return await self._call(job_type, args)
         async with asyncio.timeout(job_type.timeout):
             return await self._call(job_type, args)

@@ -76,8 +76,9 @@ class PeriodicService:
 
     async def pause(self, seconds: float) -> None:
         """Sleep between passes (returns early on stop)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: see ChangeSignal.wait
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _loop(self) -> None:
         failures = 0

@@ -50,7 +50,13 @@ class WorkerStats:
         duration [s]."""
         self.batches[queue] += 1
         self.delivered[queue] += len(ids)
-        for state, count in Counter(map(result.states.get, ids)).items():
+        # One id (a job): no Counter to build, the same tally.
+        tally = (
+            ((result.states.get(ids[0]), 1),)
+            if len(ids) == 1
+            else Counter(map(result.states.get, ids)).items()
+        )
+        for state, count in tally:
             if state in (ACKED, State.COMPLETED):
                 self.acked[queue] += count
             elif state == State.READY:

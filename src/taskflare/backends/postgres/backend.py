@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import operator
+import os
 import re
 import threading
 import time
@@ -35,6 +36,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool.pool_async import StopWorker
 
 from ...errors import (
     BackendUnavailable,
@@ -76,7 +78,7 @@ from ..store import (
     insert_args,
     limit_arrays,
 )
-from ..url import REDACTED, hide_credentials, redact_url
+from ..url import REDACTED, check_password, hide_credentials, redact_url
 from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
@@ -125,8 +127,11 @@ class PostgresSettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """The passwords that must never appear in a message."""
-        return tuple(p for p in (self.password, self.listen_password) if p)
+        """The passwords that must never appear in a message, as given and percent-encoded
+        (libpq echoes a URL's parts), and libpq's `PGPASSWORD` if set."""
+        given = (self.password, self.listen_password, os.environ.get("PGPASSWORD"))
+        found = {s for p in given if p for s in (p, quote(p, safe=""))}
+        return tuple(sorted(found, key=len, reverse=True))  # a longer spelling first
 
 
 def _size(options: dict[str, str], name: str, default: int, url: str) -> int:
@@ -180,6 +185,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     """Split taskflare's own options off a URL: `schema`, `pool_min_size`,
     `pool_max_size`, `pgbouncer` (1: behind PgBouncer in transaction pooling mode) and
     `listen_url` (a URL-encoded direct URL for LISTEN). Raises `InvalidDatabaseUrl`."""
+    check_password(url)
     parts = urlsplit(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
@@ -203,6 +209,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
             raise InvalidDatabaseUrl(
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
+        check_password(listen_url, "listen_url")
         listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
     # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
     # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
@@ -295,6 +302,43 @@ class _ThreadedCursor:
 
     async def fetchall(self) -> list[Any]:
         return self._cur.fetchall()
+
+
+class _LoopPool(AsyncConnectionPool[Conn]):
+    """psycopg_pool's pool, whose background tasks end when their loop cancels them.
+
+    When a loop ends, `asyncio.run` cancels every task left once and waits for them all.
+    psycopg_pool's tasks could swallow that one cancellation and then wait forever, and
+    `asyncio.run` with them:
+    - a maintenance worker runs tasks (open a connection, reset a returned one) that
+      catch `CancelledError` to keep the pool consistent, then waits for the next task;
+      a loop ending while a connection is still being opened (`pool_min_size` of them
+      start at once, and the pool grows on demand) hit that;
+    - the scheduler waits with `asyncio.wait_for`, which on Python 3.11 returns normally
+      when the awaited event is set in the same loop iteration as the cancellation (a
+      worker's cancelled connection attempt schedules a retry, which sets it).
+    Here a worker whose task was cancelled ends (`Task.cancelling()` still counts a
+    cancellation whose exception was swallowed), and a cancelled worker stops the
+    scheduler the way `close()` does. Only a loop cancelling all of its tasks (it is
+    ending) cancels a pool worker: nothing else holds them."""
+
+    async def worker(self, q: Any) -> None:  # type: ignore[override]
+        me = asyncio.current_task()
+        try:
+            while True:
+                task = await q.get()
+                if isinstance(task, StopWorker):
+                    return
+                try:
+                    await task.run()
+                except Exception as exc:  # as psycopg_pool's own worker: log, go on
+                    log.warning("pool maintenance %s failed: %r", task, exc)
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._sched.enter(0, None)  # None: the scheduler's stop
+            raise
 
 
 class _LoopResources:
@@ -481,7 +525,7 @@ class PostgresExecutor:
                         del self._loops[other]
                         res.abandon()
                 bouncer = self._settings.pgbouncer
-                pool: Pool = AsyncConnectionPool(
+                pool: Pool = _LoopPool(
                     self._settings.conninfo,
                     connection_class=cast(type[Conn], psycopg.AsyncConnection),
                     # Statements are prepared on first use (parsed once a connection) and

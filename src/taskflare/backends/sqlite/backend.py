@@ -539,8 +539,13 @@ class SQLiteBackend(SqlStore):
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""
-        for task in list(self._watchers.values()):
-            task.cancel()
+        current = asyncio.get_running_loop()
+        for loop, task in list(self._watchers.items()):
+            if loop is current:
+                task.cancel()
+            elif not loop.is_closed():  # a task is cancelled on its own loop's thread
+                with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
         if self._wal_watch is not None:
             self._wal_watch.close()
         await self._db.close()
@@ -581,6 +586,8 @@ class SQLiteBackend(SqlStore):
         loop = asyncio.get_running_loop()
         task = self._watchers.get(loop)
         if task is None or task.done():
+            for other in [other for other in self._watchers if other.is_closed()]:
+                self._watchers.pop(other, None)  # a loop that closed with its watch
             self._watchers[loop] = loop.create_task(
                 self._watch_other_processes(), name="taskflare-sqlite-watch"
             )

@@ -112,8 +112,9 @@ class FileEvents:
             left = end - self._loop.time()
             if left <= 0:
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), left)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see ChangeSignal.wait
+                async with asyncio.timeout(left):
+                    await self._event.wait()
 
     def close(self) -> None:
         """Stop watching (safe twice)."""
