@@ -16,6 +16,9 @@ since the enqueue call began, and of the step from the hop before it:
     claim sent  the claim statement was sent / claimed: its rows came back
     handler     the job's handler started (what `compare.py` calls pickup)
 
+and the worker's share (the handler's start minus the enqueue call's return), and the
+worker process's CPU time per pickup.
+
 Both processes read `time.time()` on the same machine. Nothing asserts on time.
 """
 
@@ -139,6 +142,7 @@ async def measure(
     rng = random.Random(7)
     since: dict[str, list[float]] = {h: [] for h in HOPS}
     steps: dict[str, list[float]] = {h: [] for h in HOPS}
+    since["worker side"] = []
     try:
         await app.enqueue("noop", {"t": time.time()})  # warm-up: the worker is up
         listen.settimeout(60)
@@ -159,6 +163,7 @@ async def measure(
                     since[hop].append((got[hop] - start) * 1e3)
                     steps[hop].append((got[hop] - previous) * 1e3)
                     previous = got[hop]
+            since["worker side"].append((got["handler"] - enqueued) * 1e3)
         cpu, began = cpu_seconds(pid) - cpu, time.monotonic() - began
         since["worker CPU ms per pickup"] = [cpu / n * 1e3]
         since["worker CPU per wall second"] = [cpu / began]
@@ -239,6 +244,11 @@ def main() -> None:
                     f"{hop:<12} {statistics.median(values):7.2f} {pct(values, 95):7.2f} "
                     f"{statistics.median(step):9.2f} {pct(step, 95):9.2f} {len(values):5d}"
                 )
+        side = since["worker side"]
+        print(
+            f"worker side (enqueue returned -> handler): p50 {statistics.median(side):.2f} ms, "
+            f"p95 {pct(side, 95):.2f} ms"
+        )
         print(
             f"worker CPU: {since['worker CPU ms per pickup'][0]:.2f} ms per pickup (idle time "
             f"between pickups included), {since['worker CPU per wall second'][0]:.3f} s/s"
