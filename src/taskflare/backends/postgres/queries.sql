@@ -894,16 +894,47 @@ WHERE last_seen >= %(since)s ORDER BY started_at;
 -- always bound (open ends as +/- infinity), so the index seeks to the page.
 
 -- name: job_search_count
+-- The count of a bulk action's filter: the jobs matching it among the newest
+-- %(scan_limit)s entries of the index that drives it (as job_search_scan*), so a filter
+-- that matches almost nothing costs one window, not a walk of the whole index; the
+-- caller says "at least" when the window did not reach the end.
 SELECT count(*) FROM (
-SELECT 1 FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+    SELECT state, type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
-  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
-LIMIT %(count_limit)s) AS matching;
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
+
+-- name: job_search_count_state
+SELECT count(*) FROM (
+    SELECT type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND state = %(state)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
+
+-- name: job_search_count_type
+SELECT count(*) FROM (
+    SELECT state, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND type = %(type)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
 
 -- name: job_search_count_text
 -- A count with a payload text looks inside the newest %(scan_limit)s jobs only (the
