@@ -667,7 +667,10 @@ WITH target AS MATERIALIZED (
     FOR UPDATE
 ), cancelled AS (
     UPDATE {schema}.messages AS m
-    SET state = 'cancelled', finished_at = {now}, last_error = 'cancelled before it ran'
+    SET state = 'cancelled', finished_at = {now},
+        last_error = CASE WHEN m.attempts > 0
+                          THEN 'cancelled while waiting for its next attempt'
+                          ELSE 'cancelled before it ran' END
     FROM target AS t
     WHERE m.id = t.id AND t.state = 'ready'
     RETURNING m.id

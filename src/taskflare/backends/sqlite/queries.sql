@@ -400,7 +400,9 @@ LIMIT :limit;
 
 -- name: job_cancel_pending
 UPDATE messages
-SET state = 'cancelled', finished_at = :now, last_error = 'cancelled before it ran'
+SET state = 'cancelled', finished_at = :now,
+    last_error = CASE WHEN attempts > 0 THEN 'cancelled while waiting for its next attempt'
+                      ELSE 'cancelled before it ran' END
 WHERE id = :id AND type IS NOT NULL AND state = 'ready';
 
 -- name: job_cancel_request
