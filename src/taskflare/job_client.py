@@ -531,16 +531,21 @@ class JobClient:
         self, batch_id: str, type: str, messages: Sequence[NewMessage], chunk_size: int
     ) -> None:
         """Record a batch and store its prepared jobs in chunks (one producer span for them
-        all when tracing is on)."""
+        all when tracing is on). Every chunk but the last commits without waiting for the
+        disk; the last one's commit flushes them all, so the call returns once every
+        chunk is durable after one flush (a database's log is flushed in order)."""
         await self.create_batch(batch_id, type, len(messages))
         tracing = self._registry.hooks.tracing
         if tracing is None or not messages:
-            for start in range(0, len(messages), chunk_size):
-                await self.store_chunk(messages[start : start + chunk_size])
+            await self._store_chunks(messages, chunk_size)
             return
         with tracing.send("job", messages[0].queue, messages, batch=True) as traced:
-            for start in range(0, len(traced), chunk_size):
-                await self.store_chunk(traced[start : start + chunk_size])
+            await self._store_chunks(traced, chunk_size)
+
+    async def _store_chunks(self, messages: Sequence[NewMessage], chunk_size: int) -> None:
+        for start in range(0, len(messages), chunk_size):
+            last = start + chunk_size >= len(messages)
+            await self.store_chunk(messages[start : start + chunk_size], durable=last)
 
     async def create_batch(self, batch_id: str, type: str, total: int) -> None:
         """Record a batch of `total` jobs before its chunks are stored."""
@@ -552,10 +557,12 @@ class JobClient:
         backend = await self._storage.backend()
         await backend.job_batch_raise_total(JobBatchTotalParams(batch_id, total))
 
-    async def store_chunk(self, messages: Sequence[NewMessage]) -> None:
-        """Store prepared jobs (of a batch already recorded) in one transaction."""
+    async def store_chunk(self, messages: Sequence[NewMessage], *, durable: bool = True) -> None:
+        """Store prepared jobs (of a batch already recorded) in one transaction;
+        `durable=False`: its commit does not wait for the disk (a later durable commit
+        flushes it)."""
         backend = await self._storage.backend()
-        await backend.message_enqueue_many(EnqueueParams(messages))
+        await backend.message_enqueue_many(EnqueueParams(messages, durable=durable))
         self._registry.hooks.enqueued("job", messages)
 
     # -- reading --------------------------------------------------------------------------

@@ -67,9 +67,15 @@ TEXT_SCAN_LIMIT = 5_000
 # creation index): a combination that matches almost nothing stops there and offers to
 # go on ("searched the newest 10 000 jobs") instead of walking a million entries.
 FILTER_SCAN_LIMIT = 10_000
-# Counting the jobs a bulk action covers stops here ("more than 10 000"): a count of a
-# million rows cannot be fast, and the action itself goes through every match anyway.
+# Counts of a queue's messages by state, and of the jobs ahead of a pending one, stop
+# here ("more than 10 000"): a count of a million rows cannot be fast.
 COUNT_LIMIT = 10_000
+# The count a bulk action shows before it runs ("1 000+") looks into at most this many
+# + 1 entries of the index that drives its filter, so a filter that matches almost
+# nothing costs that, not a walk of the whole index (the planner cannot tell, and a
+# status index entry costs a table visit on PostgreSQL until VACUUM); the action itself
+# goes through every match anyway.
+BULK_COUNT_LIMIT = 1_000
 # The batches page: the newest this many batches, each status counted up to this many
 # ("more than 500"), so a refresh reads at most 10 x 5 x 501 index entries whatever the
 # batches hold.
@@ -512,29 +518,50 @@ class ReadModel:
             return JobSearchPage(jobs, encode_cursor(*found.scanned_to), partial=True)
         return JobSearchPage(jobs, None)
 
-    async def job_search_count(self, query: JobQuery, limit: int = COUNT_LIMIT) -> int:
+    async def job_search_count(self, query: JobQuery, limit: int = BULK_COUNT_LIMIT) -> int:
         """How many jobs match `query` (what a bulk action on "all that match" covers),
         counting at most `limit` + 1: a result above `limit` means "more than `limit`".
-        With a payload text only the newest `TEXT_SCAN_LIMIT` jobs are looked into (the
-        search page's window); `job_search_count_complete` says whether that was all."""
+        Only the newest `limit` + 1 entries of the index that drives the filters are
+        looked into (so a filter that matches almost nothing costs that, not a walk of
+        the whole index); with a payload text, the newest `TEXT_SCAN_LIMIT` jobs (the
+        search page's window). `job_search_count_complete` says whether that was all."""
         backend = await self._storage.backend()
         params = query.params()
         return await backend.job_search_count(
-            JobSearchParams(**{**_params_fields(params), "count_limit": limit + 1})
+            JobSearchParams(
+                **{
+                    **_params_fields(params),
+                    "count_limit": limit + 1,
+                    "filter_scan_limit": limit + 1,
+                }
+            )
         )
 
-    async def job_search_count_complete(self, query: JobQuery) -> bool:
-        """Whether `job_search_count(query)` looked at every job it could match: always,
-        but for a payload text only when the time range holds no more jobs than the
-        window it looks into (one capped count of the creation index)."""
-        if query.text is None:
+    async def job_search_count_complete(
+        self, query: JobQuery, limit: int = BULK_COUNT_LIMIT
+    ) -> bool:
+        """Whether `job_search_count(query, limit)` looked at every job it could match:
+        when the range it looked into (the status's jobs, else the type's, else all, in
+        the time range; for a payload text the search window) holds no more jobs than
+        it looks at (one capped count of that range's index); a key search always."""
+        if query.key is not None:
             return True
         backend = await self._storage.backend()
-        bare = JobQuery(created_from=query.created_from, created_to=query.created_to)
-        window = JobSearchParams(
-            **{**_params_fields(bare.params()), "count_limit": TEXT_SCAN_LIMIT + 1}
+        if query.text is not None:
+            bare = JobQuery(created_from=query.created_from, created_to=query.created_to)
+            window = TEXT_SCAN_LIMIT
+        else:
+            driving = {"status": query.status} if query.status else {"type": query.type}
+            bare = JobQuery(created_from=query.created_from, created_to=query.created_to, **driving)
+            window = limit
+        params = JobSearchParams(
+            **{
+                **_params_fields(bare.params()),
+                "count_limit": window + 1,
+                "filter_scan_limit": window + 1,
+            }
         )
-        return await backend.job_search_count(window) <= TEXT_SCAN_LIMIT
+        return await backend.job_search_count(params) <= window
 
     async def job_delete(self, ids: list[str]) -> int:
         """Delete jobs with their history; return how many were deleted."""

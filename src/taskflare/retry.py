@@ -9,6 +9,7 @@ waits for its `Retry-After` header when it has one.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +29,10 @@ class Retry(Exception):
     def __init__(self, delay_seconds: float = 0, reason: str | None = None) -> None:
         if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)):
             raise TypeError(f"Retry delay_seconds must be a number, got {delay_seconds!r}")
-        if delay_seconds < 0:
-            raise ValueError(f"Retry delay_seconds must not be negative, got {delay_seconds}")
+        if not math.isfinite(delay_seconds) or delay_seconds < 0:  # NaN would be stored
+            raise ValueError(
+                f"Retry delay_seconds must be a finite number >= 0, got {delay_seconds}"
+            )
         super().__init__(reason or f"retry requested in {delay_seconds:g}s")
         self.delay_seconds = float(delay_seconds)
 
@@ -50,8 +53,16 @@ class Backoff:
     def __post_init__(self) -> None:
         for name in ("base", "cap"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise InvalidJobConfig(f"Backoff {name} must be a number >= 0, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise InvalidJobConfig(
+                    f"Backoff {name} must be a finite number >= 0, got {value!r}",
+                    fields=(name,),
+                )
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th delivery failed."""
@@ -101,9 +112,11 @@ def _retry_after(exc: Any) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "nan", "inf" or "1e400" from a server: no usable delay, never a stored NaN
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

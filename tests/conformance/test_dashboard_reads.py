@@ -52,6 +52,27 @@ async def test_search_filters_by_status_type_queue_and_pages_by_cursor(backend: 
     assert await backend.job_search_count(JobSearchParams(state="ready", type="mail")) == 2
 
 
+async def test_a_filtered_count_looks_into_a_bounded_window_of_its_index(
+    backend: Backend,
+) -> None:
+    """A filter that matches (almost) nothing must not walk its whole index: the count
+    looks at the newest `filter_scan_limit` entries of the index that drives it."""
+    await enqueue(backend, *(job("charge", "billing") for _ in range(6)))
+    await enqueue(backend, *(job("mail", "emails") for _ in range(6)))
+
+    async def count(window: int, **filters: str) -> int:
+        return await backend.job_search_count(JobSearchParams(**filters, filter_scan_limit=window))
+
+    assert await count(5, queue="billing") == 0  # the newest 5 are all mail
+    assert await count(100, queue="billing") == 6
+    assert await count(5, queue="emails") == 5
+    assert await count(5, state="ready", queue="billing") == 0  # driven by the status index
+    assert await count(100, state="ready", queue="billing") == 6
+    assert await count(5, type="charge", queue="billing") == 5  # driven by the type index
+    assert await count(5, type="mail", queue="billing") == 0
+    assert await count(100, type="charge", state="ready") == 6
+
+
 async def test_search_by_time_range_is_inclusive(backend: Backend) -> None:
     ids = await enqueue(backend, job(), job(), job())
     stored = [await record(backend, i) for i in ids]

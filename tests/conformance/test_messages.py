@@ -744,3 +744,16 @@ async def test_a_batch_stores_each_messages_own_options_and_again_is_a_no_op(
         assert stored.batch_id == m.batch_id and stored.state == State.READY
         assert stored.available_at - stored.created_at == pytest.approx(m.delay_seconds, abs=1e-6)
     assert len(await backend.message_list(MessageListParams("jobs"))) == 6
+
+
+async def test_a_batch_stored_without_waiting_for_the_disk_is_stored_like_any(
+    backend: Backend,
+) -> None:
+    """`durable=False` (enqueue_many's chunks before its last) changes when the commit is
+    flushed, not what is stored or when it can be claimed."""
+    early, last = [message("q"), job()], [message("q")]
+    await backend.message_enqueue_many(EnqueueParams(early, durable=False))
+    assert [m.id for m in (await claim(backend, "q")).messages] == [early[0].id]
+    await backend.message_enqueue_many(EnqueueParams(last))
+    for m in early + last:
+        assert (await record(backend, m.id)).body == m.body

@@ -171,3 +171,15 @@ async def test_a_limit_near_its_budget_gives_a_claim_only_what_is_left(app: App)
     for queue, expected in (("near", [50, 30, 0]), ("slots", [50, 10, 0])):
         taken = [len((await claim(app, queue, limit=50))[0]) for _ in range(3)]
         assert taken == expected, queue
+
+
+async def test_each_key_spends_the_tokens_of_its_own_jobs_in_a_mixed_claim(app: App) -> None:
+    # Two keys with 40 tokens each, their jobs interleaved: a claim of 30 takes 15 of
+    # each and spends 15 from each key (not 30), so the next claim takes 30 again, the
+    # one after that the 10 + 10 left.
+    per_tenant = RateLimit("40/h", burst=40, key=lambda p: p["tenant"])
+    app.job("sync", queue="mixed", rate_limit=per_tenant)(lambda p: None)
+    for i in range(120):
+        await app.enqueue("sync", {"tenant": "ab"[i % 2]})
+    taken = [len((await claim(app, "mixed", limit=30))[0]) for _ in range(4)]
+    assert taken == [30, 30, 20, 0]

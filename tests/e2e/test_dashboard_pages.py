@@ -122,7 +122,7 @@ def test_the_root_sends_a_browser_to_the_dashboard(sqlite_live: LiveServer) -> N
         assert program.json()["dashboard"] == "/dashboard/"
 
 
-def test_a_payload_text_count_says_at_least_beyond_its_window(sqlite_live: LiveServer) -> None:
+def test_a_bulk_count_says_at_least_beyond_its_window(sqlite_live: LiveServer) -> None:
     email = {"to": "a@b.c", "subject": "s", "body": "needle-in-old"}
 
     async def fill() -> None:
@@ -134,8 +134,13 @@ def test_a_payload_text_count_says_at_least_beyond_its_window(sqlite_live: LiveS
     with signed_in(sqlite_live) as client:
         asyncio.run(fill())
         few = client.get("/dashboard/jobs/count", params={"text": "hay", "type": "send-email"})
-        assert few.json() == {"count": 5000, "shown": "at least 5000", "atLeast": True}
+        assert few.json() == {"count": 1001, "shown": "1 000+", "atLeast": True}
         old = client.get("/dashboard/jobs/count", params={"text": "needle-in-old"}).json()
         assert old == {"count": 0, "shown": "at least 0", "atLeast": True}  # past the window
-        exact = client.get("/dashboard/jobs/count", params={"type": "send-email"}).json()
-        assert exact == {"count": 5003, "shown": "5003", "atLeast": False}
+        capped = client.get("/dashboard/jobs/count", params={"type": "send-email"}).json()
+        assert capped == {"count": 1001, "shown": "1 000+", "atLeast": True}
+        # A queue none of the newest 1 001 jobs is on: the count stops there, and says so.
+        beyond = client.get("/dashboard/jobs/count", params={"queue": "nowhere"}).json()
+        assert beyond == {"count": 0, "shown": "at least 0", "atLeast": True}
+        none = client.get("/dashboard/jobs/count", params={"type": "no-such-type"}).json()
+        assert none == {"count": 0, "shown": "0", "atLeast": False}

@@ -254,3 +254,38 @@ def test_enqueue_without_the_app_applies_the_stored_limits_or_refuses(
     ids = {once.stdout.split()[0], again.stdout.split()[0]}
     assert len(ids) == 1 and "duplicate" in again.stdout + once.stdout
     assert "runs job types" in one_line_error(sent)
+
+
+UNIQUE_APP = """
+import os
+from taskflare import App, Unique
+
+app = App(os.environ["TF_URL"])
+
+
+@app.job("notify", unique=Unique(by=("type", "payload"), keys=("user",)))
+def notify(payload):
+    return None
+"""
+
+
+def test_enqueue_from_file_names_the_line_of_a_bad_payload(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "uniqueapp.py").write_text(UNIQUE_APP)
+    spec = f"{tmp_path / 'uniqueapp.py'}:app"
+    keyless, not_finite = tmp_path / "keyless.jsonl", tmp_path / "nan.jsonl"
+    keyless.write_text('{"user": 1}\n\n{"usr": 3}\n')
+    not_finite.write_text('{"user": 1}\n{"user": 2, "score": NaN}\n')
+    missing_key, nan = tf_many(
+        [
+            ["jobs", "enqueue", "notify", "--from-file", str(keyless), "--app", spec],
+            ["jobs", "enqueue", "notify", "--from-file", str(not_finite), "--app", spec],
+        ],
+        url=database_url,
+    )
+    line = one_line_error(missing_key)
+    assert f"{keyless}:3: " in line and "'user'" in line  # the line, not the item's index
+    assert f"{not_finite}:2: payload.score: NaN is not a JSON number" in one_line_error(nan)
+    listed = tf("jobs", "list", "--json", url=database_url)
+    assert listed.returncode == 1 or json.loads(listed.stdout)["jobs"] == []  # nothing stored

@@ -16,8 +16,15 @@ import pytest
 from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch, WorkerConfig
 from taskflare.backends import open_backend
-from taskflare.backends.base import MessageGetParams, QueueCountsParams, ready_topic
+from taskflare.backends.base import (
+    EnqueueParams,
+    MessageGetParams,
+    NewMessage,
+    QueueCountsParams,
+    ready_topic,
+)
 from taskflare.backends.postgres import backend as pg_backend
+from taskflare.backends.postgres.arrays import adapt_arrays
 from taskflare.backends.sqlfile import Migration
 from taskflare.errors import (
     BackendUnavailable,
@@ -26,6 +33,7 @@ from taskflare.errors import (
     SchemaOutdated,
     SchemaTooNew,
 )
+from taskflare.ids import uuid7
 
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
 
@@ -387,3 +395,33 @@ async def test_statements_are_prepared_unless_behind_pgbouncer(
             assert prepared > 0 and plan_mode == "force_custom_plan"
     finally:
         await app.close()
+
+
+@on_postgres
+@pytest.mark.parametrize("statement", ["message_enqueue_uniform", "message_enqueue_many"])
+async def test_a_batch_stored_to_be_flushed_later_commits_without_waiting_for_the_disk(
+    app: App, database_url: str, statement: str
+) -> None:
+    """`EnqueueParams(durable=False)` (every enqueue_many chunk but the last) turns
+    synchronous_commit off for its own transaction only; a durable store leaves it as
+    the server is configured."""
+    app.queue("q")
+    await app.get_queue("q").send(1)  # the schema exists
+    backend = await app.backend()
+    new = [NewMessage(uuid7(), "q", b"1", "json"), NewMessage(uuid7(), "q", b"2", "json")]
+    make = (
+        pg_backend._uniform_args
+        if statement == "message_enqueue_uniform"
+        else lambda m, f: pg_backend._enqueue_many_args(m, f)[1]
+    )
+    sql = backend._db.sql[statement]  # type: ignore[attr-defined]
+    with psycopg.connect(database_url.split("?")[0], autocommit=True) as conn:
+        for flush_later, setting in ((True, "off"), (False, "on")):
+            conn.execute("BEGIN")
+            args = adapt_arrays({**make(new, flush_later), "channel": "test"})
+            conn.execute(sql, args)
+            assert conn.execute("SHOW synchronous_commit").fetchone() == (setting,)
+            conn.execute("ROLLBACK")
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    await backend.message_enqueue_many(EnqueueParams(new, durable=False))
+    assert [m.id for m in await app.get_queue("q").list_messages()][1:] == [m.id for m in new]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
 
-from taskflare import Backoff, InvalidQueueConfig, PermanentError, Retry
+from taskflare import Backoff, InvalidJobConfig, InvalidQueueConfig, PermanentError, Retry
 from taskflare.retry import classify
 
 
@@ -98,3 +99,18 @@ def test_http_429_with_a_past_date_or_garbage() -> None:
     assert classify(http_error(429, {"Retry-After": past})).delay == 0
     assert classify(http_error(429, {"Retry-After": "soon"})).delay is None
     assert classify(http_error(429)).delay is None
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_delay_that_is_not_finite_is_refused_so_it_is_never_stored(value: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        Retry(delay_seconds=value)
+    with pytest.raises(InvalidJobConfig, match="Backoff base must be a finite number"):
+        Backoff(base=value)
+    with pytest.raises(InvalidJobConfig, match="Backoff cap must be a finite number"):
+        Backoff(cap=value)
+
+
+@pytest.mark.parametrize("header", ["nan", "inf", "-inf", "1e400", "Infinity"])
+def test_http_429_with_a_retry_after_that_is_not_finite_uses_the_default(header: str) -> None:
+    assert classify(http_error(429, {"Retry-After": header})).delay is None

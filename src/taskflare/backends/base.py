@@ -93,10 +93,16 @@ class EnqueueParams:
     `connection`: a driver connection of the caller's (PostgreSQL: a psycopg connection);
     the messages are then written inside the caller's own transaction. A backend that
     cannot do that raises `InvalidMessage`.
+
+    `durable=False` (no `connection`): the commit does not wait for the disk; the next
+    durable commit on the same database flushes it along with its own (a database's log
+    is flushed in order). `enqueue_many` stores every chunk but its last so: when the
+    call returns, all of them are on disk, after one flush instead of one a chunk.
     """
 
     messages: Sequence[NewMessage]
     connection: Any | None = None
+    durable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

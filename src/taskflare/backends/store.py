@@ -151,6 +151,15 @@ def claimable(info: ReadyInfo, min_count: int, max_wait: float) -> bool:
     return info.ready_count >= min_count or info.oldest_available_at <= info.now - max_wait
 
 
+def _lead(params: JobSearchParams) -> str:
+    """The suffix of the statement whose index drives a filtered jobs list or count: a
+    status is usually the narrower range (failed, pending, running are a small share of
+    a large table), so it drives when both a status and a type are given."""
+    if params.state is not None:
+        return "_state"
+    return "_type" if params.type is not None else ""
+
+
 def _search_args(params: JobSearchParams) -> dict[str, Any]:
     """The bound values of the jobs-list statements: open ends of the time range and the
     cursor as infinities (always bound, so an index can seek), an inclusive upper time as
@@ -183,9 +192,6 @@ STATS_BUCKETS = 14
 
 class SqlStore:
     """The storage methods that are one statement on every dialect."""
-
-    # SQLite plans a statement once: the jobs list has one statement per driving index.
-    SEARCH_BY_INDEX = False
 
     def __init__(self, executor: Executor) -> None:
         self._x = executor
@@ -378,16 +384,6 @@ class SqlStore:
         )
         return rows.into(MessageRecord)
 
-    def _search_name(self, base: str, params: JobSearchParams) -> str:
-        # A status is usually the narrower range (failed, pending, running are a small
-        # share of a large table), so it drives when both are given.
-        if self.SEARCH_BY_INDEX:
-            if params.state is not None:
-                return f"{base}_state"
-            if params.type is not None:
-                return f"{base}_type"
-        return base
-
     async def job_search(self, params: JobSearchParams) -> JobSearchResult:
         """Jobs matching the filters, newest first: by key, by payload text (a bounded
         window), or by the filters alone."""
@@ -406,7 +402,7 @@ class SqlStore:
                     scanned_to = (float(end[0]["created_at"]), str(end[0]["id"]))
             return JobSearchResult(records, scanned_to)
         # Bounded: at most `filter_scan_limit` entries of the driving index per call.
-        lead = "_state" if params.state is not None else "_type" if params.type is not None else ""
+        lead = _lead(params)
         window = args | {"scan_limit": params.filter_scan_limit}
         rows = await self._x.fetch(f"job_search_scan{lead}", window)
         records = rows.into(MessageRecord)
@@ -419,16 +415,17 @@ class SqlStore:
 
     async def job_search_count(self, params: JobSearchParams) -> int:
         """How many jobs match, at most `count_limit` (a key search: at most one page;
-        a payload text: among the newest `scan_limit` jobs only)."""
+        a payload text: among the newest `scan_limit` jobs only; else among the newest
+        `filter_scan_limit` entries of the index that drives the filters)."""
         if params.key is not None:
             return min(len((await self.job_search(params)).records), params.count_limit)
         args = _search_args(JobSearchParams(**{**_fields(params), "before": None}))
-        name = (
-            "job_search_count_text"
-            if params.text is not None
-            else self._search_name("job_search_count", params)
-        )
-        return int((await self._x.fetch(name, args)).scalar() or 0)
+        if params.text is not None:
+            name = "job_search_count_text"
+        else:
+            name = f"job_search_count{_lead(params)}"
+            args |= {"scan_limit": params.filter_scan_limit}
+        return min(int((await self._x.fetch(name, args)).scalar() or 0), params.count_limit)
 
     async def job_ahead_count(self, params: JobAheadParams) -> int:
         """Ready jobs a pending job waits behind."""

@@ -766,7 +766,7 @@ def _flow_literals(messages: Sequence[NewMessage]) -> list[str | None]:
     return [None if f is None else orjson.dumps(f).decode() for f in flows]
 
 
-def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
+def _uniform_args(messages: Sequence[NewMessage], flush_later: bool) -> dict[str, Any] | None:
     """The parameters of `message_enqueue_uniform` when every message shares what
     `_SHARED` names, else None."""
     every = list(map(_SHARED, messages))  # compared in C, no Python frame a message
@@ -787,10 +787,13 @@ def _uniform_args(messages: Sequence[NewMessage]) -> dict[str, Any] | None:
         "ids": [m.id for m in messages],
         "bodies": [m.body for m in messages],
         "flow_keys": _flow_literals(messages),
+        "flush_later": flush_later,
     }
 
 
-def _enqueue_many_args(messages: Sequence[NewMessage]) -> tuple[str, dict[str, Any]]:
+def _enqueue_many_args(
+    messages: Sequence[NewMessage], flush_later: bool = False
+) -> tuple[str, dict[str, Any]]:
     """`message_enqueue_many` (or its traced twin) and its parameters, a column each."""
     args: dict[str, Any] = {
         "ids": [m.id for m in messages],
@@ -805,6 +808,7 @@ def _enqueue_many_args(messages: Sequence[NewMessage]) -> tuple[str, dict[str, A
         "correlation_ids": [m.correlation_id for m in messages],
         "batch_ids": [m.batch_id for m in messages],
         "flow_keys": _flow_literals(messages),
+        "flush_later": flush_later,
     }
     if any(m.trace_context is not None for m in messages):
         args["trace_contexts"] = [m.trace_context for m in messages]
@@ -947,10 +951,12 @@ class PostgresBackend(SqlStore):
         messages = params.messages
         if not messages:
             return
-        uniform = _uniform_args(messages)
+        # Never on a caller's connection: the setting would hold for their transaction.
+        flush_later = not params.durable and params.connection is None
+        uniform = _uniform_args(messages, flush_later)
         traced = messages[0].trace_context is not None
         if uniform is None or params.connection is not None:
-            statement, args = _enqueue_many_args(messages)
+            statement, args = _enqueue_many_args(messages, flush_later)
             if params.connection is not None:
                 await self._db.on_callers_connection(
                     params.connection, lambda cur: self._db.on(cur, statement, args)
@@ -970,7 +976,7 @@ class PostgresBackend(SqlStore):
                     return
                 except pg_errors.UniqueViolation:
                     pass  # an id stored before (a repeated store): the rest, as ever
-            await self._db.on(conn, *_enqueue_many_args(messages))
+            await self._db.on(conn, *_enqueue_many_args(messages, flush_later))
 
         await self._db.run(run, "message_enqueue_uniform")
 

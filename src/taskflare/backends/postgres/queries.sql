@@ -15,8 +15,13 @@
 
 -- name: message_enqueue_many
 -- One statement stores a whole batch. ON CONFLICT makes a retried enqueue (after a
--- connection lost between commit and reply) a no-op instead of an error.
-WITH inserted AS (
+-- connection lost between commit and reply) a no-op instead of an error. `flush_later`:
+-- commit without waiting for the WAL flush (EnqueueParams.durable=False); the next
+-- durable commit flushes it.
+WITH commit_mode AS MATERIALIZED (
+    SELECT CASE WHEN %(flush_later)s::boolean
+                THEN set_config('synchronous_commit', 'off', true) END AS setting
+), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
                                    idempotency_key, correlation_id, batch_id, flow_keys
@@ -40,15 +45,19 @@ WITH inserted AS (
     RETURNING queue
 )
 SELECT count(pg_notify(%(channel)s, 'ready:' || q.queue)) AS notified
-FROM (SELECT DISTINCT queue FROM inserted) AS q;
+FROM (SELECT DISTINCT queue FROM inserted) AS q, commit_mode;
 
 -- name: message_enqueue_uniform
 -- A batch whose messages differ only in id, body and limit buckets (every enqueue_many
 -- chunk, most send_batch calls): the shared values are scalars, so the server parses two
 -- or three arrays instead of twelve. Plain INSERT: ids are new, and a retry after a
 -- connection lost mid-statement runs message_enqueue_many (ON CONFLICT) instead. One
--- queue, so one NOTIFY; the CTE runs whether or not the SELECT reads it.
-WITH inserted AS (
+-- queue, so one NOTIFY; the insert runs whether or not the SELECT reads it.
+-- `flush_later`: as in message_enqueue_many.
+WITH commit_mode AS MATERIALIZED (
+    SELECT CASE WHEN %(flush_later)s::boolean
+                THEN set_config('synchronous_commit', 'off', true) END AS setting
+), inserted AS (
     INSERT INTO {schema}.messages (id, queue, state, body, content_type, priority, attempts,
                                    created_at, available_at, type, max_attempts,
                                    idempotency_key, correlation_id, batch_id, flow_keys
@@ -62,7 +71,7 @@ WITH inserted AS (
     FROM unnest(%(ids)s::text[], %(bodies)s::bytea[], %(flow_keys)s::text[])
          AS m(id, body, flow)
 )
-SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified;
+SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified FROM commit_mode;
 
 -- name: message_claim_many
 -- One statement claims a whole batch. SKIP LOCKED lets concurrent workers take
@@ -886,16 +895,47 @@ WHERE last_seen >= %(since)s ORDER BY started_at;
 -- always bound (open ends as +/- infinity), so the index seeks to the page.
 
 -- name: job_search_count
+-- The count of a bulk action's filter: the jobs matching it among the newest
+-- %(scan_limit)s entries of the index that drives it (as job_search_scan*), so a filter
+-- that matches almost nothing costs one window, not a walk of the whole index; the
+-- caller says "at least" when the window did not reach the end.
 SELECT count(*) FROM (
-SELECT 1 FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+    SELECT state, type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
-  AND (%(needle)s::bytea IS NULL OR position(%(needle)s::bytea IN body) > 0)
-LIMIT %(count_limit)s) AS matching;
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
+
+-- name: job_search_count_state
+SELECT count(*) FROM (
+    SELECT type, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND state = %(state)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
+
+-- name: job_search_count_type
+SELECT count(*) FROM (
+    SELECT state, queue FROM {schema}.messages
+    WHERE type IS NOT NULL
+      AND type = %(type)s::text
+      AND created_at >= %(created_from)s::float8
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    ORDER BY created_at DESC, id DESC
+    LIMIT %(scan_limit)s
+) AS examined
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text);
 
 -- name: job_search_count_text
 -- A count with a payload text looks inside the newest %(scan_limit)s jobs only (the

@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,7 +495,6 @@ class SQLiteBackend(SqlStore):
     # pread) every header_interval [s] in between.
     poll_interval = 0.02
     header_interval = 0.004
-    SEARCH_BY_INDEX = True
 
     def __init__(
         self,
@@ -622,7 +622,9 @@ class SQLiteBackend(SqlStore):
         rows = [insert_params(m) for m in params.messages]
         if rows:
             statement = insert_statement(params.messages)
-            await self._db.transaction(lambda tx: tx.execute_many(statement, rows))
+            await self._db.transaction(
+                lambda tx: tx.execute_many(statement, rows), durable=params.durable
+            )
 
     async def message_claim_many(self, params: ClaimParams) -> ClaimResult:
         """Lease one batch in one transaction (see `claim_batch`); describe the queue if
@@ -667,13 +669,20 @@ class SQLiteBackend(SqlStore):
         return ClaimResult(claimed)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
-        """One transaction (the write lock serializes claims): the claim statement, then
-        the tokens its jobs spent, in one statement for the whole batch (or, when it took
-        nothing, when to look again)."""
+        """One transaction (the write lock serializes claims): read the batch (with no
+        limit near, as the plain claim reads it: `message_claim_limited_fast`; else, or
+        when that read nothing, `message_claim_limited`), lease it, then spend the tokens
+        its jobs took, in one statement for the whole batch (or, when it took nothing,
+        say when to look again)."""
         limits_json = orjson.dumps(
             [[lim.family, lim.amount, lim.period, lim.burst] for lim in params.limits]
         ).decode()
         rated = any(lim.is_rate for lim in params.limits)
+        # A limit allowing fewer jobs than this claim takes, even with none running (a
+        # concurrency of 2 per key): the fast read would never read anything.
+        small = any(
+            (lim.burst if lim.is_rate else lim.amount) < params.limit for lim in params.limits
+        )
         args = {
             "queue": params.queue,
             "limit": params.limit,
@@ -685,20 +694,30 @@ class SQLiteBackend(SqlStore):
             "limits": limits_json,
         }
 
-        if params.queue in self._idle_queues:
-            # As for the plain claim: an idle queue is looked at with a read first, so
-            # workers woken by other processes' writes do not queue for the write lock
-            # when nothing at all is ready (held jobs still need the claim's own look).
-            info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
-            info = (await self._db.fetch("queue_ready_info", info_args)).first(ReadyInfo)
-            assert info is not None
-            if info.paused or info.oldest_available_at is None:
-                return ClaimResult([], info)
+        idle, db = params.queue in self._idle_queues, self._db
+        # Each distinct flow_keys text of the claimed rows, read once (jobs of one type
+        # without keys all carry the same text).
+        keys: dict[str, list[str]] = {}
+
+        def look_and_claim() -> Rows | ReadyInfo | None:
+            # One hop to the connection's thread, as for the plain claim. An idle queue
+            # is looked at with a read first, so workers woken by other processes' writes
+            # do not queue for the write lock when nothing at all is ready (held jobs
+            # still need the claim's own look).
+            if idle:
+                info_args = {"queue": params.queue, "limit": params.limit, "types": params.types}
+                info = db.read_here("queue_ready_info", info_args).first(ReadyInfo)
+                assert info is not None
+                if info.paused or info.oldest_available_at is None:
+                    return info
+            return db.transaction_here(run, durable=False)
 
         def run(tx: Transaction) -> Rows | ReadyInfo | None:
-            # Only SQL while the write lock is held; the rows become messages after.
-            rows = tx.fetch("message_claim_limited", args)
-            if not rows.rows:
+            # The write lock is held: SQL and counting only; the rows become messages after.
+            rows = None if small else tx.fetch("message_claim_limited_fast", args)
+            if not rows:
+                rows = tx.fetch("message_claim_limited", args)
+            if not rows:
                 return tx.fetch(
                     "flow_ready_info",
                     {
@@ -708,13 +727,21 @@ class SQLiteBackend(SqlStore):
                         "concurrency_poll": CONCURRENCY_POLL,
                     },
                 ).first(ReadyInfo)
+            at = rows.columns.index("id")
+            ids = [r[at] for r in rows.rows]
+            leased = tx.fetch("message_claim_lease", {**args, "ids": ids}).rowcount
+            if leased != len(ids):  # cannot happen: the write lock is held since the read
+                raise BackendUnavailable(f"a claim leased {leased} of the {len(ids)} jobs it read")
+            at = rows.columns.index("flow_keys")
+            texts = Counter(r[at] for r in rows.rows)
+            keys.update((t, orjson.loads(t)) for t in texts if t)
             if rated:
-                at = rows.columns.index("id")
-                ids = orjson.dumps([r[at] for r in rows.rows]).decode()
-                tx.fetch("flow_spend", {"ids": ids, "limits": limits_json})
+                spent = rate_spent(texts, keys)
+                if spent:
+                    tx.fetch("flow_spend", {"spent": spent, "limits": limits_json})
             return rows
 
-        outcome = await self._db.transaction(run, durable=False)
+        outcome = await db.call(look_and_claim)
         if not isinstance(outcome, Rows):
             self._idle_queues.add(params.queue)
             return ClaimResult([], outcome)
@@ -722,7 +749,7 @@ class SQLiteBackend(SqlStore):
         claimed = outcome.into(ClaimedMessage)
         for message in claimed:
             raw: Any = message.flow_keys  # JSON text as stored
-            message.flow_keys = orjson.loads(raw) if raw else []
+            message.flow_keys = list(keys[raw]) if raw else []
         delivery_order(claimed)
         return ClaimResult(claimed)
 
@@ -911,6 +938,19 @@ class SQLiteBackend(SqlStore):
             return jobs + messages
 
         return await self._db.transaction(run)
+
+
+def rate_spent(texts: Mapping[str | None, int], keys: Mapping[str, list[str]]) -> list[Any]:
+    """The tokens a claim spends, as `flow_spend` takes them: [[bucket, jobs], ...] for
+    every rate bucket (family `r...`) of the claimed jobs, from the count of each
+    distinct flow_keys text among them and that text read."""
+    spent: Counter[str] = Counter()
+    for text, jobs in texts.items():
+        if text:
+            for bucket in keys[text]:
+                if bucket.startswith("r"):
+                    spent[bucket] += jobs
+    return [[bucket, jobs] for bucket, jobs in spent.items()]
 
 
 def claim_batch(tx: Transaction, args: dict[str, Any]) -> Rows:

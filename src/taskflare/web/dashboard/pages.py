@@ -15,7 +15,7 @@ from ...errors import UnknownQueue
 from ...jobs import JobStatus
 from ...readmodel import (
     BATCH_COUNT_LIMIT,
-    COUNT_LIMIT,
+    BULK_COUNT_LIMIT,
     FILTER_SCAN_LIMIT,
     TEXT_SCAN_LIMIT,
     JobQuery,
@@ -281,13 +281,13 @@ class Views:
 
         try:
             query = job_query(request)
-            count = await self.app.read.job_search_count(query, COUNT_LIMIT)
-            complete = await self.app.read.job_search_count_complete(query)
+            count = await self.app.read.job_search_count(query, BULK_COUNT_LIMIT)
+            complete = await self.app.read.job_search_count_complete(query, BULK_COUNT_LIMIT)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        at_least = count > COUNT_LIMIT or not complete
-        if count > COUNT_LIMIT:
-            shown = f"more than {COUNT_LIMIT:,}".replace(",", " ")
+        at_least = count > BULK_COUNT_LIMIT or not complete
+        if count > BULK_COUNT_LIMIT:
+            shown = f"{_thousands(BULK_COUNT_LIMIT)}+"
         elif not complete:  # a payload text, counted in the newest jobs only
             shown = f"at least {count}"
         else:
