@@ -1159,6 +1159,8 @@ class PostgresBackend(SqlStore):
             return JobRetryResult(RetryResult.MISSING)
         if outcome == "retried":
             return JobRetryResult(RetryResult.RETRIED)
+        if str(outcome).startswith("held:"):
+            return JobRetryResult(RetryResult.KEY_HELD, None, str(outcome)[len("held:") :])
         return JobRetryResult(RetryResult.WRONG_STATE, str(outcome))
 
     async def job_prune(self, params: PruneParams) -> int:
