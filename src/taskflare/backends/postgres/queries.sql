@@ -133,7 +133,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: message_claim_expected
--- The claim alone, for a caller that expects work (min_count 1): what the statement
+-- The claim alone, for a caller that expects work and takes whatever is ready
+-- (min_count 1, or max_wait 0: no batch waits to fill up): what the statement
 -- above does when it claims, without the description of an empty queue, whose
 -- subqueries cost more to plan than the claim itself. An empty result means nothing was
 -- claimed; the caller then asks queue_ready_info.
