@@ -709,6 +709,11 @@ class JobClient:
             raise InvalidJobState(
                 f"job {job_id} is {status}; only failed or cancelled jobs can be retried"
             )
+        if outcome.result is RetryResult.KEY_HELD:
+            raise InvalidJobState(
+                f"job {job_id} cannot be retried: job {outcome.holder} has taken its "
+                "idempotency key since it ended; retry or wait for that job instead"
+            )
         job = await self.get_job(job_id)
         if job is None:
             raise JobNotFound(f"job {job_id} vanished while being retried")

@@ -80,6 +80,8 @@ async def test_cancelling_a_job_that_waits_for_its_retry_stops_it_for_good(app: 
     cancelled = await app.cancel(job.id)
     assert cancelled.status is JobStatus.CANCELLED
     assert cancelled.completed_at is not None
+    # It did run once: the error does not say it never ran.
+    assert cancelled.error == "cancelled while waiting for its next attempt"
     async with running_worker(app):
         await asyncio.sleep(0.8)  # well past the retry's due time: it must not run
     assert runs == [1]

@@ -269,6 +269,33 @@ async def test_a_claim_that_expects_work_claims_as_any_claim_and_may_skip_the_de
     assert (await record(backend, other.id)).state == State.READY
 
 
+async def test_a_batch_claim_that_expects_work_still_waits_for_its_batch_to_fill(
+    backend: Backend,
+) -> None:
+    """`describe_empty=False` changes nothing about batching: with `max_wait` 0 whatever
+    is ready is taken; otherwise a short batch stays until it fills or its oldest
+    message has waited `max_wait`."""
+    first = message("b")
+    await enqueue(backend, first)
+
+    def expecting(min_count: int, max_wait: float) -> ClaimParams:
+        return ClaimParams(
+            "b",
+            10,
+            uuid7(),
+            OWNER,
+            30.0,
+            min_count=min_count,
+            max_wait=max_wait,
+            describe_empty=False,
+        )
+
+    assert (await backend.message_claim_many(expecting(10, 60.0))).messages == []
+    assert (await record(backend, first.id)).state == State.READY
+    taken = (await backend.message_claim_many(expecting(10, 0.0))).messages
+    assert [m.id for m in taken] == [first.id]
+
+
 # -- message_release_many ---------------------------------------------------------------
 
 

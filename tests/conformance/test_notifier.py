@@ -272,8 +272,11 @@ async def test_sqlite_hears_an_announced_commit_at_once_after_a_write_that_was_n
         monkeypatch.setattr(executor, "poll_data_version", counted)
         seq = waiter.change_seq(topic)
         waiting = asyncio.ensure_future(waiter.wait_for_change(topic, seq, WITHIN))
-        with sqlite3.connect(path) as conn:  # a write to the file that is no commit
+        conn = sqlite3.connect(path)
+        try:  # a write to the file that is no commit
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
         await wait_until(lambda: looks[0] >= 1, what="the watch to look after the write")
         assert not waiting.done()
         await enqueue(writer, message("q"))

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from helpers import get, running_worker, total_messages
+from helpers import get, running_worker, total_messages, wait_until
 from taskflare import App, InvalidDelay, MessageBatch
 from taskflare.testing import drain
+from taskflare.worker import WorkerConfig
 
 SLACK = 3.0
 
@@ -124,3 +125,23 @@ async def test_retry_with_a_negative_delay_fails_the_handler_and_retries(app: Ap
     record = await get(app, message_id)
     assert record is not None and record.state == "ready" and record.attempts == 1
     assert record.last_error is not None and "InvalidDelay" in record.last_error
+
+
+async def test_a_consumer_woken_by_a_delayed_message_sleeps_until_it_is_due(app: App) -> None:
+    """A queue that takes whatever is ready (`max_batch_timeout=0`): its fetcher, woken by
+    a send, claims expecting work; when that takes nothing because the message is
+    delayed, it still learns when the message is due. With a 60 s idle wait, a message
+    due in 0.3 s is delivered long before the wait ends."""
+    q = app.queue("woken", max_batch_size=10, max_batch_timeout=0)
+    seen: list[object] = []
+
+    @q.consumer
+    async def handle(batch: MessageBatch[object]) -> None:
+        seen.extend(m.body for m in batch.messages)
+
+    async with running_worker(app, WorkerConfig(idle_wait=60.0)):
+        await q.send("first")
+        await wait_until(lambda: "first" in seen, timeout=30, what="the first message")
+        # The fetcher is idle again; the next change it hears of is a delayed message.
+        await q.send("later", delay_seconds=0.3)
+        await wait_until(lambda: "later" in seen, timeout=30, what="the delayed message")

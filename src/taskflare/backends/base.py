@@ -659,14 +659,17 @@ class RetryResult(StrEnum):
     RETRIED = "retried"
     WRONG_STATE = "wrong_state"
     MISSING = "missing"
+    KEY_HELD = "key_held"  # another job now holds the job's idempotency key
 
 
 @dataclass(frozen=True, slots=True)
 class JobRetryResult:
-    """The outcome of a manual retry, and the job's state when it could not be retried."""
+    """The outcome of a manual retry, and the job's state when it could not be retried
+    (for `KEY_HELD`, `holder` is the job that holds its idempotency key now)."""
 
     result: RetryResult
     state: str | None = None
+    holder: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

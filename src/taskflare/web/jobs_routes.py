@@ -19,7 +19,7 @@ from ..errors import (
     UnknownJobType,
     UnknownQueue,
 )
-from ..jobs import JobStatus
+from ..jobs import JobStatus, iso
 from .common import ERRORS, ApiError, said
 from .security import items_within, no_control_characters
 
@@ -99,6 +99,23 @@ class StatsResponse(BaseModel):
     stats: dict[str, Any]
 
 
+class JobStatusResponse(BaseModel):
+    """`GET /jobs/{id}/status`: a job's progress, flat, as a status-tracking endpoint
+    answers it (`updatedAt`: the latest time the job was stored as changed)."""
+
+    success: bool = True
+    id: str
+    type: str
+    status: str
+    attempts: int
+    progress: float | None
+    progressNote: str | None
+    result: Any = None
+    error: str | None
+    createdAt: str
+    updatedAt: str
+
+
 class LimitsResponse(BaseModel):
     """`GET /limits`."""
 
@@ -162,6 +179,28 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(404, f"Job not found: {job_id}", "not_found")
         # A pending job says why it has not run yet: snoozed, or held by a limit.
         return JobResponse(job=job.to_dict() | await app.read.job_hold(job))
+
+    @router.get("/jobs/{job_id}/status", response_model=JobStatusResponse)
+    async def get_job_status(job_id: str) -> JobStatusResponse:
+        job = await app.read.job(job_id)
+        if job is None:
+            raise ApiError(404, f"Job not found: {job_id}", "not_found")
+        shown = job.to_dict()
+        changes = [job.created_at, job.started_at, job.completed_at]
+        changes += [a.finished_at for a in job.history]
+        updated = max(moment for moment in changes if moment is not None)
+        return JobStatusResponse(
+            id=job.id,
+            type=job.type,
+            status=job.status.value,
+            attempts=job.attempts,
+            progress=job.progress,
+            progressNote=job.progress_note,
+            result=job.result,
+            error=job.error,
+            createdAt=shown["createdAt"],
+            updatedAt=iso(updated) or shown["createdAt"],
+        )
 
     @router.get("/jobs", response_model=JobListResponse)
     async def list_jobs(

@@ -133,7 +133,7 @@ class MessageFetcher:
         self.backlog = backlog
         self.primary = primary
 
-    def _params(self) -> ClaimParams:
+    def _params(self, *, expected: bool = False) -> ClaimParams:
         cfg = self.spec.config
         return ClaimParams(
             queue=self.spec.name,
@@ -143,23 +143,32 @@ class MessageFetcher:
             visibility_timeout=cfg.visibility_timeout,
             min_count=cfg.max_batch_size,
             max_wait=cfg.max_batch_timeout,
+            describe_empty=not expected,
         )
 
     async def run(self) -> None:
-        """Claim and dispatch batches until the worker stops."""
+        """Claim and dispatch batches until the worker stops.
+
+        As for jobs (see `JobProducer.run`), the primary fetcher's claim right after a
+        change woke it, or right after a full batch, expects work: a backend may leave
+        out describing an empty queue, which is then asked for separately."""
         state, spec = self.state, self.spec
         topic = ready_topic(spec.name)
         failures = [0]
+        expected = False
         while not state.stop.is_set():
             if not self.primary and not await state.until_stopped(self.backlog.wait()):
                 return
             seq = state.backend.change_seq(topic)
-            result = await state.claim(self._params(), spec.name, failures)
+            params = self._params(expected=expected and self.primary)
+            result = await state.claim(params, spec.name, failures)
+            expected = False
             if result is None:
                 continue
             claimed = result.messages
             if len(claimed) >= spec.config.max_batch_size:
                 self.backlog.set()
+                expected = True
             else:
                 self.backlog.clear()
             if claimed:
@@ -169,9 +178,13 @@ class MessageFetcher:
                 else:
                     await release(state, spec.name, claimed)
                 continue
-            wait = idle_wait(result.ready, spec, state.idle_wait, fill=True)
+            ready = result.ready
+            if ready is None and not params.describe_empty:
+                ready = await ready_info(state, spec.name, spec.config.max_batch_size, None)
+            wait = idle_wait(ready, spec, state.idle_wait, fill=True)
             if self.primary and wait > 0:
                 await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
+                expected = state.backend.change_seq(topic) != seq  # woken by new work
 
     async def _run_batch(self, claimed: list[ClaimedMessage]) -> None:
         state, spec = self.state, self.spec
@@ -216,17 +229,6 @@ class JobProducer:
             describe_empty=not expected,
         )
 
-    async def _ready_info(self, limit: int) -> ReadyInfo | None:
-        """What the queue holds, after a claim that expected work took nothing (None: the
-        database could not say; the fetcher then sleeps its idle wait)."""
-        try:
-            return await self.state.backend.queue_ready_info(
-                ReadyInfoParams(self.spec.name, limit, self.types)
-            )
-        except Exception as exc:
-            log.warning("queue %r: cannot look at the queue (%s)", self.spec.name, exc)
-            return None
-
     async def run(self) -> None:
         """Claim and start jobs until the worker stops.
 
@@ -264,7 +266,7 @@ class JobProducer:
                 continue
             ready = result.ready
             if ready is None and not params.describe_empty:
-                ready = await self._ready_info(taken)
+                ready = await ready_info(state, spec.name, taken, self.types)
             wait = idle_wait(ready, spec, state.idle_wait, fill=False)
             if wait <= 0:
                 continue
@@ -292,6 +294,18 @@ class JobProducer:
                 emit_outcome(hooks, message, spec.name, report, result)
 
         state.buffer.submit(report.settlement, stored)
+
+
+async def ready_info(
+    state: WorkerState, queue: str, limit: int, types: tuple[str, ...] | None
+) -> ReadyInfo | None:
+    """What `queue` holds, after a claim that expected work took nothing (None: the
+    database could not say; the fetcher then sleeps its idle wait)."""
+    try:
+        return await state.backend.queue_ready_info(ReadyInfoParams(queue, limit, types))
+    except Exception as exc:
+        log.warning("queue %r: cannot look at the queue (%s)", queue, exc)
+        return None
 
 
 async def wait_for_any(backend: Backend, changes: dict[str, int], timeout: float) -> bool:

@@ -995,8 +995,9 @@ class PostgresBackend(SqlStore):
             "max_wait": float(params.max_wait),
             "types": None if params.types is None else list(params.types),
         }
-        if not params.describe_empty and params.min_count <= 1:
-            # Work is expected: the claim alone (planned in about half the time).
+        if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
+            # Work is expected, and whatever is ready is taken (no batch to fill): the
+            # claim alone (planned in about half the time).
             rows = await self._db.fetch("message_claim_expected", args)
             claimed = rows.into(ClaimedMessage)
             delivery_order(claimed)
@@ -1158,6 +1159,8 @@ class PostgresBackend(SqlStore):
             return JobRetryResult(RetryResult.MISSING)
         if outcome == "retried":
             return JobRetryResult(RetryResult.RETRIED)
+        if str(outcome).startswith("held:"):
+            return JobRetryResult(RetryResult.KEY_HELD, None, str(outcome)[len("held:") :])
         return JobRetryResult(RetryResult.WRONG_STATE, str(outcome))
 
     async def job_prune(self, params: PruneParams) -> int:

@@ -133,7 +133,8 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: message_claim_expected
--- The claim alone, for a caller that expects work (min_count 1): what the statement
+-- The claim alone, for a caller that expects work and takes whatever is ready
+-- (min_count 1, or max_wait 0: no batch waits to fill up): what the statement
 -- above does when it claims, without the description of an empty queue, whose
 -- subqueries cost more to plan than the claim itself. An empty result means nothing was
 -- claimed; the caller then asks queue_ready_info.
@@ -667,7 +668,10 @@ WITH target AS MATERIALIZED (
     FOR UPDATE
 ), cancelled AS (
     UPDATE {schema}.messages AS m
-    SET state = 'cancelled', finished_at = {now}, last_error = 'cancelled before it ran'
+    SET state = 'cancelled', finished_at = {now},
+        last_error = CASE WHEN m.attempts > 0
+                          THEN 'cancelled while waiting for its next attempt'
+                          ELSE 'cancelled before it ran' END
     FROM target AS t
     WHERE m.id = t.id AND t.state = 'ready'
     RETURNING m.id
@@ -688,8 +692,19 @@ SELECT t.state AS state,
 FROM target AS t;
 
 -- name: job_retry
--- Back to pending with a fresh attempt budget; the row's old state when it cannot be.
-WITH retried AS (
+-- Back to pending with a fresh attempt budget; the row's old state when it cannot be, or
+-- 'held:<job id>' when another job holds its idempotency key now (unexpired, in a state
+-- that keeps it: a failed or cancelled job's key is free, and a new job may have taken
+-- it). A retried job holds its key again.
+WITH holder AS (
+    SELECT h.id FROM {schema}.messages AS j
+    JOIN {schema}.idempotency_keys AS k
+      ON k.key = j.idempotency_key AND k.type IN (j.type, '*')
+    JOIN {schema}.messages AS h ON h.id = k.job_id
+    WHERE j.id = %(id)s AND j.idempotency_key IS NOT NULL AND k.job_id <> j.id
+      AND k.expires_at >= {now} AND h.state IN ('ready', 'leased', 'completed')
+    LIMIT 1
+), retried AS (
     UPDATE {schema}.messages
     SET state = 'ready',
         attempts = 0,
@@ -701,13 +716,20 @@ WITH retried AS (
         result = NULL,
         last_error = NULL
     WHERE id = %(id)s AND type IS NOT NULL AND state IN ('failed', 'cancelled')
-    RETURNING queue
+      AND NOT EXISTS (SELECT 1 FROM holder)
+    RETURNING queue, type, idempotency_key
+), rekeyed AS (
+    UPDATE {schema}.idempotency_keys AS k SET job_id = %(id)s
+    FROM retried AS r
+    WHERE k.key = r.idempotency_key AND k.type IN (r.type, '*') AND k.expires_at >= {now}
 )
 SELECT 'retried' AS outcome, count(pg_notify(%(channel)s, 'ready:' || queue)) AS notified
 FROM retried
 HAVING count(*) > 0
 UNION ALL
-SELECT state, 0 FROM {schema}.messages
+SELECT CASE WHEN state IN ('failed', 'cancelled') AND EXISTS (SELECT 1 FROM holder)
+            THEN 'held:' || (SELECT id FROM holder) ELSE state END, 0
+FROM {schema}.messages
 WHERE id = %(id)s AND type IS NOT NULL AND NOT EXISTS (SELECT 1 FROM retried);
 
 -- name: job_progress

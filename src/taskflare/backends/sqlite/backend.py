@@ -858,9 +858,13 @@ class SQLiteBackend(SqlStore):
         args = {"id": params.id}
 
         def run(tx: Transaction) -> JobRetryResult:
-            if tx.fetch("job_retry", args).rowcount:
+            holder = tx.fetch("job_key_holder", args).scalar()
+            if holder is None and tx.fetch("job_retry", args).rowcount:
+                tx.fetch("job_rekey", args)
                 return JobRetryResult(RetryResult.RETRIED)
             state = tx.fetch("job_state", args).scalar()
+            if holder is not None and state in (State.FAILED, State.CANCELLED):
+                return JobRetryResult(RetryResult.KEY_HELD, str(state), str(holder))
             if state is None:
                 return JobRetryResult(RetryResult.MISSING)
             return JobRetryResult(RetryResult.WRONG_STATE, str(state))

@@ -400,7 +400,9 @@ LIMIT :limit;
 
 -- name: job_cancel_pending
 UPDATE messages
-SET state = 'cancelled', finished_at = :now, last_error = 'cancelled before it ran'
+SET state = 'cancelled', finished_at = :now,
+    last_error = CASE WHEN attempts > 0 THEN 'cancelled while waiting for its next attempt'
+                      ELSE 'cancelled before it ran' END
 WHERE id = :id AND type IS NOT NULL AND state = 'ready';
 
 -- name: job_cancel_request
@@ -409,6 +411,23 @@ WHERE id = :id AND type IS NOT NULL AND state = 'leased';
 
 -- name: job_state
 SELECT state FROM messages WHERE id = :id AND type IS NOT NULL;
+
+-- name: job_key_holder
+-- Another job that holds this job's idempotency key now (unexpired, in a state that keeps
+-- it): a failed or cancelled job's key is free, and a new job may have taken it since.
+SELECT h.id FROM messages AS j
+JOIN idempotency_keys AS k ON k.key = j.idempotency_key AND k.type IN (j.type, '*')
+JOIN messages AS h ON h.id = k.job_id
+WHERE j.id = :id AND j.idempotency_key IS NOT NULL AND k.job_id <> j.id
+  AND k.expires_at >= :now AND h.state IN ('ready', 'leased', 'completed')
+LIMIT 1;
+
+-- name: job_rekey
+-- A retried job holds its idempotency key again (no other job holds it: job_key_holder).
+UPDATE idempotency_keys SET job_id = :id
+WHERE key = (SELECT idempotency_key FROM messages WHERE id = :id)
+  AND type IN ((SELECT type FROM messages WHERE id = :id), '*')
+  AND expires_at >= :now;
 
 -- name: job_retry
 UPDATE messages
