@@ -52,7 +52,8 @@ async def test_cancel_a_running_job_then_retry_it_over_http(database_url: str) -
 
             answer = await call(client, "DELETE", f"/jobs/{job_id}")
             assert answer.status_code == 200, answer.text
-            assert answer.json()["message"] == "Job cancellation requested"
+            # Requested; the worker may already have stopped it when the answer reads it.
+            assert answer.json()["message"] in ("Job cancellation requested", "Job cancelled")
             final = (await call(client, "GET", f"/jobs/{job_id}?wait=10")).json()["job"]
             assert final["status"] == "cancelled" and final["completedAt"] is not None
             assert (await call(client, "DELETE", f"/jobs/{job_id}")).status_code == 409

@@ -358,3 +358,19 @@ def test_errors_name_fields_as_the_http_caller_wrote_them_with_units(
         assert "200 0" in big and "KiB" in big and "_" not in big.replace("job type", "")
         for text in (both, error({"runAt": far})):
             assert "run_at" not in text and "delay_seconds" not in text
+
+
+def test_a_path_or_method_the_api_does_not_have_is_named_with_a_code(
+    client: httpx.Client,
+) -> None:
+    """The router's own 404 and 405 carry a `code` like every other error, and say which
+    request had no route (not a bare "Not Found")."""
+    missing = client.get("/job/01a2")
+    assert error_of(missing, 404) == ("no such path: GET /job/01a2 (the paths are listed at /docs)")
+    assert missing.json()["code"] == "not_found"
+    wrong = client.put("/jobs", json={})
+    assert "PUT /jobs" in error_of(wrong, 405)
+    assert wrong.json()["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+    unknown_job = client.get("/jobs/nope")  # a route's own 404 keeps its message
+    assert "nope" in error_of(unknown_job, 404) and unknown_job.json()["code"] == "not_found"

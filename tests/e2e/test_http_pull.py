@@ -162,3 +162,24 @@ def test_pull_and_ack_bodies_are_validated(client: httpx.Client) -> None:
     bad_ack = client.post("/queues/pull/messages/ack", json={"acks": [{"lease": "x"}]})
     assert "lease_id" in error_of(bad_ack, 422)
     error_of(client.post("/queues/nope/messages/pull", json={}), 404)
+
+
+def test_a_misspelled_field_is_refused_naming_it_not_ignored(client: httpx.Client) -> None:
+    """An unknown field would otherwise be dropped and its default used: `batchSize`
+    pulling 5, a retry's `delaySeconds` retrying at once, a reprocess's `id` replaying
+    every dead letter instead of the one named."""
+    client.post("/queues/pull/messages", json={"body": {"n": 1}}).raise_for_status()
+    camel = client.post("/queues/pull/messages/pull", json={"batchSize": 50})
+    assert "batchSize" in error_of(camel, 422)
+    [message] = pull(client, batch_size=10)["messages"]
+    lease = message["lease_id"]
+    retry = {"lease_id": lease, "delaySeconds": 600}
+    late = client.post("/queues/pull/messages/ack", json={"retries": [retry]})
+    assert "delaySeconds" in error_of(late, 422)
+    typo = client.post("/queues/pull/messages/ack", json={"acks": [], "acked": [lease]})
+    assert "acked" in error_of(typo, 422)
+    some = client.post("/queues/pull/dlq/reprocess", json={"id": ["01a2"]})
+    assert "id" in error_of(some, 422)
+    purge = client.post("/queues/pull/purge", json={"confirm": "pull", "force": True})
+    assert "force" in error_of(purge, 422)
+    assert ack(client, [lease]) == {"ackCount": 1, "retryCount": 0, "warnings": {}}

@@ -231,7 +231,7 @@ def test_enqueue_without_the_app_applies_the_stored_limits_or_refuses(
     app.job("once", unique=Unique(by=("type", "payload")))(print)
     app.run_sync(app.declare_queues())
     app.close_sync()
-    refused, keyed, limited, once, again, sent = tf_many(
+    refused, keyed, limited, once, again, sent, typo, anyway = tf_many(
         [
             ["jobs", "enqueue", "serial", '{"account": 9}'],
             ["jobs", "enqueue", "serial", '{"account": 9}', "--concurrency-key", "9"],
@@ -239,9 +239,15 @@ def test_enqueue_without_the_app_applies_the_stored_limits_or_refuses(
             ["jobs", "enqueue", "once", '{"n": 1}'],
             ["jobs", "enqueue", "once", '{"n": 1}'],
             ["send", "partner-api", '{"n": 1}'],
+            ["jobs", "enqueue", "limted", "{}"],  # no worker would ever run it
+            ["jobs", "enqueue", "limted", "{}", "--queue", "partner-api"],
         ],
         url=database_url,
     )
+    typo_line = one_line_error(typo)
+    assert "'limted'" in typo_line and "limited, once, serial" in typo_line, typo_line
+    assert "--app" in typo_line and "--queue" in typo_line
+    assert anyway.returncode == 0, anyway.stderr  # --queue: the user's choice
     line = one_line_error(refused)
     assert "'serial'" in line and "--app" in line and "--concurrency-key" in line
     assert keyed.returncode == 0, keyed.stderr

@@ -290,6 +290,8 @@ def jobs_enqueue(
         raise fail(said(exc), 2) from None
     if not options.validate:
         app.jobs.stored_flow = _stored_flow(database_url)
+        if queue is None:
+            _refuse_an_undeclared_type(app.jobs.stored_flow, type)
     if from_file is not None:
         _enqueue_file(app, options, from_file)
         return
@@ -319,6 +321,20 @@ def jobs_enqueue(
 
     job_id, duplicate = run(app, work)
     typer.echo(f"{job_id}{' (duplicate: already enqueued with this key)' if duplicate else ''}")
+
+
+def _refuse_an_undeclared_type(flow: StoredFlow, type: str) -> None:
+    """Without the app, a type that none of the stored declarations names is a typo (its
+    job would wait in `default` for ever: no worker runs it), once the app's workers or
+    server have stored any; `--queue` or `--app` enqueue it all the same."""
+    declared = set(flow.type_queues) | set(flow.undeclared)
+    if declared and type not in declared:
+        raise fail(
+            f"no job type {type!r} in the types the app's workers and server stored "
+            f"({', '.join(sorted(declared))}); check the name, or give --app module:app, "
+            "or --queue NAME to enqueue it there all the same",
+            1,
+        )
 
 
 def _stored_flow(database_url: str | None) -> StoredFlow:

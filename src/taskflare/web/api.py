@@ -45,6 +45,14 @@ BEARER = HTTPBearer(
 )
 
 
+# The router's own 404 and 405 (a path or method the API does not have), with the code
+# every other error carries.
+ROUTING_ERRORS = {
+    404: ("not_found", "no such path", "Not Found"),
+    405: ("method_not_allowed", "method not allowed on this path", "Method Not Allowed"),
+}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     problems = []
     status = 422
@@ -117,8 +125,13 @@ def create_api(
         if failure is not None:  # a route turned an outage into a 4xx: it is a 503
             return database_unavailable(request, failure, app.database_url)
         code = exc.code if isinstance(exc, ApiError) else None
+        message = str(exc.detail)
+        routing = ROUTING_ERRORS.get(exc.status_code)
+        if code is None and routing is not None and message == routing[2]:  # no route
+            code, what, _ = routing
+            message = f"{what}: {request.method} {request.url.path} (the paths are listed at /docs)"
         return Response(
-            error_body(str(exc.detail), code),
+            error_body(message, code),
             status_code=exc.status_code,
             media_type="application/json",
             headers=getattr(exc, "headers", None),

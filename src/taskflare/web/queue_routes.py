@@ -37,6 +37,8 @@ MAX_VISIBILITY_MS = 12 * 3600 * 1000
 class PurgeRequest(BaseModel):
     """`POST /queues/{name}/purge`: `confirm` must repeat the queue's name."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
+
     confirm: str
 
 
@@ -68,12 +70,16 @@ class SendRequest(BaseModel):
 class ReprocessRequest(BaseModel):
     """`POST /queues/{name}/dlq/reprocess`: all dead letters, or only these ids."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
+
     ids: list[str] | None = Field(default=None, max_length=10_000)
     check_text = no_control_characters("ids")
 
 
 class PullRequest(BaseModel):
     """Cloudflare's pull request body."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
     batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH, strict=True)
     visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS, strict=True)
@@ -82,12 +88,16 @@ class PullRequest(BaseModel):
 class LeaseAck(BaseModel):
     """An ack of one pulled message."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
+
     lease_id: str = Field(min_length=1, max_length=500)
     check_text = no_control_characters("lease_id", base64url=True)
 
 
 class LeaseRetry(BaseModel):
     """A retry of one pulled message."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
     lease_id: str = Field(min_length=1, max_length=500)
     delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
@@ -96,6 +106,8 @@ class LeaseRetry(BaseModel):
 
 class AckRequest(BaseModel):
     """Cloudflare's ack request body."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
     acks: list[LeaseAck] = Field(default_factory=list, max_length=1000)
     retries: list[LeaseRetry] = Field(default_factory=list, max_length=1000)
