@@ -157,26 +157,16 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(
-    database_url: str,
-    tokens: Tokens | None = None,
-    recorder: Recorder | None = None,
-    security: HttpSecurity | None = None,
-) -> Iterator[LiveServer]:
-    """Serve the test app with uvicorn on a free port of 127.0.0.1 until the block ends,
-    with the protocol and limits `taskflare serve` uses."""
-    recorder = recorder or Recorder()
-    security = security or HttpSecurity(bind_host="127.0.0.1")
-    app = build_app(database_url, recorder)
-    tokens = tokens if tokens is not None else Tokens(WRITE_TOKEN, READ_TOKEN)
-    api = create_api(app, tokens, security)
+def serving(api: Any, security: HttpSecurity, **options: Any) -> Iterator[tuple[str, Any]]:
+    """Run the ASGI `api` with uvicorn in a thread on a free port of 127.0.0.1 until the
+    block ends (with the protocol and limits `taskflare serve` uses for `security`);
+    yields its base URL and the uvicorn server."""
     config = uvicorn.Config(
         api,
         lifespan="on",
         log_config=None,
         access_log=False,
-        log_level="info",
-        timeout_notify=5,
+        **options,
         **uvicorn_options(security),
     )
     server = uvicorn.Server(config)
@@ -190,9 +180,27 @@ def live_server(
             raise AssertionError("the test server did not start")
         thread.join(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", database_url, recorder, server)
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
         assert not thread.is_alive(), "the test server did not stop"
+
+
+@contextmanager
+def live_server(
+    database_url: str,
+    tokens: Tokens | None = None,
+    recorder: Recorder | None = None,
+    security: HttpSecurity | None = None,
+) -> Iterator[LiveServer]:
+    """Serve the test app with uvicorn on a free port of 127.0.0.1 until the block ends,
+    with the protocol and limits `taskflare serve` uses."""
+    recorder = recorder or Recorder()
+    security = security or HttpSecurity(bind_host="127.0.0.1")
+    app = build_app(database_url, recorder)
+    tokens = tokens if tokens is not None else Tokens(WRITE_TOKEN, READ_TOKEN)
+    api = create_api(app, tokens, security)
+    with serving(api, security, log_level="info", timeout_notify=5) as (url, server):
+        yield LiveServer(url, database_url, recorder, server)
