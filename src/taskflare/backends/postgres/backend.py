@@ -384,6 +384,7 @@ class PostgresExecutor:
         self.sql = _statements(settings.schema)
         self._settings = settings
         # Behind PgBouncer: never prepare, not even on a caller's connection.
+        self.pgbouncer = settings.pgbouncer
         self._prepare: bool | None = False if settings.pgbouncer else None
         self._signal = signal
         self._pool_timeout = pool_timeout
@@ -884,6 +885,7 @@ class PostgresBackend(SqlStore):
             n: native(self._db.sql[n])
             for n in (
                 "flow_lock",
+                "message_claim_expected",
                 "message_claim_limited",
                 "job_enqueue_plain",
                 "job_enqueue_plain_traced",
@@ -997,8 +999,8 @@ class PostgresBackend(SqlStore):
         }
         if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
             # Work is expected, and whatever is ready is taken (no batch to fill): the
-            # claim alone (planned in about half the time).
-            rows = await self._db.fetch("message_claim_expected", args)
+            # claim alone (planned in about half the time), on its cached generic plan.
+            rows = await self._claim_expected(args)
             claimed = rows.into(ClaimedMessage)
             delivery_order(claimed)
             return ClaimResult(claimed)
@@ -1009,6 +1011,38 @@ class PostgresBackend(SqlStore):
         claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
         delivery_order(claimed)
         return ClaimResult(claimed)
+
+    async def _claim_expected(self, args: dict[str, Any]) -> Rows:
+        """`message_claim_expected` on its generic plan: planned once a connection, not
+        for every execution. It is the claim of an idle worker's pickup, where its
+        planning was half of its server time (its custom and generic plans are the same:
+        the ready index in order, then the primary key; see docs/performance.md). The
+        session's `force_custom_plan` (see `_configure`) stays for every other
+        statement: BEGIN, `SET LOCAL`, the claim and COMMIT go out together, one round
+        trip, and a failure rolls the setting back with the transaction. Behind
+        PgBouncer nothing is prepared, so the claim is sent as before."""
+        if self._db.pgbouncer:
+            return await self._db.fetch("message_claim_expected", args)
+        sql, names = self._native["message_claim_expected"]
+        values = adapt_arrays({**args, "channel": self._db.channel})
+        claim_args = [values[n] for n in names]
+
+        async def run(conn: Conn) -> Rows:
+            self._db.statements_run += 1
+            cur: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(conn)
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    await cur.execute(sql, claim_args)
+                    await conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status in _OPEN:
+                    await conn.rollback()
+                raise
+            return await _rows(cur)
+
+        return await self._db.run(run, "message_claim_expected")
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
         """Two statements in one transaction, pipelined: the queue's flow lock, then the
