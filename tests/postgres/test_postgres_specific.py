@@ -435,9 +435,9 @@ async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_sessio
     database_url: str, bouncer: bool
 ) -> None:
     """The claim of a woken worker (`describe_empty=False`) is planned once a connection
-    (a generic plan), in its own transaction: the session keeps `force_custom_plan` for
-    every other statement, after a claim and after a claim that failed. Behind
-    PgBouncer nothing is prepared and the claim is sent as before."""
+    (a generic plan), in its own transaction: the session keeps `force_custom_plan` (and
+    sequential scans) for every other statement, after a claim and after a claim that
+    failed. Behind PgBouncer nothing is prepared and the claim is sent as before."""
     base = f"{database_url}&pool_max_size=1"  # one pooled connection: the one we read
     app = App(f"{base}&pgbouncer=1" if bouncer else base)
     try:
@@ -454,7 +454,8 @@ async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_sessio
             conn: psycopg.AsyncConnection[tuple[object, ...]],
         ) -> tuple[str, str, int, int]:
             cur = await conn.execute(
-                "SELECT current_setting('plan_cache_mode'), "
+                "SELECT current_setting('plan_cache_mode') || ' ' "
+                "|| current_setting('enable_seqscan'), "
                 "(SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()), "
                 "coalesce(sum(generic_plans) FILTER (WHERE statement LIKE %(claim)s), 0), "
                 "coalesce(sum(custom_plans) FILTER (WHERE statement LIKE %(claim)s), 0) "
@@ -476,9 +477,9 @@ async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_sessio
         assert (await backend.message_claim_many(params("q", 5))).messages == []
         plan_mode, state, generic, custom = await backend._db.run(session, "read the session")
         if bouncer:
-            assert (plan_mode, generic, custom) == ("auto", 0, 0)
+            assert (plan_mode, generic, custom) == ("auto on", 0, 0)
         else:
-            assert plan_mode == "force_custom_plan"
+            assert plan_mode == "force_custom_plan on"
             # (psycopg prepares again after a failed transaction: counted anew from there)
             assert generic >= 1 and custom == 0
         assert state == "active"  # this very statement: no transaction was left open

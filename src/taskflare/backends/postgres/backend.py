@@ -1013,17 +1013,17 @@ class PostgresBackend(SqlStore):
         return ClaimResult(claimed)
 
     async def _claim_expected(self, args: dict[str, Any]) -> Rows:
-        """`message_claim_expected` on its generic plan: planned once a connection, not
-        for every execution. It is the claim of an idle worker's pickup, where its
-        planning was half of its server time (its custom and generic plans are the same:
-        the ready index in order, then the primary key; see docs/performance.md). The
+        """`message_claim_expected` on its generic plan, made once a connection with
+        sequential scans off (`claim_expected_plan`): the claim of an idle worker's
+        pickup, whose planning on every execution was half of its server time. The
         session's `force_custom_plan` (see `_configure`) stays for every other
-        statement: BEGIN, `SET LOCAL`, the claim and COMMIT go out together, one round
-        trip, and a failure rolls the setting back with the transaction. Behind
-        PgBouncer nothing is prepared, so the claim is sent as before."""
+        statement: BEGIN, the settings (local to the transaction), the claim and COMMIT
+        go out together, one round trip, and a failure rolls the settings back with the
+        transaction. Behind PgBouncer nothing is prepared: the claim is sent as before."""
         if self._db.pgbouncer:
             return await self._db.fetch("message_claim_expected", args)
         sql, names = self._native["message_claim_expected"]
+        plan = self._db.sql["claim_expected_plan"]
         values = adapt_arrays({**args, "channel": self._db.channel})
         claim_args = [values[n] for n in names]
 
@@ -1033,7 +1033,7 @@ class PostgresBackend(SqlStore):
             try:
                 async with conn.pipeline():
                     await conn.execute("BEGIN")
-                    await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                    await conn.execute(plan)
                     await cur.execute(sql, claim_args)
                     await conn.execute("COMMIT")
             except BaseException:
