@@ -1329,7 +1329,10 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
        -- The claim is large to plan (~2-7 ms) and its plan does not depend on the values:
        -- planned once a connection, instead of on every execution.
        set_config('plan_cache_mode', 'force_generic_plan', true),
-       set_config('enable_seqscan', 'off', true);
+       set_config('enable_seqscan', 'off', true),
+       -- As for the plain claim (claim_settings): the head is read in the ready index's
+       -- order and stops at `limit`, never every ready row sorted.
+       set_config('enable_sort', 'off', true);
 
 -- name: message_claim_limited
 -- message_claim_many for a queue whose jobs carry limit buckets (`family|key`), run
