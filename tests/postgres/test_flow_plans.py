@@ -1,8 +1,7 @@
-"""The PostgreSQL claim of a queue with limits, and the claim of a woken worker, are
-planned once a connection (a generic plan), possibly while the queue is empty: their
-plans must not depend on row estimates. The jobs they take are found by primary key,
-never by reading the whole ready index or table (which costs every claim as much as the
-backlog is long)."""
+"""The PostgreSQL claim of a queue with limits is planned once a connection (a generic
+plan), possibly while the queue is empty: its plan must not depend on row estimates. The
+jobs it takes are found by primary key, never by reading the whole ready index or table
+(which costs every claim as much as the backlog is long)."""
 
 from __future__ import annotations
 
@@ -71,63 +70,6 @@ async def test_the_generic_plan_of_the_limited_claim_finds_its_jobs_by_primary_k
             i
             for i, line in enumerate(lines)
             if "Scan on messages m_1" in line or "Scan using messages_pkey on messages m_1" in line
-        ]
-        assert "messages_pkey" in " ".join(lines[at : at + 4]), plan
-    finally:
-        await app.close()
-
-
-@on_postgres
-async def test_the_generic_plan_of_the_expected_claim_finds_its_jobs_by_index(
-    database_url: str,
-) -> None:
-    """Planned on a nearly empty table, the plan of `message_claim_expected` reads the
-    ready index in order and the primary key, so it stays right when the table grows
-    before its statistics do."""
-    app = App(database_url)
-    try:
-        app.job("call")(lambda p: None)
-        await app.enqueue("call", 0)  # the tables exist and are nearly empty
-        backend = await app.backend()
-        sql = backend._db.sql  # type: ignore[attr-defined]
-        args = adapt_arrays(
-            {
-                "queue": app.registry.queue(app.registry.job_types["call"].queue).name,
-                "limit": 100,
-                "lease_id": "lease",
-                "owner": "test",
-                "visibility_timeout": 30.0,
-                "types": ["call"],
-            }
-        )
-        claim, names = native(sql["message_claim_expected"])
-        server = database_url.split("?")[0]
-        schema = parse_qs(urlsplit(database_url).query)["schema"][0]
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute("SET plan_cache_mode = force_custom_plan")  # as the pool's sessions
-            conn.execute("BEGIN")
-            conn.execute(sql["claim_expected_plan"])
-            conn.execute(f"PREPARE expected_claim AS {claim}")  # type: ignore[arg-type]
-            placeholders = ", ".join(["%s"] * len(names))
-            plan = "\n".join(
-                row[0]
-                for row in psycopg.ClientCursor(conn).execute(
-                    f"EXPLAIN EXECUTE expected_claim({placeholders})",  # type: ignore[arg-type]
-                    [args[n] for n in names],
-                )
-            )
-            conn.execute("ROLLBACK")
-        assert schema in claim
-        assert "$1" in plan, plan  # the generic plan (a custom one shows the values)
-        assert "Seq Scan" not in plan, plan
-        assert "messages_ready_idx" in plan, plan
-        # The rows the UPDATE changes (alias m) are read through the primary key (an
-        # index scan of it, or a bitmap heap scan over a bitmap of it).
-        lines = plan.splitlines()
-        (at,) = [
-            i
-            for i, line in enumerate(lines)
-            if "Scan on messages m " in line or "Scan using messages_pkey on messages m " in line
         ]
         assert "messages_pkey" in " ".join(lines[at : at + 4]), plan
     finally:

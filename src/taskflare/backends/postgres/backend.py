@@ -385,7 +385,7 @@ class PostgresExecutor:
         self._settings = settings
         # Behind PgBouncer: never prepare, not even on a caller's connection.
         self.pgbouncer = settings.pgbouncer
-        self._prepare: bool | None = False if settings.pgbouncer else None
+        self.prepare: bool | None = False if settings.pgbouncer else None
         self._signal = signal
         self._pool_timeout = pool_timeout
         self._loops: dict[asyncio.AbstractEventLoop, _LoopResources] = {}
@@ -428,7 +428,7 @@ class PostgresExecutor:
         it is in."""
         self.statements_run += 1
         args = adapt_arrays({**params, "channel": self.channel})
-        cur = await conn.execute(self.sql[name], args, prepare=self._prepare)
+        cur = await conn.execute(self.sql[name], args, prepare=self.prepare)
         return await _rows(cur)
 
     async def run(
@@ -872,6 +872,10 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
 class PostgresBackend(SqlStore):
     """Backend over one schema of a PostgreSQL database."""
 
+    # An insert blocks no reader, claimer or other writer (MVCC), so a call of up to
+    # 5 000 jobs is one statement and one round trip (docs/decisions.md, "Bulk enqueue").
+    enqueue_chunk = 5000
+
     def __init__(self, url: str, *, auto_migrate: bool = True, pool_timeout: float = 5.0) -> None:
         self._changes = ChangeSignal()
         settings = parse_postgres_url(url)
@@ -885,7 +889,6 @@ class PostgresBackend(SqlStore):
             n: native(self._db.sql[n])
             for n in (
                 "flow_lock",
-                "message_claim_expected",
                 "message_claim_limited",
                 "job_enqueue_plain",
                 "job_enqueue_plain_traced",
@@ -999,12 +1002,14 @@ class PostgresBackend(SqlStore):
         }
         if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
             # Work is expected, and whatever is ready is taken (no batch to fill): the
-            # claim alone (planned in about half the time), on its cached generic plan.
-            rows = await self._claim_expected(args)
+            # claim alone (planned in about half the time), on its generic plan (see
+            # claim_expected_settings); behind PgBouncer nothing is prepared to reuse.
+            settings = "claim_settings" if self._db.pgbouncer else "claim_expected_settings"
+            rows = await self._claim("message_claim_expected", args, settings)
             claimed = rows.into(ClaimedMessage)
             delivery_order(claimed)
             return ClaimResult(claimed)
-        rows = await self._db.fetch("message_claim_many", args)
+        rows = await self._claim("message_claim_many", args)
         if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
@@ -1012,37 +1017,34 @@ class PostgresBackend(SqlStore):
         delivery_order(claimed)
         return ClaimResult(claimed)
 
-    async def _claim_expected(self, args: dict[str, Any]) -> Rows:
-        """`message_claim_expected` on its generic plan, made once a connection with
-        sequential scans off (`claim_expected_plan`): the claim of an idle worker's
-        pickup, whose planning on every execution was half of its server time. The
-        session's `force_custom_plan` (see `_configure`) stays for every other
-        statement: BEGIN, the settings (local to the transaction), the claim and COMMIT
-        go out together, one round trip, and a failure rolls the settings back with the
-        transaction. Behind PgBouncer nothing is prepared: the claim is sent as before."""
-        if self._db.pgbouncer:
-            return await self._db.fetch("message_claim_expected", args)
-        sql, names = self._native["message_claim_expected"]
-        plan = self._db.sql["claim_expected_plan"]
+    async def _claim(
+        self, name: str, args: dict[str, Any], settings_name: str = "claim_settings"
+    ) -> Rows:
+        """Claim statement `name` in a transaction of its own after `claim_settings` (no
+        WAL flush wait, no sort of the ready rows; or `claim_expected_settings`, which
+        also plans it once a connection): BEGIN, both statements and COMMIT go out
+        together, one round trip, and the settings end with the transaction."""
+        settings = self._db.sql[settings_name]
+        claim = self._db.sql[name]
         values = adapt_arrays({**args, "channel": self._db.channel})
-        claim_args = [values[n] for n in names]
+        prepare = self._db.prepare
 
         async def run(conn: Conn) -> Rows:
-            self._db.statements_run += 1
-            cur: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(conn)
+            self._db.statements_run += 1  # one round trip
+            cur = conn.cursor()
             try:
                 async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    await conn.execute(plan)
-                    await cur.execute(sql, claim_args)
-                    await conn.execute("COMMIT")
+                    await conn.execute("BEGIN", prepare=False)
+                    await conn.execute(settings, prepare=prepare)
+                    await cur.execute(claim, values, prepare=prepare)
+                    await conn.execute("COMMIT", prepare=False)
             except BaseException:
                 if not conn.closed and conn.info.transaction_status in _OPEN:
                     await conn.rollback()
                 raise
             return await _rows(cur)
 
-        return await self._db.run(run, "message_claim_expected")
+        return await self._db.run(run, name)
 
     async def _claim_limited(self, params: ClaimParams) -> ClaimResult:
         """Two statements in one transaction, pipelined: the queue's flow lock, then the
