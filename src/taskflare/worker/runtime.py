@@ -77,7 +77,7 @@ class WorkerConfig:
     `idle_wait` [s]: the longest an idle fetcher sleeps before looking again (it wakes
     at once on new work); `fetchers_per_queue`: claims in flight per message queue while
     it has a backlog; `prefetch`: the most jobs a job queue claims ahead of its free
-    slots while it has a backlog (None: as many as end during two claim round trips,
+    slots while it has a backlog (None: as many as end during four claim round trips,
     at most the queue's slots; 0: none, a job is claimed only for a free slot).
     """
 
