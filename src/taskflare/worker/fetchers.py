@@ -284,9 +284,12 @@ class JobProducer:
             self.room.set()  # the claim loop waits for this while the buffer is full
 
     def wants_claim(self) -> bool:
-        """Whether the buffer has room enough for a claim: half its target."""
+        """Whether the buffer has room enough for a claim: half its target, or less when
+        its cap leaves less than two round trips' worth after the claim is sent (a slow
+        database: claims follow one another)."""
         target = self.target()
-        return target - len(self.buffer) >= max(1, target // 2)
+        keep = max(target - target // 2, round(2 * self.per_trip))
+        return target - len(self.buffer) >= max(1, target - keep)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Buffered jobs whose cancel was requested end as cancelled, without running."""
