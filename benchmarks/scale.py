@@ -365,24 +365,30 @@ def memory_run(backend: str, jobs: int) -> dict[str, Any]:
 
 
 def enqueue_run(backend: str, jobs: int) -> dict[str, Any]:
-    """`enqueue_many` of `jobs` jobs in tenths: the rate of each tenth."""
+    """`enqueue_many` of `jobs` jobs in tenths: the rate of each tenth, and the CPU per
+    job it cost this process (SQLite's statements included) and the PostgreSQL server's
+    backend [µs]."""
     import asyncio
 
     rates: list[float] = []
-    with database(backend) as (url, _):
+    cpu: list[float] = []
+    with database(backend) as (url, tag):
 
         async def run() -> None:
             app = App(url)
             app.job("noop")(lambda payload: None)
             tenth = jobs // 10
             for part in range(10):
-                t0 = time.perf_counter()
-                await app.enqueue_many("noop", [{"i": part * tenth + i} for i in range(tenth)])
+                payloads = [{"i": part * tenth + i} for i in range(tenth)]
+                server0, cpu0, t0 = server_cpu(tag), time.process_time(), time.perf_counter()
+                await app.enqueue_many("noop", payloads)
                 rates.append(tenth / (time.perf_counter() - t0))
+                spent = time.process_time() - cpu0 + server_cpu(tag) - server0
+                cpu.append(1e6 * spent / tenth)
             await app.close()
 
         asyncio.run(run())
-    return {"jobs": jobs, "rates": rates, "load": load()}
+    return {"jobs": jobs, "rates": rates, "cpu_us": cpu, "load": load()}
 
 
 def retained_section(args: argparse.Namespace, backends: list[str], say: Any) -> None:
@@ -501,9 +507,11 @@ def main() -> None:
         for backend in backends:
             r = enqueue_run(backend, args.memory_jobs)
             rates = ", ".join(f"{x:,.0f}" for x in r["rates"])
+            cpu = ", ".join(f"{x:.1f}" for x in r["cpu_us"])
             say(
-                f"- {backend}: {rates} jobs/s (last/first {r['rates'][-1] / r['rates'][0]:.2f}; "
-                f"load {r['load']})"
+                f"- {backend}: {rates} jobs/s (last/first {r['rates'][-1] / r['rates'][0]:.2f}); "
+                f"CPU per job (this process + database server) {cpu} µs (last/first "
+                f"{r['cpu_us'][-1] / r['cpu_us'][0]:.2f}); load {r['load']}"
             )
         say("")
     lines.append(f"The run took {(time.time() - started) / 60:.1f} min.")

@@ -4,7 +4,7 @@ per queue (the queue's `max_concurrency`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..registry import QueueSpec
 
@@ -16,6 +16,10 @@ class Slots:
     acquirer that may use it, so a batch claimed later never starts before one claimed
     earlier (without the hand-over, a newcomer that looked at the counter between the
     slot's release and the waiter's wake-up took it first).
+
+    A listener (a job queue's buffer of claimed jobs) is called the moment a slot frees
+    that no acquirer took, unless a fetcher waits for one: a waiting fetcher is served
+    first, so a queue with a buffer never starves another queue of slots.
     """
 
     def __init__(self, concurrency: int, queues: Mapping[str, QueueSpec]) -> None:
@@ -23,6 +27,16 @@ class Slots:
         self._queue_free = {name: spec.config.max_concurrency for name, spec in queues.items()}
         self._waiters: list[asyncio.Future[None]] = []
         self._acquirers: list[tuple[str, asyncio.Future[None]]] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (which may `take` slots) whenever a slot frees and no fetcher
+        waits for one."""
+        self._listeners.append(listener)
+
+    def contended(self) -> bool:
+        """Whether a fetcher or acquirer is waiting for a slot."""
+        return any(not w.done() for w in self._waiters) or bool(self._acquirers)
 
     def free(self, queue: str) -> int:
         """How many handlers of `queue` could start now."""
@@ -84,6 +98,10 @@ class Slots:
                 self.take(wanted, 1)
                 handed.set_result(None)
         if self._free <= 0:
+            return
+        if not self._waiters:
+            for listener in self._listeners:
+                listener()
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
