@@ -132,3 +132,24 @@ async def test_a_queue_with_a_concurrency_limit_claims_nothing_ahead(app: App) -
         assert await leased(app, "default", 1)
         gate.set()
         await wait_until(lambda: len(order) == 4, what="four jobs to run")
+
+
+async def test_two_busy_job_queues_with_buffers_share_the_slots(app: App) -> None:
+    order: list[str] = []
+
+    @app.job("a", queue="qa")
+    async def a(payload: Any) -> None:
+        order.append("a")
+        await asyncio.sleep(0)
+
+    @app.job("b", queue="qb")
+    async def b(payload: Any) -> None:
+        order.append("b")
+        await asyncio.sleep(0)
+
+    await app.enqueue_many("a", list(range(100)))
+    await app.enqueue_many("b", list(range(100)))
+    async with running_worker(app, WorkerConfig(concurrency=2, prefetch=2)):
+        await wait_until(lambda: len(order) == 200, what="200 jobs to run")
+    # Neither queue's buffer takes every freed slot while the other has jobs waiting.
+    assert order[:100].count("a") >= 25 and order[:100].count("b") >= 25

@@ -4,6 +4,7 @@ one claimed earlier, even when it asks for its slot at the moment one is freed."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -96,6 +97,25 @@ async def test_a_listener_is_called_when_a_slot_frees_unless_a_fetcher_waits_for
     s.give_back("jobs")
     await waiting
     assert calls == [1] and s.free("work") == 1
+
+
+def test_two_buffers_take_turns_at_freed_slots() -> None:
+    s = slots(1)
+    got: list[str] = []
+
+    def buffer(name: str) -> Callable[[], None]:  # a busy job queue with claimed jobs waiting
+        def start() -> None:
+            if s.take("jobs", 1):
+                got.append(name)
+
+        return start
+
+    s.listen(buffer("a"))
+    s.listen(buffer("b"))
+    s.take("jobs", 1)
+    for _ in range(4):
+        s.give_back("jobs")
+    assert got == ["a", "b", "a", "b"]
 
 
 def test_prefetch_is_a_whole_number_or_none() -> None:

@@ -19,7 +19,8 @@ class Slots:
 
     A listener (a job queue's buffer of claimed jobs) is called the moment a slot frees
     that no acquirer took, unless a fetcher waits for one: a waiting fetcher is served
-    first, so a queue with a buffer never starves another queue of slots.
+    first, and listeners take turns being first, so a queue with a buffer never starves
+    another queue of slots.
     """
 
     def __init__(self, concurrency: int, queues: Mapping[str, QueueSpec]) -> None:
@@ -28,15 +29,23 @@ class Slots:
         self._waiters: list[asyncio.Future[None]] = []
         self._acquirers: list[tuple[str, asyncio.Future[None]]] = []
         self._listeners: list[Callable[[], None]] = []
+        self._turn = 0  # the listener offered freed slots first next time
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call `listener` (which may `take` slots) whenever a slot frees and no fetcher
         waits for one."""
         self._listeners.append(listener)
 
-    def contended(self) -> bool:
-        """Whether a fetcher or acquirer is waiting for a slot."""
-        return any(not w.done() for w in self._waiters) or bool(self._acquirers)
+    def _offer(self) -> None:
+        """Offer the free slots to the listeners, each in turn first (two busy job
+        queues with buffers share the freed slots instead of the first taking all)."""
+        count = len(self._listeners)
+        for k in range(count):
+            if self._free <= 0:
+                break
+            self._listeners[(self._turn + k) % count]()
+        if count:
+            self._turn = (self._turn + 1) % count
 
     def free(self, queue: str) -> int:
         """How many handlers of `queue` could start now."""
@@ -100,8 +109,7 @@ class Slots:
         if self._free <= 0:
             return
         if not self._waiters:
-            for listener in self._listeners:
-                listener()
+            self._offer()
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
