@@ -81,6 +81,19 @@ async def test_max_concurrency_fills_up_exactly_whatever_the_claim_sizes(
     assert tuple(counts) == taken
 
 
+async def test_max_concurrency_holds_whichever_way_the_claims_before_went(app: App) -> None:
+    # Claims that expect work and others, in turn, then jobs ending: the running jobs a
+    # claim counts are every claim's (a worker's claims differ as its queue drains).
+    app.job("render", queue="mixed-claims", max_concurrency=60)(lambda p: None)
+    await app.enqueue_many("render", list(range(200)))
+    turns = [(10, True), (20, False), (50, True), (1, True)]
+    taken = [await claim(app, "mixed-claims", n, expected=e) for n, e in turns]
+    assert [len(t) for t in taken] == [10, 20, 30, 0]
+    await complete(app, taken[0] + taken[1][:5])
+    again = [await claim(app, "mixed-claims", n, expected=True) for n in (10, 10)]
+    assert [len(t) for t in again] == [10, 5]
+
+
 async def test_concurrency_key_given_at_enqueue_and_max_concurrency_per_type(app: App) -> None:
     @app.job("export", queue="exports", max_concurrency=2, concurrency=Concurrency(1))
     async def export(payload: Any) -> None:

@@ -1337,7 +1337,25 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
 -- the plain claim does: so does this, and spends their tokens, without that statement's
 -- bookkeeping. When a limit is near (or nothing is ready) it claims nothing; the caller
 -- then runs message_claim_limited.
-WITH near AS MATERIALIZED (
+WITH running AS MATERIALIZED (
+    -- The queue's running jobs, or an upper bound of them: the row `~running` of
+    -- flow_buckets (key: the queue) holds the last count plus every job claimed with
+    -- limits since (jobs only stop running otherwise). Counted again only when that
+    -- bound is above the cap: the count reads the queue's leased index, dead entries of
+    -- jobs finished since the last vacuum included, which costs a drain more than the
+    -- rest of the claim whenever another transaction holds back their removal.
+    SELECT CASE WHEN %(running_cap)s::float8 IS NULL THEN NULL
+                WHEN b.tokens <= %(running_cap)s::float8 THEN b.tokens
+                ELSE (SELECT count(*)
+                      -- In the order of the queue's leased index, so the plan reads
+                      -- that index (not every leased job's, as another could).
+                      FROM (SELECT 1 FROM {schema}.messages
+                            WHERE queue = %(queue)s AND state = 'leased'
+                            ORDER BY lease_expires_at
+                            LIMIT %(running_rows)s) AS r)::float8 END AS n
+    FROM (SELECT (SELECT tokens FROM {schema}.flow_buckets
+                  WHERE family = '~running' AND key = %(queue)s) AS tokens) AS b
+), near AS MATERIALIZED (
     SELECT EXISTS (
                SELECT 1
                FROM {schema}.flow_buckets AS b
@@ -1348,14 +1366,7 @@ WITH near AS MATERIALIZED (
                  AND (least(l.burst, b.tokens + greatest({stmt_now} - b.updated_at, 0)
                                                 * l.amount / l.period) < %(limit)s
                       OR b.held_until > {stmt_now}))
-           OR (%(running_cap)s::float8 IS NOT NULL
-               AND (SELECT count(*)
-                    -- In the order of the queue's leased index, so the plan reads
-                    -- that index (not every leased job's, as another could).
-                    FROM (SELECT 1 FROM {schema}.messages
-                          WHERE queue = %(queue)s AND state = 'leased'
-                          ORDER BY lease_expires_at
-                          LIMIT %(running_rows)s) AS r) > %(running_cap)s::float8) AS yes
+           OR coalesce((SELECT n FROM running) > %(running_cap)s::float8, false) AS yes
 ), candidates AS MATERIALIZED (
     SELECT id
     FROM {schema}.messages
@@ -1399,6 +1410,24 @@ WITH near AS MATERIALIZED (
     LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE
     SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
+), counted AS (
+    -- The bound of the queue's running jobs, with this claim's jobs (none when the
+    -- count stopped above the cap: then it is no bound, and the next claim counts).
+    INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
+    SELECT '~running', %(queue)s,
+           CASE WHEN r.n > %(running_cap)s::float8 THEN 'Infinity'::float8
+                ELSE r.n + (SELECT count(*) FROM claimed) END,
+           {stmt_now}
+    FROM running AS r
+    WHERE r.n IS NOT NULL
+    ON CONFLICT (family, key) DO UPDATE
+    SET tokens = excluded.tokens, updated_at = excluded.updated_at
+), bumped AS (
+    -- Without a concurrency limit (now), a bound kept before still counts these jobs.
+    UPDATE {schema}.flow_buckets AS b
+    SET tokens = b.tokens + (SELECT count(*) FROM claimed)
+    WHERE b.family = '~running' AND b.key = %(queue)s
+      AND (SELECT n FROM running) IS NULL AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
        type, max_attempts, correlation_id, flow_keys, trace_context
@@ -1551,6 +1580,12 @@ WITH limits AS MATERIALIZED (
     LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE
     SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
+), bumped AS (
+    -- The bound of the queue's running jobs that message_claim_limited_fast keeps
+    -- counts these jobs too.
+    UPDATE {schema}.flow_buckets AS b
+    SET tokens = b.tokens + (SELECT count(*) FROM claimed)
+    WHERE b.family = '~running' AND b.key = %(queue)s AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
        type, max_attempts, correlation_id, flow_keys, trace_context,
