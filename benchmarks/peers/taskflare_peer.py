@@ -16,7 +16,7 @@ URL = os.environ["PB_DATABASE_URL"]
 NAME = f"taskflare ({VARIANT})"
 BACKEND = "sqlite" if URL.startswith("sqlite") else "postgres"
 if VARIANT == "jobs":
-    BULK_API = "App.enqueue_many (default chunk_size 1000)"
+    BULK_API = "App.enqueue_many (default chunk_size: 5000 on PostgreSQL)"
     CONFIG = "`@app.job` no-op on its default queue, `taskflare worker` with defaults"
 else:
     BULK_API = "Queue.send_batch (100 a call)"

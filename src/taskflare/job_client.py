@@ -278,12 +278,24 @@ class JobClient:
         spec = self._registry.queues.get(queue)
         limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
         encode = job_type.encode
+        # A type without a payload model stores `orjson.dumps(payload)`: encoded here
+        # directly, and through `encode` (its checks, its errors) only when that fails
+        # or the text holds a `null` (where a NaN or an infinity would show).
+        dumps = orjson.dumps if job_type.adapter is None else None
         ids = uuid7_many(len(payloads))  # one clock read and lock for the whole call
         messages: list[NewMessage] = []
         flowing = True  # until the first payload shows the type needs no limit buckets
         for index, payload in enumerate(payloads):
             try:
-                body = encode(payload)
+                if dumps is None:
+                    body = encode(payload)
+                else:
+                    try:
+                        body = dumps(payload)
+                    except TypeError:
+                        body = encode(payload)  # raises, naming what is not JSON
+                    if b"null" in body:
+                        body = encode(payload)
                 if len(body) > limit:
                     self._check_size(type, body, queue)
                 flow_keys = self._flow_keys(type, queue, body) if flowing else None
@@ -434,7 +446,7 @@ class JobClient:
         type: str,
         payloads: Iterable[Any],
         *,
-        chunk_size: int = 1000,
+        chunk_size: int | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
         delay_seconds: float = 0,
@@ -443,6 +455,8 @@ class JobClient:
     ) -> str:
         """Enqueue many jobs of one type in chunks (one transaction each); return the batch
         id (see `get_batch`). Every payload is validated before anything is stored.
+        `chunk_size` (1..10 000) defaults to the storage's: 1 000 on SQLite, 5 000 on
+        PostgreSQL.
         `payloads` must be a list (or another iterable that is not a dict or a string:
         `InvalidPayload` naming `payloads`); an empty one stores nothing and returns "".
 
@@ -452,7 +466,7 @@ class JobClient:
         one), concurrent-safe across processes; such jobs are stored one statement each,
         and the batch holds (and counts) only the jobs this call stored.
         """
-        if (
+        if chunk_size is not None and (
             isinstance(chunk_size, bool)
             or not isinstance(chunk_size, int)
             or not 1 <= chunk_size <= 10_000
@@ -484,6 +498,8 @@ class JobClient:
             stored = await self.store_unique(unique, messages)
             await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
             return batch_id
+        if chunk_size is None:
+            chunk_size = (await self._storage.backend()).enqueue_chunk
         await self.store_batch(batch_id, type, messages, chunk_size)
         return batch_id
 

@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from taskflare import App, InvalidPayload, InvalidQueueConfig, JobStatus, PermanentError
+from taskflare.backends.base import EnqueueParams
 from taskflare.ids import uuid7
 from taskflare.testing import drain
 
@@ -169,3 +170,44 @@ async def test_enqueue_many_jobs_run_and_keep_the_options(app: App) -> None:
 async def test_unknown_batch_is_none(app: App) -> None:
     app.job("row")(lambda payload: None)
     assert await app.get_batch(uuid7()) is None
+
+
+async def test_enqueue_many_stores_the_storages_default_chunk_a_transaction(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without `chunk_size`, a chunk (one transaction) is the storage's `enqueue_chunk`:
+    5 000 jobs on PostgreSQL, whose inserts keep no one waiting; 1 000 on SQLite, whose
+    transaction holds the database's only write lock. A given `chunk_size` wins."""
+    app.job("row")(lambda payload: None)
+    backend = await app.backend()
+    expected = 5000 if app.database_url.startswith("postgres") else 1000
+    assert backend.enqueue_chunk == expected
+    chunks: list[int] = []
+    store = backend.message_enqueue_many
+
+    async def counting(params: EnqueueParams) -> None:
+        chunks.append(len(params.messages))
+        await store(params)
+
+    monkeypatch.setattr(backend, "message_enqueue_many", counting)
+    batch_id = await app.enqueue_many("row", range(1500))
+    assert chunks == ([1500] if expected == 5000 else [1000, 500])
+    batch = await app.get_batch(batch_id)
+    assert batch is not None and (batch.total, batch.pending) == (1500, 1500)
+    chunks.clear()
+    await app.enqueue_many("row", range(5), chunk_size=2)
+    assert chunks == [2, 2, 1]
+    assert (await app.stats())["total"] == 1505
+
+
+async def test_enqueue_many_stores_untyped_payloads_as_enqueue_does(app: App) -> None:
+    """A type without a payload model: payloads holding null, text, numbers and nesting
+    are stored as the JSON `enqueue` stores for them."""
+    app.job("plain")(lambda payload: None)
+    payloads: list[Any] = [None, {"x": None}, [1, "null", 2.5], "text", {"a": {"b": [None]}}]
+    await app.enqueue_many("plain", payloads)
+    for payload in payloads:
+        await app.enqueue("plain", payload)
+    jobs = (await app.list_jobs(type="plain", limit=20)).jobs
+    stored = [j.payload for j in sorted(jobs, key=lambda j: j.id)]
+    assert stored == payloads + payloads

@@ -1384,6 +1384,10 @@ class Backend(
     """Everything the worker, producers and admin tools need from storage."""
 
     url_for_logs: str
+    # How many jobs `enqueue_many` stores per transaction when the call names no
+    # `chunk_size`: what one transaction of this storage takes without keeping others
+    # waiting (a SQLite transaction holds the database's only write lock).
+    enqueue_chunk: int
 
     async def close(self) -> None:
         """Release connections; safe to call twice."""
