@@ -13,7 +13,9 @@
   `--concurrency 50`: the ideal is 5 000 jobs/s; the figure is the share of it reached,
   from the first claim to the last finish on the database's clock.
 - retained: the drain of `--jobs` jobs on an empty table and on one holding
-  `--retained` completed jobs (inserted with one SQL statement), both backends.
+  `--retained` completed jobs (inserted with one SQL statement, all finished within the
+  default 7-day retention, so the worker's pruner has nothing to delete), both backends;
+  `--rounds` alternating pairs, medians.
 - memory: one worker's resident memory, sampled every second while it drains
   `--memory-jobs` jobs (first sample after 10 % of them; min, max and last).
 - enqueue: `--memory-jobs` jobs enqueued with `enqueue_many`, the rate of each tenth.
@@ -35,6 +37,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import psycopg
@@ -127,6 +130,17 @@ class Table:
         row = self._pg.execute(sql).fetchone()  # type: ignore[arg-type]
         assert row is not None
         return tuple(row)
+
+    def busy(self, queue: str) -> bool:
+        """Whether `queue` has a message ready or leased (read from the two partial
+        indexes: a count of completed jobs read every finished job's index entry, a
+        million of them beside retained jobs, twenty times a second)."""
+        return bool(
+            self.one(
+                f"SELECT EXISTS (SELECT 1 FROM {{t}} WHERE queue = '{queue}' AND state = 'ready')"
+                f" OR EXISTS (SELECT 1 FROM {{t}} WHERE queue = '{queue}' AND state = 'leased')"
+            )[0]
+        )
 
     def completed(self, type: str) -> int:
         return int(
@@ -237,12 +251,12 @@ def drain_run(
         procs = start_workers(url, workers, queue, concurrency)
         try:
             ready_workers(table, workers)
-            wait_for(lambda: table.completed(type) >= 1, "the first job")
+            wait_for(lambda: not table.busy(queue), "the first job")
             cpu0 = sum(cpu_of(p.pid) for p in procs)
             db0 = server_cpu(tag)
             t0 = time.perf_counter()
-            enqueue(tagged(url, tag, "_p"), type, jobs)
-            wait_for(lambda: table.completed(type) >= jobs + 1, "the drain", every=0.05)
+            enqueue(tagged(url, tag, "_p"), type, jobs)  # returns once every job is stored
+            wait_for(lambda: not table.busy(queue), "the drain", every=0.05)
             seconds = time.perf_counter() - t0
             cpu = sum(cpu_of(p.pid) for p in procs) - cpu0
             db = server_cpu(tag) - db0
@@ -258,6 +272,7 @@ def drain_run(
         "seconds": seconds,
         "rate": jobs / seconds,
         "jobs_per_worker_cpu_s": jobs / cpu if cpu else float("nan"),
+        "worker_cpu_us_per_job": 1e6 * cpu / jobs,
         "db_cpu_us_per_job": 1e6 * db / jobs,
         "exactly_once": int(count) == jobs + 1 and int(attempts) == jobs + 1,
         "load": load(),
@@ -286,16 +301,26 @@ def naps_run(backend: str, jobs: int, concurrency: int) -> dict[str, Any]:
     return {"rate": rate, "worker_cpu_us_per_job": 1e6 * cpu / jobs, "load": load()}
 
 
+# The retained jobs finished over this many seconds before now: inside the default
+# retention of completed jobs (7 days), so the pruner a worker starts has nothing to
+# delete. (Finish times one second apart, as before, put 40 % of a million past it: the
+# pruner deleted 20 000 of them while the drain was measured.)
+RETAINED_SPAN = 6 * 86_400.0
+
+
 def fill(table: Table, rows: int) -> None:
-    """Insert `rows` completed jobs (as a retention window would keep them)."""
+    """Insert `rows` completed jobs (as a retention window would keep them: all finished
+    within `RETAINED_SPAN`)."""
     now = time.time()
+    step = RETAINED_SPAN / rows
     if table.url.startswith("sqlite"):
         table._sqlite.execute(
             f"""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
             INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                 created_at, available_at, type, max_attempts, finished_at)
-            SELECT 'old-' || i, 'default', 'completed', X'7b7d', 'json', 0, 1, {now} - i,
-                {now} - i, 'noop-old', 3, {now} - i FROM n"""
+            SELECT 'old-' || i, 'default', 'completed', X'7b7d', 'json', 0, 1,
+                {now} - i * {step}, {now} - i * {step}, 'noop-old', 3, {now} - i * {step}
+            FROM n"""
         )
         table._sqlite.commit()
         table._sqlite.execute("ANALYZE")
@@ -303,8 +328,9 @@ def fill(table: Table, rows: int) -> None:
     table._pg.execute(
         f"""INSERT INTO {table._name} (id, queue, state, body, content_type, priority, attempts,
             created_at, available_at, type, max_attempts, finished_at)
-        SELECT 'old-' || i, 'default', 'completed', '\\x7b7d'::bytea, 'json', 0, 1, {now} - i,
-            {now} - i, 'noop-old', 3, {now} - i FROM generate_series(1, {rows}) AS i"""  # type: ignore[arg-type]
+        SELECT 'old-' || i, 'default', 'completed', '\\x7b7d'::bytea, 'json', 0, 1,
+            {now} - i * {step}, {now} - i * {step}, 'noop-old', 3, {now} - i * {step}
+        FROM generate_series(1, {rows}) AS i"""  # type: ignore[arg-type]
     )
     table._pg.execute(f"ANALYZE {table._name}")  # type: ignore[arg-type]
 
@@ -339,24 +365,67 @@ def memory_run(backend: str, jobs: int) -> dict[str, Any]:
 
 
 def enqueue_run(backend: str, jobs: int) -> dict[str, Any]:
-    """`enqueue_many` of `jobs` jobs in tenths: the rate of each tenth."""
+    """`enqueue_many` of `jobs` jobs in tenths: the rate of each tenth, and the CPU per
+    job it cost this process (SQLite's statements included) and the PostgreSQL server's
+    backend [µs]."""
     import asyncio
 
     rates: list[float] = []
-    with database(backend) as (url, _):
+    cpu: list[float] = []
+    with database(backend) as (url, tag):
 
         async def run() -> None:
             app = App(url)
             app.job("noop")(lambda payload: None)
             tenth = jobs // 10
             for part in range(10):
-                t0 = time.perf_counter()
-                await app.enqueue_many("noop", [{"i": part * tenth + i} for i in range(tenth)])
+                payloads = [{"i": part * tenth + i} for i in range(tenth)]
+                server0, cpu0, t0 = server_cpu(tag), time.process_time(), time.perf_counter()
+                await app.enqueue_many("noop", payloads)
                 rates.append(tenth / (time.perf_counter() - t0))
+                spent = time.process_time() - cpu0 + server_cpu(tag) - server0
+                cpu.append(1e6 * spent / tenth)
             await app.close()
 
         asyncio.run(run())
-    return {"jobs": jobs, "rates": rates, "load": load()}
+    return {"jobs": jobs, "rates": rates, "cpu_us": cpu, "load": load()}
+
+
+def retained_section(args: argparse.Namespace, backends: list[str], say: Any) -> None:
+    """The drain on an empty table against one beside `--retained` completed jobs."""
+    say(f"## Drain beside {args.retained:,} retained completed jobs")
+    say("")
+    say(
+        f"{args.rounds} round(s) of an empty-table drain then a retained-table drain of "
+        f"{args.jobs:,} jobs; medians. Worker CPU per job: the worker process's user + "
+        "system time (SQLite runs its statements there) over the drain, divided by the "
+        "jobs; PostgreSQL's statements run in its server: database CPU per job beside it."
+    )
+    say("")
+    say(
+        "| backend | empty table jobs/s | with retained jobs/s | rate ratio | "
+        "worker CPU per job, empty → retained | CPU ratio | database CPU per job | "
+        "load (last pair) |"
+    )
+    say("|---|---|---|---|---|---|---|---|")
+    for backend in backends:
+        empties, fulls = [], []
+        for _ in range(args.rounds):
+            empties.append(drain_run(backend, 1, args.jobs))
+            fulls.append(drain_run(backend, 1, args.jobs, retained=args.retained))
+        rate_e = median(r["rate"] for r in empties)
+        rate_f = median(r["rate"] for r in fulls)
+        cpu_e = median(r["worker_cpu_us_per_job"] for r in empties)
+        cpu_f = median(r["worker_cpu_us_per_job"] for r in fulls)
+        db_e = median(r["db_cpu_us_per_job"] for r in empties)
+        db_f = median(r["db_cpu_us_per_job"] for r in fulls)
+        db = f"{db_e:.0f} → {db_f:.0f} µs" if backend == "postgres" else "—"
+        say(
+            f"| {backend} | {rate_e:,.0f} | {rate_f:,.0f} | {rate_f / rate_e:.2f}x | "
+            f"{cpu_e:.0f} → {cpu_f:.0f} µs | {cpu_f / cpu_e:.2f}x | {db} | "
+            f"{empties[-1]['load']} / {fulls[-1]['load']} |"
+        )
+    say("")
 
 
 def main() -> None:
@@ -364,6 +433,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--retained", type=int, default=1_000_000)
     parser.add_argument("--memory-jobs", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1, help="retained: empty/filled pairs")
     parser.add_argument("--only", default="processes,naps,retained,memory,enqueue")
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS-scale.md"))
@@ -419,23 +489,7 @@ def main() -> None:
             )
         say("")
     if "retained" in only:
-        say(f"## Drain beside {args.retained:,} retained completed jobs")
-        say("")
-        say(
-            "| backend | empty table jobs/s | with retained jobs/s | ratio | "
-            "worker CPU ratio | load |"
-        )
-        say("|---|---|---|---|---|---|")
-        for backend in backends:
-            empty = drain_run(backend, 1, args.jobs)
-            full = drain_run(backend, 1, args.jobs, retained=args.retained)
-            say(
-                f"| {backend} | {empty['rate']:,.0f} | {full['rate']:,.0f} | "
-                f"{full['rate'] / empty['rate']:.2f}x | "
-                f"{full['jobs_per_worker_cpu_s'] / empty['jobs_per_worker_cpu_s']:.2f}x | "
-                f"{empty['load']} / {full['load']} |"
-            )
-        say("")
+        retained_section(args, backends, say)
     if "memory" in only:
         say(f"## One worker's memory while it drains {args.memory_jobs:,} jobs")
         say("")
@@ -453,9 +507,11 @@ def main() -> None:
         for backend in backends:
             r = enqueue_run(backend, args.memory_jobs)
             rates = ", ".join(f"{x:,.0f}" for x in r["rates"])
+            cpu = ", ".join(f"{x:.1f}" for x in r["cpu_us"])
             say(
-                f"- {backend}: {rates} jobs/s (last/first {r['rates'][-1] / r['rates'][0]:.2f}; "
-                f"load {r['load']})"
+                f"- {backend}: {rates} jobs/s (last/first {r['rates'][-1] / r['rates'][0]:.2f}); "
+                f"CPU per job (this process + database server) {cpu} µs (last/first "
+                f"{r['cpu_us'][-1] / r['cpu_us'][0]:.2f}); load {r['load']}"
             )
         say("")
     lines.append(f"The run took {(time.time() - started) / 60:.1f} min.")
