@@ -184,6 +184,7 @@ class MessageFetcher:
                 state.held.add(spec.name, claimed[0].lease_id, len(claimed))
                 if await state.until_stopped(state.slots.acquire(spec.name)):
                     state.start(self._run_batch(claimed), f"taskflare-batch-{spec.name}")
+                    await asyncio.sleep(0)  # the consumer starts before the next claim
                 else:
                     await release(state, spec.name, claimed)
                 continue
@@ -363,6 +364,9 @@ class JobProducer:
                 for message in claimed[:taken]:
                     state.start(self._run_job(message), f"taskflare-job-{message.id}")
                 self.buffer.extend(claimed[taken:])
+                # The jobs' handlers start before the next claim is sent: sending it
+                # first put a database round trip's send in front of every pickup.
+                await asyncio.sleep(0)
                 continue
             ready = result.ready
             if ready is None and not params.describe_empty:

@@ -384,6 +384,7 @@ class PostgresExecutor:
         self.sql = _statements(settings.schema)
         self._settings = settings
         # Behind PgBouncer: never prepare, not even on a caller's connection.
+        self.pgbouncer = settings.pgbouncer
         self.prepare: bool | None = False if settings.pgbouncer else None
         self._signal = signal
         self._pool_timeout = pool_timeout
@@ -1001,8 +1002,10 @@ class PostgresBackend(SqlStore):
         }
         if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
             # Work is expected, and whatever is ready is taken (no batch to fill): the
-            # claim alone (planned in about half the time).
-            rows = await self._claim("message_claim_expected", args)
+            # claim alone (planned in about half the time), on its generic plan (see
+            # claim_expected_settings); behind PgBouncer nothing is prepared to reuse.
+            settings = "claim_settings" if self._db.pgbouncer else "claim_expected_settings"
+            rows = await self._claim("message_claim_expected", args, settings)
             claimed = rows.into(ClaimedMessage)
             delivery_order(claimed)
             return ClaimResult(claimed)
@@ -1014,11 +1017,14 @@ class PostgresBackend(SqlStore):
         delivery_order(claimed)
         return ClaimResult(claimed)
 
-    async def _claim(self, name: str, args: dict[str, Any]) -> Rows:
+    async def _claim(
+        self, name: str, args: dict[str, Any], settings_name: str = "claim_settings"
+    ) -> Rows:
         """Claim statement `name` in a transaction of its own after `claim_settings` (no
-        WAL flush wait, no sort of the ready rows): BEGIN, both statements and COMMIT go
-        out together, one round trip."""
-        settings = self._db.sql["claim_settings"]
+        WAL flush wait, no sort of the ready rows; or `claim_expected_settings`, which
+        also plans it once a connection): BEGIN, both statements and COMMIT go out
+        together, one round trip, and the settings end with the transaction."""
+        settings = self._db.sql[settings_name]
         claim = self._db.sql[name]
         values = adapt_arrays({**args, "channel": self._db.channel})
         prepare = self._db.prepare
