@@ -16,8 +16,9 @@ since the enqueue call began, and of the step from the hop before it:
     claim sent  the claim statement was sent / claimed: its rows came back
     handler     the job's handler started (what `compare.py` calls pickup)
 
-and the worker's share (the handler's start minus the enqueue call's return), and the
-worker process's CPU time per pickup.
+and the worker's share (the handler's start minus the enqueue call's return), the worker
+process's CPU time per pickup and, on PostgreSQL, that of the server processes of its
+connections (found by the application name the worker's connections carry).
 
 Both processes read `time.time()` on the same machine. Nothing asserts on time.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -127,8 +129,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_pids(url: str, application_name: str) -> list[int]:
+    """The PostgreSQL server processes of the connections named `application_name`
+    (none on SQLite)."""
+    if "schema=" not in url:
+        return []
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def server_cpu(pids: list[int]) -> float:
+    """User + system CPU time of these server processes so far [s] (a gone one: 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(pid)
+    return total
+
+
 async def measure(
-    url: str, n: int, listen: socket.socket, pid: int
+    url: str, n: int, listen: socket.socket, pid: int, application_name: str
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     from taskflare import App
 
@@ -149,7 +172,8 @@ async def measure(
         listen.recv(4096)
         listen.settimeout(15)
         await asyncio.sleep(1.0)
-        cpu, began = cpu_seconds(pid), time.monotonic()
+        pids = server_pids(url, application_name)
+        cpu, began, served = cpu_seconds(pid), time.monotonic(), server_cpu(pids)
         for _ in range(n):
             await asyncio.sleep(rng.uniform(0, 0.02))
             start = time.time()
@@ -165,8 +189,11 @@ async def measure(
                     previous = got[hop]
             since["worker side"].append((got["handler"] - enqueued) * 1e3)
         cpu, began = cpu_seconds(pid) - cpu, time.monotonic() - began
+        served = server_cpu(pids) - served
         since["worker CPU ms per pickup"] = [cpu / n * 1e3]
         since["worker CPU per wall second"] = [cpu / began]
+        if pids:
+            since["server CPU ms per pickup"] = [served / n * 1e3]
     finally:
         await app.close()
     return since, steps
@@ -187,12 +214,18 @@ def run(url: str, n: int) -> tuple[dict[str, list[float]], dict[str, list[float]
     listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listen.bind(("127.0.0.1", 0))
     listen.settimeout(15)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)}
+    # The worker's connections carry this name, so their server processes can be found.
+    application_name = f"pickup-hops-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+        "PGAPPNAME": application_name,
+    }
     worker = subprocess.Popen(
         [sys.executable, __file__, "--worker", url, str(listen.getsockname()[1])], env=env
     )
     try:
-        return asyncio.run(measure(url, n, listen, worker.pid))
+        return asyncio.run(measure(url, n, listen, worker.pid, application_name))
     finally:
         worker.terminate()
         worker.wait(30)
@@ -253,6 +286,11 @@ def main() -> None:
             f"worker CPU: {since['worker CPU ms per pickup'][0]:.2f} ms per pickup (idle time "
             f"between pickups included), {since['worker CPU per wall second'][0]:.3f} s/s"
         )
+        if "server CPU ms per pickup" in since:
+            print(
+                "server CPU (the worker's PostgreSQL connections): "
+                f"{since['server CPU ms per pickup'][0]:.2f} ms per pickup"
+            )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ async def test_one_slot_per_job_a_worker_runs_at_most_concurrency_jobs(app: App)
         await wait_until(lambda: len(running) == 3, what="three jobs to run")
         pending = [await app.get_job(j.id) for j in jobs]
         assert sum(1 for j in pending if j and j.status is JobStatus.PENDING) == 9, (
-            "jobs are claimed only for free slots: nothing is held in advance"
+            "jobs are claimed only for free slots while none end: nothing is held in advance"
         )
         gate.set()
         for job in jobs:

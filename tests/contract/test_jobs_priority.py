@@ -43,7 +43,8 @@ async def test_priority_job_arriving_at_a_busy_worker_overtakes_the_backlog(app:
         urgent = await app.enqueue("work", "urgent", priority=10)
         gate.set()
         await wait_until(lambda: len(order) == 201, what="201 jobs to run")
-    # A job is claimed only when a slot is free for it: the urgent job runs next.
+    # A job is claimed only when a slot is free for it (no job ended while the others
+    # waited, so nothing was buffered ahead): the urgent job runs next.
     assert order.index(urgent.id) == 1
 
 

@@ -52,6 +52,9 @@ async def handle(batch):
                 await asyncio.sleep(0.05)
 
 
+app.queue("jobs", visibility_timeout=float(os.environ.get("TF_JOBS_VT", "30")))
+
+
 def _started(kind, payload):
     with open(os.path.join(LOG_DIR, f"{os.getpid()}.jobs"), "a") as log:
         log.write(json.dumps([kind, payload]) + "\\n")

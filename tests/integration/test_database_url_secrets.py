@@ -107,10 +107,7 @@ def test_no_command_shows_any_part_of_a_malformed_password(tmp_path: Path) -> No
             ],
             None,
         ),
-        *(
-            ([["worker", spec]], MALFORMED[name])
-            for name in ("raw @", "raw @ in listen_url")
-        ),
+        *(([["worker", spec]], MALFORMED[name]) for name in ("raw @", "raw @ in listen_url")),
     ]
     for commands, url in runs:
         results = tf_many(commands, url=url, timeout=500, PGPASSWORD="Jm5Yc")

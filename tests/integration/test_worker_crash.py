@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from .conftest import Harness
-from .procs import deliveries, delivery_counts, wait_for
+from .procs import deliveries, delivery_counts, job_starts, wait_for
 
 
 def test_message_of_sigkilled_worker_is_redelivered_after_its_lease_expires(
@@ -46,3 +46,25 @@ def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(harness: Harne
     assert record is not None and "lease expired" in (record.last_error or "")
     dead = harness.listed("work-dlq")
     assert [(d.origin_id, d.body) for d in dead] == [(message_id, b'{"crash":true}')]
+
+
+def test_jobs_claimed_ahead_by_a_sigkilled_worker_all_run_after_their_lease(
+    harness: Harness,
+) -> None:
+    """A worker draining a backlog of short jobs holds some claimed but not started (its
+    buffer); killed, it loses none of them: their leases expire and another worker runs
+    them."""
+    harness.app.job("slow", queue="jobs")(lambda payload: None)
+    harness.app.enqueue_many_sync("slow", [{"sleep": 0.01, "i": i} for i in range(400)])
+    first = harness.start_worker("--queue", "jobs", "--concurrency", "5", TF_JOBS_VT="1")
+    wait_for(lambda: len(job_starts(harness.folder)) >= 100, 30, "a hundred jobs to start")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    harness.start_worker("--queue", "jobs", "--concurrency", "5", TF_JOBS_VT="1")
+
+    def all_completed() -> bool:
+        return {k: n for k, n in harness.counts("jobs").items() if n} == {"completed": 400}
+
+    wait_for(all_completed, 60, "every job to complete")
+    started = {payload["i"] for _, payload in job_starts(harness.folder)}
+    assert started == set(range(400))

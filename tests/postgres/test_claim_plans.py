@@ -32,15 +32,33 @@ def _plan(
     conn: psycopg.Connection[Any], sql: dict[str, str], name: str, args: dict[str, Any]
 ) -> str:
     """EXPLAIN ANALYZE of claim `name` run as the backend runs it (after its settings, in
-    a transaction), rolled back."""
+    a transaction), rolled back. `message_claim_expected` runs on its generic plan: it is
+    prepared (once a session) and executed; the first execution makes the plan."""
     conn.execute("BEGIN")
     try:
-        conn.execute(sql["claim_settings"])  # type: ignore[arg-type]
+        if name != "message_claim_expected":
+            conn.execute(sql["claim_settings"])  # type: ignore[arg-type]
+            rows = psycopg.ClientCursor(conn).execute(
+                f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql[name]}",  # type: ignore[arg-type]
+                args,
+            )
+            return "\n".join(row[0] for row in rows)
+        conn.execute(sql["claim_expected_settings"])  # type: ignore[arg-type]
+        claim, names = native(sql[name])
+        prepared = conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = 'expected_claim'"
+        ).fetchone()
+        if prepared == (0,):
+            conn.execute(f"PREPARE expected_claim AS {claim}")  # type: ignore[arg-type]
+        placeholders = ", ".join(["%s"] * len(names))
         rows = psycopg.ClientCursor(conn).execute(
-            f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql[name]}",  # type: ignore[arg-type]
-            args,
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)"  # type: ignore[arg-type]
+            f" EXECUTE expected_claim({placeholders})",
+            [args[n] for n in names],
         )
-        return "\n".join(row[0] for row in rows)
+        plan = "\n".join(row[0] for row in rows)
+        assert "$1" in plan, plan  # the generic plan (a custom one shows the values)
+        return plan
     finally:
         conn.execute("ROLLBACK")
 
@@ -151,5 +169,54 @@ async def test_the_limited_claim_reads_no_more_ready_rows_than_it_takes_under_st
         assert "messages_ready_idx" in scan, plan
         rows_read = int(scan.split("rows=")[1].split()[0].rstrip(")"))
         assert rows_read <= LIMIT, plan
+    finally:
+        await app.close()
+
+
+@on_postgres
+async def test_the_expected_claims_plan_made_on_a_nearly_empty_table_stays_right_after_a_burst(
+    database_url: str,
+) -> None:
+    """`message_claim_expected` runs on a generic plan, made once a session and made
+    again only when the table's statistics change: one made while the table was nearly
+    empty must not read the rows to update (or the candidates) with a sequential scan
+    once a burst has arrived."""
+    app = App(database_url)
+    try:
+        app.job("work")(lambda p: None)
+        await app.enqueue("work", 0)  # the tables exist and are nearly empty
+        backend = await app.backend()
+        sql: dict[str, str] = backend._db.sql  # type: ignore[attr-defined]
+        server = database_url.split("?")[0]
+        args = adapt_arrays(
+            {
+                "queue": app.registry.job_types["work"].queue,
+                "limit": LIMIT,
+                "lease_id": "lease",
+                "owner": "test",
+                "visibility_timeout": 30.0,
+                "types": None,
+                "channel": "plan-test",
+            }
+        )
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute("SET plan_cache_mode = force_custom_plan")  # as the pool's sessions
+            made = _plan(conn, sql, "message_claim_expected", args)
+            await app.enqueue_many("work", list(range(FINISHED + READY)))
+            plan = _plan(conn, sql, "message_claim_expected", args)
+        for shown in (made, plan):
+            assert "Seq Scan" not in shown and "Sort" not in shown, shown
+            assert "messages_ready_idx" in _candidate_scan(shown), shown
+        rows_read = int(_candidate_scan(plan).split("rows=")[1].split()[0].rstrip(")"))
+        assert rows_read <= LIMIT, plan
+        # The rows the UPDATE changes (alias m) are read through the primary key (an
+        # index scan of it, or a bitmap heap scan over a bitmap of it).
+        lines = plan.splitlines()
+        (at,) = [
+            i
+            for i, line in enumerate(lines)
+            if "Scan on messages m " in line or "Scan using messages_pkey on messages m " in line
+        ]
+        assert "messages_pkey" in " ".join(lines[at : at + 4]), plan
     finally:
         await app.close()

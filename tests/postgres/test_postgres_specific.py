@@ -17,6 +17,7 @@ from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch, WorkerConfig
 from taskflare.backends import open_backend
 from taskflare.backends.base import (
+    ClaimParams,
     EnqueueParams,
     MessageGetParams,
     NewMessage,
@@ -32,6 +33,7 @@ from taskflare.errors import (
     InvalidMessage,
     SchemaOutdated,
     SchemaTooNew,
+    StorageRejected,
 )
 from taskflare.ids import uuid7
 
@@ -425,3 +427,62 @@ async def test_a_batch_stored_to_be_flushed_later_commits_without_waiting_for_th
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     await backend.message_enqueue_many(EnqueueParams(new, durable=False))
     assert [m.id for m in await app.get_queue("q").list_messages()][1:] == [m.id for m in new]
+
+
+@on_postgres
+@pytest.mark.parametrize("bouncer", [False, True])
+async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_session(
+    database_url: str, bouncer: bool
+) -> None:
+    """The claim of a woken worker (`describe_empty=False`) is planned once a connection
+    (a generic plan), in its own transaction: the session keeps `force_custom_plan` (and
+    sequential scans) for every other statement, after a claim and after a claim that
+    failed. Behind PgBouncer nothing is prepared and the claim is sent as before."""
+    base = f"{database_url}&pool_max_size=1"  # one pooled connection: the one we read
+    app = App(f"{base}&pgbouncer=1" if bouncer else base)
+    try:
+        queue = app.queue("q")
+        for n in range(3):
+            await queue.send({"n": n})
+        backend = await app.backend()
+        assert isinstance(backend, pg_backend.PostgresBackend)
+
+        def params(queue: str, limit: int) -> ClaimParams:
+            return ClaimParams(queue, limit, uuid7(), "w", 30.0, describe_empty=False)
+
+        async def session(
+            conn: psycopg.AsyncConnection[tuple[object, ...]],
+        ) -> tuple[str, str, int, int]:
+            cur = await conn.execute(
+                "SELECT current_setting('plan_cache_mode') || ' ' "
+                "|| current_setting('enable_seqscan'), "
+                "(SELECT state FROM pg_stat_activity WHERE pid = pg_backend_pid()), "
+                "coalesce(sum(generic_plans) FILTER (WHERE statement LIKE %(claim)s), 0), "
+                "coalesce(sum(custom_plans) FILTER (WHERE statement LIKE %(claim)s), 0) "
+                "FROM pg_prepared_statements WHERE statement NOT LIKE '%%UNION ALL%%'",
+                # message_claim_expected (message_claim_many also describes the queue)
+                {"claim": "%candidates AS MATERIALIZED%"},
+                prepare=False,
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0]), str(row[1]), int(row[2]), int(row[3])  # type: ignore[call-overload]
+
+        first = await backend.message_claim_many(params("q", 2))
+        assert len(first.messages) == 2 and first.ready is None
+        with pytest.raises(StorageRejected):  # refused by the driver inside the transaction
+            await backend.message_claim_many(params("q\x00", 1))
+        second = await backend.message_claim_many(params("q", 5))
+        assert len(second.messages) == 1
+        assert not {m.id for m in first.messages} & {m.id for m in second.messages}
+        assert (await backend.message_claim_many(params("q", 5))).messages == []
+        plan_mode, state, generic, custom = await backend._db.run(session, "read the session")
+        if bouncer:
+            assert (plan_mode, generic, custom) == ("auto on", 0, 0)
+        else:
+            assert plan_mode == "force_custom_plan on"
+            # (psycopg prepares again after a failed transaction: counted anew from there)
+            assert generic >= 1 and custom == 0
+        assert state == "active"  # this very statement: no transaction was left open
+    finally:
+        await app.close()

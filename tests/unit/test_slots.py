@@ -4,7 +4,11 @@ one claimed earlier, even when it asks for its slot at the moment one is freed."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import pytest
+
+from taskflare import InvalidWorkerConfig, WorkerConfig
 from taskflare.registry import QueueConfig, QueueSpec
 from taskflare.worker.slots import Slots
 
@@ -78,3 +82,45 @@ async def test_a_queue_at_its_own_limit_does_not_hold_up_others() -> None:
     assert not blocked.done()
     blocked.cancel()
     await asyncio.gather(blocked, return_exceptions=True)
+
+
+async def test_a_listener_is_called_when_a_slot_frees_unless_a_fetcher_waits_for_one() -> None:
+    s = slots(1)
+    calls: list[int] = []
+    s.listen(lambda: calls.append(s.take("jobs", 1)))  # a job queue's buffer of claimed jobs
+    s.take("jobs", 1)
+    s.give_back("jobs")
+    assert calls == [1]  # the buffer took the freed slot at once
+    # A fetcher waiting for a slot is served first: the listener is not called.
+    waiting = asyncio.ensure_future(s.wait("work"))
+    await asyncio.sleep(0)
+    s.give_back("jobs")
+    await waiting
+    assert calls == [1] and s.free("work") == 1
+
+
+def test_two_buffers_take_turns_at_freed_slots() -> None:
+    s = slots(1)
+    got: list[str] = []
+
+    def buffer(name: str) -> Callable[[], None]:  # a busy job queue with claimed jobs waiting
+        def start() -> None:
+            if s.take("jobs", 1):
+                got.append(name)
+
+        return start
+
+    s.listen(buffer("a"))
+    s.listen(buffer("b"))
+    s.take("jobs", 1)
+    for _ in range(4):
+        s.give_back("jobs")
+    assert got == ["a", "b", "a", "b"]
+
+
+def test_prefetch_is_a_whole_number_or_none() -> None:
+    assert WorkerConfig().prefetch is None  # sized from the claim round trip
+    assert WorkerConfig(prefetch=0).prefetch == 0  # a job is claimed only for a free slot
+    for wrong in (-1, 1.5, True, "2"):
+        with pytest.raises(InvalidWorkerConfig, match="prefetch must be"):
+            WorkerConfig(prefetch=wrong)  # type: ignore[arg-type]

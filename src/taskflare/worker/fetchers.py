@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Coroutine
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +43,14 @@ from .stats import WorkerStats
 
 log = logging.getLogger("taskflare.worker")
 
-# The most jobs one claim takes (it never takes more than the free slots).
+# The most jobs one claim takes (the free slots, and the buffer's room while the queue
+# has a backlog).
 MAX_JOB_CLAIM = 100
+# A job queue's buffer holds the jobs that end during this many claim round trips; it is
+# refilled when half of it has started, so each claim takes about two round trips' worth
+# (fewer, larger claims: at two, a fast database made a claim of ~10 jobs every 1.5 ms,
+# ~15 % more worker CPU per 10 ms job), and the half left covers a claim in flight.
+PREFETCH_ROUND_TRIPS = 4.0
 
 
 @dataclass(slots=True)
@@ -175,6 +184,7 @@ class MessageFetcher:
                 state.held.add(spec.name, claimed[0].lease_id, len(claimed))
                 if await state.until_stopped(state.slots.acquire(spec.name)):
                     state.start(self._run_batch(claimed), f"taskflare-batch-{spec.name}")
+                    await asyncio.sleep(0)  # the consumer starts before the next claim
                 else:
                     await release(state, spec.name, claimed)
                 continue
@@ -205,17 +215,40 @@ class MessageFetcher:
 class JobProducer:
     """Claims the jobs of one job queue as slots free up and runs each one on its own.
 
-    A job is claimed only when a slot is free for it, so a high-priority job never
-    waits behind jobs claimed in advance; its outcome is written as soon as it ends
-    (group-committed with outcomes ending at the same time), never held back by another.
+    A job is claimed when a slot is free for it, or, while the queue has a backlog, a
+    little ahead: a small buffer of claimed jobs fills each slot the moment it frees,
+    instead of after a claim's round trip to the database (with 10 ms handlers that
+    round trip left slots empty for a third of the time). The buffer holds about the
+    jobs that end during four claim round trips (at most the queue's slots), so a
+    buffered job waits a few round trips, a newly enqueued higher-priority job waits
+    for at most the buffer, and a queue of long jobs buffers nothing. Buffered jobs are
+    leased like running ones (the heartbeat extends them), handed back at once on a
+    graceful stop, and a queue with rate or concurrency limits buffers nothing (a
+    buffered job would hold a limit it does not use). Each job's outcome is written as
+    soon as it ends (group-committed with outcomes ending at the same time), never held
+    back by another.
     """
 
-    def __init__(self, state: WorkerState, spec: QueueSpec) -> None:
+    def __init__(self, state: WorkerState, spec: QueueSpec, prefetch: int | None = 0) -> None:
+        """`prefetch`: the most jobs buffered ahead of free slots (None: sized from the
+        jobs ending per claim round trip, at most the queue's slots)."""
         self.state = state
         self.spec = spec
         self.types = tuple(sorted(spec.job_types))
         # The queue's rate and concurrency limits: enforced by the claim statement itself.
         self.limits = spec.flow_limits()
+        self.buffer: deque[ClaimedMessage] = deque()
+        slots = state.slots.free(spec.name)
+        cap = slots if prefetch is None else prefetch
+        self.cap = 0 if self.limits else min(cap, MAX_JOB_CLAIM)
+        self.fixed = prefetch is not None
+        self.backlog = False  # the last claim took all it asked for
+        self.per_trip = 0.0  # jobs ending during one claim round trip (moving average)
+        self.ended = 0  # jobs of this queue that have ended
+        self.room = asyncio.Event()  # the buffer fell below its target
+        self._last: tuple[float, int] | None = None  # the previous claim's start, `ended`
+        if self.cap:
+            state.slots.listen(self._dispatch)
 
     def _params(self, limit: int, *, expected: bool) -> ClaimParams:
         return ClaimParams(
@@ -229,8 +262,59 @@ class JobProducer:
             describe_empty=not expected,
         )
 
+    def target(self) -> int:
+        """How many claimed jobs the buffer should hold now."""
+        if not self.backlog or not self.cap:
+            return 0
+        if self.fixed:
+            return self.cap
+        # Rounded, not up: a job is buffered only if one ends every 8 round trips or more
+        # often, so a buffered job never waits long for a slot behind long-running jobs.
+        return min(self.cap, math.floor(PREFETCH_ROUND_TRIPS * self.per_trip + 0.5))
+
+    def _dispatch(self) -> None:
+        """Start buffered jobs on the free slots (called when a slot frees)."""
+        buffer = self.buffer
+        if not buffer or self.state.stop.is_set():
+            return
+        started = self.state.slots.take(self.spec.name, len(buffer))
+        for _ in range(started):
+            message = buffer.popleft()
+            self.state.start(self._run_job(message), f"taskflare-job-{message.id}")
+        if started and (not buffer or self.wants_claim()):
+            self.room.set()  # the claim loop waits for this while the buffer is full
+
+    def wants_claim(self) -> bool:
+        """Whether the buffer has room enough for a claim: half its target, or less when
+        its cap leaves less than two round trips' worth after the claim is sent (a slow
+        database: claims follow one another)."""
+        target = self.target()
+        keep = max(target - target // 2, round(2 * self.per_trip))
+        return target - len(self.buffer) >= max(1, target - keep)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Buffered jobs whose cancel was requested end as cancelled, without running."""
+        wanted = set(job_ids)
+        dropped = [m for m in self.buffer if m.id in wanted]
+        if not dropped:
+            return
+        self.buffer = deque(m for m in self.buffer if m.id not in wanted)
+        self.room.set()
+        for message in dropped:
+            self.state.start(self._run_job(message, cancelled=True), f"taskflare-job-{message.id}")
+
+    def _measure(self, started: float, ended: int) -> None:
+        """After a claim: how many jobs end during one claim round trip, from the rate
+        at which jobs ended since the previous claim started and this claim's latency."""
+        now = time.monotonic()
+        if self._last is not None and self.cap and not self.fixed:
+            since, ended_then = self._last
+            rate = (self.ended - ended_then) / max(now - since, 1e-6)
+            self.per_trip = 0.5 * self.per_trip + 0.5 * rate * (now - started)
+        self._last = (started, ended)
+
     async def run(self) -> None:
-        """Claim and start jobs until the worker stops.
+        """Claim and start jobs until the worker stops; then hand back buffered jobs.
 
         A claim made right after a change woke the fetcher, or right after a claim that
         took all it asked for, expects work: it is the claim alone (see
@@ -239,34 +323,54 @@ class JobProducer:
         idle timeout, after a claim that took less than it asked for) describe an empty
         queue in the same statement: an idle worker sends one statement per idle wait,
         and a pickup costs no more statements than before."""
+        await self._claim_loop()
+        if self.buffer:  # claimed but never started: back to the queue, attempt uncounted
+            claimed, self.buffer = list(self.buffer), deque()
+            await release(self.state, self.spec.name, claimed)
+
+    async def _claim_loop(self) -> None:
         state, spec = self.state, self.spec
         topic = ready_topic(spec.name)
         failures = [0]
         expected = False
         while not state.stop.is_set():
-            if state.slots.free(spec.name) <= 0:
+            self._dispatch()
+            if state.slots.free(spec.name) <= 0 and not self.wants_claim():
+                if self.buffer:
+                    self.room.clear()
+                    if not await state.until_stopped(self.room.wait()):
+                        return
+                    continue
                 if not await state.until_stopped(state.slots.wait(spec.name)):
                     return
                 await asyncio.sleep(0)  # let jobs ending in the same tick free their slots too
                 continue
             taken = state.slots.take(spec.name, MAX_JOB_CLAIM)
+            more = self.target() - len(self.buffer)
+            limit = taken + max(0, min(more, MAX_JOB_CLAIM - taken))
             seq = state.backend.change_seq(topic)
             done_seq = state.backend.change_seq(DONE_TOPIC)
-            params = self._params(taken, expected=expected)
+            params = self._params(limit, expected=expected)
+            started, ended = time.monotonic(), self.ended
             result = await state.claim(params, spec.name, failures)
             claimed = [] if result is None else result.messages
-            state.slots.give_back(spec.name, taken - len(claimed))
-            expected = len(claimed) == taken  # a full claim: more may be waiting
+            state.slots.give_back(spec.name, taken - min(len(claimed), taken))
+            self.backlog = expected = len(claimed) == limit  # a full claim: more may be waiting
             if result is None:
                 continue
+            self._measure(started, ended)
             if claimed:
                 state.held.add(spec.name, claimed[0].lease_id, len(claimed))
-                for message in claimed:
+                for message in claimed[:taken]:
                     state.start(self._run_job(message), f"taskflare-job-{message.id}")
+                self.buffer.extend(claimed[taken:])
+                # The jobs' handlers start before the next claim is sent: sending it
+                # first put a database round trip's send in front of every pickup.
+                await asyncio.sleep(0)
                 continue
             ready = result.ready
             if ready is None and not params.describe_empty:
-                ready = await ready_info(state, spec.name, taken, self.types)
+                ready = await ready_info(state, spec.name, limit, self.types)
             wait = idle_wait(ready, spec, state.idle_wait, fill=False)
             if wait <= 0:
                 continue
@@ -277,12 +381,14 @@ class JobProducer:
                 await state.until_stopped(state.backend.wait_for_change(topic, seq, wait))
             expected = state.backend.change_seq(topic) != seq  # woken by new work
 
-    async def _run_job(self, message: ClaimedMessage) -> None:
+    async def _run_job(self, message: ClaimedMessage, *, cancelled: bool = False) -> None:
         state, spec = self.state, self.spec
         try:
-            report = await state.jobs.run(spec, message)
+            report = await state.jobs.run(spec, message, cancelled=cancelled)
         finally:
-            state.slots.give_back(spec.name)
+            if not cancelled:  # a cancelled buffered job ran without a slot
+                self.ended += 1
+                state.slots.give_back(spec.name)
 
         hooks = state.jobs.registry.hooks
 
@@ -329,4 +435,5 @@ async def release(state: WorkerState, queue: str, claimed: list[ClaimedMessage])
         log.info("queue %r: handed back %d unstarted messages", queue, count)
     except Exception as exc:
         log.warning("queue %r: could not hand back unstarted messages (%s)", queue, exc)
-    state.held.done(queue, claimed[0].lease_id, len(claimed))
+    for message in claimed:  # a job queue's buffer may hold jobs of several claims
+        state.held.done(queue, message.lease_id)

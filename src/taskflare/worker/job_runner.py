@@ -81,19 +81,24 @@ class JobRunner:
                 ctx.mark_cancelled()
                 task.cancel()
 
-    def run(self, spec: QueueSpec, message: ClaimedMessage) -> Awaitable[JobReport]:
+    def run(
+        self, spec: QueueSpec, message: ClaimedMessage, *, cancelled: bool = False
+    ) -> Awaitable[JobReport]:
         """Run one job to its decision (await the result). Cancelled by the worker's
         shutdown: the decision is made (retry, or fail when out of attempts) and returned
-        all the same. With tracing on, inside a consumer span that records the decision."""
+        all the same. With tracing on, inside a consumer span that records the decision.
+        `cancelled`: its cancel came while it waited for a slot; it ends so, unrun."""
         if self.registry.hooks.tracing is None:
-            return self._run(spec, message)  # without a coroutine in between
-        return self._run_traced(spec, message)
+            return self._run(spec, message, cancelled)  # without a coroutine in between
+        return self._run_traced(spec, message, cancelled)
 
-    async def _run_traced(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
+    async def _run_traced(
+        self, spec: QueueSpec, message: ClaimedMessage, cancelled: bool
+    ) -> JobReport:
         tracing = self.registry.hooks.tracing
         assert tracing is not None
         with tracing.process("job", spec.name, [message], batch=False) as span:
-            report = await self._run(spec, message)
+            report = await self._run(spec, message, cancelled)
             decision = report.decision
             if decision.attempt_outcome in ("retried", "failed"):
                 trace = report.settlement.attempts[0].traceback
@@ -102,7 +107,7 @@ class JobRunner:
                 span.settled(decision.attempt_outcome, None)
             return report
 
-    async def _run(self, spec: QueueSpec, message: ClaimedMessage) -> JobReport:
+    async def _run(self, spec: QueueSpec, message: ClaimedMessage, cancelled: bool) -> JobReport:
         job_type = self.registry.job_types.get(message.type or "")
         max_attempts = message.max_attempts or (job_type.max_attempts if job_type else 1)
         ctx = JobContext(
@@ -117,18 +122,22 @@ class JobRunner:
             worker_id=self.worker_id,
         )
         started_at = time.time()
-        if wanted("started"):
-            log_event("started", **_fields(message, spec.name))
-        if self.registry.hooks.wants("started"):
-            self.registry.hooks.emit(_event("started", message, spec.name))
-        task = asyncio.current_task()
-        assert task is not None
-        self.running[message.id] = (task, ctx)
         trace: str | None = None
-        try:
-            outcome, trace = await self._outcome(job_type, message, ctx)
-        finally:
-            self.running.pop(message.id, None)
+        if cancelled:
+            ctx.mark_cancelled()
+            outcome: Outcome = Cancelled()
+        else:
+            if wanted("started"):
+                log_event("started", **_fields(message, spec.name))
+            if self.registry.hooks.wants("started"):
+                self.registry.hooks.emit(_event("started", message, spec.name))
+            task = asyncio.current_task()
+            assert task is not None
+            self.running[message.id] = (task, ctx)
+            try:
+                outcome, trace = await self._outcome(job_type, message, ctx)
+            finally:
+                self.running.pop(message.id, None)
         delivery = Delivery(
             message.id,
             message.lease_id,

@@ -4,7 +4,7 @@ per queue (the queue's `max_concurrency`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..registry import QueueSpec
 
@@ -16,6 +16,11 @@ class Slots:
     acquirer that may use it, so a batch claimed later never starts before one claimed
     earlier (without the hand-over, a newcomer that looked at the counter between the
     slot's release and the waiter's wake-up took it first).
+
+    A listener (a job queue's buffer of claimed jobs) is called the moment a slot frees
+    that no acquirer took, unless a fetcher waits for one: a waiting fetcher is served
+    first, and listeners take turns being first, so a queue with a buffer never starves
+    another queue of slots.
     """
 
     def __init__(self, concurrency: int, queues: Mapping[str, QueueSpec]) -> None:
@@ -23,6 +28,24 @@ class Slots:
         self._queue_free = {name: spec.config.max_concurrency for name, spec in queues.items()}
         self._waiters: list[asyncio.Future[None]] = []
         self._acquirers: list[tuple[str, asyncio.Future[None]]] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._turn = 0  # the listener offered freed slots first next time
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (which may `take` slots) whenever a slot frees and no fetcher
+        waits for one."""
+        self._listeners.append(listener)
+
+    def _offer(self) -> None:
+        """Offer the free slots to the listeners, each in turn first (two busy job
+        queues with buffers share the freed slots instead of the first taking all)."""
+        count = len(self._listeners)
+        for k in range(count):
+            if self._free <= 0:
+                break
+            self._listeners[(self._turn + k) % count]()
+        if count:
+            self._turn = (self._turn + 1) % count
 
     def free(self, queue: str) -> int:
         """How many handlers of `queue` could start now."""
@@ -84,6 +107,9 @@ class Slots:
                 self.take(wanted, 1)
                 handed.set_result(None)
         if self._free <= 0:
+            return
+        if not self._waiters:
+            self._offer()
             return
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
