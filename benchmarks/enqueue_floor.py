@@ -606,10 +606,13 @@ def render(
         f"{sqlite3.sqlite_version} (WAL, synchronous FULL, files on the local ext4 disk). "
         f"Packages: {versions}.",
         "",
-        "Cells are medians over the rounds; `ratio` is the subject's rate over the first row's "
-        "of its group (its floor) in the same round, then the median. Rates are wall clock on a "
-        "shared 2-CPU machine: CPU per call is the steadier figure. Server CPU is the sum over "
-        "the PostgreSQL backends connected to the run's database (`/proc/<pid>/schedstat`).",
+        "Cells are medians over the rounds; `best` is the highest rate (lowest p95) of any "
+        "round: other work on the machine only slows a subject, so the best round is the "
+        "nearest to an idle machine. `ratio` is the subject's rate over the first row's of its "
+        "group (its floor): the median of the per-round ratios / best over best. Rates are "
+        "wall clock on a shared 2-CPU machine: CPU per call is the steadier figure. Server CPU "
+        "is the sum over the PostgreSQL backends connected to the run's database "
+        "(`/proc/<pid>/schedstat`).",
         "",
     ]
     groups = [
@@ -623,8 +626,17 @@ def render(
             continue
         fields = FIELDS[kind]
         lines += [f"## {title}", ""]
-        lines.append("| subject | " + " | ".join(f[1] for f in fields) + " | ratio to floor |")
-        lines.append("|---" * (len(fields) + 2) + "|")
+        best_cols = ("best " + fields[0][1],) + (("best p95 ms",) if kind == "single" else ())
+        lines.append(
+            "| subject | "
+            + " | ".join(f[1] for f in fields)
+            + " | "
+            + " | ".join(best_cols)
+            + " | ratio to floor (median / best) | best over the peer's best |"
+        )
+        lines.append("|---" * (len(fields) + len(best_cols) + 3) + "|")
+        peer = "huey" if backend == "sqlite" else "pgqueuer"
+        peer_rates = [v for v in (r[(kind, backend, peer)].get("per_s") for r in rounds) if v]
         first = names[0]
         for name in names:
             cells = []
@@ -637,10 +649,19 @@ def render(
                 for r in rounds
                 if "per_s" in r[(kind, backend, name)] and "per_s" in r[(kind, backend, first)]
             ]
+            own = [v for v in (r[(kind, backend, name)].get("per_s") for r in rounds) if v]
+            floor = [v for v in (r[(kind, backend, first)].get("per_s") for r in rounds) if v]
+            cells.append(fmt(max(own) if own else None, 0))
+            if kind == "single":
+                p95s = [v for v in (r[(kind, backend, name)].get("p95_ms") for r in rounds) if v]
+                cells.append(fmt(min(p95s) if p95s else None, 2))
             ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+            if own and floor:
+                ratio += f" / {max(own) / max(floor):.2f}x"
             errors = {r[(kind, backend, name)].get("error") for r in rounds} - {None}
             note = f" ERROR {'; '.join(map(str, errors))}" if errors else ""
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio}{note} |")
+            over = f"{max(own) / max(peer_rates):.2f}x" if own and peer_rates else "-"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio}{note} | {over} |")
         lines.append("")
         if backend == "sqlite":
             syncs = {
@@ -690,6 +711,7 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=5000)
     parser.add_argument("--only", default="", help="comma-separated subject names")
     parser.add_argument("--out", default=str(BENCH_DIR / "RESULTS-enqueue-floor.md"))
+    parser.add_argument("--raw", help="also write every round's figures here (JSON)")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -721,6 +743,9 @@ def main() -> None:
             f"| {number} | {started:%H:%M:%S} | {time.monotonic() - t0:.0f} | {before} "
             f"| {loadavg()} |"
         )
+    if args.raw:
+        raw = [{" | ".join(k): v for k, v in r.items()} for r in rounds]
+        Path(args.raw).write_text(json.dumps({"rounds": raw, "load": load_lines}, indent=1))
     text = render(plan, rounds, load_lines, args, (time.monotonic() - t_all) / 60)
     Path(args.out).write_text(text)
     print(text)

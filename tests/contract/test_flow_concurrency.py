@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from helpers import running_worker, wait_until
 from job_helpers import job_of
 from taskflare import App, Concurrency, JobStatus, WorkerConfig
@@ -16,8 +18,9 @@ from taskflare.policy import Delivery, Succeeded, decide
 from taskflare.worker.batch_runner import as_settlement
 
 
-async def claim(app: App, queue: str, limit: int = 10) -> list[Any]:
-    """One claim as a worker makes it (with the queue's limits)."""
+async def claim(app: App, queue: str, limit: int = 10, *, expected: bool = False) -> list[Any]:
+    """One claim as a worker makes it (with the queue's limits); `expected`: as it claims
+    while a queue drains (work expected, see `ClaimParams.describe_empty`)."""
     backend = await app.backend()
     spec = app.registry.queue(queue)
     result = await backend.message_claim_many(
@@ -29,6 +32,7 @@ async def claim(app: App, queue: str, limit: int = 10) -> list[Any]:
             visibility_timeout=30,
             types=tuple(sorted(spec.job_types)),
             limits=spec.flow_limits(),
+            describe_empty=not expected,
         )
     )
     return result.messages
@@ -62,6 +66,32 @@ async def test_a_key_at_its_limit_is_skipped_without_spending_attempts(app: App)
         assert waiting.history == ()
     await complete(app, [m for m in first if m.id == a1.id])
     assert [m.id for m in await claim(app, "sync")] == [a2.id]  # enqueue order
+
+
+@pytest.mark.parametrize("expected", [False, True], ids=["claim", "expected-claim"])
+@pytest.mark.parametrize(
+    ("sizes", "taken"), [((10, 50, 1), (10, 50, 0)), ((11, 50, 1), (11, 49, 0))]
+)
+async def test_max_concurrency_fills_up_exactly_whatever_the_claim_sizes(
+    app: App, expected: bool, sizes: tuple[int, ...], taken: tuple[int, ...]
+) -> None:
+    app.job("render", queue="fill", max_concurrency=60)(lambda p: None)
+    await app.enqueue_many("render", list(range(100)))
+    counts = [len(await claim(app, "fill", n, expected=expected)) for n in sizes]
+    assert tuple(counts) == taken
+
+
+async def test_max_concurrency_holds_whichever_way_the_claims_before_went(app: App) -> None:
+    # Claims that expect work and others, in turn, then jobs ending: the running jobs a
+    # claim counts are every claim's (a worker's claims differ as its queue drains).
+    app.job("render", queue="mixed-claims", max_concurrency=60)(lambda p: None)
+    await app.enqueue_many("render", list(range(200)))
+    turns = [(10, True), (20, False), (50, True), (1, True)]
+    taken = [await claim(app, "mixed-claims", n, expected=e) for n, e in turns]
+    assert [len(t) for t in taken] == [10, 20, 30, 0]
+    await complete(app, taken[0] + taken[1][:5])
+    again = [await claim(app, "mixed-claims", n, expected=True) for n in (10, 10)]
+    assert [len(t) for t in again] == [10, 5]
 
 
 async def test_concurrency_key_given_at_enqueue_and_max_concurrency_per_type(app: App) -> None:

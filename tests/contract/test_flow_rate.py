@@ -10,16 +10,21 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from helpers import running_worker, wait_until
 from job_helpers import job_of
 from taskflare import App, JobStatus, RateLimit, RateLimited, WorkerConfig
-from taskflare.backends.base import ClaimParams, FlowStatsParams
+from taskflare.backends.base import ClaimParams, FlowHoldParams, FlowStatsParams
 from taskflare.ids import uuid7
 from taskflare.testing import drain
 
 
-async def claim(app: App, queue: str, limit: int = 50) -> tuple[list[Any], Any]:
+async def claim(
+    app: App, queue: str, limit: int = 50, *, expected: bool = False
+) -> tuple[list[Any], Any]:
+    """One claim as a worker makes it; `expected`: as it claims while a queue drains
+    (work expected, see `ClaimParams.describe_empty`)."""
     backend = await app.backend()
     spec = app.registry.queue(queue)
     result = await backend.message_claim_many(
@@ -31,6 +36,7 @@ async def claim(app: App, queue: str, limit: int = 50) -> tuple[list[Any], Any]:
             visibility_timeout=30,
             types=tuple(sorted(spec.job_types)),
             limits=spec.flow_limits(),
+            describe_empty=not expected,
         )
     )
     return result.messages, result.ready
@@ -160,7 +166,10 @@ async def test_an_idle_worker_waiting_on_a_limit_does_not_spin(app: App) -> None
     assert gaps and min(gaps) > 0.5, gaps
 
 
-async def test_a_limit_near_its_budget_gives_a_claim_only_what_is_left(app: App) -> None:
+@pytest.mark.parametrize("expected", [False, True], ids=["claim", "expected-claim"])
+async def test_a_limit_near_its_budget_gives_a_claim_only_what_is_left(
+    app: App, expected: bool
+) -> None:
     # Far from its budget a limit lets a claim take its whole batch; near it (fewer
     # tokens or slots left than a claim takes) the claim takes exactly what is left.
     app.job("sync", queue="near", rate_limit=RateLimit("80/h", burst=80))(lambda p: None)
@@ -168,12 +177,15 @@ async def test_a_limit_near_its_budget_gives_a_claim_only_what_is_left(app: App)
     for i in range(150):
         await app.enqueue("sync", i)
         await app.enqueue("render", i)
-    for queue, expected in (("near", [50, 30, 0]), ("slots", [50, 10, 0])):
-        taken = [len((await claim(app, queue, limit=50))[0]) for _ in range(3)]
-        assert taken == expected, queue
+    for queue, taken in (("near", [50, 30, 0]), ("slots", [50, 10, 0])):
+        counts = [len((await claim(app, queue, 50, expected=expected))[0]) for _ in range(3)]
+        assert counts == taken, queue
 
 
-async def test_each_key_spends_the_tokens_of_its_own_jobs_in_a_mixed_claim(app: App) -> None:
+@pytest.mark.parametrize("expected", [False, True], ids=["claim", "expected-claim"])
+async def test_each_key_spends_the_tokens_of_its_own_jobs_in_a_mixed_claim(
+    app: App, expected: bool
+) -> None:
     # Two keys with 40 tokens each, their jobs interleaved: a claim of 30 takes 15 of
     # each and spends 15 from each key (not 30), so the next claim takes 30 again, the
     # one after that the 10 + 10 left.
@@ -181,5 +193,36 @@ async def test_each_key_spends_the_tokens_of_its_own_jobs_in_a_mixed_claim(app: 
     app.job("sync", queue="mixed", rate_limit=per_tenant)(lambda p: None)
     for i in range(120):
         await app.enqueue("sync", {"tenant": "ab"[i % 2]})
-    taken = [len((await claim(app, "mixed", limit=30))[0]) for _ in range(4)]
+    taken = [len((await claim(app, "mixed", 30, expected=expected))[0]) for _ in range(4)]
     assert taken == [30, 30, 20, 0]
+
+
+async def test_a_held_key_holds_a_claim_that_expects_work(app: App) -> None:
+    # Far from its budget (100 tokens, a claim of 10) but held: the key's jobs wait,
+    # other keys' jobs are taken, and their tokens spent.
+    per_tenant = RateLimit("100/s", key=lambda p: p["tenant"])
+    app.job("call", queue="held", rate_limit=per_tenant)(lambda p: None)
+    jobs = [await app.enqueue("call", {"tenant": "ab"[i % 2]}) for i in range(6)]
+    backend = await app.backend()
+    await backend.flow_hold(FlowHoldParams(buckets=("r:call:0|a",), seconds=30))
+    taken, _ = await claim(app, "held", 10, expected=True)
+    assert sorted(m.id for m in taken) == sorted(j.id for j in jobs[1::2])
+    assert (await claim(app, "held", 10, expected=True))[0] == []
+    (stat,) = await backend.flow_stats(FlowStatsParams(app.registry.queue("held").flow_limits()))
+    assert stat.started == 3 and stat.waiting == 3
+
+
+async def test_a_claim_that_expects_work_spends_the_tokens_it_takes(app: App) -> None:
+    # Limits far from their budgets, a queue's and a type's, on one queue: each claim
+    # spends one token of each per job it starts, so the fourth claim finds the type's
+    # limit near and takes what is left; then the queue's 700 tokens left go to the
+    # jobs of another type (a day's rate: nothing refills meanwhile).
+    app.queue("spend", rate_limit=RateLimit("1000/d", burst=1000))
+    app.job("a", queue="spend", rate_limit=RateLimit("300/d", burst=300))(lambda p: None)
+    app.job("b", queue="spend")(lambda p: None)
+    await app.enqueue_many("a", list(range(400)))
+    taken = [len((await claim(app, "spend", 80, expected=True))[0]) for _ in range(5)]
+    assert taken == [80, 80, 80, 60, 0]
+    await app.enqueue_many("b", list(range(800)))
+    taken = [len((await claim(app, "spend", 100, expected=True))[0]) for _ in range(9)]
+    assert taken == [100] * 7 + [0, 0]

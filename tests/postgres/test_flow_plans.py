@@ -5,6 +5,7 @@ jobs it takes are found by primary key, never by reading the whole ready index o
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
@@ -19,8 +20,9 @@ on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=Tru
 
 
 @on_postgres
+@pytest.mark.parametrize("statement", ["message_claim_limited", "message_claim_limited_fast"])
 async def test_the_generic_plan_of_the_limited_claim_finds_its_jobs_by_primary_key(
-    database_url: str,
+    database_url: str, statement: str
 ) -> None:
     app = App(database_url)
     try:
@@ -40,10 +42,12 @@ async def test_the_generic_plan_of_the_limited_claim_finds_its_jobs_by_primary_k
                 "types": ["call"],
                 "concurrency_poll": CONCURRENCY_POLL,
                 "channel": backend.channel,  # type: ignore[attr-defined]
+                "running_cap": 10_000.0 - 100,
+                "running_rows": 10_000 - 100 + 1,
                 **limit_arrays(spec.flow_limits()),
             }
         )
-        claim, names = native(sql["message_claim_limited"])
+        claim, names = native(sql[statement])
         server = database_url.split("?")[0]
         schema = parse_qs(urlsplit(database_url).query)["schema"][0]
         with psycopg.connect(server, autocommit=True) as conn:
@@ -63,14 +67,18 @@ async def test_the_generic_plan_of_the_limited_claim_finds_its_jobs_by_primary_k
             conn.execute("ROLLBACK")
         assert schema in claim
         assert "Seq Scan on messages" not in plan, plan
-        # The rows the UPDATE changes (alias m_1) are read through the primary key
+        # The rows the UPDATE changes (alias m_1, or m) are read through the primary key
         # (an index scan of it, or a bitmap heap scan over a bitmap of it).
         lines = plan.splitlines()
+        (alias,) = [m.group(1) for m in re.finditer(r"Update on messages (\w+)", plan)]
         (at,) = [
             i
             for i, line in enumerate(lines)
-            if "Scan on messages m_1" in line or "Scan using messages_pkey on messages m_1" in line
+            if f"Scan on messages {alias} " in line
+            or f"Scan using messages_pkey on messages {alias} " in line
         ]
         assert "messages_pkey" in " ".join(lines[at : at + 4]), plan
+        # Counting the queue's running jobs reads the queue's range of the leased index.
+        assert "messages_lease_id_idx" not in plan, plan
     finally:
         await app.close()

@@ -13,6 +13,7 @@ import typing
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import starmap
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -31,6 +32,8 @@ class Rows:
 
     def into(self, record: type[T]) -> list[T]:
         """Every row as a `record` (a dataclass), fields filled by column name."""
+        if _in_field_order(cast(Hashable, record), self.columns):
+            return list(starmap(record, self.rows))  # no Python call per row
         build: Callable[[Sequence[Any]], T] = _builder(cast(Hashable, record), self.columns)
         return [build(row) for row in self.rows]
 
@@ -52,6 +55,18 @@ class Rows:
     def scalar(self) -> Any:
         """The first column of the first row (None when there is no row)."""
         return self.rows[0][0] if self.rows else None
+
+
+@cache
+def _in_field_order(key: Hashable, columns: tuple[str, ...]) -> bool:
+    """Whether rows of `columns` build `key` (a dataclass) positionally as they are: the
+    columns are its first fields in order, and none is a bool SQLite gives as 0/1."""
+    record = cast(type[Any], key)
+    names = tuple(f.name for f in dataclasses.fields(record))
+    if columns != names[: len(columns)]:
+        return False
+    hints = typing.get_type_hints(record)
+    return not any(hints[c] in (bool, bool | None) for c in columns)
 
 
 @cache

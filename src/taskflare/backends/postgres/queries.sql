@@ -1347,6 +1347,112 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
        -- order and stops at `limit`, never every ready row sorted.
        set_config('enable_sort', 'off', true);
 
+-- name: message_claim_limited_fast
+-- message_claim_limited while no limit is near, run right after flow_lock in the same
+-- transaction: no rate bucket of the queue's limits has fewer tokens than this claim
+-- takes or is held, and no concurrency limit allows fewer than this claim beyond the
+-- queue's running jobs (`running_cap`: the least of their amounts minus the claim, NULL
+-- when there is none), and the caller saw no limit smaller than a claim. Then no bucket
+-- is tight, and message_claim_limited would take the first `limit` claimable jobs as
+-- the plain claim does: so does this, and spends their tokens, without that statement's
+-- bookkeeping. When a limit is near (or nothing is ready) it claims nothing; the caller
+-- then runs message_claim_limited.
+WITH running AS MATERIALIZED (
+    -- The queue's running jobs, or an upper bound of them: the row `~running` of
+    -- flow_buckets (key: the queue) holds the last count plus every job claimed with
+    -- limits since (jobs only stop running otherwise). Counted again only when that
+    -- bound is above the cap: the count reads the queue's leased index, dead entries of
+    -- jobs finished since the last vacuum included, which costs a drain more than the
+    -- rest of the claim whenever another transaction holds back their removal.
+    SELECT CASE WHEN %(running_cap)s::float8 IS NULL THEN NULL
+                WHEN b.tokens <= %(running_cap)s::float8 THEN b.tokens
+                ELSE (SELECT count(*)
+                      -- In the order of the queue's leased index, so the plan reads
+                      -- that index (not every leased job's, as another could).
+                      FROM (SELECT 1 FROM {schema}.messages
+                            WHERE queue = %(queue)s AND state = 'leased'
+                            ORDER BY lease_expires_at
+                            LIMIT %(running_rows)s) AS r)::float8 END AS n
+    FROM (SELECT (SELECT tokens FROM {schema}.flow_buckets
+                  WHERE family = '~running' AND key = %(queue)s) AS tokens) AS b
+), near AS MATERIALIZED (
+    SELECT EXISTS (
+               SELECT 1
+               FROM {schema}.flow_buckets AS b
+               JOIN unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
+                           %(bursts)s::float8[]) AS l(family, amount, period, burst)
+                 ON l.family = b.family AND l.period > 0
+               WHERE b.family = ANY(%(families)s::text[])
+                 AND (least(l.burst, b.tokens + greatest({stmt_now} - b.updated_at, 0)
+                                                * l.amount / l.period) < %(limit)s
+                      OR b.held_until > {stmt_now}))
+           OR coalesce((SELECT n FROM running) > %(running_cap)s::float8, false) AS yes
+), candidates AS MATERIALIZED (
+    SELECT id
+    FROM {schema}.messages
+    WHERE queue = %(queue)s AND state = 'ready' AND available_at <= {stmt_now}
+      AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues WHERE name = %(queue)s AND paused)
+      AND NOT (SELECT yes FROM near)
+    ORDER BY priority DESC, available_at, id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {schema}.messages AS m
+    SET state = 'leased',
+        attempts = m.attempts + 1,
+        lease_id = %(lease_id)s,
+        lease_owner = %(owner)s,
+        lease_expires_at = {stmt_now} + %(visibility_timeout)s,
+        started_at = {stmt_now}
+    -- As in message_claim_limited: not locked (claims with limits take turns), checked
+    -- again here, looked up by primary key.
+    WHERE m.id = ANY(ARRAY(SELECT id FROM candidates))
+      AND CASE WHEN m.state = 'ready' THEN true END
+    RETURNING m.id, m.queue, m.body, m.content_type, m.attempts, m.created_at, m.priority,
+              m.lease_id, m.type, m.max_attempts, m.correlation_id, m.flow_keys,
+              m.trace_context
+), spent AS (
+    -- As in message_claim_limited.
+    INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
+    SELECT l.family, s.key,
+           coalesce(least(l.burst, f.tokens + greatest({stmt_now} - f.updated_at, 0)
+                                              * l.amount / l.period), l.burst) - s.n,
+           {stmt_now}
+    FROM (SELECT split_part(u.bucket, '|', 1) AS family,
+                 substr(u.bucket, strpos(u.bucket, '|') + 1) AS key, sum(u.n) AS n
+          FROM (SELECT unnest(g.flow_keys) AS bucket, g.n
+                FROM (SELECT flow_keys, count(*)::integer AS n FROM claimed
+                      GROUP BY flow_keys) AS g) AS u
+          WHERE u.bucket LIKE 'r%%' GROUP BY u.bucket) AS s
+    JOIN unnest(%(families)s::text[], %(amounts)s::float8[], %(periods)s::float8[],
+                %(bursts)s::float8[]) AS l(family, amount, period, burst)
+      ON l.period > 0 AND l.family = s.family
+    LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
+    ON CONFLICT (family, key) DO UPDATE
+    SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
+), counted AS (
+    -- The bound of the queue's running jobs, with this claim's jobs (none when the
+    -- count stopped above the cap: then it is no bound, and the next claim counts).
+    INSERT INTO {schema}.flow_buckets AS b (family, key, tokens, updated_at)
+    SELECT '~running', %(queue)s,
+           CASE WHEN r.n > %(running_cap)s::float8 THEN 'Infinity'::float8
+                ELSE r.n + (SELECT count(*) FROM claimed) END,
+           {stmt_now}
+    FROM running AS r
+    WHERE r.n IS NOT NULL
+    ON CONFLICT (family, key) DO UPDATE
+    SET tokens = excluded.tokens, updated_at = excluded.updated_at
+), bumped AS (
+    -- Without a concurrency limit (now), a bound kept before still counts these jobs.
+    UPDATE {schema}.flow_buckets AS b
+    SET tokens = b.tokens + (SELECT count(*) FROM claimed)
+    WHERE b.family = '~running' AND b.key = %(queue)s
+      AND (SELECT n FROM running) IS NULL AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
+       type, max_attempts, correlation_id, flow_keys, trace_context
+FROM claimed;
+
 -- name: message_claim_limited
 -- message_claim_many for a queue whose jobs carry limit buckets (`family|key`), run
 -- right after flow_lock in the same transaction. A bucket of a concurrency limit
@@ -1374,14 +1480,20 @@ WITH limits AS MATERIALIZED (
                 %(bursts)s::float8[]) AS l(family, amount, period, burst)
 ), running AS MATERIALIZED (
     SELECT k.bucket, count(*) AS n
-    FROM {schema}.messages AS m, unnest(m.flow_keys) AS k(bucket)
-    WHERE m.queue = %(queue)s AND m.state = 'leased' AND m.flow_keys IS NOT NULL
-      -- Not counted when no concurrency limit can be near: fewer jobs of the queue run
-      -- than any of them allows beyond this claim (max_concurrency=10000, say).
-      AND EXISTS (SELECT 1 FROM limits
+    -- Read in the order of the queue's leased index, so the plan reads that index (a
+    -- generic plan could otherwise read every leased job's through another).
+    FROM (SELECT flow_keys FROM {schema}.messages
+          WHERE queue = %(queue)s AND state = 'leased' AND flow_keys IS NOT NULL
+          ORDER BY lease_expires_at) AS m,
+         unnest(m.flow_keys) AS k(bucket)
+    -- Not counted when no concurrency limit can be near: fewer jobs of the queue run
+    -- than any of them allows beyond this claim (max_concurrency=10000, say).
+    WHERE EXISTS (SELECT 1 FROM limits
                   WHERE period = 0
-                    AND amount - %(limit)s < (SELECT count(*) FROM {schema}.messages
-                                             WHERE queue = %(queue)s AND state = 'leased'))
+                    AND amount - %(limit)s < (SELECT count(*)
+                                             FROM (SELECT 1 FROM {schema}.messages
+                                                   WHERE queue = %(queue)s AND state = 'leased'
+                                                   ORDER BY lease_expires_at) AS r))
     GROUP BY k.bucket
 ), tight AS MATERIALIZED (
     SELECT r.bucket, l.amount - r.n AS allowed, NULL::float8 AS free_at
@@ -1476,14 +1588,24 @@ WITH limits AS MATERIALIZED (
            coalesce(least(l.burst, f.tokens + greatest({stmt_now} - f.updated_at, 0)
                                               * l.amount / l.period), l.burst) - s.n,
            {stmt_now}
-    FROM (SELECT split_part(k.bucket, '|', 1) AS family,
-                 substr(k.bucket, strpos(k.bucket, '|') + 1) AS key, count(*) AS n
-          FROM claimed AS c, unnest(c.flow_keys) AS k(bucket)
-          WHERE k.bucket LIKE 'r%%' GROUP BY k.bucket) AS s
+    FROM (SELECT split_part(u.bucket, '|', 1) AS family,
+                 substr(u.bucket, strpos(u.bucket, '|') + 1) AS key, sum(u.n) AS n
+          -- Counted per distinct flow_keys first (most claimed jobs share theirs), then
+          -- per bucket: about half the work of unnesting every job's keys.
+          FROM (SELECT unnest(g.flow_keys) AS bucket, g.n
+                FROM (SELECT flow_keys, count(*)::integer AS n FROM claimed
+                      GROUP BY flow_keys) AS g) AS u
+          WHERE u.bucket LIKE 'r%%' GROUP BY u.bucket) AS s
     JOIN limits AS l ON l.period > 0 AND l.family = s.family
     LEFT JOIN {schema}.flow_buckets AS f ON f.family = s.family AND f.key = s.key
     ON CONFLICT (family, key) DO UPDATE
     SET tokens = excluded.tokens, updated_at = greatest(b.updated_at, excluded.updated_at)
+), bumped AS (
+    -- The bound of the queue's running jobs that message_claim_limited_fast keeps
+    -- counts these jobs too.
+    UPDATE {schema}.flow_buckets AS b
+    SET tokens = b.tokens + (SELECT count(*) FROM claimed)
+    WHERE b.family = '~running' AND b.key = %(queue)s AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
        type, max_attempts, correlation_id, flow_keys, trace_context,

@@ -43,8 +43,11 @@ ON CONFLICT (id) DO NOTHING;
 -- too but still read every ready message of a paused queue looking for `limit` that
 -- pass. The batch conditions (full, or the oldest waited max_wait) are the caller's,
 -- from the rows.
+-- The columns are ClaimedMessage's fields in order (flow_keys too, unused here), so each
+-- row becomes one with no Python call of its own.
 SELECT id, :queue AS queue, body, content_type, attempts + 1 AS attempts, created_at,
-       priority, :lease_id AS lease_id, type, max_attempts, correlation_id, trace_context
+       priority, :lease_id AS lease_id, type, max_attempts, correlation_id,
+       NULL AS flow_keys, trace_context
 FROM messages
 WHERE queue = :queue AND state = 'ready' AND available_at <= :now
   AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
