@@ -41,7 +41,9 @@ def main() -> None:
             "PYTHONPATH": str(ROOT / "examples"),
         }
         port = free_port()
-        subprocess.run([BIN / "python", ROOT / "examples" / "dashboard_demo.py"], env=env, check=True)
+        subprocess.run(
+            [BIN / "python", ROOT / "examples" / "dashboard_demo.py"], env=env, check=True
+        )
         spec = "dashboard_demo:app"
         procs = [
             subprocess.Popen([BIN / "taskflare", "serve", spec, "--port", str(port)], env=env),
