@@ -23,36 +23,14 @@ import pstats
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from scale import server_cpu  # CPU of the PostgreSQL backends tagged by application_name
 
 from taskflare import App, Worker, WorkerConfig
 
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of one process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def server_cpu(tag: str) -> float:
-    """CPU seconds of the PostgreSQL backends whose application_name is `tag`."""
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        pids = [
-            r[0]
-            for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [tag]
-            )
-        ]
-    return sum(cpu_of(pid) for pid in pids)
 
 
 async def drain(backend: str, jobs: int, analyze: bool, profile: bool) -> None:
