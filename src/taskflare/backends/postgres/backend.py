@@ -6,6 +6,8 @@ outcomes of many deliveries go back in one statement; a `send_batch` is one stat
 Idle workers sleep on LISTEN/NOTIFY: every statement that changes what waiters wait
 for notifies in the same transaction, so a notification is sent exactly when the
 change commits, and this process's own listener hears it too (the change signal).
+A job's end (`done`) goes to a channel of its own, listened to only by processes that
+wait for one (see `PostgresExecutor.ensure_listening`).
 
 Connections are per event loop (an `App` is used from the worker's loop and from the
 private loop of the sync twins): one pool and one listening connection per loop, both
@@ -48,8 +50,8 @@ from ...errors import (
     StorageRejected,
 )
 from .. import sqlfile
-from ..base import CancelResult as Cancel
 from ..base import (
+    DONE_TOPIC,
     ClaimedMessage,
     ClaimParams,
     ClaimResult,
@@ -69,6 +71,7 @@ from ..base import (
     Settlement,
     SettleResult,
 )
+from ..base import CancelResult as Cancel
 from ..changes import ChangeSignal
 from ..rows import Rows
 from ..store import (
@@ -351,12 +354,17 @@ class _LoopResources:
         self.opened = False
         self.listener: asyncio.Task[None] | None = None
         self.listen_conn: psycopg.AsyncConnection[Any] | None = None
+        # Whether the listener also listens for jobs ending (the `done` channel).
+        self.listen_done = False
+        # Listeners replaced by one that listens to more, still closing.
+        self.retired: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         """Stop listening and close the pool; runs on this resource's own loop."""
-        if self.listener is not None:
-            self.listener.cancel()
-            await asyncio.gather(self.listener, return_exceptions=True)
+        tasks = [*self.retired, *([self.listener] if self.listener is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.listen_conn is not None:
             await self.listen_conn.close()
         await self.pool.close()
@@ -381,6 +389,11 @@ class PostgresExecutor:
         self.url_for_logs = redact_url(url)
         self.schema = settings.schema
         self.channel = f"taskflare_{settings.schema}"[:63]
+        # Where a job's end is notified: every worker listens on `channel`, and each would
+        # hear every job end of every worker (group-committed: one notification per
+        # settle), N processes N times each; only what waits for a job's end listens
+        # here. The ':' keeps it apart from every `channel` (schema names have none).
+        self.done_channel = f"{self.channel[:58]}:done"
         self.statements_run = 0
         self.sql = _statements(settings.schema)
         self._settings = settings
@@ -428,7 +441,7 @@ class PostgresExecutor:
         """Run statement `name` on this connection (or cursor), inside whatever transaction
         it is in."""
         self.statements_run += 1
-        args = adapt_arrays({**params, "channel": self.channel})
+        args = adapt_arrays({**params, "channel": self.channel, "done_channel": self.done_channel})
         cur = await conn.execute(self.sql[name], args, prepare=self.prepare)
         return await _rows(cur)
 
@@ -665,9 +678,12 @@ class PostgresExecutor:
 
     # -- listening ----------------------------------------------------------------------
 
-    def ensure_listening(self) -> None:
+    def ensure_listening(self, *, done: bool = False) -> None:
         """Start this loop's LISTEN connection if it is not running (behind PgBouncer
-        without `listen_url`: never; waiters then poll)."""
+        without `listen_url`: never; waiters then poll). `done`: it listens for jobs
+        ending too, from now on (the first such wait replaces a listener that did not:
+        the new one raises every topic once it listens, so a job that ended while it
+        connected wakes the waiter all the same)."""
         if self._settings.pgbouncer and self._settings.listen_conninfo is None:
             if not self._polling_logged:
                 self._polling_logged = True
@@ -678,6 +694,13 @@ class PostgresExecutor:
                 )
             return
         res = self._resources()
+        if done and not res.listen_done:
+            res.listen_done = True
+            if res.listener is not None and not res.listener.done():
+                res.listener.cancel()
+                res.retired.add(res.listener)
+                res.listener.add_done_callback(res.retired.discard)
+                res.listener = None
         if res.listener is None or res.listener.done():
             res.listener = asyncio.create_task(
                 self._listen(res), name=f"taskflare-listen-{self.schema}"
@@ -703,6 +726,8 @@ class PostgresExecutor:
             try:
                 async with conn:
                     await conn.execute(f'LISTEN "{self.channel}"')
+                    if res.listen_done:
+                        await conn.execute(f'LISTEN "{self.done_channel}"')
                     if lost:
                         log.warning(
                             "PostgreSQL %s: listening for new work again", self.url_for_logs
@@ -719,7 +744,8 @@ class PostgresExecutor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LISTEN_MAX_BACKOFF)
             finally:
-                res.listen_conn = None
+                if res.listen_conn is conn:
+                    res.listen_conn = None
 
 
 def job_params(message: NewMessage | None) -> dict[str, Any]:
@@ -936,7 +962,7 @@ class PostgresBackend(SqlStore):
 
     async def wait_for_change(self, topic: str, since: int, timeout: float) -> bool:
         """Sleep until a NOTIFY of `topic` arrives, or `timeout` passes."""
-        self._db.ensure_listening()
+        self._db.ensure_listening(done=topic == DONE_TOPIC)
         return await self._changes.wait(topic, since, timeout)
 
     # -- messages -----------------------------------------------------------------------

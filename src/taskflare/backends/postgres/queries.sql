@@ -8,10 +8,12 @@
 -- `<name>` is the text without.
 --
 -- The change signal: a statement that makes work ready calls
--- pg_notify(channel, 'ready:<queue>'), one that finishes a job pg_notify(channel,
+-- pg_notify(channel, 'ready:<queue>'), one that finishes a job pg_notify(done_channel,
 -- 'done'), a cancellation request pg_notify(channel, 'cancel'), in the same statement,
 -- so the notification is sent if and only if the change commits. Every process
--- listening on the channel (this one included) raises the topic when it arrives.
+-- listening on the channel (this one included) raises the topic when it arrives. Every
+-- worker listens on `channel`; only processes waiting for a job to end listen on
+-- `done_channel` (a worker would otherwise wake for every settle of every worker).
 
 -- name: message_enqueue_many
 -- One statement stores a whole batch. ON CONFLICT makes a retried enqueue (after a
@@ -313,7 +315,8 @@ WITH acked AS (
     JOIN applied AS p ON p.id = a.job_id
     ORDER BY a.n
 ), notified AS (
-    SELECT pg_notify(%(channel)s, t.topic)
+    SELECT pg_notify(CASE WHEN t.topic = 'done' THEN %(done_channel)s ELSE %(channel)s END,
+                     t.topic)
     FROM (SELECT 'ready:' || queue AS topic FROM applied WHERE state = 'ready'
           UNION SELECT 'ready:' || queue FROM dead_lettered
           UNION SELECT 'done' FROM applied
@@ -370,7 +373,8 @@ WITH completed AS (
     ORDER BY a.n
 )
 SELECT NULL::text AS id, NULL::text AS state,
-       (SELECT count(pg_notify(%(channel)s, 'done')) FROM (SELECT 1 FROM completed LIMIT 1) AS d)
+       (SELECT count(pg_notify(%(done_channel)s, 'done'))
+        FROM (SELECT 1 FROM completed LIMIT 1) AS d)
            AS notified
 UNION ALL SELECT id, state, NULL FROM completed;
 
@@ -699,7 +703,7 @@ WITH target AS MATERIALIZED (
     WHERE m.id = t.id AND t.state = 'leased'
     RETURNING m.id
 ), notified AS (
-    SELECT pg_notify(%(channel)s, 'done') FROM cancelled
+    SELECT pg_notify(%(done_channel)s, 'done') FROM cancelled
     UNION ALL SELECT pg_notify(%(channel)s, 'cancel') FROM requested
 )
 SELECT t.state AS state,
