@@ -42,8 +42,7 @@ async def test_worker_processes_do_not_hear_the_job_ends_of_other_workers(
     done = listening(database_url, backend._db.done_channel)
     spec = write_app(tmp_path)
     workers = [
-        WorkerProcess(spec, tmp_path, {"TF_URL": database_url}, "--queue", "jobs")
-        for _ in range(3)
+        WorkerProcess(spec, tmp_path, {"TF_URL": database_url}, "--queue", "jobs") for _ in range(3)
     ]
     try:
         jobs = await app.enqueue_many("slow", [{"sleep": 0} for _ in range(300)])
