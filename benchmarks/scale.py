@@ -154,14 +154,20 @@ class Table:
             self._pg.close()
 
 
-def start_workers(url: str, n: int, queue: str, concurrency: int) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "SCALE_DATABASE_URL": url, "PYTHONPATH": str(BENCH_DIR)}
+def start_workers(
+    url: str, n: int, queue: str, concurrency: int, app: str = "scale_app:app"
+) -> list[subprocess.Popen[bytes]]:
+    # The caller's PYTHONPATH is kept behind this folder: an A/B run with
+    # `PYTHONPATH=<baseline worktree>/src` runs the baseline's workers, not the taskflare
+    # installed in the environment.
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "SCALE_DATABASE_URL": url, "PYTHONPATH": path}
     procs = [
         subprocess.Popen(
             [
                 TASKFLARE,
                 "worker",
-                "scale_app:app",
+                app,
                 "--queue",
                 queue,
                 "--concurrency",
