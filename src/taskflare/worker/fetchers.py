@@ -355,7 +355,12 @@ class JobProducer:
             result = await state.claim(params, spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - min(len(claimed), taken))
-            self.backlog = expected = len(claimed) == limit  # a full claim: more may be waiting
+            self.backlog = len(claimed) == limit  # a full claim: more may be waiting
+            # After a claim that took jobs the next one is the claim alone, as after a
+            # wake-up: describing the queue in the same statement was most of the
+            # database's work for a pickup (planned anew each time), and after the last
+            # job the queue is described only when that claim takes nothing.
+            expected = bool(claimed)
             if result is None:
                 continue
             self._measure(started, ended)
