@@ -317,12 +317,11 @@ class JobProducer:
         """Claim and start jobs until the worker stops; then hand back buffered jobs.
 
         A claim made right after a change woke the fetcher, or right after a claim that
-        took all it asked for, expects work: it is the claim alone (see
-        `ClaimParams.describe_empty`), which keeps the pickup of a new job short; only
-        when it takes nothing is the queue described. Other claims (the first, after an
-        idle timeout, after a claim that took less than it asked for) describe an empty
-        queue in the same statement: an idle worker sends one statement per idle wait,
-        and a pickup costs no more statements than before."""
+        took jobs, expects work: it is the claim alone (see
+        `ClaimParams.describe_empty`), which keeps the pickup of a new job short and
+        cheap; only when it takes nothing is the queue described. Other claims (the
+        first, after an idle timeout) describe an empty queue in the same statement: an
+        idle worker sends one statement per idle wait."""
         await self._claim_loop()
         if self.buffer:  # claimed but never started: back to the queue, attempt uncounted
             claimed, self.buffer = list(self.buffer), deque()
