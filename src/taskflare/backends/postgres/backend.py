@@ -1055,8 +1055,9 @@ class PostgresBackend(SqlStore):
         A claim that expects work (`describe_empty` False: the worker's claims while a
         queue drains) and whose limits all allow at least a claim's worth is first
         `message_claim_limited_fast`: the plain claim and its spent tokens, while no
-        limit is near. When that takes nothing (a limit is near, or nothing is ready),
-        and for every other claim, the claim is `message_claim_limited`."""
+        limit is near. When that takes nothing because a limit is near, and for every
+        other claim, the claim is `message_claim_limited`; when nothing was ready, the
+        result is empty, as an empty plain claim's."""
         limit = params.limit
         small = any(
             (math.floor(lim.burst) if lim.is_rate else lim.amount) < limit for lim in params.limits
@@ -1081,10 +1082,14 @@ class PostgresBackend(SqlStore):
         values = adapt_arrays(args)
         if not small and not params.describe_empty:
             rows = await self._claim_under_lock("message_claim_limited_fast", values, params)
-            if rows.rows:
-                claimed = rows.into(ClaimedMessage)
+            if rows.rows and rows.rows[0][0] is not None:
+                claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
                 delivery_order(claimed)
                 return ClaimResult(claimed)
+            if rows.rows and not rows.rows[0][13]:
+                # Nothing ready (no limit near): as an empty plain claim, the caller asks
+                # queue_ready_info; the full claim would have found nothing either.
+                return ClaimResult([])
         rows = await self._claim_under_lock("message_claim_limited", values, params)
         if rows.rows and rows.rows[0][0] is None:
             ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
