@@ -122,6 +122,20 @@ def test_the_root_sends_a_browser_to_the_dashboard(sqlite_live: LiveServer) -> N
         assert program.json()["dashboard"] == "/dashboard/"
 
 
+def test_a_wrong_method_names_every_method_the_path_answers(sqlite_live: LiveServer) -> None:
+    """A 405 carries `Allow` with every method the path takes (RFC 9110, 15.5.6), also
+    where two routes serve one path (the API's GET and POST /jobs)."""
+    with httpx.Client(base_url=sqlite_live.url) as client:
+        login = client.put("/dashboard/login")
+        assert login.status_code == 405
+        assert login.headers["allow"] == "GET, HEAD, POST"
+        jobs = client.delete("/jobs", headers={"Authorization": f"Bearer {WRITE_TOKEN}"})
+        assert jobs.status_code == 405
+        assert jobs.headers["allow"] == "GET, POST"
+        logout = client.get("/dashboard/logout")
+        assert logout.status_code == 405 and logout.headers["allow"] == "POST"
+
+
 def test_a_bulk_count_says_at_least_beyond_its_window(sqlite_live: LiveServer) -> None:
     email = {"to": "a@b.c", "subject": "s", "body": "needle-in-old"}
 

@@ -29,11 +29,17 @@ LIMIT = 50
 
 
 def _plan(
-    conn: psycopg.Connection[Any], sql: dict[str, str], name: str, args: dict[str, Any]
+    conn: psycopg.Connection[Any],
+    sql: dict[str, str],
+    name: str,
+    args: dict[str, Any],
+    settings: str = "claim_expected_settings",
 ) -> str:
     """EXPLAIN ANALYZE of claim `name` run as the backend runs it (after its settings, in
     a transaction), rolled back. `message_claim_expected` runs on its generic plan: it is
-    prepared (once a session) and executed; the first execution makes the plan."""
+    prepared (once a session) and executed; the first execution makes the plan. Its
+    `settings`: those of its transaction on a pooled connection, or `claim_session`, the
+    session's on the claim connection (undone here by the rollback)."""
     conn.execute("BEGIN")
     try:
         if name != "message_claim_expected":
@@ -43,7 +49,7 @@ def _plan(
                 args,
             )
             return "\n".join(row[0] for row in rows)
-        conn.execute(sql["claim_expected_settings"])  # type: ignore[arg-type]
+        conn.execute(sql[settings])  # type: ignore[arg-type]
         claim, names = native(sql[name])
         prepared = conn.execute(
             "SELECT count(*) FROM pg_prepared_statements WHERE name = 'expected_claim'"
@@ -174,8 +180,9 @@ async def test_the_limited_claim_reads_no_more_ready_rows_than_it_takes_under_st
 
 
 @on_postgres
+@pytest.mark.parametrize("settings", ["claim_expected_settings", "claim_session"])
 async def test_the_expected_claims_plan_made_on_a_nearly_empty_table_stays_right_after_a_burst(
-    database_url: str,
+    database_url: str, settings: str
 ) -> None:
     """`message_claim_expected` runs on a generic plan, made once a session and made
     again only when the table's statistics change: one made while the table was nearly
@@ -201,9 +208,9 @@ async def test_the_expected_claims_plan_made_on_a_nearly_empty_table_stays_right
         )
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute("SET plan_cache_mode = force_custom_plan")  # as the pool's sessions
-            made = _plan(conn, sql, "message_claim_expected", args)
+            made = _plan(conn, sql, "message_claim_expected", args, settings)
             await app.enqueue_many("work", list(range(FINISHED + READY)))
-            plan = _plan(conn, sql, "message_claim_expected", args)
+            plan = _plan(conn, sql, "message_claim_expected", args, settings)
         for shown in (made, plan):
             assert "Seq Scan" not in shown and "Sort" not in shown, shown
             assert "messages_ready_idx" in _candidate_scan(shown), shown

@@ -435,9 +435,11 @@ async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_sessio
     database_url: str, bouncer: bool
 ) -> None:
     """The claim of a woken worker (`describe_empty=False`) is planned once a connection
-    (a generic plan), in its own transaction: the session keeps `force_custom_plan` (and
-    sequential scans) for every other statement, after a claim and after a claim that
-    failed. Behind PgBouncer nothing is prepared and the claim is sent as before."""
+    (a generic plan), on the claim connection, whose session carries the claim's settings
+    (`claim_session`): the pooled sessions keep `force_custom_plan` (and sequential scans)
+    for every other statement and never run it, after a claim and after a claim that
+    failed. Behind PgBouncer there is no claim connection, nothing is prepared and the
+    claim is sent as before."""
     base = f"{database_url}&pool_max_size=1"  # one pooled connection: the one we read
     app = App(f"{base}&pgbouncer=1" if bouncer else base)
     try:
@@ -477,11 +479,15 @@ async def test_expected_claim_runs_on_a_generic_plan_without_changing_the_sessio
         assert not {m.id for m in first.messages} & {m.id for m in second.messages}
         assert (await backend.message_claim_many(params("q", 5))).messages == []
         plan_mode, state, generic, custom = await backend._db.run(session, "read the session")
+        claim_conn = backend._db._resources().claim_conn
         if bouncer:
             assert (plan_mode, generic, custom) == ("auto on", 0, 0)
+            assert claim_conn is None
         else:
-            assert plan_mode == "force_custom_plan on"
-            # (psycopg prepares again after a failed transaction: counted anew from there)
+            assert (plan_mode, generic, custom) == ("force_custom_plan on", 0, 0)
+            assert claim_conn is not None
+            plan_mode, state, generic, custom = await session(claim_conn)
+            assert plan_mode == "force_generic_plan off"
             assert generic >= 1 and custom == 0
         assert state == "active"  # this very statement: no transaction was left open
     finally:

@@ -17,7 +17,16 @@ from ..app import App
 from ..errors import InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
 from .cloudflare_api import CloudflareErrors, cloudflare_router
-from .common import DEFAULT_BODY_LIMIT, ERRORS, ApiError, BodyLimit, Tokens, error_body, said
+from .common import (
+    DEFAULT_BODY_LIMIT,
+    ERRORS,
+    ApiError,
+    BodyLimit,
+    Tokens,
+    allowed_methods,
+    error_body,
+    said,
+)
 from .dashboard import create_dashboard
 from .health import health_router
 from .jobs_routes import job_router
@@ -130,11 +139,15 @@ def create_api(
         if code is None and routing is not None and message == routing[2]:  # no route
             code, what, _ = routing
             message = f"{what}: {request.method} {request.url.path} (the paths are listed at /docs)"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allow = ", ".join(allowed_methods(request.app.router.routes, request.scope))
+            headers = {**(headers or {}), "Allow": allow}
         return Response(
             error_body(message, code),
             status_code=exc.status_code,
             media_type="application/json",
-            headers=getattr(exc, "headers", None),
+            headers=headers,
         )
 
     @api.exception_handler(RequestValidationError)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import HTTPException, Request
 from pydantic import BaseModel
+from starlette.routing import BaseRoute, Match, Mount
 
 from ..errors import InvalidConfig, TaskflareError
 from ..queue import format_bytes
@@ -226,3 +227,29 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
+    """Every method some route answers at this request's path, for the `Allow` header a
+    405 must carry (RFC 9110, 15.5.6). The router's own 405 names only the first route
+    that matched the path, so a path served by two routes (GET and POST) named one."""
+    found = []
+    for method in METHODS:
+        probe = {**scope, "method": method}
+        if any(_answers(route, probe) for route in routes):
+            found.append(method)
+    return found
+
+
+# The methods a 405's `Allow` may name (what the routes declare).
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _answers(route: BaseRoute, scope: Scope) -> bool:
+    """Whether `route` (or, for a mount, one of its routes) takes this path and method."""
+    match, child = route.matches(scope)
+    if match is not Match.FULL:
+        return False
+    if isinstance(route, Mount):
+        return any(_answers(inner, {**scope, **child}) for inner in route.routes)
+    return True

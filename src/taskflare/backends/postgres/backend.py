@@ -232,6 +232,9 @@ def parse_postgres_url(url: str) -> PostgresSettings:
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # A transaction left open by a failed pipelined claim.
 _OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+# After the claim connection could not be opened, claims use the pool this long [s].
+_CLAIM_RETRY = 5.0
 
 
 def native(statement: str) -> tuple[str, tuple[str, ...]]:
@@ -343,7 +346,8 @@ class _LoopPool(AsyncConnectionPool[Conn]):
 
 
 class _LoopResources:
-    """The pool and the listening connection that serve one event loop."""
+    """The pool, the listening connection and the claim connection that serve one event
+    loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pool: Pool) -> None:
         self.loop = loop
@@ -351,14 +355,21 @@ class _LoopResources:
         self.opened = False
         self.listener: asyncio.Task[None] | None = None
         self.listen_conn: psycopg.AsyncConnection[Any] | None = None
+        # The claim connection (see `PostgresExecutor.claim_alone`): in use by a claim (or
+        # being opened), and when to try opening it again after a failure.
+        self.claim_conn: Conn | None = None
+        self.claim_busy = False
+        self.claim_retry_at = 0.0
 
     async def aclose(self) -> None:
-        """Stop listening and close the pool; runs on this resource's own loop."""
+        """Stop listening and close the connections; runs on this resource's own loop."""
         if self.listener is not None:
             self.listener.cancel()
             await asyncio.gather(self.listener, return_exceptions=True)
         if self.listen_conn is not None:
             await self.listen_conn.close()
+        if self.claim_conn is not None:
+            await self.claim_conn.close()
         await self.pool.close()
 
     def abandon(self) -> None:
@@ -366,6 +377,8 @@ class _LoopResources:
         conns: list[Any] = list(getattr(self.pool, "_pool", ()))
         if self.listen_conn is not None:
             conns.append(self.listen_conn)
+        if self.claim_conn is not None:
+            conns.append(self.claim_conn)
         for conn in conns:
             with contextlib.suppress(Exception):
                 conn.pgconn.finish()
@@ -486,6 +499,80 @@ class PostgresExecutor:
             except psycopg.Error as exc:
                 raise self.unavailable(exc, doing) from exc
         raise AssertionError("unreachable")
+
+    async def claim_alone(self, name: str, values: Mapping[str, Any]) -> Rows | None:
+        """Run claim statement `name` by itself on this loop's claim connection; None when
+        that connection is in use by another claim, cannot be had, or the claim failed
+        there (the caller then claims on a pooled connection, where a failure is reported
+        as usual; a claim that failed did not commit, and one whose connection was lost
+        after it committed has its messages delivered again when the lease expires).
+
+        The claim connection runs nothing else, so its session carries the claim's
+        settings (`claim_session`) and the claim is one statement: one round trip, no
+        BEGIN, settings and COMMIT around it, no pool checkout, and a server process
+        that only claims. Never behind PgBouncer (no session settings there)."""
+        if self.pgbouncer or not self.schema_ready:
+            return None
+        res = self._resources()
+        if res.claim_busy:
+            return None
+        res.claim_busy = True
+        conn = res.claim_conn
+        try:
+            if conn is None:
+                if time.monotonic() < res.claim_retry_at:
+                    return None
+                conn = res.claim_conn = await self._open_claim_connection(res)
+                if conn is None:
+                    return None
+            self.statements_run += 1
+            try:
+                cur = await conn.execute(self.sql[name], values)
+                return await _rows(cur)
+            except (psycopg.Error, UnicodeEncodeError, OverflowError) as exc:
+                if conn.closed or conn.info.transaction_status != _IDLE:
+                    log.info(
+                        "PostgreSQL %s: the claim connection was lost (%s)",
+                        self.url_for_logs,
+                        self._hide(str(exc)),
+                    )
+                    await self._drop_claim_connection(res)
+                return None
+            except BaseException:  # cancelled mid-claim: the connection's state is unknown
+                await self._drop_claim_connection(res)
+                raise
+        finally:
+            res.claim_busy = False
+
+    async def _open_claim_connection(self, res: _LoopResources) -> Conn | None:
+        """Connect and configure a claim connection (None, and a pause, on failure)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._settings.conninfo, autocommit=True, prepare_threshold=0
+            )
+        except psycopg.Error as exc:
+            log.warning("%s", self.unavailable(exc, "open the claim connection"))
+            res.claim_retry_at = time.monotonic() + _CLAIM_RETRY
+            return None
+        try:
+            await conn.execute(self.sql["claim_session"], prepare=False)
+        except psycopg.Error as exc:
+            log.warning("%s", self.unavailable(exc, "configure the claim connection"))
+            res.claim_retry_at = time.monotonic() + _CLAIM_RETRY
+            await conn.close()
+            return None
+        return conn
+
+    async def _drop_claim_connection(self, res: _LoopResources) -> None:
+        conn, res.claim_conn = res.claim_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def claim_backend_pid(self) -> int | None:
+        """The server process of this loop's claim connection, if open (for tests)."""
+        conn = self._resources().claim_conn
+        return None if conn is None or conn.closed else conn.info.backend_pid
 
     async def on_callers_connection(
         self, connection: Any, fn: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]
@@ -1001,17 +1088,23 @@ class PostgresBackend(SqlStore):
             "min_count": params.min_count,
             "max_wait": float(params.max_wait),
             "types": None if params.types is None else list(params.types),
+            "channel": self._db.channel,
         }
+        values = adapt_arrays(args)
         if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
             # Work is expected, and whatever is ready is taken (no batch to fill): the
-            # claim alone (planned in about half the time), on its generic plan (see
-            # claim_expected_settings); behind PgBouncer nothing is prepared to reuse.
-            settings = "claim_settings" if self._db.pgbouncer else "claim_expected_settings"
-            rows = await self._claim("message_claim_expected", args, settings)
-            claimed = rows.into(ClaimedMessage)
+            # claim alone (planned in about half the time), on its generic plan: on the
+            # claim connection, the statement by itself (see `claim_alone`); when that is
+            # busy, on a pooled connection after claim_expected_settings. Behind PgBouncer
+            # nothing is prepared to reuse.
+            found = await self._db.claim_alone("message_claim_expected", values)
+            if found is None:
+                settings = "claim_settings" if self._db.pgbouncer else "claim_expected_settings"
+                found = await self._claim("message_claim_expected", values, settings)
+            claimed = found.into(ClaimedMessage)
             delivery_order(claimed)
             return ClaimResult(claimed)
-        rows = await self._claim("message_claim_many", args)
+        rows = await self._claim("message_claim_many", values)
         if rows.rows and rows.rows[0][0] is None:  # nothing claimed: the row describes the queue
             ready = Rows(rows.columns[12:], [rows.rows[0][12:]]).first(ReadyInfo)
             return ClaimResult([], ready)
@@ -1020,7 +1113,7 @@ class PostgresBackend(SqlStore):
         return ClaimResult(claimed)
 
     async def _claim(
-        self, name: str, args: dict[str, Any], settings_name: str = "claim_settings"
+        self, name: str, values: Mapping[str, Any], settings_name: str = "claim_settings"
     ) -> Rows:
         """Claim statement `name` in a transaction of its own after `claim_settings` (no
         WAL flush wait, no sort of the ready rows; or `claim_expected_settings`, which
@@ -1028,7 +1121,6 @@ class PostgresBackend(SqlStore):
         together, one round trip, and the settings end with the transaction."""
         settings = self._db.sql[settings_name]
         claim = self._db.sql[name]
-        values = adapt_arrays({**args, "channel": self._db.channel})
         prepare = self._db.prepare
 
         async def run(conn: Conn) -> Rows:

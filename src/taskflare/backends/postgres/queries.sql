@@ -100,6 +100,16 @@ SELECT set_config('synchronous_commit', 'off', true),
        set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('enable_seqscan', 'off', true);
 
+-- name: claim_session
+-- claim_expected_settings for the whole session of a loop's claim connection, which runs
+-- nothing but message_claim_expected: the claim is then one statement in one round trip
+-- (no BEGIN, settings and COMMIT around it), on a connection no other statement wakes.
+SELECT set_config('synchronous_commit', 'off', false),
+       set_config('enable_sort', 'off', false),
+       set_config('plan_cache_mode', 'force_generic_plan', false),
+       set_config('enable_seqscan', 'off', false),
+       set_config('jit', 'off', false);
+
 -- name: message_claim_many
 -- One statement claims a whole batch. SKIP LOCKED lets concurrent workers take
 -- disjoint batches without waiting on each other; the candidate set is materialized

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ...app import App
-from ..common import Tokens
+from ..common import Tokens, allowed_methods
 from ..failures import SIGN_IN_LIMITS, FailureLimit, client_address, too_many
 from ..security import storage_failure
 from .actions import Actions
@@ -245,9 +245,11 @@ def create_dashboard(
 
     async def not_found(request: Request, exc: Any) -> Response:
         session = dashboard.sessions.load(request)
-        return dashboard.pages.error(
-            request, session, getattr(exc, "status_code", 404), "not found"
-        )
+        status = getattr(exc, "status_code", 404)
+        response = dashboard.pages.error(request, session, status, "not found")
+        if status == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(routes, request.scope))
+        return response
 
     site.add_exception_handler(404, not_found)
     site.add_exception_handler(405, not_found)
