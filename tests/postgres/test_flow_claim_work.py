@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
 from taskflare import App
@@ -72,5 +73,45 @@ async def test_an_expected_claim_that_meets_a_near_limit_runs_the_full_claim(
         assert len(second.messages) == 50 and sent == 4
         third, sent = await claim(app, 100)
         assert third.messages == [] and third.ready is not None and sent == 4
+    finally:
+        await app.close()
+
+
+@on_postgres
+async def test_the_limited_claim_runs_on_the_claim_connection_and_is_planned_there_once(
+    database_url: str,
+) -> None:
+    """The lock and the claim run on the claim connection, as the plain claim of a woken
+    worker does: no pooled connection prepares (and plans) the large limited claims, and
+    the lock still holds for the claim (one implicit transaction, committed at its end)."""
+    app = App(f"{database_url}&pool_max_size=1")
+    try:
+        app.job("call", rate_limit="1000000/s", max_concurrency=10_000)(lambda p: None)
+        await app.enqueue_many("call", list(range(5)))
+        backend: Any = await app.backend()
+        taken, sent = await claim(app, 2)
+        assert len(taken.messages) == 2 and sent == 2
+        pid = backend._db.claim_backend_pid()
+        assert pid is not None
+        with psycopg.connect(database_url.split("?")[0], autocommit=True) as conn:
+            query, state = conn.execute(
+                "SELECT query, state FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone()
+        assert query.lstrip().startswith("WITH running AS MATERIALIZED"), query
+        assert state == "idle"  # committed: no transaction left open
+        more, _ = await claim(app, 10)
+        assert len(more.messages) == 3
+        assert backend._db.claim_backend_pid() == pid
+
+        async def limited_prepared(conn: Any) -> int:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ("%flow_buckets%",),
+                prepare=False,
+            )
+            row = await cur.fetchone()
+            return int(row[0])
+
+        assert await backend._db.run(limited_prepared, "read the pool's session") == 0
     finally:
         await app.close()

@@ -511,6 +511,19 @@ class PostgresExecutor:
         settings (`claim_session`) and the claim is one statement: one round trip, no
         BEGIN, settings and COMMIT around it, no pool checkout, and a server process
         that only claims. Never behind PgBouncer (no session settings there)."""
+        query = self.sql[name]
+
+        async def run(conn: Conn) -> Rows:
+            return await _rows(await conn.execute(query, values))
+
+        return await self.on_claim_connection(run, 1)
+
+    async def on_claim_connection(
+        self, fn: Callable[[Conn], Awaitable[Rows]], statements: int
+    ) -> Rows | None:
+        """`fn` (a claim of `statements` statements) on this loop's claim connection, as
+        `claim_alone` runs its statement: None when that connection is in use, cannot be
+        had, or the claim failed there."""
         if self.pgbouncer or not self.schema_ready:
             return None
         res = self._resources()
@@ -525,10 +538,9 @@ class PostgresExecutor:
                 conn = res.claim_conn = await self._open_claim_connection(res)
                 if conn is None:
                     return None
-            self.statements_run += 1
+            self.statements_run += statements
             try:
-                cur = await conn.execute(self.sql[name], values)
-                return await _rows(cur)
+                return await fn(conn)
             except (psycopg.Error, UnicodeEncodeError, OverflowError) as exc:
                 if conn.closed or conn.info.transaction_status != _IDLE:
                     log.info(
@@ -1198,12 +1210,13 @@ class PostgresBackend(SqlStore):
         run in one implicit transaction (PostgreSQL's extended query protocol), which
         commits at the Sync; each statement still takes its own snapshot, so the claim
         sees what committed while it waited for the lock. The explicit pair cost the
-        worker about as much CPU as the lock and the claim together."""
+        worker about as much CPU as the lock and the claim together. A failed try on the
+        claim connection did not commit (its implicit transaction ends at the Sync):
+        it is made again on a pooled connection."""
         lock_sql, lock_names = self._native["flow_lock"]
         claim_sql, claim_names = self._native[statement]
 
         async def run(conn: Conn) -> Rows:
-            self._db.statements_run += 2
             cur: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(conn)
             try:
                 async with conn.pipeline():
@@ -1215,7 +1228,18 @@ class PostgresBackend(SqlStore):
                 raise
             return await _rows(cur)
 
-        return await self._db.run(run, f"claim from queue {params.queue!r}")
+        # On the claim connection when it is free (see `claim_alone`): no pool checkout,
+        # and the claims' large plans are made on that one session, not on each pooled
+        # connection a claim happens to get.
+        found = await self._db.on_claim_connection(run, 2)
+        if found is not None:
+            return found
+
+        async def pooled(conn: Conn) -> Rows:
+            self._db.statements_run += 2
+            return await run(conn)
+
+        return await self._db.run(pooled, f"claim from queue {params.queue!r}")
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""
