@@ -16,7 +16,8 @@ CREATE TEMP TRIGGER IF NOT EXISTS tf_ready_update AFTER UPDATE OF state, queue O
 WHEN new.state = 'ready'
 BEGIN SELECT tf_notify('ready:' || new.queue); END;
 CREATE TEMP TRIGGER IF NOT EXISTS tf_done AFTER UPDATE OF state ON main.messages
-WHEN new.type IS NOT NULL AND new.state IN ('completed', 'failed', 'cancelled')
+WHEN new.type IS NOT NULL
+     AND (new.state = 'completed' OR new.state = 'failed' OR new.state = 'cancelled')
 BEGIN SELECT tf_notify('done'); END;
 CREATE TEMP TRIGGER IF NOT EXISTS tf_cancel AFTER UPDATE OF cancel_requested ON main.messages
 WHEN new.cancel_requested <> 0 AND old.cancel_requested = 0
@@ -148,14 +149,15 @@ RETURNING messages.id AS id, messages.state AS state;
 -- name: settle_dead_letter
 -- Copy failed messages into their dead-letter queue, body, content type, send time (the
 -- copy's `timestamp`), last error and trace context (the copy's consumer span links to
--- the producer) unchanged.
+-- the producer) unchanged. CROSS JOIN: each failed message is found by its id (with
+-- `m.state = 'failed'` SQLite could read every failed job of the finished index instead).
 INSERT INTO messages (id, queue, state, body, content_type, priority, attempts,
                       created_at, available_at, last_error, origin_queue, origin_id,
                       trace_context)
 SELECT d.value ->> 1, d.value ->> 2, 'ready', m.body, m.content_type, m.priority, 0,
        m.created_at, :now, m.last_error, m.queue, m.id, m.trace_context
 FROM json_each(:dead_letters) AS d
-JOIN messages AS m ON m.id = d.value ->> 0
+CROSS JOIN messages AS m ON m.id = d.value ->> 0
 WHERE m.state = 'failed';
 
 -- name: settle_complete
@@ -496,21 +498,19 @@ WHERE b.id = :id
 GROUP BY b.type, b.total, m.state;
 
 -- name: job_prune
--- Each cutoff is one range of messages_finished_idx (state, finished_at). SQLite uses a
--- partial index only when the query repeats its WHERE term word for word (it does not
--- see that `state = 'completed'` implies `state IN (...)`), hence the repeated IN; and as
--- one OR it scanned the whole table instead, on every pass of every worker's pruner
--- even when nothing was past retention (~0.1 s with a million finished jobs kept, the
--- write lock held throughout).
+-- Each cutoff is one range per state of messages_finished_idx (state, finished_at):
+-- `state = 'completed'` implies the index's condition (schema 13: equalities joined by
+-- OR), so SQLite reads the range from the index. As one OR of the cutoffs SQLite scanned
+-- the whole table instead, on every pass of every worker's pruner even when nothing was
+-- past retention (~0.1 s with a million finished jobs kept, the write lock held
+-- throughout).
 DELETE FROM messages
 WHERE id IN (
-    SELECT id FROM messages
-    WHERE state IN ('completed', 'failed', 'cancelled')
-      AND state = 'completed' AND finished_at < :completed_before
+    SELECT id FROM messages WHERE state = 'completed' AND finished_at < :completed_before
     UNION ALL
-    SELECT id FROM messages
-    WHERE state IN ('completed', 'failed', 'cancelled')
-      AND state IN ('failed', 'cancelled') AND finished_at < :failed_before
+    SELECT id FROM messages WHERE state = 'failed' AND finished_at < :failed_before
+    UNION ALL
+    SELECT id FROM messages WHERE state = 'cancelled' AND finished_at < :failed_before
     LIMIT :limit
 )
 RETURNING id;
