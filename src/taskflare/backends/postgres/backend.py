@@ -791,9 +791,10 @@ class PostgresExecutor:
     def ensure_listening(self, *, done: bool = False) -> None:
         """Start this loop's LISTEN connection if it is not running (behind PgBouncer
         without `listen_url`: never; waiters then poll). `done`: it listens for jobs
-        ending too, from now on (the first such wait replaces a listener that did not:
-        the new one raises every topic once it listens, so a job that ended while it
-        connected wakes the waiter all the same)."""
+        ending too, from now on. The first such wait starts a listener on both channels
+        that takes over from the running one once it listens (no moment without a
+        listener for new work) and then raises `done` once, so a job that ended while it
+        connected wakes the waiter all the same."""
         if self._settings.pgbouncer and self._settings.listen_conninfo is None:
             if not self._polling_logged:
                 self._polling_logged = True
@@ -804,20 +805,24 @@ class PostgresExecutor:
                 )
             return
         res = self._resources()
+        replaced = None
         if done and not res.listen_done:
             res.listen_done = True
             if res.listener is not None and not res.listener.done():
-                res.listener.cancel()
-                res.retired.add(res.listener)
-                res.listener.add_done_callback(res.retired.discard)
+                replaced = res.listener
+                res.retired.add(replaced)
+                replaced.add_done_callback(res.retired.discard)
                 res.listener = None
         if res.listener is None or res.listener.done():
             res.listener = asyncio.create_task(
-                self._listen(res), name=f"taskflare-listen-{self.schema}"
+                self._listen(res, replaced), name=f"taskflare-listen-{self.schema}"
             )
 
-    async def _listen(self, res: _LoopResources) -> None:
-        """Hold a LISTEN connection for this loop, reconnecting with backoff when it breaks."""
+    async def _listen(
+        self, res: _LoopResources, replaced: asyncio.Task[None] | None = None
+    ) -> None:
+        """Hold a LISTEN connection for this loop, reconnecting with backoff when it breaks;
+        `replaced`: the listener this one takes over from once it listens."""
         delay = 0.1
         lost = False
         while True:
@@ -832,6 +837,8 @@ class PostgresExecutor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _LISTEN_MAX_BACKOFF)
                 continue
+            # Whether the listener replaced was connected (then it heard all but job ends).
+            handover = replaced is not None and res.listen_conn is not None
             res.listen_conn = conn
             try:
                 async with conn:
@@ -844,8 +851,15 @@ class PostgresExecutor:
                         )
                     lost = False
                     delay = 0.1
-                    # Anything may have changed while nobody was listening.
-                    self._signal.raise_all()
+                    if replaced is not None:
+                        replaced.cancel()
+                        replaced = None
+                    if handover:
+                        handover = False
+                        self._signal.raise_topics((DONE_TOPIC,))
+                    else:
+                        # Anything may have changed while nobody was listening.
+                        self._signal.raise_all()
                     async for notice in conn.notifies():
                         self._signal.raise_topics((notice.payload,))
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
