@@ -193,11 +193,7 @@ async def test_every_list_count_and_progress_shows_leased_jobs(database_url: str
             )
             assert counted >= len([i for i in newest if by_id[i]["queue"] == "qa"])
         for f in ({}, {"state": "leased"}, {"type": "beta"}, {"queue": "qc"}, {"text": '"n"'}):
-            expected = [
-                r
-                for r in rows
-                if all(r[k] == v for k, v in f.items() if k != "text")
-            ]
+            expected = [r for r in rows if all(r[k] == v for k, v in f.items() if k != "text")]
             assert await backend.job_search_count(JobSearchParams(**f)) == len(expected), f
 
         # Counts: by queue, type and state; by queue; batch progress; the event feed.
