@@ -424,9 +424,9 @@ FROM {schema}.messages AS m WHERE id = %(id)s;
 
 -- name: message_list
 -- Oldest first across states: each state's first %(limit)s from its own index (ready:
--- messages_ready_created_idx, the others: messages_queue_state_idx), merged; a queue
--- that also holds a million finished jobs costs what an empty one does. The cursor is
--- always bound (no cursor: -infinity).
+-- messages_ready_created_idx, leased: messages_leased_idx, a few rows sorted, the
+-- others: messages_queue_state_idx), merged; a queue that also holds a million finished
+-- jobs costs what an empty one does. The cursor is always bound (no cursor: -infinity).
 WITH page AS MATERIALIZED (
     (SELECT id, created_at FROM {schema}.messages
      WHERE queue = %(queue)s AND state = 'ready'
