@@ -189,7 +189,10 @@ async def measure(
                     previous = got[hop]
             since["worker side"].append((got["handler"] - enqueued) * 1e3)
         cpu, began = cpu_seconds(pid) - cpu, time.monotonic() - began
-        served = server_cpu(pids) - served
+        # Connections the worker opened during the run (its pool grows on demand) count
+        # too, all of their CPU: they did not exist when the run began.
+        opened = sorted(set(server_pids(url, application_name)) - set(pids))
+        served = server_cpu(pids) + server_cpu(opened) - served
         since["worker CPU ms per pickup"] = [cpu / n * 1e3]
         since["worker CPU per wall second"] = [cpu / began]
         if pids:
@@ -218,7 +221,11 @@ def run(url: str, n: int) -> tuple[dict[str, list[float]], dict[str, list[float]
     application_name = f"pickup-hops-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parent),
+        # This script's folder, then the caller's path (PYTHONPATH=<other checkout>/src
+        # runs the worker on that checkout, for an A/B).
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p
+        ),
         "PGAPPNAME": application_name,
     }
     worker = subprocess.Popen(

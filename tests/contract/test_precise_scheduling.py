@@ -132,3 +132,40 @@ async def test_a_worker_woken_by_a_delayed_job_sleeps_until_it_is_due_not_its_id
         # The worker is idle again; the next change it hears of is a delayed job.
         delayed = await app.enqueue("later", {}, delay_seconds=0.3)
         await wait_until(lambda: delayed.id in ran, timeout=30, what="the delayed job to run")
+
+
+async def test_after_a_claim_that_took_jobs_the_next_claim_expects_work(app: App) -> None:
+    """The claim a job queue sends after one that took jobs expects work (see
+    `ClaimParams.describe_empty`), as after a wake-up: an idle worker's pickup does not
+    describe the queue in a claim statement (on PostgreSQL that description, planned
+    anew each time, was most of the database's work for a pickup); the queue is described
+    only when a claim takes nothing, so the worker still sleeps until a delayed job is
+    due."""
+    ran: list[str] = []
+
+    @app.job("ping")
+    async def ping(payload: dict[str, Any], ctx: JobContext) -> None:
+        ran.append(ctx.job_id)
+
+    backend = await app.backend()
+    claims: list[tuple[bool, int]] = []  # (described an empty queue, jobs taken)
+    claim = backend.message_claim_many
+
+    async def noted(params: Any) -> Any:
+        result = await claim(params)
+        claims.append((params.describe_empty, len(result.messages)))
+        return result
+
+    backend.message_claim_many = noted  # type: ignore[method-assign]
+    async with running_worker(app, WorkerConfig(idle_wait=60.0)):
+        for _ in range(3):
+            job_id = (await app.enqueue("ping", {})).id
+            await wait_until(lambda j=job_id: j in ran, timeout=30, what="the job to run")
+            # The claim after the pickup has been answered: the worker is idle again.
+            await wait_until(lambda: claims[-1][1] == 0, timeout=30, what="the next claim")
+        later = await app.enqueue("ping", {}, delay_seconds=0.3)
+        await wait_until(lambda: later.id in ran, timeout=30, what="the delayed job to run")
+        await wait_until(lambda: claims[-1][1] == 0, timeout=30, what="the next claim")
+    after_a_take = [claims[i + 1] for i, (_, taken) in enumerate(claims[:-1]) if taken]
+    assert len(after_a_take) == 4, claims
+    assert not any(described for described, _ in after_a_take), claims

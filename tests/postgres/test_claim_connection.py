@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from taskflare import App
-from taskflare.backends.base import ClaimParams
+from taskflare.backends.base import ClaimParams, ReadyInfoParams
 from taskflare.backends.postgres import backend as pg_backend
 from taskflare.ids import uuid7
 
@@ -175,5 +175,35 @@ async def test_no_claim_connection_behind_pgbouncer_or_for_a_describing_claim(
         describing = ClaimParams("q", 5, uuid7(), "w", 30.0)
         assert len((await backend.message_claim_many(describing)).messages) == 1
         assert backend._db._resources().claim_conn is None
+    finally:
+        await app.close()
+
+
+@on_postgres
+async def test_a_look_at_the_queue_runs_on_an_open_claim_connection_and_opens_none(
+    database_url: str,
+) -> None:
+    """After a claim took nothing a worker looks at the queue (`queue_ready_info`): on its
+    claim connection, planned once there; a process without one (a web process's pull
+    consumer) looks on the pool and opens none."""
+    app = App(database_url)
+    try:
+        app.queue("q")
+        await send(app, "q", 1)
+        await app.get_queue("q").send({"later": True}, delay_seconds=600)
+        backend = await backend_of(app)
+        params = ReadyInfoParams("q", 10, None)
+        on_pool = await backend.queue_ready_info(params)
+        assert backend._db._resources().claim_conn is None
+        assert on_pool.ready_count == 1 and on_pool.next_available_at is not None
+        assert len((await backend.message_claim_many(expected("q", 5))).messages) == 1
+        pid = backend._db.claim_backend_pid()
+        assert pid is not None
+        on_claim_connection = await backend.queue_ready_info(params)
+        query, _ = await activity(database_url, pid)
+        assert "ready_count" in query, query
+        assert on_claim_connection.ready_count == 0
+        assert on_claim_connection.next_available_at == on_pool.next_available_at
+        assert on_claim_connection.paused is False
     finally:
         await app.close()

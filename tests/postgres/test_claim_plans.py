@@ -227,3 +227,50 @@ async def test_the_expected_claims_plan_made_on_a_nearly_empty_table_stays_right
         assert "messages_pkey" in " ".join(lines[at : at + 4]), plan
     finally:
         await app.close()
+
+
+@on_postgres
+async def test_the_look_at_a_queue_on_the_claim_connection_reads_ready_rows_through_an_index(
+    database_url: str,
+) -> None:
+    """`queue_ready_info` on the claim connection runs on a generic plan made once a
+    session (under `claim_session`): one made while the table was nearly empty still
+    reads only the queue's ready rows, through a ready index, once a burst has arrived
+    beside many finished jobs."""
+    app = App(database_url)
+    try:
+        app.job("work")(lambda p: None)
+        await app.enqueue("work", 0)  # the tables exist and are nearly empty
+        backend = await app.backend()
+        sql: dict[str, str] = backend._db.sql  # type: ignore[attr-defined]
+        server = database_url.split("?")[0]
+        schema = parse_qs(urlsplit(database_url).query)["schema"][0]
+        args = adapt_arrays(
+            {"queue": app.registry.job_types["work"].queue, "limit": LIMIT, "types": ["work"]}
+        )
+        look, names = native(sql["queue_ready_info"])
+        placeholders = ", ".join(["%s"] * len(names))
+
+        def plan(conn: psycopg.Connection[Any]) -> str:
+            rows = psycopg.ClientCursor(conn).execute(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)"  # type: ignore[arg-type]
+                f" EXECUTE ready_info({placeholders})",
+                [args[n] for n in names],
+            )
+            return "\n".join(row[0] for row in rows)
+
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(sql["claim_session"])  # type: ignore[arg-type]
+            conn.execute(f"PREPARE ready_info AS {look}")  # type: ignore[arg-type]
+            made = plan(conn)
+            await app.enqueue_many("work", list(range(FINISHED)))
+            conn.execute(f"UPDATE \"{schema}\".messages SET state = 'completed', finished_at = 1")  # type: ignore[arg-type]
+            await app.enqueue_many("work", list(range(READY)))
+            burst = plan(conn)
+        for shown in (made, burst):
+            assert "$1" in shown, shown  # the generic plan
+            assert "Seq Scan" not in shown and "Sort" not in shown, shown
+            scans = [line for line in shown.splitlines() if "Scan" in line and "messages" in line]
+            assert scans and all("messages_ready" in line for line in scans), shown
+    finally:
+        await app.close()

@@ -317,12 +317,11 @@ class JobProducer:
         """Claim and start jobs until the worker stops; then hand back buffered jobs.
 
         A claim made right after a change woke the fetcher, or right after a claim that
-        took all it asked for, expects work: it is the claim alone (see
-        `ClaimParams.describe_empty`), which keeps the pickup of a new job short; only
-        when it takes nothing is the queue described. Other claims (the first, after an
-        idle timeout, after a claim that took less than it asked for) describe an empty
-        queue in the same statement: an idle worker sends one statement per idle wait,
-        and a pickup costs no more statements than before."""
+        took jobs, expects work: it is the claim alone (see
+        `ClaimParams.describe_empty`), which keeps the pickup of a new job short and
+        cheap; only when it takes nothing is the queue described. Other claims (the
+        first, after an idle timeout) describe an empty queue in the same statement: an
+        idle worker sends one statement per idle wait."""
         await self._claim_loop()
         if self.buffer:  # claimed but never started: back to the queue, attempt uncounted
             claimed, self.buffer = list(self.buffer), deque()
@@ -355,7 +354,12 @@ class JobProducer:
             result = await state.claim(params, spec.name, failures)
             claimed = [] if result is None else result.messages
             state.slots.give_back(spec.name, taken - min(len(claimed), taken))
-            self.backlog = expected = len(claimed) == limit  # a full claim: more may be waiting
+            self.backlog = len(claimed) == limit  # a full claim: more may be waiting
+            # After a claim that took jobs the next one is the claim alone, as after a
+            # wake-up: describing the queue in the same statement was most of the
+            # database's work for a pickup (planned anew each time), and after the last
+            # job the queue is described only when that claim takes nothing.
+            expected = bool(claimed)
             if result is None:
                 continue
             self._measure(started, ended)

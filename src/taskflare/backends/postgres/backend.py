@@ -65,6 +65,7 @@ from ..base import (
     NewMessage,
     PruneParams,
     ReadyInfo,
+    ReadyInfoParams,
     RetryResult,
     Settlement,
     SettleResult,
@@ -355,7 +356,7 @@ class _LoopResources:
         self.opened = False
         self.listener: asyncio.Task[None] | None = None
         self.listen_conn: psycopg.AsyncConnection[Any] | None = None
-        # The claim connection (see `PostgresExecutor.claim_alone`): in use by a claim (or
+        # The claim connection (see `PostgresExecutor.on_claim_connection`): in use (or
         # being opened), and when to try opening it again after a failure.
         self.claim_conn: Conn | None = None
         self.claim_busy = False
@@ -500,17 +501,22 @@ class PostgresExecutor:
                 raise self.unavailable(exc, doing) from exc
         raise AssertionError("unreachable")
 
-    async def claim_alone(self, name: str, values: Mapping[str, Any]) -> Rows | None:
-        """Run claim statement `name` by itself on this loop's claim connection; None when
-        that connection is in use by another claim, cannot be had, or the claim failed
-        there (the caller then claims on a pooled connection, where a failure is reported
-        as usual; a claim that failed did not commit, and one whose connection was lost
-        after it committed has its messages delivered again when the lease expires).
+    async def on_claim_connection(
+        self, name: str, values: Mapping[str, Any], *, open_connection: bool = True
+    ) -> Rows | None:
+        """Run statement `name` by itself on this loop's claim connection; None when that
+        connection is in use, cannot be had (or is not open and `open_connection` is
+        False), or the statement failed there (the caller then runs it on a pooled
+        connection, where a failure is reported as usual; a claim that failed did not
+        commit, and one whose connection was lost after it committed has its messages
+        delivered again when the lease expires).
 
-        The claim connection runs nothing else, so its session carries the claim's
-        settings (`claim_session`) and the claim is one statement: one round trip, no
-        BEGIN, settings and COMMIT around it, no pool checkout, and a server process
-        that only claims. Never behind PgBouncer (no session settings there)."""
+        The claim connection runs nothing but a worker's claims and its looks at a queue
+        after a claim took nothing (`queue_ready_info`, which does not open it: only a
+        process that claims has one), so its session carries the claim's settings
+        (`claim_session`) and the claim is one statement: one round trip, no BEGIN,
+        settings and COMMIT around it, no pool checkout, and a server process that only
+        claims. Never behind PgBouncer (no session settings there)."""
         if self.pgbouncer or not self.schema_ready:
             return None
         res = self._resources()
@@ -520,7 +526,7 @@ class PostgresExecutor:
         conn = res.claim_conn
         try:
             if conn is None:
-                if time.monotonic() < res.claim_retry_at:
+                if not open_connection or time.monotonic() < res.claim_retry_at:
                     return None
                 conn = res.claim_conn = await self._open_claim_connection(res)
                 if conn is None:
@@ -1094,10 +1100,10 @@ class PostgresBackend(SqlStore):
         if not params.describe_empty and (params.min_count <= 1 or params.max_wait <= 0):
             # Work is expected, and whatever is ready is taken (no batch to fill): the
             # claim alone (planned in about half the time), on its generic plan: on the
-            # claim connection, the statement by itself (see `claim_alone`); when that is
-            # busy, on a pooled connection after claim_expected_settings. Behind PgBouncer
-            # nothing is prepared to reuse.
-            found = await self._db.claim_alone("message_claim_expected", values)
+            # claim connection, the statement by itself (`on_claim_connection`); when that
+            # is busy, on a pooled connection after claim_expected_settings. Behind
+            # PgBouncer nothing is prepared to reuse.
+            found = await self._db.on_claim_connection("message_claim_expected", values)
             if found is None:
                 settings = "claim_settings" if self._db.pgbouncer else "claim_expected_settings"
                 found = await self._claim("message_claim_expected", values, settings)
@@ -1111,6 +1117,20 @@ class PostgresBackend(SqlStore):
         claimed = Rows(rows.columns[:12], [r[:12] for r in rows.rows]).into(ClaimedMessage)
         delivery_order(claimed)
         return ClaimResult(claimed)
+
+    async def queue_ready_info(self, params: ReadyInfoParams) -> ReadyInfo:
+        """What the queue holds; in a worker, on its claim connection when that is free:
+        there it is planned once (a generic plan), where planning it for each call was
+        most of the database's work for an idle worker's pickup."""
+        values = {"queue": params.queue, "limit": params.limit, "types": params.types}
+        rows = await self._db.on_claim_connection(
+            "queue_ready_info", adapt_arrays(values), open_connection=False
+        )
+        if rows is None:
+            return await super().queue_ready_info(params)
+        info = rows.first(ReadyInfo)
+        assert info is not None
+        return info
 
     async def _claim(
         self, name: str, values: Mapping[str, Any], settings_name: str = "claim_settings"
