@@ -182,3 +182,34 @@ async def test_enqueue_many_applies_each_payloads_key(app: App) -> None:
         [b'{"account":"a","n":0}', b'{"account":"b","n":2}']
     )
     assert await claim(app, "sync") == []  # a is running, b has nothing left
+
+
+async def test_an_idle_limited_queue_is_not_claimed_again_when_jobs_end_and_none_waits(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker waiting on a queue with limits looks again when a job ends anywhere, since
+    that may free a slot a waiting job needs; with no job waiting (nothing held back, none
+    delayed) it does not: jobs ending elsewhere cost it no claims."""
+    app.job("limited", queue="limited", max_concurrency=2)(lambda payload: None)
+    app.job("other", queue="other")(lambda payload: None)
+    backend = await app.backend()
+    claims: dict[str, int] = {}
+    real = backend.message_claim_many
+
+    async def counted(params: ClaimParams) -> Any:
+        claims[params.queue] = claims.get(params.queue, 0) + 1
+        return await real(params)
+
+    monkeypatch.setattr(backend, "message_claim_many", counted)
+    async with running_worker(app, WorkerConfig(idle_wait=60)):
+        await wait_until(lambda: claims.get("limited"), what="the limited queue's first claim")
+        first = await app.enqueue("other", 0)
+        await first.wait(timeout=10)
+        before = claims["limited"]
+        for n in range(1, 6):  # five jobs ending one after another, five `done` signals
+            job = await app.enqueue("other", n)
+            await job.wait(timeout=10)
+        assert claims["limited"] == before
+        # Work for the limited queue still wakes it at once.
+        waiting = await app.enqueue("limited", 0)
+        await waiting.wait(timeout=10)

@@ -378,7 +378,9 @@ class JobProducer:
             wait = idle_wait(ready, spec, state.idle_wait, fill=False)
             if wait <= 0:
                 continue
-            if self.limits:  # a job ending anywhere may free a concurrency slot
+            if self.limits and (ready is None or ready.next_available_at is not None):
+                # A job ending anywhere may free a concurrency slot that holds a job back;
+                # with nothing held back or delayed (no next time to look), it frees none.
                 changes = {topic: seq, DONE_TOPIC: done_seq}
                 await state.until_stopped(wait_for_any(state.backend, changes, wait))
             else:

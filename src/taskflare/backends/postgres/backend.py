@@ -517,6 +517,24 @@ class PostgresExecutor:
         (`claim_session`) and the claim is one statement: one round trip, no BEGIN,
         settings and COMMIT around it, no pool checkout, and a server process that only
         claims. Never behind PgBouncer (no session settings there)."""
+        query = self.sql[name]
+
+        async def run(conn: Conn) -> Rows:
+            return await _rows(await conn.execute(query, values))
+
+        return await self.run_on_claim_connection(run, 1, open_connection=open_connection)
+
+    async def run_on_claim_connection(
+        self,
+        fn: Callable[[Conn], Awaitable[Rows]],
+        statements: int,
+        *,
+        open_connection: bool = True,
+    ) -> Rows | None:
+        """`fn` (a claim of `statements` statements) on this loop's claim connection, as
+        `on_claim_connection` runs its statement: None when that connection is in use,
+        cannot be had (or is not open and `open_connection` is False), or the claim
+        failed there."""
         if self.pgbouncer or not self.schema_ready:
             return None
         res = self._resources()
@@ -531,10 +549,9 @@ class PostgresExecutor:
                 conn = res.claim_conn = await self._open_claim_connection(res)
                 if conn is None:
                     return None
-            self.statements_run += 1
+            self.statements_run += statements
             try:
-                cur = await conn.execute(self.sql[name], values)
-                return await _rows(cur)
+                return await fn(conn)
             except (psycopg.Error, UnicodeEncodeError, OverflowError) as exc:
                 if conn.closed or conn.info.transaction_status != _IDLE:
                     log.info(
@@ -1167,8 +1184,9 @@ class PostgresBackend(SqlStore):
         A claim that expects work (`describe_empty` False: the worker's claims while a
         queue drains) and whose limits all allow at least a claim's worth is first
         `message_claim_limited_fast`: the plain claim and its spent tokens, while no
-        limit is near. When that takes nothing (a limit is near, or nothing is ready),
-        and for every other claim, the claim is `message_claim_limited`."""
+        limit is near. When that takes nothing because a limit is near, and for every
+        other claim, the claim is `message_claim_limited`; when nothing was ready, the
+        result is empty, as an empty plain claim's."""
         limit = params.limit
         small = any(
             (math.floor(lim.burst) if lim.is_rate else lim.amount) < limit for lim in params.limits
@@ -1193,10 +1211,14 @@ class PostgresBackend(SqlStore):
         values = adapt_arrays(args)
         if not small and not params.describe_empty:
             rows = await self._claim_under_lock("message_claim_limited_fast", values, params)
-            if rows.rows:
-                claimed = rows.into(ClaimedMessage)
+            if rows.rows and rows.rows[0][0] is not None:
+                claimed = Rows(rows.columns[:13], [r[:13] for r in rows.rows]).into(ClaimedMessage)
                 delivery_order(claimed)
                 return ClaimResult(claimed)
+            if rows.rows and not rows.rows[0][13]:
+                # Nothing ready (no limit near): as an empty plain claim, the caller asks
+                # queue_ready_info; the full claim would have found nothing either.
+                return ClaimResult([])
         rows = await self._claim_under_lock("message_claim_limited", values, params)
         if rows.rows and rows.rows[0][0] is None:
             ready = Rows(rows.columns[13:], [rows.rows[0][13:]]).first(ReadyInfo)
@@ -1213,12 +1235,13 @@ class PostgresBackend(SqlStore):
         run in one implicit transaction (PostgreSQL's extended query protocol), which
         commits at the Sync; each statement still takes its own snapshot, so the claim
         sees what committed while it waited for the lock. The explicit pair cost the
-        worker about as much CPU as the lock and the claim together."""
+        worker about as much CPU as the lock and the claim together. A failed try on the
+        claim connection did not commit (its implicit transaction ends at the Sync):
+        it is made again on a pooled connection."""
         lock_sql, lock_names = self._native["flow_lock"]
         claim_sql, claim_names = self._native[statement]
 
         async def run(conn: Conn) -> Rows:
-            self._db.statements_run += 2
             cur: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(conn)
             try:
                 async with conn.pipeline():
@@ -1230,7 +1253,18 @@ class PostgresBackend(SqlStore):
                 raise
             return await _rows(cur)
 
-        return await self._db.run(run, f"claim from queue {params.queue!r}")
+        # On the claim connection when it is free (see `on_claim_connection`): no pool checkout,
+        # and the claims' large plans are made on that one session, not on each pooled
+        # connection a claim happens to get.
+        found = await self._db.run_on_claim_connection(run, 2)
+        if found is not None:
+            return found
+
+        async def pooled(conn: Conn) -> Rows:
+            self._db.statements_run += 2
+            return await run(conn)
+
+        return await self._db.run(pooled, f"claim from queue {params.queue!r}")
 
     async def message_settle_many(self, settlement: Settlement) -> SettleResult:
         """Apply every outcome (dead-lettering, job results, attempt rows) in one statement."""

@@ -1569,8 +1569,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
 -- when there is none), and the caller saw no limit smaller than a claim. Then no bucket
 -- is tight, and message_claim_limited would take the first `limit` claimable jobs as
 -- the plain claim does: so does this, and spends their tokens, without that statement's
--- bookkeeping. When a limit is near (or nothing is ready) it claims nothing; the caller
--- then runs message_claim_limited.
+-- bookkeeping. When it claims nothing, its one row (id NULL) says whether a limit was
+-- near: then the caller runs message_claim_limited; else nothing was ready to claim (as
+-- an empty plain claim: the caller asks queue_ready_info).
 WITH running AS MATERIALIZED (
     -- The queue's running jobs, or an upper bound of them: the row `~running` of
     -- flow_buckets (key: the queue) holds the last count plus every job claimed with
@@ -1664,8 +1665,12 @@ WITH running AS MATERIALIZED (
       AND (SELECT n FROM running) IS NULL AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT id, queue, body, content_type, attempts, created_at, priority, lease_id,
-       type, max_attempts, correlation_id, flow_keys, trace_context
-FROM claimed;
+       type, max_attempts, correlation_id, flow_keys, trace_context, NULL::boolean AS near
+FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       (SELECT yes FROM near)
+WHERE NOT EXISTS (SELECT 1 FROM claimed);
 
 -- name: message_claim_limited
 -- message_claim_many for a queue whose jobs carry limit buckets (`family|key`), run
