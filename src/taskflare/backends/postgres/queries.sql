@@ -428,9 +428,9 @@ FROM {schema}.messages AS m WHERE id = %(id)s;
 
 -- name: message_list
 -- Oldest first across states: each state's first %(limit)s from its own index (ready:
--- messages_ready_created_idx, the others: messages_queue_state_idx), merged; a queue
--- that also holds a million finished jobs costs what an empty one does. The cursor is
--- always bound (no cursor: -infinity).
+-- messages_ready_created_idx, leased: messages_leased_idx, a few rows sorted, the
+-- others: messages_queue_state_idx), merged; a queue that also holds a million finished
+-- jobs costs what an empty one does. The cursor is always bound (no cursor: -infinity).
 WITH page AS MATERIALIZED (
     (SELECT id, created_at FROM {schema}.messages
      WHERE queue = %(queue)s AND state = 'ready'
@@ -493,6 +493,8 @@ SELECT count(pg_notify(%(channel)s, 'ready:' || name)) AS notified FROM changed 
 -- messages counted by state, each count reading at most %(count_limit)s entries of that
 -- state's index for the queue (a count equal to the limit means "at least"), never a
 -- scan of the table; the oldest ready time is that of the first %(count_limit)s ready.
+-- Queues holding leased messages are found apart (messages_leased_idx): the by-state
+-- index leaves leased rows out (schema 13), as it does ready ones.
 WITH RECURSIVE ready_queues(queue) AS (
     (SELECT queue FROM {schema}.messages WHERE state = 'ready' ORDER BY queue LIMIT 1)
     UNION ALL
@@ -500,16 +502,26 @@ WITH RECURSIVE ready_queues(queue) AS (
             WHERE m.state = 'ready' AND m.queue > r.queue ORDER BY m.queue LIMIT 1)
     FROM ready_queues AS r WHERE r.queue IS NOT NULL
 ), other_queues(queue) AS (
-    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' AND state <> 'leased'
+     ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT m.queue FROM {schema}.messages AS m
-            WHERE m.state <> 'ready' AND m.queue > o.queue ORDER BY m.queue LIMIT 1)
+            WHERE m.state <> 'ready' AND m.state <> 'leased' AND m.queue > o.queue
+            ORDER BY m.queue LIMIT 1)
     FROM other_queues AS o WHERE o.queue IS NOT NULL
+), leased_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state = 'leased' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state = 'leased' AND m.queue > l.queue ORDER BY m.queue LIMIT 1)
+    FROM leased_queues AS l WHERE l.queue IS NOT NULL
 ), names(name) AS (
     SELECT name FROM {schema}.queues WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
     UNION SELECT queue FROM ready_queues
           WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
     UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    UNION SELECT queue FROM leased_queues
           WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 )
 SELECT n.name AS name, coalesce(q.paused, false) AS paused, q.settings AS settings,
@@ -675,17 +687,38 @@ WHERE job_id = ANY(%(job_ids)s::text[])
 ORDER BY job_id, id;
 
 -- name: job_list
-SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+-- Leased jobs are not in the jobs list's indexes (schema 13): each statement over them
+-- reads the other jobs there (`state <> 'leased'`) and the leased ones, few, through
+-- messages_leased_idx, merged in the same order.
+-- Each part has its own ORDER BY and LIMIT: PostgreSQL then merges them lazily (a
+-- Merge Append), which it does not for a bare UNION ALL.
+SELECT * FROM (
+(SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
-FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
-  AND (%(type)s::text IS NULL OR type = %(type)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(before_created)s::float8 IS NULL
-       OR (created_at, id) < (%(before_created)s::float8, %(before_id)s::text))
+ FROM {schema}.messages
+ WHERE type IS NOT NULL AND state <> 'leased'
+   AND (%(state)s::text IS NULL OR state = %(state)s::text)
+   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(before_created)s::float8 IS NULL
+        OR (created_at, id) < (%(before_created)s::float8, %(before_id)s::text))
+ ORDER BY created_at DESC, id DESC LIMIT %(limit)s)
+UNION ALL
+(SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+ FROM {schema}.messages
+ WHERE type IS NOT NULL AND state = 'leased'
+   AND (%(state)s::text IS NULL OR state = %(state)s::text)
+   AND (%(type)s::text IS NULL OR type = %(type)s::text)
+   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+   AND (%(before_created)s::float8 IS NULL
+        OR (created_at, id) < (%(before_created)s::float8, %(before_id)s::text))
+ ORDER BY created_at DESC, id DESC LIMIT %(limit)s)
+) AS j
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
@@ -776,11 +809,21 @@ SELECT coalesce(max(id), 0) FROM {schema}.job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
-(SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
-        attempts AS attempt, NULL::text AS error, NULL::float8 AS duration, 0::bigint AS seq
- FROM {schema}.messages
- WHERE type IS NOT NULL AND created_at > %(enqueued_after)s
- ORDER BY created_at LIMIT %(limit)s)
+-- Enqueues: leased jobs (not in the creation index, schema 13) read apart, merged.
+(SELECT * FROM (
+    (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
+            attempts AS attempt, NULL::text AS error, NULL::float8 AS duration,
+            0::bigint AS seq
+     FROM {schema}.messages
+     WHERE type IS NOT NULL AND state <> 'leased' AND created_at > %(enqueued_after)s
+     ORDER BY created_at LIMIT %(limit)s)
+    UNION ALL
+    (SELECT 'enqueued', created_at, id, type, queue, attempts, NULL, NULL, 0
+     FROM {schema}.messages
+     WHERE type IS NOT NULL AND state = 'leased' AND created_at > %(enqueued_after)s
+     ORDER BY created_at LIMIT %(limit)s)
+ ) AS e
+ ORDER BY at LIMIT %(limit)s)
 UNION ALL
 (SELECT 'started', started_at, id, type, queue, attempts, NULL, NULL, 0
  FROM {schema}.messages
@@ -807,9 +850,16 @@ VALUES (%(id)s, %(type)s, %(total)s, {now});
 
 -- name: job_batch_counts
 -- The batch row, and its jobs by state (one row with a NULL state when it has none).
+-- Leased jobs are not in the batch index (schema 13): counted apart, few.
 SELECT b.type AS type, b.total AS total, m.state AS state, count(m.state) AS count
 FROM {schema}.job_batches AS b
-LEFT JOIN {schema}.messages AS m ON m.batch_id = b.id
+LEFT JOIN (
+    SELECT batch_id, state FROM {schema}.messages
+    WHERE batch_id = %(id)s AND state <> 'leased'
+    UNION ALL
+    SELECT batch_id, state FROM {schema}.messages
+    WHERE batch_id = %(id)s AND state = 'leased'
+) AS m ON m.batch_id = b.id
 WHERE b.id = %(id)s
 GROUP BY b.type, b.total, m.state;
 
@@ -950,12 +1000,21 @@ WHERE last_seen >= %(since)s ORDER BY started_at;
 -- The count of a bulk action's filter: the jobs matching it among the newest
 -- %(scan_limit)s entries of the index that drives it (as job_search_scan*), so a filter
 -- that matches almost nothing costs one window, not a walk of the whole index; the
--- caller says "at least" when the window did not reach the end.
+-- caller says "at least" when the window did not reach the end. (Leased jobs: job_list.)
 SELECT count(*) FROM (
-    SELECT state, type, queue FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT state, type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT state, type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -965,11 +1024,21 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
 
 -- name: job_search_count_state
 SELECT count(*) FROM (
-    SELECT type, queue FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND state = %(state)s::text
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND state = %(state)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND state = %(state)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -978,11 +1047,21 @@ WHERE (%(type)s::text IS NULL OR type = %(type)s::text)
 
 -- name: job_search_count_type
 SELECT count(*) FROM (
-    SELECT state, queue FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND type = %(type)s::text
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT state, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND type = %(type)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT state, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND type = %(type)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -994,10 +1073,19 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
 -- window of job_search_text), so it costs what one search page does; the caller says
 -- "at least".
 SELECT count(*) FROM (
-    SELECT body, state, type, queue FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT body, state, type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT body, state, type, queue, created_at, id FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -1010,10 +1098,19 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
 -- cursor (whatever the other filters), so one call costs the same on any table size.
 WITH examined AS MATERIALIZED (
-    SELECT id FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT id, created_at FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT id, created_at FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 )
@@ -1033,10 +1130,19 @@ LIMIT %(limit)s;
 -- name: job_search_window_end
 -- The last job of job_search_text's window when the window was full (else no row): a
 -- search that found too few goes on from there.
-SELECT created_at, id FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+SELECT * FROM (
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state <> 'leased'
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    UNION ALL
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state = 'leased'
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+) AS w
 ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
@@ -1055,14 +1161,25 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -1078,15 +1195,27 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND state = %(state)s::text
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND state = %(state)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND state = %(state)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -1102,15 +1231,27 @@ SELECT id, queue, state, body, content_type, attempts, priority, created_at, ava
        type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
        correlation_id, batch_id, cancel_requested
 FROM (
-    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
-       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
-       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
-       correlation_id, batch_id, cancel_requested
-    FROM {schema}.messages
-    WHERE type IS NOT NULL
-      AND type = %(type)s::text
-      AND created_at >= %(created_from)s::float8
-      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    SELECT * FROM (
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state <> 'leased'
+           AND type = %(type)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+        UNION ALL
+        (SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+           lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+           type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+           correlation_id, batch_id, cancel_requested FROM {schema}.messages
+         WHERE type IS NOT NULL AND state = 'leased'
+           AND type = %(type)s::text
+           AND created_at >= %(created_from)s::float8
+           AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+         ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    ) AS w
     ORDER BY created_at DESC, id DESC
     LIMIT %(scan_limit)s
 ) AS examined
@@ -1121,35 +1262,65 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: job_search_scan_end
-SELECT created_at, id FROM {schema}.messages
-WHERE type IS NOT NULL
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+SELECT * FROM (
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state <> 'leased'
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    UNION ALL
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state = 'leased'
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+) AS w
 ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
 -- name: job_search_scan_end_state
-SELECT created_at, id FROM {schema}.messages
-WHERE type IS NOT NULL
-      AND state = %(state)s::text
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+SELECT * FROM (
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state <> 'leased'
+       AND state = %(state)s::text
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    UNION ALL
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state = 'leased'
+       AND state = %(state)s::text
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+) AS w
 ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
 -- name: job_search_scan_end_type
-SELECT created_at, id FROM {schema}.messages
-WHERE type IS NOT NULL
-      AND type = %(type)s::text
-  AND created_at >= %(created_from)s::float8
-  AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+SELECT * FROM (
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state <> 'leased'
+       AND type = %(type)s::text
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+    UNION ALL
+    (SELECT created_at, id FROM {schema}.messages
+     WHERE type IS NOT NULL AND state = 'leased'
+       AND type = %(type)s::text
+       AND created_at >= %(created_from)s::float8
+       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+     ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
+) AS w
 ORDER BY created_at DESC, id DESC
 OFFSET %(scan_limit)s - 1 LIMIT 1;
 
 -- name: job_find
 -- Jobs by id, idempotency key, correlation id or batch id: the matches are found through
 -- those four indexes first (a BitmapOr), then ordered; planned as one ordered scan of the
--- creation index with a filter, PostgreSQL read a million rows to find one.
+-- creation index with a filter, PostgreSQL read a million rows to find one. Leased
+-- jobs are not in the batch index (schema 13): those of the batch are read apart.
 WITH found AS MATERIALIZED (
     SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
        lease_expires_at, last_error, origin_queue, origin_id, finished_at,
@@ -1158,7 +1329,17 @@ WITH found AS MATERIALIZED (
     FROM {schema}.messages
     WHERE type IS NOT NULL
       AND (id = %(key)s OR idempotency_key = %(key)s OR correlation_id = %(key)s
-           OR batch_id = %(key)s)
+           OR (batch_id = %(key)s AND state <> 'leased'))
+      AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
+    UNION ALL
+    SELECT id, queue, state, body, content_type, attempts, priority, created_at, available_at,
+       lease_expires_at, last_error, origin_queue, origin_id, finished_at,
+       type, max_attempts, result, progress, progress_note, started_at, idempotency_key,
+       correlation_id, batch_id, cancel_requested
+    FROM {schema}.messages
+    WHERE type IS NOT NULL AND state = 'leased' AND batch_id = %(key)s
+      AND id <> %(key)s AND idempotency_key IS DISTINCT FROM %(key)s
+      AND correlation_id IS DISTINCT FROM %(key)s
       AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
 )
 SELECT * FROM found
@@ -1169,19 +1350,31 @@ LIMIT %(limit)s;
 -- The newest batches with their jobs counted by state, each count from the index on
 -- (batch_id, state) and stopped at count_limit: a page reads at most limit x 5 x
 -- count_limit entries whatever the batches hold (right after a bulk update, before
--- VACUUM, each entry is also checked in the table).
+-- VACUUM, each entry is also checked in the table). Leased jobs are not in that index
+-- (schema 13): they are counted apart, every batch of the page in one read of the leased
+-- rows (few).
 WITH b AS MATERIALIZED (
     SELECT id, type, total, created_at FROM {schema}.job_batches
     ORDER BY created_at DESC LIMIT %(limit)s
 ), s(state) AS (
     VALUES ('ready'), ('leased'), ('completed'), ('failed'), ('cancelled')
+), leased AS MATERIALIZED (
+    SELECT batch_id, count(*) AS n FROM {schema}.messages
+    WHERE state = 'leased' AND batch_id IN (SELECT id FROM b)
+    GROUP BY batch_id
 )
 SELECT b.id AS id, b.type AS type, b.total AS total, b.created_at AS created_at,
        s.state AS state,
-       (SELECT count(*) FROM (
-            SELECT 1 FROM {schema}.messages AS m
-            WHERE m.batch_id IS NOT NULL AND m.batch_id = b.id AND m.state = s.state
-            LIMIT %(count_limit)s) AS counted) AS count
+       CASE WHEN s.state = 'leased' THEN
+           least(coalesce((SELECT l.n FROM leased AS l WHERE l.batch_id = b.id), 0),
+                 %(count_limit)s::bigint)
+       ELSE
+           (SELECT count(*) FROM (
+                SELECT 1 FROM {schema}.messages AS m
+                WHERE m.batch_id IS NOT NULL AND m.state <> 'leased'
+                  AND m.batch_id = b.id AND m.state = s.state
+                LIMIT %(count_limit)s) AS counted)
+       END AS count
 FROM b CROSS JOIN s
 ORDER BY b.created_at DESC, b.id;
 
@@ -1248,7 +1441,8 @@ ORDER BY name;
 -- page costs the same with a thousand jobs or a million. Ready messages are read in
 -- creation order (messages_ready_created_idx): the first %(count_limit)s give ready now,
 -- delayed and the oldest ready time. The queues: every stored queue row, and any queue
--- holding messages without one, found by skipping through the indexes a queue at a time.
+-- holding messages without one, found by skipping through the indexes a queue at a time
+-- (ready, leased and the other states each have their own: schemas 5 and 13).
 -- The clock is read once (OFFSET 0 keeps the planner from copying the expression into
 -- each row's test, where the numeric `extract` cost more than the scan).
 WITH RECURSIVE ready_queues(queue) AS (
@@ -1258,16 +1452,26 @@ WITH RECURSIVE ready_queues(queue) AS (
             WHERE m.state = 'ready' AND m.queue > r.queue ORDER BY m.queue LIMIT 1)
     FROM ready_queues AS r WHERE r.queue IS NOT NULL
 ), other_queues(queue) AS (
-    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' ORDER BY queue LIMIT 1)
+    (SELECT queue FROM {schema}.messages WHERE state <> 'ready' AND state <> 'leased'
+     ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT m.queue FROM {schema}.messages AS m
-            WHERE m.state <> 'ready' AND m.queue > o.queue ORDER BY m.queue LIMIT 1)
+            WHERE m.state <> 'ready' AND m.state <> 'leased' AND m.queue > o.queue
+            ORDER BY m.queue LIMIT 1)
     FROM other_queues AS o WHERE o.queue IS NOT NULL
+), leased_queues(queue) AS (
+    (SELECT queue FROM {schema}.messages WHERE state = 'leased' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.queue FROM {schema}.messages AS m
+            WHERE m.state = 'leased' AND m.queue > l.queue ORDER BY m.queue LIMIT 1)
+    FROM leased_queues AS l WHERE l.queue IS NOT NULL
 ), names(name) AS (
     SELECT name FROM {schema}.queues WHERE (%(queue)s::text IS NULL OR name = %(queue)s::text)
     UNION SELECT queue FROM ready_queues
           WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
     UNION SELECT queue FROM other_queues
+          WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    UNION SELECT queue FROM leased_queues
           WHERE queue IS NOT NULL AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 )
 SELECT n.name AS queue, r.ready, r.delayed, r.oldest, r.seen AS ready_seen,
