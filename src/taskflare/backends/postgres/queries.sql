@@ -86,8 +86,11 @@ SELECT pg_notify(%(channel)s, 'ready:' || %(queue)s::text) AS notified FROM comm
 --   of finished jobs analyzed before a burst of enqueues), the planner could instead read
 --   every ready row through a smaller index and sort them all, on every claim until the
 --   next ANALYZE: 20 000 jobs drained at half the rate, the server's CPU per job doubled.
+-- - No JIT: a node the planner cannot avoid while one is disabled adds 1e10 to the
+--   estimate, above jit_above_cost; the session's `jit = off` is not set behind PgBouncer.
 SELECT set_config('synchronous_commit', 'off', true),
-       set_config('enable_sort', 'off', true);
+       set_config('enable_sort', 'off', true),
+       set_config('jit', 'off', true);
 
 -- name: claim_expected_settings
 -- claim_settings for message_claim_expected (the claim of a woken worker: an idle
@@ -100,7 +103,8 @@ SELECT set_config('synchronous_commit', 'off', true),
 SELECT set_config('synchronous_commit', 'off', true),
        set_config('enable_sort', 'off', true),
        set_config('plan_cache_mode', 'force_generic_plan', true),
-       set_config('enable_seqscan', 'off', true);
+       set_config('enable_seqscan', 'off', true),
+       set_config('jit', 'off', true);
 
 -- name: claim_session
 -- claim_expected_settings for the whole session of a loop's claim connection, which runs
@@ -1563,7 +1567,12 @@ SELECT pg_advisory_xact_lock(hashtextextended('taskflare.flow:' || %(channel)s |
        set_config('enable_seqscan', 'off', true),
        -- As for the plain claim (claim_settings): the head is read in the ready index's
        -- order and stops at `limit`, never every ready row sorted.
-       set_config('enable_sort', 'off', true);
+       set_config('enable_sort', 'off', true),
+       -- A plan node that stays disabled (the claim's window sort) adds 1e10 to the
+       -- estimate, far above jit_above_cost: behind PgBouncer, where the session's
+       -- `jit = off` (_configure) is not set, each claim was JIT-compiled, 2-3 s of
+       -- server CPU, with the queue's flow lock held meanwhile.
+       set_config('jit', 'off', true);
 
 -- name: message_claim_limited_fast
 -- message_claim_limited while no limit is near, run right after flow_lock in the same
