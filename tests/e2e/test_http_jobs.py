@@ -371,6 +371,25 @@ def test_a_path_or_method_the_api_does_not_have_is_named_with_a_code(
     wrong = client.put("/jobs", json={})
     assert "PUT /jobs" in error_of(wrong, 405)
     assert wrong.json()["code"] == "method_not_allowed"
-    assert wrong.headers["allow"] == "GET, POST"  # both routes of the path, not the first
+    # both routes of the path, not the first; HEAD is answered wherever GET is
+    assert wrong.headers["allow"] == "GET, HEAD, POST"
     unknown_job = client.get("/jobs/nope")  # a route's own 404 keeps its message
     assert "nope" in error_of(unknown_job, 404) and unknown_job.json()["code"] == "not_found"
+
+
+def test_head_is_answered_wherever_get_is(client: httpx.Client) -> None:
+    """Every GET path of the API answers HEAD with GET's status and headers and no body
+    (RFC 9110, 9.3.2): monitors and link checkers send HEAD. A path without GET keeps its
+    405, whose `Allow` names HEAD beside GET where it is answered."""
+    job = enqueue(client)
+    spec = client.get("/openapi.json").json()
+    plain = [p for p, ops in spec["paths"].items() if "get" in ops and "{" not in p]
+    assert {"/jobs", "/stats", "/health", "/queues"} <= set(plain)
+    for path in [*plain, f"/jobs/{job}", "/docs", "/openapi.json"]:
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code, path
+        assert head.headers.get("content-type") == got.headers.get("content-type"), path
+        assert head.content == b"", path
+    assert client.head("/jobs/nope").status_code == 404
+    webhook = client.head("/webhooks/stripe")  # POST only
+    assert webhook.status_code == 405 and webhook.headers["allow"] == "POST"

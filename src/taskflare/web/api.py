@@ -22,6 +22,7 @@ from .common import (
     ERRORS,
     ApiError,
     BodyLimit,
+    HeadAsGet,
     Tokens,
     allowed_methods,
     error_body,
@@ -250,5 +251,6 @@ def create_api(
     api.add_middleware(StrictJsonBody)
     api.add_middleware(BodyLimit, limit_for=limit_for)
     api.add_middleware(EdgeGuard, tokens=tokens, security=security)
-    api.add_middleware(CloudflareErrors)  # outermost: every error under /client/v4/
+    api.add_middleware(CloudflareErrors)  # every error under /client/v4/
+    api.add_middleware(HeadAsGet, routes=api.router.routes)  # outermost: HEAD is a GET
     return api

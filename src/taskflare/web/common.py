@@ -238,7 +238,43 @@ def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> list[str]:
         probe = {**scope, "method": method}
         if any(_answers(route, probe) for route in routes):
             found.append(method)
+    if "GET" in found and "HEAD" not in found:  # `HeadAsGet` answers it
+        found.insert(found.index("GET") + 1, "HEAD")
     return found
+
+
+class HeadAsGet:
+    """ASGI middleware: answer HEAD wherever GET is answered, with GET's status and
+    headers (its `Content-Length` included) and no body, as RFC 9110, 9.3.2 asks of
+    every general-purpose server. FastAPI's routes declare GET alone: without this a
+    HEAD (a monitor's, a link checker's, `curl -I`) got 405.
+
+    `routes` is the application's route list, read at each HEAD request; a path that no
+    route answers with GET keeps its HEAD (and so its 404 or 405)."""
+
+    def __init__(self, app: Any, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        as_get = {**scope, "method": "GET"}
+        if any(_answers(route, scope) for route in self.routes) or not any(
+            _answers(route, as_get) for route in self.routes
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def bodiless(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(as_get, receive, bodiless)
 
 
 # The methods a 405's `Allow` may name (what the routes declare).
