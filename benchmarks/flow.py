@@ -265,12 +265,14 @@ def write_report(
     lines = [
         "# Flow control: what limits cost",
         "",
-        f"Measured {now} by `benchmarks/flow.py --jobs {args.jobs} --rounds {args.rounds}`"
+        f"Measured {now} by `benchmarks/flow.py --jobs {args.jobs} --rounds {args.rounds}"
+        + ("" if args.backends == "postgres,sqlite" else f" --backends {args.backends}")
+        + "`"
         f" ({took / 60:.1f} min). Machine: {os.cpu_count()} CPUs, {platform.platform()},"
-        f" Python {platform.python_version()}. The machine was shared with other work (load"
-        f" averages from {min(loads)} to {max(loads)} at the runs' starts; every run below),"
-        " so absolute rates are noisy: read the ratios, taken side by side in the same"
-        " rounds, and above all CPU per job, which hardly depends on the load.",
+        f" Python {platform.python_version()}. Load averages from {min(loads)} to"
+        f" {max(loads)} at the runs' starts (every run below). A drain lasts about a"
+        " second, so absolute rates are noisy: read the ratios, taken side by side in the"
+        " same rounds, and above all CPU per job, which hardly depends on the load.",
         "",
         "Goals: a limit never reached costs at most 10 % (ratio ≥ 0.90); with 1 000 keys"
         " and a per-key limit the drain keeps at least half the unlimited rate"
