@@ -61,6 +61,8 @@ def subject(key: str, pythons: dict[str, str]) -> Subject:
     '<taskflare label> <jobs|messages> <pg|sqlite>'."""
     if key in ("pgqueuer", "procrastinate"):
         return Subject(key, key, "postgres")
+    if key == "rawpg":
+        return Subject(key, "rawpg", "postgres")
     if key == "huey":
         return Subject(key, "huey_sqlite", "sqlite")
     *words, engine = key.split(" ")

@@ -37,7 +37,8 @@ class Row:
     ours: Figure
     against: tuple[Figure, ...]
     goal: str
-    met: Callable[[float, float], bool]  # (taskflare's median, median ratio) -> goal met
+    # (taskflare's median, median ratio) -> goal met; None: a row for context, no goal
+    met: Callable[[float, float], bool] | None
 
 
 def _peers(names: Sequence[str], measure: str, field: str) -> tuple[Figure, ...]:
@@ -129,6 +130,14 @@ ROWS: tuple[Row, ...] = (
         _peers(PG, "pickup", "p50_ms"),
         "≤ 2 ms",
         _value_at_most(2),
+    ),
+    Row(
+        "pickup-pg",
+        "pickup p50 (jobs), PostgreSQL, beside the raw floor (`peers/rawpg_peer.py`), ms",
+        Figure("jobs pg", "pickup", "p50_ms"),
+        (Figure("rawpg", "pickup", "p50_ms"),),
+        "context",
+        None,
     ),
     Row(
         "pickup-sqlite",
@@ -259,7 +268,7 @@ def main_table(rows: Sequence[Row], rounds: Sequence[Round], labels: Sequence[st
         first = mine[0]
         met = (
             "—"
-            if first.value is None or first.ratio is None
+            if row.met is None or first.value is None or first.ratio is None
             else ("yes" if row.met(first.value, first.ratio) else "**no**")
         )
         f = row.ours.field
