@@ -62,3 +62,28 @@ def test_pulling_a_paused_queue_answers_409_queue_delivery_paused(database_url: 
         assert "queue_delivery_paused" in cloudflare["errors"][0]["message"]
         client.post("/queues/exports/resume").raise_for_status()
         assert len(pull_leases(client, f"{BASE}/messages/pull", {})) == 1
+
+
+def test_a_lease_acked_and_retried_in_one_request_is_acked_once_on_either_backend(
+    database_url: str,
+) -> None:
+    """The ack comes first in the request, so it stands: the message is counted once,
+    the retry is ignored with a warning. (SQLite acked it and PostgreSQL retried it, and
+    both answered ackCount 1 and retryCount 1.) A lease acked twice is one ack."""
+    app = App(database_url)
+    app.queue("exports", max_retries=3)
+    with serve(app) as client:
+        client.post(f"{BASE}/messages/batch", json={"messages": [{"body": 1}, {"body": 2}]})
+        one, two = pull_leases(client, f"{BASE}/messages/pull", {})
+        answer = client.post(
+            f"{BASE}/messages/ack",
+            json={
+                "acks": [{"lease_id": one}, {"lease_id": two}, {"lease_id": two}],
+                "retries": [{"lease_id": one}, {"lease_id": one, "delay_seconds": 5}],
+            },
+        ).json()["result"]
+        assert (answer["ackCount"], answer["retryCount"]) == (2, 0)
+        assert list(answer["warnings"]) == [one]
+        assert pull_leases(client, f"{BASE}/messages/pull", {}) == []
+        depth = client.get("/queues/exports").json()["queue"]["depth"]
+        assert depth == {"ready": 0, "leased": 0, "failed": 0}
