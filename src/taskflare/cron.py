@@ -57,7 +57,8 @@ DAY_OF_WEEK = _Field("day-of-week", 0, 7, DAYS)
 
 
 def _is_number(text: str) -> bool:
-    """ASCII digits only: `str.isdigit` also takes `²` and `١`, which `int` refuses or reads."""
+    """ASCII digits only: `str.isdigit` also takes superscripts (which `int` refuses) and
+    other scripts' digits (which `int` reads)."""
     return text.isascii() and text.isdigit()
 
 
