@@ -143,6 +143,30 @@ async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> No
     assert (await job_of(app, other.id)).history == ()
 
 
+async def test_an_http_429_with_a_retry_after_past_a_year_holds_the_key_a_year(
+    app: App,
+) -> None:
+    """`Retry-After: 1e300` from a server: the job and its key wait a year, and the job
+    stays readable (a time no datetime can show made `get_job` raise)."""
+
+    @app.job("hook", queue="hooks", max_attempts=1, rate_limit=RateLimit("10/s", per_key=True))
+    async def hook(payload: Any) -> None:
+        request = httpx.Request("POST", "https://api.example.com/")
+        response = httpx.Response(429, headers={"Retry-After": "1e300"}, request=request)
+        raise httpx.HTTPStatusError("429", request=request, response=response)
+
+    job = await app.enqueue("hook", 1, rate_key="acme")
+    await drain(app)
+    snoozed = await job_of(app, job.id)
+    year = 365 * 86_400
+    assert snoozed.status is JobStatus.PENDING and snoozed.attempts == 0
+    assert snoozed.run_at.timestamp() - time.time() == pytest.approx(year, abs=60)
+    backend = await app.backend()
+    (held,) = await backend.flow_stats(FlowStatsParams(app.registry.queue("hooks").flow_limits()))
+    assert held.held_until is not None
+    assert held.held_until - time.time() == pytest.approx(year, abs=60)
+
+
 async def test_an_idle_worker_waiting_on_a_limit_does_not_spin(app: App) -> None:
     done: list[int] = []
     app.job("rare", queue="rare", rate_limit="1/m")(lambda p: done.append(p))
