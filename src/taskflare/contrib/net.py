@@ -125,10 +125,11 @@ async def pinned_request(
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
     timeout: float | None = None,
-    stream: bool = False,
 ) -> httpx.Response:
-    """Send one request to `url` via an address checked by `policy` (no redirects followed);
-    the response body is read, unless `stream` (then the caller reads and closes it)."""
+    """Send one request to `url` via an address checked by `policy` (no redirects followed).
+    The body is not read: the caller reads it (at most what it needs, see `read_limited`,
+    or `pinned_fetch`) and closes the response. A body is never read whole: the server at
+    the other end is the payload's, and a gigabyte answer must not become a gigabyte here."""
     port = url.port or (443 if url.scheme == "https" else 80)
     ip = await resolve(url.host, port, policy)
     host_header = url.host if url.port is None else f"{url.host}:{url.port}"
@@ -145,7 +146,42 @@ async def pinned_request(
         timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
         extensions=extensions,
     )
-    return await client.send(request, follow_redirects=False, stream=stream)
+    return await client.send(request, follow_redirects=False, stream=True)
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of a streamed response's (decoded) body; the rest is not read."""
+    parts: list[bytes] = []
+    size = 0
+    if limit > 0:
+        async for chunk in response.aiter_bytes():
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    return b"".join(parts)[:limit]
+
+
+async def pinned_fetch(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    policy: DestinationPolicy,
+    limit: int,
+    *,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+    timeout: float | None = None,
+) -> tuple[httpx.Response, bytes]:
+    """`pinned_request`, then at most `limit` bytes of the body; the response is closed."""
+    response = await pinned_request(
+        client, method, url, policy, headers=headers, content=content, timeout=timeout
+    )
+    try:
+        body = await read_limited(response, limit)
+    finally:
+        await response.aclose()
+    return response, body
 
 
 def redirect_target(response: httpx.Response, url: httpx.URL) -> httpx.URL | None:
