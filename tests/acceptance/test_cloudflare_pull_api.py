@@ -87,3 +87,20 @@ def test_a_lease_acked_and_retried_in_one_request_is_acked_once_on_either_backen
         assert pull_leases(client, f"{BASE}/messages/pull", {}) == []
         depth = client.get("/queues/exports").json()["queue"]["depth"]
         assert depth == {"ready": 0, "leased": 0, "failed": 0}
+
+
+def test_message_backlog_count_is_the_queue_s_backlog_not_a_batch_sized_cap(
+    database_url: str,
+) -> None:
+    """It was counted up to 100 only: 250 messages, 10 pulled, said 90 left."""
+    app = App(database_url)
+    app.queue("exports")
+    with serve(app) as client:
+        for start in range(0, 250, 50):
+            batch = [{"body": n} for n in range(start, start + 50)]
+            client.post(f"{BASE}/messages/batch", json={"messages": batch}).raise_for_status()
+        client.post(f"{BASE}/messages", json={"body": "later", "delay_seconds": 600})
+        result = client.post(f"{BASE}/messages/pull", json={"batch_size": 10}).json()["result"]
+        assert len(result["messages"]) == 10 and result["message_backlog_count"] == 240
+        result = client.post(f"{BASE}/messages/pull", json={"batch_size": 100}).json()["result"]
+        assert result["message_backlog_count"] == 140

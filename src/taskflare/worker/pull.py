@@ -35,6 +35,9 @@ from .batch_runner import as_settlement
 from .rescue import rescue_expired
 
 MAX_PULL_BATCH = 100
+# `message_backlog_count` counts the ready messages up to this many (one index range
+# count per pull; Cloudflare's backlog figures are approximate too).
+BACKLOG_COUNTED = 10_000
 PULL_OWNER = "http-pull"
 PULL_RETRY_REASON = "retried by the pull consumer"
 
@@ -91,7 +94,7 @@ async def pull(
             "are run by taskflare workers, which record their status and history)"
         )
     await rescue_expired(backend, spec)
-    info = await backend.queue_ready_info(ReadyInfoParams(spec.name, MAX_PULL_BATCH))
+    info = await backend.queue_ready_info(ReadyInfoParams(spec.name, BACKLOG_COUNTED))
     if info.paused:
         raise QueuePaused(f"queue {spec.name!r} is paused")
     result = await backend.message_claim_many(
