@@ -31,8 +31,20 @@ async def _guarded(awaitable: Awaitable[Any], label: str) -> None:
 
 
 def _label(awaitable: object) -> str:
+    name = getattr(awaitable, "__qualname__", None)  # a coroutine's is its function's
+    if isinstance(name, str) and name:
+        return name
     code = getattr(awaitable, "cr_code", None)
     return getattr(code, "co_qualname", None) or type(awaitable).__name__
+
+
+def _is_async_callable(fn: Any) -> bool:
+    """An `async def` function, a partial of one, or an object whose `__call__` is one."""
+    call = None
+    if not inspect.isroutine(fn):
+        owner = next((k for k in type(fn).__mro__ if "__call__" in k.__dict__), None)
+        call = owner.__dict__["__call__"] if owner is not None else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 class BackgroundTasks:
@@ -107,11 +119,19 @@ def to_awaitable(
         return fn_or_awaitable
     if not callable(fn_or_awaitable):
         raise TypeError(f"wait_until needs an awaitable or a function, got {fn_or_awaitable!r}")
-    if inspect.iscoroutinefunction(fn_or_awaitable):
+    if _is_async_callable(fn_or_awaitable):
         result: Awaitable[Any] = fn_or_awaitable(*args, **kwargs)
         return result
 
     async def call_in_thread() -> Any:
-        return await asyncio.to_thread(fn_or_awaitable, *args, **kwargs)
+        outcome = await asyncio.to_thread(fn_or_awaitable, *args, **kwargs)
+        if inspect.isawaitable(outcome):
+            # `lambda: send(x)` and other plain functions that return a coroutine: its
+            # work is the point, so it runs here (it used to be dropped unawaited).
+            outcome = await outcome
+        return outcome
 
-    return call_in_thread()
+    coro = call_in_thread()
+    name = getattr(fn_or_awaitable, "__qualname__", None) or type(fn_or_awaitable).__name__
+    coro.__qualname__ = str(name)  # type: ignore[attr-defined]  # logs name the caller's function
+    return coro

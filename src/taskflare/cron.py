@@ -56,11 +56,17 @@ MONTH = _Field("month", 1, 12, MONTHS)
 DAY_OF_WEEK = _Field("day-of-week", 0, 7, DAYS)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes superscripts (which `int` refuses) and
+    other scripts' digits (which `int` reads)."""
+    return text.isascii() and text.isdigit()
+
+
 def _value(text: str, field: _Field, expression: str) -> int:
     lowered = text.lower()
     if field.names and lowered in field.names:
         return field.names[lowered]
-    if not lowered.isdigit():
+    if not _is_number(lowered):
         raise InvalidCronExpression(
             f"cron {expression!r}: {field.name} field: {text!r} is not a number"
             + (" or a name" if field.names else "")
@@ -81,10 +87,10 @@ def _parse_field(text: str, field: _Field, expression: str) -> frozenset[int]:
             raise InvalidCronExpression(
                 f"cron {expression!r}: {field.name} field has an empty item"
             )
-        base, _, step_text = part.partition("/")
+        base, slash, step_text = part.partition("/")
         step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+        if slash:
+            if not _is_number(step_text) or int(step_text) == 0:
                 raise InvalidCronExpression(
                     f"cron {expression!r}: {field.name} field: step {step_text!r} "
                     "must be a positive number"
@@ -103,7 +109,7 @@ def _parse_field(text: str, field: _Field, expression: str) -> frozenset[int]:
                 )
         else:
             low = _value(base, field, expression)
-            high = field.high if step_text else low
+            high = field.high if slash else low
         values.update(range(low, high + 1, step))
     if field is DAY_OF_WEEK and 7 in values:
         values.discard(7)
@@ -182,14 +188,14 @@ def _special_day_item(item: str, field: _Field, expression: str) -> DaySpecials 
             return DaySpecials(last_day=True)
         if upper == "LW":
             return DaySpecials(last_weekday=True)
-        if upper.endswith("W") and upper[:-1].isdigit():
+        if upper.endswith("W") and _is_number(upper[:-1]):
             return DaySpecials(nearest_weekday=frozenset({_value(upper[:-1], field, expression)}))
     elif field is DAY_OF_WEEK:
         if upper.endswith("L") and len(upper) > 1:
             return DaySpecials(last_of=frozenset({_value(item[:-1], field, expression) % 7}))
         if "#" in upper:
             weekday, _, nth = item.partition("#")
-            if not nth.isdigit() or not 1 <= int(nth) <= 5:
+            if not _is_number(nth) or not 1 <= int(nth) <= 5:
                 raise InvalidCronExpression(
                     f"cron {expression!r}: day-of-week field: {item!r}: the number after "
                     "'#' must be 1 to 5 (which week of the month)"

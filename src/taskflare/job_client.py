@@ -222,28 +222,21 @@ class JobClient:
         rate_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> tuple[str, ...] | None:
-        """The limit buckets a job needs (None without limits: nothing is computed)."""
+        """The limit buckets a job needs (None without limits: nothing is computed).
+        A key given is checked whether or not the type has a limit it applies to."""
+        keys = {
+            "rate_key": None if rate_key is None else check_key(rate_key, "rate", "rate_key"),
+            "concurrency_key": None
+            if concurrency_key is None
+            else check_key(concurrency_key, "concurrency", "concurrency_key"),
+        }
         spec = self._registry.queues.get(queue)
         job_type = self._registry.job_types.get(type)
         if job_type is None and spec is None and self.stored_flow is not None:
-            return self.stored_flow.buckets(
-                type,
-                queue,
-                orjson.loads(body),
-                rate_key=None if rate_key is None else check_key(rate_key, "rate"),
-                concurrency_key=None
-                if concurrency_key is None
-                else check_key(concurrency_key, "concurrency"),
-            )
+            return self.stored_flow.buckets(type, queue, orjson.loads(body), **keys)
         limited = job_type is not None and job_type.limits is not None and job_type.limits.active
         if spec is None or not (spec.rate_limit or limited):
             return None
-        keys = {
-            "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
-            "concurrency_key": None
-            if concurrency_key is None
-            else check_key(concurrency_key, "concurrency"),
-        }
         buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
         return tuple(buckets) if buckets else None
 
@@ -387,9 +380,14 @@ class JobClient:
         if unique is None:
             unique = self.unique_of(type)
         if unique is not None:
+            if not isinstance(unique, Unique):
+                raise InvalidJobOption(
+                    f"unique must be a taskflare.Unique, got {unique!r}", fields=("unique",)
+                )
             if idempotency_key is not None:
                 raise InvalidMessage(
-                    "idempotency_key and unique cannot be combined; use one of them"
+                    "idempotency_key and unique cannot be combined; use one of them",
+                    fields=("idempotency_key",),
                 )
             params = unique_params(unique, message)
         backend = await self._storage.backend()
@@ -500,7 +498,9 @@ class JobClient:
             unique = self.unique_of(type)
         if unique is not None:
             if not isinstance(unique, Unique):
-                raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
+                raise InvalidJobOption(
+                    f"unique must be a taskflare.Unique, got {unique!r}", fields=("unique",)
+                )
             stored = await self.store_unique(unique, messages)
             await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
             return batch_id

@@ -26,6 +26,7 @@ from .backends.base import (
     Settlement,
 )
 from .ids import uuid7
+from .messages import MAX_DELAY_SECONDS
 from .retry import Backoff
 from .text import clean_text
 
@@ -129,13 +130,14 @@ def decide(delivery: Delivery, outcome: Outcome, *, new_id: Callable[[], str] = 
         return Decision(LeaseRef(delivery.id, delivery.lease_id), "acked")
     if isinstance(outcome, Snoozed):
         # Not a failure: the attempt is given back, so no budget check and no error.
-        delay = outcome.delay_seconds
+        delay = _within_limit(outcome.delay_seconds)
         snooze = RetryOutcome(delivery.id, delivery.lease_id, delay, None, refund=True)
         return Decision(snooze, "snoozed", clean_text(outcome.reason), delay)
     if isinstance(outcome, Cancelled):
         reason = clean_text(outcome.reason)
         return Decision(CancelOutcome(delivery.id, delivery.lease_id, reason), "cancelled")
     error, delay, permanent, expired = _failure(delivery, outcome)
+    delay = _within_limit(delay)
     lost = "lost" if expired else None
     if permanent or delivery.attempts >= delivery.max_attempts:
         if expired:
@@ -159,6 +161,13 @@ def acked(refs: Iterable[LeaseRef]) -> Settlement:
     is acked. The batch runner's path for a batch whose consumer returned with nothing
     retried (no Decision built per message)."""
     return Settlement(acks=list(refs))
+
+
+def _within_limit(delay: float) -> float:
+    """A retry or snooze delay, at most one year (the limit of every delay taskflare
+    stores): a server's `Retry-After: 1e300` or a `Retry(delay_seconds=1e12)` would
+    otherwise store a time no datetime can show, and the job could not be read."""
+    return min(delay, MAX_DELAY_SECONDS)
 
 
 def _lost_for_good(delivery: Delivery) -> str:

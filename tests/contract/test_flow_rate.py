@@ -14,7 +14,15 @@ import pytest
 
 from helpers import running_worker, wait_until
 from job_helpers import job_of
-from taskflare import App, JobStatus, RateLimit, RateLimited, WorkerConfig
+from taskflare import (
+    App,
+    Concurrency,
+    InvalidMessage,
+    JobStatus,
+    RateLimit,
+    RateLimited,
+    WorkerConfig,
+)
 from taskflare.backends.base import ClaimParams, FlowHoldParams, FlowStatsParams
 from taskflare.ids import uuid7
 from taskflare.testing import drain
@@ -135,6 +143,30 @@ async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> No
     assert (await job_of(app, other.id)).history == ()
 
 
+async def test_an_http_429_with_a_retry_after_past_a_year_holds_the_key_a_year(
+    app: App,
+) -> None:
+    """`Retry-After: 1e300` from a server: the job and its key wait a year, and the job
+    stays readable (a time no datetime can show made `get_job` raise)."""
+
+    @app.job("hook", queue="hooks", max_attempts=1, rate_limit=RateLimit("10/s", per_key=True))
+    async def hook(payload: Any) -> None:
+        request = httpx.Request("POST", "https://api.example.com/")
+        response = httpx.Response(429, headers={"Retry-After": "1e300"}, request=request)
+        raise httpx.HTTPStatusError("429", request=request, response=response)
+
+    job = await app.enqueue("hook", 1, rate_key="acme")
+    await drain(app)
+    snoozed = await job_of(app, job.id)
+    year = 365 * 86_400
+    assert snoozed.status is JobStatus.PENDING and snoozed.attempts == 0
+    assert snoozed.run_at.timestamp() - time.time() == pytest.approx(year, abs=60)
+    backend = await app.backend()
+    (held,) = await backend.flow_stats(FlowStatsParams(app.registry.queue("hooks").flow_limits()))
+    assert held.held_until is not None
+    assert held.held_until - time.time() == pytest.approx(year, abs=60)
+
+
 async def test_an_idle_worker_waiting_on_a_limit_does_not_spin(app: App) -> None:
     done: list[int] = []
     app.job("rare", queue="rare", rate_limit="1/m")(lambda p: done.append(p))
@@ -226,3 +258,21 @@ async def test_a_claim_that_expects_work_spends_the_tokens_it_takes(app: App) ->
     await app.enqueue_many("b", list(range(800)))
     taken = [len((await claim(app, "spend", 100, expected=True))[0]) for _ in range(9)]
     assert taken == [100] * 7 + [0, 0]
+
+
+@pytest.mark.parametrize("bad", ["", "a\x7fb", "a\x85b", "\ud800", "x" * 201, 5.5])
+async def test_a_bad_key_is_refused_naming_it_and_nothing_is_stored(app: App, bad: Any) -> None:
+    # The same for a type with keyed limits, one with unkeyed ones and one without any:
+    # a key given is checked whether or not a limit uses it (a lone surrogate would
+    # otherwise reach the database and come back as a storage error naming no field).
+    app.job(
+        "keyed", queue="k", rate_limit=RateLimit("5/s", per_key=True), concurrency=Concurrency(2)
+    )(lambda p: None)
+    app.job("plain", queue="p")(lambda p: None)
+    for type in ("keyed", "plain"):
+        for field in ("rate_key", "concurrency_key"):
+            keys = {"rate_key": "r", "concurrency_key": "c", field: bad}
+            with pytest.raises(InvalidMessage, match=field) as caught:
+                await app.enqueue(type, {}, **keys)
+            assert caught.value.fields == (field,)
+    assert (await app.list_jobs()).jobs == []

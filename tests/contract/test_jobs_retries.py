@@ -172,6 +172,36 @@ async def test_http_429_honours_retry_after(app: App) -> None:
     assert retry_delay(retried) == pytest.approx(90, abs=0.5)
 
 
+YEAR = 365 * 86_400
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        http_error(429, {"Retry-After": "1e300"}),
+        http_error(429, {"Retry-After": "99999999999"}),
+        Retry(delay_seconds=1e300),
+    ],
+    ids=["retry-after-1e300", "retry-after-3000-years", "Retry-1e300"],
+)
+async def test_a_retry_delay_past_a_year_waits_a_year_and_the_job_stays_readable(
+    app: App, raised: BaseException
+) -> None:
+    """A delay no datetime can show (a server's `Retry-After: 1e300`) made the job
+    unreadable: `get_job`, `list_jobs` and the API raised OverflowError on it."""
+
+    @app.job("hook", max_attempts=5)
+    async def hook(payload: Any) -> None:
+        raise raised
+
+    job = await app.enqueue("hook")
+    await drain(app)
+    retried = await job_of(app, job.id)
+    assert retried.status is JobStatus.PENDING and retried.attempts == 1
+    assert retry_delay(retried) == pytest.approx(YEAR, abs=1)
+    assert [j.id for j in (await app.list_jobs()).jobs] == [job.id]
+
+
 async def test_http_429_without_retry_after_uses_the_backoff(app: App) -> None:
     @app.job("hook", max_attempts=5, retry=Backoff(base=20, cap=1000, jitter=False))
     async def hook(payload: Any) -> None:

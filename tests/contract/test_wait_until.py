@@ -5,6 +5,7 @@ that becomes a job with one argument (`durable=True`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -80,6 +81,44 @@ async def test_errors_are_logged_with_a_traceback_and_never_raised(
     assert "ValueError: bad thread work" in caplog.text
     assert "Traceback (most recent call last)" in caplog.text
     assert any("broken" in r.getMessage() for r in failures)
+    await app.close()
+
+
+async def test_every_shape_of_async_work_runs_none_is_dropped_unawaited(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lambda or wrapper that returns a coroutine, an object with `async def __call__`
+    and a partial of an async function all run; their failures are logged by name."""
+    app = App(sqlite_url)
+    done: list[str] = []
+
+    async def record(tag: str) -> None:
+        done.append(tag)
+
+    class Notifier:
+        async def __call__(self, tag: str) -> None:
+            done.append(tag)
+
+    class SubNotifier(Notifier):
+        pass
+
+    async def broken() -> None:
+        raise RuntimeError("failing behind a lambda")
+
+    def start_broken() -> Any:
+        return broken()
+
+    with caplog.at_level(logging.ERROR, logger="taskflare.background"):
+        app.wait_until(lambda: record("lambda"))
+        app.wait_until(Notifier(), "callable object")
+        app.wait_until(SubNotifier(), "inherited __call__")
+        app.wait_until(functools.partial(record, "partial"))
+        app.wait_until(start_broken)
+        await wait_until(lambda: app.background.pending == 0, what="tasks to settle")
+    assert sorted(done) == ["callable object", "inherited __call__", "lambda", "partial"]
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1 and "start_broken" in failures[0].getMessage()
+    assert "RuntimeError: failing behind a lambda" in caplog.text
     await app.close()
 
 

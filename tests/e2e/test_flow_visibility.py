@@ -94,3 +94,29 @@ def test_post_jobs_takes_rate_and_concurrency_keys(sqlite_live: LiveServer) -> N
             "/jobs", json={"type": "send-email", "payload": payload, "rateKey": "a\x00b"}
         )
         assert bad.status_code == 422 and "rateKey" in bad.text
+        # The library's own check (a C1 control character, which the request model lets
+        # through) names the field as the caller spelled it, too; nothing is stored.
+        for field in ("rateKey", "concurrencyKey"):
+            c1 = client.post(
+                "/jobs", json={"type": "send-email", "payload": payload, field: "a\x85"}
+            )
+            assert 400 <= c1.status_code < 500, c1.text
+            assert c1.json()["error"].startswith(f"{field} must be"), c1.text
+        listed = client.get("/jobs").json()["jobs"]
+        assert [j["id"] for j in listed] == [fine.json()["jobId"]]
+
+
+def test_cli_refuses_an_empty_or_control_key_in_one_line_naming_the_option(
+    sqlite_live: LiveServer,
+) -> None:
+    taskflare = str(Path(sys.executable).with_name("taskflare"))
+    env = {**os.environ, "TASKFLARE_DATABASE_URL": sqlite_live.database_url}
+    payload = '{"to": "a@b.c", "subject": "s", "body": "b"}'
+    for option in ("--rate-key", "--concurrency-key"):
+        for bad in ("", "a\x7fb"):
+            args = [taskflare, "jobs", "enqueue", "send-email", payload, option, bad]
+            result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+            assert result.returncode != 0 and result.stdout == ""
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"error: {option} must be"), line
+    assert tf_json("jobs", "list", url=sqlite_live.database_url)["jobs"] == []

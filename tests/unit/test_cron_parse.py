@@ -197,6 +197,15 @@ def test_fall_back_day_an_every_half_hour_schedule_keeps_its_real_interval() -> 
         ("", ["0 fields"]),
         ("0 0 30 2 *", ["never fires", "day-of-month field", "month field"]),
         ("0 0 31 4,6,9,11 *", ["never fires", "day-of-month field"]),
+        # Digits str.isdigit takes but cron does not (int() refuses '²', reads U+0661 as 1).
+        ("0 0 ² * *", ["day-of-month field", "'²'", "not a number"]),
+        ("\u0661 * * * *", ["minute field", "not a number"]),
+        ("*/\u0665 * * * *", ["minute field", "step"]),
+        ("0 0 1\u0665W * *", ["day-of-month field"]),
+        ("0 0 * * 1#\u0662", ["day-of-week field", "1 to 5"]),
+        # A slash needs its step: '5/' is not '5'.
+        ("5/ * * * *", ["minute field", "step ''", "positive"]),
+        ("0 */ * * *", ["hour field", "step"]),
     ],
 )
 def test_invalid_expression_names_the_bad_field(expression: str, words: list[str]) -> None:

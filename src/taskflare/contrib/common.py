@@ -4,6 +4,7 @@ registration object `App.use` installs, sinks, and how an HTTP answer becomes a 
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,6 +128,25 @@ def raise_for_http_status(
             raise Retry(delay, message)
         raise RuntimeError(message)
     raise PermanentError(message)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every given secret (a password, an API key) replaced by `***`: for
+    messages that quote what another server answered, which may echo a credential."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def one_line(value: str, what: str) -> str:
+    """`value` if it can be a header's value: no line break of any kind (CR, LF, VT, FF,
+    NEL, U+2028/9...) and no other control character but tab; `ValueError` naming `what`."""
+    for char in value:
+        if char != "\t" and unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValueError(
+                f"{what} must be one line of text without control characters (found {char!r})"
+            )
+    return value
 
 
 def jittered(seconds: float) -> float:

@@ -45,7 +45,14 @@ from .common import (
     raise_for_http_status,
     register,
 )
-from .net import DestinationPolicy, check_url, pinned_request, redirect_target
+from .net import (
+    DestinationPolicy,
+    check_url,
+    pinned_fetch,
+    pinned_request,
+    read_limited,
+    redirect_target,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -58,6 +65,7 @@ _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 MAX_SITEMAPS = 10
 ROBOTS_TTL = 3600.0  # [s] a worker reads a site's robots.txt again after this long
+MAX_ROBOTS_BYTES = 500 * 1024  # what of a robots.txt is read (Google's limit, RFC 9309)
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -242,11 +250,11 @@ class Politeness:
         if found is None:
             text = ""
             try:
-                response = await pinned_request(
-                    client, "GET", httpx.URL(origin + "/robots.txt"), policy
+                response, raw = await pinned_fetch(
+                    client, "GET", httpx.URL(origin + "/robots.txt"), policy, MAX_ROBOTS_BYTES
                 )
                 if response.status_code == 200:
-                    text = response.text
+                    text = raw.decode("utf-8", "replace")
                 elif response.status_code >= 500:
                     # Google's rule: a server error on robots.txt means "crawl nothing now".
                     raise RuntimeError(f"{origin}/robots.txt answered {response.status_code}")
@@ -382,12 +390,14 @@ class Crawler:
                 continue
             fetched += 1
             try:
-                response = await pinned_request(client, "GET", httpx.URL(location), self.policy)
+                response, raw = await pinned_fetch(
+                    client, "GET", httpx.URL(location), self.policy, self.settings.max_page_bytes
+                )
             except (httpx.HTTPError, OSError, PermanentError):
                 continue
             if response.status_code != 200:
                 continue
-            body = response.text
+            body = raw.decode("utf-8", "replace")
             for loc in _LOC.findall(body):
                 url = normalize_url(loc.replace("&amp;", "&"))
                 if url is None:
@@ -461,7 +471,7 @@ class Crawler:
         followed here: its target is a link, so it is fetched once, by its own job."""
         fetched_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         try:
-            response = await pinned_request(client, "GET", httpx.URL(url), self.policy, stream=True)
+            response = await pinned_request(client, "GET", httpx.URL(url), self.policy)
         except httpx.TimeoutException:
             raise RuntimeError(f"{url} did not answer within {self.settings.timeout:g}s") from None
         except httpx.TransportError as exc:
@@ -490,23 +500,12 @@ class Crawler:
             if content_type not in _HTML_TYPES:
                 record["skipped"] = "not HTML"
                 return record, []
-            body = await _read_limited(response, self.settings.max_page_bytes)
+            body = await read_limited(response, self.settings.max_page_bytes)
         finally:
             await response.aclose()
         title, text, links = parse_page(body, url, self.settings.max_text_chars)
         record.update(title=title, text=text, links=links)
         return record, links
-
-
-async def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(parts)[:limit]
 
 
 class CrawlExtension:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import ssl
 import sys
 import uuid
@@ -27,7 +28,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..context import JobContext
 from ..retry import Backoff, PermanentError
-from .common import ContribSettings, JobOptions, Payload, register
+from .common import ContribSettings, JobOptions, Payload, one_line, redact, register
 
 if TYPE_CHECKING:
     from ..app import App
@@ -42,9 +43,14 @@ _RESERVED_HEADERS = {
 }  # fmt: skip
 
 
+# `<left@right>` in printable ASCII without spaces or a second `<`/`>` (RFC 5322 msg-id).
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
+
+
 def _address(value: str, field: str) -> str:
-    if not isinstance(value, str) or "\r" in value or "\n" in value:
-        raise ValueError(f"{field}: an address must be one line of text")
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: an address must be text")
+    one_line(value, f"{field}: an address")
     _name, addr = parseaddr(value)
     if "@" not in addr or addr.startswith("@") or addr.endswith("@") or " " in addr:
         raise ValueError(f"{field}: {value!r} is not an email address")
@@ -79,8 +85,9 @@ class Attachment(Payload):
     @field_validator("filename")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if any(c in value for c in "\r\n\x00/\\"):
-            raise ValueError("filename must be a plain file name on one line")
+        one_line(value, "filename")
+        if any(c in value for c in "/\\"):
+            raise ValueError("filename must be a plain file name, without / or \\")
         return value
 
 
@@ -104,20 +111,18 @@ class SendEmail(Payload):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        if "\r" in value or "\n" in value:
-            raise ValueError("subject must be one line")
-        return value
+        return one_line(value, "subject")
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for name, text in (value or {}).items():
-            if not name or any(c in name for c in " :\r\n") or not name.isascii():
+            # RFC 5322 field names: printable US-ASCII but the colon.
+            if not name or not all(33 <= ord(c) <= 126 and c != ":" for c in name):
                 raise ValueError(f"{name!r} is not a header name")
             if name.lower() in _RESERVED_HEADERS:
                 raise ValueError(f"{name!r} is set by its own field, not in headers")
-            if "\r" in text or "\n" in text:
-                raise ValueError(f"header {name!r} must be one line")
+            one_line(text, f"header {name!r}")
         return value
 
     @model_validator(mode="after")
@@ -135,7 +140,7 @@ class SendEmail(Payload):
             # Fixed here, when the job is enqueued: every attempt sends the same Message-ID.
             domain = parseaddr(self.sender or "")[1].rpartition("@")[2] or "taskflare.invalid"
             self.message_id = f"<{uuid.uuid4().hex}@{domain}>"
-        elif not (self.message_id.startswith("<") and self.message_id.endswith(">")):
+        elif not _MESSAGE_ID.fullmatch(self.message_id):
             raise ValueError("message_id must look like <unique@domain>")
         return self
 
@@ -183,7 +188,12 @@ class _Smtp:
             password = settings.smtp_password.get_secret_value()
         self.password = password
         self.timeout = settings.smtp_timeout
+        self._secrets = (settings.smtp_url.get_secret_value(), password, url.password)
         self.tls_context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+
+    def redact(self, text: str) -> str:
+        """`text` without the password (or the URL that holds it)."""
+        return redact(text, *self._secrets)
 
 
 def build_message(payload: SendEmail, default_sender: str | None) -> EmailMessage:
@@ -240,29 +250,41 @@ async def _send_smtp(smtp: _Smtp, msg: EmailMessage, recipients: list[str]) -> d
             timeout=smtp.timeout,
             tls_context=smtp.tls_context,
         )
-    except aiosmtplib.SMTPRecipientsRefused as exc:
-        codes = [r.code for r in exc.recipients]
-        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-        if all(500 <= c < 600 for c in codes):
-            raise PermanentError(f"every recipient was refused: {detail}") from None
-        raise RuntimeError(f"recipients refused for now: {detail}") from None
-    except aiosmtplib.SMTPResponseException as exc:
-        text = f"SMTP server answered {exc.code} {exc.message}"
-        if 500 <= exc.code < 600:
-            raise PermanentError(text) from None
-        raise RuntimeError(text) from None
-    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+    except aiosmtplib.SMTPException as exc:
+        # What the server answered may quote the credentials it refused.
+        raise _smtp_failure(exc, smtp) from None
+    except (TimeoutError, OSError) as exc:
         # Connection refused, lost or timed out, TLS failure: retried with backoff.
-        raise RuntimeError(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}") from None
+        raise RuntimeError(
+            smtp.redact(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}")
+        ) from None
     replies = {addr: (resp.code, f"{resp.code} {resp.message}") for addr, resp in refused.items()}
-    rejected = {a: text for a, (code, text) in replies.items() if code >= 500}
-    deferred = {a: text for a, (code, text) in replies.items() if code < 500}
+    rejected = {a: smtp.redact(text) for a, (code, text) in replies.items() if code >= 500}
+    deferred = {a: smtp.redact(text) for a, (code, text) in replies.items() if code < 500}
     return {
         "accepted": [r for r in recipients if r not in replies],
         "rejected": rejected,
         "deferred": deferred,
-        "response": reply,
+        "response": smtp.redact(reply),
     }
+
+
+def _smtp_failure(exc: Exception, smtp: _Smtp) -> Exception:
+    """The job outcome of an SMTP error: 5xx permanent, the rest retried; secrets redacted."""
+    import aiosmtplib
+
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        if all(500 <= c < 600 for c in codes):
+            return PermanentError(smtp.redact(f"every recipient was refused: {detail}"))
+        return RuntimeError(smtp.redact(f"recipients refused for now: {detail}"))
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        text = smtp.redact(f"SMTP server answered {exc.code} {exc.message}")
+        if 500 <= exc.code < 600:
+            return PermanentError(text)
+        return RuntimeError(text)
+    return RuntimeError(smtp.redact(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}"))
 
 
 def _deliver_locally(settings: EmailSettings, msg: EmailMessage, payload: SendEmail) -> str:
@@ -305,7 +327,11 @@ class EmailExtension:
             if earlier is not None and not before.get("deferred"):
                 # Sent by an earlier attempt whose outcome was lost: not sent again.
                 return {**before, "duplicate": True}
-            msg = build_message(payload, config.email_from)
+            try:
+                msg = build_message(payload, config.email_from)
+            except (ValueError, TypeError) as exc:
+                # A message that cannot be built now never will be: not retried.
+                raise PermanentError(f"send-email: cannot build the message: {exc}") from None
             # A retry after some recipients were deferred (4xx) sends to those only.
             recipients = before.get("deferred") or envelope_recipients(payload)
             if config.email_transport == "smtp":

@@ -317,10 +317,9 @@ async def _spool(payload: BatchImport, config: ImportSettings) -> _Spooled:
         policy = DestinationPolicy.create(config.allow_private, config.allowed_networks)
         async with httpx.AsyncClient(timeout=config.timeout, trust_env=False) as client:
             try:
-                response = await pinned_request(client, "GET", url, policy, stream=True)
+                response = await pinned_request(client, "GET", url, policy)
                 try:
-                    if response.status_code >= 300:
-                        await response.aread()
+                    if response.status_code >= 300:  # its body is not read
                         raise_for_http_status(response.status_code, response.headers, url.host)
                     size = 0
                     async for block in response.aiter_bytes():

@@ -14,7 +14,10 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from .common import ContribSettings, raise_for_http_status
+from .common import ContribSettings, raise_for_http_status, redact
+from .net import read_limited
+
+MAX_ERROR_BYTES = 64 * 1024  # what of an error answer is read for its message
 
 
 class AiSettings(ContribSettings):
@@ -41,17 +44,21 @@ def _headers(settings: AiSettings) -> dict[str, str]:
     return headers
 
 
-def _provider_message(response: httpx.Response) -> str:
+def _provider_message(raw: bytes, settings: AiSettings) -> str:
+    """The provider's error message from an error answer's body, the API key redacted
+    (a provider may quote the key it refused)."""
+    message = raw.decode("utf-8", "replace")[:300]
     try:
-        data = response.json()
+        data = json.loads(raw)
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:500]
-        if isinstance(error, str):
-            return error[:500]
+            message = str(error["message"])[:500]
+        elif isinstance(error, str):
+            message = error[:500]
     except ValueError:
         pass
-    return response.text[:300]
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return redact(message, key)
 
 
 def _url(settings: AiSettings, path: str) -> str:
@@ -62,22 +69,24 @@ async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[st
     """POST `body` to `<base_url>/<path>`; the JSON answer."""
     async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
         try:
-            response = await client.post(
-                _url(settings, path), json=body, headers=_headers(settings)
-            )
+            async with client.stream(
+                "POST", _url(settings, path), json=body, headers=_headers(settings)
+            ) as response:
+                if response.status_code >= 300:
+                    raw = await read_limited(response, MAX_ERROR_BYTES)
+                    raise_for_http_status(
+                        response.status_code,
+                        response.headers,
+                        "the AI endpoint",
+                        _provider_message(raw, settings),
+                    )
+                await response.aread()
         except httpx.TimeoutException:
             raise RuntimeError(
                 f"the AI endpoint did not answer within {settings.timeout:g}s"
             ) from None
         except httpx.TransportError as exc:
             raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
-        if response.status_code >= 300:
-            raise_for_http_status(
-                response.status_code,
-                response.headers,
-                "the AI endpoint",
-                _provider_message(response),
-            )
         data: dict[str, Any] = response.json()
         return data
 
@@ -92,12 +101,12 @@ async def stream(
                 "POST", _url(settings, path), json=body, headers=_headers(settings)
             ) as response:
                 if response.status_code >= 300:
-                    await response.aread()
+                    raw = await read_limited(response, MAX_ERROR_BYTES)
                     raise_for_http_status(
                         response.status_code,
                         response.headers,
                         "the AI endpoint",
-                        _provider_message(response),
+                        _provider_message(raw, settings),
                     )
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):

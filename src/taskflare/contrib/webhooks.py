@@ -11,6 +11,7 @@ not followed unless the settings say so. Destinations are checked against SSRF r
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 import weakref
@@ -24,8 +25,16 @@ from pydantic_settings import SettingsConfigDict
 
 from ..context import JobContext
 from ..retry import Backoff, PermanentError, Retry
-from .common import ContribSettings, JobOptions, Payload, jittered, raise_for_http_status, register
-from .net import DestinationPolicy, check_url, pinned_request, redirect_target
+from .common import (
+    ContribSettings,
+    JobOptions,
+    Payload,
+    jittered,
+    one_line,
+    raise_for_http_status,
+    register,
+)
+from .net import DestinationPolicy, check_url, pinned_fetch, redirect_target
 
 if TYPE_CHECKING:
     from ..app import App
@@ -33,6 +42,13 @@ if TYPE_CHECKING:
 MAX_REDIRECTS = 5
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 _SIGNATURE_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
+# Dropped when a redirect leads to another origin (as browsers, curl and httpx do).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
 
 
 class WebhookDelivery(Payload):
@@ -56,13 +72,17 @@ class WebhookDelivery(Payload):
     @classmethod
     def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         for name, text in (value or {}).items():
-            if not name or any(c in name for c in " :\r\n") or not name.isascii():
+            if not _TOKEN.fullmatch(name):  # RFC 9110 field names are tokens
                 raise ValueError(f"{name!r} is not a header name")
             if name.lower() in _HOP_BY_HOP | _SIGNATURE_HEADERS:
                 raise ValueError(f"header {name!r} is set by taskflare")
-            if "\r" in text or "\n" in text:
-                raise ValueError(f"header {name!r} must be one line")
+            one_line(text, f"header {name!r}")
         return value
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        return None if value is None else one_line(value, "id (the webhook-id header)")
 
     @model_validator(mode="after")
     def _fill_id(self) -> WebhookDelivery:
@@ -199,12 +219,21 @@ async def _deliver(
     else:
         headers["webhook-id"] = payload.id
     started = time.monotonic()
+    method = payload.method
     async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
         target = url
         for _ in range(MAX_REDIRECTS + 1):
             try:
-                response = await pinned_request(
-                    client, payload.method, target, policy, headers=headers, content=content
+                # Only the first `max_response_bytes` of the answer are read: a receiver
+                # answering gigabytes costs this worker that much and no more.
+                response, raw = await pinned_fetch(
+                    client,
+                    method,
+                    target,
+                    policy,
+                    settings.max_response_bytes,
+                    headers=headers,
+                    content=content,
                 )
             except httpx.TimeoutException:
                 raise RuntimeError(
@@ -220,10 +249,17 @@ async def _deliver(
                     f"{target} answered {response.status_code} redirecting to {location}; "
                     "redirects are not followed (follow_redirects=True to follow them)"
                 )
+            if _origin(location) != _origin(target):
+                # Credentials the payload gave for one site are not handed to another.
+                headers = {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+            if response.status_code == 303 and method != "GET":
+                # 303 See Other: fetch the answer with GET, without the body (RFC 9110).
+                method, content = "GET", b""
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             target = location
         else:
             raise PermanentError(f"more than {MAX_REDIRECTS} redirects from {url}")
-    snippet = response.content[: settings.max_response_bytes].decode("utf-8", "replace")
+    snippet = raw.decode("utf-8", "replace")
     raise_for_http_status(response.status_code, response.headers, f"{target.host}", snippet[:200])
     return {
         "delivered": True,

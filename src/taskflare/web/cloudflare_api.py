@@ -136,7 +136,12 @@ def _converted(body: bytes, status: int) -> bytes:
     except orjson.JSONDecodeError:
         return body
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-        return error_envelope(parsed["error"], status)
+        message, code = parsed["error"], parsed.get("code")
+        if isinstance(code, str) and code not in message:
+            # Cloudflare names the error in its message (`queue_delivery_paused`), as its
+            # runtime writes "<cause> (<code>)": keep the API's code readable here too.
+            message = f"{message} ({code})"
+        return error_envelope(message, status)
     return body
 
 

@@ -6,7 +6,7 @@ import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..app import App
 from ..encoding import BYTES
@@ -82,7 +82,24 @@ class PullRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
     batch_size: int = Field(default=5, ge=1, le=MAX_PULL_BATCH, strict=True)
-    visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_MS, strict=True)
+    visibility_timeout_ms: int | None = Field(default=None, ge=1, le=MAX_VISIBILITY_MS, strict=True)
+    # The name Cloudflare's own pull example and `wrangler queues info` use, also in ms.
+    visibility_timeout: int | None = Field(default=None, ge=1, le=MAX_VISIBILITY_MS, strict=True)
+
+    @model_validator(mode="after")
+    def _one_timeout(self) -> PullRequest:
+        both = self.visibility_timeout_ms is not None and self.visibility_timeout is not None
+        if both and self.visibility_timeout_ms != self.visibility_timeout:
+            raise ValueError(
+                "visibility_timeout: give visibility_timeout_ms or visibility_timeout "
+                "(the same milliseconds), not two different values"
+            )
+        return self
+
+    @property
+    def timeout_ms(self) -> int:
+        """The lease length asked for, in milliseconds (default 30 s)."""
+        return self.visibility_timeout_ms or self.visibility_timeout or 30_000
 
 
 class LeaseAck(BaseModel):
@@ -268,7 +285,7 @@ async def pull_result(app: App, name: str, request: PullRequest) -> dict[str, An
             await app.backend(),
             app.registry.queue(name),
             request.batch_size,
-            request.visibility_timeout_ms / 1000,
+            request.timeout_ms / 1000,
         )
     except QueuePaused as exc:
         raise ApiError(409, said(exc), "queue_delivery_paused") from None

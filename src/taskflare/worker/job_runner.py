@@ -149,7 +149,8 @@ class JobRunner:
         )
         decision = decide(delivery, outcome)
         if isinstance(outcome, Snoozed) and outcome.backoff_keys and message.flow_keys:
-            await self._hold(message, outcome.delay_seconds)
+            held = decision.delay_seconds  # the snooze's delay within its limit
+            await self._hold(message, outcome.delay_seconds if held is None else held)
         finished_at = time.time()
         attempt = AttemptRecord(
             message.id,

@@ -35,6 +35,9 @@ from .batch_runner import as_settlement
 from .rescue import rescue_expired
 
 MAX_PULL_BATCH = 100
+# `message_backlog_count` counts the ready messages up to this many (one index range
+# count per pull; Cloudflare's backlog figures are approximate too).
+BACKLOG_COUNTED = 10_000
 PULL_OWNER = "http-pull"
 PULL_RETRY_REASON = "retried by the pull consumer"
 
@@ -91,7 +94,7 @@ async def pull(
             "are run by taskflare workers, which record their status and history)"
         )
     await rescue_expired(backend, spec)
-    info = await backend.queue_ready_info(ReadyInfoParams(spec.name, MAX_PULL_BATCH))
+    info = await backend.queue_ready_info(ReadyInfoParams(spec.name, BACKLOG_COUNTED))
     if info.paused:
         raise QueuePaused(f"queue {spec.name!r} is paused")
     result = await backend.message_claim_many(
@@ -131,16 +134,24 @@ async def ack(
     acked: list[tuple[str, LeaseRef]] = []
     decisions = []
     tokens: dict[str, str] = {}
+    acked_ids: set[str] = set()
     for token in acks:
         found = await _known(backend, spec, token, out)
-        if found is not None:
+        if found is not None and found[0].id not in acked_ids:
             # A late ack is still accepted, as Cloudflare does: the message is done.
+            # A message acked twice in one request is one ack.
+            acked_ids.add(found[0].id)
             acked.append((token, LeaseRef(found[0].id, None)))
     for token, delay in retries:
         found = await _known(backend, spec, token, out)
         if found is None:
             continue
         ref, attempt, record = found
+        if ref.id in acked_ids or ref.id in tokens:
+            # Acked (or retried) in this same request: the first decision stands, on
+            # either backend, and the message is counted once.
+            out.warnings[token] = "message is also acked or retried in this request; ignored"
+            continue
         if record.state != State.LEASED or record.attempts != attempt or ref.lease_id is None:
             out.warnings[token] = "lease expired and the message was pulled again"
             continue

@@ -1,0 +1,106 @@
+"""Cloudflare's pull-consumer API as its documentation shows it, on both backends: the
+request its own example sends, and the error a paused queue answers."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from taskflare import App
+
+from .conftest import serve
+
+BASE = "/client/v4/accounts/acc/queues/exports"
+
+
+def pull_leases(client: httpx.Client, path: str, body: dict[str, object]) -> list[str]:
+    response = client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    return [m["lease_id"] for m in response.json()["result"]["messages"]]
+
+
+def test_the_documented_visibility_timeout_field_is_read_in_milliseconds(
+    database_url: str,
+) -> None:
+    """Cloudflare's pull example (and `wrangler queues info`) sends
+    `{"visibility_timeout": 10000, "batch_size": 2}`: accepted, as milliseconds."""
+    app = App(database_url)
+    app.queue("exports")
+    with serve(app) as client:
+        for path in (f"{BASE}/messages", "/queues/exports/messages"):
+            for n in range(3):
+                client.post(path, json={"body": {"n": n}}).raise_for_status()
+        for path in (f"{BASE}/messages/pull", "/queues/exports/messages/pull"):
+            leases = pull_leases(client, path, {"visibility_timeout": 300, "batch_size": 2})
+            assert len(leases) == 2
+        # The 300 ms leases run out and their messages come back; a 30 s one would not.
+        deadline = time.monotonic() + 20
+        seen = 2
+        while seen < 6:
+            assert time.monotonic() < deadline, "leases of 300 ms did not run out"
+            seen += len(pull_leases(client, f"{BASE}/messages/pull", {"batch_size": 100}))
+        both = client.post(
+            f"{BASE}/messages/pull", json={"visibility_timeout": 300, "visibility_timeout_ms": 400}
+        )
+        assert both.status_code == 422 and "visibility_timeout" in both.text
+        too_long = client.post(f"{BASE}/messages/pull", json={"visibility_timeout": 43_200_001})
+        assert too_long.status_code == 422 and "visibility_timeout" in too_long.text
+
+
+def test_pulling_a_paused_queue_answers_409_queue_delivery_paused(database_url: str) -> None:
+    app = App(database_url)
+    app.queue("exports")
+    with serve(app) as client:
+        client.post(f"{BASE}/messages", json={"body": 1}).raise_for_status()
+        client.post("/queues/exports/pause").raise_for_status()
+        for path in (f"{BASE}/messages/pull", "/queues/exports/messages/pull"):
+            paused = client.post(path, json={})
+            assert paused.status_code == 409 and "queue_delivery_paused" in paused.text
+        cloudflare = client.post(f"{BASE}/messages/pull", json={}).json()
+        assert cloudflare["success"] is False
+        assert "queue_delivery_paused" in cloudflare["errors"][0]["message"]
+        client.post("/queues/exports/resume").raise_for_status()
+        assert len(pull_leases(client, f"{BASE}/messages/pull", {})) == 1
+
+
+def test_a_lease_acked_and_retried_in_one_request_is_acked_once_on_either_backend(
+    database_url: str,
+) -> None:
+    """The ack comes first in the request, so it stands: the message is counted once,
+    the retry is ignored with a warning. (SQLite acked it and PostgreSQL retried it, and
+    both answered ackCount 1 and retryCount 1.) A lease acked twice is one ack."""
+    app = App(database_url)
+    app.queue("exports", max_retries=3)
+    with serve(app) as client:
+        client.post(f"{BASE}/messages/batch", json={"messages": [{"body": 1}, {"body": 2}]})
+        one, two = pull_leases(client, f"{BASE}/messages/pull", {})
+        answer = client.post(
+            f"{BASE}/messages/ack",
+            json={
+                "acks": [{"lease_id": one}, {"lease_id": two}, {"lease_id": two}],
+                "retries": [{"lease_id": one}, {"lease_id": one, "delay_seconds": 5}],
+            },
+        ).json()["result"]
+        assert (answer["ackCount"], answer["retryCount"]) == (2, 0)
+        assert list(answer["warnings"]) == [one]
+        assert pull_leases(client, f"{BASE}/messages/pull", {}) == []
+        depth = client.get("/queues/exports").json()["queue"]["depth"]
+        assert depth == {"ready": 0, "leased": 0, "failed": 0}
+
+
+def test_message_backlog_count_is_the_queue_s_backlog_not_a_batch_sized_cap(
+    database_url: str,
+) -> None:
+    """It was counted up to 100 only: 250 messages, 10 pulled, said 90 left."""
+    app = App(database_url)
+    app.queue("exports")
+    with serve(app) as client:
+        for start in range(0, 250, 50):
+            batch = [{"body": n} for n in range(start, start + 50)]
+            client.post(f"{BASE}/messages/batch", json={"messages": batch}).raise_for_status()
+        client.post(f"{BASE}/messages", json={"body": "later", "delay_seconds": 600})
+        result = client.post(f"{BASE}/messages/pull", json={"batch_size": 10}).json()["result"]
+        assert len(result["messages"]) == 10 and result["message_backlog_count"] == 240
+        result = client.post(f"{BASE}/messages/pull", json={"batch_size": 100}).json()["result"]
+        assert result["message_backlog_count"] == 140
