@@ -86,27 +86,40 @@ class BackgroundTasks:
             return len(self._tasks)
 
     async def drain(self, limit: float | None = None) -> int:
-        """Wait up to `limit` seconds for this loop's tasks; cancel the rest; return how many."""
+        """Wait up to `limit` seconds for this loop's tasks, including those they start
+        meanwhile (a title generator that then invalidates a cache); cancel the rest;
+        return how many were cancelled."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            mine = {t for t in self._tasks if t.get_loop() is loop}
+        mine = self._pending_on(loop)
         if not mine:
             return 0
         timeout = self.drain_limit if limit is None else limit
         log.info("waiting up to %ss for %d wait_until tasks", timeout, len(mine))
-        _, pending = await asyncio.wait(mine, timeout=timeout)
-        for task in pending:
+        deadline = loop.time() + timeout
+        started = set(mine)
+        while mine:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(mine, timeout=remaining)
+            mine = self._pending_on(loop)
+            started |= mine
+        for task in mine:
             log.warning("abandoning wait_until task %s after %ss", task.get_name(), timeout)
             task.cancel()
-        if pending:
+        if mine:
             log.warning(
                 "abandoned %d of %d wait_until tasks still running after %ss",
-                len(pending),
                 len(mine),
+                len(started),
                 timeout,
             )
-            await asyncio.gather(*pending, return_exceptions=True)
-        return len(pending)
+            await asyncio.gather(*mine, return_exceptions=True)
+        return len(mine)
+
+    def _pending_on(self, loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[None]]:
+        with self._lock:
+            return {t for t in self._tasks if t.get_loop() is loop and not t.done()}
 
 
 def to_awaitable(

@@ -41,6 +41,7 @@ from .errors import (
     InvalidJobState,
     InvalidMessage,
     InvalidPayload,
+    InvalidQuery,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -89,22 +90,27 @@ def encode_cursor(created_at: float, job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The position a cursor stands for; `ValueError` if it is not one of ours."""
+    """The position a cursor stands for; `InvalidQuery` if it is not one of ours."""
     try:
         created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         position = float(created_at), check_text(str(job_id), "cursor")
     except Exception as exc:
-        raise ValueError(f"invalid cursor {cursor[:80]!r}") from exc
+        raise InvalidQuery(
+            f"invalid cursor {cursor[:80]!r} (not one an earlier page ended with)",
+            fields=("cursor",),
+        ) from exc
     return position
 
 
 def parse_status(value: str | JobStatus) -> JobStatus:
-    """A job status by name; `ValueError` listing the names."""
+    """A job status by name; `InvalidQuery` (a `ValueError`) listing the names."""
     try:
         return JobStatus(value)
     except ValueError:
         names = ", ".join(s.value for s in JobStatus)
-        raise ValueError(f"unknown status {value!r}; use one of {names}") from None
+        raise InvalidQuery(
+            f"unknown status {value!r}; use one of {names}", fields=("status",)
+        ) from None
 
 
 class JobClient:
@@ -610,7 +616,9 @@ class JobClient:
             or not isinstance(limit, int)
             or not 1 <= limit <= MAX_LIST_LIMIT
         ):
-            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
+            raise InvalidQuery(
+                f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}", fields=("limit",)
+            )
         for label, value in (("type", type), ("queue", queue)):
             if value is not None:
                 check_text(value, label, max_length=200)

@@ -49,7 +49,7 @@ from .backends.base import (
     WorkerReport,
 )
 from .encoding import JSON, TEXT
-from .errors import TaskflareError, UnknownQueue
+from .errors import InvalidQuery, TaskflareError, UnknownQueue
 from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
@@ -422,7 +422,7 @@ class ReadModel:
         `limit` jobs, and `next_cursor` goes on with older ones. `ValueError` for a bad
         status, limit (1..1000), type, queue or cursor."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValueError(f"limit must be 1..1000, got {limit!r}")
+            raise InvalidQuery(f"limit must be 1..1000, got {limit!r}", fields=("limit",))
         for label, value in (("type", type), ("queue", queue)):
             if value is not None:
                 check_text(value, label, max_length=200)
