@@ -89,7 +89,7 @@ class JobType:
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf  # NaN too: asyncio.timeout(nan) is no limit at all
+            or not 0 < timeout < math.inf  # NaN too: asyncio.timeout(nan) expires at once
         ):
             raise InvalidJobConfig(
                 f"timeout must be a positive number of seconds (None: no limit), got {timeout!r}"
