@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
 from collections.abc import Awaitable, Coroutine
 from typing import Any
+
+from .errors import InvalidConfig
 
 log = logging.getLogger("taskflare.background")
 
@@ -51,7 +54,15 @@ class BackgroundTasks:
     """The pending `wait_until` tasks of one app, on whichever loop they were started."""
 
     def __init__(self, drain_limit: float = DEFAULT_DRAIN_LIMIT) -> None:
-        self.drain_limit = drain_limit
+        if (
+            isinstance(drain_limit, bool)
+            or not isinstance(drain_limit, (int, float))
+            or not 0 <= drain_limit < math.inf
+        ):
+            raise InvalidConfig(
+                f"wait_until_limit must be a finite number of seconds >= 0, got {drain_limit!r}"
+            )
+        self.drain_limit = float(drain_limit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
 
