@@ -354,9 +354,7 @@ FLOW_BLOCKS = [
 
 
 @pytest.mark.parametrize("block", FLOW_BLOCKS, ids=[b.where for b in FLOW_BLOCKS])
-def test_a_flow_control_example_runs_again_in_the_same_folder(
-    block: Block, tmp_path: Path
-) -> None:
+def test_a_flow_control_example_runs_again_in_the_same_folder(block: Block, tmp_path: Path) -> None:
     """A user tries an example twice where they are: the second run meets the database the
     first left (its taskflare.db, a key still held, jobs still pending) and must pass too."""
     database_url = f"sqlite:///{tmp_path / 'taskflare.db'}"
