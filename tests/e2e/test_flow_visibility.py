@@ -39,6 +39,7 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
             job = (await client.get(f"/jobs/{held.id}")).json()["job"]
             dozing = (await client.get(f"/jobs/{snoozed.id}")).json()["job"]
             metrics = samples((await client.get("/metrics")).text)
+        from_code = await app.read.limits()  # this app's declarations, not the stored ones
     finally:
         await app.close()
 
@@ -47,6 +48,9 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
     assert (limit["keys"], limit["running"], limit["waiting"]) == (1, 0, 1)
     assert limit["startedPerSecond"] == 0.1  # one start over the last 10 s
     assert limit["heldUntil"] is not None
+    # Keyed by a function: each key has a bucket of its own, whether the reader has the
+    # app's code (from_code) or only what the workers stored (the server, the CLI).
+    assert limit["perKey"] is True and [row["perKey"] for row in from_code] == [True]
     (hold,) = job["heldBy"]
     assert hold["key"] == "acme" and hold["limit"] == "r:call:0" and hold["until"]
     assert job["snoozedUntil"] is None
@@ -56,12 +60,13 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
     assert metrics[f"taskflare_limit_keys{labels}"] == 1
 
     stats = tf_json("stats", url=live.database_url)
-    assert [row["limit"] for row in stats["limits"]] == ["r:call:0"]
+    assert [(row["limit"], row["perKey"]) for row in stats["limits"]] == [("r:call:0", True)]
     shown = ok("jobs", "show", held.id, url=live.database_url)
     assert "held by rate limit r:call:0 key 'acme' until: 20" in shown
     assert "snoozed until: 20" in ok("jobs", "show", snoozed.id, url=live.database_url)
     table = ok("stats", url=live.database_url)
-    assert "limits" in table and "type call" in table
+    assert "limits" in table and "type call" in table and "1/60s burst 1 per key" in table
+    assert job["heldBy"][0]["perKey"] is True
 
 
 def ok(*args: str, url: str) -> str:
