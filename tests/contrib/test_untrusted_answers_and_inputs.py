@@ -77,6 +77,17 @@ async def test_header_fields_with_any_line_break_are_refused_at_enqueue(
     assert (await contrib_app.list_jobs()).jobs == []
 
 
+async def test_an_attachment_type_outside_ascii_is_refused_at_enqueue(contrib_app: App) -> None:
+    contrib_app.use(contrib.email())
+    base = {"to": "user@example.com", "subject": "Hi", "body": "Hello"}
+    for content_type in ("téxt/plain", "text/pla\u0131n", "text/plain; name=x", "text/"):
+        attachment = {"filename": "a.txt", "content": "aGk=", "content_type": content_type}
+        with pytest.raises(InvalidPayload, match="content_type"):
+            await contrib_app.enqueue("send-email", {**base, "attachments": [attachment]})
+    attachment = {"filename": "a.svg", "content": "aGk=", "content_type": "image/svg+xml"}
+    assert await contrib_app.enqueue("send-email", {**base, "attachments": [attachment]})
+
+
 async def test_a_message_that_cannot_be_built_fails_at_once(contrib_app: App) -> None:
     """An `email_from` setting with a line break: a retry would never build it either."""
     settings = contrib.EmailSettings(
