@@ -46,6 +46,12 @@ def test_bad_declarations_are_typed_errors() -> None:
         app.job("a|b", max_concurrency=1)
     with pytest.raises(InvalidQueueConfig, match="no key"):
         app.queue("q", rate_limit=RateLimit("1/s", key=lambda p: p))
+    # One rate a queue: a list used to be cut to its first item, the stricter second one
+    # never enforced.
+    for many in (["100/s", "1/s"], ("100/s",)):
+        with pytest.raises(InvalidQueueConfig, match="rate_limit takes one rate"):
+            app.queue("q", rate_limit=many)  # type: ignore[arg-type]
+    assert "q" not in app.registry.queues
 
 
 def test_buckets_come_from_the_payload_or_the_keys_given() -> None:
