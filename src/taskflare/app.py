@@ -157,6 +157,14 @@ class App:
         across all workers, for every job type run on this queue.
         A bad value raises `InvalidQueueConfig` naming it.
         """
+        if isinstance(rate_limit, (list, tuple)):
+            # A queue has one rate limit: a list was cut to its first item before, so a
+            # stricter limit later in it was silently never enforced.
+            raise InvalidQueueConfig(
+                f"queue {name!r}: rate_limit takes one rate ('100/s' or a RateLimit), got "
+                f"{rate_limit!r}; put further limits on the job types",
+                fields=("rate_limit",),
+            )
         rates = as_rate_limits(rate_limit, f"queue {name!r}")
         if any(r.keyed for r in rates):
             raise InvalidQueueConfig(

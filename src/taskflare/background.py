@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
 from collections.abc import Awaitable, Coroutine
 from typing import Any
+
+from .errors import InvalidConfig
 
 log = logging.getLogger("taskflare.background")
 
@@ -51,7 +54,15 @@ class BackgroundTasks:
     """The pending `wait_until` tasks of one app, on whichever loop they were started."""
 
     def __init__(self, drain_limit: float = DEFAULT_DRAIN_LIMIT) -> None:
-        self.drain_limit = drain_limit
+        if (
+            isinstance(drain_limit, bool)
+            or not isinstance(drain_limit, (int, float))
+            or not 0 <= drain_limit < math.inf
+        ):
+            raise InvalidConfig(
+                f"wait_until_limit must be a finite number of seconds >= 0, got {drain_limit!r}"
+            )
+        self.drain_limit = float(drain_limit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
 
@@ -86,27 +97,40 @@ class BackgroundTasks:
             return len(self._tasks)
 
     async def drain(self, limit: float | None = None) -> int:
-        """Wait up to `limit` seconds for this loop's tasks; cancel the rest; return how many."""
+        """Wait up to `limit` seconds for this loop's tasks, including those they start
+        meanwhile (a title generator that then invalidates a cache); cancel the rest;
+        return how many were cancelled."""
         loop = asyncio.get_running_loop()
-        with self._lock:
-            mine = {t for t in self._tasks if t.get_loop() is loop}
+        mine = self._pending_on(loop)
         if not mine:
             return 0
         timeout = self.drain_limit if limit is None else limit
         log.info("waiting up to %ss for %d wait_until tasks", timeout, len(mine))
-        _, pending = await asyncio.wait(mine, timeout=timeout)
-        for task in pending:
+        deadline = loop.time() + timeout
+        started = set(mine)
+        while mine:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(mine, timeout=remaining)
+            mine = self._pending_on(loop)
+            started |= mine
+        for task in mine:
             log.warning("abandoning wait_until task %s after %ss", task.get_name(), timeout)
             task.cancel()
-        if pending:
+        if mine:
             log.warning(
                 "abandoned %d of %d wait_until tasks still running after %ss",
-                len(pending),
                 len(mine),
+                len(started),
                 timeout,
             )
-            await asyncio.gather(*pending, return_exceptions=True)
-        return len(pending)
+            await asyncio.gather(*mine, return_exceptions=True)
+        return len(mine)
+
+    def _pending_on(self, loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[None]]:
+        with self._lock:
+            return {t for t in self._tasks if t.get_loop() is loop and not t.done()}
 
 
 def to_awaitable(

@@ -163,6 +163,12 @@ class InvalidResult(TaskflareError, ValueError):
     or an infinity; nothing was stored."""
 
 
+class InvalidQuery(TaskflareError, ValueError):
+    """A listing was given a bad status, limit or cursor (a cursor must be the
+    `next_cursor` of an earlier page of the same listing). Also a `ValueError`, what
+    these raised before."""
+
+
 class InvalidDocument(TaskflareError, ValueError):
     """A document store call was given a bad namespace, key, value, limit or cursor."""
 

@@ -41,6 +41,7 @@ from .errors import (
     InvalidJobState,
     InvalidMessage,
     InvalidPayload,
+    InvalidQuery,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -89,22 +90,27 @@ def encode_cursor(created_at: float, job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """The position a cursor stands for; `ValueError` if it is not one of ours."""
+    """The position a cursor stands for; `InvalidQuery` if it is not one of ours."""
     try:
         created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         position = float(created_at), check_text(str(job_id), "cursor")
     except Exception as exc:
-        raise ValueError(f"invalid cursor {cursor[:80]!r}") from exc
+        raise InvalidQuery(
+            f"invalid cursor {cursor[:80]!r} (not one an earlier page ended with)",
+            fields=("cursor",),
+        ) from exc
     return position
 
 
 def parse_status(value: str | JobStatus) -> JobStatus:
-    """A job status by name; `ValueError` listing the names."""
+    """A job status by name; `InvalidQuery` (a `ValueError`) listing the names."""
     try:
         return JobStatus(value)
     except ValueError:
         names = ", ".join(s.value for s in JobStatus)
-        raise ValueError(f"unknown status {value!r}; use one of {names}") from None
+        raise InvalidQuery(
+            f"unknown status {value!r}; use one of {names}", fields=("status",)
+        ) from None
 
 
 class JobClient:
@@ -216,28 +222,21 @@ class JobClient:
         rate_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> tuple[str, ...] | None:
-        """The limit buckets a job needs (None without limits: nothing is computed)."""
+        """The limit buckets a job needs (None without limits: nothing is computed).
+        A key given is checked whether or not the type has a limit it applies to."""
+        keys = {
+            "rate_key": None if rate_key is None else check_key(rate_key, "rate", "rate_key"),
+            "concurrency_key": None
+            if concurrency_key is None
+            else check_key(concurrency_key, "concurrency", "concurrency_key"),
+        }
         spec = self._registry.queues.get(queue)
         job_type = self._registry.job_types.get(type)
         if job_type is None and spec is None and self.stored_flow is not None:
-            return self.stored_flow.buckets(
-                type,
-                queue,
-                orjson.loads(body),
-                rate_key=None if rate_key is None else check_key(rate_key, "rate"),
-                concurrency_key=None
-                if concurrency_key is None
-                else check_key(concurrency_key, "concurrency"),
-            )
+            return self.stored_flow.buckets(type, queue, orjson.loads(body), **keys)
         limited = job_type is not None and job_type.limits is not None and job_type.limits.active
         if spec is None or not (spec.rate_limit or limited):
             return None
-        keys = {
-            "rate_key": None if rate_key is None else check_key(rate_key, "rate"),
-            "concurrency_key": None
-            if concurrency_key is None
-            else check_key(concurrency_key, "concurrency"),
-        }
         buckets = spec.flow_keys(job_type, orjson.loads(body), **keys)
         return tuple(buckets) if buckets else None
 
@@ -381,9 +380,14 @@ class JobClient:
         if unique is None:
             unique = self.unique_of(type)
         if unique is not None:
+            if not isinstance(unique, Unique):
+                raise InvalidJobOption(
+                    f"unique must be a taskflare.Unique, got {unique!r}", fields=("unique",)
+                )
             if idempotency_key is not None:
                 raise InvalidMessage(
-                    "idempotency_key and unique cannot be combined; use one of them"
+                    "idempotency_key and unique cannot be combined; use one of them",
+                    fields=("idempotency_key",),
                 )
             params = unique_params(unique, message)
         backend = await self._storage.backend()
@@ -494,7 +498,9 @@ class JobClient:
             unique = self.unique_of(type)
         if unique is not None:
             if not isinstance(unique, Unique):
-                raise InvalidJobConfig(f"unique must be a taskflare.Unique, got {unique!r}")
+                raise InvalidJobOption(
+                    f"unique must be a taskflare.Unique, got {unique!r}", fields=("unique",)
+                )
             stored = await self.store_unique(unique, messages)
             await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
             return batch_id
@@ -610,7 +616,9 @@ class JobClient:
             or not isinstance(limit, int)
             or not 1 <= limit <= MAX_LIST_LIMIT
         ):
-            raise ValueError(f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
+            raise InvalidQuery(
+                f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}", fields=("limit",)
+            )
         for label, value in (("type", type), ("queue", queue)):
             if value is not None:
                 check_text(value, label, max_length=200)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,11 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
 # limit), `c:<type>` (a type's max_concurrency), `c:<type>:<n>` (its n-th keyed one).
 SEPARATOR = "|"
 MAX_KEY_LENGTH = 200
+# The largest burst a rate limit may declare (as the largest amount a period).
+MAX_BURST = 1_000_000
+# How long a unique job without a `period` holds its key at most [s] (a holder that is
+# no longer in one of the states gives it up at once, whatever this says).
+UNIQUE_HOLD_SECONDS = 10 * 365 * 86_400.0
 # A worker waiting on a full concurrency limit looks again at least this often [s]
 # (it also wakes when any job finishes).
 CONCURRENCY_POLL = 0.25
@@ -81,9 +87,15 @@ class RateLimit:
         object.__setattr__(self, "period", period)
         burst = self.burst
         if burst is not None and (
-            isinstance(burst, bool) or not isinstance(burst, (int, float)) or burst < 1
+            isinstance(burst, bool)
+            or not isinstance(burst, (int, float))
+            or not 1 <= burst <= MAX_BURST
         ):
-            raise InvalidJobConfig(f"RateLimit burst must be a number >= 1, got {burst!r}")
+            raise InvalidJobConfig(
+                f"RateLimit burst must be a number from 1 to {MAX_BURST}, got {burst!r}"
+            )
+        if not isinstance(self.per_key, bool):
+            raise InvalidJobConfig(f"RateLimit per_key must be True or False, got {self.per_key!r}")
         if self.key is not None and not callable(self.key):
             raise InvalidJobConfig(
                 f"RateLimit key must be a function of the payload, got {self.key!r}"
@@ -163,21 +175,36 @@ class Unique:
             raise InvalidJobConfig(f"Unique state {bad[0]!r} is unknown; use {', '.join(_STATES)}")
         period = self.period
         if period is not None and (
-            isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0
+            isinstance(period, bool)
+            or not isinstance(period, (int, float))
+            or not 0 < period <= UNIQUE_HOLD_SECONDS
         ):
-            raise InvalidJobConfig(f"Unique period must be seconds > 0, got {period!r}")
+            raise InvalidJobConfig(
+                f"Unique period must be seconds > 0 (at most {UNIQUE_HOLD_SECONDS:g}), "
+                f"got {period!r}"
+            )
         if self.keys is not None:
-            object.__setattr__(self, "keys", tuple(self.keys))
+            keys = self.keys
+            if (
+                isinstance(keys, str)
+                or not isinstance(keys, Sequence)
+                or not keys
+                or not all(isinstance(k, str) for k in keys)
+            ):
+                raise InvalidJobConfig(
+                    f"Unique keys must be a non-empty tuple of payload field names, got {keys!r}"
+                )
+            if "payload" not in self.by:
+                raise InvalidJobConfig(
+                    f"Unique keys narrow the payload, but by={self.by!r} does not name "
+                    "'payload'; add it or drop keys"
+                )
+            object.__setattr__(self, "keys", tuple(keys))
 
     @property
     def stored_states(self) -> tuple[str, ...]:
         """The stored message states of `states`."""
         return tuple(_STATES[s] for s in self.states)
-
-
-# How long a unique job without a `period` holds its key at most [s] (a holder that is
-# no longer in one of the states gives it up at once, whatever this says).
-UNIQUE_HOLD_SECONDS = 10 * 365 * 86_400.0
 
 
 def unique_params(unique: Unique, message: NewMessage) -> JobEnqueueParams:
@@ -303,7 +330,7 @@ class JobLimits:
                 rate_limits=tuple(
                     RateLimit(
                         r["rate"],
-                        key=_CodeKey(type, "rate_limit", "rate_key") if r["key_function"] else None,
+                        key=_CodeKey(type, "rate", "rate_key") if r["key_function"] else None,
                         burst=r["burst"],
                         per_key=bool(r["per_key"]),
                     )
@@ -402,14 +429,22 @@ def _key(function: KeyFunction | None, payload: Any, what: str) -> str:
     return check_key(value, what)
 
 
-def check_key(value: Any, what: str) -> str:
-    """A key as stored: str/int text up to 200 characters (`InvalidMessage` otherwise)."""
+def check_key(value: Any, what: str, field: str | None = None) -> str:
+    """A key as stored: str/int text of 1..200 characters without control characters or
+    lone surrogates (`InvalidMessage` otherwise, naming `field` when the caller gave the
+    key as an argument: `rate_key`, `concurrency_key`)."""
+    name = field or f"{what} key"
+    fields = (field,) if field else ()
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidMessage(f"{what} key must be a string or an integer, got {value!r}")
+        raise InvalidMessage(f"{name} must be a string or an integer, got {value!r}", fields=fields)
     text = str(value)
-    if len(text) > MAX_KEY_LENGTH or any(ord(ch) < 32 for ch in text):
+    if not 0 < len(text) <= MAX_KEY_LENGTH or any(
+        unicodedata.category(ch) in ("Cc", "Cs") for ch in text
+    ):
         raise InvalidMessage(
-            f"{what} key must be at most {MAX_KEY_LENGTH} printable characters, got {text[:40]!r}"
+            f"{name} must be 1 to {MAX_KEY_LENGTH} characters without control characters, "
+            f"got {text[:40]!r}",
+            fields=fields,
         )
     return text
 

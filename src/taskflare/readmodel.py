@@ -49,7 +49,7 @@ from .backends.base import (
     WorkerReport,
 )
 from .encoding import JSON, TEXT
-from .errors import TaskflareError, UnknownQueue
+from .errors import InvalidQuery, TaskflareError, UnknownQueue
 from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
@@ -422,7 +422,7 @@ class ReadModel:
         `limit` jobs, and `next_cursor` goes on with older ones. `ValueError` for a bad
         status, limit (1..1000), type, queue or cursor."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValueError(f"limit must be 1..1000, got {limit!r}")
+            raise InvalidQuery(f"limit must be 1..1000, got {limit!r}", fields=("limit",))
         for label, value in (("type", type), ("queue", queue)):
             if value is not None:
                 check_text(value, label, max_length=200)
@@ -856,26 +856,48 @@ class ReadModel:
     async def flow_limits(self) -> dict[str, tuple[FlowLimit, ...]]:
         """Every queue's limits: from this app's declarations, else as its workers stored
         them with the queue's settings (a reader without the app's code)."""
+        return (await self._flow_declared())[0]
+
+    async def _flow_declared(self) -> tuple[dict[str, tuple[FlowLimit, ...]], dict[str, bool]]:
+        """`flow_limits`, and for each job type's rate limit (`r:<type>:<n>`) whether it
+        is keyed, as declared (this app's code, else the stored declarations); a family
+        missing from the second is not known either way."""
         found = {n: s.flow_limits() for n, s in self._registry.queues.items() if s.flow_limits()}
+        keyed: dict[str, bool] = {}
+        for name, job_type in self._registry.job_types.items():
+            if job_type.limits is not None:
+                for i, rate in enumerate(job_type.limits.rate_limits):
+                    keyed[f"r:{name}:{i}"] = rate.keyed
         backend = await self._storage.backend()
         for counts in await backend.queue_rows(QueueCountsParams()):
-            if counts.name in found or not counts.settings_json:
+            if not counts.settings_json:
                 continue
-            stored = orjson.loads(counts.settings_json).get("flow_limits")
+            settings = orjson.loads(counts.settings_json)
+            for name, declared in (settings.get("job_types") or {}).items():
+                rates = declared.get("rate_limits") if isinstance(declared, dict) else None
+                for i, rate in enumerate(rates or ()):
+                    if isinstance(rate, dict):
+                        keyed.setdefault(
+                            f"r:{name}:{i}", bool(rate.get("per_key") or rate.get("key_function"))
+                        )
+            if counts.name in found:
+                continue
+            stored = settings.get("flow_limits")
             if stored:
                 found[counts.name] = tuple(FlowLimit(*map_limit(row)) for row in stored)
-        return found
+        return found, keyed
 
     async def limits(self, window: float = 10.0) -> list[dict[str, Any]]:
         """Per limit: its key count, running jobs, jobs waiting on it, starts per second
         over the last `window` seconds, and when its earliest held bucket frees up."""
         backend = await self._storage.backend()
         out = []
-        for queue, limits in sorted((await self.flow_limits()).items()):
+        declared, keyed = await self._flow_declared()
+        for queue, limits in sorted(declared.items()):
             by_family = {lim.family: lim for lim in limits}
             for stat in await backend.flow_stats(FlowStatsParams(limits, window)):
                 out.append(
-                    describe_limit(queue, by_family[stat.family])
+                    describe_limit(queue, by_family[stat.family], keyed)
                     | {
                         "keys": stat.keys,
                         "running": stat.running,
@@ -898,14 +920,15 @@ class ReadModel:
             and job.run_at.timestamp() > (time.time())
         ):
             snoozed = iso(job.run_at.timestamp())
-        limits = (await self.flow_limits()).get(job.queue, ())
+        declared, keyed = await self._flow_declared()
+        limits = declared.get(job.queue, ())
         held = []
         if limits:
             backend = await self._storage.backend()
             by_family = {lim.family: lim for lim in limits}
             for hold in await backend.flow_job_hold(FlowJobHoldParams(job.id, limits)):
                 family, _, key = hold.bucket.partition("|")
-                described = describe_limit(job.queue, by_family[family])
+                described = describe_limit(job.queue, by_family[family], keyed)
                 held.append(described | {"key": key or None, "until": iso(hold.until)})
         return {"snoozedUntil": snoozed, "heldBy": held}
 
@@ -915,8 +938,12 @@ def map_limit(row: Sequence[Any]) -> tuple[str, float, float, float]:
     return str(row[0]), float(row[1]), float(row[2]), float(row[3])
 
 
-def describe_limit(queue: str, limit: FlowLimit) -> dict[str, Any]:
-    """A limit as users declared it: which queue or job type, rate or concurrency."""
+def describe_limit(
+    queue: str, limit: FlowLimit, keyed: Mapping[str, bool] | None = None
+) -> dict[str, Any]:
+    """A limit as users declared it: which queue or job type, rate or concurrency, and
+    whether each key has its own (`perKey`; for a job type's rate limit from `keyed`,
+    which says how it was declared: None when that is not known)."""
     family = limit.family
     if family.startswith("r@"):
         scope: dict[str, Any] = {"queue": queue, "jobType": None, "perKey": False}
@@ -925,7 +952,7 @@ def describe_limit(queue: str, limit: FlowLimit) -> dict[str, Any]:
         head, _, tail = body.rpartition(":")
         indexed = tail.isdigit() and head != ""
         job_type = head if indexed else body
-        per_key = indexed if family.startswith("c:") else None
+        per_key = indexed if family.startswith("c:") else (keyed or {}).get(family)
         scope = {"queue": queue, "jobType": job_type, "perKey": per_key}
     if limit.is_rate:
         return {

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import READ_TOKEN, Stack, poll, sign_in
+from .conftest import READ_TOKEN, WRITE_TOKEN, Stack, poll, sign_in
 
 pytestmark = pytest.mark.xdist_group("dashboard-security")
 
@@ -156,3 +156,20 @@ def test_api_keeps_its_paths_and_tokens(stack: Stack) -> None:
         assert client.get("/", headers={"Accept": "application/json"}).json()["dashboard"]
         page = client.get("/dashboard/", follow_redirects=False)
         assert page.status_code == 303 and "/dashboard/login" in page.headers["location"]
+
+
+def test_signing_in_from_a_page_lands_on_that_page(browser: Any, stack: Stack) -> None:
+    context = browser.new_context()
+    try:
+        tab = context.new_page()
+        for start, lands in ((f"{stack.url}/", "/dashboard/"), (f"{stack.dashboard}/cron", None)):
+            tab.goto(start)
+            assert "/dashboard/login?next=" in tab.url
+            tab.fill("#token", WRITE_TOKEN)
+            tab.click("form button[type=submit]")
+            tab.wait_for_url(start if lands is None else f"{stack.url}{lands}")
+            assert not tab.title().startswith("Error"), tab.title()
+            tab.get_by_role("button", name="Sign out").click()
+            tab.wait_for_url(re.compile("/dashboard/login"))
+    finally:
+        context.close()

@@ -282,6 +282,8 @@ def test_a_bad_expression_fails_at_declaration_naming_the_field() -> None:
         app.cron("0 0 * * *", tz="Nowhere/City")(lambda event: None)
     with pytest.raises(InvalidCronExpression, match="misfire_grace must be seconds"):
         app.cron("0 0 * * *", misfire_grace="soon")(lambda event: None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidCronExpression, match="misfire_grace must be seconds, got nan"):
+        app.cron("0 0 * * *", misfire_grace=float("nan"))(lambda event: None)
     assert app.cron_triggers == {}
 
 

@@ -14,7 +14,15 @@ import pytest
 
 from helpers import running_worker, wait_until
 from job_helpers import job_of
-from taskflare import App, JobStatus, RateLimit, RateLimited, WorkerConfig
+from taskflare import (
+    App,
+    Concurrency,
+    InvalidMessage,
+    JobStatus,
+    RateLimit,
+    RateLimited,
+    WorkerConfig,
+)
 from taskflare.backends.base import ClaimParams, FlowHoldParams, FlowStatsParams
 from taskflare.ids import uuid7
 from taskflare.testing import drain
@@ -250,3 +258,21 @@ async def test_a_claim_that_expects_work_spends_the_tokens_it_takes(app: App) ->
     await app.enqueue_many("b", list(range(800)))
     taken = [len((await claim(app, "spend", 100, expected=True))[0]) for _ in range(9)]
     assert taken == [100] * 7 + [0, 0]
+
+
+@pytest.mark.parametrize("bad", ["", "a\x7fb", "a\x85b", "\ud800", "x" * 201, 5.5])
+async def test_a_bad_key_is_refused_naming_it_and_nothing_is_stored(app: App, bad: Any) -> None:
+    # The same for a type with keyed limits, one with unkeyed ones and one without any:
+    # a key given is checked whether or not a limit uses it (a lone surrogate would
+    # otherwise reach the database and come back as a storage error naming no field).
+    app.job(
+        "keyed", queue="k", rate_limit=RateLimit("5/s", per_key=True), concurrency=Concurrency(2)
+    )(lambda p: None)
+    app.job("plain", queue="p")(lambda p: None)
+    for type in ("keyed", "plain"):
+        for field in ("rate_key", "concurrency_key"):
+            keys = {"rate_key": "r", "concurrency_key": "c", field: bad}
+            with pytest.raises(InvalidMessage, match=field) as caught:
+                await app.enqueue(type, {}, **keys)
+            assert caught.value.fields == (field,)
+    assert (await app.list_jobs()).jobs == []

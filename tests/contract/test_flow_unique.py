@@ -92,8 +92,13 @@ async def test_unique_refuses_bad_declarations_and_an_idempotency_key_too(app: A
     with pytest.raises(InvalidJobConfig, match="Unique by 'args'"):
         Unique(by=("args",))
     app.job("x")(lambda payload: None)
-    with pytest.raises(InvalidMessage, match="cannot be combined"):
+    with pytest.raises(InvalidMessage, match="cannot be combined") as caught:
         await app.enqueue("x", 1, unique=Unique(), idempotency_key="k")
+    assert caught.value.fields == ("idempotency_key",)  # respelled over HTTP and CLI
+    with pytest.raises(InvalidJobConfig, match="unique must be") as wrong:
+        await app.enqueue("x", 1, unique="yes")  # type: ignore[arg-type]
+    assert wrong.value.fields == ("unique",)
+    assert (await app.list_jobs()).jobs == []
 
 
 async def test_enqueue_many_honours_unique_against_stored_jobs_and_within_the_call(

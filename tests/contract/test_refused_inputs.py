@@ -14,6 +14,7 @@ from taskflare import (
     BodyEncodingError,
     InvalidMessage,
     InvalidPayload,
+    InvalidQuery,
     JobQueueSend,
     JobStatus,
     Unique,
@@ -100,3 +101,31 @@ async def test_nan_and_infinity_are_refused_naming_where(app: App) -> None:
     done = await app.get_job(job.id)
     assert done is not None and done.status is JobStatus.FAILED
     assert done.error is not None and "result.score[1]" in done.error
+
+
+async def test_a_listing_given_a_bad_status_limit_or_cursor_raises_a_typed_error(
+    app: App,
+) -> None:
+    """`list_jobs` and the read model refuse a bad status, limit or cursor with
+    `InvalidQuery` naming the argument (still a `ValueError`, what they raised before)."""
+    await app.enqueue(_noop_type(app), {})
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"status": "done"}, "status"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 10**9}, "limit"),
+        ({"limit": "5"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "eyJhIjoxfQ"}, "cursor"),  # base64 JSON of another shape
+    ]
+    for listing in (app.list_jobs, app.read.jobs):
+        for kwargs, field in bad:
+            with pytest.raises(InvalidQuery) as raised:
+                await listing(**kwargs)
+            assert isinstance(raised.value, ValueError)
+            assert raised.value.fields == (field,)
+            assert field in str(raised.value)
+
+
+def _noop_type(app: App) -> str:
+    app.job("noop")(_noop)
+    return "noop"

@@ -294,3 +294,40 @@ async def test_await_close_past_the_limit_cancels_and_says_how_many(
         await app.close()
     assert sorted(outcome) == ["cancelled", "cancelled", "quick"]
     assert "abandoned 2 of 3 wait_until tasks" in caplog.text
+
+
+async def test_shutdown_waits_for_work_that_pending_work_starts_and_names_what_it_abandons(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A title generator that then invalidates a cache with `wait_until`: the follow-up
+    started during shutdown is waited for as well (it used to be dropped without a
+    word), and one still running at the limit is abandoned with a warning."""
+    app = App(sqlite_url, wait_until_limit=30)
+    outcome: list[str] = []
+
+    async def invalidate_cache() -> None:
+        await asyncio.sleep(0.05)  # simulated work, outliving the task that started it
+        outcome.append("cache invalidated")
+
+    async def generate_title() -> None:
+        app.wait_until(invalidate_cache())
+        outcome.append("title")
+
+    app.wait_until(generate_title())
+    assert await app.background.drain() == 0  # what `close()` and a stopping worker run
+    assert outcome == ["title", "cache invalidated"]
+    await app.close()
+
+    short = App(sqlite_url, wait_until_limit=0.2)
+
+    async def stuck_follow_up() -> None:
+        await asyncio.Event().wait()
+
+    async def starts_stuck_work() -> None:
+        short.wait_until(stuck_follow_up())
+
+    short.wait_until(starts_stuck_work())
+    with caplog.at_level(logging.WARNING, logger="taskflare.background"):
+        assert await short.background.drain() == 1
+    assert "abandoning wait_until task" in caplog.text and "stuck_follow_up" in caplog.text
+    await short.close()

@@ -77,6 +77,17 @@ async def test_header_fields_with_any_line_break_are_refused_at_enqueue(
     assert (await contrib_app.list_jobs()).jobs == []
 
 
+async def test_an_attachment_type_outside_ascii_is_refused_at_enqueue(contrib_app: App) -> None:
+    contrib_app.use(contrib.email())
+    base = {"to": "user@example.com", "subject": "Hi", "body": "Hello"}
+    for content_type in ("téxt/plain", "text/pla\u0131n", "text/plain; name=x", "text/"):
+        attachment = {"filename": "a.txt", "content": "aGk=", "content_type": content_type}
+        with pytest.raises(InvalidPayload, match="content_type"):
+            await contrib_app.enqueue("send-email", {**base, "attachments": [attachment]})
+    attachment = {"filename": "a.svg", "content": "aGk=", "content_type": "image/svg+xml"}
+    assert await contrib_app.enqueue("send-email", {**base, "attachments": [attachment]})
+
+
 async def test_a_message_that_cannot_be_built_fails_at_once(contrib_app: App) -> None:
     """An `email_from` setting with a line break: a retry would never build it either."""
     settings = contrib.EmailSettings(
@@ -260,6 +271,36 @@ async def test_a_key_the_provider_echoes_never_reaches_the_job(
             assert "invalid key Bearer ***" in (done.error or "")
             assert API_KEY not in repr(done)
     assert API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("address", "inside"),
+    [
+        ("::7f00:1", "loopback"),  # IPv4-compatible
+        ("::ffff:0:7f00:1", "loopback"),  # IPv4-translated (SIIT)
+        ("64:ff9b::7f00:1", "loopback"),  # NAT64: the gateway delivers to 127.0.0.1
+        ("64:ff9b::a00:1", "private"),  # NAT64 to 10.0.0.1
+        ("64:ff9b::a9fe:a9fe", "cloud metadata"),  # NAT64 to 169.254.169.254
+        ("2002:a00:1::1", "private"),  # 6to4 of 10.0.0.1
+        ("2002:a9fe:a9fe::1", "cloud metadata"),  # 6to4 of 169.254.169.254
+        ("fec0::1", "site-local"),
+        ("64:ff9b:1::a00:1", "local NAT64"),
+    ],
+)
+def test_ipv6_addresses_carrying_an_internal_ipv4_address_are_refused(
+    address: str, inside: str
+) -> None:
+    import ipaddress
+
+    from taskflare.contrib import DestinationPolicy
+
+    reason = DestinationPolicy().refusal(ipaddress.ip_address(address))
+    assert reason is not None and inside in reason, (address, reason)
+    # The same prefixes carrying a public IPv4 address stay reachable (IPv6-only hosts).
+    for public in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8"):
+        assert DestinationPolicy().refusal(ipaddress.ip_address(public)) is None, public
+    if "metadata" not in inside:
+        assert DestinationPolicy(allow_private=True).refusal(ipaddress.ip_address(address)) is None
 
 
 def test_an_smtp_reply_quoting_the_password_is_redacted() -> None:

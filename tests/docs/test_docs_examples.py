@@ -346,3 +346,29 @@ def test_examples_run_when_pasted_without_the_environment_variable() -> None:
     strict = re.compile(r"""os\.environ\[\s*["']TASKFLARE_DATABASE_URL""")
     found = [block.where for block in PYTHON_BLOCKS if strict.search(block.code)]
     assert not found, f"use os.environ.get(..., default) or App(): {found}"
+
+
+FLOW_BLOCKS = [
+    b for b in PYTHON_BLOCKS if b.doc.name == "flow-control.md" and not b.markers.get("needs")
+]
+
+
+@pytest.mark.parametrize("block", FLOW_BLOCKS, ids=[b.where for b in FLOW_BLOCKS])
+def test_a_flow_control_example_runs_again_in_the_same_folder(block: Block, tmp_path: Path) -> None:
+    """A user tries an example twice where they are: the second run meets the database the
+    first left (its taskflare.db, a key still held, jobs still pending) and must pass too."""
+    database_url = f"sqlite:///{tmp_path / 'taskflare.db'}"
+    script = tmp_path / f"doc_flow_control_{block.line}.py"
+    script.write_text("\n" * block.line + block.code, encoding="utf-8")
+    for run in (1, 2):
+        result = subprocess.run(
+            [sys.executable, script.name],
+            cwd=tmp_path,
+            env=_child_env(database_url),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        if result.returncode != 0:
+            problem = f"run {run} in the same folder exited with code {result.returncode}"
+            pytest.fail(_report(block, problem, result.stdout, result.stderr), pytrace=False)

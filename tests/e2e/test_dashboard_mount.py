@@ -51,12 +51,16 @@ def test_mounted_under_a_prefix_signs_in_and_acts(sqlite_url: str) -> None:
         with serving(api) as url, httpx.Client(base_url=url) as client:
             first = client.get("/admin/jobs/queues/emails")
             assert first.status_code == 303
-            assert first.headers["location"] == "/admin/jobs/login?next=/admin/jobs/queues/emails"
+            # `next` is the page inside the dashboard; the sign-in adds the prefix.
+            assert first.headers["location"] == "/admin/jobs/login?next=/queues/emails"
             assert "Path=/admin/jobs;" in first.headers["set-cookie"]
-            form = client.get("/admin/jobs/login")
+            # The sign-in form carries the `next` the redirect gave it, as a browser's does.
+            form = client.get(first.headers["location"])
+            found = re.search(r'name="next" value="([^"]+)"', form.text)
+            assert found is not None and found.group(1) == "/queues/emails"
             signed = client.post(
                 "/admin/jobs/login",
-                data={"csrf": csrf_of(form), "token": "w-token", "next": "/queues/emails"},
+                data={"csrf": csrf_of(form), "token": "w-token", "next": found.group(1)},
             )
             assert (
                 signed.status_code == 303
@@ -86,5 +90,41 @@ def test_without_tokens_only_this_machine_under_a_loopback_name(sqlite_url: str)
             assert client.get("/ops/").status_code == 200  # open: no sign-in on loopback
             rebound = client.get("/ops/", headers={"Host": "evil.example:80"})
             assert rebound.status_code == 403  # a DNS name rebound to 127.0.0.1
+    finally:
+        app.close_sync()
+
+
+def test_signing_in_lands_on_the_page_that_asked_for_it(sqlite_url: str) -> None:
+    """From any page (the server's root included), the sign-in redirect, its form and the
+    sign-in land on that page under every prefix: `next` held the mount's prefix, which
+    the sign-in added again (`/dashboard/dashboard/`: a 404 after every sign-in)."""
+    from taskflare.web.api import create_api
+
+    app = App(sqlite_url)
+    app.queue("emails")
+    tokens = Tokens(write="w-token", read="r-token")
+    mounted = FastAPI()
+    mounted.mount("/admin/jobs", create_dashboard(app, tokens))
+    served = [
+        (create_api(app, tokens), "/dashboard", ["/", "/dashboard/", "/dashboard/jobs"]),
+        (mounted, "/admin/jobs", ["/admin/jobs/", "/admin/jobs/queues/emails?x=1"]),
+    ]
+    try:
+        for api, prefix, starts in served:
+            with serving(api) as url:
+                for start in starts:
+                    with httpx.Client(base_url=url, follow_redirects=True) as client:
+                        form = client.get(start, headers={"Accept": "text/html"})
+                        assert form.url.path == f"{prefix}/login", (start, form.url)
+                        found = re.search(r'name="next" value="([^"]*)"', form.text)
+                        assert found is not None, form.text[:500]
+                        page = client.post(
+                            f"{prefix}/login",
+                            data={"csrf": csrf_of(form), "token": "w-token", "next": found[1]},
+                            headers={"Origin": url},
+                        )
+                        wanted = f"{prefix}/" if start == "/" else start
+                        assert page.status_code == 200, (start, page.url, page.text[:300])
+                        assert page.url.raw_path.decode() == wanted, (start, page.url)
     finally:
         app.close_sync()

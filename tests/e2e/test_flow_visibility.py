@@ -39,6 +39,7 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
             job = (await client.get(f"/jobs/{held.id}")).json()["job"]
             dozing = (await client.get(f"/jobs/{snoozed.id}")).json()["job"]
             metrics = samples((await client.get("/metrics")).text)
+        from_code = await app.read.limits()  # this app's declarations, not the stored ones
     finally:
         await app.close()
 
@@ -47,6 +48,9 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
     assert (limit["keys"], limit["running"], limit["waiting"]) == (1, 0, 1)
     assert limit["startedPerSecond"] == 0.1  # one start over the last 10 s
     assert limit["heldUntil"] is not None
+    # Keyed by a function: each key has a bucket of its own, whether the reader has the
+    # app's code (from_code) or only what the workers stored (the server, the CLI).
+    assert limit["perKey"] is True and [row["perKey"] for row in from_code] == [True]
     (hold,) = job["heldBy"]
     assert hold["key"] == "acme" and hold["limit"] == "r:call:0" and hold["until"]
     assert job["snoozedUntil"] is None
@@ -56,12 +60,13 @@ async def test_limits_and_held_jobs_are_visible_everywhere(live: LiveServer) -> 
     assert metrics[f"taskflare_limit_keys{labels}"] == 1
 
     stats = tf_json("stats", url=live.database_url)
-    assert [row["limit"] for row in stats["limits"]] == ["r:call:0"]
+    assert [(row["limit"], row["perKey"]) for row in stats["limits"]] == [("r:call:0", True)]
     shown = ok("jobs", "show", held.id, url=live.database_url)
     assert "held by rate limit r:call:0 key 'acme' until: 20" in shown
     assert "snoozed until: 20" in ok("jobs", "show", snoozed.id, url=live.database_url)
     table = ok("stats", url=live.database_url)
-    assert "limits" in table and "type call" in table
+    assert "limits" in table and "type call" in table and "1/60s burst 1 per key" in table
+    assert job["heldBy"][0]["perKey"] is True
 
 
 def ok(*args: str, url: str) -> str:
@@ -94,3 +99,29 @@ def test_post_jobs_takes_rate_and_concurrency_keys(sqlite_live: LiveServer) -> N
             "/jobs", json={"type": "send-email", "payload": payload, "rateKey": "a\x00b"}
         )
         assert bad.status_code == 422 and "rateKey" in bad.text
+        # The library's own check (a C1 control character, which the request model lets
+        # through) names the field as the caller spelled it, too; nothing is stored.
+        for field in ("rateKey", "concurrencyKey"):
+            c1 = client.post(
+                "/jobs", json={"type": "send-email", "payload": payload, field: "a\x85"}
+            )
+            assert 400 <= c1.status_code < 500, c1.text
+            assert c1.json()["error"].startswith(f"{field} must be"), c1.text
+        listed = client.get("/jobs").json()["jobs"]
+        assert [j["id"] for j in listed] == [fine.json()["jobId"]]
+
+
+def test_cli_refuses_an_empty_or_control_key_in_one_line_naming_the_option(
+    sqlite_live: LiveServer,
+) -> None:
+    taskflare = str(Path(sys.executable).with_name("taskflare"))
+    env = {**os.environ, "TASKFLARE_DATABASE_URL": sqlite_live.database_url}
+    payload = '{"to": "a@b.c", "subject": "s", "body": "b"}'
+    for option in ("--rate-key", "--concurrency-key"):
+        for bad in ("", "a\x7fb"):
+            args = [taskflare, "jobs", "enqueue", "send-email", payload, option, bad]
+            result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+            assert result.returncode != 0 and result.stdout == ""
+            (line,) = result.stderr.splitlines()
+            assert line.startswith(f"error: {option} must be"), line
+    assert tf_json("jobs", "list", url=sqlite_live.database_url)["jobs"] == []

@@ -37,6 +37,8 @@ def error_of(response: httpx.Response, status: int) -> str:
     body = response.json()
     assert body["success"] is False and isinstance(body["error"], str) and body["error"]
     assert set(body) <= {"success", "error", "code"}
+    # Every error names its kind, but a 401 (what it lacks is the token).
+    assert status == 401 or isinstance(body.get("code"), str), response.text
     message: str = body["error"]
     return message
 

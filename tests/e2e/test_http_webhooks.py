@@ -40,6 +40,7 @@ def with_more_sources(url: str, recorder: Recorder) -> App:
     app.job("svix-event")(lambda event: recorder.add("svix-event", event))
     app.webhook("gh", secret=HUB_SECRET, job_type="github-event", scheme="github")
     app.webhook("svix", secret=STANDARD_SECRET, job_type="svix-event", scheme="standard-webhooks")
+    app.webhook("mail", secret=STRIPE_SECRET, job_type="send-email")  # a typed payload
     return app
 
 
@@ -234,3 +235,18 @@ def test_malformed_signatures_are_400_in_one_log_line(
     assert len(records) == 1 and records[0].levelno == logging.WARNING
     assert records[0].exc_info is None and "\n" not in records[0].getMessage()
     assert "(400)" in records[0].getMessage()
+
+
+def test_a_signed_event_its_job_type_refuses_is_422_with_a_code(
+    client: httpx.Client, live: LiveServer
+) -> None:
+    """Every error the API answers has a `code`: the event of a source whose job type has
+    a model it fails came back as 422 with none (the catch-all for the library's errors
+    set no code)."""
+    event = json.dumps({"id": "evt_2", "to": "a@b.c"}).encode()  # no subject, no body
+    response = post(client, "mail", event, {"Stripe-Signature": stripe_header(event)})
+    message = error_of(response, 422)
+    assert response.json()["code"] == "invalid"
+    assert "'send-email'" in message and "subject" in message
+    with live.client() as api:
+        assert api.get("/jobs", params={"type": "send-email"}).json()["count"] == 0

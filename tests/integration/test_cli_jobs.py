@@ -295,3 +295,13 @@ def test_enqueue_from_file_names_the_line_of_a_bad_payload(
     assert f"{not_finite}:2: payload.score: NaN is not a JSON number" in one_line_error(nan)
     listed = tf("jobs", "list", "--json", url=database_url)
     assert listed.returncode == 1 or json.loads(listed.stdout)["jobs"] == []  # nothing stored
+
+
+def test_a_bad_listing_option_is_one_line_naming_the_option(sqlite_url: str) -> None:
+    """A cursor that no page ended with is the library's typed `InvalidQuery`, which the
+    command line names as its user typed it; it was a bare `ValueError`, shown as
+    `error: ValueError: invalid cursor ... (run with --debug for the traceback)`."""
+    ok("jobs", "enqueue", "hello", "{}", "--queue", "default", url=sqlite_url)
+    for cursor in ("zz", "eyJhIjoxfQ"):  # not base64; base64 of another JSON shape
+        line = one_line_error(tf("jobs", "list", "--cursor", cursor, url=sqlite_url))
+        assert line == f"error: invalid --cursor '{cursor}' (not one an earlier page ended with)"

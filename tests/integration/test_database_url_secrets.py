@@ -115,3 +115,41 @@ def test_no_command_shows_any_part_of_a_malformed_password(tmp_path: Path) -> No
             assert_hidden(result.stdout + result.stderr)
             line = one_line_error(result)
             assert "percent-encode it" in line and "***" in line, (command, line)
+
+
+# URLs Python's URL parser refuses (a bare ValueError, shown as a traceback before).
+UNPARSABLE = {
+    "unclosed [": "postgresql://u:Qx7Ka@[::1/test",
+    "bracketed name": "postgresql://u:Qx7Ka@[db]:5432/test",
+    "[ ] in the password": f"postgresql://u:Qx7Ka[Wv3Zb]@{HOST}",
+}
+
+
+@pytest.mark.timeout(600)
+def test_a_url_the_parser_refuses_is_one_line_from_every_command(tmp_path: Path) -> None:
+    spec = write_cli_app(tmp_path)
+    for url in UNPARSABLE.values():
+        commands = [
+            ["migrate", url],
+            ["queues", "list", "--database-url", url],
+            ["jobs", "list", "--database-url", url],
+            ["worker", spec],  # its App takes the URL from the environment
+        ]
+        for command, result in zip(commands, tf_many(commands, url=url, timeout=500), strict=True):
+            assert_hidden(result.stdout + result.stderr)
+            line = one_line_error(result)
+            assert "is not a URL" in line and "***" in line, (command, line)
+
+
+@pytest.mark.parametrize("url", list(UNPARSABLE.values()), ids=list(UNPARSABLE))
+async def test_the_http_api_answers_503_for_a_url_the_parser_refuses(url: str) -> None:
+    app = App(url)
+    transport = httpx.ASGITransport(app=create_api(app, Tokens(None, None)))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in ("/stats", "/queues", "/jobs", "/health", "/metrics"):
+                answer = await client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                assert_hidden(answer.text)
+    finally:
+        await app.close()

@@ -148,3 +148,28 @@ def test_a_url_libpq_refuses_says_why_without_the_password() -> None:
     assert "sekrit" not in message
     with pytest.raises(InvalidDatabaseUrl, match=r'"pool_size".*pool_max_size'):
         parse_postgres_url("postgresql://h/test?pool_size=3")
+
+
+# URLs Python's URL parser refuses with a bare ValueError (an unclosed '[', a bracketed
+# host that is no IP address, a port out of range): they reached users as a traceback.
+UNPARSABLE = [
+    "postgresql://u:Qx7Ka@[::1/test",
+    "postgresql://u:Qx7Ka@[zz]:5432/test",
+    "postgresql://u:Qx7Ka[Wv3Zb]@127.0.0.1/test",  # Python's reason would quote Wv3Zb
+    "sqlite://[x/taskflare.db",
+]
+
+
+@pytest.mark.parametrize("url", UNPARSABLE)
+async def test_a_url_the_parser_refuses_is_a_typed_error_without_the_password(url: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl) as opened:
+        open_backend(url)
+    app = App(url)
+    try:
+        with pytest.raises(InvalidDatabaseUrl) as used:
+            await app.stats()
+    finally:
+        await app.close()
+    for raised in (opened, used):
+        assert "is not a URL" in str(raised.value) and "***" in str(raised.value)
+        assert "Qx7Ka" not in str(raised.value) and "Wv3Zb" not in str(raised.value)

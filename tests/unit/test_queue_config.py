@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from taskflare import App, InvalidQueueConfig, MessageBatch, QueueConfig, WorkerConfig
+from taskflare import (
+    App,
+    InvalidConfig,
+    InvalidJobConfig,
+    InvalidQueueConfig,
+    MessageBatch,
+    QueueConfig,
+    WorkerConfig,
+    contrib,
+)
 
 # Nothing in this module connects: declaring queues never touches the database.
 URL = "sqlite:///never-opened.db"
@@ -147,6 +156,22 @@ def test_consumer_timeout_is_validated(timeout: Any) -> None:
     q = App(URL).queue("q")
     with pytest.raises(InvalidQueueConfig, match="timeout"):
         q.consumer(timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5", True, math.nan, math.inf])
+def test_job_timeout_is_validated_nan_included(timeout: Any) -> None:
+    """A job type's timeout is seconds > 0 (None: no limit); NaN used to pass `<= 0`."""
+    with pytest.raises(InvalidJobConfig, match="timeout must be a positive number"):
+        App(URL).job("t", timeout=timeout)(lambda payload: None)
+    for build in (contrib.email, contrib.webhooks, contrib.crawler, contrib.imports):
+        with pytest.raises(InvalidJobConfig, match="timeout"):
+            App(URL).use(build(timeout=timeout))
+
+
+@pytest.mark.parametrize("limit", [-1, "5", True, math.nan, math.inf])
+def test_wait_until_limit_is_a_finite_number_of_seconds(limit: Any) -> None:
+    with pytest.raises(InvalidConfig, match="wait_until_limit"):
+        App(URL, wait_until_limit=limit)
 
 
 def test_consumer_must_be_callable() -> None:

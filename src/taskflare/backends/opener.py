@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from ..errors import InvalidDatabaseUrl
 from .base import Backend
-from .url import redact_url, sqlite_path
+from .url import redact_url, split_database_url, sqlite_path
 
 
 def open_backend(url: str, *, create: bool = True) -> Backend:
@@ -15,11 +15,12 @@ def open_backend(url: str, *, create: bool = True) -> Backend:
     `create=False`: a missing database (SQLite file, PostgreSQL schema) is an error
     (`BackendUnavailable`) instead of being created.
     """
-    scheme = urlsplit(url).scheme.lower()
+    parts = split_database_url(url)
+    scheme = parts.scheme.lower()
     if scheme == "sqlite":
         from .sqlite.backend import SQLiteBackend
 
-        options = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         synchronous = options.get("synchronous", "full").upper()
         if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
             raise InvalidDatabaseUrl(

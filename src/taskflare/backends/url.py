@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from ..errors import InvalidDatabaseUrl
 
@@ -61,6 +61,26 @@ _SECRET_PARAMETER = re.compile(
     r"(?P<secret>.*?)(?P<tail>&|%26|%2526|#|\s|$)",
     re.IGNORECASE,
 )
+
+
+def split_database_url(url: str) -> SplitResult:
+    """`urlsplit(url)`, or `InvalidDatabaseUrl` (the URL shown redacted) for a URL it
+    refuses: an unclosed `[`, a bracketed host that is no IP address. Python raises a
+    bare `ValueError` there, which reached users as a traceback."""
+    try:
+        return urlsplit(url)
+    except ValueError as exc:
+        # Python's reason quotes what stands between the brackets, or the whole netloc:
+        # part of a password, maybe. Say what is wrong without it.
+        reason = (
+            "a '[' or ']' in it does not enclose an IPv6 address (write a host as [::1]; "
+            "percent-encode '[' and ']' in a password as %5B and %5D)"
+            if "IPv" in str(exc)
+            else "it holds characters a URL cannot have"
+        )
+        raise InvalidDatabaseUrl(
+            f"database URL {redact_url(url)!r} is not a URL: {reason}", fields=("database_url",)
+        ) from None
 
 
 def hide_credentials(text: str) -> str:
@@ -136,7 +156,7 @@ def _redact_value(key: str, value: str) -> str:
 
 def sqlite_path(url: str) -> str:
     """The file path of a `sqlite:///relative.db` or `sqlite:////absolute.db` URL."""
-    parts = urlsplit(url)
+    parts = split_database_url(url)
     path = url[len("sqlite://") :].split("?", 1)[0]
     if parts.netloc:
         raise InvalidDatabaseUrl(

@@ -81,6 +81,9 @@ CLI_NAMES = {
     "concurrency": "--concurrency",
     "queues": "--queue",
     "max_age": "--max-age",
+    "cursor": "--cursor",
+    "limit": "--limit",
+    "status": "--status",
 }
 
 

@@ -74,7 +74,7 @@ def limits_table(limits: list[dict[str, Any]]) -> Any:
     for row in limits:
         scope = f"type {row['jobType']}" if row["jobType"] else f"queue {row['queue']}"
         if row["kind"] == "rate":
-            allows = f"{row['rate']} burst {row['burst']:g}"
+            allows = f"{row['rate']} burst {row['burst']:g}" + (" per key" if row["perKey"] else "")
         else:
             allows = f"{row['max']} at once" + (" per key" if row["perKey"] else "")
         rows.append(

@@ -32,6 +32,28 @@ METADATA = (
 )
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (RFC 4291 compatible,
+# RFC 6052 NAT64 well-known prefix, RFC 2765 translated); 6to4 (2002::/16) carries it in
+# bits 16-47 (`IPv6Address.sixtofour`).
+_V4_IN_LAST_32 = (
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+)
+# Not public, though Python's `is_global` says so on some versions: site-local (RFC 3879,
+# deprecated but still routed inside some networks) and local-use NAT64 (RFC 8215).
+NOT_PUBLIC_V6 = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address `ip` carries (NAT64, 6to4, IPv4-compatible or -translated), if any."""
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if int(ip) > 1 and any(ip in net for net in _V4_IN_LAST_32):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 class BlockedDestination(PermanentError):
     """The URL resolves to an address the settings do not allow (loopback, private, ...)."""
 
@@ -51,11 +73,21 @@ class DestinationPolicy:
         return cls(allow_private, tuple(ipaddress.ip_network(n, strict=False) for n in networks))
 
     def refusal(self, ip: IPAddress) -> str | None:
-        """Why `ip` may not be reached, or None if it may."""
+        """Why `ip` may not be reached, or None if it may. An IPv6 address that carries an
+        IPv4 address (mapped, compatible, translated, NAT64, 6to4) is judged by that IPv4
+        address too: a NAT64 gateway or a 6to4 relay delivers it there."""
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if any(ip in net for net in self.allowed_networks):
             return None
+        if isinstance(ip, ipaddress.IPv6Address):
+            embedded = embedded_ipv4(ip)
+            if embedded is not None:
+                reason = self.refusal(embedded)
+                if reason is not None:
+                    return f"{reason[: -len(' address')]} address inside {ip}"
+            if any(ip in net for net in NOT_PUBLIC_V6):
+                return None if self.allow_private else "a site-local or local NAT64 address"
         if any(ip in net for net in METADATA):
             return "a cloud metadata address"
         if ip.is_global and not ip.is_multicast:

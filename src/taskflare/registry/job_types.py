@@ -7,6 +7,7 @@ model, dataclass or TypedDict); an unannotated (or `dict`/`Any`) payload is take
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,9 +87,13 @@ class JobType:
             raise InvalidJobConfig(f"job type name must be a non-empty string, got {name!r}")
         check_max_attempts(max_attempts)
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < math.inf  # NaN too: asyncio.timeout(nan) expires at once
         ):
-            raise InvalidJobConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
+            raise InvalidJobConfig(
+                f"timeout must be a positive number of seconds (None: no limit), got {timeout!r}"
+            )
         check_priority(priority)
         if retry is not None and not isinstance(retry, Backoff):
             raise InvalidJobConfig(f"retry must be a taskflare.Backoff, got {retry!r}")

@@ -7,6 +7,7 @@ status and history; the worker's cron scheduler decides when a tick is due.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,8 @@ class CronTrigger:
         schedule.next_after(datetime.now(UTC))  # an expression that never fires fails here
         if isinstance(misfire_grace, bool) or not isinstance(misfire_grace, (int, float)):
             raise InvalidCronExpression(f"misfire_grace must be seconds, got {misfire_grace!r}")
+        if math.isnan(misfire_grace):  # NaN compares false to every lateness: no tick would run
+            raise InvalidCronExpression("misfire_grace must be seconds, got nan")
         if misfire_grace < 0:
             raise InvalidCronExpression(f"misfire_grace must be >= 0 seconds, got {misfire_grace}")
         trigger_name = name or getattr(handler, "__name__", None) or expression

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..app import App
-from ..errors import InvalidQueueConfig, TaskflareError
+from ..errors import InvalidJobState, InvalidQueueConfig, TaskflareError
 from ..webhooks import WebhookRejected
 from .cloudflare_api import CloudflareErrors, cloudflare_router
 from .common import (
@@ -163,8 +163,20 @@ def create_api(
         failure = storage_failure(exc)
         if failure is not None:
             return database_unavailable(request, failure, app.database_url)
-        status = 422 if isinstance(exc, (ValueError, InvalidQueueConfig)) else 503
-        return Response(error_body(said(exc)), status_code=status, media_type="application/json")
+        # Routes turn the errors they expect into their own status and code; this answers
+        # the rest (a webhook's event that fails its job type's model), with a code too.
+        status, code = (
+            (422, "invalid")
+            if isinstance(exc, (ValueError, InvalidQueueConfig))
+            else (404, "not_found")
+            if isinstance(exc, LookupError)
+            else (409, "wrong_state")
+            if isinstance(exc, InvalidJobState)
+            else (503, "unavailable")
+        )
+        return Response(
+            error_body(said(exc), code), status_code=status, media_type="application/json"
+        )
 
     @api.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:

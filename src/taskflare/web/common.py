@@ -31,6 +31,8 @@ HTTP_NAMES = {
     "idempotency_key": "idempotencyKey",
     "correlation_id": "correlationId",
     "content_type": "contentType",
+    "rate_key": "rateKey",
+    "concurrency_key": "concurrencyKey",
 }
 
 

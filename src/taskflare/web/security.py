@@ -33,7 +33,7 @@ from pydantic import field_validator
 from pydantic_core import PydanticCustomError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ..backends.url import redact_url
+from ..backends.url import hide_credentials, redact_url
 from ..encoding import loads_strict
 from ..errors import (
     BackendUnavailable,
@@ -659,8 +659,11 @@ def database_unavailable(request: Request, failure: BaseException, database_url:
 
 def redact_secrets(text: str, database_url: str) -> str:
     """`text` with the database URL redacted wherever it (or its password) appears."""
-    text = text.replace(database_url, redact_url(database_url))
-    password = urlsplit(database_url).password
+    text = hide_credentials(text.replace(database_url, redact_url(database_url)))
+    try:
+        password = urlsplit(database_url).password
+    except ValueError:  # not a URL: hide_credentials did what can be done
+        return text
     for secret in {password, unquote(password or "")} - {None, ""}:
         text = text.replace(str(secret), "***")
     return text

@@ -83,7 +83,7 @@ from ..store import (
     insert_args,
     limit_arrays,
 )
-from ..url import REDACTED, check_password, hide_credentials, redact_url
+from ..url import REDACTED, check_password, hide_credentials, redact_url, split_database_url
 from .arrays import adapt_arrays, array_literal
 
 log = logging.getLogger("taskflare.postgres")
@@ -191,7 +191,7 @@ def parse_postgres_url(url: str) -> PostgresSettings:
     `pool_max_size`, `pgbouncer` (1: behind PgBouncer in transaction pooling mode) and
     `listen_url` (a URL-encoded direct URL for LISTEN). Raises `InvalidDatabaseUrl`."""
     check_password(url)
-    parts = urlsplit(url)
+    parts = split_database_url(url)
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA)
     if not _SCHEMA_NAME.match(schema):

@@ -76,7 +76,9 @@ class Dashboard:
             if refused is not None:
                 return refused
             if session.role is None:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                target = self._page_path(request) + (
+                    f"?{request.url.query}" if request.url.query else ""
+                )
                 response = RedirectResponse(
                     f"{self.pages.base(request)}/login?next={quote(target)}", 303, headers=HEADERS
                 )
@@ -85,6 +87,15 @@ class Dashboard:
             return await self._guarded(request, session, view(request, session))
 
         return handle
+
+    def _page_path(self, request: Request) -> str:
+        """The page's path inside the dashboard (`/queues/emails`), what `next` and every
+        redirect take: `request.url.path` holds the prefix the dashboard is mounted under
+        too (`/dashboard/queues/emails`), and the sign-in's redirect adds it again."""
+        path, base = request.url.path, self.pages.base(request)
+        if base and (path == base or path.startswith(base + "/")):
+            path = path[len(base) :]
+        return path or "/"
 
     def action(self, act: Action) -> Callable[[Request], Awaitable[Response]]:
         """A POST action: same origin, the session's CSRF token, a write session."""
