@@ -76,3 +76,11 @@ def harness(tmp_path: Path, sqlite_url: str) -> Iterator[Harness]:
     h = Harness(tmp_path, sqlite_url)
     yield h
     h.close()
+
+
+@pytest.fixture
+def any_harness(tmp_path: Path, database_url: str) -> Iterator[Harness]:
+    """A harness on a fresh database of each backend."""
+    h = Harness(tmp_path, database_url)
+    yield h
+    h.close()

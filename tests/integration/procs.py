@@ -44,6 +44,9 @@ async def handle(batch):
             os._exit(1)
         if body.get("sleep"):
             await asyncio.sleep(body["sleep"])
+        if body.get("block"):
+            import time
+            time.sleep(body["block"])  # a blocking call in an async handler: the loop stalls
         if body.get("until"):
             # Run until the test creates this file (at most a minute).
             for _ in range(1200):
@@ -64,6 +67,14 @@ def _started(kind, payload):
 async def slow(payload):
     _started("slow", payload)
     await asyncio.sleep(payload["sleep"])
+    return "done"
+
+
+@app.job("blocking", queue="jobs", max_attempts=int(os.environ.get("TF_JOB_ATTEMPTS", "3")))
+async def blocking(payload):
+    import time
+    _started("blocking", payload)
+    time.sleep(payload["sleep"])  # blocks the worker's event loop
     return "done"
 
 

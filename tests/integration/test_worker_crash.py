@@ -68,3 +68,31 @@ def test_jobs_claimed_ahead_by_a_sigkilled_worker_all_run_after_their_lease(
     wait_for(all_completed, 60, "every job to complete")
     started = {payload["i"] for _, payload in job_starts(harness.folder)}
     assert started == set(range(400))
+
+
+def test_an_async_handler_blocking_the_loop_past_its_lease_is_not_run_twice(
+    any_harness: Harness,
+) -> None:
+    """A blocking call in an `async def` handler stalls the worker's event loop, and with
+    it the lease heartbeat: the lease ran out while the handler still ran, a second
+    worker ran the same message again (and again, until it failed as out of attempts
+    with every run having succeeded). A guard thread keeps the leases of a stalled loop."""
+    harness = any_harness
+    harness.app.job("blocking", queue="jobs")(lambda payload: None)
+    message_id = harness.work.send_sync({"block": 4})
+    job = harness.app.enqueue_sync("blocking", {"sleep": 4})
+    env = {"TF_VT": "1", "TF_JOBS_VT": "1"}
+    first = harness.start_worker(**env)
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 20, "first delivery")
+    harness.start_worker(**env)  # its lease rescuer would take an expired lease at once
+
+    def finished() -> bool:
+        stored = harness.app.get_job_sync(job.id)
+        return harness.get(message_id) is None and stored is not None and stored.status.finished
+
+    wait_for(finished, 30, "the message acked and the job finished")
+    assert delivery_counts(harness.folder)[message_id] == 1
+    assert [kind for kind, _ in job_starts(harness.folder)] == ["blocking"]
+    stored = harness.app.get_job_sync(job.id)
+    assert stored is not None and stored.status.value == "completed" and stored.attempts == 1
+    assert "extending its leases from a guard thread" in first.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -62,14 +60,6 @@ def test_batch_still_running_after_the_grace_period_is_cancelled_and_retried(
     assert record is not None
     assert (record.state, record.attempts) == ("ready", 1)
     assert "shut down" in (record.last_error or "")
-
-
-@pytest.fixture
-def any_harness(tmp_path: Path, database_url: str) -> Iterator[Harness]:
-    """A harness on a fresh database of each backend."""
-    h = Harness(tmp_path, database_url)
-    yield h
-    h.close()
 
 
 def _job(harness: Harness, job_id: str) -> Job:

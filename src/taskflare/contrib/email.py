@@ -69,7 +69,11 @@ class Attachment(Payload):
 
     filename: str = Field(min_length=1, max_length=255)
     content: str = Field(description="the file's bytes, base64-encoded")
-    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content_type: str = Field(
+        default="application/octet-stream",
+        # RFC 6838 type and subtype names: ASCII only (`\w` took any script's letters).
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+    )
 
     @field_validator("content")
     @classmethod

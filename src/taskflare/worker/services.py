@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -31,6 +32,7 @@ from ..backends.base import (
     StatsPruneParams,
     WorkerReport,
 )
+from ..portal import Portal
 from ..registry import QueueSpec
 from ..retention import Retention
 from .leases import HeldLeases
@@ -93,9 +95,19 @@ class PeriodicService:
 
 
 class LeaseHeartbeat(PeriodicService):
-    """Extends the visibility timeout of every lease the worker holds."""
+    """Extends the visibility timeout of every lease the worker holds.
+
+    It runs on the worker's event loop, which an `async def` handler can block (a
+    blocking call, CPU-bound work): then no pass runs, the leases expire while their
+    handler still runs, and another worker delivers the same messages again (BullMQ's
+    "could not renew lock", Celery's and Sidekiq's double runs). So a guard thread,
+    with its own loop and connection, watches the loop: when it has not run for an
+    interval it extends the held leases itself, for up to `STALL_LIMIT` seconds of one
+    stall (a loop stuck for good then lets its leases lapse, as a dead worker's do).
+    """
 
     name = "lease-heartbeat"
+    STALL_LIMIT = 900.0  # Cloudflare's wall-clock limit of a consumer invocation
 
     def __init__(
         self, backend: Backend, queues: Mapping[str, QueueSpec], held: HeldLeases, interval: float
@@ -104,12 +116,69 @@ class LeaseHeartbeat(PeriodicService):
         self._backend = backend
         self._queues = queues
         self._held = held
+        self._beat = time.monotonic()
+        self._guard_stop = threading.Event()
+        self._guard: threading.Thread | None = None
+        self._guard_portal: Portal | None = None
 
     async def run_once(self) -> None:
         """Extend each queue's held leases by its visibility timeout."""
+        await self._extend()
+
+    async def _extend(self) -> None:
         for queue, lease_ids in self._held.by_queue().items():
             timeout = self._queues[queue].config.visibility_timeout
             await self._backend.lease_extend_many(LeaseExtendParams(lease_ids, timeout))
+
+    def start(self) -> None:
+        """Start the loop and its guard thread (once)."""
+        super().start()
+        if self._guard is None:
+            self._tick()
+            self._guard = threading.Thread(
+                target=self._watch, name="taskflare-lease-guard", daemon=True
+            )
+            self._guard.start()
+
+    async def stop(self) -> None:
+        """Stop the loop and the guard; safe twice and before start."""
+        self._guard_stop.set()
+        await super().stop()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await asyncio.to_thread(guard.join)
+
+    def _tick(self) -> None:
+        """On the worker's loop, every half interval: the loop runs."""
+        self._beat = time.monotonic()
+        if not self._guard_stop.is_set():
+            asyncio.get_running_loop().call_later(self.interval / 2, self._tick)
+
+    def _watch(self) -> None:
+        """The guard thread: extend the held leases while the worker's loop is stalled
+        (checked every half interval, so they are extended before they can run out)."""
+        try:
+            while not self._guard_stop.wait(self.interval / 2):
+                stalled = time.monotonic() - self._beat
+                if self.interval < stalled < self.STALL_LIMIT and self._held.by_queue():
+                    self._extend_from_guard(stalled)
+        finally:
+            portal, self._guard_portal = self._guard_portal, None
+            if portal is not None:  # its loop's connections are dropped when the app closes
+                portal.stop()
+
+    def _extend_from_guard(self, stalled: float) -> None:
+        if self._guard_portal is None:
+            self._guard_portal = Portal("taskflare-lease-guard-loop")
+            log.warning(
+                "the worker's event loop has not run for %.1f s (a blocking call in an "
+                "async handler?); extending its leases from a guard thread",
+                stalled,
+            )
+        try:
+            self._guard_portal.run(self._extend())
+        except Exception as exc:  # the next pass tries again
+            log.warning("%s guard failed (%s); will try again", self.name, exc)
 
 
 class LeaseRescuer(PeriodicService):
