@@ -395,3 +395,27 @@ def test_head_is_answered_wherever_get_is(client: httpx.Client) -> None:
     assert client.head("/jobs/nope").status_code == 404
     webhook = client.head("/webhooks/stripe")  # POST only
     assert webhook.status_code == 405 and webhook.headers["allow"] == "POST"
+
+
+def test_a_query_parameter_the_path_does_not_take_is_422_naming_it(client: httpx.Client) -> None:
+    """`?offset=` or `?page=` on a listing paged by cursor was ignored: a client paging
+    that way read the first page for ever. Every path of the API's own refuses a query
+    parameter it does not take (the Cloudflare routes take what its SDKs send)."""
+    for path, unknown in [
+        ("/jobs?offset=-1", "offset"),
+        ("/jobs?limit=1&page=2", "page"),
+        ("/jobs/nope?wat=1", "wat"),
+        ("/stats?queu=emails", "queu"),
+        ("/queues?x=1", "x"),
+        ("/queues/emails/failed?offset=5", "offset"),
+        ("/namespaces/n/items?start=a", "start"),
+    ]:
+        answer = client.get(path)
+        message = error_of(answer, 422)
+        assert message.startswith(f"query.{unknown}: unknown query parameter"), message
+        assert answer.json()["code"] == "invalid"
+    assert "this path takes: cursor, limit, queue, status, type" in error_of(
+        client.get("/jobs?offset=1"), 422
+    )
+    assert client.get("/jobs?limit=1&status=pending").status_code == 200
+    assert client.head("/jobs?offset=1").status_code == 422

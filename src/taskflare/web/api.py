@@ -26,6 +26,7 @@ from .common import (
     Tokens,
     allowed_methods,
     error_body,
+    known_query_only,
     said,
 )
 from .dashboard import create_dashboard
@@ -204,9 +205,12 @@ def create_api(
 
     api.include_router(health_router(app))
     protected = [Depends(authorize)]
-    api.include_router(job_router(app), dependencies=protected)
-    api.include_router(queue_router(app), dependencies=protected)
-    api.include_router(namespace_router(app), dependencies=protected)
+    # The API's own routes refuse query parameters they do not take; the Cloudflare
+    # routes take what its SDKs send (paging of lists they do not page here).
+    own = [*protected, Depends(known_query_only)]
+    api.include_router(job_router(app), dependencies=own)
+    api.include_router(queue_router(app), dependencies=own)
+    api.include_router(namespace_router(app), dependencies=own)
     api.include_router(cloudflare_router(app), dependencies=protected)
 
     @api.get(

@@ -291,3 +291,28 @@ def _answers(route: BaseRoute, scope: Scope) -> bool:
     if isinstance(route, Mount):
         return any(_answers(inner, {**scope, **child}) for inner in route.routes)
     return True
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not take (422 `invalid`, naming it and
+    those it takes): `?offset=50` or `?page=2` on a listing paged by cursor was ignored,
+    and a client paging that way read the first page for ever."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(dependant))
+    if unknown:
+        takes = ", ".join(sorted(_query_names(dependant))) or "none"
+        raise ApiError(
+            422,
+            f"query.{unknown[0]}: unknown query parameter (this path takes: {takes})",
+            "invalid",
+        )
