@@ -70,7 +70,7 @@ from .registry.job_types import encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
-from .text import check_text
+from .text import check_name, check_text
 
 T = TypeVar("T")
 
@@ -178,7 +178,7 @@ class JobClient:
             body = job_type.encode(payload)
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
-            check_text(type, "type", max_length=200)
+            check_name(type, "type", max_length=200)
             body = encode_payload(type, payload)
             if self.stored_flow is None:
                 raise InvalidJobConfig(
@@ -189,9 +189,9 @@ class JobClient:
             target = check_queue_name(queue or stored_queue)
             default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
         if idempotency_key is not None:
-            check_text(idempotency_key, "idempotency_key")
+            check_name(idempotency_key, "idempotency_key")
         if correlation_id is not None:
-            check_text(correlation_id, "correlation_id")
+            check_name(correlation_id, "correlation_id")
         self._check_size(type, body, target)
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
         flow_keys = self._flow_keys(type, target, body, rate_key, concurrency_key)
@@ -273,7 +273,7 @@ class JobClient:
         )
         delay = check_delay(delay_seconds)
         if correlation_id is not None:
-            check_text(correlation_id, "correlation_id")
+            check_name(correlation_id, "correlation_id")
         spec = self._registry.queues.get(queue)
         limit = (spec.config if spec else DEFAULT_LIMITS).max_message_bytes
         encode = job_type.encode
@@ -371,7 +371,7 @@ class JobClient:
             correlation_id=correlation_id,
             queue=queue,
             strict=strict,
-            batch_id=None if batch_id is None else check_text(batch_id, "batch_id"),
+            batch_id=None if batch_id is None else check_name(batch_id, "batch_id"),
             rate_key=rate_key,
             concurrency_key=concurrency_key,
         )

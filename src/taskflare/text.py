@@ -8,9 +8,13 @@ are cleaned (`clean_text`) so that storing an outcome can never fail because of 
 
 from __future__ import annotations
 
+import re
+
 from .errors import InvalidMessage
 
 NUL = "\x00"
+# C0 controls and DEL: what the HTTP API refuses in a path, a query and its keys.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clean_text(text: str) -> str:
@@ -35,3 +39,18 @@ def check_text(value: object, field: str, *, max_length: int = 255) -> str:
     if NUL in value:
         raise InvalidMessage(f"{field} must not contain a NUL character (\\x00)", fields=(field,))
     return value
+
+
+def check_name(value: object, field: str, *, max_length: int = 255) -> str:
+    """`check_text` for a key or a name (a job type, an idempotency key, a correlation id,
+    a batch id): no control character at all (NUL, tab, newline, the other C0
+    characters, DEL), as the HTTP API refuses them, so that every way in stores the same
+    keys and each can be looked up over HTTP; else `InvalidMessage` naming `field`."""
+    text = check_text(value, field, max_length=max_length)
+    found = CONTROL.search(text)
+    if found is not None:
+        raise InvalidMessage(
+            f"{field} holds a control character (U+{ord(found.group()):04X}); keys cannot",
+            fields=(field,),
+        )
+    return text

@@ -129,3 +129,19 @@ async def test_a_listing_given_a_bad_status_limit_or_cursor_raises_a_typed_error
 def _noop_type(app: App) -> str:
     app.job("noop")(_noop)
     return "noop"
+
+
+@pytest.mark.parametrize("char", ["\x01", "\t", "\n", "\x7f"])
+async def test_a_control_character_in_a_key_is_refused_as_over_http(app: App, char: str) -> None:
+    """The HTTP API refuses every control character in `idempotencyKey` and
+    `correlationId`; the library (and so the command line) refused only NUL and stored
+    the rest: keys no dashboard search or query string can name."""
+    app.job("noop")(_noop)
+    for field in ("idempotency_key", "correlation_id"):
+        with pytest.raises(InvalidMessage) as raised:
+            await app.enqueue("noop", {}, **{field: f"key{char}1"})
+        assert raised.value.fields == (field,) and "control character" in str(raised.value)
+        with pytest.raises(InvalidMessage):
+            await app.enqueue_many("noop", [{}], correlation_id=f"c{char}")
+    assert (await app.read.jobs()).jobs == []  # nothing stored
+    assert await app.enqueue("noop", {}, idempotency_key="key ☃ 1", correlation_id="ünï")

@@ -208,8 +208,12 @@ def echo_app() -> Starlette:
         key = request.headers.get("authorization", "")
         return JSONResponse({"error": {"message": f"invalid key {key}"}}, status_code=401)
 
+    async def products(request: Request) -> Response:
+        return PlainTextResponse('{"sku": "a-1"}\n{"sku": "a-2"}\n')
+
     return Starlette(
         routes=[
+            Route("/products.ndjson", products),
             Route("/redirect", redirect, methods=["GET", "POST"]),
             Route("/echo", echo, methods=["GET", "POST"]),
             Route("/v1/chat/completions", refuse_key, methods=["POST"]),
@@ -248,6 +252,36 @@ async def test_credentials_never_follow_a_redirect_to_another_site(contrib_app: 
         assert "receiver-token" in kept and "session=abc" in kept
         other = (await finished(contrib_app, see_other.id)).result["body"]
         assert '"method":"GET"' in other and '"body":""' in other
+
+
+async def test_an_import_follows_redirects_checking_each_target(contrib_app: App) -> None:
+    """Data URLs often redirect (release assets, signed links): followed, every hop
+    checked like the first, so a redirect cannot lead an import inside the network."""
+    with local_services.serve(echo_app()) as base:
+        contrib_app.use(
+            contrib.imports(ImportSettings(allowed_networks=LOCAL), retry=NO_WAIT, max_attempts=1)
+        )
+        moved = await contrib_app.enqueue(
+            "batch-import",
+            {
+                "url": f"{base}/redirect?code=302&to=/products.ndjson",
+                "namespace": "p",
+                "key": "sku",
+            },
+        )
+        done = await finished(contrib_app, moved.id)
+        assert done.status is JobStatus.COMPLETED and done.result["imported"] == 2
+        for target in (
+            "http://169.254.169.254/latest",
+            "http://10.0.0.1/x.ndjson",
+            "file:///etc/passwd",
+        ):
+            job = await contrib_app.enqueue(
+                "batch-import", {"url": f"{base}/redirect?code=302&to={target}", "namespace": "q"}
+            )
+            failed = await finished(contrib_app, job.id)
+            assert failed.status is JobStatus.FAILED and failed.attempts == 1, target
+            assert "refused" in (failed.error or "") or "http" in (failed.error or ""), failed.error
 
 
 async def test_a_key_the_provider_echoes_never_reaches_the_job(

@@ -209,6 +209,8 @@ def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) ->
     assert both == "error: give either --run-at or --delay, not both"
     assert error("--priority", "99999999").startswith("error: --priority must be")
     assert error("--max-attempts", "0").startswith("error: --max-attempts must be")
+    tab = error("--idempotency-key", "a\tb")  # refused over HTTP too
+    assert tab == "error: --idempotency-key holds a control character (U+0009); keys cannot"
     assert "31,536,000 seconds (one year)" in error("--delay", "1e12")
     soon = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     local = soon.astimezone(timezone(timedelta(hours=2))).isoformat()

@@ -38,12 +38,13 @@ from .common import (
     raise_for_http_status,
     register,
 )
-from .net import DestinationPolicy, check_url, pinned_request
+from .net import DestinationPolicy, check_url, pinned_request, redirect_target
 
 if TYPE_CHECKING:
     from ..app import App
 
 MAX_REPORTED_INVALID = 100
+MAX_REDIRECTS = 5  # followed for a `url` source
 
 
 class BatchImport(Payload):
@@ -318,6 +319,18 @@ async def _spool(payload: BatchImport, config: ImportSettings) -> _Spooled:
         async with httpx.AsyncClient(timeout=config.timeout, trust_env=False) as client:
             try:
                 response = await pinned_request(client, "GET", url, policy)
+                for _ in range(MAX_REDIRECTS):
+                    # Data URLs often redirect (release assets, signed storage links): each
+                    # target is checked like the first, and must be http(s) too.
+                    location = redirect_target(response, url)
+                    if location is None:
+                        break
+                    await response.aclose()
+                    try:
+                        url = check_url(str(location), "url (redirect target)")
+                    except ValueError as exc:
+                        raise PermanentError(f"{exc}: {location}") from None
+                    response = await pinned_request(client, "GET", url, policy)
                 try:
                     if response.status_code >= 300:  # its body is not read
                         raise_for_http_status(response.status_code, response.headers, url.host)
