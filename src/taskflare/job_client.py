@@ -259,11 +259,18 @@ class JobClient:
         delay_seconds: float = 0,
         correlation_id: str | None = None,
         batch_id: str | None = None,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
         are checked once, each payload is validated and size-checked on its own, and an
-        error about a payload names it (`payloads[3]: ...`)."""
+        error about a payload names it (`payloads[3]: ...`). `rate_key` /
+        `concurrency_key` apply to every job of the call."""
         job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
+        if rate_key is not None:  # checked here, so that an error names the option
+            rate_key = check_key(rate_key, "rate", "rate_key")
+        if concurrency_key is not None:
+            concurrency_key = check_key(concurrency_key, "concurrency", "concurrency_key")
         queue = job_type.queue
         prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
         attempts = (
@@ -297,7 +304,11 @@ class JobClient:
                         body = encode(payload)
                 if len(body) > limit:
                     self._check_size(type, body, queue)
-                flow_keys = self._flow_keys(type, queue, body) if flowing else None
+                flow_keys = (
+                    self._flow_keys(type, queue, body, rate_key, concurrency_key)
+                    if flowing
+                    else None
+                )
             except TaskflareError as exc:
                 raise in_item(exc, f"payloads[{index}]") from None
             flowing = flow_keys is not None  # how many buckets never depends on the payload
@@ -456,11 +467,14 @@ class JobClient:
         delay_seconds: float = 0,
         correlation_id: str | None = None,
         unique: Unique | None = None,
+        rate_key: str | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
         """Enqueue many jobs of one type in chunks (one transaction each); return the batch
         id (see `get_batch`). Every payload is validated before anything is stored.
         `chunk_size` (1..10 000) defaults to the storage's: 1 000 on SQLite, 5 000 on
-        PostgreSQL.
+        PostgreSQL. `rate_key` / `concurrency_key`: the key of the type's keyed limits for
+        every job of the call (as `enqueue`'s; a key function gives each job its own).
         `payloads` must be a list (or another iterable that is not a dict or a string:
         `InvalidPayload` naming `payloads`); an empty one stores nothing and returns "".
 
@@ -493,6 +507,8 @@ class JobClient:
             delay_seconds=delay_seconds,
             correlation_id=correlation_id,
             batch_id=batch_id,
+            rate_key=rate_key,
+            concurrency_key=concurrency_key,
         )
         if unique is None:
             unique = self.unique_of(type)

@@ -104,3 +104,24 @@ def test_message_backlog_count_is_the_queue_s_backlog_not_a_batch_sized_cap(
         assert len(result["messages"]) == 10 and result["message_backlog_count"] == 240
         result = client.post(f"{BASE}/messages/pull", json={"batch_size": 100}).json()["result"]
         assert result["message_backlog_count"] == 140
+
+
+def test_wrangler_s_pause_and_resume_delivery_request_pauses_the_queue(
+    database_url: str,
+) -> None:
+    """`wrangler queues pause-delivery` sends `PATCH .../queues/{id}` with
+    `{"settings": {"delivery_paused": true}}`; it was answered 405."""
+    app = App(database_url)
+    app.queue("exports")
+    with serve(app) as client:
+        client.post(f"{BASE}/messages", json={"body": 1}).raise_for_status()
+        paused = client.patch(BASE, json={"settings": {"delivery_paused": True}})
+        assert paused.status_code == 200, paused.text
+        assert paused.json()["result"]["settings"]["delivery_paused"] is True
+        assert client.post(f"{BASE}/messages/pull", json={}).status_code == 409
+        assert client.post(f"{BASE}/messages", json={"body": 2}).status_code == 200
+        resumed = client.patch(BASE, json={"settings": {"delivery_paused": False}})
+        assert resumed.json()["result"]["settings"]["delivery_paused"] is False
+        assert len(pull_leases(client, f"{BASE}/messages/pull", {})) == 2
+        code_setting = client.patch(BASE, json={"settings": {"delivery_delay": 30}})
+        assert code_setting.status_code == 422 and "delivery_delay" in code_setting.text

@@ -84,6 +84,26 @@ async def test_per_key_limits_from_a_function_or_rate_key(app: App) -> None:
     assert (await claim(app, "per-key"))[0] == []
 
 
+async def test_enqueue_many_gives_every_job_of_the_call_its_keys(app: App) -> None:
+    """`rate_key=` / `concurrency_key=` on `enqueue_many` key every job of the call, as on
+    `enqueue`; a bad key is refused naming the option, before anything is stored."""
+    app.job(
+        "sync-many",
+        queue="keyed-many",
+        rate_limit=RateLimit("1/m", per_key=True),
+        concurrency=Concurrency(5),  # keyed by `concurrency_key=` at enqueue
+    )(lambda p: None)
+    await app.enqueue_many("sync-many", [1, 2, 3], rate_key="a", concurrency_key="x")
+    await app.enqueue_many("sync-many", [4, 5], rate_key="b", concurrency_key="x")
+    taken, _ = await claim(app, "keyed-many")
+    assert sorted(m.body for m in taken) == [b"1", b"4"]  # one start a minute per key
+    for bad in ({"rate_key": ""}, {"concurrency_key": "a\x00b"}):
+        with pytest.raises(InvalidMessage) as refused:
+            await app.enqueue_many("sync-many", [6], **bad)  # type: ignore[arg-type]
+        assert refused.value.fields == tuple(bad)
+    assert (await app.read.job_stats())["pending"] == 3
+
+
 async def test_every_limit_of_a_job_must_allow_it(app: App) -> None:
     app.queue("slow-api", rate_limit="1/m")
     app.job("fetch", queue="slow-api", rate_limit="100/s")(lambda p: None)

@@ -51,6 +51,22 @@ class BatchPushRequest(BaseModel):
     delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
 
 
+class QueueSettingsPatch(BaseModel):
+    """`settings` of `PATCH .../queues/{queue_id}`: only the pause flag is runtime state."""
+
+    model_config = ConfigDict(extra="forbid")  # other settings live in the app's code
+
+    delivery_paused: bool | None = Field(default=None, strict=True)
+
+
+class QueuePatchRequest(BaseModel):
+    """`PATCH .../queues/{queue_id}`, as `wrangler queues pause-delivery` sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: QueueSettingsPatch
+
+
 class PurgeStartRequest(BaseModel):
     """`POST .../purge`: must confirm with `delete_messages_permanently: true`."""
 
@@ -208,6 +224,16 @@ def cloudflare_router(app: App) -> APIRouter:
     @router.get("/{queue_id}")
     async def get_queue(account_id: str, queue_id: str) -> dict[str, Any]:
         await known(queue_id)
+        return envelope(await shown(queue_id))
+
+    @router.patch("/{queue_id}")
+    async def update_queue(
+        account_id: str, queue_id: str, body: QueuePatchRequest
+    ) -> dict[str, Any]:
+        queue = await known(queue_id)
+        paused = body.settings.delivery_paused
+        if paused is not None:
+            await (queue.pause() if paused else queue.resume())
         return envelope(await shown(queue_id))
 
     @router.delete("/{queue_id}")
