@@ -137,6 +137,7 @@ class App:
         max_batch_timeout: float = 5.0,
         max_retries: int = 3,
         retry_delay: float = 0,
+        delivery_delay: float = 0,
         dead_letter_queue: str | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: float = 30.0,
@@ -149,7 +150,9 @@ class App:
 
         `max_batch_size` messages per batch (1-100); `max_batch_timeout` seconds a batch
         waits to fill (0-60); `max_retries` redeliveries after the first (0-100);
-        `retry_delay` seconds before a retried message comes back; `dead_letter_queue`
+        `retry_delay` seconds before a retried message comes back; `delivery_delay`
+        seconds every message sent waits unless its send gives a delay (0 included:
+        Cloudflare's queue-level delivery delay, 0-86400); `dead_letter_queue`
         where messages go after their last attempt; `max_concurrency` batches of this
         queue running at once per worker; `visibility_timeout` seconds a delivery stays
         leased without a heartbeat; `max_message_bytes`/`max_batch_bytes` size limits.
@@ -176,6 +179,7 @@ class App:
             max_batch_timeout=max_batch_timeout,
             max_retries=max_retries,
             retry_delay=retry_delay,
+            delivery_delay=delivery_delay,
             dead_letter_queue=dead_letter_queue,
             max_concurrency=max_concurrency,
             visibility_timeout=visibility_timeout,

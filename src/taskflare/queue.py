@@ -134,6 +134,8 @@ class Queue:
         message_id: str | None = None,
     ) -> NewMessage:
         config = config or self.config
+        if delay_seconds is None:  # the send named no delay: the queue's own
+            delay_seconds = config.delivery_delay
         ctype = (
             JSON
             if content_type == JSON
@@ -154,15 +156,20 @@ class Queue:
         )
 
     def prepare(
-        self, body: Any, *, delay_seconds: object = 0, content_type: object = "json"
+        self, body: Any, *, delay_seconds: object = None, content_type: object = "json"
     ) -> NewMessage:
-        """Validate and encode one message (nothing is stored); raise before storing."""
+        """Validate and encode one message (nothing is stored); raise before storing.
+        `delay_seconds=None`: the queue's `delivery_delay`."""
         return self._prepare(body, delay_seconds, content_type)
 
     def prepare_batch(
-        self, messages: Sequence[Mapping[str, Any]], delay_seconds: float = 0
+        self, messages: Sequence[Mapping[str, Any]], delay_seconds: float | None = None
     ) -> list[NewMessage]:
-        """Validate and encode a `send_batch` request; raise before anything is stored."""
+        """Validate and encode a `send_batch` request; raise before anything is stored.
+        A message's own delay beats the call's (`delay_seconds`), which beats the queue's
+        `delivery_delay` (Cloudflare's precedence)."""
+        if delay_seconds is None:
+            delay_seconds = self.config.delivery_delay
         check_delay(delay_seconds)
         if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
             raise InvalidMessage(
@@ -223,11 +230,12 @@ class Queue:
         self,
         body: Any,
         *,
-        delay_seconds: float = 0,
+        delay_seconds: float | None = None,
         content_type: str = "json",
         connection: Any | None = None,
     ) -> str:
-        """Store one message durably and return its id; it is delivered after `delay_seconds`.
+        """Store one message durably and return its id; it is delivered after `delay_seconds`
+        (None: the queue's `delivery_delay`, 0 unless declared; 0 sends it at once).
 
         `JobQueueSend` for a job queue (its workers run job types, not messages).
 
@@ -243,10 +251,11 @@ class Queue:
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
-        delay_seconds: float = 0,
+        delay_seconds: float | None = None,
         connection: Any | None = None,
     ) -> list[str]:
-        """Store up to 100 messages (256 KB) all or nothing; per-item delay beats the call's.
+        """Store up to 100 messages (256 KB) all or nothing; per-item delay beats the call's,
+        which beats the queue's `delivery_delay`.
 
         `connection`: as for `send`, the batch joins your own transaction (PostgreSQL).
         """
@@ -259,7 +268,7 @@ class Queue:
         self,
         body: Any,
         *,
-        delay_seconds: float = 0,
+        delay_seconds: float | None = None,
         content_type: str = "json",
         connection: Any | None = None,
     ) -> str:
@@ -274,7 +283,7 @@ class Queue:
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
-        delay_seconds: float = 0,
+        delay_seconds: float | None = None,
         connection: Any | None = None,
     ) -> list[str]:
         """Blocking twin of `send_batch`."""

@@ -28,7 +28,6 @@ CONSUMER_KEYS = {
     "max_concurrency": "max_concurrency",
 }
 WHY = {
-    "delivery_delay": "set delay_seconds when sending (taskflare has no per-producer default)",
     "max_wait_time_ms": "use max_batch_timeout (seconds)",
     "visibility_timeout_ms": "",  # supported for pull consumers, converted below
 }
@@ -139,16 +138,17 @@ def _queues(doc: dict[str, Any], unsupported: list[str], where: str) -> list[Wra
         found[name] = WranglerQueue(name, settings, None, kind, paths)
     for index, producer in enumerate(doc.get("producers", [])):
         name = str(producer["queue"])
+        at = f"{where}.producers[{index}]"
         for key in producer:
-            if key not in ("queue", "binding"):
+            if key not in ("queue", "binding", "delivery_delay"):
                 reason = WHY.get(key) or "not supported by taskflare"
-                unsupported.append(f"{where}.producers[{index}].{key}: {reason}")
-        known = found.get(name) or WranglerQueue(
-            name, paths={"queue": f"{where}.producers[{index}].queue"}
-        )
-        found[name] = WranglerQueue(
-            name, known.settings, producer.get("binding"), known.consumer, known.paths
-        )
+                unsupported.append(f"{at}.{key}: {reason}")
+        known = found.get(name) or WranglerQueue(name, paths={"queue": f"{at}.queue"})
+        settings, paths = dict(known.settings), dict(known.paths)
+        if "delivery_delay" in producer:  # the queue's default delay, as Cloudflare's
+            settings["delivery_delay"] = producer["delivery_delay"]
+            paths["delivery_delay"] = f"{at}.delivery_delay"
+        found[name] = WranglerQueue(name, settings, producer.get("binding"), known.consumer, paths)
     for queue in list(found.values()):  # a dead-letter queue is a queue too
         dlq = queue.settings.get("dead_letter_queue")
         if dlq and dlq not in found:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers import get, running_worker, total_messages, wait_until
-from taskflare import App, InvalidDelay, MessageBatch
+from taskflare import App, InvalidDelay, InvalidQueueConfig, MessageBatch
 from taskflare.testing import drain
 from taskflare.worker import WorkerConfig
 
@@ -84,7 +84,8 @@ async def test_per_message_delay_beats_the_batch_delay(app: App) -> None:
     assert 45 <= await delay_of(app, ids[2]) < 45 + SLACK
 
 
-BAD_DELAYS = [-1, -0.001, "5", None, [], math.nan, math.inf, True, False]
+# (None is no delay given: the queue's delivery_delay, see below.)
+BAD_DELAYS = [-1, -0.001, "5", [], math.nan, math.inf, True, False]
 
 
 @pytest.mark.parametrize("bad", BAD_DELAYS, ids=repr)
@@ -145,3 +146,34 @@ async def test_a_consumer_woken_by_a_delayed_message_sleeps_until_it_is_due(app:
         # The fetcher is idle again; the next change it hears of is a delayed message.
         await q.send("later", delay_seconds=0.3)
         await wait_until(lambda: "later" in seen, timeout=30, what="the delayed message")
+
+
+async def test_a_queues_delivery_delay_holds_every_send_that_names_none(app: App) -> None:
+    """Cloudflare's queue-level delivery delay: a send without a delay waits the queue's;
+    a delay on the message beats the one on the batch call, which beats the queue's, and
+    0 sends at once ("ignores any queue-level delays")."""
+    q = app.queue("slow", delivery_delay=40)
+    plain = await q.send("a")
+    at_once = await q.send("b", delay_seconds=0)
+    longer = await q.send("c", delay_seconds=100)
+    batch = await q.send_batch([{"body": 1}, {"body": 2, "delay_seconds": 5}])
+    called = await q.send_batch([{"body": 3}, {"body": 4, "delaySeconds": 0}], delay_seconds=10)
+    expected = {
+        plain: 40,
+        at_once: 0,
+        longer: 100,
+        batch[0]: 40,
+        batch[1]: 5,
+        called[0]: 10,
+        called[1]: 0,
+    }
+    for message_id, delay in expected.items():
+        assert delay <= await delay_of(app, message_id) < delay + SLACK
+    same = app.queue("same-as-sync", delivery_delay=40)
+    assert 40 <= await delay_of(app, same.send_sync("x")) < 40 + SLACK
+
+
+@pytest.mark.parametrize("bad", [-1, 86_401, math.nan, "10", True])
+def test_a_bad_delivery_delay_is_refused_naming_it(app: App, bad: object) -> None:
+    with pytest.raises(InvalidQueueConfig, match="delivery_delay"):
+        app.queue("q", delivery_delay=bad)  # type: ignore[arg-type]

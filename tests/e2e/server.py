@@ -96,6 +96,7 @@ def build_app(url: str, recorder: Recorder) -> App:
 
     # Consumed only over HTTP (pull consumers); no Python consumer.
     app.queue("pull", max_retries=2, dead_letter_queue="pull-dlq")
+    app.queue("later", delivery_delay=60)  # every send naming no delay waits a minute
 
     app.job("stripe-event")(lambda event: recorder.add("stripe-event", event))
     app.job("github-event")(lambda event: recorder.add("github-event", event))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -274,3 +276,25 @@ def test_a_bad_message_of_a_batch_is_named_by_its_index(sqlite_live: LiveServer)
             sent = client.post("/queues/emails/messages", json={"messages": [*ok, bad]})
             assert named in error_of(sent, status)
         assert queue_of(client, "emails")["depth"]["ready"] == 0
+
+
+def test_a_send_naming_no_delay_waits_the_queues_delivery_delay(client: httpx.Client) -> None:
+    """Over HTTP as in code: no `delaySeconds` takes the queue's `delivery_delay`, an
+    explicit 0 sends at once (also in a batch); both APIs show the setting."""
+    client.post("/queues/later/messages", json={"body": "waits"}).raise_for_status()
+    client.post(
+        "/queues/later/messages", json={"body": "now", "delaySeconds": 0}
+    ).raise_for_status()
+    client.post(
+        "/queues/later/messages", json={"messages": [{"body": "b-waits"}]}
+    ).raise_for_status()
+    client.post(
+        "/queues/later/messages", json={"messages": [{"body": "b-now", "delaySeconds": 0}]}
+    ).raise_for_status()
+    pulled = client.post("/queues/later/messages/pull", json={"batch_size": 10}).json()
+    bodies = [json.loads(base64.b64decode(m["body"])) for m in pulled["result"]["messages"]]
+    assert sorted(bodies) == ["b-now", "now"]  # pulled bodies are base64, as Cloudflare's
+    settings = queue_of(client, "later")["settings"]
+    assert isinstance(settings, dict) and settings["delivery_delay"] == 60
+    cloudflare = client.get("/client/v4/accounts/acc/queues/later").json()["result"]
+    assert cloudflare["settings"]["delivery_delay"] == 60

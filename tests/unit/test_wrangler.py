@@ -41,10 +41,12 @@ def test_env_selects_its_own_queues_and_says_what_it_cannot_take() -> None:
         "env.preview.queues.consumers[0].max_wait_time_ms: use max_batch_timeout"
     )
     production = load_wrangler(FILES / "chat.jsonc", "production")
-    assert production.queues[0].settings == {"max_batch_size": 20, "max_concurrency": 4}
-    assert any(
-        "delivery_delay: set delay_seconds when sending" in u for u in production.unsupported
-    )
+    assert production.queues[0].settings == {
+        "max_batch_size": 20,
+        "max_concurrency": 4,
+        "delivery_delay": 10,  # the producer's: the queue's default delay
+    }
+    assert not any("delivery_delay" in u for u in production.unsupported)
     with pytest.raises(WranglerConfigError, match=r"no environment 'staging'.*preview, production"):
         load_wrangler(FILES / "chat.jsonc", "staging")
 

@@ -48,7 +48,9 @@ class QueueConfig:
     Fields (units in brackets): `max_batch_size` messages per batch (1-100);
     `max_batch_timeout` [s] a batch waits to fill (0-60); `max_retries` redeliveries
     after the first (0-100); `retry_delay` [s] before a retried message is delivered
-    again (0-86400); `dead_letter_queue` where messages go after their last attempt;
+    again (0-86400); `delivery_delay` [s] every message sent waits before delivery unless
+    its send gives a delay, 0 included (0-86400, Cloudflare's queue-level delay);
+    `dead_letter_queue` where messages go after their last attempt;
     `max_concurrency` batches of this queue running at once per worker (None: the
     worker's concurrency); `visibility_timeout` [s] a delivery stays leased without a
     heartbeat (0.1-43200); `max_message_bytes` / `max_batch_bytes` [bytes] size limits
@@ -60,6 +62,7 @@ class QueueConfig:
     max_batch_timeout: float = 5.0
     max_retries: int = 3
     retry_delay: float = 0.0
+    delivery_delay: float = 0.0
     dead_letter_queue: str | None = None
     max_concurrency: int | None = None
     visibility_timeout: float = 30.0
@@ -81,6 +84,7 @@ class QueueConfig:
         check_number("max_batch_timeout", config.max_batch_timeout, 0, 60, integer=False)
         check_number("max_retries", config.max_retries, 0, 100, integer=True)
         check_number("retry_delay", config.retry_delay, 0, 86_400, integer=False)
+        check_number("delivery_delay", config.delivery_delay, 0, 86_400, integer=False)
         check_number("visibility_timeout", config.visibility_timeout, 0.1, 43_200, integer=False)
         check_number(
             "max_message_bytes", config.max_message_bytes, 1, 64 * 1024 * 1024, integer=True
@@ -104,6 +108,7 @@ class QueueConfig:
             max_batch_bytes=int(config.max_batch_bytes),
             max_batch_timeout=float(config.max_batch_timeout),
             retry_delay=float(config.retry_delay),
+            delivery_delay=float(config.delivery_delay),
             visibility_timeout=float(config.visibility_timeout),
             max_concurrency=None if config.max_concurrency is None else int(config.max_concurrency),
         )

@@ -48,7 +48,7 @@ class BatchPushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[OutgoingMessage] = Field(min_length=1, max_length=100)
-    delay_seconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
+    delay_seconds: float | None = Field(default=None, ge=0, le=365 * 86_400, strict=True)
 
 
 class QueueSettingsPatch(BaseModel):
@@ -190,7 +190,10 @@ def cloudflare_queue(queue: dict[str, Any]) -> dict[str, Any]:
         "producers_total_count": 0,
         "consumers": consumers,
         "consumers_total_count": len(consumers),
-        "settings": {"delivery_paused": queue["paused"], "delivery_delay": 0},
+        "settings": {
+            "delivery_paused": queue["paused"],
+            "delivery_delay": settings.get("delivery_delay", 0),
+        },
     }
 
 
@@ -250,7 +253,7 @@ def cloudflare_router(app: App) -> APIRouter:
         with _send_errors():
             await queue.send(
                 decode_http_body(body.body, body.content_type),
-                delay_seconds=body.delay_seconds or 0,
+                delay_seconds=body.delay_seconds,
                 content_type=body.content_type,
             )
         return envelope({})

@@ -61,8 +61,9 @@ class SendRequest(BaseModel):
 
     body: Any = None
     content_type: str = Field(default="json", alias="contentType")
-    delay_seconds: float = Field(
-        default=0, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
+    # None: the queue's delivery_delay; 0 sends at once.
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
     )
     messages: list[OutgoingMessage] | None = Field(default=None, min_length=1, max_length=100)
 

@@ -72,7 +72,7 @@ def send(queue: str, body: Any, *, using: str | None = None, **options: Any) -> 
         return handle.send_sync(body, **options)
     handle.prepare(
         body,
-        delay_seconds=options.get("delay_seconds", 0),
+        delay_seconds=options.get("delay_seconds"),
         content_type=options.get("content_type", "json"),
     )
     transaction.on_commit(partial(handle.send_sync, body, **options), using=connection.alias)
@@ -94,7 +94,7 @@ def send_batch(
         return handle.send_batch_sync(messages, connection=driver, **options)
     if not connection.in_atomic_block:
         return handle.send_batch_sync(messages, **options)
-    handle.prepare_batch(messages, options.get("delay_seconds", 0))
+    handle.prepare_batch(messages, options.get("delay_seconds"))
     transaction.on_commit(
         partial(handle.send_batch_sync, messages, **options), using=connection.alias
     )
