@@ -68,6 +68,23 @@ def test_send_stores_json_text_and_bytes_and_delays_then_list_and_info_show_dept
     assert "emails" in table and "oldest pending" in table
 
 
+def test_send_without_delay_waits_the_stored_queues_delivery_delay(database_url: str) -> None:
+    """`taskflare send` without `--delay` takes the queue's `delivery_delay` (as stored by
+    the app that declared it); `--delay 0` sends at once."""
+    app = App(database_url)
+    app.queue("later", delivery_delay=45)
+    try:
+        app.run_sync(app.declare_queues())
+    finally:
+        app.close_sync()
+    waits = ok("send", "later", "{}", url=database_url).strip()
+    now = ok("send", "later", "{}", "--delay", "0", url=database_url).strip()
+    stored = _records(database_url, "later")
+    created, available = stored[waits][2:]
+    assert 44 <= available - created <= 46
+    assert stored[now][3] - stored[now][2] < 1
+
+
 def test_send_with_a_bad_body_or_option_is_a_usage_error_and_stores_nothing(
     database_url: str,
 ) -> None:

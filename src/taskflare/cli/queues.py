@@ -181,7 +181,12 @@ def queues_purge(
 def send(
     queue: QueueArg,
     body: Annotated[str, typer.Argument(help="The body: JSON, or text with --content-type text.")],
-    delay: Annotated[float, typer.Option("--delay", help="Seconds before delivery.")] = 0,
+    delay: Annotated[
+        float | None,
+        typer.Option(
+            "--delay", help="Seconds before delivery (default: the queue's delivery_delay)."
+        ),
+    ] = None,
     content_type: Annotated[
         str, typer.Option("--content-type", help="json (default), text or bytes.")
     ] = "json",
@@ -197,7 +202,8 @@ def send(
     """
     try:
         normalize_content_type(content_type, allow_pickle=False, queue=queue)
-        check_delay(delay, "--delay")
+        if delay is not None:
+            check_delay(delay, "--delay")
     except InvalidMessage as exc:
         raise fail(said(exc), 2) from None
     value: Any = body
