@@ -190,17 +190,36 @@ def sign_in(page: Any, stack: Stack, token: str = WRITE_TOKEN) -> None:
     page.wait_for_url(f"{stack.dashboard}/")
 
 
+# Per tab (by id): parts of URLs whose loading a test makes fail on purpose.
+_EXPECTED: dict[int, list[str]] = {}
+
+
+def expect_failed_load(page: Any, url_part: str) -> None:
+    """The test makes `page` load a URL holding `url_part` that must fail (a forged form's
+    403, a GET on an action): the browser's console error for it is not a problem."""
+    _EXPECTED.setdefault(id(page), []).append(url_part)
+
+
 @pytest.fixture
 def page(browser: Any, stack: Stack) -> Iterator[Any]:
-    """A new signed-in tab (its own cookies) at 1280x800; fails the test on a page error
-    or an unexpected dialog."""
+    """A new signed-in tab (its own cookies) at 1280x800; fails the test on a page error,
+    an error in the browser's console (a request the dashboard makes that fails, its
+    icon's included) or an unexpected dialog."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
     problems: list[str] = []
     tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+
+    def on_console(msg: Any) -> None:
+        url = str(msg.location.get("url", ""))
+        if msg.type == "error" and not any(part in url for part in _EXPECTED.get(id(tab), ())):
+            problems.append(f"console: {msg.text} at {url}")
+
+    tab.on("console", on_console)
     sign_in(tab, stack)
     try:
         yield tab
     finally:
+        _EXPECTED.pop(id(tab), None)
         context.close()
     assert not problems, problems

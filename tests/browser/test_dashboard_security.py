@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import READ_TOKEN, WRITE_TOKEN, Stack, poll, sign_in
+from .conftest import READ_TOKEN, WRITE_TOKEN, Stack, expect_failed_load, poll, sign_in
 
 pytestmark = pytest.mark.xdist_group("dashboard-security")
 
@@ -80,6 +80,7 @@ def test_read_only_session_sees_everything_and_can_change_nothing(
 def test_forms_need_the_csrf_token_and_gets_change_nothing(page: Any, stack: Stack) -> None:
     job_id = stack.enqueue({"rows": 6}, delaySeconds=3600)
     page.goto(f"{stack.dashboard}/jobs/{job_id}")
+    expect_failed_load(page, f"/jobs/{job_id}/cancel")  # refused below, on purpose
     no_token = page.evaluate(
         """async (url) => (await fetch(url, {method: "POST",
             body: new URLSearchParams({csrf: "forged"})})).status""",
