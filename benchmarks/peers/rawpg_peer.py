@@ -70,8 +70,11 @@ def worker_main() -> None:
         listen = await asyncpg.connect(URL)
         claim = await asyncpg.connect(URL)
         wake = asyncio.Event()
-        listen_callback = lambda *_: wake.set()  # noqa: E731
-        await listen.add_listener(CHANNEL, listen_callback)
+
+        def woken(*_: object) -> None:
+            wake.set()
+
+        await listen.add_listener(CHANNEL, woken)
         while True:
             rows = await claim.fetch(CLAIM)
             for row in rows:

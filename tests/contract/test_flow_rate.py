@@ -146,12 +146,19 @@ async def test_rate_limited_backs_off_the_whole_key_without_spending_attempts(ap
     assert held.held_until is not None and held.held_until - time.time() > 25
 
 
-async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> None:
+def declare_429_hook(app: App, retry_after: str) -> None:
+    """Job type `hook` (queue `hooks`, keyed by `rate_key=`): its server answers 429 with
+    this `Retry-After`."""
+
     @app.job("hook", queue="hooks", max_attempts=1, rate_limit=RateLimit("10/s", per_key=True))
     async def hook(payload: Any) -> None:
         request = httpx.Request("POST", "https://api.example.com/")
-        response = httpx.Response(429, headers={"Retry-After": "20"}, request=request)
+        response = httpx.Response(429, headers={"Retry-After": retry_after}, request=request)
         raise httpx.HTTPStatusError("429", request=request, response=response)
+
+
+async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> None:
+    declare_429_hook(app, retry_after="20")
 
     job = await app.enqueue("hook", 1, rate_key="acme")
     await drain(app)
@@ -169,11 +176,7 @@ async def test_an_http_429_with_a_retry_after_past_a_year_holds_the_key_a_year(
     """`Retry-After: 1e300` from a server: the job and its key wait a year, and the job
     stays readable (a time no datetime can show made `get_job` raise)."""
 
-    @app.job("hook", queue="hooks", max_attempts=1, rate_limit=RateLimit("10/s", per_key=True))
-    async def hook(payload: Any) -> None:
-        request = httpx.Request("POST", "https://api.example.com/")
-        response = httpx.Response(429, headers={"Retry-After": "1e300"}, request=request)
-        raise httpx.HTTPStatusError("429", request=request, response=response)
+    declare_429_hook(app, retry_after="1e300")
 
     job = await app.enqueue("hook", 1, rate_key="acme")
     await drain(app)

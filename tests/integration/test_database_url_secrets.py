@@ -83,16 +83,9 @@ async def test_a_libpq_error_never_shows_the_password_or_pgpassword(
 
 @pytest.mark.parametrize("url", list(MALFORMED.values()), ids=list(MALFORMED))
 async def test_the_http_api_answers_without_any_part_of_a_malformed_password(url: str) -> None:
-    app = App(url)
-    transport = httpx.ASGITransport(app=create_api(app, Tokens(None, None)))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for path in ("/stats", "/queues", "/jobs", "/health", "/metrics"):
-                answer = await client.get(path)
-                assert answer.status_code >= 500, (path, answer.text)
-                assert_hidden(answer.text)
-    finally:
-        await app.close()
+    for path, answer in await api_answers(url):
+        assert answer.status_code >= 500, (path, answer.text)
+        assert_hidden(answer.text)
 
 
 @pytest.mark.timeout(600)  # some fifteen taskflare processes, on a loaded machine
@@ -143,13 +136,20 @@ def test_a_url_the_parser_refuses_is_one_line_from_every_command(tmp_path: Path)
 
 @pytest.mark.parametrize("url", list(UNPARSABLE.values()), ids=list(UNPARSABLE))
 async def test_the_http_api_answers_503_for_a_url_the_parser_refuses(url: str) -> None:
+    for path, answer in await api_answers(url):
+        assert answer.status_code == 503, (path, answer.text)
+        assert_hidden(answer.text)
+
+
+async def api_answers(url: str) -> list[tuple[str, httpx.Response]]:
+    """What the HTTP API of an app on `url` answers to a GET of each read path."""
     app = App(url)
     transport = httpx.ASGITransport(app=create_api(app, Tokens(None, None)))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            for path in ("/stats", "/queues", "/jobs", "/health", "/metrics"):
-                answer = await client.get(path)
-                assert answer.status_code == 503, (path, answer.text)
-                assert_hidden(answer.text)
+            return [
+                (path, await client.get(path))
+                for path in ("/stats", "/queues", "/jobs", "/health", "/metrics")
+            ]
     finally:
         await app.close()

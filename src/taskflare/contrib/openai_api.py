@@ -65,6 +65,19 @@ def _url(settings: AiSettings, path: str) -> str:
     return settings.base_url.rstrip("/") + "/" + path
 
 
+async def _raise_for_error(response: httpx.Response, settings: AiSettings) -> None:
+    """Raise for a status of 300 or more, reading at most `MAX_ERROR_BYTES` of the body
+    for the provider's message (the key redacted)."""
+    if response.status_code >= 300:
+        raw = await read_limited(response, MAX_ERROR_BYTES)
+        raise_for_http_status(
+            response.status_code,
+            response.headers,
+            "the AI endpoint",
+            _provider_message(raw, settings),
+        )
+
+
 async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST `body` to `<base_url>/<path>`; the JSON answer."""
     async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
@@ -72,14 +85,7 @@ async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[st
             async with client.stream(
                 "POST", _url(settings, path), json=body, headers=_headers(settings)
             ) as response:
-                if response.status_code >= 300:
-                    raw = await read_limited(response, MAX_ERROR_BYTES)
-                    raise_for_http_status(
-                        response.status_code,
-                        response.headers,
-                        "the AI endpoint",
-                        _provider_message(raw, settings),
-                    )
+                await _raise_for_error(response, settings)
                 await response.aread()
         except httpx.TimeoutException:
             raise RuntimeError(
@@ -100,14 +106,7 @@ async def stream(
             async with client.stream(
                 "POST", _url(settings, path), json=body, headers=_headers(settings)
             ) as response:
-                if response.status_code >= 300:
-                    raw = await read_limited(response, MAX_ERROR_BYTES)
-                    raise_for_http_status(
-                        response.status_code,
-                        response.headers,
-                        "the AI endpoint",
-                        _provider_message(raw, settings),
-                    )
+                await _raise_for_error(response, settings)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
