@@ -202,3 +202,64 @@ def test_a_crashing_producer_is_shown_above_the_view_and_stops_dev_with_exit_1(
         )
     )
     assert any("Traceback" in line for line in debug), "\n".join(debug)
+
+
+THREADED_LOGS = """
+import logging, sys, threading
+from rich.table import Table
+from taskflare.dev.view import LiveView, ViewConsole, logs_through
+
+LINES = int(sys.argv[1])
+console = ViewConsole()
+log = logging.getLogger("noisy")
+
+
+def view(n):
+    # A view whose height changes on every draw, as `taskflare dev`'s does when a table
+    # gains a row or its title wraps.
+    table = Table(title="view")
+    table.add_column("row")
+    for i in range(1 + n % 5):
+        table.add_row(str(i))
+    return table
+
+
+def logger(name):
+    for n in range(LINES):
+        log.warning("%s line %d end", name, n)
+
+
+with logs_through(console), LiveView(console) as live:
+    threads = [threading.Thread(target=logger, args=(f"t{k}",)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for n in range(LINES):
+        live.update(view(n))
+    for thread in threads:
+        thread.join()
+"""
+
+
+def test_log_lines_from_other_threads_survive_a_view_that_changes_height(
+    tmp_path: Path,
+) -> None:
+    """Rich's live view is not thread-safe (Textualize/rich#1530): a log line printed from
+    another thread while the view was redrawn at a new height had its cursor move computed
+    from the old height, erasing lines above the view (CI lost two of `dev`'s log lines).
+    Two threads log while the main thread redraws; every line must be on the terminal."""
+    import sys
+
+    (tmp_path / "threaded.py").write_text(THREADED_LOGS)
+    lines_each = 1000
+    env = _terminal_env(tmp_path)
+    output = run_on_a_terminal(
+        [sys.executable, "threaded.py", str(lines_each)], tmp_path, env, timeout=120
+    )
+    lines = screen_lines(output)
+    for name in ("t0", "t1"):
+        seen = {
+            int(line.split(" line ")[1].split()[0])
+            for line in lines
+            if f"WARNING noisy: {name} line " in line and line.endswith(" end")
+        }
+        assert seen == set(range(lines_each)), sorted(set(range(lines_each)) - seen)[:20]

@@ -11,13 +11,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from ..app import App
 from ..errors import TaskflareError
 from ..loader import describe_raised
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
-from .view import logs_through, run_view
+from .view import ViewConsole, logs_through, run_view
 
 if TYPE_CHECKING:
     from ..web.security import HttpSecurity
@@ -87,7 +85,7 @@ def run_dev(
 
     listener = bind_listener(api.host, api.port) if api is not None else None
     worker = Worker(app, WorkerConfig(concurrency=concurrency))
-    console = Console()
+    console = ViewConsole()
     if api is not None and listener is not None:
         console.print(f"HTTP API on http://{api.host}:{bound_port(listener)} (docs at /docs)")
         console.print(f"Dashboard on http://{api.host}:{bound_port(listener)}/dashboard/")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -83,6 +84,49 @@ def job_table(counts: list[dict[str, Any]]) -> Table | None:
     return fit_table("jobs (stored now)", columns, rows)
 
 
+class ViewConsole(Console):
+    """A `Console` whose prints are one at a time across threads.
+
+    Rich's live view is not thread-safe (Textualize/rich#1530): a print works out how far
+    up to move the cursor from the height of the view on screen, then writes. When the
+    view is redrawn at another height in between (by another thread), the move is wrong
+    by the difference and erases log lines above the view. Here every print, and every
+    redraw of a `LiveView` on this console, holds `output_lock` from start to end.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_lock = threading.RLock()
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        with self.output_lock:
+            super().print(*objects, **kwargs)
+
+
+class LiveView:
+    """A live view redrawn only when `update` is called (no refresh thread of its own),
+    each draw holding the console's `output_lock`: the lock is always taken before
+    Rich's own, so a log line printed from any thread lands whole above the view."""
+
+    def __init__(self, console: ViewConsole) -> None:
+        self.console = console
+        self._live = Live(console=console, auto_refresh=False, transient=False)
+
+    def __enter__(self) -> LiveView:
+        with self.console.output_lock:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.console.output_lock:
+            self._live.stop()
+
+    def update(self, renderable: RenderableType) -> None:
+        """Draw `renderable` in place of the view's previous drawing."""
+        with self.console.output_lock:
+            self._live.update(renderable, refresh=True)
+
+
 class ConsoleLogHandler(logging.Handler):
     """Writes log records through the live view's console, so they scroll above the view
     (a handler writing to stderr itself would be drawn over by the next refresh)."""
@@ -121,20 +165,20 @@ def logs_through(console: Console, level: int = logging.WARNING) -> Iterator[Non
             root.addHandler(handler)
 
 
-async def run_view(app: App, worker: Worker, console: Console, stop: asyncio.Event) -> None:
+async def run_view(app: App, worker: Worker, console: ViewConsole, stop: asyncio.Event) -> None:
     """Redraw the queue and job tables twice a second until `stop` is set, then once more:
     the view left on the terminal shows what was stored when the worker stopped."""
     started = time.monotonic()
 
-    async def draw(live: Live) -> None:
+    async def draw(live: LiveView) -> None:
         counts = {q["name"]: q["depth"] for q in await app.read.queues()}
         parts: list[Table] = [queue_table(worker, counts, time.monotonic() - started)]
         jobs = job_table(await app.read.job_counts())
         if jobs is not None:
             parts.append(jobs)
-        live.update(Group(*parts), refresh=True)
+        live.update(Group(*parts))
 
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    with LiveView(console) as live:
         while not stop.is_set():
             await draw(live)
             with contextlib.suppress(TimeoutError):
