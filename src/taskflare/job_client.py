@@ -113,6 +113,24 @@ def parse_status(value: str | JobStatus) -> JobStatus:
         ) from None
 
 
+def bulk_payloads(payloads: Iterable[Any], chunk_size: int | None = None) -> list[Any]:
+    """The payloads of an `enqueue_many` call as a list, its `chunk_size` checked:
+    `InvalidPayload` naming `payloads` for a dict, a string or a non-iterable;
+    `InvalidJobConfig` for a chunk size outside 1..10 000."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or not 1 <= chunk_size <= 10_000
+    ):
+        raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
+    if isinstance(payloads, (str, bytes, Mapping)) or not isinstance(payloads, Iterable):
+        raise InvalidPayload(
+            f"payloads must be a list of payloads, got {builtins.type(payloads).__name__}",
+            fields=("payloads",),
+        )
+    return list(payloads)
+
+
 class JobClient:
     """Enqueue and look after jobs of one app."""
 
@@ -503,18 +521,7 @@ class JobClient:
         one), concurrent-safe across processes; such jobs are stored one statement each,
         and the batch holds (and counts) only the jobs this call stored.
         """
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, int)
-            or not 1 <= chunk_size <= 10_000
-        ):
-            raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
-        if isinstance(payloads, (str, bytes, Mapping)) or not isinstance(payloads, Iterable):
-            raise InvalidPayload(
-                f"payloads must be a list of payloads, got {builtins.type(payloads).__name__}",
-                fields=("payloads",),
-            )
-        payloads = list(payloads)
+        payloads = bulk_payloads(payloads, chunk_size)
         if not payloads:  # as Sidekiq's push_bulk([]) and Oban's insert_all([]): nothing
             return ""
         batch_id = uuid7()
