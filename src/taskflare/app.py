@@ -145,6 +145,7 @@ class App:
         max_batch_bytes: int = 262_144,
         allow_pickle: bool = False,
         rate_limit: str | RateLimit | None = None,
+        jobs: bool = False,
     ) -> Queue:
         """Declare a queue and its consumer settings (Cloudflare's names and limits).
 
@@ -157,9 +158,15 @@ class App:
         queue running at once per worker; `visibility_timeout` seconds a delivery stays
         leased without a heartbeat; `max_message_bytes`/`max_batch_bytes` size limits.
         `rate_limit` (`"100/s"` or a `RateLimit` without a key): job starts per period
-        across all workers, for every job type run on this queue.
+        across all workers, for every job type run on this queue. `jobs=True`: a job
+        queue even with no job type of its own, which runs the jobs enqueued to it with
+        `enqueue(..., queue=name)` (`taskflare worker` consumes it).
         A bad value raises `InvalidQueueConfig` naming it.
         """
+        if not isinstance(jobs, bool):
+            raise InvalidQueueConfig(
+                f"queue {name!r}: jobs must be True or False, got {jobs!r}", fields=("jobs",)
+            )
         if isinstance(rate_limit, (list, tuple)):
             # A queue has one rate limit: a list was cut to its first item before, so a
             # stricter limit later in it was silently never enforced.
@@ -187,7 +194,7 @@ class App:
             max_batch_bytes=max_batch_bytes,
             allow_pickle=allow_pickle,
         )
-        self.registry.declare_queue(config, rates[0] if rates else None)
+        self.registry.declare_queue(config, rates[0] if rates else None, jobs=jobs)
         return self._handle(name)
 
     def _handle(self, name: str) -> Queue:

@@ -87,6 +87,11 @@ class InvalidJobOption(InvalidMessage, InvalidJobConfig):
     was enqueued. (Also an `InvalidJobConfig`, what these raised before.)"""
 
 
+class JobRouteRefused(InvalidJobOption):
+    """A job was enqueued to a queue other than its type's own, and its type has rate or
+    concurrency limits (enforced only on its own queue); nothing was enqueued."""
+
+
 class InvalidDelay(InvalidMessage):
     """A delay is negative, not a number, or too long."""
 

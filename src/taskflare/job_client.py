@@ -47,7 +47,6 @@ from .errors import (
     JobNotFound,
     MessageTooLarge,
     TaskflareError,
-    UnknownQueue,
     in_item,
 )
 from .events import log_event, wanted
@@ -66,7 +65,7 @@ from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
 from .registry.hooks import LifecycleEvent
-from .registry.job_types import encode_payload
+from .registry.job_types import JobType, encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
@@ -190,7 +189,7 @@ class JobClient:
         if job_type is None and strict:
             self._registry.job_type(type)  # raises UnknownJobType naming the known ones
         if job_type is not None:
-            target = self._job_queue(job_type.queue, queue)
+            target = self._job_queue(job_type, queue)
             body = job_type.encode(payload)
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
@@ -203,6 +202,7 @@ class JobClient:
                 )
             stored_queue = self.stored_flow.type_queues.get(type, DEFAULT_JOB_QUEUE)
             target = check_queue_name(queue or stored_queue)
+            self.stored_flow.check_route(type, stored_queue, target)
             default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
         if idempotency_key is not None:
             check_name(idempotency_key, "idempotency_key")
@@ -230,13 +230,15 @@ class JobClient:
             flow_keys=flow_keys,
         )
 
-    def _job_queue(self, default: str, queue: str | None) -> str:
-        """The queue a job of a declared type goes to: `queue` when given (it must be a
-        queue of this app that runs job types: else `UnknownQueue`), else the type's."""
-        if queue is None:
-            return default
-        if self._registry.queue(queue).kind != "jobs":
-            raise UnknownQueue(f"queue {queue!r} runs no job types; it cannot take jobs")
+    def _job_queue(self, job_type: JobType, queue: str | None) -> str:
+        """The queue a job of a declared type goes to: `queue` when given, else the
+        type's. Any worker consuming `queue` whose app has the type runs it there, with
+        the type's options (`Registry.claim_types`). `UnknownQueue` when `queue` is not a
+        job queue of this app; `JobRouteRefused` when the type has rate or concurrency
+        limits and `queue` is not its own."""
+        if queue is None or queue == job_type.queue:
+            return job_type.queue
+        self._registry.check_route(job_type, queue)
         return queue
 
     def _flow_keys(
@@ -298,7 +300,7 @@ class JobClient:
             rate_key = check_key(rate_key, "rate", "rate_key")
         if concurrency_key is not None:
             concurrency_key = check_key(concurrency_key, "concurrency", "concurrency_key")
-        queue = self._job_queue(job_type.queue, queue)
+        queue = self._job_queue(job_type, queue)
         prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
         attempts = (
             job_type.max_attempts

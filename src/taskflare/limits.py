@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 
 from .backends.base import FlowLimit, JobEnqueueParams, NewMessage
-from .errors import AppCodeRequired, InvalidJobConfig, InvalidMessage, UniqueKeyMissing
+from .errors import (
+    AppCodeRequired,
+    InvalidJobConfig,
+    InvalidMessage,
+    JobRouteRefused,
+    UniqueKeyMissing,
+    UnknownQueue,
+)
 
 KeyFunction = Callable[[Any], Any]
 
@@ -529,6 +536,26 @@ class StoredFlow:
                     undeclared.add(type)
                     type_queues.setdefault(type, queue)
         return cls(type_queues, type_limits, frozenset(undeclared), frozenset(rate_limited), kinds)
+
+    def check_route(self, type: str, home: str, queue: str) -> None:
+        """Raise unless a job of `type` (whose own queue is `home`) may go to `queue`, as
+        the app's code would decide (`Registry.check_route`) from what is stored:
+        `UnknownQueue` for a queue stored as a message queue, `JobRouteRefused` for a
+        type with stored rate or concurrency limits. A queue nothing is stored about is
+        taken as it is (its workers may not have started yet)."""
+        if queue == home:
+            return
+        if self.kinds.get(queue) == "messages":
+            raise UnknownQueue(
+                f"queue {queue!r} runs no jobs: it has a message consumer", fields=("queue",)
+            )
+        limits = self.type_limits.get(type)
+        if type in self.undeclared or (limits is not None and limits.active):
+            raise JobRouteRefused(
+                f"queue {queue!r}: job type {type!r} has rate or concurrency limits, so its "
+                f"jobs run only where it is declared ({home!r})",
+                fields=("queue",),
+            )
 
     def limits(self, type: str) -> JobLimits | None:
         """The stored limits of `type` (None: none); `AppCodeRequired` if limits were

@@ -18,6 +18,7 @@ from ..errors import (
     InvalidQueueConfig,
     InvalidWebhookConfig,
     InvalidWorkerConfig,
+    JobRouteRefused,
     UnknownJobType,
     UnknownQueue,
 )
@@ -49,7 +50,9 @@ class QueueSpec:
     """A declared queue: its settings and what consumes it (a batch consumer, or job types).
 
     `implicit` marks a queue created by naming it (a dead-letter queue, a job type's
-    queue); declaring it explicitly later replaces its settings.
+    queue); declaring it explicitly later replaces its settings. `jobs` marks a queue
+    declared as a job queue (`app.queue(name, jobs=True)`), which runs the jobs routed to
+    it (`enqueue(..., queue=name)`) even with no job type of its own.
     """
 
     config: QueueConfig
@@ -57,6 +60,7 @@ class QueueSpec:
     job_types: dict[str, JobType] = field(default_factory=dict)
     implicit: bool = False
     rate_limit: RateLimit | None = None
+    jobs: bool = False
 
     @property
     def name(self) -> str:
@@ -100,8 +104,9 @@ class QueueSpec:
 
     @property
     def kind(self) -> str | None:
-        """`messages` (a batch consumer runs it), `jobs` (job types run on it) or None."""
-        if self.job_types:
+        """`messages` (a batch consumer runs it), `jobs` (job types run on it, or it was
+        declared a job queue) or None (declared, consumed elsewhere or not at all)."""
+        if self.job_types or self.jobs:
             return JOBS
         return MESSAGES if self.consumer is not None else None
 
@@ -118,13 +123,20 @@ class Registry:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def declare_queue(self, config: QueueConfig, rate_limit: RateLimit | None = None) -> QueueSpec:
+    def declare_queue(
+        self, config: QueueConfig, rate_limit: RateLimit | None = None, *, jobs: bool = False
+    ) -> QueueSpec:
         """Declare a queue (its dead-letter queue too, implicitly, if not declared);
-        `rate_limit` applies to the jobs it runs."""
+        `rate_limit` applies to the jobs it runs; `jobs`: a job queue even with no job
+        type of its own (a target of `enqueue(..., queue=)`)."""
         existing = self.queues.get(config.name)
         if existing is not None and not existing.implicit:
             raise InvalidQueueConfig(f"queue {config.name!r} is already declared in this app")
-        spec = QueueSpec(config, rate_limit=rate_limit)
+        if jobs and existing is not None and existing.consumer is not None:
+            raise InvalidQueueConfig(
+                f"queue {config.name!r} has a message consumer; it cannot be a job queue"
+            )
+        spec = QueueSpec(config, rate_limit=rate_limit, jobs=jobs)
         if existing is not None:
             spec.consumer = existing.consumer
             spec.job_types = existing.job_types
@@ -145,9 +157,10 @@ class Registry:
     def set_consumer(self, name: str, consumer: Consumer) -> None:
         """Make `consumer` the batch consumer of queue `name` (each queue has one)."""
         spec = self.queue(name)
-        if spec.job_types:
+        if spec.kind == JOBS:
+            runs = ", ".join(spec.job_types) or "declared with jobs=True"
             raise DuplicateConsumer(
-                f"queue {name!r} runs job types ({', '.join(spec.job_types)}); "
+                f"queue {name!r} is a job queue ({runs}); "
                 "a message consumer needs a queue of its own"
             )
         if spec.consumer is not None:
@@ -165,7 +178,11 @@ class Registry:
             chosen = {name: self.queue(name) for name in names}
             idle = [n for n, q in chosen.items() if q.kind is None]
             if idle:
-                raise InvalidWorkerConfig(f"queue(s) {', '.join(idle)} have no consumer")
+                raise InvalidWorkerConfig(
+                    f"queue(s) {', '.join(idle)} have no consumer and are not job queues "
+                    "(give a queue a consumer, a job type, or declare it with "
+                    "app.queue(name, jobs=True) to run jobs enqueued to it)"
+                )
             return chosen
         return {n: q for n, q in self.queues.items() if q.kind is not None}
 
@@ -187,6 +204,46 @@ class Registry:
             )
         spec.job_types[job_type.name] = job_type
         self.job_types[job_type.name] = job_type
+
+    def claim_types(self, spec: QueueSpec) -> tuple[str, ...]:
+        """The job types a worker of this app claims on job queue `spec`, sorted: the
+        types declared on it, and every other type of the app that runs anywhere (jobs
+        routed here with `enqueue(..., queue=)`), except those with rate or concurrency
+        limits, which run only on their own queue (see `check_route`). Types this app
+        lacks are never claimed: apps sharing a database leave each other's jobs alone."""
+        return tuple(
+            sorted(
+                name
+                for name, job_type in self.job_types.items()
+                if name in spec.job_types or not routing_limited(job_type)
+            )
+        )
+
+    def check_route(self, job_type: JobType, queue: str) -> None:
+        """Raise unless a job of `job_type` may run on `queue`: `UnknownQueue` when `queue`
+        is not a job queue of this app, `JobRouteRefused` when the type has rate or
+        concurrency limits and `queue` is not its own (the claim counts those per queue).
+        Both name `queue`."""
+        # Messages name `queue` once, as the field (`message_for` respells it: `--queue`).
+        spec = self.queues.get(queue)
+        if spec is None:
+            known = ", ".join(sorted(n for n, q in self.queues.items() if q.kind == JOBS))
+            raise UnknownQueue(
+                f"queue {queue!r} is not declared in this app (its job queues: {known or 'none'})",
+                fields=("queue",),
+            )
+        if spec.kind != JOBS:
+            raise UnknownQueue(
+                f"queue {queue!r} runs no jobs: it has a message consumer, or neither a "
+                "consumer nor job types (declare it with jobs=True to run jobs routed to it)",
+                fields=("queue",),
+            )
+        if queue != job_type.queue and routing_limited(job_type):
+            raise JobRouteRefused(
+                f"queue {queue!r}: job type {job_type.name!r} has rate or concurrency limits, "
+                f"so its jobs run only where it is declared ({job_type.queue!r})",
+                fields=("queue",),
+            )
 
     def job_type(self, name: str) -> JobType:
         """The registered job type `name`, or `UnknownJobType`."""
@@ -237,3 +294,10 @@ class Registry:
         """The dead-letter queue of queue `name`, if it has one."""
         spec = self.queues.get(name)
         return None if spec is None else spec.config.dead_letter_queue
+
+
+def routing_limited(job_type: JobType) -> bool:
+    """Whether `job_type` has rate or concurrency limits: the claim counts those per queue
+    (a concurrency limit counts the leased jobs of the queue it claims from), so its jobs
+    run only on the type's own queue, where every claim checks them."""
+    return job_type.limits is not None and job_type.limits.active

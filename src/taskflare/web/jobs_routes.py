@@ -14,6 +14,7 @@ from ..errors import (
     InvalidPayload,
     InvalidQueueConfig,
     JobNotFound,
+    JobRouteRefused,
     MessageTooLarge,
     UniqueKeyMissing,
     UnknownJobType,
@@ -147,6 +148,8 @@ def job_router(app: App) -> APIRouter:
             raise ApiError(400, said(exc), "unknown_job_type") from None
         except UnknownQueue as exc:
             raise ApiError(400, said(exc), "unknown_queue") from None
+        except JobRouteRefused as exc:
+            raise ApiError(422, said(exc), "route_refused") from None
         except UniqueKeyMissing as exc:
             raise ApiError(400, said(exc), "unique_key_missing") from None
         except MessageTooLarge as exc:

@@ -229,12 +229,19 @@ class JobProducer:
     back by another.
     """
 
-    def __init__(self, state: WorkerState, spec: QueueSpec, prefetch: int | None = 0) -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        spec: QueueSpec,
+        prefetch: int | None,
+        types: tuple[str, ...],
+    ) -> None:
         """`prefetch`: the most jobs buffered ahead of free slots (None: sized from the
-        jobs ending per claim round trip, at most the queue's slots)."""
+        jobs ending per claim round trip, at most the queue's slots); `types`: the job
+        types claimed (`Registry.claim_types`: the queue's own and those routed to it)."""
         self.state = state
         self.spec = spec
-        self.types = tuple(sorted(spec.job_types))
+        self.types = types
         # The queue's rate and concurrency limits: enforced by the claim statement itself.
         self.limits = spec.flow_limits()
         self.buffer: deque[ClaimedMessage] = deque()

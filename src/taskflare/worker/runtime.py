@@ -228,7 +228,8 @@ class Worker:
         tasks = []
         for name, spec in self.queues.items():
             if spec.kind == JOBS:
-                producer = JobProducer(state, spec, self.config.prefetch)
+                types = self.app.registry.claim_types(spec)
+                producer = JobProducer(state, spec, self.config.prefetch, types)
                 self._producers.append(producer)
                 loops = [producer.run()]
             else:
@@ -352,7 +353,7 @@ class Worker:
                 lease_id=uuid7(),
                 owner=self.id,
                 visibility_timeout=cfg.visibility_timeout,
-                types=tuple(sorted(spec.job_types)) if jobs else None,
+                types=self.app.registry.claim_types(spec) if jobs else None,
                 limits=spec.flow_limits() if jobs else (),
             )
         )
