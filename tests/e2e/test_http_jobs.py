@@ -426,3 +426,22 @@ def test_a_query_parameter_the_path_does_not_take_is_422_naming_it(client: httpx
     )
     assert client.get("/jobs?limit=1&status=pending").status_code == 200
     assert client.head("/jobs?offset=1").status_code == 422
+
+
+async def test_enqueue_with_a_queue_runs_the_job_on_that_queue(live: LiveServer) -> None:
+    """`queue` routes a job as `app.enqueue(queue=)` does: `flaky` (declared on the
+    default queue, 2 attempts) runs on a worker of `billing`, with its own attempts."""
+    with live.client() as client:
+        job_id = enqueue(client, "flaky", payload={}, queue="billing")
+        assert client.get(f"/jobs/{job_id}").json()["job"]["queue"] == "billing"
+        for queue in ("emails", "nowhere"):
+            response = client.post("/jobs", json={"type": "flaky", "payload": {}, "queue": queue})
+            assert f"'{queue}'" in error_of(response, 400)
+            assert response.json()["code"] == "unknown_queue"
+        async with live.worker_app() as app:
+            assert (await drain(app, ["default"])).batches == 0
+            result = await drain(app, ["billing"])
+        assert (result.retried, result.acked) == (1, 1)
+        job = client.get(f"/jobs/{job_id}").json()["job"]
+        assert (job["status"], job["attempts"], job["result"]) == ("completed", 2, "ok")
+        assert live.recorder.of("flaky") == [1, 2]
