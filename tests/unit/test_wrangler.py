@@ -165,6 +165,12 @@ MALFORMED = [
     ),
     (
         "wrangler.jsonc",
+        '{"queues": {"consumers": [{"queue": "a", "visibility_timeout_ms": 50}]}}',
+        "queues.consumers[0].visibility_timeout_ms: visibility_timeout must be between 0.1 "
+        "and 43200, got 0.05 (in seconds: visibility_timeout_ms / 1000)",
+    ),
+    (
+        "wrangler.jsonc",
         '{"queues": {"consumers": [{"queue": "a", "max_batch_timeout": NaN}]}}',
         "queues.consumers[0].max_batch_timeout: ",
     ),
