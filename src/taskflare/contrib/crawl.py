@@ -57,7 +57,7 @@ from .net import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from ..app import App
 
@@ -253,29 +253,31 @@ class Rules:
             return False
         return not any(p.search(url) for p in self.exclude)
 
-    def followed(self, urls: Iterable[str], depth: int, stop: threading.Event) -> list[str]:
-        """The `urls` that `follows` at `depth`, in order. Runs in a thread (RE2 releases
-        the GIL while it matches), so thousands of links against long patterns never hold
-        up the event loop; returns early, with what it has, once `stop` is set."""
-        found = []
-        for url in urls:
-            if stop.is_set():
-                break
-            if self.follows(url, depth):
-                found.append(url)
-        return found
-
 
 def compile_all(patterns: Iterable[str] | None) -> tuple[Pattern, ...]:
     """Each of `patterns` compiled (`InvalidPattern` for one that does not compile)."""
     return tuple(compile_pattern(p) for p in patterns or ())
 
 
-async def _followed(rules: Rules, urls: list[str], depth: int) -> list[str]:
-    """`rules.followed(urls, depth)` in a worker thread; a cancelled caller stops it."""
+def _select(urls: Iterable[str], keep: Callable[[str], bool], stop: threading.Event) -> list[str]:
+    found = []
+    for url in urls:
+        if stop.is_set():
+            break
+        if keep(url):
+            found.append(url)
+    return found
+
+
+async def _selected(urls: Iterable[str], keep: Callable[[str], bool]) -> list[str]:
+    """The `urls` that `keep` accepts, in order, decided in a worker thread: a page's
+    links against the crawl's patterns (RE2 releases the GIL) and against robots.txt
+    rules (protego, Python: the loop still gets the GIL every switch interval), so a page
+    of many thousand links and a site's 500 KiB robots.txt never hold up the event loop.
+    A cancelled caller (the job timed out) stops the thread at the next URL."""
     stop = threading.Event()
     try:
-        return await asyncio.to_thread(rules.followed, urls, depth, stop)
+        return await asyncio.to_thread(_select, urls, keep, stop)
     finally:
         stop.set()
 
@@ -416,11 +418,13 @@ class Crawler:
             robots = await self.polite.robots(_origin(root), client, self.policy)
             if payload.sitemap:
                 seeds += await self._sitemap_urls(root, robots, client)
-        others = await _followed(rules, [url for url in dict.fromkeys(seeds) if url != root], 0)
+        agent = self.settings.user_agent
+
+        def keep(url: str) -> bool:
+            return (url == root or rules.follows(url, 0)) and bool(robots.can_fetch(url, agent))
+
         enqueued = 0
-        for url in [root, *others]:  # once each, in order
-            if not robots.can_fetch(url, self.settings.user_agent):
-                continue
+        for url in await _selected(dict.fromkeys(seeds), keep):  # once each, in order
             outcome = await self._claim(rules, url, 0, ctx.job_id)
             if outcome is None:
                 break
@@ -503,13 +507,19 @@ class Crawler:
                 record, links = await self._fetch(client, url)
             record["depth"] = payload.depth
             await self.sink(rules.namespace, [(url, record)])
+            here, depth = _origin(url), payload.depth + 1
+
+            def keep(link: str) -> bool:
+                if not rules.follows(link, depth):
+                    return False
+                return _origin(link) != here or bool(robots.can_fetch(link, agent))
+
             discovered = 0
-            for link in await _followed(rules, links, payload.depth + 1):
-                rules_there = robots
-                if _origin(link) != _origin(url):
-                    rules_there = await self.polite.robots(_origin(link), client, self.policy)
-                if not rules_there.can_fetch(link, agent):
-                    continue
+            for link in await _selected(links, keep):
+                if _origin(link) != here:  # its site's robots.txt, read (once an hour) now
+                    there = await self.polite.robots(_origin(link), client, self.policy)
+                    if not await asyncio.to_thread(there.can_fetch, link, agent):
+                        continue
                 outcome = await self._claim(rules, link, payload.depth + 1, ctx.job_id)
                 if outcome is None:
                     break
