@@ -356,7 +356,7 @@ class SqlStore:
         return gone
 
     async def queue_purge(self, params: QueuePurgeParams) -> int:
-        """Delete unfinished messages of a queue."""
+        """Delete the ready (undelivered) messages of a queue; leased ones are kept."""
         return (await self._x.fetch("queue_purge", {"queue": params.queue})).rowcount
 
     # -- jobs ----------------------------------------------------------------------------
