@@ -348,7 +348,14 @@ def log_outcome(
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
     if event == "lost":
-        log_event("lost", **fields, error="its lease had passed to another worker")
+        # The settle matched no row held under this lease: another worker's now, or the
+        # job was deleted while it ran (a dashboard or bulk delete; purge keeps it).
+        log_event(
+            "lost",
+            **fields,
+            error="not stored: its lease had passed to another worker, or the job was "
+            "deleted while it ran",
+        )
     elif event == "snoozed":
         log_event(event, **fields, reason=decision.error, delay_s=decision.delay_seconds)
     elif event == "retried":
