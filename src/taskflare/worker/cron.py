@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..backends.base import Backend, CronNameParams, CronTick, CronTickRecordParams, NewMessage
-from ..raised import is_stop
 from ..registry import Registry
 from ..registry.triggers import CronTrigger
 
@@ -126,9 +125,7 @@ class CronScheduler:
                 due = self.next_due(datetime.now(UTC))
                 wait = 1.0 if due is None else (due - datetime.now(UTC)).total_seconds()
                 wait = min(max(wait, 0.0), 60.0)
-            except BaseException as exc:  # a payload validator's `SystemExit` too
-                if is_stop(exc):
-                    raise
+            except Exception as exc:
                 failures += 1
                 wait = min(0.5 * 2**failures, 30.0)
                 log.warning("cron scheduler: %s; retrying in %.1fs", exc, wait)
