@@ -14,6 +14,7 @@ from typing import TypeVar
 from taskflare import App, Job
 from taskflare.backends.base import MessageGetParams, MessageListParams, MessageRecord
 
+from .cli_run import tf, write_cli_app
 from .procs import WorkerProcess, complete_lines, wait_for
 
 T = TypeVar("T")
@@ -209,3 +210,21 @@ def _state(app: App, message_id: str) -> str | None:
 
 async def _listed(app: App, queue: str) -> list[MessageRecord]:
     return await (await app.backend()).message_list(MessageListParams(queue, None, 100))
+
+
+def test_a_dev_producer_calling_sys_exit_fails_loudly(tmp_path: Path) -> None:
+    """`taskflare dev`: a producer's `sys.exit(0)` is its failure (exit 1, the error told),
+    not a clean exit of the whole run."""
+    app = write_cli_app(tmp_path)
+    (tmp_path / "prod.py").write_text("import sys\n\nasync def producer(app):\n    sys.exit(0)\n")
+    result = tf(
+        "dev",
+        app,
+        "--no-api",
+        "--producer",
+        f"{tmp_path / 'prod.py'}:producer",
+        url=f"sqlite:///{tmp_path / 't.db'}",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "producer failed: SystemExit: 0" in output, output
