@@ -113,6 +113,24 @@ def parse_status(value: str | JobStatus) -> JobStatus:
         ) from None
 
 
+def bulk_payloads(payloads: Iterable[Any], chunk_size: int | None = None) -> list[Any]:
+    """The payloads of an `enqueue_many` call as a list, its `chunk_size` checked:
+    `InvalidPayload` naming `payloads` for a dict, a string or a non-iterable;
+    `InvalidJobConfig` for a chunk size outside 1..10 000."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or not 1 <= chunk_size <= 10_000
+    ):
+        raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
+    if isinstance(payloads, (str, bytes, Mapping)) or not isinstance(payloads, Iterable):
+        raise InvalidPayload(
+            f"payloads must be a list of payloads, got {builtins.type(payloads).__name__}",
+            fields=("payloads",),
+        )
+    return list(payloads)
+
+
 class JobClient:
     """Enqueue and look after jobs of one app."""
 
@@ -172,9 +190,7 @@ class JobClient:
         if job_type is None and strict:
             self._registry.job_type(type)  # raises UnknownJobType naming the known ones
         if job_type is not None:
-            target = job_type.queue if queue is None else queue
-            if queue is not None and self._registry.queue(queue).kind != "jobs":
-                raise UnknownQueue(f"queue {queue!r} runs no job types; it cannot take jobs")
+            target = self._job_queue(job_type.queue, queue)
             body = job_type.encode(payload)
             default_priority, default_attempts = job_type.priority, job_type.max_attempts
         else:
@@ -213,6 +229,15 @@ class JobClient:
             batch_id=batch_id,
             flow_keys=flow_keys,
         )
+
+    def _job_queue(self, default: str, queue: str | None) -> str:
+        """The queue a job of a declared type goes to: `queue` when given (it must be a
+        queue of this app that runs job types: else `UnknownQueue`), else the type's."""
+        if queue is None:
+            return default
+        if self._registry.queue(queue).kind != "jobs":
+            raise UnknownQueue(f"queue {queue!r} runs no job types; it cannot take jobs")
+        return queue
 
     def _flow_keys(
         self,
@@ -257,28 +282,30 @@ class JobClient:
         priority: int | None = None,
         max_attempts: int | None = None,
         delay_seconds: float = 0,
+        run_at: datetime | float | None = None,
         correlation_id: str | None = None,
+        queue: str | None = None,
         batch_id: str | None = None,
         rate_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> list[NewMessage]:
         """`prepare_job` for many payloads of one type with the same options: the options
         are checked once, each payload is validated and size-checked on its own, and an
-        error about a payload names it (`payloads[3]: ...`). `rate_key` /
-        `concurrency_key` apply to every job of the call."""
+        error about a payload names it (`payloads[3]: ...`). `run_at`, `queue`,
+        `rate_key` and `concurrency_key` apply to every job of the call."""
         job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
         if rate_key is not None:  # checked here, so that an error names the option
             rate_key = check_key(rate_key, "rate", "rate_key")
         if concurrency_key is not None:
             concurrency_key = check_key(concurrency_key, "concurrency", "concurrency_key")
-        queue = job_type.queue
+        queue = self._job_queue(job_type.queue, queue)
         prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
         attempts = (
             job_type.max_attempts
             if max_attempts is None
             else check_max_attempts(max_attempts, InvalidJobOption)
         )
-        delay = check_delay(delay_seconds)
+        delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
         if correlation_id is not None:
             check_name(correlation_id, "correlation_id")
         spec = self._registry.queues.get(queue)
@@ -465,7 +492,10 @@ class JobClient:
         priority: int | None = None,
         max_attempts: int | None = None,
         delay_seconds: float = 0,
+        run_at: datetime | float | None = None,
         correlation_id: str | None = None,
+        queue: str | None = None,
+        connection: Any | None = None,
         unique: Unique | None = None,
         rate_key: str | None = None,
         concurrency_key: str | None = None,
@@ -478,24 +508,20 @@ class JobClient:
         `payloads` must be a list (or another iterable that is not a dict or a string:
         `InvalidPayload` naming `payloads`); an empty one stores nothing and returns "".
 
+        `run_at`, `queue` and `connection` mean what they mean for `enqueue`, for every job
+        of the call: `run_at` an aware datetime or epoch seconds (not with
+        `delay_seconds`: `InvalidDelay` naming both); `queue` one of this app's job queues
+        (else `UnknownQueue`); `connection` your own psycopg connection (PostgreSQL only,
+        else `InvalidMessage`): the batch record and every chunk are written inside your
+        transaction, so the jobs exist if and only if it commits.
+
         With a `unique` (given here, else the one declared on the job type), every payload
         goes through the same check as `enqueue`: one matching a job in the declared
         states, or an earlier payload of this call, is not stored (its job is the existing
         one), concurrent-safe across processes; such jobs are stored one statement each,
         and the batch holds (and counts) only the jobs this call stored.
         """
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, int)
-            or not 1 <= chunk_size <= 10_000
-        ):
-            raise InvalidJobConfig(f"chunk_size must be 1..10000, got {chunk_size!r}")
-        if isinstance(payloads, (str, bytes, Mapping)) or not isinstance(payloads, Iterable):
-            raise InvalidPayload(
-                f"payloads must be a list of payloads, got {builtins.type(payloads).__name__}",
-                fields=("payloads",),
-            )
-        payloads = list(payloads)
+        payloads = bulk_payloads(payloads, chunk_size)
         if not payloads:  # as Sidekiq's push_bulk([]) and Oban's insert_all([]): nothing
             return ""
         batch_id = uuid7()
@@ -505,7 +531,9 @@ class JobClient:
             priority=priority,
             max_attempts=max_attempts,
             delay_seconds=delay_seconds,
+            run_at=run_at,
             correlation_id=correlation_id,
+            queue=queue,
             batch_id=batch_id,
             rate_key=rate_key,
             concurrency_key=concurrency_key,
@@ -517,12 +545,13 @@ class JobClient:
                 raise InvalidJobOption(
                     f"unique must be a taskflare.Unique, got {unique!r}", fields=("unique",)
                 )
-            stored = await self.store_unique(unique, messages)
-            await self.create_batch(batch_id, type, sum(1 for _, new in stored if new))
+            stored = await self.store_unique(unique, messages, connection=connection)
+            count = sum(1 for _, new in stored if new)
+            await self.create_batch(batch_id, type, count, connection=connection)
             return batch_id
         if chunk_size is None:
             chunk_size = (await self._storage.backend()).enqueue_chunk
-        await self.store_batch(batch_id, type, messages, chunk_size)
+        await self.store_batch(batch_id, type, messages, chunk_size, connection=connection)
         return batch_id
 
     def unique_of(self, type: str) -> Unique | None:
@@ -534,16 +563,25 @@ class JobClient:
         return None if limits is None else limits.unique
 
     async def store_unique(
-        self, unique: Unique, messages: Sequence[NewMessage], names: Sequence[str] = ()
+        self,
+        unique: Unique,
+        messages: Sequence[NewMessage],
+        names: Sequence[str] = (),
+        *,
+        connection: Any | None = None,
     ) -> list[tuple[str, bool]]:
         """Store prepared jobs under `unique`, each as `enqueue` does; per message, the id
         of its job (the existing one for a duplicate, also of an earlier message of the
         same call) and whether this call stored it. An error names the message by
-        `names` (default: `payloads[3]`)."""
+        `names` (default: `payloads[3]`). `connection`: inside the caller's transaction,
+        as `enqueue`'s."""
         every = []  # check all first
         for index, message in enumerate(messages):
             try:
-                every.append(unique_params(unique, message))
+                params = unique_params(unique, message)
+                every.append(
+                    params if connection is None else replace(params, connection=connection)
+                )
             except TaskflareError as exc:
                 where = names[index] if names else f"payloads[{index}]"
                 raise in_item(exc, where) from None
@@ -566,41 +604,61 @@ class JobClient:
         return out
 
     async def store_batch(
-        self, batch_id: str, type: str, messages: Sequence[NewMessage], chunk_size: int
+        self,
+        batch_id: str,
+        type: str,
+        messages: Sequence[NewMessage],
+        chunk_size: int,
+        *,
+        connection: Any | None = None,
     ) -> None:
         """Record a batch and store its prepared jobs in chunks (one producer span for them
         all when tracing is on). Every chunk but the last commits without waiting for the
         disk; the last one's commit flushes them all, so the call returns once every
-        chunk is durable after one flush (a database's log is flushed in order)."""
-        await self.create_batch(batch_id, type, len(messages))
+        chunk is durable after one flush (a database's log is flushed in order).
+        `connection`: the record and every chunk inside the caller's transaction."""
+        await self.create_batch(batch_id, type, len(messages), connection=connection)
         tracing = self._registry.hooks.tracing
         if tracing is None or not messages:
-            await self._store_chunks(messages, chunk_size)
+            await self._store_chunks(messages, chunk_size, connection)
             return
         with tracing.send("job", messages[0].queue, messages, batch=True) as traced:
-            await self._store_chunks(traced, chunk_size)
+            await self._store_chunks(traced, chunk_size, connection)
 
-    async def _store_chunks(self, messages: Sequence[NewMessage], chunk_size: int) -> None:
+    async def _store_chunks(
+        self, messages: Sequence[NewMessage], chunk_size: int, connection: Any | None
+    ) -> None:
         for start in range(0, len(messages), chunk_size):
             last = start + chunk_size >= len(messages)
-            await self.store_chunk(messages[start : start + chunk_size], durable=last)
+            await self.store_chunk(
+                messages[start : start + chunk_size], durable=last, connection=connection
+            )
 
-    async def create_batch(self, batch_id: str, type: str, total: int) -> None:
-        """Record a batch of `total` jobs before its chunks are stored."""
+    async def create_batch(
+        self, batch_id: str, type: str, total: int, *, connection: Any | None = None
+    ) -> None:
+        """Record a batch of `total` jobs before its chunks are stored (`connection`:
+        inside the caller's transaction; `InvalidMessage` where the backend cannot)."""
         backend = await self._storage.backend()
-        await backend.job_batch_create(JobBatchCreateParams(batch_id, type, total))
+        await backend.job_batch_create(JobBatchCreateParams(batch_id, type, total, connection))
 
     async def raise_batch_total(self, batch_id: str, total: int) -> None:
         """Raise the total of a batch that grows while it runs (never lowers it)."""
         backend = await self._storage.backend()
         await backend.job_batch_raise_total(JobBatchTotalParams(batch_id, total))
 
-    async def store_chunk(self, messages: Sequence[NewMessage], *, durable: bool = True) -> None:
-        """Store prepared jobs (of a batch already recorded) in one transaction;
-        `durable=False`: its commit does not wait for the disk (a later durable commit
-        flushes it)."""
+    async def store_chunk(
+        self,
+        messages: Sequence[NewMessage],
+        *,
+        durable: bool = True,
+        connection: Any | None = None,
+    ) -> None:
+        """Store prepared jobs (of a batch already recorded) in one transaction (the
+        caller's, with `connection`); `durable=False`: its commit does not wait for the
+        disk (a later durable commit flushes it)."""
         backend = await self._storage.backend()
-        await backend.message_enqueue_many(EnqueueParams(messages, durable=durable))
+        await backend.message_enqueue_many(EnqueueParams(messages, connection, durable))
         self._registry.hooks.enqueued("job", messages)
 
     # -- reading --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -53,7 +54,7 @@ class Decision:
 class Message(Generic[Body]):
     """One delivered message. Call `ack()` or `retry()` to decide its fate explicitly."""
 
-    __slots__ = ("_decision", "_timestamp", "attempts", "body", "content_type", "id")
+    __slots__ = ("_decision", "_on_ack", "_timestamp", "attempts", "body", "content_type", "id")
 
     def __init__(
         self,
@@ -69,6 +70,8 @@ class Message(Generic[Body]):
         self.attempts = attempts
         self.content_type = content_type
         self._decision: Decision | None = None
+        # Set by the worker while the consumer runs: records an explicit ack at once.
+        self._on_ack: Callable[[Message[Any]], None] | None = None
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, attempts={self.attempts}, body={self.body!r})"
@@ -82,9 +85,16 @@ class Message(Generic[Body]):
         return value
 
     def ack(self) -> None:
-        """Mark this message done: it will not be delivered again, whatever the handler does."""
+        """Mark this message done: it will not be delivered again, whatever the handler does.
+
+        The worker records the ack while the handler still runs (not when it returns), so
+        a worker that dies later in the batch, even by kill -9, does not deliver this
+        message again (Cloudflare: "Messages that are explicitly acknowledged will not be
+        re-delivered, even if your queue consumer fails")."""
         if self._decision is None:
             self._decision = Decision(ack=True)
+            if self._on_ack is not None:
+                self._on_ack(self)
         elif not self._decision.ack:
             log.warning("message %s: ack() ignored, retry() was already called", self.id)
 
@@ -100,6 +110,8 @@ class Message(Generic[Body]):
     def _decide_by_batch(self, decision: Decision) -> None:
         if self._decision is None:
             self._decision = decision
+            if decision.ack and self._on_ack is not None:
+                self._on_ack(self)
 
     @property
     def decision(self) -> Decision | None:
@@ -125,7 +137,8 @@ class MessageBatch(Generic[Body]):
         return len(self.messages)
 
     def ack_all(self) -> None:
-        """Ack every message not already decided, even if the handler later raises."""
+        """Ack every message not already decided, even if the handler later raises (or
+        the worker dies: recorded at once, as `Message.ack`)."""
         if self._batch_call is not None:
             if self._batch_call != "ack_all":
                 log.warning("batch of %s: ack_all() ignored, retry_all() came first", self.queue)

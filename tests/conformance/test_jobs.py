@@ -470,6 +470,22 @@ async def test_batch_counts_give_its_type_total_and_jobs_by_state(backend: Backe
     assert await backend.job_batch_counts(JobBatchGetParams("no-such-batch")) is None
 
 
+async def test_batch_create_with_a_connection_the_backend_cannot_join_is_refused(
+    backend: Backend,
+) -> None:
+    """As for `job_enqueue`: SQLite joins no caller's transaction, PostgreSQL only a psycopg
+    one; either way no batch is recorded."""
+    foreign = sqlite3.connect(":memory:")
+    try:
+        with pytest.raises(InvalidMessage):
+            await backend.job_batch_create(
+                JobBatchCreateParams("batch-1", "charge", 3, connection=foreign)
+            )
+    finally:
+        foreign.close()
+    assert await backend.job_batch_counts(JobBatchGetParams("batch-1")) is None
+
+
 # -- job_prune --------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ attempt after `drain` instead of being delivered again; an acked one is deleted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -199,3 +200,56 @@ async def test_retry_all_counts_against_max_retries(app: App) -> None:
     await drain(app)
     assert deliveries == [1, 2]
     assert await fate(app, message_id) == "failed"
+
+
+async def gone(app: App, message_id: str, within: float = 10.0) -> bool:
+    """Whether the message is deleted (acked) in storage within `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while await get(app, message_id) is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def test_an_explicit_ack_is_stored_while_the_consumer_still_runs(app: App) -> None:
+    """Cloudflare: explicitly acked messages are not delivered again even if the consumer
+    fails later, which includes a worker killed mid-batch; so the ack is written at once,
+    not when the handler returns."""
+    q = app.queue("q", max_batch_size=10, max_batch_timeout=0, retry_delay=600)
+    seen: dict[str, bool] = {}
+
+    @q.consumer
+    async def consume(batch: MessageBatch[int]) -> None:
+        batch.messages[0].ack()
+        seen["stored"] = await gone(app, batch.messages[0].id)
+        raise RuntimeError("the consumer fails after its ack")
+
+    ids = await q.send_batch([{"body": i} for i in range(3)])
+    await drain(app, max_batches=1)
+    assert seen == {"stored": True}
+    assert [await fate(app, i) for i in ids] == ["acked", "ready", "ready"]
+
+
+async def test_a_plain_def_consumers_ack_and_ack_all_are_stored_while_it_runs(app: App) -> None:
+    """The same from a consumer running in the handler thread pool, for `ack()` and for
+    `ack_all()`."""
+    q = app.queue("q", max_batch_size=10, max_batch_timeout=0, retry_delay=600)
+    loop = asyncio.get_running_loop()
+    seen: list[bool] = []
+
+    def stored(message_id: str) -> bool:
+        return asyncio.run_coroutine_threadsafe(gone(app, message_id), loop).result(30)
+
+    @q.consumer
+    def consume(batch: MessageBatch[int]) -> None:
+        batch.messages[1].ack()
+        seen.append(stored(batch.messages[1].id))
+        batch.ack_all()
+        seen.extend(stored(m.id) for m in batch.messages)
+        raise RuntimeError("the consumer fails after acking")
+
+    ids = await q.send_batch([{"body": i} for i in range(3)])
+    await drain(app, max_batches=1)
+    assert seen == [True, True, True, True]
+    assert [await fate(app, i) for i in ids] == ["acked", "acked", "acked"]

@@ -189,6 +189,11 @@ def test_pages_are_parsed_for_title_text_and_links() -> None:
         ({"url": "https://example.com", "maxPages": 0}, "maxPages"),
         ({"url": "https://example.com", "max_pages": 5}, "max_pages"),
         ({"url": "https://example.com", "include": ["("]}, "include"),
+        # Valid for Python's re, not for RE2 (which never backtracks): refused, saying why.
+        ({"url": "https://e.com", "exclude": ["a", "(?!x)y"]}, "exclude: .*item 1: .*look-ahead"),
+        ({"url": "https://e.com", "include": [r"(a)\1"]}, "include: .*backreferences"),
+        ({"url": "https://e.com", "include": [r"\.pdf\Z"]}, r"include: .*write \\z"),
+        ({"url": "https://e.com", "include": ["a"] * 51}, "include: .*the limit is 50"),
     ],
 )
 async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
@@ -197,3 +202,15 @@ async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
     contrib_app.use(contrib.crawler())
     with pytest.raises(InvalidPayload, match=field):
         await contrib_app.enqueue("crawl-website", payload)
+
+
+async def test_a_page_job_with_patterns_re2_refuses_is_refused_at_enqueue(
+    contrib_app: App,
+) -> None:
+    """crawl-page jobs can be enqueued by anyone (the HTTP API): their rules are checked too."""
+    contrib_app.use(contrib.crawler())
+    page = {"crawl": "c1", "url": "https://example.com/", "depth": 0}
+    with pytest.raises(InvalidPayload, match=r"rules: .*exclude: item 0: .*look-behind"):
+        await contrib_app.enqueue("crawl-page", {**page, "rules": {"exclude": ["(?<=a)b"]}})
+    with pytest.raises(InvalidPayload, match=r"rules: .*include: not a list"):
+        await contrib_app.enqueue("crawl-page", {**page, "rules": {"include": "abc"}})

@@ -104,6 +104,10 @@ def test_every_seed_payload_is_accepted(client: httpx.Client) -> None:
         ),
         ({"type": "crawl-website", "payload": {"url": "https://e.com", "maxpages": 5}}, "maxpages"),
         (
+            {"type": "crawl-website", "payload": {"url": "https://e.com", "exclude": ["(?!a)"]}},
+            "exclude",
+        ),
+        (
             {
                 "type": "generate-content",
                 "payload": {"prompt": "p", "model": "m", "temperature": 9},

@@ -149,6 +149,13 @@ def test_postgres_job_exists_iff_the_views_transaction_commits(
         assert kept_ids["job"] and kept_ids["message"] and len(kept_ids["batch"]) == 1
         assert refused_ids["job"] and refused_ids["message"] and len(refused_ids["batch"]) == 1
         assert kept_ids["jobs_visible_before_commit"] == 0
+        # enqueue_many: on Django's connection too; the rolled-back batch left nothing.
+        kept_tags = app.get_batch_sync(kept_ids["tags"])
+        assert kept_tags is not None and kept_tags.total == 2
+        assert refused_ids["tags"] and app.get_batch_sync(refused_ids["tags"]) is None
+        assert {j.payload["email"] for j in app.list_jobs_sync(type="tag-signup").jobs} == {
+            "kept@example.com"
+        }
         assert [s["email"] for s in signups] == ["kept@example.com"]
         job = app.get_job_sync(kept_ids["job"])
         assert job is not None and job.payload == {"email": "kept@example.com"}
@@ -181,7 +188,7 @@ def test_manage_py_taskflare_worker_runs_the_projects_jobs(
             assert job.result == {"welcomed": "worker@example.com"}
             signups = httpx.get(f"{url}/signups/", timeout=TIMEOUT).json()["signups"]
             assert signups == [{"email": "worker@example.com", "welcomed": True}]
-        listed = manage(env, "taskflare", "jobs", "list", "--json")
+        listed = manage(env, "taskflare", "jobs", "list", "--type", "send-welcome", "--json")
         assert listed.returncode == 0, listed.stderr
         assert [j["id"] for j in json.loads(listed.stdout)["jobs"]] == [job_id]
     finally:
@@ -204,10 +211,16 @@ def test_sqlite_job_is_enqueued_on_commit_and_dropped_on_rollback(
             "job": None,
             "message": None,
             "batch": None,
+            "tags": None,
             "jobs_visible_before_commit": 0,
         }
         assert len(jobs_for(app, "kept@example.com")) == 1
         assert jobs_for(app, "refused@example.com") == []
+        tags = app.list_jobs_sync(type="tag-signup").jobs
+        assert sorted((j.payload["email"], j.payload["tag"]) for j in tags) == [
+            ("kept@example.com", "new"),
+            ("kept@example.com", "web"),
+        ]
         assert audit_delayed(app) == (1, 1)
     finally:
         app.close_sync()

@@ -65,7 +65,14 @@ def test_job_and_messages_exist_iff_the_session_commits(flask_app: Flask) -> Non
     kept_job, refused_job = kept.json["job"], refused.json["job"]  # type: ignore[index]
     assert app.get_job_sync(kept_job) is not None
     assert app.get_job_sync(refused_job) is None
-    assert [job.id for job in app.list_jobs_sync().jobs] == [kept_job]
+    assert [job.id for job in app.list_jobs_sync(type="send-welcome").jobs] == [kept_job]
+    # enqueue_many(session=): the committed session's batch, whole; the other one, gone.
+    kept_tags = app.get_batch_sync(kept.json["tags"])  # type: ignore[index]
+    assert kept_tags is not None and kept_tags.total == 2
+    assert app.get_batch_sync(refused.json["tags"]) is None  # type: ignore[index]
+    tags = app.list_jobs_sync(type="tag-signup").jobs
+    assert sorted(j.payload["tag"] for j in tags) == ["new", "web"]
+    assert {j.payload["email"] for j in tags} == {"kept@example.com"}
     depth = app.run_sync(app.read.queue_depths("audit"))[0]
     assert depth["ready"] == 2  # the message and the batch of the committed session only
 

@@ -40,6 +40,8 @@ async def handle(batch):
         log.flush()
     for m in batch.messages:
         body = m.body if isinstance(m.body, dict) else {}
+        if body.get("ack"):
+            m.ack()
         if body.get("crash"):
             os._exit(1)
         if body.get("sleep"):

@@ -106,15 +106,18 @@ def test_enqueue_with_the_app_uses_the_types_queue_and_defaults_and_validates(
 def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
     items = tmp_path / "items.jsonl"
     items.write_text('{"n": 1}\n')
-    both, neither, bad_priority, bad_status = tf_many(
+    both, neither, bad_priority, bad_status, one_key = tf_many(
         [
             ["jobs", "enqueue", "double", "{}", "--from-file", str(items)],
             ["jobs", "enqueue", "double"],
             ["jobs", "enqueue", "double", "{}", "--max-attempts", "0"],
             ["jobs", "list", "--status", "sleeping"],
+            ["jobs", "enqueue", "double", "--from-file", str(items), "--idempotency-key", "k"],
         ],
         url=database_url,
     )
+    # A bulk enqueue stored every line and ignored the key: refused, as one key is one job.
+    assert "--idempotency-key names one job" in one_line_error(one_key, 2)
     assert "either PAYLOAD_JSON or --from-file" in one_line_error(both, 2)
     assert "either PAYLOAD_JSON or --from-file" in one_line_error(neither, 2)
     assert "max_attempts" in one_line_error(bad_priority, 2).replace("-", "_")

@@ -96,3 +96,21 @@ def test_an_async_handler_blocking_the_loop_past_its_lease_is_not_run_twice(
     stored = harness.app.get_job_sync(job.id)
     assert stored is not None and stored.status.value == "completed" and stored.attempts == 1
     assert "extending its leases from a guard thread" in first.stderr
+
+
+def test_a_message_acked_before_its_worker_is_killed_is_not_delivered_again(
+    any_harness: Harness,
+) -> None:
+    """Cloudflare: "Messages that are explicitly acknowledged will not be re-delivered,
+    even if your queue consumer fails". The consumer acks one message of its batch, then
+    works on the other; the worker is killed -9 meanwhile: only the other comes back."""
+    harness = any_harness
+    acked, slow = harness.work.send_batch_sync([{"body": {"ack": True}}, {"body": {"sleep": 60}}])
+    first = harness.start_worker(TF_VT="1")
+    wait_for(lambda: harness.get(acked) is None, 20, "the explicit ack to be stored")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+
+    harness.start_worker(TF_VT="1")
+    wait_for(lambda: delivery_counts(harness.folder)[slow] == 2, 20, "the redelivery")
+    assert delivery_counts(harness.folder)[acked] == 1

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from taskflare import App, JobStatus
+from taskflare import App, JobStatus, Unique
 from taskflare.backends import open_backend
 from taskflare.backends.base import MessageGetParams
 from taskflare.backends.postgres import backend as pg_backend
@@ -198,3 +198,74 @@ async def test_sqlite_refuses_enqueue_with_connection(sqlite_url: str) -> None:
         assert (await app.list_jobs()).jobs == []
     finally:
         await app.close()
+
+
+@on_postgres
+async def test_enqueue_many_with_connection_stores_the_batch_only_when_the_transaction_commits(
+    app: App, database_url: str
+) -> None:
+    """As `enqueue(connection=)`: the batch record and every chunk go inside the caller's
+    transaction (several chunks here), so the batch is whole after a commit and leaves
+    nothing behind after a rollback."""
+    app.job("invoice")(lambda payload: payload["n"] * 2)
+    async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
+        async with conn.transaction():
+            payloads = [{"n": n} for n in range(7)]
+            committed = await app.enqueue_many("invoice", payloads, chunk_size=3, connection=conn)
+            assert await app.get_batch(committed) is None  # nobody else sees it yet
+            assert (await app.list_jobs()).jobs == []
+        with pytest.raises(ZeroDivisionError):
+            async with conn.transaction():
+                rolled_back = await app.enqueue_many(
+                    "invoice", [{"n": 100}, {"n": 101}], connection=conn
+                )
+                1 / 0  # noqa: B018 - the business code fails after enqueueing
+    assert await app.get_batch(rolled_back) is None
+    batch = await app.get_batch(committed)
+    assert batch is not None and (batch.total, batch.pending) == (7, 7)
+    await drain(app)
+    done = await app.get_batch(committed)
+    assert done is not None and done.completed == 7
+    jobs = (await app.list_jobs(limit=100)).jobs
+    assert sorted(j.result for j in jobs) == [n * 2 for n in range(7)]
+
+
+@on_postgres
+def test_enqueue_many_sync_joins_a_plain_psycopg_transaction(database_url: str) -> None:
+    """What a Django or Flask view holds: a plain (sync) psycopg connection."""
+    app = App(database_url)
+    app.job("invoice")(lambda payload: None)
+    try:
+        with psycopg.connect(server_url(database_url)) as conn:
+            with conn.transaction():
+                committed = app.enqueue_many_sync("invoice", [1, 2], connection=conn)
+                assert app.get_batch_sync(committed) is None  # not visible before commit
+            with pytest.raises(ZeroDivisionError), conn.transaction():
+                rolled_back = app.enqueue_many_sync("invoice", [3, 4], connection=conn)
+                1 / 0  # noqa: B018 - the business code fails after enqueueing
+        assert app.get_batch_sync(rolled_back) is None
+        batch = app.get_batch_sync(committed)
+        assert batch is not None and (batch.total, batch.pending) == (2, 2)
+        assert sorted(j.payload for j in app.list_jobs_sync().jobs) == [1, 2]
+    finally:
+        app.close_sync()
+
+
+@on_postgres
+async def test_enqueue_many_under_unique_with_connection_holds_no_key_after_a_rollback(
+    app: App, database_url: str
+) -> None:
+    """Unique jobs are stored one statement each; with a connection, each of those and the
+    batch record is inside the caller's transaction too."""
+    app.job("sync-account", unique=Unique(by=("type", "payload")))(lambda payload: None)
+    async with await psycopg.AsyncConnection.connect(server_url(database_url)) as conn:
+        with pytest.raises(ZeroDivisionError):
+            async with conn.transaction():
+                gone = await app.enqueue_many("sync-account", [1, 2, 2], connection=conn)
+                1 / 0  # noqa: B018 - the business code fails after enqueueing
+        assert await app.get_batch(gone) is None and (await app.list_jobs()).jobs == []
+        async with conn.transaction():
+            kept = await app.enqueue_many("sync-account", [1, 2, 2], connection=conn)
+    batch = await app.get_batch(kept)
+    assert batch is not None and batch.total == 2  # the rolled-back jobs held no key
+    assert sorted(j.payload for j in (await app.list_jobs()).jobs) == [1, 2]

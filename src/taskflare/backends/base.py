@@ -709,11 +709,15 @@ class JobCount:
 
 @dataclass(frozen=True, slots=True)
 class JobBatchCreateParams:
-    """Record a batch of jobs (`enqueue_many`) before its chunks are stored."""
+    """Record a batch of jobs (`enqueue_many`) before its chunks are stored.
+
+    `connection`: as for `EnqueueParams`, the record is written inside the caller's own
+    transaction (a backend that cannot raises `InvalidMessage`)."""
 
     id: str
     type: str
     total: int
+    connection: Any | None = None
 
 
 @dataclass(frozen=True, slots=True)

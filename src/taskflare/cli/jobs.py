@@ -275,11 +275,19 @@ def jobs_enqueue(
 
     Without --app, the limits and uniqueness the app's workers stored with the queue
     settings apply; a job whose limit needs the app's code (a key function) is refused
-    unless --rate-key/--concurrency-key give the key.
+    unless --rate-key/--concurrency-key give the key. --idempotency-key is for one job,
+    not with --from-file.
     Example: taskflare jobs enqueue send-email '{"to": "a@b.c"}' --priority 5
     """
     if (payload is None) == (from_file is None):
         raise fail("give either PAYLOAD_JSON or --from-file FILE", 2)
+    if from_file is not None and idempotency_key is not None:
+        # One key names one job: every line under it would be one job (the first), which
+        # is never what a file of jobs means; storing them all would ignore the key.
+        raise fail(
+            "--idempotency-key names one job; it cannot be given with --from-file (one job a line)",
+            2,
+        )
     app = load_app(app_spec) if app_spec else state_app(database_url)
     try:
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pydantic_settings import SettingsConfigDict
 from ..context import JobContext
 from ..documents import MAX_KEY_BYTES, check_namespace
 from ..errors import InvalidDocument
+from ..patterns import InvalidPattern, Pattern, compile_pattern
 from ..retry import Backoff, PermanentError
 from .common import (
     ContribSettings,
@@ -55,7 +57,7 @@ from .net import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from ..app import App
 
@@ -64,6 +66,7 @@ IDEMPOTENCY_TTL = 30 * 86_400.0
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _LOC = re.compile(r"<loc>\s*([^<\s]+)\s*</loc>", re.IGNORECASE)
 MAX_SITEMAPS = 10
+MAX_PATTERNS = 50  # in `include`, and in `exclude`
 ROBOTS_TTL = 3600.0  # [s] a worker reads a site's robots.txt again after this long
 MAX_ROBOTS_BYTES = 500 * 1024  # what of a robots.txt is read (Google's limit, RFC 9309)
 
@@ -88,6 +91,22 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         return urlunsplit((scheme, netloc, path, parts.query, ""))
     except ValueError:
         return None
+
+
+def check_patterns(patterns: list[str] | None) -> list[str] | None:
+    """`patterns` (an `include` or `exclude` list) if each compiles for RE2
+    (`taskflare.patterns`) and there are at most `MAX_PATTERNS`; else `ValueError` naming
+    the pattern's index and why."""
+    if patterns is None:
+        return None
+    if len(patterns) > MAX_PATTERNS:
+        raise ValueError(f"{len(patterns)} patterns; the limit is {MAX_PATTERNS}")
+    for index, pattern in enumerate(patterns):
+        try:
+            compile_pattern(pattern)
+        except InvalidPattern as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+    return patterns
 
 
 def _site(host: str) -> str:
@@ -118,12 +137,7 @@ class CrawlWebsite(Payload):
     @field_validator("include", "exclude")
     @classmethod
     def _patterns(cls, value: list[str] | None) -> list[str] | None:
-        for pattern in value or []:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
-        return value
+        return check_patterns(value)
 
     @field_validator("namespace")
     @classmethod
@@ -143,6 +157,19 @@ class CrawlPage(Payload):
     url: str
     depth: int = Field(ge=0)
     rules: dict[str, Any]
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for field in ("include", "exclude"):
+            patterns = value.get(field)
+            if patterns is not None and not isinstance(patterns, list):
+                raise ValueError(f"{field}: not a list of regular expressions")
+            try:
+                check_patterns(patterns)
+            except ValueError as exc:
+                raise ValueError(f"{field}: {exc}") from None
+        return value
 
 
 class CrawlSettings(ContribSettings):
@@ -168,7 +195,8 @@ class CrawlSettings(ContribSettings):
 
 @dataclass(frozen=True, slots=True)
 class Rules:
-    """What a crawl may follow: stored in every page job of the crawl."""
+    """What a crawl may follow: stored in every page job of the crawl, its `include` and
+    `exclude` patterns compiled (RE2: linear in the URL, whatever the pattern)."""
 
     crawl: str
     namespace: str
@@ -176,8 +204,8 @@ class Rules:
     max_pages: int
     max_depth: int | None
     same_site: bool
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
+    include: tuple[Pattern, ...]
+    exclude: tuple[Pattern, ...]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -187,12 +215,14 @@ class Rules:
             "maxPages": self.max_pages,
             "maxDepth": self.max_depth,
             "sameSite": self.same_site,
-            "include": list(self.include),
-            "exclude": list(self.exclude),
+            "include": [p.source for p in self.include],
+            "exclude": [p.source for p in self.exclude],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Rules:
+        """The rules of `to_json`; `InvalidPattern` for a pattern RE2 does not run (only
+        in a page job stored before patterns ran on RE2: enqueue refuses them now)."""
         return cls(
             data["crawl"],
             data["namespace"],
@@ -200,8 +230,8 @@ class Rules:
             int(data["maxPages"]),
             data.get("maxDepth"),
             bool(data["sameSite"]),
-            tuple(data.get("include") or ()),
-            tuple(data.get("exclude") or ()),
+            compile_all(data.get("include")),
+            compile_all(data.get("exclude")),
         )
 
     @property
@@ -219,9 +249,37 @@ class Rules:
             host = urlsplit(url).hostname or ""
             if _site(host) != _site(urlsplit(self.root).hostname or ""):
                 return False
-        if self.include and not any(re.search(p, url) for p in self.include):
+        if self.include and not any(p.search(url) for p in self.include):
             return False
-        return not any(re.search(p, url) for p in self.exclude)
+        return not any(p.search(url) for p in self.exclude)
+
+
+def compile_all(patterns: Iterable[str] | None) -> tuple[Pattern, ...]:
+    """Each of `patterns` compiled (`InvalidPattern` for one that does not compile)."""
+    return tuple(compile_pattern(p) for p in patterns or ())
+
+
+def _select(urls: Iterable[str], keep: Callable[[str], bool], stop: threading.Event) -> list[str]:
+    found = []
+    for url in urls:
+        if stop.is_set():
+            break
+        if keep(url):
+            found.append(url)
+    return found
+
+
+async def _selected(urls: Iterable[str], keep: Callable[[str], bool]) -> list[str]:
+    """The `urls` that `keep` accepts, in order, decided in a worker thread: a page's
+    links against the crawl's patterns (RE2 releases the GIL) and against robots.txt
+    rules (protego, Python: the loop still gets the GIL every switch interval), so a page
+    of many thousand links and a site's 500 KiB robots.txt never hold up the event loop.
+    A cancelled caller (the job timed out) stops the thread at the next URL."""
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(_select, urls, keep, stop)
+    finally:
+        stop.set()
 
 
 class Politeness:
@@ -350,8 +408,8 @@ class Crawler:
             max_pages=payload.maxPages,
             max_depth=payload.maxDepth,
             same_site=payload.sameSite,
-            include=tuple(payload.include or ()),
-            exclude=tuple(payload.exclude or ()),
+            include=compile_all(payload.include),
+            exclude=compile_all(payload.exclude),
         )
         if await self.app.get_batch(rules.crawl) is None:
             await self.app.jobs.create_batch(rules.crawl, PAGE_TYPE, 0)
@@ -360,12 +418,13 @@ class Crawler:
             robots = await self.polite.robots(_origin(root), client, self.policy)
             if payload.sitemap:
                 seeds += await self._sitemap_urls(root, robots, client)
+        agent = self.settings.user_agent
+
+        def keep(url: str) -> bool:
+            return (url == root or rules.follows(url, 0)) and bool(robots.can_fetch(url, agent))
+
         enqueued = 0
-        for url in dict.fromkeys(seeds):  # once each, in order
-            if url != root and not rules.follows(url, 0):
-                continue
-            if not robots.can_fetch(url, self.settings.user_agent):
-                continue
+        for url in await _selected(dict.fromkeys(seeds), keep):  # once each, in order
             outcome = await self._claim(rules, url, 0, ctx.job_id)
             if outcome is None:
                 break
@@ -434,7 +493,10 @@ class Crawler:
 
     async def page(self, payload: CrawlPage, ctx: JobContext) -> dict[str, Any]:
         """Fetch one page, store it, enqueue the pages it links to."""
-        rules = Rules.from_json(payload.rules)
+        try:
+            rules = Rules.from_json(payload.rules)
+        except InvalidPattern as exc:
+            raise PermanentError(f"rules: {exc}") from None
         url = payload.url
         host = urlsplit(url).hostname or ""
         async with self.client() as client:
@@ -445,15 +507,19 @@ class Crawler:
                 record, links = await self._fetch(client, url)
             record["depth"] = payload.depth
             await self.sink(rules.namespace, [(url, record)])
+            here, depth = _origin(url), payload.depth + 1
+
+            def keep(link: str) -> bool:
+                if not rules.follows(link, depth):
+                    return False
+                return _origin(link) != here or bool(robots.can_fetch(link, agent))
+
             discovered = 0
-            for link in links:
-                if not rules.follows(link, payload.depth + 1):
-                    continue
-                rules_there = robots
-                if _origin(link) != _origin(url):
-                    rules_there = await self.polite.robots(_origin(link), client, self.policy)
-                if not rules_there.can_fetch(link, agent):
-                    continue
+            for link in await _selected(links, keep):
+                if _origin(link) != here:  # its site's robots.txt, read (once an hour) now
+                    there = await self.polite.robots(_origin(link), client, self.policy)
+                    if not await asyncio.to_thread(there.can_fetch, link, agent):
+                        continue
                 outcome = await self._claim(rules, link, payload.depth + 1, ctx.job_id)
                 if outcome is None:
                     break

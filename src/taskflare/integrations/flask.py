@@ -2,15 +2,15 @@
 `taskflare.app`, `taskflare.init_app(flask_app)` in the app factory.
 
 The database is the Flask config's `TASKFLARE_DATABASE_URL` (else
-`$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`); `enqueue` / `send` /
-`send_batch` join a SQLAlchemy session's transaction when given `session=`; the Flask
-command line gains `flask taskflare ...` (the `taskflare` command line on this app).
+`$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`); `enqueue`, `enqueue_many`,
+`send` and `send_batch` join a SQLAlchemy session's transaction when given `session=`; the
+Flask command line gains `flask taskflare ...` (the `taskflare` command line on this app).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -59,6 +59,13 @@ class TaskFlare:
         """`App.enqueue_sync`; with `session` (SQLAlchemy, psycopg 3) the job is written
         in the session's transaction and exists only if it commits."""
         return self.app.enqueue_sync(type, payload, connection=_driver(session), **options)
+
+    def enqueue_many(
+        self, type: str, payloads: Iterable[Any], *, session: Any = None, **options: Any
+    ) -> str:
+        """`App.enqueue_many_sync`; with `session`, every job of the batch is written in the
+        session's transaction and exists only if it commits."""
+        return self.app.enqueue_many_sync(type, payloads, connection=_driver(session), **options)
 
     def send(self, queue: str, body: Any, *, session: Any = None, **options: Any) -> str:
         """`Queue.send_sync` to `queue`, in `session`'s transaction when given."""

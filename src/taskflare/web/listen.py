@@ -31,14 +31,36 @@ def bind_listener(host: str, port: int, *, option: str = "--port") -> socket.soc
         sock.close()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if exc.errno == errno.EADDRINUSE:
+            free = _free_port_after(family, kind, proto, address, port)
+            another = f"{option} {free}, or " if free is not None else ""
             raise AddressUnavailable(
                 f"port {port} is already in use on {host} (another server is listening on "
-                f"{where}); pick another with {option} {port + 1 if port < 65535 else 8000}, "
-                f"or {option} 0 for any free port"
+                f"{where}); pick another with {another}{option} 0 for any free port"
             ) from None
         raise AddressUnavailable(f"cannot listen on {where}: {exc.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _free_port_after(
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    proto: int,
+    address: tuple[object, ...],
+    port: int,
+    tries: int = 20,
+) -> int | None:
+    """The first of the `tries` ports after `port` that could be bound at `address` now
+    (a port suggested to the user must be one that was free when it was checked)."""
+    for candidate in range(port + 1, min(port + 1 + tries, 65536)):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address[0], candidate, *address[2:]))
+            except OSError:
+                continue
+            return candidate
+    return None
 
 
 def bound_port(sock: socket.socket) -> int:

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +49,8 @@ from ..raised import describe, is_stop
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import clean_text
-from .settle import merge
+from .early_acks import EarlyAcks
+from .settle import OutcomeBuffer, merge
 from .tracebacks import user_traceback
 
 log = logging.getLogger("taskflare.worker")
@@ -57,11 +58,14 @@ log = logging.getLogger("taskflare.worker")
 
 @dataclass(frozen=True, slots=True)
 class BatchReport:
-    """What happened to one batch: the decisions, and how long the consumer ran [s]."""
+    """What happened to one batch: the decisions, and how long the consumer ran [s].
+    `early`: the explicit acks already written while the consumer ran (not in
+    `settlement`)."""
 
     settlement: Settlement
     duration: float
     error: str | None
+    early: EarlyAcks | None = None
 
 
 class BatchShutdown(asyncio.CancelledError):
@@ -175,8 +179,10 @@ def settle_batch(
     undecodable: Sequence[tuple[ClaimedMessage, str]] = (),
     *,
     shutdown: bool = False,
+    skip: Collection[str] = (),
 ) -> Settlement:
-    """Every message's decision, as one settlement."""
+    """Every message's decision, as one settlement; the messages in `skip` (acks already
+    written) are left out."""
     config = spec.config
 
     def delivery(item: ClaimedMessage) -> Delivery:
@@ -185,6 +191,9 @@ def settle_batch(
         )
 
     messages = batch.messages
+    if skip:
+        messages = [m for m in messages if m.id not in skip]
+        claimed = [c for c in claimed if c.id not in skip]
     unreadable = [
         decide_one(delivery(item), Failed(why, permanent=True)) for item, why in undecodable
     ]
@@ -241,16 +250,22 @@ def as_settlement(
 
 
 async def execute_batch(
-    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor, hooks: Hooks | None = None
+    spec: QueueSpec,
+    claimed: Sequence[ClaimedMessage],
+    pool: Executor,
+    hooks: Hooks | None = None,
+    buffer: OutcomeBuffer | None = None,
 ) -> BatchReport:
     """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
     period): raises `BatchShutdown` carrying the outcomes to record. With tracing on,
-    inside a consumer span linked to the messages' producers."""
+    inside a consumer span linked to the messages' producers. With `buffer`, the
+    consumer's explicit acks are written through it as they are made (`EarlyAcks`);
+    `record_batch` stores the rest."""
     tracing = None if hooks is None else hooks.tracing
     if tracing is None:
-        return await _execute_batch(spec, claimed, pool, hooks)
+        return await _execute_batch(spec, claimed, pool, hooks, buffer)
     with tracing.process("message", spec.name, claimed, batch=True) as span:
-        report = await _execute_batch(spec, claimed, pool, hooks)
+        report = await _execute_batch(spec, claimed, pool, hooks, buffer)
         s = report.settlement
         if report.error is not None:
             lines = report.error.strip().splitlines() or ["the consumer failed"]
@@ -261,22 +276,55 @@ async def execute_batch(
 
 
 async def _execute_batch(
-    spec: QueueSpec, claimed: Sequence[ClaimedMessage], pool: Executor, hooks: Hooks | None
+    spec: QueueSpec,
+    claimed: Sequence[ClaimedMessage],
+    pool: Executor,
+    hooks: Hooks | None,
+    buffer: OutcomeBuffer | None,
 ) -> BatchReport:
     started = time.perf_counter()
     batch, undecodable = decode_batch(spec.name, claimed)
     if hooks is not None and hooks.wants("started"):
         hooks.emit_all([_event("started", spec.name, c) for c in claimed])
+    early = EarlyAcks(buffer, claimed) if buffer is not None and batch.messages else None
+    if early is not None:
+        early.watch(batch.messages)
     error: str | None = None
     try:
         if batch.messages:
             error = await run_handler(spec, batch, pool, hooks)
     except asyncio.CancelledError:
-        settlement = settle_batch(spec, batch, claimed, "shutdown", undecodable, shutdown=True)
-        raise BatchShutdown(BatchReport(settlement, time.perf_counter() - started, None)) from None
+        skip = _stop_watching(early, batch)
+        settlement = settle_batch(
+            spec, batch, claimed, "shutdown", undecodable, shutdown=True, skip=skip
+        )
+        report = BatchReport(settlement, time.perf_counter() - started, None, early)
+        raise BatchShutdown(report) from None
+    skip = _stop_watching(early, batch)
     error = None if error is None else clean_text(error)
-    settlement = settle_batch(spec, batch, claimed, error, undecodable)
-    return BatchReport(settlement, time.perf_counter() - started, error)
+    settlement = settle_batch(spec, batch, claimed, error, undecodable, skip=skip)
+    return BatchReport(settlement, time.perf_counter() - started, error, early)
+
+
+def _stop_watching(early: EarlyAcks | None, batch: MessageBatch[Any]) -> Collection[str]:
+    """The ids acked early; later `ack()` calls (the consumer kept a message) are not
+    written."""
+    if early is None:
+        return ()
+    for message in batch.messages:
+        message._on_ack = None
+    early.flush()
+    return early.ids
+
+
+async def record_batch(buffer: OutcomeBuffer, report: BatchReport) -> SettleResult:
+    """Store `report`'s settlement; what it and the early acks stored."""
+    result = await buffer.settle(report.settlement)
+    early = report.early
+    if early is None or not early.ids:
+        return result
+    stored = await early.results()
+    return SettleResult({**stored.states, **result.states})
 
 
 _MESSAGE_EVENTS = {ACKED: "succeeded", State.READY: "retried", State.FAILED: "failed"}

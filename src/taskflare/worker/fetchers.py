@@ -34,7 +34,7 @@ from ..backends.base import (
 )
 from ..ids import uuid7
 from ..registry import QueueSpec
-from .batch_runner import BatchShutdown, execute_batch, message_outcomes
+from .batch_runner import BatchShutdown, execute_batch, message_outcomes, record_batch
 from .job_runner import JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .settle import OutcomeBuffer
@@ -200,12 +200,12 @@ class MessageFetcher:
         state, spec = self.state, self.spec
         hooks = state.jobs.registry.hooks
         try:
-            report = await execute_batch(spec, claimed, state.pool, hooks)
+            report = await execute_batch(spec, claimed, state.pool, hooks, state.buffer)
         except BatchShutdown as shutdown:
             report = shutdown.report
         finally:
             state.slots.give_back(spec.name)
-        result = await state.buffer.settle(report.settlement)
+        result = await record_batch(state.buffer, report)
         state.held.done(spec.name, claimed[0].lease_id, len(claimed))
         state.stats.record(spec.name, result, [c.id for c in claimed], report.duration)
         if hooks.listeners:

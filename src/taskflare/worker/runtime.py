@@ -33,7 +33,7 @@ from ..errors import InvalidWorkerConfig
 from ..ids import uuid7
 from ..registry import JOBS, QueueSpec, Registry
 from ..retention import Retention
-from .batch_runner import BatchShutdown, execute_batch, message_outcomes
+from .batch_runner import BatchShutdown, execute_batch, message_outcomes, record_batch
 from .cron import CronScheduler, JobPreparer
 from .fetchers import JobProducer, MessageFetcher, WorkerState
 from .job_runner import JobRunner, emit_outcome, log_outcome
@@ -372,10 +372,10 @@ class Worker:
         else:
             hooks = self.app.registry.hooks
             try:
-                batch = await execute_batch(spec, claimed, state.pool, hooks)
+                batch = await execute_batch(spec, claimed, state.pool, hooks, state.buffer)
             except BatchShutdown as shutdown:
                 batch = shutdown.report
-            settled = await state.buffer.settle(batch.settlement)
+            settled = await record_batch(state.buffer, batch)
             state.stats.record(queue, settled, [c.id for c in claimed], batch.duration)
             if hooks.listeners:
                 hooks.emit_all(message_outcomes(hooks, queue, claimed, batch, settled))

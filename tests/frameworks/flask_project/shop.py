@@ -21,6 +21,11 @@ def send_welcome(payload: dict[str, Any]) -> dict[str, Any]:
     return {"welcomed": payload["email"]}
 
 
+@taskflare.app.job("tag-signup")
+def tag_signup(payload: dict[str, Any]) -> None:
+    pass
+
+
 @audit.consumer
 def record(batch: Any) -> None:
     pass
@@ -43,7 +48,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             job = taskflare.enqueue("send-welcome", {"email": email}, session=session)
             message = taskflare.send("audit", {"signup": email}, session=session)
             batch = taskflare.send_batch("audit", [{"body": {"n": 1}}], session=session)
-            seen = {"job": job.id, "message": message, "batch": batch}
+            tags = taskflare.enqueue_many(
+                "tag-signup", [{"email": email, "tag": t} for t in ("new", "web")], session=session
+            )
+            seen = {"job": job.id, "message": message, "batch": batch, "tags": tags}
             if request.form.get("rollback"):
                 session.rollback()
                 return jsonify(seen), 409

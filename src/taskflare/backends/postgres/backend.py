@@ -60,6 +60,7 @@ from ..base import (
     DocInsertParams,
     EnqueueParams,
     EnqueueResult,
+    JobBatchCreateParams,
     JobCancelResult,
     JobEnqueueParams,
     JobIdParams,
@@ -1314,6 +1315,16 @@ class PostgresBackend(SqlStore):
         return SettleResult({str(i): str(s) for i, s, _ in rows.rows if i is not None})
 
     # -- jobs ---------------------------------------------------------------------------
+
+    async def job_batch_create(self, params: JobBatchCreateParams) -> None:
+        """Record a new batch of jobs; with `connection`, inside the caller's transaction."""
+        if params.connection is None:
+            await super().job_batch_create(params)
+            return
+        args = {"id": params.id, "type": params.type, "total": params.total}
+        await self._db.on_callers_connection(
+            params.connection, lambda cur: self._db.on(cur, "job_batch_create", args)
+        )
 
     async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
         """Insert one job (and NOTIFY) in one statement; an unexpired job holding the same

@@ -39,6 +39,7 @@ from ..base import (
     DeadLetterReprocessParams,
     EnqueueParams,
     EnqueueResult,
+    JobBatchCreateParams,
     JobCancelResult,
     JobDeleteParams,
     JobEnqueueParams,
@@ -814,6 +815,12 @@ class SQLiteBackend(SqlStore):
         return await self._db.transaction(run)
 
     # -- jobs ---------------------------------------------------------------------------
+
+    async def job_batch_create(self, params: JobBatchCreateParams) -> None:
+        """Record a new batch of jobs (SQLite has no `connection=`)."""
+        if params.connection is not None:
+            raise not_transactional(self.url_for_logs)
+        await super().job_batch_create(params)
 
     async def job_enqueue(self, params: JobEnqueueParams) -> EnqueueResult:
         """Insert one job; an unexpired job holding the same (type, key) wins instead."""

@@ -10,7 +10,7 @@ at once either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -20,6 +20,7 @@ from django.db import connections, transaction
 
 from ...app import App
 from ...errors import InvalidMessage
+from ...job_client import bulk_payloads
 from ...jobs import Job
 from .conf import get_app, read_settings
 
@@ -56,6 +57,43 @@ def enqueue(
     app.jobs.prepare_job(type, payload, **{k: v for k, v in options.items() if k in _CHECKED_NOW})
     transaction.on_commit(
         partial(app.enqueue_sync, type, payload, **options), using=connection.alias
+    )
+    return None
+
+
+# The options of `App.enqueue_many` that `prepare_jobs` checks before a deferred enqueue.
+_CHECKED_NOW_MANY = (
+    "priority",
+    "max_attempts",
+    "delay_seconds",
+    "run_at",
+    "correlation_id",
+    "queue",
+    "rate_key",
+    "concurrency_key",
+)
+
+
+def enqueue_many(
+    type: str, payloads: Iterable[Any], *, using: str | None = None, **options: Any
+) -> str | None:
+    """`App.enqueue_many` (options as there) as part of the current transaction of Django
+    database `using`: every job of the batch exists if and only if it commits.
+
+    Returns the batch id ("" for no payloads), or None when the batch waits for the
+    commit; the payloads and options are checked at once in both cases. Raises what
+    `App.enqueue_many` raises, and `InvalidMessage` if `connection` is given."""
+    app, connection, driver = _target(using, options)
+    if driver is not None:
+        return app.enqueue_many_sync(type, payloads, connection=driver, **options)
+    if not connection.in_atomic_block:
+        return app.enqueue_many_sync(type, payloads, **options)
+    items = bulk_payloads(payloads, options.get("chunk_size"))
+    if items:
+        checked = {k: v for k, v in options.items() if k in _CHECKED_NOW_MANY}
+        app.jobs.prepare_jobs(type, items, **checked)
+    transaction.on_commit(
+        partial(app.enqueue_many_sync, type, items, **options), using=connection.alias
     )
     return None
 

@@ -14,6 +14,11 @@ def send_welcome(payload: dict) -> dict:
     return {"welcomed": payload["email"]}
 
 
+@app.job("tag-signup")
+def tag_signup(payload: dict) -> None:
+    pass
+
+
 @audit.consumer
 def record(batch) -> None:
     pass

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
-from taskflare.integrations.django import enqueue, get_app, send, send_batch
+from taskflare.integrations.django import enqueue, enqueue_many, get_app, send, send_batch
 
 from .models import Signup
 
@@ -26,10 +26,12 @@ def signup(request: HttpRequest) -> JsonResponse:
             job = enqueue("send-welcome", {"email": email})
             message = send("audit", {"signup": email})
             batch = send_batch("audit", [{"body": {"welcome": email}, "delay_seconds": 60}])
+            tags = enqueue_many("tag-signup", [{"email": email, "tag": t} for t in ("new", "web")])
             seen = {
                 "job": job.id if job else None,
                 "message": message,
                 "batch": batch,
+                "tags": tags,
                 # what another connection sees before the commit
                 "jobs_visible_before_commit": len(
                     get_app().list_jobs_sync(type="send-welcome").jobs
