@@ -401,8 +401,9 @@ class App:
         per `triggers.crons` expression running it (its `ScheduledEvent.cron` says which,
         as Cloudflare's `event.cron`). Bind consumers by name afterwards:
         `@app.get_queue("emails").consumer`. Returns what was read, `unsupported` keys
-        included; `WranglerConfigError` for a file that does not parse or an unknown
-        environment, `InvalidQueueConfig` for a value out of range or a cron expression
+        included; `WranglerConfigError` for a file that does not parse, is badly shaped
+        (`queues.consumers[0].queue: required`), gives a queue two consumers or has no
+        environment `env`, `InvalidQueueConfig` for a value out of range or a cron expression
         that does not parse, naming the file and each value's key path
         (`wrangler.toml: queues.consumers[0].max_batch_size: ...`), before anything is
         declared (`taskflare wrangler check` reports the same).

@@ -256,3 +256,59 @@ def test_wrangler_check_refuses_what_use_wrangler_refuses_with_key_paths(tmp_pat
         App(f"sqlite:///{tmp_path / 'w.db'}").use_wrangler(str(path))
     text = str(refused.value)
     assert str(path) in text and "queues.consumers[0].max_batch_size" in text
+
+
+# Malformed wrangler files: one of each level, and what the one error line must say.
+MALFORMED_WRANGLER = {
+    "consumer-without-queue.jsonc": (
+        '{"queues": {"consumers": [{"max_retries": 1}]}}',
+        "queues.consumers[0].queue: required",
+    ),
+    "consumers-as-table.jsonc": (
+        '{"queues": {"consumers": {"queue": "a"}}}',
+        "queues.consumers: must be a list/array, got a table/object",
+    ),
+    "queues-as-list.jsonc": ('{"queues": [1]}', "queues: must be a table/object"),
+    "crons-as-string.jsonc": (
+        '{"triggers": {"crons": "0 0 * * *"}}',
+        "triggers.crons: must be a list/array, got '0 0 * * *'",
+    ),
+    "producer-binding.toml": (
+        '[[queues.producers]]\nqueue = "a"\nbinding = 1\n',
+        "queues.producers[0].binding: must be a string, got 1",
+    ),
+    "env-consumer.jsonc": (
+        '{"env": {"preview": {"queues": {"consumers": [{"queue": "a", "type": "pull"}]}}}}',
+        "env.preview.queues.consumers[0].type: must be 'worker' or 'http_pull', got 'pull'",
+    ),
+    "two-consumers.toml": (
+        '[[queues.consumers]]\nqueue = "a"\ntype = "http_pull"\nmax_batch_timeout = 61\n'
+        '[[queues.consumers]]\nqueue = "a"\n',
+        "queues.consumers[1]: a second consumer of queue 'a' (the first is queues.consumers[0])",
+    ),
+    "repeated-key.jsonc": (
+        '{"triggers": {"crons": []}, "triggers": {"crons": ["@daily"]}}',
+        "triggers: given more than once",
+    ),
+    "broken.jsonc": ('{\n  "queues": {,\n}', ':2:15: not valid JSONC: Unexpected "\\n"'),
+    "broken.toml": ("[queues\n", ":1:8: not valid TOML: "),
+}
+
+
+def test_wrangler_check_of_a_malformed_file_is_one_error_line_with_the_key_path(
+    tmp_path: Path,
+) -> None:
+    paths = []
+    for name, (body, _) in MALFORMED_WRANGLER.items():
+        paths.append(tmp_path / name)
+        paths[-1].write_text(body)
+    results = tf_many([["wrangler", "check", str(path)] for path in paths], url=None)
+    for path, result, (_, expected) in zip(
+        paths, results, MALFORMED_WRANGLER.values(), strict=True
+    ):
+        line = one_line_error(result)  # exit 1, one `error:` line, no traceback
+        assert line.startswith(f"error: {path}"), line
+        assert expected in line, line
+    as_json = tf("wrangler", "check", str(paths[0]), "--json", url=None)
+    assert MALFORMED_WRANGLER[paths[0].name][1] in one_line_error(as_json)
+    assert as_json.stdout == ""

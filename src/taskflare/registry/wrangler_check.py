@@ -21,7 +21,10 @@ def wrangler_problems(config: WranglerConfig) -> list[str]:
                 QueueConfig.create(queue.name, **{setting: value})
             except InvalidQueueConfig as exc:
                 bad = True
-                problems.append(f"{queue.paths.get(setting, where)}: {exc}")
+                at = queue.paths.get(setting, where)
+                # The file gives milliseconds, QueueConfig (and its message) seconds.
+                unit = " (in seconds: visibility_timeout_ms / 1000)" if at.endswith("_ms") else ""
+                problems.append(f"{at}: {exc}{unit}")
         if not bad:  # the name, and settings that only clash together
             try:
                 QueueConfig.create(queue.name, **queue.settings)
