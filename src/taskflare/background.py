@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from .errors import InvalidConfig
+from .raised import is_stop
 
 log = logging.getLogger("taskflare.background")
 
@@ -27,9 +28,11 @@ DEFAULT_DRAIN_LIMIT = 30.0
 async def _guarded(awaitable: Awaitable[Any], label: str) -> None:
     try:
         await awaitable
-    except asyncio.CancelledError:
-        raise
-    except Exception:
+    except BaseException as exc:
+        # `SystemExit` or `KeyboardInterrupt` too: raised out of its task, asyncio would
+        # stop the whole process (worker or web server) with it.
+        if is_stop(exc):
+            raise
         log.exception("wait_until task %s failed", label)
 
 

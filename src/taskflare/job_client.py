@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import math
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -90,15 +91,33 @@ def encode_cursor(created_at: float, job_id: str) -> str:
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
     """The position a cursor stands for; `InvalidQuery` if it is not one of ours."""
+    invalid = InvalidQuery(
+        f"invalid cursor {cursor[:80]!r} (not one an earlier page ended with)",
+        fields=("cursor",),
+    )
     try:
         created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        position = float(created_at), check_text(str(job_id), "cursor")
+        check_text(job_id, "cursor")
     except Exception as exc:
-        raise InvalidQuery(
-            f"invalid cursor {cursor[:80]!r} (not one an earlier page ended with)",
-            fields=("cursor",),
-        ) from exc
-    return position
+        raise invalid from exc
+    # What encode_cursor wrote: a finite time and an id (not `"nan"`, `true` or a number,
+    # which float() and str() would take).
+    if type(created_at) not in (int, float) or not math.isfinite(created_at):
+        raise invalid
+    return float(created_at), job_id
+
+
+def _stored_id(job_id: object) -> str:
+    """`job_id` to look up: `InvalidMessage` if it is no string; `JobNotFound` for text
+    no stored id can be (a NUL; PostgreSQL could not even compare it), as for any other
+    id this library never handed out."""
+    if not isinstance(job_id, str):
+        raise InvalidMessage(
+            f"job id must be a string, got {builtins.type(job_id).__name__}", fields=("job id",)
+        )
+    if "\x00" in job_id:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    return job_id
 
 
 def parse_status(value: str | JobStatus) -> JobStatus:
@@ -761,7 +780,7 @@ class JobClient:
         `InvalidJobState` (with its status). Unknown: `JobNotFound`.
         """
         backend = await self._storage.backend()
-        outcome = await backend.job_cancel(JobIdParams(check_text(job_id, "job id")))
+        outcome = await backend.job_cancel(JobIdParams(_stored_id(job_id)))
         if outcome.result is CancelResult.MISSING:
             raise JobNotFound(f"no job with id {job_id!r}")
         if outcome.result is CancelResult.FINISHED:
@@ -801,7 +820,7 @@ class JobClient:
         `InvalidJobState` for a job in another status; `JobNotFound` if unknown.
         """
         backend = await self._storage.backend()
-        outcome = await backend.job_retry(JobIdParams(check_text(job_id, "job id")))
+        outcome = await backend.job_retry(JobIdParams(_stored_id(job_id)))
         if outcome.result is RetryResult.MISSING:
             raise JobNotFound(f"no job with id {job_id!r}")
         if outcome.result is RetryResult.WRONG_STATE:

@@ -333,8 +333,9 @@ class Queue:
         await (await self._storage.backend()).queue_pause(QueuePauseParams(self.name, False))
 
     async def purge(self) -> int:
-        """Delete every unfinished message of this queue (delayed ones too); return how
-        many. Finished jobs and failed messages are kept."""
+        """Delete every message of this queue waiting for delivery (delayed ones too);
+        return how many. Messages and jobs in flight (leased by a worker or a pull
+        consumer) are kept and settled as usual; finished and failed ones are kept."""
         return await (await self._storage.backend()).queue_purge(QueuePurgeParams(self.name))
 
     async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:

@@ -166,7 +166,9 @@ async def test_counts_by_state_include_finished_rows_and_can_name_one_queue(
 # -- queue_purge ------------------------------------------------------------------------
 
 
-async def test_purge_deletes_ready_leased_and_delayed_messages_only(backend: Backend) -> None:
+async def test_purge_deletes_ready_and_delayed_messages_and_keeps_leased_ones(
+    backend: Backend,
+) -> None:
     finished, failed = job(queue="q"), message("q")
     await enqueue(backend, finished, failed)
     to_finish = {m.id: m for m in (await claim(backend, "q", 2)).messages}
@@ -181,13 +183,20 @@ async def test_purge_deletes_ready_leased_and_delayed_messages_only(backend: Bac
     ready, delayed, other = message("q"), message("q", delay=60), message("other")
     await enqueue(backend, ready, delayed, other)
 
-    assert await backend.queue_purge(QueuePurgeParams("q")) == 3
-    for purged in (ready.id, delayed.id, leased.id):
+    assert await backend.queue_purge(QueuePurgeParams("q")) == 2
+    for purged in (ready.id, delayed.id):
         assert await gone(backend, purged)
     assert (await record(backend, finished.id)).state == State.COMPLETED
     assert (await record(backend, failed.id)).state == State.FAILED
     assert (await record(backend, other.id)).state == State.READY
+    # In flight: kept, and its worker settles it as usual.
+    assert (await record(backend, leased.id)).state == State.LEASED
     assert await backend.queue_purge(QueuePurgeParams("q")) == 0
+    settled = await backend.message_settle_many(
+        Settlement(completes=[CompleteOutcome(leased.id, leased.lease_id, None)])
+    )
+    assert leased.id in settled.states
+    assert (await record(backend, leased.id)).state == State.COMPLETED
 
 
 # -- dead_letter_reprocess --------------------------------------------------------------

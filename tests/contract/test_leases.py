@@ -7,7 +7,10 @@ settling; killing real worker processes is the integration suite's job.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from helpers import get, running_worker, state_counts, wait_until
 from taskflare import App, MessageBatch
@@ -186,3 +189,30 @@ async def test_rescued_job_fails_on_its_own_attempt_budget_not_the_queues(app: A
     assert "its only delivery" in got.error and "attempt 1 of 1" in got.error
     assert "4" not in got.error
     assert [a.outcome for a in got.history] == ["lost"]
+
+
+async def test_a_job_deleted_while_it_runs_is_logged_as_deleted_not_as_stolen(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting a running job (the dashboard's delete) leaves its worker nothing to
+    settle: the `lost` line says the job may have been deleted, not only that another
+    worker took its lease (purge keeps running jobs: see test_http_queues)."""
+    caplog.set_level(logging.WARNING, logger="taskflare.jobs")
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.job("held")
+    async def held(payload: object) -> None:
+        started.set()
+        await release.wait()
+
+    job = await app.enqueue("held", {})
+    async with running_worker(app):
+        await asyncio.wait_for(started.wait(), 10)
+        assert await app.read.job_delete([job.id]) == 1
+        release.set()
+
+        def logged() -> list[str]:
+            return [r.getMessage() for r in caplog.records if '"lost"' in r.getMessage()]
+
+        [line] = await wait_until(logged, what="the lost line")
+    assert "deleted while it ran" in line, line

@@ -4,6 +4,7 @@ string where a list belongs, NaN and infinities in JSON."""
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -15,6 +16,7 @@ from taskflare import (
     InvalidMessage,
     InvalidPayload,
     InvalidQuery,
+    JobNotFound,
     JobQueueSend,
     JobStatus,
     Unique,
@@ -116,6 +118,12 @@ async def test_a_listing_given_a_bad_status_limit_or_cursor_raises_a_typed_error
         ({"limit": "5"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "eyJhIjoxfQ"}, "cursor"),  # base64 JSON of another shape
+        # Of the right shape, but not what a page ended with: `float("nan")`, `True`
+        # and `str(2)` used to be taken as a position.
+        ({"cursor": _cursor(b'["nan", "x"]')}, "cursor"),
+        ({"cursor": _cursor(b'[true, "x"]')}, "cursor"),
+        ({"cursor": _cursor(b"[1.5, 2]")}, "cursor"),
+        ({"cursor": _cursor(b'[1.5, "a\\u0000b"]')}, "cursor"),
     ]
     for listing in (app.list_jobs, app.read.jobs):
         for kwargs, field in bad:
@@ -124,6 +132,25 @@ async def test_a_listing_given_a_bad_status_limit_or_cursor_raises_a_typed_error
             assert isinstance(raised.value, ValueError)
             assert raised.value.fields == (field,)
             assert field in str(raised.value)
+
+
+def _cursor(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+async def test_an_id_that_is_not_ours_is_not_found_on_both_backends(app: App) -> None:
+    """Text that is no id this library handed out is unknown, as any other unknown id:
+    a NUL used to be `StorageRejected` on PostgreSQL only (and None on SQLite), and an
+    empty or long id `InvalidMessage` from cancel and retry only (404 from `GET /jobs/{id}`
+    but 400 from `POST /jobs/{id}/retry`)."""
+    for job_id in ("a\x00b", "y" * 600, ""):
+        assert await app.get_job(job_id) is None
+        assert await app.get_batch(job_id) is None
+        for change in (app.cancel, app.retry):
+            with pytest.raises(JobNotFound):
+                await change(job_id)
+        with pytest.raises(JobNotFound):
+            await app.read.job_when_finished(job_id, 0)
 
 
 def _noop_type(app: App) -> str:

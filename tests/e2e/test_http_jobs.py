@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -426,6 +427,28 @@ def test_a_query_parameter_the_path_does_not_take_is_422_naming_it(client: httpx
     )
     assert client.get("/jobs?limit=1&status=pending").status_code == 200
     assert client.head("/jobs?offset=1").status_code == 422
+
+
+def test_a_job_id_or_cursor_not_ours_is_unknown_or_invalid_by_name(live: LiveServer) -> None:
+    """Opaque tokens the API handed out: a job id it never made is 404 on every route
+    (a long one was 404 from GET but 400 from retry and cancel), and a cursor of the
+    right shape that no page ended with is 400 naming `cursor` (one holding `"nan"` was
+    taken as a position)."""
+    long_id = "y" * 600
+    forged = base64.urlsafe_b64encode(b'["nan", "x"]').decode()
+    with live.client() as client:
+        enqueue(client)
+        for method, path in (
+            ("GET", f"/jobs/{long_id}"),
+            ("GET", f"/jobs/{long_id}/status"),
+            ("POST", f"/jobs/{long_id}/retry"),
+            ("DELETE", f"/jobs/{long_id}"),
+            ("GET", f"/batches/{long_id}"),
+        ):
+            assert "not found" in error_of(client.request(method, path), 404), path
+        for path in ("/jobs", "/queues/billing/failed", "/queues/billing/dlq"):
+            message = error_of(client.get(path, params={"cursor": forged}), 400)
+            assert message.startswith("invalid cursor") and forged in message, message
 
 
 async def test_enqueue_with_a_queue_runs_the_job_on_that_queue(live: LiveServer) -> None:

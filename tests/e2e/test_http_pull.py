@@ -26,6 +26,9 @@ def client(sqlite_live: LiveServer) -> Iterator[httpx.Client]:
         yield c
 
 
+CLOUDFLARE_ACK = "/client/v4/accounts/acct/queues/pull/messages/ack"
+
+
 def pull(client: httpx.Client, **request: Any) -> dict[str, Any]:
     response = client.post("/queues/pull/messages/pull", json=request)
     assert response.status_code == 200, response.text
@@ -124,6 +127,55 @@ def test_unknown_lease_ids_are_warnings_never_errors(client: httpx.Client) -> No
     answer = ack(client, ["not-a-lease", "bm9wZTpub3Bl"], [{"lease_id": "x", "delay_seconds": 1}])
     assert answer["ackCount"] == 0 and answer["retryCount"] == 0
     assert set(answer["warnings"]) == {"not-a-lease", "bm9wZTpub3Bl", "x"}
+
+
+def lease_of(raw: bytes) -> str:
+    """Text shaped like a lease id (unpadded base64url) standing for `raw`."""
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Lease ids that are not ours, whatever they decode to: control bytes (the first three
+# decode to bytes holding U+0007, U+0000 and U+001D), a NUL in a well-shaped lease id, a
+# superscript attempt number (`int("²")` raises), text that is no base64 at all.
+NOT_OURS = (
+    "garbage",
+    "AAAAAAAA",
+    "abcdefgh",
+    lease_of(b"a\x00b:c:1"),
+    lease_of("m:l:\u00b2".encode()),
+    "",
+    "a\x07b",
+    "\u00e9t\u00e9",
+    "y" * 600,
+)
+
+
+@pytest.mark.parametrize("path", ["/queues/pull/messages/ack", CLOUDFLARE_ACK])
+def test_a_lease_id_not_ours_is_a_warning_and_the_rest_of_the_request_applies(
+    live: LiveServer, path: str
+) -> None:
+    """A stale or made-up lease id must not refuse a whole ack request: the valid acks and
+    retries next to it apply, and it is reported as an unknown lease keyed as sent."""
+    with live.client() as client:
+        for n in range(3):
+            client.post("/queues/pull/messages", json={"body": n}).raise_for_status()
+        first, second, third = pull(client, batch_size=3)["messages"]
+        request = {
+            "acks": [{"lease_id": first["lease_id"]}] + [{"lease_id": t} for t in NOT_OURS],
+            "retries": [{"lease_id": second["lease_id"], "delay_seconds": 0}]
+            + [{"lease_id": t, "delay_seconds": 0} for t in NOT_OURS],
+        }
+        response = client.post(path, json=request)
+        assert response.status_code == 200, response.text
+        answer = response.json()["result"]
+        assert (answer["ackCount"], answer["retryCount"]) == (1, 1), answer
+        assert set(answer["warnings"]) == set(NOT_OURS)
+        assert all(w.startswith("unknown lease id") for w in answer["warnings"].values())
+        # The acked one is done; the retried one comes back; the third is still leased.
+        [again] = pull(client, batch_size=10)["messages"]
+        assert again["id"] == second["id"] and again["attempts"] == 2
+        rest = ack(client, [again["lease_id"], third["lease_id"]])
+        assert rest == {"ackCount": 2, "retryCount": 0, "warnings": {}}
 
 
 def test_an_empty_queue_answers_at_once_with_an_empty_list(client: httpx.Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -98,6 +99,50 @@ async def test_purge_needs_confirm_and_purged_messages_are_never_delivered(
             (await client.post("/queues/emails/messages", json=sentinel)).raise_for_status()
             await wait_until(lambda: recorder.of("emails"), what="the sentinel")
         assert recorder.of("emails") == ["sentinel"]
+
+
+async def test_purge_keeps_a_running_job_and_a_pulled_message_which_settle_as_usual(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    async with live.aclient() as client, live.worker_app() as app:
+
+        @app.job("held", queue="billing", max_attempts=1)
+        async def held(payload: object) -> str:
+            started.set()
+            await release.wait()
+            return "done"
+
+        running = await app.enqueue("held", {})
+        waiting = await app.enqueue("held", {}, delay_seconds=600)
+        (await client.post("/queues/pull/messages", json={"body": "a"})).raise_for_status()
+        (await client.post("/queues/pull/messages", json={"body": "b"})).raise_for_status()
+        pulled = await client.post("/queues/pull/messages/pull", json={"batch_size": 1})
+        [in_flight] = pulled.json()["result"]["messages"]
+        async with running_worker(app, WorkerConfig(queues=("billing",))):
+            await asyncio.wait_for(started.wait(), 10)
+            for queue in ("billing", "pull"):
+                purged = await client.post(f"/queues/{queue}/purge", json={"confirm": queue})
+                assert purged.json()["purged"] == 1, (queue, purged.text)
+            # What waited is gone; what was in flight is still there, as it was.
+            assert (await client.get(f"/jobs/{waiting.id}")).status_code == 404
+            shown = await client.get(f"/jobs/{running.id}")
+            assert shown.status_code == 200 and shown.json()["job"]["status"] == "processing"
+            depth = (await client.get("/queues/pull")).json()["queue"]["depth"]
+            assert depth == {"ready": 0, "leased": 1, "failed": 0}
+            release.set()
+
+            async def finished() -> bool:
+                job = (await client.get(f"/jobs/{running.id}")).json()["job"]
+                return bool(job["status"] == "completed")
+
+            await wait_until(finished, what="the running job to complete")
+        assert (await client.get(f"/jobs/{running.id}")).json()["job"]["result"] == "done"
+        acked = await client.post(
+            "/queues/pull/messages/ack", json={"acks": [{"lease_id": in_flight["lease_id"]}]}
+        )
+        assert acked.json()["result"] == {"ackCount": 1, "retryCount": 0, "warnings": {}}
+    assert not [r for r in caplog.records if '"lost"' in r.getMessage()]
 
 
 async def test_send_single_and_batch_with_delays(sqlite_live: LiveServer) -> None:

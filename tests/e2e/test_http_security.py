@@ -409,9 +409,12 @@ def test_control_characters_in_json_text_fields_answer_422_naming_the_field(
             assert message.startswith(name) and "control character" in message, message
         reprocess = client.post("/queues/billing/dlq/reprocess", json={"ids": ["ok", "a\x00b"]})
         assert "ids" in error_of(reprocess, 422)
+        # A lease id is opaque: one decoding to a NUL is not ours, an unknown lease (a
+        # warning), never a 422 that would refuse the other acks of the request.
         for kind, item in (("acks", {"lease_id": nul_lease}), ("retries", {"lease_id": nul_lease})):
             ack = client.post("/queues/pull/messages/ack", json={kind: [item]})
-            assert "lease_id" in error_of(ack, 422)
+            assert ack.status_code == 200, ack.text
+            assert set(ack.json()["warnings"]) == {nul_lease}
         # Payloads and message bodies are stored as bytes: a NUL in them is fine.
         payload = {"to": "a\x00b@example.com", "subject": "\x00", "body": "x"}
         stored = client.post("/jobs", json={"type": "send-email", "payload": payload})

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from taskflare import App
-from taskflare.backends.base import MessageListParams
+from taskflare.backends.base import ClaimParams, MessageListParams
+from taskflare.ids import uuid7
 
 from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_json, tf_many
 
@@ -133,6 +134,34 @@ def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
 
     ok("send", "emails", "--create", "{}", url=database_url)
     assert "purged 1 messages" in ok("queues", "purge", "emails", "--yes", url=database_url)
+
+
+def _lease_one(url: str, queue: str) -> str:
+    """Lease one message of `queue` as a consumer would; its id."""
+    app = App(url)
+
+    async def claim() -> str:
+        claimed = await (await app.backend()).message_claim_many(
+            ClaimParams(queue, 1, uuid7(), "test", 300.0)
+        )
+        return claimed.messages[0].id
+
+    try:
+        return app.run_sync(claim())
+    finally:
+        app.close_sync()
+
+
+def test_purge_counts_and_deletes_what_waits_and_keeps_what_is_in_flight(
+    database_url: str,
+) -> None:
+    for body in ('{"a": 1}', '{"a": 2}'):
+        ok("send", "emails", "--create", body, url=database_url)
+    leased = _lease_one(database_url, "emails")
+    refused = tf("queues", "purge", "emails", url=database_url, input="n\n")
+    assert "Delete 1 messages of queue 'emails' (1 in flight are kept)?" in refused.stdout
+    assert "purged 1 messages" in ok("queues", "purge", "emails", "--yes", url=database_url)
+    assert list(_records(database_url, "emails")) == [leased]
 
 
 def test_dlq_list_shows_dead_letters_and_reprocess_by_id_sends_one_back(

@@ -1252,7 +1252,8 @@ class QueueStore(Protocol):
         ...
 
     async def queue_purge(self, params: QueuePurgeParams) -> int:
-        """Delete every unfinished message of a queue; return how many."""
+        """Delete every ready (undelivered or delayed) message of a queue, not leased
+        ones; return how many."""
         ...
 
     async def queue_ready_info(self, params: ReadyInfoParams) -> ReadyInfo:

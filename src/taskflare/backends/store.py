@@ -89,6 +89,15 @@ from .base import (
 )
 from .rows import Rows
 
+# No stored id holds a NUL (ids are generated; batch ids are checked names), and
+# PostgreSQL text cannot even be compared with one: a lookup by such an id is "not
+# found" on both backends, not a `StorageRejected` on one of them.
+_NUL = "\x00"
+
+
+def _could_be_stored(id: str) -> bool:
+    return _NUL not in id
+
 
 class Executor(Protocol):
     """How a dialect runs one named statement (in its own transaction when it writes)."""
@@ -220,6 +229,8 @@ class SqlStore:
 
     async def message_get(self, params: MessageGetParams) -> MessageRecord | None:
         """One message by id, or None."""
+        if not _could_be_stored(params.id):
+            return None
         return (await self._x.fetch("message_get", {"id": params.id})).first(MessageRecord)
 
     async def message_delete_many(self, params: MessageDeleteParams) -> int:
@@ -356,7 +367,7 @@ class SqlStore:
         return gone
 
     async def queue_purge(self, params: QueuePurgeParams) -> int:
-        """Delete unfinished messages of a queue."""
+        """Delete the ready (undelivered) messages of a queue; leased ones are kept."""
         return (await self._x.fetch("queue_purge", {"queue": params.queue})).rowcount
 
     # -- jobs ----------------------------------------------------------------------------
@@ -521,6 +532,8 @@ class SqlStore:
 
     async def job_batch_counts(self, params: JobBatchGetParams) -> JobBatchCounts | None:
         """A batch's type, total and its jobs by state, in one statement."""
+        if not _could_be_stored(params.id):
+            return None
         rows = (await self._x.fetch("job_batch_counts", {"id": params.id})).dicts()
         if not rows:
             return None

@@ -157,17 +157,20 @@ def queues_purge(
     database_url: DatabaseOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete every undelivered message of a queue, delayed ones included.
+    """Delete every message of a queue waiting for delivery, delayed ones included;
+    messages and jobs in flight finish and are settled as usual.
 
     Example: taskflare queues purge emails --yes
     """
     app = state_app(database_url)
     queue = run(app, lambda: app.read.queue(name))
     depth = queue["depth"]
-    pending = depth.get("ready", 0) + depth.get("leased", 0)
-    more = "more than " if {"ready", "leased"} & set(queue.get("depthCapped", ())) else ""
+    ready = depth.get("ready", 0)
+    more = "more than " if "ready" in set(queue.get("depthCapped", ())) else ""
+    leased = depth.get("leased", 0)
+    kept = f" ({leased} in flight are kept)" if leased else ""
     if not yes:
-        typer.confirm(f"Delete {more}{pending} messages of queue {name!r}?", abort=True)
+        typer.confirm(f"Delete {more}{ready} messages of queue {name!r}{kept}?", abort=True)
     app = state_app(database_url)
 
     async def work() -> int:

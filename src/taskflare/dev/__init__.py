@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..app import App
 from ..errors import TaskflareError
 from ..loader import describe_raised
+from ..raised import is_stop
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
 from .view import ViewConsole, logs_through, run_view
 
@@ -65,6 +66,22 @@ async def serve_api(
     await serving
 
 
+def _tell_failure(console: ViewConsole, exc: BaseException, *, debug: bool) -> None:
+    """Print what the producer raised above the live view (its traceback with `debug`)."""
+    console.print(
+        f"error: producer failed: {describe_raised(exc)}",
+        style="red",
+        markup=False,
+        highlight=False,
+    )
+    if debug:
+        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+    else:
+        console.print(
+            "(run with --debug for the traceback; stopping)", markup=False, highlight=False
+        )
+
+
 def run_dev(
     app: App,
     producer: Producer | None,
@@ -95,22 +112,11 @@ def run_dev(
     async def produce(run_producer: Producer) -> None:
         try:
             await run_producer(app)
-        except Exception as exc:
+        except BaseException as exc:  # `SystemExit` too: the producer's failure, told as one
+            if is_stop(exc):
+                raise
             failures.append(exc)
-            console.print(
-                f"error: producer failed: {describe_raised(exc)}",
-                style="red",
-                markup=False,
-                highlight=False,
-            )
-            if debug:
-                console.print(
-                    "".join(traceback.format_exception(exc)), markup=False, highlight=False
-                )
-            else:
-                console.print(
-                    "(run with --debug for the traceback; stopping)", markup=False, highlight=False
-                )
+            _tell_failure(console, exc, debug=debug)
             worker.stop()
 
     async def main() -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import InvalidHook
+from ..raised import is_stop
 from .tracing import Tracing
 
 log = logging.getLogger("taskflare.hooks")
@@ -148,10 +149,12 @@ class Hooks:
             try:
                 result = listener(event)
                 if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
+                    task = asyncio.ensure_future(_guarded(result))
                     self._tasks.add(task)
                     task.add_done_callback(self._finished)
-            except Exception:
+            except BaseException as exc:  # `SystemExit` too: a listener never stops a worker
+                if is_stop(exc):
+                    raise
                 log.exception("a %r listener raised (the %s goes on)", event.name, event.kind)
 
     def enqueued(self, kind: Literal["job", "message"], messages: Sequence[Any]) -> None:
@@ -187,6 +190,18 @@ class Hooks:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("an async lifecycle listener raised: %r", task.exception())
+
+
+async def _guarded(listening: Awaitable[Any]) -> Any:
+    """An async listener's run, whose `SystemExit` or `KeyboardInterrupt` is logged like
+    any error: raised out of its task, asyncio would stop the whole process with it."""
+    try:
+        return await listening
+    except BaseException as exc:
+        if is_stop(exc):
+            raise
+        log.error("an async lifecycle listener raised: %r", exc)
+        return None
 
 
 class _EveryApp:

@@ -104,22 +104,25 @@ class PullRequest(BaseModel):
 
 
 class LeaseAck(BaseModel):
-    """An ack of one pulled message."""
+    """An ack of one pulled message.
+
+    `lease_id` is opaque: any text is accepted here, and one that is not a lease id this
+    server handed out is an unknown lease (a warning keyed by it), never an error that
+    would refuse the other acks and retries of the request.
+    """
 
     model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
-    lease_id: str = Field(min_length=1, max_length=500)
-    check_text = no_control_characters("lease_id", base64url=True)
+    lease_id: str
 
 
 class LeaseRetry(BaseModel):
-    """A retry of one pulled message."""
+    """A retry of one pulled message (`lease_id` as in `LeaseAck`)."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
-    lease_id: str = Field(min_length=1, max_length=500)
+    lease_id: str
     delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
-    check_text = no_control_characters("lease_id", base64url=True)
 
 
 class AckRequest(BaseModel):

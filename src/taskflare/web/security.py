@@ -12,7 +12,6 @@ time. The threat model and every setting are in docs/security.md.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import importlib.resources
@@ -578,11 +577,12 @@ def uvicorn_options(security: HttpSecurity) -> dict[str, Any]:
 # -- request models ------------------------------------------------------------------------
 
 
-def no_control_characters(*fields: str, base64url: bool = False) -> Any:
+def no_control_characters(*fields: str) -> Any:
     """A pydantic validator for request models: these text fields (or lists of text) may
     not hold NUL or another control character (PostgreSQL text cannot hold NUL; both
-    backends refuse alike, with 422 naming the field). With `base64url`, the decoded text
-    is checked (pull-consumer lease ids).
+    backends refuse alike, with 422 naming the field). The text is checked as the caller
+    sent it: an opaque token (a pull lease id) is not decoded here, its decoder says
+    whether it is one of ours.
 
     Use in a model's body: `check_text = no_control_characters("type", "queue")`.
     """
@@ -590,7 +590,7 @@ def no_control_characters(*fields: str, base64url: bool = False) -> Any:
     def check(value: Any) -> Any:
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
-                found = _CONTROL.search(_decode_base64url(text) if base64url else text)
+                found = _CONTROL.search(text)
                 if found:
                     raise PydanticCustomError(
                         "control_character",
@@ -600,13 +600,6 @@ def no_control_characters(*fields: str, base64url: bool = False) -> Any:
         return value
 
     return field_validator(*fields)(check)
-
-
-def _decode_base64url(text: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8", "replace")
-    except ValueError:
-        return ""
 
 
 # -- answers -------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from ..policy import (
     acked,
 )
 from ..policy import decide as decide_one
+from ..raised import describe, is_stop
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import clean_text
@@ -125,8 +126,15 @@ async def run_handler(
     except TimeoutError as exc:
         if not scope.expired():
             return user_traceback(exc)
-    except Exception as exc:
+    except BaseException as exc:
+        # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
+        # and a `CancelledError` of its own included; only this task's cancellation (the
+        # worker's shutdown) propagates.
+        if is_stop(exc):
+            raise
         trace = user_traceback(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            trace += describe(exc) + "\n"
         log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
         return trace
     else:

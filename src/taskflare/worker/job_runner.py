@@ -40,6 +40,7 @@ from ..policy import (
     WorkerShutdown,
     decide,
 )
+from ..raised import describe, is_stop
 from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
@@ -183,13 +184,16 @@ class JobRunner:
         """What became of the handler call, and the traceback of an error."""
         try:
             result = await self._invoke(job_type, message, ctx)
-        except asyncio.CancelledError:
-            if ctx.cancelled:
-                return Cancelled(), None
-            return WorkerShutdown(), None
-        except Exception as exc:
+        except BaseException as exc:
+            # Anything the handler raised is its failure: `SystemExit` from a library's
+            # `sys.exit()`, `KeyboardInterrupt`, a `CancelledError` of its own. Only this
+            # task's cancellation (a cancel, the worker's shutdown) stops the job so.
+            if isinstance(exc, GeneratorExit):  # this coroutine is being closed
+                raise
             if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
                 return Cancelled(), None
+            if is_stop(exc):
+                return WorkerShutdown(), None
             snoozed = _snoozed(exc, job_type)
             if snoozed is not None:
                 return snoozed, None
@@ -270,7 +274,7 @@ def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
     if isinstance(exc, TimeoutError) and job_type is not None and job_type.timeout:
         error = f"TimeoutError: the job ran longer than its timeout of {job_type.timeout:g}s"
     else:
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe(exc)
     verdict = classify(exc)
     return Failed(error, permanent=verdict.permanent, delay_seconds=verdict.delay)
 
@@ -348,7 +352,14 @@ def log_outcome(
     decision = report.decision
     fields = _fields(message, queue) | {"duration_ms": round(report.duration * 1000, 3)}
     if event == "lost":
-        log_event("lost", **fields, error="its lease had passed to another worker")
+        # The settle matched no row held under this lease: another worker's now, or the
+        # job was deleted while it ran (a dashboard or bulk delete; purge keeps it).
+        log_event(
+            "lost",
+            **fields,
+            error="not stored: its lease had passed to another worker, or the job was "
+            "deleted while it ran",
+        )
     elif event == "snoozed":
         log_event(event, **fields, reason=decision.error, delay_s=decision.delay_seconds)
     elif event == "retried":

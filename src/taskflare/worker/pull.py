@@ -31,6 +31,7 @@ from ..errors import InvalidMessage
 from ..ids import uuid7
 from ..policy import Delivery, RetryRequested, decide
 from ..registry import JOBS, QueueSpec
+from ..text import CONTROL
 from .batch_runner import as_settlement
 from .rescue import rescue_expired
 
@@ -58,13 +59,18 @@ def encode_lease(message_id: str, lease_id: str, attempts: int) -> str:
 
 
 def decode_lease(token: str) -> tuple[LeaseRef, int] | None:
-    """The (message, lease) and attempt a pull lease id stands for, or None if not ours."""
+    """The (message, lease) and attempt a pull lease id stands for, or None if it is not
+    one `encode_lease` made (any other text, whatever it decodes to: an unknown lease)."""
+    if not token.isascii():
+        return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
     parts = raw.split(":")
-    if len(parts) != 3 or not all(parts) or not parts[2].isdigit() or "\x00" in raw:
+    if len(parts) != 3 or not all(parts) or CONTROL.search(raw):
+        return None
+    if not (parts[2].isascii() and parts[2].isdigit()):  # int() also reads "٣", not "²"
         return None
     return LeaseRef(parts[0], parts[1]), int(parts[2])
 
@@ -183,10 +189,11 @@ async def _known(
 ) -> tuple[LeaseRef, int, MessageRecord] | None:
     """The message a lease id names, if it is ours, of this queue and unfinished."""
     decoded = decode_lease(token)
-    record = None
-    if decoded is not None:
-        record = await backend.message_get(MessageGetParams(decoded[0].id))
-    if decoded is None or record is None or record.queue != spec.name:
+    if decoded is None:
+        out.warnings[token] = "unknown lease id (not one a pull of this server handed out)"
+        return None
+    record = await backend.message_get(MessageGetParams(decoded[0].id))
+    if record is None or record.queue != spec.name:
         out.warnings[token] = "unknown lease id (the message may already be acked)"
         return None
     if record.state not in (State.READY, State.LEASED):

@@ -568,8 +568,9 @@ DELETE FROM {schema}.messages WHERE queue = %(queue)s;
 DELETE FROM {schema}.queues WHERE name = %(queue)s;
 
 -- name: queue_purge
--- Every message not yet finished, delayed ones included, so none is ever delivered.
-DELETE FROM {schema}.messages WHERE queue = %(queue)s AND state IN ('ready', 'leased');
+-- Every message waiting for delivery, delayed ones included, so none is ever delivered.
+-- Leased ones (a batch or job in flight) are kept: their worker settles them as usual.
+DELETE FROM {schema}.messages WHERE queue = %(queue)s AND state = 'ready';
 
 -- name: migrate_lock
 -- Serializes migrations of one schema across processes; released at commit.

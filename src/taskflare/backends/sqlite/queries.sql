@@ -344,8 +344,9 @@ DELETE FROM messages WHERE queue = :queue;
 DELETE FROM queues WHERE name = :queue;
 
 -- name: queue_purge
--- Every message not yet finished, delayed ones included, so none is ever delivered.
-DELETE FROM messages WHERE queue = :queue AND state IN ('ready', 'leased');
+-- Every message waiting for delivery, delayed ones included, so none is ever delivered.
+-- Leased ones (a batch or job in flight) are kept: their worker settles them as usual.
+DELETE FROM messages WHERE queue = :queue AND state = 'ready';
 
 -- name: migrations_table
 CREATE TABLE IF NOT EXISTS schema_migrations (
