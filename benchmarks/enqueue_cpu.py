@@ -38,7 +38,6 @@ WARM_UP = 300
 async def measure(backend: str, count: int) -> tuple[float, float]:
     """Client CPU and PostgreSQL server CPU (0 on SQLite) per enqueue [µs]."""
     import psycopg
-
     from scale import server_cpu
 
     from taskflare import App
@@ -109,9 +108,7 @@ def main() -> None:
     if ratios:
         client = statistics.median(r[0] for r in ratios)
         server = statistics.median(r[1] for r in ratios)
-        print(
-            f"median ratio: client {client:.2f}, server {server:.2f} (load average {load:.1f})"
-        )
+        print(f"median ratio: client {client:.2f}, server {server:.2f} (load average {load:.1f})")
     else:
         print(f"load average {load:.1f}")
 
