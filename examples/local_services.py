@@ -181,7 +181,8 @@ class Received:
 
 def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette:
     """Answers by path: /ok 200, /gone 410, /bad 400, /busy 429 (Retry-After: 1) then 200,
-    /flaky 503 then 200, /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
+    /throttled always 429 with the `Retry-After` given as `?after=`, /flaky 503 then 200,
+    /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
 
     async def hook(request: Request) -> Response:
         path = request.url.path
@@ -207,6 +208,9 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
                 return PlainTextResponse("bad request", status_code=400)
             if path == "/busy" and n == 1:
                 return PlainTextResponse("slow down", 429, headers={"Retry-After": "1"})
+            if path == "/throttled":
+                after = request.query_params.get("after", "")
+                return PlainTextResponse("slow down", 429, headers={"Retry-After": after})
             if path == "/flaky" and n == 1:
                 return PlainTextResponse("try again", status_code=503)
             if path == "/redirect":
