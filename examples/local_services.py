@@ -342,7 +342,9 @@ def embed(text: str, dimensions: int = 8) -> list[float]:
 def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
     """POST /v1/embeddings and /v1/chat/completions (streaming too). Model names: any
     passes through; `no-such-model` is a 404 with OpenAI's error body; `rate-limited`
-    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call."""
+    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call;
+    `reversed` lists the embeddings last first (each with its right `index`), and
+    `same-index` gives every embedding `index` 0 (a broken server)."""
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
@@ -378,6 +380,11 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
         data = [
             {"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(texts)
         ]
+        if body["model"] == "reversed":
+            data.reverse()
+        if body["model"] == "same-index":
+            for item in data:
+                item["index"] = 0
         tokens = sum(len(t.split()) for t in texts)
         return JSONResponse(
             {
