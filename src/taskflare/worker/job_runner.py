@@ -276,7 +276,9 @@ def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
     else:
         error = describe(exc)
     verdict = classify(exc)
-    return Failed(error, permanent=verdict.permanent, delay_seconds=verdict.delay)
+    return Failed(
+        error, permanent=verdict.permanent, delay_seconds=verdict.delay, at_least=verdict.at_least
+    )
 
 
 def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
