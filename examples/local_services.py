@@ -181,7 +181,8 @@ class Received:
 
 def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette:
     """Answers by path: /ok 200, /gone 410, /bad 400, /busy 429 (Retry-After: 1) then 200,
-    /flaky 503 then 200, /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
+    /throttled always 429 with the `Retry-After` given as `?after=`, /flaky 503 then 200,
+    /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
 
     async def hook(request: Request) -> Response:
         path = request.url.path
@@ -207,6 +208,9 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
                 return PlainTextResponse("bad request", status_code=400)
             if path == "/busy" and n == 1:
                 return PlainTextResponse("slow down", 429, headers={"Retry-After": "1"})
+            if path == "/throttled":
+                after = request.query_params.get("after", "")
+                return PlainTextResponse("slow down", 429, headers={"Retry-After": after})
             if path == "/flaky" and n == 1:
                 return PlainTextResponse("try again", status_code=503)
             if path == "/redirect":
@@ -338,7 +342,9 @@ def embed(text: str, dimensions: int = 8) -> list[float]:
 def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
     """POST /v1/embeddings and /v1/chat/completions (streaming too). Model names: any
     passes through; `no-such-model` is a 404 with OpenAI's error body; `rate-limited`
-    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call."""
+    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call;
+    `reversed` lists the embeddings last first (each with its right `index`), and
+    `same-index` gives every embedding `index` 0 (a broken server)."""
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
@@ -374,6 +380,11 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
         data = [
             {"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(texts)
         ]
+        if body["model"] == "reversed":
+            data.reverse()
+        if body["model"] == "same-index":
+            for item in data:
+                item["index"] = 0
         tokens = sum(len(t.split()) for t in texts)
         return JSONResponse(
             {

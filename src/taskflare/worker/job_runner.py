@@ -296,7 +296,9 @@ def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
     """A handler's exception as a `Failed` outcome (permanent? asked-for delay?)."""
     error = f"TimeoutError: {exc}" if isinstance(exc, JobTimedOut) else describe(exc)
     verdict = classify(exc)
-    return Failed(error, permanent=verdict.permanent, delay_seconds=verdict.delay)
+    return Failed(
+        error, permanent=verdict.permanent, delay_seconds=verdict.delay, at_least=verdict.at_least
+    )
 
 
 def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:
