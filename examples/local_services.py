@@ -292,7 +292,11 @@ def demo_site(  # noqa: C901
 
     async def missing(request: Request) -> Response:
         await counted(request)
-        return HTMLResponse("<h1>Not found</h1>", status_code=404)
+        page = (
+            "<html><head><title>Page not found</title></head><body><h1>Not found</h1>"
+            '<p>Try the start page.</p><a href="/page/0">start</a></body></html>'
+        )
+        return HTMLResponse(page, status_code=404)
 
     async def pdf(request: Request) -> Response:
         await counted(request)
