@@ -81,7 +81,13 @@ async def test_a_50_page_site_is_crawled_once_per_page(contrib_app: App, site: S
     assert page0["fetched_at"].endswith("Z") and page0["depth"] == 0
     assert pages[f"{base}/old"]["status"] == 301
     assert pages[f"{base}/old"]["redirect"] == f"{base}/page/1"
-    assert pages[f"{base}/missing"]["status"] == 404
+    # An error page (titled "Page not found", with text and a link) is recorded with its
+    # status and why, never as content: no title, text or links to index.
+    missing = pages[f"{base}/missing"]
+    assert missing["status"] == 404 and missing["error"] == "HTTP 404 Not Found"
+    assert missing["fetched_at"].endswith("Z") and missing["depth"] == 1
+    for record in (missing, pages[f"{base}/old"]):
+        assert not {"title", "text", "links"} & set(record), record
     assert pages[f"{base}/slow"]["title"] == "Slow"
     report = pages[f"{base}/files/report.pdf"]
     assert report["skipped"] == "not HTML" and report["contentType"] == "application/pdf"

@@ -773,7 +773,8 @@ class JobEventsParams:
 
 @dataclass(slots=True)
 class JobEvent:
-    """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome)."""
+    """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome);
+    `attempt` is the attempt it concerns, 0 for `enqueued` (none had started)."""
 
     kind: str
     at: float

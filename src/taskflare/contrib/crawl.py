@@ -4,7 +4,9 @@ The `crawl-website` job reads robots.txt and the sitemap, records the start page
 crawl's frontier and enqueues one `crawl-page` job for each, all in one batch (its id is
 the crawl job's id, so `app.get_batch(id)` / `GET /batches/{id}` show the crawl's
 progress and page count). Each page job fetches one page, stores it (url, status, title,
-text, links, fetched_at) and enqueues the new pages it links to.
+text, links, fetched_at; a page without content, such as a 404, has no title, text or
+links but says why: `redirect`, `error` or `skipped`) and enqueues the new pages it links
+to.
 
 The frontier is a namespace of the document store (`<namespace>.frontier`) in which a
 URL is inserted once, atomically and only while fewer than `maxPages` URLs are in it:
@@ -25,6 +27,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -524,13 +527,16 @@ class Crawler:
                 if outcome is None:
                     break
                 discovered += outcome
-        return {
+        result = {
             "url": url,
             "status": record["status"],
             "title": record.get("title"),
             "links": len(links),
             "enqueued": discovered,
         }
+        if "error" in record:
+            result["error"] = record["error"]
+        return result
 
     async def _fetch(self, client: httpx.AsyncClient, url: str) -> tuple[dict[str, Any], list[str]]:
         """The stored record of `url` and the links to follow from it. A redirect is not
@@ -545,12 +551,12 @@ class Crawler:
         try:
             status = response.status_code
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            # Only a page with content gets `title`, `text` and `links`; any other answer
+            # is recorded with its status and why it has none (`redirect`, `error`,
+            # `skipped`), so an error page is never indexed as an empty page.
             record: dict[str, Any] = {
                 "url": url,
                 "status": status,
-                "title": None,
-                "text": "",
-                "links": [],
                 "fetched_at": fetched_at,
                 "contentType": content_type or None,
             }
@@ -561,7 +567,11 @@ class Crawler:
                 location = normalize_url(str(target))
                 record["redirect"] = location
                 return record, [location] if location else []
-            if status != 200:
+            if not 200 <= status < 300:  # 404, 410, 403...: the page is not there for us
+                record["error"] = _status_text(status)
+                return record, []
+            if status in (204, 205):
+                record["skipped"] = "no content"
                 return record, []
             if content_type not in _HTML_TYPES:
                 record["skipped"] = "not HTML"
@@ -572,6 +582,14 @@ class Crawler:
         title, text, links = parse_page(body, url, self.settings.max_text_chars)
         record.update(title=title, text=text, links=links)
         return record, links
+
+
+def _status_text(status: int) -> str:
+    """`HTTP 404 Not Found`: a status with its reason phrase when it has a standard one."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 class CrawlExtension:

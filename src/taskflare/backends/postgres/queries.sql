@@ -814,16 +814,17 @@ SELECT coalesce(max(id), 0) FROM {schema}.job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
+-- An enqueue is attempt 0 (no attempt has started), whatever the row counts now.
 -- Enqueues: leased jobs (not in the creation index, schema 13) read apart, merged.
 (SELECT * FROM (
     (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
-            attempts AS attempt, NULL::text AS error, NULL::float8 AS duration,
+            0 AS attempt, NULL::text AS error, NULL::float8 AS duration,
             0::bigint AS seq
      FROM {schema}.messages
      WHERE type IS NOT NULL AND state <> 'leased' AND created_at > %(enqueued_after)s
      ORDER BY created_at LIMIT %(limit)s)
     UNION ALL
-    (SELECT 'enqueued', created_at, id, type, queue, attempts, NULL, NULL, 0
+    (SELECT 'enqueued', created_at, id, type, queue, 0, NULL, NULL, 0
      FROM {schema}.messages
      WHERE type IS NOT NULL AND state = 'leased' AND created_at > %(enqueued_after)s
      ORDER BY created_at LIMIT %(limit)s)

@@ -462,8 +462,9 @@ SELECT coalesce(max(id), 0) FROM job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
+-- An enqueue is attempt 0 (no attempt has started), whatever the row counts now.
 SELECT * FROM (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
-                      attempts AS attempt, NULL AS error, NULL AS duration, 0 AS seq
+                      0 AS attempt, NULL AS error, NULL AS duration, 0 AS seq
                FROM messages
                WHERE type IS NOT NULL AND created_at > :enqueued_after
                ORDER BY created_at LIMIT :limit)
