@@ -37,9 +37,10 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-from .errors import InvalidWebhookConfig, TaskflareError
+from .errors import InvalidMessage, InvalidWebhookConfig, TaskflareError
 from .messages import MAX_DELAY_SECONDS
 from .numeric import as_float
+from .text import check_name
 
 STRIPE = "stripe"
 GITHUB = "github"
@@ -131,6 +132,10 @@ class WebhookSource:
                 f"webhook source name must be 1-{MAX_SOURCE_NAME_CHARS} characters, "
                 f"got {self.name!r}"
             )
+        try:  # its URL could never name it
+            check_name(self.name, f"webhook source name {self.name!r}")
+        except InvalidMessage as exc:
+            raise InvalidWebhookConfig(str(exc)) from None
         if not isinstance(self.secret, str) or not self.secret:
             raise InvalidWebhookConfig(f"webhook source {self.name!r} needs a secret")
         if self.scheme == STANDARD_WEBHOOKS:
