@@ -39,6 +39,7 @@ from standardwebhooks import Webhook
 
 from .errors import InvalidWebhookConfig, TaskflareError
 from .messages import MAX_DELAY_SECONDS
+from .numeric import as_float
 
 STRIPE = "stripe"
 GITHUB = "github"
@@ -183,7 +184,7 @@ def _check_seconds(value: object, what: str, limit: float) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or not math.isfinite(as_float(value))
         or not 0 < value <= limit
     ):
         raise InvalidWebhookConfig(

@@ -18,6 +18,7 @@ import orjson
 from ..encoding import encode_json
 from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
 from ..limits import JobLimits
+from ..numeric import as_float
 from ..retry import Backoff
 
 if TYPE_CHECKING:
@@ -89,7 +90,9 @@ class JobType:
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf  # NaN too: asyncio.timeout(nan) expires at once
+            # NaN too: asyncio.timeout(nan) expires at once; an int past a float's range
+            # is an infinity here, refused like one.
+            or not 0 < as_float(timeout) < math.inf
         ):
             raise InvalidJobConfig(
                 f"timeout must be a positive number of seconds (None: no limit), got {timeout!r}"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..cron import CronSchedule, InvalidCronExpression
+from ..numeric import as_float
 
 CRON_JOB_PREFIX = "cron:"
 DEFAULT_CRON_QUEUE = "default"
@@ -59,6 +60,7 @@ class CronTrigger:
         schedule.next_after(datetime.now(UTC))  # an expression that never fires fails here
         if isinstance(misfire_grace, bool) or not isinstance(misfire_grace, (int, float)):
             raise InvalidCronExpression(f"misfire_grace must be seconds, got {misfire_grace!r}")
+        misfire_grace = as_float(misfire_grace)  # an int past a float's range: no limit
         if math.isnan(misfire_grace):  # NaN compares false to every lateness: no tick would run
             raise InvalidCronExpression("misfire_grace must be seconds, got nan")
         if misfire_grace < 0:
