@@ -38,6 +38,7 @@ from pydantic_settings import SettingsConfigDict
 from ..context import JobContext
 from ..documents import MAX_KEY_BYTES, check_namespace
 from ..errors import InvalidDocument
+from ..flow import Snooze
 from ..patterns import InvalidPattern, Pattern, compile_pattern
 from ..retry import Backoff, PermanentError
 from .common import (
@@ -72,6 +73,8 @@ MAX_SITEMAPS = 10
 MAX_PATTERNS = 50  # in `include`, and in `exclude`
 ROBOTS_TTL = 3600.0  # [s] a worker reads a site's robots.txt again after this long
 MAX_ROBOTS_BYTES = 500 * 1024  # what of a robots.txt is read (Google's limit, RFC 9309)
+MAX_CRAWL_DELAY = 60.0  # [s] the longest robots.txt Crawl-delay honoured
+MAX_TURN_WAIT = 5.0  # [s] a page job waits this long for its host's turn; longer: snoozed
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -332,12 +335,15 @@ class Politeness:
         """One request to `host`: starts `delay` [s] after the previous one from this
         process ended, and the next waits for this one to end. Counting from the end
         (as a polite crawler may) keeps the site's own view of the gap at least `delay`
-        however long a request takes to leave or to arrive."""
+        however long a request takes to leave or to arrive. A turn more than
+        `MAX_TURN_WAIT` away raises `Snooze` until then (no attempt spent)."""
         loop = asyncio.get_running_loop()
         key = (id(loop), host)
         lock = self._locks.setdefault(loop, {}).setdefault(host, asyncio.Lock())
         async with lock:
             wait = self._next.get(key, 0.0) - time.monotonic()
+            if wait > MAX_TURN_WAIT:  # come back then, rather than hold a worker slot
+                raise Snooze(wait, f"{host}'s next request is due in {wait:.1f}s")
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -505,7 +511,10 @@ class Crawler:
         async with self.client() as client:
             robots = await self.polite.robots(_origin(url), client, self.policy)
             agent = self.settings.user_agent
-            delay = max(self.settings.delay, float(robots.crawl_delay(agent) or 0))
+            # A site's Crawl-delay, up to a minute: a robots.txt asking for a day between
+            # requests would otherwise park every page job of the crawl for a day each.
+            asked = min(float(robots.crawl_delay(agent) or 0), MAX_CRAWL_DELAY)
+            delay = max(self.settings.delay, asked)
             async with self.polite.turn(host, delay):
                 record, links = await self._fetch(client, url)
             record["depth"] = payload.depth
