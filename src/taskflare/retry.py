@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from .errors import InvalidJobConfig
+from .numeric import as_float
 
 
 class PermanentError(Exception):
@@ -29,12 +30,19 @@ class Retry(Exception):
     def __init__(self, delay_seconds: float = 0, reason: str | None = None) -> None:
         if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)):
             raise TypeError(f"Retry delay_seconds must be a number, got {delay_seconds!r}")
-        if not math.isfinite(delay_seconds) or delay_seconds < 0:  # NaN would be stored
+        # An int past a float's range is an infinity here: refused if negative, else
+        # waits the longest delay (every retry delay is capped at one year).
+        seconds = as_float(delay_seconds)
+        if math.isnan(seconds) or (math.isinf(seconds) and isinstance(delay_seconds, float)):
+            raise ValueError(  # NaN would be stored
+                f"Retry delay_seconds must be a finite number >= 0, got {delay_seconds}"
+            )
+        if seconds < 0:
             raise ValueError(
                 f"Retry delay_seconds must be a finite number >= 0, got {delay_seconds}"
             )
-        super().__init__(reason or f"retry requested in {delay_seconds:g}s")
-        self.delay_seconds = float(delay_seconds)
+        super().__init__(reason or f"retry requested in {seconds:g}s")
+        self.delay_seconds = seconds
 
 
 class RetryAfter(Retry):
@@ -62,7 +70,7 @@ class Backoff:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
-                or not math.isfinite(value)
+                or not math.isfinite(as_float(value))
                 or value < 0
             ):
                 raise InvalidJobConfig(
