@@ -127,3 +127,28 @@ def test_send_refuses_a_single_message_field_beside_a_batch(
         # The batch's own delay is still the one field that applies to its messages.
         batch = {"messages": [{"body": 1}], "delaySeconds": 0}
         assert client.post("/queues/pulled/messages", json=batch).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [600, 980, 1000])
+@pytest.mark.parametrize(
+    ("path", "wrap"),
+    [
+        ("/jobs", lambda deep: '{"type": "send-email", "payload": ' + deep + "}"),
+        ("/queues/pulled/messages", lambda deep: '{"body": ' + deep + "}"),
+        ("/queues/pulled/messages", lambda deep: '{"messages": [{"body": ' + deep + "}]}"),
+    ],
+)
+def test_json_nested_too_deep_is_a_400_naming_the_limit(
+    database_url: str, depth: int, path: str, wrap: Any
+) -> None:
+    """Past ~970 levels FastAPI's own parser failed with a bare 400 "There was an error
+    parsing the body" (no code, no reason); every body nested more than 512 levels is
+    refused the same way, before any parsing of ours or FastAPI's."""
+    with serve(build(database_url)) as client:
+        body = wrap("[" * depth + "]" * depth)
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        assert answer["code"] == "invalid" and "nested more than 512 levels" in answer["error"]
+        assert client.get("/jobs").json()["count"] == 0
+        assert client.get("/queues/pulled").json()["queue"]["depth"]["ready"] == 0
