@@ -659,7 +659,7 @@ WHERE (:state IS NULL OR state = :state)
 -- of job_search_text), so it costs what one search page does; the caller says "at
 -- least".
 SELECT count(*) FROM (
-    SELECT body, state, type, queue FROM messages
+    SELECT body, content_type, state, type, queue FROM messages
     WHERE type IS NOT NULL
       AND created_at >= :created_from
       AND (created_at, id) < (:before_created, :before_id)
@@ -669,7 +669,14 @@ SELECT count(*) FROM (
 WHERE (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND instr(body, :needle) > 0;
+  AND (instr(body, :needle) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
+      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
+      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
+                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
+      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
+         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)));
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
@@ -691,7 +698,14 @@ WHERE id IN (SELECT id FROM examined)
   AND (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND instr(body, :needle) > 0
+  AND (instr(body, :needle) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
+      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
+      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
+                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
+      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
+         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
