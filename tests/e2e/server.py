@@ -140,7 +140,8 @@ class LiveServer:
     def client(self, token: str | None = WRITE_TOKEN, **kwargs: Any) -> httpx.Client:
         """A blocking client for this server, with a bearer token (None: no header)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10.0, **kwargs)
+        kwargs.setdefault("timeout", 10.0)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def aclient(self, token: str | None = WRITE_TOKEN) -> httpx.AsyncClient:
         """An async client for this server, with a bearer token (None: no header)."""
