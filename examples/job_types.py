@@ -125,25 +125,14 @@ def summary(type: str, result: Any) -> str:
 
 def main() -> None:
     """Start the local stand-ins, point the job types at them, run one job of each."""
-    local = '["127.0.0.1/32"]'
+    ai_calls = local_services.AiCalls(api_key=local_services.AI_API_KEY)
     with (
         local_services.smtp_server() as (smtp_url, inbox),
         local_services.serve(local_services.webhook_receiver(local_services.Received())) as hooks,
         local_services.serve(local_services.demo_site(slow_seconds=0.2)) as site,
-        local_services.serve(local_services.openai_compatible(local_services.AiCalls())) as ai,
+        local_services.serve(local_services.openai_compatible(ai_calls)) as ai,
     ):
-        os.environ.update(
-            {
-                "TASKFLARE_SMTP_URL": smtp_url,
-                "TASKFLARE_EMAIL_FROM": "Shop <shop@example.com>",
-                "TASKFLARE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "TASKFLARE_WEBHOOK_ALLOWED_NETWORKS": local,
-                "TASKFLARE_CRAWL_ALLOWED_NETWORKS": local,
-                "TASKFLARE_CRAWL_DELAY": "0",
-                "TASKFLARE_AI_BASE_URL": f"{ai}/v1",
-                "TASKFLARE_AI_API_KEY": "sk-local",
-            }
-        )
+        os.environ.update(local_services.environment(smtp_url, hooks, site, ai))
         asyncio.run(run_all(f"{hooks}/ok", site))
         print(f"emails received by the local SMTP server: {len(inbox.messages)}")
 

@@ -2,9 +2,11 @@
 taskflare's own tests) run without internet: an SMTP server (aiosmtpd) that keeps what it
 receives, a webhook receiver, a small website to crawl and an OpenAI-compatible API.
 
-    python examples/local_services.py      # start them all and print their addresses
+    python examples/local_services.py      # start them all; print the settings to export
 
-Each server binds a free port on 127.0.0.1 and runs in a background thread.
+It prints one `export NAME='value'` line for every setting the examples of
+docs/job-types.md read (paste them into the shell that runs an example). Each server
+binds a free port on 127.0.0.1 and runs in a background thread.
 """
 
 from __future__ import annotations
@@ -181,7 +183,8 @@ class Received:
 
 def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette:
     """Answers by path: /ok 200, /gone 410, /bad 400, /busy 429 (Retry-After: 1) then 200,
-    /flaky 503 then 200, /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
+    /throttled always 429 with the `Retry-After` given as `?after=`, /flaky 503 then 200,
+    /redirect 302 to /ok, /slow waits `slow_seconds` then 200."""
 
     async def hook(request: Request) -> Response:
         path = request.url.path
@@ -207,6 +210,9 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
                 return PlainTextResponse("bad request", status_code=400)
             if path == "/busy" and n == 1:
                 return PlainTextResponse("slow down", 429, headers={"Retry-After": "1"})
+            if path == "/throttled":
+                after = request.query_params.get("after", "")
+                return PlainTextResponse("slow down", 429, headers={"Retry-After": after})
             if path == "/flaky" and n == 1:
                 return PlainTextResponse("try again", status_code=503)
             if path == "/redirect":
@@ -288,7 +294,11 @@ def demo_site(  # noqa: C901
 
     async def missing(request: Request) -> Response:
         await counted(request)
-        return HTMLResponse("<h1>Not found</h1>", status_code=404)
+        page = (
+            "<html><head><title>Page not found</title></head><body><h1>Not found</h1>"
+            '<p>Try the start page.</p><a href="/page/0">start</a></body></html>'
+        )
+        return HTMLResponse(page, status_code=404)
 
     async def pdf(request: Request) -> Response:
         await counted(request)
@@ -338,7 +348,9 @@ def embed(text: str, dimensions: int = 8) -> list[float]:
 def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
     """POST /v1/embeddings and /v1/chat/completions (streaming too). Model names: any
     passes through; `no-such-model` is a 404 with OpenAI's error body; `rate-limited`
-    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call."""
+    answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call;
+    `reversed` lists the embeddings last first (each with its right `index`), and
+    `same-index` gives every embedding `index` 0 (a broken server)."""
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
@@ -374,6 +386,11 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
         data = [
             {"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(texts)
         ]
+        if body["model"] == "reversed":
+            data.reverse()
+        if body["model"] == "same-index":
+            for item in data:
+                item["index"] = 0
         tokens = sum(len(t.split()) for t in texts)
         return JSONResponse(
             {
@@ -441,20 +458,54 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
     )
 
 
-if __name__ == "__main__":
+# -- the settings that point the built-in job types at them ------------------------------------
+
+AI_API_KEY = "sk-local"  # what the stand-in of `main()` requires
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks test vector
+
+
+def environment(smtp_url: str, hooks: str, site: str, ai: str) -> dict[str, str]:
+    """Every variable the examples need to use the stand-ins at these base URLs: the job
+    types' settings (the sender address, the signing secret, 127.0.0.1 allowed as a
+    destination, no crawl delay, the AI endpoint and key) and the examples' own
+    `WEBHOOK_URL` and `SITE_URL`."""
+    local = '["127.0.0.1/32"]'  # only loopback: no other private address is opened
+    return {
+        "TASKFLARE_SMTP_URL": smtp_url,
+        "TASKFLARE_EMAIL_FROM": "Shop <shop@example.com>",
+        "TASKFLARE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "TASKFLARE_WEBHOOK_ALLOWED_NETWORKS": local,
+        "TASKFLARE_CRAWL_ALLOWED_NETWORKS": local,
+        "TASKFLARE_CRAWL_DELAY": "0",
+        "TASKFLARE_IMPORT_ALLOWED_NETWORKS": local,
+        "TASKFLARE_AI_BASE_URL": f"{ai}/v1",
+        "TASKFLARE_AI_API_KEY": AI_API_KEY,
+        "WEBHOOK_URL": f"{hooks}/ok",
+        "SITE_URL": site,
+    }
+
+
+def main() -> None:
+    """Run every stand-in until Ctrl-C, after printing the `export` lines that use them."""
+    import shlex
+
     with (
-        smtp_server() as (smtp_url, inbox),
+        smtp_server() as (smtp_url, _),
         serve(webhook_receiver(Received())) as hooks,
-        serve(demo_site()) as site,
-        serve(openai_compatible(AiCalls())) as ai,
+        serve(demo_site(slow_seconds=0.1)) as site,
+        serve(openai_compatible(AiCalls(api_key=AI_API_KEY))) as ai,
     ):
-        print(f"TASKFLARE_SMTP_URL={smtp_url}")
-        print(f"webhook receiver: {hooks}/ok")
-        print(f"website to crawl: {site}/page/0")
-        print(f"TASKFLARE_AI_BASE_URL={ai}/v1")
-        print("Ctrl-C to stop")
+        print("# Local services are running. Paste these lines into the shell that runs")
+        print("# the examples of docs/job-types.md:")
+        for name, value in environment(smtp_url, hooks, site, ai).items():
+            print(f"export {name}={shlex.quote(value)}")
+        print("# Ctrl-C to stop", flush=True)
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from .errors import InvalidConfig
+from .numeric import as_float
 from .raised import is_stop
 
 log = logging.getLogger("taskflare.background")
@@ -60,7 +61,7 @@ class BackgroundTasks:
         if (
             isinstance(drain_limit, bool)
             or not isinstance(drain_limit, (int, float))
-            or not 0 <= drain_limit < math.inf
+            or not 0 <= as_float(drain_limit) < math.inf
         ):
             raise InvalidConfig(
                 f"wait_until_limit must be a finite number of seconds >= 0, got {drain_limit!r}"

@@ -238,7 +238,10 @@ def _check_days_exist(expression: str, days: frozenset[int], months: frozenset[i
         )
 
 
-SEARCH_DAYS = 366 * 8  # long enough for 29 February; an expression with no match in it never fires
+# The longest a valid expression waits between two runs is 40 years: the fifth Monday
+# of February (`0 0 * 2 1#5`) needs a 29 February on a Monday (2016, 2044, 2072, 2112:
+# 2100 is no leap year). An expression with no match in 41 years never fires.
+SEARCH_DAYS = 366 * 41
 ALL_HOURS = frozenset(range(24))
 # Longer than any UTC-offset change in the tz database (at most a day, at the date line)
 # and shorter than the time between two changes of one zone.
@@ -384,7 +387,10 @@ class CronSchedule:
             found = self._time_after(after.time() if offset == 0 else None)
             if found is not None:
                 return datetime.combine(day, found)
-        raise InvalidCronExpression(f"cron {self.expression!r} never fires")
+        raise InvalidCronExpression(
+            f"cron {self.expression!r} never fires: no day matches its day-of-month, month "
+            "and day-of-week fields"
+        )
 
     def _follows_real_clock(self) -> bool:
         """Hourly or more often: Vixie cron runs these on the real clock through DST changes."""

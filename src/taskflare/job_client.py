@@ -70,7 +70,7 @@ from .registry.job_types import JobType, encode_payload
 from .registry.queues import QueueConfig, check_queue_name
 from .registry.triggers import DEFAULT_CRON_QUEUE
 from .storage import Storage
-from .text import check_name, check_text
+from .text import SURROGATE, check_name, check_text
 
 T = TypeVar("T")
 
@@ -115,7 +115,7 @@ def _stored_id(job_id: object) -> str:
         raise InvalidMessage(
             f"job id must be a string, got {builtins.type(job_id).__name__}", fields=("job id",)
         )
-    if "\x00" in job_id:
+    if "\x00" in job_id or SURROGATE.search(job_id):  # no stored id holds one
         raise JobNotFound(f"no job with id {job_id!r}")
     return job_id
 
@@ -686,6 +686,10 @@ class JobClient:
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job with this id as stored now, with its attempt history; None if unknown."""
+        try:
+            job_id = _stored_id(job_id)
+        except JobNotFound:
+            return None
         backend = await self._storage.backend()
         record = await backend.message_get(MessageGetParams(job_id))
         if record is None or record.type is None:
@@ -740,6 +744,7 @@ class JobClient:
         again every second anyway in case a notification was lost. `JobNotFound` if there
         is no such job.
         """
+        job_id = _stored_id(job_id)
         backend = await self._storage.backend()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -19,6 +19,7 @@ import orjson
 from .backends.base import AttemptRecord, MessageRecord, State
 from .errors import InvalidDelay
 from .messages import MAX_DELAY_SECONDS, timestamp_from_epoch
+from .numeric import as_float
 from .registry.job_types import JobHandler, JobType, check_max_attempts, check_priority
 
 __all__ = [
@@ -343,8 +344,8 @@ def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: 
             )
         target = run_at.timestamp()
     elif isinstance(run_at, (int, float)) and not isinstance(run_at, bool):
-        target = float(run_at)
-        if not math.isfinite(target):
+        target = as_float(run_at)  # an int past a float's range: an infinity, far past or ahead
+        if math.isnan(target) or (math.isinf(target) and isinstance(run_at, float)):
             raise InvalidDelay(
                 f"run_at must be a finite number of epoch seconds, got {run_at!r}",
                 fields=("run_at",),
@@ -358,9 +359,10 @@ def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: 
         try:
             when = datetime.fromtimestamp(target, UTC).isoformat().replace("+00:00", "Z")
         except (OverflowError, ValueError, OSError):
-            when = f"{target:g} (epoch seconds)"
+            when = f"{run_at:g} (epoch seconds)" if math.isfinite(target) else f"{run_at}"
+        away = f"{delay / 86_400:,.0f} days away" if math.isfinite(delay) else "too far away"
         raise InvalidDelay(
-            f"run_at {when} is {delay / 86_400:,.0f} days away; the limit is one year (365 days)",
+            f"run_at {when} is {away}; the limit is one year (365 days)",
             fields=("run_at",),
         )
     return delay

@@ -33,7 +33,9 @@ from .errors import (
 KeyFunction = Callable[[Any], Any]
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+# One way to match each space: `\s*(\d+)?\s*` after the `/` backtracked quadratically
+# over a run of spaces (minutes for "1/" and 100 000 spaces).
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(?:(\d+(?:\.\d+)?)\s*)?([a-z]+)\s*$")
 
 # Families: `r:<type>:<n>` (a job type's n-th rate limit), `r@<queue>` (a queue's rate
 # limit), `c:<type>` (a type's max_concurrency), `c:<type>:<n>` (its n-th keyed one).

@@ -28,18 +28,23 @@ def check_delay(value: object, what: str = "delay_seconds") -> float:
     """Validate a delay: a finite, non-negative number of seconds (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidDelay(f"{what} must be a number of seconds, got {value!r}", fields=(what,))
-    seconds = float(value)
-    if math.isnan(seconds) or math.isinf(seconds):
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidDelay(f"{what} must be a finite number, got {value!r}", fields=(what,))
-    if seconds < 0:
+    # The range is checked on the number given, not on float(value): an int too large
+    # for a float (2**1100) is refused by the limit, not by an OverflowError.
+    if value < 0:
         raise InvalidDelay(f"{what} must not be negative, got {value!r}", fields=(what,))
-    if seconds > MAX_DELAY_SECONDS:
+    if value > MAX_DELAY_SECONDS:
+        if isinstance(value, int):  # of any size: no float conversion
+            seconds, days = f"{value:,}", f"{value // 86_400:,}"
+        else:
+            seconds, days = f"{value:,.0f}", f"{value / 86_400:,.0f}"
         raise InvalidDelay(
-            f"{what} is {seconds:,.0f} seconds ({seconds / 86_400:,.0f} days); the limit is "
+            f"{what} is {seconds} seconds ({days} days); the limit is "
             f"{MAX_DELAY_SECONDS:,.0f} seconds (one year)",
             fields=(what,),
         )
-    return seconds
+    return float(value)
 
 
 @dataclass(slots=True)

@@ -67,11 +67,13 @@ class RetryRequested:
 @dataclass(slots=True)
 class Failed:
     """The handler raised. `delay_seconds`: a delay it asked for (`Retry`, a 429's
-    Retry-After, a consumer's retry delay); None lets a job's backoff decide."""
+    Retry-After, a consumer's retry delay); None lets a job's backoff decide, and so
+    does `at_least` when the backoff is the longer (a delay a server asked for)."""
 
     error: str
     permanent: bool = False
     delay_seconds: float | None = None
+    at_least: bool = False  # a server's delay: the job's backoff, if longer, wins
 
 
 @dataclass(slots=True)
@@ -188,8 +190,9 @@ def _failure(delivery: Delivery, outcome: Outcome) -> tuple[str, float, bool, bo
         return clean_text(outcome.reason), outcome.delay_seconds, False, False
     if isinstance(outcome, Failed):
         delay = outcome.delay_seconds
-        if delay is None:
-            delay = delivery.backoff.delay(delivery.attempts) if delivery.backoff else 0.0
+        if delay is None or (outcome.at_least and delivery.backoff):
+            backoff = delivery.backoff.delay(delivery.attempts) if delivery.backoff else 0.0
+            delay = backoff if delay is None else max(delay, backoff)
         return clean_text(outcome.error), delay, outcome.permanent, False
     if isinstance(outcome, WorkerShutdown):
         return SHUTDOWN_ERROR, 0.0, False, False

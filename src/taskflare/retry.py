@@ -4,7 +4,8 @@ Handlers steer retries by raising: `PermanentError` fails the job at once, `Retr
 retries after a chosen delay, and any other exception retries with the job type's
 backoff until its attempts run out. An `httpx.HTTPStatusError` with a 4xx status other
 than 408 and 429 is permanent (the request will not get better by repeating it); a 429
-waits for its `Retry-After` header when it has one.
+waits for its `Retry-After` header when it has one, or for the backoff when that is
+longer: a server's delay can lengthen the wait between attempts, never shorten it.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 from .errors import InvalidJobConfig
+from .numeric import as_float
 
 
 class PermanentError(Exception):
@@ -29,12 +30,25 @@ class Retry(Exception):
     def __init__(self, delay_seconds: float = 0, reason: str | None = None) -> None:
         if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)):
             raise TypeError(f"Retry delay_seconds must be a number, got {delay_seconds!r}")
-        if not math.isfinite(delay_seconds) or delay_seconds < 0:  # NaN would be stored
+        # An int past a float's range is an infinity here: refused if negative, else
+        # waits the longest delay (every retry delay is capped at one year).
+        seconds = as_float(delay_seconds)
+        if math.isnan(seconds) or (math.isinf(seconds) and isinstance(delay_seconds, float)):
+            raise ValueError(  # NaN would be stored
+                f"Retry delay_seconds must be a finite number >= 0, got {delay_seconds}"
+            )
+        if seconds < 0:
             raise ValueError(
                 f"Retry delay_seconds must be a finite number >= 0, got {delay_seconds}"
             )
-        super().__init__(reason or f"retry requested in {delay_seconds:g}s")
-        self.delay_seconds = float(delay_seconds)
+        super().__init__(reason or f"retry requested in {seconds:g}s")
+        self.delay_seconds = seconds
+
+
+class RetryAfter(Retry):
+    """A retry after a delay a server asked for (its `Retry-After`): the job waits that
+    long or its backoff, whichever is longer, so a server answering `Retry-After: 0`
+    cannot make a job spend its attempts faster than its own schedule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +70,7 @@ class Backoff:
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
-                or not math.isfinite(value)
+                or not math.isfinite(as_float(value))
                 or value < 0
             ):
                 raise InvalidJobConfig(
@@ -79,18 +93,22 @@ class Verdict:
     permanent: bool
     delay: float | None = None
     rate_limited: bool = False
+    at_least: bool = False  # `delay` came from a server: the backoff, if longer, wins
 
 
 def classify(exc: BaseException) -> Verdict:
     """Decide whether `exc` is permanent and whether it asks for a specific delay."""
     if isinstance(exc, PermanentError):
         return Verdict(permanent=True)
+    if isinstance(exc, RetryAfter):
+        return Verdict(permanent=False, delay=exc.delay_seconds, at_least=True)
     if isinstance(exc, Retry):
         return Verdict(permanent=False, delay=exc.delay_seconds)
     status = _http_status(exc)
     if status is not None:
         if status == 429:
-            return Verdict(permanent=False, delay=_retry_after(exc), rate_limited=True)
+            delay = retry_after_seconds(_header(exc, "retry-after"))
+            return Verdict(permanent=False, delay=delay, rate_limited=True, at_least=True)
         if 400 <= status < 500 and status != 408:
             return Verdict(permanent=True)
     return Verdict(permanent=False)
@@ -106,21 +124,32 @@ def _http_status(exc: BaseException) -> int | None:
     return None
 
 
-def _retry_after(exc: Any) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), if present."""
-    value = exc.response.headers.get("retry-after")
+def _header(exc: BaseException, name: str) -> str | None:
+    """A header of the response an `httpx.HTTPStatusError` carries."""
+    import httpx
+
+    return exc.response.headers.get(name) if isinstance(exc, httpx.HTTPStatusError) else None
+
+
+def retry_after_seconds(
+    value: str | None, *, cap: float | None = None, now: datetime | None = None
+) -> float | None:
+    """The wait a `Retry-After` header asks for, in seconds (delta-seconds or an HTTP
+    date), at most `cap`; None when it asks for none the caller should use: absent,
+    unreadable, not finite (`nan`, `inf`, `1e400`), zero, negative or a date already
+    past. None means "use your own schedule" (the job's backoff), never "retry now"."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        pass
-    else:  # "nan", "inf" or "1e400" from a server: no usable delay, never a stored NaN
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds) or seconds <= 0:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return seconds if cap is None else min(seconds, cap)

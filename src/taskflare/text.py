@@ -15,6 +15,9 @@ from .errors import InvalidMessage
 NUL = "\x00"
 # C0 controls and DEL: what the HTTP API refuses in a path, a query and its keys.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate: a str can hold one (a JSON "\ud800", bytes decoded with
+# surrogateescape), but no UTF-8 column, file or HTTP answer can.
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
@@ -30,14 +33,21 @@ def clean_text(text: str) -> str:
 
 
 def check_text(value: object, field: str, *, max_length: int = 255) -> str:
-    """A non-empty string of at most `max_length` characters without NUL; else
-    `InvalidMessage` naming `field` (the name the caller used)."""
+    """A non-empty string of at most `max_length` characters without NUL or a lone
+    surrogate; else `InvalidMessage` naming `field` (the name the caller used)."""
     if not isinstance(value, str) or not 0 < len(value) <= max_length:
         raise InvalidMessage(
             f"{field} must be a string of 1-{max_length} characters", fields=(field,)
         )
     if NUL in value:
         raise InvalidMessage(f"{field} must not contain a NUL character (\\x00)", fields=(field,))
+    lone = SURROGATE.search(value)
+    if lone is not None:
+        raise InvalidMessage(
+            f"{field} holds a lone surrogate (U+{ord(lone.group()):04X}), which is not text "
+            "UTF-8 can store",
+            fields=(field,),
+        )
     return value
 
 

@@ -37,8 +37,10 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-from .errors import InvalidWebhookConfig, TaskflareError
+from .errors import InvalidMessage, InvalidWebhookConfig, TaskflareError
 from .messages import MAX_DELAY_SECONDS
+from .numeric import as_float
+from .text import check_name
 
 STRIPE = "stripe"
 GITHUB = "github"
@@ -130,6 +132,10 @@ class WebhookSource:
                 f"webhook source name must be 1-{MAX_SOURCE_NAME_CHARS} characters, "
                 f"got {self.name!r}"
             )
+        try:  # its URL could never name it
+            check_name(self.name, f"webhook source name {self.name!r}")
+        except InvalidMessage as exc:
+            raise InvalidWebhookConfig(str(exc)) from None
         if not isinstance(self.secret, str) or not self.secret:
             raise InvalidWebhookConfig(f"webhook source {self.name!r} needs a secret")
         if self.scheme == STANDARD_WEBHOOKS:
@@ -183,7 +189,7 @@ def _check_seconds(value: object, what: str, limit: float) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        or not math.isfinite(as_float(value))
         or not 0 < value <= limit
     ):
         raise InvalidWebhookConfig(

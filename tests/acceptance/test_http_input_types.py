@@ -103,3 +103,52 @@ def test_send_and_pull_refuse_json_values_of_the_wrong_type(database_url: str) -
         )
         answer = client.post(f"{base}/ack", json={"acks": [{"lease_id": lease}]}).json()
         assert answer["ackCount"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"body": {"to": "lost@example.com"}}, "body"),
+        ({"body": None}, "body"),
+        ({"contentType": "text"}, "contentType"),
+        ({"content_type": "bytes"}, "content_type"),
+    ],
+)
+def test_send_refuses_a_single_message_field_beside_a_batch(
+    database_url: str, extra: dict[str, Any], field: str
+) -> None:
+    """`body` and `contentType` belong to one message: beside `messages` they were dropped
+    in silence, so a message the client sent was never stored. They are refused instead."""
+    with serve(build(database_url)) as client:
+        response = client.post("/queues/pulled/messages", json={"messages": [{"body": 1}], **extra})
+        refused(response, field)
+        assert "messages" in response.json()["error"]
+        assert client.get("/queues/pulled").json()["queue"]["depth"]["ready"] == 0
+        # The batch's own delay is still the one field that applies to its messages.
+        batch = {"messages": [{"body": 1}], "delaySeconds": 0}
+        assert client.post("/queues/pulled/messages", json=batch).status_code == 200
+
+
+@pytest.mark.parametrize("depth", [600, 980, 1000])
+@pytest.mark.parametrize(
+    ("path", "wrap"),
+    [
+        ("/jobs", lambda deep: '{"type": "send-email", "payload": ' + deep + "}"),
+        ("/queues/pulled/messages", lambda deep: '{"body": ' + deep + "}"),
+        ("/queues/pulled/messages", lambda deep: '{"messages": [{"body": ' + deep + "}]}"),
+    ],
+)
+def test_json_nested_too_deep_is_a_400_naming_the_limit(
+    database_url: str, depth: int, path: str, wrap: Any
+) -> None:
+    """Past ~970 levels FastAPI's own parser failed with a bare 400 "There was an error
+    parsing the body" (no code, no reason); every body nested more than 512 levels is
+    refused the same way, before any parsing of ours or FastAPI's."""
+    with serve(build(database_url)) as client:
+        body = wrap("[" * depth + "]" * depth)
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        assert answer["code"] == "invalid" and "nested more than 512 levels" in answer["error"]
+        assert client.get("/jobs").json()["count"] == 0
+        assert client.get("/queues/pulled").json()["queue"]["depth"]["ready"] == 0

@@ -4,6 +4,8 @@ and messages, the ahead count, delayed counts, batches, and the per-minute histo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from taskflare.backends import Backend
@@ -119,6 +121,44 @@ async def test_payload_search_examines_a_bounded_window_and_says_where_it_stoppe
     assert await backend.job_search_count(JobSearchParams(text="other", scan_limit=4)) == 4
     typed = JobSearchParams(text="<script>", type="charge", state="ready", scan_limit=7)
     assert await backend.job_search_count(typed) == 1
+
+
+async def test_payload_search_matches_json_strings_as_they_read_unescaped(
+    backend: Backend,
+) -> None:
+    bodies = {
+        "newline": b'{"address": "1 Main St\\nSpringfield\\tUSA"}',
+        "quote": b'{"note": "Ann said \\"hi\\""}',
+        "escaped": b'{"city": "Z\\u00fcrich", "deep": [{"k\\\\ey": 1}]}',
+        "nul": b'{"raw": "a\\u0000b caf\\u00e9"}',
+        "wildcards": b'{"promo": "50%_off"}',
+    }
+    stored = await enqueue(backend, *(job(body=body) for body in bodies.values()))
+    ids = dict(zip(bodies, stored, strict=True))
+    # A text body (not JSON): its bytes only.
+    text = replace(message("jobs", b'Bob said "hi" \\u00fc', content_type="text"), type="charge")
+    (text_id,) = await enqueue(backend, text)
+
+    async def found(needle: str, **filters: object) -> set[str]:
+        params = JobSearchParams(text=needle, limit=50, **filters)  # type: ignore[arg-type]
+        page = {r.id for r in (await backend.job_search(params)).records}
+        assert await backend.job_search_count(params) == len(page)
+        return page
+
+    assert await found("St\nSpringfield\tUSA") == {ids["newline"]}
+    assert await found('Ann said "hi"') == {ids["quote"]}
+    assert await found('said "hi"') == {ids["quote"], text_id}
+    assert await found("Zürich") == {ids["escaped"]}
+    assert await found("k\\ey") == {ids["escaped"]}  # a key, unescaped
+    assert await found("café") == {ids["nul"]}  # a body with an escaped NUL still parses
+    assert await found("%") == {ids["wildcards"]}  # LIKE wildcards are themselves
+    assert await found("0_o") == set()
+    assert await found("\\u00fc") == {ids["escaped"], text_id}  # the stored text too
+    assert await found('Bob said "hi"') == {text_id}
+    assert await found("1") == {ids["newline"], ids["escaped"]}
+    # A key search filtered by text decides the same way.
+    assert await found('said "hi"', key=ids["quote"]) == {ids["quote"]}
+    assert await found('said "hi"', key=ids["newline"]) == set()
 
 
 async def test_delete_jobs_removes_them_and_only_jobs(backend: Backend) -> None:

@@ -568,8 +568,8 @@ async def test_job_events_report_enqueues_starts_and_attempts_after_the_cursor(
     assert [e.at for e in events] == sorted(e.at for e in events)
     seen = {(e.kind, e.job_id, e.attempt) for e in events}
     assert seen == {
-        ("enqueued", "job-a", 1),  # attempts as stored now
-        ("enqueued", "job-b", 1),
+        ("enqueued", "job-a", 0),  # no attempt had started (Oban, Sidekiq: 0)
+        ("enqueued", "job-b", 0),
         ("failed", "job-a", 1),
         ("started", "job-b", 1),
     }

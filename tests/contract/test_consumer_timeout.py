@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from helpers import get, running_worker
+from helpers import get, running_worker, wait_until
 from taskflare import App, MessageBatch
+from taskflare.backends.base import MessageRecord
 from taskflare.queue import DEFAULT_CONSUMER_TIMEOUT
 from taskflare.testing import drain
 
@@ -56,6 +57,30 @@ async def test_handler_that_swallows_its_timeout_cancellation_still_retries(app:
     record = await get(app, message_id)
     assert record is not None and record.state == "ready"
     assert record.last_error is not None and "timed out" in record.last_error
+
+
+async def test_handler_that_swallows_its_timeout_and_raises_is_recorded_as_timed_out(
+    app: App,
+) -> None:
+    q = app.queue("q", max_batch_timeout=0, retry_delay=600)
+
+    @q.consumer(timeout=0.3)
+    async def consume(batch: MessageBatch[int]) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            raise ValueError("cleanup went wrong") from None
+
+    message_id = await q.send(1)
+    async with running_worker(app):
+        record = await wait_until(lambda: _retried(app, message_id), what="the retry")
+    assert record.last_error is not None and "timed out" in record.last_error
+    assert "cleanup went wrong" not in record.last_error
+
+
+async def _retried(app: App, message_id: str) -> MessageRecord | None:
+    record = await get(app, message_id)
+    return record if record is not None and record.last_error is not None else None
 
 
 async def test_timed_out_handler_is_cancelled_in_a_running_worker(app: App) -> None:

@@ -182,6 +182,24 @@ async def test_an_http_429_backs_off_the_key_for_its_retry_after(app: App) -> No
     assert (await job_of(app, other.id)).history == ()
 
 
+@pytest.mark.parametrize("retry_after", ["0", "-5", "Wed, 21 Oct 2015 07:28:00 GMT"])
+async def test_an_http_429_asking_for_no_wait_snoozes_for_the_default(
+    app: App, retry_after: str
+) -> None:
+    """`Retry-After: 0` (or negative, or past) snoozed the job for 0 s: given its attempt
+    back each time, it ran again at once, for ever. It waits `default_retry_after` (1 s)."""
+    declare_429_hook(app, retry_after=retry_after)
+
+    job = await app.enqueue("hook", 1, rate_key="acme")
+    await drain(app)
+    snoozed = await job_of(app, job.id)
+    assert snoozed.status is JobStatus.PENDING and snoozed.attempts == 0
+    last = snoozed.history[-1]
+    assert last.finished_at is not None
+    assert (snoozed.run_at - last.finished_at).total_seconds() == pytest.approx(1.0, abs=0.2)
+    assert len(snoozed.history) == 1
+
+
 async def test_an_http_429_with_a_retry_after_past_a_year_holds_the_key_a_year(
     app: App,
 ) -> None:

@@ -256,3 +256,23 @@ async def test_failed_job_without_a_dlq_stays_only_as_failed(app: App) -> None:
     await drain(app)
     assert (await job_of(app, job.id)).status is JobStatus.FAILED
     assert set(app.queues) == {"default"}
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["0", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "5"],
+    ids=["zero", "negative", "past-date", "garbage", "shorter-than-the-backoff"],
+)
+async def test_http_429_never_retries_sooner_than_the_backoff(app: App, retry_after: str) -> None:
+    """`Retry-After: 0` (or negative, or a past date) retried at once: a job spent all its
+    attempts in a moment. A server's delay only ever lengthens the wait."""
+
+    @app.job("hook", max_attempts=8, retry=Backoff(base=15, cap=30, jitter=False))
+    async def hook(payload: Any) -> None:
+        raise http_error(429, {"Retry-After": retry_after})
+
+    job = await app.enqueue("hook")
+    await drain(app)
+    retried = await job_of(app, job.id)
+    assert retried.status is JobStatus.PENDING and retried.attempts == 1
+    assert retry_delay(retried) == pytest.approx(30, abs=0.5)

@@ -205,6 +205,31 @@ async def test_a_stopping_worker_abandons_work_past_the_limit_and_says_so(
         await app.close()
 
 
+async def test_work_that_swallows_its_cancellation_past_the_limit_is_still_abandoned(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App(database_url, wait_until_limit=0.2)
+    started = asyncio.Event()
+
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "done"  # ill-behaved: it still ran past the limit
+        return "slept"
+
+    try:
+        app.wait_until(stubborn())
+        await asyncio.wait_for(started.wait(), 10)
+        with caplog.at_level(logging.INFO, logger="taskflare.background"):
+            assert await app.background.drain() == 1
+        assert "abandoning wait_until task" in caplog.text and "stubborn after 0.2s" in caplog.text
+        assert "abandoned 1 of 1 wait_until tasks" in caplog.text
+    finally:
+        await app.close()
+
+
 async def test_durable_turns_the_same_call_into_a_job(app: App) -> None:
     titles: list[str] = []
 

@@ -191,6 +191,11 @@ async def test_a_streamed_generation_reports_progress(
         ("generate-embedding", {"text": "x"}, "model"),
         ("generate-embedding", {"text": [], "model": "m"}, "text"),
         ("generate-embedding", {"text": ["a", "b"], "model": "m", "keys": ["k"]}, "keys"),
+        (
+            "generate-embedding",
+            {"text": ["a", "b", "c"], "model": "m", "keys": ["k", "j", "k"]},
+            r"keys: .*'k' is given twice \(items 0 and 2\)",
+        ),
         ("generate-content", {"model": "m"}, "prompt or messages"),
         ("generate-content", {"prompt": "p", "model": "m", "temperature": 3}, "temperature"),
         ("generate-content", {"prompt": "p", "model": "m", "max_tokens": 0}, "max_tokens"),
@@ -207,3 +212,30 @@ async def test_a_bad_payload_is_refused_at_enqueue_naming_the_field(
     use_ai(contrib_app, ai[0])
     with pytest.raises(InvalidPayload, match=field):
         await contrib_app.enqueue(type, payload)
+
+
+async def test_the_answers_index_puts_each_vector_under_its_own_texts_key(
+    contrib_app: App, ai: Ai
+) -> None:
+    """Each embedding goes where its `index` says; an answer giving one index twice fails
+    the job (nothing stored) instead of storing one text's vector under another's key."""
+    base, _ = ai
+    use_ai(contrib_app, base)
+    texts, keys = ["first text", "second text"], ["k1", "k2"]
+    good = await contrib_app.enqueue(
+        "generate-embedding", {"text": texts, "model": "reversed", "keys": keys, "namespace": "ok"}
+    )
+    bad = await contrib_app.enqueue(
+        "generate-embedding",
+        {"text": texts, "model": "same-index", "keys": keys, "namespace": "broken"},
+    )
+    done = await finished(contrib_app, good.id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    for key, text in zip(keys, texts, strict=True):
+        stored = await contrib_app.namespace("ok").get(key)
+        assert stored is not None and stored.value["text"] == text
+        assert stored.value["embedding"] == local_services.embed(text)
+    failed = await finished(contrib_app, bad.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 1
+    assert "index 0 twice" in (failed.error or "")
+    assert await contrib_app.namespace("broken").count() == 0

@@ -14,6 +14,7 @@ from helpers import running_worker, wait_until
 from taskflare import App, Backoff, InvalidPayload, JobBatch, JobStatus, WorkerConfig, contrib
 from taskflare.contrib import CrawlSettings
 from taskflare.contrib.crawl import normalize_url, parse_page
+from taskflare.testing import drain
 
 from .conftest import local_services
 
@@ -81,7 +82,13 @@ async def test_a_50_page_site_is_crawled_once_per_page(contrib_app: App, site: S
     assert page0["fetched_at"].endswith("Z") and page0["depth"] == 0
     assert pages[f"{base}/old"]["status"] == 301
     assert pages[f"{base}/old"]["redirect"] == f"{base}/page/1"
-    assert pages[f"{base}/missing"]["status"] == 404
+    # An error page (titled "Page not found", with text and a link) is recorded with its
+    # status and why, never as content: no title, text or links to index.
+    missing = pages[f"{base}/missing"]
+    assert missing["status"] == 404 and missing["error"] == "HTTP 404 Not Found"
+    assert missing["fetched_at"].endswith("Z") and missing["depth"] == 1
+    for record in (missing, pages[f"{base}/old"]):
+        assert not {"title", "text", "links"} & set(record), record
     assert pages[f"{base}/slow"]["title"] == "Slow"
     report = pages[f"{base}/files/report.pdf"]
     assert report["skipped"] == "not HTML" and report["contentType"] == "application/pdf"
@@ -160,6 +167,33 @@ async def test_robots_crawl_delay_spaces_requests_to_a_host(contrib_app: App) ->
     # The next request starts 0.6 s after the previous one ended, so the site sees it at
     # least 0.6 s after the previous one arrived, however late either left or arrived.
     assert min(gaps) >= 0.6, gaps
+
+
+async def test_a_huge_crawl_delay_is_capped_and_waited_out_by_snoozing(
+    contrib_app: App,
+) -> None:
+    """robots.txt asking for a day between requests: the next page job of that host is
+    snoozed until its turn (a minute, the cap), no attempt spent and no worker slot held;
+    it used to sleep inside the job until its timeout and fail its attempts."""
+    site_app = local_services.demo_site(crawl_delay=86_400)
+    with local_services.serve(site_app) as base:
+        settings = CrawlSettings(allowed_networks=["127.0.0.1/32"], delay=0.0, timeout=5.0)
+        contrib_app.use(contrib.crawler(settings, retry=NO_WAIT, timeout=3.0))
+        job = await contrib_app.enqueue(
+            "crawl-website", {"url": f"{base}/page/0", "maxPages": 2, "sitemap": False}
+        )
+        await drain(contrib_app)
+    assert site_app.state.hits.get("/page/0") == 1 and "/page/1" not in site_app.state.hits
+    [waiting] = [
+        j
+        for j in (await contrib_app.list_jobs(type="crawl-page")).jobs
+        if j.payload["url"] == f"{base}/page/1"
+    ]
+    assert waiting.status is JobStatus.PENDING and waiting.attempts == 0, waiting.error
+    last = waiting.history[-1]
+    assert last.outcome == "snoozed" and last.finished_at is not None
+    assert 50 <= (waiting.run_at - last.finished_at).total_seconds() <= 61
+    assert (await contrib_app.get_job(job.id)).status is JobStatus.COMPLETED
 
 
 def test_urls_are_normalized() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -14,6 +15,7 @@ from helpers import running_worker, wait_until
 from job_helpers import drain_until, job_of
 from taskflare import App, Backoff, InvalidPayload, JobStatus, WorkerConfig, contrib
 from taskflare.contrib import DestinationPolicy, WebhookSettings
+from taskflare.testing import drain
 
 from .conftest import local_services
 
@@ -86,6 +88,46 @@ async def test_429_waits_for_retry_after(contrib_app: App, received: Receiver) -
     assert first.finished_at is not None and second.started_at is not None
     assert (second.started_at - first.finished_at).total_seconds() >= 0.9
     assert len(seen.of("/busy")) == 2
+
+
+THIRTY_SECONDS = Backoff(base=15, cap=30, jitter=False)  # 30 s after the first attempt
+
+
+def retry_delay(job: Any) -> float:
+    """Seconds between the end of the job's last attempt and when it may run again."""
+    last = job.history[-1]
+    assert last.finished_at is not None
+    return float((job.run_at - last.finished_at).total_seconds())
+
+
+@pytest.mark.parametrize(
+    ("after", "delay"),
+    [
+        ("0", 30),  # "now": the backoff still spaces the attempts
+        ("-5", 30),  # negative: ignored
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 30),  # a date already past: ignored
+        ("soon", 30),  # not a number or a date: ignored
+        ("1e400", 30),  # not finite: ignored
+        ("5", 30),  # shorter than the backoff: the backoff
+        ("120", 120),  # longer: honoured
+        ("99999999", 3600),  # three years: capped at an hour
+    ],
+)
+async def test_a_retry_after_never_spaces_attempts_closer_than_the_backoff(
+    contrib_app: App, received: Receiver, after: str, delay: float
+) -> None:
+    """A receiver answering `429 Retry-After: 0` (or a negative or past value) used to
+    get every attempt at once: 8 in about 2 s. Its delay can only lengthen the wait."""
+    base, seen = received
+    settings = WebhookSettings(allowed_networks=LOCAL, timeout=2.0)
+    contrib_app.use(contrib.webhooks(settings, retry=THIRTY_SECONDS, max_attempts=8))
+    url = f"{base}/throttled?after={quote(after)}"
+    job = await contrib_app.enqueue("webhook-delivery", {"url": url, "body": {}})
+    await drain(contrib_app)
+    retried = await job_of(contrib_app, job.id)
+    assert retried.status is JobStatus.PENDING and retried.attempts == 1, retried.error
+    assert retry_delay(retried) == pytest.approx(delay, abs=1)
+    assert len(seen.of("/throttled")) == 1
 
 
 @pytest.mark.parametrize(("path", "status"), [("/gone", 410), ("/bad", 400)])

@@ -10,10 +10,9 @@ first lines change how it runs:
 - `# needs: server`: `taskflare serve` runs an app with the pull queue `exports` (as in
   docs/http-api.md) holding one message of each content type; the block gets its base
   URL in `TF` and the token in `TASKFLARE_API_TOKEN`, and must leave the queue empty;
-- `# needs: local-services`: the local stand-ins of examples/local_services.py run (an
-  SMTP server, a webhook receiver, a website, an OpenAI-compatible API); the block gets
-  the `TASKFLARE_*` settings that point the built-in job types at them, and `WEBHOOK_URL`
-  and `SITE_URL`;
+- `# needs: local-services`: `python examples/local_services.py` runs (an SMTP server, a
+  webhook receiver, a website, an OpenAI-compatible API) and the block gets the variables
+  it prints to export, as a reader following docs/job-types.md would;
 - `# run: pytest`: the block is a test file, run with `python -m pytest` and pytest's
   default settings; it must pass at least one test.
 
@@ -25,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -230,38 +231,40 @@ def _serve(folder: Path, database_url: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def _local_services() -> Iterator[dict[str, str]]:
-    """The stand-ins of examples/local_services.py, and the environment pointing at them."""
-    examples = str(ROOT / "examples")
-    if examples not in sys.path:
-        sys.path.insert(0, examples)
-    import local_services
-
-    local = '["127.0.0.1/32"]'
-    with ExitStack() as stack:
-        smtp_url, _ = stack.enter_context(local_services.smtp_server())
-        hooks = stack.enter_context(
-            local_services.serve(local_services.webhook_receiver(local_services.Received()))
+def _local_services(folder: Path) -> Iterator[dict[str, str]]:
+    """`python examples/local_services.py` as a user runs it, and the variables it tells
+    the user to export: the block gets those and nothing else of its own, so a setting
+    the docs need but the script does not print fails here as it would for a reader."""
+    log = folder / "local_services.log"
+    with log.open("wb") as out:
+        services = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "local_services.py")],
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-        site = stack.enter_context(local_services.serve(local_services.demo_site(slow_seconds=0.1)))
-        ai = stack.enter_context(
-            local_services.serve(
-                local_services.openai_compatible(local_services.AiCalls(api_key="sk-local"))
+    try:
+        deadline = time.monotonic() + 30
+        while "# Ctrl-C to stop" not in log.read_text():
+            assert services.poll() is None, f"local_services.py exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, (
+                f"local_services.py did not start:\n{log.read_text()}"
             )
-        )
-        yield {
-            "TASKFLARE_SMTP_URL": smtp_url,
-            "TASKFLARE_EMAIL_FROM": "Shop <shop@example.com>",
-            "TASKFLARE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            "TASKFLARE_WEBHOOK_ALLOWED_NETWORKS": local,
-            "TASKFLARE_CRAWL_ALLOWED_NETWORKS": local,
-            "TASKFLARE_CRAWL_DELAY": "0",
-            "TASKFLARE_IMPORT_ALLOWED_NETWORKS": local,
-            "TASKFLARE_AI_BASE_URL": f"{ai}/v1",
-            "TASKFLARE_AI_API_KEY": "sk-local",
-            "WEBHOOK_URL": f"{hooks}/ok",
-            "SITE_URL": site,
-        }
+            time.sleep(0.05)
+        exported = {}
+        for line in log.read_text().splitlines():
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").partition("=")
+                [exported[name]] = shlex.split(value)
+        assert exported, f"local_services.py printed nothing to export:\n{log.read_text()}"
+        yield exported
+    finally:
+        services.send_signal(signal.SIGINT)  # Ctrl-C, as the script says
+        try:
+            services.wait(15)
+        except subprocess.TimeoutExpired:
+            services.kill()
+            services.wait(15)
 
 
 def _undefined_names(block: Block) -> str | None:
@@ -297,7 +300,7 @@ def test_python_block_runs_as_written(block: Block, tmp_path: Path) -> None:
             database_url = f"sqlite:///{tmp_path / 'taskflare.db'}"
         extra = stack.enter_context(_serve(tmp_path, database_url)) if needs == "server" else {}
         if needs == "local-services":
-            extra = stack.enter_context(_local_services())
+            extra = stack.enter_context(_local_services(tmp_path))
         # Blank lines first, so a traceback's line numbers are the Markdown file's.
         stem = re.sub(r"\W", "_", block.doc.stem.lower())
         script = tmp_path / f"{'test_' if runner else ''}doc_{stem}_{block.line}.py"

@@ -70,6 +70,8 @@ def cli_env(url: str | None, folder: Path | None = None, **extra: str) -> dict[s
         "COLUMNS": "200",
         "PYTHONUNBUFFERED": "1",
     }
+    if os.environ.get("PYTHONPATH"):  # a worktree's tests run its own code, not the venv's
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     if url is not None:
         env["TASKFLARE_DATABASE_URL"] = url
         env["TF_URL"] = url

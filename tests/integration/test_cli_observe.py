@@ -26,6 +26,7 @@ from .cli_run import (
     ok,
     send_in_process,
     tf_json,
+    tf_many,
     write_cli_app,
 )
 from .procs import TASKFLARE, wait_for
@@ -213,3 +214,14 @@ def test_stats_watch_json_prints_one_document_a_line_until_ctrl_c(
         assert document["queues"][0]["depth"]["ready"] == 1
     assert watch.stop(signal.SIGINT) == 0
     assert "Traceback" not in watch.stderr
+
+
+def test_help_of_following_commands_says_their_json_is_json_lines() -> None:
+    tail_help, stats_help = (
+        " ".join(r.stdout.split())
+        for r in tf_many([["tail", "--help"], ["stats", "--help"]], url=None)
+    )
+    # `tail --json` prints a document per event until Ctrl-C, never one document.
+    assert "one JSON document a line, JSON Lines" in tail_help, tail_help
+    assert "Print one JSON document (for scripts)" not in tail_help, tail_help
+    assert "with --watch, one a line (JSON Lines)" in stats_help, stats_help

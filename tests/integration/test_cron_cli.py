@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,12 @@ def run(*args: str, cwd: Path, url: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "TF_URL": url},
+        # PYTHONPATH kept: a worktree's tests run the worktree's code.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TF_URL": url,
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
     )
 
 
@@ -160,3 +166,6 @@ def test_cron_check_prints_next_runs_and_notes_cloudflare_weekday_numbers(
     bad = run("cron", "check", "0 0 * * 1#9", cwd=tmp_path, url=sqlite_url)
     assert bad.returncode == 2 and "must be 1 to 5" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+    never = run("cron", "check", "0 0 31W 2 *", cwd=tmp_path, url=sqlite_url)
+    assert never.returncode == 2 and "never fires" in never.stderr  # invalid: a usage error
+    assert len(never.stderr.strip().splitlines()) == 1

@@ -318,3 +318,22 @@ def test_next_after_in_a_time_zone_is_strictly_after_and_matches_local_fields(
     just_before = (nxt - timedelta(microseconds=1)).astimezone(zone)
     jumped = just_before.utcoffset() != local.utcoffset()
     assert jumped or _matches(schedule, local)
+
+
+def test_a_rare_but_valid_day_is_found_however_far_it_is() -> None:
+    """The fifth Monday of February needs a 29 February on a Monday: 2044, then 2072 (up
+    to 40 years apart). Such an expression was refused as one that "never fires"."""
+    schedule = CronSchedule.parse("0 0 * 2 mon#5")
+    assert schedule.upcoming(datetime(2026, 1, 1, tzinfo=UTC), 2) == [
+        datetime(2044, 2, 29, tzinfo=UTC),
+        datetime(2072, 2, 29, tzinfo=UTC),
+    ]
+    assert schedule.next_after(datetime(2072, 3, 1, tzinfo=UTC)) == datetime(
+        2112, 2, 29, tzinfo=UTC
+    )
+
+
+def test_an_expression_whose_days_never_come_says_so() -> None:
+    """The weekday nearest the 31st, in a month that has no 31st, is never."""
+    with pytest.raises(InvalidCronExpression, match="never fires"):
+        CronSchedule.parse("0 0 31W 2 *").next_after(datetime(2026, 1, 1, tzinfo=UTC))

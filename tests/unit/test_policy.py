@@ -88,6 +88,34 @@ TABLE = [
     (job(1), Failed("E: x"), RetryOutcome, "retried", 4.0, "E: x", None),
     (job(2), Failed("E: x"), RetryOutcome, "retried", 8.0, "E: x", None),
     (job(2), Failed("E: x", delay_seconds=30.0), RetryOutcome, "retried", 30.0, "E: x", None),
+    # A server's delay (at_least: its Retry-After) never shortens the backoff.
+    (
+        job(2),
+        Failed("E", delay_seconds=0.0, at_least=True),
+        RetryOutcome,
+        "retried",
+        8.0,
+        "E",
+        None,
+    ),
+    (
+        job(2),
+        Failed("E", delay_seconds=30.0, at_least=True),
+        RetryOutcome,
+        "retried",
+        30.0,
+        "E",
+        None,
+    ),
+    (
+        message(1),
+        Failed("E", delay_seconds=0.0, at_least=True),
+        RetryOutcome,
+        "retried",
+        0.0,
+        "E",
+        None,
+    ),
     (job(3), Failed("E: x"), FailOutcome, "failed", None, "E: x", None),
     # Permanent errors fail at once, whatever attempts are left.
     (

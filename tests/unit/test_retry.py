@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from taskflare import Backoff, InvalidJobConfig, InvalidQueueConfig, PermanentError, Retry
-from taskflare.retry import classify
+from taskflare.retry import classify, retry_after_seconds
 
 
 def http_error(status: int, headers: dict[str, str] | None = None) -> httpx.HTTPStatusError:
@@ -96,7 +96,7 @@ def test_http_429_with_retry_after_http_date() -> None:
 
 def test_http_429_with_a_past_date_or_garbage() -> None:
     past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
-    assert classify(http_error(429, {"Retry-After": past})).delay == 0
+    assert classify(http_error(429, {"Retry-After": past})).delay is None  # the backoff
     assert classify(http_error(429, {"Retry-After": "soon"})).delay is None
     assert classify(http_error(429)).delay is None
 
@@ -114,3 +114,21 @@ def test_a_delay_that_is_not_finite_is_refused_so_it_is_never_stored(value: floa
 @pytest.mark.parametrize("header", ["nan", "inf", "-inf", "1e400", "Infinity"])
 def test_http_429_with_a_retry_after_that_is_not_finite_uses_the_default(header: str) -> None:
     assert classify(http_error(429, {"Retry-After": header})).delay is None
+
+
+@pytest.mark.parametrize(
+    "header", ["0", "-5", "-0.5", "", "soon", "Wed, 21 Oct 2015 07:28:00 GMT", "Fri, 99 Foo"]
+)
+def test_a_retry_after_asking_for_no_wait_gives_none_so_the_backoff_applies(header: str) -> None:
+    assert retry_after_seconds(header) is None
+    verdict = classify(http_error(429, {"Retry-After": header}))
+    assert verdict.delay is None and verdict.at_least
+
+
+def test_a_retry_after_is_capped_when_asked_and_is_a_floor_over_the_backoff() -> None:
+    assert retry_after_seconds("99999999", cap=3600) == 3600
+    assert retry_after_seconds("42", cap=3600) == 42
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds("Thu, 01 Jan 2026 00:02:00 GMT", now=now) == 120
+    assert classify(http_error(429, {"Retry-After": "42"})).at_least
+    assert not classify(Retry(0)).at_least  # a handler's own Retry(0) means "now"

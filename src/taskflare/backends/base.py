@@ -773,7 +773,8 @@ class JobEventsParams:
 
 @dataclass(slots=True)
 class JobEvent:
-    """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome)."""
+    """One thing that happened to a job (`enqueued`, `started`, or an attempt's outcome);
+    `attempt` is the attempt it concerns, 0 for `enqueued` (none had started)."""
 
     kind: str
     at: float
@@ -792,7 +793,8 @@ class JobSearchParams:
 
     `created_from`/`created_to`: epoch seconds, inclusive. `key`: a job id, idempotency
     key, correlation id or batch id (exact). `text`: a substring of the stored
-    payload JSON (case-sensitive); a text search examines at most `scan_limit` jobs (newest
+    payload, or of one of its JSON strings or keys unescaped (case-sensitive, no
+    wildcards; `store.payload_contains`); a text search examines at most `scan_limit` jobs (newest
     first after the cursor) per call, so it stays fast on any table size. Without a text
     or key, a call examines at most `filter_scan_limit` entries of the index that drives
     it (status, else type, else creation time), newest first after the cursor.

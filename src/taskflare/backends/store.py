@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..encoding import JSON
 from ..errors import InvalidMessage
 from .base import (
     STATES,
@@ -186,6 +187,7 @@ def _search_args(params: JobSearchParams) -> dict[str, Any]:
         "before_created": upper[0],
         "before_id": upper[1],
         "needle": None if params.text is None else params.text.encode(),
+        "needle_text": params.text,
         "limit": params.limit,
         "scan_limit": params.scan_limit,
         "filter_scan_limit": params.filter_scan_limit,
@@ -754,5 +756,28 @@ def _matches(record: MessageRecord, params: JobSearchParams) -> bool:
         and (params.queue is None or record.queue == params.queue)
         and (params.created_from is None or record.created_at >= params.created_from)
         and (params.created_to is None or record.created_at <= params.created_to)
-        and (params.text is None or params.text.encode() in bytes(record.body))
+        and (params.text is None or payload_contains(record, params.text))
     )
+
+
+def payload_contains(record: MessageRecord, text: str) -> bool:
+    """Whether `text` is in the stored body, or (a JSON body) in one of its strings or
+    keys as they read unescaped: what the `job_search_text` statements decide."""
+    body = bytes(record.body)
+    if text.encode() in body:
+        return True
+    if record.content_type != JSON:
+        return False
+    pending: list[Any] = [orjson.loads(body)]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if text in value:
+                return True
+        elif isinstance(value, dict):
+            if any(text in key for key in value):
+                return True
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False

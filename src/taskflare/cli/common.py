@@ -49,6 +49,18 @@ DatabaseOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for scripts).")]
+# The commands that follow until Ctrl-C print JSON Lines: one compact document a line.
+JsonLinesOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document a line, JSON Lines (for scripts)."),
+]
+WatchJsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON document (for scripts); with --watch, one a line (JSON Lines).",
+    ),
+]
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -107,9 +107,9 @@ def cron_check(
     """
     try:
         schedule = CronSchedule.parse(expression, tz)
+        runs = schedule.upcoming(datetime.now(UTC), count)  # or: it never fires
     except InvalidCronExpression as exc:
         raise fail(str(exc), 2) from None
-    runs = schedule.upcoming(datetime.now(UTC), count)
     notes = weekday_notes(MACROS.get(expression.strip().lower(), expression))
     if as_json:
         print_json(

@@ -16,7 +16,7 @@ from rich.markup import escape
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
 from ..tables import Column, fit_table
-from .common import DatabaseOpt, JsonOpt, cli, print_json, run, state_app
+from .common import DatabaseOpt, JsonLinesOpt, WatchJsonOpt, cli, print_json, run, state_app
 from .queues import queue_table
 
 
@@ -98,7 +98,7 @@ def stats(
     ] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 1.0,
     database_url: DatabaseOpt = None,
-    as_json: JsonOpt = False,
+    as_json: WatchJsonOpt = False,
 ) -> None:
     """Counts by queue and status, processing rates, oldest pending age.
 
@@ -169,7 +169,7 @@ def tail(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 0.25,
     database_url: DatabaseOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonLinesOpt = False,
 ) -> None:
     """Follow job events live, one line each, until Ctrl-C (like `wrangler tail`).
 

@@ -8,7 +8,6 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..errors import InvalidJobConfig
 from ..registry import JobType
-from ..retry import Backoff, PermanentError, Retry
+from ..retry import Backoff, PermanentError, RetryAfter, retry_after_seconds
 
 if TYPE_CHECKING:
     from ..app import App
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
 # taskflare's document store: `app.namespace(namespace).put_many(records)`.
 Sink = Callable[[str, list[tuple[str, Any]]], Awaitable[None]]
 
+# The longest wait a server's `Retry-After` gets from a built-in job type [s].
 MAX_RETRY_AFTER = 3600.0
 
 
@@ -96,36 +96,22 @@ def check_sink(sink: object) -> Sink | None:
     return sink
 
 
-def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date), capped at an
-    hour; None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
 def raise_for_http_status(
     status: int, headers: Any, what: str, detail: str = "", *, retry_statuses: Sequence[int] = ()
 ) -> None:
-    """Turn a non-2xx answer into taskflare's outcomes: 408, 429 (honouring `Retry-After`)
-    and 5xx raise `Retry`/`RuntimeError` (retried with backoff), other 4xx `PermanentError`."""
+    """Turn a non-2xx answer into taskflare's outcomes: 408, 429 and 5xx raise
+    `RuntimeError`, retried with the job's backoff (`RetryAfter` when a 429 or 503 has a
+    usable `Retry-After`: its delay, at most an hour, or the backoff if longer); other 4xx
+    `PermanentError`."""
     if 200 <= status < 300:
         return
     message = f"{what} answered {status}" + (f": {detail}" if detail else "")
     if status in (408, 429) or status >= 500 or status in retry_statuses:
-        delay = retry_after_seconds(headers.get("retry-after")) if status in (429, 503) else None
-        if delay is not None:
-            raise Retry(delay, message)
+        delay = None
+        if status in (429, 503):
+            delay = retry_after_seconds(headers.get("retry-after"), cap=MAX_RETRY_AFTER)
+        if delay is not None:  # the wait is this or the job's backoff, the longer
+            raise RetryAfter(delay, message)
         raise RuntimeError(message)
     raise PermanentError(message)
 

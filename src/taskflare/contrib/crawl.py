@@ -4,7 +4,9 @@ The `crawl-website` job reads robots.txt and the sitemap, records the start page
 crawl's frontier and enqueues one `crawl-page` job for each, all in one batch (its id is
 the crawl job's id, so `app.get_batch(id)` / `GET /batches/{id}` show the crawl's
 progress and page count). Each page job fetches one page, stores it (url, status, title,
-text, links, fetched_at) and enqueues the new pages it links to.
+text, links, fetched_at; a page without content, such as a 404, has no title, text or
+links but says why: `redirect`, `error` or `skipped`) and enqueues the new pages it links
+to.
 
 The frontier is a namespace of the document store (`<namespace>.frontier`) in which a
 URL is inserted once, atomically and only while fewer than `maxPages` URLs are in it:
@@ -25,6 +27,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -35,6 +38,7 @@ from pydantic_settings import SettingsConfigDict
 from ..context import JobContext
 from ..documents import MAX_KEY_BYTES, check_namespace
 from ..errors import InvalidDocument
+from ..flow import Snooze
 from ..patterns import InvalidPattern, Pattern, compile_pattern
 from ..retry import Backoff, PermanentError
 from .common import (
@@ -69,6 +73,8 @@ MAX_SITEMAPS = 10
 MAX_PATTERNS = 50  # in `include`, and in `exclude`
 ROBOTS_TTL = 3600.0  # [s] a worker reads a site's robots.txt again after this long
 MAX_ROBOTS_BYTES = 500 * 1024  # what of a robots.txt is read (Google's limit, RFC 9309)
+MAX_CRAWL_DELAY = 60.0  # [s] the longest robots.txt Crawl-delay honoured
+MAX_TURN_WAIT = 5.0  # [s] a page job waits this long for its host's turn; longer: snoozed
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -329,12 +335,15 @@ class Politeness:
         """One request to `host`: starts `delay` [s] after the previous one from this
         process ended, and the next waits for this one to end. Counting from the end
         (as a polite crawler may) keeps the site's own view of the gap at least `delay`
-        however long a request takes to leave or to arrive."""
+        however long a request takes to leave or to arrive. A turn more than
+        `MAX_TURN_WAIT` away raises `Snooze` until then (no attempt spent)."""
         loop = asyncio.get_running_loop()
         key = (id(loop), host)
         lock = self._locks.setdefault(loop, {}).setdefault(host, asyncio.Lock())
         async with lock:
             wait = self._next.get(key, 0.0) - time.monotonic()
+            if wait > MAX_TURN_WAIT:  # come back then, rather than hold a worker slot
+                raise Snooze(wait, f"{host}'s next request is due in {wait:.1f}s")
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -502,7 +511,10 @@ class Crawler:
         async with self.client() as client:
             robots = await self.polite.robots(_origin(url), client, self.policy)
             agent = self.settings.user_agent
-            delay = max(self.settings.delay, float(robots.crawl_delay(agent) or 0))
+            # A site's Crawl-delay, up to a minute: a robots.txt asking for a day between
+            # requests would otherwise park every page job of the crawl for a day each.
+            asked = min(float(robots.crawl_delay(agent) or 0), MAX_CRAWL_DELAY)
+            delay = max(self.settings.delay, asked)
             async with self.polite.turn(host, delay):
                 record, links = await self._fetch(client, url)
             record["depth"] = payload.depth
@@ -524,13 +536,16 @@ class Crawler:
                 if outcome is None:
                     break
                 discovered += outcome
-        return {
+        result = {
             "url": url,
             "status": record["status"],
             "title": record.get("title"),
             "links": len(links),
             "enqueued": discovered,
         }
+        if "error" in record:
+            result["error"] = record["error"]
+        return result
 
     async def _fetch(self, client: httpx.AsyncClient, url: str) -> tuple[dict[str, Any], list[str]]:
         """The stored record of `url` and the links to follow from it. A redirect is not
@@ -545,12 +560,12 @@ class Crawler:
         try:
             status = response.status_code
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            # Only a page with content gets `title`, `text` and `links`; any other answer
+            # is recorded with its status and why it has none (`redirect`, `error`,
+            # `skipped`), so an error page is never indexed as an empty page.
             record: dict[str, Any] = {
                 "url": url,
                 "status": status,
-                "title": None,
-                "text": "",
-                "links": [],
                 "fetched_at": fetched_at,
                 "contentType": content_type or None,
             }
@@ -561,7 +576,11 @@ class Crawler:
                 location = normalize_url(str(target))
                 record["redirect"] = location
                 return record, [location] if location else []
-            if status != 200:
+            if not 200 <= status < 300:  # 404, 410, 403...: the page is not there for us
+                record["error"] = _status_text(status)
+                return record, []
+            if status in (204, 205):
+                record["skipped"] = "no content"
                 return record, []
             if content_type not in _HTML_TYPES:
                 record["skipped"] = "not HTML"
@@ -572,6 +591,14 @@ class Crawler:
         title, text, links = parse_page(body, url, self.settings.max_text_chars)
         record.update(title=title, text=text, links=links)
         return record, links
+
+
+def _status_text(status: int) -> str:
+    """`HTTP 404 Not Found`: a status with its reason phrase when it has a standard one."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 class CrawlExtension:

@@ -3,7 +3,7 @@ endpoint; store each vector with its model and dimensions.
 
 Payload: `text` (a string or a list of strings), `model` (passed through unchanged, e.g.
 `@cf/baai/bge-base-en-v1.5`), optional `namespace` (default `embeddings`) and `keys` (one
-per text; default: the job id and the text's position). Texts are sent
+per text, no two alike; default: the job id and the text's position). Texts are sent
 `embedding_batch_size` at a time, with progress after each request.
 """
 
@@ -51,16 +51,29 @@ class GenerateEmbedding(Payload):
         except InvalidDocument as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("keys")
+    @classmethod
+    def _each_key(cls, value: list[str] | None) -> list[str] | None:
+        first: dict[str, int] = {}
+        for index, key in enumerate(value or ()):
+            try:
+                check_key(key)
+            except InvalidDocument as exc:
+                raise ValueError(f"item {index}: {exc}") from None
+            if key in first:  # one vector would overwrite the other under that key
+                raise ValueError(
+                    f"{key!r} is given twice (items {first[key]} and {index}); "
+                    "each text needs a key of its own"
+                )
+            first[key] = index
+        return value
+
     @model_validator(mode="after")
     def _keys(self) -> GenerateEmbedding:
-        if self.keys is not None:
-            if len(self.keys) != len(self.texts):
-                raise ValueError("keys: give one key per text")
-            for key in self.keys:
-                try:
-                    check_key(key)
-                except InvalidDocument as exc:
-                    raise ValueError(f"keys: {exc}") from None
+        if self.keys is not None and len(self.keys) != len(self.texts):
+            raise ValueError(
+                f"keys: give one key per text ({len(self.keys)} keys for {len(self.texts)} texts)"
+            )
         return self
 
     @property
@@ -130,17 +143,45 @@ class EmbeddingExtension:
 
 
 def _vectors(answer: dict[str, Any], expected: int) -> list[list[float]]:
-    """The vectors of an embeddings answer, in input order; `PermanentError` if malformed."""
+    """The vectors of an embeddings answer, in input order; `PermanentError` if malformed.
+
+    Each item's `index` says which input it embeds (OpenAI's API); they must be 0 to n-1,
+    once each, or absent from every item (then the answer's order is the input's). An
+    index given twice would store one text's vector under another text's key."""
     data = answer.get("data")
     if not isinstance(data, list) or len(data) != expected:
-        raise PermanentError(
-            f"the AI endpoint returned {len(data or [])} embeddings for {expected} texts"
-        )
-    ordered = sorted(data, key=lambda d: d.get("index", 0))
-    vectors = [d.get("embedding") for d in ordered]
+        size = len(data) if isinstance(data, list) else 0
+        raise PermanentError(f"the AI endpoint returned {size} embeddings for {expected} texts")
+    if not all(isinstance(d, dict) for d in data):
+        raise PermanentError("the AI endpoint returned an embedding that is not an object")
+    ordered = _in_input_order(data, expected)
+    vectors: list[Any] = [d.get("embedding") for d in ordered]
     if not all(isinstance(v, list) and v for v in vectors):
         raise PermanentError("the AI endpoint returned an embedding that is not a list of numbers")
     return vectors
+
+
+def _in_input_order(data: list[dict[str, Any]], expected: int) -> list[dict[str, Any]]:
+    """The answer's items ordered by their `index`, or as they came when none has one;
+    `PermanentError` naming the first index that is missing, repeated or out of range."""
+    indices = [d.get("index") for d in data]
+    if all(i is None for i in indices):
+        return data
+    seen: set[int] = set()
+    for position, index in enumerate(indices):
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected:
+            shown = repr(index)[:40]
+            raise PermanentError(
+                f"the AI endpoint returned embedding {position} with index {shown}, "
+                f"not one of 0 to {expected - 1}"
+            )
+        if index in seen:
+            raise PermanentError(
+                f"the AI endpoint returned index {index} twice for {expected} texts "
+                "(one text's vector would be stored under another's key)"
+            )
+        seen.add(index)
+    return sorted(data, key=lambda d: int(d["index"]))
 
 
 def embeddings(

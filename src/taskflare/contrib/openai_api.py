@@ -1,8 +1,8 @@
 """A small client for OpenAI-compatible HTTP APIs (OpenAI, Cloudflare Workers AI's
 OpenAI-compatible endpoint, Ollama, vLLM, LM Studio): settings, one JSON call, and a
-streamed chat completion. Errors become taskflare outcomes: 429 and 503 honour
-`Retry-After`, other 5xx and network errors retry, other 4xx fail with the provider's
-message."""
+streamed chat completion. Errors become taskflare outcomes: 429 and 503 honour a
+`Retry-After` longer than the backoff, other 5xx and network errors retry, other 4xx
+fail with the provider's message."""
 
 from __future__ import annotations
 

@@ -3,9 +3,10 @@ Standard Webhooks scheme, retried the way receivers expect.
 
 Payload: `url`, `method` (default POST), `body` (JSON, or a string sent as it is),
 optional `headers` and `id` (the `webhook-id`, fixed at enqueue when not given, so every
-retry carries the same one). 2xx: done; 408, 429 (honouring `Retry-After`), 5xx and
-network errors: retried with backoff; 410 and other 4xx: failed at once. Redirects are
-not followed unless the settings say so. Destinations are checked against SSRF rules.
+retry carries the same one). 2xx: done; 408, 429, 5xx and network errors: retried with
+backoff (a 429's or 503's `Retry-After` can make the wait longer, never shorter); 410
+and other 4xx: failed at once. Redirects are not followed unless the settings say so.
+Destinations are checked against SSRF rules.
 """
 
 from __future__ import annotations

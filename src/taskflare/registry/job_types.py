@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..encoding import encode_json
-from ..errors import InvalidJobConfig, InvalidPayload, TaskflareError
+from ..errors import InvalidJobConfig, InvalidMessage, InvalidPayload, TaskflareError
 from ..limits import JobLimits
+from ..numeric import as_float
 from ..retry import Backoff
+from ..text import check_name
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -85,11 +87,17 @@ class JobType:
         """Validate the options and inspect the handler."""
         if not isinstance(name, str) or not name or len(name) > 200:
             raise InvalidJobConfig(f"job type name must be a non-empty string, got {name!r}")
+        try:  # what enqueue checks, so that a type registered can also be enqueued
+            check_name(name, f"job type name {name!r}", max_length=200)
+        except InvalidMessage as exc:
+            raise InvalidJobConfig(str(exc), fields=("name",)) from None
         check_max_attempts(max_attempts)
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
-            or not 0 < timeout < math.inf  # NaN too: asyncio.timeout(nan) expires at once
+            # NaN too: asyncio.timeout(nan) expires at once; an int past a float's range
+            # is an infinity here, refused like one.
+            or not 0 < as_float(timeout) < math.inf
         ):
             raise InvalidJobConfig(
                 f"timeout must be a positive number of seconds (None: no limit), got {timeout!r}"

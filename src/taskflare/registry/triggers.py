@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..cron import CronSchedule, InvalidCronExpression
+from ..errors import InvalidMessage
+from ..numeric import as_float
+from ..text import check_name
 
 CRON_JOB_PREFIX = "cron:"
 DEFAULT_CRON_QUEUE = "default"
@@ -59,11 +62,16 @@ class CronTrigger:
         schedule.next_after(datetime.now(UTC))  # an expression that never fires fails here
         if isinstance(misfire_grace, bool) or not isinstance(misfire_grace, (int, float)):
             raise InvalidCronExpression(f"misfire_grace must be seconds, got {misfire_grace!r}")
+        misfire_grace = as_float(misfire_grace)  # an int past a float's range: no limit
         if math.isnan(misfire_grace):  # NaN compares false to every lateness: no tick would run
             raise InvalidCronExpression("misfire_grace must be seconds, got nan")
         if misfire_grace < 0:
             raise InvalidCronExpression(f"misfire_grace must be >= 0 seconds, got {misfire_grace}")
         trigger_name = name or getattr(handler, "__name__", None) or expression
+        try:  # the name is in its job type, `cron:<name>`, a key like any job type's
+            check_name(trigger_name, f"cron name {trigger_name!r}", max_length=195)
+        except InvalidMessage as exc:
+            raise InvalidCronExpression(str(exc)) from None
         return cls(
             trigger_name,
             schedule,

@@ -74,6 +74,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
             problems.append("malformed JSON body")
             continue
         message = str(error.get("msg", "invalid"))
+        if location == "body" and error.get("type") == "value_error":
+            # A check of the whole body (two fields that exclude each other): its own
+            # message names the fields, without pydantic's "Value error, " in front.
+            problems.append(message.removeprefix("Value error, "))
+            continue
         if message[-1:].isdigit():  # "less than or equal to 31536000": say in what
             message += _unit_of(location)
         problems.append(f"{location}: {message}")

@@ -67,6 +67,20 @@ class SendRequest(BaseModel):
     )
     messages: list[OutgoingMessage] | None = Field(default=None, min_length=1, max_length=100)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        # `body` and `contentType` describe one message: beside a batch they would be
+        # dropped in silence (a message the client sent, never stored), so say so.
+        if isinstance(data, dict) and data.get("messages") is not None:
+            for name in ("body", "contentType", "content_type"):
+                if name in data:
+                    raise ValueError(
+                        f"{name}: give one message (body) or a batch (messages), not both; "
+                        f"a batch's messages carry their own {name}"
+                    )
+        return data
+
 
 class ReprocessRequest(BaseModel):
     """`POST /queues/{name}/dlq/reprocess`: all dead letters, or only these ids."""

@@ -427,14 +427,42 @@ class StrictJsonBody:
         await self.app(scope, replay, send)
 
 
+# Arrays and objects nested deeper than this are refused before FastAPI reads the body:
+# its parser (Python's `json`, recursive) fails past ~970 levels with a bare "error
+# parsing the body", while orjson here reads up to 1024. No stored value is this deep
+# (a payload or body past ~254 levels cannot be encoded: 422 naming it).
+MAX_JSON_DEPTH = 512
+
+
 def json_problem(body: bytes) -> str | None:
     """Why `body` is not strict JSON (RFC 8259), or None if it is: a NaN, an `Infinity` or
-    a number too large for a float is named with where it is (`payload.x: NaN is not...`)."""
+    a number too large for a float is named with where it is (`payload.x: NaN is not...`);
+    arrays and objects nested more than `MAX_JSON_DEPTH` levels are refused too."""
     try:
-        loads_strict(body)
+        value = loads_strict(body)
     except ValueError as exc:
         return f"malformed JSON body: {exc}"
+    # Counting brackets is fast; only a body with that many is walked.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _deeper_than(value, MAX_JSON_DEPTH):
+        return (
+            f"malformed JSON body: arrays and objects nested more than {MAX_JSON_DEPTH} levels deep"
+        )
     return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists and dicts more than `limit` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend(
+                (child, depth + 1) for child in children if isinstance(child, (list, dict))
+            )
+    return False
 
 
 class _BodyTimeout(ApiError):

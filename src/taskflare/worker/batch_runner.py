@@ -132,6 +132,8 @@ async def run_handler(
         # worker's shutdown) propagates.
         if is_stop(exc):
             raise
+        if scope.expired():  # it swallowed its timeout's cancellation, then raised
+            return _timed_out(spec.name, consumer.timeout)
         trace = user_traceback(exc)
         if isinstance(exc, asyncio.CancelledError):
             trace += describe(exc) + "\n"
@@ -141,12 +143,14 @@ async def run_handler(
         # A handler that swallowed its cancellation still ran past its timeout.
         if not scope.expired():
             return None
+    return _timed_out(spec.name, consumer.timeout)
+
+
+def _timed_out(queue: str, seconds: float) -> str:
     log.warning(
-        "consumer of %r timed out after %ss; undecided messages will be retried",
-        spec.name,
-        consumer.timeout,
+        "consumer of %r timed out after %ss; undecided messages will be retried", queue, seconds
     )
-    return f"consumer timed out after {consumer.timeout:g} seconds"
+    return f"consumer timed out after {seconds:g} seconds"
 
 
 def outcome_of(

@@ -221,6 +221,7 @@ class JobRunner:
             raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
         hooks = self.registry.hooks
+        run: Callable[[], Awaitable[Any]]
         if hooks.middleware:
             call = HandlerCall(
                 "job",
@@ -232,16 +233,14 @@ class JobRunner:
                 correlation_id=message.correlation_id,
             )
             handler: Callable[[], Awaitable[Any]] = lambda: self._call(job_type, args)  # noqa: E731
-            if job_type.timeout is None:
-                return await hooks.call(call, handler)
-            async with asyncio.timeout(job_type.timeout):
-                return await hooks.call(call, handler)
+            run = lambda: hooks.call(call, handler)  # noqa: E731
+        elif job_type.timeout is None and job_type.is_async:
+            return await job_type.handler(*args)  # the common case, without a coroutine between
+        else:
+            run = lambda: self._call(job_type, args)  # noqa: E731
         if job_type.timeout is None:
-            if job_type.is_async:  # the common case, without a coroutine in between
-                return await job_type.handler(*args)
-            return await self._call(job_type, args)
-        async with asyncio.timeout(job_type.timeout):
-            return await self._call(job_type, args)
+            return await run()
+        return await within_timeout(job_type.timeout, run)
 
     async def _call(self, job_type: JobType, args: tuple[Any, ...]) -> Any:
         if job_type.is_async:
@@ -251,6 +250,30 @@ class JobRunner:
         # tracing) is current in the handler's thread too, as `asyncio.to_thread` does.
         run = contextvars.copy_context().run
         return await asyncio.get_running_loop().run_in_executor(self.thread_pool, run, call)
+
+
+class JobTimedOut(TimeoutError):
+    """The job ran past its type's `timeout` (not a `TimeoutError` its own code raised)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the job ran longer than its timeout of {seconds:g}s")
+
+
+async def within_timeout(seconds: float, run: Callable[[], Awaitable[Any]]) -> Any:
+    """`run()` under a deadline of `seconds`; past it the attempt timed out however the code
+    ended: code that swallows its cancellation and returns a result, or raises something
+    else, still ran too long (as Celery, Oban and River record it)."""
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            result = await run()
+    except BaseException as exc:
+        if scope.expired() and not is_stop(exc):  # a cancel or a shutdown stays one
+            raise JobTimedOut(seconds) from exc
+        raise
+    if scope.expired():
+        raise JobTimedOut(seconds)
+    return result
 
 
 def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:
@@ -271,12 +294,11 @@ def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:
 
 def _failure(exc: BaseException, job_type: JobType | None) -> Failed:
     """A handler's exception as a `Failed` outcome (permanent? asked-for delay?)."""
-    if isinstance(exc, TimeoutError) and job_type is not None and job_type.timeout:
-        error = f"TimeoutError: the job ran longer than its timeout of {job_type.timeout:g}s"
-    else:
-        error = describe(exc)
+    error = f"TimeoutError: {exc}" if isinstance(exc, JobTimedOut) else describe(exc)
     verdict = classify(exc)
-    return Failed(error, permanent=verdict.permanent, delay_seconds=verdict.delay)
+    return Failed(
+        error, permanent=verdict.permanent, delay_seconds=verdict.delay, at_least=verdict.at_least
+    )
 
 
 def _fields(message: ClaimedMessage, queue: str) -> dict[str, Any]:

@@ -814,16 +814,17 @@ SELECT coalesce(max(id), 0) FROM {schema}.job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
+-- An enqueue is attempt 0 (no attempt has started), whatever the row counts now.
 -- Enqueues: leased jobs (not in the creation index, schema 13) read apart, merged.
 (SELECT * FROM (
     (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
-            attempts AS attempt, NULL::text AS error, NULL::float8 AS duration,
+            0 AS attempt, NULL::text AS error, NULL::float8 AS duration,
             0::bigint AS seq
      FROM {schema}.messages
      WHERE type IS NOT NULL AND state <> 'leased' AND created_at > %(enqueued_after)s
      ORDER BY created_at LIMIT %(limit)s)
     UNION ALL
-    (SELECT 'enqueued', created_at, id, type, queue, attempts, NULL, NULL, 0
+    (SELECT 'enqueued', created_at, id, type, queue, 0, NULL, NULL, 0
      FROM {schema}.messages
      WHERE type IS NOT NULL AND state = 'leased' AND created_at > %(enqueued_after)s
      ORDER BY created_at LIMIT %(limit)s)
@@ -1079,13 +1080,15 @@ WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
 -- "at least".
 SELECT count(*) FROM (
     SELECT * FROM (
-        (SELECT body, state, type, queue, created_at, id FROM {schema}.messages
+        (SELECT body, content_type, state, type, queue, created_at, id
+         FROM {schema}.messages
          WHERE type IS NOT NULL AND state <> 'leased'
            AND created_at >= %(created_from)s::float8
            AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
          ORDER BY created_at DESC, id DESC LIMIT %(scan_limit)s)
         UNION ALL
-        (SELECT body, state, type, queue, created_at, id FROM {schema}.messages
+        (SELECT body, content_type, state, type, queue, created_at, id
+         FROM {schema}.messages
          WHERE type IS NOT NULL AND state = 'leased'
            AND created_at >= %(created_from)s::float8
            AND (created_at, id) < (%(before_created)s::float8, %(before_id)s::text)
@@ -1097,7 +1100,18 @@ SELECT count(*) FROM (
 WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND position(%(needle)s::bytea IN body) > 0;
+  AND (position(%(needle)s::bytea IN body) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). jsonb has
+      -- no NUL: its escape reads as U+FFFD (still valid JSON, escaped or not).
+      SELECT 1 FROM jsonb_path_query(
+          CASE WHEN content_type = 'json'
+               THEN replace(convert_from(body, 'UTF8'), '\u0000', '\ufffd')::jsonb END,
+          'strict $.**') AS v
+      WHERE (jsonb_typeof(v) = 'string' AND position(%(needle_text)s::text IN v #>> '{}') > 0)
+         OR (jsonb_typeof(v) = 'object' AND EXISTS (
+             SELECT 1 FROM jsonb_object_keys(v) AS k
+             WHERE position(%(needle_text)s::text IN k) > 0))));
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
@@ -1128,7 +1142,18 @@ WHERE id IN (SELECT id FROM examined)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND position(%(needle)s::bytea IN body) > 0
+  AND (position(%(needle)s::bytea IN body) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). jsonb has
+      -- no NUL: its escape reads as U+FFFD (still valid JSON, escaped or not).
+      SELECT 1 FROM jsonb_path_query(
+          CASE WHEN content_type = 'json'
+               THEN replace(convert_from(body, 'UTF8'), '\u0000', '\ufffd')::jsonb END,
+          'strict $.**') AS v
+      WHERE (jsonb_typeof(v) = 'string' AND position(%(needle_text)s::text IN v #>> '{}') > 0)
+         OR (jsonb_typeof(v) = 'object' AND EXISTS (
+             SELECT 1 FROM jsonb_object_keys(v) AS k
+             WHERE position(%(needle_text)s::text IN k) > 0))))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 

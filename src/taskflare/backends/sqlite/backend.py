@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.request import pathname2url
 
 import orjson
 
@@ -198,6 +199,8 @@ class SQLiteExecutor:
         self._data_version: int | None = None
         self._poll_lock = threading.Lock()
         self._file_id: tuple[int, int] | None = None  # (device, inode) of the opened file
+        self._file_path = path  # absolute once opened: a later chdir must not matter
+        self._away = False  # the file opened is not at its path (logged once)
 
     # -- running ----------------------------------------------------------------------
 
@@ -302,21 +305,34 @@ class SQLiteExecutor:
     # -- connection and schema ----------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = self._open()
-            self._check_schema(conn)
-            self._install_notify(conn)
-            self._conn = conn
-        return self._conn
+        """The open connection, checked to still be on the file at its path: once per
+        transaction (and per read outside one), never per statement (see `_check_file`)."""
+        if self._conn is not None:
+            self._check_file()
+            return self._conn
+        if self._file_id is not None:  # the file went away once: only the same file will do
+            self._check_file()
+        conn = self._open()
+        self._check_schema(conn)
+        self._install_notify(conn)
+        self._conn = conn
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         if not self._create and self.path != ":memory:" and not Path(self.path).is_file():
             raise BackendUnavailable(f"no SQLite database at {self.path!r} (nothing was created)")
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._file_path = os.path.abspath(self._file_path)
+                Path(self._file_path).parent.mkdir(parents=True, exist_ok=True)
+            # Reopening the file that went away and came back: never create one instead.
+            target, uri = (
+                (f"file:{pathname2url(self._file_path)}?mode=rw", True)
+                if self._file_id is not None
+                else (self._file_path, False)
+            )
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=0
+                target, isolation_level=None, check_same_thread=False, timeout=0, uri=uri
             )
             conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             if self.path != ":memory:":
@@ -328,25 +344,65 @@ class SQLiteExecutor:
         except (sqlite3.Error, OSError) as exc:
             raise BackendUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         if self.path != ":memory:":
-            with contextlib.suppress(OSError):
-                stat = os.stat(self.path)
-                self._file_id = (stat.st_dev, stat.st_ino)
+            try:
+                stat = os.stat(self._file_path)
+            except OSError:
+                stat = None
+            if stat is not None:
+                opened = (stat.st_dev, stat.st_ino)
+                if self._file_id is not None and opened != self._file_id:
+                    conn.close()  # another file took the path as it was reopened
+                    raise self._gone(replaced=True)
+                self._file_id = opened
         return conn
 
-    def check_file(self) -> None:
-        """Raise `BackendUnavailable` when the file opened is no longer at its path.
+    def _check_file(self) -> None:
+        """Raise `BackendUnavailable` (and close the connection) when the file opened is no
+        longer at its path: deleted, or replaced by another file.
 
-        An open connection keeps reading a deleted (or replaced) file, so a query alone
-        cannot tell that every other process now sees no database, or another one.
+        An open connection keeps reading and writing a deleted (or replaced) file: a job
+        stored there is lost to every other process, which sees no database or another
+        one; and its WAL and shared-memory files, which SQLite finds by path, may by now
+        belong to that other database. So the process stays with the file it opened:
+        it refuses every read and write while that file is not at its path, and carries
+        on if it comes back (moved back); a new file there needs a restart. One `stat`
+        (about a microsecond), before each transaction, on the connection's thread (it
+        closes the connection).
         """
         if self._file_id is None:
             return
         try:
-            stat = os.stat(self.path)
-        except OSError as exc:
-            raise BackendUnavailable(f"SQLite {self.path!r}: {exc.strerror}") from None
+            stat = os.stat(self._file_path)
+        except OSError:
+            raise self._gone(replaced=False) from None
         if (stat.st_dev, stat.st_ino) != self._file_id:
-            raise BackendUnavailable(f"SQLite {self.path!r} was replaced by another file")
+            raise self._gone(replaced=True)
+        if self._away:
+            self._away = False
+            log.warning("SQLite %r: the database file is back at its path", self.path)
+
+    def _gone(self, *, replaced: bool) -> BackendUnavailable:
+        """The error for a file no longer at its path; the connection to it is closed (no
+        checkpoint, and SQLite leaves the `-wal` and `-shm` files alone: it sees the file
+        moved), and the first time it is logged."""
+        what = "replaced by another file" if replaced else "deleted"
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        if not self._away:
+            self._away = True
+            log.error(
+                "SQLite %r: the database file was %s while this process had it open; every "
+                "read and write is refused until that file is back at its path (restart "
+                "the process to use a new file there)",
+                self.path,
+                what,
+            )
+        return BackendUnavailable(
+            f"SQLite {self.path!r}: the database file was {what} while open; nothing was "
+            "read or written"
+        )
 
     def _install_notify(self, conn: sqlite3.Connection) -> None:
         conn.create_function("tf_notify", 1, self._notify, deterministic=False)
@@ -406,6 +462,8 @@ class SQLiteExecutor:
         """Apply every pending migration in one transaction."""
 
         def run() -> list[int]:
+            if self._conn is not None:
+                self._check_file()
             if self._conn is None:
                 self._conn = self._open()
             conn = self._conn
@@ -561,8 +619,7 @@ class SQLiteBackend(SqlStore):
         return False
 
     async def ping(self) -> None:
-        """The file is still the one opened, and the schema answers a read."""
-        self._db.check_file()
+        """The file is still the one opened (every read checks), and the schema answers."""
         await super().ping()
 
     # -- notifier -----------------------------------------------------------------------

@@ -462,8 +462,9 @@ SELECT coalesce(max(id), 0) FROM job_attempts;
 
 -- name: job_events
 -- Enqueues, starts and finished attempts after the cursor, each bounded, in one query.
+-- An enqueue is attempt 0 (no attempt has started), whatever the row counts now.
 SELECT * FROM (SELECT 'enqueued' AS kind, created_at AS at, id AS job_id, type, queue,
-                      attempts AS attempt, NULL AS error, NULL AS duration, 0 AS seq
+                      0 AS attempt, NULL AS error, NULL AS duration, 0 AS seq
                FROM messages
                WHERE type IS NOT NULL AND created_at > :enqueued_after
                ORDER BY created_at LIMIT :limit)
@@ -658,7 +659,7 @@ WHERE (:state IS NULL OR state = :state)
 -- of job_search_text), so it costs what one search page does; the caller says "at
 -- least".
 SELECT count(*) FROM (
-    SELECT body, state, type, queue FROM messages
+    SELECT body, content_type, state, type, queue FROM messages
     WHERE type IS NOT NULL
       AND created_at >= :created_from
       AND (created_at, id) < (:before_created, :before_id)
@@ -668,7 +669,14 @@ SELECT count(*) FROM (
 WHERE (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND instr(body, :needle) > 0;
+  AND (instr(body, :needle) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
+      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
+      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
+                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
+      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
+         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)));
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
@@ -690,7 +698,14 @@ WHERE id IN (SELECT id FROM examined)
   AND (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND instr(body, :needle) > 0
+  AND (instr(body, :needle) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
+      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
+      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
+                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
+      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
+         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
