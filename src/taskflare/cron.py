@@ -317,6 +317,10 @@ class CronSchedule:
                 f"cron {expression!r} has {len(parts)} fields; use 5 (minute hour "
                 "day-of-month month day-of-week) or 6 (with seconds first)"
             )
+        if isinstance(tz, ZoneInfo) and tz.key:  # ZoneInfo("Europe/Paris") names its zone
+            tz = tz.key
+        if not isinstance(tz, str):
+            raise InvalidCronExpression(f"tz must be an IANA time zone name, got {tz!r}")
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):

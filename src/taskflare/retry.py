@@ -65,6 +65,10 @@ class Backoff:
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.jitter, bool):  # "no" or "false" would have meant jitter
+            raise InvalidJobConfig(
+                f"Backoff jitter must be True or False, got {self.jitter!r}", fields=("jitter",)
+            )
         for name in ("base", "cap"):
             value = getattr(self, name)
             if (

@@ -158,3 +158,38 @@ def test_a_bulk_count_says_at_least_beyond_its_window(sqlite_live: LiveServer) -
         assert beyond == {"count": 0, "shown": "at least 0", "atLeast": True}
         none = client.get("/dashboard/jobs/count", params={"type": "no-such-type"}).json()
         assert none == {"count": 0, "shown": "0", "atLeast": False}
+
+
+def test_a_test_message_with_a_bad_delay_is_refused_naming_the_delay_field(
+    sqlite_live: LiveServer,
+) -> None:
+    """The queue page's send form: a delay that is not a number of seconds is refused with
+    a flash naming the form's `delay` field (not Python's float() message, nor the
+    library's `delay_seconds`), and nothing is sent."""
+    with signed_in(sqlite_live) as client:
+        page = client.get("/dashboard/queues/emails")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        for delay, says in (
+            ("abc", "delay: 'abc' is not a number of seconds"),
+            ("1e400", "delay must be a finite number"),
+            ("-1", "delay must not be negative"),
+        ):
+            answer = client.post(
+                "/dashboard/queues/emails/send",
+                data={"csrf": csrf.group(1), "body": "{}", "content_type": "json", "delay": delay},
+                follow_redirects=True,
+            )
+            assert answer.status_code == 200
+            flash = html.unescape(answer.text)
+            assert f"Not sent: {says}" in flash, flash[:2000]
+            assert "could not convert" not in flash and "delay_seconds" not in flash
+        ok = client.post(
+            "/dashboard/queues/emails/send",
+            data={"csrf": csrf.group(1), "body": "{}", "content_type": "JSON", "delay": ""},
+            follow_redirects=True,
+        )
+        assert "Sent test message" in ok.text
+    with sqlite_live.client() as api:
+        depth = api.get("/queues/emails").json()["queue"]["depth"]
+    assert depth["ready"] == 1  # only the good one was sent

@@ -108,6 +108,17 @@ def test_send_with_a_bad_body_or_option_is_a_usage_error_and_stores_nothing(
     assert "nothing was created" in one_line_error(tf("queues", "list", url=database_url), 1)
 
 
+def test_send_of_a_body_the_queue_cannot_take_is_a_usage_error_and_stores_nothing(
+    database_url: str,
+) -> None:
+    """A body the stored queue cannot take (nested too deep to encode) is bad input like a
+    body that is not JSON (exit 2); it was reported as a failed operation (1)."""
+    ok("send", "emails", "--create", "{}", url=database_url)
+    deep = tf("send", "emails", "[" * 300 + "]" * 300, url=database_url)
+    assert "body is not JSON" in one_line_error(deep, 2)
+    assert tf_json("queues", "info", "emails", url=database_url)["depth"]["ready"] == 1
+
+
 def test_pause_and_resume_show_in_info(database_url: str) -> None:
     ok("send", "emails", "--create", "{}", url=database_url)
     assert "paused" in ok("queues", "pause", "emails", url=database_url)

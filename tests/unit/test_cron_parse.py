@@ -337,3 +337,14 @@ def test_an_expression_whose_days_never_come_says_so() -> None:
     """The weekday nearest the 31st, in a month that has no 31st, is never."""
     with pytest.raises(InvalidCronExpression, match="never fires"):
         CronSchedule.parse("0 0 31W 2 *").next_after(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_time_zone_that_is_not_a_name_is_refused_by_name_or_read_as_its_key() -> None:
+    """tz=5 escaped as a TypeError from ZoneInfo; a ZoneInfo itself is read as its key."""
+    with pytest.raises(InvalidCronExpression, match="tz must be an IANA time zone name"):
+        CronSchedule.parse("0 0 * * *", 5)  # type: ignore[arg-type]
+    paris = CronSchedule.parse("0 9 * * *", ZoneInfo("Europe/Paris"))  # type: ignore[arg-type]
+    assert paris.tz == "Europe/Paris"
+    assert paris.next_after(datetime(2026, 12, 1, tzinfo=UTC)) == datetime(
+        2026, 12, 1, 8, tzinfo=UTC
+    )

@@ -132,3 +132,10 @@ def test_a_retry_after_is_capped_when_asked_and_is_a_floor_over_the_backoff() ->
     assert retry_after_seconds("Thu, 01 Jan 2026 00:02:00 GMT", now=now) == 120
     assert classify(http_error(429, {"Retry-After": "42"})).at_least
     assert not classify(Retry(0)).at_least  # a handler's own Retry(0) means "now"
+
+
+@pytest.mark.parametrize("jitter", ["no", "false", 0, 1, None])
+def test_backoff_jitter_must_be_a_bool(jitter: object) -> None:
+    """A truthy string such as "no" silently turned jitter on."""
+    with pytest.raises(InvalidJobConfig, match="jitter must be True or False"):
+        Backoff(jitter=jitter)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from rich.table import Table
 from ..app import App
 from ..backends.url import redact_url
 from ..encoding import NotStrictJson, loads_strict, normalize_content_type
-from ..errors import InvalidMessage, UnknownQueue
+from ..errors import InvalidMessage, JobQueueSend, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
@@ -232,12 +232,17 @@ def send(
                 "server of an app declaring it has run; check the name, or pass --create",
                 1,
             ) from None
-        return await target.send(value, delay_seconds=delay, content_type=content_type)
+        try:
+            return await target.send(value, delay_seconds=delay, content_type=content_type)
+        except JobQueueSend:
+            raise  # the queue's kind, not the input's fault: the operation failed (1)
+        except InvalidMessage as exc:
+            # A body the queue cannot take (too large, nested too deep to encode) is bad
+            # input like a body that is not JSON: a usage error (2), checked here because
+            # the limits are the stored queue's.
+            raise fail(said(exc), 2) from None
 
-    try:
-        message_id = run(app, work)
-    except InvalidMessage as exc:
-        raise fail(said(exc), 2) from None
+    message_id = run(app, work)
     typer.echo(message_id)
 
 

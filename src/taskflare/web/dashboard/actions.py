@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from ...app import App
 from ...errors import InvalidJobState, JobNotFound, TaskflareError, UnknownQueue
 from ...job_client import decode_cursor
+from ...messages import check_delay
 from .pages import query_from, query_string
 from .render import Pages
 from .sessions import Session
@@ -83,13 +84,18 @@ class Actions:
         return self.pages.redirect(request, session, back, message)
 
     async def _send(self, queue: Any, form: FormData) -> str:
-        content_type = str(form.get("content_type") or "json")
+        content_type = str(form.get("content_type") or "json").lower()
         text = str(form.get("body") or "")
+        delay_text = str(form.get("delay") or "").strip() or "0"
         try:
+            delay = float(delay_text)
+        except ValueError:
+            return f"Not sent: delay: {delay_text[:40]!r} is not a number of seconds"
+        try:
+            delay = check_delay(delay, "delay")  # errors name the form's field
             body: Any = orjson.loads(text) if content_type == "json" else text
             if content_type == "bytes":
                 body = text.encode()
-            delay = float(str(form.get("delay") or 0))
             message_id = await queue.send(body, delay_seconds=delay, content_type=content_type)
         except orjson.JSONDecodeError:
             return "Not sent: body: not valid JSON (choose text to send it as it is)"
