@@ -175,7 +175,7 @@ def test_serve_and_dev_startup_lines_redact_the_database_password(
             cwd=tmp_path,
         )
         try:
-            poll(lambda: healthy(port), timeout=30, what="taskflare serve")
+            poll(lambda: healthy(port), timeout=90, what="taskflare serve")
             assert httpx.get(f"http://127.0.0.1:{port}/queues").status_code == 200
         finally:
             proc.terminate()
@@ -457,7 +457,7 @@ def slow_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     with (folder / "serve.err").open("wb") as log:
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, cwd=folder)
         try:
-            poll(lambda: healthy(port), timeout=30, what="taskflare serve")
+            poll(lambda: healthy(port), timeout=90, what="taskflare serve")
             yield port
         finally:
             proc.terminate()
