@@ -12,10 +12,15 @@ from typing import Any
 from taskflare import App, Worker, WorkerConfig
 from taskflare.backends.base import MessageGetParams, MessageRecord, QueueCountsParams
 
+# How long the waiting helpers wait by default before failing [s]. A deadline, not a
+# measure: a passing test never reaches it, and a loaded machine (2 CPUs at load 10-30)
+# makes what takes a second take ten, so it is far from what any wait needs.
+DEADLINE = 60.0
+
 
 async def wait_until(
     predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 10.0,
+    timeout: float = DEADLINE,
     interval: float = 0.02,
     what: str = "condition",
 ) -> Any:

@@ -6,13 +6,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from helpers import wait_until
+from helpers import DEADLINE, wait_until
 from taskflare import App, Job, JobStatus
 from taskflare.testing import drain
 
 
 async def drain_until(
-    app: App, predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = ""
+    app: App, predicate: Callable[[], Awaitable[Any]], timeout: float = DEADLINE, what: str = ""
 ) -> Any:
     """Drain the app's job queues again and again until `predicate` holds (for short retry
     delays that a single `drain` leaves in the future)."""
@@ -36,7 +36,9 @@ async def status_of(app: App, job_id: str) -> JobStatus:
     return (await job_of(app, job_id)).status
 
 
-async def wait_for_status(app: App, job_id: str, status: JobStatus, timeout: float = 10.0) -> Job:
+async def wait_for_status(
+    app: App, job_id: str, status: JobStatus, timeout: float = DEADLINE
+) -> Job:
     """Poll until the job reaches `status` (a worker runs it elsewhere); return it."""
 
     async def reached() -> Job | None:

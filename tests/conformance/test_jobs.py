@@ -137,13 +137,17 @@ async def test_repeating_the_same_enqueue_is_not_a_duplicate(backend: Backend) -
 
 
 async def test_a_key_past_its_ttl_no_longer_holds(backend: Backend) -> None:
-    first = job(key="k")
+    """Two keys that differ only in their TTL: one of an hour (which no loaded machine
+    runs past between two statements) still holds; one of 0.2 s, waited out, no more."""
+    first, held = job(key="k"), job(key="hour")
     await enqueue_job(backend, first, ttl=0.2)
-    assert (await enqueue_job(backend, job(key="k"))).id == first.id
+    await enqueue_job(backend, held, ttl=3600)
+    assert (await enqueue_job(backend, job(key="hour"))).id == held.id
     await wait_past(0.3)
     fresh = job(key="k")
     assert await enqueue_job(backend, fresh) == EnqueueResult(fresh.id, duplicate=False)
     assert (await enqueue_job(backend, job(key="k"))) == EnqueueResult(fresh.id, duplicate=True)
+    assert (await enqueue_job(backend, job(key="hour"))).id == held.id
 
 
 async def test_a_key_whose_job_was_deleted_no_longer_holds(backend: Backend) -> None:

@@ -10,6 +10,7 @@ from job_helpers import wait_past
 from taskflare.backends import Backend
 from taskflare.backends.base import (
     CancelOutcome,
+    ClaimedMessage,
     ClaimParams,
     CompleteOutcome,
     EnqueueParams,
@@ -497,23 +498,28 @@ async def test_fail_copies_the_message_to_its_dead_letter_queue_unchanged_under_
 async def test_rescue_outcomes_apply_only_once_the_lease_has_expired(
     backend: Backend, kind: str
 ) -> None:
-    await enqueue(backend, message("q"))
+    """Two leases that differ only in length: one of an hour (which no loaded machine runs
+    past between two statements) is left alone; one of 0.3 s is rescued once it expired."""
+    await enqueue(backend, message("q"), message("q"))
+    live = await claim_one(backend, "q", visibility_timeout=3600)
     delivery = await claim_one(backend, "q", visibility_timeout=0.3)
 
-    def rescue() -> Settlement:
+    def rescue(of: ClaimedMessage) -> Settlement:
         if kind == "retry":
-            retry = RetryOutcome(delivery.id, delivery.lease_id, 0, "lost", require_expired=True)
+            retry = RetryOutcome(of.id, of.lease_id, 0, "lost", require_expired=True)
             return Settlement(retries=[retry])
-        fail = FailOutcome(delivery.id, delivery.lease_id, "lost", require_expired=True)
+        fail = FailOutcome(of.id, of.lease_id, "lost", require_expired=True)
         return Settlement(fails=[fail])
 
-    assert (await backend.message_settle_many(rescue())).states == {}
-    assert (await record(backend, delivery.id)).state == State.LEASED
+    assert (await backend.message_settle_many(rescue(live))).states == {}
+    assert (await record(backend, live.id)).state == State.LEASED
 
     await wait_for_expiry(backend, delivery)
     expected = State.READY if kind == "retry" else State.FAILED
-    assert (await backend.message_settle_many(rescue())).states == {delivery.id: expected}
+    assert (await backend.message_settle_many(rescue(delivery))).states == {delivery.id: expected}
     assert (await record(backend, delivery.id)).state == expected
+    assert (await backend.message_settle_many(rescue(live))).states == {}
+    assert (await record(backend, live.id)).state == State.LEASED
 
 
 async def test_a_late_heartbeat_keeps_the_lease_from_the_rescuer(backend: Backend) -> None:

@@ -53,14 +53,18 @@ async def test_an_abandoned_claim_can_be_taken_again(backend: Backend) -> None:
 
 
 async def test_a_claim_whose_lease_expired_can_be_taken_again(backend: Backend) -> None:
+    """Two claims that differ only in their lease: one of an hour (which no loaded machine
+    runs past between two statements) stays busy; one of 0.2 s is taken once it expires."""
     assert await claim(backend, "a", lease=0.2) == CLAIMED
-    assert await claim(backend, "b") == BUSY
+    assert await claim(backend, "a", lease=3600, key="hour") == CLAIMED
+    assert await claim(backend, "b", key="hour") == BUSY
     taken = await wait_until(
         lambda: _claimed(backend, "b"), timeout=10, what="the expired claim to be taken"
     )
     assert taken == CLAIMED
     await backend.once_finish(OnceFinishParams("k", "a", b"late", ttl=60))  # no longer a's
     assert await claim(backend, "c") == BUSY
+    assert await claim(backend, "b", key="hour") == BUSY  # the hour's lease still holds
 
 
 async def test_a_result_past_its_ttl_lets_the_key_be_claimed_again(backend: Backend) -> None:

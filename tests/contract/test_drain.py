@@ -31,13 +31,15 @@ async def test_drain_runs_every_consumer_until_nothing_is_ready(app: App) -> Non
 
 
 async def test_drain_does_not_wait_for_max_batch_timeout(app: App) -> None:
-    q = app.queue("q", max_batch_size=100, max_batch_timeout=60)
+    timeout = 60  # the longest a queue may declare: only waiting for it takes that long
+    q = app.queue("q", max_batch_size=100, max_batch_timeout=timeout)
     q.consumer(lambda batch: None)
     await q.send(1)
     started = time.monotonic()
     result = await drain(app)
     assert result.acked == 1
-    assert time.monotonic() - started < 5
+    elapsed = time.monotonic() - started
+    assert elapsed < timeout, f"drain waited {elapsed:.1f}s for the batch timeout"
 
 
 async def test_drain_only_runs_the_named_queues(app: App) -> None:

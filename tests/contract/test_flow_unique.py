@@ -58,21 +58,26 @@ async def test_second_enqueue_of_a_pending_match_returns_the_existing_job(app: A
 
 
 async def test_unique_states_include_completed_and_a_period(app: App) -> None:
-    @app.job(
-        "report",
-        unique=Unique(by=("type",), states=("pending", "processing", "completed"), period=0.4),
-    )
-    async def report(payload: Any) -> None:
-        return None
+    """Two job types that differ only in their period: within it (an hour, which no
+    loaded machine runs past between two statements) a completed job still holds the
+    uniqueness; past it (0.4 s, waited out) it holds it no more."""
+    completed = ("pending", "processing", "completed")
+    for name, period in (("report", 3600.0), ("brief", 0.4)):
+        unique = Unique(by=("type",), states=completed, period=period)
+        app.job(name, unique=unique)(lambda payload: None)
 
     first = await app.enqueue("report", {"day": 1})
+    short = await app.enqueue("brief", {"day": 1})
     await drain(app)
     assert (await job_of(app, first.id)).status is JobStatus.COMPLETED
+    assert (await job_of(app, short.id)).status is JobStatus.COMPLETED
     same = await app.enqueue("report", {"day": 2})  # by type only: any payload matches
     assert same.duplicate and same.id == first.id
-    await wait_past(0.5)  # past the period: unique no more
-    later = await app.enqueue("report", {"day": 3})
-    assert not later.duplicate
+    await wait_past(0.5)  # past the short period: unique no more
+    later = await app.enqueue("brief", {"day": 3})
+    assert not later.duplicate and later.id != short.id
+    still = await app.enqueue("report", {"day": 3})  # the hour has not passed
+    assert still.duplicate and still.id == first.id
 
 
 async def test_unique_at_enqueue_by_payload_keys(app: App) -> None:

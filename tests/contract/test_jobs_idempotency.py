@@ -99,15 +99,19 @@ async def test_same_key_for_different_types_makes_two_jobs(app: App) -> None:
 
 
 async def test_key_past_its_ttl_makes_a_new_job(app: App) -> None:
+    """Two keys that differ only in their TTL: one of an hour (which no loaded machine
+    runs past between two statements) still holds; one of 0.2 s, waited out, no more."""
     app.job("charge")(lambda payload: None)
     first = await app.enqueue("charge", 1, idempotency_key="k", idempotency_ttl=0.2)
-    assert (await app.enqueue("charge", 1, idempotency_key="k")).id == first.id
+    held = await app.enqueue("charge", 1, idempotency_key="hour", idempotency_ttl=3600)
+    assert (await app.enqueue("charge", 1, idempotency_key="hour")).id == held.id
     await wait_past(0.3)
     fresh = await app.enqueue("charge", 2, idempotency_key="k")
     assert fresh.duplicate is False and fresh.id != first.id
-    assert len((await app.list_jobs()).jobs) == 2
+    assert len((await app.list_jobs()).jobs) == 3
     again = await app.enqueue("charge", 3, idempotency_key="k")
     assert again.duplicate and again.id == fresh.id
+    assert (await app.enqueue("charge", 4, idempotency_key="hour")).id == held.id
 
 
 async def test_jobs_without_a_key_are_never_duplicates(app: App) -> None:

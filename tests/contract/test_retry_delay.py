@@ -14,13 +14,18 @@ from helpers import get, running_worker
 from taskflare import App, MessageBatch
 from taskflare.testing import drain
 
-SLACK = 3.0  # seconds of handling time allowed on top of a delay
+# Times stored by the database (PostgreSQL: microseconds, the server's clock) against this
+# process's `time.time()` on the same machine: rounding, not load.
+CLOCK_SLACK = 0.01
 
 
 async def retry_delay_applied(
     app: App, handler: Callable[[MessageBatch[int]], None], *, retry_delay: float = 29
-) -> list[float]:
-    """Deliver a batch of two once; return each message's delay before redelivery."""
+) -> list[tuple[float, float]]:
+    """Deliver a batch of two once; return, for each message, the shortest and the longest
+    delay before redelivery that its stored `available_at` allows: the retry was written
+    while `drain` ran, at a moment only known to lie in that window (a loaded machine
+    widens it; it cannot move the delay out of it)."""
     q = app.queue("q", max_batch_timeout=0, retry_delay=retry_delay)
 
     @q.consumer
@@ -29,17 +34,21 @@ async def retry_delay_applied(
             handler(batch)
 
     ids = await q.send_batch([{"body": 0}, {"body": 1}])
+    before = time.time()
     await drain(app)
+    after = time.time()
     delays = []
     for message_id in ids:
         record = await get(app, message_id)
         assert record is not None and record.state == "ready" and record.attempts == 1
-        delays.append(record.available_at - record.created_at)
+        delays.append((record.available_at - after, record.available_at - before))
     return delays
 
 
-def near(value: float, expected: float) -> bool:
-    return expected <= value < expected + SLACK
+def near(window: tuple[float, float], expected: float) -> bool:
+    """Whether a delay of `expected` seconds lies in `window` (see `retry_delay_applied`)."""
+    shortest, longest = window
+    return shortest - CLOCK_SLACK <= expected <= longest + CLOCK_SLACK
 
 
 async def test_message_retry_delay_beats_retry_all_and_queue_delay(app: App) -> None:
@@ -158,10 +167,10 @@ async def test_retried_message_is_not_delivered_before_its_delay(app: App) -> No
 
     await q.send(1)
     async with running_worker(app):
-        await asyncio.wait_for(second.wait(), 10)
+        await asyncio.wait_for(second.wait(), 60)  # a deadline, not a measure
     gap = delivered_at[1] - delivered_at[0]
+    # Load only delays a redelivery: the lower bound is the measure.
     assert gap >= 0.95, f"redelivered {gap:.2f}s after a retry with a 1 s delay"
-    assert gap < 3.0
 
 
 async def test_queue_retry_delay_holds_back_a_failed_message(app: App) -> None:
@@ -178,6 +187,6 @@ async def test_queue_retry_delay_holds_back_a_failed_message(app: App) -> None:
 
     await q.send(1)
     async with running_worker(app):
-        await asyncio.wait_for(second.wait(), 10)
+        await asyncio.wait_for(second.wait(), 60)  # a deadline, not a measure
     gap = delivered_at[1] - delivered_at[0]
     assert gap >= 0.95, f"redelivered {gap:.2f}s after a failure with retry_delay=1"

@@ -34,9 +34,11 @@ async def test_send_delay_holds_the_first_delivery(app: App) -> None:
         await app.backend()
         started = time.monotonic()
         await q.send(1, delay_seconds=1)
-        await asyncio.wait_for(delivered.wait(), 10)
+        await asyncio.wait_for(delivered.wait(), 60)  # a deadline, not a measure
         elapsed = time.monotonic() - started
-    assert 0.95 <= elapsed < 3.0, f"delivered {elapsed:.2f}s after a send with delay 1 s"
+    # Load only delays a delivery: the lower bound is the measure. (That a message is
+    # delivered when it comes due, not at a later poll: the next test, with a 60 s idle wait.)
+    assert elapsed >= 0.95, f"delivered {elapsed:.2f}s after a send with delay 1 s"
 
 
 async def test_delayed_message_is_not_ready_until_its_delay(app: App) -> None:

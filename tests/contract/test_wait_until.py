@@ -178,7 +178,7 @@ async def test_a_stopping_worker_abandons_work_past_the_limit_and_says_so(
     async def too_slow() -> None:
         started.set()
         try:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # never ends by itself: only abandoning ends it
             outcome.append("finished")
         except asyncio.CancelledError:
             outcome.append("cancelled")
@@ -194,11 +194,9 @@ async def test_a_stopping_worker_abandons_work_past_the_limit_and_says_so(
         task = asyncio.create_task(worker.run())
         await asyncio.wait_for(started.wait(), 20)
         with caplog.at_level(logging.INFO, logger="taskflare.background"):
-            stopping = time.monotonic()
             worker.stop()
-            await asyncio.wait_for(task, 10)
-            took = time.monotonic() - stopping
-        assert took < 5, f"the worker took {took:.1f}s to stop"
+            # The task never ends by itself: a worker that waited for it would not stop.
+            await asyncio.wait_for(task, 60)
         assert outcome == ["cancelled"]
         assert "waiting up to 0.5s for 1 wait_until tasks" in caplog.text
         assert "abandoning wait_until task" in caplog.text

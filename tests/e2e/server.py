@@ -108,7 +108,12 @@ def build_app(url: str, recorder: Recorder) -> App:
     return app
 
 
-def poll(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+# How long a client waits for an answer, and `poll` for a condition, before failing [s]:
+# a deadline, not a measure (a loaded machine makes a 50 ms request take seconds).
+DEADLINE = 60.0
+
+
+def poll(predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
     """Call `predicate` until it returns something truthy (blocking); fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -140,12 +145,13 @@ class LiveServer:
     def client(self, token: str | None = WRITE_TOKEN, **kwargs: Any) -> httpx.Client:
         """A blocking client for this server, with a bearer token (None: no header)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10.0, **kwargs)
+        kwargs.setdefault("timeout", DEADLINE)
+        return httpx.Client(base_url=self.url, headers=headers, **kwargs)
 
     def aclient(self, token: str | None = WRITE_TOKEN) -> httpx.AsyncClient:
         """An async client for this server, with a bearer token (None: no header)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10.0)
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=DEADLINE)
 
     @asynccontextmanager
     async def worker_app(self) -> AsyncIterator[App]:

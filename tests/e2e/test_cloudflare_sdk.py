@@ -53,7 +53,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[str]:
             return False
 
     try:
-        poll(ready, 30, "taskflare serve")
+        poll(ready, 90, "taskflare serve")
         yield url
     finally:
         proc.terminate()

@@ -107,11 +107,7 @@ def key_expires_in(live: LiveServer, key: str) -> float:
 async def test_a_signed_stripe_event_becomes_one_job_even_when_redelivered(
     live: LiveServer, client: httpx.Client
 ) -> None:
-    started = time.monotonic()
     first = stripe(client, EVENT, stripe_header(EVENT))
-    # Answered without waiting for the job to run (Stripe gives up on a receiver after
-    # ~10 s); the bound leaves room for a loaded machine.
-    assert time.monotonic() - started < 5.0
     assert first.status_code == 200, first.text
     body = first.json()
     assert body["success"] is True and body["received"] is True
@@ -125,6 +121,9 @@ async def test_a_signed_stripe_event_becomes_one_job_even_when_redelivered(
         job = admin.get(f"/jobs/{body['jobId']}").json()["job"]
         assert job["type"] == "stripe-event" and job["payload"] == json.loads(EVENT)
         assert job["idempotencyKey"] == "stripe:evt_1NG8Du2eZvKYlo2C"
+        # Answered without waiting for the job to run (Stripe gives up on a receiver after
+        # ~10 s): no worker has run it yet, and it runs only below.
+        assert job["status"] == "pending"
         async with live.worker_app() as app:
             await drain(app)
         assert admin.get(f"/jobs/{body['jobId']}").json()["job"]["status"] == "completed"
@@ -140,7 +139,9 @@ def test_bad_missing_and_replayed_stripe_signatures_get_401(client: httpx.Client
     error_of(stripe(client, tampered, stripe_header(EVENT)), 401)
     replayed = stripe(client, EVENT, stripe_header(EVENT, int(time.time()) - 301))
     assert "tolerance" in error_of(replayed, 401)
-    error_of(stripe(client, EVENT, stripe_header(EVENT, int(time.time()) + 301)), 401)
+    # A future time: one second past the 300 s tolerance would come back inside it on a
+    # server slowed by a second (the exact bounds are tests/unit/test_webhooks.py's).
+    error_of(stripe(client, EVENT, stripe_header(EVENT, int(time.time()) + 400)), 401)
     error_of(client.post("/webhooks/nope", content=EVENT), 404)
 
 

@@ -1,9 +1,11 @@
 """`wait_until` in a web app (issue 5, point 8), with a real uvicorn server on 127.0.0.1:
-the response arrives before a 1-second task ends, the task completes afterwards, and a
-server shutting down waits for what is still pending."""
+the response arrives before a task ends, the task completes afterwards, and a server
+shutting down waits for what is still pending. The tasks end only when the test opens
+their gate, so what these tests see is ordering, not how fast a loaded machine is."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,13 +36,39 @@ class Marks:
         self.times[name] = time.monotonic()
 
 
-def fastapi_app(app: App, marks: Marks, done_file: Path) -> FastAPI:
+def marking_shutdown(asgi: Any, marks: Marks) -> Any:
+    """`asgi`, with marks when the server's lifespan shutdown reaches it ("shutdown
+    received") and when it answers that it is done ("shutdown complete")."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await asgi(scope, receive, send)
+            return
+
+        async def receiving() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                marks.mark("shutdown received")
+            return message
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                marks.mark("shutdown complete")
+            await send(message)
+
+        await asgi(scope, receiving, sending)
+
+    return wrapped
+
+
+def fastapi_app(app: App, marks: Marks, done_file: Path, gate: threading.Event) -> FastAPI:
     api = FastAPI()
     api.add_middleware(WaitUntilMiddleware, taskflare_app=app)
 
     async def generate_title(thread_id: str) -> None:
         marks.mark("task started")
-        await anyio.sleep(1.0)  # the slow AI call
+        # The slow AI call: until the test says (cancellable, as a real await would be).
+        await anyio.to_thread.run_sync(gate.wait, abandon_on_cancel=True)
         await anyio.Path(done_file).write_text(thread_id)
         marks.mark("task ended")
 
@@ -61,13 +89,17 @@ def test_fastapi_response_arrives_before_the_task_ends_and_the_task_completes(
     app = App(sqlite_url)
     marks = Marks()
     done_file = tmp_path / "title.txt"
-    with serving(fastapi_app(app, marks, done_file)) as (url, _):
-        response = httpx.post(f"{url}/threads/t-42", timeout=10)
+    gate = threading.Event()
+    with serving(fastapi_app(app, marks, done_file, gate)) as (url, _):
+        # The task cannot end before the gate opens: a response that waited for it would
+        # never come (the client gives up after 60 s).
+        response = httpx.post(f"{url}/threads/t-42", timeout=60)
         received = time.monotonic()
         assert response.status_code == 200
         assert response.json() == {"id": "t-42", "title": "New chat"}
         assert "task ended" not in marks.times, "the response waited for the task"
         assert not done_file.exists()
+        gate.set()
         wait_for(done_file.exists, 20, "the wait_until task to finish")
     assert done_file.read_text() == "t-42"
     assert marks.times["task ended"] > received
@@ -80,12 +112,21 @@ def test_a_server_shutting_down_waits_for_pending_tasks(tmp_path: Path, sqlite_u
     app = App(sqlite_url)
     marks = Marks()
     done_file = tmp_path / "title.txt"
-    with serving(fastapi_app(app, marks, done_file)) as (url, server):
-        assert httpx.post(f"{url}/threads/t-7", timeout=10).status_code == 200
+    gate = threading.Event()
+    with serving(marking_shutdown(fastapi_app(app, marks, done_file, gate), marks)) as (
+        url,
+        server,
+    ):
+        assert httpx.post(f"{url}/threads/t-7", timeout=60).status_code == 200
         wait_for(lambda: "task started" in marks.times, 20, "the task to start")
-        server.should_exit = True  # like SIGTERM, while the 1-second task is running
+        server.should_exit = True  # like SIGTERM, while the task is running
+        # The task ends only once the shutdown has begun: a server that did not wait for
+        # it would have completed its shutdown before (or cancelled the task).
+        wait_for(lambda: "shutdown received" in marks.times, 20, "the lifespan shutdown")
+        gate.set()
     # `serving` returned only after uvicorn stopped; the task had finished by then.
     assert done_file.read_text() == "t-7"
+    assert marks.times["task ended"] <= marks.times["shutdown complete"]
     app.close_sync()
 
 
@@ -95,8 +136,10 @@ def test_plain_starlette_reads_wait_until_from_the_request_state(
     app = App(sqlite_url)
     marks = Marks()
 
+    gate = threading.Event()
+
     def write_done(name: str) -> None:  # a plain function runs in a thread
-        time.sleep(0.2)  # simulated blocking work
+        gate.wait(60)  # simulated blocking work: until the test says
         (tmp_path / f"{name}.tmp").write_text(name)
         (tmp_path / f"{name}.tmp").rename(tmp_path / name)
         marks.mark(name)
@@ -111,6 +154,7 @@ def test_plain_starlette_reads_wait_until_from_the_request_state(
         response = httpx.post(f"{url}/hook", timeout=10)
         assert response.json() == {"received": True}
         assert marks.times == {}, "the response waited for the work"
+        gate.set()
         wait_for(lambda: len(marks.times) == 2, 20, "the wait_until work to finish")
     assert (tmp_path / "from-scope").read_text() == "from-scope"
     assert (tmp_path / "from-request-state").read_text() == "from-request-state"
