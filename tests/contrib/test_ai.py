@@ -239,3 +239,59 @@ async def test_the_answers_index_puts_each_vector_under_its_own_texts_key(
     assert failed.status is JobStatus.FAILED and failed.attempts == 1
     assert "index 0 twice" in (failed.error or "")
     assert await contrib_app.namespace("broken").count() == 0
+
+
+def not_the_api() -> Any:
+    """A server that is not an OpenAI-compatible API: a web page at every path, except a
+    chat stream that ends (cleanly, with a whole HTTP answer) before its `[DONE]`."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def page(request: Request) -> Response:
+        body = await request.json()
+        if request.url.path.startswith("/cut/") and body.get("stream"):
+
+            async def cut() -> Any:
+                yield 'data: {"choices": [{"index": 0, "delta": {"content": "Half"}}]}\n\n'
+
+            return StreamingResponse(cut(), media_type="text/event-stream")
+        return HTMLResponse("<html><body>Welcome to nginx!</body></html>")
+
+    return Starlette(routes=[Route("/{path:path}", page, methods=["POST"])])
+
+
+async def test_an_answer_that_is_not_the_apis_fails_instead_of_an_empty_or_cut_result(
+    contrib_app: App,
+) -> None:
+    """A base_url naming a web server (a 200 HTML page) fails the job at once saying what
+    came back, instead of a bare `JSONDecodeError` or, when streaming, a job completed
+    with empty text; a stream that ends before `[DONE]` is retried, never completed with
+    the part that came."""
+    with local_services.serve(not_the_api()) as base:
+        use_ai(contrib_app, base + "/v1")
+        chat = {"prompt": "Write a haiku", "model": CHAT_MODEL}
+        jobs = [
+            await contrib_app.enqueue("generate-embedding", {"text": "x", "model": EMBED_MODEL}),
+            await contrib_app.enqueue("generate-content", chat),
+            await contrib_app.enqueue("generate-content", {**chat, "stream": True}),
+        ]
+        wants = ["a JSON object", "a JSON object", "an event stream"]
+        for job, wanted in zip(jobs, wants, strict=True):
+            done = await finished(contrib_app, job.id)
+            assert done.status is JobStatus.FAILED and done.attempts == 1, done.error
+            assert f"answered 200 with text/html; charset=utf-8, not {wanted}" in done.error
+            assert "JSONDecodeError" not in done.error and "base_url" in done.error
+
+    with local_services.serve(not_the_api()) as base:
+        contrib_app.use(
+            contrib.content(
+                AiSettings(base_url=base + "/cut/v1"), name="cut-content", retry=NO_WAIT
+            )
+        )
+        job = await contrib_app.enqueue("cut-content", {**chat, "stream": True})
+        done = await finished(contrib_app, job.id)
+    assert done.status is JobStatus.FAILED and done.result is None, done.result
+    assert done.attempts > 1  # retried: a cut stream may come whole next time
+    assert "stream ended before [DONE] after 1 events" in (done.error or "")

@@ -2,7 +2,8 @@
 OpenAI-compatible endpoint, Ollama, vLLM, LM Studio): settings, one JSON call, and a
 streamed chat completion. Errors become taskflare outcomes: 429 and 503 honour a
 `Retry-After` longer than the backoff, other 5xx and network errors retry, other 4xx
-fail with the provider's message."""
+fail with the provider's message. An answer that is not the API's (a page that is not
+JSON, a stream without `[DONE]`) is an error too, never an empty or cut result."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from ..retry import PermanentError
 from .common import ContribSettings, raise_for_http_status, redact
 from .net import read_limited
 
@@ -93,14 +95,31 @@ async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[st
             ) from None
         except httpx.TransportError as exc:
             raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
-        data: dict[str, Any] = response.json()
+        try:
+            data = response.json()
+        except ValueError:  # not JSON, or not UTF-8
+            data = None
+        if not isinstance(data, dict):
+            raise PermanentError(_not_the_api(response, "a JSON object"))
         return data
+
+
+def _not_the_api(response: httpx.Response, wanted: str) -> str:
+    """Why an answer with a success status is not the API's: most often a `base_url`
+    that names a web server rather than the API root (`.../v1`)."""
+    kind = response.headers.get("content-type") or "no content type"
+    return (
+        f"the AI endpoint answered {response.status_code} with {kind}, not {wanted}: "
+        "is base_url (TASKFLARE_AI_BASE_URL) the root of an OpenAI-compatible API, "
+        "ending in /v1?"
+    )
 
 
 async def stream(
     settings: AiSettings, path: str, body: dict[str, Any]
 ) -> AsyncIterator[dict[str, Any]]:
     """POST a streaming request; yield each server-sent event's JSON until `[DONE]`."""
+    events = 0
     async with httpx.AsyncClient(timeout=settings.timeout, trust_env=False) as client:
         try:
             async with client.stream(
@@ -113,10 +132,25 @@ async def stream(
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    yield json.loads(data)
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise PermanentError(
+                            f"the AI endpoint sent an event that is not JSON "
+                            f"({len(data)} characters after 'data:')"
+                        ) from None
+                    events += 1
+                    yield event
+                if not events:
+                    raise PermanentError(_not_the_api(response, "an event stream"))
         except httpx.TimeoutException:
             raise RuntimeError(
                 f"the AI endpoint did not answer within {settings.timeout:g}s"
             ) from None
         except httpx.TransportError as exc:
             raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
+    # The answer ended without `[DONE]`: what came is not the whole text (retried).
+    raise RuntimeError(
+        f"the AI endpoint's stream ended before [DONE] after {events} events: "
+        "the answer is incomplete"
+    )
