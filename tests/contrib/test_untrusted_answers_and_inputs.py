@@ -366,3 +366,27 @@ async def finished(app: App, job_id: str, timeout: float = 60.0) -> Any:
         return job if job.status.finished else None
 
     return await drain_until(app, done, timeout=timeout, what=f"job {job_id} to finish")
+
+
+async def test_a_host_that_does_not_resolve_is_named_in_the_job_error(contrib_app: App) -> None:
+    """Every type that fetches a URL a payload names says which host did not resolve
+    (`getaddrinfo`'s bare `gaierror: [Errno -2] Name or service not known` names none),
+    and the job is retried as a network error, not failed as the payload's fault."""
+    host = "no-such-host.invalid"  # RFC 2606: never resolves
+    contrib_app.use(
+        contrib.crawler(retry=NO_WAIT, max_attempts=1),
+        contrib.imports(retry=NO_WAIT, max_attempts=1),
+        contrib.webhooks(retry=NO_WAIT, max_attempts=1),
+    )
+    jobs = [
+        await contrib_app.enqueue("crawl-website", {"url": f"https://{host}/"}),
+        await contrib_app.enqueue(
+            "batch-import", {"url": f"https://{host}/items.ndjson", "namespace": "n"}
+        ),
+        await contrib_app.enqueue("webhook-delivery", {"url": f"https://{host}/hook"}),
+    ]
+    for job in jobs:
+        done = await finished(contrib_app, job.id)
+        assert done.status is JobStatus.FAILED, (done.type, done.error)
+        assert host in (done.error or ""), (done.type, done.error)
+        assert not (done.error or "").startswith(("PermanentError", "BlockedDestination"))

@@ -119,9 +119,12 @@ async def resolve(host: str, port: int, policy: DestinationPolicy) -> str:
     if literal is not None:
         addresses = [literal]
     else:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except socket.gaierror as exc:  # bare, it names no host: "[Errno -2] Name or ..."
+            raise OSError(f"{host} did not resolve ({exc.strerror or exc})") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         if not addresses:
             raise OSError(f"{host} did not resolve")
