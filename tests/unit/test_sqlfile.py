@@ -112,3 +112,25 @@ def test_untraced_inserts_do_not_name_the_trace_context_column() -> None:
         for name in inserts:
             assert "trace_context" not in queries[name]
             assert "trace_context" in queries[f"{name}_traced"]
+
+
+def test_a_part_is_shared_by_the_statements_that_name_it(package: Path) -> None:
+    (package / "queries.sql").write_text(
+        "-- name: a\n-- a comment naming {_visible} stays one comment line\n"
+        "SELECT 1 FROM t WHERE {_visible};\n\n"
+        "-- name: _visible\n-- rows a reader may see\n(state <> 'gone' AND x = :x)\n\n"
+        "-- name: b\nSELECT 2 FROM t WHERE {_visible} AND y = 1;\n"
+    )
+    assert load_queries(package.name) == {
+        "a": "SELECT 1 FROM t WHERE (state <> 'gone' AND x = :x);",
+        "b": "SELECT 2 FROM t WHERE (state <> 'gone' AND x = :x) AND y = 1;",
+    }
+
+
+def test_a_part_not_defined_or_defined_twice_is_refused(package: Path) -> None:
+    (package / "queries.sql").write_text("-- name: a\nSELECT {_nope};\n")
+    with pytest.raises(ValueError, match="no part named '_nope'"):
+        load_queries(package.name)
+    (package / "jobs.sql").write_text("-- name: _p\n1\n-- name: _p\n2\n")
+    with pytest.raises(ValueError, match="part '_p' is defined twice"):
+        load_queries(package.name, "jobs.sql")

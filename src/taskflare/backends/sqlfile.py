@@ -9,6 +9,7 @@ from importlib import resources
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _TRACED = re.compile(r"\{traced:([^{}]*)\}")
+_PART = re.compile(r"\{(_\w+)\}")
 
 
 def compact(statement: str) -> str:
@@ -25,14 +26,34 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
     A statement with `{traced:...}` parts is loaded twice: `x` without those parts and
     `x_traced` with their text (the trace context column of an enqueue made while tracing
     is on), so an untraced enqueue sends exactly the statement it sent before tracing
-    existed."""
+    existed.
+
+    A section whose name starts with `_` is a part shared by statements, not a statement:
+    `{_name}` in a statement stands for its text (defined anywhere in the file).
+    `ValueError` for a name defined twice or a part not defined."""
     text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
+    sections = list(zip(parts[1::2], parts[2::2], strict=True))
+    shared: dict[str, str] = {}
+    for name, body in sections:
+        if name[0] == "_":
+            if name in shared:
+                raise ValueError(f"{package}/{filename}: part {name!r} is defined twice")
+            shared[name] = compact(body).rstrip(";")
+
+    def part(match: re.Match[str]) -> str:
+        if match.group(1) not in shared:
+            raise ValueError(f"{package}/{filename}: no part named {match.group(1)!r}")
+        return shared[match.group(1)]
+
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        variants = {name: compact(_TRACED.sub("", body))}
-        if _TRACED.search(body):
-            variants[f"{name}_traced"] = compact(_TRACED.sub(r"\1", body))
+    for name, section in sections:
+        if name[0] == "_":
+            continue
+        # Parts go into the compacted text: a comment that names one stays a comment.
+        variants = {name: _PART.sub(part, compact(_TRACED.sub("", section)))}
+        if _TRACED.search(section):
+            variants[f"{name}_traced"] = _PART.sub(part, compact(_TRACED.sub(r"\1", section)))
         for key, value in variants.items():
             if key in queries:
                 raise ValueError(f"{package}/{filename}: statement {key!r} is defined twice")

@@ -1002,6 +1002,21 @@ WHERE last_seen >= %(since)s ORDER BY started_at;
 -- the planner picks the index of the filters given. The cursor and the time range are
 -- always bound (open ends as +/- infinity), so the index seeks to the page.
 
+-- name: _payload_matches
+-- The payload search of job_search_count and job_search_text.
+(position(%(needle)s::bytea IN body) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). jsonb has
+      -- no NUL: its escape reads as U+FFFD (still valid JSON, escaped or not).
+      SELECT 1 FROM jsonb_path_query(
+          CASE WHEN content_type = 'json'
+               THEN replace(convert_from(body, 'UTF8'), '\u0000', '\ufffd')::jsonb END,
+          'strict $.**') AS v
+      WHERE (jsonb_typeof(v) = 'string' AND position(%(needle_text)s::text IN v #>> '{}') > 0)
+         OR (jsonb_typeof(v) = 'object' AND EXISTS (
+             SELECT 1 FROM jsonb_object_keys(v) AS k
+             WHERE position(%(needle_text)s::text IN k) > 0)))
+
 -- name: job_search_count
 -- The count of a bulk action's filter: the jobs matching it among the newest
 -- %(scan_limit)s entries of the index that drives it (as job_search_scan*), so a filter
@@ -1100,18 +1115,7 @@ SELECT count(*) FROM (
 WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (position(%(needle)s::bytea IN body) > 0 OR EXISTS (
-      -- The text as typed, inside a JSON string or key that the stored text escapes
-      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). jsonb has
-      -- no NUL: its escape reads as U+FFFD (still valid JSON, escaped or not).
-      SELECT 1 FROM jsonb_path_query(
-          CASE WHEN content_type = 'json'
-               THEN replace(convert_from(body, 'UTF8'), '\u0000', '\ufffd')::jsonb END,
-          'strict $.**') AS v
-      WHERE (jsonb_typeof(v) = 'string' AND position(%(needle_text)s::text IN v #>> '{}') > 0)
-         OR (jsonb_typeof(v) = 'object' AND EXISTS (
-             SELECT 1 FROM jsonb_object_keys(v) AS k
-             WHERE position(%(needle_text)s::text IN k) > 0))));
+  AND {_payload_matches});
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest %(scan_limit)s jobs after the
@@ -1142,18 +1146,7 @@ WHERE id IN (SELECT id FROM examined)
   AND (%(state)s::text IS NULL OR state = %(state)s::text)
   AND (%(type)s::text IS NULL OR type = %(type)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (position(%(needle)s::bytea IN body) > 0 OR EXISTS (
-      -- The text as typed, inside a JSON string or key that the stored text escapes
-      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). jsonb has
-      -- no NUL: its escape reads as U+FFFD (still valid JSON, escaped or not).
-      SELECT 1 FROM jsonb_path_query(
-          CASE WHEN content_type = 'json'
-               THEN replace(convert_from(body, 'UTF8'), '\u0000', '\ufffd')::jsonb END,
-          'strict $.**') AS v
-      WHERE (jsonb_typeof(v) = 'string' AND position(%(needle_text)s::text IN v #>> '{}') > 0)
-         OR (jsonb_typeof(v) = 'object' AND EXISTS (
-             SELECT 1 FROM jsonb_object_keys(v) AS k
-             WHERE position(%(needle_text)s::text IN k) > 0))))
+  AND {_payload_matches})
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 

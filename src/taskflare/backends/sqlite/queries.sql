@@ -610,6 +610,17 @@ WHERE last_seen >= :since ORDER BY started_at;
 -- given. The cursor and the time range are always bound (open ends as +/- infinity), so
 -- the index seeks to the page instead of stepping over the pages before it.
 
+-- name: _payload_matches
+-- The payload search of job_search_count and job_search_text.
+(instr(body, :needle) > 0 OR EXISTS (
+      -- The text as typed, inside a JSON string or key that the stored text escapes
+      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
+      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
+      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
+                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
+      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
+         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)))
+
 -- name: job_search_count
 -- The count of a bulk action's filter: the jobs matching it among the newest
 -- :scan_limit entries of the index that drives it (as job_search_scan*), so a filter
@@ -669,14 +680,7 @@ SELECT count(*) FROM (
 WHERE (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND (instr(body, :needle) > 0 OR EXISTS (
-      -- The text as typed, inside a JSON string or key that the stored text escapes
-      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
-      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
-      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
-                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
-      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
-         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)));
+  AND {_payload_matches};
 
 -- name: job_search_text
 -- A payload search examines a bounded window: the newest :scan_limit jobs after the
@@ -698,14 +702,7 @@ WHERE id IN (SELECT id FROM examined)
   AND (:state IS NULL OR state = :state)
   AND (:type IS NULL OR type = :type)
   AND (:queue IS NULL OR queue = :queue)
-  AND (instr(body, :needle) > 0 OR EXISTS (
-      -- The text as typed, inside a JSON string or key that the stored text escapes
-      -- (a quote, a backslash, a newline; non-ASCII written as \u escapes). A NUL would
-      -- end the text instr() reads: its escape reads as U+FFFD (still valid JSON).
-      SELECT 1 FROM json_tree(CASE WHEN content_type = 'json'
-                                   THEN replace(CAST(body AS TEXT), '\u0000', '\ufffd') END)
-      WHERE (type = 'text' AND instr(atom, :needle_text) > 0)
-         OR (typeof(key) = 'text' AND instr(key, :needle_text) > 0)))
+  AND {_payload_matches}
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
