@@ -343,3 +343,22 @@ def test_a_send_naming_no_delay_waits_the_queues_delivery_delay(client: httpx.Cl
     assert isinstance(settings, dict) and settings["delivery_delay"] == 60
     cloudflare = client.get("/client/v4/accounts/acc/queues/later").json()["result"]
     assert cloudflare["settings"]["delivery_delay"] == 60
+
+
+def test_a_field_given_in_both_its_spellings_is_refused_as_such(client: httpx.Client) -> None:
+    """`delay_seconds` and `delaySeconds` (and `content_type` / `contentType`) are one
+    field: given both, the answer says so, not that a documented field is unknown
+    (`delay_seconds: Extra inputs are not permitted`), in a message and in a batch item."""
+    both = [
+        ({"delay_seconds": 1, "delaySeconds": 1}, "delay_seconds: give delay_seconds or"),
+        ({"content_type": "text", "contentType": "text"}, "content_type: give content_type or"),
+    ]
+    for fields, says in both:
+        for path in ("/queues/emails/messages", "/client/v4/accounts/acc/queues/emails/messages"):
+            single = client.post(path, json={"body": "x", **fields})
+            assert single.status_code == 422 and says in single.text, single.text
+            assert "Extra inputs" not in single.text
+        batch = client.post("/queues/emails/messages", json={"messages": [{"body": 1, **fields}]})
+        assert batch.status_code == 422 and says in batch.text, batch.text
+        assert "messages" in error_of(batch, 422) and "Extra inputs" not in batch.text
+    assert queue_of(client, "emails")["depth"]["ready"] == 0  # type: ignore[index]

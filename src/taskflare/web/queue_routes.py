@@ -42,6 +42,23 @@ class PurgeRequest(BaseModel):
     confirm: str
 
 
+# The message fields that take two spellings: Cloudflare's and camelCase.
+SPELLINGS = (("content_type", "contentType"), ("delay_seconds", "delaySeconds"))
+
+
+def one_spelling(data: Any) -> Any:
+    """Refuse a field given in both its spellings (which would otherwise be refused as an
+    unknown field, `delay_seconds: Extra inputs are not permitted`, though it is not)."""
+    if isinstance(data, dict):
+        for snake, camel in SPELLINGS:
+            if snake in data and camel in data:
+                raise ValueError(
+                    f"{snake}: give {snake} or {camel} (the same field in Cloudflare's "
+                    "spelling and in camelCase), not both"
+                )
+    return data
+
+
 class OutgoingMessage(BaseModel):
     """One message to send over HTTP (Cloudflare's field names; camelCase also accepted)."""
 
@@ -52,6 +69,11 @@ class OutgoingMessage(BaseModel):
     delay_seconds: float | None = Field(
         default=None, ge=0, le=365 * 86_400, alias="delaySeconds", strict=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        return one_spelling(data)
 
 
 class SendRequest(BaseModel):
@@ -79,7 +101,7 @@ class SendRequest(BaseModel):
                         f"{name}: give one message (body) or a batch (messages), not both; "
                         f"a batch's messages carry their own {name}"
                     )
-        return data
+        return one_spelling(data)
 
 
 class ReprocessRequest(BaseModel):
