@@ -4,6 +4,7 @@ errors (tracebacks only with --debug), and one JSON document from every reading 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from taskflare import App
 from taskflare.cli import cli
 
 from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_many, write_cli_app
+from .procs import WorkerProcess, wait_for, write_app
 
 
 def _commands() -> dict[tuple[str, ...], Any]:
@@ -395,3 +397,18 @@ def test_tail_of_an_event_kind_that_does_not_exist_is_a_usage_error(database_url
     for wrong in ("fail", "pending"):
         line = one_line_error(tf("tail", "--status", wrong, url=database_url), code=2)
         assert "--status" in line and "completed" in line and repr(wrong) in line, line
+
+
+def test_a_worker_names_the_absolute_file_of_a_relative_sqlite_url(tmp_path: Path) -> None:
+    """`sqlite:///jobs.db` opens jobs.db in the folder the process starts in: a worker
+    started elsewhere opens (and creates) another, empty file. Its start line names the
+    absolute file, so the mismatch shows."""
+    worker = WorkerProcess(write_app(tmp_path), tmp_path, {"TF_URL": "sqlite:///rel-jobs.db"})
+    try:
+        wait_for(lambda: " started on " in worker.stderr, 60, "the worker to start")
+        line = next(ln for ln in worker.stderr.splitlines() if " started on " in ln)
+        assert f"sqlite:///rel-jobs.db (file {tmp_path / 'rel-jobs.db'})" in line, line
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    finally:
+        worker.stop()

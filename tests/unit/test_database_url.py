@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -173,3 +174,29 @@ async def test_a_url_the_parser_refuses_is_a_typed_error_without_the_password(ur
     for raised in (opened, used):
         assert "is not a URL" in str(raised.value) and "***" in str(raised.value)
         assert "Qx7Ka" not in str(raised.value) and "Wv3Zb" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:////var/lib/tf.db", "sqlite:////var/lib/tf.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("postgresql://u:pw@db/app", "postgresql://u:***@db/app"),
+        ("sqlite://host/x.db", "sqlite://host/x.db"),  # refused elsewhere, shown as given
+    ],
+)
+def test_database_shown_adds_the_file_only_to_a_relative_sqlite_path(url: str, shown: str) -> None:
+    from taskflare.backends.url import database_shown
+
+    assert database_shown(url) == shown
+
+
+def test_database_shown_names_a_relative_sqlite_file_absolutely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskflare.backends.url import database_shown
+
+    monkeypatch.chdir(tmp_path)
+    assert database_shown("sqlite:///data/jobs.db?synchronous=normal") == (
+        f"sqlite:///data/jobs.db?synchronous=normal (file {tmp_path / 'data' / 'jobs.db'})"
+    )

@@ -225,3 +225,19 @@ def sqlite_path(url: str) -> str:
     if not path:
         raise InvalidDatabaseUrl(f"SQLite URL {redact_url(url)!r} names no file")
     return path
+
+
+def database_shown(url: str) -> str:
+    """The database as a start-up log line names it: the URL with its credentials
+    redacted, and for a relative SQLite path the absolute file too, since a process
+    started in another folder opens (and creates) another, empty file."""
+    shown = redact_url(url)
+    if not url.startswith("sqlite:"):
+        return shown
+    try:
+        path = sqlite_path(url)
+    except InvalidDatabaseUrl:
+        return shown
+    if path == ":memory:" or path.startswith("file:") or os.path.isabs(path):
+        return shown
+    return f"{shown} (file {os.path.abspath(path)})"

@@ -15,7 +15,7 @@ import typer
 
 from ..app import App
 from ..backends.opener import open_backend
-from ..backends.url import redact_url, resolve_database_url
+from ..backends.url import database_shown, redact_url, resolve_database_url
 from ..errors import AppLoadError, InvalidWorkerConfig, TaskflareError
 from ..loader import load_object
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
@@ -219,7 +219,7 @@ def serve(
         app,
         host,
         bound_port(listener),
-        redact_url(application.database_url),
+        database_shown(application.database_url),
         "token required" if tokens.enabled else "no token (open to this machine)",
         "public" if security.public_docs or not tokens.enabled else "need a token",
         shown,

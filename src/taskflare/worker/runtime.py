@@ -28,6 +28,7 @@ from ..backends.base import (
     QueueSettings,
     WorkerReport,
 )
+from ..backends.url import database_shown
 from ..background import BackgroundTasks
 from ..errors import InvalidWorkerConfig
 from ..ids import uuid7
@@ -255,7 +256,7 @@ class Worker:
         log.info(
             "worker %s started on %s: queues %s, concurrency %d",
             self.id,
-            state.backend.url_for_logs,
+            database_shown(state.backend.url_for_logs),
             ", ".join(self.queues),
             self.config.concurrency,
         )
