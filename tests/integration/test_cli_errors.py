@@ -13,7 +13,7 @@ import typer
 from taskflare import App
 from taskflare.cli import cli
 
-from .cli_run import make_dead_letters, ok, one_line_error, tf_many, write_cli_app
+from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_many, write_cli_app
 
 
 def _commands() -> dict[tuple[str, ...], Any]:
@@ -385,3 +385,13 @@ def test_a_blank_api_token_is_a_usage_error_naming_the_variable(tmp_path: Path) 
     for (name, _), result in zip(cases, results, strict=True):
         line = one_line_error(result, code=2)
         assert name in line, line
+
+
+def test_tail_of_an_event_kind_that_does_not_exist_is_a_usage_error(database_url: str) -> None:
+    """`tail --status fail` (for `failed`) or a job status (`pending`) matched no event:
+    on a live database it followed for ever and showed nothing. Now exit 2 naming the
+    kinds; any case of a real kind is taken."""
+    ok("migrate", database_url, url=None)
+    for wrong in ("fail", "pending"):
+        line = one_line_error(tf("tail", "--status", wrong, url=database_url), code=2)
+        assert "--status" in line and "completed" in line and repr(wrong) in line, line

@@ -16,7 +16,16 @@ from rich.markup import escape
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
 from ..tables import Column, fit_table
-from .common import DatabaseOpt, JsonLinesOpt, WatchJsonOpt, cli, print_json, run, state_app
+from .common import (
+    DatabaseOpt,
+    JsonLinesOpt,
+    WatchJsonOpt,
+    cli,
+    fail,
+    print_json,
+    run,
+    state_app,
+)
 from .queues import queue_table
 
 
@@ -147,6 +156,20 @@ def event_line(event: JobEvent) -> str:
     return "  ".join(parts)
 
 
+# The kinds of event `tail` shows: an enqueue, a start, and every outcome an attempt can
+# record in a job's history (`lost`: its worker died; `snoozed`: its handler snoozed it).
+EVENT_KINDS = (
+    "enqueued",
+    "started",
+    "completed",
+    "retried",
+    "failed",
+    "cancelled",
+    "lost",
+    "snoozed",
+)
+
+
 def event_matches(event: JobEvent, queue: str | None, type: str | None, status: str | None) -> bool:
     """Whether an event passes the `tail` filters."""
     if queue and event.queue != queue:
@@ -164,7 +187,7 @@ def tail(
         str | None,
         typer.Option(
             help="Only events of this kind: enqueued, started, completed, retried, "
-            "failed, cancelled."
+            "failed, cancelled, lost or snoozed."
         ),
     ] = None,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between polls.")] = 0.25,
@@ -175,6 +198,10 @@ def tail(
 
     Example: taskflare tail --type send-email --status failed
     """
+    if status is not None and status.lower() not in EVENT_KINDS:
+        # Otherwise it matches no event: the command would wait for ever, showing nothing.
+        raise fail(f"--status must be one of {', '.join(EVENT_KINDS)}, got {status!r}", 2)
+    status = None if status is None else status.lower()
     app = state_app(database_url, reading=True)
 
     async def follow() -> None:
