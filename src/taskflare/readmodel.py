@@ -370,6 +370,13 @@ class ReadModel:
             if settings.get("dead_letter_queue") == name
         )
 
+    async def no_dead_letter_queue(self, name: str) -> str:
+        """Why queue `name` has no dead letters to show: it has no `dead_letter_queue`,
+        and, when it is one itself, the queues it serves (whose name to give instead)."""
+        served = await self.queues_dead_lettering_into(name)
+        hint = f" (it is the dead-letter queue of {', '.join(map(repr, served))})" if served else ""
+        return f"queue {name!r} has no dead_letter_queue{hint}"
+
     async def messages(
         self, queue: str, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
 from collections.abc import Iterator
 
@@ -362,3 +363,24 @@ def test_a_field_given_in_both_its_spellings_is_refused_as_such(client: httpx.Cl
         assert batch.status_code == 422 and says in batch.text, batch.text
         assert "messages" in error_of(batch, 422) and "Extra inputs" not in batch.text
     assert queue_of(client, "emails")["depth"]["ready"] == 0  # type: ignore[index]
+
+
+def test_naming_a_dead_letter_queue_for_its_dead_letters_says_which_queue_it_serves(
+    sqlite_live: LiveServer,
+) -> None:
+    """As the CLI does: `billing-dlq` has no dead-letter queue of its own, and the 404
+    says it is the one of `billing` (the name to give), over HTTP and on the dashboard."""
+    from .test_dashboard_pages import signed_in
+
+    hint = "queue 'billing-dlq' has no dead_letter_queue (it is the dead-letter queue of 'billing')"
+    with sqlite_live.client() as client:
+        listed = client.get("/queues/billing-dlq/dlq")
+        assert listed.json()["code"] == "no_dlq" and error_of(listed, 404) == hint
+        replayed = client.post("/queues/billing-dlq/dlq/reprocess")
+        assert replayed.json()["code"] == "no_dlq" and error_of(replayed, 404) == hint
+        assert error_of(client.get("/queues/emails/dlq"), 404) == (
+            "queue 'emails' has no dead_letter_queue"
+        )
+    with signed_in(sqlite_live) as browser:
+        page = browser.get("/dashboard/queues/billing-dlq/dlq")
+        assert page.status_code == 404 and hint in html.unescape(page.text)

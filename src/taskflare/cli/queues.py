@@ -352,7 +352,5 @@ async def _dlq_of(app: App, queue: str) -> str:
     404 `no_dlq`); naming a dead-letter queue itself points at the queue it serves."""
     dlq = await app.read.dead_letter_queue(queue)
     if dlq is None or dlq == queue:
-        served = await app.read.queues_dead_lettering_into(queue)
-        hint = f" (it is the dead-letter queue of {', '.join(map(repr, served))})" if served else ""
-        raise fail(f"queue {queue!r} has no dead_letter_queue{hint}", 1)
+        raise fail(await app.read.no_dead_letter_queue(queue), 1)
     return dlq

@@ -274,7 +274,7 @@ def queue_router(app: App) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
-        dlq = _dlq_of(known(name))
+        dlq = await _dlq_of(app, known(name))
         messages, next_cursor = await page_of(dlq, "ready", limit, cursor)
         return {
             "success": True,
@@ -288,7 +288,7 @@ def queue_router(app: App) -> APIRouter:
     @router.post("/queues/{name}/dlq/reprocess", response_model=Envelope)
     async def reprocess(name: str, body: ReprocessRequest | None = None) -> dict[str, Any]:
         queue = known(name)
-        dlq = _dlq_of(queue)
+        dlq = await _dlq_of(app, queue)
         ids = body.ids if body is not None else None
         if ids is not None and (missing := await app.read.not_dead_letters(dlq, ids, name)):
             shown = ", ".join(missing[:3]) + (
@@ -357,9 +357,9 @@ async def ack_result(app: App, name: str, request: AckRequest) -> dict[str, Any]
     return outcome.to_dict()
 
 
-def _dlq_of(queue: Queue) -> str:
+async def _dlq_of(app: App, queue: Queue) -> str:
     if not queue.config.dead_letter_queue:
-        raise ApiError(404, f"queue {queue.name!r} has no dead_letter_queue", "no_dlq")
+        raise ApiError(404, await app.read.no_dead_letter_queue(queue.name), "no_dlq")
     return queue.config.dead_letter_queue
 
 

@@ -121,7 +121,7 @@ class Actions:
         dlq = queue.config.dead_letter_queue
         if not dlq:
             return self.pages.error(
-                request, session, 404, f"queue {name!r} has no dead-letter queue"
+                request, session, 404, await self.app.read.no_dead_letter_queue(name)
             )
         every = form.get("all") == "1"
         if not ids and not every:

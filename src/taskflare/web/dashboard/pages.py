@@ -218,7 +218,7 @@ class Views:
                 dlq = settings.get("dead_letter_queue")
                 if not dlq:
                     return self.pages.error(
-                        request, session, 404, f"queue {name!r} has no dead-letter queue"
+                        request, session, 404, await self.app.read.no_dead_letter_queue(name)
                     )
                 shown, state = dlq, "ready"
             page = await self.app.read.message_page(shown, state, MESSAGE_PAGE_SIZE, cursor)
