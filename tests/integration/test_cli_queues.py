@@ -147,6 +147,22 @@ def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
     assert "purged 1 messages" in ok("queues", "purge", "emails", "--yes", url=database_url)
 
 
+def test_purge_of_a_queue_with_nothing_waiting_asks_nothing_and_succeeds(
+    database_url: str,
+) -> None:
+    ok("send", "emails", "--create", "{}", url=database_url)
+    leased = _lease_one(database_url, "emails")
+    # No terminal and no --yes: there is nothing to confirm, so nothing is asked.
+    done = tf("queues", "purge", "emails", url=database_url, input="")
+    assert done.returncode == 0, done.stderr
+    assert "Delete" not in done.stdout
+    assert (
+        "nothing to purge: no message of queue 'emails' waits for delivery (1 in flight are kept)"
+        in done.stdout
+    )
+    assert list(_records(database_url, "emails")) == [leased]
+
+
 def _lease_one(url: str, queue: str) -> str:
     """Lease one message of `queue` as a consumer would; its id."""
     app = App(url)

@@ -169,6 +169,9 @@ def queues_purge(
     more = "more than " if "ready" in set(queue.get("depthCapped", ())) else ""
     leased = depth.get("leased", 0)
     kept = f" ({leased} in flight are kept)" if leased else ""
+    if not ready and not more:  # nothing to ask about (a script without a terminal either)
+        typer.echo(f"nothing to purge: no message of queue {name!r} waits for delivery{kept}")
+        return
     if not yes:
         typer.confirm(f"Delete {more}{ready} messages of queue {name!r}{kept}?", abort=True)
     app = state_app(database_url)
