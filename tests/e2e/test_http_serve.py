@@ -103,3 +103,23 @@ def test_serve_on_a_public_address_with_insecure_or_a_token(serve: object) -> No
     secured.terminate()
     secured.wait(15)
     assert WRITE_TOKEN not in err.read_text()
+
+
+def test_serve_on_a_public_address_warns_of_a_short_token(serve: object) -> None:
+    start = serve  # type: ignore[assignment]
+    short, port, err = start("--host", "0.0.0.0", TASKFLARE_API_TOKEN="s3cret")
+    poll(lambda: healthy(port), timeout=30, what="the server with a short token")
+    # It serves (the token still guards every endpoint), and says why the token is weak,
+    # naming the variable and its length, never the token.
+    assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 401
+    short.terminate()
+    short.wait(15)
+    text = err.read_text()
+    assert "TASKFLARE_API_TOKEN is 6 characters long" in text
+    assert "secrets.token_urlsafe" in text and "s3cret" not in text
+
+    long_enough, port, err = start("--host", "0.0.0.0", TASKFLARE_API_TOKEN=WRITE_TOKEN)
+    poll(lambda: healthy(port), timeout=30, what="the server with a long token")
+    long_enough.terminate()
+    long_enough.wait(15)
+    assert "characters long" not in err.read_text()

@@ -194,6 +194,16 @@ def serve(
             "(or pass --insecure)",
             code=2,
         )
+    if host not in LOOPBACK_HOSTS:
+        for name, length in tokens.short():
+            logging.getLogger("taskflare.http").warning(
+                "%s is %d characters long: on %s anyone who reaches the port can try to "
+                "guess it; use a long random value (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')",
+                name,
+                length,
+                host,
+            )
     try:
         security = HttpSecurity.from_env(
             bind_host=host,

@@ -18,6 +18,9 @@ from ..queue import format_bytes
 
 TOKEN_ENV = "TASKFLARE_API_TOKEN"
 READ_TOKEN_ENV = "TASKFLARE_API_READ_TOKEN"
+# Shorter tokens get a warning on a public address: 16 random characters of
+# `secrets.token_urlsafe` carry 96 bits; a word or a short code can be guessed.
+MIN_TOKEN_CHARS = 16
 DEFAULT_BODY_LIMIT = 1024 * 1024
 # A refused body up to this size is read and dropped before answering 413.
 DISCARD_LIMIT = 32 * 1024 * 1024
@@ -106,6 +109,11 @@ class Tokens:
         would be "enabled" yet match no request.
         """
         return cls(_token_from_env(TOKEN_ENV), _token_from_env(READ_TOKEN_ENV))
+
+    def short(self) -> list[tuple[str, int]]:
+        """(variable, length) of each token shorter than `MIN_TOKEN_CHARS` characters."""
+        given = ((TOKEN_ENV, self.write), (READ_TOKEN_ENV, self.read))
+        return [(name, len(t)) for name, t in given if t and len(t) < MIN_TOKEN_CHARS]
 
     @property
     def enabled(self) -> bool:
