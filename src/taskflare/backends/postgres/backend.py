@@ -331,19 +331,6 @@ class _LoopPool(AsyncConnectionPool[Conn]):
     scheduler the way `close()` does. Only a loop cancelling all of its tasks (it is
     ending) cancels a pool worker: nothing else holds them."""
 
-    async def _get_ready_connection(self, timeout: float | None) -> Conn | None:
-        """The most recently returned idle connection (psycopg_pool takes the least
-        recently returned: FIFO). Sequential calls then reuse one connection, whose server
-        process and plan cache are warm, instead of alternating over every idle one; the
-        connections left idle are the ones the pool closes first when it shrinks (it
-        closes from the other end)."""
-        if self._pool and not (timeout is not None and timeout <= 0.0):
-            conn = self._pool.pop()
-            if len(self._pool) < self._nconns_min:
-                self._nconns_min = len(self._pool)
-            return conn
-        return await super()._get_ready_connection(timeout)
-
     async def worker(self, q: Any) -> None:  # type: ignore[override]
         me = asyncio.current_task()
         try:
