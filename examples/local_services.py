@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import signal
 import socket
 import threading
 import time
@@ -500,11 +501,12 @@ def main() -> None:
         for name, value in environment(smtp_url, hooks, site, ai).items():
             print(f"export {name}={shlex.quote(value)}")
         print("# Ctrl-C to stop", flush=True)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+        # Ctrl-C (SIGINT) or SIGTERM stops it, even when started where SIGINT is ignored
+        # (a shell's background job), which would otherwise leave only `kill -9`.
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
 
 
 if __name__ == "__main__":

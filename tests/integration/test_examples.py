@@ -229,3 +229,28 @@ def test_the_job_types_example_runs_all_six_against_local_services(tmp_path: Pat
     assert "crawl: 20 of 20 pages stored" in lines
     assert "products table: [('a-1', 'Lamp', 12.5), ('a-2', 'Desk', 99.0)]" in lines
     assert "emails received by the local SMTP server: 1" in lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_local_services_stop_on_ctrl_c_even_started_where_sigint_is_ignored(
+    tmp_path: Path, signum: int
+) -> None:
+    """A shell's background job (`python examples/local_services.py &`) starts with SIGINT
+    ignored; the script said "Ctrl-C to stop" and then could only be killed."""
+    log = tmp_path / "services.log"
+    with log.open("wb") as out:
+        services = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "local_services.py")],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        wait_for(lambda: "# Ctrl-C to stop" in log.read_text(), 60, "the local services")
+        services.send_signal(signum)
+        assert services.wait(60) == 0, log.read_text()
+    finally:
+        if services.poll() is None:
+            services.kill()
+            services.wait(15)
