@@ -3,8 +3,10 @@
 Like Cloudflare's `ctx.waitUntil()`: the work runs concurrently in this process; its
 errors are logged with a traceback and never raised to the caller; on shutdown the
 worker (or server) waits for what is still pending up to a limit, then logs and cancels
-what it abandons. Nothing is stored, so a crash loses it: when the work must happen, pass
-`durable=True` (the function must be a registered job) and it becomes a job instead.
+what it abandons, and leaves behind, after a short cancel grace, a task that ignores its
+cancellation (asyncio cannot kill it). Nothing is stored, so a crash loses it: when the
+work must happen, pass `durable=True` (the function must be a registered job) and it
+becomes a job instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from .raised import is_stop
 log = logging.getLogger("taskflare.background")
 
 DEFAULT_DRAIN_LIMIT = 30.0
+# How long a cancelled task may take to stop before `drain` leaves it behind [s].
+DEFAULT_CANCEL_GRACE = 5.0
 
 
 async def _guarded(awaitable: Awaitable[Any], label: str) -> None:
@@ -68,6 +72,7 @@ class BackgroundTasks:
             )
         self.drain_limit = float(drain_limit)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._abandoned: set[asyncio.Task[None]] = set()  # ignored their cancel
         self._lock = threading.Lock()
 
     def start(self, awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop) -> None:
@@ -93,17 +98,22 @@ class BackgroundTasks:
     def _discard(self, task: asyncio.Task[None]) -> None:
         with self._lock:
             self._tasks.discard(task)
+            self._abandoned.discard(task)
 
     @property
     def pending(self) -> int:
-        """How many tasks have not finished."""
+        """How many tasks have not finished (those left behind by `drain` not counted)."""
         with self._lock:
-            return len(self._tasks)
+            return len(self._tasks - self._abandoned)
 
-    async def drain(self, limit: float | None = None) -> int:
+    async def drain(
+        self, limit: float | None = None, *, cancel_grace: float = DEFAULT_CANCEL_GRACE
+    ) -> int:
         """Wait up to `limit` seconds for this loop's tasks, including those they start
-        meanwhile (a title generator that then invalidates a cache); cancel the rest;
-        return how many were cancelled."""
+        meanwhile (a title generator that then invalidates a cache); cancel the rest and
+        wait up to `cancel_grace` seconds for them to stop, then leave behind, with a
+        warning, those that ignore their cancellation (a later drain skips them); return
+        how many were cancelled."""
         loop = asyncio.get_running_loop()
         mine = self._pending_on(loop)
         if not mine:
@@ -129,12 +139,26 @@ class BackgroundTasks:
                 len(started),
                 timeout,
             )
-            await asyncio.gather(*mine, return_exceptions=True)
+            _, stuck = (
+                await asyncio.wait(mine, timeout=cancel_grace) if cancel_grace else ((), mine)
+            )
+            for task in stuck:
+                log.warning(
+                    "wait_until task %s ignored its cancellation for %gs; leaving it behind",
+                    task.get_name(),
+                    cancel_grace,
+                )
+            with self._lock:
+                self._abandoned.update(t for t in stuck if not t.done())
         return len(mine)
 
     def _pending_on(self, loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[None]]:
         with self._lock:
-            return {t for t in self._tasks if t.get_loop() is loop and not t.done()}
+            return {
+                t
+                for t in self._tasks
+                if t.get_loop() is loop and not t.done() and t not in self._abandoned
+            }
 
 
 def to_awaitable(

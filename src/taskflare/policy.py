@@ -94,9 +94,15 @@ class Cancelled:
     reason: str = "cancelled while running"
 
 
+SHUTDOWN_ERROR = "the worker shut down before the handler finished"
+
+
 @dataclass(slots=True)
 class WorkerShutdown:
-    """The worker stopped (past its grace period) before the handler finished."""
+    """The worker stopped (past its grace period) before the handler finished; `error`
+    says so (and, for a handler given up on, that it ignored its cancellation)."""
+
+    error: str = SHUTDOWN_ERROR
 
 
 @dataclass(slots=True)
@@ -106,8 +112,6 @@ class LeaseExpired:
 
 Outcome = Succeeded | RetryRequested | Failed | Snoozed | Cancelled | WorkerShutdown | LeaseExpired
 Settled = LeaseRef | CompleteOutcome | RetryOutcome | FailOutcome | CancelOutcome
-
-SHUTDOWN_ERROR = "the worker shut down before the handler finished"
 
 
 @dataclass(slots=True)
@@ -195,7 +199,7 @@ def _failure(delivery: Delivery, outcome: Outcome) -> tuple[str, float, bool, bo
             delay = backoff if delay is None else max(delay, backoff)
         return clean_text(outcome.error), delay, outcome.permanent, False
     if isinstance(outcome, WorkerShutdown):
-        return SHUTDOWN_ERROR, 0.0, False, False
+        return clean_text(outcome.error), 0.0, False, False
     kind = "job" if delivery.is_job else "message"
     return (
         f"lease expired: the worker holding this {kind} stopped or lost contact",

@@ -39,3 +39,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError) and not text:
         text = "raised by the code itself (no cancel was requested; the worker was not stopping)"
     return f"{name}: {text}" if text else name
+
+
+def ignored_cancel(seconds: float, who: str = "the handler") -> str:
+    """The error text of code given up on because it ran on `seconds` after its cancel
+    (asyncio cannot kill a coroutine; the worker records the outcome without it)."""
+    return f"{who} ignored its cancellation for {seconds:g}s and was abandoned"

@@ -5,6 +5,7 @@ that becomes a job with one argument (`durable=True`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -354,3 +355,36 @@ async def test_shutdown_waits_for_work_that_pending_work_starts_and_names_what_i
         assert await short.background.drain() == 1
     assert "abandoning wait_until task" in caplog.text and "stuck_follow_up" in caplog.text
     await short.close()
+
+
+async def test_work_that_ignores_its_cancellation_is_left_behind_after_the_cancel_grace(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio cannot kill a task: one that swallows every cancel is named and left
+    running, and neither this drain nor a later one (`close()`'s) waits for it."""
+    app = App(sqlite_url, wait_until_limit=0.1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.02)
+
+    try:
+        app.wait_until(stubborn())
+        await asyncio.wait_for(started.wait(), 10)
+        with caplog.at_level(logging.INFO, logger="taskflare.background"):
+            drained = asyncio.ensure_future(app.background.drain(cancel_grace=0.1))
+            done, _ = await asyncio.wait({drained}, timeout=30)
+            assert drained in done, "drain waited for a task that ignores its cancellation"
+            assert drained.result() == 1
+            assert "stubborn ignored its cancellation for 0.1s; leaving it behind" in caplog.text
+            assert app.background.pending == 0
+            again = asyncio.ensure_future(app.background.drain())
+            done, _ = await asyncio.wait({again}, timeout=30)
+            assert again in done and again.result() == 0
+    finally:
+        release.set()
+        await app.close()

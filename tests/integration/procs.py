@@ -20,7 +20,7 @@ APP_SOURCE = '''
 import asyncio, json, os
 from taskflare import App
 
-app = App(os.environ["TF_URL"])
+app = App(os.environ["TF_URL"], wait_until_limit=float(os.environ.get("TF_WAIT_UNTIL", "30")))
 LOG_DIR = os.environ["TF_LOG_DIR"]
 work = app.queue(
     "work",
@@ -49,6 +49,8 @@ async def handle(batch):
         if body.get("block"):
             import time
             time.sleep(body["block"])  # a blocking call in an async handler: the loop stalls
+        if body.get("stubborn"):
+            await _ignore_cancellation()
         if body.get("until"):
             # Run until the test creates this file (at most a minute).
             for _ in range(1200):
@@ -78,6 +80,27 @@ async def blocking(payload):
     _started("blocking", payload)
     time.sleep(payload["sleep"])  # blocks the worker's event loop
     return "done"
+
+
+async def _ignore_cancellation():
+    """Run for ever, swallowing every cancel (code asyncio cannot stop)."""
+    while True:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass
+
+
+@app.job("stubborn", queue="jobs", max_attempts=int(os.environ.get("TF_JOB_ATTEMPTS", "3")))
+async def stubborn(payload):
+    _started("stubborn", payload)
+    await _ignore_cancellation()
+
+
+@app.job("leave-behind", queue="jobs")
+async def leave_behind(payload):
+    _started("leave-behind", payload)
+    app.wait_until(_ignore_cancellation())
 
 
 @app.job("slow-sync", queue="jobs", max_attempts=int(os.environ.get("TF_JOB_ATTEMPTS", "3")))

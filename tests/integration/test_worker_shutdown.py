@@ -103,3 +103,52 @@ def test_a_job_on_its_last_attempt_cut_off_by_shutdown_is_recorded_failed(
     assert stored.status is JobStatus.FAILED
     assert stored.error is not None and "worker shut down" in stored.error
     assert [a.outcome for a in stored.history] == ["failed"]
+
+
+def test_a_job_ignoring_its_cancellation_does_not_keep_the_process_from_exiting(
+    any_harness: Harness,
+) -> None:
+    """asyncio cannot kill a coroutine: past `--cancel-grace` the worker records the job
+    as cut off by the shutdown (retried at once, its lease released) and exits."""
+    harness = any_harness
+    harness.app.job("stubborn", queue="jobs")(lambda payload: None)
+    job = harness.app.enqueue_sync("stubborn", {})
+    worker = harness.start_worker(
+        "--shutdown-grace", "0.5", "--cancel-grace", "0.5", "--queue", "jobs"
+    )
+    wait_for(lambda: job_starts(harness.folder), 30, "the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.stderr
+    stored = _job(harness, job.id)
+    assert (stored.status, stored.attempts) == (JobStatus.PENDING, 1), "available again now"
+    [attempt] = stored.history
+    assert attempt.outcome == "retried"
+    assert attempt.error is not None and "ignored its cancellation for 0.5s" in attempt.error
+    assert f"job {job.id} (stubborn) ignored the shutdown" in worker.stderr
+
+
+def test_a_consumer_ignoring_its_cancellation_does_not_keep_the_process_from_exiting(
+    any_harness: Harness,
+) -> None:
+    harness = any_harness
+    stuck = harness.work.send_sync({"stubborn": True})
+    worker = harness.start_worker("--shutdown-grace", "0.5", "--cancel-grace", "0.5")
+    wait_for(lambda: delivery_counts(harness.folder)[stuck] == 1, 30, "the batch to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.stderr
+    record = harness.get(stuck)
+    assert record is not None
+    assert (record.state, record.attempts) == ("ready", 1), "available again now"
+    assert "the consumer ignored its cancellation for 0.5s" in (record.last_error or "")
+
+
+def test_a_wait_until_task_ignoring_its_cancellation_does_not_keep_the_process_from_exiting(
+    harness: Harness,
+) -> None:
+    harness.app.job("leave-behind", queue="jobs")(lambda payload: None)
+    job = harness.app.enqueue_sync("leave-behind", {})
+    worker = harness.start_worker("--cancel-grace", "0.5", "--queue", "jobs", TF_WAIT_UNTIL="0.5")
+    wait_for(lambda: _job(harness, job.id).status is JobStatus.COMPLETED, 30, "the job to complete")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.stderr
+    assert "ignored its cancellation for 0.5s; leaving it behind" in worker.stderr

@@ -90,6 +90,7 @@ CLI_NAMES = {
     "rate_key": "--rate-key",
     "concurrency_key": "--concurrency-key",
     "shutdown_grace": "--shutdown-grace",
+    "cancel_grace": "--cancel-grace",
     "concurrency": "--concurrency",
     "queues": "--queue",
     "max_age": "--max-age",

@@ -18,7 +18,7 @@ from ..backends.opener import open_backend
 from ..backends.url import database_shown, redact_url, resolve_database_url
 from ..errors import AppLoadError, InvalidWorkerConfig, TaskflareError
 from ..loader import load_object
-from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
+from ..worker import DEFAULT_CANCEL_GRACE, DEFAULT_CONCURRENCY, Worker, WorkerConfig
 from .common import AppArg, Flags, cli, fail, load_app, load_failure, said, setup_logging
 from .health import WorkerCommand
 
@@ -27,25 +27,54 @@ def run_worker(app: App, worker: Worker) -> None:
     """Run `worker` until SIGTERM/SIGINT, then stop gracefully and exit.
 
     Every outcome is written before this returns. A plain-`def` handler still running in
-    its thread after the grace period cannot be interrupted; the process then exits
-    without waiting for it (its job was already recorded as retried or failed).
+    its thread after the grace period cannot be interrupted, nor can a coroutine that
+    ignores its cancellation; the process then exits without waiting for them (their
+    jobs already recorded as retried or failed).
     """
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
+        failed = False
         try:
             await worker.run()
+        except BaseException:
+            failed = True
+            raise
         finally:
             await app.close()
+            await _exit_without_stuck_tasks(worker.config.cancel_grace, 1 if failed else 0)
 
     asyncio.run(main())
     if any(t.name.startswith("taskflare-handler") for t in threading.enumerate()):
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _exit_now(0)
+
+
+async def _exit_without_stuck_tasks(grace: float, code: int) -> None:
+    """Cancel the tasks still running on this loop (as `asyncio.run` does at its end) and
+    wait up to `grace` seconds for them; if some ignore their cancellation (code the worker
+    gave up on), exit the process with `code` now: `asyncio.run` would wait for ever."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if not others:
+        return
+    for task in others:
+        task.cancel()
+    _, stuck = await asyncio.wait(others, timeout=grace)
+    if stuck:
+        logging.getLogger("taskflare.worker").warning(
+            "exiting without %d tasks that ignore their cancellation: %s",
+            len(stuck),
+            ", ".join(sorted(t.get_name() for t in stuck)),
+        )
+        _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @cli.command(cls=WorkerCommand)
@@ -65,8 +94,15 @@ def worker(
         ),
     ] = DEFAULT_CONCURRENCY,
     shutdown_grace: Annotated[
-        float, typer.Option(help="Seconds running batches get to finish on SIGTERM.")
+        float, typer.Option(help="Seconds running batches and jobs get to finish on SIGTERM.")
     ] = 30.0,
+    cancel_grace: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a cancelled handler (past its timeout, a job cancel, past "
+            "--shutdown-grace) gets to stop before the worker gives up on it.",
+        ),
+    ] = DEFAULT_CANCEL_GRACE,
     processes: Annotated[
         int,
         typer.Option(min=1, max=256, help="Run this many worker processes under a supervisor."),
@@ -83,7 +119,10 @@ def worker(
     setup_logging(log_level)
     try:  # checked here, not in each of N children
         config = WorkerConfig(
-            queues=tuple(queue or ()), concurrency=concurrency, shutdown_grace=shutdown_grace
+            queues=tuple(queue or ()),
+            concurrency=concurrency,
+            shutdown_grace=shutdown_grace,
+            cancel_grace=cancel_grace,
         )
     except InvalidWorkerConfig as exc:
         raise fail(said(exc), 2) from None
@@ -96,10 +135,12 @@ def worker(
         except TaskflareError as exc:
             raise fail(said(exc)) from None
         args = [app, "--concurrency", str(concurrency), "--shutdown-grace", str(shutdown_grace)]
-        args += ["--log-level", log_level]
+        args += ["--cancel-grace", str(cancel_grace), "--log-level", log_level]
         for name in queue or ():
             args += ["--queue", name]
-        supervisor = Supervisor(args, SupervisorConfig(processes, stop_timeout=shutdown_grace + 30))
+        supervisor = Supervisor(
+            args, SupervisorConfig(processes, stop_timeout=shutdown_grace + cancel_grace + 30)
+        )
         raise typer.Exit(asyncio.run(supervisor.run()))
     try:
         the_worker = Worker(application, config)

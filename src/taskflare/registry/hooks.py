@@ -181,10 +181,30 @@ class Hooks:
         for event in events:
             self.emit(event)
 
-    async def drain(self) -> None:
-        """Wait for the async listeners still running (at shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, limit: float | None = None, *, cancel_grace: float = 5.0) -> None:
+        """Wait for the async listeners still running (at shutdown): at most `limit`
+        seconds (None: no limit), then cancel them and wait up to `cancel_grace` seconds
+        more; listeners that ignore their cancellation are left behind, with a warning."""
+        pending = {t for t in self._tasks if not t.done()}
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=limit)
+        if not pending:
+            return
+        log.warning(
+            "stopping %d async lifecycle listeners still running after %ss", len(pending), limit
+        )
+        for task in pending:
+            task.cancel()
+        _, stuck = await asyncio.wait(pending, timeout=cancel_grace)
+        if stuck:
+            log.warning(
+                "%d async lifecycle listeners ignored their cancellation for %gs; leaving "
+                "them behind",
+                len(stuck),
+                cancel_grace,
+            )
+            self._tasks -= stuck
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -45,7 +45,7 @@ from ..policy import (
     acked,
 )
 from ..policy import decide as decide_one
-from ..raised import describe, is_stop
+from ..raised import describe, ignored_cancel
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import clean_text
@@ -97,11 +97,67 @@ def decode_batch(
     return MessageBatch(queue, messages), undecodable
 
 
+# How long a consumer may take to stop once cancelled (its timeout, the worker's
+# shutdown) before the worker gives up on it [s] (the job runner's default too).
+DEFAULT_CANCEL_GRACE = 5.0
+
+
+class ConsumerAbandoned(asyncio.CancelledError):
+    """The worker's shutdown cancelled a consumer that ignored it for the cancel grace;
+    it runs on, detached, and the batch's outcome is recorded without it."""
+
+
 async def run_handler(
-    spec: QueueSpec, batch: MessageBatch[Any], pool: Executor, hooks: Hooks | None = None
+    spec: QueueSpec,
+    batch: MessageBatch[Any],
+    pool: Executor,
+    hooks: Hooks | None = None,
+    *,
+    cancel_grace: float = DEFAULT_CANCEL_GRACE,
 ) -> str | None:
     """Run the consumer on `batch` (inside the app's middleware); return None on success
-    or the error text on failure."""
+    or the error text on failure.
+
+    The consumer runs in a task of its own (one per batch), so that one ignoring its
+    cancellation (past its timeout, at the worker's shutdown) can be left behind:
+    `cancel_grace` seconds after the cancel its batch is decided without it (timed out;
+    `ConsumerAbandoned` at shutdown) and it runs on, detached, its later acks unwritten.
+    """
+    consumer = spec.consumer
+    assert consumer is not None
+    task = asyncio.ensure_future(_consume(spec, batch, pool, hooks))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=consumer.timeout)
+    except asyncio.CancelledError:  # the worker's shutdown
+        if not await _stopped(task, cancel_grace):
+            _abandon(spec.name, "the shutdown", cancel_grace)
+            raise ConsumerAbandoned() from None
+        raise
+    if not done:
+        if not await _stopped(task, cancel_grace):
+            _abandon(spec.name, "its timeout", cancel_grace)
+            more = ignored_cancel(cancel_grace, "the consumer")
+            return _timed_out(spec.name, consumer.timeout, more)
+        # However it ended (it may swallow the cancel and return, or raise), it ran too long.
+        return _timed_out(spec.name, consumer.timeout)
+    exc = task.result()
+    if exc is None:
+        return None
+    # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
+    # and a `CancelledError` of its own (nobody cancelled it) included.
+    trace = user_traceback(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        trace += describe(exc) + "\n"
+    if not isinstance(exc, TimeoutError):
+        log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
+    return trace
+
+
+async def _consume(
+    spec: QueueSpec, batch: MessageBatch[Any], pool: Executor, hooks: Hooks | None
+) -> BaseException | None:
+    """The consumer's run on `batch`; what it raised is returned, not raised (`SystemExit`
+    or `KeyboardInterrupt` raised out of a task would stop the event loop)."""
     consumer = spec.consumer
     assert consumer is not None
 
@@ -114,43 +170,44 @@ async def run_handler(
             await asyncio.get_running_loop().run_in_executor(pool, run, consumer.handler, batch)
 
     try:
-        async with asyncio.timeout(consumer.timeout) as scope:
-            if hooks is not None and hooks.middleware:
-                attempt = max(m.attempts for m in batch.messages)
-                ids = tuple(m.id for m in batch.messages)
-                await hooks.call(
-                    HandlerCall("batch", spec.name, attempt, batch, message_ids=ids), call
-                )
-            else:
-                await call()
-    except TimeoutError as exc:
-        if not scope.expired():
-            return user_traceback(exc)
+        if hooks is not None and hooks.middleware:
+            attempt = max(m.attempts for m in batch.messages)
+            ids = tuple(m.id for m in batch.messages)
+            await hooks.call(HandlerCall("batch", spec.name, attempt, batch, message_ids=ids), call)
+        else:
+            await call()
     except BaseException as exc:
-        # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
-        # and a `CancelledError` of its own included; only this task's cancellation (the
-        # worker's shutdown) propagates.
-        if is_stop(exc):
+        if isinstance(exc, GeneratorExit):  # this coroutine is being closed
             raise
-        if scope.expired():  # it swallowed its timeout's cancellation, then raised
-            return _timed_out(spec.name, consumer.timeout)
-        trace = user_traceback(exc)
-        if isinstance(exc, asyncio.CancelledError):
-            trace += describe(exc) + "\n"
-        log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
-        return trace
-    else:
-        # A handler that swallowed its cancellation still ran past its timeout.
-        if not scope.expired():
-            return None
-    return _timed_out(spec.name, consumer.timeout)
+        return exc
+    return None
 
 
-def _timed_out(queue: str, seconds: float) -> str:
+async def _stopped(task: asyncio.Task[Any], grace: float) -> bool:
+    """Cancel `task` and wait up to `grace` seconds for it to end; whether it did. The
+    wait is not cut short by a second cancel of the caller (the shutdown cancels once)."""
+    task.cancel()
+    if not task.done() and grace > 0:
+        await asyncio.wait((task,), timeout=grace)
+    return task.done()
+
+
+def _abandon(queue: str, why: str, grace: float) -> None:
+    log.warning(
+        "consumer of %r ignored %s for %gs: giving up on it; it runs on, detached, and "
+        "nothing it does now is recorded",
+        queue,
+        why,
+        grace,
+    )
+
+
+def _timed_out(queue: str, seconds: float, more: str | None = None) -> str:
     log.warning(
         "consumer of %r timed out after %ss; undecided messages will be retried", queue, seconds
     )
-    return f"consumer timed out after {seconds:g} seconds"
+    said = f"consumer timed out after {seconds:g} seconds"
+    return said if more is None else f"{said}; {more}"
 
 
 def outcome_of(
@@ -159,10 +216,10 @@ def outcome_of(
     error: str | None,
     retry_delay: float,
     *,
-    shutdown: bool = False,
+    shutdown: WorkerShutdown | None = None,
 ) -> Outcome:
     """The outcome of one message, from the explicit calls first (Cloudflare's precedence),
-    then from whether the consumer raised (or the worker shut down under it)."""
+    then from whether the consumer raised (or the worker shut down under it: `shutdown`)."""
     delay = resolve_outcome(
         message, handler_failed=error is not None, batch=batch, retry_delay=retry_delay
     )
@@ -170,8 +227,8 @@ def outcome_of(
         return Succeeded()
     if message.decision is not None:
         return RetryRequested(delay)
-    if shutdown:
-        return WorkerShutdown()
+    if shutdown is not None:
+        return shutdown
     return Failed(error or "the consumer failed", delay_seconds=delay)
 
 
@@ -182,11 +239,11 @@ def settle_batch(
     error: str | None,
     undecodable: Sequence[tuple[ClaimedMessage, str]] = (),
     *,
-    shutdown: bool = False,
+    shutdown: WorkerShutdown | None = None,
     skip: Collection[str] = (),
 ) -> Settlement:
     """Every message's decision, as one settlement; the messages in `skip` (acks already
-    written) are left out."""
+    written) are left out. `shutdown`: the worker's shutdown cut the consumer off."""
     config = spec.config
 
     def delivery(item: ClaimedMessage) -> Delivery:
@@ -201,7 +258,7 @@ def settle_batch(
     unreadable = [
         decide_one(delivery(item), Failed(why, permanent=True)) for item, why in undecodable
     ]
-    if error is None and not shutdown and _all_acked(messages):
+    if error is None and shutdown is None and _all_acked(messages):
         # The common case, every message acked: one policy call for the whole batch.
         if not undecodable:  # then the messages are the claimed ones, in order
             return acked([LeaseRef(c.id, c.lease_id) for c in claimed])
@@ -259,17 +316,20 @@ async def execute_batch(
     pool: Executor,
     hooks: Hooks | None = None,
     buffer: OutcomeBuffer | None = None,
+    *,
+    cancel_grace: float = DEFAULT_CANCEL_GRACE,
 ) -> BatchReport:
     """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
-    period): raises `BatchShutdown` carrying the outcomes to record. With tracing on,
+    period): raises `BatchShutdown` carrying the outcomes to record, at most
+    `cancel_grace` seconds later (see `run_handler`). With tracing on,
     inside a consumer span linked to the messages' producers. With `buffer`, the
     consumer's explicit acks are written through it as they are made (`EarlyAcks`);
     `record_batch` stores the rest."""
     tracing = None if hooks is None else hooks.tracing
     if tracing is None:
-        return await _execute_batch(spec, claimed, pool, hooks, buffer)
+        return await _execute_batch(spec, claimed, pool, hooks, buffer, cancel_grace)
     with tracing.process("message", spec.name, claimed, batch=True) as span:
-        report = await _execute_batch(spec, claimed, pool, hooks, buffer)
+        report = await _execute_batch(spec, claimed, pool, hooks, buffer, cancel_grace)
         s = report.settlement
         if report.error is not None:
             lines = report.error.strip().splitlines() or ["the consumer failed"]
@@ -285,6 +345,7 @@ async def _execute_batch(
     pool: Executor,
     hooks: Hooks | None,
     buffer: OutcomeBuffer | None,
+    cancel_grace: float,
 ) -> BatchReport:
     started = time.perf_counter()
     batch, undecodable = decode_batch(spec.name, claimed)
@@ -296,11 +357,14 @@ async def _execute_batch(
     error: str | None = None
     try:
         if batch.messages:
-            error = await run_handler(spec, batch, pool, hooks)
-    except asyncio.CancelledError:
+            error = await run_handler(spec, batch, pool, hooks, cancel_grace=cancel_grace)
+    except asyncio.CancelledError as stopped:
         skip = _stop_watching(early, batch)
+        shutdown = WorkerShutdown()
+        if isinstance(stopped, ConsumerAbandoned):
+            shutdown.error += "; " + ignored_cancel(cancel_grace, "the consumer")
         settlement = settle_batch(
-            spec, batch, claimed, "shutdown", undecodable, shutdown=True, skip=skip
+            spec, batch, claimed, "shutdown", undecodable, shutdown=shutdown, skip=skip
         )
         report = BatchReport(settlement, time.perf_counter() - started, None, early)
         raise BatchShutdown(report) from None

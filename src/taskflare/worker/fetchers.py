@@ -34,8 +34,14 @@ from ..backends.base import (
 )
 from ..ids import uuid7
 from ..registry import QueueSpec
-from .batch_runner import BatchShutdown, execute_batch, message_outcomes, record_batch
-from .job_runner import JobRunner, emit_outcome, log_outcome
+from .batch_runner import (
+    DEFAULT_CANCEL_GRACE,
+    BatchShutdown,
+    execute_batch,
+    message_outcomes,
+    record_batch,
+)
+from .job_runner import JobReport, JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .settle import OutcomeBuffer
 from .slots import Slots
@@ -66,6 +72,9 @@ class WorkerState:
     stats: WorkerStats
     jobs: JobRunner
     idle_wait: float
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
+    # Tasks given up on (their code ignored its cancellation), while they run on.
+    abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     running: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -200,7 +209,9 @@ class MessageFetcher:
         state, spec = self.state, self.spec
         hooks = state.jobs.registry.hooks
         try:
-            report = await execute_batch(spec, claimed, state.pool, hooks, state.buffer)
+            report = await execute_batch(
+                spec, claimed, state.pool, hooks, state.buffer, cancel_grace=state.cancel_grace
+            )
         except BatchShutdown as shutdown:
             report = shutdown.report
         finally:
@@ -395,22 +406,43 @@ class JobProducer:
             expected = state.backend.change_seq(topic) != seq  # woken by new work
 
     async def _run_job(self, message: ClaimedMessage, *, cancelled: bool = False) -> None:
-        state, spec = self.state, self.spec
+        end = _JobEnd(self, message, cancelled)
         try:
-            report = await state.jobs.run(spec, message, cancelled=cancelled)
+            await self.state.jobs.run(self.spec, message, end, cancelled=cancelled)
         finally:
-            if not cancelled:  # a cancelled buffered job ran without a slot
-                self.ended += 1
-                state.slots.give_back(spec.name)
+            end.release()  # run raised before deciding (a bug): the slot is not lost
 
+
+class _JobEnd:
+    """What a job's end does in its producer, once: free its slot and hand its outcome to
+    the buffer (whose write then ends its lease). Called by the job runner when the job
+    ends or when it gives up on a handler that ignores its cancellation."""
+
+    __slots__ = ("message", "producer", "released")
+
+    def __init__(self, producer: JobProducer, message: ClaimedMessage, cancelled: bool) -> None:
+        self.producer = producer
+        self.message = message
+        self.released = cancelled  # a cancelled buffered job ran without a slot
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.producer.ended += 1
+            self.producer.state.slots.give_back(self.producer.spec.name)
+
+    def __call__(self, report: JobReport) -> None:
+        self.release()
+        producer, message = self.producer, self.message
+        state, queue = producer.state, producer.spec.name
         hooks = state.jobs.registry.hooks
 
         def stored(result: SettleResult) -> None:
-            state.held.done(spec.name, message.lease_id)
-            state.stats.record(spec.name, result, [message.id], report.duration)
-            log_outcome(message, spec.name, report, result)
+            state.held.done(queue, message.lease_id)
+            state.stats.record(queue, result, [message.id], report.duration)
+            log_outcome(message, queue, report, result)
             if hooks.listeners:
-                emit_outcome(hooks, message, spec.name, report, result)
+                emit_outcome(hooks, message, queue, report, result)
 
         state.buffer.submit(report.settlement, stored)
 

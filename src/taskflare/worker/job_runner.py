@@ -1,6 +1,12 @@
 """Running one job: find its type → load the payload → run the handler (timeout, context)
 → classify what happened → decide (the outcome policy) → one settlement with its attempt.
 
+A handler that ignores its cancellation (past its timeout, on a requested cancel, at
+shutdown) is given up on `cancel_grace` seconds later: asyncio cannot kill a coroutine,
+so its outcome is decided without it (as its timeout, cancel or shutdown decides), its
+slot and lease freed, and the task left running, detached (Celery's hard time limit and
+Oban's shutdown kill the job's process; a coroutine can only be left).
+
 Every step logs one JSON line (`taskflare.jobs`); payloads are never logged.
 """
 
@@ -10,7 +16,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +36,7 @@ from ..errors import InvalidResult
 from ..events import log_event, wanted
 from ..flow import RateLimited, Snooze
 from ..policy import (
+    SHUTDOWN_ERROR,
     Cancelled,
     Decision,
     Delivery,
@@ -40,13 +47,13 @@ from ..policy import (
     WorkerShutdown,
     decide,
 )
-from ..raised import describe, is_stop
+from ..raised import describe, ignored_cancel, is_stop
 from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
 from ..text import clean_text
-from .batch_runner import as_settlement
+from .batch_runner import DEFAULT_CANCEL_GRACE, as_settlement
 from .tracebacks import user_traceback
 
 log = logging.getLogger("taskflare.worker")
@@ -61,54 +68,136 @@ class JobReport:
     duration: float
 
 
-class JobRunner:
-    """Runs jobs for one worker, one task per job; tracks them for cancellation."""
+Finish = Callable[[JobReport], None]
+
+
+class _Running:
+    """A job whose handler runs now: what deciding its outcome without it needs."""
+
+    __slots__ = (
+        "ctx",
+        "finish",
+        "given_up",
+        "job_type",
+        "max_attempts",
+        "message",
+        "spec",
+        "started_at",
+        "task",
+        "timers",
+    )
 
     def __init__(
-        self, registry: Registry, backend: Backend, thread_pool: Executor, worker_id: str
+        self,
+        task: asyncio.Task[Any],
+        ctx: JobContext,
+        spec: QueueSpec,
+        message: ClaimedMessage,
+        job_type: JobType | None,
+        max_attempts: int,
+        started_at: float,
+        finish: Finish,
+    ) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.spec = spec
+        self.message = message
+        self.job_type = job_type
+        self.max_attempts = max_attempts
+        self.started_at = started_at
+        self.finish = finish
+        self.given_up = False
+        self.timers: list[asyncio.TimerHandle] = []
+
+
+class JobRunner:
+    """Runs jobs for one worker, one task per job; tracks them for cancellation.
+
+    `cancel_grace` [s]: how long a handler may take to stop once cancelled before the
+    runner gives up on it; `abandoned`: where the tasks given up on are kept while
+    their handlers run on (the worker's, shared with its shutdown).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        backend: Backend,
+        thread_pool: Executor,
+        worker_id: str,
+        *,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE,
+        abandoned: set[asyncio.Task[Any]] | None = None,
     ) -> None:
         self.registry = registry
         self.backend = backend
         self.thread_pool = thread_pool
         self.worker_id = worker_id
-        self.running: dict[str, tuple[asyncio.Task[Any], JobContext]] = {}
+        self.cancel_grace = cancel_grace
+        self.abandoned: set[asyncio.Task[Any]] = set() if abandoned is None else abandoned
+        self.running: dict[str, _Running] = {}
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        """Cancel running jobs (cooperatively: async handlers are cancelled, sync ones flagged)."""
+        """Cancel running jobs (cooperatively: async handlers are cancelled, sync ones
+        flagged); a handler still running `cancel_grace` seconds later is given up on,
+        its job recorded cancelled."""
         for job_id in job_ids:
             entry = self.running.get(job_id)
-            if entry is not None and not entry[1].cancelled:
-                task, ctx = entry
-                ctx.mark_cancelled()
-                task.cancel()
+            if entry is not None and not entry.ctx.cancelled:
+                entry.ctx.mark_cancelled()
+                entry.task.cancel()
+                self._give_up_later(entry, self.cancel_grace, "its cancel")
+
+    def give_up(self, tasks: Collection[asyncio.Task[Any]]) -> int:
+        """Give up on the jobs run by `tasks` that the worker's shutdown cancelled and
+        whose handlers ignored it: each is decided as cut off by the shutdown (retried
+        at once, or failed on its last attempt). Returns how many."""
+        entries = [e for e in self.running.values() if e.task in tasks]
+        for entry in entries:
+            outcome = WorkerShutdown(f"{SHUTDOWN_ERROR}; {self._ignored()}")
+            self._give_up(entry, outcome, "the shutdown")
+        return len(entries)
 
     def run(
-        self, spec: QueueSpec, message: ClaimedMessage, *, cancelled: bool = False
-    ) -> Awaitable[JobReport]:
-        """Run one job to its decision (await the result). Cancelled by the worker's
-        shutdown: the decision is made (retry, or fail when out of attempts) and returned
-        all the same. With tracing on, inside a consumer span that records the decision.
-        `cancelled`: its cancel came while it waited for a slot; it ends so, unrun."""
+        self,
+        spec: QueueSpec,
+        message: ClaimedMessage,
+        finish: Finish,
+        *,
+        cancelled: bool = False,
+    ) -> Awaitable[None]:
+        """Run one job to its decision and hand its report to `finish`, once: when the
+        job ends, or, when its handler ignores its cancellation (past its timeout, a
+        requested cancel, the worker's shutdown), `cancel_grace` seconds after the
+        cancel, while the handler runs on, detached; the awaitable then returns only when
+        the handler does. Cancelled by the worker's shutdown: the decision is made (retry,
+        or fail when out of attempts) all the same. With tracing on, inside a consumer
+        span that records the decision. `cancelled`: its cancel came while it waited for
+        a slot; it ends so, unrun."""
         if self.registry.hooks.tracing is None:
-            return self._run(spec, message, cancelled)  # without a coroutine in between
-        return self._run_traced(spec, message, cancelled)
+            return self._run(spec, message, finish, cancelled)  # without a coroutine between
+        return self._run_traced(spec, message, finish, cancelled)
 
     async def _run_traced(
-        self, spec: QueueSpec, message: ClaimedMessage, cancelled: bool
-    ) -> JobReport:
+        self, spec: QueueSpec, message: ClaimedMessage, finish: Finish, cancelled: bool
+    ) -> None:
         tracing = self.registry.hooks.tracing
         assert tracing is not None
         with tracing.process("job", spec.name, [message], batch=False) as span:
-            report = await self._run(spec, message, cancelled)
-            decision = report.decision
-            if decision.attempt_outcome in ("retried", "failed"):
-                trace = report.settlement.attempts[0].traceback
-                span.settled(decision.attempt_outcome, decision.error, trace)
-            else:
-                span.settled(decision.attempt_outcome, None)
-            return report
 
-    async def _run(self, spec: QueueSpec, message: ClaimedMessage, cancelled: bool) -> JobReport:
+            def traced(report: JobReport) -> None:
+                decision = report.decision
+                if decision.attempt_outcome in ("retried", "failed"):
+                    trace = report.settlement.attempts[0].traceback
+                    span.settled(decision.attempt_outcome, decision.error, trace)
+                else:
+                    span.settled(decision.attempt_outcome, None)
+                finish(report)
+
+            await self._run(spec, message, traced, cancelled)
+
+    async def _run(
+        self, spec: QueueSpec, message: ClaimedMessage, finish: Finish, cancelled: bool
+    ) -> None:
         job_type = self.registry.job_types.get(message.type or "")
         max_attempts = message.max_attempts or (job_type.max_attempts if job_type else 1)
         ctx = JobContext(
@@ -122,7 +211,9 @@ class JobRunner:
             lease_id=message.lease_id,
             worker_id=self.worker_id,
         )
-        started_at = time.time()
+        task = asyncio.current_task()
+        assert task is not None
+        entry = _Running(task, ctx, spec, message, job_type, max_attempts, time.time(), finish)
         trace: str | None = None
         if cancelled:
             ctx.mark_cancelled()
@@ -132,38 +223,95 @@ class JobRunner:
                 log_event("started", **_fields(message, spec.name))
             if self.registry.hooks.wants("started"):
                 self.registry.hooks.emit(_event("started", message, spec.name))
-            task = asyncio.current_task()
-            assert task is not None
-            self.running[message.id] = (task, ctx)
+            self.running[message.id] = entry
+            if job_type is not None and job_type.timeout is not None:
+                self._give_up_later(entry, job_type.timeout + self.cancel_grace, "its timeout")
             try:
                 outcome, trace = await self._outcome(job_type, message, ctx)
             finally:
-                self.running.pop(message.id, None)
+                self._leave(entry)
+            if entry.given_up:  # decided without it long ago: nothing more to record
+                return
+        decision = self._decide(entry, outcome)
+        if isinstance(outcome, Snoozed) and outcome.backoff_keys and message.flow_keys:
+            held = decision.delay_seconds  # the snooze's delay within its limit
+            await self._hold(message, outcome.delay_seconds if held is None else held)
+        finish(self._report(entry, decision, trace))
+
+    def _decide(self, entry: _Running, outcome: Outcome) -> Decision:
+        message, job_type = entry.message, entry.job_type
         delivery = Delivery(
             message.id,
             message.lease_id,
             message.attempts,
-            max_attempts,
-            spec.config.dead_letter_queue,
+            entry.max_attempts,
+            entry.spec.config.dead_letter_queue,
             is_job=True,
             backoff=job_type.retry if job_type else Backoff(),
         )
-        decision = decide(delivery, outcome)
-        if isinstance(outcome, Snoozed) and outcome.backoff_keys and message.flow_keys:
-            held = decision.delay_seconds  # the snooze's delay within its limit
-            await self._hold(message, outcome.delay_seconds if held is None else held)
+        return decide(delivery, outcome)
+
+    def _report(self, entry: _Running, decision: Decision, trace: str | None) -> JobReport:
+        message = entry.message
         finished_at = time.time()
         attempt = AttemptRecord(
             message.id,
             message.attempts,
             self.worker_id,
-            started_at,
+            entry.started_at,
             finished_at,
             decision.attempt_outcome,
             decision.error,
             None if trace is None else clean_text(trace),
         )
-        return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
+        settlement = as_settlement([decision], [attempt])
+        return JobReport(decision, settlement, finished_at - entry.started_at)
+
+    def _leave(self, entry: _Running) -> None:
+        """The handler has ended (or been given up on): no longer running here."""
+        if self.running.get(entry.message.id) is entry:  # not a later attempt's entry
+            del self.running[entry.message.id]
+        for timer in entry.timers:
+            timer.cancel()
+
+    def _give_up_later(self, entry: _Running, delay: float, why: str) -> None:
+        """Give up on `entry`'s handler in `delay` seconds if it still runs then."""
+        loop = asyncio.get_running_loop()
+        entry.timers.append(loop.call_later(delay, self._overdue, entry, why))
+
+    def _overdue(self, entry: _Running, why: str) -> None:
+        if entry.given_up or self.running.get(entry.message.id) is not entry:
+            return
+        outcome: Outcome
+        if entry.ctx.cancelled:  # a requested cancel stays one, whichever timer fired
+            outcome = Cancelled(f"cancelled while running; {self._ignored()}")
+        else:
+            timeout = entry.job_type.timeout if entry.job_type else None
+            assert timeout is not None  # no other timer is set
+            outcome = Failed(f"TimeoutError: {JobTimedOut(timeout)}; {self._ignored()}")
+        self._give_up(entry, outcome, why)
+
+    def _ignored(self) -> str:
+        return ignored_cancel(self.cancel_grace)
+
+    def _give_up(self, entry: _Running, outcome: Outcome, why: str) -> None:
+        """Decide `entry`'s outcome without its handler, which runs on detached: its
+        slot and lease are freed by `finish`, and it can store nothing more (its lease
+        is settled, so its late writes are refused)."""
+        entry.given_up = True
+        self._leave(entry)
+        message = entry.message
+        log.warning(
+            "job %s (%s) ignored %s for %gs: giving up on it; its handler runs on, "
+            "detached, and nothing it does now is recorded",
+            message.id,
+            message.type,
+            why,
+            self.cancel_grace,
+        )
+        self.abandoned.add(entry.task)
+        entry.task.add_done_callback(self.abandoned.discard)
+        entry.finish(self._report(entry, self._decide(entry, outcome), None))
 
     async def _hold(self, message: ClaimedMessage, seconds: float) -> None:
         """Back off the job's rate-limit keys (its keyed buckets, else all its rate

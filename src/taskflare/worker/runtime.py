@@ -16,13 +16,14 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..backends.base import (
     Backend,
+    ClaimedMessage,
     ClaimParams,
     QueueDeclareParams,
     QueueSettings,
@@ -34,10 +35,16 @@ from ..errors import InvalidWorkerConfig
 from ..ids import uuid7
 from ..registry import JOBS, QueueSpec, Registry
 from ..retention import Retention
-from .batch_runner import BatchShutdown, execute_batch, message_outcomes, record_batch
+from .batch_runner import (
+    DEFAULT_CANCEL_GRACE,
+    BatchShutdown,
+    execute_batch,
+    message_outcomes,
+    record_batch,
+)
 from .cron import CronScheduler, JobPreparer
 from .fetchers import JobProducer, MessageFetcher, WorkerState
-from .job_runner import JobRunner, emit_outcome, log_outcome
+from .job_runner import JobReport, JobRunner, emit_outcome, log_outcome
 from .leases import HeldLeases
 from .services import (
     CancelWatcher,
@@ -75,6 +82,10 @@ class WorkerConfig:
     `concurrency`: handlers running at once (a job, or a message batch, holds one slot;
     all queues together; default 100);
     `shutdown_grace` [s]: how long running handlers may finish after a stop request;
+    `cancel_grace` [s]: how long a cancelled handler (past its timeout, a requested job
+    cancel, past `shutdown_grace`) may take to stop before the worker gives up on it
+    (records its outcome without it, frees its slot and lease, leaves it running
+    detached; at shutdown, exits without it);
     `idle_wait` [s]: the longest an idle fetcher sleeps before looking again (it wakes
     at once on new work); `fetchers_per_queue`: claims in flight per message queue while
     it has a backlog; `prefetch`: the most jobs a job queue claims ahead of its free
@@ -85,6 +96,7 @@ class WorkerConfig:
     queues: tuple[str, ...] = ()
     concurrency: int = DEFAULT_CONCURRENCY
     shutdown_grace: float = 30.0
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
     idle_wait: float = 1.0
     # A second claim hides the database round trip of the first (measured: PostgreSQL
     # drain +30-50%; SQLite to +20%).
@@ -112,11 +124,17 @@ class WorkerConfig:
                 f"prefetch must be a whole number >= 0 or None, got {prefetch!r}",
                 fields=("prefetch",),
             )
-        grace = self.shutdown_grace
-        if not isinstance(grace, (int, float)) or not 0 <= grace < math.inf:
-            raise InvalidWorkerConfig(
-                f"shutdown_grace must be >= 0 seconds, got {grace!r}", fields=("shutdown_grace",)
-            )
+        for name in ("shutdown_grace", "cancel_grace"):
+            grace = getattr(self, name)
+            if (
+                isinstance(grace, bool)
+                or not isinstance(grace, (int, float))
+                or not 0 <= grace < math.inf
+            ):
+                raise InvalidWorkerConfig(
+                    f"{name} must be a finite number of seconds >= 0, got {grace!r}",
+                    fields=(name,),
+                )
         if not isinstance(self.idle_wait, (int, float)) or not 0 < self.idle_wait <= 60:
             raise InvalidWorkerConfig(f"idle_wait must be 0-60 seconds, got {self.idle_wait!r}")
 
@@ -178,6 +196,8 @@ class Worker:
         pool = ThreadPoolExecutor(
             max_workers=self.config.concurrency, thread_name_prefix="taskflare-handler"
         )
+        abandoned: set[asyncio.Task[Any]] = set()
+        grace = self.config.cancel_grace
         state = WorkerState(
             backend=backend,
             worker_id=self.id,
@@ -186,8 +206,12 @@ class Worker:
             buffer=OutcomeBuffer(backend),
             pool=pool,
             stats=self.stats,
-            jobs=JobRunner(registry, backend, pool, self.id),
+            jobs=JobRunner(
+                registry, backend, pool, self.id, cancel_grace=grace, abandoned=abandoned
+            ),
             idle_wait=self.config.idle_wait,
+            cancel_grace=grace,
+            abandoned=abandoned,
         )
         if self._stop_requested:
             state.stop.set()
@@ -271,7 +295,9 @@ class Worker:
             # Cancelled from outside (not a stop request): take everything down with it.
             for task in [*watched, *state.running]:
                 task.cancel()
-            await asyncio.gather(*watched, *state.running, return_exceptions=True)
+            await asyncio.gather(*watched, return_exceptions=True)
+            if state.running:  # handlers that ignore their cancellation are left behind
+                await asyncio.wait(state.running, timeout=self.config.cancel_grace)
             for service in services:
                 await service.stop()
             raise
@@ -282,8 +308,10 @@ class Worker:
         stop_waiter.cancel()
         await scheduler.stop()
         await self._shutdown(state, fetchers)
-        await self.app.background.drain()
-        await self.app.registry.hooks.drain()  # async lifecycle listeners still running
+        grace = self.config.cancel_grace
+        await self.app.background.drain(cancel_grace=grace)
+        # Async lifecycle listeners still running get the handlers' grace period.
+        await self.app.registry.hooks.drain(self.config.shutdown_grace, cancel_grace=grace)
         for service in services:
             await service.stop()
         with contextlib.suppress(Exception):  # stopped cleanly: no longer counted as alive
@@ -296,13 +324,14 @@ class Worker:
 
     async def _shutdown(self, state: WorkerState, fetchers: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*fetchers, return_exceptions=True)
-        if state.running:
+        running = state.running - state.abandoned
+        if running:
             log.info(
                 "waiting up to %ss for %d running batches and jobs",
                 self.config.shutdown_grace,
-                len(state.running),
+                len(running),
             )
-            _, pending = await asyncio.wait(set(state.running), timeout=self.config.shutdown_grace)
+            _, pending = await asyncio.wait(running, timeout=self.config.shutdown_grace)
             if pending:
                 log.warning(
                     "grace period over: stopping %d batches and jobs (their outcome: retried, "
@@ -311,9 +340,24 @@ class Worker:
                 )
                 for task in pending:
                     task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await self._give_up_on_stuck(state, pending)
         await state.buffer.drain(SHUTDOWN_WRITE_LIMIT)
         state.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _give_up_on_stuck(
+        self, state: WorkerState, cancelled: set[asyncio.Task[None]]
+    ) -> None:
+        """Wait `cancel_grace` for the cancelled jobs to stop; give up on those whose
+        handlers ignore their cancellation (asyncio cannot kill them): their outcomes are
+        recorded as cut off by the shutdown, and `run` returns without them. A batch's
+        runner gives up on its own consumer the same way; its outcome is then recorded."""
+        grace = self.config.cancel_grace
+        _, stuck = await asyncio.wait(cancelled, timeout=grace)
+        if stuck:
+            state.jobs.give_up(stuck)
+        rest = state.running - state.abandoned
+        if rest:
+            await asyncio.wait(rest)
 
     def held_leases(self) -> dict[str, list[str]]:
         """The lease ids this worker holds now, by queue (for tests and diagnostics)."""
@@ -321,7 +365,8 @@ class Worker:
 
     def _info(self) -> dict[str, object]:
         """What this worker serves, for its report (the dashboard's workers page)."""
-        running = 0 if self._state is None else len(self._state.running)
+        state = self._state
+        running = 0 if state is None else len(state.running - state.abandoned)
         return {
             "queues": sorted(self.queues),
             "concurrency": self.config.concurrency,
@@ -363,7 +408,7 @@ class Worker:
             return 0
         state.held.add(queue, claimed[0].lease_id, len(claimed))
         if jobs:
-            reports = await asyncio.gather(*(state.jobs.run(spec, m) for m in claimed))
+            reports = await self._run_jobs(state, spec, claimed)
             settled = await state.buffer.settle(merge([r.settlement for r in reports]))
             hooks = self.app.registry.hooks
             for message, report in zip(claimed, reports, strict=True):
@@ -374,7 +419,9 @@ class Worker:
         else:
             hooks = self.app.registry.hooks
             try:
-                batch = await execute_batch(spec, claimed, state.pool, hooks, state.buffer)
+                batch = await execute_batch(
+                    spec, claimed, state.pool, hooks, state.buffer, cancel_grace=state.cancel_grace
+                )
             except BatchShutdown as shutdown:
                 batch = shutdown.report
             settled = await record_batch(state.buffer, batch)
@@ -384,10 +431,46 @@ class Worker:
         state.held.done(queue, claimed[0].lease_id, len(claimed))
         return len(claimed)
 
+    @staticmethod
+    async def _run_jobs(
+        state: WorkerState, spec: QueueSpec, claimed: list[ClaimedMessage]
+    ) -> list[JobReport]:
+        """Run these jobs at once; their reports (one given up on reports without it)."""
+        loop = asyncio.get_running_loop()
+        ends: list[asyncio.Future[JobReport]] = []
+        for message in claimed:
+            end: asyncio.Future[JobReport] = loop.create_future()
+            task = asyncio.ensure_future(state.jobs.run(spec, message, _resolve(end)))
+            task.add_done_callback(_unresolved(end))
+            ends.append(end)
+        return list(await asyncio.gather(*ends))
+
     def close_pool(self) -> None:
         """Release the handler threads used by `drain_once`."""
         if self._state is not None:
             self._state.pool.shutdown(wait=False)
+
+
+def _resolve(end: asyncio.Future[JobReport]) -> Callable[[JobReport], None]:
+    def finish(report: JobReport) -> None:
+        if not end.done():
+            end.set_result(report)
+
+    return finish
+
+
+def _unresolved(end: asyncio.Future[JobReport]) -> Callable[[asyncio.Task[None]], None]:
+    """A job's task that ended without a report (cancelled, or a bug) ends its wait too."""
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if end.done():
+            return
+        if task.cancelled():
+            end.cancel()
+        else:
+            end.set_exception(task.exception() or RuntimeError("the job ended unreported"))
+
+    return ended
 
 
 def select_queues(registry: Registry, names: Sequence[str]) -> dict[str, QueueSpec]:
