@@ -12,7 +12,7 @@ import contextvars
 import logging
 import operator
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +35,7 @@ from ..backends.base import (
 from ..encoding import JSON, decode_body
 from ..messages import Message, MessageBatch, resolve_outcome
 from ..policy import (
+    SHUTDOWN_ERROR,
     Decision,
     Delivery,
     Failed,
@@ -45,7 +46,7 @@ from ..policy import (
     acked,
 )
 from ..policy import decide as decide_one
-from ..raised import describe, ignored_cancel
+from ..raised import describe, ignored_cancel, is_stop
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import clean_text
@@ -97,67 +98,80 @@ def decode_batch(
     return MessageBatch(queue, messages), undecodable
 
 
-# How long a consumer may take to stop once cancelled (its timeout, the worker's
-# shutdown) before the worker gives up on it [s] (the job runner's default too).
+# How long a handler may take to stop once cancelled (its timeout, a requested job
+# cancel, the worker's shutdown) before the worker gives up on it [s].
 DEFAULT_CANCEL_GRACE = 5.0
 
 
-class ConsumerAbandoned(asyncio.CancelledError):
-    """The worker's shutdown cancelled a consumer that ignored it for the cancel grace;
-    it runs on, detached, and the batch's outcome is recorded without it."""
+class ConsumerAbandoned(Exception):
+    """The consumer of a batch the worker gave up on has ended at last (its outcome was
+    recorded without it; there is nothing more to record)."""
+
+
+class BatchWatch:
+    """One running batch, as the worker may give up on its consumer: asyncio cannot kill
+    a coroutine, so a consumer that ignores its cancellation (past its `timeout`, at the
+    worker's shutdown) is given up on `cancel_grace` seconds later: its batch is decided
+    without it (timed out, or cut off by the shutdown), the report handed to
+    `given_up`, and the consumer runs on, detached, its later acks unwritten;
+    `execute_batch` raises `ConsumerAbandoned` when (if ever) it ends."""
+
+    def __init__(self, cancel_grace: float, given_up: Callable[[BatchReport], None]) -> None:
+        self.cancel_grace = cancel_grace
+        self.abandoned = False
+        self._given_up = given_up
+        self._queue = ""
+        self._decide: Callable[[str | None, WorkerShutdown | None], BatchReport] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _running(
+        self,
+        queue: str,
+        timeout: float,
+        decide: Callable[[str | None, WorkerShutdown | None], BatchReport],
+    ) -> None:
+        self._queue = queue
+        self._decide = decide
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(timeout + self.cancel_grace, self._overdue, timeout)
+
+    def _ended(self) -> None:
+        self._decide = None
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _overdue(self, timeout: float) -> None:
+        more = ignored_cancel(self.cancel_grace, "the consumer")
+        self._give_up("its timeout", _timed_out(self._queue, timeout, more), None)
+
+    def give_up(self) -> bool:
+        """Give up on the consumer at the worker's shutdown (the cancel it got
+        `cancel_grace` seconds ago is ignored); False if no consumer runs."""
+        more = ignored_cancel(self.cancel_grace, "the consumer")
+        return self._give_up("the shutdown", None, WorkerShutdown(f"{SHUTDOWN_ERROR}; {more}"))
+
+    def _give_up(self, why: str, error: str | None, shutdown: WorkerShutdown | None) -> bool:
+        decide = self._decide
+        if decide is None or self.abandoned:
+            return False
+        self.abandoned = True
+        self._ended()
+        log.warning(
+            "consumer of %r ignored %s for %gs: giving up on it; it runs on, detached, and "
+            "nothing it does now is recorded",
+            self._queue,
+            why,
+            self.cancel_grace,
+        )
+        self._given_up(decide(error, shutdown))
+        return True
 
 
 async def run_handler(
-    spec: QueueSpec,
-    batch: MessageBatch[Any],
-    pool: Executor,
-    hooks: Hooks | None = None,
-    *,
-    cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    spec: QueueSpec, batch: MessageBatch[Any], pool: Executor, hooks: Hooks | None = None
 ) -> str | None:
     """Run the consumer on `batch` (inside the app's middleware); return None on success
-    or the error text on failure.
-
-    The consumer runs in a task of its own (one per batch), so that one ignoring its
-    cancellation (past its timeout, at the worker's shutdown) can be left behind:
-    `cancel_grace` seconds after the cancel its batch is decided without it (timed out;
-    `ConsumerAbandoned` at shutdown) and it runs on, detached, its later acks unwritten.
-    """
-    consumer = spec.consumer
-    assert consumer is not None
-    task = asyncio.ensure_future(_consume(spec, batch, pool, hooks))
-    try:
-        done, _ = await asyncio.wait((task,), timeout=consumer.timeout)
-    except asyncio.CancelledError:  # the worker's shutdown
-        if not await _stopped(task, cancel_grace):
-            _abandon(spec.name, "the shutdown", cancel_grace)
-            raise ConsumerAbandoned() from None
-        raise
-    if not done:
-        if not await _stopped(task, cancel_grace):
-            _abandon(spec.name, "its timeout", cancel_grace)
-            more = ignored_cancel(cancel_grace, "the consumer")
-            return _timed_out(spec.name, consumer.timeout, more)
-        # However it ended (it may swallow the cancel and return, or raise), it ran too long.
-        return _timed_out(spec.name, consumer.timeout)
-    exc = task.result()
-    if exc is None:
-        return None
-    # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
-    # and a `CancelledError` of its own (nobody cancelled it) included.
-    trace = user_traceback(exc)
-    if isinstance(exc, asyncio.CancelledError):
-        trace += describe(exc) + "\n"
-    if not isinstance(exc, TimeoutError):
-        log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
-    return trace
-
-
-async def _consume(
-    spec: QueueSpec, batch: MessageBatch[Any], pool: Executor, hooks: Hooks | None
-) -> BaseException | None:
-    """The consumer's run on `batch`; what it raised is returned, not raised (`SystemExit`
-    or `KeyboardInterrupt` raised out of a task would stop the event loop)."""
+    or the error text on failure."""
     consumer = spec.consumer
     assert consumer is not None
 
@@ -170,36 +184,36 @@ async def _consume(
             await asyncio.get_running_loop().run_in_executor(pool, run, consumer.handler, batch)
 
     try:
-        if hooks is not None and hooks.middleware:
-            attempt = max(m.attempts for m in batch.messages)
-            ids = tuple(m.id for m in batch.messages)
-            await hooks.call(HandlerCall("batch", spec.name, attempt, batch, message_ids=ids), call)
-        else:
-            await call()
+        async with asyncio.timeout(consumer.timeout) as scope:
+            if hooks is not None and hooks.middleware:
+                attempt = max(m.attempts for m in batch.messages)
+                ids = tuple(m.id for m in batch.messages)
+                await hooks.call(
+                    HandlerCall("batch", spec.name, attempt, batch, message_ids=ids), call
+                )
+            else:
+                await call()
+    except TimeoutError as exc:
+        if not scope.expired():
+            return user_traceback(exc)
     except BaseException as exc:
-        if isinstance(exc, GeneratorExit):  # this coroutine is being closed
+        # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
+        # and a `CancelledError` of its own included; only this task's cancellation (the
+        # worker's shutdown) propagates.
+        if is_stop(exc):
             raise
-        return exc
-    return None
-
-
-async def _stopped(task: asyncio.Task[Any], grace: float) -> bool:
-    """Cancel `task` and wait up to `grace` seconds for it to end; whether it did. The
-    wait is not cut short by a second cancel of the caller (the shutdown cancels once)."""
-    task.cancel()
-    if not task.done() and grace > 0:
-        await asyncio.wait((task,), timeout=grace)
-    return task.done()
-
-
-def _abandon(queue: str, why: str, grace: float) -> None:
-    log.warning(
-        "consumer of %r ignored %s for %gs: giving up on it; it runs on, detached, and "
-        "nothing it does now is recorded",
-        queue,
-        why,
-        grace,
-    )
+        if scope.expired():  # it swallowed its timeout's cancellation, then raised
+            return _timed_out(spec.name, consumer.timeout)
+        trace = user_traceback(exc)
+        if isinstance(exc, asyncio.CancelledError):
+            trace += describe(exc) + "\n"
+        log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
+        return trace
+    else:
+        # A handler that swallowed its cancellation still ran past its timeout.
+        if not scope.expired():
+            return None
+    return _timed_out(spec.name, consumer.timeout)
 
 
 def _timed_out(queue: str, seconds: float, more: str | None = None) -> str:
@@ -317,19 +331,19 @@ async def execute_batch(
     hooks: Hooks | None = None,
     buffer: OutcomeBuffer | None = None,
     *,
-    cancel_grace: float = DEFAULT_CANCEL_GRACE,
+    watch: BatchWatch | None = None,
 ) -> BatchReport:
     """Decode, run and decide one claimed batch. Cancelled (past the shutdown grace
-    period): raises `BatchShutdown` carrying the outcomes to record, at most
-    `cancel_grace` seconds later (see `run_handler`). With tracing on,
+    period): raises `BatchShutdown` carrying the outcomes to record. With tracing on,
     inside a consumer span linked to the messages' producers. With `buffer`, the
     consumer's explicit acks are written through it as they are made (`EarlyAcks`);
-    `record_batch` stores the rest."""
+    `record_batch` stores the rest. With `watch`, a consumer ignoring its cancellation
+    can be given up on (see `BatchWatch`)."""
     tracing = None if hooks is None else hooks.tracing
     if tracing is None:
-        return await _execute_batch(spec, claimed, pool, hooks, buffer, cancel_grace)
+        return await _execute_batch(spec, claimed, pool, hooks, buffer, watch)
     with tracing.process("message", spec.name, claimed, batch=True) as span:
-        report = await _execute_batch(spec, claimed, pool, hooks, buffer, cancel_grace)
+        report = await _execute_batch(spec, claimed, pool, hooks, buffer, watch)
         s = report.settlement
         if report.error is not None:
             lines = report.error.strip().splitlines() or ["the consumer failed"]
@@ -345,7 +359,7 @@ async def _execute_batch(
     pool: Executor,
     hooks: Hooks | None,
     buffer: OutcomeBuffer | None,
-    cancel_grace: float,
+    watch: BatchWatch | None,
 ) -> BatchReport:
     started = time.perf_counter()
     batch, undecodable = decode_batch(spec.name, claimed)
@@ -354,24 +368,33 @@ async def _execute_batch(
     early = EarlyAcks(buffer, claimed) if buffer is not None and batch.messages else None
     if early is not None:
         early.watch(batch.messages)
-    error: str | None = None
-    try:
-        if batch.messages:
-            error = await run_handler(spec, batch, pool, hooks, cancel_grace=cancel_grace)
-    except asyncio.CancelledError as stopped:
+
+    def decide(error: str | None, shutdown: WorkerShutdown | None = None) -> BatchReport:
         skip = _stop_watching(early, batch)
-        shutdown = WorkerShutdown()
-        if isinstance(stopped, ConsumerAbandoned):
-            shutdown.error += "; " + ignored_cancel(cancel_grace, "the consumer")
+        error = None if error is None else clean_text(error)
+        stopped = "shutdown" if shutdown is not None else error
         settlement = settle_batch(
-            spec, batch, claimed, "shutdown", undecodable, shutdown=shutdown, skip=skip
+            spec, batch, claimed, stopped, undecodable, shutdown=shutdown, skip=skip
         )
-        report = BatchReport(settlement, time.perf_counter() - started, None, early)
-        raise BatchShutdown(report) from None
-    skip = _stop_watching(early, batch)
-    error = None if error is None else clean_text(error)
-    settlement = settle_batch(spec, batch, claimed, error, undecodable, skip=skip)
-    return BatchReport(settlement, time.perf_counter() - started, error, early)
+        return BatchReport(settlement, time.perf_counter() - started, error, early)
+
+    error: str | None = None
+    if batch.messages:
+        consumer = spec.consumer
+        if watch is not None and consumer is not None:
+            watch._running(spec.name, consumer.timeout, decide)
+        try:
+            error = await run_handler(spec, batch, pool, hooks)
+        except asyncio.CancelledError:
+            if watch is not None and watch.abandoned:
+                raise ConsumerAbandoned() from None
+            raise BatchShutdown(decide(None, WorkerShutdown())) from None
+        finally:
+            if watch is not None:
+                watch._ended()
+        if watch is not None and watch.abandoned:
+            raise ConsumerAbandoned()
+    return decide(error)
 
 
 def _stop_watching(early: EarlyAcks | None, batch: MessageBatch[Any]) -> Collection[str]:

@@ -36,7 +36,10 @@ from ..ids import uuid7
 from ..registry import QueueSpec
 from .batch_runner import (
     DEFAULT_CANCEL_GRACE,
+    BatchReport,
     BatchShutdown,
+    BatchWatch,
+    ConsumerAbandoned,
     execute_batch,
     message_outcomes,
     record_batch,
@@ -75,6 +78,8 @@ class WorkerState:
     cancel_grace: float = DEFAULT_CANCEL_GRACE
     # Tasks given up on (their code ignored its cancellation), while they run on.
     abandoned: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The running batches, by task, for giving up on them at shutdown.
+    batches: dict[asyncio.Task[Any], BatchWatch] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     running: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -207,15 +212,39 @@ class MessageFetcher:
 
     async def _run_batch(self, claimed: list[ClaimedMessage]) -> None:
         state, spec = self.state, self.spec
+        task = asyncio.current_task()
+        assert task is not None
+        watch = BatchWatch(state.cancel_grace, lambda report: self._given_up(task, claimed, report))
+        state.batches[task] = watch
         hooks = state.jobs.registry.hooks
         try:
             report = await execute_batch(
-                spec, claimed, state.pool, hooks, state.buffer, cancel_grace=state.cancel_grace
+                spec, claimed, state.pool, hooks, state.buffer, watch=watch
             )
         except BatchShutdown as shutdown:
             report = shutdown.report
+        except ConsumerAbandoned:  # given up on long ago: its outcome is recorded
+            return
         finally:
-            state.slots.give_back(spec.name)
+            del state.batches[task]
+            if not watch.abandoned:
+                state.slots.give_back(spec.name)
+        await self._record(claimed, report)
+
+    def _given_up(
+        self, task: asyncio.Task[Any], claimed: list[ClaimedMessage], report: BatchReport
+    ) -> None:
+        """The worker gave up on the consumer running in `task`: free its slot, record its
+        batch's outcome without it."""
+        state = self.state
+        state.slots.give_back(self.spec.name)
+        state.abandoned.add(task)
+        task.add_done_callback(state.abandoned.discard)
+        state.start(self._record(claimed, report), f"taskflare-batch-{self.spec.name}")
+
+    async def _record(self, claimed: list[ClaimedMessage], report: BatchReport) -> None:
+        state, spec = self.state, self.spec
+        hooks = state.jobs.registry.hooks
         result = await record_batch(state.buffer, report)
         state.held.done(spec.name, claimed[0].lease_id, len(claimed))
         state.stats.record(spec.name, result, [c.id for c in claimed], report.duration)

@@ -347,15 +347,18 @@ class Worker:
     async def _give_up_on_stuck(
         self, state: WorkerState, cancelled: set[asyncio.Task[None]]
     ) -> None:
-        """Wait `cancel_grace` for the cancelled jobs to stop; give up on those whose
-        handlers ignore their cancellation (asyncio cannot kill them): their outcomes are
-        recorded as cut off by the shutdown, and `run` returns without them. A batch's
-        runner gives up on its own consumer the same way; its outcome is then recorded."""
-        grace = self.config.cancel_grace
-        _, stuck = await asyncio.wait(cancelled, timeout=grace)
-        if stuck:
-            state.jobs.give_up(stuck)
-        rest = state.running - state.abandoned
+        """Wait `cancel_grace` for the cancelled batches and jobs to stop; give up on those
+        whose code ignores its cancellation (asyncio cannot kill it): their outcomes are
+        recorded as cut off by the shutdown, and `run` returns without them."""
+        _, stuck = await asyncio.wait(cancelled, timeout=self.config.cancel_grace)
+        if not stuck:
+            return
+        state.jobs.give_up(stuck)
+        for task in stuck:
+            watch = state.batches.get(task)
+            if watch is not None:
+                watch.give_up()
+        rest = state.running - state.abandoned  # recording what was given up on
         if rest:
             await asyncio.wait(rest)
 
@@ -419,9 +422,7 @@ class Worker:
         else:
             hooks = self.app.registry.hooks
             try:
-                batch = await execute_batch(
-                    spec, claimed, state.pool, hooks, state.buffer, cancel_grace=state.cancel_grace
-                )
+                batch = await execute_batch(spec, claimed, state.pool, hooks, state.buffer)
             except BatchShutdown as shutdown:
                 batch = shutdown.report
             settled = await record_batch(state.buffer, batch)
