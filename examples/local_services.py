@@ -197,6 +197,9 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
                     "path": path,
                     "method": request.method,
                     "headers": dict(request.headers),
+                    "header_lines": [
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                    ],
                     "body": body,
                 }
             )

@@ -33,6 +33,7 @@ from .common import (
     jittered,
     one_line,
     raise_for_http_status,
+    refuse_repeated_headers,
     register,
 )
 from .net import DestinationPolicy, check_url, pinned_fetch, redirect_target
@@ -78,6 +79,7 @@ class WebhookDelivery(Payload):
             if name.lower() in _HOP_BY_HOP | _SIGNATURE_HEADERS:
                 raise ValueError(f"header {name!r} is set by taskflare")
             one_line(text, f"header {name!r}")
+        refuse_repeated_headers(value or ())
         return value
 
     @field_validator("id")
@@ -211,7 +213,10 @@ async def _deliver(
     ctx: JobContext,
 ) -> dict[str, Any]:
     content, content_type = encode_body(payload.body)
-    headers = {"User-Agent": settings.user_agent, **(payload.headers or {})}
+    headers = dict(payload.headers or {})
+    # The payload's own User-Agent, in any case, replaces the default (both were sent).
+    if not any(k.lower() == "user-agent" for k in headers):
+        headers = {"User-Agent": settings.user_agent, **headers}
     if content_type and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = content_type
     assert payload.id is not None
