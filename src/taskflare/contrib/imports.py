@@ -47,6 +47,7 @@ from .common import (
     register,
 )
 from .net import DestinationPolicy, check_url, pinned_request, redirect_target
+from .network_errors import network_failure
 
 if TYPE_CHECKING:
     from ..app import App
@@ -376,8 +377,8 @@ async def _spool(payload: BatchImport, config: ImportSettings) -> _Spooled:
                         spool.write(block)
                 finally:
                     await response.aclose()
-            except httpx.HTTPError as exc:
-                raise RuntimeError(f"cannot fetch {url.host}: {type(exc).__name__}") from None
+            except httpx.HTTPError as exc:  # (a name that does not resolve: our OSError)
+                raise network_failure(exc, url, config.timeout, "the source at") from None
         fmt = _format_of(payload, url.path, response.headers.get("content-type", ""))
         return _Spooled(spool, fmt, size)
     except BaseException:

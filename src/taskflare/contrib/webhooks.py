@@ -37,6 +37,7 @@ from .common import (
     register,
 )
 from .net import DestinationPolicy, check_url, pinned_fetch, redirect_target
+from .network_errors import network_failure
 
 if TYPE_CHECKING:
     from ..app import App
@@ -241,12 +242,8 @@ async def _deliver(
                     headers=headers,
                     content=content,
                 )
-            except httpx.TimeoutException:
-                raise RuntimeError(
-                    f"{target.host} did not answer within {settings.timeout:g}s"
-                ) from None
-            except (httpx.TransportError, OSError) as exc:
-                raise RuntimeError(f"cannot reach {target.host}: {type(exc).__name__}") from None
+            except (httpx.TransportError, OSError) as exc:  # timeouts too
+                raise network_failure(exc, target, settings.timeout) from None
             location = redirect_target(response, target)
             if location is None:
                 break
