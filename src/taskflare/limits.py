@@ -30,6 +30,7 @@ from .errors import (
     UniqueKeyMissing,
     UnknownQueue,
 )
+from .raised import describe
 
 KeyFunction = Callable[[Any], Any]
 
@@ -434,7 +435,7 @@ def _key(function: KeyFunction | None, payload: Any, what: str) -> str:
         raise
     except Exception as exc:
         raise InvalidMessage(
-            f"the {what} key function failed on this payload: {type(exc).__name__}: {exc}"
+            f"the {what} key function failed on this payload: {describe(exc)}"
         ) from None
     return check_key(value, what)
 
