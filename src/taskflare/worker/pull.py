@@ -133,9 +133,10 @@ async def ack(
     backend: Backend,
     spec: QueueSpec,
     acks: Sequence[str],
-    retries: Sequence[tuple[str, float]],
+    retries: Sequence[tuple[str, float | None]],
 ) -> AckResult:
-    """Apply acks (lease ids) and retries (lease id, delay [s]) of pulled messages."""
+    """Apply acks (lease ids) and retries (lease id, delay [s]) of pulled messages; a
+    retry's delay None is the queue's `retry_delay` (Cloudflare's consumer default)."""
     out = AckResult()
     acked: list[tuple[str, LeaseRef]] = []
     decisions = []
@@ -164,7 +165,8 @@ async def ack(
         delivery = Delivery(
             ref.id, ref.lease_id, attempt, spec.config.max_attempts, spec.config.dead_letter_queue
         )
-        decisions.append(decide(delivery, RetryRequested(delay, PULL_RETRY_REASON)))
+        wait = spec.config.retry_delay if delay is None else delay
+        decisions.append(decide(delivery, RetryRequested(wait, PULL_RETRY_REASON)))
         tokens[ref.id] = token
     retried = as_settlement(decisions)
     settlement = Settlement(
