@@ -45,7 +45,7 @@ from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
-from ..text import clean_text
+from ..text import MAX_TRACEBACK_CHARS, clean_text
 from .batch_runner import as_settlement
 from .tracebacks import user_traceback
 
@@ -161,7 +161,7 @@ class JobRunner:
             finished_at,
             decision.attempt_outcome,
             decision.error,
-            None if trace is None else clean_text(trace),
+            None if trace is None else clean_text(trace, MAX_TRACEBACK_CHARS),
         )
         return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
 
