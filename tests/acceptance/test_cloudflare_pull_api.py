@@ -3,13 +3,15 @@ request its own example sends, and the error a paused queue answers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
-from taskflare import App
+from taskflare import App, DuplicateConsumer, MessageBatch
 
 from .conftest import serve
 
@@ -185,3 +187,62 @@ def test_a_pull_without_a_visibility_timeout_leases_for_the_consumers_own(
                 f"{BASE}/messages/ack",
                 json={"retries": [{"lease_id": again[0], "delay_seconds": 0}]},
             ).raise_for_status()
+
+
+def test_a_queue_with_a_consumer_is_not_pulled_and_a_job_queue_never_is(
+    database_url: str,
+) -> None:
+    """Cloudflare: "each queue can only have one active consumer", a Worker or an HTTP
+    pull consumer. A pull from a queue whose batches a taskflare consumer runs leased its
+    messages away from it; a server without the app's code (which knows the queues from
+    the database) also pulled a job queue's jobs as messages."""
+    producer = App(database_url)
+
+    @producer.job("report.build", queue="reports")
+    async def build(payload: dict[str, int]) -> None: ...
+
+    pushed = producer.queue("pushed", max_batch_timeout=0)
+
+    @pushed.consumer
+    async def consume(batch: MessageBatch[object]) -> None: ...
+
+    async def produce() -> None:
+        await producer.declare_queues()  # as its workers do when they start
+        await producer.enqueue("report.build", {"n": 1})
+        await pushed.send("hello")
+        await producer.close()
+
+    asyncio.run(produce())
+    for app in (App(database_url), producer):  # without the app's code, then with it
+        with serve(app) as client:
+            for queue, code in (("pushed", "has_consumer"), ("reports", "job_queue")):
+                base = f"/client/v4/accounts/acc/queues/{queue}"
+                for path in (f"{base}/messages/pull", f"/queues/{queue}/messages/pull"):
+                    refused = client.post(path, json={})
+                    assert refused.status_code == 409, (path, refused.text)
+                    assert code in refused.text
+            depth = client.get("/queues/pushed").json()["queue"]["depth"]
+            assert depth["ready"] == 1 and depth["leased"] == 0
+    assert asyncio.run(_job_states(database_url)) == ["pending"]
+
+
+async def _job_states(database_url: str) -> list[str]:
+    app = App(database_url)
+    try:
+        return [str(job.status) for job in (await app.read.jobs()).jobs]
+    finally:
+        await app.close()
+
+
+def test_a_wrangler_http_pull_queue_takes_no_python_consumer(tmp_path: Path) -> None:
+    """A `type = "http_pull"` consumer is the queue's one consumer; binding a Python
+    batch consumer to it as well was accepted (two consumers, each stealing the other's
+    messages)."""
+    wrangler = tmp_path / "wrangler.toml"
+    wrangler.write_text('[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\n')
+    app = App(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    app.use_wrangler(str(wrangler))
+    with pytest.raises(DuplicateConsumer, match=r"exports.*http_pull"):
+
+        @app.get_queue("exports").consumer
+        async def consume(batch: MessageBatch[object]) -> None: ...

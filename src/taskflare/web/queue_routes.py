@@ -21,6 +21,7 @@ from ..errors import (
 from ..queue import Queue
 from ..worker.pull import (
     MAX_PULL_BATCH,
+    HasConsumer,
     NotPullable,
     QueuePaused,
     ack,
@@ -329,6 +330,8 @@ async def pull_result(app: App, name: str, request: PullRequest) -> dict[str, An
         pulled = await pull(await app.backend(), spec, request.batch_size, timeout)
     except QueuePaused as exc:
         raise ApiError(409, said(exc), "queue_delivery_paused") from None
+    except HasConsumer as exc:
+        raise ApiError(409, said(exc), "has_consumer") from None
     except NotPullable as exc:
         raise ApiError(409, said(exc), "job_queue") from None
     messages = [
