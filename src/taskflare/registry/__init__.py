@@ -299,12 +299,22 @@ class Registry:
         self.cron_triggers[trigger.name] = trigger
 
     def cron_trigger(self, name: str) -> CronTrigger:
-        """The trigger called `name`, or `InvalidCronExpression` listing the declared ones."""
+        """The trigger called `name`, else the one trigger whose expression `name` is (as
+        Cloudflare's `/__scheduled?cron=` picks one), or `InvalidCronExpression` listing
+        the declared ones (or the triggers sharing that expression)."""
         trigger = self.cron_triggers.get(name)
-        if trigger is None:
-            known = ", ".join(sorted(self.cron_triggers)) or "none"
-            raise InvalidCronExpression(f"no cron trigger named {name!r} (declared: {known})")
-        return trigger
+        if trigger is not None:
+            return trigger
+        same = sorted(n for n, t in self.cron_triggers.items() if t.schedule.expression == name)
+        if len(same) == 1:
+            return self.cron_triggers[same[0]]
+        if same:
+            raise InvalidCronExpression(
+                f"{name!r} is the expression of {len(same)} triggers ({', '.join(same)}); "
+                "name the one to fire"
+            )
+        known = ", ".join(sorted(self.cron_triggers)) or "none"
+        raise InvalidCronExpression(f"no cron trigger named {name!r} (declared: {known})")
 
     def add_webhook(self, source: WebhookSource) -> None:
         """Accept signed webhooks from `source` (its job type must be registered by serve time)."""
