@@ -34,6 +34,7 @@ from ..backends.base import (
 )
 from ..portal import Portal
 from ..registry import QueueSpec
+from ..registry.hooks import Hooks
 from ..retention import Retention
 from .leases import HeldLeases
 from .rescue import rescue_expired
@@ -186,15 +187,23 @@ class LeaseRescuer(PeriodicService):
 
     name = "lease-rescuer"
 
-    def __init__(self, backend: Backend, queues: Mapping[str, QueueSpec], interval: float):
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Mapping[str, QueueSpec],
+        interval: float,
+        hooks: Hooks | None = None,
+    ):
         super().__init__(interval)
         self._backend = backend
         self._queues = queues
+        self._hooks = hooks
 
     async def run_once(self) -> None:
-        """One rescue pass over every queue this worker consumes."""
+        """One rescue pass over every queue this worker consumes; its outcomes go to the
+        app's lifecycle listeners (`hooks`) and the jobs log."""
         for spec in self._queues.values():
-            result = await rescue_expired(self._backend, spec)
+            result = await rescue_expired(self._backend, spec, self._hooks)
             if result.requeued or result.failed:
                 log.warning(
                     "queue %r: %d deliveries with expired leases requeued, %d failed "
