@@ -1,10 +1,12 @@
 """A delivery settled by the lease rescuer (its worker was killed, or lost contact) is
-reported like any outcome: lifecycle events and a `taskflare.jobs` line.
+reported like any outcome: lifecycle events, a `taskflare.jobs` line and the worker's
+counters.
 
 The rescuer stored the outcome (`retried`, or `failed` and dead-lettered once out of
 attempts) but told no one: `@app.on("failed")` listeners (the place for Sentry or a
 chat alert) never heard of a job that failed because its worker was OOM-killed on its
-last attempt, nor `dead_lettered` of its copy, and the jobs log had no `failed` line.
+last attempt, nor `dead_lettered` of its copy, the jobs log had no `failed` line and
+`taskflare_failed` did not count it.
 Sidekiq's death handlers and Oban's telemetry missing crash-lost jobs are the peers'
 version of this. The rescuing worker now fires them (the dead worker cannot).
 """
@@ -49,13 +51,15 @@ async def test_a_job_whose_worker_died_fires_retried_then_failed_and_dead_letter
     job = await app.enqueue("victim", {"n": 1})
     backend = await app.backend()
     try:
-        async with running_worker(rescuer):
+        async with running_worker(rescuer) as worker:
             for attempt in (1, 2):
                 await wait_until(lambda: _pending(app, job.id), what="the job pending")
                 (claimed,) = (await backend.message_claim_many(claim_and_die("jobs"))).messages
                 assert claimed.attempts == attempt
                 await wait_until(lambda n=attempt: len(events) >= n, what=f"event {attempt}")
             await wait_until(lambda: len(events) >= 3, what="the dead_lettered event")
+            # ... and in its counters (`/metrics`, the dashboard's history).
+            assert (worker.stats.retried["jobs"], worker.stats.failed["jobs"]) == (1, 1)
     finally:
         await rescuer.close()
 
@@ -87,8 +91,9 @@ async def test_a_message_whose_consumer_died_fires_retried(app: App) -> None:
     (claimed,) = (await backend.message_claim_many(claim_and_die("work"))).messages
     assert claimed.id == message_id
     await q.pause()  # the worker rescues the lease but claims nothing
-    async with running_worker(app):
+    async with running_worker(app) as worker:
         await wait_until(lambda: events, what="the retried event")
+        assert worker.stats.retried["work"] == 1
     [event] = events
     assert (event.name, event.kind, event.id) == ("retried", "message", message_id)
     assert event.attempt == 1

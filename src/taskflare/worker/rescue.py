@@ -36,10 +36,12 @@ RESCUE_CHUNK = 1000
 
 @dataclass(frozen=True, slots=True)
 class RescueResult:
-    """What a rescue pass did: deliveries requeued, and failed (or cancelled)."""
+    """What a rescue pass did: deliveries requeued, and failed (or cancelled: `cancelled`
+    counts those of them)."""
 
     requeued: int = 0
     failed: int = 0
+    cancelled: int = 0
 
 
 async def rescue_expired(
@@ -47,7 +49,7 @@ async def rescue_expired(
 ) -> RescueResult:
     """Settle every expired lease of one queue (in chunks of `RESCUE_CHUNK`), and report
     each outcome stored: to `hooks`' listeners, and jobs' to the `taskflare.jobs` log."""
-    requeued = failed = 0
+    requeued = failed = cancelled = 0
     while True:
         expired = await backend.lease_list_expired(ExpiredLeaseParams(spec.name, RESCUE_CHUNK))
         if not expired:
@@ -83,9 +85,10 @@ async def rescue_expired(
         _report(spec.name, expired, decisions, result, hooks, now)
         requeued += result.count(State.READY)
         failed += len(result.states) - result.count(State.READY)
+        cancelled += result.count(State.CANCELLED)
         if len(expired) < RESCUE_CHUNK or not result.states:
             break
-    return RescueResult(requeued, failed)
+    return RescueResult(requeued, failed, cancelled)
 
 
 # The state a rescue stored → the lifecycle event and the jobs log line it is reported as.

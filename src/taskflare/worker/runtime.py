@@ -206,6 +206,7 @@ class Worker:
                 self.queues,
                 min(max(min(timeouts) / 2, 0.1), 15.0),
                 self.app.registry.hooks,
+                self.stats,
             ),
             Pruner(backend, self.app.retention),
             StatisticsKeeper(backend, STATISTICS_INTERVAL),

@@ -38,6 +38,7 @@ from ..registry.hooks import Hooks
 from ..retention import Retention
 from .leases import HeldLeases
 from .rescue import rescue_expired
+from .stats import WorkerStats
 
 log = logging.getLogger("taskflare.worker")
 
@@ -193,17 +194,23 @@ class LeaseRescuer(PeriodicService):
         queues: Mapping[str, QueueSpec],
         interval: float,
         hooks: Hooks | None = None,
+        stats: WorkerStats | None = None,
     ):
         super().__init__(interval)
         self._backend = backend
         self._queues = queues
         self._hooks = hooks
+        self._stats = stats
 
     async def run_once(self) -> None:
         """One rescue pass over every queue this worker consumes; its outcomes go to the
-        app's lifecycle listeners (`hooks`) and the jobs log."""
+        app's lifecycle listeners (`hooks`), the jobs log and the worker's counters."""
         for spec in self._queues.values():
             result = await rescue_expired(self._backend, spec, self._hooks)
+            if self._stats is not None:
+                self._stats.record_rescued(
+                    spec.name, result.requeued, result.failed - result.cancelled, result.cancelled
+                )
             if result.requeued or result.failed:
                 log.warning(
                     "queue %r: %d deliveries with expired leases requeued, %d failed "
