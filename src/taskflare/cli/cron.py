@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from ..cron import MACROS, CronSchedule, InvalidCronExpression
 from ..tables import Column, fit_table, short_time
-from .common import AppArg, JsonOpt, cli, fail, load_app, print_json, run
+from .common import AppArg, JsonOpt, cli, existing_app, fail, print_json, run
 
 cron_cli = typer.Typer(
     help="Cron triggers. Example: taskflare cron list myapp:app", no_args_is_help=True
@@ -30,7 +30,7 @@ def cron_list(
 
     Example: taskflare cron list myapp:app
     """
-    application = load_app(app)
+    application = existing_app(app)
     rows = run(application, application.read.cron)
     if as_json:
         print_json(rows)
@@ -68,7 +68,7 @@ def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger 
 
     Example: taskflare cron trigger myapp:app daily-cleanup
     """
-    application = load_app(app)
+    application = existing_app(app)
     job_id = run(application, lambda: application.jobs.fire_cron(name))
     typer.echo(f"cron {name!r} fired: job {job_id}")
 

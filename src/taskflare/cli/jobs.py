@@ -28,8 +28,8 @@ from .common import (
     DatabaseOpt,
     JsonOpt,
     cli,
+    existing_app,
     fail,
-    load_app,
     print_json,
     run,
     said,
@@ -66,7 +66,7 @@ def jobs_list(
 
     Example: taskflare jobs list --status failed --type send-email --limit 20
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     page = run(
         app,
         lambda: app.read.jobs(status=status, type=type, queue=queue, limit=limit, cursor=cursor),
@@ -125,7 +125,7 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
 
     Example: taskflare jobs show 01a2b3c4-...
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def shown() -> dict[str, Any]:
         found = await _get(app, job_id)
@@ -202,7 +202,7 @@ def jobs_wait(
     Exit 1 also when the timeout passes first.
     Example: taskflare jobs wait 01a2b3c4-... --timeout 60
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     job = run(app, lambda: app.read.job_when_finished(job_id, timeout or None))
     if as_json:
         print_json(job.to_dict())
@@ -288,7 +288,7 @@ def jobs_enqueue(
             "--idempotency-key names one job; it cannot be given with --from-file (one job a line)",
             2,
         )
-    app = load_app(app_spec) if app_spec else state_app(database_url)
+    app = existing_app(app_spec) if app_spec else state_app(database_url)
     try:
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
         options.run_at = None if run_at is None else parse_run_at(run_at)
@@ -348,7 +348,7 @@ def _refuse_an_undeclared_type(flow: StoredFlow, type: str) -> None:
 def _stored_flow(database_url: str | None) -> StoredFlow:
     """The limits the app's workers stored with the queue settings, read without creating
     a database (none yet: nothing stored, and the enqueue reads them again anyway)."""
-    reader = state_app(database_url, reading=True)
+    reader = state_app(database_url)
 
     async def read() -> StoredFlow:
         try:

@@ -30,7 +30,7 @@ def namespaces_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) 
 
     Example: taskflare namespaces list
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     found = run(app, app.namespaces)
     if as_json:
         print_json({"namespaces": [{"namespace": n.namespace, "count": n.count} for n in found]})
@@ -56,7 +56,7 @@ def namespaces_items(
 
     Example: taskflare namespaces items products --prefix sku- --json
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     page: DocumentPage = run(
         app, lambda: app.namespace(namespace).list(limit=limit, cursor=cursor, prefix=prefix)
     )
@@ -99,7 +99,7 @@ def namespaces_get(
 
     Example: taskflare namespaces get products sku-42
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     found = run(app, lambda: _get(app.namespace(namespace), key))
     if as_json:
         print_json(found.to_dict())

@@ -117,7 +117,7 @@ def stats(
     each interval.
     Example: taskflare stats --watch
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     if not watch:
         document = run(app, app.read.stats)
@@ -202,7 +202,7 @@ def tail(
         # Otherwise it matches no event: the command would wait for ever, showing nothing.
         raise fail(f"--status must be one of {', '.join(EVENT_KINDS)}, got {status!r}", 2)
     status = None if status is None else status.lower()
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def follow() -> None:
         cursor = await app.read.job_event_start()

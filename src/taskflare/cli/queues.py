@@ -72,7 +72,7 @@ def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
 
     Example: taskflare queues list --json
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     queues = run(app, app.read.queues)
     if as_json:
         print_json({"count": len(queues), "queues": queues})
@@ -86,7 +86,7 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
 
     Example: taskflare queues info emails
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     queue = run(app, lambda: app.read.queue(name))
     if as_json:
         print_json(queue)
@@ -109,7 +109,7 @@ def queues_failed(
 
     Example: taskflare queues failed emails --limit 20
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def work() -> list[dict[str, Any]]:
         await app.read.queue(name)  # UnknownQueue for a typo
@@ -263,7 +263,7 @@ def dlq_list(
 
     Example: taskflare dlq list emails
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def work() -> tuple[str, list[dict[str, Any]]]:
         dlq = await _dlq_of(app, queue)

@@ -43,6 +43,7 @@ from psycopg_pool.pool_async import StopWorker
 
 from ...errors import (
     BackendUnavailable,
+    DatabaseNotFound,
     InvalidDatabaseUrl,
     InvalidMessage,
     SchemaOutdated,
@@ -751,9 +752,9 @@ class PostgresExecutor:
     def _verify(self, applied: list[int]) -> None:
         current = max(applied, default=0)
         if current == 0 and not self.auto_migrate:
-            raise BackendUnavailable(
-                f"no taskflare database in schema {self.schema!r} of {self.url_for_logs} "
-                "(nothing was created)"
+            raise DatabaseNotFound(
+                f"no taskflare database in schema {self.schema!r} of {self.url_for_logs}; "
+                "nothing was created"
             )
         if current > LATEST_VERSION:
             raise SchemaTooNew(
