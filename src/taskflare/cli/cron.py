@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from ..cron import MACROS, CronSchedule, InvalidCronExpression
 from ..tables import Column, fit_table, short_time
+from .arguments import TextCommand
 from .common import AppArg, JsonOpt, cli, existing_app, fail, print_json, run
 
 cron_cli = typer.Typer(
@@ -21,7 +22,7 @@ cron_cli = typer.Typer(
 cli.add_typer(cron_cli, name="cron")
 
 
-@cron_cli.command("list")
+@cron_cli.command("list", cls=TextCommand)
 def cron_list(
     app: AppArg,
     as_json: JsonOpt = False,
@@ -62,7 +63,7 @@ def print_cron_table(rows: list[dict[str, Any]]) -> None:
     Console().print(fit_table("cron triggers", columns, cells))
 
 
-@cron_cli.command("trigger")
+@cron_cli.command("trigger", cls=TextCommand)
 def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger name.")]) -> None:
     """Fire a trigger once now (like Cloudflare's /__scheduled?cron=); a worker runs it.
 
@@ -91,7 +92,7 @@ def weekday_notes(expression: str) -> list[str]:
     return notes
 
 
-@cron_cli.command("check")
+@cron_cli.command("check", cls=TextCommand)
 def cron_check(
     expression: Annotated[str, typer.Argument(help="A cron expression, e.g. '0 18 * * 5L'.")],
     tz: Annotated[str, typer.Option("--tz", help="Time zone of the schedule.")] = "UTC",

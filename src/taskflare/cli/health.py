@@ -7,11 +7,11 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
 from ..app import App
 from ..errors import DatabaseNotFound, InvalidWorkerConfig, TaskflareError
 from ..worker.health import DEFAULT_MAX_AGE, MIN_MAX_AGE, Verdict, check_max_age, worker_health
+from .arguments import TextCommand
 from .common import POOL_ERRORS, DatabaseOpt, Flags, existing_app, fail, run, said, state_app
 
 health_cli = typer.Typer(
@@ -19,7 +19,7 @@ health_cli = typer.Typer(
 )
 
 
-@health_cli.command()
+@health_cli.command(cls=TextCommand)
 def health(
     app: Annotated[
         str | None,
@@ -84,7 +84,7 @@ def health(
 HEALTH_COMMAND = typer.main.get_command(health_cli)
 
 
-class WorkerCommand(TyperCommand):
+class WorkerCommand(TextCommand):
     """`taskflare worker APP ...`, whose first word may instead be `health`: then the
     rest are the probe's arguments (an app spec always has a ':', so never `health`)."""
 

@@ -24,6 +24,7 @@ from ..limits import StoredFlow
 from ..messages import check_delay
 from ..readmodel import FILTER_SCAN_LIMIT
 from ..tables import Column, error_line, fit_table, short_time
+from .arguments import TextCommand
 from .common import (
     DatabaseOpt,
     JsonOpt,
@@ -52,7 +53,7 @@ STATUS_COLOURS = {
 }
 
 
-@jobs_cli.command("list")
+@jobs_cli.command("list", cls=TextCommand)
 def jobs_list(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
@@ -119,7 +120,7 @@ async def _get(app: App, job_id: str) -> Job:
     return job
 
 
-@jobs_cli.command("show")
+@jobs_cli.command("show", cls=TextCommand)
 def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """A job's payload, result, progress, and every attempt's error and traceback.
 
@@ -176,7 +177,7 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
             console.print("    " + attempt["traceback"].rstrip().replace("\n", "\n    "))
 
 
-@jobs_cli.command("retry")
+@jobs_cli.command("retry", cls=TextCommand)
 def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     """Put a failed or cancelled job back to pending with a fresh attempt budget.
 
@@ -187,7 +188,7 @@ def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     typer.echo(f"job {job_id} queued for retry")
 
 
-@jobs_cli.command("wait")
+@jobs_cli.command("wait", cls=TextCommand)
 def jobs_wait(
     job_id: IdArg,
     timeout: Annotated[
@@ -215,7 +216,7 @@ def jobs_wait(
     raise fail(f"job {job_id} is still {job.status.value} after {timeout:g}s")
 
 
-@jobs_cli.command("cancel")
+@jobs_cli.command("cancel", cls=TextCommand)
 def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     """Cancel a pending job at once, or ask a running one to stop.
 
@@ -235,7 +236,7 @@ def _parse_payload(text: str, where: str, code: int = 1) -> Any:
         raise fail(f"{where}: {exc}", code) from None
 
 
-@jobs_cli.command("enqueue")
+@jobs_cli.command("enqueue", cls=TextCommand)
 def jobs_enqueue(
     type: Annotated[str, typer.Argument(help="The job type.")],
     payload: Annotated[str | None, typer.Argument(help="The payload as JSON.")] = None,

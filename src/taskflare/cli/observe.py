@@ -16,6 +16,7 @@ from rich.markup import escape
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
 from ..tables import Column, fit_table
+from .arguments import TextCommand
 from .common import (
     DatabaseOpt,
     JsonLinesOpt,
@@ -100,7 +101,7 @@ def limits_table(limits: list[dict[str, Any]]) -> Any:
     return fit_table("limits", columns, rows)
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def stats(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")
@@ -179,7 +180,7 @@ def event_matches(event: JobEvent, queue: str | None, type: str | None, status: 
     return not status or event.kind == status
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def tail(
     queue: Annotated[str | None, typer.Option(help="Only jobs on this queue.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,

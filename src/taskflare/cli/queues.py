@@ -17,6 +17,7 @@ from ..encoding import NotStrictJson, loads_strict, normalize_content_type
 from ..errors import InvalidMessage, JobQueueSend, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
+from .arguments import TextCommand
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
 
 queues_cli = typer.Typer(
@@ -66,7 +67,7 @@ def queue_table(
     return fit_table(title, columns, rows)
 
 
-@queues_cli.command("list")
+@queues_cli.command("list", cls=TextCommand)
 def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """Every queue with its depth by state, oldest pending age and pause flag.
 
@@ -80,7 +81,7 @@ def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
         Console().print(queue_table(queues))
 
 
-@queues_cli.command("info")
+@queues_cli.command("info", cls=TextCommand)
 def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """One queue: depth by state, oldest pending age, pause flag, consumer settings.
 
@@ -97,7 +98,7 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
             typer.echo(f"  {key}: {value}")
 
 
-@queues_cli.command("failed")
+@queues_cli.command("failed", cls=TextCommand)
 def queues_failed(
     name: QueueArg,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
@@ -133,7 +134,7 @@ def _set_paused(name: str, paused: bool, database_url: str | None) -> None:
     typer.echo(f"queue {name!r} {'paused' if paused else 'resumed'}")
 
 
-@queues_cli.command("pause")
+@queues_cli.command("pause", cls=TextCommand)
 def queues_pause(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     """Stop deliveries from a queue (sends still succeed).
 
@@ -142,7 +143,7 @@ def queues_pause(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     _set_paused(name, True, database_url)
 
 
-@queues_cli.command("resume")
+@queues_cli.command("resume", cls=TextCommand)
 def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     """Deliver from a paused queue again.
 
@@ -151,7 +152,7 @@ def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     _set_paused(name, False, database_url)
 
 
-@queues_cli.command("purge")
+@queues_cli.command("purge", cls=TextCommand)
 def queues_purge(
     name: QueueArg,
     database_url: DatabaseOpt = None,
@@ -183,7 +184,7 @@ def queues_purge(
     typer.echo(f"purged {purged} messages from {name!r}")
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def send(
     queue: QueueArg,
     body: Annotated[str, typer.Argument(help="The body: JSON, or text with --content-type text.")],
@@ -252,7 +253,7 @@ def send(
 DlqArg = Annotated[str, typer.Argument(help="The queue whose dead letters to show.")]
 
 
-@dlq_cli.command("list")
+@dlq_cli.command("list", cls=TextCommand)
 def dlq_list(
     queue: DlqArg,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
@@ -301,7 +302,7 @@ def message_table(title: str, messages: list[dict[str, Any]], origin: str) -> Ta
     return fit_table(title, columns, rows)
 
 
-@dlq_cli.command("reprocess")
+@dlq_cli.command("reprocess", cls=TextCommand)
 def dlq_reprocess(
     queue: DlqArg,
     ids: Annotated[
