@@ -11,6 +11,7 @@ from pathlib import Path
 from taskflare import App, ScheduledEvent
 from taskflare.testing import drain
 
+from .cli_run import migrated
 from .procs import TASKFLARE
 
 APP_SOURCE = """
@@ -93,6 +94,7 @@ def test_cron_trigger_fires_one_now_and_list_shows_its_outcome(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     spec = write_app(tmp_path)
+    migrated(sqlite_url)  # as a worker's first start does: `cron trigger` creates none
     result = run("cron", "trigger", spec, "nightly", cwd=tmp_path, url=sqlite_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cron 'nightly' fired: job ")
