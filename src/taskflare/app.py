@@ -422,6 +422,7 @@ class App:
             raise InvalidQueueConfig(f"{path}: " + f"; {path}: ".join(problems))
         for queue in config.queues:
             self.queue(queue.name, **queue.settings)
+            self.registry.queue(queue.name).pull_only = queue.consumer == "http_pull"
         if scheduled is not None:
             base = getattr(scheduled, "__name__", "scheduled")
             for expression in config.crons:
@@ -452,7 +453,9 @@ class App:
             settings = {}
         known = {k: v for k, v in settings.items() if k in QueueConfig.__dataclass_fields__}
         known.pop("name", None)
-        self.registry.declare_queue(QueueConfig.create(name, **known))
+        spec = self.registry.declare_queue(QueueConfig.create(name, **known))
+        kind = settings.get("kind")
+        spec.stored_kind = kind if isinstance(kind, str) else None
         self._stored_only.add(name)
         return self._handle(name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 from typing import Any, Final
 
 import orjson
@@ -64,12 +65,36 @@ def _find_non_finite(value: Any, path: str) -> tuple[str, float] | None:
                 return found
     elif value is None or isinstance(value, (str, int)):
         return None
-    elif not isinstance(value, type) and (names := getattr(value, "__dataclass_fields__", None)):
-        for name in names:
-            at = f"{path}.{name}" if path else name
-            if found := _find_non_finite(getattr(value, name), at):
-                return found
+    elif (fields := _fields_of(value)) is not None:
+        return _find_non_finite(fields, path)
     return None
+
+
+def _fields_of(value: Any) -> dict[str, Any] | None:
+    """The fields of a dataclass or pydantic model instance by name (what orjson and
+    `_to_json` write for it); None for anything else."""
+    if _is_model(value):
+        fields: dict[str, Any] = value.model_dump()
+        return fields
+    if not isinstance(value, type) and (names := getattr(value, "__dataclass_fields__", None)):
+        return {name: getattr(value, name) for name in names}
+    return None
+
+
+def _is_model(value: Any) -> bool:
+    """Whether `value` is a pydantic model instance (pydantic is imported only if the
+    program uses it, so a program without it pays nothing)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
+def _to_json(value: Any) -> Any:
+    """orjson's `default`: a pydantic model as its JSON data (`model_dump(mode="json")`),
+    as Celery's `pydantic=True` returns a task's model; anything else orjson cannot
+    write stays refused."""
+    if _is_model(value):
+        return value.model_dump(mode="json")
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def not_finite_message(path: str) -> str:
@@ -88,7 +113,7 @@ def encode_json(
     `context` starts the message (`"job type 'x': "`)."""
     fields = (field or what,)
     try:
-        data = orjson.dumps(value)
+        data = orjson.dumps(value, default=_to_json)
     except TypeError as exc:
         raise error(f"{context}{what} is not JSON: {exc}", fields=fields) from None
     path = non_finite(value, data, what)

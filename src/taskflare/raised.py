@@ -31,11 +31,21 @@ def is_stop(exc: BaseException) -> bool:
     return task is None or task.cancelling() > 0
 
 
+def message_of(exc: BaseException) -> str:
+    """`str(exc)`, or `<exception str() failed>` (the traceback module's words) when the
+    exception's own `__str__` raises: user code's exception classes may be broken, and
+    recording the failure must not fail in turn (the job stayed `processing`)."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<exception str() failed>"
+
+
 def describe(exc: BaseException) -> str:
     """`exc` as one line of error text: its type and message (`SystemExit: 3`), the type
     alone when it has no message (`KeyboardInterrupt`); a `CancelledError` user code
     raised of its own says so, lest it read as a cancel or a shutdown."""
-    name, text = type(exc).__name__, str(exc)
+    name, text = type(exc).__name__, message_of(exc)
     if isinstance(exc, asyncio.CancelledError) and not text:
         text = "raised by the code itself (no cancel was requested; the worker was not stopping)"
     return f"{name}: {text}" if text else name

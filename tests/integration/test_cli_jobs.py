@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -216,6 +217,9 @@ def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) ->
     assert "--run-at 2999-01-01T09:00:00Z is " in error("--run-at", "2999-01-01T09:00Z")
     both = error("--run-at", "2030-01-01T09:00Z", "--delay", "5")
     assert both == "error: give either --run-at or --delay, not both"
+    # Epoch seconds, as documented: a number of milliseconds is refused, and named.
+    millis = str(int(time.time() * 1000) + 3_600_000)
+    assert error("--run-at", millis).endswith("epoch milliseconds? --run-at is in seconds)")
     assert error("--priority", "99999999").startswith("error: --priority must be")
     assert error("--max-attempts", "0").startswith("error: --max-attempts must be")
     tab = error("--idempotency-key", "a\tb")  # refused over HTTP too

@@ -131,6 +131,19 @@ def test_pause_and_resume_show_in_info(database_url: str) -> None:
     assert tf_json("queues", "info", "emails", url=database_url)["paused"] is False
 
 
+def test_wranglers_pause_delivery_resume_delivery_and_purge_force_spellings_work(
+    database_url: str,
+) -> None:
+    """`wrangler queues pause-delivery|resume-delivery <q>` and `purge <q> --force`, as a
+    Cloudflare user types them: the same as `pause`, `resume` and `purge --yes`."""
+    ok("send", "emails", "--create", "{}", url=database_url)
+    assert "paused" in ok("queues", "pause-delivery", "emails", url=database_url)
+    assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
+    assert "resumed" in ok("queues", "resume-delivery", "emails", url=database_url)
+    assert tf_json("queues", "info", "emails", url=database_url)["paused"] is False
+    assert "purged 1 messages" in ok("queues", "purge", "emails", "--force", url=database_url)
+
+
 def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
     migrated(database_url)  # as a worker's first start does
     for body in ('{"a": 1}', '{"a": 2}'):

@@ -152,11 +152,25 @@ def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     _set_paused(name, False, database_url)
 
 
+# Wrangler's names for the same commands (`wrangler queues pause-delivery <q>`).
+queues_cli.command(
+    "pause-delivery", cls=TextCommand, help="The same as `pause` (wrangler's name for it)."
+)(queues_pause)
+queues_cli.command(
+    "resume-delivery", cls=TextCommand, help="The same as `resume` (wrangler's name for it)."
+)(queues_resume)
+
+
 @queues_cli.command("purge", cls=TextCommand)
 def queues_purge(
     name: QueueArg,
     database_url: DatabaseOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes", "-y", "--force", help="Do not ask for confirmation (--force: wrangler's name)."
+        ),
+    ] = False,
 ) -> None:
     """Delete every message of a queue waiting for delivery, delayed ones included;
     messages and jobs in flight finish and are settled as usual.

@@ -61,6 +61,11 @@ class QueueSpec:
     implicit: bool = False
     rate_limit: RateLimit | None = None
     jobs: bool = False
+    # Consumed over HTTP only (a wrangler `type = "http_pull"` consumer): no batch consumer.
+    pull_only: bool = False
+    # The kind the database stores for a queue this app knows only from there (the app
+    # that declared it has a consumer or job types this one lacks).
+    stored_kind: str | None = None
 
     @property
     def name(self) -> str:
@@ -101,6 +106,18 @@ class QueueSpec:
         if job_type is not None and job_type.limits is not None and job_type.limits.active:
             buckets += job_type.limits.buckets(payload, **keys)
         return buckets
+
+    @property
+    def pull_refusal(self) -> str | None:
+        """Why a pull consumer may not pull this queue (None: it may): a job queue's jobs
+        are run by taskflare workers, and a queue with a batch consumer has its one
+        consumer (Cloudflare: one consumer per queue, a Worker or an HTTP pull one)."""
+        kind = self.kind or self.stored_kind
+        if kind == JOBS:
+            return JOBS
+        if kind == MESSAGES:
+            return MESSAGES
+        return None
 
     @property
     def kind(self) -> str | None:
@@ -162,6 +179,11 @@ class Registry:
             raise DuplicateConsumer(
                 f"queue {name!r} is a job queue ({runs}); "
                 "a message consumer needs a queue of its own"
+            )
+        if spec.pull_only:
+            raise DuplicateConsumer(
+                f"queue {name!r} has an http_pull consumer (its wrangler file says so); "
+                "each queue has exactly one consumer, a batch consumer or a pull consumer"
             )
         if spec.consumer is not None:
             raise DuplicateConsumer(

@@ -231,13 +231,10 @@ def create_api(
 
     @api.post("/webhooks/{source}", tags=["webhooks"], response_model=Envelope, responses=ERRORS)
     async def webhook(source: str, request: Request) -> JSONResponse:
-        # The body first, even for a source that does not exist: a 404 sent while the
-        # body's last bytes were still on their way closed the connection before they
-        # arrived, and they drew a reset that could reach the sender before the 404 did.
-        body = await request.body()
         config = app.webhook_sources.get(source)
-        if config is None:
+        if config is None:  # `EdgeGuard` drops the body before the 404 goes out
             raise ApiError(404, f"no webhook source {source!r}", "unknown_source")
+        body = await request.body()
         try:
             verified = config.verify(body, request.headers)
         except WebhookRejected as exc:

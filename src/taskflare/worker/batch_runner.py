@@ -48,7 +48,7 @@ from ..policy import decide as decide_one
 from ..raised import describe, is_stop
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
-from ..text import clean_text
+from ..text import MAX_TRACEBACK_CHARS, clean_text, clip
 from .early_acks import EarlyAcks
 from .settle import OutcomeBuffer, merge
 from .tracebacks import user_traceback
@@ -137,6 +137,7 @@ async def run_handler(
         trace = user_traceback(exc)
         if isinstance(exc, asyncio.CancelledError):
             trace += describe(exc) + "\n"
+        trace = clip(trace, MAX_TRACEBACK_CHARS)  # the log line too
         log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
         return trace
     else:
@@ -305,7 +306,7 @@ async def _execute_batch(
         report = BatchReport(settlement, time.perf_counter() - started, None, early)
         raise BatchShutdown(report) from None
     skip = _stop_watching(early, batch)
-    error = None if error is None else clean_text(error)
+    error = None if error is None else clean_text(error, MAX_TRACEBACK_CHARS)
     settlement = settle_batch(spec, batch, claimed, error, undecodable, skip=skip)
     return BatchReport(settlement, time.perf_counter() - started, error, early)
 

@@ -40,12 +40,12 @@ from ..policy import (
     WorkerShutdown,
     decide,
 )
-from ..raised import describe, is_stop
+from ..raised import describe, is_stop, message_of
 from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
-from ..text import clean_text
+from ..text import MAX_TRACEBACK_CHARS, clean_text
 from .batch_runner import as_settlement
 from .tracebacks import user_traceback
 
@@ -161,7 +161,7 @@ class JobRunner:
             finished_at,
             decision.attempt_outcome,
             decision.error,
-            None if trace is None else clean_text(trace),
+            None if trace is None else clean_text(trace, MAX_TRACEBACK_CHARS),
         )
         return JobReport(decision, as_settlement([decision], [attempt]), finished_at - started_at)
 
@@ -201,7 +201,7 @@ class JobRunner:
         if ctx.cancelled:
             return Cancelled(), None
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
-            return Snoozed(result.seconds, str(result)), None
+            return Snoozed(result.seconds, message_of(result)), None
         if result is None:  # most handlers return nothing: no encoding to check
             return Succeeded(b"null"), None
         try:
@@ -218,7 +218,9 @@ class JobRunner:
         try:
             payload = job_type.load(message.body)
         except Exception as exc:
-            raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
+            raise PermanentError(
+                f"stored payload no longer matches the job type: {message_of(exc)}"
+            ) from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
         hooks = self.registry.hooks
         run: Callable[[], Awaitable[Any]]
@@ -280,15 +282,15 @@ def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:
     """A handler's request to run again later without spending an attempt, if it is one:
     `Snooze`, `RateLimited`, or an HTTP 429 from a job type with a rate limit."""
     if isinstance(exc, Snooze):
-        return Snoozed(exc.seconds, str(exc))
+        return Snoozed(exc.seconds, message_of(exc))
     if isinstance(exc, RateLimited):
-        return Snoozed(exc.retry_after, str(exc), backoff_keys=True)
+        return Snoozed(exc.retry_after, message_of(exc), backoff_keys=True)
     limits = job_type.limits if job_type is not None else None
     if limits is not None and limits.adaptive:
         verdict = classify(exc)
         if verdict.rate_limited:
             delay = limits.default_retry_after if verdict.delay is None else verdict.delay
-            return Snoozed(delay, f"{type(exc).__name__}: {exc}", backoff_keys=True)
+            return Snoozed(delay, describe(exc), backoff_keys=True)
     return None
 
 
