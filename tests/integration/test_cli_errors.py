@@ -44,6 +44,8 @@ EXPECTED = {
     ("queues", "failed"),
     ("queues", "pause"),
     ("queues", "resume"),
+    ("queues", "pause-delivery"),
+    ("queues", "resume-delivery"),
     ("queues", "purge"),
     ("send",),
     ("dlq",),

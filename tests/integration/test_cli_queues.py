@@ -136,6 +136,7 @@ def test_wranglers_pause_delivery_resume_delivery_and_purge_force_spellings_work
 ) -> None:
     """`wrangler queues pause-delivery|resume-delivery <q>` and `purge <q> --force`, as a
     Cloudflare user types them: the same as `pause`, `resume` and `purge --yes`."""
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     assert "paused" in ok("queues", "pause-delivery", "emails", url=database_url)
     assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
