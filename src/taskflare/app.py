@@ -420,9 +420,14 @@ class App:
         problems = wrangler_problems(config)
         if problems:
             raise InvalidQueueConfig(f"{path}: " + f"; {path}: ".join(problems))
+        pulled = [q.name for q in config.queues if q.consumer == "http_pull"]
+        for name in pulled:  # refused before anything is declared
+            if name in self.registry.queues:
+                self.registry.check_pullable(name)
         for queue in config.queues:
             self.queue(queue.name, **queue.settings)
-            self.registry.queue(queue.name).pull_only = queue.consumer == "http_pull"
+        for name in pulled:
+            self.registry.set_pull_only(name)
         if scheduled is not None:
             base = getattr(scheduled, "__name__", "scheduled")
             for expression in config.crons:

@@ -862,13 +862,14 @@ class JobClient:
         return job
 
     async def fire_cron(self, name: str) -> str:
-        """Run a cron trigger once now (like Cloudflare's `/__scheduled?cron=`); return the
-        job id. The tick is recorded as `manual`, so it never hides a missed tick."""
+        """Run a cron trigger once now (like Cloudflare's `/__scheduled?cron=`): the one
+        called `name`, else the one whose expression `name` is; return the job id. The
+        tick is recorded as `manual`, so it never hides a missed tick."""
         trigger = self._registry.cron_trigger(name)
         now = datetime.now(UTC)
         job = self.prepare_job(trigger.job_type, trigger.tick_payload(now))
         backend = await self._storage.backend()
         await backend.cron_tick_record(
-            CronTickRecordParams(CronTick(name, now.timestamp(), "manual"), job)
+            CronTickRecordParams(CronTick(trigger.name, now.timestamp(), "manual"), job)
         )
         return job.id

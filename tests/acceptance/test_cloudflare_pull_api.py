@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taskflare import App, DuplicateConsumer, MessageBatch
+from taskflare import App, DuplicateConsumer, InvalidJobConfig, MessageBatch
 
 from .conftest import serve
 
@@ -246,3 +246,18 @@ def test_a_wrangler_http_pull_queue_takes_no_python_consumer(tmp_path: Path) -> 
 
         @app.get_queue("exports").consumer
         async def consume(batch: MessageBatch[object]) -> None: ...
+
+    with pytest.raises(InvalidJobConfig, match=r"exports.*http_pull"):
+
+        @app.job("export.run", queue="exports")
+        async def run(payload: dict[str, int]) -> None: ...
+
+    # Declared in code first, then named an http_pull consumer by the file: refused too.
+    other = App(f"sqlite:///{tmp_path / 'other.sqlite'}")
+
+    @other.job("export.run", queue="exports")
+    async def run_first(payload: dict[str, int]) -> None: ...
+
+    with pytest.raises(DuplicateConsumer, match=r"exports.*http_pull.*job types"):
+        other.use_wrangler(str(wrangler))
+    assert other.registry.queue("exports").config.max_batch_timeout == 0  # not redeclared

@@ -64,14 +64,22 @@ def print_cron_table(rows: list[dict[str, Any]]) -> None:
 
 
 @cron_cli.command("trigger", cls=TextCommand)
-def cron_trigger(app: AppArg, name: Annotated[str, typer.Argument(help="Trigger name.")]) -> None:
+def cron_trigger(
+    app: AppArg,
+    name: Annotated[str, typer.Argument(help="Trigger name, or the expression of one trigger.")],
+) -> None:
     """Fire a trigger once now (like Cloudflare's /__scheduled?cron=); a worker runs it.
 
     Example: taskflare cron trigger myapp:app daily-cleanup
     """
     application = existing_app(app)
-    job_id = run(application, lambda: application.jobs.fire_cron(name))
-    typer.echo(f"cron {name!r} fired: job {job_id}")
+
+    async def work() -> tuple[str, str]:
+        trigger = application.registry.cron_trigger(name)
+        return trigger.name, await application.jobs.fire_cron(trigger.name)
+
+    fired, job_id = run(application, work)
+    typer.echo(f"cron {fired!r} fired: job {job_id}")
 
 
 WEEKDAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
