@@ -21,6 +21,7 @@ import orjson
 
 from .backends.base import (
     AttemptRecord,
+    Backend,
     CronNameParams,
     FlowJobHoldParams,
     FlowLimit,
@@ -49,7 +50,7 @@ from .backends.base import (
     WorkerReport,
 )
 from .encoding import JSON, TEXT
-from .errors import InvalidQuery, TaskflareError, UnknownQueue
+from .errors import DatabaseNotFound, InvalidQuery, TaskflareError, UnknownQueue
 from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
@@ -742,35 +743,43 @@ class ReadModel:
         return rows
 
     async def cron(self, upcoming: int = 3) -> list[dict[str, Any]]:
-        """One row per trigger: expression, zone, queue, next runs, last run's outcome."""
-        backend = await self._storage.backend()
+        """One row per trigger: expression, zone, queue, next runs, last run's outcome
+        (`last` None: never ran, as for every trigger while there is no database yet,
+        for an App that does not create one)."""
+        triggers = list(self._registry.cron_triggers.values())
+        try:
+            backend = await self._storage.backend()
+            lasts = {t.name: await self._last_run(backend, t.name) for t in triggers}
+        except DatabaseNotFound:
+            lasts = {}
         now = datetime.now(UTC)
-        rows = []
-        for trigger in self._registry.cron_triggers.values():
-            recent = await backend.cron_recent(CronNameParams(trigger.name, 1))
-            last: dict[str, Any] | None = None
-            if recent:
-                tick = recent[0]
-                outcome = tick.status
-                if tick.job_id:
-                    record = await backend.message_get(MessageGetParams(tick.job_id))
-                    outcome = JobStatus.from_state(record.state).value if record else "pruned"
-                last = {
-                    "scheduledTime": datetime.fromtimestamp(tick.tick, UTC).isoformat(),
-                    "outcome": outcome,
-                    "jobId": tick.job_id,
-                }
-            rows.append(
-                {
-                    "name": trigger.name,
-                    "cron": trigger.schedule.expression,
-                    "tz": trigger.schedule.tz,
-                    "queue": trigger.queue,
-                    "next": [t.isoformat() for t in trigger.schedule.upcoming(now, upcoming)],
-                    "last": last,
-                }
-            )
-        return rows
+        return [
+            {
+                "name": trigger.name,
+                "cron": trigger.schedule.expression,
+                "tz": trigger.schedule.tz,
+                "queue": trigger.queue,
+                "next": [t.isoformat() for t in trigger.schedule.upcoming(now, upcoming)],
+                "last": lasts.get(trigger.name),
+            }
+            for trigger in triggers
+        ]
+
+    async def _last_run(self, backend: Backend, name: str) -> dict[str, Any] | None:
+        """The latest tick of trigger `name` and its job's outcome, or None."""
+        recent = await backend.cron_recent(CronNameParams(name, 1))
+        if not recent:
+            return None
+        tick = recent[0]
+        outcome = tick.status
+        if tick.job_id:
+            record = await backend.message_get(MessageGetParams(tick.job_id))
+            outcome = JobStatus.from_state(record.state).value if record else "pruned"
+        return {
+            "scheduledTime": datetime.fromtimestamp(tick.tick, UTC).isoformat(),
+            "outcome": outcome,
+            "jobId": tick.job_id,
+        }
 
     # -- workers --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import orjson
 import pytest
 
 from conftest import _fresh_postgres_url
+from helpers import HTTP_TIMEOUT
 from taskflare.web import Tokens
 from taskflare.web.security import MAX_RESPONSE_BYTES, HttpSecurity
 from taskflare.webhooks import hmac_signature_header, stripe_signature_header
@@ -176,7 +177,10 @@ def test_serve_and_dev_startup_lines_redact_the_database_password(
         )
         try:
             poll(lambda: healthy(port), timeout=90, what="taskflare serve")
-            assert httpx.get(f"http://127.0.0.1:{port}/queues").status_code == 200
+            assert (
+                httpx.get(f"http://127.0.0.1:{port}/queues", timeout=HTTP_TIMEOUT).status_code
+                == 200
+            )
         finally:
             proc.terminate()
             proc.wait(15)
@@ -438,7 +442,7 @@ CONNECTION_LIMIT = 40
 
 def healthy(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        return httpx.get(f"http://{host}:{port}/health", timeout=2).status_code == 200
+        return httpx.get(f"http://{host}:{port}/health", timeout=HTTP_TIMEOUT).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -537,7 +541,7 @@ def test_slow_body_senders_get_408_after_the_body_timeout(slow_served: int) -> N
         assert closed_after < BODY_TIMEOUT + MARGIN
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert b"did not arrive within" in answer
-    assert httpx.get(f"http://{host}/jobs").json()["count"] == 0
+    assert httpx.get(f"http://{host}/jobs", timeout=HTTP_TIMEOUT).json()["count"] == 0
 
 
 def test_connections_over_the_limit_are_answered_503(slow_served: int) -> None:
@@ -545,7 +549,10 @@ def test_connections_over_the_limit_are_answered_503(slow_served: int) -> None:
     try:
         for sock in socks:
             sock.sendall(b"GET /health HTTP/1.1\r\n")  # and nothing more
-        assert httpx.get(f"http://127.0.0.1:{slow_served}/health").status_code == 503
+        assert (
+            httpx.get(f"http://127.0.0.1:{slow_served}/health", timeout=HTTP_TIMEOUT).status_code
+            == 503
+        )
     finally:
         for sock in socks:
             sock.close()
@@ -556,16 +563,26 @@ def test_serve_takes_allowed_hosts_and_origins_from_options_and_environment(
     slow_served: int,
 ) -> None:
     base = f"http://127.0.0.1:{slow_served}"
-    named = httpx.get(f"{base}/jobs", headers={"host": "jobs.example.com"})
+    named = httpx.get(f"{base}/jobs", headers={"host": "jobs.example.com"}, timeout=HTTP_TIMEOUT)
     assert named.status_code == 200
-    error_of(httpx.get(f"{base}/jobs", headers={"host": "other.example.com"}), 400, "invalid_host")
+    error_of(
+        httpx.get(f"{base}/jobs", headers={"host": "other.example.com"}, timeout=HTTP_TIMEOUT),
+        400,
+        "invalid_host",
+    )
     admin = httpx.post(
-        f"{base}/queues/emails/pause", headers={"origin": "https://admin.example.com"}
+        f"{base}/queues/emails/pause",
+        headers={"origin": "https://admin.example.com"},
+        timeout=HTTP_TIMEOUT,
     )
     assert admin.status_code == 200
-    evil = httpx.post(f"{base}/queues/emails/resume", headers={"origin": "https://evil.example"})
+    evil = httpx.post(
+        f"{base}/queues/emails/resume",
+        headers={"origin": "https://evil.example"},
+        timeout=HTTP_TIMEOUT,
+    )
     error_of(evil, 403, "forbidden_origin")
-    assert httpx.post(f"{base}/queues/emails/resume").status_code == 200
+    assert httpx.post(f"{base}/queues/emails/resume", timeout=HTTP_TIMEOUT).status_code == 200
 
 
 # -- 5. numbers JSON does not have ---------------------------------------------------------

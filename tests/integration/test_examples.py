@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App, JobStatus
 from taskflare.loader import load_object
 from taskflare.testing import drain
@@ -52,7 +53,7 @@ def example_env(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 def title_of(url: str, thread_id: int) -> str:
-    response = httpx.get(f"{url}/threads/{thread_id}", timeout=10)
+    response = httpx.get(f"{url}/threads/{thread_id}", timeout=HTTP_TIMEOUT)
     assert response.status_code == 200
     title: str = response.json()["title"]
     return title
@@ -67,7 +68,7 @@ def test_chat_titles_with_wait_until(
             created = httpx.post(
                 f"{url}/threads",
                 json={"first_message": "how do I reverse a list in python?"},
-                timeout=10,
+                timeout=HTTP_TIMEOUT,
             )
             assert created.status_code == 200
             assert created.json()["title"] == "New chat"  # answered before the AI call ended
@@ -76,7 +77,9 @@ def test_chat_titles_with_wait_until(
             assert title_of(url, thread_id) == "How do i reverse a"
 
             # A failing AI call is logged with its traceback; the thread keeps its title.
-            empty = httpx.post(f"{url}/threads", json={"first_message": "   "}, timeout=10)
+            empty = httpx.post(
+                f"{url}/threads", json={"first_message": "   "}, timeout=HTTP_TIMEOUT
+            )
             assert empty.status_code == 200
             wait_for(lambda: "cannot title an empty message" in caplog.text, 20, "the error log")
             assert "Traceback" in caplog.text
@@ -93,7 +96,9 @@ def test_chat_titles_with_a_job_and_a_real_worker(
     try:
         with serving(module.api) as (url, _):
             created = httpx.post(
-                f"{url}/threads", json={"first_message": "Plan a trip to Lisbon"}, timeout=10
+                f"{url}/threads",
+                json={"first_message": "Plan a trip to Lisbon"},
+                timeout=HTTP_TIMEOUT,
             )
             assert created.status_code == 200
             body = created.json()
