@@ -24,14 +24,17 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+from pydantic import BaseModel, field_validator
 
 from conftest import _fresh_postgres_url
 from helpers import HTTP_TIMEOUT
-from taskflare.web import Tokens
+from taskflare import App
+from taskflare.web import Tokens, create_api
 from taskflare.web.security import MAX_RESPONSE_BYTES, HttpSecurity
 from taskflare.webhooks import hmac_signature_header, stripe_signature_header
 
 from .server import (
+    DEADLINE,
     GITHUB_SECRET,
     READ_TOKEN,
     STRIPE_SECRET,
@@ -40,6 +43,7 @@ from .server import (
     free_socket,
     live_server,
     poll,
+    serving,
 )
 
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
@@ -714,6 +718,54 @@ def test_every_answer_says_nosniff_and_no_store(live: LiveServer) -> None:
     refused = answers[-1]
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == 'Bearer realm="taskflare"'
+
+
+class _BuggyPayload(BaseModel):
+    """A payload model with a bug: its validator raises what pydantic does not catch."""
+
+    to: str
+
+    @field_validator("to")
+    @classmethod
+    def _broken(cls, value: str) -> str:
+        raise RuntimeError(f"a bug in the payload model (saw {value!r})")
+
+
+async def _buggy(payload: _BuggyPayload) -> None:
+    return None
+
+
+def test_a_500_gets_the_hardening_headers_and_keeps_its_secrets(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error in a route was answered by Starlette's outermost error
+    middleware, outside the edge: the 500 had no nosniff or no-store, and under
+    /client/v4/ not Cloudflare's error shape."""
+    app = App(database_url)
+    app.job("buggy")(_buggy)
+    security = HttpSecurity(bind_host="127.0.0.1")
+    api = create_api(app, Tokens(WRITE_TOKEN, READ_TOKEN), security)
+    caplog.set_level(logging.ERROR, logger="taskflare.http")
+    with (
+        serving(api, security) as (url, _),
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {WRITE_TOKEN}"}, timeout=DEADLINE
+        ) as client,
+    ):
+        body = orjson.dumps({"type": "buggy", "payload": {"to": "secret-value-7f3a"}})
+        response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
+        again = client.get("/health")
+    assert response.status_code == 500, response.text
+    assert response.json() == {
+        "success": False,
+        "error": "internal error (RuntimeError); see the server log",
+        "code": "internal",
+    }
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert "secret-value-7f3a" not in response.text
+    assert again.status_code == 200  # the same connection carries the next request
+    assert "unhandled error in the HTTP API" in caplog.text
 
 
 async def test_a_job_list_stops_at_about_8_mb_and_pages_on(live: LiveServer) -> None:
