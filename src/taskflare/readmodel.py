@@ -56,7 +56,7 @@ from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
 from .registry import JOBS, MESSAGES, Registry
 from .storage import Storage
-from .text import check_text
+from .text import SURROGATE, check_text
 
 # Upper bounds [s] of the stored duration histogram (the worker's DURATION_BUCKETS; the
 # last stored bucket is above all of them).
@@ -233,6 +233,7 @@ class ReadModel:
         pending age, pause flag, settings and consumer kind; or just `name`
         (`UnknownQueue` if it is neither declared nor stored). Each state's count stops at
         `COUNT_LIMIT`; `depthCapped` lists the states that reached it ("more than")."""
+        _refuse_a_name_no_queue_has(name)
         backend = await self._storage.backend()
         counted = await backend.queue_counts(QueueCountsParams(name, count_limit=COUNT_LIMIT))
         rows = {c.name: c for c in counted}
@@ -252,6 +253,7 @@ class ReadModel:
         each state per queue: `capped` lists the counts that reached it ("more than
         10 000"; ready and delayed together, and the oldest ready age then is that of the
         oldest 10 000). The dashboard's live view (`queues()` also counts finished ones)."""
+        _refuse_a_name_no_queue_has(name)
         backend = await self._storage.backend()
         found = {
             d.name: d
@@ -1066,3 +1068,13 @@ def _hold_reasons(hold: Mapping[str, Any]) -> list[str]:
         until = f" until {held['until']}" if held.get("until") else " until a running job ends"
         reasons.append(f"waiting on the {what} of {scope}{key}{until}")
     return reasons
+
+
+def _refuse_a_name_no_queue_has(name: str | None) -> None:
+    """`UnknownQueue` for a name holding a lone surrogate (bytes that were not UTF-8):
+    no queue can be called that, and the database would refuse the lookup itself
+    (`StorageRejected`), as an id holding one names no job."""
+    if name is not None and SURROGATE.search(name):
+        raise UnknownQueue(
+            f"no queue named {name!r}: it holds a lone surrogate, which no queue name can"
+        )
