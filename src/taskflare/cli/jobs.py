@@ -17,7 +17,13 @@ from rich.progress import Progress
 from ..app import App
 from ..backends.base import NewMessage
 from ..encoding import NotStrictJson, loads_strict
-from ..errors import AppCodeRequired, InvalidDelay, JobNotFound, TaskflareError
+from ..errors import (
+    AppCodeRequired,
+    InvalidDelay,
+    InvalidJobOption,
+    JobNotFound,
+    TaskflareError,
+)
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..limits import StoredFlow
@@ -440,6 +446,8 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
             payload = _parse_payload(line.decode("utf-8", "replace"), f"{path}:{number}")
             try:
                 messages.append(options.message(app, payload, batch_id))
+            except InvalidJobOption as exc:  # an option's fault, whatever the line: usage
+                raise fail(said(exc), 2) from None
             except TaskflareError as exc:
                 raise fail(f"{path}:{number}: {said(exc)}") from None
     if not messages:
