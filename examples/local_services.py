@@ -197,6 +197,9 @@ def webhook_receiver(received: Received, slow_seconds: float = 1.0) -> Starlette
                     "path": path,
                     "method": request.method,
                     "headers": dict(request.headers),
+                    "header_lines": [
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                    ],
                     "body": body,
                 }
             )
@@ -336,6 +339,7 @@ class AiCalls:
     requests: list[dict[str, Any]] = field(default_factory=list)
     api_key: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    slow_seconds: float = 2.0  # how long the `slow` model takes to answer
 
 
 def embed(text: str, dimensions: int = 8) -> list[float]:
@@ -350,8 +354,9 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
     """POST /v1/embeddings and /v1/chat/completions (streaming too). Model names: any
     passes through; `no-such-model` is a 404 with OpenAI's error body; `rate-limited`
     answers 429 (Retry-After: 1) on its first call, `overloaded` 503 on its first call;
-    `reversed` lists the embeddings last first (each with its right `index`), and
-    `same-index` gives every embedding `index` 0 (a broken server)."""
+    `reversed` lists the embeddings last first (each with its right `index`),
+    `same-index` gives every embedding `index` 0 (a broken server), and `slow` answers
+    after `calls.slow_seconds`."""
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         body = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
@@ -362,6 +367,7 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
         calls.requests.append(
             {
                 "path": request.url.path,
+                "query": request.url.query,
                 "body": body,
                 "authorization": request.headers.get("authorization"),
             }
@@ -376,6 +382,8 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
             return None, error(429, "Rate limit reached", {"Retry-After": "1"})
         if model == "overloaded" and n == 1:
             return None, error(503, "The server is overloaded")
+        if model == "slow":
+            await asyncio.sleep(calls.slow_seconds)
         return body, None
 
     async def embeddings(request: Request) -> Response:

@@ -96,7 +96,8 @@ class App:
 
     `database_url` defaults to `$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`.
     Nothing connects until first use; a missing database (SQLite file, PostgreSQL
-    schema) is created then, unless `create_database=False`. `retention` says how long
+    schema) is created then, unless `create_database=False` (then `DatabaseNotFound`,
+    a `BackendUnavailable`, on first use). `retention` says how long
     finished jobs are kept; `wait_until_limit` [s] how long shutdown waits for
     `wait_until` work. An App is safe to use from any thread and from successive event
     loops; the `*_sync` methods run on a private loop of their own.
@@ -419,8 +420,14 @@ class App:
         problems = wrangler_problems(config)
         if problems:
             raise InvalidQueueConfig(f"{path}: " + f"; {path}: ".join(problems))
+        pulled = [q.name for q in config.queues if q.consumer == "http_pull"]
+        for name in pulled:  # refused before anything is declared
+            if name in self.registry.queues:
+                self.registry.check_pullable(name)
         for queue in config.queues:
             self.queue(queue.name, **queue.settings)
+        for name in pulled:
+            self.registry.set_pull_only(name)
         if scheduled is not None:
             base = getattr(scheduled, "__name__", "scheduled")
             for expression in config.crons:
@@ -451,7 +458,9 @@ class App:
             settings = {}
         known = {k: v for k, v in settings.items() if k in QueueConfig.__dataclass_fields__}
         known.pop("name", None)
-        self.registry.declare_queue(QueueConfig.create(name, **known))
+        spec = self.registry.declare_queue(QueueConfig.create(name, **known))
+        kind = settings.get("kind")
+        spec.stored_kind = kind if isinstance(kind, str) else None
         self._stored_only.add(name)
         return self._handle(name)
 

@@ -61,7 +61,7 @@ from .jobs import (
     check_priority,
     run_at_delay,
 )
-from .limits import StoredFlow, Unique, check_key, unique_params
+from .limits import StoredFlow, Unique, check_key, check_keys_apply, unique_params
 from .messages import check_delay
 from .queue import format_bytes
 from .registry import Registry
@@ -229,6 +229,7 @@ class JobClient:
             check_name(correlation_id, "correlation_id")
         self._check_size(type, body, target)
         delay = run_at_delay(run_at, check_delay(delay_seconds), now=time.time())
+        rate_key, concurrency_key = self._given_keys(type, rate_key, concurrency_key)
         flow_keys = self._flow_keys(type, target, body, rate_key, concurrency_key)
         return NewMessage(
             id=uuid7(),
@@ -260,6 +261,30 @@ class JobClient:
         self._registry.check_route(job_type, queue)
         return queue
 
+    def _given_keys(
+        self, type: str, rate_key: str | None, concurrency_key: str | None
+    ) -> tuple[str | None, str | None]:
+        """The keys given at enqueue, checked (`InvalidMessage` naming the option): each
+        must be a usable key, and one of the type's limits must use it
+        (`check_keys_apply`), whether the limits are in this app's code or stored."""
+        if rate_key is not None:
+            rate_key = check_key(rate_key, "rate", "rate_key")
+        if concurrency_key is not None:
+            concurrency_key = check_key(concurrency_key, "concurrency", "concurrency_key")
+        if rate_key is None and concurrency_key is None:
+            return None, None
+        job_type = self._registry.job_types.get(type)
+        if job_type is not None:
+            check_keys_apply(type, job_type.limits, rate_key, concurrency_key)
+        elif self.stored_flow is not None:
+            stored = self.stored_flow
+            if type in stored.undeclared and type not in stored.type_limits:
+                return rate_key, concurrency_key  # its buckets say AppCodeRequired
+            limits = stored.type_limits.get(type)
+            source = ", as the app's workers stored its limits"
+            check_keys_apply(type, limits, rate_key, concurrency_key, source)
+        return rate_key, concurrency_key
+
     def _flow_keys(
         self,
         type: str,
@@ -268,14 +293,9 @@ class JobClient:
         rate_key: str | None = None,
         concurrency_key: str | None = None,
     ) -> tuple[str, ...] | None:
-        """The limit buckets a job needs (None without limits: nothing is computed).
-        A key given is checked whether or not the type has a limit it applies to."""
-        keys = {
-            "rate_key": None if rate_key is None else check_key(rate_key, "rate", "rate_key"),
-            "concurrency_key": None
-            if concurrency_key is None
-            else check_key(concurrency_key, "concurrency", "concurrency_key"),
-        }
+        """The limit buckets a job needs (None without limits: nothing is computed), for
+        keys `_given_keys` checked."""
+        keys = {"rate_key": rate_key, "concurrency_key": concurrency_key}
         spec = self._registry.queues.get(queue)
         job_type = self._registry.job_types.get(type)
         if job_type is None and spec is None and self.stored_flow is not None:
@@ -315,10 +335,8 @@ class JobClient:
         error about a payload names it (`payloads[3]: ...`). `run_at`, `queue`,
         `rate_key` and `concurrency_key` apply to every job of the call."""
         job_type = self._registry.job_type(type)  # UnknownJobType naming the known ones
-        if rate_key is not None:  # checked here, so that an error names the option
-            rate_key = check_key(rate_key, "rate", "rate_key")
-        if concurrency_key is not None:
-            concurrency_key = check_key(concurrency_key, "concurrency", "concurrency_key")
+        # Checked here, once, so that an error names the option and not a payload.
+        rate_key, concurrency_key = self._given_keys(type, rate_key, concurrency_key)
         queue = self._job_queue(job_type, queue)
         prio = job_type.priority if priority is None else check_priority(priority, InvalidJobOption)
         attempts = (
@@ -844,13 +862,14 @@ class JobClient:
         return job
 
     async def fire_cron(self, name: str) -> str:
-        """Run a cron trigger once now (like Cloudflare's `/__scheduled?cron=`); return the
-        job id. The tick is recorded as `manual`, so it never hides a missed tick."""
+        """Run a cron trigger once now (like Cloudflare's `/__scheduled?cron=`): the one
+        called `name`, else the one whose expression `name` is; return the job id. The
+        tick is recorded as `manual`, so it never hides a missed tick."""
         trigger = self._registry.cron_trigger(name)
         now = datetime.now(UTC)
         job = self.prepare_job(trigger.job_type, trigger.tick_payload(now))
         backend = await self._storage.backend()
         await backend.cron_tick_record(
-            CronTickRecordParams(CronTick(name, now.timestamp(), "manual"), job)
+            CronTickRecordParams(CronTick(trigger.name, now.timestamp(), "manual"), job)
         )
         return job.id

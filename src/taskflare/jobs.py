@@ -361,8 +361,13 @@ def run_at_delay(run_at: datetime | float | None, delay_seconds: float, *, now: 
         except (OverflowError, ValueError, OSError):
             when = f"{run_at:g} (epoch seconds)" if math.isfinite(target) else f"{run_at}"
         away = f"{delay / 86_400:,.0f} days away" if math.isfinite(delay) else "too far away"
+        # A number of epoch milliseconds (JavaScript's Date.now()) is never guessed, but
+        # named: the error then says what to change.
+        unit = ""
+        if not isinstance(run_at, datetime) and abs(target / 1000 - now) <= MAX_DELAY_SECONDS:
+            unit = " (that number is epoch milliseconds? run_at is in seconds)"
         raise InvalidDelay(
-            f"run_at {when} is {away}; the limit is one year (365 days)",
+            f"run_at {when} is {away}; the limit is one year (365 days){unit}",
             fields=("run_at",),
         )
     return delay

@@ -24,11 +24,13 @@ from .backends.base import FlowLimit, JobEnqueueParams, NewMessage
 from .errors import (
     AppCodeRequired,
     InvalidJobConfig,
+    InvalidJobOption,
     InvalidMessage,
     JobRouteRefused,
     UniqueKeyMissing,
     UnknownQueue,
 )
+from .raised import describe
 
 KeyFunction = Callable[[Any], Any]
 
@@ -433,7 +435,7 @@ def _key(function: KeyFunction | None, payload: Any, what: str) -> str:
         raise
     except Exception as exc:
         raise InvalidMessage(
-            f"the {what} key function failed on this payload: {type(exc).__name__}: {exc}"
+            f"the {what} key function failed on this payload: {describe(exc)}"
         ) from None
     return check_key(value, what)
 
@@ -456,6 +458,39 @@ def check_key(value: Any, what: str, field: str | None = None) -> str:
             fields=fields,
         )
     return text
+
+
+def check_keys_apply(
+    type: str,
+    limits: JobLimits | None,
+    rate_key: str | None,
+    concurrency_key: str | None,
+    source: str = "",
+) -> None:
+    """Refuse a key given at enqueue that no limit of the job type would use
+    (`InvalidJobOption` naming `rate_key` or `concurrency_key`): the job would be stored
+    unlimited while its caller believes it limited by that key. `rate_key` needs a keyed
+    rate limit (`RateLimit(..., per_key=True)` or `key=`), `concurrency_key` a
+    `Concurrency(...)` (`max_concurrency` counts every job of the type as one).
+    `source`: where the limits come from, said after them."""
+    if rate_key is not None and not (limits and any(r.keyed for r in limits.rate_limits)):
+        has = "rate limits, but none per key" if limits and limits.rate_limits else "no rate limit"
+        raise InvalidJobOption(
+            f"rate_key was given, but job type {type!r} has {has}{source} (a key needs "
+            "RateLimit(..., per_key=True) or key=...): the job would not be limited by it",
+            fields=("rate_key",),
+        )
+    if concurrency_key is not None and not (limits and limits.concurrency):
+        has = (
+            "only max_concurrency, one count for all its jobs"
+            if limits and limits.max_concurrency
+            else "no keyed concurrency limit"
+        )
+        raise InvalidJobOption(
+            f"concurrency_key was given, but job type {type!r} has {has}{source} (a key "
+            "needs concurrency=Concurrency(n)): the job would not be limited by it",
+            fields=("concurrency_key",),
+        )
 
 
 def as_rate_limits(value: object, where: str) -> tuple[RateLimit, ...]:

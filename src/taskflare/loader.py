@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import AppLoadError
+from .raised import message_of
 
 
 def load_object(spec: str) -> Any:
@@ -73,7 +74,7 @@ def _shown(filename: str) -> str:
 def describe_raised(exc: BaseException) -> str:
     """`Type: message (at file:line)`: one line saying what the user's code raised, where."""
     at = raised_at(exc)
-    return f"{type(exc).__name__}: {exc}" + (f" (at {at})" if at else "")
+    return f"{type(exc).__name__}: {message_of(exc)}" + (f" (at {at})" if at else "")
 
 
 def module_name_for(path: Path) -> tuple[Path, str]:

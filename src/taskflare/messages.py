@@ -101,7 +101,8 @@ class Message(Generic[Body]):
             if self._on_ack is not None:
                 self._on_ack(self)
         elif not self._decision.ack:
-            log.warning("message %s: ack() ignored, retry() was already called", self.id)
+            how = "retry_all()" if self._decision.by_batch else "retry()"
+            log.warning("message %s: ack() ignored, %s was already called", self.id, how)
 
     def retry(self, delay_seconds: float | None = None) -> None:
         """Mark this message for redelivery, after `delay_seconds` (else the batch's or queue's)."""

@@ -20,9 +20,30 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def clean_text(text: str) -> str:
-    """`text` as every backend can store it: NUL characters replaced by the visible
-    escape `\\x00`, and lone surrogates (which no UTF-8 column takes) by `\\udXXX`."""
+# The longest error text and traceback stored for an attempt (characters): a handler's
+# exception may echo a whole HTTP answer or SQL statement, and each attempt keeps its own
+# copy, read back by every job list and log line (Sidekiq keeps 10 000 of a message too).
+MAX_ERROR_CHARS = 10_000
+MAX_TRACEBACK_CHARS = 100_000
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` if it has at most `limit` characters; else its first and last halves of
+    `limit` around a line saying how many characters were cut (the start of an error
+    names it, the end of a traceback says where it was raised)."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    tail = limit - head
+    cut = len(text) - limit
+    return f"{text[:head]}\n[... {cut:,} characters cut ...]\n{text[-tail:]}"
+
+
+def clean_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` as every backend can store it: at most `limit` characters (`clip`), NUL
+    characters replaced by the visible escape `\\x00`, and lone surrogates (which no
+    UTF-8 column takes) by `\\udXXX`."""
+    text = clip(text, limit)
     if NUL in text:
         text = text.replace(NUL, "\\x00")
     try:

@@ -3,11 +3,15 @@ request its own example sends, and the error a paused queue answers."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
-from taskflare import App
+from taskflare import App, DuplicateConsumer, InvalidJobConfig, MessageBatch
 
 from .conftest import serve
 
@@ -125,3 +129,135 @@ def test_wrangler_s_pause_and_resume_delivery_request_pauses_the_queue(
         assert len(pull_leases(client, f"{BASE}/messages/pull", {})) == 2
         code_setting = client.patch(BASE, json={"settings": {"delivery_delay": 30}})
         assert code_setting.status_code == 422 and "delivery_delay" in code_setting.text
+
+
+def test_a_pull_retry_without_delay_seconds_waits_the_consumers_retry_delay(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Cloudflare's `retry_delay` (`--retry-delay-secs` of `wrangler queues consumer http
+    add`) applies to a retry that names no delay; `delay_seconds: 0` overrides it. A pull
+    retry without one was delivered again at once."""
+    wrangler = tmp_path / "wrangler.toml"
+    wrangler.write_text(
+        '[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\nretry_delay = 3600\n'
+    )
+    app = App(database_url)
+    app.use_wrangler(str(wrangler))
+    with serve(app) as client:
+        client.post(f"{BASE}/messages", json={"body": "plain"}).raise_for_status()
+        client.post(f"{BASE}/messages", json={"body": "zero"}).raise_for_status()
+        pulled = client.post(f"{BASE}/messages/pull", json={}).json()["result"]["messages"]
+        lease = {base64.b64decode(m["body"]).decode(): m["lease_id"] for m in pulled}
+        answer = client.post(
+            f"{BASE}/messages/ack",
+            json={
+                "retries": [
+                    {"lease_id": lease['"plain"']},
+                    {"lease_id": lease['"zero"'], "delay_seconds": 0},
+                ]
+            },
+        ).json()["result"]
+        assert (answer["ackCount"], answer["retryCount"]) == (0, 2)
+        again = client.post(f"{BASE}/messages/pull", json={}).json()["result"]["messages"]
+        assert [base64.b64decode(m["body"]) for m in again] == [b'"zero"']
+        assert again[0]["attempts"] == 2
+
+
+def test_a_pull_without_a_visibility_timeout_leases_for_the_consumers_own(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A wrangler `http_pull` consumer's `visibility_timeout_ms` is the lease of a pull
+    that gives none; such a pull leased for 30 s whatever the consumer said."""
+    wrangler = tmp_path / "wrangler.toml"
+    wrangler.write_text(
+        '[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\nvisibility_timeout_ms = 300\n'
+    )
+    app = App(database_url)
+    app.use_wrangler(str(wrangler))
+    with serve(app) as client:
+        client.post(f"{BASE}/messages", json={"body": 1}).raise_for_status()
+        for path in (f"{BASE}/messages/pull", "/queues/exports/messages/pull"):
+            [first] = pull_leases(client, path, {})
+            # The 300 ms lease runs out and the message comes back; a 30 s one would not.
+            deadline = time.monotonic() + 20
+            while not (again := pull_leases(client, path, {"visibility_timeout_ms": 60_000})):
+                assert time.monotonic() < deadline, "a lease of 300 ms did not run out"
+            assert again != [first]
+            client.post(
+                f"{BASE}/messages/ack",
+                json={"retries": [{"lease_id": again[0], "delay_seconds": 0}]},
+            ).raise_for_status()
+
+
+def test_a_queue_with_a_consumer_is_not_pulled_and_a_job_queue_never_is(
+    database_url: str,
+) -> None:
+    """Cloudflare: "each queue can only have one active consumer", a Worker or an HTTP
+    pull consumer. A pull from a queue whose batches a taskflare consumer runs leased its
+    messages away from it; a server without the app's code (which knows the queues from
+    the database) also pulled a job queue's jobs as messages."""
+    producer = App(database_url)
+
+    @producer.job("report.build", queue="reports")
+    async def build(payload: dict[str, int]) -> None: ...
+
+    pushed = producer.queue("pushed", max_batch_timeout=0)
+
+    @pushed.consumer
+    async def consume(batch: MessageBatch[object]) -> None: ...
+
+    async def produce() -> None:
+        await producer.declare_queues()  # as its workers do when they start
+        await producer.enqueue("report.build", {"n": 1})
+        await pushed.send("hello")
+        await producer.close()
+
+    asyncio.run(produce())
+    for app in (App(database_url), producer):  # without the app's code, then with it
+        with serve(app) as client:
+            for queue, code in (("pushed", "has_consumer"), ("reports", "job_queue")):
+                base = f"/client/v4/accounts/acc/queues/{queue}"
+                for path in (f"{base}/messages/pull", f"/queues/{queue}/messages/pull"):
+                    refused = client.post(path, json={})
+                    assert refused.status_code == 409, (path, refused.text)
+                    assert code in refused.text
+            depth = client.get("/queues/pushed").json()["queue"]["depth"]
+            assert depth["ready"] == 1 and depth["leased"] == 0
+    assert asyncio.run(_job_states(database_url)) == ["pending"]
+
+
+async def _job_states(database_url: str) -> list[str]:
+    app = App(database_url)
+    try:
+        return [str(job.status) for job in (await app.read.jobs()).jobs]
+    finally:
+        await app.close()
+
+
+def test_a_wrangler_http_pull_queue_takes_no_python_consumer(tmp_path: Path) -> None:
+    """A `type = "http_pull"` consumer is the queue's one consumer; binding a Python
+    batch consumer to it as well was accepted (two consumers, each stealing the other's
+    messages)."""
+    wrangler = tmp_path / "wrangler.toml"
+    wrangler.write_text('[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\n')
+    app = App(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    app.use_wrangler(str(wrangler))
+    with pytest.raises(DuplicateConsumer, match=r"exports.*http_pull"):
+
+        @app.get_queue("exports").consumer
+        async def consume(batch: MessageBatch[object]) -> None: ...
+
+    with pytest.raises(InvalidJobConfig, match=r"exports.*http_pull"):
+
+        @app.job("export.run", queue="exports")
+        async def run(payload: dict[str, int]) -> None: ...
+
+    # Declared in code first, then named an http_pull consumer by the file: refused too.
+    other = App(f"sqlite:///{tmp_path / 'other.sqlite'}")
+
+    @other.job("export.run", queue="exports")
+    async def run_first(payload: dict[str, int]) -> None: ...
+
+    with pytest.raises(DuplicateConsumer, match=r"exports.*http_pull.*job types"):
+        other.use_wrangler(str(wrangler))
+    assert other.registry.queue("exports").config.max_batch_timeout == 0  # not redeclared

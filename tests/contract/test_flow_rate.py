@@ -17,6 +17,7 @@ from job_helpers import job_of
 from taskflare import (
     App,
     Concurrency,
+    InvalidJobOption,
     InvalidMessage,
     JobStatus,
     RateLimit,
@@ -311,6 +312,42 @@ async def test_a_claim_that_expects_work_spends_the_tokens_it_takes(app: App) ->
     await app.enqueue_many("b", list(range(800)))
     taken = [len((await claim(app, "spend", 100, expected=True))[0]) for _ in range(9)]
     assert taken == [100] * 7 + [0, 0]
+
+
+async def test_a_key_that_no_limit_of_the_type_uses_is_refused_naming_it(app: App) -> None:
+    """A `rate_key` / `concurrency_key` only means something to a keyed limit: given for
+    a type without one, the job was stored unlimited and its caller never knew. It is
+    refused naming the option, by `enqueue` and `enqueue_many`; nothing is stored."""
+    app.queue("metered", rate_limit="5/s")  # a queue's own limit is one bucket, unkeyed
+    app.job("plain", queue="metered")(lambda p: None)
+    app.job("flat", queue="flat", rate_limit="5/s", max_concurrency=2)(lambda p: None)
+    app.job(
+        "keyed",
+        queue="keyed",
+        rate_limit=RateLimit("5/s", per_key=True),
+        concurrency=Concurrency(2),
+    )(lambda p: None)
+    refusals = {
+        ("plain", "rate_key"): "has no rate limit",
+        ("plain", "concurrency_key"): "has no keyed concurrency limit",
+        ("flat", "rate_key"): "has rate limits, but none per key",
+        ("flat", "concurrency_key"): "has only max_concurrency",
+    }
+    for (type, field), why in refusals.items():
+        keys = {field: "acme"}
+        for many in (False, True):
+            with pytest.raises(InvalidJobOption) as refused:
+                if many:
+                    await app.enqueue_many(type, [{}, {}], **keys)
+                else:
+                    await app.enqueue(type, {}, **keys)
+            assert refused.value.fields == (field,), refused.value
+            assert str(refused.value).startswith(f"{field} was given, but job type {type!r} {why}")
+    assert (await app.list_jobs()).jobs == []
+    # A type whose limits use the keys takes them.
+    await app.enqueue("keyed", {}, rate_key="acme", concurrency_key="7")
+    await app.enqueue_many("keyed", [{}], rate_key="acme", concurrency_key="7")
+    assert len((await app.list_jobs()).jobs) == 2
 
 
 @pytest.mark.parametrize("bad", ["", "a\x7fb", "a\x85b", "\ud800", "x" * 201, 5.5])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskflare import App, AppCodeRequired, Concurrency, RateLimit, Unique
+from taskflare import App, AppCodeRequired, Concurrency, InvalidJobOption, RateLimit, Unique
 
 
 def _declare(url: str) -> App:
@@ -67,6 +67,29 @@ async def test_a_limit_keyed_by_a_function_is_refused_naming_the_app(database_ur
         # A per-key rate limit without a function takes the key given (or none).
         job = await producer.enqueue("limited", {"tenant": "a"}, strict=False, rate_key="a")
         assert job.queue == "partner-api"
+    finally:
+        await producer.close()
+        await app.close()
+
+
+async def test_a_key_no_stored_limit_uses_is_refused_naming_it(database_url: str) -> None:
+    """Without the app's code the stored declarations say which keys a type's limits use:
+    `rate_key` for `static` (an unkeyed rate) or for a type with no stored limits, or
+    `concurrency_key` for `limited`, is refused naming the option; nothing is stored."""
+    app = _declare(database_url)
+    await app.declare_queues()
+    producer = await _without_code(database_url)
+    try:
+        for type, field in (
+            ("static", "rate_key"),
+            ("static", "concurrency_key"),
+            ("limited", "concurrency_key"),
+            ("once", "rate_key"),
+        ):
+            with pytest.raises(InvalidJobOption, match="as the app's workers stored") as refused:
+                await producer.enqueue(type, {"user": 1}, strict=False, **{field: "k"})
+            assert refused.value.fields == (field,)
+        assert (await producer.read.jobs()).jobs == []
     finally:
         await producer.close()
         await app.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -295,3 +297,73 @@ async def test_an_answer_that_is_not_the_apis_fails_instead_of_an_empty_or_cut_r
     assert done.status is JobStatus.FAILED and done.result is None, done.result
     assert done.attempts > 1  # retried: a cut stream may come whole next time
     assert "stream ended before [DONE] after 1 events" in (done.error or "")
+
+
+async def test_a_network_failure_names_the_host_and_no_credentials(
+    contrib_app: App, ai: Ai, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connection refused, a name that does not resolve, a failed TLS handshake and no
+    answer in time each name the host (and port) the job tried, as the webhook and crawl
+    types do; the job is retried (a RuntimeError). Not the URL's password or query, nor
+    the API key. Before: `cannot reach the AI endpoint: ConnectError`, naming nothing."""
+    caplog.set_level(logging.DEBUG)
+    base, _ = ai
+    port = base.split(":")[2].split("/")[0]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    free = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connection refused
+    secrets = ("hunter2-pw", "qs-3cret", "sk-local-test-key")
+    cases = {
+        "https://bob:hunter2-pw@no-such-host.invalid/v1?api-key=qs-3cret": (
+            "the AI endpoint no-such-host.invalid did not resolve ("
+        ),
+        f"http://127.0.0.1:{free}/v1?api-key=qs-3cret": (
+            f"cannot reach the AI endpoint 127.0.0.1:{free}: connection refused"
+        ),
+        f"https://127.0.0.1:{port}/v1": (  # the local server speaks plain HTTP
+            f"cannot reach the AI endpoint 127.0.0.1:{port}: TLS handshake failed ("
+        ),
+        base: f"the AI endpoint 127.0.0.1:{port} did not answer within 0.2s",
+    }
+    jobs = []
+    for n, (url, _) in enumerate(cases.items()):
+        config = AiSettings(base_url=url, api_key="sk-local-test-key", timeout=0.2)
+        embed, write = f"embed-{n}", f"write-{n}"
+        contrib_app.use(
+            contrib.embeddings(config, name=embed, retry=NO_WAIT, max_attempts=1),
+            contrib.content(config, name=write, retry=NO_WAIT, max_attempts=1),
+        )
+        jobs.append(await contrib_app.enqueue(embed, {"text": "x", "model": "slow"}))
+        jobs.append(
+            await contrib_app.enqueue(write, {"prompt": "x", "model": "slow", "stream": True})
+        )
+    for job, expected in zip(jobs, [e for e in cases.values() for _ in range(2)], strict=True):
+        done = await finished(contrib_app, job.id)
+        error = done.error or ""
+        assert done.status is JobStatus.FAILED and error.startswith("RuntimeError: "), error
+        assert expected in error, (job.type, error)
+    shown = str([(await job_of(contrib_app, j.id)).to_dict() for j in jobs]) + caplog.text
+    for secret in secrets:
+        assert secret not in shown
+
+
+async def test_a_base_url_with_a_query_keeps_it_after_the_api_path(
+    contrib_app: App, ai: Ai
+) -> None:
+    """Azure OpenAI's base URLs carry `?api-version=...`: the path goes before it (it was
+    appended after the query, so the request went to the base's own path)."""
+    base, calls = ai
+    use_ai(contrib_app, f"{base}/?api-version=2024-10-21")
+    embedded = await contrib_app.enqueue("generate-embedding", {"text": "a", "model": EMBED_MODEL})
+    written = await contrib_app.enqueue(
+        "generate-content", {"prompt": "hi", "model": CHAT_MODEL, "stream": True}
+    )
+    for job_id in (embedded.id, written.id):
+        done = await finished(contrib_app, job_id)
+        assert done.status is JobStatus.COMPLETED, done.error
+    sent = {(r["path"], r["query"]) for r in calls.requests}
+    assert sent == {
+        (f"{urlsplit(base).path}/embeddings", "api-version=2024-10-21"),
+        (f"{urlsplit(base).path}/chat/completions", "api-version=2024-10-21"),
+    }

@@ -198,6 +198,10 @@ async def test_the_message_id_is_fixed_at_enqueue_and_a_retry_after_sending_does
         ({**EMAIL, "to": "not-an-address"}, "to"),
         ({**EMAIL, "subject": "two\nlines"}, "subject"),
         ({**EMAIL, "headers": {"Bcc": "x@example.com"}}, "headers"),
+        (
+            {**EMAIL, "headers": {"X-Campaign": "a", "x-campaign": "b"}},
+            r"headers: .*'X-Campaign' and 'x-campaign' are given twice",
+        ),
         ({**EMAIL, "attachments": [{"filename": "a", "content": "%%%"}]}, "attachments.0.content"),
         ({**EMAIL, "priority": "high"}, "priority"),
     ],

@@ -162,6 +162,29 @@ async def test_ndjson_over_http_and_csv_from_an_allowed_folder(
     assert done.status is JobStatus.FAILED and "allowed folders" in (done.error or "")
 
 
+async def test_inline_items_with_the_same_key_are_refused_at_enqueue(contrib_app: App) -> None:
+    """Two items with one `key` were both written under it, the later overwriting the
+    earlier, and both counted as imported. Refused at enqueue, naming the field, the key
+    and both items (`7` and `"7"` are one key: keys are stored as text); nothing is stored.
+    Items without a usable key are left to the import to report, as before."""
+    contrib_app.use(contrib.imports(retry=NO_WAIT))
+    items = [{"sku": "A-1", "price": 1}, {"sku": 7}, "not an object", {}, {"sku": "A-1"}]
+    with pytest.raises(InvalidPayload) as refused:
+        await contrib_app.enqueue("batch-import", {"items": items, "namespace": "p", "key": "sku"})
+    message = str(refused.value)
+    assert "items: " in message and "'A-1' is given twice (items 0 and 4)" in message
+    assert "same 'sku'" in message
+    with pytest.raises(InvalidPayload, match=r"items: .*'7' is given twice \(items 0 and 1\)"):
+        await contrib_app.enqueue(
+            "batch-import", {"items": [{"id": 7}, {"id": "7"}], "namespace": "p", "key": "id"}
+        )
+    assert (await contrib_app.list_jobs()).jobs == []
+    # Without `key` each item has a key of its own (job id and position): alike is fine.
+    alike = await contrib_app.enqueue("batch-import", {"items": [{"a": 1}] * 2, "namespace": "p"})
+    done = await finished(contrib_app, alike.id)
+    assert done.status is JobStatus.COMPLETED and done.result["imported"] == 2
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

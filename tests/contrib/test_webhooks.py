@@ -64,6 +64,23 @@ async def test_a_signed_delivery_is_verified_by_the_receiver(
     assert SECRET not in shown and SECRET.removeprefix("whsec_") not in shown
 
 
+async def test_a_user_agent_in_the_payload_replaces_the_default_in_any_case(
+    contrib_app: App, received: Receiver
+) -> None:
+    """`{"user-agent": ...}` was sent beside the default `User-Agent` (two lines, one
+    header): the payload's, whatever its case, is the only one sent."""
+    base, seen = received
+    use_webhooks(contrib_app)
+    for name in ("user-agent", "User-Agent"):
+        job = await contrib_app.enqueue(
+            "webhook-delivery", {"url": f"{base}/ok", "body": {}, "headers": {name: "shop/2.0"}}
+        )
+        assert (await finished(contrib_app, job.id)).status is JobStatus.COMPLETED
+    for request in seen.of("/ok"):
+        agents = [v for k, v in request["header_lines"] if k.lower() == "user-agent"]
+        assert agents == ["shop/2.0"], request["header_lines"]
+
+
 async def test_a_503_is_retried_with_the_same_webhook_id_and_a_fresh_signature(
     contrib_app: App, received: Receiver
 ) -> None:
@@ -265,6 +282,10 @@ async def test_one_slow_host_gets_at_most_its_share_of_deliveries_at_once(
         ({"url": "https://user:pw@example.com/x"}, "url"),
         ({"url": "https://example.com/x", "method": "TRACE"}, "method"),
         ({"url": "https://example.com/x", "headers": {"webhook-id": "x"}}, "headers"),
+        (
+            {"url": "https://example.com/x", "headers": {"X-Tag": "a", "x-tag": "b"}},
+            r"headers: .*'X-Tag' and 'x-tag' are given twice \(items 0 and 1\)",
+        ),
         ({"url": "https://example.com/x", "extra": 1}, "extra"),
     ],
 )

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -270,6 +271,28 @@ def test_bad_input_gets_4xx_naming_the_field(client: httpx.Client) -> None:
     assert "limit" in error_of(client.get("/jobs", params={"limit": 0}), 422)
     assert "status" in error_of(client.get("/jobs", params={"status": "lost"}), 422)
     assert "cursor" in error_of(client.get("/jobs", params={"cursor": "%%%"}), 400)
+
+
+def test_run_at_given_as_a_number_is_refused_not_guessed(client: httpx.Client) -> None:
+    """`runAt` is ISO 8601 text: pydantic alone read a number (or a text of digits) as
+    epoch seconds, or as milliseconds above 2e10, so 1e10 ms became the year 2286 and
+    2.1e10 s became 1970. Every number is refused, naming the field; nothing is stored."""
+    for value in (1767225600, 1767225600000, 2.1e10, 0, "1767225600", " 1767225600000 ", True):
+        response = client.post(
+            "/jobs", json={"type": "send-email", "payload": EMAIL, "runAt": value}
+        )
+        message = error_of(response, 422)
+        assert message.startswith("runAt: must be an ISO 8601 timestamp"), (value, message)
+        assert "delaySeconds" in message and response.json()["code"] == "invalid"
+    assert client.get("/jobs").json()["count"] == 0
+    tomorrow = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    paris_summer = tomorrow.astimezone(timezone(timedelta(hours=2)))
+    fine = enqueue(client, runAt=paris_summer.isoformat())
+    stored = client.get(f"/jobs/{fine}").json()["job"]["runAt"]
+    # The same moment (give or take the enqueue's own time: the delay is what is stored),
+    # not hours or years off.
+    when = datetime.fromisoformat(stored.replace("Z", "+00:00"))
+    assert abs(when - tomorrow) < timedelta(minutes=1)
 
 
 def test_a_body_sent_as_form_encoding_is_refused_with_415(client: httpx.Client) -> None:

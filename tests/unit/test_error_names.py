@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -66,6 +67,13 @@ def test_enqueue_argument_errors_are_validation_errors_naming_their_fields(app: 
 def test_limits_are_said_with_a_date_or_units(app: App) -> None:
     with pytest.raises(InvalidDelay, match=r"run_at 2\d{3}-\d\d-\d\dT.*days away"):
         app.prepare_job("hello", {}, run_at=datetime.now(UTC) + timedelta(days=800))
+    # Epoch milliseconds are not guessed: refused, saying run_at counts seconds.
+    in_an_hour_ms = (time.time() + 3600) * 1000
+    with pytest.raises(InvalidDelay, match=r"milliseconds\? run_at is in seconds\)$"):
+        app.prepare_job("hello", {}, run_at=in_an_hour_ms)
+    with pytest.raises(InvalidDelay) as far:  # seconds too far away are not milliseconds
+        app.prepare_job("hello", {}, run_at=time.time() + 800 * 86_400)
+    assert "milliseconds" not in str(far.value)
     with pytest.raises(InvalidDelay, match=r"31,536,000 seconds \(one year\)"):
         app.prepare_job("hello", {}, delay_seconds=10**9)
     with pytest.raises(MessageTooLarge, match=r"is 200 0\d\d bytes \(195 KiB\).*131 072 bytes"):

@@ -119,7 +119,7 @@ def test_retry_all_then_message_ack_is_ignored_with_a_warning(
     batch.retry_all()
     batch.messages[0].ack()
     assert outcomes(batch) == [9, 9, 9]
-    assert any("ack() ignored" in w for w in warnings(caplog))
+    assert any("ack() ignored, retry_all() was already called" in w for w in warnings(caplog))
 
 
 def test_ack_after_ack_all_is_silent(caplog: pytest.LogCaptureFixture) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -133,6 +133,29 @@ def one_line(value: str, what: str) -> str:
                 f"{what} must be one line of text without control characters (found {char!r})"
             )
     return value
+
+
+def refuse_repeats(
+    values: Iterable[str | None], why: str, *, fold: Callable[[str], str] | None = None
+) -> None:
+    """`ValueError` for the first value of `values` given twice, naming it and the
+    positions of both (`'k' is given twice (items 0 and 2); <why>`): for payload lists
+    whose items would overwrite one another (a store's keys, header names). `fold`: what
+    makes two values the same (`str.lower` for header names); None values are skipped."""
+    first: dict[str, tuple[int, str]] = {}
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        earlier, seen = first.setdefault(fold(value) if fold else value, (index, value))
+        if earlier != index:
+            what = f"{value!r} is" if seen == value else f"{seen!r} and {value!r} are"
+            raise ValueError(f"{what} given twice (items {earlier} and {index}); {why}")
+
+
+def refuse_repeated_headers(headers: Iterable[str]) -> None:
+    """`ValueError` for a header name given twice in any case (`X-Tag` and `x-tag` are one
+    header: both would be sent, and a receiver keeps either, or joins them)."""
+    refuse_repeats(headers, "header names are case-insensitive: give each once", fold=str.lower)
 
 
 def jittered(seconds: float) -> float:

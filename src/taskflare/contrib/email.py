@@ -28,7 +28,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..context import JobContext
 from ..retry import Backoff, PermanentError
-from .common import ContribSettings, JobOptions, Payload, one_line, redact, register
+from .common import (
+    ContribSettings,
+    JobOptions,
+    Payload,
+    one_line,
+    redact,
+    refuse_repeated_headers,
+    register,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -129,6 +137,7 @@ class SendEmail(Payload):
             if name.lower() in _RESERVED_HEADERS:
                 raise ValueError(f"{name!r} is set by its own field, not in headers")
             one_line(text, f"header {name!r}")
+        refuse_repeated_headers(value or ())
         return value
 
     @model_validator(mode="after")

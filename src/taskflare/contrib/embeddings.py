@@ -18,7 +18,15 @@ from ..documents import check_key, check_namespace
 from ..errors import InvalidDocument
 from ..retry import Backoff, PermanentError
 from . import openai_api
-from .common import JobOptions, Payload, Sink, check_sink, namespace_sink, register
+from .common import (
+    JobOptions,
+    Payload,
+    Sink,
+    check_sink,
+    namespace_sink,
+    refuse_repeats,
+    register,
+)
 from .openai_api import AiSettings
 
 if TYPE_CHECKING:
@@ -54,18 +62,13 @@ class GenerateEmbedding(Payload):
     @field_validator("keys")
     @classmethod
     def _each_key(cls, value: list[str] | None) -> list[str] | None:
-        first: dict[str, int] = {}
         for index, key in enumerate(value or ()):
             try:
                 check_key(key)
             except InvalidDocument as exc:
                 raise ValueError(f"item {index}: {exc}") from None
-            if key in first:  # one vector would overwrite the other under that key
-                raise ValueError(
-                    f"{key!r} is given twice (items {first[key]} and {index}); "
-                    "each text needs a key of its own"
-                )
-            first[key] = index
+        # One vector would overwrite the other under a key given twice.
+        refuse_repeats(value or (), "each text needs a key of its own")
         return value
 
     @model_validator(mode="after")

@@ -21,7 +21,14 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import httpx
 import orjson
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import SettingsConfigDict
 
 from ..context import JobContext
@@ -36,9 +43,11 @@ from .common import (
     check_sink,
     namespace_sink,
     raise_for_http_status,
+    refuse_repeats,
     register,
 )
 from .net import DestinationPolicy, check_url, pinned_request, redirect_target
+from .network_errors import network_failure
 
 if TYPE_CHECKING:
     from ..app import App
@@ -52,11 +61,12 @@ class BatchImport(Payload):
     "namespace": "products"}`)."""
 
     namespace: str
+    # Before `items`, whose check reads it.
+    key: str | None = Field(default=None, min_length=1, max_length=200)
     items: list[Any] | None = None
     url: str | None = None
     file: str | None = None
     format: Literal["ndjson", "csv"] | None = None
-    key: str | None = Field(default=None, min_length=1, max_length=200)
     strict: bool = False
 
     @field_validator("namespace")
@@ -66,6 +76,20 @@ class BatchImport(Payload):
             return check_namespace(value)
         except InvalidDocument as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("items")
+    @classmethod
+    def _keys_once(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        """Two inline items with the same `key` would be written under one key, the later
+        overwriting the earlier while both count as imported: refused at enqueue. (An
+        item without a usable key is reported by the import, with its index.)"""
+        field = info.data.get("key")
+        if value is not None and field is not None:
+            refuse_repeats(
+                (_key_text(item.get(field)) if isinstance(item, dict) else None for item in value),
+                f"items with the same {field!r} would overwrite one another",
+            )
+        return value
 
     @field_validator("url")
     @classmethod
@@ -128,6 +152,14 @@ def _records(source: IO[bytes], fmt: str) -> Iterator[Any]:
             yield ValueError(f"not JSON: {exc}")
 
 
+def _key_text(value: Any) -> str | None:
+    """An item's key field as the key it is stored under (`7` and `"7"` are one key), or
+    None if it cannot be a key (missing, empty, not a string or an integer)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        return None
+    return str(value)
+
+
 def _reason(exc: Exception) -> str:
     """One line saying why an item is invalid (a model's errors name their fields)."""
     if isinstance(exc, ValidationError):
@@ -181,10 +213,10 @@ class ImportRun:
         field = self.payload.key
         if field is None:
             return f"{self.ctx.job_id}:{index:08d}"
-        value = item.get(field)
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        text = _key_text(item.get(field))
+        if text is None:
             raise ValueError(f"key field {field!r} is missing or not a string or integer")
-        return check_key(str(value))
+        return check_key(text)
 
     async def validate_all(self, items: Iterator[Any]) -> None:
         """Strict imports: every item must be valid before anything is written."""
@@ -345,8 +377,8 @@ async def _spool(payload: BatchImport, config: ImportSettings) -> _Spooled:
                         spool.write(block)
                 finally:
                     await response.aclose()
-            except httpx.HTTPError as exc:
-                raise RuntimeError(f"cannot fetch {url.host}: {type(exc).__name__}") from None
+            except httpx.HTTPError as exc:  # (a name that does not resolve: our OSError)
+                raise network_failure(exc, url, config.timeout, "the source at") from None
         fmt = _format_of(payload, url.path, response.headers.get("content-type", ""))
         return _Spooled(spool, fmt, size)
     except BaseException:

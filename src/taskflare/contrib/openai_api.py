@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import Field, SecretStr
@@ -18,6 +19,7 @@ from pydantic_settings import SettingsConfigDict
 from ..retry import PermanentError
 from .common import ContribSettings, raise_for_http_status, redact
 from .net import read_limited
+from .network_errors import network_failure
 
 MAX_ERROR_BYTES = 64 * 1024  # what of an error answer is read for its message
 
@@ -63,8 +65,17 @@ def _provider_message(raw: bytes, settings: AiSettings) -> str:
     return redact(message, key)
 
 
+def _unreachable(exc: httpx.TransportError, settings: AiSettings) -> RuntimeError:
+    """A network error naming the host of `base_url` (never its key, user, path or
+    query), retried with the job's backoff."""
+    return network_failure(exc, settings.base_url, settings.timeout, "the AI endpoint")
+
+
 def _url(settings: AiSettings, path: str) -> str:
-    return settings.base_url.rstrip("/") + "/" + path
+    """`<base_url>/<path>`, the path joined to the base's path: a query the base carries
+    (Azure OpenAI's `?api-version=...`) stays a query, after the joined path."""
+    base = urlsplit(settings.base_url)
+    return urlunsplit(base._replace(path=base.path.rstrip("/") + "/" + path))
 
 
 async def _raise_for_error(response: httpx.Response, settings: AiSettings) -> None:
@@ -89,12 +100,8 @@ async def call(settings: AiSettings, path: str, body: dict[str, Any]) -> dict[st
             ) as response:
                 await _raise_for_error(response, settings)
                 await response.aread()
-        except httpx.TimeoutException:
-            raise RuntimeError(
-                f"the AI endpoint did not answer within {settings.timeout:g}s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:  # timeouts too
+            raise _unreachable(exc, settings) from None
         try:
             data = response.json()
         except ValueError:  # not JSON, or not UTF-8
@@ -143,12 +150,8 @@ async def stream(
                     yield event
                 if not events:
                     raise PermanentError(_not_the_api(response, "an event stream"))
-        except httpx.TimeoutException:
-            raise RuntimeError(
-                f"the AI endpoint did not answer within {settings.timeout:g}s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise RuntimeError(f"cannot reach the AI endpoint: {type(exc).__name__}") from None
+        except httpx.TransportError as exc:  # timeouts too
+            raise _unreachable(exc, settings) from None
     # The answer ended without `[DONE]`: what came is not the whole text (retried).
     raise RuntimeError(
         f"the AI endpoint's stream ended before [DONE] after {events} events: "

@@ -33,9 +33,11 @@ from .common import (
     jittered,
     one_line,
     raise_for_http_status,
+    refuse_repeated_headers,
     register,
 )
 from .net import DestinationPolicy, check_url, pinned_fetch, redirect_target
+from .network_errors import network_failure
 
 if TYPE_CHECKING:
     from ..app import App
@@ -78,6 +80,7 @@ class WebhookDelivery(Payload):
             if name.lower() in _HOP_BY_HOP | _SIGNATURE_HEADERS:
                 raise ValueError(f"header {name!r} is set by taskflare")
             one_line(text, f"header {name!r}")
+        refuse_repeated_headers(value or ())
         return value
 
     @field_validator("id")
@@ -211,7 +214,10 @@ async def _deliver(
     ctx: JobContext,
 ) -> dict[str, Any]:
     content, content_type = encode_body(payload.body)
-    headers = {"User-Agent": settings.user_agent, **(payload.headers or {})}
+    headers = dict(payload.headers or {})
+    # The payload's own User-Agent, in any case, replaces the default (both were sent).
+    if not any(k.lower() == "user-agent" for k in headers):
+        headers = {"User-Agent": settings.user_agent, **headers}
     if content_type and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = content_type
     assert payload.id is not None
@@ -236,12 +242,8 @@ async def _deliver(
                     headers=headers,
                     content=content,
                 )
-            except httpx.TimeoutException:
-                raise RuntimeError(
-                    f"{target.host} did not answer within {settings.timeout:g}s"
-                ) from None
-            except (httpx.TransportError, OSError) as exc:
-                raise RuntimeError(f"cannot reach {target.host}: {type(exc).__name__}") from None
+            except (httpx.TransportError, OSError) as exc:  # timeouts too
+                raise network_failure(exc, target, settings.timeout) from None
             location = redirect_target(response, target)
             if location is None:
                 break

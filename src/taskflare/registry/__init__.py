@@ -61,6 +61,11 @@ class QueueSpec:
     implicit: bool = False
     rate_limit: RateLimit | None = None
     jobs: bool = False
+    # Consumed over HTTP only (a wrangler `type = "http_pull"` consumer): no batch consumer.
+    pull_only: bool = False
+    # The kind the database stores for a queue this app knows only from there (the app
+    # that declared it has a consumer or job types this one lacks).
+    stored_kind: str | None = None
 
     @property
     def name(self) -> str:
@@ -101,6 +106,18 @@ class QueueSpec:
         if job_type is not None and job_type.limits is not None and job_type.limits.active:
             buckets += job_type.limits.buckets(payload, **keys)
         return buckets
+
+    @property
+    def pull_refusal(self) -> str | None:
+        """Why a pull consumer may not pull this queue (None: it may): a job queue's jobs
+        are run by taskflare workers, and a queue with a batch consumer has its one
+        consumer (Cloudflare: one consumer per queue, a Worker or an HTTP pull one)."""
+        kind = self.kind or self.stored_kind
+        if kind == JOBS:
+            return JOBS
+        if kind == MESSAGES:
+            return MESSAGES
+        return None
 
     @property
     def kind(self) -> str | None:
@@ -163,6 +180,11 @@ class Registry:
                 f"queue {name!r} is a job queue ({runs}); "
                 "a message consumer needs a queue of its own"
             )
+        if spec.pull_only:
+            raise DuplicateConsumer(
+                f"queue {name!r} has an http_pull consumer (its wrangler file says so); "
+                "each queue has exactly one consumer, a batch consumer or a pull consumer"
+            )
         if spec.consumer is not None:
             raise DuplicateConsumer(
                 f"queue {name!r} already has a consumer "
@@ -170,6 +192,23 @@ class Registry:
                 "each queue has exactly one"
             )
         spec.consumer = consumer
+
+    def set_pull_only(self, name: str) -> None:
+        """Mark queue `name` as consumed over HTTP only (a wrangler `http_pull` consumer):
+        `DuplicateConsumer` if it has a batch consumer or job types already."""
+        self.check_pullable(name)
+        self.queue(name).pull_only = True
+
+    def check_pullable(self, name: str) -> None:
+        """`DuplicateConsumer` unless queue `name` may take an http_pull consumer (it has
+        no batch consumer and no job types)."""
+        spec = self.queue(name)
+        if spec.kind is not None:
+            raise DuplicateConsumer(
+                f"queue {name!r} has an http_pull consumer (its wrangler file says so) and "
+                f"already runs {'job types' if spec.kind == JOBS else 'a batch consumer'}; "
+                "each queue has exactly one consumer"
+            )
 
     def runnable(self, names: Sequence[str] = ()) -> dict[str, QueueSpec]:
         """The queues a worker consumes: those named (each must have a consumer or job
@@ -197,10 +236,10 @@ class Registry:
             # Jobs are delivered as soon as they are ready: no waiting for a batch to fill.
             config = QueueConfig.create(job_type.queue, max_batch_size=10, max_batch_timeout=0)
             spec = self.queues[job_type.queue] = QueueSpec(config, implicit=True)
-        if spec.consumer is not None:
+        if spec.consumer is not None or spec.pull_only:
+            which = "an http_pull consumer" if spec.pull_only else "a message consumer"
             raise InvalidJobConfig(
-                f"queue {job_type.queue!r} has a message consumer; job types need a queue "
-                "of their own"
+                f"queue {job_type.queue!r} has {which}; job types need a queue of their own"
             )
         spec.job_types[job_type.name] = job_type
         self.job_types[job_type.name] = job_type
@@ -277,12 +316,22 @@ class Registry:
         self.cron_triggers[trigger.name] = trigger
 
     def cron_trigger(self, name: str) -> CronTrigger:
-        """The trigger called `name`, or `InvalidCronExpression` listing the declared ones."""
+        """The trigger called `name`, else the one trigger whose expression `name` is (as
+        Cloudflare's `/__scheduled?cron=` picks one), or `InvalidCronExpression` listing
+        the declared ones (or the triggers sharing that expression)."""
         trigger = self.cron_triggers.get(name)
-        if trigger is None:
-            known = ", ".join(sorted(self.cron_triggers)) or "none"
-            raise InvalidCronExpression(f"no cron trigger named {name!r} (declared: {known})")
-        return trigger
+        if trigger is not None:
+            return trigger
+        same = sorted(n for n, t in self.cron_triggers.items() if t.schedule.expression == name)
+        if len(same) == 1:
+            return self.cron_triggers[same[0]]
+        if same:
+            raise InvalidCronExpression(
+                f"{name!r} is the expression of {len(same)} triggers ({', '.join(same)}); "
+                "name the one to fire"
+            )
+        known = ", ".join(sorted(self.cron_triggers)) or "none"
+        raise InvalidCronExpression(f"no cron trigger named {name!r} (declared: {known})")
 
     def add_webhook(self, source: WebhookSource) -> None:
         """Accept signed webhooks from `source` (its job type must be registered by serve time)."""

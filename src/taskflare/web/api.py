@@ -26,6 +26,7 @@ from .common import (
     Tokens,
     allowed_methods,
     error_body,
+    internal_error,
     known_query_only,
     said,
 )
@@ -186,9 +187,10 @@ def create_api(
 
     @api.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:
+        # Only what fails outside `EdgeGuard` (which answers the routes' own errors).
         log.exception("unhandled error in the HTTP API")
         return Response(
-            error_body(f"internal error ({type(exc).__name__}); see the server log", "internal"),
+            error_body(internal_error(exc), "internal"),
             status_code=500,
             media_type="application/json",
         )
@@ -231,13 +233,10 @@ def create_api(
 
     @api.post("/webhooks/{source}", tags=["webhooks"], response_model=Envelope, responses=ERRORS)
     async def webhook(source: str, request: Request) -> JSONResponse:
-        # The body first, even for a source that does not exist: a 404 sent while the
-        # body's last bytes were still on their way closed the connection before they
-        # arrived, and they drew a reset that could reach the sender before the 404 did.
-        body = await request.body()
         config = app.webhook_sources.get(source)
-        if config is None:
+        if config is None:  # `EdgeGuard` drops the body before the 404 goes out
             raise ApiError(404, f"no webhook source {source!r}", "unknown_source")
+        body = await request.body()
         try:
             verified = config.verify(body, request.headers)
         except WebhookRejected as exc:

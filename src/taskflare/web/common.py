@@ -82,6 +82,12 @@ def error_body(message: str, code: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
+def internal_error(exc: BaseException) -> str:
+    """What a 500 says of an unexpected error: its type only (its text may quote data or
+    secrets); the traceback goes to the server log."""
+    return f"internal error ({type(exc).__name__}); see the server log"
+
+
 def _token_from_env(name: str) -> str | None:
     value = os.environ.get(name)
     if value is None:
@@ -178,10 +184,12 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             # Refuse without parsing; read (and drop) a moderately sized body first so the
-            # client, still sending, gets the answer instead of a reset connection.
-            if int(declared) <= DISCARD_LIMIT:
+            # client, still sending, gets the answer instead of a reset connection, and
+            # the connection stays open for its next request.
+            drained = int(declared) <= DISCARD_LIMIT
+            if drained:
                 await _discard(receive)
-            await _too_large(send, limit)
+            await _too_large(send, limit, close=not drained)
             return
         received = 0
         too_large = False
@@ -199,7 +207,7 @@ class BodyLimit:
         try:
             await self.app(scope, guarded_receive, send)
         except _BodyTooLarge:
-            await _too_large(send, limit)
+            await _too_large(send, limit, close=True)
 
 
 class _BodyTooLarge(ApiError):
@@ -223,19 +231,12 @@ async def _discard(receive: Receive) -> None:
             return
 
 
-async def _too_large(send: Send, limit: int) -> None:
+async def _too_large(send: Send, limit: int, *, close: bool) -> None:
     body = error_body(_too_large_message(limit), "too_large")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:  # the body was not read to its end
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

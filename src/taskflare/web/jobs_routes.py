@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from ..app import App
 from ..errors import (
@@ -26,6 +28,35 @@ from .security import items_within, no_control_characters
 
 # The longest `GET /jobs/{id}?wait=` long poll [s].
 MAX_WAIT_SECONDS = 60.0
+# Text pydantic would read as epoch seconds or milliseconds ("1767225600").
+# (One way to match each text: linear, whatever its length.)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def iso_8601_only(value: Any) -> Any:
+    """A request model's timestamp as the caller sent it, if it is text that is not a
+    number: pydantic reads a number (or a numeric text) as epoch seconds, or as
+    milliseconds above 2e10, a guess a caller cannot see. `PydanticCustomError` otherwise
+    (422 naming the field)."""
+    if value is None or (isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value)):
+        return value
+    raise PydanticCustomError(
+        "iso_8601",
+        'must be an ISO 8601 timestamp with a UTC offset, e.g. "2030-01-01T09:00:00Z", '
+        "not {given} (a number is not read as epoch seconds or milliseconds; for a delay, "
+        "give delaySeconds)",
+        {"given": _what(value)},
+    )
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the number {value.strip()!r}"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 class EnqueueRequest(BaseModel):
@@ -38,7 +69,8 @@ class EnqueueRequest(BaseModel):
     priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000, strict=True)
     maxAttempts: int | None = Field(default=None, ge=1, le=1000, strict=True)
     delaySeconds: float = Field(default=0, ge=0, le=365 * 86_400, strict=True)
-    runAt: AwareDatetime | None = None  # with a UTC offset: a naive time is refused
+    # ISO 8601 text with a UTC offset: a naive time is refused, and so is a number.
+    runAt: AwareDatetime | None = None
     idempotencyKey: str | None = Field(default=None, min_length=1, max_length=255)
     correlationId: str | None = Field(default=None, min_length=1, max_length=255)
     queue: str | None = Field(default=None, min_length=1, max_length=63)
@@ -48,6 +80,7 @@ class EnqueueRequest(BaseModel):
     check_text = no_control_characters(
         "type", "idempotencyKey", "correlationId", "queue", "rateKey", "concurrencyKey"
     )
+    check_run_at = field_validator("runAt", mode="before")(iso_8601_only)
 
 
 class EnqueueResponse(BaseModel):

@@ -21,6 +21,7 @@ from ..errors import (
 from ..queue import Queue
 from ..worker.pull import (
     MAX_PULL_BATCH,
+    HasConsumer,
     NotPullable,
     QueuePaused,
     ack,
@@ -134,9 +135,10 @@ class PullRequest(BaseModel):
         return self
 
     @property
-    def timeout_ms(self) -> int:
-        """The lease length asked for, in milliseconds (default 30 s)."""
-        return self.visibility_timeout_ms or self.visibility_timeout or 30_000
+    def timeout_ms(self) -> int | None:
+        """The lease length asked for, in milliseconds; None when the request names none
+        (the queue's own `visibility_timeout` then, 30 s unless declared otherwise)."""
+        return self.visibility_timeout_ms or self.visibility_timeout
 
 
 class LeaseAck(BaseModel):
@@ -158,7 +160,8 @@ class LeaseRetry(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelled field is an error, not ignored
 
     lease_id: str
-    delay_seconds: float = Field(default=0, ge=0, le=86_400, strict=True)
+    # None: the queue's `retry_delay` (Cloudflare's consumer default); 0 overrides it.
+    delay_seconds: float | None = Field(default=None, ge=0, le=86_400, strict=True)
 
 
 class AckRequest(BaseModel):
@@ -320,15 +323,15 @@ def queue_router(app: App) -> APIRouter:
 async def pull_result(app: App, name: str, request: PullRequest) -> dict[str, Any]:
     """Lease up to `batch_size` messages of queue `name` (declared or stored) for a pull
     consumer: Cloudflare's pull `result` (`message_backlog_count`, `messages`)."""
+    spec = app.registry.queue(name)
+    asked = request.timeout_ms
+    timeout = spec.config.visibility_timeout if asked is None else asked / 1000
     try:
-        pulled = await pull(
-            await app.backend(),
-            app.registry.queue(name),
-            request.batch_size,
-            request.timeout_ms / 1000,
-        )
+        pulled = await pull(await app.backend(), spec, request.batch_size, timeout)
     except QueuePaused as exc:
         raise ApiError(409, said(exc), "queue_delivery_paused") from None
+    except HasConsumer as exc:
+        raise ApiError(409, said(exc), "has_consumer") from None
     except NotPullable as exc:
         raise ApiError(409, said(exc), "job_queue") from None
     messages = [

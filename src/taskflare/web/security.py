@@ -3,7 +3,8 @@
 `EdgeGuard` (ASGI) decides before anything reads a body: control characters in the path
 or query (400), the `Host` (400 `invalid_host`, against DNS rebinding), the `Origin` of a
 state-changing request (403 `forbidden_origin`, against forged cross-site requests), the
-bearer token (401), the `Content-Type` of a body (415), and a deadline for the body (408).
+bearer token (401), the `Content-Type` of a body (415), and a deadline for the body (408);
+a body still unread when any answer starts is read and dropped first (`request_body`).
 `StrictJsonBody` refuses what is not JSON (`NaN`, `Infinity`) before FastAPI parses it.
 `HeaderTimeoutH11Protocol` closes connections that do not finish their request headers in
 time. The threat model and every setting are in docs/security.md.
@@ -43,7 +44,6 @@ from ..errors import (
 )
 from .common import (
     BEARER_CHALLENGE,
-    DEFAULT_BODY_LIMIT,
     INVALID_TOKEN_CHALLENGE,
     ApiError,
     Receive,
@@ -51,8 +51,10 @@ from .common import (
     Send,
     Tokens,
     error_body,
+    internal_error,
 )
 from .failures import API_LIMITS, FailureLimit, client_address, too_many
+from .request_body import BodyTimeout, RequestBody, has_body
 
 log = logging.getLogger("taskflare.http")
 
@@ -252,7 +254,9 @@ def _split_origin(value: str) -> tuple[str, str, int] | None:
 
 class EdgeGuard:
     """ASGI middleware: refuse what must not reach the routes, before any body is read;
-    give the body a deadline; add the hardening headers to every answer."""
+    give the body a deadline; before any answer that starts with the body unread (its
+    own refusals, the router's 404 and 405, a route's early error), read and drop the
+    body (`request_body`); add the hardening headers to every answer."""
 
     def __init__(self, app: Any, tokens: Tokens, security: HttpSecurity) -> None:
         self.app = app
@@ -265,54 +269,46 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        body_done = not _has_body(headers)
+        body = RequestBody(scope, receive, self.security.body_timeout)
         started = False
 
         async def guarded_send(message: MutableMapping[str, Any]) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                # An answer that did not need the body (a refusal, a 404, a 405): read
+                # and drop what the client is still sending first, so that it gets the
+                # answer, not a reset connection (see `request_body`).
+                await body.drain()
                 message = dict(message)
                 out = list(message.get("headers") or [])
                 present = {name.lower() for name, _ in out}
                 out += [(name, value) for name, value in _API_HEADERS if name not in present]
-                if not body_done and b"connection" not in present:
+                if not body.done and b"connection" not in present:
                     # The body was not read: the connection cannot carry another request.
                     out.append((b"connection", b"close"))
                 message["headers"] = out
             await send(message)
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.security.body_timeout
-
-        async def timed_receive() -> MutableMapping[str, Any]:
-            nonlocal body_done
-            if body_done:  # after the body: waiting for a disconnect has no deadline
-                return await receive()
-            try:
-                async with asyncio.timeout(deadline - loop.time()):
-                    message = await receive()
-            except TimeoutError:
-                raise _BodyTimeout(self.security.body_timeout) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
         refusal = self._refusal(scope, headers)
         if refusal is not None:
-            # Read and drop a refused body (unparsed, within the deadline, up to 1 MiB) so
-            # that a client still sending gets the answer rather than a reset connection.
-            with contextlib.suppress(_BodyTimeout):
-                await _discard(timed_receive, DEFAULT_BODY_LIMIT)
             await _answer(guarded_send, *refusal)
             return
         try:
-            await self.app(scope, timed_receive, guarded_send)
-        except _BodyTimeout as exc:
+            await self.app(scope, body.receive, guarded_send)
+        except BodyTimeout as exc:
             if started:
                 raise
             log.info("%s %s: %s", scope["method"], scope["path"], exc.detail)
             await _answer(guarded_send, 408, exc.detail, "timeout")
+        except Exception as exc:
+            if started:
+                raise
+            # Answered here rather than by Starlette's outermost error middleware, so that
+            # a 500 gets what every answer gets: the drain, the hardening headers, and,
+            # under /client/v4/, Cloudflare's error shape.
+            log.exception("unhandled error in the HTTP API")
+            await _answer(guarded_send, 500, internal_error(exc), "internal")
 
     def _refusal(
         self, scope: Scope, headers: dict[bytes, bytes]
@@ -371,7 +367,7 @@ class EdgeGuard:
             method in _STATE_CHANGING
             and not webhook
             and not path.startswith(DASHBOARD)
-            and _has_body(headers)
+            and has_body(headers)
             and not _is_json(headers.get(b"content-type", b""))
         ):
             return (
@@ -397,7 +393,7 @@ class StrictJsonBody:
             scope["type"] != "http"
             or scope["method"] not in _STATE_CHANGING
             or scope["path"].startswith("/webhooks/")
-            or not _has_body(headers)
+            or not has_body(headers)
             or not _is_json(headers.get(b"content-type", b""))
         ):
             await self.app(scope, receive, send)
@@ -465,19 +461,6 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-class _BodyTimeout(ApiError):
-    """Raised while reading a body past its deadline. An HTTP error, so that FastAPI's body
-    parsing lets it through; the API's handler or `EdgeGuard` answers 408."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            408,
-            f"the request body did not arrive within {seconds:g} s",
-            "timeout",
-            headers={"connection": "close"},
-        )
-
-
 async def _answer(
     send: Send,
     status: int,
@@ -500,22 +483,8 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _discard(receive: Receive, limit: int) -> None:
-    received = 0
-    while received <= limit:
-        message = await receive()
-        received += len(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return
-
-
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("latin-1")
-
-
-def _has_body(headers: dict[bytes, bytes]) -> bool:
-    length = headers.get(b"content-length", b"").strip()
-    return b"transfer-encoding" in headers or (length.isdigit() and int(length) > 0)
 
 
 def _is_json(content_type: bytes) -> bool:

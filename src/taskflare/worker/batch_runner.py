@@ -46,10 +46,10 @@ from ..policy import (
     acked,
 )
 from ..policy import decide as decide_one
-from ..raised import describe, ignored_cancel, is_stop
+from ..raised import call_carrying, describe, ignored_cancel, is_stop, raised_by
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
-from ..text import clean_text
+from ..text import MAX_TRACEBACK_CHARS, clean_text, clip
 from .early_acks import EarlyAcks
 from .settle import OutcomeBuffer, merge
 from .tracebacks import user_traceback
@@ -174,6 +174,7 @@ async def run_handler(
     or the error text on failure."""
     consumer = spec.consumer
     assert consumer is not None
+    own = asyncio.current_task()
 
     async def call() -> None:
         if consumer.is_async:
@@ -181,7 +182,9 @@ async def run_handler(
         else:
             # In a copy of this task's context, as for sync job handlers.
             run = contextvars.copy_context().run
-            await asyncio.get_running_loop().run_in_executor(pool, run, consumer.handler, batch)
+            await asyncio.get_running_loop().run_in_executor(
+                pool, run, call_carrying, consumer.handler, batch
+            )
 
     try:
         async with asyncio.timeout(consumer.timeout) as scope:
@@ -193,20 +196,22 @@ async def run_handler(
                 )
             else:
                 await call()
-    except TimeoutError as exc:
+    except TimeoutError as timeout:
         if not scope.expired():
-            return user_traceback(exc)
-    except BaseException as exc:
+            return user_traceback(timeout)
+    except BaseException as raised:
+        exc = raised_by(raised)  # what a plain def consumer's thread raised, if carried
         # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
         # and a `CancelledError` of its own included; only this task's cancellation (the
         # worker's shutdown) propagates.
-        if is_stop(exc):
+        if is_stop(exc, own):
             raise
         if scope.expired():  # it swallowed its timeout's cancellation, then raised
             return _timed_out(spec.name, consumer.timeout)
         trace = user_traceback(exc)
         if isinstance(exc, asyncio.CancelledError):
             trace += describe(exc) + "\n"
+        trace = clip(trace, MAX_TRACEBACK_CHARS)  # the log line too
         log.error("consumer of %r raised\n%s", spec.name, trace.rstrip())
         return trace
     else:
@@ -371,7 +376,7 @@ async def _execute_batch(
 
     def decide(error: str | None, shutdown: WorkerShutdown | None = None) -> BatchReport:
         skip = _stop_watching(early, batch)
-        error = None if error is None else clean_text(error)
+        error = None if error is None else clean_text(error, MAX_TRACEBACK_CHARS)
         stopped = "shutdown" if shutdown is not None else error
         settlement = settle_batch(
             spec, batch, claimed, stopped, undecodable, shutdown=shutdown, skip=skip

@@ -47,12 +47,12 @@ from ..policy import (
     WorkerShutdown,
     decide,
 )
-from ..raised import describe, ignored_cancel, is_stop
+from ..raised import call_carrying, describe, ignored_cancel, is_stop, message_of, raised_by
 from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
 from ..retry import Backoff, PermanentError, classify
-from ..text import clean_text
+from ..text import MAX_TRACEBACK_CHARS, clean_text
 from .batch_runner import DEFAULT_CANCEL_GRACE, as_settlement
 from .tracebacks import user_traceback
 
@@ -262,7 +262,7 @@ class JobRunner:
             finished_at,
             decision.attempt_outcome,
             decision.error,
-            None if trace is None else clean_text(trace),
+            None if trace is None else clean_text(trace, MAX_TRACEBACK_CHARS),
         )
         settlement = as_settlement([decision], [attempt])
         return JobReport(decision, settlement, finished_at - entry.started_at)
@@ -330,17 +330,20 @@ class JobRunner:
         self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
     ) -> tuple[Outcome, str | None]:
         """What became of the handler call, and the traceback of an error."""
+        own = asyncio.current_task()
         try:
             result = await self._invoke(job_type, message, ctx)
-        except BaseException as exc:
+        except BaseException as raised:
+            exc = raised_by(raised)  # what a plain def handler's thread raised, if carried
             # Anything the handler raised is its failure: `SystemExit` from a library's
-            # `sys.exit()`, `KeyboardInterrupt`, a `CancelledError` of its own. Only this
-            # task's cancellation (a cancel, the worker's shutdown) stops the job so.
-            if isinstance(exc, GeneratorExit):  # this coroutine is being closed
+            # `sys.exit()`, `KeyboardInterrupt`, a `CancelledError` or a `GeneratorExit`
+            # of its own. Only this task's cancellation (a cancel, the worker's shutdown)
+            # stops the job so, and only this coroutine's closing goes on as such.
+            if isinstance(exc, GeneratorExit) and is_stop(exc, own):
                 raise
             if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
                 return Cancelled(), None
-            if is_stop(exc):
+            if is_stop(exc, own):
                 return WorkerShutdown(), None
             snoozed = _snoozed(exc, job_type)
             if snoozed is not None:
@@ -349,7 +352,7 @@ class JobRunner:
         if ctx.cancelled:
             return Cancelled(), None
         if isinstance(result, Snooze):  # `return ctx.snooze(seconds)`
-            return Snoozed(result.seconds, str(result)), None
+            return Snoozed(result.seconds, message_of(result)), None
         if result is None:  # most handlers return nothing: no encoding to check
             return Succeeded(b"null"), None
         try:
@@ -366,7 +369,9 @@ class JobRunner:
         try:
             payload = job_type.load(message.body)
         except Exception as exc:
-            raise PermanentError(f"stored payload no longer matches the job type: {exc}") from exc
+            raise PermanentError(
+                f"stored payload no longer matches the job type: {message_of(exc)}"
+            ) from exc
         args = (payload, ctx) if job_type.takes_context else (payload,)
         hooks = self.registry.hooks
         run: Callable[[], Awaitable[Any]]
@@ -393,7 +398,7 @@ class JobRunner:
     async def _call(self, job_type: JobType, args: tuple[Any, ...]) -> Any:
         if job_type.is_async:
             return await job_type.handler(*args)
-        call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
+        call: Callable[[], Any] = lambda: call_carrying(job_type.handler, *args)  # noqa: E731
         # In a copy of this task's context: what middleware set (and the consumer span of
         # tracing) is current in the handler's thread too, as `asyncio.to_thread` does.
         run = contextvars.copy_context().run
@@ -412,11 +417,12 @@ async def within_timeout(seconds: float, run: Callable[[], Awaitable[Any]]) -> A
     ended: code that swallows its cancellation and returns a result, or raises something
     else, still ran too long (as Celery, Oban and River record it)."""
     scope = asyncio.timeout(seconds)
+    own = asyncio.current_task()
     try:
         async with scope:
             result = await run()
     except BaseException as exc:
-        if scope.expired() and not is_stop(exc):  # a cancel or a shutdown stays one
+        if scope.expired() and not is_stop(exc, own):  # a cancel or a shutdown stays one
             raise JobTimedOut(seconds) from exc
         raise
     if scope.expired():
@@ -428,15 +434,15 @@ def _snoozed(exc: BaseException, job_type: JobType | None) -> Snoozed | None:
     """A handler's request to run again later without spending an attempt, if it is one:
     `Snooze`, `RateLimited`, or an HTTP 429 from a job type with a rate limit."""
     if isinstance(exc, Snooze):
-        return Snoozed(exc.seconds, str(exc))
+        return Snoozed(exc.seconds, message_of(exc))
     if isinstance(exc, RateLimited):
-        return Snoozed(exc.retry_after, str(exc), backoff_keys=True)
+        return Snoozed(exc.retry_after, message_of(exc), backoff_keys=True)
     limits = job_type.limits if job_type is not None else None
     if limits is not None and limits.adaptive:
         verdict = classify(exc)
         if verdict.rate_limited:
             delay = limits.default_retry_after if verdict.delay is None else verdict.delay
-            return Snoozed(delay, f"{type(exc).__name__}: {exc}", backoff_keys=True)
+            return Snoozed(delay, describe(exc), backoff_keys=True)
     return None
 
 

@@ -51,6 +51,11 @@ class NotPullable(InvalidMessage):
     """A job queue cannot be pulled: its jobs are run by taskflare workers."""
 
 
+class HasConsumer(NotPullable):
+    """A queue whose batches a taskflare consumer runs is not pulled too: Cloudflare
+    gives a queue one consumer, a Worker or an HTTP pull consumer."""
+
+
 def encode_lease(message_id: str, lease_id: str, attempts: int) -> str:
     """A pull consumer's per-message lease id: the message, the claim it belongs to, and
     the delivery's attempt number (a later claim of the message has a higher one)."""
@@ -94,10 +99,17 @@ async def pull(
     backend: Backend, spec: QueueSpec, batch_size: int, visibility_timeout: float
 ) -> Pulled:
     """Lease up to `batch_size` ready messages for `visibility_timeout` seconds."""
-    if spec.kind == JOBS:
+    refusal = spec.pull_refusal
+    if refusal == JOBS:
         raise NotPullable(
             f"queue {spec.name!r} runs job types; pull consumers read message queues (jobs "
             "are run by taskflare workers, which record their status and history)"
+        )
+    if refusal is not None:
+        raise HasConsumer(
+            f"queue {spec.name!r} has a consumer (taskflare workers run its batches); a "
+            "queue has one consumer, as on Cloudflare, so it is not pulled as well: pull "
+            "from a queue declared without a consumer"
         )
     await rescue_expired(backend, spec)
     info = await backend.queue_ready_info(ReadyInfoParams(spec.name, BACKLOG_COUNTED))
@@ -133,9 +145,10 @@ async def ack(
     backend: Backend,
     spec: QueueSpec,
     acks: Sequence[str],
-    retries: Sequence[tuple[str, float]],
+    retries: Sequence[tuple[str, float | None]],
 ) -> AckResult:
-    """Apply acks (lease ids) and retries (lease id, delay [s]) of pulled messages."""
+    """Apply acks (lease ids) and retries (lease id, delay [s]) of pulled messages; a
+    retry's delay None is the queue's `retry_delay` (Cloudflare's consumer default)."""
     out = AckResult()
     acked: list[tuple[str, LeaseRef]] = []
     decisions = []
@@ -164,7 +177,8 @@ async def ack(
         delivery = Delivery(
             ref.id, ref.lease_id, attempt, spec.config.max_attempts, spec.config.dead_letter_queue
         )
-        decisions.append(decide(delivery, RetryRequested(delay, PULL_RETRY_REASON)))
+        wait = spec.config.retry_delay if delay is None else delay
+        decisions.append(decide(delivery, RetryRequested(wait, PULL_RETRY_REASON)))
         tokens[ref.id] = token
     retried = as_settlement(decisions)
     settlement = Settlement(

@@ -225,7 +225,13 @@ class Worker:
             LeaseHeartbeat(
                 backend, self.queues, state.held, min(max(min(timeouts) / 3, 0.05), 10.0)
             ),
-            LeaseRescuer(backend, self.queues, min(max(min(timeouts) / 2, 0.1), 15.0)),
+            LeaseRescuer(
+                backend,
+                self.queues,
+                min(max(min(timeouts) / 2, 0.1), 15.0),
+                self.app.registry.hooks,
+                self.stats,
+            ),
             Pruner(backend, self.app.retention),
             StatisticsKeeper(backend, STATISTICS_INTERVAL),
             WorkerReporter(backend, self._report, REPORT_INTERVAL, self.stats.take_minutes),

@@ -34,9 +34,11 @@ from ..backends.base import (
 )
 from ..portal import Portal
 from ..registry import QueueSpec
+from ..registry.hooks import Hooks
 from ..retention import Retention
 from .leases import HeldLeases
 from .rescue import rescue_expired
+from .stats import WorkerStats
 
 log = logging.getLogger("taskflare.worker")
 
@@ -186,15 +188,29 @@ class LeaseRescuer(PeriodicService):
 
     name = "lease-rescuer"
 
-    def __init__(self, backend: Backend, queues: Mapping[str, QueueSpec], interval: float):
+    def __init__(
+        self,
+        backend: Backend,
+        queues: Mapping[str, QueueSpec],
+        interval: float,
+        hooks: Hooks | None = None,
+        stats: WorkerStats | None = None,
+    ):
         super().__init__(interval)
         self._backend = backend
         self._queues = queues
+        self._hooks = hooks
+        self._stats = stats
 
     async def run_once(self) -> None:
-        """One rescue pass over every queue this worker consumes."""
+        """One rescue pass over every queue this worker consumes; its outcomes go to the
+        app's lifecycle listeners (`hooks`), the jobs log and the worker's counters."""
         for spec in self._queues.values():
-            result = await rescue_expired(self._backend, spec)
+            result = await rescue_expired(self._backend, spec, self._hooks)
+            if self._stats is not None:
+                self._stats.record_rescued(
+                    spec.name, result.requeued, result.failed - result.cancelled, result.cancelled
+                )
             if result.requeued or result.failed:
                 log.warning(
                     "queue %r: %d deliveries with expired leases requeued, %d failed "

@@ -69,6 +69,13 @@ class WorkerStats:
         buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
         self.duration_sum[queue] = self.duration_sum.get(queue, 0.0) + duration
 
+    def record_rescued(self, queue: str, retried: int, failed: int, cancelled: int) -> None:
+        """Add the outcomes this worker's lease rescuer stored for deliveries whose worker
+        died (no handler call of this worker: batches, deliveries and durations stay)."""
+        self.retried[queue] += retried
+        self.failed[queue] += failed
+        self.cancelled[queue] += cancelled
+
     def take_minutes(self, now: float | None = None) -> list[StatsMinute]:
         """What happened per queue since the previous call, as deltas for the current
         minute (`now`: epoch seconds), for the stored throughput and latency history."""
