@@ -152,12 +152,16 @@ def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
 
 
 # Wrangler's names for the same commands (`wrangler queues pause-delivery <q>`).
-queues_cli.command("pause-delivery", help="The same as `pause` (wrangler's name for it).")(
-    queues_pause
-)
-queues_cli.command("resume-delivery", help="The same as `resume` (wrangler's name for it).")(
-    queues_resume
-)
+queues_cli.command(
+    "pause-delivery",
+    help="The same as `pause` (wrangler's name for it).\n\n"
+    "Example: taskflare queues pause-delivery emails",
+)(queues_pause)
+queues_cli.command(
+    "resume-delivery",
+    help="The same as `resume` (wrangler's name for it).\n\n"
+    "Example: taskflare queues resume-delivery emails",
+)(queues_resume)
 
 
 @queues_cli.command("purge")
