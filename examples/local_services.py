@@ -367,6 +367,7 @@ def openai_compatible(calls: AiCalls) -> Starlette:  # noqa: C901
         calls.requests.append(
             {
                 "path": request.url.path,
+                "query": request.url.query,
                 "body": body,
                 "authorization": request.headers.get("authorization"),
             }

@@ -23,6 +23,15 @@ from taskflare import App
 hypothesis_settings.register_profile("taskflare", deadline=None)
 hypothesis_settings.load_profile("taskflare")
 
+# `PYTHONPATH=src pytest ...` (a worktree's own code): a relative entry means another
+# folder to a subprocess started elsewhere (a CLI run in tmp_path, a docs block), which
+# then imports the installed taskflare instead, silently. Absolute, it is this code.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(entry) if entry else entry
+        for entry in os.environ["PYTHONPATH"].split(os.pathsep)
+    )
+
 PG_URL = (
     os.environ.get("TASKFLARE_TEST_DATABASE_URL")
     or os.environ.get("TASKFLARE_TEST_POSTGRES_URL")

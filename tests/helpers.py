@@ -16,6 +16,10 @@ from taskflare.backends.base import MessageGetParams, MessageRecord, QueueCounts
 # measure: a passing test never reaches it, and a loaded machine (2 CPUs at load 10-30)
 # makes what takes a second take ten, so it is far from what any wait needs.
 DEADLINE = 60.0
+# How long a test's HTTP client waits for one answer from a server the test started
+# (taskflare serve, an example app) [s]. Generous for the same reason: a guard against
+# a hang, not a check on speed (httpx's default, 5 s, failed answers that were only slow).
+HTTP_TIMEOUT = 30.0
 
 
 async def wait_until(

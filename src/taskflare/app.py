@@ -96,7 +96,8 @@ class App:
 
     `database_url` defaults to `$TASKFLARE_DATABASE_URL`, else `sqlite:///taskflare.db`.
     Nothing connects until first use; a missing database (SQLite file, PostgreSQL
-    schema) is created then, unless `create_database=False`. `retention` says how long
+    schema) is created then, unless `create_database=False` (then `DatabaseNotFound`,
+    a `BackendUnavailable`, on first use). `retention` says how long
     finished jobs are kept; `wait_until_limit` [s] how long shutdown waits for
     `wait_until` work. An App is safe to use from any thread and from successive event
     loops; the `*_sync` methods run on a private loop of their own.

@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import InvalidConfig
 from .numeric import as_float
-from .raised import is_stop
+from .raised import call_carrying, is_stop
 
 log = logging.getLogger("taskflare.background")
 
@@ -152,7 +152,7 @@ def to_awaitable(
         return result
 
     async def call_in_thread() -> Any:
-        outcome = await asyncio.to_thread(fn_or_awaitable, *args, **kwargs)
+        outcome = await asyncio.to_thread(call_carrying, fn_or_awaitable, *args, **kwargs)
         if inspect.isawaitable(outcome):
             # `lambda: send(x)` and other plain functions that return a coroutine: its
             # work is the point, so it runs here (it used to be dropped unawaited).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 import sys
 from typing import Any, Final
 
@@ -126,15 +127,58 @@ class NotStrictJson(ValueError):
     """Text that is not JSON as RFC 8259 has it: `path` names where a NaN, an `Infinity` or
     a number too large for a float is (None when the text is otherwise not JSON)."""
 
-    def __init__(self, detail: str, path: str | None = None) -> None:
+    def __init__(self, detail: str, path: str | None = None, *, message: str = "") -> None:
         self.detail = detail
         self.path = path
         where = path or "the value"
         super().__init__(
-            f"not valid JSON ({detail})"
-            if path is None
-            else f"{where}: {detail} is not a JSON number (send null, or a string)"
+            message
+            or (
+                f"not valid JSON ({detail})"
+                if path is None
+                else f"{where}: {detail} is not a JSON number (send null, or a string)"
+            )
         )
+
+
+# A run of 19 digits: the shortest integer orjson may read as a float (below -2**63).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson reads and writes as an integer
+
+
+def _refuse_wide_ints(data: bytes | str, what: str) -> None:
+    """`NotStrictJson` naming the first integer outside `INT_RANGE`: orjson reads one as
+    a float, so 2**64 was stored as 1.8446744073709552e+19, another number than sent
+    (and the library, which writes with orjson, refuses it)."""
+    try:
+        exact = json.loads(data)
+    except (ValueError, RecursionError):
+        return
+    found = _find_wide_int(exact, what)
+    if found is not None:
+        path, number = found
+        raise NotStrictJson(
+            str(number),
+            path,
+            message=f"{path or 'the value'}: {number} is outside the integer range JSON is "
+            f"stored with ({INT_RANGE[0]} to {INT_RANGE[1]}); send it as a string",
+        )
+
+
+def _find_wide_int(value: Any, path: str) -> tuple[str, int] | None:
+    """The first int outside `INT_RANGE` in parsed JSON, and its path."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not INT_RANGE[0] <= item <= INT_RANGE[1]:
+            return at, item
+        if isinstance(item, dict):
+            stack.extend((v, f"{at}.{k}" if at else str(k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def loads_strict(data: bytes | str, what: str = "") -> Any:
@@ -143,9 +187,13 @@ def loads_strict(data: bytes | str, what: str = "") -> Any:
     (which lenient parsers, Python's `json` among them, turn into infinity) where it is
     below `what`: `payload.items[2]: NaN is not a JSON number`."""
     try:
-        return orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         detail = str(exc)
+    else:
+        if _LONG_DIGITS.search(data if isinstance(data, bytes) else data.encode()):
+            _refuse_wide_ints(data, what)
+        return value
     try:
         lenient = json.loads(data)
     except (ValueError, RecursionError):

@@ -132,6 +132,11 @@ class BackendUnavailable(TaskflareError):
     """The database cannot be reached or refused the operation."""
 
 
+class DatabaseNotFound(BackendUnavailable):
+    """No taskflare database where the URL points (no SQLite file, no migrated PostgreSQL
+    schema), and the caller asked for none to be created (`App(create_database=False)`)."""
+
+
 class StorageRejected(TaskflareError):
     """The database refused a value (it cannot store it); nothing of that write was stored."""
 

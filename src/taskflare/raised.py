@@ -15,13 +15,23 @@ through signal handlers on its loop (`worker.stop`), never as an exception.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def is_stop(exc: BaseException) -> bool:
+def is_stop(exc: BaseException, task: asyncio.Task[Any] | None = None) -> bool:
     """Whether `exc`, caught around user code in the current task, is that task being
-    stopped (re-raise it) rather than the code's failure (record or log it)."""
+    stopped (re-raise it) rather than the code's failure (record or log it).
+
+    `task`: the task running the code, when the caller knows it. A `GeneratorExit`
+    caught while that very task runs was raised by the code itself (a coroutine is
+    closed only while it is suspended, never while its task runs it): a failure like
+    any other. It used to propagate, killing the job's runner and leaving the job
+    `processing` with no history."""
     if isinstance(exc, GeneratorExit):
-        return True
+        return task is None or _current_task() is not task
     if not isinstance(exc, asyncio.CancelledError):
         return False
     try:
@@ -29,6 +39,13 @@ def is_stop(exc: BaseException) -> bool:
     except RuntimeError:  # no running loop: a thread's own code raised it
         return False
     return task is None or task.cancelling() > 0
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
 
 
 def message_of(exc: BaseException) -> str:
@@ -49,3 +66,28 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.CancelledError) and not text:
         text = "raised by the code itself (no cancel was requested; the worker was not stopping)"
     return f"{name}: {text}" if text else name
+
+
+class RaisedInThread(Exception):
+    """Carries out of a worker thread what its code raised that asyncio cannot take:
+    `StopIteration` cannot be set on a future (asyncio logs a `TypeError` and the
+    awaiting job or batch waited for ever, `processing`), and a `GeneratorExit` thrown
+    into the awaiting coroutine closes it instead of reaching its `except`."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(describe(original))
+        self.original = original
+
+
+def call_carrying(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` in a worker thread, its `StopIteration` or `GeneratorExit`
+    carried as `RaisedInThread` (`raised_by` gives it back)."""
+    try:
+        return fn(*args, **kwargs)
+    except (StopIteration, GeneratorExit) as exc:
+        raise RaisedInThread(exc) from exc
+
+
+def raised_by(exc: BaseException) -> BaseException:
+    """What user code raised: `exc`, or what a `RaisedInThread` carries."""
+    return exc.original if isinstance(exc, RaisedInThread) else exc

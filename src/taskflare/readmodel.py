@@ -21,6 +21,7 @@ import orjson
 
 from .backends.base import (
     AttemptRecord,
+    Backend,
     CronNameParams,
     FlowJobHoldParams,
     FlowLimit,
@@ -49,13 +50,13 @@ from .backends.base import (
     WorkerReport,
 )
 from .encoding import JSON, TEXT
-from .errors import InvalidQuery, TaskflareError, UnknownQueue
+from .errors import DatabaseNotFound, InvalidQuery, TaskflareError, UnknownQueue
 from .job_client import JobClient, decode_cursor, encode_cursor, parse_status
 from .jobs import Job, JobAttempt, JobBatch, JobPage, JobStatus
 from .messages import timestamp_from_epoch
 from .registry import JOBS, MESSAGES, Registry
 from .storage import Storage
-from .text import check_text
+from .text import SURROGATE, check_text
 
 # Upper bounds [s] of the stored duration histogram (the worker's DURATION_BUCKETS; the
 # last stored bucket is above all of them).
@@ -232,6 +233,7 @@ class ReadModel:
         pending age, pause flag, settings and consumer kind; or just `name`
         (`UnknownQueue` if it is neither declared nor stored). Each state's count stops at
         `COUNT_LIMIT`; `depthCapped` lists the states that reached it ("more than")."""
+        _refuse_a_name_no_queue_has(name)
         backend = await self._storage.backend()
         counted = await backend.queue_counts(QueueCountsParams(name, count_limit=COUNT_LIMIT))
         rows = {c.name: c for c in counted}
@@ -251,6 +253,7 @@ class ReadModel:
         each state per queue: `capped` lists the counts that reached it ("more than
         10 000"; ready and delayed together, and the oldest ready age then is that of the
         oldest 10 000). The dashboard's live view (`queues()` also counts finished ones)."""
+        _refuse_a_name_no_queue_has(name)
         backend = await self._storage.backend()
         found = {
             d.name: d
@@ -742,35 +745,43 @@ class ReadModel:
         return rows
 
     async def cron(self, upcoming: int = 3) -> list[dict[str, Any]]:
-        """One row per trigger: expression, zone, queue, next runs, last run's outcome."""
-        backend = await self._storage.backend()
+        """One row per trigger: expression, zone, queue, next runs, last run's outcome
+        (`last` None: never ran, as for every trigger while there is no database yet,
+        for an App that does not create one)."""
+        triggers = list(self._registry.cron_triggers.values())
+        try:
+            backend = await self._storage.backend()
+            lasts = {t.name: await self._last_run(backend, t.name) for t in triggers}
+        except DatabaseNotFound:
+            lasts = {}
         now = datetime.now(UTC)
-        rows = []
-        for trigger in self._registry.cron_triggers.values():
-            recent = await backend.cron_recent(CronNameParams(trigger.name, 1))
-            last: dict[str, Any] | None = None
-            if recent:
-                tick = recent[0]
-                outcome = tick.status
-                if tick.job_id:
-                    record = await backend.message_get(MessageGetParams(tick.job_id))
-                    outcome = JobStatus.from_state(record.state).value if record else "pruned"
-                last = {
-                    "scheduledTime": datetime.fromtimestamp(tick.tick, UTC).isoformat(),
-                    "outcome": outcome,
-                    "jobId": tick.job_id,
-                }
-            rows.append(
-                {
-                    "name": trigger.name,
-                    "cron": trigger.schedule.expression,
-                    "tz": trigger.schedule.tz,
-                    "queue": trigger.queue,
-                    "next": [t.isoformat() for t in trigger.schedule.upcoming(now, upcoming)],
-                    "last": last,
-                }
-            )
-        return rows
+        return [
+            {
+                "name": trigger.name,
+                "cron": trigger.schedule.expression,
+                "tz": trigger.schedule.tz,
+                "queue": trigger.queue,
+                "next": [t.isoformat() for t in trigger.schedule.upcoming(now, upcoming)],
+                "last": lasts.get(trigger.name),
+            }
+            for trigger in triggers
+        ]
+
+    async def _last_run(self, backend: Backend, name: str) -> dict[str, Any] | None:
+        """The latest tick of trigger `name` and its job's outcome, or None."""
+        recent = await backend.cron_recent(CronNameParams(name, 1))
+        if not recent:
+            return None
+        tick = recent[0]
+        outcome = tick.status
+        if tick.job_id:
+            record = await backend.message_get(MessageGetParams(tick.job_id))
+            outcome = JobStatus.from_state(record.state).value if record else "pruned"
+        return {
+            "scheduledTime": datetime.fromtimestamp(tick.tick, UTC).isoformat(),
+            "outcome": outcome,
+            "jobId": tick.job_id,
+        }
 
     # -- workers --------------------------------------------------------------------------
 
@@ -1057,3 +1068,13 @@ def _hold_reasons(hold: Mapping[str, Any]) -> list[str]:
         until = f" until {held['until']}" if held.get("until") else " until a running job ends"
         reasons.append(f"waiting on the {what} of {scope}{key}{until}")
     return reasons
+
+
+def _refuse_a_name_no_queue_has(name: str | None) -> None:
+    """`UnknownQueue` for a name holding a lone surrogate (bytes that were not UTF-8):
+    no queue can be called that, and the database would refuse the lookup itself
+    (`StorageRejected`), as an id holding one names no job."""
+    if name is not None and SURROGATE.search(name):
+        raise UnknownQueue(
+            f"no queue named {name!r}: it holds a lone surrogate, which no queue name can"
+        )

@@ -133,7 +133,7 @@ async def test_stats_and_lists_show_a_running_job_as_processing(app: App) -> Non
         page = await app.list_jobs(status="pending")
         assert [j.id for j in page.jobs] == [other.id]
         gate.set()
-        await job.wait(timeout=10)
+        await job.wait(timeout=60)
     stats = await app.stats()
     assert (stats["completed"], stats["pending"], stats["processing"]) == (1, 1, 0)
     assert stats["completionRate"] == "50.00%" and stats["failureRate"] == "0.00%"

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from conftest import _fresh_postgres_url
+from helpers import HTTP_TIMEOUT
 
 CHROMIUM = "/usr/bin/chromium"
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
@@ -69,7 +70,7 @@ class Stack:
     def api(self, token: str = WRITE_TOKEN) -> httpx.Client:
         """The HTTP API with a bearer token."""
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
         )
 
     def enqueue(self, payload: Any, **extra: Any) -> str:
@@ -145,7 +146,7 @@ def stack(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             if proc.poll() is not None:
                 raise AssertionError(f"{name} exited: {(folder / f'{name}.log').read_text()}")
         try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            return httpx.get(f"{url}/health", timeout=HTTP_TIMEOUT).status_code == 200
         except httpx.TransportError:
             return False
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App
 
 from .conftest import Stack, poll
@@ -267,5 +268,5 @@ def test_every_page_loads_only_its_own_assets_under_the_csp(page: Any, stack: St
         assert response.status == 200, path
         assert "script-src 'self'" in response.headers["content-security-policy"]
     assert all(url.startswith(stack.url) for url in requested)
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         assert client.get(f"{stack.dashboard}/static/dashboard.css").status_code == 200

@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
+
 from .conftest import READ_TOKEN, WRITE_TOKEN, Stack, expect_failed_load, poll, sign_in
 
 pytestmark = pytest.mark.xdist_group("dashboard-security")
@@ -91,7 +93,7 @@ def test_forms_need_the_csrf_token_and_gets_change_nothing(page: Any, stack: Sta
     assert got is not None and got.status in (404, 405)
     assert stack.job(job_id)["status"] == "pending"
     # Another site's page cannot post either (the Origin is checked before the token).
-    with httpx.Client() as client:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as client:
         forged = client.post(
             f"{stack.dashboard}/jobs/{job_id}/cancel",
             data={"csrf": "x"},
@@ -152,7 +154,7 @@ def test_the_dashboard_shows_the_numbers_the_api_gives(page: Any, stack: Stack) 
 
 
 def test_api_keeps_its_paths_and_tokens(stack: Stack) -> None:
-    with httpx.Client(base_url=stack.url) as client:
+    with httpx.Client(base_url=stack.url, timeout=HTTP_TIMEOUT) as client:
         assert client.get("/jobs").status_code == 401  # the API still wants its bearer token
         assert client.get("/", headers={"Accept": "application/json"}).json()["dashboard"]
         page = client.get("/dashboard/", follow_redirects=False)

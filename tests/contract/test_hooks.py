@@ -51,7 +51,7 @@ async def test_middleware_wraps_every_job_call_and_sees_what_runs(app: App) -> N
 
     job = await app.enqueue("greet", {"name": "ada"})
     await drain(app)
-    assert await job.wait(timeout=10) == "hi ada+wrapped"
+    assert await job.wait(timeout=60) == "hi ada+wrapped"
     assert calls == [("job", "greet", 1, {"name": "ada"})]
     assert seen_inside == [f"session-for-{job.id}"]
 
@@ -94,7 +94,7 @@ async def test_a_middleware_that_raises_is_the_handler_raising_nothing_is_lost(
 
     job = await app.enqueue("work")
     await drain(app)
-    assert await job.wait(timeout=10) == "done"
+    assert await job.wait(timeout=60) == "done"
     stored = await app.get_job(job.id)
     assert stored is not None
     assert stored.history[0].error == "RuntimeError: the session pool is down"
@@ -233,7 +233,7 @@ async def test_broken_listeners_are_logged_and_the_work_goes_on(
     app.job("x")(lambda payload: "done")
     job = await app.enqueue("x")
     await drain(app)
-    assert await job.wait(timeout=10) == "done"
+    assert await job.wait(timeout=60) == "done"
     assert heard == [job.id]
     messages = [r.getMessage() for r in caplog.records]
     assert any("'succeeded' listener raised" in m for m in messages)

@@ -218,7 +218,7 @@ async def test_retrying_a_pending_running_or_completed_job_is_refused(app: App) 
         with pytest.raises(InvalidJobState, match="processing"):
             await app.retry(running.id)
         gate.set()
-        await running.wait(timeout=10)
+        await running.wait(timeout=60)
     with pytest.raises(InvalidJobState, match="completed"):
         await app.retry(running.id)
     with pytest.raises(JobNotFound):

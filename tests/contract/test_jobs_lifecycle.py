@@ -58,7 +58,7 @@ async def test_job_goes_pending_processing_completed_with_every_field(app: App) 
         assert running.progress_note == "half way"
         assert running.started_at is not None and running.completed_at is None
         gate.set()
-        assert await job.wait(timeout=10) == {"rows": 42}
+        assert await job.wait(timeout=60) == {"rows": 42}
 
     done = await job_of(app, job.id)
     assert done.status is JobStatus.COMPLETED
@@ -97,7 +97,7 @@ async def test_failed_attempt_history_keeps_error_traceback_and_worker(app: App)
 
     job = await app.enqueue("flaky")
     async with running_worker(app) as worker:
-        assert await job.wait(timeout=10) == "ok"
+        assert await job.wait(timeout=60) == "ok"
     done = await job_of(app, job.id)
     assert calls == [1, 2]
     assert done.status is JobStatus.COMPLETED and done.attempts == 2
@@ -206,7 +206,7 @@ async def test_wait_returns_the_result(app: App) -> None:
     app.job("echo")(lambda payload: payload)
     job = await app.enqueue("echo", {"x": [1, 2]})
     async with running_worker(app, WorkerConfig(concurrency=1)):
-        assert await job.wait(timeout=10) == {"x": [1, 2]}
+        assert await job.wait(timeout=60) == {"x": [1, 2]}
 
 
 async def test_wait_raises_job_failed_with_the_job(app: App) -> None:

@@ -59,7 +59,7 @@ async def test_one_slot_per_job_a_worker_runs_at_most_concurrency_jobs(app: App)
         )
         gate.set()
         for job in jobs:
-            await job.wait(timeout=10)
+            await job.wait(timeout=60)
     assert peak == 3
 
 

@@ -86,7 +86,7 @@ async def test_a_buffered_job_keeps_its_lease_while_it_waits(app: App) -> None:
         await wait_until(extended_twice, what="the buffered job's lease to be extended")
         gate.set()
         for job in (first, buffered, more):
-            await job.wait(timeout=10)
+            await job.wait(timeout=60)
     assert order == [first.id, buffered.id, more.id]
     record = await get(app, buffered.id)
     assert record is not None and record.attempts == 1  # delivered once, never rescued
@@ -110,7 +110,7 @@ async def test_a_buffered_job_whose_cancel_is_requested_ends_cancelled_unrun(app
         await wait_until(cancelled, what="the buffered job to end cancelled")
         assert order == [first.id]  # it never ran, and the running job was left alone
         gate.set()
-        await first.wait(timeout=10)
+        await first.wait(timeout=60)
         await wait_until(lambda: len(order) == 2, what="the third job to run")
     assert buffered.id not in order
 

@@ -98,7 +98,7 @@ async def test_a_running_worker_prunes_on_its_interval(database_url: str) -> Non
         app.job("ok")(lambda payload: "done")
         job = await app.enqueue("ok")
         async with running_worker(app):
-            assert await job.wait(timeout=10) == "done"
+            assert await job.wait(timeout=60) == "done"
 
             async def pruned() -> bool:
                 return await app.get_job(job.id) is None

@@ -180,7 +180,7 @@ async def test_a_producer_without_the_code_routes_as_the_stored_settings_say(
         with pytest.raises(UnknownQueue, match="queue 'mail'"):
             await producer.enqueue("report", {}, queue="mail", strict=False)
         assert (await drain(app, ["bulk"])).acked == 1
-        assert await job.wait(timeout=5) == "done on bulk"
+        assert await job.wait(timeout=60) == "done on bulk"
     finally:
         await producer.close()
         await app.close()

@@ -22,6 +22,7 @@ from taskflare import (
     InvalidWebhookConfig,
     JobNotFound,
     RateLimit,
+    UnknownQueue,
 )
 
 LONE = "key-\ud800"
@@ -70,6 +71,19 @@ async def test_an_id_with_a_lone_surrogate_names_no_job(database_url: str) -> No
         for call in (app.cancel, app.retry, app.wait_for_job):
             with pytest.raises(JobNotFound):
                 await call(LONE)
+    finally:
+        await app.close()
+
+
+async def test_a_queue_name_with_a_lone_surrogate_names_no_queue(database_url: str) -> None:
+    """As an id does: `UnknownQueue` naming it, not the database refusing the lookup."""
+    app = _app(database_url)
+    try:
+        await app.queue("emails").send({"n": 1})  # the database exists and has a queue
+        for name in ("\udcff", "emails\ud800"):
+            for lookup in (app.stored_queue, app.read.queue, app.read.queue_depths):
+                with pytest.raises(UnknownQueue, match="no queue named"):
+                    await lookup(name)
     finally:
         await app.close()
 

@@ -47,8 +47,8 @@ async def test_a_handler_returning_a_model_completes_with_its_json(app: App) -> 
     first = await app.enqueue("charge", STORED)
     second = await app.enqueue("nested")
     await drain(app)
-    assert await first.wait(timeout=10) == STORED
-    assert await second.wait(timeout=10) == {"receipts": [STORED]}
+    assert await first.wait(timeout=60) == STORED
+    assert await second.wait(timeout=60) == {"receipts": [STORED]}
     assert (await job_of(app, first.id)).result == STORED
 
 
@@ -75,7 +75,7 @@ async def test_a_model_is_stored_as_json_in_payloads_and_once_results(app: App) 
     job = await app.enqueue("untyped", {"receipt": Receipt(order=7, sent_at=SENT, lines=[])})
     assert job.payload == {"receipt": {**STORED, "lines": []}}
     await drain(app)
-    assert await job.wait(timeout=10) == {"order": 1, "sent_at": STORED["sent_at"], "lines": []}
+    assert await job.wait(timeout=60) == {"order": 1, "sent_at": STORED["sent_at"], "lines": []}
 
 
 async def test_what_orjson_cannot_write_is_still_refused(app: App) -> None:

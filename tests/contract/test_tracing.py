@@ -56,7 +56,7 @@ async def test_job_attempt_span_is_a_child_of_its_enqueue_span(
 
     job = await app.enqueue("greet", {"name": "ada"}, correlation_id="order-7")
     await drain(app)
-    assert await job.wait(timeout=10) == "hi ada"
+    assert await job.wait(timeout=60) == "hi ada"
 
     (send,) = spans(exporter, "enqueue default")
     (process,) = spans(exporter, "process default")

@@ -9,6 +9,7 @@ import importlib
 import logging
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -345,3 +346,24 @@ async def test_a_network_failure_names_the_host_and_no_credentials(
     shown = str([(await job_of(contrib_app, j.id)).to_dict() for j in jobs]) + caplog.text
     for secret in secrets:
         assert secret not in shown
+
+
+async def test_a_base_url_with_a_query_keeps_it_after_the_api_path(
+    contrib_app: App, ai: Ai
+) -> None:
+    """Azure OpenAI's base URLs carry `?api-version=...`: the path goes before it (it was
+    appended after the query, so the request went to the base's own path)."""
+    base, calls = ai
+    use_ai(contrib_app, f"{base}/?api-version=2024-10-21")
+    embedded = await contrib_app.enqueue("generate-embedding", {"text": "a", "model": EMBED_MODEL})
+    written = await contrib_app.enqueue(
+        "generate-content", {"prompt": "hi", "model": CHAT_MODEL, "stream": True}
+    )
+    for job_id in (embedded.id, written.id):
+        done = await finished(contrib_app, job_id)
+        assert done.status is JobStatus.COMPLETED, done.error
+    sent = {(r["path"], r["query"]) for r in calls.requests}
+    assert sent == {
+        (f"{urlsplit(base).path}/embeddings", "api-version=2024-10-21"),
+        (f"{urlsplit(base).path}/chat/completions", "api-version=2024-10-21"),
+    }

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App, contrib
 from taskflare.contrib import AiSettings, EmailSettings, WebhookSettings
 from taskflare.web import Tokens, create_api
@@ -71,7 +72,7 @@ def client(database_url: str) -> Iterator[httpx.Client]:
     with (
         local_services.serve(api) as base,
         httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=HTTP_TIMEOUT
         ) as http,
     ):
         yield http

@@ -44,7 +44,11 @@ from conftest import PG_URL, REQUIRE_PG, postgres_skip_reason
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYTHON = {"python", "py", "python3"}
-TIMEOUT = 60
+# Seconds a block, or a server it needs, may take before it counts as hung: a guard, far
+# above what any takes, since a loaded machine (2 CPUs shared) makes seconds minutes.
+TIMEOUT = 180
+# One request to a server a block needs, while waiting for it to answer (its own retries).
+HTTP_TIMEOUT = 30
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 MARKER = re.compile(r"^#\s*(?P<key>needs|run):\s*(?P<value>\S+)\s*$")
 RUFF = Path(sys.executable).with_name("ruff")
@@ -204,19 +208,21 @@ def _serve(folder: Path, database_url: str) -> Iterator[dict[str, str]]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + TIMEOUT
         while True:
             assert server.poll() is None, f"taskflare serve exited:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"taskflare serve did not start:\n{log.read_text()}"
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=HTTP_TIMEOUT).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
         yield {"TF": url, "TASKFLARE_API_TOKEN": API_TOKEN}
         queue = httpx.get(
-            f"{url}/queues/exports", headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10
+            f"{url}/queues/exports",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=HTTP_TIMEOUT,
         ).json()["queue"]
         assert queue["depth"] == {"ready": 0, "leased": 0, "failed": 0}, (
             f"the block left messages in 'exports': {queue['depth']}"
@@ -244,7 +250,7 @@ def _local_services(folder: Path) -> Iterator[dict[str, str]]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + TIMEOUT
         while "# Ctrl-C to stop" not in log.read_text():
             assert services.poll() is None, f"local_services.py exited:\n{log.read_text()}"
             assert time.monotonic() < deadline, (

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from cloudflare import Cloudflare
 
+from helpers import HTTP_TIMEOUT
+
 from .server import WRITE_TOKEN, free_socket, poll
 
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
@@ -47,7 +49,7 @@ def server(tmp_path: Path, database_url: str) -> Iterator[str]:
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            return httpx.get(f"{url}/health", timeout=HTTP_TIMEOUT).status_code == 200
         except httpx.TransportError:
             assert proc.poll() is None, (tmp_path / "serve.err").read_text()
             return False

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import httpx
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App
 from taskflare.backends.base import WorkerReport
 
@@ -25,7 +26,7 @@ from .server import WRITE_TOKEN, LiveServer
 @contextmanager
 def signed_in(live: LiveServer) -> Iterator[httpx.Client]:
     """A client of the dashboard, signed in with the write token."""
-    with httpx.Client(base_url=live.url, timeout=10.0) as client:
+    with httpx.Client(base_url=live.url, timeout=HTTP_TIMEOUT) as client:
         sign_in(client)
         yield client
 
@@ -114,7 +115,7 @@ def test_a_worker_silent_for_30_seconds_is_marked_stale(sqlite_live: LiveServer)
 
 
 def test_the_root_sends_a_browser_to_the_dashboard(sqlite_live: LiveServer) -> None:
-    with httpx.Client(base_url=sqlite_live.url) as client:
+    with httpx.Client(base_url=sqlite_live.url, timeout=HTTP_TIMEOUT) as client:
         browser = client.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
         assert browser.status_code == 303
         assert browser.headers["location"].endswith("/dashboard/")
@@ -125,7 +126,7 @@ def test_the_root_sends_a_browser_to_the_dashboard(sqlite_live: LiveServer) -> N
 def test_a_wrong_method_names_every_method_the_path_answers(sqlite_live: LiveServer) -> None:
     """A 405 carries `Allow` with every method the path takes (RFC 9110, 15.5.6), also
     where two routes serve one path (the API's GET and POST /jobs)."""
-    with httpx.Client(base_url=sqlite_live.url) as client:
+    with httpx.Client(base_url=sqlite_live.url, timeout=HTTP_TIMEOUT) as client:
         login = client.put("/dashboard/login")
         assert login.status_code == 405
         assert login.headers["allow"] == "GET, HEAD, POST"

@@ -145,7 +145,7 @@ def test_post_jobs_refuses_a_key_no_limit_of_the_type_uses(live: LiveServer) -> 
 
 
 def test_cli_refuses_an_empty_or_control_key_in_one_line_naming_the_option(
-    sqlite_live: LiveServer,
+    sqlite_live: LiveServer, tmp_path: Path
 ) -> None:
     taskflare = str(Path(sys.executable).with_name("taskflare"))
     env = {**os.environ, "TASKFLARE_DATABASE_URL": sqlite_live.database_url}
@@ -161,6 +161,18 @@ def test_cli_refuses_an_empty_or_control_key_in_one_line_naming_the_option(
     for option in ("--rate-key", "--concurrency-key"):
         args = [taskflare, "jobs", "enqueue", "send-email", payload, option, "acme"]
         result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 2 and result.stdout == "", result
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: {option} was given, but job type 'send-email'"), line
+    # The same with --from-file: the option's fault, not its first line's (it said
+    # 'jobs.jsonl:1: ...' and exited 1).
+    lines = tmp_path / "jobs.jsonl"
+    lines.write_text(payload + "\n" + payload + "\n")
+    for option in ("--rate-key", "--concurrency-key"):
+        args = [taskflare, "jobs", "enqueue", "send-email", "--from-file", str(lines)]
+        result = subprocess.run(
+            [*args, option, "acme"], capture_output=True, text=True, timeout=60, env=env
+        )
         assert result.returncode == 2 and result.stdout == "", result
         (line,) = result.stderr.splitlines()
         assert line.startswith(f"error: {option} was given, but job type 'send-email'"), line

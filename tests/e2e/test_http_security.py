@@ -24,13 +24,17 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
+from pydantic import BaseModel, field_validator
 
 from conftest import _fresh_postgres_url
-from taskflare.web import Tokens
+from helpers import HTTP_TIMEOUT
+from taskflare import App
+from taskflare.web import Tokens, create_api
 from taskflare.web.security import MAX_RESPONSE_BYTES, HttpSecurity
 from taskflare.webhooks import hmac_signature_header, stripe_signature_header
 
 from .server import (
+    DEADLINE,
     GITHUB_SECRET,
     READ_TOKEN,
     STRIPE_SECRET,
@@ -39,6 +43,7 @@ from .server import (
     free_socket,
     live_server,
     poll,
+    serving,
 )
 
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
@@ -176,7 +181,10 @@ def test_serve_and_dev_startup_lines_redact_the_database_password(
         )
         try:
             poll(lambda: healthy(port), timeout=90, what="taskflare serve")
-            assert httpx.get(f"http://127.0.0.1:{port}/queues").status_code == 200
+            assert (
+                httpx.get(f"http://127.0.0.1:{port}/queues", timeout=HTTP_TIMEOUT).status_code
+                == 200
+            )
         finally:
             proc.terminate()
             proc.wait(15)
@@ -438,7 +446,7 @@ CONNECTION_LIMIT = 40
 
 def healthy(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        return httpx.get(f"http://{host}:{port}/health", timeout=2).status_code == 200
+        return httpx.get(f"http://{host}:{port}/health", timeout=HTTP_TIMEOUT).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -537,7 +545,7 @@ def test_slow_body_senders_get_408_after_the_body_timeout(slow_served: int) -> N
         assert closed_after < BODY_TIMEOUT + MARGIN
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert b"did not arrive within" in answer
-    assert httpx.get(f"http://{host}/jobs").json()["count"] == 0
+    assert httpx.get(f"http://{host}/jobs", timeout=HTTP_TIMEOUT).json()["count"] == 0
 
 
 def test_connections_over_the_limit_are_answered_503(slow_served: int) -> None:
@@ -545,7 +553,10 @@ def test_connections_over_the_limit_are_answered_503(slow_served: int) -> None:
     try:
         for sock in socks:
             sock.sendall(b"GET /health HTTP/1.1\r\n")  # and nothing more
-        assert httpx.get(f"http://127.0.0.1:{slow_served}/health").status_code == 503
+        assert (
+            httpx.get(f"http://127.0.0.1:{slow_served}/health", timeout=HTTP_TIMEOUT).status_code
+            == 503
+        )
     finally:
         for sock in socks:
             sock.close()
@@ -556,16 +567,26 @@ def test_serve_takes_allowed_hosts_and_origins_from_options_and_environment(
     slow_served: int,
 ) -> None:
     base = f"http://127.0.0.1:{slow_served}"
-    named = httpx.get(f"{base}/jobs", headers={"host": "jobs.example.com"})
+    named = httpx.get(f"{base}/jobs", headers={"host": "jobs.example.com"}, timeout=HTTP_TIMEOUT)
     assert named.status_code == 200
-    error_of(httpx.get(f"{base}/jobs", headers={"host": "other.example.com"}), 400, "invalid_host")
+    error_of(
+        httpx.get(f"{base}/jobs", headers={"host": "other.example.com"}, timeout=HTTP_TIMEOUT),
+        400,
+        "invalid_host",
+    )
     admin = httpx.post(
-        f"{base}/queues/emails/pause", headers={"origin": "https://admin.example.com"}
+        f"{base}/queues/emails/pause",
+        headers={"origin": "https://admin.example.com"},
+        timeout=HTTP_TIMEOUT,
     )
     assert admin.status_code == 200
-    evil = httpx.post(f"{base}/queues/emails/resume", headers={"origin": "https://evil.example"})
+    evil = httpx.post(
+        f"{base}/queues/emails/resume",
+        headers={"origin": "https://evil.example"},
+        timeout=HTTP_TIMEOUT,
+    )
     error_of(evil, 403, "forbidden_origin")
-    assert httpx.post(f"{base}/queues/emails/resume").status_code == 200
+    assert httpx.post(f"{base}/queues/emails/resume", timeout=HTTP_TIMEOUT).status_code == 200
 
 
 # -- 5. numbers JSON does not have ---------------------------------------------------------
@@ -697,6 +718,54 @@ def test_every_answer_says_nosniff_and_no_store(live: LiveServer) -> None:
     refused = answers[-1]
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == 'Bearer realm="taskflare"'
+
+
+class _BuggyPayload(BaseModel):
+    """A payload model with a bug: its validator raises what pydantic does not catch."""
+
+    to: str
+
+    @field_validator("to")
+    @classmethod
+    def _broken(cls, value: str) -> str:
+        raise RuntimeError(f"a bug in the payload model (saw {value!r})")
+
+
+async def _buggy(payload: _BuggyPayload) -> None:
+    return None
+
+
+def test_a_500_gets_the_hardening_headers_and_keeps_its_secrets(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error in a route was answered by Starlette's outermost error
+    middleware, outside the edge: the 500 had no nosniff or no-store, and under
+    /client/v4/ not Cloudflare's error shape."""
+    app = App(database_url)
+    app.job("buggy")(_buggy)
+    security = HttpSecurity(bind_host="127.0.0.1")
+    api = create_api(app, Tokens(WRITE_TOKEN, READ_TOKEN), security)
+    caplog.set_level(logging.ERROR, logger="taskflare.http")
+    with (
+        serving(api, security) as (url, _),
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {WRITE_TOKEN}"}, timeout=DEADLINE
+        ) as client,
+    ):
+        body = orjson.dumps({"type": "buggy", "payload": {"to": "secret-value-7f3a"}})
+        response = client.post("/jobs", content=body, headers={"content-type": "application/json"})
+        again = client.get("/health")
+    assert response.status_code == 500, response.text
+    assert response.json() == {
+        "success": False,
+        "error": "internal error (RuntimeError); see the server log",
+        "code": "internal",
+    }
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    assert "secret-value-7f3a" not in response.text
+    assert again.status_code == 200  # the same connection carries the next request
+    assert "unhandled error in the HTTP API" in caplog.text
 
 
 async def test_a_job_list_stops_at_about_8_mb_and_pages_on(live: LiveServer) -> None:

@@ -13,6 +13,8 @@ from typing import BinaryIO
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
+
 from .server import WRITE_TOKEN, free_socket, poll
 
 TASKFLARE = str(Path(sys.executable).with_name("taskflare"))
@@ -66,7 +68,7 @@ def serve(tmp_path: Path, spec: str) -> Iterator[object]:
 
 def healthy(port: int) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=HTTP_TIMEOUT).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -88,18 +90,30 @@ def test_serve_refuses_a_public_address_without_a_token(spec: str, tmp_path: Pat
 def test_serve_on_a_public_address_with_insecure_or_a_token(serve: object) -> None:
     start = serve  # type: ignore[assignment]
     insecure, port, _ = start("--host", "0.0.0.0", "--insecure")
-    poll(lambda: healthy(port), timeout=30, what="the insecure server")
-    assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 200  # open: no token
+    poll(lambda: healthy(port), timeout=90, what="the insecure server")
+    assert (
+        httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=HTTP_TIMEOUT).status_code == 200
+    )  # open: no token
     insecure.terminate()
     assert insecure.wait(15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
 
     secured, port, err = start("--host", "0.0.0.0", TASKFLARE_API_TOKEN=WRITE_TOKEN)
-    poll(lambda: healthy(port), timeout=30, what="the server with a token")
+    poll(lambda: healthy(port), timeout=90, what="the server with a token")
     base = f"http://127.0.0.1:{port}"
-    assert httpx.get(f"{base}/jobs").status_code == 401
-    assert httpx.get(f"{base}/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert httpx.get(f"{base}/jobs", timeout=HTTP_TIMEOUT).status_code == 401
+    assert (
+        httpx.get(
+            f"{base}/jobs", headers={"Authorization": "Bearer nope"}, timeout=HTTP_TIMEOUT
+        ).status_code
+        == 401
+    )
     authorized = {"Authorization": f"Bearer {WRITE_TOKEN}"}
-    assert httpx.post(f"{base}/jobs", json={"type": "hello"}, headers=authorized).status_code == 200
+    assert (
+        httpx.post(
+            f"{base}/jobs", json={"type": "hello"}, headers=authorized, timeout=HTTP_TIMEOUT
+        ).status_code
+        == 200
+    )
     secured.terminate()
     secured.wait(15)
     assert WRITE_TOKEN not in err.read_text()
@@ -108,10 +122,10 @@ def test_serve_on_a_public_address_with_insecure_or_a_token(serve: object) -> No
 def test_serve_on_a_public_address_warns_of_a_short_token(serve: object) -> None:
     start = serve  # type: ignore[assignment]
     short, port, err = start("--host", "0.0.0.0", TASKFLARE_API_TOKEN="s3cret")
-    poll(lambda: healthy(port), timeout=30, what="the server with a short token")
+    poll(lambda: healthy(port), timeout=90, what="the server with a short token")
     # It serves (the token still guards every endpoint), and says why the token is weak,
     # naming the variable and its length, never the token.
-    assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=HTTP_TIMEOUT).status_code == 401
     short.terminate()
     short.wait(15)
     text = err.read_text()

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import PG_URL, _fresh_postgres_url
+from helpers import HTTP_TIMEOUT
 from integration.procs import wait_for
 from taskflare import App
 
@@ -82,7 +83,7 @@ def runserver(env: dict[str, str], log: Path) -> Iterator[str]:
         def up() -> bool:
             assert server.poll() is None, f"runserver exited:\n{log.read_text()}"
             try:
-                return httpx.get(f"{url}/signups/", timeout=5).status_code == 200
+                return httpx.get(f"{url}/signups/", timeout=HTTP_TIMEOUT).status_code == 200
             except httpx.TransportError:
                 return False
 

@@ -228,6 +228,21 @@ class Follower:
         self._err.close()
 
 
+def migrated(url: str) -> str:
+    """Create and migrate the database at `url`, as a worker's first start does (the
+    commands that read or change stored state never create one); return `url`."""
+    app = App(url)
+
+    async def work() -> None:
+        await (await app.backend()).migrate()
+
+    try:
+        app.run_sync(work())
+    finally:
+        app.close_sync()
+    return url
+
+
 def declared_app(url: str) -> App:
     """An in-process App declaring the test app's queue settings (so the CLI finds the DLQ)."""
     app = App(url)

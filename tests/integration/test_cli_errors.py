@@ -14,7 +14,7 @@ import typer
 from taskflare import App
 from taskflare.cli import cli
 
-from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_many, write_cli_app
+from .cli_run import make_dead_letters, migrated, ok, one_line_error, tf, tf_many, write_cli_app
 from .procs import WorkerProcess, wait_for, write_app
 
 
@@ -43,8 +43,8 @@ EXPECTED = {
     ("queues", "info"),
     ("queues", "failed"),
     ("queues", "pause"),
-    ("queues", "pause-delivery"),
     ("queues", "resume"),
+    ("queues", "pause-delivery"),
     ("queues", "resume-delivery"),
     ("queues", "purge"),
     ("send",),
@@ -279,6 +279,7 @@ def test_a_producer_that_cannot_be_loaded_says_why(tmp_path: Path) -> None:
 
 
 def test_unknown_queue_or_job_id_is_one_line_naming_it(database_url: str) -> None:
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)  # the database exists and has a queue
     results = tf_many(
         [
@@ -352,6 +353,7 @@ def test_every_reading_command_prints_one_json_document(database_url: str, tmp_p
 
 def test_typos_create_nothing(database_url: str, tmp_path: Path) -> None:
     """A mistyped queue or database path is an error, never a new queue or database."""
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     typo_dir = tmp_path / "typo_dir"
     results = tf_many(

@@ -8,11 +8,12 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from .cli_run import cli_env, ok, one_line_error, tf, tf_json, tf_many, write_cli_app
+from .cli_run import cli_env, migrated, ok, one_line_error, tf, tf_json, tf_many, write_cli_app
 from .procs import TASKFLARE
 
 
 def test_enqueue_then_list_show_cancel_and_retry(database_url: str) -> None:
+    migrated(database_url)  # as a worker's first start does
     first = ok(
         "jobs",
         "enqueue",
@@ -83,6 +84,7 @@ def test_enqueue_then_list_show_cancel_and_retry(database_url: str) -> None:
 def test_enqueue_with_the_app_uses_the_types_queue_and_defaults_and_validates(
     database_url: str, tmp_path: Path
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     spec = write_cli_app(tmp_path)
     job_id = ok("jobs", "enqueue", "double", '{"n": 2}', "--app", spec, url=database_url).strip()
     shown = tf_json("jobs", "show", job_id, url=database_url)
@@ -128,6 +130,9 @@ def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
     for spelled in ("NaN", "Infinity", "-Infinity"):
         nan = tf("jobs", "enqueue", "double", f'{{"n": {spelled}}}', url=database_url)
         assert f"payload.n: {spelled} is not a JSON number" in one_line_error(nan, 2)
+    # orjson reads an int past 64 bits as a float: 2**64 was stored as 1.8446744073709552e+19.
+    wide = tf("jobs", "enqueue", "double", '{"n": 18446744073709551616}', url=database_url)
+    assert "payload.n: 18446744073709551616 is outside" in one_line_error(wide, 2)
     # Nothing was stored, not even an empty database.
     assert "nothing was created" in one_line_error(tf("jobs", "list", url=database_url), 1)
 
@@ -135,6 +140,7 @@ def test_enqueue_usage_errors_exit_2(database_url: str, tmp_path: Path) -> None:
 def test_enqueue_from_file_is_batched_with_progress_and_a_summary(
     database_url: str, tmp_path: Path
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     items = tmp_path / "items.jsonl"
     items.write_text(
         "".join(json.dumps({"n": i}) + "\n" + ("\n" if i == 7 else "") for i in range(1200))
@@ -176,6 +182,7 @@ def test_enqueue_from_file_with_a_bad_line_names_it_and_enqueues_nothing(
 def test_wait_prints_the_result_or_the_error_or_times_out(
     database_url: str, tmp_path: Path
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     spec = write_cli_app(tmp_path)
     good = ok("jobs", "enqueue", "double", '{"n": 4}', "--app", spec, url=database_url).strip()
     bad = ok("jobs", "enqueue", "boom", '{"n": 1}', "--app", spec, url=database_url).strip()
@@ -200,6 +207,8 @@ def test_wait_prints_the_result_or_the_error_or_times_out(
 
 
 def test_errors_name_the_options_the_command_line_user_typed(sqlite_url: str) -> None:
+    migrated(sqlite_url)  # as a worker's first start does
+
     def error(*options: str) -> str:
         result = tf("jobs", "enqueue", "hello", "{}", *options, url=sqlite_url)
         assert result.returncode in (1, 2), result
@@ -310,6 +319,7 @@ def test_a_bad_listing_option_is_one_line_naming_the_option(sqlite_url: str) -> 
     """A cursor that no page ended with is the library's typed `InvalidQuery`, which the
     command line names as its user typed it; it was a bare `ValueError`, shown as
     `error: ValueError: invalid cursor ... (run with --debug for the traceback)`."""
+    migrated(sqlite_url)  # as a worker's first start does
     ok("jobs", "enqueue", "hello", "{}", "--queue", "default", url=sqlite_url)
     for cursor in ("zz", "eyJhIjoxfQ"):  # not base64; base64 of another JSON shape
         line = one_line_error(tf("jobs", "list", "--cursor", cursor, url=sqlite_url))

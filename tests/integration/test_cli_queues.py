@@ -11,7 +11,7 @@ from taskflare import App
 from taskflare.backends.base import ClaimParams, MessageListParams
 from taskflare.ids import uuid7
 
-from .cli_run import make_dead_letters, ok, one_line_error, tf, tf_json, tf_many
+from .cli_run import make_dead_letters, migrated, ok, one_line_error, tf, tf_json, tf_many
 
 
 def _records(url: str, queue: str) -> dict[str, tuple[str, bytes, float, float]]:
@@ -32,6 +32,7 @@ def _records(url: str, queue: str) -> dict[str, tuple[str, bytes, float, float]]
 def test_send_stores_json_text_and_bytes_and_delays_then_list_and_info_show_depth(
     database_url: str,
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     # No app has declared "emails" here: sending to it needs --create (a typo must not
     # create a queue no one consumes).
     first = ok("send", "emails", '{"to": "a@b.c"}', "--create", url=database_url).strip()
@@ -113,6 +114,7 @@ def test_send_of_a_body_the_queue_cannot_take_is_a_usage_error_and_stores_nothin
 ) -> None:
     """A body the stored queue cannot take (nested too deep to encode) is bad input like a
     body that is not JSON (exit 2); it was reported as a failed operation (1)."""
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     deep = tf("send", "emails", "[" * 300 + "]" * 300, url=database_url)
     assert "body is not JSON" in one_line_error(deep, 2)
@@ -120,6 +122,7 @@ def test_send_of_a_body_the_queue_cannot_take_is_a_usage_error_and_stores_nothin
 
 
 def test_pause_and_resume_show_in_info(database_url: str) -> None:
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     assert "paused" in ok("queues", "pause", "emails", url=database_url)
     assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
@@ -133,6 +136,7 @@ def test_wranglers_pause_delivery_resume_delivery_and_purge_force_spellings_work
 ) -> None:
     """`wrangler queues pause-delivery|resume-delivery <q>` and `purge <q> --force`, as a
     Cloudflare user types them: the same as `pause`, `resume` and `purge --yes`."""
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     assert "paused" in ok("queues", "pause-delivery", "emails", url=database_url)
     assert tf_json("queues", "info", "emails", url=database_url)["paused"] is True
@@ -142,6 +146,7 @@ def test_wranglers_pause_delivery_resume_delivery_and_purge_force_spellings_work
 
 
 def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
+    migrated(database_url)  # as a worker's first start does
     for body in ('{"a": 1}', '{"a": 2}'):
         ok("send", "emails", "--create", body, url=database_url)
     ok("send", "emails", '{"a": 3}', "--delay", "600", url=database_url)
@@ -163,6 +168,7 @@ def test_purge_asks_first_and_no_keeps_every_message(database_url: str) -> None:
 def test_purge_of_a_queue_with_nothing_waiting_asks_nothing_and_succeeds(
     database_url: str,
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", "{}", url=database_url)
     leased = _lease_one(database_url, "emails")
     # No terminal and no --yes: there is nothing to confirm, so nothing is asked.
@@ -195,6 +201,7 @@ def _lease_one(url: str, queue: str) -> str:
 def test_purge_counts_and_deletes_what_waits_and_keeps_what_is_in_flight(
     database_url: str,
 ) -> None:
+    migrated(database_url)  # as a worker's first start does
     for body in ('{"a": 1}', '{"a": 2}'):
         ok("send", "emails", "--create", body, url=database_url)
     leased = _lease_one(database_url, "emails")
@@ -240,6 +247,7 @@ def test_dlq_reprocess_of_2000_dead_letters_shows_progress_and_sends_all_back(
 
 
 def test_dlq_commands_on_a_queue_without_a_dlq_fail_as_http_does(database_url: str) -> None:
+    migrated(database_url)  # as a worker's first start does
     ok("send", "emails", "--create", '{"live": true}', url=database_url)
     for command in (["dlq", "list", "emails"], ["dlq", "reprocess", "emails"]):
         line = one_line_error(tf(*command, url=database_url))

@@ -11,6 +11,7 @@ from pathlib import Path
 from taskflare import App, ScheduledEvent
 from taskflare.testing import drain
 
+from .cli_run import migrated
 from .procs import TASKFLARE
 
 APP_SOURCE = """
@@ -93,6 +94,7 @@ def test_cron_trigger_fires_one_now_and_list_shows_its_outcome(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     spec = write_app(tmp_path)
+    migrated(sqlite_url)  # as a worker's first start does: `cron trigger` creates none
     result = run("cron", "trigger", spec, "nightly", cwd=tmp_path, url=sqlite_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cron 'nightly' fired: job ")
@@ -120,6 +122,7 @@ def test_cron_trigger_takes_a_triggers_expression_as_cloudflares_scheduled_does(
     """`wrangler dev`'s `/__scheduled?cron=*/15+*+*+*+*` fires by expression (a wrangler
     file's triggers have no names of their own); it was 'no cron trigger named'."""
     spec = write_app(tmp_path, APP_SOURCE + TWIN_SOURCE)
+    migrated(sqlite_url)  # as a worker's first start does: `cron trigger` creates none
     result = run("cron", "trigger", spec, "*/15 * * * *", cwd=tmp_path, url=sqlite_url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("cron 'quarter_hourly' fired: job ")

@@ -29,6 +29,7 @@ import httpx
 import pytest
 import yaml
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App
 from taskflare.backends.base import QueueCountsParams
 
@@ -253,7 +254,7 @@ def test_compose_commands_run_against_a_real_local_stack(tmp_path: Path, databas
             for arg in services["serve"]["healthcheck"]["test"][1:]
         ]
         wait_for(lambda: check(serve_check).returncode == 0, 60, "serve's healthcheck to pass")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT) as client:
             assert client.get("/health/live").status_code == 200
             token = env["TASKFLARE_API_TOKEN"]
             listed = client.get("/queues", headers={"Authorization": f"Bearer {token}"})
@@ -345,7 +346,10 @@ def test_compose_stack_in_docker(tmp_path: Path) -> None:
 
         def serving() -> bool:
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+                return (
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=HTTP_TIMEOUT).status_code
+                    == 200
+                )
             except httpx.HTTPError:
                 return False
 

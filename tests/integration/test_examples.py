@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App, JobStatus
 from taskflare.loader import load_object
 from taskflare.testing import drain
 
+from .cli_run import migrated
 from .procs import TASKFLARE, WorkerProcess, wait_for
 from .servers import serving
 
@@ -52,7 +54,7 @@ def example_env(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 def title_of(url: str, thread_id: int) -> str:
-    response = httpx.get(f"{url}/threads/{thread_id}", timeout=10)
+    response = httpx.get(f"{url}/threads/{thread_id}", timeout=HTTP_TIMEOUT)
     assert response.status_code == 200
     title: str = response.json()["title"]
     return title
@@ -67,7 +69,7 @@ def test_chat_titles_with_wait_until(
             created = httpx.post(
                 f"{url}/threads",
                 json={"first_message": "how do I reverse a list in python?"},
-                timeout=10,
+                timeout=HTTP_TIMEOUT,
             )
             assert created.status_code == 200
             assert created.json()["title"] == "New chat"  # answered before the AI call ended
@@ -76,7 +78,9 @@ def test_chat_titles_with_wait_until(
             assert title_of(url, thread_id) == "How do i reverse a"
 
             # A failing AI call is logged with its traceback; the thread keeps its title.
-            empty = httpx.post(f"{url}/threads", json={"first_message": "   "}, timeout=10)
+            empty = httpx.post(
+                f"{url}/threads", json={"first_message": "   "}, timeout=HTTP_TIMEOUT
+            )
             assert empty.status_code == 200
             wait_for(lambda: "cannot title an empty message" in caplog.text, 20, "the error log")
             assert "Traceback" in caplog.text
@@ -93,7 +97,9 @@ def test_chat_titles_with_a_job_and_a_real_worker(
     try:
         with serving(module.api) as (url, _):
             created = httpx.post(
-                f"{url}/threads", json={"first_message": "Plan a trip to Lisbon"}, timeout=10
+                f"{url}/threads",
+                json={"first_message": "Plan a trip to Lisbon"},
+                timeout=HTTP_TIMEOUT,
             )
             assert created.status_code == 200
             body = created.json()
@@ -181,6 +187,9 @@ def test_daily_cleanup_runs_from_cron_trigger(tmp_path: Path, example_env: dict[
     assert (row["name"], row["cron"]) == ("daily-cleanup", "0 0 * * *")
     assert all(t.endswith("T00:00:00+00:00") for t in row["next"])
 
+    # `cron trigger` creates no database: a worker has started once (as the docstring
+    # says to run it first), which creates it.
+    migrated(example_env["TASKFLARE_DATABASE_URL"])
     fired = subprocess.run(
         [TASKFLARE, "cron", "trigger", spec, "daily-cleanup"],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,

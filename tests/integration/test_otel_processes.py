@@ -89,7 +89,7 @@ async def main():
     job = await app.enqueue("plain", {})
     await emails.send_batch([{"body": 1}, {"body": 2}])
     await drain(app)
-    assert await job.wait(timeout=10) == "ok"
+    assert await job.wait(timeout=60) == "ok"
     await app.close()
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("opentelemetry", "taskflare"))
     print(json.dumps({"job": job.id, "modules": loaded}))

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from helpers import HTTP_TIMEOUT
 from taskflare import App
 from taskflare.asgi import RequestTasks, WaitUntilMiddleware, request_wait_until
 
@@ -151,7 +152,7 @@ def test_plain_starlette_reads_wait_until_from_the_request_state(
 
     starlette = Starlette(routes=[Route("/hook", webhook, methods=["POST"])])
     with serving(WaitUntilMiddleware(starlette, app)) as (url, _):
-        response = httpx.post(f"{url}/hook", timeout=10)
+        response = httpx.post(f"{url}/hook", timeout=HTTP_TIMEOUT)
         assert response.json() == {"received": True}
         assert marks.times == {}, "the response waited for the work"
         gate.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskflare import BodyEncodingError, UnsupportedContentType
-from taskflare.encoding import decode_body, encode_body, normalize_content_type
+from taskflare.encoding import (
+    NotStrictJson,
+    decode_body,
+    encode_body,
+    loads_strict,
+    normalize_content_type,
+)
 
 # What JSON (as orjson writes it) round-trips exactly: 64-bit ints, finite floats,
 # text without lone surrogates, lists, objects with string keys.
@@ -122,3 +129,31 @@ def test_unknown_content_type_message_mentions_pickle_only_when_allowed() -> Non
 def test_non_string_content_type_is_refused(name: Any) -> None:
     with pytest.raises(UnsupportedContentType):
         normalize_content_type(name, allow_pickle=True, queue="q")
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "number"),
+    [
+        ('{"id": 18446744073709551616}', "payload.id", "18446744073709551616"),
+        ('{"a": [1, {"neg": -9223372036854775809}]}', "payload.a[1].neg", "-9223372036854775809"),
+    ],
+)
+def test_an_integer_past_64_bits_is_refused_naming_it_not_read_as_a_float(
+    text: str, path: str, number: str
+) -> None:
+    """orjson reads an integer past its 64-bit range as a float: the CLI stored 2**64 as
+    1.8446744073709552e+19, another number than the one given, where the library and
+    the HTTP API refuse it."""
+    with pytest.raises(NotStrictJson, match=rf"^{re.escape(path)}: {number} is outside"):
+        loads_strict(text, "payload")
+
+
+def test_integers_at_the_edges_of_the_range_and_long_digit_strings_are_read_exactly() -> None:
+    text = (
+        '{"max": 18446744073709551615, "min": -9223372036854775808, "s": "1234567890123456789012"}'
+    )
+    assert loads_strict(text) == {
+        "max": 2**64 - 1,
+        "min": -(2**63),
+        "s": "1234567890123456789012",
+    }

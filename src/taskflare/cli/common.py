@@ -14,7 +14,7 @@ import typer
 
 from ..app import App
 from ..backends.url import hide_credentials, redact_url, resolve_database_url
-from ..errors import TaskflareError, UnknownQueue
+from ..errors import DatabaseNotFound, TaskflareError, UnknownQueue
 from ..loader import load_object
 
 T = TypeVar("T")
@@ -36,6 +36,8 @@ class Flags:
     """Global options set by the top-level callback."""
 
     debug = False
+    # How to name the right database, said when a command finds none (`DatabaseNotFound`).
+    no_database_hint = ""
 
 
 AppArg = Annotated[str, typer.Argument(help="The app, as 'module:attr' or 'path/file.py:attr'.")]
@@ -150,13 +152,36 @@ class _PoolErrors(logging.Handler):
 POOL_ERRORS = _PoolErrors()
 
 
-def state_app(database_url: str | None, *, reading: bool = False) -> App:
+# What a command that found no database says to do, after naming what it looked for.
+POINT_AT_DATABASE = (
+    "point at your app's database with --database-url URL or TASKFLARE_DATABASE_URL "
+    "(taskflare worker, serve, dev and migrate create a new one)"
+)
+POINT_APP_AT_DATABASE = (
+    "the app's URL (App(url), default TASKFLARE_DATABASE_URL) must name your database "
+    "(taskflare worker, serve, dev and migrate create a new one)"
+)
+
+
+def state_app(database_url: str | None) -> App:
     """An App with no declarations, for commands that only read or change stored state.
 
-    `reading`: the command only reads, so it never creates a database (a mistyped SQLite
-    path or PostgreSQL schema is an error, not a new empty database).
+    It never creates a database: a missing SQLite file or PostgreSQL schema (a command
+    run in another folder, a mistyped path) is `DatabaseNotFound`, which `run` reports
+    with how to name the right one, instead of a new empty database that holds what the
+    command wrote and that no worker reads.
     """
-    return App(resolve_database_url(database_url), create_database=not reading)
+    Flags.no_database_hint = POINT_AT_DATABASE
+    return App(resolve_database_url(database_url), create_database=False)
+
+
+def existing_app(spec: str) -> App:
+    """The app `spec` names, for a command that uses its database but is not one of
+    those that create it (`worker`, `serve`, `dev`, `migrate`): see `state_app`."""
+    app = load_app(spec)
+    app.create_database = False
+    Flags.no_database_hint = POINT_APP_AT_DATABASE
+    return app
 
 
 def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
@@ -182,6 +207,8 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
         reason = f" (last connection error: {POOL_ERRORS.last})" if POOL_ERRORS.last else ""
         if isinstance(exc, UnknownQueue) and " in " not in str(exc):  # which database
             reason = f" in {redact_url(app.database_url)}{reason}"
+        if isinstance(exc, DatabaseNotFound) and Flags.no_database_hint:
+            reason = f"{reason}; {Flags.no_database_hint}"
         raise fail(f"{said(exc)}{reason}") from None
     except (KeyboardInterrupt, typer.Abort):
         raise

@@ -13,7 +13,8 @@ from rich.markup import escape
 
 from ..cron import MACROS, CronSchedule, InvalidCronExpression
 from ..tables import Column, fit_table, short_time
-from .common import AppArg, JsonOpt, cli, fail, load_app, print_json, run
+from .arguments import TextCommand
+from .common import AppArg, JsonOpt, cli, existing_app, fail, print_json, run
 
 cron_cli = typer.Typer(
     help="Cron triggers. Example: taskflare cron list myapp:app", no_args_is_help=True
@@ -21,7 +22,7 @@ cron_cli = typer.Typer(
 cli.add_typer(cron_cli, name="cron")
 
 
-@cron_cli.command("list")
+@cron_cli.command("list", cls=TextCommand)
 def cron_list(
     app: AppArg,
     as_json: JsonOpt = False,
@@ -30,7 +31,7 @@ def cron_list(
 
     Example: taskflare cron list myapp:app
     """
-    application = load_app(app)
+    application = existing_app(app)
     rows = run(application, application.read.cron)
     if as_json:
         print_json(rows)
@@ -62,7 +63,7 @@ def print_cron_table(rows: list[dict[str, Any]]) -> None:
     Console().print(fit_table("cron triggers", columns, cells))
 
 
-@cron_cli.command("trigger")
+@cron_cli.command("trigger", cls=TextCommand)
 def cron_trigger(
     app: AppArg,
     name: Annotated[str, typer.Argument(help="Trigger name, or the expression of one trigger.")],
@@ -71,7 +72,7 @@ def cron_trigger(
 
     Example: taskflare cron trigger myapp:app daily-cleanup
     """
-    application = load_app(app)
+    application = existing_app(app)
 
     async def work() -> tuple[str, str]:
         trigger = application.registry.cron_trigger(name)
@@ -99,7 +100,7 @@ def weekday_notes(expression: str) -> list[str]:
     return notes
 
 
-@cron_cli.command("check")
+@cron_cli.command("check", cls=TextCommand)
 def cron_check(
     expression: Annotated[str, typer.Argument(help="A cron expression, e.g. '0 18 * * 5L'.")],
     tz: Annotated[str, typer.Option("--tz", help="Time zone of the schedule.")] = "UTC",

@@ -7,19 +7,19 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
 from ..app import App
-from ..errors import InvalidWorkerConfig, TaskflareError
+from ..errors import DatabaseNotFound, InvalidWorkerConfig, TaskflareError
 from ..worker.health import DEFAULT_MAX_AGE, MIN_MAX_AGE, Verdict, check_max_age, worker_health
-from .common import POOL_ERRORS, DatabaseOpt, fail, load_app, run, said, state_app
+from .arguments import TextCommand
+from .common import POOL_ERRORS, DatabaseOpt, Flags, existing_app, fail, run, said, state_app
 
 health_cli = typer.Typer(
     add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None
 )
 
 
-@health_cli.command()
+@health_cli.command(cls=TextCommand)
 def health(
     app: Annotated[
         str | None,
@@ -58,7 +58,7 @@ def health(
         check_max_age(max_age)
     except InvalidWorkerConfig as exc:
         raise fail(said(exc), 2) from None
-    application: App = load_app(app) if app else state_app(database_url, reading=True)
+    application: App = existing_app(app) if app else state_app(database_url)
 
     async def probe() -> Verdict:
         try:
@@ -68,7 +68,9 @@ def health(
             )
         except TimeoutError:
             reason = f"the database did not answer within {timeout:g} s"
-        except TaskflareError as exc:  # unreachable, missing, not migrated
+        except DatabaseNotFound as exc:
+            reason = f"{said(exc)}; {Flags.no_database_hint}"
+        except TaskflareError as exc:  # unreachable, not migrated
             reason = said(exc)
         if POOL_ERRORS.last:
             reason += f" (last connection error: {POOL_ERRORS.last})"
@@ -82,7 +84,7 @@ def health(
 HEALTH_COMMAND = typer.main.get_command(health_cli)
 
 
-class WorkerCommand(TyperCommand):
+class WorkerCommand(TextCommand):
     """`taskflare worker APP ...`, whose first word may instead be `health`: then the
     rest are the probe's arguments (an app spec always has a ':', so never `health`)."""
 

@@ -17,19 +17,26 @@ from rich.progress import Progress
 from ..app import App
 from ..backends.base import NewMessage
 from ..encoding import NotStrictJson, loads_strict
-from ..errors import AppCodeRequired, InvalidDelay, JobNotFound, TaskflareError
+from ..errors import (
+    AppCodeRequired,
+    InvalidDelay,
+    InvalidJobOption,
+    JobNotFound,
+    TaskflareError,
+)
 from ..ids import uuid7
 from ..jobs import Job, JobStatus, check_max_attempts, check_priority
 from ..limits import StoredFlow
 from ..messages import check_delay
 from ..readmodel import FILTER_SCAN_LIMIT
 from ..tables import Column, error_line, fit_table, short_time
+from .arguments import TextCommand
 from .common import (
     DatabaseOpt,
     JsonOpt,
     cli,
+    existing_app,
     fail,
-    load_app,
     print_json,
     run,
     said,
@@ -52,7 +59,7 @@ STATUS_COLOURS = {
 }
 
 
-@jobs_cli.command("list")
+@jobs_cli.command("list", cls=TextCommand)
 def jobs_list(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
@@ -66,7 +73,7 @@ def jobs_list(
 
     Example: taskflare jobs list --status failed --type send-email --limit 20
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     page = run(
         app,
         lambda: app.read.jobs(status=status, type=type, queue=queue, limit=limit, cursor=cursor),
@@ -119,13 +126,13 @@ async def _get(app: App, job_id: str) -> Job:
     return job
 
 
-@jobs_cli.command("show")
+@jobs_cli.command("show", cls=TextCommand)
 def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """A job's payload, result, progress, and every attempt's error and traceback.
 
     Example: taskflare jobs show 01a2b3c4-...
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def shown() -> dict[str, Any]:
         found = await _get(app, job_id)
@@ -176,7 +183,7 @@ def jobs_show(job_id: IdArg, database_url: DatabaseOpt = None, as_json: JsonOpt 
             console.print("    " + attempt["traceback"].rstrip().replace("\n", "\n    "))
 
 
-@jobs_cli.command("retry")
+@jobs_cli.command("retry", cls=TextCommand)
 def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     """Put a failed or cancelled job back to pending with a fresh attempt budget.
 
@@ -187,7 +194,7 @@ def jobs_retry(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     typer.echo(f"job {job_id} queued for retry")
 
 
-@jobs_cli.command("wait")
+@jobs_cli.command("wait", cls=TextCommand)
 def jobs_wait(
     job_id: IdArg,
     timeout: Annotated[
@@ -202,7 +209,7 @@ def jobs_wait(
     Exit 1 also when the timeout passes first.
     Example: taskflare jobs wait 01a2b3c4-... --timeout 60
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     job = run(app, lambda: app.read.job_when_finished(job_id, timeout or None))
     if as_json:
         print_json(job.to_dict())
@@ -215,7 +222,7 @@ def jobs_wait(
     raise fail(f"job {job_id} is still {job.status.value} after {timeout:g}s")
 
 
-@jobs_cli.command("cancel")
+@jobs_cli.command("cancel", cls=TextCommand)
 def jobs_cancel(job_id: IdArg, database_url: DatabaseOpt = None) -> None:
     """Cancel a pending job at once, or ask a running one to stop.
 
@@ -235,7 +242,7 @@ def _parse_payload(text: str, where: str, code: int = 1) -> Any:
         raise fail(f"{where}: {exc}", code) from None
 
 
-@jobs_cli.command("enqueue")
+@jobs_cli.command("enqueue", cls=TextCommand)
 def jobs_enqueue(
     type: Annotated[str, typer.Argument(help="The job type.")],
     payload: Annotated[str | None, typer.Argument(help="The payload as JSON.")] = None,
@@ -288,7 +295,7 @@ def jobs_enqueue(
             "--idempotency-key names one job; it cannot be given with --from-file (one job a line)",
             2,
         )
-    app = load_app(app_spec) if app_spec else state_app(database_url)
+    app = existing_app(app_spec) if app_spec else state_app(database_url)
     try:
         options = _JobOptions(type, priority, delay, idempotency_key, max_attempts, queue)
         options.run_at = None if run_at is None else parse_run_at(run_at)
@@ -348,7 +355,7 @@ def _refuse_an_undeclared_type(flow: StoredFlow, type: str) -> None:
 def _stored_flow(database_url: str | None) -> StoredFlow:
     """The limits the app's workers stored with the queue settings, read without creating
     a database (none yet: nothing stored, and the enqueue reads them again anyway)."""
-    reader = state_app(database_url, reading=True)
+    reader = state_app(database_url)
 
     async def read() -> StoredFlow:
         try:
@@ -439,6 +446,8 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
             payload = _parse_payload(line.decode("utf-8", "replace"), f"{path}:{number}")
             try:
                 messages.append(options.message(app, payload, batch_id))
+            except InvalidJobOption as exc:  # an option's fault, whatever the line: usage
+                raise fail(said(exc), 2) from None
             except TaskflareError as exc:
                 raise fail(f"{path}:{number}: {said(exc)}") from None
     if not messages:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..documents import MAX_LIST_LIMIT, Document, DocumentPage, Namespace
 from ..errors import TaskflareError
+from .arguments import TextCommand
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, state_app
 
 namespaces_cli = typer.Typer(
@@ -24,13 +25,13 @@ NsArg = Annotated[str, typer.Argument(help="The namespace.")]
 KeyArg = Annotated[str, typer.Argument(help="The document's key.")]
 
 
-@namespaces_cli.command("list")
+@namespaces_cli.command("list", cls=TextCommand)
 def namespaces_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """Every namespace that holds documents, with its count.
 
     Example: taskflare namespaces list
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     found = run(app, app.namespaces)
     if as_json:
         print_json({"namespaces": [{"namespace": n.namespace, "count": n.count} for n in found]})
@@ -43,7 +44,7 @@ def namespaces_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) 
     Console().print(table)
 
 
-@namespaces_cli.command("items")
+@namespaces_cli.command("items", cls=TextCommand)
 def namespaces_items(
     namespace: NsArg,
     limit: Annotated[int, typer.Option(min=1, max=MAX_LIST_LIMIT)] = 50,
@@ -56,7 +57,7 @@ def namespaces_items(
 
     Example: taskflare namespaces items products --prefix sku- --json
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     page: DocumentPage = run(
         app, lambda: app.namespace(namespace).list(limit=limit, cursor=cursor, prefix=prefix)
     )
@@ -91,7 +92,7 @@ async def _get(store: Namespace, key: str) -> Document:
     return found
 
 
-@namespaces_cli.command("get")
+@namespaces_cli.command("get", cls=TextCommand)
 def namespaces_get(
     namespace: NsArg, key: KeyArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False
 ) -> None:
@@ -99,7 +100,7 @@ def namespaces_get(
 
     Example: taskflare namespaces get products sku-42
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     found = run(app, lambda: _get(app.namespace(namespace), key))
     if as_json:
         print_json(found.to_dict())
@@ -107,7 +108,7 @@ def namespaces_get(
     typer.echo(json.dumps(found.value, indent=2, ensure_ascii=False))
 
 
-@namespaces_cli.command("delete")
+@namespaces_cli.command("delete", cls=TextCommand)
 def namespaces_delete(namespace: NsArg, key: KeyArg, database_url: DatabaseOpt = None) -> None:
     """Delete one document.
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from ..backends.base import JobEvent, JobEventCursor
 from ..jobs import JobStatus
 from ..tables import Column, fit_table
+from .arguments import TextCommand
 from .common import (
     DatabaseOpt,
     JsonLinesOpt,
@@ -100,7 +101,7 @@ def limits_table(limits: list[dict[str, Any]]) -> Any:
     return fit_table("limits", columns, rows)
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def stats(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")
@@ -117,7 +118,7 @@ def stats(
     each interval.
     Example: taskflare stats --watch
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     if not watch:
         document = run(app, app.read.stats)
@@ -179,7 +180,7 @@ def event_matches(event: JobEvent, queue: str | None, type: str | None, status: 
     return not status or event.kind == status
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def tail(
     queue: Annotated[str | None, typer.Option(help="Only jobs on this queue.")] = None,
     type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
@@ -202,7 +203,7 @@ def tail(
         # Otherwise it matches no event: the command would wait for ever, showing nothing.
         raise fail(f"--status must be one of {', '.join(EVENT_KINDS)}, got {status!r}", 2)
     status = None if status is None else status.lower()
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def follow() -> None:
         cursor = await app.read.job_event_start()

@@ -17,6 +17,7 @@ from ..encoding import NotStrictJson, loads_strict, normalize_content_type
 from ..errors import InvalidMessage, JobQueueSend, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
+from .arguments import TextCommand
 from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
 
 queues_cli = typer.Typer(
@@ -66,13 +67,13 @@ def queue_table(
     return fit_table(title, columns, rows)
 
 
-@queues_cli.command("list")
+@queues_cli.command("list", cls=TextCommand)
 def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """Every queue with its depth by state, oldest pending age and pause flag.
 
     Example: taskflare queues list --json
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     queues = run(app, app.read.queues)
     if as_json:
         print_json({"count": len(queues), "queues": queues})
@@ -80,13 +81,13 @@ def queues_list(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> N
         Console().print(queue_table(queues))
 
 
-@queues_cli.command("info")
+@queues_cli.command("info", cls=TextCommand)
 def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
     """One queue: depth by state, oldest pending age, pause flag, consumer settings.
 
     Example: taskflare queues info emails
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
     queue = run(app, lambda: app.read.queue(name))
     if as_json:
         print_json(queue)
@@ -97,7 +98,7 @@ def queues_info(name: QueueArg, database_url: DatabaseOpt = None, as_json: JsonO
             typer.echo(f"  {key}: {value}")
 
 
-@queues_cli.command("failed")
+@queues_cli.command("failed", cls=TextCommand)
 def queues_failed(
     name: QueueArg,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
@@ -109,7 +110,7 @@ def queues_failed(
 
     Example: taskflare queues failed emails --limit 20
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def work() -> list[dict[str, Any]]:
         await app.read.queue(name)  # UnknownQueue for a typo
@@ -133,7 +134,7 @@ def _set_paused(name: str, paused: bool, database_url: str | None) -> None:
     typer.echo(f"queue {name!r} {'paused' if paused else 'resumed'}")
 
 
-@queues_cli.command("pause")
+@queues_cli.command("pause", cls=TextCommand)
 def queues_pause(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     """Stop deliveries from a queue (sends still succeed).
 
@@ -142,7 +143,7 @@ def queues_pause(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     _set_paused(name, True, database_url)
 
 
-@queues_cli.command("resume")
+@queues_cli.command("resume", cls=TextCommand)
 def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
     """Deliver from a paused queue again.
 
@@ -154,17 +155,19 @@ def queues_resume(name: QueueArg, database_url: DatabaseOpt = None) -> None:
 # Wrangler's names for the same commands (`wrangler queues pause-delivery <q>`).
 queues_cli.command(
     "pause-delivery",
+    cls=TextCommand,
     help="The same as `pause` (wrangler's name for it).\n\n"
     "Example: taskflare queues pause-delivery emails",
 )(queues_pause)
 queues_cli.command(
     "resume-delivery",
+    cls=TextCommand,
     help="The same as `resume` (wrangler's name for it).\n\n"
     "Example: taskflare queues resume-delivery emails",
 )(queues_resume)
 
 
-@queues_cli.command("purge")
+@queues_cli.command("purge", cls=TextCommand)
 def queues_purge(
     name: QueueArg,
     database_url: DatabaseOpt = None,
@@ -201,7 +204,7 @@ def queues_purge(
     typer.echo(f"purged {purged} messages from {name!r}")
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def send(
     queue: QueueArg,
     body: Annotated[str, typer.Argument(help="The body: JSON, or text with --content-type text.")],
@@ -270,7 +273,7 @@ def send(
 DlqArg = Annotated[str, typer.Argument(help="The queue whose dead letters to show.")]
 
 
-@dlq_cli.command("list")
+@dlq_cli.command("list", cls=TextCommand)
 def dlq_list(
     queue: DlqArg,
     limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100,
@@ -281,7 +284,7 @@ def dlq_list(
 
     Example: taskflare dlq list emails
     """
-    app = state_app(database_url, reading=True)
+    app = state_app(database_url)
 
     async def work() -> tuple[str, list[dict[str, Any]]]:
         dlq = await _dlq_of(app, queue)
@@ -319,7 +322,7 @@ def message_table(title: str, messages: list[dict[str, Any]], origin: str) -> Ta
     return fit_table(title, columns, rows)
 
 
-@dlq_cli.command("reprocess")
+@dlq_cli.command("reprocess", cls=TextCommand)
 def dlq_reprocess(
     queue: DlqArg,
     ids: Annotated[

@@ -19,6 +19,7 @@ from ..backends.url import database_shown, redact_url, resolve_database_url
 from ..errors import AppLoadError, InvalidWorkerConfig, TaskflareError
 from ..loader import load_object
 from ..worker import DEFAULT_CONCURRENCY, Worker, WorkerConfig
+from .arguments import TextCommand
 from .common import AppArg, Flags, cli, fail, load_app, load_failure, said, setup_logging
 from .health import WorkerCommand
 
@@ -136,7 +137,7 @@ PublicDocsOpt = Annotated[
 ]
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def serve(
     app: AppArg,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -254,7 +255,7 @@ def serve(
         raise typer.Exit(3)
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def migrate(
     database_url: Annotated[
         str | None,
@@ -284,7 +285,7 @@ def migrate(
         typer.echo(f"{redact_url(url)}: schema is up to date")
 
 
-@cli.command()
+@cli.command(cls=TextCommand)
 def dev(
     app: AppArg,
     producer: Annotated[

@@ -10,6 +10,7 @@ import typer
 from ..errors import TaskflareError
 from ..registry.wrangler_check import wrangler_problems
 from ..wrangler import load_wrangler
+from .arguments import TextCommand
 from .common import JsonOpt, cli, fail, print_json, said
 
 wrangler_cli = typer.Typer(
@@ -20,7 +21,7 @@ wrangler_cli = typer.Typer(
 cli.add_typer(wrangler_cli, name="wrangler")
 
 
-@wrangler_cli.command("check")
+@wrangler_cli.command("check", cls=TextCommand)
 def wrangler_check(
     file: Annotated[Path, typer.Argument(help="wrangler.toml, wrangler.json or wrangler.jsonc")],
     env: Annotated[

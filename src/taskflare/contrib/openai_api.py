@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import Field, SecretStr
@@ -71,7 +72,10 @@ def _unreachable(exc: httpx.TransportError, settings: AiSettings) -> RuntimeErro
 
 
 def _url(settings: AiSettings, path: str) -> str:
-    return settings.base_url.rstrip("/") + "/" + path
+    """`<base_url>/<path>`, the path joined to the base's path: a query the base carries
+    (Azure OpenAI's `?api-version=...`) stays a query, after the joined path."""
+    base = urlsplit(settings.base_url)
+    return urlunsplit(base._replace(path=base.path.rstrip("/") + "/" + path))
 
 
 async def _raise_for_error(response: httpx.Response, settings: AiSettings) -> None:

@@ -26,6 +26,7 @@ from .common import (
     Tokens,
     allowed_methods,
     error_body,
+    internal_error,
     known_query_only,
     said,
 )
@@ -186,9 +187,10 @@ def create_api(
 
     @api.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> Response:
+        # Only what fails outside `EdgeGuard` (which answers the routes' own errors).
         log.exception("unhandled error in the HTTP API")
         return Response(
-            error_body(f"internal error ({type(exc).__name__}); see the server log", "internal"),
+            error_body(internal_error(exc), "internal"),
             status_code=500,
             media_type="application/json",
         )

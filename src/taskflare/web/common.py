@@ -82,6 +82,12 @@ def error_body(message: str, code: str | None = None) -> bytes:
     return orjson.dumps(body)
 
 
+def internal_error(exc: BaseException) -> str:
+    """What a 500 says of an unexpected error: its type only (its text may quote data or
+    secrets); the traceback goes to the server log."""
+    return f"internal error ({type(exc).__name__}); see the server log"
+
+
 def _token_from_env(name: str) -> str | None:
     value = os.environ.get(name)
     if value is None:

@@ -51,6 +51,7 @@ from .common import (
     Send,
     Tokens,
     error_body,
+    internal_error,
 )
 from .failures import API_LIMITS, FailureLimit, client_address, too_many
 from .request_body import BodyTimeout, RequestBody, has_body
@@ -300,6 +301,14 @@ class EdgeGuard:
                 raise
             log.info("%s %s: %s", scope["method"], scope["path"], exc.detail)
             await _answer(guarded_send, 408, exc.detail, "timeout")
+        except Exception as exc:
+            if started:
+                raise
+            # Answered here rather than by Starlette's outermost error middleware, so that
+            # a 500 gets what every answer gets: the drain, the hardening headers, and,
+            # under /client/v4/, Cloudflare's error shape.
+            log.exception("unhandled error in the HTTP API")
+            await _answer(guarded_send, 500, internal_error(exc), "internal")
 
     def _refusal(
         self, scope: Scope, headers: dict[bytes, bytes]

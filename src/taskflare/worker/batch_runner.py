@@ -45,7 +45,7 @@ from ..policy import (
     acked,
 )
 from ..policy import decide as decide_one
-from ..raised import describe, is_stop
+from ..raised import call_carrying, describe, is_stop, raised_by
 from ..registry import QueueSpec
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..text import MAX_TRACEBACK_CHARS, clean_text, clip
@@ -104,6 +104,7 @@ async def run_handler(
     or the error text on failure."""
     consumer = spec.consumer
     assert consumer is not None
+    own = asyncio.current_task()
 
     async def call() -> None:
         if consumer.is_async:
@@ -111,7 +112,9 @@ async def run_handler(
         else:
             # In a copy of this task's context, as for sync job handlers.
             run = contextvars.copy_context().run
-            await asyncio.get_running_loop().run_in_executor(pool, run, consumer.handler, batch)
+            await asyncio.get_running_loop().run_in_executor(
+                pool, run, call_carrying, consumer.handler, batch
+            )
 
     try:
         async with asyncio.timeout(consumer.timeout) as scope:
@@ -123,14 +126,15 @@ async def run_handler(
                 )
             else:
                 await call()
-    except TimeoutError as exc:
+    except TimeoutError as timeout:
         if not scope.expired():
-            return user_traceback(exc)
-    except BaseException as exc:
+            return user_traceback(timeout)
+    except BaseException as raised:
+        exc = raised_by(raised)  # what a plain def consumer's thread raised, if carried
         # Anything the consumer raised fails its batch, `SystemExit`, `KeyboardInterrupt`
         # and a `CancelledError` of its own included; only this task's cancellation (the
         # worker's shutdown) propagates.
-        if is_stop(exc):
+        if is_stop(exc, own):
             raise
         if scope.expired():  # it swallowed its timeout's cancellation, then raised
             return _timed_out(spec.name, consumer.timeout)

@@ -40,7 +40,7 @@ from ..policy import (
     WorkerShutdown,
     decide,
 )
-from ..raised import describe, is_stop, message_of
+from ..raised import call_carrying, describe, is_stop, message_of, raised_by
 from ..registry import QueueSpec, Registry
 from ..registry.hooks import HandlerCall, Hooks, LifecycleEvent
 from ..registry.job_types import JobType
@@ -182,17 +182,20 @@ class JobRunner:
         self, job_type: JobType | None, message: ClaimedMessage, ctx: JobContext
     ) -> tuple[Outcome, str | None]:
         """What became of the handler call, and the traceback of an error."""
+        own = asyncio.current_task()
         try:
             result = await self._invoke(job_type, message, ctx)
-        except BaseException as exc:
+        except BaseException as raised:
+            exc = raised_by(raised)  # what a plain def handler's thread raised, if carried
             # Anything the handler raised is its failure: `SystemExit` from a library's
-            # `sys.exit()`, `KeyboardInterrupt`, a `CancelledError` of its own. Only this
-            # task's cancellation (a cancel, the worker's shutdown) stops the job so.
-            if isinstance(exc, GeneratorExit):  # this coroutine is being closed
+            # `sys.exit()`, `KeyboardInterrupt`, a `CancelledError` or a `GeneratorExit`
+            # of its own. Only this task's cancellation (a cancel, the worker's shutdown)
+            # stops the job so, and only this coroutine's closing goes on as such.
+            if isinstance(exc, GeneratorExit) and is_stop(exc, own):
                 raise
             if ctx.cancelled:  # an error raised while stopping for a cancel is still a cancel
                 return Cancelled(), None
-            if is_stop(exc):
+            if is_stop(exc, own):
                 return WorkerShutdown(), None
             snoozed = _snoozed(exc, job_type)
             if snoozed is not None:
@@ -247,7 +250,7 @@ class JobRunner:
     async def _call(self, job_type: JobType, args: tuple[Any, ...]) -> Any:
         if job_type.is_async:
             return await job_type.handler(*args)
-        call: Callable[[], Any] = lambda: job_type.handler(*args)  # noqa: E731
+        call: Callable[[], Any] = lambda: call_carrying(job_type.handler, *args)  # noqa: E731
         # In a copy of this task's context: what middleware set (and the consumer span of
         # tracing) is current in the handler's thread too, as `asyncio.to_thread` does.
         run = contextvars.copy_context().run
@@ -266,11 +269,12 @@ async def within_timeout(seconds: float, run: Callable[[], Awaitable[Any]]) -> A
     ended: code that swallows its cancellation and returns a result, or raises something
     else, still ran too long (as Celery, Oban and River record it)."""
     scope = asyncio.timeout(seconds)
+    own = asyncio.current_task()
     try:
         async with scope:
             result = await run()
     except BaseException as exc:
-        if scope.expired() and not is_stop(exc):  # a cancel or a shutdown stays one
+        if scope.expired() and not is_stop(exc, own):  # a cancel or a shutdown stays one
             raise JobTimedOut(seconds) from exc
         raise
     if scope.expired():

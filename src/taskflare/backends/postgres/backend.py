@@ -37,12 +37,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo, timeout_from_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.pool_async import StopWorker
 
 from ...errors import (
     BackendUnavailable,
+    DatabaseNotFound,
     InvalidDatabaseUrl,
     InvalidMessage,
     SchemaOutdated,
@@ -105,7 +106,10 @@ _NOW = "extract(epoch FROM now())::float8"
 # The clock of a statement that runs after waiting for a lock in its transaction.
 _STMT_NOW = "extract(epoch FROM statement_timestamp())::float8"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_CONNECT_TIMEOUT = "10"
+# Seconds to make one connection (TCP, TLS, authentication) when the URL gives no
+# `connect_timeout`: libpq waits for ever, psycopg up to 130 s; 10 s failed on loaded
+# machines, while a refused connection fails at once whatever this is.
+DEFAULT_CONNECT_TIMEOUT = 30
 _LISTEN_MAX_BACKOFF = 5.0
 # A key can change hands between our look and our claim (it expired, or its job was
 # deleted); a few rounds settle it, more means something is wrong.
@@ -123,6 +127,8 @@ class PostgresSettings:
     min_size: int = 1
     max_size: int = 10
     password: str | None = None
+    # Seconds one connection may take (the URL's `connect_timeout`, as psycopg applies it).
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     # Behind PgBouncer in transaction pooling mode (`?pgbouncer=1`): no server-side
     # prepared statements and no session settings on our connections.
     pgbouncer: bool = False
@@ -163,8 +169,9 @@ def _flag(options: dict[str, str], name: str, url: str) -> bool:
     return raw in _TRUE
 
 
-def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
-    """libpq conninfo of a URL (with taskflare's connect timeout) and its password.
+def _conninfo(url: str, shown: str) -> tuple[str, str | None, float]:
+    """libpq conninfo of a URL (with taskflare's connect timeout unless the URL gives
+    one), its password, and the seconds a connection may take.
 
     A URL libpq refuses is `InvalidDatabaseUrl` with libpq's reason (`invalid URI query
     parameter: "shema"`) and, for an unknown option, the ones taskflare adds."""
@@ -182,9 +189,17 @@ def _conninfo(url: str, shown: str) -> tuple[str, str | None]:
         raise InvalidDatabaseUrl(
             f"invalid PostgreSQL URL {shown!r}" + (f": {reason}" if reason else "")
         ) from exc
-    params.setdefault("connect_timeout", _CONNECT_TIMEOUT)
+    params.setdefault("connect_timeout", str(DEFAULT_CONNECT_TIMEOUT))
+    raw = str(params["connect_timeout"])
+    if not raw.strip().isdigit():
+        raise InvalidDatabaseUrl(
+            f"connect_timeout={raw!r} in {shown!r} must be a whole number of seconds "
+            f"(default {DEFAULT_CONNECT_TIMEOUT})",
+            fields=("database_url",),
+        )
     password = params.get("password")
-    return make_conninfo("", **params), str(password) if password else None
+    seconds = timeout_from_conninfo(params)  # as psycopg applies it: at least 2; 0 is 130
+    return make_conninfo("", **params), str(password) if password else None, seconds
 
 
 def parse_postgres_url(url: str) -> PostgresSettings:
@@ -216,14 +231,15 @@ def parse_postgres_url(url: str) -> PostgresSettings:
                 f"listen_url in {redact_url(url)!r} must be a URL-encoded postgresql:// URL"
             )
         check_password(listen_url, "listen_url")
-        listen_conninfo, listen_password = _conninfo(listen_url, redact_url(listen_url))
+        listen_conninfo, listen_password, _ = _conninfo(listen_url, redact_url(listen_url))
     # quote, not quote_plus: libpq reads a "+" in a URL as itself, not as a space. Built
     # by hand: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
     query = urlencode(options, quote_via=quote)
     libpq_url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{query}" if query else "")
-    conninfo, password = _conninfo(libpq_url, redact_url(url))
+    conninfo, password, connect_timeout = _conninfo(libpq_url, redact_url(url))
     return PostgresSettings(
         conninfo=conninfo,
+        connect_timeout=connect_timeout,
         schema=schema,
         min_size=min_size,
         max_size=max_size,
@@ -358,6 +374,7 @@ class _LoopResources:
         self.loop = loop
         self.pool = pool
         self.opened = False
+        self.served = False  # whether the pool has handed out a connection yet
         self.listener: asyncio.Task[None] | None = None
         self.listen_conn: psycopg.AsyncConnection[Any] | None = None
         # Whether the listener also listens for jobs ending (the `done` channel).
@@ -473,7 +490,8 @@ class PostgresExecutor:
         """
         if check_schema and not self.schema_ready:
             await self.ensure_schema()
-        pool = await self._pool()
+        res = await self._pool()
+        pool = res.pool
         for attempt in (1, 2):
             used: Conn | None = None
             try:
@@ -482,7 +500,8 @@ class PostgresExecutor:
                 # the connection's lock and ran psycopg's wait loop on every call. The
                 # pool rolls back a connection returned inside a transaction and
                 # replaces a broken one, as before.
-                used = await pool.getconn()
+                used = await pool.getconn(self._wait_for(res))
+                res.served = True
                 try:
                     return await fn(used)
                 finally:
@@ -669,14 +688,23 @@ class PostgresExecutor:
                 found = self._loops[loop] = _LoopResources(loop, pool)
             return found
 
-    async def _pool(self) -> Pool:
+    async def _pool(self) -> _LoopResources:
+        """This loop's pool (opened on first use) and what goes with it."""
         res = self._resources()
         if not res.opened:
             if not self._reached:
                 await self._probe()
             await res.pool.open(wait=False)
             res.opened = True
-        return res.pool
+        return res
+
+    def _wait_for(self, res: _LoopResources) -> float:
+        """Seconds to wait for a pooled connection: `pool_timeout`, except until the pool
+        has given one, when its first connection is still being made (a server slow to
+        accept, a loaded machine): then as long as a connection may take."""
+        if res.served:
+            return self._pool_timeout
+        return max(self._pool_timeout, self._settings.connect_timeout)
 
     async def _probe(self) -> None:
         """Connect once, directly, before the first pool opens.
@@ -685,11 +713,8 @@ class PostgresExecutor:
         every try; a wrong password, a missing database or a server that is not there
         would take `pool_timeout` seconds and several multi-line warnings to report.
         The probe reports it at once, in one line."""
-        timeout = max(1, min(int(self._pool_timeout), 10))
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._settings.conninfo, autocommit=True, connect_timeout=timeout
-            )
+        try:  # within the URL's connect_timeout, as every other connection
+            conn = await psycopg.AsyncConnection.connect(self._settings.conninfo, autocommit=True)
         except psycopg.Error as exc:
             text = self._hide(" ".join(str(exc).split()))
             raise BackendUnavailable(f"PostgreSQL {self.url_for_logs}: {text}") from exc
@@ -751,9 +776,9 @@ class PostgresExecutor:
     def _verify(self, applied: list[int]) -> None:
         current = max(applied, default=0)
         if current == 0 and not self.auto_migrate:
-            raise BackendUnavailable(
-                f"no taskflare database in schema {self.schema!r} of {self.url_for_logs} "
-                "(nothing was created)"
+            raise DatabaseNotFound(
+                f"no taskflare database in schema {self.schema!r} of {self.url_for_logs}; "
+                "nothing was created"
             )
         if current > LATEST_VERSION:
             raise SchemaTooNew(
@@ -1022,7 +1047,12 @@ def _settle_params(settlement: Settlement) -> dict[str, Any]:
 
 
 class PostgresBackend(SqlStore):
-    """Backend over one schema of a PostgreSQL database."""
+    """Backend over one schema of a PostgreSQL database.
+
+    `pool_timeout` [s]: how long a call waits for a pooled connection (so how soon it
+    fails while the server is down); the first call of each event loop waits as long as
+    a connection may take (the URL's `connect_timeout`, 30 s by default) if longer.
+    """
 
     # An insert blocks no reader, claimer or other writer (MVCC), so a call of up to
     # 5 000 jobs is one statement and one round trip (docs/decisions.md, "Bulk enqueue").

@@ -29,7 +29,13 @@ from urllib.request import pathname2url
 
 import orjson
 
-from ...errors import BackendUnavailable, SchemaOutdated, SchemaTooNew, StorageRejected
+from ...errors import (
+    BackendUnavailable,
+    DatabaseNotFound,
+    SchemaOutdated,
+    SchemaTooNew,
+    StorageRejected,
+)
 from ..base import (
     ACKED,
     CANCEL_TOPIC,
@@ -320,7 +326,7 @@ class SQLiteExecutor:
 
     def _open(self) -> sqlite3.Connection:
         if not self._create and self.path != ":memory:" and not Path(self.path).is_file():
-            raise BackendUnavailable(f"no SQLite database at {self.path!r} (nothing was created)")
+            raise DatabaseNotFound(f"no SQLite database at {self._where()}; nothing was created")
         try:
             if self.path != ":memory:":
                 self._file_path = os.path.abspath(self._file_path)
@@ -429,8 +435,18 @@ class SQLiteExecutor:
             conn.close()
             raise
 
+    def _where(self) -> str:
+        """The file as errors name it: the path given, and where a relative one is."""
+        if os.path.isabs(self.path) or self.path.startswith("file:"):
+            return repr(self.path)
+        return f"{self.path!r} ({os.path.abspath(self.path)})"
+
     def _verify(self, applied: list[int]) -> None:
         current = max(applied, default=0)
+        if current == 0 and not self._auto_migrate:  # a file, but no taskflare tables in it
+            raise DatabaseNotFound(
+                f"no taskflare database in SQLite file {self._where()}; nothing was created"
+            )
         if current > LATEST_VERSION:
             raise SchemaTooNew(
                 f"database {self.path!r} has schema version {current}, newer than this "
