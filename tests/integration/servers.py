@@ -21,7 +21,7 @@ def serving(asgi_app: Any) -> Iterator[tuple[str, uvicorn.Server]]:
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started, 20, "uvicorn to start")
+        wait_for(lambda: server.started, 60, "uvicorn to start")
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}", server
     finally:

@@ -107,7 +107,7 @@ def test_tail_prints_the_events_of_jobs_run_by_another_process(
         return False
 
     try:
-        wait_for(marker_seen, 30, "both tails to be live", interval=0.3)
+        wait_for(marker_seen, 60, "both tails to be live", interval=0.3)
     finally:
         producer.close_sync()
     worker = Follower(tmp_path, "worker", spec, url=database_url)
@@ -180,17 +180,17 @@ def test_stats_watch_refreshes_in_place_in_a_terminal_and_ctrl_c_ends_it(
             assert "exit=" not in text, f"stats --watch exited:\n{text}"
             return "updated" in text
 
-        wait_for(first_screen, 30, "the first stats screen")
+        wait_for(first_screen, 60, "the first stats screen")
         sent = 0
         for burst in (3, 7):
             sent += len(send_in_process(database_url, "work", [{"i": i} for i in range(burst)]))
-            wait_for(lambda n=sent: _ready_of(screen(), "work") == n, 15, f"{sent} ready on screen")
+            wait_for(lambda n=sent: _ready_of(screen(), "work") == n, 60, f"{sent} ready on screen")
         history = _tmux(socket_name, "capture-pane", "-p", "-t", "w", "-S", "-")
         assert history.count("queues (") == 1, history  # redrawn in place, never scrolled
         assert history.count("updated ") == 1, history
 
         _tmux(socket_name, "send-keys", "-t", "w", "C-c")
-        wait_for(lambda: "exit=" in screen(), 15, "stats --watch to exit on Ctrl-C")
+        wait_for(lambda: "exit=" in screen(), 60, "stats --watch to exit on Ctrl-C")
         final = _tmux(socket_name, "capture-pane", "-p", "-t", "w", "-S", "-")
         assert "exit=0" in final and "Traceback" not in final, final
     finally:
@@ -208,7 +208,7 @@ def test_stats_watch_json_prints_one_document_a_line_until_ctrl_c(
         assert watch.proc.poll() is None, f"stats exited: {watch.stderr}"
         return len(watch.stdout.splitlines()) >= 2
 
-    wait_for(two_samples, 30, "two samples")
+    wait_for(two_samples, 60, "two samples")
     for line in watch.stdout.splitlines()[:2]:
         document = json.loads(line)
         assert document["queues"][0]["depth"]["ready"] == 1

@@ -44,7 +44,7 @@ def test_worker_runs_what_send_and_jobs_enqueue_put_in(
     # A started worker stores its app's queues; from then on `send` knows the queue.
     wait_for(
         lambda: tf("queues", "info", "work", url=database_url).returncode == 0,
-        30,
+        60,
         "the worker to declare its queues",
     )
     sent = [ok("send", "work", f'{{"i": {i}}}', url=database_url).strip() for i in range(3)]
@@ -53,13 +53,13 @@ def test_worker_runs_what_send_and_jobs_enqueue_put_in(
     plain = ok("jobs", "enqueue", "double", '{"n": 1}', "--queue", "jobs", url=database_url).strip()
     bad = ok("jobs", "enqueue", "boom", '{"n": 7}', "--app", spec, url=database_url).strip()
 
-    wait_for(lambda: set(sent) <= set(logged_ids(tmp_path)), 30, "the sent messages consumed")
-    wait_for(lambda: _job_status(good, database_url, "completed"), 30, "double to complete")
+    wait_for(lambda: set(sent) <= set(logged_ids(tmp_path)), 60, "the sent messages consumed")
+    wait_for(lambda: _job_status(good, database_url, "completed"), 60, "double to complete")
     shown = tf_json("jobs", "show", good, url=database_url)
     assert shown["result"] == {"n": 42} and shown["progress"] == 1.0
     assert [a["outcome"] for a in shown["history"]] == ["completed"]
-    wait_for(lambda: _job_status(plain, database_url, "completed"), 30, "plain double")
-    wait_for(lambda: _job_status(bad, database_url, "failed"), 30, "boom to fail")
+    wait_for(lambda: _job_status(plain, database_url, "completed"), 60, "plain double")
+    wait_for(lambda: _job_status(bad, database_url, "failed"), 60, "boom to fail")
 
     text = ok("jobs", "show", bad, url=database_url)
     assert "attempt 1" in text and "error: RuntimeError: kaboom 7" in text
@@ -70,7 +70,7 @@ def test_worker_runs_what_send_and_jobs_enqueue_put_in(
     ok("jobs", "retry", bad, url=database_url)
     wait_for(
         lambda: len(tf_json("jobs", "show", bad, url=database_url)["history"]) == 2,
-        30,
+        60,
         "the retried job to run again",
     )
     assert tf_json("jobs", "show", bad, url=database_url)["status"] == "failed"
@@ -103,10 +103,10 @@ def test_supervisor_restarts_a_killed_child_and_sigterm_stops_all_gracefully(
         slots = _children(supervisor)
         return slots if len(slots) == 2 else None
 
-    slots = wait_for(both_started, 30, "two workers started")
+    slots = wait_for(both_started, 60, "two workers started")
     first = [slots[0][0], slots[1][0]]
     early = send_in_process(database_url, "work", [{"i": i} for i in range(10)])
-    wait_for(lambda: set(early) <= set(logged_ids(tmp_path)), 30, "the first messages consumed")
+    wait_for(lambda: set(early) <= set(logged_ids(tmp_path)), 60, "the first messages consumed")
 
     os.kill(first[0], signal.SIGKILL)
     supervisor.wait_for_output(
@@ -114,12 +114,12 @@ def test_supervisor_restarts_a_killed_child_and_sigterm_stops_all_gracefully(
         20,
         stream="stderr",
     )
-    wait_for(lambda: len(_children(supervisor)[0]) == 2, 20, "worker 0 restarted")
+    wait_for(lambda: len(_children(supervisor)[0]) == 2, 60, "worker 0 restarted")
     replacement = _children(supervisor)[0][1]
     assert replacement not in first and pid_alive(replacement) and pid_alive(first[1])
 
     late = send_in_process(database_url, "work", [{"i": i} for i in range(10, 30)])
-    wait_for(lambda: set(late) <= set(logged_ids(tmp_path)), 30, "work continued")
+    wait_for(lambda: set(late) <= set(logged_ids(tmp_path)), 60, "work continued")
 
     assert supervisor.stop(signal.SIGTERM, timeout=60) == 0
     err = supervisor.stderr

@@ -101,15 +101,15 @@ def test_a_killed_workers_concurrency_slot_is_freed_when_its_lease_is_rescued(
     second: WorkerProcess | None = None
     try:
         stuck = app.enqueue_sync("hold", {"key": "k", "n": 1, "sleep": 60})
-        wait_for(lambda: _starts(tmp_path) == [(1, 1)], 30, "the first job to start")
+        wait_for(lambda: _starts(tmp_path) == [(1, 1)], 60, "the first job to start")
         nxt = app.enqueue_sync("hold", {"key": "k", "n": 2, "sleep": 0})
         first.signal(signal.SIGKILL)
         first.wait(10)
         assert app.get_job_sync(stuck.id).status is JobStatus.PROCESSING  # slot still held
         second = WorkerProcess(spec, tmp_path, env, "--queue", "seq")
         # The lease (1 s) runs out, the rescuer puts job 1 back: the key's slot is free.
-        wait_for(lambda: (2, 1) in _starts(tmp_path), 30, "the second job of the key to run")
-        wait_for(lambda: app.get_job_sync(nxt.id).status is JobStatus.COMPLETED, 30, "job 2 to end")
+        wait_for(lambda: (2, 1) in _starts(tmp_path), 60, "the second job of the key to run")
+        wait_for(lambda: app.get_job_sync(nxt.id).status is JobStatus.COMPLETED, 60, "job 2 to end")
         starts = _starts(tmp_path)
         # One at a time: job 1's second delivery and job 2 never ran together with the
         # first delivery (which died with its worker).

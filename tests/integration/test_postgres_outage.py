@@ -53,7 +53,7 @@ def test_workers_survive_a_database_stop_and_a_restart(
 
         wait_for(lambda: delivered(tmp_path) >= TOTAL // 5, 60, "a fifth of the deliveries")
         private_pg.stop()
-        wait_for(lambda: all(logged_outage(w) for w in workers), 30, "both workers to log it")
+        wait_for(lambda: all(logged_outage(w) for w in workers), 60, "both workers to log it")
         for w in workers:
             assert w.proc.poll() is None, f"worker died during the outage:\n{w.stderr}"
         private_pg.start()
@@ -78,11 +78,11 @@ def test_workers_survive_a_database_stop_and_a_restart(
         private_pg.restart()
         wait_for(
             lambda: all("listening for new work again" in w.stderr for w in workers),
-            30,
+            60,
             "the LISTEN connections to come back",
         )
         late_id = harness.work.send_sync({"n": "late"})
-        wait_for(lambda: delivery_counts(tmp_path)[late_id] == 1, 30, "the late message")
+        wait_for(lambda: delivery_counts(tmp_path)[late_id] == 1, 60, "the late message")
         harness.app.close_sync()
     finally:
         harness.close()

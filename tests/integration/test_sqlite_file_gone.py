@@ -160,7 +160,7 @@ def test_a_worker_claims_nothing_while_its_file_is_away(harness: Harness, how: s
     worker = harness.start_worker("--concurrency", "1", TF_BATCH="1")
     # One message runs (until released); each of the two fetchers holds one more, claimed
     # and waiting for the slot. Those three may run; nothing else may be claimed.
-    wait_for(lambda: harness.counts("work").get("leased") == 3, 30, "three claimed")
+    wait_for(lambda: harness.counts("work").get("leased") == 3, 60, "three claimed")
     harness.app.close_sync()  # only the worker has the file open
 
     if how == "deleted":
@@ -171,16 +171,16 @@ def test_a_worker_claims_nothing_while_its_file_is_away(harness: Harness, how: s
 
     wait_for(
         lambda: "the database file was deleted while this process had it open" in worker.stderr,
-        30,
+        60,
         "the worker to log that its file is gone",
     )
-    wait_for(lambda: delivered(harness) == 3, 30, "the three claimed before to run")
+    wait_for(lambda: delivered(harness) == 3, 60, "the three claimed before to run")
     tries = worker.stderr.count("cannot claim")
     wait_for(
         lambda: (
             worker.stderr.count("cannot claim") >= tries + 2 and "could not record" in worker.stderr
         ),
-        30,
+        60,
         "the worker to retry its claims and its acks",
     )
     assert worker.proc.poll() is None, worker.stderr
@@ -189,8 +189,8 @@ def test_a_worker_claims_nothing_while_its_file_is_away(harness: Harness, how: s
     if how == "deleted":
         return
     db.with_name("away.db").rename(db)
-    wait_for(lambda: delivered(harness) == 6, 30, "the other messages, once it is back")
-    wait_for(lambda: not harness.counts("work"), 30, "every message acked")
+    wait_for(lambda: delivered(harness) == 6, 60, "the other messages, once it is back")
+    wait_for(lambda: not harness.counts("work"), 60, "every message acked")
     assert set(delivery_counts(harness.folder).values()) == {1}, "each delivered once"
     assert "the database file is back at its path" in worker.stderr
     assert "database reachable again" in worker.stderr

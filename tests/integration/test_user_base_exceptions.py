@@ -125,11 +125,11 @@ def test_systemexit_keyboardinterrupt_and_own_cancel_fail_their_job_not_the_work
         innocent = app.enqueue_sync("innocent", {"until": str(release)})
         worker = _start(tmp_path, database_url, "--queue", "q9")
         try:
-            wait_for(lambda: "innocent started" in _notes(tmp_path), 30, "the innocent job")
+            wait_for(lambda: "innocent started" in _notes(tmp_path), 60, "the innocent job")
             bad = {name: app.enqueue_sync(name, {}).id for name in ("exit", "kbi", "own-cancel")}
             failed = {
                 name: wait_for(
-                    _alive(worker, functools.partial(_finished, app, job_id)), 30, f"{name} to fail"
+                    _alive(worker, functools.partial(_finished, app, job_id)), 60, f"{name} to fail"
                 )
                 for name, job_id in bad.items()
             }
@@ -149,7 +149,7 @@ def test_systemexit_keyboardinterrupt_and_own_cancel_fail_their_job_not_the_work
                 ]
             release.touch()
             done = wait_for(
-                _alive(worker, lambda: _finished(app, innocent.id)), 30, "the innocent job"
+                _alive(worker, lambda: _finished(app, innocent.id)), 60, "the innocent job"
             )
             assert (done.status.value, done.attempts, done.result) == ("completed", 1, "done")
             assert worker.proc.poll() is None, worker.stderr
@@ -173,7 +173,7 @@ def test_a_consumer_calling_sys_exit_fails_its_batch_not_the_worker(
         try:
             wait_for(
                 _alive(worker, lambda: _state(app, bad) == "failed"),
-                30,
+                60,
                 "the batch retried, then failed",
             )
             assert _notes(tmp_path).count(f"message {bad}") == 2
@@ -181,7 +181,7 @@ def test_a_consumer_calling_sys_exit_fails_its_batch_not_the_worker(
             good = m9.send_sync({"exit": False})
             wait_for(
                 _alive(worker, lambda: _state(app, good) is None),
-                30,
+                60,
                 "the next message to be acked",
             )
             worker.signal(signal.SIGTERM)

@@ -101,7 +101,7 @@ def test_fastapi_response_arrives_before_the_task_ends_and_the_task_completes(
         assert "task ended" not in marks.times, "the response waited for the task"
         assert not done_file.exists()
         gate.set()
-        wait_for(done_file.exists, 20, "the wait_until task to finish")
+        wait_for(done_file.exists, 60, "the wait_until task to finish")
     assert done_file.read_text() == "t-42"
     assert marks.times["task ended"] > received
     # The task started only once the handler had returned (after the response was sent).
@@ -119,11 +119,11 @@ def test_a_server_shutting_down_waits_for_pending_tasks(tmp_path: Path, sqlite_u
         server,
     ):
         assert httpx.post(f"{url}/threads/t-7", timeout=60).status_code == 200
-        wait_for(lambda: "task started" in marks.times, 20, "the task to start")
+        wait_for(lambda: "task started" in marks.times, 60, "the task to start")
         server.should_exit = True  # like SIGTERM, while the task is running
         # The task ends only once the shutdown has begun: a server that did not wait for
         # it would have completed its shutdown before (or cancelled the task).
-        wait_for(lambda: "shutdown received" in marks.times, 20, "the lifespan shutdown")
+        wait_for(lambda: "shutdown received" in marks.times, 60, "the lifespan shutdown")
         gate.set()
     # `serving` returned only after uvicorn stopped; the task had finished by then.
     assert done_file.read_text() == "t-7"
@@ -156,7 +156,7 @@ def test_plain_starlette_reads_wait_until_from_the_request_state(
         assert response.json() == {"received": True}
         assert marks.times == {}, "the response waited for the work"
         gate.set()
-        wait_for(lambda: len(marks.times) == 2, 20, "the wait_until work to finish")
+        wait_for(lambda: len(marks.times) == 2, 60, "the wait_until work to finish")
     assert (tmp_path / "from-scope").read_text() == "from-scope"
     assert (tmp_path / "from-request-state").read_text() == "from-request-state"
     app.close_sync()

@@ -13,14 +13,14 @@ def test_message_of_sigkilled_worker_is_redelivered_after_its_lease_expires(
 ) -> None:
     message_id = harness.work.send_sync({"sleep": 60})
     first = harness.start_worker(TF_VT="1")
-    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 20, "first delivery")
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 60, "first delivery")
     first.signal(signal.SIGKILL)
     first.wait(10)
     record = harness.get(message_id)
     assert record is not None and record.state == "leased"
 
     harness.start_worker(TF_VT="1")
-    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 2, 20, "redelivery")
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 2, 60, "redelivery")
     assert [d[2] for d in deliveries(harness.folder) if d[0] == message_id] == [1, 2]
 
 
@@ -39,7 +39,7 @@ def test_message_that_kills_its_worker_every_time_ends_in_the_dlq(harness: Harne
         record = harness.get(message_id)
         return record is not None and record.state == "failed"
 
-    wait_for(failed, 20, "the message to fail after its last delivery")
+    wait_for(failed, 60, "the message to fail after its last delivery")
     assert survivor.proc.poll() is None, "the worker must not crash again"
     assert delivery_counts(harness.folder)[message_id] == 3
     record = harness.get(message_id)
@@ -57,7 +57,7 @@ def test_jobs_claimed_ahead_by_a_sigkilled_worker_all_run_after_their_lease(
     harness.app.job("slow", queue="jobs")(lambda payload: None)
     harness.app.enqueue_many_sync("slow", [{"sleep": 0.01, "i": i} for i in range(400)])
     first = harness.start_worker("--queue", "jobs", "--concurrency", "5", TF_JOBS_VT="1")
-    wait_for(lambda: len(job_starts(harness.folder)) >= 100, 30, "a hundred jobs to start")
+    wait_for(lambda: len(job_starts(harness.folder)) >= 100, 60, "a hundred jobs to start")
     first.signal(signal.SIGKILL)
     first.wait(10)
     harness.start_worker("--queue", "jobs", "--concurrency", "5", TF_JOBS_VT="1")
@@ -83,14 +83,14 @@ def test_an_async_handler_blocking_the_loop_past_its_lease_is_not_run_twice(
     job = harness.app.enqueue_sync("blocking", {"sleep": 4})
     env = {"TF_VT": "1", "TF_JOBS_VT": "1"}
     first = harness.start_worker(**env)
-    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 20, "first delivery")
+    wait_for(lambda: delivery_counts(harness.folder)[message_id] == 1, 60, "first delivery")
     harness.start_worker(**env)  # its lease rescuer would take an expired lease at once
 
     def finished() -> bool:
         stored = harness.app.get_job_sync(job.id)
         return harness.get(message_id) is None and stored is not None and stored.status.finished
 
-    wait_for(finished, 30, "the message acked and the job finished")
+    wait_for(finished, 60, "the message acked and the job finished")
     assert delivery_counts(harness.folder)[message_id] == 1
     assert [kind for kind, _ in job_starts(harness.folder)] == ["blocking"]
     stored = harness.app.get_job_sync(job.id)
@@ -107,10 +107,10 @@ def test_a_message_acked_before_its_worker_is_killed_is_not_delivered_again(
     harness = any_harness
     acked, slow = harness.work.send_batch_sync([{"body": {"ack": True}}, {"body": {"sleep": 60}}])
     first = harness.start_worker(TF_VT="1")
-    wait_for(lambda: harness.get(acked) is None, 20, "the explicit ack to be stored")
+    wait_for(lambda: harness.get(acked) is None, 60, "the explicit ack to be stored")
     first.signal(signal.SIGKILL)
     first.wait(10)
 
     harness.start_worker(TF_VT="1")
-    wait_for(lambda: delivery_counts(harness.folder)[slow] == 2, 20, "the redelivery")
+    wait_for(lambda: delivery_counts(harness.folder)[slow] == 2, 60, "the redelivery")
     assert delivery_counts(harness.folder)[acked] == 1

@@ -20,13 +20,13 @@ def test_graceful_stop_finishes_running_batch_and_returns_unstarted_ones(
     running = harness.work.send_sync({"until": str(release)})
     waiting = harness.work.send_sync({"n": 2})
     worker = harness.start_worker("--concurrency", "1", TF_BATCH="1")
-    wait_for(lambda: delivery_counts(harness.folder)[running] == 1, 20, "the slow batch to start")
+    wait_for(lambda: delivery_counts(harness.folder)[running] == 1, 60, "the slow batch to start")
 
     def prefetched() -> bool:
         record = harness.get(waiting)
         return record is not None and record.state == "leased"
 
-    wait_for(prefetched, 20, "the second batch to be claimed while it waits for a slot")
+    wait_for(prefetched, 60, "the second batch to be claimed while it waits for a slot")
     worker.signal(sig)
 
     def handed_back() -> bool:
@@ -36,7 +36,7 @@ def test_graceful_stop_finishes_running_batch_and_returns_unstarted_ones(
     # The running batch may finish only once the worker has acted on the stop: a loaded
     # machine can deliver the signal late, and a slot freed first would start the
     # prefetched batch before the stop was seen.
-    wait_for(handed_back, 20, "the prefetched batch to be handed back on the stop")
+    wait_for(handed_back, 60, "the prefetched batch to be handed back on the stop")
     release.touch()
     assert worker.wait(20) == 0, worker.stderr
 
@@ -53,7 +53,7 @@ def test_batch_still_running_after_the_grace_period_is_cancelled_and_retried(
 ) -> None:
     stuck = harness.work.send_sync({"sleep": 120})
     worker = harness.start_worker("--shutdown-grace", "0.5")
-    wait_for(lambda: delivery_counts(harness.folder)[stuck] == 1, 20, "the batch to start")
+    wait_for(lambda: delivery_counts(harness.folder)[stuck] == 1, 60, "the batch to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0, worker.stderr
     record = harness.get(stuck)
@@ -78,7 +78,7 @@ def test_a_job_cut_off_by_shutdown_is_recorded_retried_before_the_process_exits(
     harness.app.job(kind, queue="jobs")(lambda payload: None)
     job = harness.app.enqueue_sync(kind, {"sleep": 30})
     worker = harness.start_worker("--shutdown-grace", "1", "--queue", "jobs")
-    wait_for(lambda: job_starts(harness.folder), 30, "the job to start")
+    wait_for(lambda: job_starts(harness.folder), 60, "the job to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0, worker.stderr
     stored = _job(harness, job.id)
@@ -96,7 +96,7 @@ def test_a_job_on_its_last_attempt_cut_off_by_shutdown_is_recorded_failed(
     harness.app.job("slow", queue="jobs", max_attempts=1)(lambda payload: None)
     job = harness.app.enqueue_sync("slow", {"sleep": 30})
     worker = harness.start_worker("--shutdown-grace", "1", "--queue", "jobs", TF_JOB_ATTEMPTS="1")
-    wait_for(lambda: job_starts(harness.folder), 30, "the job to start")
+    wait_for(lambda: job_starts(harness.folder), 60, "the job to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(20) == 0, worker.stderr
     stored = _job(harness, job.id)
