@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,14 @@ HUEY_SHAPE = (
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _alternated(rounds: int, subjects: list[str]) -> Iterator[str]:
+    """Every subject once a round, in a new shuffled order each round."""
+    for _ in range(rounds):
+        order = subjects[:]
+        random.shuffle(order)
+        yield from order
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
@@ -107,33 +115,30 @@ async def pg_rounds(rounds: int, rows: int) -> dict[str, list[tuple[float, float
         out: dict[str, list[tuple[float, float]]] = {v: [] for v in [*variants, "pgqueuer"]}
         server = ef.ServerCpu(url)
         bodies = [f'{{"t":{t}.0}}'.encode() for t in range(rows)]
-        for _ in range(rounds):
-            order = list(out)
-            random.shuffle(order)
-            for variant in order:
-                drop = variants.get(variant, [])
-                for index in drop:
-                    await conn.execute(f'DROP INDEX "{ef.TF_SCHEMA}"."{index}"')
-                await conn.execute(f'TRUNCATE "{ef.TF_SCHEMA}".messages')
-                await conn.execute("TRUNCATE pgqueuer")
+        for variant in _alternated(rounds, list(out)):
+            drop = variants.get(variant, [])
+            for index in drop:
+                await conn.execute(f'DROP INDEX "{ef.TF_SCHEMA}"."{index}"')
+            await conn.execute(f'TRUNCATE "{ef.TF_SCHEMA}".messages')
+            await conn.execute("TRUNCATE pgqueuer")
 
-                async def call(variant: str = variant) -> None:
-                    if variant == "pgqueuer":
-                        await queries.enqueue(["noop"] * rows, bodies, [0] * rows)
-                    else:
-                        await conn.execute(
-                            ef.TF_UNNEST_PG, ef.ids(rows), bodies, "noop", 3, str(uuid.uuid4())
-                        )
+            async def call(variant: str = variant) -> None:
+                if variant == "pgqueuer":
+                    await queries.enqueue(["noop"] * rows, bodies, [0] * rows)
+                else:
+                    await conn.execute(
+                        ef.TF_UNNEST_PG, ef.ids(rows), bodies, "noop", 3, str(uuid.uuid4())
+                    )
 
+            await call()
+            server.begin()
+            start = time.perf_counter()
+            for _ in range(3):
                 await call()
-                server.begin()
-                start = time.perf_counter()
-                for _ in range(3):
-                    await call()
-                wall = time.perf_counter() - start
-                out[variant].append((server.spent_ns() / (3 * rows) / 1e3, 3 * rows / wall))
-                for index in drop:
-                    await conn.execute(defs[index])
+            wall = time.perf_counter() - start
+            out[variant].append((server.spent_ns() / (3 * rows) / 1e3, 3 * rows / wall))
+            for index in drop:
+                await conn.execute(defs[index])
         server.close()
         await conn.close()
         await pgq_conn.close()
@@ -194,21 +199,18 @@ def sqlite_rounds(rounds: int, count: int) -> dict[str, list[tuple[float, float]
         }
         subjects = [*variants, *calls, "taskflare app.enqueue"]
         out: dict[str, list[tuple[float, float]]] = {v: [] for v in subjects}
-        for _ in range(rounds):
-            order = list(out)
-            random.shuffle(order)
-            for variant in order:
-                drop = variants.get(variant, [])
-                for index in drop:
-                    conn.execute(f"DROP INDEX {index}")
-                if variant == "taskflare app.enqueue":
-                    out[variant].append(asyncio.run(_app_enqueue(f"{tmp}/app.db", count)))
-                    continue
-                one = calls.get(variant, insert)
-                hop = pool if variant.endswith("worker thread") else None
-                out[variant].append(_timed(one, count, hop))
-                for index in drop:
-                    conn.execute(defs[index])
+        for variant in _alternated(rounds, list(out)):
+            drop = variants.get(variant, [])
+            for index in drop:
+                conn.execute(f"DROP INDEX {index}")
+            if variant == "taskflare app.enqueue":
+                out[variant].append(asyncio.run(_app_enqueue(f"{tmp}/app.db", count)))
+                continue
+            one = calls.get(variant, insert)
+            hop = pool if variant.endswith("worker thread") else None
+            out[variant].append(_timed(one, count, hop))
+            for index in drop:
+                conn.execute(defs[index])
         pool.shutdown()
         return out
 
