@@ -25,6 +25,7 @@ from ..backends.base import (
     ClaimedMessage,
     ClaimParams,
     ClaimResult,
+    LeaseExtendParams,
     LeaseRef,
     ReadyInfo,
     ReadyInfoParams,
@@ -109,6 +110,7 @@ class WorkerState:
         self, params: ClaimParams, queue: str, failures: list[int]
     ) -> ClaimResult | None:
         """Claim, or log the failure and back off (None); `failures` counts them in a row."""
+        sent = time.monotonic()
         try:
             result = await self.backend.message_claim_many(params)
         except Exception as exc:
@@ -120,7 +122,40 @@ class WorkerState:
         if failures[0]:
             log.warning("queue %r: database reachable again", queue)
             failures[0] = 0
+        late = time.monotonic() - sent
+        if result.messages and late > params.visibility_timeout / 2:
+            return await self._still_held(params, result, late)
         return result
+
+    async def _still_held(
+        self, params: ClaimParams, result: ClaimResult, late: float
+    ) -> ClaimResult:
+        """A claim seen past half its lease (the event loop stalled in a blocking handler
+        while the answer waited, or the database was slow) may have lost its deliveries
+        to another worker's lease rescuer meanwhile: a lease is guarded (heartbeat, guard
+        thread) only once its claim is seen. So extend the lease first, and run the claim
+        only if it still holds every delivery; else hand back the ones it holds and run
+        none (the others are another worker's now: running them here ran them twice)."""
+        claimed = result.messages
+        lease = LeaseExtendParams([claimed[0].lease_id], params.visibility_timeout)
+        try:
+            held = await self.backend.lease_extend_many(lease)
+        except Exception as exc:
+            log.warning("queue %r: cannot extend a late claim's lease (%s)", params.queue, exc)
+            held = -1
+        if held == len(claimed):
+            return result
+        log.warning(
+            "queue %r: a claim answered %.1fs late (its lease: %gs) held %s of its %d "
+            "deliveries; none run here, the rest handed back",
+            params.queue,
+            late,
+            params.visibility_timeout,
+            "an unknown number" if held < 0 else held,
+            len(claimed),
+        )
+        await release(self, params.queue, claimed)
+        return ClaimResult([], result.ready)
 
 
 def idle_wait(info: ReadyInfo | None, spec: QueueSpec, idle: float, *, fill: bool) -> float:
