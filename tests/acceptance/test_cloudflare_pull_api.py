@@ -131,18 +131,23 @@ def test_wrangler_s_pause_and_resume_delivery_request_pauses_the_queue(
         assert code_setting.status_code == 422 and "delivery_delay" in code_setting.text
 
 
+def _http_pull_app(database_url: str, tmp_path: Path, setting: str) -> App:
+    """An app whose wrangler.toml declares `exports` an `http_pull` consumer with
+    `setting` (one `key = value` line)."""
+    wrangler = tmp_path / "wrangler.toml"
+    wrangler.write_text(f'[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\n{setting}\n')
+    app = App(database_url)
+    app.use_wrangler(str(wrangler))
+    return app
+
+
 def test_a_pull_retry_without_delay_seconds_waits_the_consumers_retry_delay(
     database_url: str, tmp_path: Path
 ) -> None:
     """Cloudflare's `retry_delay` (`--retry-delay-secs` of `wrangler queues consumer http
     add`) applies to a retry that names no delay; `delay_seconds: 0` overrides it. A pull
     retry without one was delivered again at once."""
-    wrangler = tmp_path / "wrangler.toml"
-    wrangler.write_text(
-        '[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\nretry_delay = 3600\n'
-    )
-    app = App(database_url)
-    app.use_wrangler(str(wrangler))
+    app = _http_pull_app(database_url, tmp_path, "retry_delay = 3600")
     with serve(app) as client:
         client.post(f"{BASE}/messages", json={"body": "plain"}).raise_for_status()
         client.post(f"{BASE}/messages", json={"body": "zero"}).raise_for_status()
@@ -168,12 +173,7 @@ def test_a_pull_without_a_visibility_timeout_leases_for_the_consumers_own(
 ) -> None:
     """A wrangler `http_pull` consumer's `visibility_timeout_ms` is the lease of a pull
     that gives none; such a pull leased for 30 s whatever the consumer said."""
-    wrangler = tmp_path / "wrangler.toml"
-    wrangler.write_text(
-        '[[queues.consumers]]\nqueue = "exports"\ntype = "http_pull"\nvisibility_timeout_ms = 300\n'
-    )
-    app = App(database_url)
-    app.use_wrangler(str(wrangler))
+    app = _http_pull_app(database_url, tmp_path, "visibility_timeout_ms = 300")
     with serve(app) as client:
         client.post(f"{BASE}/messages", json={"body": 1}).raise_for_status()
         for path in (f"{BASE}/messages/pull", "/queues/exports/messages/pull"):

@@ -66,12 +66,12 @@ async def worker_for(app: App, cfg: WorkerConfig, rogue: Rogue) -> AsyncIterator
         await asyncio.wait({task}, timeout=DEADLINE)
 
 
-async def test_a_job_ignoring_its_timeout_frees_its_slot_and_fails_saying_so(
-    app: App, caplog: pytest.LogCaptureFixture
-) -> None:
+def _stubborn_and_quick(app: App, **options: Any) -> Rogue:
+    """Job types `stubborn` (its handler the returned `Rogue`, with `options`) and
+    `quick` (returns "ran")."""
     rogue = Rogue()
 
-    @app.job("stubborn", timeout=0.2, max_attempts=1)
+    @app.job("stubborn", **options)
     async def stubborn(payload: Any) -> None:
         await rogue()
 
@@ -79,6 +79,13 @@ async def test_a_job_ignoring_its_timeout_frees_its_slot_and_fails_saying_so(
     async def quick(payload: Any) -> str:
         return "ran"
 
+    return rogue
+
+
+async def test_a_job_ignoring_its_timeout_frees_its_slot_and_fails_saying_so(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    rogue = _stubborn_and_quick(app, timeout=0.2, max_attempts=1)
     first = await app.enqueue("stubborn")
     async with worker_for(app, config(), rogue) as worker:
         await wait_until(lambda: rogue.started, DEADLINE, what="the stubborn job to start")
@@ -136,16 +143,7 @@ async def test_a_given_up_job_can_store_nothing_more(app: App) -> None:
 async def test_a_cancelled_job_that_ignores_its_cancel_ends_cancelled_and_frees_its_slot(
     app: App,
 ) -> None:
-    rogue = Rogue()
-
-    @app.job("stubborn")  # no timeout: only the cancel stops it
-    async def stubborn(payload: Any) -> None:
-        await rogue()
-
-    @app.job("quick")
-    async def quick(payload: Any) -> str:
-        return "ran"
-
+    rogue = _stubborn_and_quick(app)  # no timeout: only the cancel stops it
     first = await app.enqueue("stubborn")
     async with worker_for(app, config(), rogue):
         await wait_until(lambda: rogue.started, DEADLINE, what="the stubborn job to start")
