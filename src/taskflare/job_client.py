@@ -453,6 +453,12 @@ class JobClient:
             concurrency_key=concurrency_key,
         )
         ttl = check_delay(idempotency_ttl, "idempotency_ttl")
+        if ttl <= 0:  # a key that expires as it is taken guards nothing
+            raise InvalidJobOption(
+                f"idempotency_ttl must be more than 0 seconds, got {idempotency_ttl!r}: "
+                "a key that expires at once lets a repeat enqueue a second job",
+                fields=("idempotency_ttl",),
+            )
         params = JobEnqueueParams(message, ttl, connection)
         if unique is None:
             unique = self.unique_of(type)

@@ -9,8 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from job_helpers import wait_past
-from taskflare import App, JobStatus
+from taskflare import App, InvalidJobOption, JobStatus
 from taskflare.testing import drain
 
 ENQUEUER = textwrap.dedent(
@@ -112,6 +114,16 @@ async def test_key_past_its_ttl_makes_a_new_job(app: App) -> None:
     again = await app.enqueue("charge", 3, idempotency_key="k")
     assert again.duplicate and again.id == fresh.id
     assert (await app.enqueue("charge", 4, idempotency_key="hour")).id == held.id
+
+
+@pytest.mark.parametrize("ttl", [0, 0.0])  # a negative one: InvalidDelay
+async def test_a_key_ttl_that_is_not_positive_is_refused_naming_it(app: App, ttl: float) -> None:
+    """A key that expires as it is taken guards nothing: a repeat made a second job."""
+    app.job("charge")(lambda payload: None)
+    with pytest.raises(InvalidJobOption, match="idempotency_ttl") as info:
+        await app.enqueue("charge", 1, idempotency_key="k", idempotency_ttl=ttl)
+    assert info.value.fields == ("idempotency_ttl",)
+    assert not (await app.enqueue("charge", 1, idempotency_key="k")).duplicate  # none stored
 
 
 async def test_jobs_without_a_key_are_never_duplicates(app: App) -> None:
