@@ -145,7 +145,7 @@ def test_enqueue_from_file_is_batched_with_progress_and_a_summary(
     items.write_text(
         "".join(json.dumps({"n": i}) + "\n" + ("\n" if i == 7 else "") for i in range(1200))
     )
-    out = ok(
+    result = tf(
         "jobs",
         "enqueue",
         "double",
@@ -154,9 +154,14 @@ def test_enqueue_from_file_is_batched_with_progress_and_a_summary(
         "--queue",
         "jobs",
         url=database_url,
+        FORCE_COLOR="1",  # Rich draws progress only on a terminal: make it believe so
+        TTY_INTERACTIVE="1",
     )
-    assert "enqueueing double" in out  # the progress bar's last frame
-    summary = out.strip().splitlines()[-1]
+    assert result.returncode == 0, result.stderr
+    assert "enqueueing double" in result.stderr  # the progress bar, on stderr
+    # stdout is the summary alone: `batch=$(taskflare jobs enqueue ... --from-file ...)`.
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+    summary = result.stdout.strip()
     assert summary.startswith("enqueued 1200 jobs of 'double' in ")
     batch_id = summary.rsplit("batch ", 1)[1]
     assert tf_json("queues", "info", "jobs", url=database_url)["depth"]["ready"] == 1200

@@ -227,7 +227,8 @@ def test_dlq_list_shows_dead_letters_and_reprocess_by_id_sends_one_back(
     assert "dead letters of work (in work-dlq)" in table and dead[0] in table
 
     out = ok("dlq", "reprocess", "work", "--id", dead[0], url=database_url)
-    assert "reprocessed 1 messages" in out
+    # Off a terminal, stdout is the summary alone (no progress bar's blank line).
+    assert out == "reprocessed 1 messages from 'work'\n"
     assert tf_json("dlq", "list", "work", url=database_url)["count"] == 2
     assert tf_json("queues", "info", "work", url=database_url)["depth"]["ready"] == 1
 
@@ -238,9 +239,11 @@ def test_dlq_reprocess_of_2000_dead_letters_shows_progress_and_sends_all_back(
     make_dead_letters(database_url, 2000)
     started = time.monotonic()
     # Rich draws progress only on a terminal: make it believe it has one.
-    out = ok("dlq", "reprocess", "work", url=database_url, FORCE_COLOR="1", TTY_INTERACTIVE="1")
-    assert "reprocessing work-dlq" in out
-    assert "reprocessed 2000 messages from 'work'" in out
+    result = tf("dlq", "reprocess", "work", url=database_url, FORCE_COLOR="1", TTY_INTERACTIVE="1")
+    assert result.returncode == 0, result.stderr
+    # The bar goes to stderr; stdout keeps the summary alone, for scripts and pipes.
+    assert "reprocessing work-dlq" in result.stderr
+    assert result.stdout == "reprocessed 2000 messages from 'work'\n"
     assert time.monotonic() - started < 30
     assert tf_json("dlq", "list", "work", url=database_url)["count"] == 0
     assert tf_json("queues", "info", "work", url=database_url)["depth"]["ready"] == 2000

@@ -11,6 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from rich.console import Console
+from rich.progress import Progress
 
 from ..app import App
 from ..backends.url import hide_credentials, redact_url, resolve_database_url
@@ -217,6 +219,14 @@ def run(app: App, work: Callable[[], Awaitable[T]]) -> T:
         if Flags.debug:
             raise
         raise fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)") from None
+
+
+def progress_bar(*, transient: bool = False) -> Progress:
+    """A progress bar for long work, drawn on stderr and only on a terminal: stdout keeps
+    only the command's result (an id, a summary line), so `$(taskflare ...)` and pipes
+    read that alone."""
+    console = Console(stderr=True)
+    return Progress(console=console, transient=transient, disable=not console.is_terminal)
 
 
 def print_json(data: Any) -> None:

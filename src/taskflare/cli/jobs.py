@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
 
 from ..app import App
 from ..backends.base import NewMessage
@@ -38,6 +37,7 @@ from .common import (
     existing_app,
     fail,
     print_json,
+    progress_bar,
     run,
     said,
     state_app,
@@ -462,7 +462,7 @@ def _enqueue_file(app: App, options: _JobOptions, path: Path, chunk: int = 500) 
             await app.jobs.create_batch(batch_id, options.type, count)
             return count
         await app.jobs.create_batch(batch_id, options.type, len(messages))
-        with Progress() as progress:
+        with progress_bar() as progress:
             bar = progress.add_task(f"enqueueing {options.type}", total=len(messages))
             for start in range(0, len(messages), chunk):
                 part = messages[start : start + chunk]

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 
 from ..app import App
@@ -18,7 +17,17 @@ from ..errors import InvalidMessage, JobQueueSend, UnknownQueue
 from ..messages import check_delay
 from ..tables import Column, error_line, fit_table, short_time
 from .arguments import TextCommand
-from .common import DatabaseOpt, JsonOpt, cli, fail, print_json, run, said, state_app
+from .common import (
+    DatabaseOpt,
+    JsonOpt,
+    cli,
+    fail,
+    print_json,
+    progress_bar,
+    run,
+    said,
+    state_app,
+)
 
 queues_cli = typer.Typer(
     help="List, inspect, pause, resume and purge queues. Example: taskflare queues list",
@@ -324,7 +333,7 @@ def message_table(title: str, messages: list[dict[str, Any]], origin: str) -> Ta
 
 @dlq_cli.command("reprocess", cls=TextCommand)
 def dlq_reprocess(
-    queue: DlqArg,
+    queue: Annotated[str, typer.Argument(help="The queue whose dead letters to send back.")],
     ids: Annotated[
         list[str] | None, typer.Option("--id", help="Only this message (repeatable).")
     ] = None,
@@ -359,7 +368,7 @@ def dlq_reprocess(
                 if m["originQueue"] == queue  # a dead-letter queue may serve several queues
             ]
         done = 0
-        with Progress(transient=True) as progress:
+        with progress_bar(transient=True) as progress:
             bar = progress.add_task(f"reprocessing {dlq}", total=len(chosen))
             for start in range(0, len(chosen), chunk):
                 part = chosen[start : start + chunk]
