@@ -202,8 +202,11 @@ def queues_purge(
     if not ready and not more:  # nothing to ask about (a script without a terminal either)
         typer.echo(f"nothing to purge: no message of queue {name!r} waits for delivery{kept}")
         return
-    if not yes:
-        typer.confirm(f"Delete {more}{ready} messages of queue {name!r}{kept}?", abort=True)
+    if not yes and not _confirmed(f"Delete {more}{ready} messages of queue {name!r}{kept}?"):
+        raise fail(
+            f"purge of queue {name!r} not confirmed: nothing was deleted "
+            "(--yes skips the question, for scripts)"
+        )
     app = state_app(database_url)
 
     async def work() -> int:
@@ -329,6 +332,14 @@ def message_table(title: str, messages: list[dict[str, Any]], origin: str) -> Ta
         for m in messages
     ]
     return fit_table(title, columns, rows)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; no answer (stdin closed, as in a script, or Ctrl-C) is a no."""
+    try:
+        return typer.confirm(question)
+    except typer.Abort:
+        return False
 
 
 @dlq_cli.command("reprocess", cls=TextCommand)
