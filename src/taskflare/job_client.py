@@ -222,7 +222,9 @@ class JobClient:
             stored_queue = self.stored_flow.type_queues.get(type, DEFAULT_JOB_QUEUE)
             target = check_queue_name(queue or stored_queue)
             self.stored_flow.check_route(type, stored_queue, target)
-            default_priority, default_attempts = 0, DEFAULT_MAX_ATTEMPTS
+            default_priority, default_attempts = self.stored_flow.type_defaults.get(
+                type, (0, DEFAULT_MAX_ATTEMPTS)
+            )
         if idempotency_key is not None:
             check_name(idempotency_key, "idempotency_key")
         if correlation_id is not None:

@@ -544,6 +544,8 @@ class StoredFlow:
     undeclared: frozenset[str] = frozenset()
     rate_limited: frozenset[str] = frozenset()
     kinds: dict[str, str] = field(default_factory=dict)
+    # (priority, max_attempts) each type declared (absent: stored by an older version).
+    type_defaults: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: dict[str, dict[str, Any]]) -> StoredFlow:
@@ -553,9 +555,14 @@ class StoredFlow:
         undeclared: set[str] = set()
         rate_limited: set[str] = set()
         kinds: dict[str, str] = {}
+        type_defaults: dict[str, tuple[int, int]] = {}
         for queue, data in settings.items():
             if data.get("kind"):
                 kinds[queue] = str(data["kind"])
+            for type, values in (data.get("job_defaults") or {}).items():
+                defaults = _stored_defaults(values)
+                if defaults is not None:
+                    type_defaults.setdefault(type, defaults)
             declared = data.get("job_types") or {}
             for type, limits in declared.items():
                 type_queues.setdefault(type, queue)
@@ -572,7 +579,14 @@ class StoredFlow:
                 if type not in declared:
                     undeclared.add(type)
                     type_queues.setdefault(type, queue)
-        return cls(type_queues, type_limits, frozenset(undeclared), frozenset(rate_limited), kinds)
+        return cls(
+            type_queues,
+            type_limits,
+            frozenset(undeclared),
+            frozenset(rate_limited),
+            kinds,
+            type_defaults,
+        )
 
     def check_route(self, type: str, home: str, queue: str) -> None:
         """Raise unless a job of `type` (whose own queue is `home`) may go to `queue`, as
@@ -617,3 +631,14 @@ class StoredFlow:
         if limits is not None and limits.active:
             out += limits.buckets(payload, rate_key=rate_key, concurrency_key=concurrency_key)
         return tuple(out) or None
+
+
+def _stored_defaults(values: Any) -> tuple[int, int] | None:
+    """(priority, max_attempts) from a type's stored `job_defaults` entry; None when it is
+    not one (the defaults then apply, as for settings stored by an older version)."""
+    if not isinstance(values, dict):
+        return None
+    priority, attempts = values.get("priority"), values.get("max_attempts")
+    if type(priority) is not int or type(attempts) is not int or attempts < 1:
+        return None
+    return priority, attempts

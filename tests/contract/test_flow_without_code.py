@@ -108,3 +108,31 @@ async def test_the_stored_uniqueness_holds_for_a_producer_without_code(database_
     finally:
         await producer.close()
         await app.close()
+
+
+async def test_a_producer_without_code_takes_the_types_max_attempts_and_priority(
+    database_url: str,
+) -> None:
+    """`taskflare jobs enqueue` without `--app` stored every job with 3 attempts and
+    priority 0 whatever its type declared: a type with `max_attempts=1`, because it must
+    not run twice, ran three times. The declared values are stored with the queue's
+    settings and taken from there; given options still win."""
+    app = App(database_url)
+    app.job("charge", max_attempts=1, priority=7)(_noop)
+    app.job("plain")(_noop)
+    await app.declare_queues()
+    producer = await _without_code(database_url)
+    try:
+        charge = producer.prepare_job("charge", {}, strict=False)
+        assert (charge.max_attempts, charge.priority) == (1, 7)
+        plain = producer.prepare_job("plain", {}, strict=False)
+        expected = app.prepare_job("plain", {})
+        assert (plain.max_attempts, plain.priority) == (expected.max_attempts, expected.priority)
+        given = producer.prepare_job("charge", {}, strict=False, max_attempts=4, priority=1)
+        assert (given.max_attempts, given.priority) == (4, 1)
+        stored = await producer.enqueue("charge", {}, strict=False)
+        job = await producer.get_job(stored.id)
+        assert job is not None and job.max_attempts == 1
+    finally:
+        await producer.close()
+        await app.close()

@@ -83,14 +83,20 @@ class QueueSpec:
 
     def settings_json(self) -> str:
         """The queue's settings as stored for admin tools, with its kind (`jobs`,
-        `messages`), its job types' flow-control declarations and its flow limits (so a
-        reader or producer without the app's code can show and apply them)."""
+        `messages`), its job types' flow-control declarations, their `max_attempts` and
+        `priority`, and its flow limits (so a reader or producer without the app's code
+        can show and apply them)."""
         settings: dict[str, Any] = orjson.loads(self.config.to_json())
         if self.kind is not None:
             settings["kind"] = self.kind
         if self.job_types:
             settings["job_types"] = {
                 name: None if job_type.limits is None else job_type.limits.declaration()
+                for name, job_type in self.job_types.items()
+            }
+            # What a job of each type is stored with when its enqueue names neither.
+            settings["job_defaults"] = {
+                name: {"max_attempts": job_type.max_attempts, "priority": job_type.priority}
                 for name, job_type in self.job_types.items()
             }
         limits = self.flow_limits()
